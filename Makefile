@@ -1,0 +1,30 @@
+# Tally: `make test` runs every test, `make demo` runs the pipeline on the embedded store.
+# Both install the system packages they need first (scripts/install-deps.sh).
+
+SWIFT ?= swift
+# In CI, warnings are errors (Package.swift reads TALLY_STRICT).
+export TALLY_STRICT ?= $(if $(CI),1,)
+
+.PHONY: deps build build-release test demo bench clean
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: build-release
+	@./scripts/demo.sh
+
+bench: build-release
+	@./scripts/bench.sh
+
+clean:
+	rm -rf .build tally-data tally-spool

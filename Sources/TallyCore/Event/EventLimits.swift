@@ -1,0 +1,87 @@
+/// The bounds every event must respect. Defaults suit API metering; collectors and agents take
+/// them from config.
+public struct EventLimits: Sendable, Hashable {
+    public var maxTenantBytes = 128
+    public var maxMetricBytes = 64
+    public var maxIdBytes = 128
+    public var maxProperties = 32
+    public var maxPropertyKeyBytes = 64
+    public var maxPropertyValueBytes = 256
+    /// The largest quantity of one event: 10¹⁵ units. Sums of many events stay far inside
+    /// ``Quantity``'s 128-bit range, and every sum is checked anyway.
+    public var maxQuantity = Quantity(nanos: 1_000_000_000_000_000 * Quantity.nanosPerUnit)
+    /// How far in the future an event's timestamp may be, to allow for clock skew.
+    public var maxFutureSkew: Duration = .seconds(300)
+
+    public init() {}
+
+    public static let standard = EventLimits()
+}
+
+extension UsageEvent {
+    /// Checks every field against `limits`, and the timestamp against `now` plus the allowed
+    /// future skew. The first problem found is thrown.
+    public func validate(limits: EventLimits = .standard, now: EventTime) throws(EventRejection) {
+        try Self.checkText(tenant, field: "tenant", max: limits.maxTenantBytes)
+        try Self.checkName(metric, field: "metric", max: limits.maxMetricBytes)
+        if let id { try Self.checkText(id, field: "id", max: limits.maxIdBytes) }
+        if quantity.nanos < 0 {
+            throw EventRejection(.invalidField, field: "quantity", "must not be negative (got \(quantity))")
+        }
+        if quantity > limits.maxQuantity {
+            throw EventRejection(.limitExceeded, field: "quantity", "\(quantity) exceeds the limit of \(limits.maxQuantity)")
+        }
+        if properties.count > limits.maxProperties {
+            throw EventRejection(
+                .limitExceeded, field: "properties", "\(properties.count) properties exceed the limit of \(limits.maxProperties)")
+        }
+        for property in properties {
+            try Self.checkName(property.key, field: "properties.\(property.key)", max: limits.maxPropertyKeyBytes)
+            if property.value.utf8.count > limits.maxPropertyValueBytes {
+                throw EventRejection(
+                    .limitExceeded, field: "properties.\(property.key)",
+                    "value is \(property.value.utf8.count) bytes; the limit is \(limits.maxPropertyValueBytes)")
+            }
+            if property.value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                throw EventRejection(.invalidField, field: "properties.\(property.key)", "contains a control character")
+            }
+        }
+        let latest = now.advanced(by: limits.maxFutureSkew)
+        if timestamp > latest {
+            throw EventRejection(
+                .futureTimestamp, field: "timestamp",
+                "\(timestamp) is after \(latest) (now plus the allowed skew of \(limits.maxFutureSkew.microseconds / 1_000_000)s)")
+        }
+    }
+
+    /// Non-empty UTF-8 text with no control characters, at most `max` bytes.
+    static func checkText(_ value: String, field: String, max: Int) throws(EventRejection) {
+        if value.isEmpty { throw EventRejection(.invalidField, field: field, "must not be empty") }
+        if value.utf8.count > max {
+            throw EventRejection(.limitExceeded, field: field, "is \(value.utf8.count) bytes; the limit is \(max)")
+        }
+        if value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw EventRejection(.invalidField, field: field, "contains a control character")
+        }
+    }
+
+    /// A name: an ASCII letter, then letters, digits, `_`, `.`, `:` or `-`; at most `max` bytes.
+    static func checkName(_ value: String, field: String, max: Int) throws(EventRejection) {
+        if value.isEmpty { throw EventRejection(.invalidField, field: field, "must not be empty") }
+        if value.utf8.count > max {
+            throw EventRejection(.limitExceeded, field: field, "is \(value.utf8.count) bytes; the limit is \(max)")
+        }
+        var first = true
+        for byte in value.utf8 {
+            let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+            let allowed =
+                letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
+            if !allowed {
+                throw EventRejection(
+                    .invalidField, field: field,
+                    "'\(value)' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-')")
+            }
+            first = false
+        }
+    }
+}

@@ -1,0 +1,1 @@
+// The reference workload arrives in Generator.swift.

@@ -1,0 +1,3 @@
+import TallyCLI
+
+await CommandRunner.main(CollectorCommand.self)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system packages Tally builds and tests with, when they are missing.
+# Debian/Ubuntu (apt-get); run as root or with sudo available.
+set -euo pipefail
+
+need=()
+pkg-config --exists libzstd 2>/dev/null || need+=(libzstd-dev)
+pkg-config --exists sqlite3 2>/dev/null || need+=(libsqlite3-dev)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ "${TALLY_NEEDS_POSTGRES:-1}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "installing: ${need[*]}"
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "missing packages (${need[*]}) and not root: install them with apt-get" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
