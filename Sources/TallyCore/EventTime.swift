@@ -194,7 +194,11 @@ extension EventTime {
                 index += 1
             }
             guard digits >= 1, digits <= 9 else { throw fail("the fraction must have 1 to 9 digits") }
-            for _ in digits..<6 where digits < 6 { micros *= 10 }
+            var scale = digits
+            while scale < 6 {
+                micros *= 10
+                scale += 1
+            }
         }
         var offsetSeconds: Int64 = 0
         if at(index, "Z") || at(index, "z") {
