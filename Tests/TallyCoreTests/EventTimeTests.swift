@@ -92,3 +92,19 @@ import Testing
         }
     }
 }
+
+@Suite struct DurationTextTests {
+    @Test(arguments: [
+        ("250ms", Duration.milliseconds(250)), ("30s", .seconds(30)), ("5m", .seconds(300)), ("72h", .seconds(259_200)),
+        ("35d", .seconds(3_024_000)), ("1h30m", .seconds(5400)), ("0s", .zero),
+    ])
+    func parses(_ text: String, _ expected: Duration) throws {
+        #expect(try DurationText.parse(text) == expected)
+        #expect(try DurationText.parse(DurationText.format(expected)) == expected)
+    }
+
+    @Test(arguments: ["", "5", "h", "5x", "-5s", "1.5h", "5 s", "99999999999999s"])
+    func refuses(_ text: String) {
+        #expect(throws: DurationText.ParseError.self) { try DurationText.parse(text) }
+    }
+}
