@@ -19,10 +19,12 @@ let package = Package(
         .executable(name: "tally-collector", targets: ["tally-collector"]),
         .executable(name: "tallyctl", targets: ["tallyctl"]),
         .library(name: "TallyCore", targets: ["TallyCore"]),
+        .library(name: "TallyPricing", targets: ["TallyPricing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // libzstd from Debian's libzstd-dev.
@@ -35,6 +37,12 @@ let package = Package(
         .target(
             name: "TallyCore",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.
+        .target(
+            name: "TallyPricing",
+            dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The deterministic reference workload (`tallyctl gen`).
@@ -55,6 +63,7 @@ let package = Package(
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
 
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
+        .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
