@@ -53,7 +53,7 @@ struct PricingEngineTests {
         ("999", "99.90", [1]),
         ("1000", "100.00", [1]),  // last unit of tier 1
         ("1001", "100.05", [1, 2]),  // first unit of tier 2
-        ("1000.5", "100.03", [1, 2]),  // 100.025 -> tie -> even
+        ("1000.5", "100.02", [1, 2]),  // 100.025: a tie, 2 is even
         ("5000", "300.00", [1, 2]),  // last unit of tier 2
         ("5001", "300.01", [1, 2, 3]),  // first unit of tier 3
         ("100000", "1250.00", [1, 2, 3]),
@@ -180,7 +180,7 @@ struct PricingEngineTests {
 
     @Test("minimum commitment: a true-up for the shortfall of usage lines only", arguments: [
         ("100000", "400.00", "600.00"),
-        ("499999", "0.01", "600.00"),
+        ("499990", "0.01", "600.00"),
         ("500000", nil, "600.00"),
         ("600000", nil, "700.00"),
         ("0", "500.00", "600.00"),

@@ -33,13 +33,15 @@ func time(_ text: String) -> EventTime {
 let april = BillingPeriod(year: 2026, month: 4)!
 let march = BillingPeriod(year: 2026, month: 3)!
 
-/// The error a throwing body threw, or nil.
-func pricingError(_ body: () throws(PricingError) -> Void) -> PricingError? {
+/// The pricing error a throwing body threw, or nil.
+func pricingError(_ body: () throws -> Void) -> PricingError? {
     do {
         try body()
         return nil
-    } catch {
+    } catch let error as PricingError {
         return error
+    } catch {
+        return nil
     }
 }
 

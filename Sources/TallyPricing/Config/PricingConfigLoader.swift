@@ -1,5 +1,5 @@
 import Foundation
-public import TallyCore
+import TallyCore
 import Yams
 
 /// Reads a pricing YAML file (the format is in `deploy/PRICING.md`) into a validated
@@ -357,6 +357,6 @@ struct ConfigBuilder {
             }
             result.append((index, assignment))
         }
-        return result.map(\.assignment)
+        return result.map { $0.assignment }
     }
 }

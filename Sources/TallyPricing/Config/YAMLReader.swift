@@ -104,8 +104,18 @@ struct YAMLReader {
     }
 
     mutating func money(_ node: Node, _ place: String, currency: Currency?) -> Money? {
-        guard let price = price(node, place), let currency else { return nil }
-        return Money(currency: currency, scaledAmount: price.picos * 1_000_000_000)
+        guard let value = text(node, place), let currency else { return nil }
+        do throws(DecimalTextError) {
+            let money = try Money(currency: currency, parsing: value)
+            if money.scaledAmount < 0 {
+                fail(place, node, "must not be negative (got \(value))")
+                return nil
+            }
+            return money
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
     }
 
     mutating func time(_ node: Node, _ place: String) -> EventTime? {

@@ -96,7 +96,9 @@ public struct PriceStep: Sendable, Hashable {
 }
 
 /// One line of an invoice. `amount` is rounded to the currency's minor units once (see
-/// ``Money/roundedForInvoiceLine(times:over:)``); `exactAmount` is the value before that rounding.
+/// ``Money/roundedForInvoiceLine(times:over:)``). `exactAmount` is what was rounded: the exact
+/// sum of the steps for a usage line, the whole-period fee for a (prorated) flat fee; for a
+/// true-up or an adjustment, which are differences of rounded amounts, it equals `amount`.
 public struct InvoiceLine: Sendable, Hashable {
     public enum Kind: String, Sendable, Hashable {
         /// A metric's usage, priced.

@@ -66,7 +66,7 @@ struct UsagePricing {
         case .package(let size, let packagePrice):
             let count = Self.packages(billableEnd, size) - Self.packages(billableStart, size)
             let (nanos, overflow) = count.multipliedReportingOverflow(by: Quantity.nanosPerUnit)
-            if overflow { throw ArithmeticOverflow(operation: "\(count) packages") }
+            if overflow { throw MoneyError.overflow("\(count) packages") }
             steps.append(
                 PriceStep(tier: nil, quantity: Quantity(nanos: nanos), unitPrice: packagePrice, amount: try .product(count: count, packagePrice, in: currency)))
         }

@@ -1,3 +1,5 @@
+public import TallyCore
+
 /// An exact amount of one currency: a whole number of 10⁻²¹ currency units in a signed 128-bit
 /// integer (range about ±1.7 × 10¹⁷ units).
 ///
@@ -23,7 +25,9 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Parses a plain decimal (`49`, `49.90`, `0.0000125`; at most 12 decimal places, no exponent).
     public init(currency: Currency, parsing text: String) throws(DecimalTextError) {
         let picos = try ExactDecimalText.parse(text, scale: UnitPrice.scale)
-        self.init(currency: currency, scaledAmount: picos * 1_000_000_000)
+        let (scaled, overflow) = picos.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { throw DecimalTextError(text: text, problem: "is out of range") }
+        self.init(currency: currency, scaledAmount: scaled)
     }
 
     /// The amount in minor units (cents), when it is a whole number of them.
@@ -90,7 +94,9 @@ public struct Money: Sendable, Hashable, Comparable, CustomStringConvertible {
         if twiceRemainder > divisor.magnitude || (twiceRemainder == divisor.magnitude && quotient % 2 != 0) {
             quotient += value < 0 ? -1 : 1
         }
-        return Money(currency: currency, scaledAmount: quotient * step)
+        let (rounded, overflowC) = quotient.multipliedReportingOverflow(by: step)
+        if overflowC { throw .overflow("\(self) × \(numerator) / \(denominator)") }
+        return Money(currency: currency, scaledAmount: rounded)
     }
 
     /// 10^(21 - minor units): the scaled size of one minor unit.
