@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "tally-collector", targets: ["tally-collector"]),
         .executable(name: "tallyctl", targets: ["tallyctl"]),
         .library(name: "TallyCore", targets: ["TallyCore"]),
+        .library(name: "TallyPricing", targets: ["TallyPricing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,6 +45,12 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
+        // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.
+        .target(
+            name: "TallyPricing",
+            dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
         // The deterministic reference workload (`tallyctl gen`).
         .target(name: "TallyWorkload", dependencies: ["TallyCore"], swiftSettings: strict),
         // Frames, payload codec, session state machines, zstd.
@@ -62,6 +69,7 @@ let package = Package(
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
 
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
+        .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),

@@ -1,0 +1,221 @@
+public import TallyCore
+
+/// A validated pricing configuration: metrics, plans and tenant-to-plan assignments.
+///
+/// A value of this type exists only after every check in ``PricingConfigLoader`` passed: every
+/// charge names a defined metric, tiers increase and end open, currencies are known, a tenant's
+/// assignments never overlap, and every plan reference resolves. Pricing with it is pure.
+public struct PricingConfig: Sendable, Hashable {
+    /// Metric definitions, in file order.
+    public let metrics: [MetricDefinition]
+    /// Plans, in file order.
+    public let plans: [Plan]
+    /// Tenant-to-plan assignments, in file order.
+    public let assignments: [PlanAssignment]
+    /// The plan of a tenant at an instant no assignment covers; nil means such usage is an error.
+    public let defaultPlanID: String?
+
+    public init(metrics: [MetricDefinition], plans: [Plan], assignments: [PlanAssignment], defaultPlanID: String?) {
+        self.metrics = metrics
+        self.plans = plans
+        self.assignments = assignments
+        self.defaultPlanID = defaultPlanID
+    }
+
+    public func metric(named name: String) -> MetricDefinition? { metrics.first { $0.name == name } }
+
+    public func plan(id: String) -> Plan? { plans.first { $0.id == id } }
+}
+
+/// How a metric's events become one number per tenant and period.
+public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
+    /// The sum of the events' quantities.
+    case sum
+    /// The number of events.
+    case count
+    /// The largest quantity.
+    case max
+    /// The number of distinct values of a property.
+    case uniqueCount(property: String)
+    /// The quantity of the latest event (by event time).
+    case latest
+
+    /// Whether usage of two time ranges adds up to the usage of both (sum, count). Only additive
+    /// metrics carry tier positions across a plan change inside a period.
+    public var isAdditive: Bool {
+        switch self {
+        case .sum, .count: true
+        case .max, .uniqueCount, .latest: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .sum: "sum"
+        case .count: "count"
+        case .max: "max"
+        case .uniqueCount(let property): "unique_count(\(property))"
+        case .latest: "latest"
+        }
+    }
+}
+
+/// A condition on one event property: the event counts toward the metric only when the
+/// property's value is (or, for `excluded`, is not) one of `values`. A missing property matches
+/// no `in` filter and every `not_in` filter.
+public struct MetricFilter: Sendable, Hashable {
+    public let property: String
+    public let values: Set<String>
+    /// true for `in`, false for `not_in`.
+    public let included: Bool
+
+    public init(property: String, values: Set<String>, included: Bool) {
+        self.property = property
+        self.values = values
+        self.included = included
+    }
+
+    public func matches(_ properties: [String: String]) -> Bool {
+        guard let value = properties[property] else { return !included }
+        return values.contains(value) == included
+    }
+}
+
+/// A billable metric: which events count (name and filters), how they aggregate, and which
+/// properties the aggregates keep (group-by), so prices can differ by a property's value.
+public struct MetricDefinition: Sendable, Hashable {
+    public let name: String
+    public let aggregation: Aggregation
+    public let groupBy: [String]
+    public let filters: [MetricFilter]
+
+    public init(name: String, aggregation: Aggregation, groupBy: [String] = [], filters: [MetricFilter] = []) {
+        self.name = name
+        self.aggregation = aggregation
+        self.groupBy = groupBy
+        self.filters = filters
+    }
+
+    /// Whether an event with these properties counts toward this metric (every filter holds).
+    public func matches(_ properties: [String: String]) -> Bool { filters.allSatisfy { $0.matches(properties) } }
+}
+
+/// Billing cadence of a plan. Tally bills calendar months in UTC (``BillingPeriod``).
+public enum BillingCadence: String, Sendable, Hashable {
+    case monthly
+}
+
+/// A price plan in one currency: usage charges, flat fees and an optional minimum commitment.
+/// Every amount in it is in `currency`.
+public struct Plan: Sendable, Hashable {
+    public let id: String
+    public let currency: Currency
+    public let billingPeriod: BillingCadence
+    /// At most one usage charge per metric.
+    public let usageCharges: [UsageCharge]
+    public let flatFees: [FlatFee]
+    /// The least the usage lines of a period must add up to; a shortfall is a true-up line.
+    public let minimumCommitment: Money?
+
+    public init(
+        id: String, currency: Currency, billingPeriod: BillingCadence = .monthly, usageCharges: [UsageCharge],
+        flatFees: [FlatFee] = [], minimumCommitment: Money? = nil
+    ) {
+        self.id = id
+        self.currency = currency
+        self.billingPeriod = billingPeriod
+        self.usageCharges = usageCharges
+        self.flatFees = flatFees
+        self.minimumCommitment = minimumCommitment
+    }
+
+    public func usageCharge(for metric: String) -> UsageCharge? { usageCharges.first { $0.metric == metric } }
+}
+
+/// How one metric is charged in a plan. Without `priceBy` there is exactly one price, for all
+/// usage of the metric; with it, each value of that property is priced by the first price whose
+/// `value` matches, else by the price with no `value` (the fallback), else it is an error.
+public struct UsageCharge: Sendable, Hashable {
+    public let metric: String
+    public let priceBy: String?
+    public let prices: [PropertyPrice]
+
+    public init(metric: String, priceBy: String? = nil, prices: [PropertyPrice]) {
+        self.metric = metric
+        self.priceBy = priceBy
+        self.prices = prices
+    }
+
+    /// The price for usage whose `priceBy` property has `value` (nil without `priceBy`).
+    public func price(for value: String?) -> PropertyPrice? {
+        if let value, let exact = prices.first(where: { $0.value == value }) { return exact }
+        return prices.first { $0.value == nil }
+    }
+}
+
+/// One price of a usage charge: a free allowance, then a pricing model.
+public struct PropertyPrice: Sendable, Hashable {
+    /// The property value this price is for; nil for the fallback (or the only) price.
+    public let value: String?
+    /// Units given free before the model applies; tiers count from the first billable unit.
+    public let freeAllowance: Quantity
+    public let model: PriceModel
+
+    public init(value: String? = nil, freeAllowance: Quantity = .zero, model: PriceModel) {
+        self.value = value
+        self.freeAllowance = freeAllowance
+        self.model = model
+    }
+}
+
+/// How billable units become money.
+public enum PriceModel: Sendable, Hashable {
+    /// Every unit at one price.
+    case perUnit(UnitPrice)
+    /// Each unit at the price of the tier it falls in (the first 1,000 at a, the next at b, …).
+    case graduated([PriceTier])
+    /// Every unit at the price of the one tier the whole quantity falls in.
+    case volume([PriceTier])
+    /// A price per started package of `size` units (the quantity divided by size, rounded up).
+    case package(size: Quantity, price: UnitPrice)
+}
+
+/// A tier: units up to and including `upTo` (cumulative, counted from the first billable unit)
+/// at `unitPrice`. Only the last tier has no `upTo`: it is open-ended.
+public struct PriceTier: Sendable, Hashable {
+    public let upTo: Quantity?
+    public let unitPrice: UnitPrice
+
+    public init(upTo: Quantity?, unitPrice: UnitPrice) {
+        self.upTo = upTo
+        self.unitPrice = unitPrice
+    }
+}
+
+/// A fixed amount per billing period, prorated by time when the plan covers part of the period.
+public struct FlatFee: Sendable, Hashable {
+    public let name: String
+    public let amount: Money
+
+    public init(name: String, amount: Money) {
+        self.name = name
+        self.amount = amount
+    }
+}
+
+/// A tenant is on a plan from `from` (inclusive) until `until` (exclusive; nil = open-ended).
+public struct PlanAssignment: Sendable, Hashable {
+    public let tenant: String
+    public let planID: String
+    public let from: EventTime
+    public let until: EventTime?
+
+    public init(tenant: String, planID: String, from: EventTime, until: EventTime? = nil) {
+        self.tenant = tenant
+        self.planID = planID
+        self.from = from
+        self.until = until
+    }
+
+    public func covers(_ time: EventTime) -> Bool { time >= from && (until.map { time < $0 } ?? true) }
+}

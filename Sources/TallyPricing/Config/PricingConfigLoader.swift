@@ -1,0 +1,362 @@
+import Foundation
+import TallyCore
+import Yams
+
+/// Reads a pricing YAML file (the format is in `deploy/PRICING.md`) into a validated
+/// ``PricingConfig``. Reading the file is its only I/O. Every problem is reported at once, each
+/// with the file, the place and the problem; a config with any problem is never returned.
+public enum PricingConfigLoader {
+    /// Loads and validates the pricing file at `path`.
+    public static func load(file path: String) throws(PricingConfigError) -> PricingConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw PricingConfigError(file: path, issues: [PricingConfigIssue(place: "", problem: "cannot read the file: \(error.localizedDescription)")])
+        }
+        return try load(yaml: text, file: path)
+    }
+
+    /// Validates pricing YAML given as text; `file` names it in errors.
+    public static func load(yaml: String, file: String = "<string>") throws(PricingConfigError) -> PricingConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw PricingConfigError(file: file, issues: [PricingConfigIssue(place: "", problem: "not valid YAML: \(error)")])
+        }
+        guard let root else {
+            throw PricingConfigError(file: file, issues: [PricingConfigIssue(place: "", problem: "the file is empty")])
+        }
+        var builder = ConfigBuilder()
+        let config = builder.build(root)
+        if let config, builder.reader.issues.isEmpty { return config }
+        throw PricingConfigError(file: file, issues: builder.reader.issues)
+    }
+}
+
+/// Builds the config section by section; each check appends to `reader.issues`.
+struct ConfigBuilder {
+    var reader = YAMLReader()
+    private var metrics: [MetricDefinition] = []
+
+    mutating func build(_ root: Node) -> PricingConfig? {
+        guard let top = reader.mapping(root, "", allowed: ["metrics", "plans", "default_plan", "assignments"]) else { return nil }
+        if let node = top.required("metrics", &reader) { metrics = readMetrics(node, top.place("metrics")) }
+        var plans: [Plan] = []
+        if let node = top.required("plans", &reader) { plans = readPlans(node, top.place("plans")) }
+        let planIDs = Set(plans.map(\.id))
+        var defaultPlan: String?
+        if let node = top["default_plan"], let id = reader.name(node, top.place("default_plan")) {
+            if planIDs.contains(id) {
+                defaultPlan = id
+            } else {
+                reader.fail(top.place("default_plan"), node, "unknown plan '\(id)'; plans are: \(plans.map(\.id).joined(separator: ", "))")
+            }
+        }
+        var assignments: [PlanAssignment] = []
+        if let node = top["assignments"] {
+            assignments = readAssignments(node, top.place("assignments"), plans: plans)
+        }
+        return PricingConfig(metrics: metrics, plans: plans, assignments: assignments, defaultPlanID: defaultPlan)
+    }
+
+    // MARK: Metrics
+
+    private mutating func readMetrics(_ node: Node, _ place: String) -> [MetricDefinition] {
+        guard let items = reader.list(node, place) else { return [] }
+        var result: [MetricDefinition] = []
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            guard let fields = reader.mapping(item, here, allowed: ["name", "aggregation", "property", "group_by", "filters"])
+            else { continue }
+            guard let nameNode = fields.required("name", &reader), let name = reader.name(nameNode, fields.place("name")) else {
+                continue
+            }
+            if result.contains(where: { $0.name == name }) {
+                reader.fail(fields.place("name"), nameNode, "metric '\(name)' is defined twice")
+                continue
+            }
+            var property: String?
+            if let node = fields["property"] { property = reader.name(node, fields.place("property")) }
+            var aggregation: Aggregation?
+            if let node = fields.required("aggregation", &reader), let text = reader.text(node, fields.place("aggregation")) {
+                switch text {
+                case "sum": aggregation = .sum
+                case "count": aggregation = .count
+                case "max": aggregation = .max
+                case "latest": aggregation = .latest
+                case "unique_count":
+                    if let property {
+                        aggregation = .uniqueCount(property: property)
+                    } else if fields["property"] == nil {
+                        reader.fail(fields.place("property"), item, "is required for aggregation unique_count (the property whose distinct values are counted)")
+                    }
+                default:
+                    reader.fail(fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, unique_count or latest")
+                }
+                if text != "unique_count", let propertyNode = fields["property"] {
+                    reader.fail(fields.place("property"), propertyNode, "applies only to aggregation unique_count")
+                }
+            }
+            var groupBy: [String] = []
+            if let node = fields["group_by"] { groupBy = reader.names(node, fields.place("group_by")) ?? [] }
+            var filters: [MetricFilter] = []
+            if let node = fields["filters"] { filters = readFilters(node, fields.place("filters")) }
+            if let aggregation {
+                result.append(MetricDefinition(name: name, aggregation: aggregation, groupBy: groupBy, filters: filters))
+            }
+        }
+        return result
+    }
+
+    private mutating func readFilters(_ node: Node, _ place: String) -> [MetricFilter] {
+        guard let items = reader.list(node, place) else { return [] }
+        var result: [MetricFilter] = []
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            guard let fields = reader.mapping(item, here, allowed: ["property", "in", "not_in"]) else { continue }
+            guard let propertyNode = fields.required("property", &reader),
+                let property = reader.name(propertyNode, fields.place("property"))
+            else { continue }
+            switch (fields["in"], fields["not_in"]) {
+            case (let values?, nil):
+                if let list = reader.texts(values, fields.place("in")) {
+                    result.append(MetricFilter(property: property, values: Set(list), included: true))
+                }
+            case (nil, let values?):
+                if let list = reader.texts(values, fields.place("not_in")) {
+                    result.append(MetricFilter(property: property, values: Set(list), included: false))
+                }
+            default:
+                reader.fail(here, item, "a filter needs exactly one of 'in' or 'not_in'")
+            }
+        }
+        return result
+    }
+
+    // MARK: Plans
+
+    private mutating func readPlans(_ node: Node, _ place: String) -> [Plan] {
+        guard let items = reader.list(node, place) else { return [] }
+        var result: [Plan] = []
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            guard let fields = reader.mapping(item, here, allowed: ["id", "currency", "billing_period", "charges", "minimum_commitment"])
+            else { continue }
+            let id = fields.required("id", &reader).flatMap { reader.name($0, fields.place("id")) }
+            if let id, result.contains(where: { $0.id == id }), let node = fields["id"] {
+                reader.fail(fields.place("id"), node, "plan '\(id)' is defined twice")
+            }
+            var currency: Currency?
+            if let node = fields.required("currency", &reader), let code = reader.text(node, fields.place("currency")) {
+                currency = Currency(code: code)
+                if currency == nil {
+                    reader.fail(fields.place("currency"), node, "unknown currency '\(code)'; expected an ISO 4217 code such as USD, EUR or JPY")
+                }
+            }
+            if let node = fields["billing_period"], let text = reader.text(node, fields.place("billing_period")), text != "monthly" {
+                reader.fail(fields.place("billing_period"), node, "unsupported billing period '\(text)'; Tally bills 'monthly' (calendar months, UTC)")
+            }
+            var minimum: Money?
+            if let node = fields["minimum_commitment"] {
+                minimum = reader.money(node, fields.place("minimum_commitment"), currency: currency)
+            }
+            var usage: [UsageCharge] = []
+            var flat: [FlatFee] = []
+            if let node = fields.required("charges", &reader) {
+                (usage, flat) = readCharges(node, fields.place("charges"), currency: currency)
+            }
+            if let id, let currency {
+                result.append(Plan(id: id, currency: currency, usageCharges: usage, flatFees: flat, minimumCommitment: minimum))
+            }
+        }
+        return result
+    }
+
+    private static let priceKeys = ["model", "unit_price", "tiers", "package_size", "package_price", "free"]
+
+    private mutating func readCharges(_ node: Node, _ place: String, currency: Currency?) -> ([UsageCharge], [FlatFee]) {
+        guard let items = reader.list(node, place) else { return ([], []) }
+        var usage: [UsageCharge] = []
+        var flat: [FlatFee] = []
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            if item.mapping?["flat_fee"] != nil {
+                guard let fields = reader.mapping(item, here, allowed: ["flat_fee", "name"]) else { continue }
+                let name = fields["name"].flatMap { reader.text($0, fields.place("name")) } ?? "Flat fee"
+                if let node = fields["flat_fee"], let amount = reader.money(node, fields.place("flat_fee"), currency: currency) {
+                    flat.append(FlatFee(name: name, amount: amount))
+                }
+                continue
+            }
+            guard let fields = reader.mapping(item, here, allowed: ["metric", "price_by", "prices"] + Self.priceKeys) else { continue }
+            guard let metricNode = fields.required("metric", &reader), let metricName = reader.name(metricNode, fields.place("metric"))
+            else { continue }
+            guard let metric = metrics.first(where: { $0.name == metricName }) else {
+                reader.fail(fields.place("metric"), metricNode, "unknown metric '\(metricName)'; defined metrics: \(metrics.map(\.name).joined(separator: ", "))")
+                continue
+            }
+            if usage.contains(where: { $0.metric == metricName }) {
+                reader.fail(fields.place("metric"), metricNode, "metric '\(metricName)' is already charged in this plan")
+                continue
+            }
+            if let byNode = fields["price_by"] {
+                guard let property = reader.name(byNode, fields.place("price_by")) else { continue }
+                if !metric.groupBy.contains(property) {
+                    reader.fail(fields.place("price_by"), byNode, "metric '\(metricName)' is not grouped by '\(property)'; add it to the metric's group_by")
+                }
+                for key in Self.priceKeys where fields[key] != nil {
+                    reader.fail(fields.place(key), fields[key], "with price_by, each price goes in 'prices'")
+                }
+                guard let pricesNode = fields.required("prices", &reader), let entries = reader.list(pricesNode, fields.place("prices")) else { continue }
+                var prices: [PropertyPrice] = []
+                for (priceIndex, entry) in entries.enumerated() {
+                    let entryPlace = YAMLReader.child(fields.place("prices"), priceIndex)
+                    guard let priceFields = reader.mapping(entry, entryPlace, allowed: ["when"] + Self.priceKeys) else { continue }
+                    var value: String?
+                    if let whenNode = priceFields["when"] {
+                        value = reader.text(whenNode, priceFields.place("when"))
+                        if let value, prices.contains(where: { $0.value == value }) {
+                            reader.fail(priceFields.place("when"), whenNode, "'\(value)' already has a price")
+                        }
+                    } else if prices.contains(where: { $0.value == nil }) {
+                        reader.fail(entryPlace, entry, "only one price may omit 'when' (the price for every other value)")
+                    }
+                    if let price = readPrice(priceFields, value: value) { prices.append(price) }
+                }
+                usage.append(UsageCharge(metric: metricName, priceBy: property, prices: prices))
+            } else {
+                if let node = fields["prices"] {
+                    reader.fail(fields.place("prices"), node, "'prices' needs 'price_by' (the property whose value selects the price)")
+                }
+                if let price = readPrice(fields, value: nil) { usage.append(UsageCharge(metric: metricName, prices: [price])) }
+            }
+        }
+        return (usage, flat)
+    }
+
+    /// One price: a free allowance and a model with its own keys.
+    private mutating func readPrice(_ fields: Fields, value: String?) -> PropertyPrice? {
+        var free = Quantity.zero
+        if let node = fields["free"] { free = reader.quantity(node, fields.place("free")) ?? .zero }
+        guard let modelNode = fields.required("model", &reader), let model = reader.text(modelNode, fields.place("model")) else {
+            return nil
+        }
+        let uses: [String]
+        switch model {
+        case "per_unit": uses = ["unit_price"]
+        case "graduated", "volume": uses = ["tiers"]
+        case "package": uses = ["package_size", "package_price"]
+        default:
+            reader.fail(fields.place("model"), modelNode, "unknown model '\(model)'; expected per_unit, graduated, volume or package")
+            return nil
+        }
+        for key in ["unit_price", "tiers", "package_size", "package_price"] where !uses.contains(key) && fields[key] != nil {
+            reader.fail(fields.place(key), fields[key], "does not apply to model \(model)")
+        }
+        let result: PriceModel?
+        switch model {
+        case "per_unit":
+            result = fields.required("unit_price", &reader).flatMap { reader.price($0, fields.place("unit_price")) }.map { .perUnit($0) }
+        case "package":
+            var size = fields.required("package_size", &reader).flatMap { reader.quantity($0, fields.place("package_size")) }
+            if let quantity = size, quantity.nanos == 0, let node = fields["package_size"] {
+                reader.fail(fields.place("package_size"), node, "must be greater than 0")
+                size = nil
+            }
+            let price = fields.required("package_price", &reader).flatMap { reader.price($0, fields.place("package_price")) }
+            if let size, let price { result = .package(size: size, price: price) } else { result = nil }
+        default:
+            let tiers = fields.required("tiers", &reader).flatMap { readTiers($0, fields.place("tiers")) }
+            result = tiers.map { model == "graduated" ? .graduated($0) : .volume($0) }
+        }
+        return result.map { PropertyPrice(value: value, freeAllowance: free, model: $0) }
+    }
+
+    /// Tiers: `up_to` strictly increasing and positive; only the last tier (and it must) omits it.
+    private mutating func readTiers(_ node: Node, _ place: String) -> [PriceTier]? {
+        guard let items = reader.list(node, place) else { return nil }
+        if items.isEmpty {
+            reader.fail(place, node, "needs at least one tier")
+            return nil
+        }
+        var tiers: [PriceTier] = []
+        var previous: Quantity?
+        var valid = true
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            guard let fields = reader.mapping(item, here, allowed: ["up_to", "unit_price"]) else {
+                valid = false
+                continue
+            }
+            let isLast = index == items.count - 1
+            var upTo: Quantity?
+            if let upNode = fields["up_to"] {
+                upTo = reader.quantity(upNode, fields.place("up_to"))
+                if let value = upTo {
+                    if isLast {
+                        reader.fail(fields.place("up_to"), upNode, "the last tier must have no up_to, so that every quantity has a price")
+                        valid = false
+                    } else if value.nanos == 0 {
+                        reader.fail(fields.place("up_to"), upNode, "must be greater than 0")
+                        valid = false
+                    } else if let previous, value <= previous {
+                        reader.fail(fields.place("up_to"), upNode, "tiers must increase: \(value) is not above the previous tier's up_to \(previous)")
+                        valid = false
+                    }
+                    previous = value
+                } else {
+                    valid = false
+                }
+            } else if !isLast {
+                reader.fail(fields.place("up_to"), item, "is required on every tier but the last")
+                valid = false
+            }
+            guard let priceNode = fields.required("unit_price", &reader), let price = reader.price(priceNode, fields.place("unit_price")) else {
+                valid = false
+                continue
+            }
+            tiers.append(PriceTier(upTo: isLast ? nil : upTo, unitPrice: price))
+        }
+        return valid ? tiers : nil
+    }
+
+    // MARK: Assignments
+
+    private mutating func readAssignments(_ node: Node, _ place: String, plans: [Plan]) -> [PlanAssignment] {
+        guard let items = reader.list(node, place) else { return [] }
+        var result: [(index: Int, assignment: PlanAssignment)] = []
+        for (index, item) in items.enumerated() {
+            let here = YAMLReader.child(place, index)
+            guard let fields = reader.mapping(item, here, allowed: ["tenant", "plan", "from", "until"]) else { continue }
+            let tenant = fields.required("tenant", &reader).flatMap { reader.text($0, fields.place("tenant")) }
+            var planID = fields.required("plan", &reader).flatMap { reader.name($0, fields.place("plan")) }
+            if let id = planID, !plans.contains(where: { $0.id == id }), let node = fields["plan"] {
+                reader.fail(fields.place("plan"), node, "unknown plan '\(id)'; plans are: \(plans.map(\.id).joined(separator: ", "))")
+                planID = nil
+            }
+            let from = fields.required("from", &reader).flatMap { reader.time($0, fields.place("from")) }
+            var until: EventTime?
+            if let node = fields["until"] {
+                until = reader.time(node, fields.place("until"))
+                if let until, let from, until <= from {
+                    reader.fail(fields.place("until"), node, "must be after from (\(from))")
+                    continue
+                }
+            }
+            guard let tenant, let planID, let from else { continue }
+            let assignment = PlanAssignment(tenant: tenant, planID: planID, from: from, until: until)
+            for earlier in result where earlier.assignment.tenant == tenant {
+                let other = earlier.assignment
+                if other.covers(from) || assignment.covers(other.from) {
+                    reader.fail(
+                        here, item,
+                        "overlaps assignments[\(earlier.index)]: tenant '\(tenant)' would be on '\(other.planID)' and '\(planID)' at once")
+                }
+            }
+            result.append((index, assignment))
+        }
+        return result.map { $0.assignment }
+    }
+}

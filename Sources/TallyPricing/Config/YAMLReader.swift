@@ -1,0 +1,170 @@
+import TallyCore
+import Yams
+
+/// Walks a composed YAML tree and collects every problem with its place, line and column.
+///
+/// Scalars are read only as their source text (`Node.Scalar.string`), never through Yams'
+/// typed resolution, so `0.001` reaches the decimal parser as the five characters the author
+/// wrote and never becomes a binary `Double`.
+struct YAMLReader {
+    private(set) var issues: [PricingConfigIssue] = []
+
+    mutating func fail(_ place: String, _ node: Node?, _ problem: String) {
+        issues.append(PricingConfigIssue(place: place, problem: problem, line: node?.mark?.line, column: node?.mark?.column))
+    }
+
+    static func child(_ place: String, _ key: String) -> String { place.isEmpty ? key : "\(place).\(key)" }
+    static func child(_ place: String, _ index: Int) -> String { "\(place)[\(index)]" }
+
+    /// A mapping with string keys, checking that every key is one of `allowed`.
+    mutating func mapping(_ node: Node, _ place: String, allowed: [String]) -> Fields? {
+        guard let mapping = node.mapping else {
+            fail(place, node, "expected a mapping of keys (\(allowed.joined(separator: ", ")))")
+            return nil
+        }
+        var values: [String: Node] = [:]
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else {
+                fail(place, key, "keys must be plain text")
+                continue
+            }
+            if !allowed.contains(name) {
+                fail(Self.child(place, name), key, "unknown key '\(name)'; expected one of: \(allowed.joined(separator: ", "))")
+                continue
+            }
+            values[name] = value
+        }
+        return Fields(node: node, place: place, values: values)
+    }
+
+    mutating func list(_ node: Node, _ place: String) -> [Node]? {
+        guard let sequence = node.sequence else {
+            fail(place, node, "expected a list")
+            return nil
+        }
+        return Array(sequence)
+    }
+
+    mutating func text(_ node: Node, _ place: String) -> String? {
+        guard let scalar = node.scalar else {
+            fail(place, node, "expected a single value, not a list or mapping")
+            return nil
+        }
+        if scalar.string.isEmpty || (scalar.style == .plain && ["~", "null", "Null", "NULL"].contains(scalar.string)) {
+            fail(place, node, "must not be empty")
+            return nil
+        }
+        return scalar.string
+    }
+
+    /// A name: a letter, then letters, digits, `_`, `.`, `:` or `-` (as metric names in events).
+    mutating func name(_ node: Node, _ place: String) -> String? {
+        guard let value = text(node, place) else { return nil }
+        var first = true
+        for byte in value.utf8 {
+            let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+            let other = (byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D
+            if !(letter || (!first && other)) || value.utf8.count > 64 {
+                fail(place, node, "'\(value)' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-'; at most 64 bytes)")
+                return nil
+            }
+            first = false
+        }
+        return value
+    }
+
+    mutating func quantity(_ node: Node, _ place: String) -> Quantity? {
+        guard let value = text(node, place) else { return nil }
+        do throws(QuantityError) {
+            let quantity = try Quantity(parsing: value)
+            if quantity.nanos < 0 {
+                fail(place, node, "must not be negative (got \(value))")
+                return nil
+            }
+            return quantity
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
+    }
+
+    mutating func price(_ node: Node, _ place: String) -> UnitPrice? {
+        guard let value = text(node, place) else { return nil }
+        do throws(DecimalTextError) {
+            let price = try UnitPrice(parsing: value)
+            if price.picos < 0 {
+                fail(place, node, "must not be negative (got \(value))")
+                return nil
+            }
+            return price
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
+    }
+
+    mutating func money(_ node: Node, _ place: String, currency: Currency?) -> Money? {
+        guard let value = text(node, place), let currency else { return nil }
+        do throws(DecimalTextError) {
+            let money = try Money(currency: currency, parsing: value)
+            if money.scaledAmount < 0 {
+                fail(place, node, "must not be negative (got \(value))")
+                return nil
+            }
+            return money
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
+    }
+
+    mutating func time(_ node: Node, _ place: String) -> EventTime? {
+        guard let value = text(node, place) else { return nil }
+        do throws(TimestampError) {
+            return try EventTime(parsing: value)
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
+    }
+
+    /// A list of names, or one name.
+    mutating func names(_ node: Node, _ place: String) -> [String]? {
+        if node.scalar != nil { return name(node, place).map { [$0] } }
+        guard let items = list(node, place) else { return nil }
+        var result: [String] = []
+        for (index, item) in items.enumerated() {
+            if let value = name(item, Self.child(place, index)) { result.append(value) }
+        }
+        return result
+    }
+
+    /// A list of texts, or one text.
+    mutating func texts(_ node: Node, _ place: String) -> [String]? {
+        if node.scalar != nil { return text(node, place).map { [$0] } }
+        guard let items = list(node, place) else { return nil }
+        var result: [String] = []
+        for (index, item) in items.enumerated() {
+            if let value = text(item, Self.child(place, index)) { result.append(value) }
+        }
+        return result
+    }
+}
+
+/// The values of one mapping, by key, with the mapping's place for messages.
+struct Fields {
+    let node: Node
+    let place: String
+    let values: [String: Node]
+
+    subscript(key: String) -> Node? { values[key] }
+
+    func place(_ key: String) -> String { YAMLReader.child(place, key) }
+
+    /// The value of a required key, or an issue placed at the missing key.
+    func required(_ key: String, _ reader: inout YAMLReader) -> Node? {
+        if let value = values[key] { return value }
+        reader.fail(place(key), node, "is required")
+        return nil
+    }
+}
