@@ -46,9 +46,15 @@ let package = Package(
             swiftSettings: strict
         ),
         // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.
+        // Reads YAML configs by their source text, with file:line:column errors.
+        .target(
+            name: "TallyConfig",
+            dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
         .target(
             name: "TallyPricing",
-            dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["TallyCore", "TallyConfig", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The deterministic reference workload (`tallyctl gen`).

@@ -1,5 +1,6 @@
 import Foundation
 import TallyCore
+public import TallyConfig
 import Yams
 
 /// Reads a pricing YAML file (the format is in `deploy/PRICING.md`) into a validated

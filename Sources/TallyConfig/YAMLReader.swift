@@ -1,23 +1,25 @@
-import TallyCore
-import Yams
+public import TallyCore
+public import Yams
 
 /// Walks a composed YAML tree and collects every problem with its place, line and column.
 ///
 /// Scalars are read only as their source text (`Node.Scalar.string`), never through Yams'
 /// typed resolution, so `0.001` reaches the decimal parser as the five characters the author
 /// wrote and never becomes a binary `Double`.
-struct YAMLReader {
-    private(set) var issues: [PricingConfigIssue] = []
+public struct YAMLReader {
+    public init() {}
 
-    mutating func fail(_ place: String, _ node: Node?, _ problem: String) {
-        issues.append(PricingConfigIssue(place: place, problem: problem, line: node?.mark?.line, column: node?.mark?.column))
+    public private(set) var issues: [ConfigIssue] = []
+
+    public mutating func fail(_ place: String, _ node: Node?, _ problem: String) {
+        issues.append(ConfigIssue(place: place, problem: problem, line: node?.mark?.line, column: node?.mark?.column))
     }
 
-    static func child(_ place: String, _ key: String) -> String { place.isEmpty ? key : "\(place).\(key)" }
-    static func child(_ place: String, _ index: Int) -> String { "\(place)[\(index)]" }
+    public static func child(_ place: String, _ key: String) -> String { place.isEmpty ? key : "\(place).\(key)" }
+    public static func child(_ place: String, _ index: Int) -> String { "\(place)[\(index)]" }
 
     /// A mapping with string keys, checking that every key is one of `allowed`.
-    mutating func mapping(_ node: Node, _ place: String, allowed: [String]) -> Fields? {
+    public mutating func mapping(_ node: Node, _ place: String, allowed: [String]) -> Fields? {
         guard let mapping = node.mapping else {
             fail(place, node, "expected a mapping of keys (\(allowed.joined(separator: ", ")))")
             return nil
@@ -37,7 +39,7 @@ struct YAMLReader {
         return Fields(node: node, place: place, values: values)
     }
 
-    mutating func list(_ node: Node, _ place: String) -> [Node]? {
+    public mutating func list(_ node: Node, _ place: String) -> [Node]? {
         guard let sequence = node.sequence else {
             fail(place, node, "expected a list")
             return nil
@@ -45,7 +47,7 @@ struct YAMLReader {
         return Array(sequence)
     }
 
-    mutating func text(_ node: Node, _ place: String) -> String? {
+    public mutating func text(_ node: Node, _ place: String) -> String? {
         guard let scalar = node.scalar else {
             fail(place, node, "expected a single value, not a list or mapping")
             return nil
@@ -58,7 +60,7 @@ struct YAMLReader {
     }
 
     /// A name: a letter, then letters, digits, `_`, `.`, `:` or `-` (as metric names in events).
-    mutating func name(_ node: Node, _ place: String) -> String? {
+    public mutating func name(_ node: Node, _ place: String) -> String? {
         guard let value = text(node, place) else { return nil }
         var first = true
         for byte in value.utf8 {
@@ -73,7 +75,7 @@ struct YAMLReader {
         return value
     }
 
-    mutating func quantity(_ node: Node, _ place: String) -> Quantity? {
+    public mutating func quantity(_ node: Node, _ place: String) -> Quantity? {
         guard let value = text(node, place) else { return nil }
         do throws(QuantityError) {
             let quantity = try Quantity(parsing: value)
@@ -88,37 +90,7 @@ struct YAMLReader {
         }
     }
 
-    mutating func price(_ node: Node, _ place: String) -> UnitPrice? {
-        guard let value = text(node, place) else { return nil }
-        do throws(DecimalTextError) {
-            let price = try UnitPrice(parsing: value)
-            if price.picos < 0 {
-                fail(place, node, "must not be negative (got \(value))")
-                return nil
-            }
-            return price
-        } catch {
-            fail(place, node, error.description)
-            return nil
-        }
-    }
-
-    mutating func money(_ node: Node, _ place: String, currency: Currency?) -> Money? {
-        guard let value = text(node, place), let currency else { return nil }
-        do throws(DecimalTextError) {
-            let money = try Money(currency: currency, parsing: value)
-            if money.scaledAmount < 0 {
-                fail(place, node, "must not be negative (got \(value))")
-                return nil
-            }
-            return money
-        } catch {
-            fail(place, node, error.description)
-            return nil
-        }
-    }
-
-    mutating func time(_ node: Node, _ place: String) -> EventTime? {
+    public mutating func time(_ node: Node, _ place: String) -> EventTime? {
         guard let value = text(node, place) else { return nil }
         do throws(TimestampError) {
             return try EventTime(parsing: value)
@@ -128,8 +100,38 @@ struct YAMLReader {
         }
     }
 
+    public mutating func duration(_ node: Node, _ place: String) -> Duration? {
+        guard let value = text(node, place) else { return nil }
+        do throws(DurationText.ParseError) {
+            return try DurationText.parse(value)
+        } catch {
+            fail(place, node, error.description)
+            return nil
+        }
+    }
+
+    public mutating func integer(_ node: Node, _ place: String, range: ClosedRange<Int>) -> Int? {
+        guard let value = text(node, place) else { return nil }
+        guard let number = Int(value), range.contains(number) else {
+            fail(place, node, "'\(value)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return number
+    }
+
+    public mutating func flag(_ node: Node, _ place: String) -> Bool? {
+        guard let value = text(node, place) else { return nil }
+        switch value {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            fail(place, node, "'\(value)' must be true or false")
+            return nil
+        }
+    }
+
     /// A list of names, or one name.
-    mutating func names(_ node: Node, _ place: String) -> [String]? {
+    public mutating func names(_ node: Node, _ place: String) -> [String]? {
         if node.scalar != nil { return name(node, place).map { [$0] } }
         guard let items = list(node, place) else { return nil }
         var result: [String] = []
@@ -140,7 +142,7 @@ struct YAMLReader {
     }
 
     /// A list of texts, or one text.
-    mutating func texts(_ node: Node, _ place: String) -> [String]? {
+    public mutating func texts(_ node: Node, _ place: String) -> [String]? {
         if node.scalar != nil { return text(node, place).map { [$0] } }
         guard let items = list(node, place) else { return nil }
         var result: [String] = []
@@ -152,17 +154,17 @@ struct YAMLReader {
 }
 
 /// The values of one mapping, by key, with the mapping's place for messages.
-struct Fields {
-    let node: Node
-    let place: String
-    let values: [String: Node]
+public struct Fields {
+    public let node: Node
+    public let place: String
+    public let values: [String: Node]
 
-    subscript(key: String) -> Node? { values[key] }
+    public subscript(key: String) -> Node? { values[key] }
 
-    func place(_ key: String) -> String { YAMLReader.child(place, key) }
+    public func place(_ key: String) -> String { YAMLReader.child(place, key) }
 
     /// The value of a required key, or an issue placed at the missing key.
-    func required(_ key: String, _ reader: inout YAMLReader) -> Node? {
+    public func required(_ key: String, _ reader: inout YAMLReader) -> Node? {
         if let value = values[key] { return value }
         reader.fail(place(key), node, "is required")
         return nil
