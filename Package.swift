@@ -65,8 +65,24 @@ let package = Package(
         .target(
             name: "TallyCLI",
             dependencies: [
-                "TallyCore", "TallyWorkload", "TallyWire",
+                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // The collector: protocol server, ack pipeline, HTTP API, invoices, exports.
+        .target(
+            name: "TallyCollector",
+            dependencies: [
+                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: strict
         ),
@@ -77,6 +93,7 @@ let package = Package(
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
+        .testTarget(name: "TallyCollectorTests", dependencies: ["TallyCollector", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
     ]

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TallyConfig
 
 /// `tally-agent`: the sidecar that takes usage events on localhost, spools them durably and
 /// ships them to a collector.
@@ -34,8 +35,8 @@ public struct AgentCommand: AsyncParsableCommand {
         public init() {}
 
         public func validate() throws {
-            _ = try HostPort(parsing: listen, option: "--listen")
-            for address in collector { _ = try HostPort(parsing: address, option: "--collector") }
+            try checkAddress(listen, "--listen")
+            for address in collector { try checkAddress(address, "--collector") }
         }
 
         public func run() async throws {
@@ -44,25 +45,3 @@ public struct AgentCommand: AsyncParsableCommand {
     }
 }
 
-/// A `HOST:PORT` address from a flag.
-public struct HostPort: Sendable, Hashable, CustomStringConvertible {
-    public let host: String
-    public let port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public init(parsing text: String, option: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { throw ValidationError("\(option) '\(text)' must be HOST:PORT with a port from 0 to 65535") }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw ValidationError("\(option) '\(text)' has no host") }
-        self.init(host: host, port: port)
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-}

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TallyConfig
 
 /// `tally-collector`: receives batches from agents, keeps the ledger, prices usage.
 public struct CollectorCommand: AsyncParsableCommand {
@@ -32,8 +33,8 @@ public struct CollectorCommand: AsyncParsableCommand {
         public init() {}
 
         public func validate() throws {
-            _ = try HostPort(parsing: listen, option: "--listen")
-            _ = try HostPort(parsing: http, option: "--http")
+            try checkAddress(listen, "--listen")
+            try checkAddress(http, "--http")
             guard store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
                 throw ValidationError("--store '\(store)' must be sqlite:PATH or a postgres:// URL")
             }

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TallyConfig
 
 #if canImport(Glibc)
 import Glibc
@@ -85,4 +86,13 @@ public struct GlobalOptions: ParsableArguments {
 /// A log level as a command-line value.
 public enum LogLevelName: String, ExpressibleByArgument, CaseIterable, Sendable {
     case trace, debug, info, notice, warning, error, critical
+}
+
+/// Refuses a flag that is not `HOST:PORT`, as bad usage.
+func checkAddress(_ text: String, _ option: String) throws {
+    do {
+        _ = try HostPort(parsing: text, option: option)
+    } catch {
+        throw ValidationError(error.description)
+    }
 }

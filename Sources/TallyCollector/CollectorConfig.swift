@@ -1,0 +1,193 @@
+public import TallyConfig
+public import TallyCore
+import Yams
+
+/// Everything a collector needs to run, with the brief's local defaults: embedded SQLite under
+/// `./tally-data`, loopback ports 7400 (agents) and 7480 (HTTP).
+///
+/// Read from YAML (`CollectorConfig.load(file:)`), then overridden by flags. Unknown keys and bad
+/// values are errors that name the file, the line and the place.
+public struct CollectorConfig: Sendable {
+    /// What the collector does with an event whose billing period has closed.
+    public enum LatePolicy: String, Sendable, CaseIterable {
+        /// Count it against the current open period as an adjustment line (the default).
+        case adjust
+        /// Refuse it with reason `late`; it is still kept in the ledger.
+        case reject
+    }
+
+    /// An agent allowed to connect, and the tenants it may send for (nil: any).
+    public struct AgentCredential: Sendable, Hashable {
+        public var id: String
+        public var secret: String
+        public var tenants: Set<String>?
+        public init(id: String, secret: String, tenants: Set<String>? = nil) {
+            self.id = id
+            self.secret = secret
+            self.tenants = tenants
+        }
+    }
+
+    /// Bounds on what one connection may send.
+    public struct Limits: Sendable, Hashable {
+        public var maxFrameBytes = 8 << 20
+        public var maxDecompressedBytes = 64 << 20
+        public var maxEventsPerBatch = 10_000
+        public var maxBatchesInFlight = 8
+        public init() {}
+    }
+
+    public var store = "sqlite:./tally-data/ledger.db"
+    public var listen = HostPort(host: "127.0.0.1", port: 7400)
+    public var http = HostPort(host: "127.0.0.1", port: 7480)
+    public var pricingFile: String?
+    public var agents: [AgentCredential] = []
+    /// The key that reads every tenant over HTTP.
+    public var adminKey: String?
+    /// Tenant-scoped HTTP keys: key -> the one tenant it may read.
+    public var tenantKeys: [String: String] = [:]
+    public var grace: Duration = .seconds(72 * 3600)
+    public var latePolicy = LatePolicy.adjust
+    /// Events older than this are rejected `too_old` (and kept in the ledger).
+    public var lateArrivalLimit: Duration = .seconds(35 * 86_400)
+    /// How long fingerprints are remembered; never shorter than the late-arrival limit.
+    public var dedupeHorizon: Duration = .seconds(35 * 86_400)
+    public var eventLimits = EventLimits()
+    public var limits = Limits()
+
+    public init() {}
+
+    /// Problems that make the configuration unusable as a whole.
+    public func validate() throws(ConfigError) {
+        var issues: [ConfigIssue] = []
+        if dedupeHorizon < lateArrivalLimit {
+            issues.append(ConfigIssue(
+                place: "dedupe_horizon",
+                problem: "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateArrivalLimit)): a retry could be billed twice"))
+        }
+        if !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
+            issues.append(ConfigIssue(place: "store", problem: "'\(store)' must be sqlite:PATH or a postgres:// URL"))
+        }
+        var seen: Set<String> = []
+        for agent in agents where !seen.insert(agent.id).inserted {
+            issues.append(ConfigIssue(place: "agents", problem: "agent '\(agent.id)' is configured twice"))
+        }
+        if !issues.isEmpty { throw ConfigError(file: "<config>", issues: issues) }
+    }
+}
+
+extension CollectorConfig {
+    static let topLevelKeys = [
+        "store", "listen", "http", "pricing", "admin_key", "agents", "api_keys", "late", "dedupe_horizon", "limits",
+        "events",
+    ]
+
+    /// Reads a YAML config file over the defaults.
+    public static func load(file path: String) throws(ConfigError) -> CollectorConfig {
+        let text: String
+        do {
+            text = try readTextFile(path)
+        } catch {
+            throw ConfigError(file: path, issues: [ConfigIssue(place: "", problem: error.description)])
+        }
+        return try load(yaml: text, file: path)
+    }
+
+    public static func load(yaml: String, file: String = "<string>") throws(ConfigError) -> CollectorConfig {
+        var config = CollectorConfig()
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigError(file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error)")])
+        }
+        guard let root else { return config }
+        var reader = YAMLReader()
+        guard let fields = reader.mapping(root, "", allowed: topLevelKeys) else {
+            throw ConfigError(file: file, issues: reader.issues)
+        }
+        if let node = fields["store"], let value = reader.text(node, "store") { config.store = value }
+        for key in ["listen", "http"] {
+            guard let node = fields[key], let value = reader.text(node, key) else { continue }
+            do {
+                let address = try HostPort(parsing: value, option: key)
+                if key == "listen" { config.listen = address } else { config.http = address }
+            } catch {
+                reader.fail(key, node, error.description)
+            }
+        }
+        if let node = fields["pricing"] { config.pricingFile = reader.text(node, "pricing") }
+        if let node = fields["admin_key"] { config.adminKey = reader.text(node, "admin_key") }
+        if let node = fields["agents"], let items = reader.list(node, "agents") {
+            for (index, item) in items.enumerated() {
+                let place = YAMLReader.child("agents", index)
+                guard let agent = reader.mapping(item, place, allowed: ["id", "secret", "tenants"]),
+                    let idNode = agent.required("id", &reader), let id = reader.text(idNode, agent.place("id")),
+                    let secretNode = agent.required("secret", &reader),
+                    let secret = reader.text(secretNode, agent.place("secret"))
+                else { continue }
+                var tenants: Set<String>?
+                if let node = agent["tenants"], let list = reader.texts(node, agent.place("tenants")) { tenants = Set(list) }
+                config.agents.append(AgentCredential(id: id, secret: secret, tenants: tenants))
+            }
+        }
+        if let node = fields["api_keys"], let items = reader.list(node, "api_keys") {
+            for (index, item) in items.enumerated() {
+                let place = YAMLReader.child("api_keys", index)
+                guard let entry = reader.mapping(item, place, allowed: ["key", "tenant"]),
+                    let keyNode = entry.required("key", &reader), let key = reader.text(keyNode, entry.place("key")),
+                    let tenantNode = entry.required("tenant", &reader),
+                    let tenant = reader.text(tenantNode, entry.place("tenant"))
+                else { continue }
+                config.tenantKeys[key] = tenant
+            }
+        }
+        if let node = fields["late"], let late = reader.mapping(node, "late", allowed: ["grace", "policy", "max_age"]) {
+            if let node = late["grace"], let value = reader.duration(node, late.place("grace")) { config.grace = value }
+            if let node = late["max_age"], let value = reader.duration(node, late.place("max_age")) {
+                config.lateArrivalLimit = value
+            }
+            if let node = late["policy"], let value = reader.text(node, late.place("policy")) {
+                if let policy = LatePolicy(rawValue: value) {
+                    config.latePolicy = policy
+                } else {
+                    reader.fail(late.place("policy"), node, "'\(value)' must be adjust or reject")
+                }
+            }
+        }
+        if let node = fields["dedupe_horizon"], let value = reader.duration(node, "dedupe_horizon") {
+            config.dedupeHorizon = value
+        }
+        if let node = fields["events"],
+            let events = reader.mapping(node, "events", allowed: ["max_future_skew", "max_properties"])
+        {
+            if let node = events["max_future_skew"], let value = reader.duration(node, events.place("max_future_skew")) {
+                config.eventLimits.maxFutureSkew = value
+            }
+            if let node = events["max_properties"],
+                let value = reader.integer(node, events.place("max_properties"), range: 0...256)
+            {
+                config.eventLimits.maxProperties = value
+            }
+        }
+        if let node = fields["limits"],
+            let limits = reader.mapping(
+                node, "limits", allowed: ["max_frame_bytes", "max_decompressed_bytes", "max_events_per_batch", "max_batches_in_flight"])
+        {
+            if let node = limits["max_frame_bytes"],
+                let value = reader.integer(node, limits.place("max_frame_bytes"), range: 1024...(256 << 20))
+            { config.limits.maxFrameBytes = value }
+            if let node = limits["max_decompressed_bytes"],
+                let value = reader.integer(node, limits.place("max_decompressed_bytes"), range: 1024...(1 << 30))
+            { config.limits.maxDecompressedBytes = value }
+            if let node = limits["max_events_per_batch"],
+                let value = reader.integer(node, limits.place("max_events_per_batch"), range: 1...100_000)
+            { config.limits.maxEventsPerBatch = value }
+            if let node = limits["max_batches_in_flight"],
+                let value = reader.integer(node, limits.place("max_batches_in_flight"), range: 1...1024)
+            { config.limits.maxBatchesInFlight = value }
+        }
+        if !reader.issues.isEmpty { throw ConfigError(file: file, issues: reader.issues) }
+        return config
+    }
+}

@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a file could not be read.
+public struct FileReadError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "cannot read \(path): \(reason)" }
+}
+
+/// The whole of a small UTF-8 text file (configs), without Foundation.
+public func readTextFile(_ path: String, maxBytes: Int = 16 << 20) throws(FileReadError) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw FileReadError(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw FileReadError(path: path, reason: String(cString: strerror(errno)))
+        }
+        if count == 0 { break }
+        bytes.append(contentsOf: chunk[0..<count])
+        if bytes.count > maxBytes { throw FileReadError(path: path, reason: "larger than \(maxBytes) bytes") }
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw FileReadError(path: path, reason: "not UTF-8 text")
+    }
+    return text
+}

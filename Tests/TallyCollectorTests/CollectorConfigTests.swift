@@ -1,0 +1,74 @@
+import Testing
+import TallyConfig
+@testable import TallyCollector
+
+@Suite struct CollectorConfigTests {
+    @Test func defaultsAreTheBriefs() {
+        let config = CollectorConfig()
+        #expect(config.store == "sqlite:./tally-data/ledger.db")
+        #expect(config.listen.description == "127.0.0.1:7400")
+        #expect(config.http.description == "127.0.0.1:7480")
+        #expect(config.grace == .seconds(72 * 3600))
+        #expect(config.latePolicy == .adjust)
+        #expect(config.lateArrivalLimit == .seconds(35 * 86_400))
+    }
+
+    @Test func readsEveryKey() throws {
+        let config = try CollectorConfig.load(yaml: """
+            store: sqlite:/var/lib/tally/ledger.db
+            listen: 0.0.0.0:7401
+            http: "[::1]:7481"
+            pricing: /etc/tally/pricing.yaml
+            admin_key: adm1n
+            agents:
+              - id: edge-1
+                secret: s3cret
+                tenants: [acme, globex]
+              - id: edge-2
+                secret: other
+            api_keys:
+              - key: acme-key
+                tenant: acme
+            late:
+              grace: 48h
+              policy: reject
+              max_age: 40d
+            dedupe_horizon: 45d
+            events:
+              max_future_skew: 10m
+            limits:
+              max_events_per_batch: 5000
+            """)
+        #expect(config.listen.port == 7401)
+        #expect(config.http.host == "::1")
+        #expect(config.agents.count == 2)
+        #expect(config.agents[0].tenants == ["acme", "globex"])
+        #expect(config.agents[1].tenants == nil)
+        #expect(config.tenantKeys["acme-key"] == "acme")
+        #expect(config.latePolicy == .reject)
+        #expect(config.grace == .seconds(48 * 3600))
+        #expect(config.lateArrivalLimit == .seconds(40 * 86_400))
+        #expect(config.eventLimits.maxFutureSkew == .seconds(600))
+        #expect(config.limits.maxEventsPerBatch == 5000)
+        try config.validate()
+    }
+
+    @Test func errorsNameTheFileLineAndPlace() {
+        do {
+            _ = try CollectorConfig.load(yaml: "listen: nowhere\nlate:\n  policy: forget\n  grace: soon\ncolour: red\n", file: "c.yaml")
+            Issue.record("expected an error")
+        } catch {
+            let text = error.description
+            #expect(text.contains("c.yaml:1:9: listen:"))
+            #expect(text.contains("late.policy: 'forget' must be adjust or reject"))
+            #expect(text.contains("late.grace: 'soon' is not a duration"))
+            #expect(text.contains("colour: unknown key"))
+            #expect(error.issues.count == 4)
+        }
+    }
+
+    @Test func aDedupeHorizonShorterThanTheLateLimitIsRefused() throws {
+        let config = try CollectorConfig.load(yaml: "dedupe_horizon: 24h\n")
+        #expect(throws: ConfigError.self) { try config.validate() }
+    }
+}
