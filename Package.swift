@@ -23,6 +23,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // libzstd from Debian's libzstd-dev.
@@ -40,7 +41,15 @@ let package = Package(
         // The deterministic reference workload (`tallyctl gen`).
         .target(name: "TallyWorkload", dependencies: ["TallyCore"], swiftSettings: strict),
         // Frames, payload codec, session state machines, zstd.
-        .target(name: "TallyWire", dependencies: ["TallyCore", "CZstd"], swiftSettings: strict),
+        .target(
+            name: "TallyWire",
+            dependencies: [
+                "TallyCore", "CZstd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",
