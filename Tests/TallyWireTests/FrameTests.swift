@@ -144,3 +144,35 @@ import TallyCore
         }
     }
 }
+
+@Suite struct FrameFuzzTests {
+    /// Random streams, and valid streams with random damage, never crash the decoder: each
+    /// decode returns a frame, asks for more, or throws a WireError with the reader index intact.
+    @Test func randomStreamsNeverCrash() throws {
+        var rng = SplitMix64(seed: 99)
+        var valid: [UInt8] = []
+        for (_, frame) in Fixtures.frames { valid += try Fixtures.bytes(frame) }
+        for round in 0..<2_000 {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                if round % 4 == 0 { bytes = [0x54, 0x4C, 0x01, UInt8(1 + rng.next() % 10), 0] + bytes }
+            } else {
+                bytes = valid
+                for _ in 0..<(1 + rng.next() % 3) { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            var buffer = ByteBuffer(bytes: bytes)
+            var decoder = FrameDecoder(maxBodyLength: 4096)
+            while true {
+                let before = buffer.readerIndex
+                do throws(WireError) {
+                    guard try decoder.decode(buffer: &buffer) != nil else { break }
+                    #expect(buffer.readerIndex > before)
+                } catch {
+                    #expect(buffer.readerIndex == before)
+                    break
+                }
+            }
+        }
+    }
+}

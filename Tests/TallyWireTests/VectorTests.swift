@@ -75,7 +75,7 @@ import TallyCore
                 let lines = events.map { "      " + JSONWriter.quoted($0.jsonLine) }
                 entries.append(
                     "  {\n    \"name\": \(JSONWriter.quoted(name)),\n    \"compression\": \"\(compression == .none ? "none" : "zstd")\",\n"
-                        + "    \"events\": [\n" + lines.joined(separator: ",\n") + "\n    ],\n"
+                        + "    \"events\": [" + (lines.isEmpty ? "" : "\n" + lines.joined(separator: ",\n") + "\n    ") + "],\n"
                         + "    \"hex\": \"\(Hex.encode(payload.readableBytesView))\"\n  }")
             }
             try ("[\n" + entries.joined(separator: ",\n") + "\n]\n").write(to: url, atomically: true, encoding: .utf8)

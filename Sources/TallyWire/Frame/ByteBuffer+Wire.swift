@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 
 /// Reading and writing the primitive types of the Tally protocol: big-endian fixed-width
 /// integers, `str16` (u16 length then UTF-8), and LEB128 varints. Every read returns nil when the

@@ -1,4 +1,5 @@
 public import NIOCore
+public import TallyCore
 
 /// The kinds of frame, with their stable one-byte codes. See protocol/SPEC.md §3.
 public enum FrameType: UInt8, Sendable, Hashable, CaseIterable {

@@ -1,4 +1,5 @@
 public import NIOCore
+public import TallyCore
 
 /// The agent's side of one collector relationship, as a value-type state machine (SPEC.md §4,
 /// §6, §8): handshake, a window of unacknowledged batches, goaway, and reconnects. The channel
@@ -40,6 +41,11 @@ public struct AgentSession: Sendable {
             self.sequence = sequence
             self.eventCount = eventCount
             self.payload = payload
+        }
+
+        /// The batch of `events`, encoded with `encoder`.
+        public init(sequence: UInt64, events: [UsageEvent], encoder: BatchPayloadEncoder) throws(WireError) {
+            self.init(sequence: sequence, eventCount: UInt32(truncatingIfNeeded: events.count), payload: try encoder.encode(events))
         }
 
         var frame: Frame { .batch(Batch(sequence: sequence, payload: payload)) }

@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 
 /// One agent's key as the collector knows it, and the tenants it may report for.
 public struct AgentKey: Sendable, Hashable {

@@ -1,5 +1,5 @@
 import Crypto
-public import NIOCore
+import NIOCore
 
 /// The challenge-response proofs of SPEC.md §4. Each side proves it knows the agent's secret by
 /// an HMAC-SHA256 over both nonces, the agreed version and the agent id; the secret itself never
