@@ -64,7 +64,8 @@ public struct Nonce: Sendable, Hashable, CustomStringConvertible {
 
     init(uncheckedBytes: [UInt8]) { self.bytes = uncheckedBytes }
 
-    public var description: String { bytes.map { String($0, radix: 16) }.joined() }
+    /// 64 lowercase hex digits.
+    public var description: String { Hex.encode(bytes) }
 }
 
 /// An HMAC-SHA256 proof of knowing an agent's secret key: 32 bytes.

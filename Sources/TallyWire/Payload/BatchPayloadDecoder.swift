@@ -100,7 +100,7 @@ struct ColumnReader {
         let size = try varint("\(what) table size")
         guard size <= UInt64(buffer.readableBytes) else { throw malformed("the \(what) table claims \(size) entries") }
         var entries: [String] = []
-        entries.reserveCapacity(Int(size))
+        entries.reserveCapacity(min(Int(size), 4096))  // no amplification from a claimed size
         for _ in 0..<size {
             guard let entry = buffer.readVarintString() else { throw malformed("bad string in the \(what) table") }
             entries.append(entry)
