@@ -60,7 +60,15 @@ let package = Package(
         // The deterministic reference workload (`tallyctl gen`).
         .target(name: "TallyWorkload", dependencies: ["TallyCore"], swiftSettings: strict),
         // Frames, payload codec, session state machines, zstd.
-        .target(name: "TallyWire", dependencies: ["TallyCore", "CZstd"], swiftSettings: strict),
+        .target(
+            name: "TallyWire",
+            dependencies: [
+                "TallyCore", "CZstd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",

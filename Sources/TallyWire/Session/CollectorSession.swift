@@ -1,0 +1,227 @@
+import NIOCore
+
+/// One agent's key as the collector knows it, and the tenants it may report for.
+public struct AgentKey: Sendable, Hashable {
+    public var secret: [UInt8]
+    /// The tenants this agent may send events for; nil allows every tenant.
+    public var allowedTenants: Set<String>?
+
+    public init(secret: [UInt8], allowedTenants: Set<String>? = nil) {
+        self.secret = secret
+        self.allowedTenants = allowedTenants
+    }
+}
+
+/// The agents a collector accepts. With no keys at all it is *open*: any agent id is accepted
+/// without proof (the collector allows that on loopback only, and says so in its log).
+public struct AgentKeyring: Sendable, Hashable {
+    public var keys: [String: AgentKey]
+
+    public init(keys: [String: AgentKey] = [:]) { self.keys = keys }
+
+    public var isOpen: Bool { keys.isEmpty }
+}
+
+/// The collector's side of one agent connection, as a value-type state machine (SPEC.md §4,
+/// §6, §8): version negotiation, challenge-response against the keyring, then batches within
+/// the window. It does no I/O and touches no store: a batch comes out as
+/// ``Action/process(_:)``, and the caller feeds the committed ack back in with
+/// ``batchCompleted(_:)``.
+///
+/// Guarantees: no batch is handed out before the agent proved its key; at most `window`
+/// batches are being processed at once, each sequence once per connection; after
+/// ``shutdown(retryAfterMilliseconds:)`` no new batch is handed out, yet every batch already
+/// handed out still gets its ack before the connection closes.
+public struct CollectorSession: Sendable {
+    public struct Configuration: Sendable {
+        public var keyring: AgentKeyring
+        public var limits: SessionLimits
+        public var versions: ClosedRange<UInt16>
+
+        public init(
+            keyring: AgentKeyring, limits: SessionLimits = .standard, versions: ClosedRange<UInt16> = Handshake.supportedVersions
+        ) {
+            self.keyring = keyring
+            self.limits = limits
+            self.versions = versions
+        }
+    }
+
+    /// What the caller must do next.
+    public enum Action: Sendable, Hashable {
+        case none
+        case send(Frame)
+        /// Decode, dedupe and commit this batch, then call ``batchCompleted(_:)`` with its ack
+        /// (for a sequence already committed: the original ack).
+        case process(Batch)
+        /// Write this frame, then close the connection.
+        case sendAndClose(Frame)
+        /// Close the connection; nothing more to say.
+        case close
+    }
+
+    enum State: Sendable {
+        case awaitingHello
+        case awaitingAuth(hello: Hello, version: UInt16, key: AgentKey?)
+        case ready(agentId: String, key: AgentKey?)
+        case goingAway(agentId: String, key: AgentKey?)
+        case closed
+    }
+
+    public let configuration: Configuration
+    public let collectorNonce: Nonce
+    private var state: State = .awaitingHello
+    private var inFlight: Set<UInt64> = []
+
+    public init(configuration: Configuration, collectorNonce: Nonce) {
+        self.configuration = configuration
+        self.collectorNonce = collectorNonce
+    }
+
+    /// The authenticated agent, once the handshake is done.
+    public var agentId: String? {
+        switch state {
+        case .ready(let agentId, _), .goingAway(let agentId, _): agentId
+        default: nil
+        }
+    }
+
+    /// The frame body limit for the decoder now: small until the agent is authenticated.
+    public var maxInboundFrameBody: Int {
+        agentId == nil ? FrameLayout.handshakeMaxBody : Int(configuration.limits.maxFrameBody)
+    }
+
+    /// Whether this agent may report events for `tenant` (its key's allow-list). Events for
+    /// other tenants are rejected one by one in the ack, never silently dropped.
+    public func admits(tenant: String) -> Bool {
+        switch state {
+        case .ready(_, let key), .goingAway(_, let key):
+            guard let allowed = key?.allowedTenants else { return true }
+            return allowed.contains(tenant)
+        default: return false
+        }
+    }
+
+    /// Batches handed out and not yet completed.
+    public var batchesInFlight: Int { inFlight.count }
+
+    public mutating func received(_ frame: Frame) -> Action {
+        switch (state, frame) {
+        case (.closed, _):
+            return .none
+        case (_, .error):
+            state = .closed
+            return .close
+        case (.awaitingHello, .hello(let hello)):
+            return greet(hello)
+        case (.awaitingAuth(let hello, let version, let key), .auth(let auth)):
+            guard let key else {
+                state = .ready(agentId: hello.agentId, key: nil)
+                return .send(.welcome(Welcome(authenticated: false, version: version, proof: .none, limits: configuration.limits)))
+            }
+            let expected = Handshake.agentProof(
+                secret: key.secret, version: version, agentId: hello.agentId, agentNonce: hello.agentNonce,
+                collectorNonce: collectorNonce)
+            guard Handshake.verify(auth.proof, expected: expected) else {
+                return fail(.authenticationFailed, "the proof for agent '\(hello.agentId)' is wrong: check its key")
+            }
+            let proof = Handshake.collectorProof(
+                secret: key.secret, version: version, agentId: hello.agentId, agentNonce: hello.agentNonce,
+                collectorNonce: collectorNonce)
+            state = .ready(agentId: hello.agentId, key: key)
+            return .send(.welcome(Welcome(authenticated: true, version: version, proof: proof, limits: configuration.limits)))
+        case (.ready, .batch(let batch)):
+            guard !inFlight.contains(batch.sequence) else {
+                return fail(.windowExceeded, "batch \(batch.sequence) was sent twice on one connection")
+            }
+            guard inFlight.count < Int(configuration.limits.window) else {
+                return fail(.windowExceeded, "more than \(configuration.limits.window) batches unacknowledged")
+            }
+            inFlight.insert(batch.sequence)
+            return .process(batch)
+        case (.goingAway, .batch):
+            // Not processed and never acked here: the agent sends it again after reconnecting.
+            return .none
+        case (.ready, .ping(let opaque)), (.goingAway, .ping(let opaque)):
+            return .send(.pong(opaque))
+        case (.ready, .pong), (.goingAway, .pong):
+            return .none
+        default:
+            return fail(.unexpectedFrame, "a \(frame.type) frame is not expected now")
+        }
+    }
+
+    private mutating func greet(_ hello: Hello) -> Action {
+        guard !hello.agentId.isEmpty, hello.agentId.utf8.count <= maxAgentIdBytes,
+            !hello.agentId.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+        else {
+            return fail(.malformedFrame, "an agent id must be 1 to \(maxAgentIdBytes) bytes of printable text")
+        }
+        guard let version = Handshake.negotiate(agent: hello.minVersion...hello.maxVersion, collector: configuration.versions) else {
+            return fail(
+                .unsupportedVersion,
+                "the agent speaks versions \(hello.minVersion)-\(hello.maxVersion); this collector speaks \(configuration.versions.lowerBound)-\(configuration.versions.upperBound)"
+            )
+        }
+        var key: AgentKey?
+        if !configuration.keyring.isOpen {
+            guard let known = configuration.keyring.keys[hello.agentId] else {
+                return fail(.unknownAgent, "no key is configured for agent '\(hello.agentId)'")
+            }
+            key = known
+        }
+        state = .awaitingAuth(hello: hello, version: version, key: key)
+        return .send(.challenge(Challenge(version: version, collectorNonce: collectorNonce)))
+    }
+
+    /// The batch handed out by ``Action/process(_:)`` is committed (or was already): send its ack.
+    public mutating func batchCompleted(_ ack: BatchAck) -> Action {
+        guard inFlight.remove(ack.sequence) != nil else { return .none }
+        switch state {
+        case .ready: return .send(.ack(ack))
+        case .goingAway:
+            guard inFlight.isEmpty else { return .send(.ack(ack)) }
+            state = .closed
+            return .sendAndClose(.ack(ack))
+        default: return .none
+        }
+    }
+
+    /// Processing a batch failed (the store is down, ...): nothing was committed. The agent is
+    /// told and will resend after reconnecting.
+    public mutating func batchFailed(sequence: UInt64, error: WireError) -> Action {
+        inFlight.remove(sequence)
+        state = .closed
+        return .sendAndClose(.error(error.frame))
+    }
+
+    /// The collector is stopping: take no new batches, ack those being processed, then close.
+    public mutating func shutdown(retryAfterMilliseconds: UInt32) -> Action {
+        let goaway = Frame.goaway(
+            GoAway(code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: retryAfterMilliseconds, message: "collector shutting down"))
+        switch state {
+        case .ready(let agentId, let key):
+            state = .goingAway(agentId: agentId, key: key)
+            if inFlight.isEmpty {
+                state = .closed
+                return .sendAndClose(goaway)
+            }
+            return .send(goaway)
+        case .closed, .goingAway:
+            return .none
+        case .awaitingHello, .awaitingAuth:
+            state = .closed
+            return .sendAndClose(.error(WireError(.shuttingDown, "collector shutting down").frame))
+        }
+    }
+
+    public mutating func connectionClosed() {
+        state = .closed
+        inFlight.removeAll()
+    }
+
+    private mutating func fail(_ code: WireErrorCode, _ message: String) -> Action {
+        state = .closed
+        return .sendAndClose(.error(WireError(code, message).frame))
+    }
+}

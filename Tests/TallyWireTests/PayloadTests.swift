@@ -1,0 +1,105 @@
+import NIOCore
+import Testing
+import TallyCore
+@testable import TallyWire
+
+@Suite struct PayloadTests {
+    static let edgeEvents: [UsageEvent] = [
+        Fixtures.event(),
+        Fixtures.event(tenant: "t2", metric: "bytes_out", nanos: 1_234_567_890_123, at: 5, id: "req-7f3a", properties: [("endpoint", "/api/v1/search")]),
+        Fixtures.event(nanos: 1, at: -3, id: "0f8fad5b-d9cb-469f-a165-70867728950e"),
+        Fixtures.event(nanos: 0, at: 0, id: "0F8FAD5B-D9CB-469F-A165-70867728950E"),
+        Fixtures.event(nanos: .max, at: 1_000_000, id: "0f8fad5b-D9CB-469f-a165-70867728950e"),  // mixed case: text
+        Fixtures.event(nanos: .min, at: -1_000_000),
+        Fixtures.event(nanos: -2_500_000_000, id: "", properties: [("", ""), ("z", "")]),
+        Fixtures.event(tenant: "Zürich-租户-🚀", metric: "compute_ms", id: "ïd-ü", properties: [("région", "Île-de-France"), ("emoji", "😀")]),
+        UsageEvent(tenant: "x", metric: "m", quantity: .zero, timestamp: EventTime(microseconds: .min)),
+        UsageEvent(tenant: "x", metric: "m", quantity: .zero, timestamp: EventTime(microseconds: .max)),
+        UsageEvent(tenant: "x", metric: "m", quantity: .zero, timestamp: EventTime(microseconds: 0), id: "12345678-1234-1234-1234-123456789012"),
+    ]
+
+    @Test(arguments: [BatchPayloadEncoder.Compression.none, .zstd(level: 1), .zstd(level: 3)])
+    func roundTripEdgeValues(compression: BatchPayloadEncoder.Compression) throws {
+        let encoder = try BatchPayloadEncoder(compression: compression)
+        let decoder = try BatchPayloadDecoder()
+        let payload = try encoder.encode(Self.edgeEvents)
+        #expect(try decoder.decode(payload) == Self.edgeEvents)
+        // One at a time too: each event alone in a batch.
+        for event in Self.edgeEvents { #expect(try decoder.decode(try encoder.encode([event])) == [event]) }
+        #expect(BatchPayloadDecoder.declaredEventCount(payload) == UInt32(Self.edgeEvents.count))
+    }
+
+    @Test func emptyBatch() throws {
+        let payload = try BatchPayloadEncoder(compression: .none).encode([])
+        #expect(try BatchPayloadDecoder().decode(payload) == [])
+    }
+
+    @Test func uuidIdsTravelAsSixteenBytes() throws {
+        let encoder = try BatchPayloadEncoder(compression: .none)
+        let uuid = try encoder.encode([Fixtures.event(id: "0f8fad5b-d9cb-469f-a165-70867728950e")])
+        let text = try encoder.encode([Fixtures.event(id: "0f8fad5b-d9cb-469f-a165-70867728950g")])
+        #expect(text.readableBytes - uuid.readableBytes == 37 - 16)
+    }
+
+    @Test func encodingIsDeterministic() throws {
+        let encoder = try BatchPayloadEncoder(compression: .zstd(level: 3))
+        #expect(try encoder.encode(Self.edgeEvents) == encoder.encode(Self.edgeEvents))
+    }
+
+    @Test func tooManyEventsIsRefusedBeforeDecoding() throws {
+        let payload = try BatchPayloadEncoder().encode(Array(repeating: Fixtures.event(), count: 11))
+        var limits = SessionLimits.standard
+        limits.maxEventsPerBatch = 10
+        #expect(throws: WireError.self) { try BatchPayloadDecoder(limits: limits).decode(payload) }
+        #expect(code(try BatchPayloadDecoder(limits: limits), payload) == .tooManyEvents)
+    }
+
+    @Test func declaredSizeOverTheCapIsRefused() throws {
+        let payload = try BatchPayloadEncoder().encode(Array(repeating: Fixtures.event(), count: 100))
+        var limits = SessionLimits.standard
+        limits.maxDecompressedBytes = 100
+        #expect(code(try BatchPayloadDecoder(limits: limits), payload) == .payloadTooLarge)
+    }
+
+    @Test func zstdBombIsRefused() throws {
+        // 64 MiB of zeros compress to a few KiB; the header claims 1 KiB of columns.
+        let bomb = try ZstdCompressor(level: 1).compress([UInt8](repeating: 0, count: 64 << 20))
+        var payload = ByteBuffer()
+        payload.writeInteger(BatchPayloadLayout.version)
+        payload.writeInteger(UInt32(1))
+        payload.writeInteger(BatchPayloadLayout.Encoding.zstd.rawValue)
+        payload.writeInteger(UInt32(1024))
+        payload.writeInteger(UInt32(bomb.count))
+        payload.writeBytes(bomb)
+        #expect(bomb.count < 1 << 20)
+        #expect(code(try BatchPayloadDecoder(), payload) == .payloadTooLarge)
+    }
+
+    @Test func garbageIsMalformedNeverACrash() throws {
+        let good = try BatchPayloadEncoder(compression: .none).encode(Self.edgeEvents)
+        let bytes = good.getBytes(at: 0, length: good.readableBytes)!
+        let decoder = try BatchPayloadDecoder()
+        // Every truncation fails cleanly.
+        for cut in 0..<bytes.count {
+            #expect(throws: WireError.self) { try decoder.decode(ByteBuffer(bytes: bytes[0..<cut])) }
+        }
+        // Every single-byte change either fails with a WireError or decodes to valid events.
+        var rng = SplitMix64(seed: 7)
+        for position in 0..<bytes.count {
+            var corrupt = bytes
+            corrupt[position] = UInt8.random(in: 0...255, using: &rng)
+            _ = try? decoder.decode(ByteBuffer(bytes: corrupt))
+        }
+        #expect(code(decoder, ByteBuffer(bytes: [9] + bytes.dropFirst())) == .unsupportedVersion)
+        #expect(code(decoder, ByteBuffer(bytes: bytes + [0])) == .malformedPayload)
+    }
+
+    private func code(_ decoder: BatchPayloadDecoder, _ payload: ByteBuffer) -> WireErrorCode? {
+        do throws(WireError) {
+            _ = try decoder.decode(payload)
+            return nil
+        } catch {
+            return error.code
+        }
+    }
+}
