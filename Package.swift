@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "tally-collector", targets: ["tally-collector"]),
         .executable(name: "tallyctl", targets: ["tallyctl"]),
         .library(name: "TallyCore", targets: ["TallyCore"]),
+        .library(name: "TallySpool", targets: ["TallySpool"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -41,6 +42,8 @@ let package = Package(
         .target(name: "TallyWorkload", dependencies: ["TallyCore"], swiftSettings: strict),
         // Frames, payload codec, session state machines, zstd.
         .target(name: "TallyWire", dependencies: ["TallyCore", "CZstd"], swiftSettings: strict),
+        // Segments, CRC32C records, group commit, recovery: the agent's durable spool.
+        .target(name: "TallySpool", dependencies: ["TallyCore"], swiftSettings: strict),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",
@@ -57,6 +60,7 @@ let package = Package(
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
+        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
     ]
 )
