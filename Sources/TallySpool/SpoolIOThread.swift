@@ -8,7 +8,8 @@ import Darwin
 ///
 /// Callers only take a mutex for an instant to enqueue a job; fsync, write and read run here, so
 /// no Swift concurrency thread ever waits on the disk. Appends drained together, and appends that
-/// arrive while an fsync runs or while the interval elapses, share one fsync; each append's
+/// arrive while an fsync runs or while the interval elapses, share one fsync (with `interval`, at
+/// most one fsync per interval, and none sooner than needed when the disk was idle); each append's
 /// completion runs only after the fsync that covers its records has returned.
 final class SpoolIOThread: @unchecked Sendable {
     typealias Completion = @Sendable (Result<SpoolPosition, SpoolError>) -> Void
@@ -32,6 +33,9 @@ final class SpoolIOThread: @unchecked Sendable {
     private var opened: (@Sendable (Result<RecoveryReport, SpoolError>) -> Void)?
     private var pending: [(SpoolPosition, Completion)] = []
     private var firstPendingAt: timespec?
+    /// When the last fsync of appends completed: with `interval`, the next one runs no sooner
+    /// than `interval` after it (and no sooner than the first pending append was written).
+    private var lastSyncAt: timespec?
 
     init(policy: FsyncPolicy) {
         self.policy = policy
@@ -175,6 +179,7 @@ final class SpoolIOThread: @unchecked Sendable {
         guard let store else { return }
         do {
             try store.sync()
+            lastSyncAt = Self.now()
             let done = pending
             pending.removeAll(keepingCapacity: true)
             firstPendingAt = nil
@@ -193,7 +198,8 @@ final class SpoolIOThread: @unchecked Sendable {
     }
 
     private func syncDeadline() -> timespec? {
-        guard case .interval(let interval) = policy, var deadline = firstPendingAt, !pending.isEmpty else { return nil }
+        guard case .interval(let interval) = policy, let first = firstPendingAt, !pending.isEmpty else { return nil }
+        guard var deadline = lastSyncAt else { return first }
         let nanos = Int(interval.components.seconds) * 1_000_000_000 + Int(interval.components.attoseconds / 1_000_000_000)
         deadline.tv_sec += nanos / 1_000_000_000
         deadline.tv_nsec += nanos % 1_000_000_000
@@ -201,7 +207,7 @@ final class SpoolIOThread: @unchecked Sendable {
             deadline.tv_sec += 1
             deadline.tv_nsec -= 1_000_000_000
         }
-        return deadline
+        return (first.tv_sec, first.tv_nsec) > (deadline.tv_sec, deadline.tv_nsec) ? first : deadline
     }
 
     private func syncIsDue() -> Bool {

@@ -154,7 +154,8 @@ final class SpoolStore {
             if !readOnly {
                 let headerScanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: 0, end: Self.headerEnd, bufferBytes: 0)
                 try quarantine.add(segment: id, offset: 0, length: Self.headerEnd, from: headerScanner)
-                try writeHeader(fd, id: id, path: segmentPath)
+                try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: segmentPath) }
+                try ops.sync(fd, path: segmentPath)
             }
         }
         var info = SegmentInfo(id: id, size: size, syncedSize: size, records: 0, syncedRecords: 0, minTimestamp: nil)
@@ -198,6 +199,7 @@ final class SpoolStore {
         }
     }
 
+    /// Makes the file a fresh, empty segment: truncated, then its header, durably.
     private func writeHeader(_ fd: Int32, id: UInt64, path: String) throws(SpoolError) {
         try ops.truncate(fd, to: 0, path: path)
         try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: path) }

@@ -73,11 +73,12 @@ import TallyCore
         let spool = try await Spool.open(directory: dir.spool, options: options { $0.fsync = policy }, fileOperations: ops)
         let syncsBefore = ops.segmentSyncs
         let appenders = 64
+        let spoolPath = dir.spool
         let covered = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<appenders {
                 group.addTask {
                     let end = try await spool.append([sampleEvent(index)])
-                    return ops.durableEnd(end.segment, in: dir.spool) >= Int64(end.offset)
+                    return ops.durableEnd(end.segment, in: spoolPath) >= Int64(end.offset)
                 }
             }
             return try await group.reduce(into: [Bool]()) { $0.append($1) }
