@@ -43,7 +43,7 @@ let package = Package(
         // Frames, payload codec, session state machines, zstd.
         .target(name: "TallyWire", dependencies: ["TallyCore", "CZstd"], swiftSettings: strict),
         // Segments, CRC32C records, group commit, recovery: the agent's durable spool.
-        .target(name: "TallySpool", dependencies: ["TallyCore"], swiftSettings: strict),
+        .target(name: "TallySpool", dependencies: ["TallyCore"], exclude: ["FORMAT.md"], swiftSettings: strict),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",
