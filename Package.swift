@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "tallyctl", targets: ["tallyctl"]),
         .library(name: "TallyCore", targets: ["TallyCore"]),
         .library(name: "TallyPricing", targets: ["TallyPricing"]),
+        .library(name: "TallySpool", targets: ["TallySpool"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -69,6 +70,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Segments, CRC32C records, group commit, recovery: the agent's durable spool.
+        .target(name: "TallySpool", dependencies: ["TallyCore"], exclude: ["FORMAT.md"], swiftSettings: strict),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",
@@ -103,6 +106,7 @@ let package = Package(
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyCollectorTests", dependencies: ["TallyCollector", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
+        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
     ]
 )

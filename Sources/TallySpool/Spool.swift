@@ -1,0 +1,117 @@
+public import TallyCore
+
+/// The agent's durable spool: append-only segment files of CRC-checked event records.
+///
+/// Guarantees:
+/// - `append` returns only once its events are durable per the fsync policy (after the fsync
+///   that covers them for `always` and `interval`; after write(2) for `never`). If it throws,
+///   the caller must treat the events as not accepted (some may still be shipped; the collector
+///   dedupes a retry).
+/// - Events are read back whole and in append order; data is deleted only by `acknowledge`.
+/// - Opening never crashes on damaged files: torn tails are truncated, corrupt records are
+///   quarantined and skipped (see FORMAT.md), and every repair is in ``recovery``.
+/// - One exclusive opener per directory (an flock on `LOCK`, released by the kernel when the
+///   process dies); read-only openers take no lock and change nothing.
+/// - All file I/O runs on one dedicated thread; no Swift concurrency thread waits on the disk.
+public final class Spool: Sendable {
+    public let directory: String
+    public let options: SpoolOptions
+    /// What opening found and repaired.
+    public let recovery: RecoveryReport
+    private let thread: SpoolIOThread
+
+    private init(directory: String, options: SpoolOptions, recovery: RecoveryReport, thread: SpoolIOThread) {
+        self.directory = directory
+        self.options = options
+        self.recovery = recovery
+        self.thread = thread
+    }
+
+    /// Opens (creating if needed, unless read-only) the spool in `directory` and recovers it.
+    /// Throws ``SpoolError/locked(directory:)`` when another exclusive opener holds it.
+    public static func open(
+        directory: String, options: SpoolOptions = SpoolOptions(),
+        fileOperations: any SpoolFileOperations = PosixFileOperations()
+    ) async throws(SpoolError) -> Spool {
+        // Recovery runs on the I/O thread, before it serves any job.
+        let thread = SpoolIOThread(policy: options.fsync)
+        let result: Result<RecoveryReport, SpoolError> = await withCheckedContinuation { continuation in
+            thread.start(
+                opening: { () throws(SpoolError) -> SpoolStore in
+                    try SpoolStore(directory: directory, options: options, ops: fileOperations)
+                },
+                opened: { continuation.resume(returning: $0) })
+        }
+        let recovery = try result.get()
+        return Spool(directory: directory, options: options, recovery: recovery, thread: thread)
+    }
+
+    /// Appends `events` in order; returns the position after the last one once they are durable
+    /// per the fsync policy. Throws ``SpoolError/full(retryAfter:)`` or
+    /// ``SpoolError/rejectedFull`` when the spool (or the disk) is full: then nothing was kept.
+    @discardableResult
+    public func append(_ events: [UsageEvent]) async throws(SpoolError) -> SpoolPosition {
+        let batch = try EncodedBatch(events)
+        let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
+            if !thread.submit(.append(batch, { continuation.resume(returning: $0) })) {
+                continuation.resume(returning: .failure(.closed))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Reads events from `position` on (from the acknowledged position when `position` is
+    /// before it), oldest first: at most `maxEvents`, and about `maxBytes` of records (always at
+    /// least one event when there is one). Continue with the batch's `end`.
+    public func read(from position: SpoolPosition, maxEvents: Int = 1_000, maxBytes: Int = 1 << 20) async throws(SpoolError) -> SpoolBatch {
+        try await perform { store throws(SpoolError) in try store.read(from: position, maxEvents: max(1, maxEvents), maxBytes: max(1, maxBytes)) }
+    }
+
+    /// Reads from the acknowledged position (where a shipper starts after a restart).
+    public func readFromAcknowledged(maxEvents: Int = 1_000, maxBytes: Int = 1 << 20) async throws(SpoolError) -> SpoolBatch {
+        try await read(from: SpoolPosition(segment: 0, offset: 0), maxEvents: maxEvents, maxBytes: maxBytes)
+    }
+
+    /// Marks everything before `position` as acknowledged by the collector: the checkpoint is
+    /// replaced atomically, then segments wholly before it are deleted. Never frees anything at
+    /// or after `position`.
+    public func acknowledge(upTo position: SpoolPosition) async throws(SpoolError) {
+        try await perform { store throws(SpoolError) in try store.acknowledge(upTo: position) }
+    }
+
+    public func stats() async throws(SpoolError) -> SpoolStats {
+        try await perform { store in store.stats() }
+    }
+
+    /// Walks and decodes every record, reporting corrupt ones by segment and offset; changes nothing.
+    public func verify() async throws(SpoolError) -> SpoolVerification {
+        try await perform { store throws(SpoolError) in try store.verify() }
+    }
+
+    /// The regions in the quarantine file, each with up to `maxBytesPerRegion` of its bytes.
+    public func quarantined(maxBytesPerRegion: Int = 1 << 20) async throws(SpoolError) -> [QuarantinedRegion] {
+        try await perform { store throws(SpoolError) in try store.quarantined(maxBytesPerRegion: maxBytesPerRegion) }
+    }
+
+    /// Finishes queued appends, fsyncs, closes the files and releases the lock. Later calls fail
+    /// with ``SpoolError/closed``.
+    public func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            thread.stop { continuation.resume() }
+        }
+    }
+
+    private func perform<T: Sendable>(_ body: @escaping @Sendable (SpoolStore) throws(SpoolError) -> T) async throws(SpoolError) -> T {
+        let result: Result<T, SpoolError> = await withCheckedContinuation { continuation in
+            let submitted = thread.submit(.task { store in
+                do throws(SpoolError) {
+                    continuation.resume(returning: .success(try body(store)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            })
+            if !submitted { continuation.resume(returning: .failure(.closed)) }
+        }
+        return try result.get()
+    }
+}

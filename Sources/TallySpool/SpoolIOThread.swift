@@ -1,0 +1,225 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one thread that touches the spool's files, and its group-commit loop.
+///
+/// Callers only take a mutex for an instant to enqueue a job; fsync, write and read run here, so
+/// no Swift concurrency thread ever waits on the disk. Appends drained together, and appends that
+/// arrive while an fsync runs or while the interval elapses, share one fsync (with `interval`, at
+/// most one fsync per interval, and none sooner than needed when the disk was idle); each append's
+/// completion runs only after the fsync that covers its records has returned.
+final class SpoolIOThread: @unchecked Sendable {
+    typealias Completion = @Sendable (Result<SpoolPosition, SpoolError>) -> Void
+
+    enum Job {
+        case append(EncodedBatch, Completion)
+        case task(@Sendable (SpoolStore) -> Void)
+    }
+
+    // Guarded by `mutex`.
+    private var queue: [Job] = []
+    private var stopping = false
+    private var finished = false
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+
+    // Owned by the I/O thread.
+    private var store: SpoolStore?
+    private let policy: FsyncPolicy
+    private var opening: (@Sendable () throws(SpoolError) -> SpoolStore)?
+    private var opened: (@Sendable (Result<RecoveryReport, SpoolError>) -> Void)?
+    private var pending: [(SpoolPosition, Completion)] = []
+    private var firstPendingAt: timespec?
+    /// When the last fsync of appends completed: with `interval`, the next one runs no sooner
+    /// than `interval` after it (and no sooner than the first pending append was written).
+    private var lastSyncAt: timespec?
+
+    init(policy: FsyncPolicy) {
+        self.policy = policy
+        pthread_mutex_init(&mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(&condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Starts the thread; it opens the store with `opening`, reports to `opened`, then serves jobs
+    /// (or exits when opening failed).
+    func start(
+        opening: @escaping @Sendable () throws(SpoolError) -> SpoolStore,
+        opened: @escaping @Sendable (Result<RecoveryReport, SpoolError>) -> Void
+    ) {
+        self.opening = opening
+        self.opened = opened
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let created = pthread_create(&thread, nil, { context in
+            guard let context else { return nil }
+            let ioThread = Unmanaged<SpoolIOThread>.fromOpaque(context).takeRetainedValue()
+            ioThread.run()
+            return nil
+        }, context)
+        if created == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<SpoolIOThread>.fromOpaque(context).release()
+            pthread_mutex_lock(&mutex)
+            finished = true
+            pthread_mutex_unlock(&mutex)
+            opened(.failure(.io(operation: "pthread_create", path: "spool I/O thread", errno: created)))
+        }
+    }
+
+    /// Enqueues a job; false when the thread has stopped (the spool is closed).
+    func submit(_ job: Job) -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        guard !stopping, !finished else { return false }
+        queue.append(job)
+        pthread_cond_signal(&condition)
+        return true
+    }
+
+    /// Asks the thread to finish the queued jobs, sync, close the store and exit; `done` runs last.
+    func stop(then done: @escaping @Sendable () -> Void) {
+        pthread_mutex_lock(&mutex)
+        let alreadyFinished = finished
+        if !stopping && !finished {
+            stopping = true
+            queue.append(.task { _ in done() })
+            pthread_cond_signal(&condition)
+        }
+        pthread_mutex_unlock(&mutex)
+        if alreadyFinished { done() }
+    }
+
+    private func run() {
+        guard let opening, let opened else { return }
+        self.opening = nil
+        self.opened = nil
+        let store: SpoolStore
+        do throws(SpoolError) {
+            store = try opening()
+        } catch {
+            pthread_mutex_lock(&mutex)
+            finished = true
+            pthread_mutex_unlock(&mutex)
+            opened(.failure(error))
+            return
+        }
+        self.store = store
+        opened(.success(store.report))
+        serve(store)
+    }
+
+    private func serve(_ store: SpoolStore) {
+        while true {
+            pthread_mutex_lock(&mutex)
+            while queue.isEmpty && !stopping && !syncIsDue() {
+                if var deadline = syncDeadline() {
+                    pthread_cond_timedwait(&condition, &mutex, &deadline)
+                } else {
+                    pthread_cond_wait(&condition, &mutex)
+                }
+            }
+            let jobs = queue
+            queue.removeAll(keepingCapacity: true)
+            let stop = stopping
+            pthread_mutex_unlock(&mutex)
+
+            var finalTasks: [@Sendable (SpoolStore) -> Void] = []
+            for (index, job) in jobs.enumerated() {
+                switch job {
+                case .append(let batch, let completion):
+                    do {
+                        let end = try store.append(batch)
+                        if policy == .never {
+                            completion(.success(end))
+                        } else {
+                            if pending.isEmpty { firstPendingAt = Self.now() }
+                            pending.append((end, completion))
+                        }
+                    } catch {
+                        completion(.failure(error))
+                    }
+                    if store.lostUnsynced { failPending(store.options.fullPolicy == .block ? .full(retryAfter: store.options.retryAfter) : .rejectedFull) }
+                case .task(let body):
+                    if stop && index == jobs.count - 1 { finalTasks.append(body) } else { body(store) }
+                }
+            }
+            if !pending.isEmpty && (policy == .always || stop || syncIsDue()) {
+                syncPending()
+            }
+            if stop {
+                pthread_mutex_lock(&mutex)
+                let rest = queue
+                queue.removeAll()
+                finished = true
+                pthread_mutex_unlock(&mutex)
+                for job in rest {
+                    if case .append(_, let completion) = job { completion(.failure(.closed)) } else if case .task(let body) = job { body(store) }
+                }
+                store.close()
+                for body in finalTasks { body(store) }
+                return
+            }
+        }
+    }
+
+    private func syncPending() {
+        guard let store else { return }
+        do {
+            try store.sync()
+            lastSyncAt = Self.now()
+            let done = pending
+            pending.removeAll(keepingCapacity: true)
+            firstPendingAt = nil
+            for (end, completion) in done { completion(.success(end)) }
+        } catch {
+            failPending(error)
+        }
+    }
+
+    private func failPending(_ error: SpoolError) {
+        store?.lostUnsynced = false
+        let failed = pending
+        pending.removeAll(keepingCapacity: true)
+        firstPendingAt = nil
+        for (_, completion) in failed { completion(.failure(error)) }
+    }
+
+    private func syncDeadline() -> timespec? {
+        guard case .interval(let interval) = policy, let first = firstPendingAt, !pending.isEmpty else { return nil }
+        guard var deadline = lastSyncAt else { return first }
+        let nanos = Int(interval.components.seconds) * 1_000_000_000 + Int(interval.components.attoseconds / 1_000_000_000)
+        deadline.tv_sec += nanos / 1_000_000_000
+        deadline.tv_nsec += nanos % 1_000_000_000
+        if deadline.tv_nsec >= 1_000_000_000 {
+            deadline.tv_sec += 1
+            deadline.tv_nsec -= 1_000_000_000
+        }
+        return (first.tv_sec, first.tv_nsec) > (deadline.tv_sec, deadline.tv_nsec) ? first : deadline
+    }
+
+    private func syncIsDue() -> Bool {
+        guard !pending.isEmpty else { return false }
+        guard let deadline = syncDeadline() else { return policy == .always }
+        let now = Self.now()
+        return (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
+    }
+
+    private static func now() -> timespec {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return now
+    }
+}

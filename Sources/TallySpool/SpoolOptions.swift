@@ -1,0 +1,48 @@
+/// When an append is made durable (see ``SpoolOptions/fsync``).
+public enum FsyncPolicy: Sendable, Hashable {
+    /// Every batch of appends waiting on the I/O thread is fsynced before any of them returns;
+    /// appends that arrive during an fsync share the next one.
+    case always
+    /// Appends wait for a shared fsync that runs at most `interval` after the first of them was
+    /// written: every concurrent writer in that window shares one fsync.
+    case interval(Duration)
+    /// Appends return once write(2) has handed the bytes to the kernel; segments are fsynced only
+    /// when they are sealed and on close. Survives a killed process, not a power loss.
+    case never
+}
+
+/// What an append does when the spool has reached ``SpoolOptions/maxSpoolBytes``.
+public enum SpoolFullPolicy: Sendable, Hashable {
+    /// Refuse the append with ``SpoolError/full(retryAfter:)``; the caller retries later (HTTP 503).
+    case block
+    /// Refuse the append with ``SpoolError/full(retryAfter:)`` and count it as rejected; the caller
+    /// is told not to wait for space (HTTP 429 in the agent).
+    case rejectNew
+}
+
+/// How a spool is opened.
+public enum SpoolAccess: Sendable, Hashable {
+    /// The default: takes the directory's exclusive lock, repairs torn tails, quarantines corrupt
+    /// records, accepts appends and acknowledgements.
+    case exclusive
+    /// Takes no lock and changes nothing on disk: for `tallyctl spool status|inspect|verify|export`
+    /// while the agent runs. Records being appended concurrently may be seen as a torn tail.
+    case readOnly
+}
+
+/// The settings of one spool. The defaults suit an agent beside an API server.
+public struct SpoolOptions: Sendable, Hashable {
+    /// A segment file is sealed and a new one started once it would exceed this size.
+    public var segmentBytes: Int = 64 << 20
+    /// The most bytes the spool may hold on disk (acknowledged but not yet deleted bytes count).
+    public var maxSpoolBytes: Int = 4 << 30
+    public var fullPolicy: SpoolFullPolicy = .block
+    /// The delay suggested to callers refused with ``SpoolError/full(retryAfter:)``.
+    public var retryAfter: Duration = .seconds(1)
+    public var fsync: FsyncPolicy = .interval(.milliseconds(5))
+    public var access: SpoolAccess = .exclusive
+    /// The buffer the scanner and reader use; bounds the memory of recovery and reads.
+    public var readBufferBytes: Int = 1 << 20
+
+    public init() {}
+}

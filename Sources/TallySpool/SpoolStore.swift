@@ -1,0 +1,543 @@
+import TallyCore
+
+/// Events encoded into framed records, ready to be written in one go.
+struct EncodedBatch: Sendable {
+    var bytes: [UInt8] = []
+    /// The end of each record inside `bytes`.
+    var recordEnds: [Int] = []
+    var timestamps: [Int64] = []
+
+    init(_ events: [UsageEvent]) throws(SpoolError) {
+        bytes.reserveCapacity(events.count * 96)
+        recordEnds.reserveCapacity(events.count)
+        timestamps.reserveCapacity(events.count)
+        for event in events {
+            let start = bytes.count
+            RecordFraming.appendRecord(encoding: { EventRecordCodec.encode(event, into: &$0) }, to: &bytes)
+            let payload = bytes.count - start - RecordFraming.headerBytes
+            if payload > RecordFraming.maxPayloadBytes {
+                throw .recordTooLarge(bytes: payload, limit: RecordFraming.maxPayloadBytes)
+            }
+            recordEnds.append(bytes.count)
+            timestamps.append(event.timestamp.microseconds)
+        }
+    }
+}
+
+/// One segment file as the store knows it.
+struct SegmentInfo {
+    let id: UInt64
+    /// The end of the written records.
+    var size: Int64
+    /// The end of the records known to be durable (fsynced); equal to `size` once sealed.
+    var syncedSize: Int64
+    var records: Int
+    var syncedRecords: Int
+    var minTimestamp: Int64?
+}
+
+/// The spool's files and their bookkeeping, used from one thread at a time (the I/O thread, or
+/// the opener before the thread starts). Every method is synchronous and may block on disk.
+final class SpoolStore {
+    static let lockName = "LOCK"
+    static let headerEnd = Int64(RecordFraming.segmentHeaderBytes)
+
+    let directory: String
+    let ops: any SpoolFileOperations
+    let options: SpoolOptions
+    var readOnly: Bool { options.access == .readOnly }
+    private var lockFd: Int32?
+    private(set) var segments: [SegmentInfo] = []
+    private var activeFd: Int32?
+    private(set) var checkpoint: SpoolPosition
+    private var ackedRecordsInHead = 0
+    private let quarantine: QuarantineFile
+    private(set) var report = RecoveryReport()
+    private var readerFd: (segment: UInt64, fd: Int32)?
+    private var spans: [(segment: UInt64, from: Int64, to: Int64, records: Int)] = []
+    /// Set when unsynced records were truncated away (a failed fsync): their appends must fail.
+    var lostUnsynced = false
+
+    static func segmentName(_ id: UInt64) -> String {
+        let digits = String(id)
+        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".tsp"
+    }
+
+    static func segmentID(fromName name: String) -> UInt64? {
+        guard name.hasPrefix("segment-"), name.hasSuffix(".tsp"), name.utf8.count == 32 else { return nil }
+        return UInt64(name.dropFirst(8).dropLast(4))
+    }
+
+    func path(_ id: UInt64) -> String { directory + "/" + Self.segmentName(id) }
+
+    /// Opens the spool: locks it, reads the checkpoint and recovers every segment (see FORMAT.md).
+    init(directory: String, options: SpoolOptions, ops: any SpoolFileOperations) throws(SpoolError) {
+        self.directory = directory
+        self.options = options
+        self.ops = ops
+        let readOnly = options.access == .readOnly
+        if !readOnly {
+            try ops.makeDirectory(directory)
+            let lockPath = directory + "/" + Self.lockName
+            let fd = try ops.open(lockPath, create: true, readOnly: false)
+            guard try ops.lock(fd, path: lockPath) else {
+                ops.close(fd)
+                throw .locked(directory: directory)
+            }
+            lockFd = fd
+        }
+        do {
+            quarantine = try QuarantineFile(directory: directory, ops: ops, readOnly: readOnly)
+        } catch {
+            if let lockFd { ops.close(lockFd) }
+            throw error
+        }
+        checkpoint = SpoolPosition(segment: 0, offset: UInt64(Self.headerEnd))
+        do {
+            let names = try ops.list(directory)
+            let ids = names.compactMap(Self.segmentID(fromName:)).sorted()
+            if !readOnly, names.contains(Checkpoint.temporaryName) { try ops.remove(directory + "/" + Checkpoint.temporaryName) }
+            let stored = Checkpoint.read(directory: directory, ops: ops)
+            report.checkpointFound = stored != nil
+            var checkpoint = stored ?? SpoolPosition(segment: ids.first ?? 0, offset: UInt64(Self.headerEnd))
+            self.checkpoint = checkpoint
+            for id in ids where id < checkpoint.segment {
+                if !readOnly { try ops.remove(path(id)) }
+                report.ackedSegmentsDeleted += 1
+            }
+            let live = ids.filter { $0 >= checkpoint.segment }
+            for (index, id) in live.enumerated() {
+                try recoverSegment(id, isLast: index == live.count - 1, checkpoint: checkpoint)
+            }
+            if segments.isEmpty, !readOnly {
+                let id = max(checkpoint.segment, ids.last ?? 0) + 1
+                try createSegment(id)
+            }
+            if let first = segments.first, first.id != checkpoint.segment {
+                checkpoint = SpoolPosition(segment: first.id, offset: UInt64(Self.headerEnd))
+                ackedRecordsInHead = 0
+            }
+            if let head = segments.first, checkpoint.offset > UInt64(head.size) { checkpoint.offset = UInt64(head.size) }
+            if checkpoint.offset < UInt64(Self.headerEnd) { checkpoint.offset = UInt64(Self.headerEnd) }
+            self.checkpoint = checkpoint
+            if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 {
+                try Checkpoint.syncDirectory(directory, ops: ops)
+            }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    private func recoverSegment(_ id: UInt64, isLast: Bool, checkpoint: SpoolPosition) throws(SpoolError) {
+        let segmentPath = path(id)
+        let fd = try ops.open(segmentPath, create: false, readOnly: readOnly)
+        var keepOpen = false
+        defer { if !keepOpen { ops.close(fd) } }
+        var size = try ops.size(fd, path: segmentPath)
+        report.segmentsScanned += 1
+        if size < Self.headerEnd {
+            report.emptySegmentsRepaired += 1
+            if readOnly { return }
+            if !isLast {
+                try ops.remove(segmentPath)
+                return
+            }
+            try writeHeader(fd, id: id, path: segmentPath)
+            size = Self.headerEnd
+        }
+        var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
+        _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
+        let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
+        if !header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) }) {
+            report.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
+            if !readOnly {
+                let headerScanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: 0, end: Self.headerEnd, bufferBytes: 0)
+                try quarantine.add(segment: id, offset: 0, length: Self.headerEnd, from: headerScanner)
+                try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: segmentPath) }
+                try ops.sync(fd, path: segmentPath)
+            }
+        }
+        var info = SegmentInfo(id: id, size: size, syncedSize: size, records: 0, syncedRecords: 0, minTimestamp: nil)
+        var acked = 0
+        var truncateAt: Int64?
+        scan: while true {
+            switch try scanner.next() {
+            case .record(let offset, _):
+                info.records += 1
+                if id == checkpoint.segment, UInt64(offset) < checkpoint.offset {
+                    acked += 1
+                } else if let time = scanner.withTimestamp() {
+                    info.minTimestamp = min(info.minTimestamp ?? time, time)
+                }
+            case .corrupt(let offset, let length):
+                report.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
+                if !readOnly {
+                    try quarantine.add(segment: id, offset: offset, length: length, from: scanner)
+                    if offset + length == size { truncateAt = offset }
+                }
+            case .tornTail(let offset):
+                report.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
+                truncateAt = offset
+            case .end:
+                break scan
+            }
+        }
+        if let truncateAt, !readOnly {
+            try ops.truncate(fd, to: truncateAt, path: segmentPath)
+            try ops.sync(fd, path: segmentPath)
+            info.size = truncateAt
+            info.syncedSize = truncateAt
+        }
+        info.syncedRecords = info.records
+        report.recordsFound += info.records
+        if id == checkpoint.segment { ackedRecordsInHead = acked }
+        segments.append(info)
+        if isLast && !readOnly {
+            keepOpen = true
+            activeFd = fd
+        }
+    }
+
+    /// Makes the file a fresh, empty segment: truncated, then its header, durably.
+    private func writeHeader(_ fd: Int32, id: UInt64, path: String) throws(SpoolError) {
+        try ops.truncate(fd, to: 0, path: path)
+        try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: path) }
+        try ops.sync(fd, path: path)
+    }
+
+    private func createSegment(_ id: UInt64) throws(SpoolError) {
+        let segmentPath = path(id)
+        let fd = try ops.open(segmentPath, create: true, readOnly: false)
+        do {
+            try writeHeader(fd, id: id, path: segmentPath)
+            try Checkpoint.syncDirectory(directory, ops: ops)
+        } catch {
+            ops.close(fd)
+            try? ops.remove(segmentPath)
+            throw error
+        }
+        segments.append(SegmentInfo(id: id, size: Self.headerEnd, syncedSize: Self.headerEnd, records: 0, syncedRecords: 0, minTimestamp: nil))
+        activeFd = fd
+    }
+
+    // MARK: Appending
+
+    var bytesOnDisk: Int64 { segments.reduce(0) { $0 + $1.size } }
+
+    private var fullError: SpoolError {
+        options.fullPolicy == .block ? .full(retryAfter: options.retryAfter) : .rejectedFull
+    }
+
+    private func mapped(_ error: SpoolError) -> SpoolError { error.isOutOfSpace ? fullError : error }
+
+    /// Writes the batch's records after the last one, rolling to new segments at the size cap.
+    /// Returns the position after the last record. On failure nothing of the batch remains in the
+    /// active segment (records already in a sealed segment stay; the collector dedupes a retry).
+    func append(_ batch: EncodedBatch) throws(SpoolError) -> SpoolPosition {
+        guard !readOnly else { throw .readOnly }
+        let rolls = batch.bytes.count / max(options.segmentBytes - RecordFraming.segmentHeaderBytes, 1) + 1
+        if bytesOnDisk + Int64(batch.bytes.count + rolls * RecordFraming.segmentHeaderBytes) > Int64(options.maxSpoolBytes) {
+            throw fullError
+        }
+        var index = 0
+        var byteStart = 0
+        while index < batch.recordEnds.count {
+            guard let fd = activeFd, var active = segments.last else { throw .closed }
+            var last = index
+            while last < batch.recordEnds.count, active.size + Int64(batch.recordEnds[last] - byteStart) <= Int64(options.segmentBytes) {
+                last += 1
+            }
+            if last == index {
+                if active.records > 0 || active.size > Self.headerEnd {
+                    try roll()
+                    continue
+                }
+                last = index + 1
+            }
+            let byteEnd = batch.recordEnds[last - 1]
+            let segmentPath = path(active.id)
+            do {
+                try batch.bytes.withBytes { raw throws(SpoolError) in
+                    try ops.write(fd, UnsafeRawBufferPointer(rebasing: raw[byteStart..<byteEnd]), at: active.size, path: segmentPath)
+                }
+            } catch {
+                try? ops.truncate(fd, to: active.size, path: segmentPath)
+                throw mapped(error)
+            }
+            active.size += Int64(byteEnd - byteStart)
+            active.records += last - index
+            for time in batch.timestamps[index..<last] { active.minTimestamp = min(active.minTimestamp ?? time, time) }
+            segments[segments.count - 1] = active
+            index = last
+            byteStart = byteEnd
+        }
+        guard let active = segments.last else { throw .closed }
+        return SpoolPosition(segment: active.id, offset: UInt64(active.size))
+    }
+
+    /// Makes every written record durable. A failed fsync truncates the unsynced records away
+    /// (their appends have not returned and now fail) unless the policy is `never`.
+    func sync() throws(SpoolError) {
+        guard let fd = activeFd, var active = segments.last, active.size > active.syncedSize else { return }
+        let segmentPath = path(active.id)
+        do {
+            try ops.sync(fd, path: segmentPath)
+        } catch {
+            if options.fsync != .never {
+                try? ops.truncate(fd, to: active.syncedSize, path: segmentPath)
+                active.size = active.syncedSize
+                active.records = active.syncedRecords
+                segments[segments.count - 1] = active
+                lostUnsynced = true
+            }
+            throw mapped(error)
+        }
+        active.syncedSize = active.size
+        active.syncedRecords = active.records
+        segments[segments.count - 1] = active
+    }
+
+    private func roll() throws(SpoolError) {
+        guard let last = segments.last else { throw .closed }
+        try sync()
+        if let fd = activeFd { ops.close(fd) }
+        activeFd = nil
+        do {
+            try createSegment(last.id + 1)
+        } catch {
+            // Keep appending to the old segment once the cause (e.g. ENOSPC) is gone.
+            activeFd = try ops.open(path(last.id), create: false, readOnly: false)
+            throw mapped(error)
+        }
+    }
+
+    /// The end of what readers may see: durable records only, unless the policy is `never`.
+    private func readableEnd(_ index: Int) -> Int64 {
+        options.fsync == .never || index < segments.count - 1 ? segments[index].size : segments[index].syncedSize
+    }
+
+    var end: SpoolPosition {
+        guard let last = segments.last else { return checkpoint }
+        return SpoolPosition(segment: last.id, offset: UInt64(readableEnd(segments.count - 1)))
+    }
+
+    // MARK: Reading and acknowledging
+
+    private func fd(forReading index: Int) throws(SpoolError) -> Int32 {
+        let id = segments[index].id
+        if index == segments.count - 1, let activeFd { return activeFd }
+        if let readerFd, readerFd.segment == id { return readerFd.fd }
+        if let readerFd { ops.close(readerFd.fd) }
+        readerFd = nil
+        let fd = try ops.open(path(id), create: false, readOnly: true)
+        readerFd = (id, fd)
+        return fd
+    }
+
+    /// Reads up to `maxEvents` events (and about `maxBytes` of records, at least one) from
+    /// `position` on, skipping and quarantining corrupt records. Reads never free space.
+    func read(from position: SpoolPosition, maxEvents: Int, maxBytes: Int) throws(SpoolError) -> SpoolBatch {
+        var at = max(position, checkpoint)
+        var batch = SpoolBatch(start: at, end: at, events: [], positions: [], skippedCorruptRegions: 0)
+        guard var index = segments.firstIndex(where: { $0.id >= at.segment }) else { return batch }
+        if segments[index].id != at.segment { at = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd)) }
+        at.offset = max(at.offset, UInt64(Self.headerEnd))
+        batch.start = at
+        var bytes = 0
+        reading: while true {
+            let end = readableEnd(index)
+            guard at.offset <= UInt64(end) else {
+                throw .invalidPosition(at, reason: "past the end of segment \(segments[index].id) (\(end) bytes)")
+            }
+            if at.offset < UInt64(end) {
+                let fd = try fd(forReading: index)
+                let scanner = SegmentScanner(
+                    ops: ops, fd: fd, path: path(segments[index].id), from: Int64(at.offset), end: end,
+                    bufferBytes: min(options.readBufferBytes, maxBytes))
+                let spanStart = Int64(at.offset)
+                var spanRecords = 0
+                defer { remember(segment: segments[index].id, from: spanStart, to: Int64(at.offset), records: spanRecords) }
+                while true {
+                    let item = try scanner.next()
+                    switch item {
+                    case .record(let offset, let payloadBytes):
+                        if batch.events.count >= maxEvents || (!batch.events.isEmpty && bytes + payloadBytes + RecordFraming.headerBytes > maxBytes) {
+                            break reading
+                        }
+                        spanRecords += 1
+                        let recordPosition = SpoolPosition(segment: segments[index].id, offset: UInt64(offset))
+                        do {
+                            let event = try scanner.withPayload { payload throws(SpoolDecodingError) in try EventRecordCodec.decode(payload) }
+                            batch.events.append(event)
+                            batch.positions.append(recordPosition)
+                            bytes += payloadBytes + RecordFraming.headerBytes
+                        } catch {
+                            batch.skippedCorruptRegions += 1
+                            if !readOnly {
+                                try quarantine.add(
+                                    segment: recordPosition.segment, offset: offset,
+                                    length: Int64(payloadBytes + RecordFraming.headerBytes), from: scanner)
+                            }
+                        }
+                        at.offset = UInt64(scanner.position)
+                    case .corrupt(let offset, let length):
+                        batch.skippedCorruptRegions += 1
+                        if !readOnly { try quarantine.add(segment: segments[index].id, offset: offset, length: length, from: scanner) }
+                        at.offset = UInt64(scanner.position)
+                    case .tornTail, .end:
+                        at.offset = UInt64(end)
+                    }
+                    if item == .end || at.offset == UInt64(end) { break }
+                }
+            }
+            guard index + 1 < segments.count else { break }
+            index += 1
+            at = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd))
+            if batch.events.count >= maxEvents { break }
+        }
+        batch.end = at
+        return batch
+    }
+
+    private func remember(segment: UInt64, from: Int64, to: Int64, records: Int) {
+        guard to > from else { return }
+        spans.append((segment, from, to, records))
+        if spans.count > 512 { spans.removeFirst(spans.count - 256) }
+    }
+
+    /// Valid records in `[from, to)` of a segment: from the spans of recent reads when they
+    /// chain, otherwise by scanning.
+    private func countRecords(_ index: Int, from: Int64, to: Int64) throws(SpoolError) -> Int {
+        let id = segments[index].id
+        var at = from
+        var count = 0
+        while at < to, let span = spans.last(where: { $0.segment == id && $0.from == at && $0.to <= to }) {
+            count += span.records
+            at = span.to
+        }
+        if at < to {
+            let scanner = SegmentScanner(ops: ops, fd: try fd(forReading: index), path: path(id), from: at, end: to, bufferBytes: options.readBufferBytes)
+            while true {
+                let item = try scanner.next()
+                if case .record = item { count += 1 }
+                if item == .end { break }
+            }
+        }
+        return count
+    }
+
+    /// Records that everything before `position` has been acknowledged by the collector: writes
+    /// the checkpoint atomically, then deletes the segments that are wholly acknowledged.
+    func acknowledge(upTo position: SpoolPosition) throws(SpoolError) {
+        guard !readOnly else { throw .readOnly }
+        guard position > checkpoint else { return }
+        guard let found = segments.firstIndex(where: { $0.id >= position.segment }) else {
+            throw .invalidPosition(position, reason: "after the last segment")
+        }
+        var index = found
+        var target = segments[index].id == position.segment ? position : SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd))
+        guard target.offset <= UInt64(readableEnd(index)) else {
+            throw .invalidPosition(position, reason: "past the durable end of segment \(target.segment)")
+        }
+        while target.offset == UInt64(readableEnd(index)), index + 1 < segments.count {
+            index += 1
+            target = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd))
+        }
+        let sameHead = target.segment == checkpoint.segment
+        let from = sameHead ? Int64(checkpoint.offset) : Self.headerEnd
+        let acked = (sameHead ? ackedRecordsInHead : 0) + (try countRecords(index, from: from, to: Int64(target.offset)))
+        try Checkpoint.write(target, directory: directory, ops: ops)
+        checkpoint = target
+        ackedRecordsInHead = acked
+        while let first = segments.first, first.id < target.segment {
+            if let readerFd, readerFd.segment == first.id {
+                ops.close(readerFd.fd)
+                self.readerFd = nil
+            }
+            try? ops.remove(path(first.id))
+            segments.removeFirst()
+        }
+        spans.removeAll { $0.segment < target.segment || ($0.segment == target.segment && $0.from < Int64(target.offset)) }
+    }
+
+    // MARK: Stats, verification, quarantine
+
+    func stats() -> SpoolStats {
+        let records = segments.reduce(0) { $0 + $1.records } - ackedRecordsInHead
+        let recordBytes = segments.reduce(Int64(0)) { $0 + $1.size - Self.headerEnd }
+        let ackedBytes = Int64(checkpoint.offset) - Self.headerEnd
+        let oldest = segments.compactMap(\.minTimestamp).min().map(EventTime.init(microseconds:))
+        return SpoolStats(
+            events: records, bytesOnDisk: bytesOnDisk, backlogBytes: recordBytes - ackedBytes, segments: segments.count,
+            oldestEventTime: oldest, quarantinedRegions: quarantine.count, acknowledged: checkpoint, end: end)
+    }
+
+    /// Walks every record of every segment, decoding each, and reports what is wrong; changes
+    /// nothing (not even the quarantine).
+    func verify() throws(SpoolError) -> SpoolVerification {
+        var result = SpoolVerification()
+        for index in segments.indices {
+            let id = segments[index].id
+            let segmentPath = path(id)
+            let fd = try ops.open(segmentPath, create: false, readOnly: true)
+            defer { ops.close(fd) }
+            result.segments += 1
+            let size = index == segments.count - 1 ? readableEnd(index) : try ops.size(fd, path: segmentPath)
+            result.bytes += size
+            var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
+            _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
+            if !header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) }) {
+                result.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
+            }
+            let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
+            while true {
+                switch try scanner.next() {
+                case .record(let offset, let payloadBytes):
+                    do {
+                        _ = try scanner.withPayload { payload throws(SpoolDecodingError) in try EventRecordCodec.decode(payload) }
+                        result.records += 1
+                    } catch {
+                        result.problems.append(SpoolCorruption(
+                            kind: .undecodableRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)),
+                            length: UInt64(payloadBytes + RecordFraming.headerBytes)))
+                    }
+                    continue
+                case .corrupt(let offset, let length):
+                    result.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
+                    continue
+                case .tornTail(let offset):
+                    result.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
+                    continue
+                case .end:
+                    break
+                }
+                break
+            }
+        }
+        return result
+    }
+
+    func quarantined(maxBytesPerRegion: Int) throws(SpoolError) -> [QuarantinedRegion] {
+        try quarantine.regions(maxBytesPerRegion: maxBytesPerRegion)
+    }
+
+    /// Syncs what was written, closes every file and releases the lock.
+    func close() {
+        if !readOnly { try? sync() }
+        if let activeFd { ops.close(activeFd) }
+        activeFd = nil
+        if let readerFd { ops.close(readerFd.fd) }
+        readerFd = nil
+        quarantine.close()
+        if let lockFd { ops.close(lockFd) }
+        lockFd = nil
+    }
+}
+
+extension SegmentScanner {
+    /// The event time of the record `next()` returned last, read without decoding the rest.
+    func withTimestamp() -> Int64? {
+        try? withPayload { payload throws(SpoolDecodingError) in EventRecordCodec.timestamp(payload) }
+    }
+}

@@ -1,0 +1,77 @@
+public import TallyCore
+
+/// Events read from the spool, oldest first, with the positions that bracket them.
+///
+/// `end` is the position to read from next and the position to acknowledge once the collector
+/// has acknowledged these events; acknowledging it never frees anything after it.
+public struct SpoolBatch: Sendable {
+    public var start: SpoolPosition
+    public var end: SpoolPosition
+    public var events: [UsageEvent]
+    /// The position of each event's record, parallel to `events`.
+    public var positions: [SpoolPosition]
+    /// Corrupt regions skipped (and quarantined, unless read-only) while reading this batch.
+    public var skippedCorruptRegions: Int
+}
+
+/// A corrupt stretch of a segment found by recovery, a read or ``Spool/verify()``.
+public struct SpoolCorruption: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        /// Bytes that are not a valid record (bad CRC, garbage length); skipped and quarantined.
+        case corruptRecord
+        /// A record whose CRC matches but whose payload this version cannot decode.
+        case undecodableRecord
+        /// A segment file header that is not Tally's.
+        case badSegmentHeader
+        /// An incomplete record at the end of a segment: an interrupted write, truncated away.
+        case tornTail
+    }
+    public var kind: Kind
+    public var position: SpoolPosition
+    public var length: UInt64
+
+    public var description: String { "\(kind) at \(position), \(length) bytes" }
+}
+
+/// What opening the spool found and repaired. Nothing here is fatal: the spool is open.
+public struct RecoveryReport: Sendable, Hashable {
+    /// False when the checkpoint file was missing or unreadable; reading then starts from the
+    /// oldest segment (events may be sent again; the collector dedupes them).
+    public var checkpointFound = true
+    public var segmentsScanned = 0
+    public var recordsFound = 0
+    /// Segments wholly before the checkpoint whose deletion had been interrupted; deleted now.
+    public var ackedSegmentsDeleted = 0
+    /// Zero-length or header-only files that were removed or re-initialised.
+    public var emptySegmentsRepaired = 0
+    /// Torn tails truncated and corrupt regions quarantined.
+    public var problems: [SpoolCorruption] = []
+}
+
+/// A snapshot of the spool's backlog.
+public struct SpoolStats: Sendable, Hashable {
+    /// Valid records (events) not yet acknowledged.
+    public var events: Int
+    /// Bytes of segment files on disk (acknowledged bytes not yet deleted count).
+    public var bytesOnDisk: Int64
+    /// Bytes of records not yet acknowledged.
+    public var backlogBytes: Int64
+    public var segments: Int
+    /// The oldest event time among segments that hold unacknowledged events (a lower bound:
+    /// acknowledged events of the oldest segment may still count).
+    public var oldestEventTime: EventTime?
+    /// Corrupt regions held in the quarantine file.
+    public var quarantinedRegions: Int
+    public var acknowledged: SpoolPosition
+    /// The position after the last durable record.
+    public var end: SpoolPosition
+}
+
+/// The outcome of ``Spool/verify()``: every record walked, nothing changed.
+public struct SpoolVerification: Sendable, Hashable {
+    public var segments = 0
+    public var records = 0
+    public var bytes: Int64 = 0
+    public var problems: [SpoolCorruption] = []
+    public var isClean: Bool { problems.isEmpty }
+}

@@ -1,0 +1,232 @@
+import Foundation
+import Testing
+import TallyCore
+@testable import TallySpool
+
+/// Writes `count` sample events into a fresh spool and returns the directory, the segment path
+/// and the position of every record.
+func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options()) async throws -> (TemporaryDirectory, String, [SpoolPosition]) {
+    let dir = TemporaryDirectory()
+    let spool = try await Spool.open(directory: dir.spool, options: spoolOptions)
+    try await spool.append((0..<count).map(sampleEvent))
+    let positions = try await readAll(spool).positions
+    await spool.close()
+    return (dir, dir.spool + "/" + dir.segmentFiles()[0], positions)
+}
+
+@Suite struct RecoveryTests {
+    @Test func tornTailAtEveryByteOfTheLastRecord() async throws {
+        let (dir, segment, positions) = try await preparedSpool(5)
+        let original = readBytes(segment)
+        let lastStart = Int(positions[4].offset)
+        #expect(original.count > lastStart + 8)
+        for cut in lastStart..<original.count {
+            writeBytes(segment, Array(original[0..<cut]))
+            try? FileManager.default.removeItem(atPath: dir.spool + "/" + QuarantineFile.fileName)
+            let spool = try await Spool.open(directory: dir.spool, options: options())
+            #expect(spool.recovery.problems.map(\.kind) == (cut == lastStart ? [] : [.tornTail]), "cut at \(cut)")
+            #expect(try await readAll(spool).events == (0..<4).map(sampleEvent), "cut at \(cut)")
+            #expect(try await spool.stats().quarantinedRegions == 0)
+            try await spool.append([sampleEvent(99)])
+            await spool.close()
+            let again = try await Spool.open(directory: dir.spool, options: options())
+            #expect(again.recovery.problems.isEmpty, "cut at \(cut)")
+            #expect(try await readAll(again).events == (0..<4).map(sampleEvent) + [sampleEvent(99)], "cut at \(cut)")
+            await again.close()
+        }
+    }
+
+    @Test func bitFlipInAMiddleRecordIsQuarantined() async throws {
+        let (dir, segment, positions) = try await preparedSpool(5)
+        var bytes = readBytes(segment)
+        let middle = Int(positions[2].offset)
+        bytes[middle + 12] ^= 0x10
+        let damaged = Array(bytes[middle..<Int(positions[3].offset)])
+        writeBytes(segment, bytes)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems == [SpoolCorruption(kind: .corruptRecord, position: positions[2], length: UInt64(damaged.count))])
+        #expect(try await readAll(spool).events == [0, 1, 3, 4].map(sampleEvent))
+        let quarantined = try await spool.quarantined()
+        #expect(quarantined.map(\.position) == [positions[2]])
+        #expect(quarantined.first?.bytes == damaged)
+        let verification = try await spool.verify()
+        #expect(verification.records == 4)
+        #expect(verification.problems.map(\.position) == [positions[2]])
+        #expect(readBytes(segment) == bytes, "verify and recovery leave a middle record in place")
+        try await spool.append([sampleEvent(5)])
+        await spool.close()
+        let again = try await Spool.open(directory: dir.spool, options: options())
+        #expect(try await again.stats().quarantinedRegions == 1, "a region is quarantined once")
+        #expect(try await readAll(again).events == [0, 1, 3, 4, 5].map(sampleEvent))
+        await again.close()
+    }
+
+    @Test func garbageLengthResyncsToTheNextRecord() async throws {
+        let (dir, segment, positions) = try await preparedSpool(5)
+        var bytes = readBytes(segment)
+        let middle = Int(positions[1].offset)
+        bytes[middle + 3] = 0x7F  // length becomes ~2 GiB
+        writeBytes(segment, bytes)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems.map(\.kind) == [.corruptRecord])
+        #expect(spool.recovery.problems.first?.position == positions[1])
+        #expect(try await readAll(spool).events == [0, 2, 3, 4].map(sampleEvent))
+        await spool.close()
+    }
+
+    @Test func smallerPlausibleLengthResyncs() async throws {
+        let (dir, segment, positions) = try await preparedSpool(5)
+        var bytes = readBytes(segment)
+        let middle = Int(positions[2].offset)
+        bytes[middle] = 5
+        writeBytes(segment, bytes)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems == [SpoolCorruption(kind: .corruptRecord, position: positions[2], length: positions[3].offset - positions[2].offset)])
+        #expect(try await readAll(spool).events == [0, 1, 3, 4].map(sampleEvent))
+        await spool.close()
+    }
+
+    @Test func garbageAfterValidRecordsIsQuarantinedAndCut() async throws {
+        let (dir, segment, _) = try await preparedSpool(3)
+        let valid = readBytes(segment)
+        let garbage = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        writeBytes(segment, valid + garbage)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems.map(\.kind) == [.corruptRecord])
+        #expect(try await readAll(spool).events == (0..<3).map(sampleEvent))
+        #expect(try await spool.quarantined().first?.bytes == garbage)
+        try await spool.append([sampleEvent(3)])
+        #expect(try await readAll(spool).events == (0..<4).map(sampleEvent))
+        await spool.close()
+        let again = try await Spool.open(directory: dir.spool, options: options())
+        #expect(again.recovery.problems.isEmpty)
+        #expect(try await again.verify().isClean)
+        await again.close()
+    }
+
+    @Test func zeroFilledTailIsTorn() async throws {
+        let (dir, segment, _) = try await preparedSpool(3)
+        writeBytes(segment, readBytes(segment) + [UInt8](repeating: 0, count: 4096))
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems.map(\.kind) == [.tornTail])
+        #expect(try await spool.stats().quarantinedRegions == 0)
+        #expect(try await readAll(spool).events == (0..<3).map(sampleEvent))
+        await spool.close()
+    }
+
+    @Test func truncatedSealedSegmentKeepsEverythingElse() async throws {
+        let dir = TemporaryDirectory()
+        let small = options { $0.segmentBytes = 600 }
+        let spool = try await Spool.open(directory: dir.spool, options: small)
+        for index in 0..<30 { try await spool.append([sampleEvent(index)]) }
+        let all = try await readAll(spool)
+        await spool.close()
+        let files = dir.segmentFiles()
+        #expect(files.count >= 3)
+        let victim = dir.spool + "/" + files[1]
+        let victimID = try #require(SpoolStore.segmentID(fromName: files[1]))
+        let inVictim = all.positions.enumerated().filter { $0.element.segment == victimID }.map(\.offset)
+        let lastInVictim = try #require(all.positions.last { $0.segment == victimID })
+        writeBytes(victim, Array(readBytes(victim)[0..<Int(lastInVictim.offset) + 5]))
+        let reopened = try await Spool.open(directory: dir.spool, options: small)
+        #expect(reopened.recovery.problems.map(\.kind) == [.tornTail])
+        let expected = (0..<30).filter { $0 != inVictim.last }.map(sampleEvent)
+        #expect(try await readAll(reopened).events == expected)
+        await reopened.close()
+    }
+
+    @Test func missingCheckpointStartsFromTheOldestSegment() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        try await spool.append((0..<10).map(sampleEvent))
+        let first = try await spool.readFromAcknowledged(maxEvents: 4)
+        try await spool.acknowledge(upTo: first.end)
+        #expect(try await readAll(spool).events == (4..<10).map(sampleEvent))
+        await spool.close()
+        let kept = try await Spool.open(directory: dir.spool, options: options())
+        #expect(kept.recovery.checkpointFound)
+        #expect(try await readAll(kept).events == (4..<10).map(sampleEvent))
+        #expect(try await kept.stats().events == 6)
+        await kept.close()
+        try FileManager.default.removeItem(atPath: dir.spool + "/checkpoint")
+        let reopened = try await Spool.open(directory: dir.spool, options: options())
+        #expect(!reopened.recovery.checkpointFound)
+        #expect(try await readAll(reopened).events == (0..<10).map(sampleEvent))
+        await reopened.close()
+        writeBytes(dir.spool + "/checkpoint", [1, 2, 3])
+        let garbled = try await Spool.open(directory: dir.spool, options: options())
+        #expect(!garbled.recovery.checkpointFound)
+        #expect(try await readAll(garbled).events.count == 10)
+        await garbled.close()
+    }
+
+    @Test func emptyFilesDoNotStopTheSpool() async throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.spool, withIntermediateDirectories: true)
+        for name in [SpoolStore.segmentName(3), SpoolStore.segmentName(5), "checkpoint", QuarantineFile.fileName, "LOCK"] {
+            writeBytes(dir.spool + "/" + name, [])
+        }
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(!spool.recovery.checkpointFound)
+        #expect(spool.recovery.emptySegmentsRepaired == 2)
+        #expect(try await readAll(spool).events.isEmpty)
+        try await spool.append([sampleEvent(1), sampleEvent(2)])
+        #expect(try await readAll(spool).events == [sampleEvent(1), sampleEvent(2)])
+        await spool.close()
+        #expect(dir.segmentFiles() == [SpoolStore.segmentName(5)])
+        let again = try await Spool.open(directory: dir.spool, options: options())
+        #expect(again.recovery.problems.isEmpty)
+        #expect(try await readAll(again).events == [sampleEvent(1), sampleEvent(2)])
+        await again.close()
+    }
+
+    @Test func badSegmentHeaderIsReportedAndRecordsKept() async throws {
+        let (dir, segment, _) = try await preparedSpool(3)
+        var bytes = readBytes(segment)
+        bytes[0] = UInt8(ascii: "X")
+        writeBytes(segment, bytes)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems.map(\.kind) == [.badSegmentHeader])
+        #expect(try await readAll(spool).events == (0..<3).map(sampleEvent))
+        #expect(try await spool.verify().isClean, "the header was rewritten after being quarantined")
+        await spool.close()
+    }
+
+    @Test func randomDamageNeverCrashesAndKeepsUndamagedRecords() async throws {
+        let (dir, segment, positions) = try await preparedSpool(20)
+        let original = readBytes(segment)
+        var generator = SplitMix(seed: 42)
+        for round in 0..<40 {
+            var bytes = original
+            let target = Int(generator.next() % UInt64(bytes.count - 16)) + 16
+            let span = Int(generator.next() % 24) + 1
+            for index in target..<min(bytes.count, target + span) { bytes[index] = UInt8(truncatingIfNeeded: generator.next()) }
+            writeBytes(segment, bytes)
+            try? FileManager.default.removeItem(atPath: dir.spool + "/" + QuarantineFile.fileName)
+            let spool = try await Spool.open(directory: dir.spool, options: options())
+            let events = try await readAll(spool).events
+            // Every record that does not overlap the damage is still there.
+            for (index, position) in positions.enumerated() {
+                let start = Int(position.offset)
+                let end = index + 1 < positions.count ? Int(positions[index + 1].offset) : original.count
+                if end <= target || start >= target + span {
+                    #expect(events.contains(sampleEvent(index)), "round \(round): record \(index) lost")
+                }
+            }
+            await spool.close()
+            writeBytes(segment, original)
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import Testing
+import TallyCore
+@testable import TallySpool
+
+@Suite struct ReaderAndAcknowledgeTests {
+    @Test func readAndAcknowledgeAcrossRolloverWhileAppending() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.segmentBytes = 1_000 })
+        let total = 400
+        async let appended: Void = {
+            for start in stride(from: 0, to: total, by: 8) {
+                try await spool.append((start..<start + 8).map(sampleEvent))
+            }
+        }()
+        var received: [UsageEvent] = []
+        var position = try await spool.stats().acknowledged
+        var maxSegments = 0
+        var previousEvents = Int.max
+        while received.count < total {
+            let batch = try await spool.read(from: position, maxEvents: 7)
+            received += batch.events
+            position = batch.end
+            maxSegments = max(maxSegments, dir.segmentFiles().count)
+            if batch.events.isEmpty { await Task.yield() } else {
+                try await spool.acknowledge(upTo: batch.end)
+                let stats = try await spool.stats()
+                #expect(stats.acknowledged == batch.end || stats.acknowledged.offset == UInt64(RecordFraming.segmentHeaderBytes))
+                _ = previousEvents
+                previousEvents = stats.events
+            }
+        }
+        try await appended
+        #expect(received == (0..<total).map(sampleEvent))
+        #expect(maxSegments >= 2)
+        let stats = try await spool.stats()
+        #expect(stats.events == 0)
+        #expect(stats.segments == 1, "wholly acknowledged segments are deleted")
+        #expect(dir.segmentFiles().count == 1)
+        await spool.close()
+        let reopened = try await Spool.open(directory: dir.spool, options: options { $0.segmentBytes = 1_000 })
+        #expect(try await readAll(reopened).events.isEmpty, "acknowledged events are not read again")
+        await reopened.close()
+    }
+
+    @Test func readingNeverFreesSpace() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.segmentBytes = 500 })
+        for index in 0..<40 { try await spool.append([sampleEvent(index)]) }
+        let segments = dir.segmentFiles().count
+        _ = try await readAll(spool)
+        _ = try await readAll(spool)
+        #expect(dir.segmentFiles().count == segments)
+        #expect(try await spool.stats().events == 40)
+        let half = try await spool.readFromAcknowledged(maxEvents: 20)
+        try await spool.acknowledge(upTo: half.end)
+        #expect(dir.segmentFiles().count < segments)
+        let stats = try await spool.stats()
+        #expect(stats.events == 20)
+        #expect(try await readAll(spool).events == (20..<40).map(sampleEvent))
+        await #expect(throws: SpoolError.self) {
+            try await spool.acknowledge(upTo: SpoolPosition(segment: stats.end.segment, offset: stats.end.offset + 1))
+        }
+        await spool.close()
+    }
+}
+
+@Suite struct GroupCommitTests {
+    @Test(arguments: [FsyncPolicy.interval(.milliseconds(5)), .always])
+    func concurrentAppendersShareFsyncsAndWaitForThem(policy: FsyncPolicy) async throws {
+        let dir = TemporaryDirectory()
+        let ops = TestFileOperations()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.fsync = policy }, fileOperations: ops)
+        let syncsBefore = ops.segmentSyncs
+        let appenders = 64
+        let spoolPath = dir.spool
+        let covered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<appenders {
+                group.addTask {
+                    let end = try await spool.append([sampleEvent(index)])
+                    return ops.durableEnd(end.segment, in: spoolPath) >= Int64(end.offset)
+                }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        let syncs = ops.segmentSyncs - syncsBefore
+        #expect(covered.count == appenders)
+        #expect(covered.allSatisfy { $0 }, "an append returned before the fsync that covers it")
+        #expect(syncs >= 1)
+        #expect(syncs < appenders, "\(syncs) fsyncs for \(appenders) appends")
+        #expect(try await readAll(spool).events.count == appenders)
+        await spool.close()
+    }
+
+    @Test func neverPolicyDoesNotFsyncPerAppend() async throws {
+        let dir = TemporaryDirectory()
+        let ops = TestFileOperations()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.fsync = .never }, fileOperations: ops)
+        let before = ops.segmentSyncs
+        for index in 0..<20 { try await spool.append([sampleEvent(index)]) }
+        #expect(ops.segmentSyncs == before)
+        await spool.close()
+        #expect(ops.segmentSyncs == before + 1, "close syncs")
+    }
+}
+
+@Suite struct LimitTests {
+    @Test func fullSpoolRefusesAndKeepsAcceptedData() async throws {
+        let dir = TemporaryDirectory()
+        let limited = options {
+            $0.segmentBytes = 1_000
+            $0.maxSpoolBytes = 3_000
+            $0.retryAfter = .seconds(2)
+        }
+        let spool = try await Spool.open(directory: dir.spool, options: limited)
+        var accepted: [UsageEvent] = []
+        var refusal: SpoolError?
+        for index in 0..<200 {
+            do {
+                try await spool.append([sampleEvent(index)])
+                accepted.append(sampleEvent(index))
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        #expect(refusal == .full(retryAfter: .seconds(2)))
+        #expect(accepted.count > 10)
+        #expect(try await spool.stats().bytesOnDisk <= 3_000)
+        #expect(try await readAll(spool).events == accepted, "nothing accepted was dropped to make room")
+        await #expect(throws: SpoolError.full(retryAfter: .seconds(2))) { try await spool.append([sampleEvent(500)]) }
+        let all = try await readAll(spool)
+        try await spool.acknowledge(upTo: all.end)
+        try await spool.append([sampleEvent(500)])
+        #expect(try await readAll(spool).events == [sampleEvent(500)])
+        await spool.close()
+    }
+
+    @Test func rejectNewPolicy() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options {
+            $0.maxSpoolBytes = 200
+            $0.fullPolicy = .rejectNew
+        })
+        await #expect(throws: SpoolError.rejectedFull) {
+            for index in 0..<100 { try await spool.append([sampleEvent(index)]) }
+        }
+        await spool.close()
+    }
+
+    @Test func enospcOnWriteLeavesTheSegmentValid() async throws {
+        let dir = TemporaryDirectory()
+        let ops = TestFileOperations()
+        let spool = try await Spool.open(directory: dir.spool, options: options(), fileOperations: ops)
+        try await spool.append((0..<3).map(sampleEvent))
+        let sizeBefore = try await spool.stats().bytesOnDisk
+        ops.state.withLock {
+            $0.failWrites = ENOSPC
+            $0.partialBytes = 30
+        }
+        await #expect(throws: SpoolError.full(retryAfter: .seconds(1))) { try await spool.append((3..<6).map(sampleEvent)) }
+        ops.state.withLock { $0.failWrites = nil }
+        #expect(try await spool.stats().bytesOnDisk == sizeBefore)
+        let segment = dir.spool + "/" + dir.segmentFiles()[0]
+        #expect(Int64(readBytes(segment).count) == sizeBefore, "the partial record was truncated away")
+        try await spool.append([sampleEvent(6)])
+        #expect(try await readAll(spool).events == [0, 1, 2, 6].map(sampleEvent))
+        #expect(try await spool.verify().isClean)
+        await spool.close()
+    }
+
+    @Test func enospcOnFsyncFailsTheUncoveredAppends() async throws {
+        let dir = TemporaryDirectory()
+        let ops = TestFileOperations()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.fsync = .always }, fileOperations: ops)
+        try await spool.append((0..<3).map(sampleEvent))
+        ops.state.withLock { $0.failSyncs = ENOSPC }
+        await #expect(throws: SpoolError.full(retryAfter: .seconds(1))) { try await spool.append((3..<6).map(sampleEvent)) }
+        ops.state.withLock { $0.failSyncs = nil }
+        try await spool.append([sampleEvent(6)])
+        #expect(try await readAll(spool).events == [0, 1, 2, 6].map(sampleEvent))
+        await spool.close()
+        let reopened = try await Spool.open(directory: dir.spool, options: options())
+        #expect(reopened.recovery.problems.isEmpty)
+        #expect(try await readAll(reopened).events == [0, 1, 2, 6].map(sampleEvent))
+        await reopened.close()
+    }
+
+    @Test func oversizedEventIsRefused() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        var huge = sampleEvent(1)
+        huge.properties = Properties([("blob", String(repeating: "x", count: RecordFraming.maxPayloadBytes))])
+        await #expect(throws: SpoolError.self) { try await spool.append([huge]) }
+        await spool.close()
+    }
+}
+
+@Suite struct SpoolBenchmark {
+    /// `TALLY_SPOOL_BENCH=1 swift test -c release --filter SpoolBenchmark`
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["TALLY_SPOOL_BENCH"] == "1"))
+    func appendsPerSecond() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: SpoolOptions())
+        let chunks = (0..<10).map { chunk in (0..<1_000).map { sampleEvent(chunk * 1_000 + $0) } }
+        let clock = ContinuousClock()
+        let elapsed = try await clock.measure {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for writer in 0..<4 {
+                    group.addTask {
+                        for round in 0..<250 { try await spool.append(chunks[(writer + round) % 10]) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let stats = try await spool.stats()
+        print("spool append: 1,000,000 events in chunks of 1,000, fsync interval 5 ms, 4 writers: \(Int(1_000_000 / seconds)) events/s, \(stats.bytesOnDisk / 1_000_000) bytes/event")
+        #expect(stats.events == 1_000_000)
+        await spool.close()
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+import TallyCore
+@testable import TallySpool
+
+@Suite struct SpoolBasicsTests {
+    @Test func roundTripAcrossReopen() async throws {
+        let dir = TemporaryDirectory()
+        let events = (0..<250).map(sampleEvent)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        try await spool.append(Array(events[0..<100]))
+        try await spool.append(Array(events[100..<250]))
+        #expect(try await readAll(spool).events == events)
+        await spool.close()
+        let reopened = try await Spool.open(directory: dir.spool, options: options())
+        #expect(reopened.recovery.problems.isEmpty)
+        #expect(reopened.recovery.recordsFound == 250)
+        let read = try await readAll(reopened, chunk: 33)
+        #expect(read.events == events)
+        #expect(read.positions == read.positions.sorted())
+        let stats = try await reopened.stats()
+        #expect(stats.events == 250)
+        #expect(stats.oldestEventTime == events[0].timestamp)
+        #expect(stats.quarantinedRegions == 0)
+        #expect(try await reopened.verify().records == 250)
+        await reopened.close()
+    }
+
+    @Test func readsRespectMaxEventsAndMaxBytes() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        try await spool.append((0..<100).map(sampleEvent))
+        let byCount = try await spool.readFromAcknowledged(maxEvents: 10)
+        #expect(byCount.events.count == 10)
+        let byBytes = try await spool.readFromAcknowledged(maxEvents: 1_000, maxBytes: 500)
+        #expect(byBytes.events.count >= 1 && byBytes.events.count < 10)
+        let tiny = try await spool.readFromAcknowledged(maxEvents: 1_000, maxBytes: 1)
+        #expect(tiny.events.count == 1)
+        let next = try await spool.read(from: byCount.end, maxEvents: 5)
+        #expect(next.events == (10..<15).map(sampleEvent))
+        await spool.close()
+    }
+
+    @Test func closedSpoolRefusesWork() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        await spool.close()
+        await #expect(throws: SpoolError.closed) { try await spool.append([sampleEvent(1)]) }
+        await #expect(throws: SpoolError.closed) { try await spool.stats() }
+    }
+
+    @Test func lockContention() async throws {
+        let dir = TemporaryDirectory()
+        let first = try await Spool.open(directory: dir.spool, options: options())
+        try await first.append([sampleEvent(1)])
+        await #expect(throws: SpoolError.locked(directory: dir.spool)) {
+            try await Spool.open(directory: dir.spool, options: options())
+        }
+        let reader = try await Spool.open(directory: dir.spool, options: options { $0.access = .readOnly })
+        #expect(try await readAll(reader).events == [sampleEvent(1)])
+        await #expect(throws: SpoolError.readOnly) { try await reader.append([sampleEvent(2)]) }
+        await #expect(throws: SpoolError.readOnly) { try await reader.acknowledge(upTo: SpoolPosition(segment: 1, offset: 16)) }
+        await reader.close()
+        await first.close()
+        let second = try await Spool.open(directory: dir.spool, options: options())
+        #expect(try await readAll(second).events == [sampleEvent(1)])
+        await second.close()
+        #expect(SpoolError.locked(directory: "/x").description.contains("locked"))
+    }
+
+    @Test func readOnlyOpenChangesNothing() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        try await spool.append((0..<3).map(sampleEvent))
+        await spool.close()
+        let segment = dir.spool + "/" + dir.segmentFiles()[0]
+        let torn = readBytes(segment) + [9, 0, 0, 0, 1]
+        writeBytes(segment, torn)
+        let reader = try await Spool.open(directory: dir.spool, options: options { $0.access = .readOnly })
+        #expect(reader.recovery.problems.map(\.kind) == [.tornTail])
+        #expect(try await readAll(reader).events == (0..<3).map(sampleEvent))
+        await reader.close()
+        #expect(readBytes(segment) == torn)
+    }
+}
