@@ -78,6 +78,9 @@ let package = Package(
             dependencies: [
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TallyCollector
 import TallyConfig
 
 /// `tally-collector`: receives batches from agents, keeps the ledger, prices usage.
@@ -8,7 +9,7 @@ public struct CollectorCommand: AsyncParsableCommand {
         abstract: "Receive usage batches from agents, keep the audit ledger, aggregate and price usage.",
         discussion: """
             With no flags it stores into sqlite:./tally-data/ledger.db, takes agents on 127.0.0.1:7400 \
-            and serves HTTP on 127.0.0.1:7480.
+            and serves HTTP on 127.0.0.1:7480. Flags override the config file.
             """,
         version: tallyVersion,
         subcommands: [Run.self],
@@ -23,9 +24,10 @@ public struct CollectorCommand: AsyncParsableCommand {
 
         @OptionGroup public var global: GlobalOptions
         @Option(help: "A YAML config file.") public var config: String?
-        @Option(help: "The store: sqlite:PATH or a postgres:// URL.") public var store: String = "sqlite:./tally-data/ledger.db"
-        @Option(help: "Agent protocol address, HOST:PORT.") public var listen: String = "127.0.0.1:7400"
-        @Option(help: "HTTP API address, HOST:PORT.") public var http: String = "127.0.0.1:7480"
+        @Option(help: "The store: sqlite:PATH or a postgres:// URL (default sqlite:./tally-data/ledger.db).")
+        public var store: String?
+        @Option(help: "Agent protocol address, HOST:PORT (default 127.0.0.1:7400).") public var listen: String?
+        @Option(help: "HTTP API address, HOST:PORT (default 127.0.0.1:7480).") public var http: String?
         @Option(help: "The pricing YAML file.") public var pricing: String?
         @Option(help: "An agent's key, ID=SECRET (repeatable).") public var agentKey: [String] = []
         @Option(help: "The admin API key.") public var adminKey: String?
@@ -33,9 +35,9 @@ public struct CollectorCommand: AsyncParsableCommand {
         public init() {}
 
         public func validate() throws {
-            try checkAddress(listen, "--listen")
-            try checkAddress(http, "--http")
-            guard store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
+            if let listen { try checkAddress(listen, "--listen") }
+            if let http { try checkAddress(http, "--http") }
+            if let store, !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
                 throw ValidationError("--store '\(store)' must be sqlite:PATH or a postgres:// URL")
             }
             for entry in agentKey {
@@ -46,8 +48,28 @@ public struct CollectorCommand: AsyncParsableCommand {
             }
         }
 
+        /// The config file (if any) with the flags applied over it.
+        public func resolvedConfig() throws -> CollectorConfig {
+            var resolved = try config.map { try CollectorConfig.load(file: $0) } ?? CollectorConfig()
+            if let store { resolved.store = store }
+            if let listen { resolved.listen = try HostPort(parsing: listen, option: "--listen") }
+            if let http { resolved.http = try HostPort(parsing: http, option: "--http") }
+            if let pricing { resolved.pricingFile = pricing }
+            if let adminKey { resolved.adminKey = adminKey }
+            for entry in agentKey {
+                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                resolved.agents.removeAll { $0.id == parts[0] }
+                resolved.agents.append(.init(id: parts[0], secret: parts[1]))
+            }
+            try resolved.validate()
+            return resolved
+        }
+
         public func run() async throws {
-            throw RuntimeFailure("the collector service is not built yet (see issue 3); only --help and --version work")
+            let config = try resolvedConfig()
+            let (logger, registry) = Observability.bootstrap(label: "tally-collector", level: global.logLevel)
+            let collector = try await Collector.start(config: config, registry: registry, logger: logger)
+            try await collector.run()
         }
     }
 }

@@ -1,0 +1,83 @@
+import Logging
+public import NIOCore
+public import TallyCore
+public import TallyLedger
+public import TallyWire
+
+/// Turns one batch frame into one committed ledger transaction and the ack to send.
+///
+/// It decompresses and decodes the payload within the session's limits, validates every event
+/// (field limits, future skew, the agent key's tenant allow-list) — the collector never trusts
+/// the agent's validation — and commits all of them, valid or not, so that
+/// `received = accepted + duplicate + late + rejected` holds in the ledger. The ledger
+/// recomputes every fingerprint itself. One per connection: it owns a zstd context.
+public struct BatchIngest {
+    private let decoder: BatchPayloadDecoder
+    private let ledger: LedgerWriter
+    private let eventLimits: EventLimits
+    private let metrics: CollectorMetrics
+    private let clock: @Sendable () -> EventTime
+
+    public init(
+        limits: SessionLimits, eventLimits: EventLimits, ledger: LedgerWriter, metrics: CollectorMetrics,
+        clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
+    ) throws(WireError) {
+        self.decoder = try BatchPayloadDecoder(limits: limits)
+        self.ledger = ledger
+        self.eventLimits = eventLimits
+        self.metrics = metrics
+        self.clock = clock
+    }
+
+    /// Processes a batch from `agent`; `admits` is the agent key's tenant allow-list.
+    public func process(_ batch: Batch, agent: String, admits: (String) -> Bool) async throws -> BatchAck {
+        let now = clock()
+        let incoming: [IncomingEvent]
+        do {
+            let events = try decoder.decode(batch.payload)
+            incoming = events.map { event in
+                do throws(EventRejection) {
+                    try event.validate(limits: eventLimits, now: now)
+                    guard admits(event.tenant) else {
+                        throw EventRejection(.invalidField, field: "tenant", "tenant '\(event.tenant)' is not allowed for this agent's key")
+                    }
+                    return .valid(event)
+                } catch {
+                    return .invalid(
+                        InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
+                }
+            }
+        } catch {
+            // A payload that cannot be decoded is answered, not retried forever: every event it
+            // declares is counted as rejected `malformed`, and the batch record keeps the reason.
+            metrics.malformedPayloads.increment()
+            let declared = Int(BatchPayloadDecoder.declaredEventCount(batch.payload) ?? 0)
+            let reason = EventRejection(.malformed, field: nil, error.description)
+            incoming = Array(repeating: .invalid(InvalidEvent(reason, source: "payload")), count: declared)
+        }
+        let started = ContinuousClock.now
+        let outcome = try await ledger.commit(
+            IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+        metrics.commitLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        metrics.record(outcome)
+        return BatchAck(outcome: outcome, sequence: batch.sequence)
+    }
+}
+
+extension BatchAck {
+    /// The ack for a committed ledger outcome.
+    public init(outcome: BatchOutcome, sequence: UInt64) {
+        self.init(
+            sequence: sequence, status: .committed, accepted: UInt32(clamping: outcome.accepted),
+            duplicate: UInt32(clamping: outcome.duplicate), late: UInt32(clamping: outcome.late),
+            rejected: UInt32(clamping: outcome.rejected),
+            rejections: outcome.rejections.map { Rejection(index: UInt32(clamping: $0.index), reason: $0.reason) })
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,40 @@
+import NIOPosix
+public import TallyLedger
+
+/// Runs every ledger operation on one dedicated thread, in order.
+///
+/// SQLite connections are not thread-safe and each commit blocks on fsync, so the store is never
+/// touched from an event loop or a cooperative-pool thread: callers `await` a closure that runs
+/// on this writer's single thread.
+public final class LedgerWriter: @unchecked Sendable {
+    // @unchecked: `store` is only ever used from the single thread of `pool` (see `perform`).
+    private let store: any LedgerStore
+    private let pool: NIOThreadPool
+
+    public init(store: any LedgerStore) {
+        self.store = store
+        self.pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+    }
+
+    /// Runs `body` with the store on the writer thread.
+    public func perform<Result: Sendable>(
+        _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
+    ) async throws -> Result {
+        let store = self.store
+        return try await pool.runIfActive {
+            try body(store)
+        }
+    }
+
+    /// Commits one batch in one transaction and returns its outcome (the stored one for a replay).
+    public func commit(_ batch: IncomingBatch) async throws -> BatchOutcome {
+        try await perform { store throws(LedgerError) in try store.commit(batch) }
+    }
+
+    /// Closes the store after every queued operation, then stops the thread.
+    public func shutdown() async {
+        _ = try? await perform { store throws(LedgerError) in store.close() }
+        try? await pool.shutdownGracefully()
+    }
+}

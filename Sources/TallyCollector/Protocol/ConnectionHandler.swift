@@ -1,0 +1,100 @@
+import Logging
+public import NIOCore
+import TallyCore
+import TallyWire
+
+/// The per-connection loop body: bytes in, frames decoded within the session's current limit,
+/// fed to the ``CollectorSession`` state machine, whose actions it carries out.
+struct ConnectionHandler {
+    private var session: CollectorSession
+    private var decoder: FrameDecoder
+    private var buffered = ByteBuffer()
+    private let ingest: BatchIngest
+    private let encoder = FrameEncoder()
+    private let metrics: CollectorMetrics
+    private let logger: Logger
+    private let peerIsLoopback: Bool
+
+    init(
+        settings: ProtocolServer.Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger,
+        peerIsLoopback: Bool
+    ) throws {
+        session = CollectorSession(
+            configuration: .init(keyring: settings.keyring, limits: settings.limits), collectorNonce: Nonce.random())
+        decoder = FrameDecoder(maxBodyLength: session.maxInboundFrameBody)
+        ingest = try BatchIngest(limits: settings.limits, eventLimits: settings.eventLimits, ledger: ledger, metrics: metrics)
+        self.metrics = metrics
+        self.logger = logger
+        self.peerIsLoopback = peerIsLoopback
+    }
+
+    /// With no agent keys configured, only loopback peers may connect.
+    func refusalForPeer() -> ByteBuffer? {
+        guard session.configuration.keyring.isOpen, !peerIsLoopback else { return nil }
+        metrics.refusedPeers.increment()
+        logger.warning("refused a non-loopback agent: no agent keys are configured")
+        let error = WireError(.authenticationFailed, "this collector has no agent keys and accepts agents from loopback only")
+        return try? encoder.encode(.error(error.frame))
+    }
+
+    /// Handles received bytes; returns true when the connection must close.
+    mutating func received(_ chunk: ByteBuffer, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        var chunk = chunk
+        buffered.writeBuffer(&chunk)
+        while true {
+            decoder.maxBodyLength = session.maxInboundFrameBody
+            let frame: Frame?
+            do {
+                frame = try decoder.decode(buffer: &buffered)
+            } catch {
+                metrics.frameErrors.increment()
+                logger.notice("bad frame from agent", metadata: ["code": "\(error.code.name)", "error": "\(error.message)"])
+                try await send(try encoder.encode(.error(error.frame)))
+                return true
+            }
+            guard let frame else { break }
+            if try await carryOut(session.received(frame), send: send) { return true }
+        }
+        buffered.discardReadBytes()
+        return false
+    }
+
+    private mutating func carryOut(_ action: CollectorSession.Action, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        switch action {
+        case .none:
+            return false
+        case .send(let frame):
+            try await send(try encoder.encode(frame))
+            return false
+        case .sendAndClose(let frame):
+            if case .error(let error) = frame {
+                if error.code == WireErrorCode.authenticationFailed.rawValue || error.code == WireErrorCode.unknownAgent.rawValue {
+                    metrics.authFailures.increment()
+                }
+                logger.notice("closing agent connection", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
+            }
+            try await send(try encoder.encode(frame))
+            return true
+        case .close:
+            return true
+        case .process(let batch):
+            guard let agent = session.agentId else { return true }
+            let ack: BatchAck
+            do {
+                let session = self.session
+                ack = try await ingest.process(batch, agent: agent) { session.admits(tenant: $0) }
+            } catch {
+                logger.error("batch not committed", metadata: ["sequence": "\(batch.sequence)", "error": "\(error)"])
+                let wireError = (error as? CollectorIngestError)?.wireError
+                    ?? WireError(.internalError, "the batch was not committed; send it again")
+                return try await carryOut(session.batchFailed(sequence: batch.sequence, error: wireError), send: send)
+            }
+            return try await carryOut(session.batchCompleted(ack), send: send)
+        }
+    }
+}
+
+/// An ingest failure that maps to a specific wire error.
+struct CollectorIngestError: Error {
+    let wireError: WireError
+}
