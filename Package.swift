@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "tally-collector", targets: ["tally-collector"]),
         .executable(name: "tallyctl", targets: ["tallyctl"]),
         .library(name: "TallyCore", targets: ["TallyCore"]),
+        .library(name: "TallyLedger", targets: ["TallyLedger"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,6 +31,12 @@ let package = Package(
             name: "CZstd",
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
+        ),
+        // libsqlite3 from Debian's libsqlite3-dev: the embedded ledger store.
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
         ),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
@@ -50,6 +57,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The ledger: store protocol, SQLite backend, dedupe, aggregates, reconciliation.
+        .target(name: "TallyLedger", dependencies: ["TallyCore", "CSQLite"], swiftSettings: strict),
         .executableTarget(name: "tally-agent", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
@@ -57,6 +66,7 @@ let package = Package(
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
+        .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
     ]
 )
