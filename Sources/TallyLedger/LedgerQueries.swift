@@ -69,6 +69,10 @@ public struct PeriodTotals: Sendable, Hashable {
 public struct UniqueCount: Sendable, Hashable {
     public var usage: Int
     public var adjustments: Int
+    public init(usage: Int, adjustments: Int) {
+        self.usage = usage
+        self.adjustments = adjustments
+    }
 }
 
 /// Which reconciliation rows to return; nil matches everything.

@@ -3,10 +3,6 @@ import Testing
 
 // LateWindow lives in TallyCore (pure); its tests sit here beside the ledger that relies on it.
 
-private func at(_ text: String) -> EventTime {
-    (try? EventTime(parsing: text)) ?? EventTime(microseconds: 0)
-}
-
 private let hour: Int64 = 3_600_000_000
 private let window = LateWindow()  // grace 72h, limit 35 days, skew 300s, adjust
 

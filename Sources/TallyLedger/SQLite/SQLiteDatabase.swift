@@ -8,6 +8,10 @@ import CSQLite
 /// event budget; here each row is a handful of bind calls on statements prepared once.
 final class SQLiteDatabase {
     private(set) var handle: OpaquePointer?
+    /// Every statement prepared on this connection, by SQL text: prepared once, reused, and
+    /// finalized before the connection closes (so closing really closes, and an open
+    /// transaction is rolled back at once).
+    private var prepared: [String: SQLiteStatement] = [:]
 
     init(path: String) throws(LedgerError) {
         var db: OpaquePointer?
@@ -26,6 +30,8 @@ final class SQLiteDatabase {
 
     /// Closes the connection; an open transaction is rolled back by SQLite.
     func close() {
+        for statement in prepared.values { statement.finalize() }
+        prepared = [:]
         if let handle { sqlite3_close_v2(handle) }
         handle = nil
     }
@@ -46,12 +52,16 @@ final class SQLiteDatabase {
         }
     }
 
+    /// The prepared statement for `sql`, prepared on first use. Callers reset it when done.
     func prepare(_ sql: String) throws(LedgerError) -> SQLiteStatement {
+        if let cached = prepared[sql] { return cached }
         guard let handle else { throw error(SQLITE_MISUSE, "preparing \(sql)") }
         var statement: OpaquePointer?
         let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard code == SQLITE_OK, let statement else { throw error(code, "preparing \(sql.prefix(80))") }
-        return SQLiteStatement(statement, database: self, sql: sql)
+        let prepared = SQLiteStatement(statement, database: self, sql: sql)
+        self.prepared[sql] = prepared
+        return prepared
     }
 
     /// Rows changed by the last INSERT, UPDATE or DELETE.
@@ -60,7 +70,8 @@ final class SQLiteDatabase {
 
 /// A prepared statement, reused: bind, step, reset.
 final class SQLiteStatement {
-    let handle: OpaquePointer
+    /// nil once finalized; SQLite treats calls on a NULL statement as harmless misuse.
+    private(set) var handle: OpaquePointer?
     unowned let database: SQLiteDatabase
     let sql: String
 
@@ -70,7 +81,12 @@ final class SQLiteStatement {
         self.sql = sql
     }
 
-    deinit { sqlite3_finalize(handle) }
+    deinit { finalize() }
+
+    func finalize() {
+        sqlite3_finalize(handle)
+        handle = nil
+    }
 
     func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(handle, index, value) }
     func bind(_ index: Int32, _ value: Int) { sqlite3_bind_int64(handle, index, Int64(value)) }
@@ -102,6 +118,7 @@ final class SQLiteStatement {
 
     /// Steps once: true when a row is ready, false when done.
     func step() throws(LedgerError) -> Bool {
+        guard handle != nil else { throw database.error(SQLITE_MISUSE, "running \(sql.prefix(80)) on a closed ledger") }
         let code = sqlite3_step(handle)
         switch code {
         case SQLITE_ROW: return true

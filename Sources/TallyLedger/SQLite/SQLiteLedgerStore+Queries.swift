@@ -13,6 +13,7 @@ extension SQLiteLedgerStore {
             WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5
             ORDER BY hour, value
             """)
+        defer { select.reset() }
         select.bind(1, query.tenant)
         select.bind(2, query.metric)
         select.bind(3, Self.ceilHour(query.from))
@@ -53,6 +54,7 @@ extension SQLiteLedgerStore {
             SELECT sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
             WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = '' AND billed_in = ''
             """)
+        defer { normal.reset() }
         normal.bind(1, tenant)
         normal.bind(2, metric)
         normal.bind(3, AggregateCellKey.hour(of: period.start))
@@ -67,6 +69,7 @@ extension SQLiteLedgerStore {
             SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
             WHERE tenant = ?1 AND metric = ?2 AND billed_in = ?3 AND billed_in <> '' AND dimension = ''
             """)
+        defer { adjusted.reset() }
         adjusted.bind(1, tenant)
         adjusted.bind(2, metric)
         adjusted.bind(3, period.description)
@@ -97,6 +100,7 @@ extension SQLiteLedgerStore {
             SELECT COUNT(*) FROM unique_values
             WHERE tenant = ?1 AND metric = ?2 AND property = ?3 AND period = ?4 AND billed_in = ?4
             """)
+        defer { own.reset() }
         own.bind(1, tenant)
         own.bind(2, metric)
         own.bind(3, property)
@@ -107,6 +111,7 @@ extension SQLiteLedgerStore {
             SELECT COUNT(*) FROM unique_values
             WHERE tenant = ?1 AND metric = ?2 AND property = ?3 AND billed_in = ?4 AND billed_in <> period
             """)
+        defer { late.reset() }
         late.bind(1, tenant)
         late.bind(2, metric)
         late.bind(3, property)
@@ -122,6 +127,7 @@ extension SQLiteLedgerStore {
             WHERE (?1 IS NULL OR period = ?1) AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR agent = ?3)
             ORDER BY period, tenant, agent
             """)
+        defer { select.reset() }
         select.bind(1, filter.period?.description)
         select.bind(2, filter.tenant)
         select.bind(3, filter.agent)
@@ -146,6 +152,7 @@ extension SQLiteLedgerStore {
             SELECT metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity
             FROM usage_hourly WHERE tenant = ?1 AND hour >= ?2 AND hour < ?3
             """)
+        defer { select.reset() }
         select.bind(1, tenant)
         select.bind(2, AggregateCellKey.hour(of: period.start))
         select.bind(3, AggregateCellKey.hour(of: period.end))
@@ -176,6 +183,7 @@ extension SQLiteLedgerStore {
                 batch_index, received_at
             FROM raw_events WHERE ts >= ?1 AND ts < ?2 AND tenant = ?3 ORDER BY ts, fingerprint
             """)
+        defer { select.reset() }
         select.bind(1, period.start.microseconds)
         select.bind(2, period.end.microseconds)
         select.bind(3, tenant)
@@ -202,6 +210,7 @@ extension SQLiteLedgerStore {
             SELECT batch_index, reason, message, tenant, metric, ts, fingerprint, quantity FROM refused_events
             WHERE agent = ?1 AND batch_seq = ?2
             """)
+        defer { refused.reset() }
         refused.bind(1, agent)
         refused.bind(2, Int64(bitPattern: sequence))
         while try refused.step() {
@@ -219,6 +228,7 @@ extension SQLiteLedgerStore {
             SELECT batch_index, ts, fingerprint, tenant, metric, quantity FROM duplicate_events
             WHERE agent = ?1 AND batch_seq = ?2
             """)
+        defer { duplicates.reset() }
         duplicates.bind(1, agent)
         duplicates.bind(2, Int64(bitPattern: sequence))
         while try duplicates.step() {

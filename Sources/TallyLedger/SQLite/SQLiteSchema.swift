@@ -147,9 +147,11 @@ enum SQLiteSchema {
     static func registerFunctions(_ database: SQLiteDatabase) throws(LedgerError) {
         guard let handle = database.handle else { throw database.error(SQLITE_MISUSE, "registering functions") }
         let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC
-        var code = sqlite3_create_function_v2(handle, "tally_sum", 2, flags, nil, tallySum, nil, nil, nil)
+        var code = sqlite3_create_function_v2(
+            handle, "tally_sum", 2, flags, nil, { context, _, arguments in tallySum(context, arguments) }, nil, nil, nil)
         if code == SQLITE_OK {
-            code = sqlite3_create_function_v2(handle, "tally_max", 2, flags, nil, tallyMax, nil, nil, nil)
+            code = sqlite3_create_function_v2(
+                handle, "tally_max", 2, flags, nil, { context, _, arguments in tallyMax(context, arguments) }, nil, nil, nil)
         }
         if code != SQLITE_OK { throw database.error(code, "registering tally_sum and tally_max") }
     }
@@ -170,8 +172,7 @@ private func resultQuantity(_ context: OpaquePointer?, _ quantity: Quantity) {
     }
 }
 
-private let tallySum: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = {
-    context, _, arguments in
+private func tallySum(_ context: OpaquePointer?, _ arguments: UnsafeMutablePointer<OpaquePointer?>?) {
     guard let arguments, let a = quantityArgument(arguments[0]), let b = quantityArgument(arguments[1]) else {
         sqlite3_result_error(context, "tally_sum: an argument is not an exact decimal quantity", -1)
         return
@@ -183,8 +184,7 @@ private let tallySum: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointe
     }
 }
 
-private let tallyMax: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePointer<OpaquePointer?>?) -> Void = {
-    context, _, arguments in
+private func tallyMax(_ context: OpaquePointer?, _ arguments: UnsafeMutablePointer<OpaquePointer?>?) {
     guard let arguments, let a = quantityArgument(arguments[0]), let b = quantityArgument(arguments[1]) else {
         sqlite3_result_error(context, "tally_max: an argument is not an exact decimal quantity", -1)
         return
