@@ -145,6 +145,7 @@ public struct AggregateCells: Sendable {
 /// The result of recomputing aggregates from the raw ledger: every cell where the stored value
 /// differs from the recomputed one.
 public struct AggregateDrift: Sendable, Hashable {
+    /// One cell where the stored aggregate and the recount disagree; nil means "no such cell".
     public struct Difference: Sendable, Hashable {
         public var key: AggregateCellKey
         public var recomputed: UsageAggregate?

@@ -1,4 +1,5 @@
 import CSQLite
+import TallyCore
 
 /// One SQLite connection. Not thread-safe: the owning store uses it from one thread.
 ///
@@ -113,6 +114,17 @@ final class SQLiteStatement {
             let empty: StaticString = ""
             let base = bytes.baseAddress ?? UnsafeRawPointer(empty.utf8Start)
             sqlite3_bind_blob(handle, index, base, Int32(bytes.count), tally_sqlite_transient())
+        }
+    }
+
+    /// Binds the 16 big-endian bytes of a fingerprint without allocating.
+    func bind(_ index: Int32, fingerprint: Fingerprint) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { bytes in
+            for i in 0..<8 {
+                bytes[i] = UInt8(truncatingIfNeeded: fingerprint.high >> (56 - 8 * UInt64(i)))
+                bytes[8 + i] = UInt8(truncatingIfNeeded: fingerprint.low >> (56 - 8 * UInt64(i)))
+            }
+            _ = sqlite3_bind_blob(handle, index, bytes.baseAddress, 16, tally_sqlite_transient())
         }
     }
 

@@ -222,7 +222,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     ) throws(LedgerError) -> Bool {
         let insert = statements.insertRaw
         insert.bind(1, event.timestamp.microseconds)
-        insert.bind(2, blob: fingerprint.bytes)
+        insert.bind(2, fingerprint: fingerprint)
         insert.bind(3, event.tenant)
         insert.bind(4, event.metric)
         insert.bind(5, event.quantity.description)
@@ -244,7 +244,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insert.bind(2, Int64(bitPattern: batch.sequence))
         insert.bind(3, index)
         insert.bind(4, event.timestamp.microseconds)
-        insert.bind(5, blob: fingerprint.bytes)
+        insert.bind(5, fingerprint: fingerprint)
         insert.bind(6, event.tenant)
         insert.bind(7, event.metric)
         insert.bind(8, event.quantity.description)
@@ -265,7 +265,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insert.bind(7, event?.tenant ?? invalid.tenant)
         insert.bind(8, event?.metric ?? invalid.metric)
         if let time = event?.timestamp ?? invalid.timestamp { insert.bind(9, time.microseconds) } else { insert.bindNull(9) }
-        if let fingerprint { insert.bind(10, blob: fingerprint.bytes) } else { insert.bindNull(10) }
+        if let fingerprint { insert.bind(10, fingerprint: fingerprint) } else { insert.bindNull(10) }
         insert.bind(11, event?.quantity.description)
         insert.bind(12, event?.id ?? invalid.id)
         if let event { insert.bind(13, blob: PropertiesCodec.encode(event.properties)) } else { insert.bindNull(13) }
@@ -289,7 +289,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             upsert.bind(8, aggregate.count)
             upsert.bind(9, aggregate.max.description)
             upsert.bind(10, aggregate.latest.timestamp.microseconds)
-            upsert.bind(11, blob: aggregate.latest.fingerprint.bytes)
+            upsert.bind(11, fingerprint: aggregate.latest.fingerprint)
             upsert.bind(12, aggregate.latest.quantity.description)
             do throws(LedgerError) {
                 try upsert.run()
