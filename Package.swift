@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "TallyCore", targets: ["TallyCore"]),
         .library(name: "TallyPricing", targets: ["TallyPricing"]),
         .library(name: "TallySpool", targets: ["TallySpool"]),
+        .library(name: "TallyLedger", targets: ["TallyLedger"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,6 +40,12 @@ let package = Package(
             name: "CZstd",
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
+        ),
+        // libsqlite3 from Debian's libsqlite3-dev: the embedded ledger store.
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
         ),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
@@ -88,7 +95,7 @@ let package = Package(
         .target(
             name: "TallyCollector",
             dependencies: [
-                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing",
+                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -100,6 +107,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The ledger: store protocol, SQLite backend, dedupe, aggregates, reconciliation.
+        .target(name: "TallyLedger", dependencies: ["TallyCore", "CSQLite"], swiftSettings: strict),
         .executableTarget(name: "tally-agent", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
@@ -110,6 +119,7 @@ let package = Package(
         .testTarget(name: "TallyCollectorTests", dependencies: ["TallyCollector", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
+        .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
     ]
 )

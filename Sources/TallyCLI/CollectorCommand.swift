@@ -1,5 +1,5 @@
 public import ArgumentParser
-import TallyCollector
+public import TallyCollector
 import TallyConfig
 
 /// `tally-collector`: receives batches from agents, keeps the ledger, prices usage.

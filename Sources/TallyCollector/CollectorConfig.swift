@@ -8,14 +8,6 @@ import Yams
 /// Read from YAML (`CollectorConfig.load(file:)`), then overridden by flags. Unknown keys and bad
 /// values are errors that name the file, the line and the place.
 public struct CollectorConfig: Sendable {
-    /// What the collector does with an event whose billing period has closed.
-    public enum LatePolicy: String, Sendable, CaseIterable {
-        /// Count it against the current open period as an adjustment line (the default).
-        case adjust
-        /// Refuse it with reason `late`; it is still kept in the ledger.
-        case reject
-    }
-
     /// An agent allowed to connect, and the tenants it may send for (nil: any).
     public struct AgentCredential: Sendable, Hashable {
         public var id: String
@@ -46,10 +38,9 @@ public struct CollectorConfig: Sendable {
     public var adminKey: String?
     /// Tenant-scoped HTTP keys: key -> the one tenant it may read.
     public var tenantKeys: [String: String] = [:]
-    public var grace: Duration = .seconds(72 * 3600)
-    public var latePolicy = LatePolicy.adjust
-    /// Events older than this are rejected `too_old` (and kept in the ledger).
-    public var lateArrivalLimit: Duration = .seconds(35 * 86_400)
+    /// The grace window, the late policy and the late-arrival limit (events older than it are
+    /// rejected `too_old` and kept in the ledger).
+    public var lateWindow = LateWindow.standard
     /// How long fingerprints are remembered; never shorter than the late-arrival limit.
     public var dedupeHorizon: Duration = .seconds(35 * 86_400)
     public var eventLimits = EventLimits()
@@ -60,10 +51,10 @@ public struct CollectorConfig: Sendable {
     /// Problems that make the configuration unusable as a whole.
     public func validate() throws(ConfigError) {
         var issues: [ConfigIssue] = []
-        if dedupeHorizon < lateArrivalLimit {
+        if dedupeHorizon < lateWindow.lateArrivalLimit {
             issues.append(ConfigIssue(
                 place: "dedupe_horizon",
-                problem: "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateArrivalLimit)): a retry could be billed twice"))
+                problem: "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateWindow.lateArrivalLimit)): a retry could be billed twice"))
         }
         if !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
             issues.append(ConfigIssue(place: "store", problem: "'\(store)' must be sqlite:PATH or a postgres:// URL"))
@@ -143,13 +134,13 @@ extension CollectorConfig {
             }
         }
         if let node = fields["late"], let late = reader.mapping(node, "late", allowed: ["grace", "policy", "max_age"]) {
-            if let node = late["grace"], let value = reader.duration(node, late.place("grace")) { config.grace = value }
+            if let node = late["grace"], let value = reader.duration(node, late.place("grace")) { config.lateWindow.grace = value }
             if let node = late["max_age"], let value = reader.duration(node, late.place("max_age")) {
-                config.lateArrivalLimit = value
+                config.lateWindow.lateArrivalLimit = value
             }
             if let node = late["policy"], let value = reader.text(node, late.place("policy")) {
-                if let policy = LatePolicy(rawValue: value) {
-                    config.latePolicy = policy
+                if let policy = LateWindow.Policy(rawValue: value) {
+                    config.lateWindow.policy = policy
                 } else {
                     reader.fail(late.place("policy"), node, "'\(value)' must be adjust or reject")
                 }
@@ -163,6 +154,7 @@ extension CollectorConfig {
         {
             if let node = events["max_future_skew"], let value = reader.duration(node, events.place("max_future_skew")) {
                 config.eventLimits.maxFutureSkew = value
+                config.lateWindow.maxFutureSkew = value
             }
             if let node = events["max_properties"],
                 let value = reader.integer(node, events.place("max_properties"), range: 0...256)

@@ -4,8 +4,8 @@ import NIOCore
 import NIOPosix
 public import Prometheus
 public import ServiceLifecycle
-import TallyCore
-import TallyLedger
+public import TallyCore
+public import TallyLedger
 import TallyWire
 
 /// A running collector: the ledger, the agent listener and the HTTP API, as services of one
@@ -33,8 +33,7 @@ public struct Collector {
         let limits = SessionLimits(
             maxFrameBody: UInt32(config.limits.maxFrameBytes), maxDecompressedBytes: UInt32(config.limits.maxDecompressedBytes),
             maxEventsPerBatch: UInt32(config.limits.maxEventsPerBatch), window: UInt16(config.limits.maxBatchesInFlight))
-        var eventLimits = config.eventLimits
-        eventLimits.maxFutureSkew = config.eventLimits.maxFutureSkew
+        let eventLimits = config.eventLimits
         let server = try await ProtocolServer.bind(
             host: config.listen.host, port: config.listen.port,
             settings: .init(keyring: AgentKeyring(keys: keys), limits: limits, eventLimits: eventLimits),

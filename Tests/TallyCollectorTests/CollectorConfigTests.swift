@@ -8,9 +8,9 @@ import TallyConfig
         #expect(config.store == "sqlite:./tally-data/ledger.db")
         #expect(config.listen.description == "127.0.0.1:7400")
         #expect(config.http.description == "127.0.0.1:7480")
-        #expect(config.grace == .seconds(72 * 3600))
-        #expect(config.latePolicy == .adjust)
-        #expect(config.lateArrivalLimit == .seconds(35 * 86_400))
+        #expect(config.lateWindow.grace == .seconds(72 * 3600))
+        #expect(config.lateWindow.policy == .adjust)
+        #expect(config.lateWindow.lateArrivalLimit == .seconds(35 * 86_400))
     }
 
     @Test func readsEveryKey() throws {
@@ -45,9 +45,9 @@ import TallyConfig
         #expect(config.agents[0].tenants == ["acme", "globex"])
         #expect(config.agents[1].tenants == nil)
         #expect(config.tenantKeys["acme-key"] == "acme")
-        #expect(config.latePolicy == .reject)
-        #expect(config.grace == .seconds(48 * 3600))
-        #expect(config.lateArrivalLimit == .seconds(40 * 86_400))
+        #expect(config.lateWindow.policy == .reject)
+        #expect(config.lateWindow.grace == .seconds(48 * 3600))
+        #expect(config.lateWindow.lateArrivalLimit == .seconds(40 * 86_400))
         #expect(config.eventLimits.maxFutureSkew == .seconds(600))
         #expect(config.limits.maxEventsPerBatch == 5000)
         try config.validate()

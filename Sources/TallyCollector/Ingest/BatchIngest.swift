@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 public import NIOCore
 public import TallyCore
 public import TallyLedger

@@ -7,12 +7,11 @@ public import TallyLedger
 /// touched from an event loop or a cooperative-pool thread: callers `await` a closure that runs
 /// on this writer's single thread.
 public final class LedgerWriter: @unchecked Sendable {
-    // @unchecked: `store` is only ever used from the single thread of `pool` (see `perform`).
-    private let store: any LedgerStore
+    private let store: ConfinedStore
     private let pool: NIOThreadPool
 
     public init(store: any LedgerStore) {
-        self.store = store
+        self.store = ConfinedStore(store: store)
         self.pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
     }
@@ -23,7 +22,7 @@ public final class LedgerWriter: @unchecked Sendable {
     ) async throws -> Result {
         let store = self.store
         return try await pool.runIfActive {
-            try body(store)
+            try body(store.store)
         }
     }
 
@@ -37,4 +36,11 @@ public final class LedgerWriter: @unchecked Sendable {
         _ = try? await perform { store throws(LedgerError) in store.close() }
         try? await pool.shutdownGracefully()
     }
+}
+
+/// The store, handed only to the writer's single thread.
+// @unchecked: every use goes through `LedgerWriter.perform`, which runs on one dedicated thread,
+// so the store is never used from two threads at once.
+private struct ConfinedStore: @unchecked Sendable {
+    let store: any LedgerStore
 }

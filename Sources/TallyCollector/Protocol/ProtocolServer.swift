@@ -1,8 +1,8 @@
-import Logging
+public import Logging
 public import NIOCore
 import NIOPosix
-import ServiceLifecycle
-import TallyCore
+public import ServiceLifecycle
+public import TallyCore
 public import TallyWire
 
 /// The agent-facing listener (default 127.0.0.1:7400): one task per connection, each driven by a

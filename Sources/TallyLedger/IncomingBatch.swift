@@ -1,0 +1,97 @@
+public import TallyCore
+
+/// One batch as the collector decoded it: who sent it, its sequence, when it arrived, and its
+/// events in order. Fingerprints are not part of it: the ledger computes them itself.
+public struct IncomingBatch: Sendable, Hashable {
+    public var agent: String
+    public var sequence: UInt64
+    /// When the collector received the batch; also the `now` for late classification, so that a
+    /// replay is classified exactly as the original was.
+    public var receivedAt: EventTime
+    public var events: [IncomingEvent]
+
+    public init(agent: String, sequence: UInt64, receivedAt: EventTime, events: [IncomingEvent]) {
+        self.agent = agent
+        self.sequence = sequence
+        self.receivedAt = receivedAt
+        self.events = events
+    }
+}
+
+/// One decoded event of a batch: a valid event, or one refused while decoding (kept with
+/// whatever fields were known, so the refusal can be explained).
+public enum IncomingEvent: Sendable, Hashable {
+    /// An event that passed ``UsageEvent/validate(limits:now:)`` at the collector's decoder.
+    case valid(UsageEvent)
+    case invalid(InvalidEvent)
+}
+
+/// An event refused before it reached the ledger, with its reason and the fields that could be
+/// read. Kept in the ledger and counted as rejected.
+public struct InvalidEvent: Sendable, Hashable {
+    public var rejection: EventRejection
+    public var tenant: String?
+    public var metric: String?
+    public var timestamp: EventTime?
+    public var id: String?
+    /// The event's source text as received (e.g. its JSON), when there was one.
+    public var source: String?
+
+    public init(
+        _ rejection: EventRejection, tenant: String? = nil, metric: String? = nil, timestamp: EventTime? = nil,
+        id: String? = nil, source: String? = nil
+    ) {
+        self.rejection = rejection
+        self.tenant = tenant
+        self.metric = metric
+        self.timestamp = timestamp
+        self.id = id
+        self.source = source
+    }
+}
+
+/// What became of a batch. Equal for the original commit and every replay of it.
+///
+/// Every event is in exactly one count: `received == accepted + duplicate + late + rejected`.
+/// `late` counts events of closed periods, both those billed as adjustments (`adjusted` of them)
+/// and those refused by the `reject` policy.
+public struct BatchOutcome: Sendable, Hashable {
+    /// An event that is not billed and is not a duplicate, with its reason.
+    public struct Rejection: Sendable, Hashable {
+        public var index: Int
+        public var reason: RejectionReason
+        public init(index: Int, reason: RejectionReason) {
+            self.index = index
+            self.reason = reason
+        }
+    }
+
+    public var accepted = 0
+    public var duplicate = 0
+    public var late = 0
+    /// Of `late`, how many were billed as adjustments in an open period.
+    public var adjusted = 0
+    public var rejected = 0
+    /// In index order: every rejected event (with its reason) and every late event refused by
+    /// the `reject` policy (reason `late`).
+    public var rejections: [Rejection] = []
+
+    public init() {}
+
+    public var received: Int { accepted + duplicate + late + rejected }
+}
+
+/// The status of an event in the ledger. Raw values are stored; they never change.
+public enum EventStatus: String, Sendable, Hashable, CaseIterable {
+    /// Billed in its own period.
+    case accepted
+    /// Same fingerprint as an event already in the ledger (or earlier in its batch): not billed,
+    /// recorded as a reference to the original.
+    case duplicate
+    /// Its period was closed and the policy is `reject`: kept, not billed.
+    case late
+    /// Its period was closed and the policy is `adjust`: billed in a later open period.
+    case adjusted
+    /// Refused (invalid, too old, from the future): kept with its reason, not billed.
+    case rejected
+}

@@ -1,0 +1,82 @@
+public import TallyCore
+
+/// How a ledger classifies, dedupes and aggregates. Validated when a store opens.
+public struct LedgerConfiguration: Sendable, Hashable {
+    /// Grace window, late-arrival limit, future skew and late policy.
+    public var lateWindow: LateWindow
+    /// How long dedupe information and batch records are kept. Never shorter than the
+    /// late-arrival limit, so that no retry of a billable event can be billed twice.
+    public var dedupeHorizon: Duration
+    /// Property keys kept as group-by dimensions beside each total row (e.g. `endpoint`).
+    public var groupBy: [String]
+    /// The (metric, property) pairs whose distinct values are counted exactly per period.
+    public var uniqueCounts: [UniqueCountKey]
+
+    public init(
+        lateWindow: LateWindow = .standard, dedupeHorizon: Duration = .seconds(35 * 86_400), groupBy: [String] = [],
+        uniqueCounts: [UniqueCountKey] = []
+    ) {
+        self.lateWindow = lateWindow
+        self.dedupeHorizon = dedupeHorizon
+        self.groupBy = groupBy
+        self.uniqueCounts = uniqueCounts
+    }
+
+    /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.
+    public func validate() throws(LedgerError) {
+        if dedupeHorizon < lateWindow.lateArrivalLimit {
+            throw .invalidConfiguration(
+                "the dedupe horizon (\(dedupeHorizon.microseconds / 1_000_000)s) is shorter than the late-arrival limit "
+                    + "(\(lateWindow.lateArrivalLimit.microseconds / 1_000_000)s): a late retry could be billed twice")
+        }
+        if lateWindow.grace < .zero || lateWindow.lateArrivalLimit < .zero || lateWindow.maxFutureSkew < .zero {
+            throw .invalidConfiguration("grace, late-arrival limit and future skew must not be negative")
+        }
+        if groupBy.contains("") { throw .invalidConfiguration("a group-by property key must not be empty") }
+        if Set(groupBy).count != groupBy.count { throw .invalidConfiguration("group-by property keys repeat") }
+    }
+}
+
+/// A (metric, property) pair whose distinct property values are counted per tenant and period.
+public struct UniqueCountKey: Sendable, Hashable {
+    public var metric: String
+    public var property: String
+    public init(metric: String, property: String) {
+        self.metric = metric
+        self.property = property
+    }
+}
+
+/// Why a ledger operation failed. Each case says what to do next in its message.
+public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The database refused an operation: its result code, its message, and what Tally was doing.
+    case database(code: Int32, message: String, context: String)
+    /// A sum would leave the exact 128-bit quantity range; the batch was not committed.
+    case quantityOverflow(String)
+    case invalidConfiguration(String)
+    /// A stored row could not be read back (hand-edited or corrupt database).
+    case corruptRow(String)
+    /// The batch is older than the dedupe horizon and its record was pruned; it cannot be
+    /// answered idempotently any more.
+    case batchExpired(agent: String, sequence: UInt64)
+
+    public var description: String {
+        switch self {
+        case .database(let code, let message, let context):
+            "ledger database error \(code) while \(context): \(message)"
+        case .quantityOverflow(let what):
+            "quantity overflow: \(what) leaves the exact 128-bit range; the batch was not committed"
+        case .invalidConfiguration(let problem): "invalid ledger configuration: \(problem)"
+        case .corruptRow(let what): "corrupt ledger row: \(what)"
+        case .batchExpired(let agent, let sequence):
+            "batch \(sequence) of agent '\(agent)' is older than the dedupe horizon and its record was pruned"
+        }
+    }
+}
+
+/// What ``LedgerStore/prune(now:)`` removed.
+public struct PruneReport: Sendable, Hashable {
+    /// Batch records older than the horizon that were deleted.
+    public var batchRecordsDeleted: Int
+    public init(batchRecordsDeleted: Int) { self.batchRecordsDeleted = batchRecordsDeleted }
+}

@@ -1,0 +1,83 @@
+public import TallyCore
+
+/// The ledger: every event a collector receives, kept for audit, deduplicated, aggregated and
+/// reconciled. This is the seam between the collector and its database; the embedded SQLite
+/// backend implements it now and a PostgreSQL backend will later, and both must pass
+/// `LedgerContractTests`.
+///
+/// Guarantees every backend gives:
+/// - ``commit(_:)`` is all-or-nothing: raw events, duplicate and refusal records, aggregate
+///   updates, reconciliation counters and the batch record are written in one transaction.
+/// - A batch already committed (same agent and sequence) writes nothing and returns an outcome
+///   equal to the first one.
+/// - Each logical event (same ``Fingerprint``) is billed at most once; every event received is
+///   counted in exactly one of accepted, duplicate, late or rejected, per agent, tenant and period.
+/// - Quantities are exact; a sum that would leave the 128-bit range is an error, never a wrap.
+///
+/// Calls block; run a store on a dedicated thread. A store is not safe to share between threads.
+public protocol LedgerStore: AnyObject {
+    var configuration: LedgerConfiguration { get }
+
+    /// Commits one batch in one transaction, or returns the stored outcome of a batch seen before.
+    func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome
+
+    /// Bounds the dedupe and batch-record structures to the dedupe horizon before `now`.
+    /// Raw events are kept forever.
+    @discardableResult
+    func prune(now: EventTime) throws(LedgerError) -> PruneReport
+
+    /// Usage of one tenant and metric over a time range, from the hourly aggregates.
+    func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket]
+
+    /// A period's normal usage and the adjustments billed in it, from the hourly aggregates.
+    func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals
+
+    /// The exact number of distinct values of a configured (metric, property) pair in a period.
+    func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+        -> UniqueCount
+
+    /// Reconciliation rows (one per period, tenant and agent) matching the filter.
+    func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow]
+
+    /// Every stored aggregate cell whose hour lies in `period`, for one tenant (audits).
+    func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate]
+
+    /// Calls `body` for every raw ledger event of `tenant` whose event time lies in `period`,
+    /// in (timestamp, fingerprint) order: accepted, adjusted and late events. Duplicates and
+    /// refused events are recorded beside them (see ``refusedEvents(agent:sequence:)``).
+    func scanRawEvents(
+        tenant: String, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
+    ) throws(LedgerError)
+
+    /// The refused (rejected) and duplicate events of one batch, by index.
+    func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent]
+
+    /// Closes the store. Uncommitted work is discarded.
+    func close()
+}
+
+extension LedgerStore {
+    /// Recomputes the hourly aggregates of `tenant` for `period` from the raw ledger and compares
+    /// them with the stored ones. An empty ``AggregateDrift/differences`` means they agree exactly.
+    public func recomputeAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
+        var expected = AggregateCells()
+        let groupBy = configuration.groupBy
+        try scanRawEvents(tenant: tenant, period: period) { (record: LedgerRecord) throws(LedgerError) in
+            switch record.status {
+            case .accepted: try expected.add(record.event, fingerprint: record.fingerprint, billedIn: nil, groupBy: groupBy)
+            case .adjusted:
+                try expected.add(record.event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
+            case .late, .duplicate, .rejected: break
+            }
+        }
+        let stored = try storedAggregates(tenant: tenant, period: period)
+        var differences: [AggregateDrift.Difference] = []
+        for key in Set(expected.cells.keys).union(stored.keys) {
+            let want = expected.cells[key]
+            let have = stored[key]
+            if want != have { differences.append(.init(key: key, recomputed: want, stored: have)) }
+        }
+        differences.sort { $0.key < $1.key }
+        return AggregateDrift(tenant: tenant, period: period, cellsCompared: expected.cells.count, differences: differences)
+    }
+}

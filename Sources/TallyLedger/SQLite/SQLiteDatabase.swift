@@ -1,0 +1,172 @@
+import CSQLite
+import TallyCore
+
+/// One SQLite connection. Not thread-safe: the owning store uses it from one thread.
+///
+/// Tally talks to the SQLite C API directly rather than through GRDB or another wrapper: at the
+/// target of 250,000 events/s a wrapper's per-row costs (row decoding into dictionaries or
+/// Codable, statement caches keyed by SQL text, value boxing) are a large share of the ~4 µs per
+/// event budget; here each row is a handful of bind calls on statements prepared once.
+final class SQLiteDatabase {
+    private(set) var handle: OpaquePointer?
+    /// Every statement prepared on this connection, by SQL text: prepared once, reused, and
+    /// finalized before the connection closes (so closing really closes, and an open
+    /// transaction is rolled back at once).
+    private var prepared: [String: SQLiteStatement] = [:]
+
+    init(path: String) throws(LedgerError) {
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let code = sqlite3_open_v2(path, &db, flags, nil)
+        guard code == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(db)
+            throw .database(code: code, message: message, context: "opening \(path)")
+        }
+        handle = db
+        sqlite3_extended_result_codes(db, 1)
+    }
+
+    deinit { close() }
+
+    /// Closes the connection; an open transaction is rolled back by SQLite.
+    func close() {
+        for statement in prepared.values { statement.finalize() }
+        prepared = [:]
+        if let handle { sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    func error(_ code: Int32, _ context: String) -> LedgerError {
+        let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "the connection is closed"
+        return .database(code: code, message: message, context: context)
+    }
+
+    func execute(_ sql: String) throws(LedgerError) {
+        guard let handle else { throw error(SQLITE_MISUSE, "running \(sql)") }
+        var message: UnsafeMutablePointer<CChar>?
+        let code = sqlite3_exec(handle, sql, nil, nil, &message)
+        if code != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? "error \(code)"
+            sqlite3_free(message)
+            throw .database(code: code, message: text, context: "running \(sql.prefix(80))")
+        }
+    }
+
+    /// The prepared statement for `sql`, prepared on first use. Callers reset it when done.
+    func prepare(_ sql: String) throws(LedgerError) -> SQLiteStatement {
+        if let cached = prepared[sql] { return cached }
+        guard let handle else { throw error(SQLITE_MISUSE, "preparing \(sql)") }
+        var statement: OpaquePointer?
+        let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard code == SQLITE_OK, let statement else { throw error(code, "preparing \(sql.prefix(80))") }
+        let prepared = SQLiteStatement(statement, database: self, sql: sql)
+        self.prepared[sql] = prepared
+        return prepared
+    }
+
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    var changes: Int { handle.map { Int(sqlite3_changes($0)) } ?? 0 }
+}
+
+/// A prepared statement, reused: bind, step, reset.
+final class SQLiteStatement {
+    /// nil once finalized; SQLite treats calls on a NULL statement as harmless misuse.
+    private(set) var handle: OpaquePointer?
+    unowned let database: SQLiteDatabase
+    let sql: String
+
+    init(_ handle: OpaquePointer, database: SQLiteDatabase, sql: String) {
+        self.handle = handle
+        self.database = database
+        self.sql = sql
+    }
+
+    deinit { finalize() }
+
+    func finalize() {
+        sqlite3_finalize(handle)
+        handle = nil
+    }
+
+    func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(handle, index, value) }
+    func bind(_ index: Int32, _ value: Int) { sqlite3_bind_int64(handle, index, Int64(value)) }
+    func bindNull(_ index: Int32) { sqlite3_bind_null(handle, index) }
+
+    func bind(_ index: Int32, _ value: String) {
+        var text = value
+        text.withUTF8 { bytes in
+            // A zero-length buffer may have no address; SQLite would store NULL for it.
+            let empty: StaticString = ""
+            let base = bytes.baseAddress ?? empty.utf8Start
+            sqlite3_bind_text(
+                handle, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(bytes.count),
+                tally_sqlite_transient())
+        }
+    }
+
+    func bind(_ index: Int32, _ value: String?) {
+        if let value { bind(index, value) } else { bindNull(index) }
+    }
+
+    func bind(_ index: Int32, blob: [UInt8]) {
+        blob.withUnsafeBytes { bytes in
+            let empty: StaticString = ""
+            let base = bytes.baseAddress ?? UnsafeRawPointer(empty.utf8Start)
+            sqlite3_bind_blob(handle, index, base, Int32(bytes.count), tally_sqlite_transient())
+        }
+    }
+
+    /// Binds the 16 big-endian bytes of a fingerprint without allocating.
+    func bind(_ index: Int32, fingerprint: Fingerprint) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { bytes in
+            for i in 0..<8 {
+                bytes[i] = UInt8(truncatingIfNeeded: fingerprint.high >> (56 - 8 * UInt64(i)))
+                bytes[8 + i] = UInt8(truncatingIfNeeded: fingerprint.low >> (56 - 8 * UInt64(i)))
+            }
+            _ = sqlite3_bind_blob(handle, index, bytes.baseAddress, 16, tally_sqlite_transient())
+        }
+    }
+
+    /// Steps once: true when a row is ready, false when done.
+    func step() throws(LedgerError) -> Bool {
+        guard handle != nil else { throw database.error(SQLITE_MISUSE, "running \(sql.prefix(80)) on a closed ledger") }
+        let code = sqlite3_step(handle)
+        switch code {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
+            let error = database.error(code, "running \(sql.prefix(80))")
+            sqlite3_reset(handle)
+            throw error
+        }
+    }
+
+    /// Steps to completion, then resets.
+    func run() throws(LedgerError) {
+        while try step() {}
+        reset()
+    }
+
+    func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
+
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+
+    func text(_ column: Int32) -> String {
+        guard let pointer = sqlite3_column_text(handle, column) else { return "" }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
+    }
+
+    func optionalText(_ column: Int32) -> String? { isNull(column) ? nil : text(column) }
+
+    func blob(_ column: Int32) -> [UInt8] {
+        guard let pointer = sqlite3_column_blob(handle, column) else { return [] }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+}

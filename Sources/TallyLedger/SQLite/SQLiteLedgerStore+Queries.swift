@@ -1,0 +1,264 @@
+public import TallyCore
+
+/// Queries answered from the hourly aggregates (never raw scans), and the audit scans.
+extension SQLiteLedgerStore {
+    public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
+        let dimension = query.groupBy ?? ""
+        if let group = query.groupBy, !configuration.groupBy.contains(group) {
+            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
+        }
+        let select = try database.prepare(
+            """
+            SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+            WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5
+            ORDER BY hour, value
+            """)
+        defer { select.reset() }
+        select.bind(1, query.tenant)
+        select.bind(2, query.metric)
+        select.bind(3, Self.ceilHour(query.from))
+        select.bind(4, Self.ceilHour(query.to))
+        select.bind(5, dimension)
+        struct BucketKey: Hashable {
+            var start: EventTime
+            var group: String?
+        }
+        var buckets: [BucketKey: UsageAggregate] = [:]
+        var order: [BucketKey] = []
+        while try select.step() {
+            let start = query.bucketStart(of: EventTime(microseconds: select.int64(0) * AggregateCellKey.microsecondsPerHour))
+            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : select.text(1))
+            let aggregate = try readAggregate(select, from: 2)
+            if var existing = buckets[key] {
+                try existing.merge(aggregate)
+                buckets[key] = existing
+            } else {
+                buckets[key] = aggregate
+                order.append(key)
+            }
+        }
+        return order.sorted { ($0.start, $0.group ?? "") < ($1.start, $1.group ?? "") }.compactMap { key in
+            buckets[key].map { UsageBucket(start: key.start, group: key.group, aggregate: $0) }
+        }
+    }
+
+    /// The first hour whose start is at or after `time`.
+    static func ceilHour(_ time: EventTime) -> Int64 {
+        let hour = AggregateCellKey.hour(of: time)
+        return hour * AggregateCellKey.microsecondsPerHour == time.microseconds ? hour : hour + 1
+    }
+
+    public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
+        let normal = try database.prepare(
+            """
+            SELECT sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+            WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = '' AND billed_in = ''
+            """)
+        defer { normal.reset() }
+        normal.bind(1, tenant)
+        normal.bind(2, metric)
+        normal.bind(3, AggregateCellKey.hour(of: period.start))
+        normal.bind(4, AggregateCellKey.hour(of: period.end))
+        var usage: UsageAggregate?
+        while try normal.step() {
+            let aggregate = try readAggregate(normal, from: 0)
+            if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
+        }
+        let adjusted = try database.prepare(
+            """
+            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+            WHERE tenant = ?1 AND metric = ?2 AND billed_in = ?3 AND billed_in <> '' AND dimension = ''
+            """)
+        defer { adjusted.reset() }
+        adjusted.bind(1, tenant)
+        adjusted.bind(2, metric)
+        adjusted.bind(3, period.description)
+        var adjustments: [BillingPeriod: UsageAggregate] = [:]
+        while try adjusted.step() {
+            let original = BillingPeriod(containing: EventTime(microseconds: adjusted.int64(0) * AggregateCellKey.microsecondsPerHour))
+            let aggregate = try readAggregate(adjusted, from: 1)
+            if var existing = adjustments[original] {
+                try existing.merge(aggregate)
+                adjustments[original] = existing
+            } else {
+                adjustments[original] = aggregate
+            }
+        }
+        return PeriodTotals(
+            period: period, usage: usage,
+            adjustments: adjustments.sorted { $0.key < $1.key }.map { .init(original: $0.key, aggregate: $0.value) })
+    }
+
+    public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+        -> UniqueCount
+    {
+        guard configuration.uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
+            throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
+        }
+        let own = try database.prepare(
+            """
+            SELECT COUNT(*) FROM unique_values
+            WHERE tenant = ?1 AND metric = ?2 AND property = ?3 AND period = ?4 AND billed_in = ?4
+            """)
+        defer { own.reset() }
+        own.bind(1, tenant)
+        own.bind(2, metric)
+        own.bind(3, property)
+        own.bind(4, period.description)
+        let usage = try own.step() ? Int(own.int64(0)) : 0
+        let late = try database.prepare(
+            """
+            SELECT COUNT(*) FROM unique_values
+            WHERE tenant = ?1 AND metric = ?2 AND property = ?3 AND billed_in = ?4 AND billed_in <> period
+            """)
+        defer { late.reset() }
+        late.bind(1, tenant)
+        late.bind(2, metric)
+        late.bind(3, property)
+        late.bind(4, period.description)
+        let adjustments = try late.step() ? Int(late.int64(0)) : 0
+        return UniqueCount(usage: usage, adjustments: adjustments)
+    }
+
+    public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
+        let select = try database.prepare(
+            """
+            SELECT period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected FROM reconciliation
+            WHERE (?1 IS NULL OR period = ?1) AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR agent = ?3)
+            ORDER BY period, tenant, agent
+            """)
+        defer { select.reset() }
+        select.bind(1, filter.period?.description)
+        select.bind(2, filter.tenant)
+        select.bind(3, filter.agent)
+        var rows: [ReconciliationRow] = []
+        while try select.step() {
+            guard let period = BillingPeriod(select.text(0)) else { throw .corruptRow("reconciliation period '\(select.text(0))'") }
+            var counts = ReconciliationCounts()
+            counts.received = select.int64(3)
+            counts.accepted = select.int64(4)
+            counts.duplicate = select.int64(5)
+            counts.late = select.int64(6)
+            counts.adjusted = select.int64(7)
+            counts.rejected = select.int64(8)
+            rows.append(ReconciliationRow(period: period, tenant: select.text(1), agent: select.text(2), counts: counts))
+        }
+        return rows
+    }
+
+    public func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate] {
+        let select = try database.prepare(
+            """
+            SELECT metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity
+            FROM usage_hourly WHERE tenant = ?1 AND hour >= ?2 AND hour < ?3
+            """)
+        defer { select.reset() }
+        select.bind(1, tenant)
+        select.bind(2, AggregateCellKey.hour(of: period.start))
+        select.bind(3, AggregateCellKey.hour(of: period.end))
+        var cells: [AggregateCellKey: UsageAggregate] = [:]
+        while try select.step() {
+            let billedText = select.text(4)
+            var billedIn: BillingPeriod?
+            if !billedText.isEmpty {
+                guard let billed = BillingPeriod(billedText) else { throw .corruptRow("usage_hourly billed_in '\(billedText)'") }
+                billedIn = billed
+            }
+            let key = AggregateCellKey(
+                tenant: tenant, metric: select.text(0), hour: select.int64(1), dimension: select.text(2), value: select.text(3),
+                billedIn: billedIn)
+            cells[key] = try readAggregate(select, from: 5)
+        }
+        return cells
+    }
+
+    public func scanRawEvents(
+        tenant: String, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        // A range scan of the period on the (ts, fingerprint) key, filtered by tenant: audits are
+        // rare, and a (tenant, ts) index would cost every insert a second random-ish b-tree write.
+        let select = try database.prepare(
+            """
+            SELECT ts, fingerprint, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq,
+                batch_index, received_at
+            FROM raw_events WHERE ts >= ?1 AND ts < ?2 AND tenant = ?3 ORDER BY ts, fingerprint
+            """)
+        defer { select.reset() }
+        select.bind(1, period.start.microseconds)
+        select.bind(2, period.end.microseconds)
+        select.bind(3, tenant)
+        while try select.step() {
+            guard let fingerprint = Fingerprint(bytes: select.blob(1)) else { throw .corruptRow("raw_events fingerprint") }
+            let quantity = try Self.quantity(select.text(3), "raw_events quantity")
+            guard let status = EventStatus(rawValue: select.text(6)) else { throw .corruptRow("raw_events status '\(select.text(6))'") }
+            let billedIn = select.optionalText(7).flatMap { BillingPeriod($0) }
+            let event = UsageEvent(
+                tenant: tenant, metric: select.text(2), quantity: quantity, timestamp: EventTime(microseconds: select.int64(0)),
+                id: select.optionalText(4), properties: try PropertiesCodec.decode(select.blob(5)))
+            try body(
+                LedgerRecord(
+                    event: event, fingerprint: fingerprint, status: status, billedIn: billedIn, agent: select.text(8),
+                    batchSequence: UInt64(bitPattern: select.int64(9)), batchIndex: Int(select.int64(10)),
+                    receivedAt: EventTime(microseconds: select.int64(11))))
+        }
+    }
+
+    public func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent] {
+        var events: [RefusedEvent] = []
+        let refused = try database.prepare(
+            """
+            SELECT batch_index, reason, message, tenant, metric, ts, fingerprint, quantity FROM refused_events
+            WHERE agent = ?1 AND batch_seq = ?2
+            """)
+        defer { refused.reset() }
+        refused.bind(1, agent)
+        refused.bind(2, Int64(bitPattern: sequence))
+        while try refused.step() {
+            guard let reason = RejectionReason(rawValue: refused.text(1)) else { throw .corruptRow("refused_events reason") }
+            events.append(
+                RefusedEvent(
+                    batchIndex: Int(refused.int64(0)), status: .rejected, reason: reason, message: refused.text(2),
+                    tenant: refused.optionalText(3), metric: refused.optionalText(4),
+                    timestamp: refused.isNull(5) ? nil : EventTime(microseconds: refused.int64(5)),
+                    fingerprint: Fingerprint(bytes: refused.blob(6)),
+                    quantity: try refused.optionalText(7).map { (text: String) throws(LedgerError) in try Self.quantity(text, "refused quantity") }))
+        }
+        let duplicates = try database.prepare(
+            """
+            SELECT batch_index, ts, fingerprint, tenant, metric, quantity FROM duplicate_events
+            WHERE agent = ?1 AND batch_seq = ?2
+            """)
+        defer { duplicates.reset() }
+        duplicates.bind(1, agent)
+        duplicates.bind(2, Int64(bitPattern: sequence))
+        while try duplicates.step() {
+            events.append(
+                RefusedEvent(
+                    batchIndex: Int(duplicates.int64(0)), status: .duplicate, reason: nil,
+                    message: "same fingerprint as an event already in the ledger", tenant: duplicates.text(3),
+                    metric: duplicates.text(4), timestamp: EventTime(microseconds: duplicates.int64(1)),
+                    fingerprint: Fingerprint(bytes: duplicates.blob(2)),
+                    quantity: try Self.quantity(duplicates.text(5), "duplicate quantity")))
+        }
+        return events.sorted { $0.batchIndex < $1.batchIndex }
+    }
+
+    static func quantity(_ text: String, _ what: String) throws(LedgerError) -> Quantity {
+        do {
+            return try Quantity(parsing: text)
+        } catch {
+            throw .corruptRow("\(what) '\(text)': \(error)")
+        }
+    }
+
+    /// Reads sum, count, max, latest_ts, latest_fp, latest_quantity starting at `column`.
+    func readAggregate(_ row: SQLiteStatement, from column: Int32) throws(LedgerError) -> UsageAggregate {
+        guard let fingerprint = Fingerprint(bytes: row.blob(column + 4)) else { throw .corruptRow("aggregate latest fingerprint") }
+        return UsageAggregate(
+            sum: try Self.quantity(row.text(column), "aggregate sum"), count: row.int64(column + 1),
+            max: try Self.quantity(row.text(column + 2), "aggregate max"),
+            latest: LatestValue(
+                timestamp: EventTime(microseconds: row.int64(column + 3)), fingerprint: fingerprint,
+                quantity: try Self.quantity(row.text(column + 5), "aggregate latest")))
+    }
+}

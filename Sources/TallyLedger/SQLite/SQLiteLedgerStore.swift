@@ -1,0 +1,351 @@
+import CSQLite
+public import TallyCore
+
+/// The embedded ledger: one SQLite file in WAL mode with `synchronous = FULL`, so a batch whose
+/// commit returned survives a crash or power loss, and a batch whose commit did not return left
+/// nothing behind. See ``LedgerStore`` for the guarantees and `SQLiteSchema` for the layout.
+public final class SQLiteLedgerStore: LedgerStore {
+    public let configuration: LedgerConfiguration
+    public let path: String
+    let database: SQLiteDatabase
+    let statements: Statements
+    private let uniqueProperties: [String: [String]]
+    private var scratch: [UInt8] = []
+
+    /// A failure to inject, for crash-safety tests.
+    enum Fault {
+        /// Write everything, then close the connection instead of committing.
+        case crashBeforeCommit
+    }
+    var fault: Fault?
+
+    /// Opens (creating if needed) the ledger at `path`.
+    public init(path: String, configuration: LedgerConfiguration = LedgerConfiguration()) throws(LedgerError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.path = path
+        database = try SQLiteDatabase(path: path)
+        try database.execute(SQLiteSchema.pragmas)
+        try SQLiteSchema.registerFunctions(database)
+        try database.execute("BEGIN IMMEDIATE; \(SQLiteSchema.tables) COMMIT;")
+        statements = try Statements(database)
+        var unique: [String: [String]] = [:]
+        for key in configuration.uniqueCounts { unique[key.metric, default: []].append(key.property) }
+        uniqueProperties = unique
+    }
+
+    public func close() { database.close() }
+
+    // MARK: - Commit
+
+    public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
+        try statements.begin.run()
+        do throws(LedgerError) {
+            if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence) {
+                try statements.rollback.run()
+                return stored
+            }
+            let outcome = try write(batch)
+            if fault == .crashBeforeCommit {
+                database.close()
+                throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
+            }
+            try statements.commit.run()
+            return outcome
+        } catch {
+            if database.handle != nil { try? statements.rollback.run() }
+            throw error
+        }
+    }
+
+    private func storedOutcome(agent: String, sequence: UInt64) throws(LedgerError) -> BatchOutcome? {
+        let select = statements.selectBatch
+        select.bind(1, agent)
+        select.bind(2, Int64(bitPattern: sequence))
+        defer { select.reset() }
+        if try select.step() {
+            var outcome = BatchOutcome()
+            outcome.accepted = Int(select.int64(0))
+            outcome.duplicate = Int(select.int64(1))
+            outcome.late = Int(select.int64(2))
+            outcome.adjusted = Int(select.int64(3))
+            outcome.rejected = Int(select.int64(4))
+            outcome.rejections = try Self.decodeRejections(select.text(5))
+            return outcome
+        }
+        select.reset()
+        let pruned = statements.selectPruned
+        pruned.bind(1, agent)
+        defer { pruned.reset() }
+        if try pruned.step(), UInt64(bitPattern: pruned.int64(0)) >= sequence {
+            throw .batchExpired(agent: agent, sequence: sequence)
+        }
+        return nil
+    }
+
+    private struct ReconciliationKey: Hashable {
+        var period: BillingPeriod
+        var tenant: String
+    }
+
+    private struct UniqueValue: Hashable {
+        var tenant: String
+        var metric: String
+        var property: String
+        var period: BillingPeriod
+        var value: String
+        var billedIn: BillingPeriod
+    }
+
+    /// Writes every row of a new batch inside the open transaction.
+    private func write(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
+        let now = batch.receivedAt
+        let window = configuration.lateWindow
+        let groupBy = configuration.groupBy
+        var outcome = BatchOutcome()
+        var cells = AggregateCells()
+        var counts: [ReconciliationKey: ReconciliationCounts] = [:]
+        var uniques: [UniqueValue] = []
+        let arrivalPeriod = BillingPeriod(containing: now)
+
+        for (index, item) in batch.events.enumerated() {
+            switch item {
+            case .invalid(let invalid):
+                try insertRefused(batch, index: index, invalid: invalid)
+                outcome.rejected += 1
+                outcome.rejections.append(.init(index: index, reason: invalid.rejection.reason))
+                let period = invalid.timestamp.map { BillingPeriod(containing: $0) } ?? arrivalPeriod
+                counts[ReconciliationKey(period: period, tenant: invalid.tenant ?? ""), default: .init()].count(.rejected)
+
+            case .valid(let event):
+                let fingerprint = Fingerprint(of: event, scratch: &scratch)
+                let period = BillingPeriod(containing: event.timestamp)
+                let key = ReconciliationKey(period: period, tenant: event.tenant)
+                let status: EventStatus
+                var billedIn: BillingPeriod?
+                switch window.classify(event.timestamp, now: now) {
+                case .future, .tooOld:
+                    let rejection = Self.rejection(for: event, window: window, now: now)
+                    try insertRefused(batch, index: index, invalid: InvalidEvent(rejection), event: event, fingerprint: fingerprint)
+                    outcome.rejected += 1
+                    outcome.rejections.append(.init(index: index, reason: rejection.reason))
+                    counts[key, default: .init()].count(.rejected)
+                    continue
+                case .onTime: status = .accepted
+                case .adjustment(_, let billed):
+                    status = .adjusted
+                    billedIn = billed
+                case .late: status = .late
+                }
+                if try !insertRaw(batch, index: index, event: event, fingerprint: fingerprint, status: status, billedIn: billedIn) {
+                    try insertDuplicate(batch, index: index, event: event, fingerprint: fingerprint)
+                    outcome.duplicate += 1
+                    counts[key, default: .init()].count(.duplicate)
+                    continue
+                }
+                counts[key, default: .init()].count(status)
+                switch status {
+                case .accepted: outcome.accepted += 1
+                case .adjusted:
+                    outcome.late += 1
+                    outcome.adjusted += 1
+                case .late:
+                    outcome.late += 1
+                    outcome.rejections.append(.init(index: index, reason: .late))
+                case .duplicate, .rejected: break
+                }
+                guard status != .late else { continue }
+                try cells.add(event, fingerprint: fingerprint, billedIn: billedIn, groupBy: groupBy)
+                for property in uniqueProperties[event.metric] ?? [] {
+                    guard let value = event.properties[property] else { continue }
+                    uniques.append(
+                        UniqueValue(
+                            tenant: event.tenant, metric: event.metric, property: property, period: period, value: value,
+                            billedIn: billedIn ?? period))
+                }
+            }
+        }
+        try upsertCells(cells)
+        let insertUnique = statements.insertUnique
+        for unique in uniques {
+            insertUnique.bind(1, unique.tenant)
+            insertUnique.bind(2, unique.metric)
+            insertUnique.bind(3, unique.property)
+            insertUnique.bind(4, unique.period.description)
+            insertUnique.bind(5, unique.value)
+            insertUnique.bind(6, unique.billedIn.description)
+            try insertUnique.run()
+        }
+        let upsertCounts = statements.upsertReconciliation
+        for (key, count) in counts {
+            upsertCounts.bind(1, key.period.description)
+            upsertCounts.bind(2, key.tenant)
+            upsertCounts.bind(3, batch.agent)
+            upsertCounts.bind(4, count.received)
+            upsertCounts.bind(5, count.accepted)
+            upsertCounts.bind(6, count.duplicate)
+            upsertCounts.bind(7, count.late)
+            upsertCounts.bind(8, count.adjusted)
+            upsertCounts.bind(9, count.rejected)
+            try upsertCounts.run()
+        }
+        let insertBatch = statements.insertBatch
+        insertBatch.bind(1, batch.agent)
+        insertBatch.bind(2, Int64(bitPattern: batch.sequence))
+        insertBatch.bind(3, now.microseconds)
+        insertBatch.bind(4, outcome.accepted)
+        insertBatch.bind(5, outcome.duplicate)
+        insertBatch.bind(6, outcome.late)
+        insertBatch.bind(7, outcome.adjusted)
+        insertBatch.bind(8, outcome.rejected)
+        insertBatch.bind(9, Self.encodeRejections(outcome.rejections))
+        try insertBatch.run()
+        return outcome
+    }
+
+    /// The rejection of a too-old or future event, with a message a person can act on.
+    static func rejection(for event: UsageEvent, window: LateWindow, now: EventTime) -> EventRejection {
+        if event.timestamp > now {
+            let latest = now.advanced(by: window.maxFutureSkew)
+            return EventRejection(
+                .futureTimestamp, field: "timestamp", "\(event.timestamp) is after \(latest) (arrival time plus the allowed skew)")
+        }
+        let oldest = now.advanced(by: .zero - window.lateArrivalLimit)
+        return EventRejection(
+            .tooOld, field: "timestamp", "\(event.timestamp) is before \(oldest) (arrival time minus the late-arrival limit)")
+    }
+
+    /// Inserts a raw event; false when an event with the same (timestamp, fingerprint) exists.
+    private func insertRaw(
+        _ batch: IncomingBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint, status: EventStatus,
+        billedIn: BillingPeriod?
+    ) throws(LedgerError) -> Bool {
+        let insert = statements.insertRaw
+        insert.bind(1, event.timestamp.microseconds)
+        insert.bind(2, fingerprint: fingerprint)
+        insert.bind(3, event.tenant)
+        insert.bind(4, event.metric)
+        insert.bind(5, event.quantity.description)
+        insert.bind(6, event.id)
+        insert.bind(7, blob: PropertiesCodec.encode(event.properties))
+        insert.bind(8, status.rawValue)
+        insert.bind(9, billedIn?.description)
+        insert.bind(10, batch.agent)
+        insert.bind(11, Int64(bitPattern: batch.sequence))
+        insert.bind(12, index)
+        insert.bind(13, batch.receivedAt.microseconds)
+        try insert.run()
+        return database.changes == 1
+    }
+
+    private func insertDuplicate(_ batch: IncomingBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint) throws(LedgerError) {
+        let insert = statements.insertDuplicate
+        insert.bind(1, batch.agent)
+        insert.bind(2, Int64(bitPattern: batch.sequence))
+        insert.bind(3, index)
+        insert.bind(4, event.timestamp.microseconds)
+        insert.bind(5, fingerprint: fingerprint)
+        insert.bind(6, event.tenant)
+        insert.bind(7, event.metric)
+        insert.bind(8, event.quantity.description)
+        insert.bind(9, batch.receivedAt.microseconds)
+        try insert.run()
+    }
+
+    private func insertRefused(
+        _ batch: IncomingBatch, index: Int, invalid: InvalidEvent, event: UsageEvent? = nil, fingerprint: Fingerprint? = nil
+    ) throws(LedgerError) {
+        let insert = statements.insertRefused
+        insert.bind(1, batch.agent)
+        insert.bind(2, Int64(bitPattern: batch.sequence))
+        insert.bind(3, index)
+        insert.bind(4, invalid.rejection.reason.rawValue)
+        insert.bind(5, invalid.rejection.field)
+        insert.bind(6, invalid.rejection.message)
+        insert.bind(7, event?.tenant ?? invalid.tenant)
+        insert.bind(8, event?.metric ?? invalid.metric)
+        if let time = event?.timestamp ?? invalid.timestamp { insert.bind(9, time.microseconds) } else { insert.bindNull(9) }
+        if let fingerprint { insert.bind(10, fingerprint: fingerprint) } else { insert.bindNull(10) }
+        insert.bind(11, event?.quantity.description)
+        insert.bind(12, event?.id ?? invalid.id)
+        if let event { insert.bind(13, blob: PropertiesCodec.encode(event.properties)) } else { insert.bindNull(13) }
+        insert.bind(14, invalid.source)
+        insert.bind(15, batch.receivedAt.microseconds)
+        try insert.run()
+    }
+
+    /// One upsert per distinct cell of the batch; sums are exact (`tally_sum`), and an overflow
+    /// fails the statement and so the whole batch.
+    private func upsertCells(_ cells: AggregateCells) throws(LedgerError) {
+        let upsert = statements.upsertHourly
+        for (key, aggregate) in cells.cells {
+            upsert.bind(1, key.tenant)
+            upsert.bind(2, key.metric)
+            upsert.bind(3, key.hour)
+            upsert.bind(4, key.dimension)
+            upsert.bind(5, key.value)
+            upsert.bind(6, key.billedIn?.description ?? "")
+            upsert.bind(7, aggregate.sum.description)
+            upsert.bind(8, aggregate.count)
+            upsert.bind(9, aggregate.max.description)
+            upsert.bind(10, aggregate.latest.timestamp.microseconds)
+            upsert.bind(11, fingerprint: aggregate.latest.fingerprint)
+            upsert.bind(12, aggregate.latest.quantity.description)
+            do throws(LedgerError) {
+                try upsert.run()
+            } catch {
+                if case .database(_, let message, _) = error, message.contains("overflow") {
+                    throw .quantityOverflow("the \(key) aggregate: \(message)")
+                }
+                throw error
+            }
+        }
+    }
+
+    static func encodeRejections(_ rejections: [BatchOutcome.Rejection]) -> String {
+        rejections.map { "\($0.index):\($0.reason.rawValue)" }.joined(separator: ",")
+    }
+
+    static func decodeRejections(_ text: String) throws(LedgerError) -> [BatchOutcome.Rejection] {
+        guard !text.isEmpty else { return [] }
+        var result: [BatchOutcome.Rejection] = []
+        for item in text.split(separator: ",") {
+            let parts = item.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let index = Int(parts[0]), let reason = RejectionReason(rawValue: String(parts[1])) else {
+                throw .corruptRow("batch rejections '\(text)'")
+            }
+            result.append(.init(index: index, reason: reason))
+        }
+        return result
+    }
+
+    // MARK: - Prune
+
+    /// The raw table is also the dedupe index, and it is kept forever (it is the audit ledger):
+    /// only events within the late-arrival limit ever reach it (older ones are refused as
+    /// `too_old` and kept in `refused_events`), so dedupe needs no separate structure to bound,
+    /// and its lookups touch only the recent, time-ordered tail of the key. What prune bounds is
+    /// the batch-record table (the per-batch fast path): records older than the dedupe horizon
+    /// are deleted, and the highest pruned sequence per agent is kept so that a replay of a
+    /// pruned batch is refused with ``LedgerError/batchExpired(agent:sequence:)`` instead of
+    /// being counted again.
+    @discardableResult
+    public func prune(now: EventTime) throws(LedgerError) -> PruneReport {
+        let cutoff = now.advanced(by: .zero - configuration.dedupeHorizon).microseconds
+        try statements.begin.run()
+        do throws(LedgerError) {
+            let mark = statements.markPruned
+            mark.bind(1, cutoff)
+            try mark.run()
+            let delete = statements.deleteBatches
+            delete.bind(1, cutoff)
+            try delete.run()
+            let deleted = database.changes
+            try statements.commit.run()
+            return PruneReport(batchRecordsDeleted: deleted)
+        } catch {
+            try? statements.rollback.run()
+            throw error
+        }
+    }
+}

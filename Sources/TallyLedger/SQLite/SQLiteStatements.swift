@@ -1,0 +1,88 @@
+/// Every statement the store runs, prepared once and reused for the life of the connection.
+final class Statements {
+    let begin: SQLiteStatement
+    let commit: SQLiteStatement
+    let rollback: SQLiteStatement
+    let selectBatch: SQLiteStatement
+    let selectPruned: SQLiteStatement
+    let insertRaw: SQLiteStatement
+    let insertDuplicate: SQLiteStatement
+    let insertRefused: SQLiteStatement
+    let upsertHourly: SQLiteStatement
+    let insertUnique: SQLiteStatement
+    let upsertReconciliation: SQLiteStatement
+    let insertBatch: SQLiteStatement
+    let markPruned: SQLiteStatement
+    let deleteBatches: SQLiteStatement
+
+    init(_ db: SQLiteDatabase) throws(LedgerError) {
+        begin = try db.prepare("BEGIN IMMEDIATE")
+        commit = try db.prepare("COMMIT")
+        rollback = try db.prepare("ROLLBACK")
+        selectBatch = try db.prepare(
+            "SELECT accepted, duplicate, late, adjusted, rejected, rejections FROM batches WHERE agent = ?1 AND seq = ?2")
+        selectPruned = try db.prepare("SELECT through_seq FROM pruned_batches WHERE agent = ?1")
+        insertRaw = try db.prepare(
+            """
+            INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+                agent, batch_seq, batch_index, received_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            ON CONFLICT (ts, fingerprint) DO NOTHING
+            """)
+        insertDuplicate = try db.prepare(
+            """
+            INSERT INTO duplicate_events (agent, batch_seq, batch_index, ts, fingerprint, tenant, metric, quantity, received_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            """)
+        insertRefused = try db.prepare(
+            """
+            INSERT INTO refused_events (agent, batch_seq, batch_index, reason, field, message, tenant, metric, ts,
+                fingerprint, quantity, event_id, properties, source, received_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+            """)
+        // All right-hand sides of DO UPDATE see the old row, so the three `latest_*` columns
+        // switch together on the same (timestamp, fingerprint) comparison.
+        upsertHourly = try db.prepare(
+            """
+            INSERT INTO usage_hourly (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
+                latest_ts, latest_fp, latest_quantity)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
+                sum = tally_sum(sum, excluded.sum),
+                count = count + excluded.count,
+                max = tally_max(max, excluded.max),
+                latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                    THEN excluded.latest_ts ELSE latest_ts END,
+                latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                    THEN excluded.latest_fp ELSE latest_fp END,
+                latest_quantity = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                    THEN excluded.latest_quantity ELSE latest_quantity END
+            """)
+        insertUnique = try db.prepare(
+            """
+            INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING
+            """)
+        upsertReconciliation = try db.prepare(
+            """
+            INSERT INTO reconciliation (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            ON CONFLICT (period, tenant, agent) DO UPDATE SET
+                received = received + excluded.received, accepted = accepted + excluded.accepted,
+                duplicate = duplicate + excluded.duplicate, late = late + excluded.late,
+                adjusted = adjusted + excluded.adjusted, rejected = rejected + excluded.rejected
+            """)
+        insertBatch = try db.prepare(
+            """
+            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            """)
+        markPruned = try db.prepare(
+            """
+            INSERT INTO pruned_batches (agent, through_seq)
+            SELECT agent, MAX(seq) FROM batches WHERE received_at < ?1 GROUP BY agent
+            ON CONFLICT (agent) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)
+            """)
+        deleteBatches = try db.prepare("DELETE FROM batches WHERE received_at < ?1")
+    }
+}

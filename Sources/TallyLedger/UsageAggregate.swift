@@ -1,0 +1,159 @@
+public import TallyCore
+
+/// Exact aggregates of a set of events: sum, count, max, and the latest value (greatest
+/// timestamp, ties broken by the greater fingerprint). Combining is associative and commutative,
+/// so the order events arrive in never changes the result.
+public struct UsageAggregate: Sendable, Hashable {
+    public var sum: Quantity
+    public var count: Int64
+    public var max: Quantity
+    public var latest: LatestValue
+
+    public init(sum: Quantity, count: Int64, max: Quantity, latest: LatestValue) {
+        self.sum = sum
+        self.count = count
+        self.max = max
+        self.latest = latest
+    }
+
+    /// The aggregate of one event.
+    public init(quantity: Quantity, timestamp: EventTime, fingerprint: Fingerprint) {
+        self.init(
+            sum: quantity, count: 1, max: quantity,
+            latest: LatestValue(timestamp: timestamp, fingerprint: fingerprint, quantity: quantity))
+    }
+
+    /// Folds `other` in; throws ``LedgerError/quantityOverflow(_:)`` instead of wrapping.
+    public mutating func merge(_ other: UsageAggregate) throws(LedgerError) {
+        do {
+            sum = try sum.adding(other.sum)
+        } catch {
+            throw .quantityOverflow("sum \(sum) + \(other.sum)")
+        }
+        let (total, overflow) = count.addingReportingOverflow(other.count)
+        if overflow { throw .quantityOverflow("count \(count) + \(other.count)") }
+        count = total
+        if other.max > max { max = other.max }
+        if other.latest > latest { latest = other.latest }
+    }
+
+    /// Folds a list of aggregates; nil for an empty list.
+    public static func merging(_ parts: some Sequence<UsageAggregate>) throws(LedgerError) -> UsageAggregate? {
+        var result: UsageAggregate?
+        for part in parts {
+            if result == nil { result = part } else { try result?.merge(part) }
+        }
+        return result
+    }
+}
+
+/// The value of the latest event: ordered by (timestamp, fingerprint).
+public struct LatestValue: Sendable, Hashable, Comparable {
+    public var timestamp: EventTime
+    public var fingerprint: Fingerprint
+    public var quantity: Quantity
+
+    public init(timestamp: EventTime, fingerprint: Fingerprint, quantity: Quantity) {
+        self.timestamp = timestamp
+        self.fingerprint = fingerprint
+        self.quantity = quantity
+    }
+
+    public static func < (lhs: LatestValue, rhs: LatestValue) -> Bool {
+        (lhs.timestamp, lhs.fingerprint) < (rhs.timestamp, rhs.fingerprint)
+    }
+}
+
+/// The key of one hourly aggregate cell: tenant, metric, hour, an optional group-by dimension,
+/// and the period an adjustment is billed in (nil for usage billed in its own period).
+/// The total row of an hour has `dimension == ""` and `value == ""`; an event without the
+/// dimension's property counts under `value == ""`, so each dimension's groups add up to the total.
+public struct AggregateCellKey: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var tenant: String
+    public var metric: String
+    /// Hours since the Unix epoch (UTC).
+    public var hour: Int64
+    public var dimension: String
+    public var value: String
+    public var billedIn: BillingPeriod?
+
+    public init(tenant: String, metric: String, hour: Int64, dimension: String = "", value: String = "", billedIn: BillingPeriod? = nil) {
+        self.tenant = tenant
+        self.metric = metric
+        self.hour = hour
+        self.dimension = dimension
+        self.value = value
+        self.billedIn = billedIn
+    }
+
+    public static let microsecondsPerHour: Int64 = 3_600_000_000
+
+    /// The hour (since the epoch) that contains `time`.
+    public static func hour(of time: EventTime) -> Int64 {
+        let quotient = time.microseconds / microsecondsPerHour
+        return time.microseconds % microsecondsPerHour < 0 ? quotient - 1 : quotient
+    }
+
+    public var hourStart: EventTime { EventTime(microseconds: hour * Self.microsecondsPerHour) }
+
+    public static func < (lhs: AggregateCellKey, rhs: AggregateCellKey) -> Bool {
+        (lhs.tenant, lhs.metric, lhs.hour, lhs.dimension, lhs.value, lhs.billedIn?.description ?? "")
+            < (rhs.tenant, rhs.metric, rhs.hour, rhs.dimension, rhs.value, rhs.billedIn?.description ?? "")
+    }
+
+    public var description: String {
+        var text = "\(tenant)/\(metric)@\(hourStart)"
+        if !dimension.isEmpty { text += " \(dimension)=\(value)" }
+        if let billedIn { text += " billed in \(billedIn)" }
+        return text
+    }
+}
+
+/// Aggregate cells combined in memory, so that a batch writes one update per distinct cell.
+public struct AggregateCells: Sendable {
+    public private(set) var cells: [AggregateCellKey: UsageAggregate] = [:]
+
+    public init() {}
+
+    /// Adds an event to its total cell and to one cell per group-by dimension.
+    public mutating func add(
+        _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String]
+    ) throws(LedgerError) {
+        let one = UsageAggregate(quantity: event.quantity, timestamp: event.timestamp, fingerprint: fingerprint)
+        var key = AggregateCellKey(
+            tenant: event.tenant, metric: event.metric, hour: AggregateCellKey.hour(of: event.timestamp), billedIn: billedIn)
+        try add(one, at: key)
+        for dimension in groupBy {
+            key.dimension = dimension
+            key.value = event.properties[dimension] ?? ""
+            try add(one, at: key)
+        }
+    }
+
+    mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey) throws(LedgerError) {
+        if var existing = cells[key] {
+            try existing.merge(aggregate)
+            cells[key] = existing
+        } else {
+            cells[key] = aggregate
+        }
+    }
+
+    public var isEmpty: Bool { cells.isEmpty }
+}
+
+/// The result of recomputing aggregates from the raw ledger: every cell where the stored value
+/// differs from the recomputed one.
+public struct AggregateDrift: Sendable, Hashable {
+    /// One cell where the stored aggregate and the recount disagree; nil means "no such cell".
+    public struct Difference: Sendable, Hashable {
+        public var key: AggregateCellKey
+        public var recomputed: UsageAggregate?
+        public var stored: UsageAggregate?
+    }
+
+    public var tenant: String
+    public var period: BillingPeriod
+    public var cellsCompared: Int
+    public var differences: [Difference]
+}

@@ -1,0 +1,118 @@
+import Foundation
+import TallyCore
+@testable import TallyLedger
+
+/// Makes stores for the contract suite. A PostgreSQL backend adds its own factory to
+/// `ledgerFactories` and runs the same tests.
+protocol LedgerStoreFactory: Sendable, CustomStringConvertible {
+    /// A new, empty place for a store (a file path, a database schema).
+    func newLocation() throws -> String
+    /// Opens the store at `location`; reopening sees everything committed before.
+    func open(_ location: String, configuration: LedgerConfiguration) throws -> any LedgerStore
+    /// Makes the store's next commit write everything and then die without committing, as a
+    /// process killed at that instant would.
+    func crashBeforeNextCommit(_ store: any LedgerStore)
+}
+
+struct SQLiteFactory: LedgerStoreFactory {
+    var description: String { "SQLite" }
+
+    func newLocation() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-ledger-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory.appendingPathComponent("ledger.db").path
+    }
+
+    func open(_ location: String, configuration: LedgerConfiguration) throws -> any LedgerStore {
+        try SQLiteLedgerStore(path: location, configuration: configuration)
+    }
+
+    func crashBeforeNextCommit(_ store: any LedgerStore) {
+        (store as? SQLiteLedgerStore)?.fault = .crashBeforeCommit
+    }
+}
+
+let ledgerFactories: [any LedgerStoreFactory] = [SQLiteFactory()]
+
+/// A store under test, with its location so it can be reopened.
+final class TestLedger {
+    let factory: any LedgerStoreFactory
+    let location: String
+    let configuration: LedgerConfiguration
+    var store: any LedgerStore
+
+    init(_ factory: any LedgerStoreFactory, configuration: LedgerConfiguration = TestLedger.configuration) throws {
+        self.factory = factory
+        self.configuration = configuration
+        location = try factory.newLocation()
+        store = try factory.open(location, configuration: configuration)
+    }
+
+    static let configuration = LedgerConfiguration(
+        groupBy: ["endpoint"], uniqueCounts: [UniqueCountKey(metric: "active_users", property: "user")])
+
+    func reopen() throws {
+        store.close()
+        store = try factory.open(location, configuration: configuration)
+    }
+
+    deinit { store.close() }
+}
+
+func at(_ text: String) -> EventTime {
+    (try? EventTime(parsing: text)) ?? EventTime(microseconds: 0)
+}
+
+func period(_ text: String) -> BillingPeriod {
+    BillingPeriod(text) ?? BillingPeriod(containing: EventTime(microseconds: 0))
+}
+
+func event(
+    _ tenant: String = "acme", _ metric: String = "api_calls", quantity: String = "1", at time: String = "2026-04-13T12:00:00Z",
+    id: String? = nil, _ properties: [(String, String)] = []
+) -> UsageEvent {
+    UsageEvent(
+        tenant: tenant, metric: metric, quantity: (try? Quantity(parsing: quantity)) ?? .zero, timestamp: at(time), id: id,
+        properties: Properties(properties))
+}
+
+func batch(_ sequence: UInt64, agent: String = "agent-1", now: String = "2026-04-13T13:00:00Z", _ events: [UsageEvent]) -> IncomingBatch {
+    IncomingBatch(agent: agent, sequence: sequence, receivedAt: at(now), events: events.map { .valid($0) })
+}
+
+/// SplitMix64: a small deterministic generator for test workloads.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A deterministic workload: tenants, metrics, endpoints, fractional quantities, request ids,
+/// some retries of earlier events, timestamps moving forward within `start ..< start + span`.
+func workload(count: Int, seed: UInt64, start: EventTime, spanHours: Int64, tenants: Int = 20) -> [UsageEvent] {
+    var random = SplitMix64(seed: seed)
+    let metrics = ["api_calls", "bytes_out", "compute_ms", "exports"]
+    var events: [UsageEvent] = []
+    events.reserveCapacity(count)
+    let step = spanHours * 3_600_000_000 / Int64(max(count, 1))
+    for index in 0..<count {
+        if index > 10, random.next() % 100 == 0 {
+            events.append(events[Int(random.next() % UInt64(events.count))])  // a client retry
+            continue
+        }
+        let nanos = Int128(random.next() % 5_000_000_000_000) + 1
+        let time = EventTime(microseconds: start.microseconds + Int64(index) * step + Int64(random.next() % 1000))
+        events.append(
+            UsageEvent(
+                tenant: "tenant-\(random.next() % UInt64(tenants))", metric: metrics[Int(random.next() % 4)],
+                quantity: Quantity(nanos: nanos), timestamp: time, id: "req-\(random.next())",
+                properties: Properties([("endpoint", "/api/v\(random.next() % 5)"), ("region", "eu")])))
+    }
+    return events
+}
