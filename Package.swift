@@ -57,6 +57,6 @@ let package = Package(
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI", "TallyWorkload"]),
     ]
 )
