@@ -146,7 +146,7 @@ extension ExpectedTotals {
     /// The file's JSON bytes (see the format above).
     public func jsonBytes() throws(ExpectedTotalsError) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         do {
             return Array(try encoder.encode(FileShape(self)))
         } catch {

@@ -37,7 +37,7 @@ struct ExpectedTotalsTests {
         var rejected = 0
         var duplicates = 0
         var late = 0
-        var newest = Int64.min
+        var newest: Int64 = 0
         var scratch: [UInt8] = []
         try bytes.withUnsafeBufferPointer { buffer in
             var failure: (any Error)?
@@ -52,7 +52,7 @@ struct ExpectedTotalsTests {
                     return
                 }
                 // On-time events never go backwards; a late one is at least an hour behind.
-                let isLate = event.timestamp.microseconds < newest - 1_800_000_000
+                let isLate = newest != 0 && event.timestamp.microseconds < newest - 1_800_000_000
                 newest = max(newest, event.timestamp.microseconds)
                 if isLate { late += 1 }
                 let key = Key(tenant: event.tenant, metric: event.metric, period: BillingPeriod(containing: event.timestamp))

@@ -48,8 +48,17 @@ struct ReferenceWorkloadTests {
     @Test("the first line of seed 1 never changes (the workload is a format)")
     func golden() throws {
         var workload = try ReferenceWorkload(WorkloadConfiguration(seed: 1, events: 1))
-        let line = try #require(workload.next())
+        let first = workload.next()
+        let line = try #require(first)
         #expect(line.text == goldenFirstLine)
+        #expect(workload.next() == nil)
+    }
+
+    @Test("100,000 lines of seed 1 never change: their CRC32C is pinned")
+    func goldenChecksum() throws {
+        let bytes = try generate(WorkloadConfiguration(seed: 1, events: 100_000))
+        #expect(bytes.count == 23_667_885)
+        #expect(CRC32C.checksum(bytes) == 0x84AA_81DF)
     }
 
     @Test("every valid line is its event's jsonLine, and decodes back to that event")
