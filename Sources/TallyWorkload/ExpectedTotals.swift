@@ -10,8 +10,9 @@ public import TallyCore
 ///
 /// Every unique valid event (each fingerprint once) counts in the period of its own timestamp;
 /// retries and invalid lines count nowhere but in the summary. Late events are part of the totals
-/// of their period and are also given separately (`lateCount`, `lateQuantity`), so a check can
-/// apply a grace-window policy and still reconcile.
+/// of their period and are also given separately (`lateCount`, `lateQuantity` per row, and each
+/// one in `lateEvents` with the stream-clock instant it was sent at), so a check can apply a
+/// grace-window policy and still reconcile.
 ///
 /// ## File format `tally-expected-totals/1` (stable; `tallyctl gen --expect FILE` writes it)
 /// One JSON object, keys sorted, two-space indentation not guaranteed (parse it as JSON):
@@ -25,6 +26,11 @@ public import TallyCore
 ///   "totals": [
 ///     {"tenant": "t0001", "metric": "api_calls", "period": "2026-04",
 ///      "quantity": "10321", "count": 10321, "lateQuantity": "9", "lateCount": 9}
+///   ],
+///   "lateEvents": [
+///     {"id": "3f0c…", "tenant": "t0007", "metric": "bytes_out", "period": "2026-03",
+///      "quantity": "5120", "timestamp": "2026-03-31T22:10:04.000120Z",
+///      "sentAt": "2026-04-01T03:00:01.250031Z"}
 ///   ]
 /// }
 /// ```
@@ -36,6 +42,8 @@ public import TallyCore
 /// - `lines = uniqueEvents + retries + invalid`; `late` is the number of unique late events
 ///   (a retry of a late event counts as a retry); `invalidByKind` uses ``InvalidLineKind``'s raw
 ///   values and lists only kinds that occurred.
+/// - `lateEvents` lists every unique late event in generation order; `sentAt` is the stream
+///   clock when it was generated (the simulated arrival), `timestamp` its own event time.
 /// - New optional keys may be added within version 1; a reader must ignore keys it does not know.
 public struct ExpectedTotals: Sendable, Hashable {
     /// The value of the `format` key this code writes and reads.
@@ -47,11 +55,37 @@ public struct ExpectedTotals: Sendable, Hashable {
     public var summary: Summary
     /// The billed-once totals, sorted by tenant, metric and period.
     public var totals: [Row]
+    /// Every unique late event, in generation order.
+    public var lateEvents: [LateEvent]
 
-    public init(workload: WorkloadConfiguration, summary: Summary, totals: [Row]) {
+    public init(workload: WorkloadConfiguration, summary: Summary, totals: [Row], lateEvents: [LateEvent] = []) {
         self.workload = workload
         self.summary = summary
         self.totals = totals
+        self.lateEvents = lateEvents
+    }
+
+    /// One late event: its identity, where it counts, and when the stream sent it.
+    public struct LateEvent: Sendable, Hashable {
+        public var id: String
+        public var tenant: String
+        public var metric: String
+        public var quantity: Quantity
+        /// The event's own time; it counts in the period of this instant.
+        public var timestamp: EventTime
+        /// The stream clock when the event was generated: 1 to 48 hours after `timestamp`.
+        public var sentAt: EventTime
+
+        public var period: BillingPeriod { BillingPeriod(containing: timestamp) }
+
+        public init(id: String, tenant: String, metric: String, quantity: Quantity, timestamp: EventTime, sentAt: EventTime) {
+            self.id = id
+            self.tenant = tenant
+            self.metric = metric
+            self.quantity = quantity
+            self.timestamp = timestamp
+            self.sentAt = sentAt
+        }
     }
 
     /// How the lines of a workload divide up; `lines == uniqueEvents + retries + invalid`.
@@ -214,8 +248,19 @@ private struct FileShape: Codable {
 
     var format: String
     var workload: Workload
+    struct LateEvent: Codable {
+        var id: String
+        var tenant: String
+        var metric: String
+        var period: String
+        var quantity: String
+        var timestamp: String
+        var sentAt: String
+    }
+
     var summary: ExpectedTotals.Summary
     var totals: [Row]
+    var lateEvents: [LateEvent]?
 
     init(_ totals: ExpectedTotals) {
         format = ExpectedTotals.formatVersion
@@ -229,6 +274,11 @@ private struct FileShape: Codable {
             Row(
                 tenant: $0.tenant, metric: $0.metric, period: $0.period.description, quantity: $0.quantity.description,
                 count: $0.count, lateQuantity: $0.lateQuantity.description, lateCount: $0.lateCount)
+        }
+        lateEvents = totals.lateEvents.map {
+            LateEvent(
+                id: $0.id, tenant: $0.tenant, metric: $0.metric, period: $0.period.description,
+                quantity: $0.quantity.description, timestamp: $0.timestamp.description, sentAt: $0.sentAt.description)
         }
     }
 
@@ -262,6 +312,17 @@ private struct FileShape: Codable {
                     tenant: row.tenant, metric: row.metric, period: period, quantity: quantity, count: row.count,
                     lateQuantity: lateQuantity, lateCount: row.lateCount))
         }
-        return ExpectedTotals(workload: configuration, summary: summary, totals: rows)
+        var late: [ExpectedTotals.LateEvent] = []
+        for (index, event) in (lateEvents ?? []).enumerated() {
+            do {
+                late.append(
+                    ExpectedTotals.LateEvent(
+                        id: event.id, tenant: event.tenant, metric: event.metric, quantity: try Quantity(parsing: event.quantity),
+                        timestamp: try EventTime(parsing: event.timestamp), sentAt: try EventTime(parsing: event.sentAt)))
+            } catch {
+                throw .malformed("lateEvents[\(index)]: \(error)")
+            }
+        }
+        return ExpectedTotals(workload: configuration, summary: summary, totals: rows, lateEvents: late)
     }
 }

@@ -45,6 +45,7 @@ public struct ReferenceWorkload: Sequence, IteratorProtocol, Sendable {
     private var window: [EventDraft] = []
     private var windowNext = 0
     private var accumulator = TotalsAccumulator()
+    private var lateDrafts: [(draft: EventDraft, sentAt: Int64)] = []
     private var summary = ExpectedTotals.Summary(lines: 0, uniqueEvents: 0, retries: 0, late: 0, invalid: 0, invalidByKind: [:])
     private var invalidCounts = [Int](repeating: 0, count: InvalidLineKind.allCases.count)
     private var scratch: [UInt8] = []
@@ -68,7 +69,13 @@ public struct ReferenceWorkload: Sequence, IteratorProtocol, Sendable {
         for (kind, count) in zip(InvalidLineKind.allCases, invalidCounts) where count > 0 {
             summary.invalidByKind[kind.rawValue] = count
         }
-        return ExpectedTotals(workload: configuration, summary: summary, totals: accumulator.rows)
+        let late = lateDrafts.map { entry in
+            ExpectedTotals.LateEvent(
+                id: entry.draft.id, tenant: WorkloadCatalog.tenants[entry.draft.tenant], metric: entry.draft.metric.name,
+                quantity: entry.draft.quantity, timestamp: EventTime(microseconds: entry.draft.timestamp),
+                sentAt: EventTime(microseconds: entry.sentAt))
+        }
+        return ExpectedTotals(workload: configuration, summary: summary, totals: accumulator.rows, lateEvents: late)
     }
 
     /// The next line with its kind and event, or nil when all lines are out.
@@ -122,7 +129,10 @@ public struct ReferenceWorkload: Sequence, IteratorProtocol, Sendable {
         renderer.append(draft, to: &out)
         accumulator.add(draft, late: late)
         summary.uniqueEvents += 1
-        if late { summary.late += 1 }
+        if late {
+            summary.late += 1
+            lateDrafts.append((draft, now))
+        }
         if window.count < Self.retryWindow {
             window.append(draft)
         } else {

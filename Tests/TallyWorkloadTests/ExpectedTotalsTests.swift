@@ -85,6 +85,18 @@ struct ExpectedTotalsTests {
             #expect(tally?.lateQuantity == row.lateQuantity)
             #expect(tally?.lateCount == row.lateCount)
         }
+        // Each late event is listed, 1 to 48 hours behind the clock that sent it, and adds up
+        // to the rows' late figures.
+        #expect(expected.lateEvents.count == expected.summary.late)
+        #expect(expected.lateEvents.allSatisfy {
+            let behind = $0.sentAt.microseconds - $0.timestamp.microseconds
+            return behind >= 3_600_000_000 && behind <= 48 * 3_600_000_000
+        })
+        for row in expected.totals where row.lateCount > 0 {
+            let listed = expected.lateEvents.filter { $0.tenant == row.tenant && $0.metric == row.metric && $0.period == row.period }
+            #expect(listed.count == row.lateCount)
+            #expect(try listed.reduce(Quantity.zero) { try $0.adding($1.quantity) } == row.lateQuantity)
+        }
         // Sorted by tenant, metric, period.
         let keys = expected.totals.map { ($0.tenant, $0.metric, $0.period.description) }
         #expect(zip(keys, keys.dropFirst()).allSatisfy { $0 < $1 })
@@ -101,7 +113,7 @@ struct ExpectedTotalsTests {
 
     @Test("the file round-trips, with quantities as strings")
     func roundTrip() throws {
-        var workload = try ReferenceWorkload(WorkloadConfiguration(seed: 5, events: 3_000, rate: 250))
+        var workload = try ReferenceWorkload(WorkloadConfiguration(seed: 5, events: 3_000, rate: 250, latePerMillion: 10_000))
         while workload.next() != nil {}
         let totals = workload.expectedTotals
         let bytes = try totals.jsonBytes()
@@ -109,6 +121,10 @@ struct ExpectedTotalsTests {
         #expect(text.contains("\"format\" : \"tally-expected-totals/1\""))
         #expect(text.contains("\"quantity\" : \""))
         #expect(try ExpectedTotals(jsonBytes: bytes) == totals)
+        #expect(!totals.lateEvents.isEmpty)
+        // A file without the optional lateEvents key still reads.
+        let withoutLate = text.replacingOccurrences(of: "\"lateEvents\"", with: "\"ignoredKey\"")
+        #expect(try ExpectedTotals(jsonBytes: Array(withoutLate.utf8)).lateEvents.isEmpty)
 
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("expected-\(UInt64.random(in: 0...UInt64.max)).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
