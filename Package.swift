@@ -120,6 +120,9 @@ let package = Package(
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
         .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger"]
+        ),
     ]
 )

@@ -1,1 +1,0 @@
-// The reference workload arrives in Generator.swift.

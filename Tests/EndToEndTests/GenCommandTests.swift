@@ -1,0 +1,82 @@
+import Foundation
+import TallyWorkload
+import Testing
+
+/// `<package root>/.build/debug/tallyctl`, built by `swift build` / `swift test`.
+private let tallyctl = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent(".build/debug/tallyctl")
+
+private struct Outcome {
+    var status: Int32
+    var stdout: Data
+    var stderr: String
+}
+
+private func run(_ arguments: [String]) throws -> Outcome {
+    guard FileManager.default.isExecutableFile(atPath: tallyctl.path) else {
+        throw RunError("\(tallyctl.path) is missing; run `swift build` first")
+    }
+    let process = Process()
+    process.executableURL = tallyctl
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read to the end before waiting, so a full pipe never blocks the child.
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Outcome(status: process.terminationStatus, stdout: stdout, stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+private struct RunError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite("tallyctl gen")
+struct GenCommandTests {
+    @Test("two runs with the same seed write the same bytes")
+    func deterministic() throws {
+        let first = try run(["gen", "--seed", "1", "--events", "100000"])
+        let second = try run(["gen", "--seed", "1", "--events", "100000"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(second.status == 0)
+        #expect(first.stdout.count > 100_000 * 150)
+        #expect(first.stdout.filter { $0 == 0x0A }.count == 100_000)
+        #expect(first.stdout == second.stdout)
+        let other = try run(["gen", "--seed", "2", "--events", "1000"])
+        #expect(other.status == 0)
+        #expect(other.stdout != first.stdout.prefix(other.stdout.count))
+    }
+
+    @Test("the bytes equal the library's, and --expect writes the library's totals")
+    func matchesLibrary() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gen-expect-\(getpid()).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let outcome = try run(["gen", "--seed", "4", "--events", "5000", "--start", "2026-06-30T23:59:00Z", "--rate", "10", "--expect", path])
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        var workload = try ReferenceWorkload(
+            WorkloadConfiguration(seed: 4, events: 5_000, start: try .init(parsing: "2026-06-30T23:59:00Z"), rate: 10))
+        var bytes: [UInt8] = []
+        while workload.appendNextLine(to: &bytes) != nil {}
+        #expect(Array(outcome.stdout) == bytes)
+        let totals = try ExpectedTotals.read(from: path)
+        #expect(totals == workload.expectedTotals)
+        #expect(totals.summary.lines == 5_000)
+    }
+
+    @Test("bad flags exit 2 with a one-line reason", arguments: [
+        ["gen", "--events", "-1"], ["gen", "--rate", "0"], ["gen", "--start", "yesterday"], ["gen", "--seed", "x"],
+    ])
+    func badUsage(arguments: [String]) throws {
+        let outcome = try run(arguments)
+        #expect(outcome.status == 2)
+        #expect(outcome.stdout.isEmpty)
+        #expect(outcome.stderr.hasPrefix("tallyctl: "))
+        #expect(outcome.stderr.split(separator: "\n").count == 1)
+    }
+}
