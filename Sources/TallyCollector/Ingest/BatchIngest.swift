@@ -32,28 +32,26 @@ public struct BatchIngest {
     /// Processes a batch from `agent`; `admits` is the agent key's tenant allow-list.
     public func process(_ batch: Batch, agent: String, admits: (String) -> Bool) async throws -> BatchAck {
         let now = clock()
-        let incoming: [IncomingEvent]
+        let events: [UsageEvent]
         do {
-            let events = try decoder.decode(batch.payload)
-            incoming = events.map { event in
-                do throws(EventRejection) {
-                    try event.validate(limits: eventLimits, now: now)
-                    guard admits(event.tenant) else {
-                        throw EventRejection(.invalidField, field: "tenant", "tenant '\(event.tenant)' is not allowed for this agent's key")
-                    }
-                    return .valid(event)
-                } catch {
-                    return .invalid(
-                        InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
-                }
-            }
+            events = try decoder.decode(batch.payload)
         } catch {
-            // A payload that cannot be decoded is answered, not retried forever: every event it
-            // declares is counted as rejected `malformed`, and the batch record keeps the reason.
+            // A payload that does not decode is a protocol error (SPEC §5.4): nothing is written,
+            // and the agent keeps the batch in its spool.
             metrics.malformedPayloads.increment()
-            let declared = Int(BatchPayloadDecoder.declaredEventCount(batch.payload) ?? 0)
-            let reason = EventRejection(.malformed, field: nil, error.description)
-            incoming = Array(repeating: .invalid(InvalidEvent(reason, source: "payload")), count: declared)
+            throw CollectorIngestError(wireError: error)
+        }
+        let incoming = events.map { event -> IncomingEvent in
+            do throws(EventRejection) {
+                try event.validate(limits: eventLimits, now: now)
+                guard admits(event.tenant) else {
+                    throw EventRejection(.invalidField, field: "tenant", "tenant '\(event.tenant)' is not allowed for this agent's key")
+                }
+                return .valid(event)
+            } catch {
+                return .invalid(
+                    InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
+            }
         }
         let started = ContinuousClock.now
         let outcome = try await ledger.commit(

@@ -89,6 +89,7 @@ struct ConnectionHandler {
                     ?? WireError(.internalError, "the batch was not committed; send it again")
                 return try await carryOut(session.batchFailed(sequence: batch.sequence, error: wireError), send: send)
             }
+            FaultInjection.afterCommit()
             return try await carryOut(session.batchCompleted(ack), send: send)
         }
     }
@@ -97,4 +98,23 @@ struct ConnectionHandler {
 /// An ingest failure that maps to a specific wire error.
 struct CollectorIngestError: Error {
     let wireError: WireError
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Crash points for the crash-safety tests: with `TALLY_FAULT=kill-after-commit` in its
+/// environment the collector kills itself (SIGKILL) right after a batch's transaction commits
+/// and before its ack is sent — the worst moment for an at-least-once protocol. Never set in
+/// production; read once at start.
+enum FaultInjection {
+    static let killAfterCommit: Bool = {
+        guard let value = getenv("TALLY_FAULT") else { return false }
+        return String(cString: value) == "kill-after-commit"
+    }()
+
+    static func afterCommit() {
+        if killAfterCommit { kill(getpid(), SIGKILL) }
+    }
 }

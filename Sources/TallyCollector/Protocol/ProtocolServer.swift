@@ -62,7 +62,7 @@ public final class ProtocolServer: Service, Sendable {
         if settings.keyring.isOpen {
             logger.warning("no agent keys are configured: accepting unauthenticated agents from loopback only")
         }
-        logger.info("listening for agents", metadata: ["address": "\(localAddress.map(String.init(describing:)) ?? "?")"])
+        logger.info("listening for agents on \(localAddress?.ipAddress ?? "?"):\(localAddress?.port ?? 0)")
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { connections in
@@ -85,6 +85,9 @@ public final class ProtocolServer: Service, Sendable {
         metrics.connections.increment()
         defer { metrics.connections.decrement() }
         do {
+            // On shutdown, stop reading: a batch being processed still commits and is acked,
+            // then the connection closes and the agent reconnects elsewhere or later.
+            try await withGracefulShutdownHandler {
             try await connection.executeThenClose { inbound, outbound in
                 var handler = try ConnectionHandler(
                     settings: settings, ledger: ledger, metrics: metrics, logger: logger, peerIsLoopback: peer?.isLoopback ?? false)
@@ -100,6 +103,12 @@ public final class ProtocolServer: Service, Sendable {
                     }
                     if finished { return }
                 }
+            }
+            } onGracefulShutdown: {
+                let channel = connection.channel
+                let stopReading = channel.eventLoop.makePromise(of: Void.self)
+                stopReading.futureResult.whenFailure { _ in channel.close(promise: nil) }
+                channel.close(mode: .input, promise: stopReading)
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])

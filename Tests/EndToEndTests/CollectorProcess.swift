@@ -1,0 +1,102 @@
+import Foundation
+import Synchronization
+
+/// A real `tally-collector` process on loopback ports chosen by the kernel, with its stderr
+/// captured so the test can learn the bound port and read the log.
+final class CollectorProcess: Sendable {
+    let process: Process
+    let directory: URL
+    let port: Int
+    private let log: LogCapture
+
+    /// Starts the collector with `arguments` (plus `--listen 127.0.0.1:0 --http 127.0.0.1:0`
+    /// unless given) and waits, up to 60 s, for its "listening for agents" line.
+    init(directory: URL, arguments: [String], environment: [String: String] = [:]) throws {
+        self.directory = directory
+        let process = Process()
+        process.executableURL = BinaryRunner.binDirectory.appendingPathComponent("tally-collector")
+        var args = arguments
+        if !args.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
+        if !args.contains("--http") { args += ["--http", "127.0.0.1:0"] }
+        process.arguments = args
+        process.currentDirectoryURL = directory
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        let log = LogCapture()
+        errors.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil }
+            log.append(data)
+        }
+        try process.run()
+        self.process = process
+        self.log = log
+        guard let port = log.waitForPort(deadline: .now() + 60) else {
+            process.terminate()
+            throw HarnessError("the collector did not start: \(log.text)")
+        }
+        self.port = port
+    }
+
+    var logText: String { log.text }
+
+    /// SIGTERM and wait: a graceful shutdown.
+    func stop() -> Int32 {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// SIGKILL and wait.
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Waits for the process to end by itself.
+    func waitForExit() -> (status: Int32, reason: Process.TerminationReason) {
+        process.waitUntilExit()
+        return (process.terminationStatus, process.terminationReason)
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("tally-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+/// Collects a child's stderr and signals when the listening line appears.
+final class LogCapture: Sendable {
+    private let state = Mutex<(text: String, port: Int?)>(("", nil))
+    private let arrived = DispatchSemaphore(value: 0)
+
+    func append(_ data: Data) {
+        let portFound: Bool = state.withLock { state in
+            state.text += String(decoding: data, as: UTF8.self)
+            guard state.port == nil,
+                let range = state.text.range(of: #"listening for agents on [0-9.]+:([0-9]+)"#, options: .regularExpression)
+            else { return data.isEmpty }
+            let match = String(state.text[range])
+            state.port = match.split(separator: ":").last.flatMap { Int($0) }
+            return true
+        }
+        if portFound { arrived.signal() }
+    }
+
+    var text: String { state.withLock { $0.text } }
+
+    func waitForPort(deadline: DispatchTime) -> Int? {
+        _ = arrived.wait(timeout: deadline)
+        return state.withLock { $0.port }
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
