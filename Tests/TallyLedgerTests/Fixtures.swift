@@ -50,8 +50,14 @@ final class TestLedger {
     init(_ factory: any LedgerStoreFactory, configuration: LedgerConfiguration = TestLedger.configuration) throws {
         self.factory = factory
         self.configuration = configuration
-        location = try factory.newLocation()
-        store = try factory.open(location, configuration: configuration)
+        let location = try factory.newLocation()
+        self.location = location
+        do {
+            store = try factory.open(location, configuration: configuration)
+        } catch {
+            factory.destroy(location)
+            throw error
+        }
     }
 
     static let configuration = LedgerConfiguration(
