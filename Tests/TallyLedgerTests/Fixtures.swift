@@ -9,6 +9,8 @@ protocol LedgerStoreFactory: Sendable, CustomStringConvertible {
     func newLocation() throws -> String
     /// Opens the store at `location`; reopening sees everything committed before.
     func open(_ location: String, configuration: LedgerConfiguration) throws -> any LedgerStore
+    /// Removes what `newLocation` made.
+    func destroy(_ location: String)
     /// Makes the store's next commit write everything and then die without committing, as a
     /// process killed at that instant would.
     func crashBeforeNextCommit(_ store: any LedgerStore)
@@ -25,6 +27,10 @@ struct SQLiteFactory: LedgerStoreFactory {
 
     func open(_ location: String, configuration: LedgerConfiguration) throws -> any LedgerStore {
         try SQLiteLedgerStore(path: location, configuration: configuration)
+    }
+
+    func destroy(_ location: String) {
+        try? FileManager.default.removeItem(atPath: (location as NSString).deletingLastPathComponent)
     }
 
     func crashBeforeNextCommit(_ store: any LedgerStore) {
@@ -44,8 +50,14 @@ final class TestLedger {
     init(_ factory: any LedgerStoreFactory, configuration: LedgerConfiguration = TestLedger.configuration) throws {
         self.factory = factory
         self.configuration = configuration
-        location = try factory.newLocation()
-        store = try factory.open(location, configuration: configuration)
+        let location = try factory.newLocation()
+        self.location = location
+        do {
+            store = try factory.open(location, configuration: configuration)
+        } catch {
+            factory.destroy(location)
+            throw error
+        }
     }
 
     static let configuration = LedgerConfiguration(
@@ -56,7 +68,10 @@ final class TestLedger {
         store = try factory.open(location, configuration: configuration)
     }
 
-    deinit { store.close() }
+    deinit {
+        store.close()
+        factory.destroy(location)
+    }
 }
 
 func at(_ text: String) -> EventTime {
@@ -95,7 +110,9 @@ struct SplitMix64: RandomNumberGenerator {
 
 /// A deterministic workload: tenants, metrics, endpoints, fractional quantities, request ids,
 /// some retries of earlier events, timestamps moving forward within `start ..< start + span`.
-func workload(count: Int, seed: UInt64, start: EventTime, spanHours: Int64, tenants: Int = 20) -> [UsageEvent] {
+/// With `skewed`, tenant traffic is heavily skewed (tenant = ⌊n·u³⌋, a Zipf-like head), as in the
+/// reference workload; otherwise tenants are uniform (the worst case for aggregate locality).
+func workload(count: Int, seed: UInt64, start: EventTime, spanHours: Int64, tenants: Int = 20, skewed: Bool = false) -> [UsageEvent] {
     var random = SplitMix64(seed: seed)
     let metrics = ["api_calls", "bytes_out", "compute_ms", "exports"]
     var events: [UsageEvent] = []
@@ -110,9 +127,15 @@ func workload(count: Int, seed: UInt64, start: EventTime, spanHours: Int64, tena
         let time = EventTime(microseconds: start.microseconds + Int64(index) * step + Int64(random.next() % 1000))
         events.append(
             UsageEvent(
-                tenant: "tenant-\(random.next() % UInt64(tenants))", metric: metrics[Int(random.next() % 4)],
+                tenant: "tenant-\(tenantIndex(&random, tenants, skewed))", metric: metrics[Int(random.next() % 4)],
                 quantity: Quantity(nanos: nanos), timestamp: time, id: "req-\(random.next())",
                 properties: Properties([("endpoint", "/api/v\(random.next() % 5)"), ("region", "eu")])))
     }
     return events
+}
+
+private func tenantIndex(_ random: inout SplitMix64, _ tenants: Int, _ skewed: Bool) -> Int {
+    guard skewed else { return Int(random.next() % UInt64(tenants)) }
+    let u = Double(random.next() >> 11) / Double(1 << 53)  // sampling only; never a quantity
+    return min(tenants - 1, Int(Double(tenants) * u * u * u))
 }

@@ -11,7 +11,6 @@ extension SQLiteLedgerStore {
             """
             SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
             WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5
-            ORDER BY hour, value
             """)
         defer { select.reset() }
         select.bind(1, query.tenant)
@@ -66,13 +65,16 @@ extension SQLiteLedgerStore {
         }
         let adjusted = try database.prepare(
             """
-            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity
+            FROM usage_hourly INDEXED BY usage_hourly_adjustments
             WHERE tenant = ?1 AND metric = ?2 AND billed_in = ?3 AND billed_in <> '' AND dimension = ''
             """)
         defer { adjusted.reset() }
         adjusted.bind(1, tenant)
         adjusted.bind(2, metric)
         adjusted.bind(3, period.description)
+        // INDEXED BY the partial index: the lookup stays proportional to the adjustments, not to
+        // the tenant's whole history (without statistics the planner would scan the primary key).
         var adjustments: [BillingPeriod: UsageAggregate] = [:]
         while try adjusted.step() {
             let original = BillingPeriod(containing: EventTime(microseconds: adjusted.int64(0) * AggregateCellKey.microsecondsPerHour))
