@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "TallyCLI",
             dependencies: [
-                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector",
+                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallySpool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -107,6 +107,6 @@ let package = Package(
         .testTarget(name: "TallyCollectorTests", dependencies: ["TallyCollector", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TallyCore", "TallyCLI", "TallySpool"]),
     ]
 )
