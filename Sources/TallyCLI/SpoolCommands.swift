@@ -43,7 +43,7 @@ struct SpoolLocation: ParsableArguments {
     /// an agent holds the spool's lock (what is read is then a snapshot taken at open).
     func openReadOnly() async throws(SpoolCommandError) -> Spool {
         var info = stat()
-        guard stat(spool, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { throw .noSpool(directory: spool) }
+        guard stat(spool, &info) == 0, (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFDIR) else { throw .noSpool(directory: spool) }
         if Spool.isLocked(directory: spool) {
             CommandRunner.writeError(
                 "tallyctl: the spool at \(spool) is locked by a running agent; reading it read-only "
@@ -82,7 +82,9 @@ func forEachEvent(
         }
         skipped += batch.skippedCorruptRegions
         if batch.events.isEmpty { return skipped }
-        for (event, at) in zip(batch.events, batch.positions) where !(try body(event, at)) { return skipped }
+        for (event, at) in zip(batch.events, batch.positions) {
+            if try !body(event, at) { return skipped }
+        }
         position = batch.end
     }
 }

@@ -12,15 +12,18 @@ final class SpoolFixture {
     init(count: Int = 30) {
         root = NSTemporaryDirectory() + "tally-spoolctl-" + UUID().uuidString
         try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        events = (0..<count).map(Self.event)
+    }
+
+    static func event(_ index: Int) -> UsageEvent {
         let tenants = ["acme", "globex", "initech"]
-        events = (0..<count).map { index in
-            UsageEvent(
-                tenant: tenants[index % 3], metric: index % 2 == 0 ? "api_calls" : "bytes_out",
-                quantity: Quantity(nanos: Int128(index) * 1_500_000_000),
-                timestamp: EventTime(seconds: 1_776_081_600 + Int64(index) * 60),
-                id: index % 4 == 0 ? nil : "req-\(index)",
-                properties: Properties([("endpoint", "/api/v1/search"), ("region", "eu")]))
-        }
+        let metric = index % 2 == 0 ? "api_calls" : "bytes_out"
+        let id: String? = index % 4 == 0 ? nil : "req-\(index)"
+        let time = EventTime(seconds: 1_776_081_600 + Int64(index) * 60)
+        let quantity = Quantity(nanos: Int128(index) * 1_500_000_000)
+        return UsageEvent(
+            tenant: tenants[index % 3], metric: metric, quantity: quantity, timestamp: time, id: id,
+            properties: Properties([("endpoint", "/api/v1/search"), ("region", "eu")]))
     }
     deinit { try? FileManager.default.removeItem(atPath: root) }
 
@@ -43,7 +46,7 @@ final class SpoolFixture {
 
     var segmentPath: String {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []
-        return spool + "/" + (names.filter { $0.hasPrefix("segment-") }.sorted().first ?? "none")
+        return spool + "/" + (names.filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }.sorted().first ?? "none")
     }
 
     /// Every file of the spool directory and its bytes.

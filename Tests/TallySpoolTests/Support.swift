@@ -15,7 +15,7 @@ final class TemporaryDirectory {
     var spool: String { path + "/spool" }
 
     func segmentFiles() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).filter { $0.hasPrefix("segment-") }.sorted()
+        ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }.sorted()
     }
 }
 
