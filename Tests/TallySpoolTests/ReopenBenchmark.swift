@@ -8,7 +8,15 @@ import Glibc
 /// Restart time with a large backlog: fills a spool to `bytes` with default options, then times
 /// an open (with summaries, as an agent restarts) and an open that has to scan everything (no
 /// summaries; the brief's baseline). Uses only the public API, so it can also be compiled on its
-/// own with `swiftc -O` (see `ReopenBenchmarkTests`).
+/// own with `swiftc -O` instead of a release build of the whole package (see `ReopenBenchmarkTests`):
+/// ```
+/// F="-O -wmo -swift-version 6 -enable-upcoming-feature ExistentialAny -enable-upcoming-feature InternalImportsByDefault -parse-as-library"
+/// swiftc $F -module-name TallyCore -emit-module -emit-module-path out/TallyCore.swiftmodule -c -o out/TallyCore.o \
+///     $(find Sources/TallyCore -name '*.swift' ! -name Fingerprint.swift)
+/// swiftc $F -I out -module-name TallySpool -emit-module -emit-module-path out/TallySpool.swiftmodule -c -o out/TallySpool.o Sources/TallySpool/*.swift
+/// # main.swift: for line in try await ReopenBenchmark.run(directory: "...", bytes: 1 << 30) { print(line) }
+/// swiftc -O -wmo -swift-version 6 -I out main.swift Tests/TallySpoolTests/ReopenBenchmark.swift out/*.o -o reopen-bench
+/// ```
 enum ReopenBenchmark {
     static func run(directory: String, bytes: Int64) async throws -> [String] {
         var options = SpoolOptions()
