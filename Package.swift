@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "TallyCLI",
             dependencies: [
-                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector",
+                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallySpool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -122,7 +122,7 @@ let package = Package(
         .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger"]
+            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool"]
         ),
     ]
 )

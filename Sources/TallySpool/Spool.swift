@@ -63,8 +63,14 @@ public final class Spool: Sendable {
     /// Reads events from `position` on (from the acknowledged position when `position` is
     /// before it), oldest first: at most `maxEvents`, and about `maxBytes` of records (always at
     /// least one event when there is one). Continue with the batch's `end`.
-    public func read(from position: SpoolPosition, maxEvents: Int = 1_000, maxBytes: Int = 1 << 20) async throws(SpoolError) -> SpoolBatch {
-        try await perform { store throws(SpoolError) in try store.read(from: position, maxEvents: max(1, maxEvents), maxBytes: max(1, maxBytes)) }
+    /// With `includingAcknowledged`, acknowledged events still on disk (before the checkpoint in
+    /// the oldest segment) are read too; a shipper never wants them, an export may.
+    public func read(
+        from position: SpoolPosition, maxEvents: Int = 1_000, maxBytes: Int = 1 << 20, includingAcknowledged: Bool = false
+    ) async throws(SpoolError) -> SpoolBatch {
+        try await perform { store throws(SpoolError) in
+            try store.read(from: position, maxEvents: max(1, maxEvents), maxBytes: max(1, maxBytes), includingAcknowledged: includingAcknowledged)
+        }
     }
 
     /// Reads from the acknowledged position (where a shipper starts after a restart).

@@ -33,7 +33,22 @@ struct SegmentInfo {
     var syncedSize: Int64
     var records: Int
     var syncedRecords: Int
+    /// The oldest event time among the unacknowledged records (a lower bound when it comes from
+    /// a summary: acknowledged records of the head segment may count).
     var minTimestamp: Int64?
+    /// The oldest and newest event times of all the segment's records, for its summary.
+    var allMin: Int64? = nil
+    var allMax: Int64? = nil
+
+    mutating func include(time: Int64, unacknowledged: Bool = true) {
+        allMin = Swift.min(allMin ?? time, time)
+        allMax = Swift.max(allMax ?? time, time)
+        if unacknowledged { minTimestamp = Swift.min(minTimestamp ?? time, time) }
+    }
+
+    var summary: SegmentSummary {
+        SegmentSummary(segment: id, size: size, records: records, oldest: allMin, newest: allMax)
+    }
 }
 
 /// The spool's files and their bookkeeping, used from one thread at a time (the I/O thread, or
@@ -106,6 +121,14 @@ final class SpoolStore {
                 report.ackedSegmentsDeleted += 1
             }
             let live = ids.filter { $0 >= checkpoint.segment }
+            // A summary describes a sealed segment: one without its segment, or beside the active
+            // (last) segment, is stale (a crash after writing it, before the next segment existed).
+            if !readOnly {
+                let sealed = Set(live.dropLast())
+                for name in names {
+                    if let id = SegmentSummary.segmentID(fromName: name), !sealed.contains(id) { try ops.remove(directory + "/" + name) }
+                }
+            }
             for (index, id) in live.enumerated() {
                 try recoverSegment(id, isLast: index == live.count - 1, checkpoint: checkpoint)
             }
@@ -120,7 +143,7 @@ final class SpoolStore {
             if let head = segments.first, checkpoint.offset > UInt64(head.size) { checkpoint.offset = UInt64(head.size) }
             if checkpoint.offset < UInt64(Self.headerEnd) { checkpoint.offset = UInt64(Self.headerEnd) }
             self.checkpoint = checkpoint
-            if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 {
+            if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0 {
                 try Checkpoint.syncDirectory(directory, ops: ops)
             }
         } catch {
@@ -129,18 +152,24 @@ final class SpoolStore {
         }
     }
 
+    func summaryPath(_ id: UInt64) -> String { directory + "/" + SegmentSummary.fileName(id) }
+
+    /// Recovers one segment. A sealed segment whose summary matches it (FORMAT.md, "Segment
+    /// summary") is taken from its summary without being scanned; the active (last) segment and
+    /// a sealed one without a valid summary are scanned, and the latter gets a new summary.
     private func recoverSegment(_ id: UInt64, isLast: Bool, checkpoint: SpoolPosition) throws(SpoolError) {
         let segmentPath = path(id)
         let fd = try ops.open(segmentPath, create: false, readOnly: readOnly)
         var keepOpen = false
         defer { if !keepOpen { ops.close(fd) } }
         var size = try ops.size(fd, path: segmentPath)
-        report.segmentsScanned += 1
         if size < Self.headerEnd {
+            report.segmentsScanned += 1
             report.emptySegmentsRepaired += 1
             if readOnly { return }
             if !isLast {
                 try ops.remove(segmentPath)
+                try ops.remove(summaryPath(id))
                 return
             }
             try writeHeader(fd, id: id, path: segmentPath)
@@ -148,8 +177,14 @@ final class SpoolStore {
         }
         var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
         _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
+        let headerIsValid = header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) })
+        if !isLast, headerIsValid, let summary = SegmentSummary.read(id, directory: directory, ops: ops), summary.size == size {
+            try adopt(summary, fd: fd, path: segmentPath, checkpoint: checkpoint)
+            return
+        }
+        report.segmentsScanned += 1
         let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
-        if !header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) }) {
+        if !headerIsValid {
             report.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
             if !readOnly {
                 let headerScanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: 0, end: Self.headerEnd, bufferBytes: 0)
@@ -165,11 +200,9 @@ final class SpoolStore {
             switch try scanner.next() {
             case .record(let offset, _):
                 info.records += 1
-                if id == checkpoint.segment, UInt64(offset) < checkpoint.offset {
-                    acked += 1
-                } else if let time = scanner.withTimestamp() {
-                    info.minTimestamp = min(info.minTimestamp ?? time, time)
-                }
+                let isAcked = id == checkpoint.segment && UInt64(offset) < checkpoint.offset
+                if isAcked { acked += 1 }
+                if let time = scanner.withTimestamp() { info.include(time: time, unacknowledged: !isAcked) }
             case .corrupt(let offset, let length):
                 report.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
                 if !readOnly {
@@ -196,6 +229,57 @@ final class SpoolStore {
         if isLast && !readOnly {
             keepOpen = true
             activeFd = fd
+        } else if !readOnly {
+            writeSummary(info.summary)
+            report.summariesWritten += 1
+        }
+    }
+
+    /// Takes a sealed segment's bookkeeping from its summary. When the checkpoint is inside it,
+    /// the smaller side of the checkpoint is scanned to count the acknowledged records.
+    private func adopt(_ summary: SegmentSummary, fd: Int32, path segmentPath: String, checkpoint: SpoolPosition) throws(SpoolError) {
+        var info = SegmentInfo(
+            id: summary.segment, size: summary.size, syncedSize: summary.size, records: summary.records,
+            syncedRecords: summary.records, minTimestamp: summary.oldest, allMin: summary.oldest, allMax: summary.newest)
+        if summary.segment == checkpoint.segment {
+            let boundary = min(max(Int64(checkpoint.offset), Self.headerEnd), summary.size)
+            if boundary - Self.headerEnd <= summary.size - boundary {
+                ackedRecordsInHead = try scanRecords(fd: fd, path: segmentPath, from: Self.headerEnd, to: boundary).records
+            } else {
+                let unacked = try scanRecords(fd: fd, path: segmentPath, from: boundary, to: summary.size)
+                ackedRecordsInHead = max(0, summary.records - unacked.records)
+                info.minTimestamp = unacked.oldest
+            }
+        }
+        report.segmentsFromSummary += 1
+        report.recordsFound += summary.records
+        segments.append(info)
+    }
+
+    /// Valid records in `[from, to)` of a segment file, and the oldest event time among them.
+    private func scanRecords(fd: Int32, path segmentPath: String, from: Int64, to: Int64) throws(SpoolError) -> (records: Int, oldest: Int64?) {
+        let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: from, end: to, bufferBytes: options.readBufferBytes)
+        var records = 0
+        var oldest: Int64?
+        while true {
+            let item = try scanner.next()
+            if case .record = item {
+                records += 1
+                if let time = scanner.withTimestamp() { oldest = min(oldest ?? time, time) }
+            }
+            if item == .end { break }
+        }
+        return (records, oldest)
+    }
+
+    /// Writes a sealed segment's summary. A summary only saves a scan, so failing to write one
+    /// (e.g. a full disk) never fails the caller: a partial file is removed, and a damaged one
+    /// would fail its CRC on the next open and be replaced.
+    private func writeSummary(_ summary: SegmentSummary) {
+        do {
+            try summary.write(directory: directory, ops: ops)
+        } catch {
+            try? ops.remove(summaryPath(summary.segment))
         }
     }
 
@@ -267,7 +351,7 @@ final class SpoolStore {
             }
             active.size += Int64(byteEnd - byteStart)
             active.records += last - index
-            for time in batch.timestamps[index..<last] { active.minTimestamp = min(active.minTimestamp ?? time, time) }
+            for time in batch.timestamps[index..<last] { active.include(time: time) }
             segments[segments.count - 1] = active
             index = last
             byteStart = byteEnd
@@ -298,15 +382,20 @@ final class SpoolStore {
         segments[segments.count - 1] = active
     }
 
+    /// Seals the active segment (fsync, then its summary) and starts the next one; creating it
+    /// fsyncs the directory, which also makes the summary's directory entry durable.
     private func roll() throws(SpoolError) {
-        guard let last = segments.last else { throw .closed }
         try sync()
+        guard let last = segments.last else { throw .closed }
+        writeSummary(last.summary)
         if let fd = activeFd { ops.close(fd) }
         activeFd = nil
         do {
             try createSegment(last.id + 1)
         } catch {
-            // Keep appending to the old segment once the cause (e.g. ENOSPC) is gone.
+            // Keep appending to the old segment once the cause (e.g. ENOSPC) is gone; it is
+            // active again, so its summary goes.
+            try? ops.remove(summaryPath(last.id))
             activeFd = try ops.open(path(last.id), create: false, readOnly: false)
             throw mapped(error)
         }
@@ -337,8 +426,8 @@ final class SpoolStore {
 
     /// Reads up to `maxEvents` events (and about `maxBytes` of records, at least one) from
     /// `position` on, skipping and quarantining corrupt records. Reads never free space.
-    func read(from position: SpoolPosition, maxEvents: Int, maxBytes: Int) throws(SpoolError) -> SpoolBatch {
-        var at = max(position, checkpoint)
+    func read(from position: SpoolPosition, maxEvents: Int, maxBytes: Int, includingAcknowledged: Bool = false) throws(SpoolError) -> SpoolBatch {
+        var at = includingAcknowledged ? position : max(position, checkpoint)
         var batch = SpoolBatch(start: at, end: at, events: [], positions: [], skippedCorruptRegions: 0)
         guard var index = segments.firstIndex(where: { $0.id >= at.segment }) else { return batch }
         if segments[index].id != at.segment { at = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd)) }
@@ -456,6 +545,7 @@ final class SpoolStore {
                 self.readerFd = nil
             }
             try? ops.remove(path(first.id))
+            try? ops.remove(summaryPath(first.id))
             segments.removeFirst()
         }
         spans.removeAll { $0.segment < target.segment || ($0.segment == target.segment && $0.from < Int64(target.offset)) }

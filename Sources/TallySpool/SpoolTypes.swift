@@ -38,7 +38,12 @@ public struct RecoveryReport: Sendable, Hashable {
     /// False when the checkpoint file was missing or unreadable; reading then starts from the
     /// oldest segment (events may be sent again; the collector dedupes them).
     public var checkpointFound = true
+    /// Segments read record by record: the active one, and sealed ones without a valid summary.
     public var segmentsScanned = 0
+    /// Sealed segments taken from their summaries without being scanned.
+    public var segmentsFromSummary = 0
+    /// Summaries written for sealed segments that had none (or a damaged or stale one).
+    public var summariesWritten = 0
     public var recordsFound = 0
     /// Segments wholly before the checkpoint whose deletion had been interrupted; deleted now.
     public var ackedSegmentsDeleted = 0

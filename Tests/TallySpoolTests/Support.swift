@@ -15,7 +15,7 @@ final class TemporaryDirectory {
     var spool: String { path + "/spool" }
 
     func segmentFiles() -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).filter { $0.hasPrefix("segment-") }.sorted()
+        ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }.sorted()
     }
 }
 
@@ -68,6 +68,8 @@ final class TestFileOperations: SpoolFileOperations {
         /// When failing a write, write this many bytes of it first.
         var partialBytes = 0
         var failSyncs: Int32? = nil
+        /// Bytes read through `read`, by path.
+        var bytesRead: [String: Int] = [:]
     }
     let state = Mutex(State())
     let real = PosixFileOperations()
@@ -96,8 +98,11 @@ final class TestFileOperations: SpoolFileOperations {
         state.withLock { $0.writtenEnd[path] = max($0.writtenEnd[path] ?? 0, offset + Int64(bytes.count)) }
     }
     func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(SpoolError) -> Int {
-        try real.read(fd, into: buffer, at: offset, path: path)
+        let count = try real.read(fd, into: buffer, at: offset, path: path)
+        state.withLock { $0.bytesRead[path, default: 0] += count }
+        return count
     }
+    func bytesRead(_ path: String) -> Int { state.withLock { $0.bytesRead[path] ?? 0 } }
     func sync(_ fd: Int32, path: String) throws(SpoolError) {
         let (failure, written) = state.withLock { ($0.failSyncs, $0.writtenEnd[path] ?? 0) }
         if let failure { throw .io(operation: "fsync", path: path, errno: failure) }
