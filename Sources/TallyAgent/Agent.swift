@@ -15,9 +15,12 @@ public struct Agent: Sendable {
     public let ingest: EventIngest
     public let logger: Logger
 
-    public static func open(config: AgentConfig, metrics: AgentMetrics = AgentMetrics(), logger: Logger) async throws -> Agent {
+    public static func open(
+        config: AgentConfig, metrics: AgentMetrics = AgentMetrics(), logger: Logger,
+        spoolFileOperations: any SpoolFileOperations = PosixFileOperations()
+    ) async throws -> Agent {
         try config.validate()
-        let spool = try await Spool.open(directory: config.spoolDirectory, options: config.spool)
+        let spool = try await Spool.open(directory: config.spoolDirectory, options: config.spool, fileOperations: spoolFileOperations)
         let recovery = spool.recovery
         if !recovery.problems.isEmpty || !recovery.checkpointFound {
             logger.warning(

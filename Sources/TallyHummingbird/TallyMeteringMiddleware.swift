@@ -40,15 +40,17 @@ public struct TallyMeteringMiddleware<Context: RequestContext>: RouterMiddleware
         }
         let started = EventTime.now()
         let requestId = requestIdHeader.flatMap { request.headers[$0] }
-        let endpoint = context.endpointPath ?? request.uri.path
         do {
             let response = try await next(request, context)
+            // The router names the matched route while handling the request.
+            let endpoint = context.endpointPath ?? request.uri.path
             await record(
                 tenant: tenant, requestId: requestId, at: started, endpoint: endpoint, method: request.method.rawValue,
                 status: response.status.code, bytesOut: response.headers[.contentLength].flatMap { Int($0) })
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            let endpoint = context.endpointPath ?? request.uri.path
             await record(
                 tenant: tenant, requestId: requestId, at: started, endpoint: endpoint, method: request.method.rawValue, status: status,
                 bytesOut: nil)
