@@ -28,7 +28,7 @@ public final class AgentMetrics: Sendable {
     let eventsAcked: [String: Counter]
     let reconnects: Counter
     let connected: Gauge
-    let appendLatency: Metrics.Timer
+    let appendLatency: CoreMetrics.Timer
 
     /// Metrics in `registry` (a fresh one by default, so tests can read their own).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -64,7 +64,7 @@ public final class AgentMetrics: Sendable {
         eventsAcked = acked
         reconnects = Counter(label: "tally_agent_reconnects_total", factory: factory)
         connected = Gauge(label: "tally_agent_connected", factory: factory)
-        appendLatency = Metrics.Timer(label: "tally_agent_spool_append_seconds", factory: factory)
+        appendLatency = CoreMetrics.Timer(label: "tally_agent_spool_append_seconds", factory: factory)
     }
 
     func rejected(_ reason: String) { rejectedByReason[reason]?.increment() }

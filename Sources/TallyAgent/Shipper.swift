@@ -75,7 +75,9 @@ public final class Shipper: Service {
         self.settings = settings
         self.metrics = metrics
         self.logger = logger
-        (inputs, input) = AsyncStream.makeStream(of: Input.self)
+        let stream = AsyncStream.makeStream(of: Input.self)
+        inputs = stream.stream
+        input = stream.continuation
     }
 
     /// New events are in the spool: cut batches now rather than at the next tick.
@@ -267,7 +269,7 @@ struct ShipLoop {
                     logger.info("collector session open", metadata: ["collector": "\(endpoint)"])
                 }
                 if session.isDrained {
-                    return .goaway(retryAfter: session.retryAfterMilliseconds.map { .milliseconds(Int64($0)) })
+                    return .goaway(retryAfter: session.retryAfterMilliseconds.map { Duration.milliseconds(Int64($0)) })
                 }
             case .closed(let connection, let reason):
                 guard connection == id else { continue }
@@ -364,7 +366,7 @@ struct ShipLoop {
             return error.isRetryable ? .failed(error.description) : .fatal(error)
         case .close(let error, let retryAfter):
             if error.code == .shuttingDown || retryAfter != nil {
-                return .goaway(retryAfter: retryAfter.map { .milliseconds(Int64($0)) })
+                return .goaway(retryAfter: retryAfter.map { Duration.milliseconds(Int64($0)) })
             }
             return error.isRetryable ? .failed(error.description) : .fatal(error)
         }
@@ -379,7 +381,7 @@ struct ShipLoop {
             metrics.batchesSent.increment(by: Int64(batches))
             shipper.status.update { $0.batchesSent += batches }
         }
-        metrics.batchesInFlight.record(pending.count { !$0.acked })
+        metrics.batchesInFlight.record(pending.count(where: { !$0.acked }))
     }
 
     /// An ack arrived: mark its batch, then free the spool up to the end of the contiguous
@@ -416,7 +418,7 @@ struct ShipLoop {
                 throw ShipperError.spool(error.description)
             }
         }
-        metrics.batchesInFlight.record(pending.count { !$0.acked })
+        metrics.batchesInFlight.record(pending.count(where: { !$0.acked }))
         if pending.isEmpty && !spoolMayHaveData && settings.stopWhenDrained { stopping = true }
     }
 }

@@ -70,7 +70,8 @@ public struct SpoolDrainCommand: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: shipper)], gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
-        let outcome = await Result { try await group.run() }
+        var outcome: Result<Void, any Error> = .success(())
+        do { try await group.run() } catch { outcome = .failure(error) }
         reporter.cancel()
         _ = await reporter.result
         let left = (try? await spoolHandle.stats().events) ?? -1
@@ -97,7 +98,8 @@ final class DrainProgress: Sendable {
 
     func show(_ status: ShipperStatus.Snapshot, final: Bool = false) {
         let done = min(status.eventsAcked, total)
-        let elapsedMs = max(1, Int((ContinuousClock.now - started).components.seconds * 1_000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000))
+        let elapsed = (ContinuousClock.now - started).components
+        let elapsedMs = max(1, Int(elapsed.seconds * 1_000 + elapsed.attoseconds / 1_000_000_000_000_000))
         let perSecond = done * 1_000 / elapsedMs
         let eta = perSecond > 0 ? "\((total - done) / perSecond)s" : "?"
         let percent = total > 0 ? done * 100 / total : 100

@@ -114,7 +114,7 @@ public struct HTTPExchange: Sendable {
                     switch part {
                     case .head(let head):
                         response = AgentHTTPResponse(
-                            status: Int(head.status.code), headers: head.headers.map { ($0.name.lowercased(), $0.value) }, body: ByteBuffer())
+                            status: Int(head.status.code), headers: head.headers.map { (name: $0.name.lowercased(), value: $0.value) }, body: ByteBuffer())
                     case .body(var chunk):
                         guard (response?.body.readableBytes ?? 0) + chunk.readableBytes <= limit else {
                             throw TallyClientError.malformedAnswer("the answer is larger than \(limit) bytes")

@@ -82,7 +82,7 @@ public enum IngestAnswer {
         let bytes = Array(body.readableBytesView)
         let value: JSONValue
         do {
-            value = try bytes.withUnsafeBufferPointer { buffer throws(JSONSyntaxError) in try JSONParser.parse(buffer) }
+            value = try JSONParser.parse(bytes)
         } catch {
             throw .malformedAnswer(error.description)
         }

@@ -14,28 +14,30 @@ public import TallyCore
 /// does not fail the request.
 public struct TallyMeteringMiddleware<Context: RequestContext>: RouterMiddleware {
     public let client: TallyClient
-    public var tenantHeader: HTTPField.Name
-    public var requestIdHeader: HTTPField.Name?
+    let tenantHeader: HTTPFields.Element.Name?
+    let requestIdHeader: HTTPFields.Element.Name?
     public var metric: String
     /// The metric for response bytes; nil (the default) records none.
     public var bytesOutMetric: String?
     public var logger: Logger
 
     public init(
-        client: TallyClient, tenantHeader: HTTPField.Name = HTTPField.Name("X-Tenant-Id") ?? .authorization,
-        requestIdHeader: HTTPField.Name? = HTTPField.Name("X-Request-Id"), metric: String = "api_calls",
+        client: TallyClient, tenantHeader: String = "X-Tenant-Id", requestIdHeader: String? = "X-Request-Id", metric: String = "api_calls",
         bytesOutMetric: String? = nil, logger: Logger = Logger(label: "tally.metering")
     ) {
         self.client = client
-        self.tenantHeader = tenantHeader
-        self.requestIdHeader = requestIdHeader
+        self.tenantHeader = HTTPFields.Element.Name(tenantHeader)
+        if self.tenantHeader == nil {
+            logger.critical("'\(tenantHeader)' is not a valid HTTP header name: no request will be metered")
+        }
+        self.requestIdHeader = requestIdHeader.flatMap { HTTPFields.Element.Name($0) }
         self.metric = metric
         self.bytesOutMetric = bytesOutMetric
         self.logger = logger
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let tenant = request.headers[tenantHeader], !tenant.isEmpty else {
+        guard let tenantHeader, let tenant = request.headers[tenantHeader], !tenant.isEmpty else {
             return try await next(request, context)
         }
         let started = EventTime.now()
@@ -46,7 +48,7 @@ public struct TallyMeteringMiddleware<Context: RequestContext>: RouterMiddleware
             let endpoint = context.endpointPath ?? request.uri.path
             await record(
                 tenant: tenant, requestId: requestId, at: started, endpoint: endpoint, method: request.method.rawValue,
-                status: response.status.code, bytesOut: response.headers[.contentLength].flatMap { Int($0) })
+                status: response.status.code, bytesOut: response.headers[.contentLength].flatMap { Int($0) } ?? response.body.contentLength)
             return response
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500

@@ -35,16 +35,16 @@ struct ClientTests {
         let router = Router()
         router.add(
             middleware: TallyMeteringMiddleware(
-                client: TallyClient(port: agent.port), tenantHeader: HTTPField.Name("X-Tenant-Id")!, bytesOutMetric: "bytes_out"))
+                client: TallyClient(port: agent.port), tenantHeader: "X-Tenant-Id", bytesOutMetric: "bytes_out"))
         router.get("/search/:term") { _, _ in "found" }
         let app = Application(router: router)
         try await app.test(.router) { client in
             try await client.execute(
-                uri: "/search/cats", method: .get, headers: [HTTPField.Name("X-Tenant-Id")!: "acme", HTTPField.Name("X-Request-Id")!: "r-1"]
+                uri: "/search/cats", method: .get, headers: [.init("X-Tenant-Id")!: "acme", .init("X-Request-Id")!: "r-1"]
             ) { response in
                 #expect(response.status == .ok)
             }
-            try await client.execute(uri: "/missing", method: .get, headers: [HTTPField.Name("X-Tenant-Id")!: "globex"]) { response in
+            try await client.execute(uri: "/missing", method: .get, headers: [.init("X-Tenant-Id")!: "globex"]) { response in
                 #expect(response.status == .notFound)
             }
             // No tenant header: not metered.

@@ -7,6 +7,10 @@ import TallyCore
 import TallySpool
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("HTTP and socket ingest")
 struct IngestTests {
     @Test func answersPerEventWithFingerprintsAndReasons() async throws {
@@ -163,7 +167,3 @@ struct IngestTests {
         await agent.stop()
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

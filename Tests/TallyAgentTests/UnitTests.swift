@@ -34,11 +34,11 @@ struct UnitTests {
     }
 
     @Test func configErrorsNameTheLine() {
-        #expect {
+        let error = #expect(throws: ConfigError.self) {
             _ = try AgentConfig.load(yaml: "agent_id: a\nbatchh: 3\n", file: "agent.yaml")
-        } throws: { error in
-            "\(error)".contains("agent.yaml") && "\(error)".contains("batchh") && "\(error)".contains("2")
         }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("agent.yaml") && text.contains("batchh") && text.contains("2"))
     }
 
     @Test func flagsOverrideTheConfigFile() throws {
