@@ -53,11 +53,11 @@ public struct Agent: Sendable {
     }
 
     /// Runs until a signal (SIGTERM/SIGINT) or cancellation; then closes the spool.
-    public func run(signals: [UnixSignal] = [.sigterm, .sigint], httpBound: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    public func run(httpBound: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services(httpBound: httpBound).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-                gracefulShutdownSignals: signals, logger: logger))
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {

@@ -31,7 +31,7 @@ struct SequenceLease {
         let path = directory + "/" + fileName
         let result: Result<UInt64, ShipperError>
         do {
-            result = try await NIOThreadPool.singleton.runIfActive { readMark(path) }
+            result = try await NIOThreadPool.singleton.runIfActive { Self.readMark(path) }
         } catch {
             throw .sequenceStore(path: path, problem: "\(error)")
         }
@@ -47,7 +47,7 @@ struct SequenceLease {
             let directory = self.directory
             let result: Result<Void, ShipperError>
             do {
-                result = try await NIOThreadPool.singleton.runIfActive { writeMark(mark, path: path, directory: directory) }
+                result = try await NIOThreadPool.singleton.runIfActive { Self.writeMark(mark, path: path, directory: directory) }
             } catch {
                 throw .sequenceStore(path: path, problem: "\(error)")
             }

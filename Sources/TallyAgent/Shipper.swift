@@ -5,7 +5,7 @@ public import ServiceLifecycle
 public import TallyConfig
 import TallyCore
 public import TallySpool
-import TallyWire
+public import TallyWire
 
 /// Ships the spool to collectors: reads it oldest first in bounded chunks, cuts batches (by
 /// count, bytes and linger), compresses them, keeps a window in flight through ``AgentSession``,

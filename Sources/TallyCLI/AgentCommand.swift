@@ -2,7 +2,7 @@ public import ArgumentParser
 import Logging
 import Metrics
 import Prometheus
-import TallyAgent
+public import TallyAgent
 import TallyConfig
 import TallySpool
 

@@ -1,6 +1,6 @@
 public import NIOCore
 import NIOHTTP1
-import NIOPosix
+public import NIOPosix
 
 /// One HTTP/1.1 response as the agent sent it: status, headers and the whole body.
 public struct AgentHTTPResponse: Sendable {

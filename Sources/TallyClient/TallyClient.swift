@@ -1,5 +1,5 @@
 public import NIOCore
-import NIOPosix
+public import NIOPosix
 public import TallyCore
 
 /// What the agent did with one event of a request.

@@ -83,7 +83,7 @@ struct IngestTests {
         do {
             _ = try await TallyClient(port: agent.port).send([event(100_000)])
             Issue.record("the client did not report the full spool")
-        } catch let error as TallyClientError {
+        } catch {
             guard case .spoolFull(let seconds, let code) = error else {
                 Issue.record("unexpected \(error)")
                 return

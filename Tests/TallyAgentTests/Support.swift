@@ -22,7 +22,7 @@ let testLogger: Logger = {
 
 func temporaryDirectory() -> String {
     var template = Array("/tmp/tally-agent-test-XXXXXX".utf8CString)
-    let path = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress) }
+    let path = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!) }
     return path.map { String(cString: $0) } ?? "/tmp/tally-agent-test-fallback"
 }
 
