@@ -55,7 +55,7 @@ struct ClientTests {
         #expect(calls.count == 2)
         let first = calls.first { $0.tenant == "acme" }
         #expect(first?.id == "r-1")
-        #expect(first?.properties["endpoint"] == "/search/:term")
+        #expect(first?.properties["endpoint"] == "/search/{term}")
         #expect(first?.properties["method"] == "GET")
         #expect(first?.properties["status"] == "200")
         #expect(calls.first { $0.tenant == "globex" }?.properties["status"] == "404")

@@ -64,8 +64,10 @@ struct IngestTests {
         })
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
         var refused: AgentHTTPResponse?
+        var refusedBody = ""
         for round in 0..<200 {
             let body = (0..<10).map { event(round * 10 + $0).jsonLine }.joined(separator: "\n")
+            refusedBody = body
             let response = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: body))
             if response.status != 200 {
                 refused = response
@@ -77,11 +79,11 @@ struct IngestTests {
         #expect(refused?.header("retry-after").flatMap(Int.init).map { $0 >= 1 } == true)
         #expect(refused?.text.contains("spool_full") == true)
         // Nothing of a refused request is kept.
-        let again = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: event(99_999).jsonLine))
+        let again = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: refusedBody))
         #expect(again.status == status)
         #expect(try await agent.agent.spool.stats().events == before)
         do {
-            _ = try await TallyClient(port: agent.port).send([event(100_000)])
+            _ = try await TallyClient(port: agent.port).send((0..<10).map { event(100_000 + $0) })
             Issue.record("the client did not report the full spool")
         } catch {
             guard case .spoolFull(let seconds, let code) = error else {
