@@ -89,9 +89,11 @@ final class TestCollector: Sendable {
                 case .close: return
                 case .process(let batch):
                     batches += 1
-                    if let cut = behaviour.cutAfterBatches, batches >= cut {
+                    if let cut = behaviour.cutAfterBatches {
+                        // Hold every ack on this connection, then cut it.
                         record(connection: number, batch: batch)
-                        return
+                        if batches >= cut { return }
+                        continue
                     }
                     let ack = commit(connection: number, batch: batch)
                     switch session.batchCompleted(ack) {
