@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "TallyPricing", targets: ["TallyPricing"]),
         .library(name: "TallySpool", targets: ["TallySpool"]),
         .library(name: "TallyLedger", targets: ["TallyLedger"]),
+        .library(name: "TallyClient", targets: ["TallyClient"]),
+        .library(name: "TallyHummingbird", targets: ["TallyHummingbird"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -79,15 +81,53 @@ let package = Package(
         ),
         // Segments, CRC32C records, group commit, recovery: the agent's durable spool.
         .target(name: "TallySpool", dependencies: ["TallyCore"], exclude: ["FORMAT.md"], swiftSettings: strict),
+        // The agent: local ingest (HTTP, Unix socket), batcher and shipper, config, metrics.
+        .target(
+            name: "TallyAgent",
+            dependencies: [
+                "TallyCore", "TallySpool", "TallyWire", "TallyConfig",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Sends events to the local agent over HTTP (NIO, no Foundation networking).
+        .target(
+            name: "TallyClient",
+            dependencies: [
+                "TallyCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // A Hummingbird middleware that meters every request through TallyClient.
+        .target(
+            name: "TallyHummingbird",
+            dependencies: [
+                "TallyClient", "TallyCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The command trees of the three binaries, in a library so parsing is testable.
         .target(
             name: "TallyCLI",
             dependencies: [
-                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallySpool",
+                "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -122,7 +162,19 @@ let package = Package(
         .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool"]
+            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool", "TallyAgent", "TallyClient"]
+        ),
+        .testTarget(
+            name: "TallyAgentTests",
+            dependencies: [
+                "TallyAgent", "TallyClient", "TallyHummingbird", "TallyWire", "TallySpool", "TallyCore", "TallyCLI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
     ]
 )

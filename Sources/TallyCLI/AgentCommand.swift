@@ -1,5 +1,10 @@
 public import ArgumentParser
+import Logging
+import Metrics
+import Prometheus
+public import TallyAgent
 import TallyConfig
+import TallySpool
 
 /// `tally-agent`: the sidecar that takes usage events on localhost, spools them durably and
 /// ships them to a collector.
@@ -24,24 +29,63 @@ public struct AgentCommand: AsyncParsableCommand {
 
         @OptionGroup public var global: GlobalOptions
         @Option(help: "A YAML config file.") public var config: String?
-        @Option(help: "The spool directory.") public var spool: String = "./tally-spool"
-        @Option(help: "HTTP ingest address, HOST:PORT.") public var listen: String = "127.0.0.1:7380"
+        @Option(help: "The spool directory (default ./tally-spool).") public var spool: String?
+        @Option(help: "HTTP ingest address, HOST:PORT (default 127.0.0.1:7380).") public var listen: String?
         @Option(help: "A Unix socket for NDJSON streams.") public var socket: String?
-        @Option(help: "A collector, HOST:PORT (repeatable; the first is preferred).") public var collector: [String] = []
-        @Option(help: "This agent's id.") public var agentId: String?
-        @Option(help: "This agent's secret key.") public var key: String?
+        @Option(help: "A collector, HOST:PORT (repeatable; the first is preferred; default 127.0.0.1:7400).")
+        public var collector: [String] = []
+        @Option(help: "This agent's id (default: the host name).") public var agentId: String?
+        @Option(help: "This agent's secret key (none: open mode, loopback collectors only).") public var key: String?
         @Option(help: "The metric of events that name none.") public var defaultMetric: String?
 
         public init() {}
 
         public func validate() throws {
-            try checkAddress(listen, "--listen")
+            if let listen { try checkAddress(listen, "--listen") }
             for address in collector { try checkAddress(address, "--collector") }
         }
 
+        /// The config file (if any) with the flags applied over it.
+        public func agentConfig() throws -> AgentConfig {
+            var config = AgentConfig()
+            if let path = self.config {
+                do { config = try AgentConfig.load(file: path) } catch { throw ValidationError(error.description) }
+            }
+            if let spool { config.spoolDirectory = spool }
+            if let listen { config.listen = try HostPort(parsing: listen, option: "--listen") }
+            if let socket { config.socketPath = socket }
+            if !collector.isEmpty { config.collectors = try collector.map { try HostPort(parsing: $0, option: "--collector") } }
+            if let agentId { config.agentId = agentId }
+            if let key { config.key = key }
+            if let defaultMetric { config.defaultMetric = defaultMetric }
+            do { try config.validate() } catch { throw ValidationError(error.description) }
+            return config
+        }
+
         public func run() async throws {
-            throw RuntimeFailure("the agent service is not built yet (see issue 4); only --help and --version work")
+            let config = try agentConfig()
+            let level = Logger.Level(rawValue: global.logLevel.rawValue) ?? .info
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let logger = Logger(label: "tally-agent")
+            let agent: Agent
+            do {
+                agent = try await Agent.open(config: config, metrics: AgentMetrics(registry: registry), logger: logger)
+            } catch let error as SpoolError {
+                throw RuntimeFailure("cannot open the spool: \(error)")
+            }
+            logger.info(
+                "tally-agent \(tallyVersion) starting",
+                metadata: [
+                    "agent": "\(config.agentId)", "spool": "\(config.spoolDirectory)",
+                    "collectors": "\(config.collectors.map(\.description).joined(separator: ","))",
+                ])
+            try await agent.run()
         }
     }
 }
-

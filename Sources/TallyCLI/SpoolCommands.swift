@@ -14,7 +14,7 @@ public struct SpoolCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "spool",
         abstract: "See, verify, drain and export an agent's spool.",
-        subcommands: [SpoolStatus.self, SpoolInspect.self, SpoolVerify.self, SpoolDrain.self, SpoolExport.self]
+        subcommands: [SpoolStatus.self, SpoolInspect.self, SpoolVerify.self, SpoolDrainCommand.self, SpoolExport.self]
     )
     public init() {}
 }
@@ -240,13 +240,6 @@ struct SpoolVerify: AsyncParsableCommand {
     }
 }
 
-/// `tallyctl spool drain`: a placeholder until `SpoolDrainCommand` arrives.
-struct SpoolDrain: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "drain", abstract: "Ship the spool to a collector while the agent is stopped.")
-    @OptionGroup var location: SpoolLocation
-    func run() async throws { throw RuntimeFailure("'spool drain' is not built yet (see issue 4)") }
-}
 
 /// `tallyctl spool export`.
 struct SpoolExport: AsyncParsableCommand {

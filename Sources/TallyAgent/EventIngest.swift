@@ -1,0 +1,92 @@
+public import NIOCore
+public import TallyCore
+public import TallySpool
+
+/// The one way events enter the agent, for HTTP and the Unix socket alike: decode and validate
+/// each event, fingerprint the valid ones, append them to the spool, and answer per event only
+/// once the append is durable. A rejected event costs only itself.
+///
+/// Guarantees: an outcome of ``EventIngest/Outcome/accepted(_:)`` is given only after the spool's
+/// append returned (durable per its fsync policy). If the spool refuses the append (full), the
+/// whole call throws and nothing of it was kept: the caller answers 429/503 with `Retry-After`.
+public struct EventIngest: Sendable {
+    /// What happened to one event.
+    public enum Outcome: Sendable, Hashable {
+        case accepted(Fingerprint)
+        case rejected(EventRejection)
+    }
+
+    public let spool: Spool
+    public let decoder: EventDecoder
+    public let metrics: AgentMetrics
+    /// Called after every durable append (wakes the shipper).
+    let appended: @Sendable () -> Void
+
+    public init(spool: Spool, decoder: EventDecoder, metrics: AgentMetrics, appended: @escaping @Sendable () -> Void = {}) {
+        self.spool = spool
+        self.decoder = decoder
+        self.metrics = metrics
+        self.appended = appended
+    }
+
+    /// Decodes a request body (object, array or NDJSON) and keeps its valid events durably.
+    public func ingest(body: ByteBuffer) async throws(SpoolError) -> [Outcome] {
+        let now = EventTime.now()
+        let results = body.withUnsafeReadableBytes { raw in
+            decoder.decodeBody(raw.bindMemory(to: UInt8.self), now: now)
+        }
+        return try await keep(results)
+    }
+
+    /// Keeps the valid events of already-decoded results, in order.
+    public func keep(_ results: [Result<UsageEvent, EventRejection>]) async throws(SpoolError) -> [Outcome] {
+        metrics.received.increment(by: Int64(results.count))
+        var events: [UsageEvent] = []
+        events.reserveCapacity(results.count)
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(results.count)
+        var scratch: [UInt8] = []
+        for result in results {
+            switch result {
+            case .success(let event):
+                events.append(event)
+                outcomes.append(.accepted(Fingerprint(of: event, scratch: &scratch)))
+            case .failure(let rejection):
+                metrics.rejected(rejection.reason.rawValue)
+                outcomes.append(.rejected(rejection))
+            }
+        }
+        if !events.isEmpty {
+            let start = ContinuousClock.now
+            do {
+                try await spool.append(events)
+            } catch {
+                metrics.refused(status: error == .rejectedFull ? 429 : 503)
+                throw error
+            }
+            metrics.appendLatency.recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
+            metrics.accepted.increment(by: Int64(events.count))
+            appended()
+        }
+        return outcomes
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+extension SpoolError {
+    /// The HTTP status and `Retry-After` seconds for a refused append, or nil when the error is
+    /// not "full" (then the agent answers 500: something is broken, not merely busy).
+    var fullAnswer: (status: Int, retryAfterSeconds: Int)? {
+        switch self {
+        case .full(let retryAfter):
+            let seconds = max(1, Int((retryAfter.components.seconds)) + (retryAfter.components.attoseconds > 0 ? 1 : 0))
+            return (503, seconds)
+        case .rejectedFull: return (429, 60)
+        default: return nil
+        }
+    }
+}

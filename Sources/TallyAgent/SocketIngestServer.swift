@@ -1,0 +1,148 @@
+public import Logging
+import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+import TallyCore
+import TallySpool
+
+/// NDJSON streams on a Unix domain socket: the fastest way into the agent.
+///
+/// Protocol. The client writes events as JSON, one per line (`\n`-terminated; a trailing `\r`
+/// and blank lines are ignored). The agent answers every non-blank line with exactly one line,
+/// in the same order, and only once that event is durable in the spool:
+///
+/// ```
+/// ok <fingerprint: 32 hex digits>
+/// err <reason> <field, or - when none> <message to the end of the line>
+/// full <retry-after seconds> <message>      the spool is full; this line was NOT kept: resend it
+/// ```
+///
+/// `reason` is one of Tally's rejection reasons (`malformed`, `missing_field`, `invalid_field`,
+/// `unknown_field`, `limit_exceeded`, `future_timestamp`, ...). Lines that arrive together are
+/// kept with one spool append (and share one fsync), so a client that streams without waiting
+/// for answers gets the most throughput; answers still come back in order. A line longer than
+/// `maxLineBytes` is answered `err limit_exceeded - ...` and the connection is closed. When the
+/// client half-closes, the last line (even without `\n`) is answered and then the agent closes.
+public struct SocketIngestServer: Service {
+    let path: String
+    let ingest: EventIngest
+    let maxLineBytes: Int
+    let logger: Logger
+
+    public init(path: String, ingest: EventIngest, maxLineBytes: Int = 1 << 20, logger: Logger) {
+        self.path = path
+        self.ingest = ingest
+        self.maxLineBytes = maxLineBytes
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        logger.info("NDJSON socket listening", metadata: ["path": "\(path)"])
+        try await withGracefulShutdownHandler {
+            try await server.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask { await serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        let channel = connection.channel
+        await withGracefulShutdownHandler {
+            do {
+                try await connection.executeThenClose { inbound, outbound in
+                    var pending = channel.allocator.buffer(capacity: 0)
+                    for try await var chunk in inbound {
+                        pending.writeBuffer(&chunk)
+                        guard let lastNewline = pending.readableBytesView.lastIndex(of: 0x0A) else {
+                            if pending.readableBytes > maxLineBytes {
+                                try await tooLong(outbound)
+                                return
+                            }
+                            continue
+                        }
+                        let length = lastNewline - pending.readerIndex + 1
+                        guard let lines = pending.readSlice(length: length) else { continue }
+                        if pending.readableBytes > maxLineBytes {
+                            try await tooLong(outbound)
+                            return
+                        }
+                        try await outbound.write(await answer(lines, allocator: channel.allocator))
+                        if pending.readerIndex > 1 << 16 { pending.discardReadBytes() }
+                    }
+                    if pending.readableBytes > 0 {
+                        try await outbound.write(await answer(pending, allocator: channel.allocator))
+                    }
+                }
+            } catch {
+                logger.debug("socket connection ended", metadata: ["error": "\(error)"])
+            }
+        } onGracefulShutdown: {
+            // Lines already read are answered by the loop; the peer sees the close.
+            channel.close(mode: .input, promise: nil)
+        }
+    }
+
+    private func tooLong(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        var out = ByteBuffer()
+        out.writeString("err limit_exceeded - a line is longer than \(maxLineBytes) bytes; closing\n")
+        try await outbound.write(out)
+    }
+
+    /// Decodes, keeps and answers every line of `lines`, one answer line each.
+    private func answer(_ lines: ByteBuffer, allocator: ByteBufferAllocator) async -> ByteBuffer {
+        let now = EventTime.now()
+        let decoder = ingest.decoder
+        let results: [Result<UsageEvent, EventRejection>] = lines.withUnsafeReadableBytes { raw in
+            var results: [Result<UsageEvent, EventRejection>] = []
+            forEachLine(raw.bindMemory(to: UInt8.self)) { line in results.append(decoder.decodeLine(line, now: now)) }
+            return results
+        }
+        var out = allocator.buffer(capacity: results.count * 40)
+        do {
+            for outcome in try await ingest.keep(results) {
+                switch outcome {
+                case .accepted(let fingerprint):
+                    out.writeString("ok ")
+                    out.writeString(fingerprint.description)
+                    out.writeInteger(UInt8(ascii: "\n"))
+                case .rejected(let rejection):
+                    out.writeString(Self.errLine(rejection))
+                }
+            }
+        } catch {
+            let seconds = error.fullAnswer?.retryAfterSeconds ?? 1
+            let message = Self.oneLine("\(error); not kept")
+            let word = error.fullAnswer == nil ? "full \(seconds) spool error: " : "full \(seconds) "
+            for result in results {
+                // Rejections stay rejections; only valid events are "not kept, resend".
+                switch result {
+                case .failure(let rejection): out.writeString(Self.errLine(rejection))
+                case .success: out.writeString(word + message + "\n")
+                }
+            }
+        }
+        return out
+    }
+
+    static func errLine(_ rejection: EventRejection) -> String {
+        let field = rejection.field.map { $0.isEmpty || $0.contains(" ") ? "-" : $0 } ?? "-"
+        return "err \(rejection.reason.rawValue) \(field) \(oneLine(rejection.message))\n"
+    }
+
+    static func oneLine(_ text: String) -> String {
+        String(text.map { $0 == "\n" || $0 == "\r" ? " " : $0 })
+    }
+}

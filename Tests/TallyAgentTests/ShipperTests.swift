@@ -1,0 +1,169 @@
+import Logging
+import Synchronization
+import TallyAgent
+import TallyConfig
+import TallyCore
+import TallySpool
+import TallyWire
+import Testing
+
+/// A spool with `count` events and a shipper for it, run until `body` returns.
+func withShipper(
+    events count: Int, collectors: [HostPort], key: String? = nil, configure: (inout Shipper.Settings) -> Void = { _ in },
+    _ body: (Spool, Shipper) async throws -> Void
+) async throws {
+    let spool = try await Spool.open(directory: temporaryDirectory())
+    var index = 0
+    while index < count {
+        let chunk = min(500, count - index)
+        try await spool.append((index..<(index + chunk)).map { event($0) })
+        index += chunk
+    }
+    var settings = Shipper.Settings(collectors: collectors, agentId: "test-agent", key: key)
+    settings.batching.maxEvents = 100
+    settings.batching.linger = .milliseconds(5)
+    settings.window = 4
+    settings.reconnect.initial = .milliseconds(5)
+    settings.reconnect.maximum = .milliseconds(50)
+    settings.reconnect.afterFatalError = .milliseconds(50)
+    configure(&settings)
+    let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
+    let task = Task { try await shipper.run() }
+    do {
+        try await body(spool, shipper)
+    } catch {
+        shipper.stop()
+        _ = await task.result
+        await spool.close()
+        throw error
+    }
+    shipper.stop()
+    let result = await task.result
+    await spool.close()
+    try result.get()
+}
+
+@Suite("Shipper against an in-test collector")
+struct ShipperTests {
+    @Test func deliversEveryEventAndAcksFreeTheSpool() async throws {
+        let collector = TestCollector()
+        let port = try await collector.start()
+        try await withShipper(events: 1_050, collectors: [.init(host: "127.0.0.1", port: port)]) { spool, shipper in
+            #expect(await eventually { collector.distinctEvents == 1_050 })
+            #expect(await eventually { (try? await spool.stats().events) == 0 })
+            let sequences = collector.received.map(\.sequence)
+            #expect(sequences == sequences.sorted())
+            #expect(Set(sequences).count == sequences.count)
+            #expect(collector.received.allSatisfy { $0.events.count <= 100 })
+            // New events keep flowing after the backlog.
+            try await spool.append([event(5_000)])
+            shipper.spoolAppended()
+            #expect(await eventually { collector.distinctEvents == 1_051 })
+        }
+        await collector.stop()
+    }
+
+    @Test func reconnectResendsUnackedBatchesWithTheSameSequences() async throws {
+        // The first connection takes two batches and is cut without acking either.
+        let collector = TestCollector(behaviour: { $0 == 1 ? .init(cutAfterBatches: 2) : .init() })
+        let port = try await collector.start()
+        try await withShipper(events: 400, collectors: [.init(host: "127.0.0.1", port: port)]) { spool, _ in
+            #expect(await eventually { collector.distinctEvents == 400 })
+            #expect(await eventually { (try? await spool.stats().events) == 0 })
+            let first = collector.received.filter { $0.connection == 1 }
+            let later = collector.received.filter { $0.connection > 1 }
+            #expect(!first.isEmpty)
+            for batch in first {
+                let resent = later.first { $0.sequence == batch.sequence }
+                #expect(resent?.events == batch.events, "batch \(batch.sequence) was not resent with the same events")
+            }
+            // Resent batches come before any newer one.
+            let laterSequences = later.map(\.sequence)
+            #expect(Array(laterSequences.prefix(first.count)) == first.map(\.sequence).sorted())
+        }
+        await collector.stop()
+    }
+
+    @Test func failsOverToTheNextCollector() async throws {
+        let dead = try await closedPort()
+        let collector = TestCollector()
+        let port = try await collector.start()
+        try await withShipper(events: 250, collectors: [.init(host: "127.0.0.1", port: dead), .init(host: "127.0.0.1", port: port)]) {
+            spool, shipper in
+            #expect(await eventually { collector.distinctEvents == 250 })
+            #expect(await eventually { shipper.status.snapshot.connectedTo?.port == port })
+            #expect(await eventually { (try? await spool.stats().events) == 0 })
+        }
+        await collector.stop()
+    }
+
+    @Test func goawayFinishesInFlightAndMovesOn() async throws {
+        let first = TestCollector(behaviour: { _ in .init(goawayAfterAcks: 1) })
+        let second = TestCollector()
+        let firstPort = try await first.start()
+        let secondPort = try await second.start()
+        try await withShipper(
+            events: 600, collectors: [.init(host: "127.0.0.1", port: firstPort), .init(host: "127.0.0.1", port: secondPort)]
+        ) { spool, _ in
+            #expect(await eventually { (try? await spool.stats().events) == 0 })
+            let fingerprints = Set((first.received + second.received).flatMap(\.events).map { Fingerprint(of: $0) })
+            #expect(fingerprints.count == 600)
+            #expect(second.distinctEvents > 0)
+            #expect(first.connections >= 1)
+        }
+        await first.stop()
+        await second.stop()
+    }
+
+    @Test func authenticatesWithTheKeyAndRefusesAnImpostor() async throws {
+        let collector = TestCollector(keyring: AgentKeyring(keys: ["test-agent": AgentKey(secret: Array("s3cret".utf8))]))
+        let port = try await collector.start()
+        try await withShipper(events: 10, collectors: [.init(host: "127.0.0.1", port: port)], key: "s3cret") { spool, _ in
+            #expect(await eventually { collector.distinctEvents == 10 })
+        }
+        // A wrong key: the collector refuses, nothing is acked, the spool keeps every event.
+        try await withShipper(events: 10, collectors: [.init(host: "127.0.0.1", port: port)], key: "wrong") { spool, shipper in
+            #expect(await eventually { shipper.status.snapshot.lastError?.contains("authentication_failed") == true })
+            #expect((try? await spool.stats().events) == 10)
+        }
+        await collector.stop()
+    }
+
+    @Test func drainModeStopsWhenEverythingIsAcked() async throws {
+        let collector = TestCollector()
+        let port = try await collector.start()
+        let spool = try await Spool.open(directory: temporaryDirectory())
+        try await spool.append((0..<300).map { event($0) })
+        var settings = Shipper.Settings(collectors: [.init(host: "127.0.0.1", port: port)], agentId: "test-agent", key: nil)
+        settings.stopWhenDrained = true
+        settings.batching.maxEvents = 100
+        let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
+        try await shipper.run()
+        #expect(collector.distinctEvents == 300)
+        #expect(try await spool.stats().events == 0)
+        await spool.close()
+        await collector.stop()
+    }
+
+    @Test func sequencesAreNeverReusedAfterARestart() async throws {
+        let collector = TestCollector()
+        let port = try await collector.start()
+        let directory = temporaryDirectory()
+        var seen: [UInt64] = []
+        for round in 0..<2 {
+            let spool = try await Spool.open(directory: directory)
+            try await spool.append((0..<50).map { event(round * 1_000 + $0) })
+            var settings = Shipper.Settings(collectors: [.init(host: "127.0.0.1", port: port)], agentId: "test-agent", key: nil)
+            settings.stopWhenDrained = true
+            settings.batching.maxEvents = 20
+            try await Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger).run()
+            await spool.close()
+            let sequences = collector.received.map(\.sequence).filter { !seen.contains($0) }
+            #expect(!sequences.isEmpty)
+            #expect(sequences.allSatisfy { sequence in seen.allSatisfy { $0 < sequence } })
+            seen += sequences
+        }
+        #expect(collector.distinctEvents == 100)
+        await collector.stop()
+    }
+}

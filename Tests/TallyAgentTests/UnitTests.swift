@@ -1,0 +1,82 @@
+@testable import TallyAgent
+import TallyCLI
+import TallyConfig
+import TallyCore
+import TallySpool
+import Testing
+
+@Suite("Agent config, backoff and sequence lease")
+struct UnitTests {
+    @Test func configReadsEveryKey() throws {
+        let config = try AgentConfig.load(
+            yaml: """
+                agent_id: edge-1
+                key: s3cret
+                listen: 127.0.0.1:9380
+                socket: /tmp/tally.sock
+                collectors: [10.0.0.1:7400, 10.0.0.2:7400]
+                default_metric: api_calls
+                spool: {directory: /var/spool/tally, max_bytes: 1073741824, fsync: always, full_policy: reject}
+                batch: {max_events: 500, linger: 20ms}
+                reconnect: {initial: 50ms, max: 10s}
+                window: 4
+                """)
+        #expect(config.agentId == "edge-1")
+        #expect(config.key == "s3cret")
+        #expect(config.listen == HostPort(host: "127.0.0.1", port: 9380))
+        #expect(config.collectors.map(\.host) == ["10.0.0.1", "10.0.0.2"])
+        #expect(config.spool.fsync == .always)
+        #expect(config.spool.fullPolicy == .rejectNew)
+        #expect(config.batching.maxEvents == 500)
+        #expect(config.batching.linger == .milliseconds(20))
+        #expect(config.reconnect.maximum == .seconds(10))
+        #expect(config.window == 4)
+    }
+
+    @Test func configErrorsNameTheLine() {
+        let error = #expect(throws: ConfigError.self) {
+            _ = try AgentConfig.load(yaml: "agent_id: a\nbatchh: 3\n", file: "agent.yaml")
+        }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("agent.yaml") && text.contains("batchh") && text.contains("2"))
+    }
+
+    @Test func flagsOverrideTheConfigFile() throws {
+        let run = try AgentCommand.Run.parse(["--collector", "127.0.0.1:9400", "--agent-id", "x", "--spool", "/tmp/s"])
+        let config = try run.agentConfig()
+        #expect(config.collectors == [HostPort(host: "127.0.0.1", port: 9400)])
+        #expect(config.agentId == "x")
+        #expect(config.spoolDirectory == "/tmp/s")
+        #expect(config.listen == HostPort(host: "127.0.0.1", port: 7380))
+    }
+
+    @Test func backoffDoublesWithFullJitterUpToTheCap() {
+        var backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1))
+        var ceilings: [Duration] = []
+        for _ in 0..<6 {
+            let cap = backoff.ceiling
+            ceilings.append(cap)
+            let delay = backoff.next()
+            #expect(delay >= .zero && delay <= cap)
+        }
+        #expect(ceilings == [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1)])
+        backoff.reset()
+        #expect(backoff.ceiling == .milliseconds(100))
+    }
+
+    @Test func sequenceLeaseIsDurableAndNeverReused() async throws {
+        let directory = temporaryDirectory()
+        var lease = try await SequenceLease.open(directory: directory, block: 8)
+        var taken: [UInt64] = []
+        for _ in 0..<10 { taken.append(try await lease.take()) }
+        #expect(taken == Array(1...10))
+        // A restart (the lease is lost with the process) starts above everything handed out.
+        var again = try await SequenceLease.open(directory: directory, block: 8)
+        let next = try await again.take()
+        #expect(next > 10)
+        #expect(SequenceLease.decode(SequenceLease.encode(12_345)) == 12_345)
+        var damaged = SequenceLease.encode(7)
+        damaged[9] ^= 1
+        #expect(SequenceLease.decode(damaged) == nil)
+    }
+}
