@@ -130,7 +130,7 @@ let package = Package(
         .testTarget(
             name: "TallyCollectorTests",
             dependencies: [
-                "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing",
+                "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
