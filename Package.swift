@@ -133,6 +133,7 @@ let package = Package(
                 "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),

@@ -122,7 +122,7 @@ public struct UsageCommand: AsyncParsableCommand {
             let writer = try openLedger(store, groupBy: AggregatePricing.ledgerGroupBy(for: config))
             let service = InvoiceService(ledger: writer, pricing: aggregate, lateWindow: .standard)
             let now = EventTime.now()
-            let chosen = try period.map { text in
+            let chosen = try period.map { (text: String) throws -> BillingPeriod in
                 guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
                 return value
             } ?? BillingPeriod(containing: now)
@@ -218,13 +218,13 @@ public struct AuditCommand: AsyncParsableCommand {
         let outcome = try await service.onLedger { store throws(BillingError) -> (String, String)? in
             guard let invoices = store as? any InvoiceStore else { return nil }
             let frozen: FinalInvoiceRecord?
-            do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger(error.description) }
+            do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger("\(error)") }
             guard let frozen else { return nil }
             let json = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)).canonicalJSON()
             return (frozen.sha256, InvoiceService.sha256(json))
         }
-        guard let (stored, recomputed) = outcome, stored != recomputed else { return 0 }
-        print("DRIFT invoice \(tenant) \(period): frozen sha256 \(stored), re-priced \(recomputed)")
+        guard let outcome, outcome.0 != outcome.1 else { return 0 }
+        print("DRIFT invoice \(tenant) \(period): frozen sha256 \(outcome.0), re-priced \(outcome.1)")
         return 1
     }
 

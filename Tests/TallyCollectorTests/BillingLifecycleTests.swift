@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -64,8 +65,7 @@ import TallyLedger
             try BillingFixture.event("globex", 2, at: "2026-03-03T11:00:00Z", id: "3", [("endpoint", "/items")]),
         ])
         await fixture.shutdown()
-        let healthy = try AuditCommand.parseAsRoot(["--store", "sqlite:\(fixture.path)"])
-        guard var healthyAudit = healthy as? AuditCommand else { throw FixtureError("not an audit command") }
+        let healthyAudit = try AuditCommand.parse(["--store", "sqlite:\(fixture.path)"])
         try await healthyAudit.run()
 
         let sql = "UPDATE usage_hourly SET sum = '8' WHERE tenant = 'acme' AND dimension = 'endpoint' AND value = '/search';"
@@ -76,8 +76,7 @@ import TallyLedger
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
 
-        let drifted = try AuditCommand.parseAsRoot(["--store", "sqlite:\(fixture.path)", "--tenant", "acme", "--period", "2026-03"])
-        guard var driftedAudit = drifted as? AuditCommand else { throw FixtureError("not an audit command") }
+        let driftedAudit = try AuditCommand.parse(["--store", "sqlite:\(fixture.path)", "--tenant", "acme", "--period", "2026-03"])
         await #expect(throws: ExitCode(1)) { try await driftedAudit.run() }
     }
 }

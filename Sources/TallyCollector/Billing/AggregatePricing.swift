@@ -41,19 +41,19 @@ public struct AggregatePricing: Sendable {
 
     /// The invoice of `tenant` for `period`, as the aggregates stand now.
     public func invoice(store: any InvoiceStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
-        do throws(PricingError) {
-            let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)
-            var adjustments: [UsageAdjustment] = []
-            let earlier: [BillingPeriod]
-            do { earlier = try store.adjustedPeriods(tenant: tenant, billedIn: period) } catch { throw BillingError.ledger(error.description) }
-            for original in earlier where original < period {
-                let billed = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedBefore(period))
-                let corrected = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedThrough(period))
-                adjustments.append(UsageAdjustment(originalPeriod: original, billed: billed, corrected: corrected))
-            }
+        let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)
+        var adjustments: [UsageAdjustment] = []
+        let earlier: [BillingPeriod]
+        do { earlier = try store.adjustedPeriods(tenant: tenant, billedIn: period) } catch { throw .ledger("\(error)") }
+        for original in earlier where original < period {
+            let billed = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedBefore(period))
+            let corrected = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedThrough(period))
+            adjustments.append(UsageAdjustment(originalPeriod: original, billed: billed, corrected: corrected))
+        }
+        do {
             return try engine.invoice(tenant: tenant, period: period, usage: usage, adjustments: adjustments)
         } catch {
-            throw .pricing(error.description)
+            throw .pricing("\(error)")
         }
     }
 
@@ -62,20 +62,20 @@ public struct AggregatePricing: Sendable {
         -> [SegmentUsage]
     {
         let segments: [PlanSegment]
-        do { segments = try engine.segments(tenant: tenant, period: period) } catch { throw .pricing(error.description) }
+        do { segments = try engine.segments(tenant: tenant, period: period) } catch { throw .pricing("\(error)") }
         var result: [SegmentUsage] = []
         for (index, segment) in segments.enumerated() {
             guard let plan = config.plan(id: segment.planID) else { throw .pricing("plan '\(segment.planID)' is not defined") }
             let hours = Self.hours(from: segment.start, to: segment.end)
-            var quantities: [UsageKey: Quantity] = [:]
+            var usage: [UsageKey: Quantity] = [:]
             for charge in plan.usageCharges {
                 guard let metric = config.metric(named: charge.metric) else { continue }
                 let values = try quantities(
                     store: store, tenant: tenant, metric: metric, priceBy: charge.priceBy, hours: hours, period: period,
                     billing: billing, lastSegment: index == segments.count - 1)
-                for (value, quantity) in values { quantities[UsageKey(metric: metric.name, propertyValue: value)] = quantity }
+                for (value, quantity) in values { usage[UsageKey(metric: metric.name, propertyValue: value)] = quantity }
             }
-            result.append(SegmentUsage(segment: segment, quantities: quantities))
+            result.append(SegmentUsage(segment: segment, quantities: usage))
         }
         return result
     }
@@ -118,7 +118,7 @@ public struct AggregatePricing: Sendable {
                 let count = try store.distinctValues(tenant: tenant, metric: metric.name, property: property, period: period, billedThrough: through)
                 return [nil: Quantity(Int64(count))]
             } catch {
-                throw .ledger(error.description)
+                throw .ledger("\(error)")
             }
         }
         let dimension = priceBy ?? filterProperties.first ?? ""
@@ -126,7 +126,7 @@ public struct AggregatePricing: Sendable {
         do {
             cells = try store.billableAggregates(tenant: tenant, metric: metric.name, hours: hours, dimension: dimension, billing: billing)
         } catch {
-            throw .ledger(error.description)
+            throw .ledger("\(error)")
         }
         var groups: [String?: UsageAggregate] = [:]
         for (value, aggregate) in cells {
@@ -140,7 +140,7 @@ public struct AggregatePricing: Sendable {
                     groups[key] = aggregate
                 }
             } catch {
-                throw .ledger(error.description)
+                throw .ledger("\(error)")
             }
         }
         var result: [String?: Quantity] = [:]

@@ -1,5 +1,5 @@
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
 import NIOPosix
 
 /// A minimal HTTP/1.1 client on NIO (one request per connection, `Connection: close`), for

@@ -55,7 +55,7 @@ public enum InvoiceRendering {
         for (name, amount) in [("subtotal", invoice.subtotal), ("adjustments", invoice.adjustments), ("total", invoice.total)] {
             rows.append([invoice.tenant, invoice.period, view.status.rawValue, name, name, "", "", "", "", "", "", amount, ""])
         }
-        return rows.map { $0.map(csv).joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
+        return rows.map { $0.map { csv($0) }.joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
     }
 
     static let style = """

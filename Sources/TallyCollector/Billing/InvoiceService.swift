@@ -32,7 +32,7 @@ public struct InvoiceService: Sendable {
         try await onLedger { store throws(BillingError) in
             do { return try store.usage(query) } catch {
                 if case .invalidConfiguration(let problem) = error { throw .badParameter("group_by", problem) }
-                throw .ledger(error.description)
+                throw .ledger("\(error)")
             }
         }
     }
@@ -70,7 +70,7 @@ public struct InvoiceService: Sendable {
                     status: .final, sha256: record.sha256, finalizedAt: record.finalizedAt.description, closesAt: closesAt.description,
                     invoice: try InvoiceDocument.decode(json: record.json))
             } catch let error as LedgerError {
-                throw .ledger(error.description)
+                throw .ledger("\(error)")
             } catch let error as BillingError {
                 throw error
             } catch {
@@ -82,7 +82,7 @@ public struct InvoiceService: Sendable {
     /// Reconciliation rows from the ledger's counters.
     public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError) -> [ReconciliationRow] {
         try await onLedger { store throws(BillingError) in
-            do { return try store.reconciliation(filter) } catch { throw .ledger(error.description) }
+            do { return try store.reconciliation(filter) } catch { throw .ledger("\(error)") }
         }
     }
 
@@ -90,7 +90,7 @@ public struct InvoiceService: Sendable {
     public func tenants(in period: BillingPeriod) async throws(BillingError) -> [String] {
         try await onLedger { store throws(BillingError) in
             guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no billing tables") }
-            do { return try invoices.tenants(in: period) } catch { throw .ledger(error.description) }
+            do { return try invoices.tenants(in: period) } catch { throw .ledger("\(error)") }
         }
     }
 

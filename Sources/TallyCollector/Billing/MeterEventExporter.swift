@@ -158,7 +158,7 @@ public struct MeterEventExporter: Sendable {
             let snapshot = record
             _ = try await service.onLedger { store throws(BillingError) in
                 guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no export records") }
-                do { try invoices.saveExportRecord(snapshot) } catch { throw .ledger(error.description) }
+                do { try invoices.saveExportRecord(snapshot) } catch { throw .ledger("\(error)") }
             }
             if acknowledged {
                 report.sent += 1

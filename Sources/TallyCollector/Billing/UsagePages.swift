@@ -90,13 +90,17 @@ public enum UsageReport {
                 for metric in metrics {
                     let totals: PeriodTotals
                     do { totals = try store.periodTotals(tenant: tenant, metric: metric.name, period: period) } catch {
-                        throw .ledger(error.description)
+                        throw .ledger("\(error)")
                     }
                     let usage = totals.usage.map { AggregatePricing.quantity(of: $0, metric.aggregation) } ?? .zero
                     var lateQuantity = Quantity.zero
                     var lateEvents: Int64 = 0
                     for adjustment in totals.adjustments {
-                        lateQuantity = (try? lateQuantity.adding(AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation))) ?? lateQuantity
+                        do {
+                            lateQuantity = try lateQuantity.adding(AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation))
+                        } catch {
+                            throw .ledger("late usage of \(tenant) \(metric.name): \(error)")
+                        }
                         lateEvents += adjustment.aggregate.count
                     }
                     if totals.usage == nil && totals.adjustments.isEmpty { continue }
@@ -108,6 +112,6 @@ public enum UsageReport {
             }
             return rows
         }
-        return rows.map { $0.map(InvoiceRendering.csv).joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
+        return rows.map { $0.map { InvoiceRendering.csv($0) }.joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
     }
 }

@@ -153,7 +153,7 @@ public struct CollectorAPI: Sendable {
     }
 
     private func parseTime(_ text: String, _ name: String) throws(APIError) -> EventTime {
-        do { return try EventTime(parsing: text) } catch { throw APIError(.badRequest, error.description, parameter: name) }
+        do { return try EventTime(parsing: text) } catch { throw APIError(.badRequest, "\(error)", parameter: name) }
     }
 
     private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
