@@ -123,6 +123,7 @@ let package = Package(
             name: "TallyCLI",
             dependencies: [
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
+                "TallyLedger", "TallyPricing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -144,6 +145,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -152,11 +155,28 @@ let package = Package(
         .executableTarget(name: "tally-agent", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
+        // Benchmarks (release builds): `swift run -c release tally-bench query`.
+        .executableTarget(
+            name: "tally-bench",
+            dependencies: [
+                "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
 
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
-        .testTarget(name: "TallyCollectorTests", dependencies: ["TallyCollector", "TallyCore", "TallyConfig"]),
+        .testTarget(
+            name: "TallyCollectorTests",
+            dependencies: [
+                "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
         .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),

@@ -6,6 +6,7 @@ public import Prometheus
 public import ServiceLifecycle
 public import TallyCore
 public import TallyLedger
+import TallyPricing
 import TallyWire
 
 /// A running collector: the ledger, the agent listener and the HTTP API, as services of one
@@ -16,6 +17,8 @@ public struct Collector {
     public let ledger: LedgerWriter
     public let protocolServer: ProtocolServer
     public let registry: PrometheusCollectorRegistry
+    /// The pricing config (`--pricing`), read from the aggregates; nil when none is configured.
+    public let pricing: AggregatePricing?
     private let logger: Logger
 
     /// Opens the store and binds the agent port; `run()` serves until shutdown.
@@ -23,7 +26,8 @@ public struct Collector {
         -> Collector
     {
         try config.validate()
-        let store = try openStore(config)
+        let pricing = try config.pricingFile.map { AggregatePricing(config: try PricingConfigLoader.load(file: $0)) }
+        let store = try openStore(config, pricing: pricing)
         let ledger = LedgerWriter(store: store)
         let metrics = CollectorMetrics()
         var keys: [String: AgentKey] = [:]
@@ -38,22 +42,28 @@ public struct Collector {
             host: config.listen.host, port: config.listen.port,
             settings: .init(keyring: AgentKeyring(keys: keys), limits: limits, eventLimits: eventLimits),
             ledger: ledger, metrics: metrics, logger: logger)
-        return Collector(config: config, ledger: ledger, protocolServer: server, registry: registry, logger: logger)
+        return Collector(
+            config: config, ledger: ledger, protocolServer: server, registry: registry, pricing: pricing, logger: logger)
     }
 
-    static func openStore(_ config: CollectorConfig) throws -> any LedgerStore {
+    static func openStore(_ config: CollectorConfig, pricing: AggregatePricing? = nil) throws -> any LedgerStore {
         guard config.store.hasPrefix("sqlite:") else {
             throw CollectorStartError("the store '\(config.store)' is not supported yet: use sqlite:PATH")
         }
         let path = String(config.store.dropFirst("sqlite:".count))
         try makeParentDirectory(of: path)
-        return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration)
+        return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration(pricing: pricing))
     }
 
     /// Serves until SIGTERM/SIGINT.
     public func run() async throws {
-        let router = CollectorHTTP.router(registry: registry, ready: { true })
         let logger = self.logger
+        let access = APIAccess(adminKey: config.adminKey, tenantKeys: config.tenantKeys)
+        if access.allowsLoopbackWithoutKey {
+            logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")
+        }
+        let service = InvoiceService(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
+        let router = CollectorHTTP.router(registry: registry, ready: { true }, api: CollectorAPI(service: service, access: access))
         let http = Application(
             router: router,
             configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "tally-collector"),
@@ -86,9 +96,16 @@ public struct CollectorStartError: Error, CustomStringConvertible {
 }
 
 extension CollectorConfig {
-    /// The ledger's settings from this config.
-    public var ledgerConfiguration: LedgerConfiguration {
-        LedgerConfiguration(lateWindow: lateWindow, dedupeHorizon: dedupeHorizon)
+    /// The ledger's settings from this config; the pricing config adds the group-by properties
+    /// and unique counts its charges need from the aggregates.
+    public var ledgerConfiguration: LedgerConfiguration { ledgerConfiguration(pricing: nil) }
+
+    /// The ledger's settings with what `pricing` needs aggregated.
+    public func ledgerConfiguration(pricing: AggregatePricing?) -> LedgerConfiguration {
+        LedgerConfiguration(
+            lateWindow: lateWindow, dedupeHorizon: dedupeHorizon,
+            groupBy: pricing.map { AggregatePricing.ledgerGroupBy(for: $0.config) } ?? [],
+            uniqueCounts: pricing.map { AggregatePricing.ledgerUniqueCounts(for: $0.config) } ?? [])
     }
 }
 

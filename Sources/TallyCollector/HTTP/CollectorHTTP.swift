@@ -1,14 +1,20 @@
+import Foundation
 public import Hummingbird
 import Logging
 import NIOCore
 public import Prometheus
+import TallyCore
+import TallyLedger
 
 /// The collector's HTTP side (default 127.0.0.1:7480): health, readiness, Prometheus metrics, and
-/// the usage, charges and invoice API.
+/// the usage, charges, invoice, reconciliation and report API, plus the tenant usage page.
+/// Every answer comes from the aggregates and counters, never from a raw-event scan.
 public enum CollectorHTTP {
     /// The router with every route; `api` adds the routes that read the ledger.
-    public static func router(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool) -> Router<BasicRequestContext> {
-        let router = Router()
+    public static func router(
+        registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool, api: CollectorAPI? = nil
+    ) -> Router<TallyRequestContext> {
+        let router = Router(context: TallyRequestContext.self)
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> Response in
             ready()
@@ -22,6 +28,238 @@ public enum CollectorHTTP {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
+        if let api { api.addRoutes(to: router) }
         return router
     }
+}
+
+/// The ledger-reading routes and what they need.
+public struct CollectorAPI: Sendable {
+    public let service: InvoiceService
+    public let access: APIAccess
+
+    public init(service: InvoiceService, access: APIAccess) {
+        self.service = service
+        self.access = access
+    }
+
+    func addRoutes(to router: Router<TallyRequestContext>) {
+        router.get("v1/usage") { request, context in await respond { try await usage(request, context) } }
+        router.get("v1/tenants/:tenant/charges") { request, context in
+            await respond {
+                let tenant = try pathTenant(context)
+                try grant(request, context).check(tenant: tenant)
+                return try invoiceResponse(try await service.charges(tenant: tenant), request)
+            }
+        }
+        router.get("v1/tenants/:tenant/invoices/:period") { request, context in
+            await respond {
+                let tenant = try pathTenant(context)
+                try grant(request, context).check(tenant: tenant)
+                let period = try parsePeriod(context.parameters.get("period") ?? "")
+                return try invoiceResponse(try await service.invoice(tenant: tenant, period: period), request)
+            }
+        }
+        router.get("v1/reconciliation") { request, context in await respond { try await reconciliation(request, context) } }
+        router.get("v1/reports/:file") { request, context in
+            await respond {
+                let file = context.parameters.get("file") ?? ""
+                guard file.hasSuffix(".csv") else { throw APIError(.notFound, "reports are served as PERIOD.csv", parameter: "period") }
+                let period = try parsePeriod(String(file.dropLast(4)))
+                let tenants: [String]
+                switch try grant(request, context) {
+                case .everything: tenants = try await service.tenants(in: period)
+                case .tenant(let own): tenants = [own]
+                }
+                return text(try await UsageReport.csv(service: service, period: period, tenants: tenants), "text/csv; charset=utf-8")
+            }
+        }
+        router.get("ui/tenants/:tenant") { request, context in
+            await respond {
+                let tenant = try pathTenant(context)
+                try grant(request, context).check(tenant: tenant)
+                var period = BillingPeriod(containing: service.clock())
+                if let text = request.uri.queryParameters.get("period") { period = try parsePeriod(text) }
+                let metrics = try await UsagePage.metricDays(service: service, tenant: tenant, period: period)
+                let invoice = try await service.invoice(tenant: tenant, period: period)
+                return text(UsagePage.html(tenant: tenant, period: period, metrics: metrics, invoice: invoice), "text/html; charset=utf-8")
+            }
+        }
+    }
+
+    // MARK: Routes
+
+    private func usage(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        guard let tenant = query.get("tenant"), !tenant.isEmpty else { throw APIError(.badRequest, "tenant is required", parameter: "tenant") }
+        try grant(request, context).check(tenant: tenant)
+        guard let metric = query.get("metric"), !metric.isEmpty else { throw APIError(.badRequest, "metric is required", parameter: "metric") }
+        let now = service.clock()
+        let from = try query.get("from").map { try parseTime($0, "from") } ?? BillingPeriod(containing: now).start
+        let to = try query.get("to").map { try parseTime($0, "to") } ?? BillingPeriod(containing: now).end
+        guard from < to else { throw APIError(.badRequest, "from must be before to", parameter: "from") }
+        let granularityText = query.get("granularity") ?? "day"
+        guard let granularity = UsageQuery.Granularity(rawValue: granularityText) else {
+            throw APIError(.badRequest, "granularity must be hour, day or month, not '\(granularityText)'", parameter: "granularity")
+        }
+        let groupBy = query.get("group_by").flatMap { $0.isEmpty ? nil : $0 }
+        let buckets = try await service.usage(
+            UsageQuery(tenant: tenant, metric: metric, from: from, to: to, granularity: granularity, groupBy: groupBy))
+        let body = UsageAnswer(
+            tenant: tenant, metric: metric, from: from.description, to: to.description, granularity: granularity.rawValue, groupBy: groupBy,
+            buckets: buckets.map {
+                .init(
+                    start: $0.start.description, group: $0.group, sum: $0.aggregate.sum.description, count: $0.aggregate.count,
+                    max: $0.aggregate.max.description, latest: $0.aggregate.latest.quantity.description)
+            })
+        return try json(body)
+    }
+
+    private func reconciliation(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        var filter = ReconciliationFilter()
+        if let period = query.get("period") { filter.period = try parsePeriod(period) }
+        filter.agent = query.get("agent")
+        filter.tenant = query.get("tenant")
+        switch try grant(request, context) {
+        case .everything: break
+        case .tenant(let own):
+            if let asked = filter.tenant, asked != own { try APIAccess.Grant.tenant(own).check(tenant: asked) }
+            filter.tenant = own
+        }
+        let rows = try await service.reconciliation(filter)
+        let answer = ReconciliationAnswer(rows: rows.map(ReconciliationAnswer.Row.init), total: .init(rows.total))
+        return try json(answer)
+    }
+
+    // MARK: Helpers
+
+    private func grant(_ request: Request, _ context: TallyRequestContext) throws(APIError) -> APIAccess.Grant {
+        try access.grant(authorization: request.headers[.authorization], remote: context.remoteAddress)
+    }
+
+    private func pathTenant(_ context: TallyRequestContext) throws(APIError) -> String {
+        // Path parameters arrive percent-encoded: `/v1/tenants/a%20b` is the tenant "a b".
+        guard let raw = context.parameters.get("tenant"), let tenant = raw.removingPercentEncoding, !tenant.isEmpty else {
+            throw APIError(.badRequest, "tenant is required and must be valid percent-encoded UTF-8", parameter: "tenant")
+        }
+        return tenant
+    }
+
+    private func parsePeriod(_ text: String) throws(APIError) -> BillingPeriod {
+        guard let period = BillingPeriod(text) else {
+            throw APIError(.badRequest, "'\(text)' is not a period: use YYYY-MM", parameter: "period")
+        }
+        return period
+    }
+
+    private func parseTime(_ text: String, _ name: String) throws(APIError) -> EventTime {
+        do { return try EventTime(parsing: text) } catch { throw APIError(.badRequest, "\(error)", parameter: name) }
+    }
+
+    private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
+        let accept = request.headers[.accept] ?? ""
+        let format = request.uri.queryParameters.get("format")
+            ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
+        switch format {
+        case "json": return try json(view)
+        case "csv": return text(InvoiceRendering.csv(view), "text/csv; charset=utf-8")
+        case "html": return text(InvoiceRendering.htmlPage(view), "text/html; charset=utf-8")
+        default: throw APIError(.badRequest, "format must be json, csv or html, not '\(format)'", parameter: "format")
+        }
+    }
+}
+
+/// Runs a handler, turning every error into a JSON error response.
+func respond(_ body: () async throws -> Response) async -> Response {
+    do {
+        return try await body()
+    } catch let error as APIError {
+        return errorResponse(error)
+    } catch let error as BillingError {
+        return errorResponse(APIError(error))
+    } catch {
+        return errorResponse(APIError(.internalServerError, "\(error)"))
+    }
+}
+
+func errorResponse(_ error: APIError) -> Response {
+    struct Body: Encodable {
+        struct Detail: Encodable {
+            var status: Int
+            var parameter: String?
+            var message: String
+        }
+        var error: Detail
+    }
+    let body = Body(error: .init(status: error.status.code, parameter: error.parameter, message: error.message))
+    let bytes = (try? encoder.encode(body)) ?? Data("{\"error\":{\"message\":\"unencodable error\"}}".utf8)
+    return Response(
+        status: error.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+}
+
+private let encoder: JSONEncoder = {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return encoder
+}()
+
+func json(_ value: some Encodable) throws -> Response {
+    let bytes = try encoder.encode(value)
+    return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+}
+
+func text(_ text: String, _ type: String) -> Response {
+    Response(status: .ok, headers: [.contentType: type], body: .init(byteBuffer: ByteBuffer(string: text)))
+}
+
+/// `GET /v1/usage` answer.
+struct UsageAnswer: Codable {
+    struct Bucket: Codable {
+        var start: String
+        var group: String?
+        var sum: String
+        var count: Int64
+        var max: String
+        var latest: String
+    }
+    var tenant: String
+    var metric: String
+    var from: String
+    var to: String
+    var granularity: String
+    var groupBy: String?
+    var buckets: [Bucket]
+}
+
+/// `GET /v1/reconciliation` answer: rows and their sum; `balances` is
+/// `received == accepted + duplicate + late + rejected`.
+struct ReconciliationAnswer: Codable {
+    struct Counts: Codable {
+        var received, accepted, duplicate, late, adjusted, rejected: Int64
+        var balances: Bool
+        init(_ counts: ReconciliationCounts) {
+            received = counts.received
+            accepted = counts.accepted
+            duplicate = counts.duplicate
+            late = counts.late
+            adjusted = counts.adjusted
+            rejected = counts.rejected
+            balances = counts.balances
+        }
+    }
+    struct Row: Codable {
+        var period: String
+        var tenant: String
+        var agent: String
+        var counts: Counts
+        init(_ row: ReconciliationRow) {
+            period = row.period.description
+            tenant = row.tenant
+            agent = row.agent
+            counts = Counts(row.counts)
+        }
+    }
+    var rows: [Row]
+    var total: Counts
 }

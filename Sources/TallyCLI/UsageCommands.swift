@@ -1,0 +1,264 @@
+public import ArgumentParser
+import Foundation
+import TallyCollector
+import TallyConfig
+import TallyCore
+import TallyLedger
+import TallyPricing
+
+/// Where the collector's HTTP API is and the key to read it with.
+public struct CollectorHTTPOptions: ParsableArguments {
+    @Option(help: "The collector's HTTP API, HOST:PORT.") public var collectorHttp = "127.0.0.1:7480"
+    @Option(help: "An API key (admin or tenant); none for loopback reads on a collector without an admin key.")
+    public var key: String?
+    public init() {}
+
+    public func validate() throws { try checkAddress(collectorHttp, "--collector-http") }
+
+    /// GETs `path` and returns the body, or fails with the API's error message.
+    func get(_ path: String) async throws -> String {
+        let headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
+        let reply: PlainHTTPClient.Reply
+        do {
+            reply = try await PlainHTTPClient.request(method: .GET, url: "http://\(collectorHttp)\(path)", headers: headers)
+        } catch {
+            throw RuntimeFailure("cannot reach the collector at \(collectorHttp): \(error)")
+        }
+        guard reply.status == 200 else {
+            throw RuntimeFailure("the collector answered \(reply.status): \(reply.body.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return reply.body
+    }
+}
+
+func queryString(_ items: [(String, String?)]) -> String {
+    let present = items.compactMap { name, value in value.map { "\(name)=\(MeterEventExporter.formEncode($0))" } }
+    return present.isEmpty ? "" : "?" + present.joined(separator: "&")
+}
+
+/// `tallyctl usage`: a tenant's usage, a period's CSV report, and exports to a billing platform.
+public struct UsageCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "usage", abstract: "Show usage, print a period's usage report, export usage to a billing platform.",
+        subcommands: [Show.self, Report.self, Export.self], defaultSubcommand: Show.self)
+    public init() {}
+
+    /// `tallyctl usage [show]`: usage buckets from the collector's API (from the aggregates).
+    public struct Show: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a tenant's usage of one metric.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var http: CollectorHTTPOptions
+        @Option(help: "The tenant.") var tenant: String
+        @Option(help: "The metric.") var metric: String
+        @Option(help: "Start, RFC 3339 (default: the current period's start).") var from: String?
+        @Option(help: "End, RFC 3339, exclusive (default: the current period's end).") var to: String?
+        @Option(help: "hour, day or month.") var granularity = "day"
+        @Option(help: "A group-by property.") var groupBy: String?
+        @Flag(help: "Print the API's JSON instead of a table.") var json = false
+        public init() {}
+
+        public func validate() throws {
+            try http.validate()
+            guard ["hour", "day", "month"].contains(granularity) else { throw ValidationError("--granularity must be hour, day or month") }
+        }
+
+        public func run() async throws {
+            let body = try await http.get(
+                "/v1/usage"
+                    + queryString([
+                        ("tenant", tenant), ("metric", metric), ("from", from), ("to", to), ("granularity", granularity), ("group_by", groupBy),
+                    ]))
+            if json {
+                print(body)
+                return
+            }
+            struct Answer: Decodable {
+                struct Bucket: Decodable {
+                    var start: String
+                    var group: String?
+                    var sum: String
+                    var count: Int64
+                }
+                var buckets: [Bucket]
+            }
+            let answer = try JSONDecoder().decode(Answer.self, from: Data(body.utf8))
+            print(["start", "group", "sum", "events"].joined(separator: "\t"))
+            for bucket in answer.buckets {
+                print([bucket.start, bucket.group ?? "", bucket.sum, String(bucket.count)].joined(separator: "\t"))
+            }
+        }
+    }
+
+    /// `tallyctl usage report PERIOD`: the CSV usage report of a period.
+    public struct Report: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(commandName: "report", abstract: "Print a period's usage report as CSV.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var http: CollectorHTTPOptions
+        @Argument(help: "The period, YYYY-MM.") var period: String
+        public init() {}
+        public func validate() throws {
+            try http.validate()
+            guard BillingPeriod(period) != nil else { throw ValidationError("'\(period)' is not a period: use YYYY-MM") }
+        }
+        public func run() async throws { print(try await http.get("/v1/reports/\(period).csv"), terminator: "") }
+    }
+
+    /// `tallyctl usage export`: pushes a period's closed hours to a billing platform.
+    public struct Export: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "export", abstract: "Send a period's hourly usage as Stripe meter events (idempotent; safe to rerun).")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "The ledger, sqlite:PATH.") var store = "sqlite:./tally-data/ledger.db"
+        @Option(help: "The pricing YAML file (which metrics, filters).") var pricing: String
+        @Option(help: "The platform's base URL, http://HOST:PORT.") var baseURL: String
+        @Option(help: "The platform's API key.") var apiKey: String?
+        @Option(help: "The period, YYYY-MM (default: the current one).") var period: String?
+        @Option(help: "Only this tenant.") var tenant: String?
+        public init() {}
+
+        public func run() async throws {
+            let config = try PricingConfigLoader.load(file: pricing)
+            let aggregate = AggregatePricing(config: config)
+            let writer = try openLedger(store, groupBy: AggregatePricing.ledgerGroupBy(for: config))
+            let service = InvoiceService(ledger: writer, pricing: aggregate, lateWindow: .standard)
+            let now = EventTime.now()
+            let chosen = try period.map { (text: String) throws -> BillingPeriod in
+                guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
+                return value
+            } ?? BillingPeriod(containing: now)
+            let exporter = MeterEventExporter(service: service, settings: .init(baseURL: baseURL, apiKey: apiKey))
+            let report = try await exporter.export(period: chosen, tenants: tenant.map { [$0] }, now: now)
+            await writer.shutdown()
+            print("sent \(report.sent), already sent \(report.alreadySent), failed \(report.failed), requests \(report.requests)")
+            if report.failed > 0 { throw RuntimeFailure("\(report.failed) records were not acknowledged; rerun to retry them") }
+        }
+    }
+}
+
+/// `tallyctl invoice`: a tenant's invoice for a period, from the collector's API.
+public struct InvoiceCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "invoice", abstract: "Show a tenant's invoice for a period (draft while open, final once closed).")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var http: CollectorHTTPOptions
+    @Option(help: "The tenant.") var tenant: String
+    @Option(help: "The period, YYYY-MM (default: charges of the current period).") var period: String?
+    @Option(help: "json, csv or html.") var format = "json"
+    public init() {}
+
+    public func validate() throws {
+        try http.validate()
+        guard ["json", "csv", "html"].contains(format) else { throw ValidationError("--format must be json, csv or html") }
+        if let period, BillingPeriod(period) == nil { throw ValidationError("--period '\(period)' is not YYYY-MM") }
+    }
+
+    public func run() async throws {
+        let tenantPath = MeterEventExporter.formEncode(tenant)
+        let path = period.map { "/v1/tenants/\(tenantPath)/invoices/\($0)" } ?? "/v1/tenants/\(tenantPath)/charges"
+        print(try await http.get(path + "?format=\(format)"), terminator: format == "json" ? "\n" : "")
+    }
+}
+
+/// `tallyctl audit`: recomputes aggregates (and, with `--pricing`, final invoices) from the raw
+/// ledger and prints any drift. Exit 0 when everything agrees, 1 when anything drifted.
+public struct AuditCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Recompute aggregates and invoices from the raw ledger and show any drift (exit 1 on drift).")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "The ledger, sqlite:PATH.") var store = "sqlite:./tally-data/ledger.db"
+    @Option(help: "Only this tenant.") var tenant: String?
+    @Option(help: "Only this period, YYYY-MM (default: every period in the ledger).") var period: String?
+    @Option(help: "The pricing YAML file: also re-price frozen final invoices and compare their SHA-256.") var pricing: String?
+    public init() {}
+
+    public func validate() throws {
+        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store must be sqlite:PATH") }
+        if let period, BillingPeriod(period) == nil { throw ValidationError("--period '\(period)' is not YYYY-MM") }
+    }
+
+    public func run() async throws {
+        let pricingConfig = try pricing.map { try PricingConfigLoader.load(file: $0) }
+        let groupBy: [String]
+        if let pricingConfig {
+            groupBy = AggregatePricing.ledgerGroupBy(for: pricingConfig)
+        } else {
+            groupBy = try await storedDimensions(store)
+        }
+        let writer = try openLedger(store, groupBy: groupBy)
+        let onlyTenant = tenant
+        let onlyPeriod = period.flatMap { BillingPeriod($0) }
+        let pairs = try await writer.perform { store throws(LedgerError) in
+            Set(try store.reconciliation(ReconciliationFilter(period: onlyPeriod, tenant: onlyTenant)).filter { !$0.tenant.isEmpty }
+                .map { "\($0.period)\u{0}\($0.tenant)" }).sorted()
+        }
+        var drifted = 0
+        var cells = 0
+        for pair in pairs {
+            let parts = pair.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let period = BillingPeriod(parts[0]) else { continue }
+            let tenant = parts[1]
+            let drift = try await writer.perform { store throws(LedgerError) in try store.recomputeAggregates(tenant: tenant, period: period) }
+            cells += drift.cellsCompared
+            for difference in drift.differences {
+                drifted += 1
+                print("DRIFT \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))")
+            }
+            if let pricingConfig {
+                drifted += try await auditInvoice(writer: writer, pricing: AggregatePricing(config: pricingConfig), tenant: tenant, period: period)
+            }
+        }
+        print("audited \(pairs.count) tenant-periods, \(cells) aggregate cells: \(drifted) drifted")
+        await writer.shutdown()
+        if drifted > 0 { throw ExitCode(1) }
+    }
+
+    /// Re-prices a frozen final invoice from the aggregates and compares the hashes.
+    private func auditInvoice(writer: LedgerWriter, pricing: AggregatePricing, tenant: String, period: BillingPeriod) async throws -> Int {
+        let service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard)
+        let outcome = try await service.onLedger { store throws(BillingError) -> (String, String)? in
+            guard let invoices = store as? any InvoiceStore else { return nil }
+            let frozen: FinalInvoiceRecord?
+            do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger("\(error)") }
+            guard let frozen else { return nil }
+            let json = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)).canonicalJSON()
+            return (frozen.sha256, InvoiceService.sha256(json))
+        }
+        guard let outcome, outcome.0 != outcome.1 else { return 0 }
+        print("DRIFT invoice \(tenant) \(period): frozen sha256 \(outcome.0), re-priced \(outcome.1)")
+        return 1
+    }
+
+    static func text(_ aggregate: UsageAggregate?) -> String {
+        aggregate.map { "sum=\($0.sum) count=\($0.count) max=\($0.max)" } ?? "(none)"
+    }
+
+    /// The group-by dimensions the stored aggregates have, so the recount builds the same cells.
+    private func storedDimensions(_ store: String) async throws -> [String] {
+        let path = String(store.dropFirst("sqlite:".count))
+        guard FileManager.default.fileExists(atPath: path) else { throw RuntimeFailure("no ledger at \(path)") }
+        let writer = try openLedger(store, groupBy: [])
+        let dimensions = try await writer.perform { store throws(LedgerError) -> [String] in
+            var found: Set<String> = []
+            for row in try store.reconciliation(ReconciliationFilter()) where !row.tenant.isEmpty {
+                for key in try store.storedAggregates(tenant: row.tenant, period: row.period).keys where !key.dimension.isEmpty {
+                    found.insert(key.dimension)
+                }
+                if !found.isEmpty { break }
+            }
+            return found.sorted()
+        }
+        await writer.shutdown()
+        return dimensions
+    }
+}
+
+/// Opens a SQLite ledger behind a writer thread, for the offline commands.
+func openLedger(_ store: String, groupBy: [String]) throws -> LedgerWriter {
+    guard store.hasPrefix("sqlite:") else { throw ValidationError("--store must be sqlite:PATH") }
+    let path = String(store.dropFirst("sqlite:".count))
+    do {
+        return LedgerWriter(store: try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: groupBy)))
+    } catch {
+        throw RuntimeFailure("cannot open the ledger \(path): \(error)")
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+public import TallyCore
+public import TallyPricing
+
+/// An invoice as Tally publishes it (JSON, CSV, HTML): every figure is exact decimal text, never
+/// a binary float. Its JSON (``canonicalJSON()``: sorted keys, no timestamps of its own making)
+/// is deterministic, so the SHA-256 of a final invoice identifies its content.
+public struct InvoiceDocument: Codable, Sendable, Hashable {
+    /// One priced step of a usage line: a tier's share, or all units at one price.
+    public struct Step: Codable, Sendable, Hashable {
+        public var tier: Int?
+        public var quantity: String
+        public var unitPrice: String
+        public var amount: String
+    }
+
+    /// One line: usage of a metric, a flat fee, a minimum true-up, or an adjustment for a
+    /// closed period (`adjusts` names it).
+    public struct Line: Codable, Sendable, Hashable {
+        public var kind: String
+        public var description: String
+        public var plan: String
+        public var segmentStart: String
+        public var segmentEnd: String
+        public var metric: String?
+        public var propertyValue: String?
+        public var quantity: String
+        public var freeQuantity: String
+        public var steps: [Step]
+        public var exactAmount: String
+        public var amount: String
+        public var adjusts: String?
+    }
+
+    /// A time range on one plan.
+    public struct Segment: Codable, Sendable, Hashable {
+        public var plan: String
+        public var start: String
+        public var end: String
+    }
+
+    public var tenant: String
+    public var period: String
+    public var periodStart: String
+    public var periodEnd: String
+    public var currency: String
+    public var segments: [Segment]
+    public var lines: [Line]
+    /// The sum of the lines of the period itself (usage, fees, true-ups).
+    public var subtotal: String
+    /// The sum of the adjustment lines (late usage of closed periods).
+    public var adjustments: String
+    /// subtotal + adjustments: the exact sum of the rounded line amounts.
+    public var total: String
+
+    /// The document of an engine-priced invoice.
+    public init(_ invoice: Invoice) throws(BillingError) {
+        tenant = invoice.tenant
+        period = invoice.period.description
+        periodStart = invoice.period.start.description
+        periodEnd = invoice.period.end.description
+        currency = invoice.currency.code
+        segments = invoice.segments.map { Segment(plan: $0.planID, start: $0.start.description, end: $0.end.description) }
+        var own = Money.zero(invoice.currency)
+        var late = Money.zero(invoice.currency)
+        lines = []
+        for line in invoice.lines {
+            do throws(MoneyError) {
+                if line.adjusts == nil { own = try own.adding(line.amount) } else { late = try late.adding(line.amount) }
+            } catch {
+                throw .pricing("the invoice subtotal: \(error)")
+            }
+            lines.append(
+                Line(
+                    kind: line.adjusts == nil ? line.kind.rawValue : "adjustment", description: line.description, plan: line.planID,
+                    segmentStart: line.segment.start.description, segmentEnd: line.segment.end.description, metric: line.metric,
+                    propertyValue: line.propertyValue, quantity: line.quantity.description,
+                    freeQuantity: line.freeQuantity.description,
+                    steps: line.steps.map {
+                        Step(tier: $0.tier, quantity: $0.quantity.description, unitPrice: $0.unitPrice.description, amount: $0.amount.amountText)
+                    },
+                    exactAmount: line.exactAmount.amountText, amount: line.amount.amountText, adjusts: line.adjusts?.description))
+        }
+        subtotal = own.amountText
+        adjustments = late.amountText
+        total = invoice.total.amountText
+    }
+
+    /// Sorted keys, no whitespace: the bytes a final invoice's hash is taken over.
+    public func canonicalJSON() throws(BillingError) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            return String(decoding: try encoder.encode(self), as: UTF8.self)
+        } catch {
+            throw .encoding("invoice of \(tenant) \(period): \(error)")
+        }
+    }
+
+    /// Reads a document back from its JSON (a stored final invoice).
+    public static func decode(json: String) throws(BillingError) -> InvoiceDocument {
+        do {
+            return try JSONDecoder().decode(InvoiceDocument.self, from: Data(json.utf8))
+        } catch {
+            throw .encoding("stored invoice JSON is unreadable: \(error)")
+        }
+    }
+}
+
+/// An invoice as served: draft while its period is open, final (frozen, with the SHA-256 of its
+/// canonical JSON) once the period has closed.
+public struct InvoiceView: Codable, Sendable, Hashable {
+    public enum Status: String, Codable, Sendable, Hashable {
+        case draft, final
+    }
+
+    public var status: Status
+    /// SHA-256 (hex) of the canonical JSON of `invoice`; only for a final invoice.
+    public var sha256: String?
+    public var finalizedAt: String?
+    /// When the period closes (its end plus the grace window): the invoice becomes final then.
+    public var closesAt: String
+    public var invoice: InvoiceDocument
+
+    public init(status: Status, sha256: String?, finalizedAt: String?, closesAt: String, invoice: InvoiceDocument) {
+        self.status = status
+        self.sha256 = sha256
+        self.finalizedAt = finalizedAt
+        self.closesAt = closesAt
+        self.invoice = invoice
+    }
+}
+
+/// Why a billing request failed. Each case carries a message a person can act on.
+public enum BillingError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// A request parameter is missing or malformed: the parameter and the problem.
+    case badParameter(String, String)
+    /// The period has not started yet, or is not a valid `YYYY-MM`.
+    case unknownPeriod(String)
+    /// The pricing config does not allow this to be priced from aggregates.
+    case unsupported(String)
+    case pricing(String)
+    case ledger(String)
+    case encoding(String)
+    /// No pricing file is configured, so there are no charges or invoices.
+    case noPricing
+
+    public var description: String {
+        switch self {
+        case .badParameter(let name, let problem): "parameter '\(name)': \(problem)"
+        case .unknownPeriod(let period): "unknown period '\(period)': give a month that has started, as YYYY-MM"
+        case .unsupported(let what): "cannot price from aggregates: \(what)"
+        case .pricing(let what): "pricing failed: \(what)"
+        case .ledger(let what): "ledger read failed: \(what)"
+        case .encoding(let what): "encoding failed: \(what)"
+        case .noPricing: "no pricing file is configured (--pricing FILE): charges and invoices are unavailable"
+        }
+    }
+}

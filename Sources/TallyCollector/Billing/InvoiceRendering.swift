@@ -1,0 +1,105 @@
+import Foundation
+public import TallyLedger
+
+/// Renders invoices and usage as CSV and as printable HTML (inline CSS, no scripts, no external
+/// fonts). Every tenant-supplied string is escaped.
+public enum InvoiceRendering {
+    /// Escapes `& < > " '` for HTML text and attribute values.
+    public static func html(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A field that
+    /// a spreadsheet would run as a formula (`= + - @`) is prefixed with `'`.
+    public static func csv(_ field: String) -> String {
+        var text = field
+        if let first = text.first, "=+-@".contains(first), !isNumber(text) { text = "'" + text }
+        if text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
+            return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        }
+        return text
+    }
+
+    private static func isNumber(_ text: String) -> Bool {
+        text.allSatisfy { $0.isNumber || $0 == "." || $0 == "-" } && text.contains(where: \.isNumber)
+    }
+
+    /// The invoice as CSV: one row per line and per tier step, then subtotal, adjustments, total.
+    public static func csv(_ view: InvoiceView) -> String {
+        let invoice = view.invoice
+        var rows = [["tenant", "period", "status", "kind", "description", "metric", "property_value", "tier", "quantity", "free_quantity", "unit_price", "amount", "adjusts"]]
+        for line in invoice.lines {
+            rows.append([
+                invoice.tenant, invoice.period, view.status.rawValue, line.kind, line.description, line.metric ?? "", line.propertyValue ?? "", "",
+                line.quantity, line.freeQuantity, "", line.amount, line.adjusts ?? "",
+            ])
+            for step in line.steps {
+                rows.append([
+                    invoice.tenant, invoice.period, view.status.rawValue, "step", line.description, line.metric ?? "", line.propertyValue ?? "",
+                    step.tier.map(String.init) ?? "", step.quantity, "", step.unitPrice, step.amount, "",
+                ])
+            }
+        }
+        for (name, amount) in [("subtotal", invoice.subtotal), ("adjustments", invoice.adjustments), ("total", invoice.total)] {
+            rows.append([invoice.tenant, invoice.period, view.status.rawValue, name, name, "", "", "", "", "", "", amount, ""])
+        }
+        return rows.map { $0.map { csv($0) }.joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
+    }
+
+    static let style = """
+        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em;color:#222}
+        table{border-collapse:collapse;width:100%;margin:1em 0}th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}
+        td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}tr.step td{color:#666;font-size:90%}
+        tr.total td{font-weight:bold;border-top:2px solid #222}.badge{padding:2px 6px;border:1px solid #888;border-radius:4px}
+        @media print{body{margin:0}}
+        """
+
+    /// The invoice as a printable HTML page.
+    public static func htmlPage(_ view: InvoiceView) -> String {
+        let invoice = view.invoice
+        return """
+            <!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+            <title>Invoice \(html(invoice.tenant)) \(html(invoice.period))</title><style>\(style)</style></head><body>
+            \(invoiceSection(view))
+            </body></html>
+            """
+    }
+
+    /// The invoice's heading and table, for a page.
+    static func invoiceSection(_ view: InvoiceView) -> String {
+        let invoice = view.invoice
+        var out = """
+            <h1>Invoice — \(html(invoice.tenant)) — \(html(invoice.period))</h1>
+            <p><span class="badge">\(view.status.rawValue)</span> \(html(invoice.periodStart)) to \(html(invoice.periodEnd)), \
+            \(html(invoice.currency))\(view.sha256.map { ", SHA-256 <code>\(html($0))</code>" } ?? ", final after \(html(view.closesAt))")</p>
+            <table><thead><tr><th>Line</th><th>Plan</th><th class="n">Quantity</th><th class="n">Free</th><th class="n">Unit price</th>\
+            <th class="n">Amount (\(html(invoice.currency)))</th></tr></thead><tbody>
+            """
+        for line in invoice.lines {
+            out += "<tr><td>\(html(line.description))</td><td>\(html(line.plan))</td><td class=\"n\">\(html(line.quantity))</td>"
+            out += "<td class=\"n\">\(html(line.freeQuantity))</td><td></td><td class=\"n\">\(html(line.amount))</td></tr>\n"
+            for step in line.steps {
+                out += "<tr class=\"step\"><td>\(step.tier.map { "tier \($0)" } ?? "units")</td><td></td>"
+                out += "<td class=\"n\">\(html(step.quantity))</td><td></td><td class=\"n\">\(html(step.unitPrice))</td>"
+                out += "<td class=\"n\">\(html(step.amount))</td></tr>\n"
+            }
+        }
+        out += "<tr><td colspan=\"5\">Subtotal</td><td class=\"n\">\(html(invoice.subtotal))</td></tr>\n"
+        out += "<tr><td colspan=\"5\">Adjustments for earlier periods</td><td class=\"n\">\(html(invoice.adjustments))</td></tr>\n"
+        out += "<tr class=\"total\"><td colspan=\"5\">Total</td><td class=\"n\">\(html(invoice.total))</td></tr>\n"
+        out += "</tbody></table>"
+        return out
+    }
+}

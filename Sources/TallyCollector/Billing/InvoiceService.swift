@@ -1,0 +1,121 @@
+import Crypto
+public import TallyCore
+public import TallyLedger
+public import TallyPricing
+
+/// Usage, charges and invoices of the collector, read through the ledger writer's thread.
+///
+/// An invoice is a **draft** while its period is open and **final** once the period has closed
+/// (its end plus the grace window): the first read after the close prices it from the
+/// aggregates and freezes its canonical JSON and SHA-256 in the `final_invoices` table; every
+/// later read serves the frozen bytes, so a final invoice never changes. Late events for a
+/// closed period are billed in the earliest open period, where they appear as adjustment lines.
+public struct InvoiceService: Sendable {
+    public let ledger: LedgerWriter
+    /// nil when no pricing file is configured: usage works, charges and invoices do not.
+    public let pricing: AggregatePricing?
+    public let lateWindow: LateWindow
+    public let clock: @Sendable () -> EventTime
+
+    public init(
+        ledger: LedgerWriter, pricing: AggregatePricing?, lateWindow: LateWindow,
+        clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
+    ) {
+        self.ledger = ledger
+        self.pricing = pricing
+        self.lateWindow = lateWindow
+        self.clock = clock
+    }
+
+    /// Usage buckets from the aggregates.
+    public func usage(_ query: UsageQuery) async throws(BillingError) -> [UsageBucket] {
+        try await onLedger { store throws(BillingError) in
+            do throws(LedgerError) { return try store.usage(query) } catch {
+                if case .invalidConfiguration(let problem) = error { throw .badParameter("group_by", problem) }
+                throw .ledger("\(error)")
+            }
+        }
+    }
+
+    /// The draft invoice of the period that contains now: charges to date.
+    public func charges(tenant: String) async throws(BillingError) -> InvoiceView {
+        try await invoice(tenant: tenant, period: BillingPeriod(containing: clock()))
+    }
+
+    /// The invoice of `tenant` for `period`: final (frozen) if the period has closed, else a draft.
+    public func invoice(tenant: String, period: BillingPeriod) async throws(BillingError) -> InvoiceView {
+        guard let pricing else { throw .noPricing }
+        let now = clock()
+        guard period.start <= now else { throw .unknownPeriod(period.description) }
+        let window = lateWindow
+        let closesAt = period.end.advanced(by: window.grace)
+        return try await onLedger { store throws(BillingError) in
+            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
+            if window.isOpen(period, now: now) {
+                let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
+                return InvoiceView(
+                    status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description, invoice: try InvoiceDocument(invoice))
+            }
+            do {
+                let record: FinalInvoiceRecord
+                if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
+                    record = frozen
+                } else {
+                    let document = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period))
+                    let json = try document.canonicalJSON()
+                    record = try invoices.freezeInvoice(
+                        FinalInvoiceRecord(tenant: tenant, period: period, json: json, sha256: Self.sha256(json), finalizedAt: now))
+                }
+                return InvoiceView(
+                    status: .final, sha256: record.sha256, finalizedAt: record.finalizedAt.description, closesAt: closesAt.description,
+                    invoice: try InvoiceDocument.decode(json: record.json))
+            } catch let error as LedgerError {
+                throw .ledger("\(error)")
+            } catch let error as BillingError {
+                throw error
+            } catch {
+                throw .ledger("\(error)")
+            }
+        }
+    }
+
+    /// Reconciliation rows from the ledger's counters.
+    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError) -> [ReconciliationRow] {
+        try await onLedger { store throws(BillingError) in
+            do { return try store.reconciliation(filter) } catch { throw .ledger("\(error)") }
+        }
+    }
+
+    /// Tenants the ledger saw in `period`.
+    public func tenants(in period: BillingPeriod) async throws(BillingError) -> [String] {
+        try await onLedger { store throws(BillingError) in
+            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no billing tables") }
+            do { return try invoices.tenants(in: period) } catch { throw .ledger("\(error)") }
+        }
+    }
+
+    /// Runs `body` on the ledger thread, carrying a ``BillingError`` across.
+    public func onLedger<T: Sendable>(_ body: @escaping @Sendable (any LedgerStore) throws(BillingError) -> T) async throws(BillingError) -> T {
+        let result: Result<T, BillingError>
+        do {
+            result = try await ledger.perform { store throws(LedgerError) -> Result<T, BillingError> in
+                do throws(BillingError) { return .success(try body(store)) } catch { return .failure(error) }
+            }
+        } catch {
+            throw .ledger("\(error)")
+        }
+        return try result.get()
+    }
+
+    /// Lowercase hex SHA-256 of the UTF-8 bytes of `text`.
+    public static func sha256(_ text: String) -> String {
+        let digest = SHA256.hash(data: Array(text.utf8))
+        let hex = Array("0123456789abcdef")
+        var out = ""
+        for byte in digest {
+            out.append(hex[Int(byte >> 4)])
+            out.append(hex[Int(byte & 0x0f)])
+        }
+        return out
+    }
+}

@@ -1,0 +1,206 @@
+public import TallyCore
+public import TallyLedger
+import TallyPricing
+
+/// Pushes usage to a billing platform as Stripe meter events (`POST {base}/v1/billing/meter_events`,
+/// form-encoded: `event_name`, `payload[stripe_customer_id]`, `payload[value]`, `timestamp`,
+/// `identifier`): one record per tenant, metric and closed hour.
+///
+/// Exactly-once towards the platform: each record has a stable `identifier`
+/// (`tally-{tenant}-{metric}-{hour}-{revision}`), is written to `usage_exports` before it is
+/// sent, and is resent with the same identifier and value until the platform answers 2xx, so
+/// the platform dedupes a retry. When late events raise an hour already exported, the next run
+/// sends only the difference, under the next revision's identifier. Only additive metrics (sum,
+/// count) are exported; metric filters apply as on the invoice.
+public struct MeterEventExporter: Sendable {
+    /// Where and how to send.
+    public struct Settings: Sendable {
+        /// e.g. `http://127.0.0.1:12111` (a local proxy or mock in front of the platform).
+        public var baseURL: String
+        public var apiKey: String?
+        /// tenant -> the platform's customer id; a tenant not listed is sent under its own name.
+        public var customers: [String: String]
+        public var maxAttempts: Int
+        /// The first retry waits this long; each next one twice as long.
+        public var initialBackoff: Duration
+        public var maxBackoff: Duration
+
+        public init(
+            baseURL: String, apiKey: String? = nil, customers: [String: String] = [:], maxAttempts: Int = 5,
+            initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(10)
+        ) {
+            self.baseURL = baseURL
+            self.apiKey = apiKey
+            self.customers = customers
+            self.maxAttempts = maxAttempts
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+        }
+    }
+
+    /// What one run did.
+    public struct Report: Sendable, Hashable {
+        /// Records sent and acknowledged in this run.
+        public var sent = 0
+        /// Records already acknowledged earlier (nothing sent).
+        public var alreadySent = 0
+        /// Records still not acknowledged after every attempt (retried next run).
+        public var failed = 0
+        /// HTTP requests made, retries included.
+        public var requests = 0
+        public init() {}
+    }
+
+    public let service: InvoiceService
+    public let settings: Settings
+
+    public init(service: InvoiceService, settings: Settings) {
+        self.service = service
+        self.settings = settings
+    }
+
+    /// The stable identifier of one record.
+    public static func identifier(tenant: String, metric: String, hour: Int64, revision: Int) -> String {
+        "tally-\(tenant)-\(metric)-\(EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))-r\(revision)"
+    }
+
+    /// Exports every closed hour of `period` for `tenants` (the ledger's tenants of the period when nil).
+    public func export(period: BillingPeriod, tenants: [String]? = nil, now: EventTime) async throws(BillingError) -> Report {
+        guard let pricing = service.pricing else { throw .noPricing }
+        let list: [String]
+        if let tenants { list = tenants } else { list = try await service.tenants(in: period) }
+        let lastHour = min(AggregateCellKey.hour(of: now), AggregateCellKey.hour(of: period.end))
+        let hours = AggregateCellKey.hour(of: period.start)..<max(AggregateCellKey.hour(of: period.start), lastHour)
+        var report = Report()
+        for tenant in list {
+            let records = try await plan(pricing: pricing, tenant: tenant, hours: hours)
+            for record in records {
+                if record.status == .sent {
+                    report.alreadySent += 1
+                    continue
+                }
+                try await send(record, report: &report)
+            }
+        }
+        return report
+    }
+
+    /// The records of one tenant: stored unsent ones, and new ones for usage not yet recorded.
+    /// New records are saved (pending) before anything is sent.
+    private func plan(pricing: AggregatePricing, tenant: String, hours: Range<Int64>) async throws(BillingError) -> [ExportRecord] {
+        try await service.onLedger { store throws(BillingError) -> [ExportRecord] in
+            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no export records") }
+            do {
+                var existing: [String: [ExportRecord]] = [:]
+                for record in try invoices.exportRecords(tenant: tenant) {
+                    existing["\(record.metric)\u{0}\(record.hour)", default: []].append(record)
+                }
+                var result: [ExportRecord] = []
+                for metric in pricing.config.metrics where metric.aggregation.isAdditive {
+                    let filtered = metric.filters.first?.property
+                    for (hour, total) in try invoices.hourlyTotals(tenant: tenant, metric: metric.name, hours: hours) {
+                        var value = AggregatePricing.quantity(of: total, metric.aggregation)
+                        if let filtered {
+                            value = .zero
+                            let cells = try invoices.billableAggregates(
+                                tenant: tenant, metric: metric.name, hours: hour..<(hour + 1), dimension: filtered,
+                                billing: .billedThrough(BillingPeriod.last))
+                            for (group, aggregate) in cells where metric.matches(group.isEmpty ? [:] : [filtered: group]) {
+                                value = try value.adding(AggregatePricing.quantity(of: aggregate, metric.aggregation))
+                            }
+                        }
+                        let previous = existing["\(metric.name)\u{0}\(hour)"] ?? []
+                        var recorded = Quantity.zero
+                        for record in previous { recorded = try recorded.adding(record.value) }
+                        result += previous
+                        let delta = try value.subtracting(recorded)
+                        if delta > .zero {
+                            let record = ExportRecord(
+                                identifier: Self.identifier(tenant: tenant, metric: metric.name, hour: hour, revision: previous.count + 1),
+                                tenant: tenant, metric: metric.name, hour: hour, value: delta, status: .pending, attempts: 0)
+                            try invoices.saveExportRecord(record)
+                            result.append(record)
+                        }
+                    }
+                }
+                return result
+            } catch let error as BillingError {
+                throw error
+            } catch {
+                throw .ledger("\(error)")
+            }
+        }
+    }
+
+    /// Sends one record until it is acknowledged or the attempts run out, recording each try.
+    private func send(_ start: ExportRecord, report: inout Report) async throws(BillingError) {
+        var record = start
+        var backoff = settings.initialBackoff
+        for attempt in 1...max(1, settings.maxAttempts) {
+            report.requests += 1
+            record.attempts += 1
+            var acknowledged = false
+            var permanent = false
+            do {
+                let reply = try await PlainHTTPClient.request(
+                    method: .POST, url: settings.baseURL + "/v1/billing/meter_events",
+                    headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
+                        + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
+                    body: formBody(record))
+                acknowledged = (200..<300).contains(reply.status)
+                permanent = (400..<500).contains(reply.status) && reply.status != 429 && reply.status != 408
+                record.lastError = acknowledged ? nil : "HTTP \(reply.status): \(reply.body.prefix(200))"
+            } catch {
+                record.lastError = "\(error)"
+            }
+            record.status = acknowledged ? .sent : (permanent ? .failed : .pending)
+            if acknowledged { record.sentAt = service.clock() }
+            let snapshot = record
+            _ = try await service.onLedger { store throws(BillingError) in
+                guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no export records") }
+                do { try invoices.saveExportRecord(snapshot) } catch { throw .ledger("\(error)") }
+            }
+            if acknowledged {
+                report.sent += 1
+                return
+            }
+            if permanent || attempt == settings.maxAttempts { break }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, settings.maxBackoff)
+        }
+        report.failed += 1
+    }
+
+    /// The Stripe meter-event form body.
+    func formBody(_ record: ExportRecord) -> String {
+        let fields = [
+            ("event_name", record.metric),
+            ("payload[stripe_customer_id]", settings.customers[record.tenant] ?? record.tenant),
+            ("payload[value]", record.value.description),
+            ("timestamp", String(record.hour * 3600)),
+            ("identifier", record.identifier),
+        ]
+        return fields.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
+    }
+
+    /// `application/x-www-form-urlencoded` escaping.
+    public static func formEncode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(byte)))
+            default:
+                let hex = Array("0123456789ABCDEF")
+                out += "%" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 0x0f)])
+            }
+        }
+        return out
+    }
+}
+
+extension BillingPeriod {
+    /// A period after every real one (December 9999), to select all billings.
+    static var last: BillingPeriod { BillingPeriod(containing: EventTime(seconds: 253_402_300_000 - 86_400 * 20)) }
+}

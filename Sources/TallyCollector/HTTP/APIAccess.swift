@@ -1,0 +1,104 @@
+import Foundation
+public import Hummingbird
+public import NIOCore
+
+/// The collector's request context: Hummingbird's core context plus the peer address, which
+/// the key check needs for loopback-only reads.
+public struct TallyRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Who may read what over HTTP (`Authorization: Bearer KEY`): the admin key reads every tenant;
+/// a tenant key reads only its tenant. With no admin key configured, requests without a key are
+/// allowed from loopback only.
+public struct APIAccess: Sendable {
+    /// What a request may read.
+    public enum Grant: Sendable, Hashable {
+        case everything
+        case tenant(String)
+
+        /// Throws 403 unless this grant may read `tenant`.
+        public func check(tenant: String) throws(APIError) {
+            if case .tenant(let own) = self, own != tenant {
+                throw APIError(.forbidden, "this key reads tenant '\(own)' only, not '\(tenant)'")
+            }
+        }
+    }
+
+    public var adminKey: String?
+    /// key -> tenant.
+    public var tenantKeys: [String: String]
+
+    public init(adminKey: String?, tenantKeys: [String: String]) {
+        self.adminKey = adminKey
+        self.tenantKeys = tenantKeys
+    }
+
+    /// Whether keyless loopback reads are allowed (no admin key configured).
+    public var allowsLoopbackWithoutKey: Bool { adminKey == nil }
+
+    /// The grant of a request, from its `Authorization` header and peer address.
+    public func grant(authorization: String?, remote: SocketAddress?) throws(APIError) -> Grant {
+        guard let authorization else {
+            if allowsLoopbackWithoutKey, let remote, Self.isLoopback(remote) { return .everything }
+            throw APIError(
+                .unauthorized,
+                allowsLoopbackWithoutKey
+                    ? "send Authorization: Bearer KEY (keyless reads are allowed from loopback only)"
+                    : "send Authorization: Bearer KEY")
+        }
+        let prefix = "Bearer "
+        guard authorization.hasPrefix(prefix) else { throw APIError(.unauthorized, "the Authorization header must be 'Bearer KEY'") }
+        let key = String(authorization.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
+        if let adminKey, Self.constantTimeEqual(key, adminKey) { return .everything }
+        for (candidate, tenant) in tenantKeys where Self.constantTimeEqual(key, candidate) { return .tenant(tenant) }
+        throw APIError(.unauthorized, "unknown API key")
+    }
+
+    static func isLoopback(_ address: SocketAddress) -> Bool {
+        guard let ip = address.ipAddress else { return false }
+        return ip == "::1" || ip.hasPrefix("127.") || ip == "::ffff:127.0.0.1"
+    }
+
+    /// Compares without an early exit on the first differing byte.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        var difference = UInt8(x.count == y.count ? 0 : 1)
+        for index in 0..<min(x.count, y.count) { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+}
+
+/// An HTTP API error: its status, the parameter at fault (if one), and a message. Sent as
+/// `{"error": {"status": 400, "parameter": "from", "message": "..."}}`.
+public struct APIError: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var parameter: String?
+    public var message: String
+
+    public init(_ status: HTTPResponse.Status, _ message: String, parameter: String? = nil) {
+        self.status = status
+        self.message = message
+        self.parameter = parameter
+    }
+
+    public var description: String { "\(status.code) \(parameter.map { "\($0): " } ?? "")\(message)" }
+
+    /// The API error for a billing failure.
+    public init(_ error: BillingError) {
+        switch error {
+        case .badParameter(let name, let problem): self.init(.badRequest, problem, parameter: name)
+        case .unknownPeriod: self.init(.notFound, error.description, parameter: "period")
+        case .noPricing: self.init(.notFound, error.description)
+        case .unsupported, .pricing: self.init(.unprocessableContent, error.description)
+        case .ledger, .encoding: self.init(.internalServerError, error.description)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Prometheus
+import Synchronization
+import TallyCore
+import TallyLedger
+import TallyPricing
+@testable import TallyCollector
+
+/// A ledger on a temporary SQLite file behind a `LedgerWriter`, an invoice service with a
+/// settable clock, and the HTTP router, for the billing tests.
+final class BillingFixture: Sendable {
+    static let pricingYAML = """
+        metrics:
+          - name: api_calls
+            aggregation: sum
+            group_by: [endpoint]
+          - name: exports
+            aggregation: count
+            filters:
+              - property: status
+                not_in: ["500"]
+        plans:
+          - id: starter
+            currency: USD
+            charges:
+              - metric: api_calls
+                model: per_unit
+                free: 50000
+                unit_price: "0.001"
+              - metric: exports
+                model: package
+                package_size: 100
+                package_price: "5.00"
+          - id: pro
+            currency: USD
+            charges:
+              - metric: api_calls
+                price_by: endpoint
+                prices:
+                  - when: /search
+                    model: per_unit
+                    unit_price: "0.002"
+                  - model: graduated
+                    tiers:
+                      - up_to: 1000
+                        unit_price: "0.01"
+                      - unit_price: "0.005"
+        default_plan: starter
+        assignments:
+          - tenant: globex
+            plan: pro
+            from: 2026-01-01T00:00:00Z
+        """
+
+    let path: String
+    let writer: LedgerWriter
+    let service: InvoiceService
+    let pricing: AggregatePricing
+    let clock: TestClock
+    let sequence = Mutex<UInt64>(0)
+    let lateWindow = LateWindow.standard
+
+    init(now: String = "2026-03-20T12:00:00Z") throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-billing-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("ledger.db").path
+        pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: Self.pricingYAML))
+        let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config))
+        writer = LedgerWriter(store: try SQLiteLedgerStore(path: path, configuration: configuration))
+        let clock = TestClock(try EventTime(parsing: now))
+        self.clock = clock
+        service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard, clock: { clock.now })
+    }
+
+    func setNow(_ text: String) throws {
+        let time = try EventTime(parsing: text)
+        clock.set(time)
+    }
+
+    var now: EventTime { clock.now }
+
+    /// Commits one batch, received now, through the writer.
+    @discardableResult
+    func commit(_ events: [UsageEvent], agent: String = "edge-1") async throws -> BatchOutcome {
+        let next = sequence.withLock { value -> UInt64 in
+            value += 1
+            return value
+        }
+        return try await writer.commit(IncomingBatch(agent: agent, sequence: next, receivedAt: now, events: events.map { .valid($0) }))
+    }
+
+    static func event(
+        _ tenant: String, metric: String = "api_calls", _ quantity: Int64 = 1, at time: String, id: String,
+        _ properties: [(String, String)] = []
+    ) throws -> UsageEvent {
+        UsageEvent(
+            tenant: tenant, metric: metric, quantity: Quantity(quantity), timestamp: try EventTime(parsing: time), id: id,
+            properties: Properties(properties))
+    }
+
+    static let adminKey = "admin-secret"
+    static let acmeKey = "acme-key"
+    static let globexKey = "globex-key"
+
+    func application() -> some ApplicationProtocol {
+        let router = CollectorHTTP.router(
+            registry: PrometheusCollectorRegistry(), ready: { true },
+            api: CollectorAPI(
+                service: service,
+                access: APIAccess(adminKey: Self.adminKey, tenantKeys: [Self.acmeKey: "acme", Self.globexKey: "globex"])))
+        return Application(router: router)
+    }
+
+    func shutdown() async { await writer.shutdown() }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+
+    func json() throws -> [String: Any] {
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw FixtureError("not a JSON object: \(text)")
+        }
+        return object
+    }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func bearer(_ key: String) -> HTTPFields { [.authorization: "Bearer \(key)"] }
+
+/// A settable clock shared with the service under test.
+final class TestClock: Sendable {
+    private let value: Mutex<EventTime>
+    init(_ start: EventTime) { value = Mutex(start) }
+    var now: EventTime { value.withLock { $0 } }
+    func set(_ time: EventTime) { value.withLock { $0 = time } }
+}
