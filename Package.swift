@@ -159,7 +159,7 @@ let package = Package(
         .executableTarget(
             name: "tally-bench",
             dependencies: [
-                "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload",
+                "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

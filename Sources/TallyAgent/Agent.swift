@@ -1,6 +1,6 @@
 public import Logging
 public import ServiceLifecycle
-public import TallyCore
+import TallyCore
 public import TallySpool
 
 /// One running agent: the spool, the ingest endpoints and the shipper, as services for a

@@ -1,5 +1,5 @@
 public import Metrics
-public import TallyLedger
+import TallyLedger
 
 /// The collector's Prometheus metrics, created through swift-metrics so that the executable
 /// chooses the backend.

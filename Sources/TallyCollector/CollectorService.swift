@@ -1,10 +1,10 @@
-public import Hummingbird
+import Hummingbird
 public import Logging
 import NIOCore
 import NIOPosix
 public import Prometheus
-public import ServiceLifecycle
-public import TallyCore
+import ServiceLifecycle
+import TallyCore
 public import TallyLedger
 import TallyPricing
 import TallyWire

@@ -1,7 +1,7 @@
 public import Hummingbird
 public import Logging
 public import TallyClient
-public import TallyCore
+import TallyCore
 
 /// Meters every request: one usage event per request, sent to the local Tally agent before the
 /// response leaves (so the usage is durable when the caller sees the answer).

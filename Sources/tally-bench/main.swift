@@ -1,4 +1,5 @@
 import ArgumentParser
+import TallyCLI
 import Foundation
 import TallyCollector
 import TallyCore
@@ -142,4 +143,4 @@ func requireValueImpl<T>(_ value: T?, _ what: String) throws -> T {
     return value
 }
 
-await Bench.main()
+await CommandRunner.main(Bench.self)

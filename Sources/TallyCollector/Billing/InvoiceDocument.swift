@@ -1,5 +1,5 @@
 import Foundation
-public import TallyCore
+import TallyCore
 public import TallyPricing
 
 /// An invoice as Tally publishes it (JSON, CSV, HTML): every figure is exact decimal text, never

@@ -1,5 +1,5 @@
 import Foundation
-public import TallyLedger
+import TallyLedger
 
 /// Renders invoices and usage as CSV and as printable HTML (inline CSS, no scripts, no external
 /// fonts). Every tenant-supplied string is escaped.

@@ -1,7 +1,7 @@
 import Crypto
 public import TallyCore
 public import TallyLedger
-public import TallyPricing
+import TallyPricing
 
 /// Usage, charges and invoices of the collector, read through the ledger writer's thread.
 ///

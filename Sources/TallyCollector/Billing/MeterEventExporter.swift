@@ -1,5 +1,5 @@
 public import TallyCore
-public import TallyLedger
+import TallyLedger
 import TallyPricing
 
 /// Pushes usage to a billing platform as Stripe meter events (`POST {base}/v1/billing/meter_events`,

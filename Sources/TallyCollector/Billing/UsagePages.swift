@@ -1,5 +1,5 @@
 public import TallyCore
-public import TallyLedger
+import TallyLedger
 import TallyPricing
 
 /// A tenant's usage page (`/ui/tenants/{tenant}`): per metric, the period's daily usage as a

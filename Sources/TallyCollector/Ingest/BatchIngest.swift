@@ -1,5 +1,5 @@
-public import Logging
-public import NIOCore
+import Logging
+import NIOCore
 public import TallyCore
 public import TallyLedger
 public import TallyWire

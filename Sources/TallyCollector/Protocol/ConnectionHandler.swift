@@ -1,5 +1,5 @@
 import Logging
-public import NIOCore
+import NIOCore
 import TallyCore
 import TallyWire
 
