@@ -62,12 +62,13 @@ echo
 echo "== sent $sent lines to the agent; spool drained into the collector in ${took}s"
 curl -fsS http://127.0.0.1:7480/v1/reconciliation | python3 -c '
 import json, sys
-rows = json.load(sys.stdin)["rows"]
+total = json.load(sys.stdin)["total"]
 keys = ["received", "accepted", "duplicate", "late", "rejected"]
-total = {k: sum(int(r.get(k, 0)) for r in rows) for k in keys}
-print("   " + ", ".join(f"{k} {total[k]}" for k in keys))
-ok = total["received"] == total["accepted"] + total["duplicate"] + total["late"] + total["rejected"]
-print("   received = accepted + duplicate + late + rejected:", "yes" if ok else "NO")'
+adjusted = total["adjusted"]
+print("   collector: " + ", ".join(f"{k} {total[k]}" for k in keys) + f" ({adjusted} of the late events billed as adjustments)")
+print("   received = accepted + duplicate + late + rejected:", "yes" if total["balances"] else "NO")'
+agent_rejected=$(curl -fsS http://127.0.0.1:7380/metrics | awk '/^tally_agent_events_rejected_total/ {s += $NF} END {print s + 0}')
+echo "   agent: $agent_rejected invalid lines refused at ingest with their field and reason (never spooled)"
 python3 - "$dir/expected.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
