@@ -95,3 +95,33 @@ public enum EventStatus: String, Sendable, Hashable, CaseIterable {
     /// Refused (invalid, too old, from the future): kept with its reason, not billed.
     case rejected
 }
+
+extension IncomingBatch {
+    /// A digest of what the batch holds, in order: each event's canonical encoding (valid
+    /// events) or its rejection, reason and known key fields (invalid ones). Equal for a resend
+    /// of the same batch; different when a sequence number is reused for other events.
+    public var contentDigest: [UInt8] {
+        var bytes: [UInt8] = []
+        for event in events {
+            switch event {
+            case .valid(let usage):
+                bytes.append(1)
+                CanonicalEncoding.append(usage, to: &bytes)
+            case .invalid(let invalid):
+                bytes.append(2)
+                for text in [invalid.rejection.reason.rawValue, invalid.tenant ?? "", invalid.metric ?? "", invalid.id ?? ""] {
+                    bytes.append(contentsOf: UInt32(text.utf8.count).bigEndianBytes)
+                    bytes.append(contentsOf: text.utf8)
+                }
+                bytes.append(contentsOf: UInt64(bitPattern: invalid.timestamp?.microseconds ?? .min).bigEndianBytes)
+            }
+        }
+        return Fingerprint(canonicalBytes: bytes).bytes
+    }
+}
+
+extension FixedWidthInteger {
+    fileprivate var bigEndianBytes: [UInt8] {
+        (0..<(Self.bitWidth / 8)).map { UInt8(truncatingIfNeeded: self >> ((Self.bitWidth / 8 - 1 - $0) * 8)) }
+    }
+}

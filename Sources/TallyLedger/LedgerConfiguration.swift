@@ -59,6 +59,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The batch is older than the dedupe horizon and its record was pruned; it cannot be
     /// answered idempotently any more.
     case batchExpired(agent: String, sequence: UInt64)
+    /// A recorded (agent, sequence) was sent again with different events.
+    case sequenceReused(agent: String, sequence: UInt64)
 
     public var description: String {
         switch self {
@@ -70,6 +72,8 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .corruptRow(let what): "corrupt ledger row: \(what)"
         case .batchExpired(let agent, let sequence):
             "batch \(sequence) of agent '\(agent)' is older than the dedupe horizon and its record was pruned"
+        case .sequenceReused(let agent, let sequence):
+            "agent '\(agent)' sent batch \(sequence) again with different events: a sequence number must never be reused"
         }
     }
 }

@@ -113,6 +113,10 @@ import TallyWire
         #expect(try ack(again.sendBatch(sequence: 2, events: batch2)) == ack2)
         #expect(try ack(again.sendBatch(sequence: 1, events: e + [e[0]])) == ack1)
         #expect(try ack(again.sendBatch(sequence: 3, events: batch3)) == BatchAck(sequence: 3, accepted: 1))
+        // A committed sequence sent again with other events is refused, never answered with the
+        // old ack (which would let the agent delete events that were not stored).
+        let reused = [Self.event("acme", 99, at: base.advanced(by: .seconds(50)), id: "reused")]
+        #expect(errorCode(try again.sendBatch(sequence: 3, events: reused)) == .sequenceReused)
 
         step("corrupt")
         // Corrupt frames: an error with its code, the connection closed, nothing written.

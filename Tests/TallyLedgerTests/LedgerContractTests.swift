@@ -45,11 +45,15 @@ import Testing
         let reconciliation = try ledger.store.reconciliation(ReconciliationFilter())
         let aggregates = try ledger.store.storedAggregates(tenant: "acme", period: period("2026-04"))
         try ledger.reopen()
-        // Same (agent, sequence), different content: the stored outcome is returned untouched.
-        var replay = incoming
-        replay.events = [.valid(event(id: "3"))]
-        let second = try ledger.store.commit(replay)
+        // Same (agent, sequence), same content: the stored outcome, nothing touched.
+        let second = try ledger.store.commit(incoming)
         #expect(second == first)
+        // Same (agent, sequence), different content: a reused sequence, refused, nothing touched.
+        var reused = incoming
+        reused.events = [.valid(event(id: "3"))]
+        #expect(throws: LedgerError.sequenceReused(agent: incoming.agent, sequence: incoming.sequence)) {
+            try ledger.store.commit(reused)
+        }
         #expect(first.accepted == 2 && first.duplicate == 1 && first.rejected == 2)
         #expect(first.rejections == [.init(index: 2, reason: .tooOld), .init(index: 4, reason: .missingField)])
         #expect(try ledger.store.reconciliation(ReconciliationFilter()) == reconciliation)

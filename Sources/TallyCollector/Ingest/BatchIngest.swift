@@ -54,8 +54,14 @@ public struct BatchIngest {
             }
         }
         let started = ContinuousClock.now
-        let outcome = try await ledger.commit(
-            IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+        let outcome: BatchOutcome
+        do {
+            outcome = try await ledger.commit(
+                IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+        } catch LedgerError.sequenceReused {
+            throw CollectorIngestError(
+                wireError: WireError(.sequenceReused, "batch \(batch.sequence) was already committed with different events"))
+        }
         metrics.commitLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
         metrics.record(outcome)
         return BatchAck(outcome: outcome, sequence: batch.sequence)

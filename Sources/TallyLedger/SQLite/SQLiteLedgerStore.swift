@@ -41,7 +41,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
         try statements.begin.run()
         do throws(LedgerError) {
-            if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence) {
+            if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: batch.contentDigest) {
                 try statements.rollback.run()
                 return stored
             }
@@ -58,12 +58,16 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    private func storedOutcome(agent: String, sequence: UInt64) throws(LedgerError) -> BatchOutcome? {
+    /// The outcome recorded for (agent, sequence), or nil for a new batch. A recorded batch whose
+    /// content differs is a reused sequence: refused, because answering with the old outcome would
+    /// let the agent delete events that were never stored.
+    private func storedOutcome(agent: String, sequence: UInt64, digest: [UInt8]) throws(LedgerError) -> BatchOutcome? {
         let select = statements.selectBatch
         select.bind(1, agent)
         select.bind(2, Int64(bitPattern: sequence))
         defer { select.reset() }
         if try select.step() {
+            guard select.blob(6) == digest else { throw .sequenceReused(agent: agent, sequence: sequence) }
             var outcome = BatchOutcome()
             outcome.accepted = Int(select.int64(0))
             outcome.duplicate = Int(select.int64(1))
@@ -199,6 +203,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insertBatch.bind(7, outcome.adjusted)
         insertBatch.bind(8, outcome.rejected)
         insertBatch.bind(9, Self.encodeRejections(outcome.rejections))
+        insertBatch.bind(10, blob: batch.contentDigest)
         try insertBatch.run()
         return outcome
     }

@@ -20,7 +20,7 @@ final class Statements {
         commit = try db.prepare("COMMIT")
         rollback = try db.prepare("ROLLBACK")
         selectBatch = try db.prepare(
-            "SELECT accepted, duplicate, late, adjusted, rejected, rejections FROM batches WHERE agent = ?1 AND seq = ?2")
+            "SELECT accepted, duplicate, late, adjusted, rejected, rejections, digest FROM batches WHERE agent = ?1 AND seq = ?2")
         selectPruned = try db.prepare("SELECT through_seq FROM pruned_batches WHERE agent = ?1")
         insertRaw = try db.prepare(
             """
@@ -74,8 +74,8 @@ final class Statements {
             """)
         insertBatch = try db.prepare(
             """
-            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections, digest)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             """)
         markPruned = try db.prepare(
             """
