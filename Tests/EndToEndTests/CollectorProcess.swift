@@ -11,13 +11,16 @@ final class CollectorProcess: Sendable {
 
     /// Starts the collector with `arguments` (plus `--listen 127.0.0.1:0 --http 127.0.0.1:0`
     /// unless given) and waits, up to 60 s, for its "listening for agents" line.
-    init(directory: URL, arguments: [String], environment: [String: String] = [:]) throws {
+    init(
+        directory: URL, arguments: [String], environment: [String: String] = [:], binary: String = "tally-collector",
+        readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#
+    ) throws {
         self.directory = directory
         let process = Process()
-        process.executableURL = BinaryRunner.binDirectory.appendingPathComponent("tally-collector")
+        process.executableURL = BinaryRunner.binDirectory.appendingPathComponent(binary)
         var args = arguments
         if !args.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
-        if !args.contains("--http") { args += ["--http", "127.0.0.1:0"] }
+        if binary == "tally-collector", !args.contains("--http") { args += ["--http", "127.0.0.1:0"] }
         process.arguments = args
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment
@@ -26,7 +29,7 @@ final class CollectorProcess: Sendable {
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
-        let log = LogCapture()
+        let log = LogCapture(pattern: readyPattern)
         errors.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
             if data.isEmpty { handle.readabilityHandler = nil }
@@ -37,7 +40,7 @@ final class CollectorProcess: Sendable {
         self.log = log
         guard let port = log.waitForPort(deadline: .now() + 60) else {
             process.terminate()
-            throw HarnessError("the collector did not start: \(log.text)")
+            throw HarnessError("\(binary) did not start: \(log.text)")
         }
         self.port = port
     }
@@ -72,6 +75,8 @@ final class CollectorProcess: Sendable {
 
 /// Collects a child's stderr and signals when the listening line appears.
 final class LogCapture: Sendable {
+    private let pattern: String
+    init(pattern: String) { self.pattern = pattern }
     private let state = Mutex<(text: String, port: Int?)>(("", nil))
     private let arrived = DispatchSemaphore(value: 0)
 
@@ -79,10 +84,11 @@ final class LogCapture: Sendable {
         let portFound: Bool = state.withLock { state in
             state.text += String(decoding: data, as: UTF8.self)
             guard state.port == nil,
-                let range = state.text.range(of: #"listening for agents on [0-9.]+:([0-9]+)"#, options: .regularExpression)
+                let regex = try? NSRegularExpression(pattern: pattern),
+                let match = regex.firstMatch(in: state.text, range: NSRange(state.text.startIndex..., in: state.text)),
+                let range = Range(match.range(at: 1), in: state.text)
             else { return data.isEmpty }
-            let match = String(state.text[range])
-            state.port = match.split(separator: ":").last.flatMap { Int($0) }
+            state.port = Int(state.text[range])
             return true
         }
         if portFound { arrived.signal() }
