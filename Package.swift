@@ -159,8 +159,10 @@ let package = Package(
         .executableTarget(
             name: "tally-bench",
             dependencies: [
-                "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI",
+                "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI", "TallyWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import TallyCollector
+import TallyCore
+import TallyLedger
+import TallyWire
+import TallyWorkload
+
+/// `tally-bench ingest`: the collector's ingest rate from pre-encoded batches of the reference
+/// workload, sent over loopback to the real protocol server and committed durably (WAL,
+/// synchronous=FULL) with dedupe and aggregates; and the bytes per event on the wire beside the
+/// same events as NDJSON and as `zstd -1` of that NDJSON.
+struct IngestBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest", abstract: "Collector ingest over loopback into durable SQLite, and wire bytes per event.")
+    @Option(help: "Reference-workload lines to generate.") var events = 1_000_000
+    @Option(help: "Events per batch.") var batch = 1000
+    @Option(help: "The ledger file (recreated).") var path = "./tally-bench-data/ingest.db"
+
+    func run() async throws {
+        let start = EventTime.now().advanced(by: .seconds(-Int64(events / 100) - 600))
+        let workload = try ReferenceWorkload(WorkloadConfiguration(seed: 1, events: events, start: start, rate: 100))
+        var ndjson: [UInt8] = []
+        var usage: [UsageEvent] = []
+        for line in workload {
+            ndjson.append(contentsOf: line.bytes)
+            ndjson.append(0x0A)
+            if let event = line.event { usage.append(event) }
+        }
+        let payloadEncoder = try BatchPayloadEncoder()
+        let frameEncoder = FrameEncoder()
+        var frames: [[UInt8]] = []
+        var wireBytes = 0
+        var sequence: UInt64 = 0
+        for offset in stride(from: 0, to: usage.count, by: batch) {
+            sequence += 1
+            let payload = try payloadEncoder.encode(Array(usage[offset..<min(usage.count, offset + batch)]))
+            let frame = try frameEncoder.encode(.batch(Batch(sequence: sequence, payload: payload)))
+            let bytes = frame.getBytes(at: frame.readerIndex, length: frame.readableBytes) ?? []
+            wireBytes += bytes.count
+            frames.append(bytes)
+        }
+        let zstdNDJSON = try ZstdCompressor(level: 1).compress(ndjson).count
+
+        try? FileManager.default.removeItem(atPath: path)
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: path))
+        let server = try await ProtocolServer.bind(
+            host: "127.0.0.1", port: 0,
+            settings: .init(keyring: AgentKeyring(), limits: .standard, eventLimits: .standard),
+            ledger: writer, metrics: CollectorMetrics(), logger: Logger(label: "tally-bench"))
+        let port = server.localAddress?.port ?? 0
+        let serving = Task { try await server.run() }
+        let began = ContinuousClock.now
+        let counted = try await Task.detached { [frames] in try BenchAgent.send(frames, port: port) }.value
+        let elapsed = ContinuousClock.now - began
+        serving.cancel()
+        await writer.shutdown()
+
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let lines = Double(usage.count)
+        print(pad("figure", 58) + pad("unit", 10) + pad("value", 14) + "baseline")
+        let rows: [(String, String, String, String)] = [
+            ("events sent (valid lines, retries included)", "events", String(usage.count), "-"),
+            ("acked accepted + duplicate", "events", String(counted), "= events sent"),
+            ("ingest over loopback, durable, deduped, aggregated", "events/s", String(Int(lines / seconds)), "250,000 (target, end to end)"),
+            ("wire, batches of \(batch), frames included", "bytes/ev", fixed(Double(wireBytes) / lines), "24 (target)"),
+            ("same events as NDJSON", "bytes/ev", fixed(Double(ndjson.count) / lines), "~240 (brief)"),
+            ("zstd -1 of the whole NDJSON", "bytes/ev", fixed(Double(zstdNDJSON) / lines), "~37 (brief)"),
+        ]
+        for row in rows { print(pad(row.0, 58) + pad(row.1, 10) + pad(row.2, 14) + row.3) }
+    }
+}
+
+/// A minimal blocking agent for the benchmark: open-mode handshake, then a window of 8 batches.
+enum BenchAgent {
+    static func send(_ frames: [[UInt8]], port: Int) throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw ValidationError("cannot connect to the collector on port \(port)") }
+        var inbound = ByteBuffer()
+        var decoder = FrameDecoder(maxBodyLength: 64 << 20)
+        func write(_ bytes: [UInt8]) throws {
+            var offset = 0
+            while offset < bytes.count {
+                let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                guard written > 0 else { throw ValidationError("write failed") }
+                offset += written
+            }
+        }
+        func receive() throws -> Frame {
+            while true {
+                if let frame = try decoder.decode(buffer: &inbound) { return frame }
+                var chunk = [UInt8](repeating: 0, count: 65_536)
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard count > 0 else { throw ValidationError("the collector closed the connection") }
+                inbound.writeBytes(chunk[0..<count])
+            }
+        }
+        let encoder = FrameEncoder()
+        func frameBytes(_ frame: Frame) throws -> [UInt8] {
+            let buffer = try encoder.encode(frame)
+            return buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
+        }
+        try write(frameBytes(.hello(Hello(minVersion: 1, maxVersion: 1, agentId: "bench", agentNonce: Nonce.random(), software: "tally-bench"))))
+        guard case .challenge = try receive() else { throw ValidationError("no challenge") }
+        try write(frameBytes(.auth(Auth(proof: .none))))
+        guard case .welcome = try receive() else { throw ValidationError("no welcome") }
+        var next = 0
+        var inFlight = 0
+        var counted = 0
+        while next < frames.count || inFlight > 0 {
+            while next < frames.count && inFlight < 8 {
+                try write(frames[next])
+                next += 1
+                inFlight += 1
+            }
+            guard case .ack(let ack) = try receive() else { throw ValidationError("expected an ack") }
+            counted += Int(ack.accepted) + Int(ack.duplicate)
+            inFlight -= 1
+        }
+        return counted
+    }
+}
