@@ -75,23 +75,12 @@ extension CollectorConfig {
 
     /// Reads a YAML config file over the defaults.
     public static func load(file path: String) throws(ConfigError) -> CollectorConfig {
-        let text: String
-        do {
-            text = try readTextFile(path)
-        } catch {
-            throw ConfigError(file: path, issues: [ConfigIssue(place: "", problem: error.description)])
-        }
-        return try load(yaml: text, file: path)
+        try load(yaml: ConfigDocument.text(ofFile: path), file: path)
     }
 
     public static func load(yaml: String, file: String = "<string>") throws(ConfigError) -> CollectorConfig {
         var config = CollectorConfig()
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: yaml)
-        } catch {
-            throw ConfigError(file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error)")])
-        }
+        let root = try ConfigDocument.compose(yaml, file: file)
         guard let root else { return config }
         var reader = YAMLReader()
         guard let fields = reader.mapping(root, "", allowed: topLevelKeys) else {

@@ -1,3 +1,4 @@
+public import Yams
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -32,4 +33,25 @@ public func readTextFile(_ path: String, maxBytes: Int = 16 << 20) throws(FileRe
         throw FileReadError(path: path, reason: "not UTF-8 text")
     }
     return text
+}
+
+/// The first steps every config loader shares: read the file, parse the YAML into a node tree.
+public enum ConfigDocument {
+    /// The text of a config file, or a ``ConfigError`` naming it.
+    public static func text(ofFile path: String) throws(ConfigError) -> String {
+        do {
+            return try readTextFile(path)
+        } catch {
+            throw ConfigError(file: path, issues: [ConfigIssue(place: "", problem: error.description)])
+        }
+    }
+
+    /// The YAML node tree of `yaml` (nil for an empty document), or a ``ConfigError``.
+    public static func compose(_ yaml: String, file: String) throws(ConfigError) -> Node? {
+        do {
+            return try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigError(file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error)")])
+        }
+    }
 }
