@@ -24,15 +24,15 @@ import FoundationNetworking
 
     @Test(arguments: [5, 25])
     func everyAcknowledgedEventArrivesOnceAfterAKill(killAfter: Int) async throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let ledger = "\(directory.path)/ledger.db"
-        let collector = try CollectorProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
+        let collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
         let agentArguments = ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "crash-test"]
         let pattern = #"address=127\.0\.0\.1:([0-9]+)"#
-        let agent = try CollectorProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
+        let agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
         let base = EventTime.now().advanced(by: .seconds(-120))
         let progress = Progress()
         let url = try #require(URL(string: "http://127.0.0.1:\(agent.port)/v1/events"))
@@ -65,7 +65,7 @@ import FoundationNetworking
         #expect(acked.count >= killAfter * 100 - 300)
 
         // Restarted on the same spool, it recovers and ships the backlog.
-        let restarted = try CollectorProcess(
+        let restarted = try ServiceProcess(
             directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
         defer { restarted.kill() }
         let deadline = ContinuousClock.now + .seconds(120)

@@ -21,10 +21,10 @@ import TallyWire
         dedupe_horizon: 100d
         """
 
-    static func startCollector(in directory: URL, environment: [String: String] = [:]) throws -> CollectorProcess {
+    static func startCollector(in directory: URL, environment: [String: String] = [:]) throws -> ServiceProcess {
         let configURL = directory.appendingPathComponent("collector.yaml")
         try config.write(to: configURL, atomically: true, encoding: .utf8)
-        return try CollectorProcess(
+        return try ServiceProcess(
             directory: directory,
             arguments: ["--config", configURL.path, "--store", "sqlite:\(directory.path)/ledger.db"],
             environment: environment)
@@ -49,7 +49,7 @@ import TallyWire
     }
 
     @Test func scriptedAgentAgainstTheRealCollector() throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let collector = try Self.startCollector(in: directory)
         defer { collector.kill() }
@@ -180,7 +180,7 @@ import TallyWire
     }
 
     @Test func killedBetweenCommitAndAckThenResentIsStoredOnce() throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let base = EventTime.now().advanced(by: .seconds(-300))
         let events = (1...50).map { Self.event("acme", Int128($0), at: base.advanced(by: .seconds(Int64($0))), id: "k\($0)") }
@@ -213,7 +213,7 @@ import TallyWire
     }
 
     @Test func killedAtAnyMomentAfterSendingThenResentIsStoredOnce() throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let base = EventTime.now().advanced(by: .seconds(-300))
         let events = (1...200).map { Self.event("acme", 1, at: base.advanced(by: .seconds(Int64($0))), id: "m\($0)") }

@@ -10,14 +10,14 @@ import FoundationNetworking
 /// equal the generator's expected totals, to the cent.
 @Suite(.serialized) struct PipelineTests {
     @Test func referenceWorkloadIsBilledExactlyAsGenerated() async throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let pricing = BinaryRunner.packageRoot.appendingPathComponent("deploy/demo-pricing.yaml").path
         let ledger = "sqlite:\(directory.path)/ledger.db"
-        let collector = try CollectorProcess(directory: directory, arguments: ["--store", ledger, "--pricing", pricing])
+        let collector = try ServiceProcess(directory: directory, arguments: ["--store", ledger, "--pricing", pricing])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try CollectorProcess(
+        let agent = try ServiceProcess(
             directory: directory,
             arguments: [
                 "--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "e2e", "--default-metric", "api_calls",

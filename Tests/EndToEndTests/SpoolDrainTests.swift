@@ -10,11 +10,11 @@ import FoundationNetworking
 /// the spool into a collector exactly once, and a second drain adds nothing.
 @Suite(.serialized) struct SpoolDrainTests {
     @Test func drainShipsAStoppedAgentsSpoolExactlyOnce() async throws {
-        let directory = try CollectorProcess.temporaryDirectory()
+        let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let spool = directory.appendingPathComponent("spool").path
         // No collector listens on port 1: everything stays in the spool.
-        let agent = try CollectorProcess(
+        let agent = try ServiceProcess(
             directory: directory,
             arguments: ["--spool", spool, "--collector", "127.0.0.1:1", "--agent-id", "drained"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
@@ -31,7 +31,7 @@ import FoundationNetworking
         #expect(agent.stop() == 0)  // SIGTERM: flushes and releases the spool
 
         let ledger = "\(directory.path)/ledger.db"
-        let collector = try CollectorProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
+        let collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
         defer { collector.kill() }
         let drain = ["spool", "drain", "--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "drained"]
         let first = try BinaryRunner.run("tallyctl", drain)

@@ -1,9 +1,9 @@
 import Foundation
 import Synchronization
 
-/// A real `tally-collector` process on loopback ports chosen by the kernel, with its stderr
+/// A real `tally-collector` or `tally-agent` process on a loopback port chosen by the kernel, with its stderr
 /// captured so the test can learn the bound port and read the log.
-final class CollectorProcess: Sendable {
+final class ServiceProcess: Sendable {
     let process: Process
     let directory: URL
     let port: Int
