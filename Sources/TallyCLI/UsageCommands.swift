@@ -201,7 +201,7 @@ public struct AuditCommand: AsyncParsableCommand {
             cells += drift.cellsCompared
             for difference in drift.differences {
                 drifted += 1
-                print("DRIFT \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))")
+                print("DRIFT \(difference.grain) \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))")
             }
             if let pricingConfig {
                 drifted += try await auditInvoice(writer: writer, pricing: AggregatePricing(config: pricingConfig), tenant: tenant, period: period)

@@ -11,15 +11,20 @@ public struct LedgerConfiguration: Sendable, Hashable {
     public var groupBy: [String]
     /// The (metric, property) pairs whose distinct values are counted exactly per period.
     public var uniqueCounts: [UniqueCountKey]
+    /// How many distinct hourly cells a store may hold in its aggregate buffer before it folds
+    /// them into the aggregate tables (see `SQLiteLedgerStore`). Larger buffers merge more
+    /// batches into each table update; 0 folds every batch at once.
+    public var aggregateBufferCells: Int
 
     public init(
         lateWindow: LateWindow = .standard, dedupeHorizon: Duration = .seconds(35 * 86_400), groupBy: [String] = [],
-        uniqueCounts: [UniqueCountKey] = []
+        uniqueCounts: [UniqueCountKey] = [], aggregateBufferCells: Int = 100_000
     ) {
         self.lateWindow = lateWindow
         self.dedupeHorizon = dedupeHorizon
         self.groupBy = groupBy
         self.uniqueCounts = uniqueCounts
+        self.aggregateBufferCells = aggregateBufferCells
     }
 
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.
@@ -34,6 +39,7 @@ public struct LedgerConfiguration: Sendable, Hashable {
         }
         if groupBy.contains("") { throw .invalidConfiguration("a group-by property key must not be empty") }
         if Set(groupBy).count != groupBy.count { throw .invalidConfiguration("group-by property keys repeat") }
+        if aggregateBufferCells < 0 { throw .invalidConfiguration("the aggregate buffer size must not be negative") }
     }
 }
 

@@ -39,8 +39,10 @@ public protocol LedgerStore: AnyObject {
     /// Reconciliation rows (one per period, tenant and agent) matching the filter.
     func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow]
 
-    /// Every stored aggregate cell whose hour lies in `period`, for one tenant (audits).
-    func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate]
+    /// Every stored aggregate cell of `grain` whose bucket starts in `period`, for one tenant
+    /// (audits). For day and month cells, the key's `hour` is the bucket's first hour.
+    func storedAggregates(tenant: String, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+        -> [AggregateCellKey: UsageAggregate]
 
     /// Calls `body` for every raw ledger event of `tenant` whose event time lies in `period`,
     /// in (timestamp, fingerprint) order: accepted, adjusted and late events. Duplicates and
@@ -57,8 +59,14 @@ public protocol LedgerStore: AnyObject {
 }
 
 extension LedgerStore {
-    /// Recomputes the hourly aggregates of `tenant` for `period` from the raw ledger and compares
-    /// them with the stored ones. An empty ``AggregateDrift/differences`` means they agree exactly.
+    /// Every stored hourly aggregate cell whose hour lies in `period`, for one tenant.
+    public func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate] {
+        try storedAggregates(tenant: tenant, period: period, grain: .hour)
+    }
+
+    /// Recomputes the aggregates of `tenant` for `period` from the raw ledger — hourly, and the
+    /// daily and monthly rollups that queries and invoices read — and compares them with the
+    /// stored ones. An empty ``AggregateDrift/differences`` means they all agree exactly.
     public func recomputeAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
         var expected = AggregateCells()
         let groupBy = configuration.groupBy
@@ -70,14 +78,17 @@ extension LedgerStore {
             case .late, .duplicate, .rejected: break
             }
         }
-        let stored = try storedAggregates(tenant: tenant, period: period)
         var differences: [AggregateDrift.Difference] = []
-        for key in Set(expected.cells.keys).union(stored.keys) {
-            let want = expected.cells[key]
-            let have = stored[key]
-            if want != have { differences.append(.init(key: key, recomputed: want, stored: have)) }
+        var compared = 0
+        for grain in AggregateGrain.allCases {
+            let want = try expected.rolledUp(to: grain).cells
+            let stored = try storedAggregates(tenant: tenant, period: period, grain: grain)
+            compared += want.count
+            for key in Set(want.keys).union(stored.keys) where want[key] != stored[key] {
+                differences.append(.init(grain: grain, key: key, recomputed: want[key], stored: stored[key]))
+            }
         }
-        differences.sort { $0.key < $1.key }
-        return AggregateDrift(tenant: tenant, period: period, cellsCompared: expected.cells.count, differences: differences)
+        differences.sort { ($0.grain, $0.key) < ($1.grain, $1.key) }
+        return AggregateDrift(tenant: tenant, period: period, cellsCompared: compared, differences: differences)
     }
 }

@@ -109,6 +109,83 @@ public struct AggregateCellKey: Sendable, Hashable, Comparable, CustomStringConv
     }
 }
 
+/// The width of an aggregate table's buckets. The ledger keeps every cell three times: hourly
+/// (the unit of audit), and rolled up by UTC day and by calendar month, so that a month-to-date
+/// question reads one row per group instead of ~720.
+public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable {
+    case hour, day, month
+
+    /// The first hour of the bucket of this grain that contains `hour`.
+    public func bucket(of hour: Int64) -> Int64 {
+        switch self {
+        case .hour: return hour
+        case .day: return AggregateGrain.floorDivide(hour, 24) * 24
+        case .month:
+            return AggregateCellKey.hour(of: BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour)).start)
+        }
+    }
+
+    static func floorDivide(_ value: Int64, _ divisor: Int64) -> Int64 {
+        let quotient = value / divisor
+        return value % divisor < 0 ? quotient - 1 : quotient
+    }
+
+    public static func < (lhs: AggregateGrain, rhs: AggregateGrain) -> Bool {
+        allCases.firstIndex(of: lhs) ?? 0 < allCases.firstIndex(of: rhs) ?? 0
+    }
+
+    /// Splits the hours `hours` into ranges, each answered exactly by one grain no coarser than
+    /// `coarsest`: whole months from the monthly rollup, whole days from the daily one, the
+    /// remaining hours from the hourly table. At most five ranges; ranges of a grain are bucket
+    /// starts (a daily range `a..<b` means the days whose first hour lies in it).
+    public static func plan(_ hours: Range<Int64>, coarsest: AggregateGrain) -> [(grain: AggregateGrain, hours: Range<Int64>)] {
+        guard !hours.isEmpty else { return [] }
+        var pieces: [(grain: AggregateGrain, hours: Range<Int64>)] = []
+        func days(_ range: Range<Int64>) {
+            guard !range.isEmpty else { return }
+            let first = floorDivide(range.lowerBound + 23, 24) * 24
+            let last = floorDivide(range.upperBound, 24) * 24
+            guard coarsest >= .day, first < last else {
+                pieces.append((.hour, range))
+                return
+            }
+            if range.lowerBound < first { pieces.append((.hour, range.lowerBound..<first)) }
+            pieces.append((.day, first..<last))
+            if last < range.upperBound { pieces.append((.hour, last..<range.upperBound)) }
+        }
+        guard coarsest == .month else {
+            days(hours)
+            return pieces
+        }
+        var month = BillingPeriod(containing: EventTime(microseconds: hours.lowerBound * AggregateCellKey.microsecondsPerHour))
+        if AggregateCellKey.hour(of: month.start) < hours.lowerBound { month = month.next }
+        let firstMonth = AggregateCellKey.hour(of: month.start)
+        var lastMonth = firstMonth
+        while AggregateCellKey.hour(of: month.end) <= hours.upperBound {
+            lastMonth = AggregateCellKey.hour(of: month.end)
+            month = month.next
+        }
+        guard firstMonth < lastMonth else {
+            days(hours)
+            return pieces
+        }
+        days(hours.lowerBound..<firstMonth)
+        pieces.append((.month, firstMonth..<lastMonth))
+        days(lastMonth..<hours.upperBound)
+        return pieces
+    }
+}
+
+extension AggregateCellKey {
+    /// The key of the `grain` bucket this hourly cell rolls up into (`hour` becomes the bucket's
+    /// first hour).
+    public func rolledUp(to grain: AggregateGrain) -> AggregateCellKey {
+        var key = self
+        key.hour = grain.bucket(of: hour)
+        return key
+    }
+}
+
 /// Aggregate cells combined in memory, so that a batch writes one update per distinct cell.
 public struct AggregateCells: Sendable {
     public private(set) var cells: [AggregateCellKey: UsageAggregate] = [:]
@@ -139,7 +216,21 @@ public struct AggregateCells: Sendable {
         }
     }
 
+    /// Folds every cell of `other` in.
+    public mutating func merge(_ other: AggregateCells) throws(LedgerError) {
+        for (key, aggregate) in other.cells { try add(aggregate, at: key) }
+    }
+
+    /// These (hourly) cells rolled up to `grain`.
+    public func rolledUp(to grain: AggregateGrain) throws(LedgerError) -> AggregateCells {
+        guard grain != .hour else { return self }
+        var result = AggregateCells()
+        for (key, aggregate) in cells { try result.add(aggregate, at: key.rolledUp(to: grain)) }
+        return result
+    }
+
     public var isEmpty: Bool { cells.isEmpty }
+    public var count: Int { cells.count }
 }
 
 /// The result of recomputing aggregates from the raw ledger: every cell where the stored value
@@ -147,6 +238,8 @@ public struct AggregateCells: Sendable {
 public struct AggregateDrift: Sendable, Hashable {
     /// One cell where the stored aggregate and the recount disagree; nil means "no such cell".
     public struct Difference: Sendable, Hashable {
+        /// The table the cell is in; for a day or month cell, `key.hour` is the bucket's first hour.
+        public var grain: AggregateGrain = .hour
         public var key: AggregateCellKey
         public var recomputed: UsageAggregate?
         public var stored: UsageAggregate?

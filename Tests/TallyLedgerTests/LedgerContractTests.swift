@@ -310,6 +310,68 @@ import Testing
     }
 
     @Test(arguments: ledgerFactories)
+    func bufferedAggregatesSurviveACrashAndAreFoldedOnOpen(_ factory: any LedgerStoreFactory) throws {
+        let ledger = try TestLedger(factory)
+        // No read between the commits: batch 1's cells are only in the aggregate buffer and its
+        // log when the crash comes.
+        _ = try ledger.store.commit(batch(1, [event(id: "a"), event(id: "b", [("endpoint", "/x")])]))
+        factory.crashBeforeNextCommit(ledger.store)
+        #expect(throws: LedgerError.self) { try ledger.store.commit(batch(2, [event(id: "lost")])) }
+        try ledger.reopen()
+        let totals = try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04"))
+        #expect(totals.usage?.count == 2)
+        #expect(try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-04")).differences.isEmpty)
+        // The batch that died is retransmitted and counted once.
+        #expect(try ledger.store.commit(batch(2, [event(id: "lost")])).accepted == 1)
+        #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 3)
+    }
+
+    @Test(arguments: ledgerFactories)
+    func rollupsAnswerLikeTheHourlyCellsAcrossDaysAndMonths(_ factory: any LedgerStoreFactory) throws {
+        var configuration = TestLedger.configuration
+        configuration.aggregateBufferCells = 7  // fold often, between and inside the commits below
+        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
+        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        let ledger = try TestLedger(factory, configuration: configuration)
+        let events = workload(count: 2000, seed: 7, start: at("2026-02-20T00:00:00Z"), spanHours: 24 * 50, tenants: 3)
+        for (sequence, offset) in stride(from: 0, to: events.count, by: 100).enumerated() {
+            _ = try ledger.store.commit(
+                batch(UInt64(sequence), now: "2026-04-11T00:00:00Z", Array(events[offset..<min(offset + 100, events.count)])))
+        }
+        let from = at("2026-02-27T05:00:00Z")
+        let to = at("2026-04-03T07:00:00Z")
+        for tenant in 0..<3 {
+            for granularity in UsageQuery.Granularity.allCases {
+                for groupBy in [nil, "endpoint"] as [String?] {
+                    let query = UsageQuery(tenant: "tenant-\(tenant)", metric: "api_calls", from: from, to: to, granularity: granularity, groupBy: groupBy)
+                    let hourly = try ledger.store.usage(UsageQuery(tenant: query.tenant, metric: query.metric, from: from, to: to, granularity: .hour, groupBy: groupBy))
+                    var expected: [String: UsageAggregate] = [:]
+                    for bucket in hourly {
+                        let key = "\(query.bucketStart(of: bucket.start)) \(bucket.group ?? "-")"
+                        if var existing = expected[key] {
+                            try existing.merge(bucket.aggregate)
+                            expected[key] = existing
+                        } else {
+                            expected[key] = bucket.aggregate
+                        }
+                    }
+                    let answered = try ledger.store.usage(query)
+                    #expect(answered.count == expected.count, "\(granularity) \(groupBy ?? "-")")
+                    for bucket in answered {
+                        #expect(expected["\(bucket.start) \(bucket.group ?? "-")"] == bucket.aggregate, "\(granularity) \(bucket.start)")
+                    }
+                }
+            }
+            for month in ["2026-02", "2026-03", "2026-04"] {
+                let drift = try ledger.store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period(month))
+                #expect(drift.differences.isEmpty, "tenant-\(tenant) \(month)")
+                let monthly = try ledger.store.storedAggregates(tenant: "tenant-\(tenant)", period: period(month), grain: .month)
+                #expect(monthly.keys.allSatisfy { $0.hourStart == period(month).start })
+            }
+        }
+    }
+
+    @Test(arguments: ledgerFactories)
     func sumNearTheInt128EdgeFailsClearlyAndCommitsNothing(_ factory: any LedgerStoreFactory) throws {
         let ledger = try TestLedger(factory)
         let half = Quantity(nanos: Int128.max / 2 + 1)

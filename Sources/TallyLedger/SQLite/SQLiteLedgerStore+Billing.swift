@@ -50,22 +50,10 @@ extension SQLiteLedgerStore: InvoiceStore {
         case .billedBefore(let period): (condition, billedText) = ("billed_in < ?6", period.description)
         case .billedThrough(let period): (condition, billedText) = ("billed_in <= ?6", period.description)
         }
-        let select = try database.prepare(
-            """
-            SELECT value, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
-            WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5 AND \(condition)
-            """)
-        defer { select.reset() }
-        select.bind(1, tenant)
-        select.bind(2, metric)
-        select.bind(3, hours.lowerBound)
-        select.bind(4, hours.upperBound)
-        select.bind(5, dimension)
-        select.bind(6, billedText)
         var result: [String: UsageAggregate] = [:]
-        while try select.step() {
-            let value = select.text(0)
-            let aggregate = try readAggregate(select, from: 1)
+        try forEachCell(
+            tenant: tenant, metric: metric, dimension: dimension, hours: hours, coarsest: .month, billing: (condition, billedText)
+        ) { (_: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
             if var existing = result[value] {
                 try existing.merge(aggregate)
                 result[value] = existing
@@ -94,6 +82,7 @@ extension SQLiteLedgerStore: InvoiceStore {
     }
 
     public func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
+        try flushAggregates()
         // Uses the partial index usage_hourly_adjustments (tenant, metric, billed_in).
         let select = try database.prepare(
             "SELECT DISTINCT hour FROM usage_hourly WHERE tenant = ?1 AND billed_in = ?2 AND billed_in <> '' AND dimension = ''")
@@ -110,6 +99,7 @@ extension SQLiteLedgerStore: InvoiceStore {
     public func hourlyTotals(tenant: String, metric: String, hours: Range<Int64>) throws(LedgerError)
         -> [(hour: Int64, aggregate: UsageAggregate)]
     {
+        try flushAggregates()
         let select = try database.prepare(
             """
             SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly

@@ -3,41 +3,35 @@ public import TallyCore
 /// Queries answered from the hourly aggregates (never raw scans), and the audit scans.
 extension SQLiteLedgerStore {
     public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
-        let dimension = query.groupBy ?? ""
         if let group = query.groupBy, !configuration.groupBy.contains(group) {
             throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
         }
-        let select = try database.prepare(
-            """
-            SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
-            WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5
-            """)
-        defer { select.reset() }
-        select.bind(1, query.tenant)
-        select.bind(2, query.metric)
-        select.bind(3, Self.ceilHour(query.from))
-        select.bind(4, Self.ceilHour(query.to))
-        select.bind(5, dimension)
         struct BucketKey: Hashable {
             var start: EventTime
             var group: String?
         }
+        let coarsest: AggregateGrain =
+            switch query.granularity {
+            case .hour: .hour
+            case .day: .day
+            case .month: .month
+            }
         var buckets: [BucketKey: UsageAggregate] = [:]
-        var order: [BucketKey] = []
-        while try select.step() {
-            let start = query.bucketStart(of: EventTime(microseconds: select.int64(0) * AggregateCellKey.microsecondsPerHour))
-            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : select.text(1))
-            let aggregate = try readAggregate(select, from: 2)
+        try forEachCell(
+            tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
+            hours: Self.ceilHour(query.from)..<max(Self.ceilHour(query.from), Self.ceilHour(query.to)), coarsest: coarsest
+        ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
+            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
+            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : value)
             if var existing = buckets[key] {
                 try existing.merge(aggregate)
                 buckets[key] = existing
             } else {
                 buckets[key] = aggregate
-                order.append(key)
             }
         }
-        return order.sorted { ($0.start, $0.group ?? "") < ($1.start, $1.group ?? "") }.compactMap { key in
-            buckets[key].map { UsageBucket(start: key.start, group: key.group, aggregate: $0) }
+        return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {
+            UsageBucket(start: $0.key.start, group: $0.key.group, aggregate: $0.value)
         }
     }
 
@@ -47,20 +41,41 @@ extension SQLiteLedgerStore {
         return hour * AggregateCellKey.microsecondsPerHour == time.microseconds ? hour : hour + 1
     }
 
+    /// Calls `body` with (bucket's first hour, dimension value, aggregate) for every stored cell
+    /// of one tenant, metric and dimension whose hour lies in `hours`, each read from the coarsest
+    /// table (no coarser than `coarsest`) that answers it exactly: a month-to-date question reads
+    /// one monthly row per group. `billing` restricts `billed_in` (nil: every billing). Folds the
+    /// aggregate buffer in first.
+    func forEachCell(
+        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain,
+        billing: (condition: String, value: String)? = nil,
+        _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        try flushAggregates()
+        for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
+            let select = try database.prepare(
+                """
+                SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity FROM \(SQLiteSchema.table(piece.grain))
+                WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5 AND \(billing?.condition ?? "?6 IS NULL")
+                """)
+            defer { select.reset() }
+            select.bind(1, tenant)
+            select.bind(2, metric)
+            select.bind(3, piece.hours.lowerBound)
+            select.bind(4, piece.hours.upperBound)
+            select.bind(5, dimension)
+            select.bind(6, billing?.value)
+            while try select.step() { try body(select.int64(0), select.text(1), try readAggregate(select, from: 2)) }
+        }
+    }
+
     public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
-        let normal = try database.prepare(
-            """
-            SELECT sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
-            WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = '' AND billed_in = ''
-            """)
-        defer { normal.reset() }
-        normal.bind(1, tenant)
-        normal.bind(2, metric)
-        normal.bind(3, AggregateCellKey.hour(of: period.start))
-        normal.bind(4, AggregateCellKey.hour(of: period.end))
         var usage: UsageAggregate?
-        while try normal.step() {
-            let aggregate = try readAggregate(normal, from: 0)
+        try forEachCell(
+            tenant: tenant, metric: metric, dimension: "",
+            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month,
+            billing: ("billed_in = ?6", "")
+        ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
         let adjusted = try database.prepare(
@@ -148,28 +163,39 @@ extension SQLiteLedgerStore {
         return rows
     }
 
-    public func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate] {
+    public func storedAggregates(tenant: String, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+        -> [AggregateCellKey: UsageAggregate]
+    {
+        try flushAggregates()
+        var cells: [AggregateCellKey: UsageAggregate] = [:]
+        let hours = AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end)
+        for (key, aggregate) in try readCells(table: SQLiteSchema.table(grain), tenant: tenant, hours: hours) { cells[key] = aggregate }
+        return cells
+    }
+
+    /// Every cell of one aggregate table whose bucket starts in `hours`, for one tenant or all.
+    func readCells(table: String, tenant: String?, hours: Range<Int64>) throws(LedgerError) -> [(AggregateCellKey, UsageAggregate)] {
         let select = try database.prepare(
             """
-            SELECT metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity
-            FROM usage_hourly WHERE tenant = ?1 AND hour >= ?2 AND hour < ?3
+            SELECT tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity
+            FROM \(table) WHERE (?1 IS NULL OR tenant = ?1) AND hour >= ?2 AND hour < ?3
             """)
         defer { select.reset() }
         select.bind(1, tenant)
-        select.bind(2, AggregateCellKey.hour(of: period.start))
-        select.bind(3, AggregateCellKey.hour(of: period.end))
-        var cells: [AggregateCellKey: UsageAggregate] = [:]
+        select.bind(2, hours.lowerBound)
+        select.bind(3, hours.upperBound)
+        var cells: [(AggregateCellKey, UsageAggregate)] = []
         while try select.step() {
-            let billedText = select.text(4)
+            let billedText = select.text(5)
             var billedIn: BillingPeriod?
             if !billedText.isEmpty {
-                guard let billed = BillingPeriod(billedText) else { throw .corruptRow("usage_hourly billed_in '\(billedText)'") }
+                guard let billed = BillingPeriod(billedText) else { throw .corruptRow("\(table) billed_in '\(billedText)'") }
                 billedIn = billed
             }
             let key = AggregateCellKey(
-                tenant: tenant, metric: select.text(0), hour: select.int64(1), dimension: select.text(2), value: select.text(3),
+                tenant: select.text(0), metric: select.text(1), hour: select.int64(2), dimension: select.text(3), value: select.text(4),
                 billedIn: billedIn)
-            cells[key] = try readAggregate(select, from: 5)
+            cells.append((key, try readAggregate(select, from: 6)))
         }
         return cells
     }

@@ -4,6 +4,20 @@ public import TallyCore
 /// The embedded ledger: one SQLite file in WAL mode with `synchronous = FULL`, so a batch whose
 /// commit returned survives a crash or power loss, and a batch whose commit did not return left
 /// nothing behind. See ``LedgerStore`` for the guarantees and `SQLiteSchema` for the layout.
+///
+/// **The aggregate buffer.** Updating the hourly, daily and monthly cells of every batch in its
+/// own transaction costs one scattered b-tree page per cell per commit: thousands of pages for a
+/// batch that spans many tenants, and the WAL bytes and fsync time that go with them. Instead,
+/// a batch's transaction appends its cells to `aggregate_log` as one blob (so a commit is still
+/// all-or-nothing and durable), and the store keeps the log's cells merged in memory. When the
+/// buffer holds ``LedgerConfiguration/aggregateBufferCells`` cells, and before any read of the
+/// aggregate tables, one transaction folds the buffer into the three tables and empties the
+/// log. Opening a store folds whatever log a crash left behind. So every read sees every
+/// committed batch, and the tables are written once per cell per fold instead of once per batch.
+///
+/// Overflow stays a per-batch error: a batch whose cells would take a monthly sum (the largest
+/// cell) past the 128-bit range is refused. The check uses the buffer and a known upper bound of
+/// the stored monthly sums, and reads the stored cell only when that bound leaves no headroom.
 public final class SQLiteLedgerStore: LedgerStore {
     public let configuration: LedgerConfiguration
     public let path: String
@@ -11,6 +25,10 @@ public final class SQLiteLedgerStore: LedgerStore {
     let statements: Statements
     private let uniqueProperties: [String: [String]]
     private var scratch: [UInt8] = []
+    /// The aggregate buffer: the cells of `aggregate_log`, merged, at each grain.
+    private var pending: [AggregateGrain: AggregateCells] = [:]
+    /// An upper bound of every stored monthly sum, in nano-units.
+    private var storedSumCeiling: Int128 = 0
 
     /// A failure to inject, for crash-safety tests.
     enum Fault {
@@ -32,30 +50,179 @@ public final class SQLiteLedgerStore: LedgerStore {
         var unique: [String: [String]] = [:]
         for key in configuration.uniqueCounts { unique[key.metric, default: []].append(key.property) }
         uniqueProperties = unique
+        try migrate()
+        storedSumCeiling = try readSumCeiling()
+        try reloadPending()
+        try flushAggregates()
     }
 
-    public func close() { database.close() }
+    /// Folds the aggregate buffer in and closes the store.
+    public func close() {
+        if database.handle != nil { try? flushAggregates() }
+        database.close()
+    }
+
+    // MARK: - Aggregate buffer
+
+    /// Folds the aggregate buffer into the hourly, daily and monthly tables in one transaction
+    /// and empties the log. Reads call this first, so they see every committed batch.
+    func flushAggregates() throws(LedgerError) {
+        guard let hourly = pending[.hour], !hourly.isEmpty else { return }
+        try statements.begin.run()
+        var largest: Int128 = 0
+        do throws(LedgerError) {
+            for grain in AggregateGrain.allCases {
+                guard let cells = pending[grain], let upsert = statements.upsertAggregate[grain] else { continue }
+                try upsertCells(cells, with: upsert)
+                if grain == .month { largest = cells.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
+            }
+            try statements.deleteLog.run()
+            try statements.commit.run()
+        } catch {
+            if database.handle != nil { try? statements.rollback.run() }
+            throw error
+        }
+        pending = [:]
+        let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
+        storedSumCeiling = overflow ? .max : raised
+    }
+
+    /// Rebuilds the buffer from `aggregate_log`: at open, and after a failed commit (whose
+    /// rolled-back log row must not stay in memory).
+    private func reloadPending() throws(LedgerError) {
+        pending = [:]
+        var hourly = AggregateCells()
+        let select = try database.prepare("SELECT cells FROM aggregate_log ORDER BY id")
+        defer { select.reset() }
+        while try select.step() { try AggregateLogCodec.decode(select.blob(0), into: &hourly) }
+        guard !hourly.isEmpty else { return }
+        pending[.hour] = hourly
+        pending[.day] = try hourly.rolledUp(to: .day)
+        pending[.month] = try hourly.rolledUp(to: .month)
+    }
+
+    /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
+    /// characters is below 10^n units.
+    private func readSumCeiling() throws(LedgerError) -> Int128 {
+        let select = try database.prepare("SELECT COALESCE(MAX(LENGTH(sum)), 0) FROM usage_monthly")
+        defer { select.reset() }
+        guard try select.step() else { return 0 }
+        var ceiling: Int128 = Quantity.nanosPerUnit
+        for _ in 0..<select.int64(0) {
+            let (next, overflow) = ceiling.multipliedReportingOverflow(by: 10)
+            if overflow { return .max }
+            ceiling = next
+        }
+        return ceiling
+    }
+
+    /// Adds a batch's cells to the buffer, refusing the batch if a monthly sum would leave the
+    /// 128-bit range. Runs inside the batch's transaction; the caller reloads the buffer if the
+    /// transaction does not commit.
+    private func buffer(_ cells: AggregateCells) throws(LedgerError) {
+        guard !cells.isEmpty else { return }
+        let monthly = try cells.rolledUp(to: .month)
+        for (key, aggregate) in monthly.cells {
+            var total = aggregate.sum
+            if let buffered = pending[.month]?.cells[key] {
+                do { total = try total.adding(buffered.sum) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(buffered.sum) + \(aggregate.sum)")
+                }
+            }
+            guard total.nanos > Int128.max - storedSumCeiling else { continue }
+            if let stored = try storedMonthlySum(key) {
+                do { _ = try total.adding(stored) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(stored) + \(total)")
+                }
+            }
+        }
+        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
+        try statements.insertLog.run()
+        var hourly = pending[.hour] ?? AggregateCells()
+        var daily = pending[.day] ?? AggregateCells()
+        var month = pending[.month] ?? AggregateCells()
+        pending = [:]
+        try hourly.merge(cells)
+        try daily.merge(try cells.rolledUp(to: .day))
+        try month.merge(monthly)
+        pending = [.hour: hourly, .day: daily, .month: month]
+    }
+
+    private func storedMonthlySum(_ key: AggregateCellKey) throws(LedgerError) -> Quantity? {
+        let select = try database.prepare(
+            """
+            SELECT sum FROM usage_monthly
+            WHERE tenant = ?1 AND metric = ?2 AND hour = ?3 AND dimension = ?4 AND value = ?5 AND billed_in = ?6
+            """)
+        defer { select.reset() }
+        select.bind(1, key.tenant)
+        select.bind(2, key.metric)
+        select.bind(3, key.hour)
+        select.bind(4, key.dimension)
+        select.bind(5, key.value)
+        select.bind(6, key.billedIn?.description ?? "")
+        return try select.step() ? try Self.quantity(select.text(0), "usage_monthly sum") : nil
+    }
+
+    /// Brings a version-1 file (hourly aggregates only) to version 2: the daily and monthly
+    /// rollups are built from the hourly rows in one transaction.
+    private func migrate() throws(LedgerError) {
+        let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
+        let version = try select.step() ? select.text(0) : SQLiteSchema.version
+        select.reset()
+        guard version != SQLiteSchema.version else { return }
+        guard version == "1" else {
+            throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
+        }
+        try statements.begin.run()
+        do throws(LedgerError) {
+            var hourly = AggregateCells()
+            for (key, aggregate) in try readCells(table: "usage_hourly", tenant: nil, hours: Int64.min..<Int64.max) {
+                try hourly.add(aggregate, at: key)
+            }
+            for grain in [AggregateGrain.day, .month] {
+                guard let upsert = statements.upsertAggregate[grain] else { continue }
+                try upsertCells(try hourly.rolledUp(to: grain), with: upsert)
+            }
+            try database.execute("UPDATE ledger_meta SET value = '\(SQLiteSchema.version)' WHERE key = 'schema_version'")
+            try statements.commit.run()
+        } catch {
+            try? statements.rollback.run()
+            throw error
+        }
+    }
 
     // MARK: - Commit
 
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
         try statements.begin.run()
+        let outcome: BatchOutcome
         do throws(LedgerError) {
             if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: batch.contentDigest) {
                 try statements.rollback.run()
                 return stored
             }
-            let outcome = try write(batch)
+            outcome = try write(batch)
             if fault == .crashBeforeCommit {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
             }
             try statements.commit.run()
-            return outcome
         } catch {
-            if database.handle != nil { try? statements.rollback.run() }
+            if database.handle != nil {
+                try? statements.rollback.run()
+                try? reloadPending()
+            } else {
+                pending = [:]
+            }
             throw error
         }
+        if (pending[.hour]?.count ?? 0) >= configuration.aggregateBufferCells {
+            // The batch is committed either way; a fold that fails is retried by the next commit
+            // or read, and a read reports its error.
+            try? flushAggregates()
+        }
+        return outcome
     }
 
     /// The outcome recorded for (agent, sequence), or nil for a new batch. A recorded batch whose
@@ -169,7 +336,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 }
             }
         }
-        try upsertCells(cells)
+        try buffer(cells)
         let insertUnique = statements.insertUnique
         for unique in uniques {
             insertUnique.bind(1, unique.tenant)
@@ -279,10 +446,9 @@ public final class SQLiteLedgerStore: LedgerStore {
         try insert.run()
     }
 
-    /// One upsert per distinct cell of the batch; sums are exact (`tally_sum`), and an overflow
-    /// fails the statement and so the whole batch.
-    private func upsertCells(_ cells: AggregateCells) throws(LedgerError) {
-        let upsert = statements.upsertHourly
+    /// One upsert per cell; sums are exact (`tally_sum`), and an overflow fails the statement and
+    /// so the whole transaction.
+    private func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
         for (key, aggregate) in cells.cells {
             upsert.bind(1, key.tenant)
             upsert.bind(2, key.metric)

@@ -16,8 +16,15 @@ import TallyCore
 ///   month is one contiguous range (the usage query reads ~720 rows, not millions).
 /// Quantities are exact decimal text (`Quantity.description`), never REAL; sums are done by the
 /// `tally_sum` SQL function in 128-bit integers, which fails the statement on overflow.
+/// - `usage_daily` and `usage_monthly` are the same cells rolled up, written by the same
+///   transaction that writes the hourly ones, so that month-to-date reads touch one row per group.
+/// - `aggregate_log` is the aggregate buffer's durable half: each batch's transaction appends its
+///   cells as one blob (one sequential write instead of thousands of scattered upserts); a later
+///   transaction folds the log into the three tables and empties it (`SQLiteLedgerStore`).
+///
+/// Version 2 added the rollups and the log; a version-1 file is migrated when it is opened.
 enum SQLiteSchema {
-    static let version = "1"
+    static let version = "2"
 
     /// WAL with a commit-time fsync (`synchronous = FULL`): an acked batch survives power loss.
     /// A large auto-checkpoint (64 MiB of WAL) lets hot aggregate pages, rewritten by many
@@ -103,21 +110,9 @@ enum SQLiteSchema {
             through_seq INTEGER NOT NULL
         ) WITHOUT ROWID;
 
-        CREATE TABLE IF NOT EXISTS usage_hourly (
-            tenant TEXT NOT NULL,
-            metric TEXT NOT NULL,
-            hour INTEGER NOT NULL,
-            dimension TEXT NOT NULL,
-            value TEXT NOT NULL,
-            billed_in TEXT NOT NULL,
-            sum TEXT NOT NULL,
-            count INTEGER NOT NULL,
-            max TEXT NOT NULL,
-            latest_ts INTEGER NOT NULL,
-            latest_fp BLOB NOT NULL,
-            latest_quantity TEXT NOT NULL,
-            PRIMARY KEY (tenant, metric, hour, dimension, value, billed_in)
-        ) WITHOUT ROWID;
+        \(aggregateTable("usage_hourly"))
+        \(aggregateTable("usage_daily"))
+        \(aggregateTable("usage_monthly"))
         CREATE INDEX IF NOT EXISTS usage_hourly_adjustments
             ON usage_hourly (tenant, metric, billed_in) WHERE billed_in <> '';
 
@@ -146,8 +141,44 @@ enum SQLiteSchema {
             PRIMARY KEY (period, tenant, agent)
         ) WITHOUT ROWID;
 
+        CREATE TABLE IF NOT EXISTS aggregate_log (
+            id INTEGER PRIMARY KEY,
+            cells BLOB NOT NULL
+        );
+
         INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema_version', '\(version)');
         """
+
+    /// One aggregate table. `hour` is the first hour (since the epoch) of the row's bucket: the
+    /// hour itself, its UTC day, or its calendar month.
+    static func aggregateTable(_ name: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(name) (
+            tenant TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            billed_in TEXT NOT NULL,
+            sum TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            max TEXT NOT NULL,
+            latest_ts INTEGER NOT NULL,
+            latest_fp BLOB NOT NULL,
+            latest_quantity TEXT NOT NULL,
+            PRIMARY KEY (tenant, metric, hour, dimension, value, billed_in)
+        ) WITHOUT ROWID;
+        """
+    }
+
+    /// The table of each grain.
+    static func table(_ grain: AggregateGrain) -> String {
+        switch grain {
+        case .hour: "usage_hourly"
+        case .day: "usage_daily"
+        case .month: "usage_monthly"
+        }
+    }
 
     /// Registers `tally_sum(a, b)` and `tally_max(a, b)`: exact 128-bit arithmetic on quantity text.
     static func registerFunctions(_ database: SQLiteDatabase) throws(LedgerError) {

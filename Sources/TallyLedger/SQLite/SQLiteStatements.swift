@@ -8,7 +8,10 @@ final class Statements {
     let insertRaw: SQLiteStatement
     let insertDuplicate: SQLiteStatement
     let insertRefused: SQLiteStatement
-    let upsertHourly: SQLiteStatement
+    /// One aggregate upsert per grain, into that grain's table.
+    let upsertAggregate: [AggregateGrain: SQLiteStatement]
+    let insertLog: SQLiteStatement
+    let deleteLog: SQLiteStatement
     let insertUnique: SQLiteStatement
     let upsertReconciliation: SQLiteStatement
     let insertBatch: SQLiteStatement
@@ -42,22 +45,11 @@ final class Statements {
             """)
         // All right-hand sides of DO UPDATE see the old row, so the three `latest_*` columns
         // switch together on the same (timestamp, fingerprint) comparison.
-        upsertHourly = try db.prepare(
-            """
-            INSERT INTO usage_hourly (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-                latest_ts, latest_fp, latest_quantity)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-            ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
-                sum = tally_sum(sum, excluded.sum),
-                count = count + excluded.count,
-                max = tally_max(max, excluded.max),
-                latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
-                    THEN excluded.latest_ts ELSE latest_ts END,
-                latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
-                    THEN excluded.latest_fp ELSE latest_fp END,
-                latest_quantity = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
-                    THEN excluded.latest_quantity ELSE latest_quantity END
-            """)
+        var upserts: [AggregateGrain: SQLiteStatement] = [:]
+        for grain in AggregateGrain.allCases { upserts[grain] = try db.prepare(Self.upsert(into: SQLiteSchema.table(grain))) }
+        upsertAggregate = upserts
+        insertLog = try db.prepare("INSERT INTO aggregate_log (cells) VALUES (?1)")
+        deleteLog = try db.prepare("DELETE FROM aggregate_log")
         insertUnique = try db.prepare(
             """
             INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
@@ -84,5 +76,25 @@ final class Statements {
             ON CONFLICT (agent) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)
             """)
         deleteBatches = try db.prepare("DELETE FROM batches WHERE received_at < ?1")
+    }
+
+    /// All right-hand sides of DO UPDATE see the old row, so the three `latest_*` columns switch
+    /// together on the same (timestamp, fingerprint) comparison.
+    static func upsert(into table: String) -> String {
+        """
+        INSERT INTO \(table) (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
+            latest_ts, latest_fp, latest_quantity)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
+            sum = tally_sum(sum, excluded.sum),
+            count = count + excluded.count,
+            max = tally_max(max, excluded.max),
+            latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                THEN excluded.latest_ts ELSE latest_ts END,
+            latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                THEN excluded.latest_fp ELSE latest_fp END,
+            latest_quantity = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
+                THEN excluded.latest_quantity ELSE latest_quantity END
+        """
     }
 }

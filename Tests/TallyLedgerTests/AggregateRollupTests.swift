@@ -1,0 +1,107 @@
+import Foundation
+import TallyCore
+@testable import TallyLedger
+import Testing
+
+@Suite("Aggregate rollups and buffer")
+struct AggregateRollupTests {
+    func hour(_ text: String) -> Int64 { AggregateCellKey.hour(of: at(text)) }
+
+    @Test func planReadsWholeMonthsAndDaysFromTheRollups() {
+        let pieces = AggregateGrain.plan(hour("2026-03-03T05:00:00Z")..<hour("2026-05-10T07:00:00Z"), coarsest: .month)
+        let expected: [(AggregateGrain, String, String)] = [
+            (.hour, "2026-03-03T05:00:00Z", "2026-03-04T00:00:00Z"),
+            (.day, "2026-03-04T00:00:00Z", "2026-04-01T00:00:00Z"),
+            (.month, "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"),
+            (.day, "2026-05-01T00:00:00Z", "2026-05-10T00:00:00Z"),
+            (.hour, "2026-05-10T00:00:00Z", "2026-05-10T07:00:00Z"),
+        ]
+        #expect(pieces.count == expected.count)
+        for (piece, want) in zip(pieces, expected) {
+            #expect(piece.grain == want.0 && piece.hours == hour(want.1)..<hour(want.2))
+        }
+        // A whole month is one row; an hour granularity never uses a rollup.
+        let march = hour("2026-03-01T00:00:00Z")..<hour("2026-04-01T00:00:00Z")
+        #expect(AggregateGrain.plan(march, coarsest: .month).map(\.grain) == [.month])
+        #expect(AggregateGrain.plan(march, coarsest: .day).map(\.grain) == [.day])
+        #expect(AggregateGrain.plan(march, coarsest: .hour).map(\.grain) == [.hour])
+    }
+
+    @Test func planCoversEveryRangeExactlyOnce() {
+        var random = SplitMix64(seed: 11)
+        let base = hour("2025-12-20T00:00:00Z")
+        for _ in 0..<2000 {
+            let lower = base + Int64(random.next() % 3000)
+            let upper = lower + Int64(random.next() % 3000)
+            for coarsest in AggregateGrain.allCases {
+                let pieces = AggregateGrain.plan(lower..<upper, coarsest: coarsest)
+                var next = lower
+                for piece in pieces {
+                    #expect(piece.hours.lowerBound == next && !piece.hours.isEmpty && piece.grain <= coarsest)
+                    // Each piece is whole buckets of its grain.
+                    #expect(piece.grain.bucket(of: piece.hours.lowerBound) == piece.hours.lowerBound)
+                    #expect(piece.grain.bucket(of: piece.hours.upperBound) == piece.hours.upperBound)
+                    next = piece.hours.upperBound
+                }
+                #expect(next == max(lower, upper) || (lower == upper && pieces.isEmpty))
+            }
+        }
+    }
+
+    @Test func logRowsRoundTripAndRefuseDamage() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 300, seed: 3, start: at("2026-04-01T00:00:00Z"), spanHours: 30, tenants: 4) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: event.tenant == "tenant-1" ? period("2026-05") : nil, groupBy: ["endpoint"])
+        }
+        let bytes = AggregateLogCodec.encode(cells)
+        var decoded = AggregateCells()
+        try AggregateLogCodec.decode(bytes, into: &decoded)
+        #expect(decoded.cells == cells.cells)
+        for cut in [1, 7, bytes.count / 2, bytes.count - 1] {
+            var partial = AggregateCells()
+            #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(Array(bytes[0..<cut]), into: &partial) }
+        }
+        var partial = AggregateCells()
+        #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(bytes + [0], into: &partial) }
+    }
+
+    @Test func auditFindsDriftInTheMonthlyRollup() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        _ = try ledger.store.commit(batch(1, [event(id: "a"), event(quantity: "2.5", id: "b", [("endpoint", "/x")])]))
+        #expect(try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-04")).differences.isEmpty)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        try store.database.execute("UPDATE usage_monthly SET sum = '4.5' WHERE tenant = 'acme' AND dimension = ''")
+        let drift = try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-04"))
+        #expect(drift.differences.map(\.grain) == [.month])
+        #expect(drift.differences.first?.stored?.sum == (try Quantity(parsing: "4.5")))
+        #expect(drift.differences.first?.recomputed?.sum == (try Quantity(parsing: "3.5")))
+    }
+
+    @Test func aVersionOneLedgerGetsItsRollupsWhenOpened() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let events = workload(count: 500, seed: 5, start: at("2026-03-25T00:00:00Z"), spanHours: 24 * 8, tenants: 3)
+        _ = try ledger.store.commit(batch(1, now: "2026-04-02T12:00:00Z", events))
+        let before = try ledger.store.periodTotals(tenant: "tenant-0", metric: "api_calls", period: period("2026-03"))
+        #expect(before.usage != nil)
+        // Make the file look like version 1: hourly cells only.
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        try store.database.execute(
+            "DELETE FROM usage_daily; DELETE FROM usage_monthly; UPDATE ledger_meta SET value = '1' WHERE key = 'schema_version';")
+        #expect(try ledger.store.periodTotals(tenant: "tenant-0", metric: "api_calls", period: period("2026-03")).usage == nil)
+        try ledger.reopen()
+        #expect(try ledger.store.periodTotals(tenant: "tenant-0", metric: "api_calls", period: period("2026-03")) == before)
+        for tenant in 0..<3 {
+            for month in ["2026-03", "2026-04"] {
+                #expect(try ledger.store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period(month)).differences.isEmpty)
+            }
+        }
+    }
+
+    @Test func aLedgerFromANewerVersionIsRefused() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        try store.database.execute("UPDATE ledger_meta SET value = '9' WHERE key = 'schema_version'")
+        store.close()
+        #expect(throws: LedgerError.self) { try SQLiteLedgerStore(path: ledger.location) }
+    }
+}
