@@ -192,6 +192,19 @@ public struct AggregateCells: Sendable {
 
     public init() {}
 
+    /// Empty, with room for `capacity` cells without rehashing.
+    public init(minimumCapacity capacity: Int) { cells.reserveCapacity(capacity) }
+
+    /// The sum of the total cells (no dimension): every event's quantity once. No cell of these
+    /// events, at any grain, can sum to more.
+    public func totalSum() throws(LedgerError) -> Quantity {
+        var total = Quantity.zero
+        for (key, aggregate) in cells where key.dimension.isEmpty {
+            do { total = try total.adding(aggregate.sum) } catch { throw .quantityOverflow("the sum of a batch's quantities") }
+        }
+        return total
+    }
+
     /// Adds an event to its total cell and to one cell per group-by dimension.
     public mutating func add(
         _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String]
@@ -224,7 +237,7 @@ public struct AggregateCells: Sendable {
     /// These (hourly) cells rolled up to `grain`.
     public func rolledUp(to grain: AggregateGrain) throws(LedgerError) -> AggregateCells {
         guard grain != .hour else { return self }
-        var result = AggregateCells()
+        var result = AggregateCells(minimumCapacity: cells.count / 4)
         for (key, aggregate) in cells { try result.add(aggregate, at: key.rolledUp(to: grain)) }
         return result
     }

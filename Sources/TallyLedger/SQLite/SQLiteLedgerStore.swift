@@ -25,8 +25,12 @@ public final class SQLiteLedgerStore: LedgerStore {
     let statements: Statements
     private let uniqueProperties: [String: [String]]
     private var scratch: [UInt8] = []
-    /// The aggregate buffer: the cells of `aggregate_log`, merged, at each grain.
-    private var pending: [AggregateGrain: AggregateCells] = [:]
+    /// The aggregate buffer: the hourly cells of `aggregate_log`, merged. Daily and monthly
+    /// cells are rolled up from it when it is folded in.
+    private var pending = AggregateCells()
+    /// An upper bound of every buffered cell's sum at any grain (the sum of the buffered
+    /// batches' quantities), in nano-units.
+    private var pendingBound: Int128 = 0
     /// An upper bound of every stored monthly sum, in nano-units.
     private var storedSumCeiling: Int128 = 0
 
@@ -67,12 +71,13 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// Folds the aggregate buffer into the hourly, daily and monthly tables in one transaction
     /// and empties the log. Reads call this first, so they see every committed batch.
     func flushAggregates() throws(LedgerError) {
-        guard let hourly = pending[.hour], !hourly.isEmpty else { return }
+        guard !pending.isEmpty else { return }
         try statements.begin.run()
         var largest: Int128 = 0
         do throws(LedgerError) {
             for grain in AggregateGrain.allCases {
-                guard let cells = pending[grain], let upsert = statements.upsertAggregate[grain] else { continue }
+                guard let upsert = statements.upsertAggregate[grain] else { continue }
+                let cells = try pending.rolledUp(to: grain)
                 try upsertCells(cells, with: upsert)
                 if grain == .month { largest = cells.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
             }
@@ -82,7 +87,8 @@ public final class SQLiteLedgerStore: LedgerStore {
             if database.handle != nil { try? statements.rollback.run() }
             throw error
         }
-        pending = [:]
+        pending = AggregateCells(minimumCapacity: min(configuration.aggregateBufferCells, 1 << 20))
+        pendingBound = 0
         let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
         storedSumCeiling = overflow ? .max : raised
     }
@@ -90,15 +96,14 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// Rebuilds the buffer from `aggregate_log`: at open, and after a failed commit (whose
     /// rolled-back log row must not stay in memory).
     private func reloadPending() throws(LedgerError) {
-        pending = [:]
-        var hourly = AggregateCells()
+        pending = AggregateCells()
+        pendingBound = 0
         let select = try database.prepare("SELECT cells FROM aggregate_log ORDER BY id")
         defer { select.reset() }
-        while try select.step() { try AggregateLogCodec.decode(select.blob(0), into: &hourly) }
-        guard !hourly.isEmpty else { return }
-        pending[.hour] = hourly
-        pending[.day] = try hourly.rolledUp(to: .day)
-        pending[.month] = try hourly.rolledUp(to: .month)
+        var cells = AggregateCells()
+        while try select.step() { try AggregateLogCodec.decode(select.blob(0), into: &cells) }
+        pendingBound = try cells.totalSum().nanos
+        pending = cells
     }
 
     /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
@@ -116,36 +121,40 @@ public final class SQLiteLedgerStore: LedgerStore {
         return ceiling
     }
 
-    /// Adds a batch's cells to the buffer, refusing the batch if a monthly sum would leave the
-    /// 128-bit range. Runs inside the batch's transaction; the caller reloads the buffer if the
+    /// Adds a batch's cells to the buffer, refusing the batch if a monthly sum (the largest cell
+    /// of any grain) would leave the 128-bit range. Cheap when the bounds leave headroom, as
+    /// they always do for real usage; otherwise every monthly cell of the batch is checked
+    /// exactly. Runs inside the batch's transaction; the caller reloads the buffer if the
     /// transaction does not commit.
     private func buffer(_ cells: AggregateCells) throws(LedgerError) {
         guard !cells.isEmpty else { return }
+        let batchBound = try cells.totalSum().nanos
+        let (bound, overflow) = pendingBound.addingReportingOverflow(batchBound)
+        let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
+        if overflow || noHeadroom { try checkMonthlySums(cells) }
+        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
+        try statements.insertLog.run()
+        try pending.merge(cells)
+        pendingBound = overflow ? .max : bound
+    }
+
+    /// The exact check: batch + buffer + stored, per monthly cell.
+    private func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
         let monthly = try cells.rolledUp(to: .month)
+        let buffered = try pending.rolledUp(to: .month)
         for (key, aggregate) in monthly.cells {
             var total = aggregate.sum
-            if let buffered = pending[.month]?.cells[key] {
-                do { total = try total.adding(buffered.sum) } catch {
-                    throw .quantityOverflow("the \(key) aggregate: \(buffered.sum) + \(aggregate.sum)")
+            if let already = buffered.cells[key] {
+                do { total = try total.adding(already.sum) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
                 }
             }
-            guard total.nanos > Int128.max - storedSumCeiling else { continue }
             if let stored = try storedMonthlySum(key) {
                 do { _ = try total.adding(stored) } catch {
                     throw .quantityOverflow("the \(key) aggregate: \(stored) + \(total)")
                 }
             }
         }
-        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
-        try statements.insertLog.run()
-        var hourly = pending[.hour] ?? AggregateCells()
-        var daily = pending[.day] ?? AggregateCells()
-        var month = pending[.month] ?? AggregateCells()
-        pending = [:]
-        try hourly.merge(cells)
-        try daily.merge(try cells.rolledUp(to: .day))
-        try month.merge(monthly)
-        pending = [.hour: hourly, .day: daily, .month: month]
     }
 
     private func storedMonthlySum(_ key: AggregateCellKey) throws(LedgerError) -> Quantity? {
@@ -213,11 +222,11 @@ public final class SQLiteLedgerStore: LedgerStore {
                 try? statements.rollback.run()
                 try? reloadPending()
             } else {
-                pending = [:]
+                pending = AggregateCells()
             }
             throw error
         }
-        if (pending[.hour]?.count ?? 0) >= configuration.aggregateBufferCells {
+        if pending.count >= configuration.aggregateBufferCells {
             // The batch is committed either way; a fold that fails is retried by the next commit
             // or read, and a read reports its error.
             try? flushAggregates()
