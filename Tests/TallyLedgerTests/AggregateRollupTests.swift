@@ -104,4 +104,29 @@ struct AggregateRollupTests {
         store.close()
         #expect(throws: LedgerError.self) { try SQLiteLedgerStore(path: ledger.location) }
     }
+
+    @Test func theLogIsFoldedAfterAThousandBatchesOnTheSameCells() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        func logRows() throws -> Int64 {
+            let select = try store.database.prepare("SELECT COUNT(*) FROM aggregate_log")
+            defer { select.reset() }
+            _ = try select.step()
+            return select.int64(0)
+        }
+        func hourlyCount() throws -> Int64 {
+            let select = try store.database.prepare("SELECT COALESCE(SUM(count), 0) FROM usage_hourly WHERE dimension = ''")
+            defer { select.reset() }
+            _ = try select.step()
+            return select.int64(0)
+        }
+        let cap = UInt64(SQLiteLedgerStore.maximumLogRows)
+        for sequence in 1..<cap { _ = try store.commit(batch(sequence, [event(id: "e\(sequence)")])) }
+        // Two hourly cells (the total and the endpoint group), far below the cell threshold: still buffered.
+        #expect(try logRows() == Int64(cap - 1))
+        #expect(try hourlyCount() == 0)
+        _ = try store.commit(batch(cap, [event(id: "last")]))
+        #expect(try logRows() == 0)
+        #expect(try hourlyCount() == Int64(cap))
+    }
 }

@@ -31,6 +31,11 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// An upper bound of every buffered cell's sum at any grain (the sum of the buffered
     /// batches' quantities), in nano-units.
     private var pendingBound: Int128 = 0
+    /// Rows in `aggregate_log`. The log is folded at ``maximumLogRows`` even when the batches
+    /// keep hitting the same few cells, so that it, and the work of opening after a crash, stay
+    /// bounded.
+    private var pendingLogRows = 0
+    static let maximumLogRows = 1_000
     /// An upper bound of every stored monthly sum, in nano-units.
     private var storedSumCeiling: Int128 = 0
 
@@ -89,6 +94,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         pending = AggregateCells(minimumCapacity: min(configuration.aggregateBufferCells, 1 << 20))
         pendingBound = 0
+        pendingLogRows = 0
         let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
         storedSumCeiling = overflow ? .max : raised
     }
@@ -98,10 +104,14 @@ public final class SQLiteLedgerStore: LedgerStore {
     private func reloadPending() throws(LedgerError) {
         pending = AggregateCells()
         pendingBound = 0
+        pendingLogRows = 0
         let select = try database.prepare("SELECT cells FROM aggregate_log ORDER BY id")
         defer { select.reset() }
         var cells = AggregateCells()
-        while try select.step() { try AggregateLogCodec.decode(select.blob(0), into: &cells) }
+        while try select.step() {
+            try AggregateLogCodec.decode(select.blob(0), into: &cells)
+            pendingLogRows += 1
+        }
         pendingBound = try cells.totalSum().nanos
         pending = cells
     }
@@ -136,6 +146,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try statements.insertLog.run()
         try pending.merge(cells)
         pendingBound = overflow ? .max : bound
+        pendingLogRows += 1
     }
 
     /// The exact check: batch + buffer + stored, per monthly cell.
@@ -164,12 +175,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             WHERE tenant = ?1 AND metric = ?2 AND hour = ?3 AND dimension = ?4 AND value = ?5 AND billed_in = ?6
             """)
         defer { select.reset() }
-        select.bind(1, key.tenant)
-        select.bind(2, key.metric)
-        select.bind(3, key.hour)
-        select.bind(4, key.dimension)
-        select.bind(5, key.value)
-        select.bind(6, key.billedIn?.description ?? "")
+        select.bind(cell: key)
         return try select.step() ? try Self.quantity(select.text(0), "usage_monthly sum") : nil
     }
 
@@ -226,7 +232,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             }
             throw error
         }
-        if pending.count >= configuration.aggregateBufferCells {
+        if pending.count >= configuration.aggregateBufferCells || pendingLogRows >= Self.maximumLogRows {
             // The batch is committed either way; a fold that fails is retried by the next commit
             // or read, and a read reports its error.
             try? flushAggregates()
@@ -459,12 +465,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// so the whole transaction.
     private func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
         for (key, aggregate) in cells.cells {
-            upsert.bind(1, key.tenant)
-            upsert.bind(2, key.metric)
-            upsert.bind(3, key.hour)
-            upsert.bind(4, key.dimension)
-            upsert.bind(5, key.value)
-            upsert.bind(6, key.billedIn?.description ?? "")
+            upsert.bind(cell: key)
             upsert.bind(7, aggregate.sum.description)
             upsert.bind(8, aggregate.count)
             upsert.bind(9, aggregate.max.description)
@@ -527,5 +528,18 @@ public final class SQLiteLedgerStore: LedgerStore {
             try? statements.rollback.run()
             throw error
         }
+    }
+}
+
+extension SQLiteStatement {
+    /// Binds an aggregate cell's key to parameters 1–6: tenant, metric, hour, dimension, value,
+    /// billed_in ("" for usage billed in its own period).
+    func bind(cell key: AggregateCellKey) {
+        bind(1, key.tenant)
+        bind(2, key.metric)
+        bind(3, key.hour)
+        bind(4, key.dimension)
+        bind(5, key.value)
+        bind(6, key.billedIn?.description ?? "")
     }
 }
