@@ -129,4 +129,21 @@ struct AggregateRollupTests {
         #expect(try logRows() == 0)
         #expect(try hourlyCount() == Int64(cap))
     }
+
+    /// A collector and a `tallyctl audit` on the same file: each logged batch is folded exactly
+    /// once, whichever process folds it.
+    @Test func twoProcessesOnOneFileFoldEachBatchOnce() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let collector = ledger.store
+        _ = try collector.commit(batch(1, [event(id: "a"), event(id: "b")]))
+        let audit = try SQLiteLedgerStore(path: ledger.location, configuration: TestLedger.configuration)  // folds batch 1
+        defer { audit.close() }
+        _ = try collector.commit(batch(2, [event(id: "c")]))
+        #expect(try audit.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 3)
+        #expect(try collector.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 3)
+        _ = try collector.commit(batch(3, [event(id: "d")]))
+        #expect(try collector.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 4)
+        #expect(try audit.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 4)
+        #expect(try audit.recomputeAggregates(tenant: "acme", period: period("2026-04")).differences.isEmpty)
+    }
 }

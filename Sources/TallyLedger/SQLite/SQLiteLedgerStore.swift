@@ -9,15 +9,17 @@ public import TallyCore
 /// own transaction costs one scattered b-tree page per cell per commit: thousands of pages for a
 /// batch that spans many tenants, and the WAL bytes and fsync time that go with them. Instead,
 /// a batch's transaction appends its cells to `aggregate_log` as one blob (so a commit is still
-/// all-or-nothing and durable), and the store keeps the log's cells merged in memory. When the
-/// buffer holds ``LedgerConfiguration/aggregateBufferCells`` cells, and before any read of the
-/// aggregate tables, one transaction folds the buffer into the three tables and empties the
-/// log. Opening a store folds whatever log a crash left behind. So every read sees every
-/// committed batch, and the tables are written once per cell per fold instead of once per batch.
+/// all-or-nothing and durable). When the log holds about ``LedgerConfiguration/aggregateBufferCells``
+/// cells or ``maximumLogRows`` batches, and before any read of the aggregate tables, one
+/// transaction reads the log, merges it, writes each merged cell once into the hourly, daily and
+/// monthly tables and deletes the rows it folded. The fold works from the rows in the database,
+/// not from memory, so a crash leaves nothing to lose (the next open folds the log) and another
+/// process that opens the same file — `tallyctl audit` beside a running collector — folds the
+/// same rows at most once: the transactions are serialised and each deletes what it folded.
 ///
 /// Overflow stays a per-batch error: a batch whose cells would take a monthly sum (the largest
-/// cell) past the 128-bit range is refused. The check uses the buffer and a known upper bound of
-/// the stored monthly sums, and reads the stored cell only when that bound leaves no headroom.
+/// cell) past the 128-bit range is refused. The check uses upper bounds of the logged and the
+/// stored sums, and reads the cells exactly only when those bounds leave no headroom.
 public final class SQLiteLedgerStore: LedgerStore {
     public let configuration: LedgerConfiguration
     public let path: String
@@ -25,16 +27,14 @@ public final class SQLiteLedgerStore: LedgerStore {
     let statements: Statements
     private let uniqueProperties: [String: [String]]
     private var scratch: [UInt8] = []
-    /// The aggregate buffer: the hourly cells of `aggregate_log`, merged. Daily and monthly
-    /// cells are rolled up from it when it is folded in.
-    private var pending = AggregateCells()
-    /// An upper bound of every buffered cell's sum at any grain (the sum of the buffered
-    /// batches' quantities), in nano-units.
-    private var pendingBound: Int128 = 0
-    /// Rows in `aggregate_log`. The log is folded at ``maximumLogRows`` even when the batches
-    /// keep hitting the same few cells, so that it, and the work of opening after a crash, stay
-    /// bounded.
-    private var pendingLogRows = 0
+    /// An upper bound of every logged cell's sum at any grain (the sum of the logged batches'
+    /// quantities), in nano-units.
+    private var loggedBound: Int128 = 0
+    /// Batches and (unmerged) cells this store has logged since its last fold: when to fold.
+    private var loggedRows = 0
+    private var loggedCells = 0
+    /// The log is folded at this many batches even when they keep hitting the same few cells,
+    /// so that it, and the work of opening after a crash, stay bounded.
     static let maximumLogRows = 1_000
     /// An upper bound of every stored monthly sum, in nano-units.
     private var storedSumCeiling: Int128 = 0
@@ -61,59 +61,63 @@ public final class SQLiteLedgerStore: LedgerStore {
         uniqueProperties = unique
         try migrate()
         storedSumCeiling = try readSumCeiling()
-        try reloadPending()
         try flushAggregates()
     }
 
-    /// Folds the aggregate buffer in and closes the store.
+    /// Folds the aggregate log in and closes the store.
     public func close() {
         if database.handle != nil { try? flushAggregates() }
         database.close()
     }
 
-    // MARK: - Aggregate buffer
+    // MARK: - Aggregate log
 
-    /// Folds the aggregate buffer into the hourly, daily and monthly tables in one transaction
-    /// and empties the log. Reads call this first, so they see every committed batch.
+    /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
+    /// deletes the folded rows. Reads call this first, so they see every committed batch.
     func flushAggregates() throws(LedgerError) {
-        guard !pending.isEmpty else { return }
+        if loggedRows == 0 {
+            // Another process (a collector beside this `tallyctl`) may have logged batches.
+            let any = try database.prepare("SELECT EXISTS (SELECT 1 FROM aggregate_log)")
+            defer { any.reset() }
+            guard try any.step(), any.int64(0) != 0 else { return }
+        }
         try statements.begin.run()
         var largest: Int128 = 0
         do throws(LedgerError) {
-            for grain in AggregateGrain.allCases {
-                guard let upsert = statements.upsertAggregate[grain] else { continue }
-                let cells = try pending.rolledUp(to: grain)
-                try upsertCells(cells, with: upsert)
-                if grain == .month { largest = cells.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
+            let (cells, lastID) = try readLog()
+            if let lastID {
+                for grain in AggregateGrain.allCases {
+                    guard let upsert = statements.upsertAggregate[grain] else { continue }
+                    let rolled = try cells.rolledUp(to: grain)
+                    try upsertCells(rolled, with: upsert)
+                    if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
+                }
+                statements.deleteLog.bind(1, lastID)
+                try statements.deleteLog.run()
             }
-            try statements.deleteLog.run()
             try statements.commit.run()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
             throw error
         }
-        pending = AggregateCells(minimumCapacity: min(configuration.aggregateBufferCells, 1 << 20))
-        pendingBound = 0
-        pendingLogRows = 0
+        loggedBound = 0
+        loggedRows = 0
+        loggedCells = 0
         let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
         storedSumCeiling = overflow ? .max : raised
     }
 
-    /// Rebuilds the buffer from `aggregate_log`: at open, and after a failed commit (whose
-    /// rolled-back log row must not stay in memory).
-    private func reloadPending() throws(LedgerError) {
-        pending = AggregateCells()
-        pendingBound = 0
-        pendingLogRows = 0
-        let select = try database.prepare("SELECT cells FROM aggregate_log ORDER BY id")
+    /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
+    private func readLog() throws(LedgerError) -> (AggregateCells, Int64?) {
+        let select = try database.prepare("SELECT id, cells FROM aggregate_log ORDER BY id")
         defer { select.reset() }
-        var cells = AggregateCells()
+        var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
+        var lastID: Int64?
         while try select.step() {
-            try AggregateLogCodec.decode(select.blob(0), into: &cells)
-            pendingLogRows += 1
+            lastID = select.int64(0)
+            try AggregateLogCodec.decode(select.blob(1), into: &cells)
         }
-        pendingBound = try cells.totalSum().nanos
-        pending = cells
+        return (cells, lastID)
     }
 
     /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
@@ -131,31 +135,28 @@ public final class SQLiteLedgerStore: LedgerStore {
         return ceiling
     }
 
-    /// Adds a batch's cells to the buffer, refusing the batch if a monthly sum (the largest cell
-    /// of any grain) would leave the 128-bit range. Cheap when the bounds leave headroom, as
-    /// they always do for real usage; otherwise every monthly cell of the batch is checked
-    /// exactly. Runs inside the batch's transaction; the caller reloads the buffer if the
-    /// transaction does not commit.
-    private func buffer(_ cells: AggregateCells) throws(LedgerError) {
-        guard !cells.isEmpty else { return }
+    /// Logs a batch's cells, refusing the batch if a monthly sum (the largest cell of any grain)
+    /// would leave the 128-bit range. Cheap when the bounds leave headroom, as they always do for
+    /// real usage; otherwise every monthly cell of the batch is checked exactly. Runs inside the
+    /// batch's transaction and returns the new logged bound, to keep once it commits.
+    private func log(_ cells: AggregateCells) throws(LedgerError) -> Int128 {
+        guard !cells.isEmpty else { return loggedBound }
         let batchBound = try cells.totalSum().nanos
-        let (bound, overflow) = pendingBound.addingReportingOverflow(batchBound)
+        let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
         let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
         if overflow || noHeadroom { try checkMonthlySums(cells) }
         statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
         try statements.insertLog.run()
-        try pending.merge(cells)
-        pendingBound = overflow ? .max : bound
-        pendingLogRows += 1
+        return overflow ? .max : bound
     }
 
-    /// The exact check: batch + buffer + stored, per monthly cell.
+    /// The exact check: batch + log + stored, per monthly cell.
     private func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
         let monthly = try cells.rolledUp(to: .month)
-        let buffered = try pending.rolledUp(to: .month)
+        let logged = try readLog().0.rolledUp(to: .month)
         for (key, aggregate) in monthly.cells {
             var total = aggregate.sum
-            if let already = buffered.cells[key] {
+            if let already = logged.cells[key] {
                 do { total = try total.adding(already.sum) } catch {
                     throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
                 }
@@ -211,33 +212,33 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
         try statements.begin.run()
-        let outcome: BatchOutcome
+        let written: (outcome: BatchOutcome, bound: Int128, cells: Int)
         do throws(LedgerError) {
             if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: batch.contentDigest) {
                 try statements.rollback.run()
                 return stored
             }
-            outcome = try write(batch)
+            written = try write(batch)
             if fault == .crashBeforeCommit {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
             }
             try statements.commit.run()
         } catch {
-            if database.handle != nil {
-                try? statements.rollback.run()
-                try? reloadPending()
-            } else {
-                pending = AggregateCells()
-            }
+            if database.handle != nil { try? statements.rollback.run() }
             throw error
         }
-        if pending.count >= configuration.aggregateBufferCells || pendingLogRows >= Self.maximumLogRows {
+        if written.cells > 0 {
+            loggedBound = written.bound
+            loggedRows += 1
+            loggedCells += written.cells
+        }
+        if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
             // The batch is committed either way; a fold that fails is retried by the next commit
             // or read, and a read reports its error.
             try? flushAggregates()
         }
-        return outcome
+        return written.outcome
     }
 
     /// The outcome recorded for (agent, sequence), or nil for a new batch. A recorded batch whose
@@ -284,7 +285,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     /// Writes every row of a new batch inside the open transaction.
-    private func write(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
+    private func write(_ batch: IncomingBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
         let now = batch.receivedAt
         let window = configuration.lateWindow
         let groupBy = configuration.groupBy
@@ -351,7 +352,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 }
             }
         }
-        try buffer(cells)
+        let bound = try log(cells)
         let insertUnique = statements.insertUnique
         for unique in uniques {
             insertUnique.bind(1, unique.tenant)
@@ -387,7 +388,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insertBatch.bind(9, Self.encodeRejections(outcome.rejections))
         insertBatch.bind(10, blob: batch.contentDigest)
         try insertBatch.run()
-        return outcome
+        return (outcome, bound, cells.count)
     }
 
     /// The rejection of a too-old or future event, with a message a person can act on.

@@ -49,7 +49,7 @@ final class Statements {
         for grain in AggregateGrain.allCases { upserts[grain] = try db.prepare(Self.upsert(into: SQLiteSchema.table(grain))) }
         upsertAggregate = upserts
         insertLog = try db.prepare("INSERT INTO aggregate_log (cells) VALUES (?1)")
-        deleteLog = try db.prepare("DELETE FROM aggregate_log")
+        deleteLog = try db.prepare("DELETE FROM aggregate_log WHERE id <= ?1")
         insertUnique = try db.prepare(
             """
             INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
