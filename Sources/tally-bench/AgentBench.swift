@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+
+/// `tally-bench agent`: the real release `tally-agent` (with `tally-collector` and `tallyctl`)
+/// as child processes, measured from outside: local ingest rates into the durable spool (default
+/// fsync policy, collector not running), resident memory idle and at a paced rate, restart time
+/// with a large spool, and the drain of a backlog into a collector on the embedded store.
+struct AgentBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "The release agent as a child process: ingest rates, memory, restart with a large spool, backlog drain.")
+    @Option(help: "The release binaries' directory.") var bin = ".build/release"
+    @Option(help: "The working directory (recreated, removed at the end unless --keep).") var data = "./tally-bench-data/agent"
+    @Option(help: "Lines for the Unix-socket stream figure.") var streamEvents = 2_000_000
+    @Option(help: "Unix-socket connections streaming at once.") var streamConnections = 4
+    @Option(help: "Lines for the HTTP figure (bodies of 100).") var httpEvents = 1_000_000
+    @Option(help: "Concurrent keep-alive HTTP connections, comma-separated: one figure each.") var httpConnections = "8,64"
+    @Option(help: "The paced rate for the memory figure, events/s.") var pacedRate = 50_000
+    @Option(help: "How long the paced run lasts, seconds.") var pacedSeconds = 10
+    @Option(help: "Events in the spool backlog the agent drains into a collector.") var backlog = 10_000_000
+    @Option(help: "Fill the spool to at least this many MiB before the restart figure.") var restartSpoolMb = 1024
+    @Option(help: "Events for `tallyctl spool drain` of a stopped agent's spool (0 skips it).") var ctlDrainEvents = 1_000_000
+    @Flag(help: "Keep the working directory.") var keep = false
+
+    func validate() throws {
+        guard streamEvents > 0, httpEvents >= 100, pacedRate >= 100, pacedSeconds > 0, backlog > 0, restartSpoolMb >= 0, ctlDrainEvents >= 0,
+            streamConnections > 0, !connectionCounts.isEmpty
+        else { throw ValidationError("sizes must be positive (--http-events at least 100, --paced-rate at least 100)") }
+    }
+
+    var connectionCounts: [Int] { httpConnections.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 } }
+
+    func run() async throws {
+        let root = URL(fileURLWithPath: data).standardizedFileURL.path
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let children = ChildList()
+        defer {
+            children.killAll()
+            if !keep { try? FileManager.default.removeItem(atPath: root) }
+        }
+        let bench = try AgentBenchRun(bin: bin, root: root, children: children)
+        var table = BenchTable()
+        do {
+            try await bench.measure(self, into: &table)
+        } catch {
+            table.print()
+            throw error
+        }
+        table.print()
+    }
+}
+
+/// Rows of figure | unit | value | baseline, printed as one table.
+struct BenchTable {
+    var rows: [(String, String, String, String)] = []
+    mutating func add(_ figure: String, _ unit: String, _ value: String, _ baseline: String) {
+        rows.append((figure, unit, value, baseline))
+        FileHandle.standardError.write(Data("  \(figure): \(value) \(unit)\n".utf8))
+    }
+    func print() {
+        Swift.print(pad("figure", 66) + pad("unit", 10) + pad("value", 14) + "baseline")
+        for row in rows { Swift.print(pad(row.0, 66) + pad(row.1, 10) + pad(row.2, 14) + row.3) }
+    }
+}
+
+/// The children started so far, killed on the way out whatever happened.
+final class ChildList: Sendable {
+    private let children = Locked<[BenchChild]>([])
+    func add(_ child: BenchChild) { children.withLock { $0.append(child) } }
+    func killAll() { for child in children.value { child.killNow() } }
+}
+
+func progress(_ text: String) { FileHandle.standardError.write(Data("agent bench: \(text)\n".utf8)) }
+
+func rate(_ events: Int, _ elapsed: Duration) -> String {
+    elapsed > .zero ? grouped(Int(Double(events) / elapsed.seconds)) : "-"
+}
