@@ -12,7 +12,9 @@ import TallySpool
 /// - `POST /v1/events`: one JSON object, an array of them, or NDJSON. Answered per event
 ///   (see `IngestAnswerWriter`) only once the accepted events are durable in the spool. A full
 ///   spool answers `503` (policy block) or `429` (policy reject) with `Retry-After`, and keeps
-///   nothing of that request. A body over the limit gets `413`; no events at all `400`.
+///   nothing of that request. A body over the limit gets `413`; no events at all `400`. A
+///   request with `Expect: 100-continue` gets `100 Continue` at once (or its `413` before the
+///   body is sent).
 /// - `GET /healthz`: `200` when the spool is writable and a collector is reachable, else `503`;
 ///   the body says which.
 /// - `GET /metrics`: Prometheus text.
@@ -84,6 +86,19 @@ public struct HTTPIngestServer: Service {
                             tooLarge = false
                             if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
                                 tooLarge = true
+                            }
+                            // curl and many HTTP libraries send `Expect: 100-continue` before a
+                            // large body and wait (curl: 1 s) for the go-ahead: give it at once,
+                            // or refuse an oversized body before it is sent (RFC 9110 §10.1.1).
+                            if requestHead.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                                if tooLarge {
+                                    ingest.metrics.refused(status: 413)
+                                    let answer = IngestAnswerWriter.error(
+                                        "body_too_large", "the body exceeds \(maxBodyBytes) bytes; send smaller batches", allocator: channel.allocator)
+                                    try await respond(outbound, status: 413, body: answer, keepAlive: false)
+                                    return
+                                }
+                                try await outbound.write(.head(HTTPResponseHead(version: requestHead.version, status: .continue)))
                             }
                         case .body(var chunk):
                             if !tooLarge && body.readableBytes + chunk.readableBytes > maxBodyBytes { tooLarge = true }

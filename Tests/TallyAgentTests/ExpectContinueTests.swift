@@ -1,0 +1,116 @@
+import Foundation
+import NIOPosix
+import TallyCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `Expect: 100-continue`, as curl sends it for bodies over 1 MB: the agent must answer at once,
+/// or the client waits a second per request before sending anyway.
+@Suite("HTTP Expect: 100-continue")
+struct ExpectContinueTests {
+    @Test func theGoAheadComesBeforeTheBodyAndTheBodyIsIngested() async throws {
+        let agent = try await TestAgent.start()
+        let body = (0..<3).map { event($0).jsonLine }.joined(separator: "\n")
+        let socket = try BlockingHTTPSocket(port: agent.port)
+        try socket.send(
+            "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nExpect: 100-continue\r\n\r\n")
+        // Nothing of the body has been sent: the interim answer must come on its own.
+        let interim = try await socket.readHeadOffThePool()
+        #expect(interim.hasPrefix("HTTP/1.1 100 Continue"), "\(interim)")
+        try socket.send(body)
+        let final = try await socket.readHeadOffThePool()
+        #expect(final.hasPrefix("HTTP/1.1 200"), "\(final)")
+        #expect(try await agent.agent.spool.stats().events == 3)
+        socket.close()
+        await agent.stop()
+    }
+
+    @Test func anOversizedBodyIsRefusedBeforeItIsSent() async throws {
+        let agent = try await TestAgent.start(configure: { $0.maxBodyBytes = 1_000 })
+        let socket = try BlockingHTTPSocket(port: agent.port)
+        try socket.send(
+            "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        let answer = try await socket.readHeadOffThePool()
+        #expect(answer.hasPrefix("HTTP/1.1 413"), "\(answer)")
+        #expect(try await agent.agent.spool.stats().events == 0)
+        socket.close()
+        await agent.stop()
+    }
+}
+
+/// A blocking TCP client that reads response heads byte by byte, with a receive timeout so that
+/// an answer that never comes fails the test instead of hanging it.
+// @unchecked: one test uses it at a time, one call after another.
+final class BlockingHTTPSocket: @unchecked Sendable {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private let fd: Int32
+
+    init(port: Int, timeoutSeconds: Int = 10) throws {
+        fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw Failure(description: "connect: errno \(errno)")
+        }
+    }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw Failure(description: "send: errno \(errno)") }
+            sent += n
+        }
+    }
+
+    /// Reads up to the blank line that ends a response head; with a Content-Length, reads and
+    /// drops the body too.
+    func readHead() throws -> String {
+        var head: [UInt8] = []
+        var byte: UInt8 = 0
+        while !head.ends(with: [13, 10, 13, 10]) {
+            guard Glibc.recv(fd, &byte, 1, 0) == 1 else { throw Failure(description: "no answer (got \(String(decoding: head, as: UTF8.self)))") }
+            head.append(byte)
+        }
+        let text = String(decoding: head, as: UTF8.self)
+        let length = text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+        var body = [UInt8](repeating: 0, count: length)
+        var read = 0
+        while read < length {
+            let n = body[read...].withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw Failure(description: "short body") }
+            read += n
+        }
+        return text
+    }
+
+    /// `readHead` on a thread-pool thread: a blocking read must not hold one of the few
+    /// cooperative threads the agent under test needs to answer.
+    func readHeadOffThePool() async throws -> String {
+        try await NIOThreadPool.singleton.runIfActive { try self.readHead() }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+extension Array where Element == UInt8 {
+    func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix }
+}
