@@ -100,23 +100,61 @@ extension IncomingBatch {
     /// A digest of what the batch holds, in order: each event's canonical encoding (valid
     /// events) or its rejection, reason and known key fields (invalid ones). Equal for a resend
     /// of the same batch; different when a sequence number is reused for other events.
-    public var contentDigest: [UInt8] {
-        var bytes: [UInt8] = []
-        for event in events {
+    public var contentDigest: [UInt8] { PreparedBatch(self).contentDigest }
+}
+
+/// A batch with the per-event work that needs no database done ahead: fingerprints, the
+/// content digest, and the stored forms of quantities and properties. The collector prepares a
+/// batch on its connection's task, so the ledger's single writer thread spends its time in
+/// the database; a store given a plain ``IncomingBatch`` prepares it itself. Each event's
+/// canonical encoding is made once and serves both its fingerprint and the digest.
+public struct PreparedBatch: Sendable {
+    public let batch: IncomingBatch
+    /// ``IncomingBatch/contentDigest``.
+    public let contentDigest: [UInt8]
+    /// Per event index: the fingerprint of a valid event, nil for an invalid one.
+    let fingerprints: [Fingerprint?]
+    /// Per event index: `Quantity.description` of a valid event ("" for an invalid one).
+    let quantities: [String]
+    /// Per event index: the stored properties blob of a valid event (empty for an invalid one).
+    let properties: [[UInt8]]
+
+    public init(_ batch: IncomingBatch) {
+        self.batch = batch
+        var digest: [UInt8] = []
+        var canonical: [UInt8] = []
+        var fingerprints: [Fingerprint?] = []
+        var quantities: [String] = []
+        var properties: [[UInt8]] = []
+        fingerprints.reserveCapacity(batch.events.count)
+        quantities.reserveCapacity(batch.events.count)
+        properties.reserveCapacity(batch.events.count)
+        for event in batch.events {
             switch event {
             case .valid(let usage):
-                bytes.append(1)
-                CanonicalEncoding.append(usage, to: &bytes)
+                canonical.removeAll(keepingCapacity: true)
+                CanonicalEncoding.append(usage, to: &canonical)
+                fingerprints.append(Fingerprint(canonicalBytes: canonical))
+                digest.append(1)
+                digest.append(contentsOf: canonical)
+                quantities.append(usage.quantity.description)
+                properties.append(PropertiesCodec.encode(usage.properties))
             case .invalid(let invalid):
-                bytes.append(2)
+                fingerprints.append(nil)
+                quantities.append("")
+                properties.append([])
+                digest.append(2)
                 for text in [invalid.rejection.reason.rawValue, invalid.tenant ?? "", invalid.metric ?? "", invalid.id ?? ""] {
-                    bytes.append(contentsOf: UInt32(text.utf8.count).bigEndianBytes)
-                    bytes.append(contentsOf: text.utf8)
+                    digest.append(contentsOf: UInt32(text.utf8.count).bigEndianBytes)
+                    digest.append(contentsOf: text.utf8)
                 }
-                bytes.append(contentsOf: UInt64(bitPattern: invalid.timestamp?.microseconds ?? .min).bigEndianBytes)
+                digest.append(contentsOf: UInt64(bitPattern: invalid.timestamp?.microseconds ?? .min).bigEndianBytes)
             }
         }
-        return Fingerprint(canonicalBytes: bytes).bytes
+        self.contentDigest = Fingerprint(canonicalBytes: digest).bytes
+        self.fingerprints = fingerprints
+        self.quantities = quantities
+        self.properties = properties
     }
 }
 

@@ -19,7 +19,7 @@ public protocol LedgerStore: AnyObject {
     var configuration: LedgerConfiguration { get }
 
     /// Commits one batch in one transaction, or returns the stored outcome of a batch seen before.
-    func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome
+    func commit(_ batch: PreparedBatch) throws(LedgerError) -> BatchOutcome
 
     /// Bounds the dedupe and batch-record structures to the dedupe horizon before `now`.
     /// Raw events are kept forever.
@@ -59,6 +59,11 @@ public protocol LedgerStore: AnyObject {
 }
 
 extension LedgerStore {
+    /// Prepares `batch` (fingerprints, digest) and commits it.
+    public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
+        try commit(PreparedBatch(batch))
+    }
+
     /// Every stored hourly aggregate cell whose hour lies in `period`, for one tenant.
     public func storedAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> [AggregateCellKey: UsageAggregate] {
         try storedAggregates(tenant: tenant, period: period, grain: .hour)

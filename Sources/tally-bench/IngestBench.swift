@@ -55,9 +55,13 @@ struct IngestBench: AsyncParsableCommand {
             ledger: writer, metrics: CollectorMetrics(), logger: Logger(label: "tally-bench"))
         let port = server.localAddress?.port ?? 0
         let serving = Task { try await server.run() }
+        let writerCPUBefore = try await writer.perform { _ throws(LedgerError) in threadCPUNanoseconds() }
+        let processCPUBefore = processCPUNanoseconds()
         let began = ContinuousClock.now
         let counted = try await Task.detached { [frames] in try BenchAgent.send(frames, port: port) }.value
         let elapsed = ContinuousClock.now - began
+        let processCPU = processCPUNanoseconds() - processCPUBefore
+        let writerCPU = try await writer.perform { _ throws(LedgerError) in threadCPUNanoseconds() } - writerCPUBefore
         serving.cancel()
         await writer.shutdown()
 
@@ -68,6 +72,8 @@ struct IngestBench: AsyncParsableCommand {
             ("events sent (valid lines, retries included)", "events", String(usage.count), "-"),
             ("acked accepted + duplicate", "events", String(counted), "= events sent"),
             ("ingest over loopback, durable, deduped, aggregated", "events/s", String(Int(lines / seconds)), "250,000 (target, end to end)"),
+            ("  CPU of the ledger writer thread per event", "µs", fixed(Double(writerCPU) / lines / 1000), "the single-writer limit"),
+            ("  CPU of the whole process per event (sender included)", "µs", fixed(Double(processCPU) / lines / 1000), "-"),
             ("wire, batches of \(batch), frames included", "bytes/ev", fixed(Double(wireBytes) / lines), "24 (target)"),
             ("same events as NDJSON", "bytes/ev", fixed(Double(ndjson.count) / lines), "~240 (brief)"),
             ("zstd -1 of the whole NDJSON", "bytes/ev", fixed(Double(zstdNDJSON) / lines), "~37 (brief)"),
@@ -132,4 +138,19 @@ enum BenchAgent {
         }
         return counted
     }
+}
+
+/// CPU time of the calling thread, in nanoseconds: a cost per event that does not depend on
+/// what else the machine is running.
+func threadCPUNanoseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+}
+
+/// CPU time of the whole process (every thread), in nanoseconds.
+func processCPUNanoseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
 }

@@ -9,8 +9,8 @@ public import TallyWire
 /// It decompresses and decodes the payload within the session's limits, validates every event
 /// (field limits, future skew, the agent key's tenant allow-list) — the collector never trusts
 /// the agent's validation — and commits all of them, valid or not, so that
-/// `received = accepted + duplicate + late + rejected` holds in the ledger. The ledger
-/// recomputes every fingerprint itself. One per connection: it owns a zstd context.
+/// `received = accepted + duplicate + late + rejected` holds in the ledger. Fingerprints are
+/// recomputed here, never taken from the agent. One per connection: it owns a zstd context.
 public struct BatchIngest {
     private let decoder: BatchPayloadDecoder
     private let ledger: LedgerWriter
@@ -56,8 +56,10 @@ public struct BatchIngest {
         let started = ContinuousClock.now
         let outcome: BatchOutcome
         do {
+            // Prepared here, on the connection's task: fingerprints and the digest are made in
+            // parallel across connections, and the writer thread only writes.
             outcome = try await ledger.commit(
-                IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+                PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
         } catch LedgerError.sequenceReused {
             throw CollectorIngestError(
                 wireError: WireError(.sequenceReused, "batch \(batch.sequence) was already committed with different events"))

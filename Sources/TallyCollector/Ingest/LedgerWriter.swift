@@ -28,6 +28,11 @@ public final class LedgerWriter: @unchecked Sendable {
 
     /// Commits one batch in one transaction and returns its outcome (the stored one for a replay).
     public func commit(_ batch: IncomingBatch) async throws -> BatchOutcome {
+        try await commit(PreparedBatch(batch))
+    }
+
+    /// Commits a batch prepared by the caller (fingerprints and digest made off the writer thread).
+    public func commit(_ batch: PreparedBatch) async throws -> BatchOutcome {
         try await perform { store throws(LedgerError) in try store.commit(batch) }
     }
 

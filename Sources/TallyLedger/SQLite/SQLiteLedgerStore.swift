@@ -210,15 +210,16 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     // MARK: - Commit
 
-    public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
+    public func commit(_ prepared: PreparedBatch) throws(LedgerError) -> BatchOutcome {
+        let batch = prepared.batch
         try statements.begin.run()
         let written: (outcome: BatchOutcome, bound: Int128, cells: Int)
         do throws(LedgerError) {
-            if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: batch.contentDigest) {
+            if let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) {
                 try statements.rollback.run()
                 return stored
             }
-            written = try write(batch)
+            written = try write(prepared)
             if fault == .crashBeforeCommit {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
@@ -285,7 +286,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     /// Writes every row of a new batch inside the open transaction.
-    private func write(_ batch: IncomingBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
+    private func write(_ prepared: PreparedBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
+        let batch = prepared.batch
         let now = batch.receivedAt
         let window = configuration.lateWindow
         let groupBy = configuration.groupBy
@@ -305,7 +307,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 counts[ReconciliationKey(period: period, tenant: invalid.tenant ?? ""), default: .init()].count(.rejected)
 
             case .valid(let event):
-                let fingerprint = Fingerprint(of: event, scratch: &scratch)
+                let fingerprint = prepared.fingerprints[index] ?? Fingerprint(of: event, scratch: &scratch)
                 let period = BillingPeriod(containing: event.timestamp)
                 let key = ReconciliationKey(period: period, tenant: event.tenant)
                 let status: EventStatus
@@ -324,7 +326,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                     billedIn = billed
                 case .late: status = .late
                 }
-                if try !insertRaw(batch, index: index, event: event, fingerprint: fingerprint, status: status, billedIn: billedIn) {
+                if try !insertRaw(prepared, index: index, event: event, fingerprint: fingerprint, status: status, billedIn: billedIn) {
                     try insertDuplicate(batch, index: index, event: event, fingerprint: fingerprint)
                     outcome.duplicate += 1
                     counts[key, default: .init()].count(.duplicate)
@@ -386,7 +388,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insertBatch.bind(7, outcome.adjusted)
         insertBatch.bind(8, outcome.rejected)
         insertBatch.bind(9, Self.encodeRejections(outcome.rejections))
-        insertBatch.bind(10, blob: batch.contentDigest)
+        insertBatch.bind(10, blob: prepared.contentDigest)
         try insertBatch.run()
         return (outcome, bound, cells.count)
     }
@@ -405,17 +407,18 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     /// Inserts a raw event; false when an event with the same (timestamp, fingerprint) exists.
     private func insertRaw(
-        _ batch: IncomingBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint, status: EventStatus,
+        _ prepared: PreparedBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint, status: EventStatus,
         billedIn: BillingPeriod?
     ) throws(LedgerError) -> Bool {
+        let batch = prepared.batch
         let insert = statements.insertRaw
         insert.bind(1, event.timestamp.microseconds)
         insert.bind(2, fingerprint: fingerprint)
         insert.bind(3, event.tenant)
         insert.bind(4, event.metric)
-        insert.bind(5, event.quantity.description)
+        insert.bind(5, prepared.quantities[index])
         insert.bind(6, event.id)
-        insert.bind(7, blob: PropertiesCodec.encode(event.properties))
+        insert.bind(7, blob: prepared.properties[index])
         insert.bind(8, status.rawValue)
         insert.bind(9, billedIn?.description)
         insert.bind(10, batch.agent)
