@@ -26,6 +26,11 @@ public struct CollectorConfig: Sendable {
         public var maxDecompressedBytes = 64 << 20
         public var maxEventsPerBatch = 10_000
         public var maxBatchesInFlight = 8
+        /// A connection with no frame from the agent for this long gets a ping (SPEC §3).
+        public var pingAfter: Duration = .seconds(30)
+        /// A connection with no frame from the agent for this long is closed: the agent's
+        /// unacknowledged batches are resent on its next connection.
+        public var idleTimeout: Duration = .seconds(90)
         public init() {}
     }
 
@@ -58,6 +63,11 @@ public struct CollectorConfig: Sendable {
         }
         if !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
             issues.append(ConfigIssue(place: "store", problem: "'\(store)' must be sqlite:PATH or a postgres:// URL"))
+        }
+        if limits.pingAfter <= .zero || limits.idleTimeout <= limits.pingAfter {
+            issues.append(ConfigIssue(
+                place: "limits.idle_timeout",
+                problem: "\(DurationText.format(limits.idleTimeout)) must be longer than limits.ping_after \(DurationText.format(limits.pingAfter)), which must be positive"))
         }
         var seen: Set<String> = []
         for agent in agents where !seen.insert(agent.id).inserted {
@@ -153,7 +163,8 @@ extension CollectorConfig {
         }
         if let node = fields["limits"],
             let limits = reader.mapping(
-                node, "limits", allowed: ["max_frame_bytes", "max_decompressed_bytes", "max_events_per_batch", "max_batches_in_flight"])
+                node, "limits",
+                allowed: ["max_frame_bytes", "max_decompressed_bytes", "max_events_per_batch", "max_batches_in_flight", "ping_after", "idle_timeout"])
         {
             if let node = limits["max_frame_bytes"],
                 let value = reader.integer(node, limits.place("max_frame_bytes"), range: 1024...(256 << 20))
@@ -167,6 +178,12 @@ extension CollectorConfig {
             if let node = limits["max_batches_in_flight"],
                 let value = reader.integer(node, limits.place("max_batches_in_flight"), range: 1...1024)
             { config.limits.maxBatchesInFlight = value }
+            if let node = limits["ping_after"], let value = reader.duration(node, limits.place("ping_after")) {
+                config.limits.pingAfter = value
+            }
+            if let node = limits["idle_timeout"], let value = reader.duration(node, limits.place("idle_timeout")) {
+                config.limits.idleTimeout = value
+            }
         }
         if !reader.issues.isEmpty { throw ConfigError(file: file, issues: reader.issues) }
         return config

@@ -19,6 +19,12 @@ public struct CollectorMetrics: Sendable {
     public let frameErrors = Counter(label: "tally_collector_frame_errors_total")
     public let refusedPeers = Counter(label: "tally_collector_refused_peers_total")
     public let commitLatency = Timer(label: "tally_collector_commit_seconds")
+    public let pingsSent = Counter(label: "tally_collector_pings_total")
+    public let idleClosed = Counter(label: "tally_collector_idle_connections_closed_total")
+    public let goawaysSent = Counter(label: "tally_collector_goaways_total")
+    /// Batches that arrived after this connection's goaway: dropped unacknowledged (the agent
+    /// resends them elsewhere).
+    public let batchesAfterGoaway = Counter(label: "tally_collector_batches_after_goaway_total")
 
     public init() {}
 

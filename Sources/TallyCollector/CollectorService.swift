@@ -40,7 +40,9 @@ public struct Collector {
         let eventLimits = config.eventLimits
         let server = try await ProtocolServer.bind(
             host: config.listen.host, port: config.listen.port,
-            settings: .init(keyring: AgentKeyring(keys: keys), limits: limits, eventLimits: eventLimits),
+            settings: .init(
+                keyring: AgentKeyring(keys: keys), limits: limits, eventLimits: eventLimits, pingAfter: config.limits.pingAfter,
+                idleTimeout: config.limits.idleTimeout),
             ledger: ledger, metrics: metrics, logger: logger)
         return Collector(
             config: config, ledger: ledger, protocolServer: server, registry: registry, pricing: pricing, logger: logger)

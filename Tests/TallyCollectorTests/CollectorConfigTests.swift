@@ -1,3 +1,5 @@
+import Foundation
+import TallyCore
 import Testing
 import TallyConfig
 @testable import TallyCollector
@@ -70,5 +72,29 @@ import TallyConfig
     @Test func aDedupeHorizonShorterThanTheLateLimitIsRefused() throws {
         let config = try CollectorConfig.load(yaml: "dedupe_horizon: 24h\n")
         #expect(throws: ConfigError.self) { try config.validate() }
+    }
+
+    @Test func keepaliveTimersAreReadAndChecked() throws {
+        let config = try CollectorConfig.load(yaml: "limits:\n  ping_after: 10s\n  idle_timeout: 45s\n")
+        #expect(config.limits.pingAfter == .seconds(10))
+        #expect(config.limits.idleTimeout == .seconds(45))
+        try config.validate()
+        #expect(CollectorConfig().limits.pingAfter == .seconds(30) && CollectorConfig().limits.idleTimeout == .seconds(90))
+        let backwards = try CollectorConfig.load(yaml: "limits:\n  ping_after: 60s\n  idle_timeout: 30s\n")
+        let error = #expect(throws: ConfigError.self) { try backwards.validate() }
+        #expect(error?.description.contains("limits.idle_timeout") == true)
+    }
+
+    @Test func theDocumentedExampleLoadsWithTheDefaults() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("deploy/collector.example.yaml").path
+        let config = try CollectorConfig.load(file: path)
+        try config.validate()
+        let defaults = CollectorConfig()
+        #expect(config.limits == defaults.limits)
+        #expect(config.lateWindow == defaults.lateWindow && config.dedupeHorizon == defaults.dedupeHorizon)
+        #expect(config.eventLimits == defaults.eventLimits)
+        #expect(config.listen == defaults.listen && config.http == defaults.http && config.store == defaults.store)
+        #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme"] == "acme")
     }
 }

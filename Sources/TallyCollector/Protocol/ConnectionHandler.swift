@@ -14,6 +14,8 @@ struct ConnectionHandler {
     private let metrics: CollectorMetrics
     private let logger: Logger
     private let peerIsLoopback: Bool
+    /// Set once this connection's goaway is sent: new batches are dropped unacknowledged.
+    var goingAway = false
 
     init(
         settings: ProtocolServer.Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger,
@@ -79,6 +81,11 @@ struct ConnectionHandler {
             return true
         case .process(let batch):
             guard let agent = session.agentId else { return true }
+            if goingAway {
+                metrics.batchesAfterGoaway.increment()
+                _ = session.batchFailed(sequence: batch.sequence, error: WireError(.shuttingDown, "collector shutting down"))
+                return true
+            }
             let ack: BatchAck
             do {
                 let session = self.session

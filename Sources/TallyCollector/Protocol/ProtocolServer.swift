@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 import NIOPosix
 public import ServiceLifecycle
+import Synchronization
 public import TallyCore
 public import TallyWire
 
@@ -9,16 +10,32 @@ public import TallyWire
 /// ``CollectorSession`` state machine. A batch is acked only after its ledger transaction
 /// commits; a corrupt frame, a failed handshake or a limit breach gets an error frame with its
 /// code, the connection is closed and nothing is written.
+///
+/// Liveness (SPEC §3, §8): a connection that has sent nothing for `pingAfter` gets a ping, and one
+/// silent for `idleTimeout` is closed (a half-open connection must not hold an agent's window).
+/// On graceful shutdown every connection gets a `goaway(shutting_down)`: the batch being
+/// processed is still committed and acked, later batches are dropped unacknowledged (the agent
+/// resends them), and the connection closes once it has stopped reading.
 public final class ProtocolServer: Service, Sendable {
     /// Everything a connection needs.
     public struct Settings: Sendable {
         public var keyring: AgentKeyring
         public var limits: SessionLimits
         public var eventLimits: EventLimits
-        public init(keyring: AgentKeyring, limits: SessionLimits, eventLimits: EventLimits) {
+        public var pingAfter: Duration
+        public var idleTimeout: Duration
+        /// The `retry_after_ms` of the shutdown goaway.
+        public var goawayRetryAfter: Duration
+        public init(
+            keyring: AgentKeyring, limits: SessionLimits, eventLimits: EventLimits, pingAfter: Duration = .seconds(30),
+            idleTimeout: Duration = .seconds(90), goawayRetryAfter: Duration = .seconds(1)
+        ) {
             self.keyring = keyring
             self.limits = limits
             self.eventLimits = eventLimits
+            self.pingAfter = pingAfter
+            self.idleTimeout = idleTimeout
+            self.goawayRetryAfter = goawayRetryAfter
         }
     }
 
@@ -79,15 +96,14 @@ public final class ProtocolServer: Service, Sendable {
     /// Serves one agent connection until it closes, fails, or the task is cancelled.
     func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let peer = connection.channel.remoteAddress
-        var logger = self.logger
-        logger[metadataKey: "peer"] = "\(peer.map(String.init(describing:)) ?? "?")"
+        var peerLogger = self.logger
+        peerLogger[metadataKey: "peer"] = "\(peer.map(String.init(describing:)) ?? "?")"
+        let logger = peerLogger
         metrics.connectionsTotal.increment()
         metrics.connections.increment()
         defer { metrics.connections.decrement() }
+        let channel = connection.channel
         do {
-            // On shutdown, stop reading: a batch being processed still commits and is acked,
-            // then the connection closes and the agent reconnects elsewhere or later.
-            try await withGracefulShutdownHandler {
             try await connection.executeThenClose { inbound, outbound in
                 var handler = try ConnectionHandler(
                     settings: settings, ledger: ledger, metrics: metrics, logger: logger, peerIsLoopback: peer?.isLoopback ?? false)
@@ -95,25 +111,109 @@ public final class ProtocolServer: Service, Sendable {
                     try await outbound.write(refusal)
                     return
                 }
-                for try await chunk in inbound {
-                    metrics.bytesIn.increment(by: chunk.readableBytes)
-                    let finished = try await handler.received(chunk) { reply in
-                        metrics.bytesOut.increment(by: reply.readableBytes)
-                        try await outbound.write(reply)
+                let liveness = ConnectionLiveness()
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { await self.watch(liveness, channel: channel, outbound: outbound, logger: logger) }
+                    try await withGracefulShutdownHandler {
+                        for try await chunk in inbound {
+                            liveness.heard()
+                            metrics.bytesIn.increment(by: chunk.readableBytes)
+                            handler.goingAway = liveness.isGoingAway
+                            let finished = try await handler.received(chunk) { reply in
+                                metrics.bytesOut.increment(by: reply.readableBytes)
+                                try await outbound.write(reply)
+                            }
+                            if finished { break }
+                        }
+                    } onGracefulShutdown: {
+                        guard liveness.beginGoingAway() else { return }
+                        let goaway = self.goawayFrame()
+                        Task {
+                            // Goaway first, then stop reading: the batch being processed still
+                            // commits and is acked; the loop ends when the input is closed.
+                            if let goaway { try? await outbound.write(goaway) }
+                            self.metrics.goawaysSent.increment()
+                            channel.close(mode: .input, promise: nil)
+                        }
                     }
-                    if finished { return }
+                    group.cancelAll()
                 }
-            }
-            } onGracefulShutdown: {
-                let channel = connection.channel
-                let stopReading = channel.eventLoop.makePromise(of: Void.self)
-                stopReading.futureResult.whenFailure { _ in channel.close(promise: nil) }
-                channel.close(mode: .input, promise: stopReading)
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
     }
+
+    private func goawayFrame() -> ByteBuffer? {
+        let milliseconds = settings.goawayRetryAfter.components.seconds * 1000 + settings.goawayRetryAfter.components.attoseconds / 1_000_000_000_000_000
+        let goaway = GoAway(
+            code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: UInt32(clamping: milliseconds),
+            message: "collector shutting down")
+        return try? FrameEncoder().encode(.goaway(goaway))
+    }
+
+    /// Pings a silent agent after `pingAfter`, closes the connection after `idleTimeout`.
+    /// Runs until cancelled.
+    private func watch(
+        _ liveness: ConnectionLiveness, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, logger: Logger
+    ) async {
+        let tick = min(settings.pingAfter / 4, .seconds(5))
+        var pingValue: UInt64 = 0
+        while true {
+            do { try await Task.sleep(for: tick) } catch { return }
+            let silent = liveness.silence()
+            if silent >= settings.idleTimeout {
+                metrics.idleClosed.increment()
+                logger.notice("closing a connection silent for \(DurationText.format(silent))")
+                channel.close(promise: nil)
+                return
+            }
+            if silent >= settings.pingAfter, liveness.shouldPing() {
+                pingValue &+= 1
+                guard let ping = try? FrameEncoder().encode(.ping(pingValue)) else { continue }
+                metrics.pingsSent.increment()
+                try? await outbound.write(ping)
+            }
+        }
+    }
+}
+
+/// When the agent was last heard from, whether it has been pinged since, and whether the
+/// connection is going away. Shared by the connection's loop, its watchdog and its shutdown.
+private final class ConnectionLiveness: Sendable {
+    private struct State {
+        var lastHeard = ContinuousClock.now
+        var pinged = false
+        var goingAway = false
+    }
+    private let state = Mutex(State())
+
+    func heard() {
+        state.withLock {
+            $0.lastHeard = .now
+            $0.pinged = false
+        }
+    }
+
+    func silence() -> Duration { state.withLock { ContinuousClock.now - $0.lastHeard } }
+
+    /// True once per silence.
+    func shouldPing() -> Bool {
+        state.withLock { state in
+            defer { state.pinged = true }
+            return !state.pinged
+        }
+    }
+
+    /// True the first time.
+    func beginGoingAway() -> Bool {
+        state.withLock { state in
+            defer { state.goingAway = true }
+            return !state.goingAway
+        }
+    }
+
+    var isGoingAway: Bool { state.withLock { $0.goingAway } }
 }
 
 extension SocketAddress {
