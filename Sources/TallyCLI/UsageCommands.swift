@@ -193,18 +193,26 @@ public struct AuditCommand: AsyncParsableCommand {
         }
         var drifted = 0
         var cells = 0
+        var tenantsByPeriod: [BillingPeriod: [String]] = [:]
         for pair in pairs {
             let parts = pair.split(separator: "\u{0}", maxSplits: 1).map(String.init)
             guard parts.count == 2, let period = BillingPeriod(parts[0]) else { continue }
-            let tenant = parts[1]
-            let drift = try await writer.perform { store throws(LedgerError) in try store.recomputeAggregates(tenant: tenant, period: period) }
+            tenantsByPeriod[period, default: []].append(parts[1])
+        }
+        for (period, tenants) in tenantsByPeriod.sorted(by: { $0.key < $1.key }) {
+            // One pass over the period's raw events for every tenant (or one tenant's).
+            let drift = try await writer.perform { store throws(LedgerError) in
+                try store.recomputeAggregates(tenant: onlyTenant, period: period)
+            }
             cells += drift.cellsCompared
             for difference in drift.differences {
                 drifted += 1
                 print("DRIFT \(difference.grain) \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))")
             }
-            if let pricingConfig {
-                drifted += try await auditInvoice(writer: writer, pricing: AggregatePricing(config: pricingConfig), tenant: tenant, period: period)
+            guard let pricingConfig else { continue }
+            let pricing = AggregatePricing(config: pricingConfig)
+            for tenant in tenants {
+                drifted += try await auditInvoice(writer: writer, pricing: pricing, tenant: tenant, period: period)
             }
         }
         print("audited \(pairs.count) tenant-periods, \(cells) aggregate cells: \(drifted) drifted")

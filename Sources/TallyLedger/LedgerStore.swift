@@ -40,15 +40,16 @@ public protocol LedgerStore: AnyObject {
     func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow]
 
     /// Every stored aggregate cell of `grain` whose bucket starts in `period`, for one tenant
-    /// (audits). For day and month cells, the key's `hour` is the bucket's first hour.
-    func storedAggregates(tenant: String, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+    /// (nil: every tenant), for audits. For day and month cells, the key's `hour` is the
+    /// bucket's first hour.
+    func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
         -> [AggregateCellKey: UsageAggregate]
 
-    /// Calls `body` for every raw ledger event of `tenant` whose event time lies in `period`,
-    /// in (timestamp, fingerprint) order: accepted, adjusted and late events. Duplicates and
-    /// refused events are recorded beside them (see ``refusedEvents(agent:sequence:)``).
+    /// Calls `body` for every raw ledger event of `tenant` (nil: every tenant) whose event time
+    /// lies in `period`, in (timestamp, fingerprint) order: accepted, adjusted and late events.
+    /// Duplicates and refused events are recorded beside them (see ``refusedEvents(agent:sequence:)``).
     func scanRawEvents(
-        tenant: String, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
+        tenant: String?, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
     ) throws(LedgerError)
 
     /// The refused (rejected) and duplicate events of one batch, by index.
@@ -69,10 +70,11 @@ extension LedgerStore {
         try storedAggregates(tenant: tenant, period: period, grain: .hour)
     }
 
-    /// Recomputes the aggregates of `tenant` for `period` from the raw ledger — hourly, and the
-    /// daily and monthly rollups that queries and invoices read — and compares them with the
-    /// stored ones. An empty ``AggregateDrift/differences`` means they all agree exactly.
-    public func recomputeAggregates(tenant: String, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
+    /// Recomputes the aggregates of `tenant` (nil: every tenant, in one pass over the period's
+    /// raw events) for `period` from the raw ledger — hourly, and the daily and monthly rollups
+    /// that queries and invoices read — and compares them with the stored ones. An empty
+    /// ``AggregateDrift/differences`` means they all agree exactly.
+    public func recomputeAggregates(tenant: String?, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
         var expected = AggregateCells()
         let groupBy = configuration.groupBy
         try scanRawEvents(tenant: tenant, period: period) { (record: LedgerRecord) throws(LedgerError) in

@@ -258,7 +258,8 @@ public struct AggregateDrift: Sendable, Hashable {
         public var stored: UsageAggregate?
     }
 
-    public var tenant: String
+    /// The tenant audited; nil when every tenant was.
+    public var tenant: String?
     public var period: BillingPeriod
     public var cellsCompared: Int
     public var differences: [Difference]

@@ -146,4 +146,23 @@ struct AggregateRollupTests {
         #expect(try audit.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.count == 4)
         #expect(try audit.recomputeAggregates(tenant: "acme", period: period("2026-04")).differences.isEmpty)
     }
+
+    /// Auditing every tenant at once is one scan of the period, and finds what per-tenant audits find.
+    @Test func anAllTenantAuditAgreesWithPerTenantAudits() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let events = workload(count: 1500, seed: 9, start: at("2026-04-01T00:00:00Z"), spanHours: 24 * 9, tenants: 5)
+        _ = try ledger.store.commit(batch(1, now: "2026-04-10T00:00:00Z", events))
+        let all = try ledger.store.recomputeAggregates(tenant: nil, period: period("2026-04"))
+        #expect(all.differences.isEmpty && all.tenant == nil)
+        var perTenant = 0
+        for tenant in 0..<5 {
+            perTenant += try ledger.store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04")).cellsCompared
+        }
+        #expect(all.cellsCompared == perTenant && perTenant > 0)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        try store.database.execute("UPDATE usage_daily SET count = count + 1 WHERE tenant = 'tenant-3' AND dimension = ''")
+        let drifted = try ledger.store.recomputeAggregates(tenant: nil, period: period("2026-04"))
+        #expect(!drifted.differences.isEmpty)
+        #expect(drifted.differences.allSatisfy { $0.key.tenant == "tenant-3" && $0.grain == .day })
+    }
 }
