@@ -166,7 +166,18 @@ struct DirectEventScanner {
     /// A plain string value as text (valid UTF-8).
     private mutating func stringValue() -> String? {
         guard let range = plainString() else { return nil }
-        return String(validating: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        return Self.text(UnsafeBufferPointer(rebasing: bytes[range]))
+    }
+
+    /// The text of UTF-8 bytes, or nil when they are not valid UTF-8. ASCII, the common case,
+    /// skips the generic validation (whose metadata lookups showed up in profiles).
+    static func text(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        var ascii = true
+        for byte in bytes where byte >= 0x80 {
+            ascii = false
+            break
+        }
+        return ascii ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self)
     }
 
     /// A quantity: a JSON number's lexeme or a plain string's bytes (both parsed by ``Quantity``).
@@ -174,7 +185,7 @@ struct DirectEventScanner {
         guard index < bytes.count else { return nil }
         if bytes[index] == UInt8(ascii: "\"") {
             // The full path parses the string's text; for a plain ASCII string that is the bytes.
-            guard let range = plainString(), String(validating: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self) != nil
+            guard let range = plainString(), Self.text(UnsafeBufferPointer(rebasing: bytes[range])) != nil
             else { return nil }
             return range
         }

@@ -88,6 +88,7 @@ extension UsageEvent {
     /// True when `value` holds a C0 control character or DEL. In UTF-8 those scalars are exactly
     /// the bytes below 0x20 and 0x7F (every byte of a longer sequence is 0x80 or above).
     static func hasControlCharacter(_ value: String) -> Bool {
-        value.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
+        var utf8 = value
+        return utf8.withUTF8 { bytes in bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) }
     }
 }
