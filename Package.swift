@@ -118,10 +118,25 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The command trees of the three binaries, in a library so parsing is testable.
+        // The agent's command tree and what every binary shares (CommandRunner, GlobalOptions,
+        // Observability): all `tally-agent` links, so it carries no collector, ledger or pricing.
+        .target(
+            name: "TallyAgentCLI",
+            dependencies: [
+                "TallyAgent", "TallyConfig", "TallySpool",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // The command trees of the collector and tallyctl (and, re-exported, the agent's), in a
+        // library so parsing is testable.
         .target(
             name: "TallyCLI",
             dependencies: [
+                "TallyAgentCLI",
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
                 "TallyLedger", "TallyPricing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -152,7 +167,7 @@ let package = Package(
         ),
         // The ledger: store protocol, SQLite backend, dedupe, aggregates, reconciliation.
         .target(name: "TallyLedger", dependencies: ["TallyCore", "CSQLite"], swiftSettings: strict),
-        .executableTarget(name: "tally-agent", dependencies: ["TallyCLI"], swiftSettings: strict),
+        .executableTarget(name: "tally-agent", dependencies: ["TallyAgentCLI"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
         // Benchmarks (release builds): `swift run -c release tally-bench query`.

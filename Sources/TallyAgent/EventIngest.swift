@@ -40,6 +40,45 @@ public struct EventIngest: Sendable {
 
     /// Keeps the valid events of already-decoded results, in order.
     public func keep(_ results: [Result<UsageEvent, EventRejection>]) async throws(SpoolError) -> [Outcome] {
+        let (events, outcomes) = prepare(results)
+        if !events.isEmpty {
+            let start = ContinuousClock.now
+            do {
+                try await spool.append(events)
+            } catch {
+                metrics.refused(status: error == .rejectedFull ? 429 : 503)
+                throw error
+            }
+            kept(events.count, since: start)
+        }
+        return outcomes
+    }
+
+    /// ``keep(_:)`` without waiting: the valid events are queued for the spool before this
+    /// returns (so calls made one after another keep their order there), and the future gives
+    /// the outcomes once the append is durable, or fails with the ``SpoolError`` (then nothing
+    /// of `results` was kept).
+    public func submit(_ results: [Result<UsageEvent, EventRejection>], on eventLoop: any EventLoop) -> EventLoopFuture<[Outcome]> {
+        let (events, outcomes) = prepare(results)
+        if events.isEmpty { return eventLoop.makeSucceededFuture(outcomes) }
+        let promise = eventLoop.makePromise(of: [Outcome].self)
+        let start = ContinuousClock.now
+        let count = events.count
+        spool.append(events) { [self] result in
+            switch result {
+            case .success:
+                kept(count, since: start)
+                promise.succeed(outcomes)
+            case .failure(let error):
+                metrics.refused(status: error == .rejectedFull ? 429 : 503)
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// The valid events to append and every result's outcome, fingerprinted; counts them.
+    private func prepare(_ results: [Result<UsageEvent, EventRejection>]) -> (events: [UsageEvent], outcomes: [Outcome]) {
         metrics.received.increment(by: Int64(results.count))
         var events: [UsageEvent] = []
         events.reserveCapacity(results.count)
@@ -56,19 +95,13 @@ public struct EventIngest: Sendable {
                 outcomes.append(.rejected(rejection))
             }
         }
-        if !events.isEmpty {
-            let start = ContinuousClock.now
-            do {
-                try await spool.append(events)
-            } catch {
-                metrics.refused(status: error == .rejectedFull ? 429 : 503)
-                throw error
-            }
-            metrics.appendLatency.recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
-            metrics.accepted.increment(by: Int64(events.count))
-            appended()
-        }
-        return outcomes
+        return (events, outcomes)
+    }
+
+    private func kept(_ count: Int, since start: ContinuousClock.Instant) {
+        metrics.appendLatency.recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
+        metrics.accepted.increment(by: Int64(count))
+        appended()
     }
 
     static func nanoseconds(_ duration: Duration) -> Int64 {

@@ -25,7 +25,7 @@ enum IngestAnswerWriter {
             switch outcome {
             case .accepted(let fingerprint):
                 out.writeString("{\"status\":\"accepted\",\"fingerprint\":\"")
-                out.writeString(fingerprint.description)
+                out.writeFingerprintHex(fingerprint)
                 out.writeString("\"}")
             case .rejected(let rejection):
                 out.writeString("{\"status\":\"rejected\",\"reason\":\"\(rejection.reason.rawValue)\"")

@@ -58,32 +58,48 @@ public struct SocketIngestServer: Service {
         }
     }
 
+    /// Chunks of one connection whose answers may be awaited at once: the next chunk is decoded
+    /// and queued for the spool while the previous one's fsync runs (the group commit shares it).
+    static let maxChunksInFlight = 8
+
     private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let channel = connection.channel
         await withGracefulShutdownHandler {
             do {
                 try await connection.executeThenClose { inbound, outbound in
-                    var pending = channel.allocator.buffer(capacity: 0)
-                    for try await var chunk in inbound {
-                        pending.writeBuffer(&chunk)
-                        guard let lastNewline = pending.readableBytesView.lastIndex(of: 0x0A) else {
+                    let (answers, answerQueue) = AsyncStream.makeStream(of: EventLoopFuture<ByteBuffer>.self)
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        // The writer: answers in the order the chunks came, each once durable.
+                        group.addTask {
+                            for await answer in answers { try await outbound.write(try await answer.get()) }
+                        }
+                        defer { answerQueue.finish() }
+                        var inFlight: [EventLoopFuture<ByteBuffer>] = []
+                        func send(_ answer: EventLoopFuture<ByteBuffer>) async {
+                            answerQueue.yield(answer)
+                            inFlight.append(answer)
+                            if inFlight.count >= Self.maxChunksInFlight { _ = try? await inFlight.removeFirst().get() }
+                        }
+                        var pending = channel.allocator.buffer(capacity: 0)
+                        for try await var chunk in inbound {
+                            pending.writeBuffer(&chunk)
+                            guard let lastNewline = pending.readableBytesView.lastIndex(of: 0x0A) else {
+                                if pending.readableBytes > maxLineBytes {
+                                    await send(channel.eventLoop.makeSucceededFuture(tooLong()))
+                                    return
+                                }
+                                continue
+                            }
+                            let length = lastNewline - pending.readerIndex + 1
+                            guard let lines = pending.readSlice(length: length) else { continue }
+                            await send(answer(lines, channel: channel))
                             if pending.readableBytes > maxLineBytes {
-                                try await tooLong(outbound)
+                                await send(channel.eventLoop.makeSucceededFuture(tooLong()))
                                 return
                             }
-                            continue
+                            if pending.readerIndex > 1 << 16 { pending.discardReadBytes() }
                         }
-                        let length = lastNewline - pending.readerIndex + 1
-                        guard let lines = pending.readSlice(length: length) else { continue }
-                        if pending.readableBytes > maxLineBytes {
-                            try await tooLong(outbound)
-                            return
-                        }
-                        try await outbound.write(await answer(lines, allocator: channel.allocator))
-                        if pending.readerIndex > 1 << 16 { pending.discardReadBytes() }
-                    }
-                    if pending.readableBytes > 0 {
-                        try await outbound.write(await answer(pending, allocator: channel.allocator))
+                        if pending.readableBytes > 0 { await send(answer(pending, channel: channel)) }
                     }
                 }
             } catch {
@@ -95,14 +111,15 @@ public struct SocketIngestServer: Service {
         }
     }
 
-    private func tooLong(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+    private func tooLong() -> ByteBuffer {
         var out = ByteBuffer()
         out.writeString("err limit_exceeded - a line is longer than \(maxLineBytes) bytes; closing\n")
-        try await outbound.write(out)
+        return out
     }
 
-    /// Decodes, keeps and answers every line of `lines`, one answer line each.
-    private func answer(_ lines: ByteBuffer, allocator: ByteBufferAllocator) async -> ByteBuffer {
+    /// Decodes every line of `lines` and queues the valid events for the spool now; the future
+    /// gives one answer line per line, once the events are durable.
+    private func answer(_ lines: ByteBuffer, channel: any Channel) -> EventLoopFuture<ByteBuffer> {
         let now = EventTime.now()
         let decoder = ingest.decoder
         let results: [Result<UsageEvent, EventRejection>] = lines.withUnsafeReadableBytes { raw in
@@ -110,22 +127,26 @@ public struct SocketIngestServer: Service {
             forEachLine(raw.bindMemory(to: UInt8.self)) { line in results.append(decoder.decodeLine(line, now: now)) }
             return results
         }
-        var out = allocator.buffer(capacity: results.count * 40)
-        do {
-            for outcome in try await ingest.keep(results) {
+        let allocator = channel.allocator
+        return ingest.submit(results, on: channel.eventLoop).map { outcomes in
+            var out = allocator.buffer(capacity: outcomes.count * 36)
+            for outcome in outcomes {
                 switch outcome {
                 case .accepted(let fingerprint):
                     out.writeString("ok ")
-                    out.writeString(fingerprint.description)
+                    out.writeFingerprintHex(fingerprint)
                     out.writeInteger(UInt8(ascii: "\n"))
                 case .rejected(let rejection):
                     out.writeString(Self.errLine(rejection))
                 }
             }
-        } catch {
-            let seconds = error.fullAnswer?.retryAfterSeconds ?? 1
+            return out
+        }.recover { error in
+            let spoolError = error as? SpoolError
+            let seconds = spoolError?.fullAnswer?.retryAfterSeconds ?? 1
             let message = Self.oneLine("\(error); not kept")
-            let word = error.fullAnswer == nil ? "full \(seconds) spool error: " : "full \(seconds) "
+            let word = spoolError?.fullAnswer == nil ? "full \(seconds) spool error: " : "full \(seconds) "
+            var out = allocator.buffer(capacity: results.count * 40)
             for result in results {
                 // Rejections stay rejections; only valid events are "not kept, resend".
                 switch result {
@@ -133,8 +154,8 @@ public struct SocketIngestServer: Service {
                 case .success: out.writeString(word + message + "\n")
                 }
             }
+            return out
         }
-        return out
     }
 
     static func errLine(_ rejection: EventRejection) -> String {

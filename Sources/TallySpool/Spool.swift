@@ -51,13 +51,25 @@ public final class Spool: Sendable {
     /// ``SpoolError/rejectedFull`` when the spool (or the disk) is full: then nothing was kept.
     @discardableResult
     public func append(_ events: [UsageEvent]) async throws(SpoolError) -> SpoolPosition {
-        let batch = try EncodedBatch(events)
         let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
-            if !thread.submit(.append(batch, { continuation.resume(returning: $0) })) {
-                continuation.resume(returning: .failure(.closed))
-            }
+            append(events) { continuation.resume(returning: $0) }
         }
         return try result.get()
+    }
+
+    /// ``append(_:)`` for a caller that must not wait: the events are queued for the I/O thread
+    /// before this returns (so appends made one after another keep their order in the spool),
+    /// and `completion` runs once they are durable per the fsync policy, or with the error (then
+    /// nothing was kept). `completion` runs on the spool's I/O thread: it must be quick.
+    public func append(_ events: [UsageEvent], completion: @escaping @Sendable (Result<SpoolPosition, SpoolError>) -> Void) {
+        let batch: EncodedBatch
+        do throws(SpoolError) {
+            batch = try EncodedBatch(events)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        if !thread.submit(.append(batch, completion)) { completion(.failure(.closed)) }
     }
 
     /// Reads events from `position` on (from the acknowledged position when `position` is

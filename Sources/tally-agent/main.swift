@@ -1,3 +1,3 @@
-import TallyCLI
+import TallyAgentCLI
 
 await CommandRunner.main(AgentCommand.self)

@@ -33,6 +33,12 @@ public struct EventDecoder: Sendable {
     }
 
     public func decodeBody(_ buffer: UnsafeBufferPointer<UInt8>, now: EventTime) -> [Result<UsageEvent, EventRejection>] {
+        decodeBody(buffer, now: now, direct: true)
+    }
+
+    /// `direct: false` takes the full path (JSON tree, then fields) for every event: the
+    /// reference the direct path is tested against.
+    func decodeBody(_ buffer: UnsafeBufferPointer<UInt8>, now: EventTime, direct: Bool) -> [Result<UsageEvent, EventRejection>] {
         var first = 0
         while first < buffer.count, [0x20, 0x09, 0x0A, 0x0D].contains(buffer[first]) { first += 1 }
         if first == buffer.count { return [] }
@@ -43,19 +49,44 @@ public struct EventDecoder: Sendable {
             case .failure(let error): return [.failure(EventRejection(.malformed, field: nil, error.description))]
             }
         }
+        var results: [Result<UsageEvent, EventRejection>] = []
+        if direct, let (event, end) = DirectEventScanner.scan(buffer, from: first, defaultMetric: defaultMetric, maxProperties: limits.maxProperties) {
+            if DirectEventScanner.onlyWhitespace(buffer, from: end) { return [validated(event, now: now)] }
+            // A whole JSON value followed by more: the body is not one value, so it is NDJSON.
+            forEachLine(buffer) { line in results.append(decodeLine(line, now: now)) }
+            return results
+        }
         // One object (perhaps spread over several lines), or NDJSON: then parse line by line so
         // that a bad line rejects only itself.
         if let single = try? JSONParser.parse(buffer) { return [decode(single, now: now)] }
-        var results: [Result<UsageEvent, EventRejection>] = []
-        forEachLine(buffer) { line in results.append(decodeLine(line, now: now)) }
+        forEachLine(buffer) { line in results.append(direct ? decodeLine(line, now: now) : decodeLineFullPath(line, now: now)) }
         return results
     }
 
     /// Decodes one NDJSON line.
     public func decodeLine(_ line: UnsafeBufferPointer<UInt8>, now: EventTime) -> Result<UsageEvent, EventRejection> {
+        if let (event, end) = DirectEventScanner.scan(line, from: 0, defaultMetric: defaultMetric, maxProperties: limits.maxProperties),
+            DirectEventScanner.onlyWhitespace(line, from: end)
+        {
+            return validated(event, now: now)
+        }
+        return decodeLineFullPath(line, now: now)
+    }
+
+    /// Decodes one NDJSON line through the JSON tree: every case the direct path leaves to it.
+    func decodeLineFullPath(_ line: UnsafeBufferPointer<UInt8>, now: EventTime) -> Result<UsageEvent, EventRejection> {
         switch Result(catching: { () throws(JSONSyntaxError) in try JSONParser.parse(line) }) {
         case .success(let value): decode(value, now: now)
         case .failure(let error): .failure(EventRejection(.malformed, field: nil, error.description))
+        }
+    }
+
+    private func validated(_ event: UsageEvent, now: EventTime) -> Result<UsageEvent, EventRejection> {
+        do throws(EventRejection) {
+            try event.validate(limits: limits, now: now)
+            return .success(event)
+        } catch {
+            return .failure(error)
         }
     }
 

@@ -42,7 +42,7 @@ extension UsageEvent {
                     .limitExceeded, field: "properties.\(property.key)",
                     "value is \(property.value.utf8.count) bytes; the limit is \(limits.maxPropertyValueBytes)")
             }
-            if property.value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            if Self.hasControlCharacter(property.value) {
                 throw EventRejection(.invalidField, field: "properties.\(property.key)", "contains a control character")
             }
         }
@@ -55,21 +55,21 @@ extension UsageEvent {
     }
 
     /// Non-empty UTF-8 text with no control characters, at most `max` bytes.
-    static func checkText(_ value: String, field: String, max: Int) throws(EventRejection) {
-        if value.isEmpty { throw EventRejection(.invalidField, field: field, "must not be empty") }
+    static func checkText(_ value: String, field: @autoclosure () -> String, max: Int) throws(EventRejection) {
+        if value.isEmpty { throw EventRejection(.invalidField, field: field(), "must not be empty") }
         if value.utf8.count > max {
-            throw EventRejection(.limitExceeded, field: field, "is \(value.utf8.count) bytes; the limit is \(max)")
+            throw EventRejection(.limitExceeded, field: field(), "is \(value.utf8.count) bytes; the limit is \(max)")
         }
-        if value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            throw EventRejection(.invalidField, field: field, "contains a control character")
+        if hasControlCharacter(value) {
+            throw EventRejection(.invalidField, field: field(), "contains a control character")
         }
     }
 
     /// A name: an ASCII letter, then letters, digits, `_`, `.`, `:` or `-`; at most `max` bytes.
-    static func checkName(_ value: String, field: String, max: Int) throws(EventRejection) {
-        if value.isEmpty { throw EventRejection(.invalidField, field: field, "must not be empty") }
+    static func checkName(_ value: String, field: @autoclosure () -> String, max: Int) throws(EventRejection) {
+        if value.isEmpty { throw EventRejection(.invalidField, field: field(), "must not be empty") }
         if value.utf8.count > max {
-            throw EventRejection(.limitExceeded, field: field, "is \(value.utf8.count) bytes; the limit is \(max)")
+            throw EventRejection(.limitExceeded, field: field(), "is \(value.utf8.count) bytes; the limit is \(max)")
         }
         var first = true
         for byte in value.utf8 {
@@ -78,10 +78,17 @@ extension UsageEvent {
                 letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
             if !allowed {
                 throw EventRejection(
-                    .invalidField, field: field,
+                    .invalidField, field: field(),
                     "'\(value)' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-')")
             }
             first = false
         }
+    }
+
+    /// True when `value` holds a C0 control character or DEL. In UTF-8 those scalars are exactly
+    /// the bytes below 0x20 and 0x7F (every byte of a longer sequence is 0x80 or above).
+    static func hasControlCharacter(_ value: String) -> Bool {
+        var utf8 = value
+        return utf8.withUTF8 { bytes in bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) }
     }
 }

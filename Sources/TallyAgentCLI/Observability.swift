@@ -1,11 +1,11 @@
-import Logging
+package import Logging
 import Metrics
-import Prometheus
+package import Prometheus
 
 /// The one place the binaries bootstrap logging (stderr) and metrics (a Prometheus registry
 /// served on their HTTP port). Libraries only take a `Logger` and use swift-metrics.
-enum Observability {
-    static func bootstrap(label: String, level: LogLevelName) -> (Logger, PrometheusCollectorRegistry) {
+package enum Observability {
+    package static func bootstrap(label: String, level: LogLevelName) -> (Logger, PrometheusCollectorRegistry) {
         let logLevel = Logger.Level(rawValue: level.rawValue) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -89,7 +89,7 @@ public enum LogLevelName: String, ExpressibleByArgument, CaseIterable, Sendable 
 }
 
 /// Refuses a flag that is not `HOST:PORT`, as bad usage.
-func checkAddress(_ text: String, _ option: String) throws {
+package func checkAddress(_ text: String, _ option: String) throws {
     do {
         _ = try HostPort(parsing: text, option: option)
     } catch {
