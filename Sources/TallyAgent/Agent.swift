@@ -22,6 +22,7 @@ public struct Agent: Sendable {
         try config.validate()
         let spool = try await Spool.open(directory: config.spoolDirectory, options: config.spool, fileOperations: spoolFileOperations)
         let recovery = spool.recovery
+        try await spool.observeSyncs { [metrics] nanoseconds in metrics.fsyncLatency.recordNanoseconds(nanoseconds) }
         if !recovery.problems.isEmpty || !recovery.checkpointFound {
             logger.warning(
                 "spool recovered with repairs",

@@ -29,6 +29,8 @@ public final class AgentMetrics: Sendable {
     let reconnects: CoreMetrics.Counter
     let connected: CoreMetrics.Gauge
     let appendLatency: CoreMetrics.Timer
+    /// Every group-commit fsync of the spool.
+    let fsyncLatency: CoreMetrics.Timer
 
     /// Metrics in `registry` (a fresh one by default, so tests can read their own).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -65,6 +67,7 @@ public final class AgentMetrics: Sendable {
         reconnects = CoreMetrics.Counter(label: "tally_agent_reconnects_total", factory: factory)
         connected = CoreMetrics.Gauge(label: "tally_agent_connected", factory: factory)
         appendLatency = CoreMetrics.Timer(label: "tally_agent_spool_append_seconds", factory: factory)
+        fsyncLatency = CoreMetrics.Timer(label: "tally_agent_spool_fsync_seconds", factory: factory)
     }
 
     func rejected(_ reason: String) { rejectedByReason[reason]?.increment() }

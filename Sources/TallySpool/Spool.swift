@@ -111,6 +111,12 @@ public final class Spool: Sendable {
         try await perform { store throws(SpoolError) in try store.quarantined(maxBytesPerRegion: maxBytesPerRegion) }
     }
 
+    /// Calls `observer` with the duration (nanoseconds) of every data fsync from now on, on the
+    /// spool's I/O thread: keep it cheap.
+    public func observeSyncs(_ observer: @escaping @Sendable (_ nanoseconds: Int64) -> Void) async throws(SpoolError) {
+        try await perform { store in store.syncObserver = observer }
+    }
+
     /// Finishes queued appends, fsyncs, closes the files and releases the lock. Later calls fail
     /// with ``SpoolError/closed``.
     public func close() async {

@@ -72,6 +72,8 @@ final class SpoolStore {
     private var spans: [(segment: UInt64, from: Int64, to: Int64, records: Int)] = []
     /// Set when unsynced records were truncated away (a failed fsync): their appends must fail.
     var lostUnsynced = false
+    /// Told the duration of every group-commit fsync, in nanoseconds (the agent's histogram).
+    var syncObserver: (@Sendable (Int64) -> Void)?
 
     static func segmentName(_ id: UInt64) -> String {
         let digits = String(id)
@@ -365,6 +367,13 @@ final class SpoolStore {
     func sync() throws(SpoolError) {
         guard let fd = activeFd, var active = segments.last, active.size > active.syncedSize else { return }
         let segmentPath = path(active.id)
+        let started = ContinuousClock.now
+        defer {
+            if let syncObserver {
+                let (seconds, attoseconds) = (ContinuousClock.now - started).components
+                syncObserver(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            }
+        }
         do {
             try ops.sync(fd, path: segmentPath)
         } catch {

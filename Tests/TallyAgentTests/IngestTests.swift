@@ -96,6 +96,20 @@ struct IngestTests {
         await agent.stop()
     }
 
+    @Test func everyFsyncIsInTheHistogram() async throws {
+        let agent = try await TestAgent.start()  // fsync: always
+        let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
+        for index in 0..<3 {
+            let response = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: event(index).jsonLine))
+            #expect(response.status == 200)
+        }
+        let metrics = try await exchange.request(method: "GET", path: "/metrics")
+        let count = metrics.text.split(separator: "\n").first { $0.hasPrefix("tally_agent_spool_fsync_seconds_count ") }
+            .flatMap { Int($0.split(separator: " ").last ?? "") }
+        #expect((count ?? 0) >= 3, "\(metrics.text)")
+        await agent.stop()
+    }
+
     @Test func malformedBodiesGetClearAnswersAndCounters() async throws {
         let agent = try await TestAgent.start(configure: { $0.maxBodyBytes = 4096 })
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
