@@ -182,7 +182,7 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore"]),
+        .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore", "TallyWorkload"]),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
         .testTarget(

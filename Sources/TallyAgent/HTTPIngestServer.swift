@@ -92,10 +92,7 @@ public struct HTTPIngestServer: Service {
                             // or refuse an oversized body before it is sent (RFC 9110 §10.1.1).
                             if requestHead.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
                                 if tooLarge {
-                                    ingest.metrics.refused(status: 413)
-                                    let answer = IngestAnswerWriter.error(
-                                        "body_too_large", "the body exceeds \(maxBodyBytes) bytes; send smaller batches", allocator: channel.allocator)
-                                    try await respond(outbound, status: 413, body: answer, keepAlive: false)
+                                    try await refuseTooLarge(outbound, allocator: channel.allocator)
                                     return
                                 }
                                 try await outbound.write(.head(HTTPResponseHead(version: requestHead.version, status: .continue)))
@@ -106,10 +103,7 @@ public struct HTTPIngestServer: Service {
                         case .end:
                             guard let request = head else { continue }
                             if tooLarge {
-                                ingest.metrics.refused(status: 413)
-                                let answer = IngestAnswerWriter.error(
-                                    "body_too_large", "the body exceeds \(maxBodyBytes) bytes; send smaller batches", allocator: channel.allocator)
-                                try await respond(outbound, status: 413, body: answer, keepAlive: false)
+                                try await refuseTooLarge(outbound, allocator: channel.allocator)
                                 return
                             }
                             let keepAlive = request.isKeepAlive && !state.isShuttingDown
@@ -166,6 +160,16 @@ public struct HTTPIngestServer: Service {
         default:
             return (404, json, IngestAnswerWriter.error("not_found", "no such path: \(path)", allocator: allocator))
         }
+    }
+
+    /// `413` for a body over the limit, and the connection closes (the rest of the body is not read).
+    private func refuseTooLarge(
+        _ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, allocator: ByteBufferAllocator
+    ) async throws {
+        ingest.metrics.refused(status: 413)
+        let answer = IngestAnswerWriter.error(
+            "body_too_large", "the body exceeds \(maxBodyBytes) bytes; send smaller batches", allocator: allocator)
+        try await respond(outbound, status: 413, body: answer, keepAlive: false)
     }
 
     private func respond(

@@ -85,16 +85,8 @@ struct IngestBench: AsyncParsableCommand {
 /// A minimal blocking agent for the benchmark: open-mode handshake, then a window of 8 batches.
 enum BenchAgent {
     static func send(_ frames: [[UInt8]], port: Int) throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try BenchSocket.tcp(port: port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw ValidationError("cannot connect to the collector on port \(port)") }
         var inbound = ByteBuffer()
         var decoder = FrameDecoder(maxBodyLength: 64 << 20)
         func write(_ bytes: [UInt8]) throws {

@@ -1,4 +1,5 @@
 import TallyCore
+import TallyWorkload
 import Testing
 
 /// Whatever bytes arrive, the JSON parser and the event decoder answer with an event or a
@@ -41,7 +42,7 @@ import Testing
     }
 
     @Test func mutatedLinesNeverCrash() {
-        var random = SeededRandom(seed: 20261121)
+        var random = WorkloadRandom(seed: 20261121)
         for round in 0..<20_000 {
             var bytes = Array(Self.valid[round % Self.valid.count].utf8)
             for _ in 0..<(1 + Int(random.next() % 4)) {
@@ -61,7 +62,7 @@ import Testing
     }
 
     @Test func randomBytesNeverCrash() {
-        var random = SeededRandom(seed: 7)
+        var random = WorkloadRandom(seed: 7)
         let alphabet = Array(#"{}[]":,0123456789.-+eEtrufalsn\ u"#.utf8) + [0x00, 0x0A, 0xC3, 0xA9, 0xF0, 0x9F, 0xFF]
         for _ in 0..<20_000 {
             let count = Int(random.next() % 200)
@@ -83,18 +84,5 @@ import Testing
             check(results)
             #expect(results.allSatisfy { if case .failure = $0 { true } else { false } }, "\(body.prefix(40))")
         }
-    }
-}
-
-/// SplitMix64: deterministic bytes for the robustness tests.
-struct SeededRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
