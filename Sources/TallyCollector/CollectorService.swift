@@ -28,7 +28,9 @@ public struct Collector {
         try config.validate()
         let pricing = try config.pricingFile.map { AggregatePricing(config: try PricingConfigLoader.load(file: $0)) }
         let store = try openStore(config, pricing: pricing)
-        let ledger = LedgerWriter(store: store)
+        // A second connection for the HTTP API's reads (SQLite WAL: readers never wait for the
+        // writer), opened after the writer so the schema is in place.
+        let ledger = LedgerWriter(store: store, reader: try openStore(config, pricing: pricing))
         let metrics = CollectorMetrics()
         var keys: [String: AgentKey] = [:]
         for agent in config.agents {

@@ -55,6 +55,15 @@ public protocol LedgerStore: AnyObject {
     /// The refused (rejected) and duplicate events of one batch, by index.
     func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent]
 
+    /// True when some committed batches' aggregate cells are not in the aggregate tables yet
+    /// (a read folds them in first, which writes). Cheap; lets a read-only connection answer
+    /// only when it can do so without writing.
+    func hasUnfoldedAggregates() throws(LedgerError) -> Bool
+
+    /// Runs `body` (reads only) against one consistent snapshot of the ledger: a commit by
+    /// another connection in the middle is either wholly visible or not at all.
+    func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T
+
     /// Closes the store. Uncommitted work is discarded.
     func close()
 }

@@ -29,7 +29,10 @@ struct QueryBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let store = try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config)))
-        let writer = LedgerWriter(store: store)
+        // As the collector runs it: a writer, and a second connection for the API's reads.
+        let writer = LedgerWriter(
+            store: store,
+            reader: try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config))))
         let period = try requireValueImpl(BillingPeriod("2026-03"), "period")
         let now = try EventTime(parsing: "2026-03-31T23:00:00Z")
         let tenant = "tenant-0001"

@@ -68,7 +68,9 @@ final class BillingFixture: Sendable {
         path = directory.appendingPathComponent("ledger.db").path
         pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: Self.pricingYAML))
         let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config))
-        writer = LedgerWriter(store: try SQLiteLedgerStore(path: path, configuration: configuration))
+        writer = LedgerWriter(
+            store: try SQLiteLedgerStore(path: path, configuration: configuration),
+            reader: try SQLiteLedgerStore(path: path, configuration: configuration))
         let clock = TestClock(try EventTime(parsing: now))
         self.clock = clock
         service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard, clock: { clock.now })

@@ -29,7 +29,7 @@ public struct InvoiceService: Sendable {
 
     /// Usage buckets from the aggregates.
     public func usage(_ query: UsageQuery) async throws(BillingError) -> [UsageBucket] {
-        try await onLedger { store throws(BillingError) in
+        try await onLedger(readOnly: true) { store throws(BillingError) in
             do throws(LedgerError) { return try store.usage(query) } catch {
                 if case .invalidConfiguration(let problem) = error { throw .badParameter("group_by", problem) }
                 throw .ledger("\(error)")
@@ -49,13 +49,17 @@ public struct InvoiceService: Sendable {
         guard period.start <= now else { throw .unknownPeriod(period.description) }
         let window = lateWindow
         let closesAt = period.end.advanced(by: window.grace)
-        return try await onLedger { store throws(BillingError) in
-            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
-            if window.isOpen(period, now: now) {
+        if window.isOpen(period, now: now) {
+            // A draft only reads.
+            return try await onLedger(readOnly: true) { store throws(BillingError) in
+                guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
                 return InvoiceView(
                     status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description, invoice: try InvoiceDocument(invoice))
             }
+        }
+        return try await onLedger { store throws(BillingError) in
+            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
             do {
                 let record: FinalInvoiceRecord
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
@@ -81,26 +85,30 @@ public struct InvoiceService: Sendable {
 
     /// Reconciliation rows from the ledger's counters.
     public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError) -> [ReconciliationRow] {
-        try await onLedger { store throws(BillingError) in
+        try await onLedger(readOnly: true) { store throws(BillingError) in
             do { return try store.reconciliation(filter) } catch { throw .ledger("\(error)") }
         }
     }
 
     /// Tenants the ledger saw in `period`.
     public func tenants(in period: BillingPeriod) async throws(BillingError) -> [String] {
-        try await onLedger { store throws(BillingError) in
+        try await onLedger(readOnly: true) { store throws(BillingError) in
             guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no billing tables") }
             do { return try invoices.tenants(in: period) } catch { throw .ledger("\(error)") }
         }
     }
 
-    /// Runs `body` on the ledger thread, carrying a ``BillingError`` across.
-    public func onLedger<T: Sendable>(_ body: @escaping @Sendable (any LedgerStore) throws(BillingError) -> T) async throws(BillingError) -> T {
+    /// Runs `body` on the ledger thread (or, `readOnly`, wherever ``LedgerWriter/read(_:)``
+    /// answers fastest), carrying a ``BillingError`` across.
+    public func onLedger<T: Sendable>(
+        readOnly: Bool = false, _ body: @escaping @Sendable (any LedgerStore) throws(BillingError) -> T
+    ) async throws(BillingError) -> T {
         let result: Result<T, BillingError>
         do {
-            result = try await ledger.perform { store throws(LedgerError) -> Result<T, BillingError> in
+            let wrapped: @Sendable (any LedgerStore) throws(LedgerError) -> Result<T, BillingError> = { store in
                 do throws(BillingError) { return .success(try body(store)) } catch { return .failure(error) }
             }
+            result = readOnly ? try await ledger.read(wrapped) : try await ledger.perform(wrapped)
         } catch {
             throw .ledger("\(error)")
         }

@@ -72,15 +72,34 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     // MARK: - Aggregate log
 
+    public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        // A deferred transaction: in WAL mode its first read fixes the snapshot, and it never
+        // takes the write lock unless the body writes.
+        let begin = try database.prepare("BEGIN DEFERRED")
+        try begin.run()
+        do throws(LedgerError) {
+            let result = try body()
+            try statements.commit.run()
+            return result
+        } catch {
+            try? statements.rollback.run()
+            throw error
+        }
+    }
+
+    public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
+        if loggedRows > 0 { return true }
+        let any = try database.prepare("SELECT EXISTS (SELECT 1 FROM aggregate_log)")
+        defer { any.reset() }
+        return try any.step() && any.int64(0) != 0
+    }
+
     /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
     /// deletes the folded rows. Reads call this first, so they see every committed batch.
     func flushAggregates() throws(LedgerError) {
-        if loggedRows == 0 {
-            // Another process (a collector beside this `tallyctl`) may have logged batches.
-            let any = try database.prepare("SELECT EXISTS (SELECT 1 FROM aggregate_log)")
-            defer { any.reset() }
-            guard try any.step(), any.int64(0) != 0 else { return }
-        }
+        // Another process or connection (a collector beside this `tallyctl`) may have logged
+        // batches, so an empty count here is checked against the table.
+        guard try hasUnfoldedAggregates() else { return }
         try statements.begin.run()
         var largest: Int128 = 0
         do throws(LedgerError) {
