@@ -184,7 +184,7 @@ let package = Package(
 
         .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore", "TallyWorkload"]),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
-        .testTarget(name: "TallyWireTests", dependencies: ["TallyWire"]),
+        .testTarget(name: "TallyWireTests", dependencies: ["TallyWire", "TallyWorkload"]),
         .testTarget(
             name: "TallyCollectorTests",
             dependencies: [
@@ -195,8 +195,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
-        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore"]),
-        .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore"]),
+        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload"]),
+        .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore", "TallyWorkload"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool", "TallyAgent", "TallyClient"]

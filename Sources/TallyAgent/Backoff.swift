@@ -25,7 +25,7 @@ struct Backoff {
     mutating func next<R: RandomNumberGenerator>(using generator: inout R) -> Duration {
         let cap = ceiling
         attempt += 1
-        let capNanos = EventIngest.nanoseconds(cap)
+        let capNanos = cap.nanoseconds
         guard capNanos > 0 else { return .zero }
         return .nanoseconds(Int64.random(in: 0...capNanos, using: &generator))
     }

@@ -99,14 +99,9 @@ public struct EventIngest: Sendable {
     }
 
     private func kept(_ count: Int, since start: ContinuousClock.Instant) {
-        metrics.appendLatency.recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
+        metrics.appendLatency.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
         metrics.accepted.increment(by: Int64(count))
         appended()
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
 

@@ -301,7 +301,7 @@ struct ShipLoop {
             var allowed = maxEvents
             if let rate = settings.eventsPerSecond {
                 let elapsed = ContinuousClock.now - rateStart
-                let budget = Int(EventIngest.nanoseconds(elapsed) / 1_000_000 * Int64(rate) / 1_000) + max(1, rate / 20) - eventsCut
+                let budget = Int(elapsed.nanoseconds / 1_000_000 * Int64(rate) / 1_000) + max(1, rate / 20) - eventsCut
                 if budget <= 0 { return nil }
                 allowed = min(allowed, budget)
             }

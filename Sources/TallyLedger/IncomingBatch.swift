@@ -96,13 +96,6 @@ public enum EventStatus: String, Sendable, Hashable, CaseIterable {
     case rejected
 }
 
-extension IncomingBatch {
-    /// A digest of what the batch holds, in order: each event's canonical encoding (valid
-    /// events) or its rejection, reason and known key fields (invalid ones). Equal for a resend
-    /// of the same batch; different when a sequence number is reused for other events.
-    public var contentDigest: [UInt8] { PreparedBatch(self).contentDigest }
-}
-
 /// A batch with the per-event work that needs no database done ahead: fingerprints, the
 /// content digest, and the stored forms of quantities and properties. The collector prepares a
 /// batch on its connection's task, so the ledger's single writer thread spends its time in
@@ -110,7 +103,9 @@ extension IncomingBatch {
 /// canonical encoding is made once and serves both its fingerprint and the digest.
 public struct PreparedBatch: Sendable {
     public let batch: IncomingBatch
-    /// ``IncomingBatch/contentDigest``.
+    /// A digest of what the batch holds, in order: each event's canonical encoding (valid
+    /// events) or its rejection, reason and known key fields (invalid ones). Equal for a resend
+    /// of the same batch; different when a sequence number is reused for other events.
     public let contentDigest: [UInt8]
     /// Per event index: the fingerprint of a valid event, nil for an invalid one.
     let fingerprints: [Fingerprint?]

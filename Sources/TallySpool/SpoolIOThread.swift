@@ -200,7 +200,7 @@ final class SpoolIOThread: @unchecked Sendable {
     private func syncDeadline() -> timespec? {
         guard case .interval(let interval) = policy, let first = firstPendingAt, !pending.isEmpty else { return nil }
         guard var deadline = lastSyncAt else { return first }
-        let nanos = Int(interval.components.seconds) * 1_000_000_000 + Int(interval.components.attoseconds / 1_000_000_000)
+        let nanos = Int(interval.nanoseconds)
         deadline.tv_sec += nanos / 1_000_000_000
         deadline.tv_nsec += nanos % 1_000_000_000
         if deadline.tv_nsec >= 1_000_000_000 {

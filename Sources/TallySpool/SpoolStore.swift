@@ -369,10 +369,7 @@ final class SpoolStore {
         let segmentPath = path(active.id)
         let started = ContinuousClock.now
         defer {
-            if let syncObserver {
-                let (seconds, attoseconds) = (ContinuousClock.now - started).components
-                syncObserver(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            }
+            syncObserver?((ContinuousClock.now - started).nanoseconds)
         }
         do {
             try ops.sync(fd, path: segmentPath)

@@ -63,11 +63,15 @@ public struct WorkloadRandom: Sendable {
 }
 
 /// SplitMix64 (S. Vigna): expands one 64-bit seed into well-mixed words, the seeding procedure
-/// recommended for the xoshiro family.
-struct SplitMix64 {
+/// recommended for the xoshiro family. Also the tests' small deterministic generator.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     var state: UInt64
 
-    mutating func next() -> UInt64 {
+    init(state: UInt64) { self.state = state }
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

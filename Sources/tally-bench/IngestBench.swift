@@ -55,13 +55,13 @@ struct IngestBench: AsyncParsableCommand {
             ledger: writer, metrics: CollectorMetrics(), logger: Logger(label: "tally-bench"))
         let port = server.localAddress?.port ?? 0
         let serving = Task { try await server.run() }
-        let writerCPUBefore = try await writer.perform { _ throws(LedgerError) in threadCPUNanoseconds() }
-        let processCPUBefore = processCPUNanoseconds()
+        let writerCPUBefore = try await writer.perform { _ throws(LedgerError) in cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) }
+        let processCPUBefore = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID)
         let began = ContinuousClock.now
         let counted = try await Task.detached { [frames] in try BenchAgent.send(frames, port: port) }.value
         let elapsed = ContinuousClock.now - began
-        let processCPU = processCPUNanoseconds() - processCPUBefore
-        let writerCPU = try await writer.perform { _ throws(LedgerError) in threadCPUNanoseconds() } - writerCPUBefore
+        let processCPU = cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID) - processCPUBefore
+        let writerCPU = try await writer.perform { _ throws(LedgerError) in cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) } - writerCPUBefore
         serving.cancel()
         await writer.shutdown()
 
@@ -132,17 +132,11 @@ enum BenchAgent {
     }
 }
 
-/// CPU time of the calling thread, in nanoseconds: a cost per event that does not depend on
-/// what else the machine is running.
-func threadCPUNanoseconds() -> Int64 {
+/// CPU time in nanoseconds of the calling thread (`CLOCK_THREAD_CPUTIME_ID`) or of the whole
+/// process (`CLOCK_PROCESS_CPUTIME_ID`): a cost per event that does not depend on what else the
+/// machine is running.
+func cpuNanoseconds(_ clock: clockid_t) -> Int64 {
     var time = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
-    return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
-}
-
-/// CPU time of the whole process (every thread), in nanoseconds.
-func processCPUNanoseconds() -> Int64 {
-    var time = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+    clock_gettime(clock, &time)
     return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
 }

@@ -2,6 +2,7 @@ import Foundation
 import TallyCore
 @testable import TallyLedger
 import Testing
+import TallyWorkload
 
 @Suite("Aggregate rollups and buffer")
 struct AggregateRollupTests {

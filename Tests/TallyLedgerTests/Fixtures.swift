@@ -1,6 +1,7 @@
 import Foundation
 import TallyCore
 @testable import TallyLedger
+import TallyWorkload
 
 /// Makes stores for the contract suite. A PostgreSQL backend adds its own factory to
 /// `ledgerFactories` and runs the same tests.
@@ -95,18 +96,6 @@ func batch(_ sequence: UInt64, agent: String = "agent-1", now: String = "2026-04
     IncomingBatch(agent: agent, sequence: sequence, receivedAt: at(now), events: events.map { .valid($0) })
 }
 
-/// SplitMix64: a small deterministic generator for test workloads.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A deterministic workload: tenants, metrics, endpoints, fractional quantities, request ids,
 /// some retries of earlier events, timestamps moving forward within `start ..< start + span`.

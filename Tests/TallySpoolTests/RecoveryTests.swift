@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TallyCore
 @testable import TallySpool
+import TallyWorkload
 
 /// Writes `count` sample events into a fresh spool and returns the directory, the segment path
 /// and the position of every record.
@@ -195,7 +196,7 @@ func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options())
     @Test func randomDamageNeverCrashesAndKeepsUndamagedRecords() async throws {
         let (dir, segment, positions) = try await preparedSpool(20)
         let original = readBytes(segment)
-        var generator = SplitMix(seed: 42)
+        var generator = SplitMix64(seed: 42)
         for round in 0..<40 {
             var bytes = original
             let target = Int(generator.next() % UInt64(bytes.count - 16)) + 16
@@ -219,14 +220,3 @@ func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options())
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

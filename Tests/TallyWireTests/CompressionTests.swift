@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+import TallyWorkload
 import TallyCore
 @testable import TallyWire
 

@@ -80,10 +80,3 @@ extension BatchAck {
             rejections: outcome.rejections.map { Rejection(index: UInt32(clamping: $0.index), reason: $0.reason) })
     }
 }
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

@@ -17,12 +17,10 @@ public final class LedgerWriter: @unchecked Sendable {
     private let store: ConfinedStore
     private let pool: NIOThreadPool
     private let reader: Mutex<ConfinedStore?>
-    private let hasReader: Bool
 
     public init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
         self.store = ConfinedStore(store: store)
         self.reader = Mutex(reader.map { ConfinedStore(store: $0) })
-        self.hasReader = reader != nil
         self.pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
     }
@@ -32,23 +30,20 @@ public final class LedgerWriter: @unchecked Sendable {
     public func read<Result: Sendable>(
         _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
     ) async throws -> Result {
-        if hasReader {
-            let direct: Swift.Result<Result, LedgerError>? = reader.withLockIfAvailable { confined in
-                guard let confined else { return nil }
-                let store = confined.store
-                do throws(LedgerError) {
-                    // One snapshot: the log check and the body see the same committed state, so
-                    // an empty log stays empty for the body and it never has to fold (write).
-                    return try store.withSnapshot { () throws(LedgerError) -> Swift.Result<Result, LedgerError>? in
-                        guard try !store.hasUnfoldedAggregates() else { return nil }
-                        return .success(try body(store))
-                    }
-                } catch {
-                    return .failure(error)
+        let direct: Swift.Result<Result, LedgerError>? = reader.withLockIfAvailable { confined in
+            guard let store = confined?.store else { return nil }
+            do throws(LedgerError) {
+                // One snapshot: the log check and the body see the same committed state, so an
+                // empty log stays empty for the body and it never has to fold (write).
+                return try store.withSnapshot { () throws(LedgerError) -> Swift.Result<Result, LedgerError>? in
+                    guard try !store.hasUnfoldedAggregates() else { return nil }
+                    return .success(try body(store))
                 }
-            } ?? nil
-            if let direct { return try direct.get() }
-        }
+            } catch {
+                return .failure(error)
+            }
+        } ?? nil
+        if let direct { return try direct.get() }
         return try await perform(body)
     }
 

@@ -145,7 +145,7 @@ public final class ProtocolServer: Service, Sendable {
     }
 
     private func goawayFrame() -> ByteBuffer? {
-        let milliseconds = settings.goawayRetryAfter.components.seconds * 1000 + settings.goawayRetryAfter.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = settings.goawayRetryAfter.microseconds / 1000
         let goaway = GoAway(
             code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: UInt32(clamping: milliseconds),
             message: "collector shutting down")

@@ -85,14 +85,8 @@ struct DirectEventScanner {
                 guard let pairs = propertiesValue(maxProperties: maxProperties) else { return nil }
                 properties = pairs
             }
-            skipWhitespace()
-            guard index < bytes.count else { return nil }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "}") else { return nil }
-            index += 1
+            guard let another = afterMember() else { return nil }
+            if another { continue }
             break
         }
         // The shape: the seed's when there is a `user_id` and no `tenant`.
@@ -258,15 +252,26 @@ struct DirectEventScanner {
             count += 1
             guard count <= maxProperties, properties[key] == nil else { return nil }
             properties[key] = value
-            skipWhitespace()
-            guard index < bytes.count else { return nil }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "}") else { return nil }
-            index += 1
+            guard let another = afterMember() else { return nil }
+            if another { continue }
             return properties
+        }
+    }
+
+    /// Consumes what follows an object member: true after a comma (another member follows),
+    /// false after the closing brace, nil for anything else.
+    private mutating func afterMember() -> Bool? {
+        skipWhitespace()
+        guard index < bytes.count else { return nil }
+        switch bytes[index] {
+        case UInt8(ascii: ","):
+            index += 1
+            return true
+        case UInt8(ascii: "}"):
+            index += 1
+            return false
+        default:
+            return nil
         }
     }
 

@@ -100,7 +100,7 @@ enum SQLiteSchema {
             adjusted INTEGER NOT NULL,
             rejected INTEGER NOT NULL,
             rejections TEXT NOT NULL,
-            -- What the batch contained (IncomingBatch.contentDigest): a resend must match it.
+            -- What the batch contained (PreparedBatch.contentDigest): a resend must match it.
             digest BLOB NOT NULL,
             PRIMARY KEY (agent, seq)
         ) WITHOUT ROWID;
