@@ -45,7 +45,8 @@ public struct Agent: Sendable {
         if let listen = config.listen {
             services.append(
                 HTTPIngestServer(
-                    address: listen, ingest: ingest, maxBodyBytes: config.maxBodyBytes, health: health, logger: logger, onBound: httpBound))
+                    address: listen, ingest: ingest, maxBodyBytes: config.maxBodyBytes, limits: config.http, health: health, logger: logger,
+                    onBound: httpBound))
         }
         if let path = config.socketPath {
             services.append(SocketIngestServer(path: path, ingest: ingest, logger: logger))

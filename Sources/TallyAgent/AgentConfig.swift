@@ -49,6 +49,8 @@ public struct AgentConfig: Sendable {
     public var defaultMetric: String?
     /// The largest HTTP request body; larger ones get 413.
     public var maxBodyBytes = 8 << 20
+    /// HTTP timeouts, the connection cap and the memory budget of bodies in flight.
+    public var http = HTTPLimits()
     public var batching = Batching()
     /// The most batches in flight (the collector's window also applies).
     public var window = 8
@@ -72,6 +74,11 @@ public struct AgentConfig: Sendable {
         if agentId.isEmpty || agentId.utf8.count > 128 || agentId.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             issues.append(ConfigIssue(place: "agent_id", problem: "'\(agentId)' must be 1 to 128 bytes of printable text"))
         }
+        if http.maxBodyBytesInFlight < maxBodyBytes {
+            issues.append(ConfigIssue(
+                place: "http.max_body_bytes_in_flight",
+                problem: "\(http.maxBodyBytesInFlight) is less than max_body_bytes (\(maxBodyBytes)): no full-size body could ever be taken"))
+        }
         if listen == nil && socketPath == nil {
             issues.append(ConfigIssue(place: "listen", problem: "neither HTTP ingest nor a socket is configured: the agent could take no events"))
         }
@@ -82,7 +89,7 @@ public struct AgentConfig: Sendable {
 extension AgentConfig {
     static let topLevelKeys = [
         "agent_id", "key", "listen", "socket", "collectors", "default_metric", "spool", "batch", "window", "reconnect",
-        "max_body_bytes", "events",
+        "max_body_bytes", "http", "events",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -121,6 +128,27 @@ extension AgentConfig {
         }
         if let node = fields["max_body_bytes"], let value = reader.integer(node, "max_body_bytes", range: 1024...(256 << 20)) {
             config.maxBodyBytes = value
+        }
+        if let node = fields["http"],
+            let http = reader.mapping(
+                node, "http", allowed: ["header_timeout", "body_timeout", "idle_timeout", "max_connections", "max_body_bytes_in_flight"])
+        {
+            for (key, path) in [("header_timeout", \HTTPLimits.headerTimeout), ("body_timeout", \.bodyTimeout), ("idle_timeout", \.idleTimeout)] {
+                guard let node = http[key], let value = reader.duration(node, http.place(key)) else { continue }
+                if value < .milliseconds(100) {
+                    reader.fail(http.place(key), node, "must be at least 100ms")
+                } else {
+                    config.http[keyPath: path] = value
+                }
+            }
+            if let node = http["max_connections"], let value = reader.integer(node, http.place("max_connections"), range: 1...65_536) {
+                config.http.maxConnections = value
+            }
+            if let node = http["max_body_bytes_in_flight"],
+                let value = reader.integer(node, http.place("max_body_bytes_in_flight"), range: (1 << 20)...(16 << 30))
+            {
+                config.http.maxBodyBytesInFlight = value
+            }
         }
         if let node = fields["window"], let value = reader.integer(node, "window", range: 1...1024) { config.window = value }
         if let node = fields["spool"],

@@ -34,10 +34,20 @@ public struct AgentHealth: Sendable {
         do {
             let stats = try await spool.stats()
             update(stats)
-            report.spoolWritable = stats.bytesOnDisk < Int64(spool.options.maxSpoolBytes)
-            report.spoolDetail = report.spoolWritable
-                ? "\(stats.events) events, \(stats.backlogBytes) bytes waiting"
-                : "full: \(stats.bytesOnDisk) of \(spool.options.maxSpoolBytes) bytes"
+            let atLimit = stats.bytesOnDisk >= Int64(spool.options.maxSpoolBytes)
+            report.spoolWritable = !atLimit && stats.writeFailure == nil
+            var detail =
+                if let failure = stats.writeFailure {
+                    "not writable: \(failure)"
+                } else if atLimit {
+                    "full: \(stats.bytesOnDisk) of \(spool.options.maxSpoolBytes) bytes"
+                } else {
+                    "\(stats.events) events, \(stats.backlogBytes) bytes waiting"
+                }
+            if stats.missingSegments > 0 {
+                detail += "; \(stats.missingSegments) segments were found missing or emptied (events lost outside the agent; see tallyctl spool verify)"
+            }
+            report.spoolDetail = detail
         } catch {
             report.spoolDetail = error.description
         }
@@ -59,6 +69,8 @@ public struct AgentHealth: Sendable {
     }
 
     private func update(_ stats: SpoolStats) {
+        metrics.spoolWriteFailing.record(stats.writeFailure == nil ? 0 : 1)
+        metrics.spoolMissingSegments.record(stats.missingSegments)
         metrics.spoolBytes.record(stats.backlogBytes)
         metrics.spoolEvents.record(stats.events)
         if let oldest = stats.oldestEventTime, stats.events > 0 {

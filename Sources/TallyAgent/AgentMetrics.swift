@@ -10,7 +10,10 @@ public import Prometheus
 /// `tally_agent_batches_in_flight`, `tally_agent_batches_sent_total`, `tally_agent_acks_total`
 /// (label `status`), `tally_agent_events_acked_total` (label `outcome`), `tally_agent_reconnects_total`,
 /// `tally_agent_connected`, and the histogram `tally_agent_spool_append_seconds` (the time from
-/// an append to the fsync that covers it).
+/// an append to the fsync that covers it); HTTP: `tally_agent_http_connections`,
+/// `tally_agent_http_connections_refused_total`, `tally_agent_http_timeouts_total` (label `phase`);
+/// disk: `tally_agent_spool_write_failing` (1 while appends or checkpoints fail, e.g. a full
+/// disk), `tally_agent_spool_checkpoint_failures_total`, `tally_agent_spool_missing_segments`.
 public final class AgentMetrics: Sendable {
     /// The registry `/metrics` renders.
     public let registry: PrometheusCollectorRegistry
@@ -31,6 +34,20 @@ public final class AgentMetrics: Sendable {
     let appendLatency: CoreMetrics.Timer
     /// Every group-commit fsync of the spool.
     let fsyncLatency: CoreMetrics.Timer
+    /// Open HTTP ingest connections.
+    let httpConnections: CoreMetrics.Meter
+    /// Request-body bytes buffered across HTTP connections.
+    let httpBodyBytesInFlight: CoreMetrics.Meter
+    /// HTTP connections refused at the connection cap.
+    let httpRefusedConnections: CoreMetrics.Counter
+    /// HTTP connections closed for a deadline, by phase (idle, head, body).
+    let httpTimeouts: [HTTPConnectionClock.Phase: CoreMetrics.Counter]
+    /// Checkpoint (acknowledged position) writes that failed and wait to be retried.
+    let checkpointFailures: CoreMetrics.Counter
+    /// 1 while the spool's writes fail (a full disk, the size limit, an I/O error), else 0.
+    let spoolWriteFailing: CoreMetrics.Gauge
+    /// Gaps in the spool's segment numbers found at start: events lost outside the agent.
+    let spoolMissingSegments: CoreMetrics.Gauge
 
     /// Metrics in `registry` (a fresh one by default, so tests can read their own).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -48,7 +65,7 @@ public final class AgentMetrics: Sendable {
         }
         rejectedByReason = rejected
         var refused: [Int: CoreMetrics.Counter] = [:]
-        for status in [400, 413, 429, 503] {
+        for status in [400, 413, 415, 429, 503] {
             refused[status] = CoreMetrics.Counter(label: "tally_agent_requests_refused_total", dimensions: [("status", String(status))], factory: factory)
         }
         refusedByStatus = refused
@@ -68,6 +85,17 @@ public final class AgentMetrics: Sendable {
         connected = CoreMetrics.Gauge(label: "tally_agent_connected", factory: factory)
         appendLatency = CoreMetrics.Timer(label: "tally_agent_spool_append_seconds", factory: factory)
         fsyncLatency = CoreMetrics.Timer(label: "tally_agent_spool_fsync_seconds", factory: factory)
+        httpConnections = CoreMetrics.Meter(label: "tally_agent_http_connections", factory: factory)
+        httpBodyBytesInFlight = CoreMetrics.Meter(label: "tally_agent_http_body_bytes_in_flight", factory: factory)
+        httpRefusedConnections = CoreMetrics.Counter(label: "tally_agent_http_connections_refused_total", factory: factory)
+        var timeouts: [HTTPConnectionClock.Phase: CoreMetrics.Counter] = [:]
+        for phase in [HTTPConnectionClock.Phase.idle, .head, .body] {
+            timeouts[phase] = CoreMetrics.Counter(label: "tally_agent_http_timeouts_total", dimensions: [("phase", phase.rawValue)], factory: factory)
+        }
+        httpTimeouts = timeouts
+        checkpointFailures = CoreMetrics.Counter(label: "tally_agent_spool_checkpoint_failures_total", factory: factory)
+        spoolWriteFailing = CoreMetrics.Gauge(label: "tally_agent_spool_write_failing", factory: factory)
+        spoolMissingSegments = CoreMetrics.Gauge(label: "tally_agent_spool_missing_segments", factory: factory)
     }
 
     func rejected(_ reason: String) { rejectedByReason[reason]?.increment() }

@@ -26,28 +26,39 @@ public struct HTTPIngestServer: Service {
     let logger: Logger
     let onBound: @Sendable (Int) -> Void
 
+    let limits: HTTPLimits
+    let admission: HTTPAdmission
+
     /// `onBound` receives the bound port (useful with port 0 in tests).
     public init(
-        address: HostPort, ingest: EventIngest, maxBodyBytes: Int, health: AgentHealth, logger: Logger,
-        onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        address: HostPort, ingest: EventIngest, maxBodyBytes: Int, limits: HTTPLimits = HTTPLimits(), health: AgentHealth,
+        logger: Logger, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.address = address
         self.ingest = ingest
         self.maxBodyBytes = maxBodyBytes
+        self.limits = limits
+        self.admission = HTTPAdmission(limits: limits)
         self.health = health
         self.logger = logger
         self.onBound = onBound
     }
 
     public func run() async throws {
+        // TCP_NODELAY is NIO's default; no per-connection socket option is set here, so nothing
+        // about one connection can fail the listener.
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // A client that half-closes after its request still gets its answer.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let clock = ConnectionClock(limits: limits)
+                    try channel.pipeline.syncOperations.addHandler(ByteArrivalObserver(clock: clock), position: .first)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return (wrapped, clock)
                 }
             }
         let port = server.channel.localAddress?.port ?? address.port
@@ -56,8 +67,8 @@ public struct HTTPIngestServer: Service {
         try await withGracefulShutdownHandler {
             try await server.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in connections {
-                        group.addTask { await serve(connection) }
+                    for try await (connection, clock) in connections {
+                        group.addTask { await admit(connection, clock: clock) }
                     }
                 }
             }
@@ -66,26 +77,91 @@ public struct HTTPIngestServer: Service {
         }
     }
 
+    /// Serves a connection within the connection cap, or refuses it with `503`; either way under
+    /// the connection's deadlines.
+    private func admit(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, clock: ConnectionClock) async {
+        let channel = connection.channel
+        let metrics = ingest.metrics
+        let watchdog = channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(limits.checkInterval), delay: TimeAmount(limits.checkInterval)) { task in
+            guard let phase = clock.expired() else { return }
+            metrics.httpTimeouts[phase]?.increment()
+            task.cancel()
+            channel.close(promise: nil)
+        }
+        defer { watchdog.cancel() }
+        guard admission.admitConnection() else {
+            await refuseOverCap(connection)
+            return
+        }
+        metrics.httpConnections.increment()
+        defer {
+            admission.releaseConnection()
+            metrics.httpConnections.decrement()
+        }
+        await serve(connection, clock: clock)
+    }
+
+    /// A connection past the cap: its first request is answered `503` with `Retry-After` (an
+    /// HTTP answer needs a request before it), and the connection closes.
+    private func refuseOverCap(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        ingest.metrics.httpRefusedConnections.increment()
+        logger.warning("HTTP connection refused: at the connection cap", metadata: ["max_connections": "\(limits.maxConnections)"])
+        try? await connection.executeThenClose { inbound, outbound in
+            for try await part in inbound {
+                guard case .head = part else { continue }
+                ingest.metrics.refused(status: 503)
+                let answer = IngestAnswerWriter.error(
+                    "too_many_connections", "the agent has \(limits.maxConnections) connections open; retry shortly; nothing of this request was kept",
+                    allocator: connection.channel.allocator)
+                try await respond(outbound, status: 503, headers: [("Retry-After", "1")], body: answer, keepAlive: false)
+                return
+            }
+        }
+    }
+
     /// Serves one connection's requests in order (keep-alive), closing it between requests once
     /// a graceful shutdown began.
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, clock: ConnectionClock) async {
         let state = ConnectionState()
         let channel = connection.channel
+        var reserved = 0
+        defer { release(&reserved) }
         await withGracefulShutdownHandler {
             do {
                 try await connection.executeThenClose { inbound, outbound in
                     var head: HTTPRequestHead?
                     var body = channel.allocator.buffer(capacity: 0)
                     var tooLarge = false
+                    // Bodies with a Content-Length reserve their memory at the head, so that a
+                    // refusal comes before the body is sent; chunked ones reserve as they come.
+                    var reservedAhead = false
                     for try await part in inbound {
                         switch part {
                         case .head(let requestHead):
+                            clock.update { $0.headReceived(now: .now) }
                             state.setBusy(true)
                             head = requestHead
                             body.clear()
                             tooLarge = false
-                            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
-                                tooLarge = true
+                            if let refusal = refusal(of: requestHead) {
+                                ingest.metrics.refused(status: refusal.status)
+                                try await respond(outbound, status: refusal.status, body: refusal.body(channel.allocator), keepAlive: false)
+                                return
+                            }
+                            reservedAhead = false
+                            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init) {
+                                if length > maxBodyBytes {
+                                    tooLarge = true
+                                } else if length > 0 {
+                                    guard admission.reserveBody(length) else {
+                                        try await refuseBusy(outbound, allocator: channel.allocator)
+                                        return
+                                    }
+                                    reserved += length
+                                    reservedAhead = true
+                                    body.reserveCapacity(length)
+                                    ingest.metrics.httpBodyBytesInFlight.increment(by: Double(length))
+                                }
                             }
                             // curl and many HTTP libraries send `Expect: 100-continue` before a
                             // large body and wait (curl: 1 s) for the go-ahead: give it at once,
@@ -99,16 +175,30 @@ public struct HTTPIngestServer: Service {
                             }
                         case .body(var chunk):
                             if !tooLarge && body.readableBytes + chunk.readableBytes > maxBodyBytes { tooLarge = true }
-                            if !tooLarge { body.writeBuffer(&chunk) }
+                            if tooLarge { continue }
+                            if !reservedAhead {
+                                guard admission.reserveBody(chunk.readableBytes) else {
+                                    try await refuseBusy(outbound, allocator: channel.allocator)
+                                    return
+                                }
+                                reserved += chunk.readableBytes
+                                ingest.metrics.httpBodyBytesInFlight.increment(by: Double(chunk.readableBytes))
+                            }
+                            body.writeBuffer(&chunk)
                         case .end:
                             guard let request = head else { continue }
+                            clock.update { $0.requestComplete() }
                             if tooLarge {
                                 try await refuseTooLarge(outbound, allocator: channel.allocator)
                                 return
                             }
                             let keepAlive = request.isKeepAlive && !state.isShuttingDown
                             let (status, extra, answer) = await route(request, body: body, allocator: channel.allocator)
+                            // The body's memory goes back before the answer is written.
+                            body = channel.allocator.buffer(capacity: 0)
+                            release(&reserved)
                             try await respond(outbound, status: status, headers: extra, body: answer, keepAlive: keepAlive)
+                            clock.update { $0.answered(now: .now) }
                             head = nil
                             if !keepAlive || !state.setBusy(false) { return }
                         }
@@ -120,6 +210,48 @@ public struct HTTPIngestServer: Service {
         } onGracefulShutdown: {
             if state.beginShutdown() { channel.close(promise: nil) }
         }
+    }
+
+    private func release(_ reserved: inout Int) {
+        guard reserved > 0 else { return }
+        ingest.metrics.httpBodyBytesInFlight.decrement(by: Double(reserved))
+        admission.releaseBody(reserved)
+        reserved = 0
+    }
+
+    /// The media types `POST /v1/events` takes. A browser can send a cross-site POST without
+    /// asking first only with `text/plain`, `application/x-www-form-urlencoded`,
+    /// `multipart/form-data` or no type at all ("simple requests"); refusing everything but JSON
+    /// and NDJSON means no web page open on this machine can forge usage through the agent.
+    static let eventMediaTypes: Set<String> = ["application/json", "application/x-ndjson", "application/ndjson"]
+
+    /// A request refused on its head alone: `415` for events in another media type.
+    private func refusal(of request: HTTPRequestHead) -> (status: Int, body: (ByteBufferAllocator) -> ByteBuffer)? {
+        let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
+        guard request.method == .POST, path == "/v1/events" else { return nil }
+        let declared = request.headers.first(name: "content-type") ?? ""
+        let mediaType = declared.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
+        if Self.eventMediaTypes.contains(mediaType) { return nil }
+        let shown = declared.isEmpty ? "no Content-Type" : "Content-Type '\(declared.prefix(100))'"
+        return (415, { allocator in
+            IngestAnswerWriter.error(
+                "unsupported_media_type",
+                "events must be sent as application/json or application/x-ndjson (got \(shown)); nothing of this request was kept",
+                allocator: allocator)
+        })
+    }
+
+    /// `503` for a body that would pass the memory budget of bodies in flight; the connection
+    /// closes (the rest of the body is not read).
+    private func refuseBusy(_ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, allocator: ByteBufferAllocator) async throws {
+        ingest.metrics.refused(status: 503)
+        logger.warning("HTTP body refused: the memory budget for bodies in flight is used up", metadata: [
+            "max_body_bytes_in_flight": "\(limits.maxBodyBytesInFlight)",
+        ])
+        let answer = IngestAnswerWriter.error(
+            "busy", "the agent is holding \(limits.maxBodyBytesInFlight) bytes of request bodies; retry shortly; nothing of this request was kept",
+            allocator: allocator)
+        try await respond(outbound, status: 503, headers: [("Retry-After", "1")], body: answer, keepAlive: false)
     }
 
     private func route(
@@ -181,6 +313,31 @@ public struct HTTPIngestServer: Service {
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         if !keepAlive { head.headers.add(name: "Connection", value: "close") }
         try await outbound.write(contentsOf: [.head(head), .body(.byteBuffer(body)), .end(nil)])
+    }
+}
+
+/// A connection's ``HTTPConnectionClock``, shared by its loop, its byte observer and its watchdog.
+final class ConnectionClock: Sendable {
+    private let clock: Mutex<HTTPConnectionClock>
+
+    init(limits: HTTPLimits) { clock = Mutex(HTTPConnectionClock(limits: limits, now: .now)) }
+
+    func update(_ body: (inout HTTPConnectionClock) -> Void) { clock.withLock { body(&$0) } }
+
+    func expired() -> HTTPConnectionClock.Phase? { clock.withLock { $0.expired(now: .now) } }
+}
+
+/// Tells the connection's clock when a request's first bytes arrive (before the HTTP decoder).
+final class ByteArrivalObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let clock: ConnectionClock
+
+    init(clock: ConnectionClock) { self.clock = clock }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        clock.update { $0.bytesArrived(now: .now) }
+        context.fireChannelRead(data)
     }
 }
 

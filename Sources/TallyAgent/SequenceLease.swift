@@ -10,49 +10,88 @@ import Darwin
 /// Batch sequence numbers that survive restarts and are never reused (SPEC.md §6).
 ///
 /// The agent leases sequences in blocks: before it hands out sequence `n` it has durably stored a
-/// high-water mark above `n` in `shipper.seq` beside the spool's segments (tmp file, fsync,
-/// rename, fsync of the directory). After a restart — even after kill -9 — it starts at the
-/// stored mark, so a sequence already sent with some events is never sent with others. Gaps are
-/// allowed by the protocol. The spool's lock guarantees one writer.
+/// high-water mark above `n` in `shipper.seq` beside the spool's segments. After a restart —
+/// even after kill -9 — it starts at the stored mark, so a sequence already sent with some
+/// events is never sent with others. Gaps are allowed by the protocol. The spool's lock
+/// guarantees one writer.
 ///
-/// File: `"TSEQ" | u32 version = 1 | u64 high-water (little-endian) | u32 CRC-32C of bytes 0..<16`.
-/// A missing file starts at 1; a damaged one is an error (never guess: a guess could reuse).
+/// File: two 20-byte slots, each `"TSEQ" | u32 version = 1 | u64 high-water (little-endian) |
+/// u32 CRC-32C of the slot's bytes 0..<16`; the greater valid mark counts. An update writes the
+/// slot without the greater mark in place and fsyncs it, so extending a lease needs no new disk
+/// space (a full disk does not stop shipping) and a torn write leaves the other slot intact. A
+/// 20-byte file (earlier versions) is slot 0 alone.
+///
+/// A file that is missing beside a spool that was used before, or that has no valid slot, is
+/// never guessed from: the lease continues from the current time in microseconds since the
+/// epoch, which is above every mark the agent could have stored (marks grow by one per batch
+/// and by whole blocks, far slower than the clock), and says so in ``recovered``.
 struct SequenceLease {
     let path: String
-    let directory: String
     let block: UInt64
     private(set) var next: UInt64
     private(set) var leasedUpTo: UInt64
+    /// Why the stored mark could not be used, when it could not.
+    let recovered: String?
+    private var newestSlot: Int
 
     static let fileName = "shipper.seq"
+    static let slotBytes = 20
 
-    /// Reads the stored mark (blocking I/O runs on NIO's thread pool).
-    static func open(directory: String, block: UInt64 = 4_096) async throws(ShipperError) -> SequenceLease {
+    typealias FileState = SequenceFileState
+
+    /// Reads the stored mark (blocking I/O runs on NIO's thread pool). `spoolWasUsed` tells a
+    /// missing file on a fresh spool (start at 1) from a deleted one.
+    static func open(directory: String, spoolWasUsed: Bool, block: UInt64 = 4_096) async throws(ShipperError) -> SequenceLease {
         let path = directory + "/" + fileName
-        let result: Result<UInt64, ShipperError>
+        let stored: (state: FileState, slot: Int)
         do {
-            result = try await NIOThreadPool.singleton.runIfActive { Self.readMark(path) }
+            stored = try await NIOThreadPool.singleton.runIfActive { Self.read(path) }
         } catch {
             throw .sequenceStore(path: path, problem: "\(error)")
         }
-        let mark = try result.get()
-        return SequenceLease(path: path, directory: directory, block: block, next: mark, leasedUpTo: mark)
+        let timeMark = UInt64(max(1, EventTime.now().microseconds))
+        switch stored.state {
+        case .valid(let mark):
+            return SequenceLease(path: path, block: block, next: mark, leasedUpTo: mark, recovered: nil, newestSlot: stored.slot)
+        case .missing where !spoolWasUsed:
+            return SequenceLease(path: path, block: block, next: 1, leasedUpTo: 1, recovered: nil, newestSlot: 1)
+        case .missing:
+            return SequenceLease(
+                path: path, block: block, next: timeMark, leasedUpTo: timeMark,
+                recovered: "\(path) is missing beside a spool that was used; continuing from the time-based sequence \(timeMark)",
+                newestSlot: 1)
+        case .damaged:
+            return SequenceLease(
+                path: path, block: block, next: timeMark, leasedUpTo: timeMark,
+                recovered: "\(path) is damaged; continuing from the time-based sequence \(timeMark)", newestSlot: 1)
+        }
     }
 
-    /// The next sequence, extending the durable lease first when it is used up.
+    private init(path: String, block: UInt64, next: UInt64, leasedUpTo: UInt64, recovered: String?, newestSlot: Int) {
+        self.path = path
+        self.block = block
+        self.next = next
+        self.leasedUpTo = leasedUpTo
+        self.recovered = recovered
+        self.newestSlot = newestSlot
+    }
+
+    /// The next sequence, extending the durable lease first when it is used up. On failure
+    /// nothing is handed out and the lease is unchanged: the caller retries later.
     mutating func take() async throws(ShipperError) -> UInt64 {
         if next >= leasedUpTo {
             let mark = next + block
             let path = self.path
-            let directory = self.directory
+            let slot = 1 - newestSlot
             let result: Result<Void, ShipperError>
             do {
-                result = try await NIOThreadPool.singleton.runIfActive { Self.writeMark(mark, path: path, directory: directory) }
+                result = try await NIOThreadPool.singleton.runIfActive { Self.write(mark, slot: slot, path: path) }
             } catch {
                 throw .sequenceStore(path: path, problem: "\(error)")
             }
             try result.get()
             leasedUpTo = mark
+            newestSlot = slot
         }
         defer { next += 1 }
         return next
@@ -66,8 +105,9 @@ struct SequenceLease {
         return bytes
     }
 
-    static func decode(_ bytes: [UInt8]) -> UInt64? {
-        guard bytes.count == 20, bytes[0..<8].elementsEqual(Array("TSEQ".utf8) + [1, 0, 0, 0]) else { return nil }
+    static func decode(_ bytes: ArraySlice<UInt8>) -> UInt64? {
+        let bytes = Array(bytes)
+        guard bytes.count == slotBytes, bytes[0..<8].elementsEqual(Array("TSEQ".utf8) + [1, 0, 0, 0]) else { return nil }
         var crc: UInt32 = 0
         for index in 0..<4 { crc |= UInt32(bytes[16 + index]) << UInt32(8 * index) }
         guard CRC32C.checksum(bytes[0..<16]) == crc else { return nil }
@@ -76,41 +116,56 @@ struct SequenceLease {
         return mark
     }
 
-    private static func readMark(_ path: String) -> Result<UInt64, ShipperError> {
+    fileprivate static func read(_ path: String) -> (state: FileState, slot: Int) {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return .success(1) }
-            return .failure(.sequenceStore(path: path, problem: String(cString: strerror(errno))))
-        }
+        if fd < 0 { return (errno == ENOENT ? .missing : .damaged, 1) }
         defer { _ = Glibc.close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 64)
+        var bytes = [UInt8](repeating: 0, count: 2 * slotBytes + 1)
         let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard count >= 0, let mark = decode(Array(bytes.prefix(count))) else {
-            return .failure(.sequenceStore(path: path, problem: "the file is damaged; refusing to guess the next batch sequence (a reused sequence would be refused by the collector). Restore it, or set it above the last sequence the collector holds for this agent"))
+        guard count >= 0 else { return (.damaged, 1) }
+        var best: (mark: UInt64, slot: Int)?
+        for slot in 0..<2 where count >= (slot + 1) * slotBytes {
+            guard let mark = decode(bytes[(slot * slotBytes)..<((slot + 1) * slotBytes)]) else { continue }
+            if mark > (best?.mark ?? 0) || best == nil { best = (mark, slot) }
         }
-        return .success(mark)
+        guard let best else { return (.damaged, 1) }
+        return (.valid(mark: best.mark), best.slot)
     }
 
-    private static func writeMark(_ mark: UInt64, path: String, directory: String) -> Result<Void, ShipperError> {
-        let temporary = path + ".tmp"
+    private static func write(_ mark: UInt64, slot: Int, path: String) -> Result<Void, ShipperError> {
         func fail(_ what: String) -> Result<Void, ShipperError> {
             .failure(.sequenceStore(path: path, problem: "\(what): \(String(cString: strerror(errno)))"))
         }
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // Created (with its directory entry made durable) the first time only; later updates
+        // overwrite a slot in place.
+        let existed = access(path, F_OK) == 0
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return fail("open") }
+        defer { _ = Glibc.close(fd) }
         let bytes = encode(mark)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            _ = Glibc.close(fd)
-            return fail("write")
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(slot * slotBytes)) }
+        guard written == bytes.count else { return fail("write") }
+        guard fsync(fd) == 0 else { return fail("fsync") }
+        if !existed {
+            let directory = String(path.prefix(upTo: path.lastIndex(of: "/") ?? path.startIndex))
+            let directoryFd = Glibc.open(directory.isEmpty ? "." : directory, O_RDONLY | O_CLOEXEC)
+            guard directoryFd >= 0 else { return fail("open directory") }
+            defer { _ = Glibc.close(directoryFd) }
+            guard fsync(directoryFd) == 0 else { return fail("fsync directory") }
         }
-        _ = Glibc.close(fd)
-        guard rename(temporary, path) == 0 else { return fail("rename") }
-        let directoryFd = Glibc.open(directory, O_RDONLY | O_CLOEXEC)
-        guard directoryFd >= 0 else { return fail("open directory") }
-        defer { _ = Glibc.close(directoryFd) }
-        guard fsync(directoryFd) == 0 else { return fail("fsync directory") }
         return .success(())
+    }
+}
+
+/// What a spool's `shipper.seq` holds, for `tallyctl spool verify`.
+public enum SequenceFileState: Sendable, Hashable {
+    case missing
+    case valid(mark: UInt64)
+    case damaged
+
+    /// Reads `shipper.seq` in the spool directory (blocking; changes nothing).
+    public static func inspect(spoolDirectory: String) -> SequenceFileState {
+        SequenceLease.read(spoolDirectory + "/" + SequenceLease.fileName).state
     }
 }
 

@@ -87,7 +87,12 @@ public final class Shipper: Service {
     public func stop() { input.yield(.shutdown) }
 
     public func run() async throws {
-        let lease = try await SequenceLease.open(directory: spool.directory)
+        let recovery = spool.recovery
+        let lease = try await SequenceLease.open(
+            directory: spool.directory, spoolWasUsed: recovery.checkpointFound || recovery.recordsFound > 0 || !recovery.problems.isEmpty)
+        if let recovered = lease.recovered {
+            logger.error("batch sequence store recovered", metadata: ["detail": "\(recovered)"])
+        }
         let ticker = Task { [input, linger = settings.batching.linger] in
             let period = max(linger, .milliseconds(5))
             while !Task.isCancelled {
@@ -114,7 +119,6 @@ public final class Shipper: Service {
     func connect(_ endpoint: HostPort) async throws -> NIOAsyncChannel<Frame, Frame> {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connect(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
@@ -161,6 +165,17 @@ struct ShipLoop {
     var connectionId = 0
     var rateStart = ContinuousClock.now
     var eventsCut = 0
+    /// Acked spool data whose checkpoint could not be stored yet (a full or failing disk): it is
+    /// retried on ticks; until then the data stays (a restart would resend it; the collector
+    /// dedupes).
+    var unsavedAck: SpoolPosition?
+    /// No spool read or sequence lease is tried before this (after a failure).
+    var pausedUntil: ContinuousClock.Instant?
+    var retryCheckpointAt = ContinuousClock.now
+    /// Acks and batches on the current connection: the backoff resets only after a connection
+    /// that did useful work (an ack), or that had nothing to send.
+    var acksThisConnection = 0
+    var batchesThisConnection = 0
 
     var settings: Shipper.Settings { shipper.settings }
     var logger: Logger { shipper.logger }
@@ -185,6 +200,8 @@ struct ShipLoop {
             connectionId += 1
             let id = connectionId
             var welcomed = false
+            acksThisConnection = 0
+            batchesThisConnection = 0
             let ending: Ending
             do {
                 let channel = try await shipper.connect(endpoint)
@@ -212,10 +229,13 @@ struct ShipLoop {
             metrics.connected.record(0)
             metrics.batchesInFlight.record(0)
             shipper.status.update { $0.connectedTo = nil }
-            if welcomed { backoff.reset() }
+            // A collector that welcomes and then refuses every batch must not be hammered: only
+            // an ack (or a connection with nothing to send) proves the path works.
+            if acksThisConnection > 0 || (welcomed && batchesThisConnection == 0) { backoff.reset() }
             let delay: Duration
             switch ending {
             case .stop:
+                if let position = unsavedAck { await saveCheckpoint(position) }
                 return
             case .goaway(let retryAfter):
                 logger.info("collector sent goaway; moving on", metadata: ["collector": "\(endpoint)"])
@@ -244,6 +264,7 @@ struct ShipLoop {
             switch next {
             case .shutdown: return true
             case .dataAvailable: spoolMayHaveData = true
+            case .tick: await retryCheckpoint()
             default: break
             }
         }
@@ -278,6 +299,7 @@ struct ShipLoop {
                 spoolMayHaveData = true
             case .tick:
                 if !welcomed && ContinuousClock.now > handshakeDeadline { return .failed("the handshake timed out") }
+                await retryCheckpoint()
             case .shutdown:
                 stopping = true
                 stopDeadline = ContinuousClock.now + settings.shutdownGrace
@@ -297,6 +319,8 @@ struct ShipLoop {
     /// Cuts batches from the spool while the window has room.
     mutating func fill(_ outbound: NIOAsyncChannelOutboundWriter<Frame>) async throws -> Ending? {
         let maxEvents = min(settings.batching.maxEvents, Int(session.limits?.maxEventsPerBatch ?? UInt32(settings.batching.maxEvents)))
+        if let pausedUntil, ContinuousClock.now < pausedUntil { return nil }
+        pausedUntil = nil
         while pending.count < settings.window, spoolMayHaveData || lingerDeadline != nil {
             var allowed = maxEvents
             if let rate = settings.eventsPerSecond {
@@ -309,7 +333,8 @@ struct ShipLoop {
             do {
                 batch = try await shipper.spool.read(from: readPosition, maxEvents: allowed, maxBytes: settings.batching.maxBytes)
             } catch {
-                throw ShipperError.spool(error.description)
+                pause(because: "spool read failed: \(error)")
+                return nil
             }
             if batch.skippedCorruptRegions > 0 {
                 logger.error("spool regions quarantined while reading", metadata: ["regions": "\(batch.skippedCorruptRegions)"])
@@ -333,7 +358,14 @@ struct ShipLoop {
                 }
             }
             lingerDeadline = nil
-            let sequence = try await lease.take()
+            let sequence: UInt64
+            do {
+                sequence = try await lease.take()
+            } catch {
+                // Nothing was cut: the same events are read again after the pause.
+                pause(because: error.description)
+                return nil
+            }
             let outgoing: AgentSession.OutgoingBatch
             do {
                 outgoing = try AgentSession.OutgoingBatch(sequence: sequence, events: batch.events, encoder: encoder)
@@ -344,9 +376,40 @@ struct ShipLoop {
             readPosition = batch.end
             eventsCut += batch.events.count
             spoolMayHaveData = true
+            batchesThisConnection += 1
             if let ending = try await perform(session.enqueue(outgoing), outbound) { return ending }
         }
         return nil
+    }
+
+    /// Stops cutting batches for a second after a local failure (a spool read, the sequence
+    /// store): the agent stays up, keeps ingesting and says why in its health.
+    private mutating func pause(because problem: String) {
+        logger.error("shipping paused for 1s", metadata: ["problem": "\(problem)"])
+        shipper.status.update { $0.lastError = problem }
+        pausedUntil = ContinuousClock.now + .seconds(1)
+    }
+
+    /// Stores a checkpoint that failed earlier (at most once a second).
+    mutating func retryCheckpoint() async {
+        guard let position = unsavedAck, ContinuousClock.now >= retryCheckpointAt else { return }
+        await saveCheckpoint(position)
+    }
+
+    /// Frees the spool up to `position`; on failure keeps it to retry, and carries on shipping.
+    private mutating func saveCheckpoint(_ position: SpoolPosition) async {
+        do {
+            try await shipper.spool.acknowledge(upTo: position)
+            if unsavedAck != nil { logger.notice("spool checkpoint stored again", metadata: ["position": "\(position)"]) }
+            unsavedAck = nil
+        } catch {
+            metrics.checkpointFailures.increment()
+            if unsavedAck == nil {
+                logger.error("could not store the spool checkpoint; retrying every second, shipping goes on", metadata: ["error": "\(error)"])
+            }
+            unsavedAck = position
+            retryCheckpointAt = ContinuousClock.now + .seconds(1)
+        }
     }
 
     /// Carries out one action of the session; returns how the connection ends, if it does.
@@ -411,13 +474,8 @@ struct ShipLoop {
             freeUpTo = first.end
             pending.removeFirst()
         }
-        if let freeUpTo {
-            do {
-                try await shipper.spool.acknowledge(upTo: freeUpTo)
-            } catch {
-                throw ShipperError.spool(error.description)
-            }
-        }
+        acksThisConnection += 1
+        if let freeUpTo { await saveCheckpoint(freeUpTo) }
         metrics.batchesInFlight.record(pending.count(where: { !$0.acked }))
         if pending.isEmpty && !spoolMayHaveData && settings.stopWhenDrained { stopping = true }
     }

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TallyAgent
 import TallyCore
 import TallySpool
 
@@ -101,6 +102,8 @@ struct SpoolStatus: AsyncParsableCommand {
         let spool = try await location.openReadOnly()
         let stats = try await spoolCall { () async throws(SpoolError) in try await spool.stats() }
         let unrepaired = spool.recovery.problems.count
+        // Read-only opens report a gap without recording it; the agent records it when it opens.
+        let missingNow = spool.recovery.missingSegments.count
         await spool.close()
         let age = stats.oldestEventTime.map { max(0, EventTime.now().microseconds - $0.microseconds) / 1_000_000 }
         if json {
@@ -109,7 +112,8 @@ struct SpoolStatus: AsyncParsableCommand {
             out += ",\"segments\":\(stats.segments)"
             out += ",\"oldest_event\":" + (stats.oldestEventTime.map { "\"\($0)\"" } ?? "null")
             out += ",\"oldest_event_age_seconds\":" + (age.map(String.init) ?? "null")
-            out += ",\"quarantined_regions\":\(stats.quarantinedRegions),\"unrepaired_problems\":\(unrepaired)}"
+            out += ",\"quarantined_regions\":\(stats.quarantinedRegions),\"missing_segments\":\(max(stats.missingSegments, missingNow))"
+            out += ",\"unrepaired_problems\":\(unrepaired)}"
             print(out)
             return
         }
@@ -123,6 +127,9 @@ struct SpoolStatus: AsyncParsableCommand {
             print("oldest event: none")
         }
         print("quarantined:  \(stats.quarantinedRegions) corrupt regions")
+        if max(stats.missingSegments, missingNow) > 0 {
+            print("missing:      \(max(stats.missingSegments, missingNow)) segments gone or emptied (their unacknowledged events are lost; see 'tallyctl spool verify')")
+        }
         if unrepaired > 0 {
             print("unrepaired:   \(unrepaired) (torn tail or corrupt records the agent repairs when it opens the spool; see 'tallyctl spool verify')")
         }
@@ -212,8 +219,9 @@ func reportSkipped(_ skipped: Int) {
 struct SpoolVerify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check every record's CRC and report corrupt records.",
-        discussion: "Exits 1 when any record or segment header is corrupt, 0 when the spool is clean. A torn tail "
+        abstract: "Check every record's CRC, the segment numbering, the checkpoint and shipper.seq.",
+        discussion: "Exits 1 when any record or segment header is corrupt, a segment is missing or emptied (segment numbers "
+            + "run in sequence), or the checkpoint or shipper.seq is damaged; 0 when the spool is clean. A torn tail "
             + "(an interrupted append, truncated when the agent opens the spool) is reported but is not corruption.")
     @OptionGroup var location: SpoolLocation
     @OptionGroup var global: GlobalOptions
@@ -221,6 +229,7 @@ struct SpoolVerify: AsyncParsableCommand {
     func run() async throws {
         let spool = try await location.openReadOnly()
         let verification = try await spoolCall { () async throws(SpoolError) in try await spool.verify() }
+        let shipped = try await spoolCall { () async throws(SpoolError) in try await spool.stats() }.shipped
         await spool.close()
         var corrupt = 0
         for problem in verification.problems {
@@ -230,9 +239,27 @@ struct SpoolVerify: AsyncParsableCommand {
             case .undecodableRecord: what = "undecodable record (its CRC matches)"
             case .badSegmentHeader: what = "bad segment header"
             case .tornTail: what = "torn tail (an interrupted append; the agent truncates it when it opens the spool)"
+            case .missingSegment: what = "segment missing or emptied (its unacknowledged events are lost)"
+            case .badCheckpoint: what = "checkpoint damaged or past its segment's end (events may be sent again; the collector dedupes them)"
+            case .badSequenceFile: what = "shipper.seq damaged"
             }
             if problem.kind != .tornTail { corrupt += 1 }
-            print("segment \(problem.position.segment) offset \(problem.position.offset): \(what), \(problem.length) bytes")
+            if problem.kind == .missingSegment || problem.kind == .badCheckpoint {
+                print("segment \(problem.position.segment): \(what)")
+            } else {
+                print("segment \(problem.position.segment) offset \(problem.position.offset): \(what), \(problem.length) bytes")
+            }
+        }
+        switch SequenceFileState.inspect(spoolDirectory: location.spool) {
+        case .valid: break
+        case .missing:
+            if shipped {
+                corrupt += 1
+                print("shipper.seq: missing beside a spool that has shipped (the agent continues from a time-based batch sequence)")
+            }
+        case .damaged:
+            corrupt += 1
+            print("shipper.seq: damaged (the agent continues from a time-based batch sequence)")
         }
         let verdict = corrupt == 0 ? "clean" : "\(corrupt) corrupt"
         print("verified \(verification.segments) segments, \(verification.records) records, \(verification.bytes) bytes: \(verdict)")

@@ -8,6 +8,9 @@ public struct QuarantinedRegion: Sendable, Hashable {
     public var length: UInt64
     /// Its bytes, at most the cap passed to `quarantined(maxBytesPerRegion:)`.
     public var bytes: [UInt8]
+    /// Whether this entry records a whole segment found missing or emptied (its events are
+    /// lost; the entry keeps the loss on the books).
+    public var isMissingSegment: Bool { length == 0 && position.offset == 0 }
 }
 
 /// The quarantine file: corrupt regions copied out of segments, each once (FORMAT.md).
@@ -105,6 +108,32 @@ final class QuarantineFile {
         size = start + Int64(Self.entryHeaderBytes) + stored
         return true
     }
+
+    /// Records that segment `id` is gone (an entry of length 0 at offset 0), durably, once.
+    func addMissingSegment(_ id: UInt64) throws(SpoolError) {
+        let position = SpoolPosition(segment: id, offset: 0)
+        guard !known.contains(position) else { return }
+        guard let fd else { throw .readOnly }
+        var header: [UInt8] = []
+        RecordFraming.appendLE(id, bytes: 8, to: &header)
+        RecordFraming.appendLE(0, bytes: 8, to: &header)
+        RecordFraming.appendLE(0, bytes: 4, to: &header)
+        RecordFraming.appendLE(UInt64(CRC32C.checksum(header)), bytes: 4, to: &header)
+        let start = size
+        do {
+            try header.withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: start, path: path) }
+            try ops.sync(fd, path: path)
+        } catch {
+            try? ops.truncate(fd, to: start, path: path)
+            throw error
+        }
+        entries.append((position, 0, start + Int64(Self.entryHeaderBytes)))
+        known.insert(position)
+        size = start + Int64(Self.entryHeaderBytes)
+    }
+
+    /// Entries that record a missing segment.
+    var missingSegments: Int { entries.count { $0.length == 0 && $0.position.offset == 0 } }
 
     func regions(maxBytesPerRegion: Int) throws(SpoolError) -> [QuarantinedRegion] {
         guard let fd else { return [] }

@@ -42,6 +42,14 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether this is the spool refusing an append for space (either policy).
+    public var isFull: Bool {
+        switch self {
+        case .full, .rejectedFull: true
+        default: false
+        }
+    }
+
     /// Whether this error is the disk running out of space (ENOSPC / EDQUOT).
     var isOutOfSpace: Bool {
         if case .io(_, _, let code) = self { return code == ENOSPC || code == EDQUOT }

@@ -65,6 +65,12 @@ final class SpoolStore {
     private(set) var segments: [SegmentInfo] = []
     private var activeFd: Int32?
     private(set) var checkpoint: SpoolPosition
+    private var checkpointFile: CheckpointFile?
+    /// The id of the segment to create when there is no active one (its creation failed, e.g.
+    /// on a full disk, after the fully acknowledged active segment was retired).
+    private var nextSegmentID: UInt64?
+    /// The last write that failed for lack of space (or another I/O error), until a write succeeds.
+    private(set) var writeFailure: SpoolError?
     private var ackedRecordsInHead = 0
     private let quarantine: QuarantineFile
     private(set) var report = RecoveryReport()
@@ -114,8 +120,13 @@ final class SpoolStore {
             let names = try ops.list(directory)
             let ids = names.compactMap(Self.segmentID(fromName:)).sorted()
             if !readOnly, names.contains(Checkpoint.temporaryName) { try ops.remove(directory + "/" + Checkpoint.temporaryName) }
-            let stored = Checkpoint.read(directory: directory, ops: ops)
+            let storedFile = Checkpoint.read(directory: directory, ops: ops)
+            let stored = storedFile.newest?.position
             report.checkpointFound = stored != nil
+            if storedFile.exists && stored == nil {
+                report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: SpoolPosition(segment: 0, offset: 0), length: 0))
+            }
+            if !readOnly { checkpointFile = CheckpointFile(directory: directory, ops: ops, stored: storedFile) }
             var checkpoint = stored ?? SpoolPosition(segment: ids.first ?? 0, offset: UInt64(Self.headerEnd))
             self.checkpoint = checkpoint
             for id in ids where id < checkpoint.segment {
@@ -123,6 +134,17 @@ final class SpoolStore {
                 report.ackedSegmentsDeleted += 1
             }
             let live = ids.filter { $0 >= checkpoint.segment }
+            // Segment numbers run in sequence from the checkpoint's segment on: a number missing
+            // there is a segment deleted behind the agent's back, with events never acknowledged.
+            if let last = live.last, let first = stored.map({ min($0.segment, live[0]) }) ?? live.first, first < last {
+                let present = Set(live)
+                for id in first...last where !present.contains(id) {
+                    // A checkpoint at the very start of a segment that is not there is a segment
+                    // that was about to be created (a fully acknowledged one was retired).
+                    if id == checkpoint.segment && checkpoint.offset <= UInt64(Self.headerEnd) && id == first && !present.contains(id + 1) { continue }
+                    try noteMissingSegment(id)
+                }
+            }
             // A summary describes a sealed segment: one without its segment, or beside the active
             // (last) segment, is stale (a crash after writing it, before the next segment existed).
             if !readOnly {
@@ -135,18 +157,38 @@ final class SpoolStore {
                 try recoverSegment(id, isLast: index == live.count - 1, checkpoint: checkpoint)
             }
             if segments.isEmpty, !readOnly {
-                let id = max(checkpoint.segment, ids.last ?? 0) + 1
-                try createSegment(id)
+                // The checkpoint's own segment when it names the start of one not yet created
+                // (see retireAcknowledgedActive), otherwise a number never used before.
+                let fresh = checkpoint.offset <= UInt64(Self.headerEnd) ? checkpoint.segment : checkpoint.segment + 1
+                let id = max(fresh, (ids.last ?? 0) + 1, 1)
+                do {
+                    try createSegment(id)
+                } catch where error.isOutOfSpace {
+                    // Start anyway on a full disk: the first append creates it once there is room.
+                    nextSegmentID = id
+                    writeFailure = error
+                }
             }
             if let first = segments.first, first.id != checkpoint.segment {
                 checkpoint = SpoolPosition(segment: first.id, offset: UInt64(Self.headerEnd))
                 ackedRecordsInHead = 0
             }
-            if let head = segments.first, checkpoint.offset > UInt64(head.size) { checkpoint.offset = UInt64(head.size) }
+            if let head = segments.first, checkpoint.offset > UInt64(head.size) {
+                report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: checkpoint, length: 0))
+                checkpoint.offset = UInt64(head.size)
+            }
             if checkpoint.offset < UInt64(Self.headerEnd) { checkpoint.offset = UInt64(Self.headerEnd) }
             self.checkpoint = checkpoint
+            report.missingSegments.sort()
             if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0 {
                 try Checkpoint.syncDirectory(directory, ops: ops)
+            }
+            if !readOnly {
+                // Created once, or repaired when no slot is valid (then counted as a problem above).
+                if stored == nil { try? checkpointFile?.write(checkpoint) }
+                // Acknowledged data left in the active segment (an earlier version kept it for
+                // ever): free it now.
+                try? retireAcknowledgedActive(always: true)
             }
         } catch {
             close()
@@ -155,6 +197,15 @@ final class SpoolStore {
     }
 
     func summaryPath(_ id: UInt64) -> String { directory + "/" + SegmentSummary.fileName(id) }
+
+    /// Accounts for a segment that is gone or emptied: reported in the recovery report and, on
+    /// a writable open, recorded in the quarantine file so that the loss stays on the books
+    /// after the evidence (the numbering gap) has been acknowledged away.
+    private func noteMissingSegment(_ id: UInt64) throws(SpoolError) {
+        report.missingSegments.append(id)
+        report.problems.append(SpoolCorruption(kind: .missingSegment, position: SpoolPosition(segment: id, offset: 0), length: 0))
+        if !readOnly { try quarantine.addMissingSegment(id) }
+    }
 
     /// Recovers one segment. A sealed segment whose summary matches it (FORMAT.md, "Segment
     /// summary") is taken from its summary without being scanned; the active (last) segment and
@@ -168,6 +219,9 @@ final class SpoolStore {
         if size < Self.headerEnd {
             report.segmentsScanned += 1
             report.emptySegmentsRepaired += 1
+            // Only the newest segment can be empty by a crash (before its header was durable);
+            // an emptied older one lost its events outside the agent.
+            if !isLast { try noteMissingSegment(id) }
             if readOnly { return }
             if !isLast {
                 try ops.remove(segmentPath)
@@ -321,10 +375,33 @@ final class SpoolStore {
     /// Returns the position after the last record. On failure nothing of the batch remains in the
     /// active segment (records already in a sealed segment stay; the collector dedupes a retry).
     func append(_ batch: EncodedBatch) throws(SpoolError) -> SpoolPosition {
+        do {
+            return try appendOnce(batch)
+        } catch where error.isFull {
+            // Out of room, but the active segment may hold only acknowledged data (an idle
+            // agent whose last batch was acked): free it and try once more.
+            let before = segments.last?.id
+            try? retireAcknowledgedActive(always: true)
+            guard segments.last?.id != before else { throw error }
+            return try appendOnce(batch)
+        }
+    }
+
+    private func appendOnce(_ batch: EncodedBatch) throws(SpoolError) -> SpoolPosition {
         guard !readOnly else { throw .readOnly }
         let rolls = batch.bytes.count / max(options.segmentBytes - RecordFraming.segmentHeaderBytes, 1) + 1
         if bytesOnDisk + Int64(batch.bytes.count + rolls * RecordFraming.segmentHeaderBytes) > Int64(options.maxSpoolBytes) {
+            writeFailure = fullError
             throw fullError
+        }
+        if activeFd == nil, let id = nextSegmentID {
+            do {
+                try createSegment(id)
+            } catch {
+                writeFailure = mapped(error)
+                throw mapped(error)
+            }
+            nextSegmentID = nil
         }
         var index = 0
         var byteStart = 0
@@ -349,6 +426,7 @@ final class SpoolStore {
                 }
             } catch {
                 try? ops.truncate(fd, to: active.size, path: segmentPath)
+                writeFailure = mapped(error)
                 throw mapped(error)
             }
             active.size += Int64(byteEnd - byteStart)
@@ -359,6 +437,7 @@ final class SpoolStore {
             byteStart = byteEnd
         }
         guard let active = segments.last else { throw .closed }
+        writeFailure = nil
         return SpoolPosition(segment: active.id, offset: UInt64(active.size))
     }
 
@@ -542,7 +621,14 @@ final class SpoolStore {
         let sameHead = target.segment == checkpoint.segment
         let from = sameHead ? Int64(checkpoint.offset) : Self.headerEnd
         let acked = (sameHead ? ackedRecordsInHead : 0) + (try countRecords(index, from: from, to: Int64(target.offset)))
-        try Checkpoint.write(target, directory: directory, ops: ops)
+        do throws(SpoolError) {
+            guard checkpointFile != nil else { throw .readOnly }
+            try checkpointFile?.write(target)
+        } catch {
+            writeFailure = error
+            throw mapped(error)
+        }
+        if writeFailure.map({ !$0.isFull }) ?? false { writeFailure = nil }
         checkpoint = target
         ackedRecordsInHead = acked
         while let first = segments.first, first.id < target.segment {
@@ -555,6 +641,45 @@ final class SpoolStore {
             segments.removeFirst()
         }
         spans.removeAll { $0.segment < target.segment || ($0.segment == target.segment && $0.from < Int64(target.offset)) }
+        try retireAcknowledgedActive(always: false)
+    }
+
+    /// The acknowledged bytes of the active segment worth retiring it for, when the disk is fine.
+    private var retireThreshold: Int64 { Int64(min(options.segmentBytes / 4, 1 << 20)) }
+
+    /// Deletes the active segment once every record in it is acknowledged, and starts the next:
+    /// acknowledged data is otherwise freed only when a segment is sealed, and on a disk with
+    /// less room than a segment the agent would refuse events for ever. Done when the segment
+    /// holds at least ``retireThreshold`` bytes, when a write failed for space, or `always`.
+    ///
+    /// Order (each step survives a crash): the checkpoint moves to the start of the next
+    /// segment number, the old file goes, the new one is created. If creating it fails (a full
+    /// disk), the next append creates it.
+    private func retireAcknowledgedActive(always: Bool) throws(SpoolError) {
+        guard !readOnly, let active = segments.last, segments.count == 1, active.records > 0,
+            checkpoint == SpoolPosition(segment: active.id, offset: UInt64(active.size)), readableEnd(0) == active.size,
+            always || writeFailure != nil || active.size - Self.headerEnd >= retireThreshold
+        else { return }
+        let next = SpoolPosition(segment: active.id + 1, offset: UInt64(Self.headerEnd))
+        try checkpointFile?.write(next)
+        checkpoint = next
+        ackedRecordsInHead = 0
+        if let activeFd { ops.close(activeFd) }
+        activeFd = nil
+        if let readerFd, readerFd.segment == active.id {
+            ops.close(readerFd.fd)
+            self.readerFd = nil
+        }
+        try? ops.remove(path(active.id))
+        segments.removeAll()
+        spans.removeAll()
+        do {
+            try createSegment(next.segment)
+        } catch {
+            nextSegmentID = next.segment
+            writeFailure = mapped(error)
+        }
+        if writeFailure?.isFull ?? false, activeFd != nil { writeFailure = nil }
     }
 
     // MARK: Stats, verification, quarantine
@@ -566,13 +691,22 @@ final class SpoolStore {
         let oldest = segments.compactMap(\.minTimestamp).min().map(EventTime.init(microseconds:))
         return SpoolStats(
             events: records, bytesOnDisk: bytesOnDisk, backlogBytes: recordBytes - ackedBytes, segments: segments.count,
-            oldestEventTime: oldest, quarantinedRegions: quarantine.count, acknowledged: checkpoint, end: end)
+            oldestEventTime: oldest, quarantinedRegions: quarantine.count, missingSegments: quarantine.missingSegments,
+            acknowledged: checkpoint, end: end, shipped: checkpoint > SpoolPosition(segment: 1, offset: UInt64(Self.headerEnd)),
+            writeFailure: writeFailure?.description)
     }
 
     /// Walks every record of every segment, decoding each, and reports what is wrong; changes
     /// nothing (not even the quarantine).
     func verify() throws(SpoolError) -> SpoolVerification {
         var result = SpoolVerification()
+        // What opening found about the files as a whole, and losses already on the books.
+        result.problems = report.problems.filter { $0.kind == .missingSegment || $0.kind == .badCheckpoint }
+        for region in try quarantine.regions(maxBytesPerRegion: 0) where region.isMissingSegment {
+            if !result.problems.contains(where: { $0.kind == .missingSegment && $0.position == region.position }) {
+                result.problems.append(SpoolCorruption(kind: .missingSegment, position: region.position, length: 0))
+            }
+        }
         for index in segments.indices {
             let id = segments[index].id
             let segmentPath = path(id)
@@ -625,6 +759,7 @@ final class SpoolStore {
         activeFd = nil
         if let readerFd { ops.close(readerFd.fd) }
         readerFd = nil
+        checkpointFile?.close()
         quarantine.close()
         if let lockFd { ops.close(lockFd) }
         lockFd = nil

@@ -25,6 +25,15 @@ public struct SpoolCorruption: Sendable, Hashable, CustomStringConvertible {
         case badSegmentHeader
         /// An incomplete record at the end of a segment: an interrupted write, truncated away.
         case tornTail
+        /// A segment that is gone or emptied although its number lies between segments that are
+        /// there (numbers run in sequence): its unacknowledged events were lost outside the
+        /// agent. Recorded in the quarantine file (a region of length 0 at offset 0).
+        case missingSegment
+        /// A checkpoint file with no valid slot: reading starts from the oldest segment.
+        case badCheckpoint
+        /// A `shipper.seq` file that cannot be read: the agent continues from a time-based
+        /// sequence that cannot have been used (SPEC §6).
+        case badSequenceFile
     }
     public var kind: Kind
     public var position: SpoolPosition
@@ -49,7 +58,9 @@ public struct RecoveryReport: Sendable, Hashable {
     public var ackedSegmentsDeleted = 0
     /// Zero-length or header-only files that were removed or re-initialised.
     public var emptySegmentsRepaired = 0
-    /// Torn tails truncated and corrupt regions quarantined.
+    /// Segments gone or emptied between others (see ``SpoolCorruption/Kind/missingSegment``).
+    public var missingSegments: [UInt64] = []
+    /// Torn tails truncated, corrupt regions quarantined, missing segments.
     public var problems: [SpoolCorruption] = []
 }
 
@@ -65,11 +76,19 @@ public struct SpoolStats: Sendable, Hashable {
     /// The oldest event time among segments that hold unacknowledged events (a lower bound:
     /// acknowledged events of the oldest segment may still count).
     public var oldestEventTime: EventTime?
-    /// Corrupt regions held in the quarantine file.
+    /// Corrupt regions held in the quarantine file (missing segments included).
     public var quarantinedRegions: Int
+    /// Segments ever found missing or emptied (each also counts as a quarantined region).
+    public var missingSegments: Int
     public var acknowledged: SpoolPosition
     /// The position after the last durable record.
     public var end: SpoolPosition
+    /// Whether anything was ever acknowledged from this spool (the checkpoint is past the
+    /// first record of the first segment): then a shipper has leased batch sequences.
+    public var shipped: Bool
+    /// The last write that failed (an append refused for space, a checkpoint that could not be
+    /// stored), until a write succeeds; nil when writes work.
+    public var writeFailure: String?
 }
 
 /// The outcome of ``Spool/verify()``: every record walked, nothing changed.

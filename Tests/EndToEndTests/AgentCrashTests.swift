@@ -46,6 +46,7 @@ import FoundationNetworking
                         let (data, ids) = Self.body(writer * 1000 + round, base)
                         var request = URLRequest(url: url)
                         request.httpMethod = "POST"
+                        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
                         guard let (_, response) = try? await URLSession.shared.upload(for: request, from: data) else { return }
                         if (response as? HTTPURLResponse)?.statusCode == 200 {
                             progress.acknowledged.withLock { $0 += ids }

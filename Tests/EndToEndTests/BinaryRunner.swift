@@ -23,10 +23,17 @@ enum BinaryRunner {
         var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
     }
 
-    static func run(_ binary: String, _ arguments: [String], stdin: Data? = nil) throws -> Outcome {
+    /// Runs `binary` to its end; with `unprivileged`, as an ordinary user (see ``Unprivileged``).
+    static func run(_ binary: String, _ arguments: [String], stdin: Data? = nil, unprivileged: Bool = false) throws -> Outcome {
         let process = Process()
-        process.executableURL = binDirectory.appendingPathComponent(binary)
-        process.arguments = arguments
+        if unprivileged {
+            let (executable, prefix) = try Unprivileged.command(binary)
+            process.executableURL = executable
+            process.arguments = prefix + arguments
+        } else {
+            process.executableURL = binDirectory.appendingPathComponent(binary)
+            process.arguments = arguments
+        }
         // Output goes to files, so a chatty child can never block on a full pipe.
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tally-run-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
@@ -49,5 +56,20 @@ enum BinaryRunner {
         return Outcome(
             status: process.terminationStatus, stdout: try Data(contentsOf: outURL),
             stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+    }
+
+    /// Runs a system tool (not one of Tally's binaries) to its end.
+    static func runSystem(_ path: String, _ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Outcome(status: process.terminationStatus, stdout: Data(), stderr: String(decoding: stderr, as: UTF8.self))
     }
 }

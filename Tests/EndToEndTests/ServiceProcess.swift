@@ -11,16 +11,23 @@ final class ServiceProcess: Sendable {
 
     /// Starts the collector with `arguments` (plus `--listen 127.0.0.1:0 --http 127.0.0.1:0`
     /// unless given) and waits, up to 60 s, for its "listening for agents" line.
+    /// With `unprivileged`, the process runs as an ordinary user (see ``Unprivileged``).
     init(
         directory: URL, arguments: [String], environment: [String: String] = [:], binary: String = "tally-collector",
-        readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#
+        readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#, unprivileged: Bool = false
     ) throws {
         self.directory = directory
         let process = Process()
-        process.executableURL = BinaryRunner.binDirectory.appendingPathComponent(binary)
         var args = arguments
         if !args.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
         if binary == "tally-collector", !args.contains("--http") { args += ["--http", "127.0.0.1:0"] }
+        if unprivileged {
+            let (executable, prefix) = try Unprivileged.command(binary)
+            process.executableURL = executable
+            args = prefix + args
+        } else {
+            process.executableURL = BinaryRunner.binDirectory.appendingPathComponent(binary)
+        }
         process.arguments = args
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment

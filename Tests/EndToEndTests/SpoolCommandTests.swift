@@ -178,6 +178,47 @@ extension BinaryRunner.Outcome {
         #expect(try fixture.snapshot() == before)
     }
 
+    /// A segment deleted or emptied behind the agent's back, a damaged checkpoint and a
+    /// damaged or deleted shipper.seq are found by verify (an earlier version said "clean").
+    @Test func verifyFindsMissingSegmentsAndDamagedStateFiles() async throws {
+        let fixture = SpoolFixture(count: 600)
+        var options = SpoolOptions()
+        options.fsync = .never
+        options.segmentBytes = 8 << 10
+        let spool = try await Spool.open(directory: fixture.spool, options: options)
+        for chunk in stride(from: 0, to: 600, by: 50) { try await spool.append(Array(fixture.events[chunk..<(chunk + 50)])) }
+        let first = try await spool.readFromAcknowledged(maxEvents: 10)
+        try await spool.acknowledge(upTo: first.end)
+        await spool.close()
+        let segments = try FileManager.default.contentsOfDirectory(atPath: fixture.spool).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }.sorted()
+        #expect(segments.count >= 4)
+        // A valid shipper.seq, as the agent leaves it: verify is clean.
+        let sequenceFile = fixture.spool + "/shipper.seq"
+        try Data([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0] + crcBytes([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]))
+            .write(to: URL(fileURLWithPath: sequenceFile))
+        let clean = try fixture.ctl(["verify"])
+        #expect(clean.status == 0, "\(clean.stdoutText)")
+
+        try FileManager.default.removeItem(atPath: fixture.spool + "/" + segments[1])
+        let gap = try fixture.ctl(["verify"])
+        #expect(gap.status == 1)
+        #expect(gap.lines.contains("segment 2: segment missing or emptied (its unacknowledged events are lost)"), "\(gap.stdoutText)")
+        let status = try fixture.ctl(["status"])
+        #expect(status.lines.contains { $0.hasPrefix("missing:      1 segments") }, "\(status.stdoutText)")
+
+        try Data("damaged".utf8).write(to: URL(fileURLWithPath: sequenceFile))
+        let damaged = try fixture.ctl(["verify"])
+        #expect(damaged.lines.contains { $0.hasPrefix("shipper.seq: damaged") }, "\(damaged.stdoutText)")
+        try FileManager.default.removeItem(atPath: sequenceFile)
+        let deleted = try fixture.ctl(["verify"])
+        #expect(deleted.lines.contains { $0.hasPrefix("shipper.seq: missing") }, "\(deleted.stdoutText)")
+
+        try Data(repeating: 0x41, count: 64).write(to: URL(fileURLWithPath: fixture.spool + "/checkpoint"))
+        let checkpoint = try fixture.ctl(["verify"])
+        #expect(checkpoint.status == 1)
+        #expect(checkpoint.lines.contains { $0.contains("checkpoint damaged") }, "\(checkpoint.stdoutText)")
+    }
+
     @Test func aHeldLockMeansReadOnlyAndSaysSo() async throws {
         let fixture = SpoolFixture()
         _ = try await fixture.write()
@@ -208,4 +249,10 @@ extension BinaryRunner.Outcome {
         #expect(outcome.status == 1)
         #expect(outcome.stderr == "tallyctl: no spool at /nonexistent/tally-spool (no such directory)\n")
     }
+}
+
+/// The four little-endian bytes of the CRC-32C of `bytes`.
+func crcBytes(_ bytes: [UInt8]) -> [UInt8] {
+    let crc = CRC32C.checksum(bytes)
+    return (0..<4).map { UInt8(truncatingIfNeeded: crc >> UInt32(8 * $0)) }
 }

@@ -26,6 +26,7 @@ import FoundationNetworking
         }
         var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(agent.port)/v1/events")))
         request.httpMethod = "POST"
+        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
         let (_, response) = try await URLSession.shared.upload(for: request, from: Data(body.utf8))
         #expect((response as? HTTPURLResponse)?.statusCode == 200)
         #expect(agent.stop() == 0)  // SIGTERM: flushes and releases the spool

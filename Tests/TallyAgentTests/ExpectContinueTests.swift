@@ -33,7 +33,7 @@ struct ExpectContinueTests {
         let agent = try await TestAgent.start(configure: { $0.maxBodyBytes = 1_000 })
         let socket = try BlockingHTTPSocket(port: agent.port)
         try socket.send(
-            "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+            "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
         let answer = try await socket.readHeadOffThePool()
         #expect(answer.hasPrefix("HTTP/1.1 413"), "\(answer)")
         #expect(try await agent.agent.spool.stats().events == 0)
@@ -74,7 +74,7 @@ final class BlockingHTTPSocket: @unchecked Sendable {
         let bytes = Array(text.utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard n > 0 else { throw Failure(description: "send: errno \(errno)") }
             sent += n
         }
@@ -106,6 +106,23 @@ final class BlockingHTTPSocket: @unchecked Sendable {
     /// cooperative threads the agent under test needs to answer.
     func readHeadOffThePool() async throws -> String {
         try await NIOThreadPool.singleton.runIfActive { try self.readHead() }
+    }
+
+    /// Half-closes the connection: the client will send nothing more.
+    func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads until the peer closes (true) or the receive timeout passes (false); data is dropped.
+    func waitForClose() throws -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    func waitForCloseOffThePool() async throws -> Bool {
+        try await NIOThreadPool.singleton.runIfActive { try self.waitForClose() }
     }
 
     func close() { Glibc.close(fd) }

@@ -30,7 +30,7 @@ struct IngestBenchmark {
             for _ in 0..<8 {
                 group.addTask {
                     for _ in 0..<(Self.total / 100 / 8) {
-                        let response = try await exchange.request(method: "POST", path: "/v1/events", body: body)
+                        let response = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: body)
                         guard response.status == 200 else { throw TallyClientError.unexpectedStatus(response.status, response.text) }
                     }
                 }

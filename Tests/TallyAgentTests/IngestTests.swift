@@ -18,7 +18,7 @@ struct IngestTests {
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
         let good = event(1)
         let body = "[\(good.jsonLine), {\"metric\":\"api_calls\",\"quantity\":1,\"timestamp\":\"2026-04-13T12:00:00Z\"}, \(event(2).jsonLine)]"
-        let response = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: body))
+        let response = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: body))
         #expect(response.status == 207)
         let outcomes = try IngestAnswer.outcomes(from: response.body)
         #expect(outcomes.count == 3)
@@ -68,7 +68,7 @@ struct IngestTests {
         for round in 0..<200 {
             let body = (0..<10).map { event(round * 10 + $0).jsonLine }.joined(separator: "\n")
             refusedBody = body
-            let response = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: body))
+            let response = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: body))
             if response.status != 200 {
                 refused = response
                 break
@@ -79,7 +79,7 @@ struct IngestTests {
         #expect(refused?.header("retry-after").flatMap(Int.init).map { $0 >= 1 } == true)
         #expect(refused?.text.contains("spool_full") == true)
         // Nothing of a refused request is kept.
-        let again = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: refusedBody))
+        let again = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: refusedBody))
         #expect(again.status == status)
         #expect(try await agent.agent.spool.stats().events == before)
         do {
@@ -100,7 +100,7 @@ struct IngestTests {
         let agent = try await TestAgent.start()  // fsync: always
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
         for index in 0..<3 {
-            let response = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: event(index).jsonLine))
+            let response = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: event(index).jsonLine))
             #expect(response.status == 200)
         }
         let metrics = try await exchange.request(method: "GET", path: "/metrics")
@@ -113,7 +113,7 @@ struct IngestTests {
     @Test func malformedBodiesGetClearAnswersAndCounters() async throws {
         let agent = try await TestAgent.start(configure: { $0.maxBodyBytes = 4096 })
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
-        let garbage = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: "{not json"))
+        let garbage = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: "{not json"))
         #expect(garbage.status == 400)
         let outcomes = try IngestAnswer.outcomes(from: garbage.body)
         guard case .rejected(let rejection)? = outcomes.first else {
@@ -122,11 +122,11 @@ struct IngestTests {
         }
         #expect(rejection.reason == .malformed)
         #expect(!rejection.message.isEmpty)
-        let empty = try await exchange.request(method: "POST", path: "/v1/events", body: ByteBuffer(string: "  \n"))
+        let empty = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: "  \n"))
         #expect(empty.status == 400)
         #expect(empty.text.contains("no_events"))
         let huge = try await exchange.request(
-            method: "POST", path: "/v1/events", body: ByteBuffer(string: String(repeating: "x", count: 10_000)))
+            method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: String(repeating: "x", count: 10_000)))
         #expect(huge.status == 413)
         let missing = try await exchange.request(method: "GET", path: "/nope")
         #expect(missing.status == 404)
@@ -183,3 +183,6 @@ struct IngestTests {
         await agent.stop()
     }
 }
+
+/// The Content-Type of an NDJSON body (the agent refuses other types with 415).
+let ndjson = [("Content-Type", "application/x-ndjson")]

@@ -84,6 +84,28 @@ struct ShipperTests {
         await collector.stop()
     }
 
+    /// A collector that welcomes the agent and then drops every batch unacknowledged must not be
+    /// hammered: the backoff resets only once a batch is acknowledged (it once reset after every
+    /// handshake: about 11 reconnects a second with the default delays, and a flooded log).
+    @Test func aCollectorThatNeverAcksIsBackedOffFrom() async throws {
+        let collector = TestCollector(behaviour: { _ in .init(cutAfterBatches: 1) })
+        let port = try await collector.start()
+        try await withShipper(events: 300, collectors: [.init(host: "127.0.0.1", port: port)], configure: {
+            $0.reconnect.initial = .milliseconds(5)
+            $0.reconnect.maximum = .milliseconds(400)
+        }) { _, _ in
+            let started = ContinuousClock.now
+            #expect(await eventually { collector.connections >= 3 })
+            // Measure over two seconds: with a reset per handshake the delay would stay under
+            // 5 ms (hundreds of connections); growing to 400 ms it allows a few dozen at most.
+            let window = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < window { try? await Task.sleep(for: .milliseconds(50)) }
+            let connections = collector.connections
+            #expect(connections < 60, "\(connections) connections in \(ContinuousClock.now - started)")
+        }
+        await collector.stop()
+    }
+
     @Test func failsOverToTheNextCollector() async throws {
         let dead = try await closedPort()
         let collector = TestCollector()

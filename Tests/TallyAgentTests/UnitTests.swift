@@ -1,3 +1,4 @@
+import Foundation
 @testable import TallyAgent
 import TallyCLI
 import TallyConfig
@@ -66,17 +67,58 @@ struct UnitTests {
 
     @Test func sequenceLeaseIsDurableAndNeverReused() async throws {
         let directory = temporaryDirectory()
-        var lease = try await SequenceLease.open(directory: directory, block: 8)
+        var lease = try await SequenceLease.open(directory: directory, spoolWasUsed: false, block: 8)
         var taken: [UInt64] = []
         for _ in 0..<10 { taken.append(try await lease.take()) }
         #expect(taken == Array(1...10))
         // A restart (the lease is lost with the process) starts above everything handed out.
-        var again = try await SequenceLease.open(directory: directory, block: 8)
+        var again = try await SequenceLease.open(directory: directory, spoolWasUsed: true, block: 8)
+        #expect(again.recovered == nil)
         let next = try await again.take()
         #expect(next > 10)
-        #expect(SequenceLease.decode(SequenceLease.encode(12_345)) == 12_345)
+        #expect(SequenceLease.decode(SequenceLease.encode(12_345)[...]) == 12_345)
         var damaged = SequenceLease.encode(7)
         damaged[9] ^= 1
-        #expect(SequenceLease.decode(damaged) == nil)
+        #expect(SequenceLease.decode(damaged[...]) == nil)
+    }
+
+    /// The lease file is two slots written in place (no new space on a full disk): a torn
+    /// newest slot leaves the previous mark, which covers everything handed out before it.
+    @Test func sequenceLeaseUpdatesInPlaceAndSurvivesATornSlot() async throws {
+        let directory = temporaryDirectory()
+        let path = directory + "/" + SequenceLease.fileName
+        var lease = try await SequenceLease.open(directory: directory, spoolWasUsed: false, block: 4)
+        for _ in 0..<9 { _ = try await lease.take() }  // leases up to 5, 9, 13
+        let inode = try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int
+        for _ in 0..<8 { _ = try await lease.take() }  // two more leases: 17, 21
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode, "the file was replaced, not updated in place")
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(bytes.count == 2 * SequenceLease.slotBytes)
+        #expect(SequenceFileState.inspect(spoolDirectory: directory) == .valid(mark: 21))
+        // Tear the newest slot: the other one (17) is what a restart reads.
+        let newest = SequenceLease.decode(bytes[0..<20]) == 21 ? 0 : 20
+        bytes[newest + 12] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(SequenceFileState.inspect(spoolDirectory: directory) == .valid(mark: 17))
+    }
+
+    /// A deleted or damaged `shipper.seq` beside a used spool never restarts at 1 (which the
+    /// collector refuses as `sequence_reused`, stalling shipping): the lease continues from the
+    /// clock, above anything used before, and says so.
+    @Test func lostSequenceStoreContinuesFromTheClock() async throws {
+        let directory = temporaryDirectory()
+        var fresh = try await SequenceLease.open(directory: directory, spoolWasUsed: false, block: 8)
+        #expect(try await fresh.take() == 1)
+        try FileManager.default.removeItem(atPath: directory + "/" + SequenceLease.fileName)
+        #expect(SequenceFileState.inspect(spoolDirectory: directory) == .missing)
+        let before = UInt64(EventTime.now().microseconds)
+        var deleted = try await SequenceLease.open(directory: directory, spoolWasUsed: true, block: 8)
+        #expect(deleted.recovered?.contains("missing") == true)
+        #expect(try await deleted.take() >= before)
+        try Data("not a sequence file at all".utf8).write(to: URL(fileURLWithPath: directory + "/" + SequenceLease.fileName))
+        #expect(SequenceFileState.inspect(spoolDirectory: directory) == .damaged)
+        var damaged = try await SequenceLease.open(directory: directory, spoolWasUsed: true, block: 8)
+        #expect(damaged.recovered?.contains("damaged") == true)
+        #expect(try await damaged.take() >= before)
     }
 }

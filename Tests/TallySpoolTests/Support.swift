@@ -70,6 +70,9 @@ final class TestFileOperations: SpoolFileOperations {
         var failSyncs: Int32? = nil
         /// Bytes read through `read`, by path.
         var bytesRead: [String: Int] = [:]
+        /// A full disk: creating a file and writing past a file's end fail with ENOSPC;
+        /// overwriting bytes a file already has works (as on a real file system).
+        var diskFull = false
     }
     let state = Mutex(State())
     let real = PosixFileOperations()
@@ -79,7 +82,13 @@ final class TestFileOperations: SpoolFileOperations {
         state.withLock { $0.durableEnd[directory + "/" + SpoolStore.segmentName(segment)] ?? 0 }
     }
 
+    var diskFull: Bool {
+        get { state.withLock { $0.diskFull } }
+        set { state.withLock { $0.diskFull = newValue } }
+    }
+
     func open(_ path: String, create: Bool, readOnly: Bool) throws(SpoolError) -> Int32 {
+        if create, diskFull, !FileManager.default.fileExists(atPath: path) { throw .io(operation: "open", path: path, errno: ENOSPC) }
         let fd = try real.open(path, create: create, readOnly: readOnly)
         state.withLock { $0.paths[fd] = path }
         return fd
@@ -89,6 +98,9 @@ final class TestFileOperations: SpoolFileOperations {
         real.close(fd)
     }
     func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(SpoolError) {
+        if diskFull, offset + Int64(bytes.count) > (try real.size(fd, path: path)) {
+            throw .io(operation: "write", path: path, errno: ENOSPC)
+        }
         let (failure, partial) = state.withLock { ($0.failWrites, $0.partialBytes) }
         if let failure {
             if partial > 0 { try real.write(fd, UnsafeRawBufferPointer(rebasing: bytes[0..<min(partial, bytes.count)]), at: offset, path: path) }
