@@ -34,6 +34,30 @@ struct UnitTests {
         #expect(config.window == 4)
     }
 
+    @Test func theDocumentedExampleLoadsWithTheDefaults() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("deploy/agent.example.yaml").path
+        let config = try AgentConfig.load(file: path)
+        try config.validate()
+        let defaults = AgentConfig()
+        #expect(config.http == defaults.http)
+        #expect(config.spool == defaults.spool && config.spoolDirectory == defaults.spoolDirectory)
+        #expect(config.batching == defaults.batching && config.reconnect == defaults.reconnect && config.window == defaults.window)
+        #expect(config.eventLimits == defaults.eventLimits && config.maxBodyBytes == defaults.maxBodyBytes)
+        #expect(config.listen == defaults.listen && config.collectors == defaults.collectors)
+    }
+
+    @Test func httpLimitsAreReadAndChecked() throws {
+        let config = try AgentConfig.load(
+            yaml: "http: {header_timeout: 2s, body_timeout: 3s, idle_timeout: 4s, max_connections: 9, max_body_bytes_in_flight: 16777216}\n")
+        #expect(config.http.headerTimeout == .seconds(2) && config.http.bodyTimeout == .seconds(3) && config.http.idleTimeout == .seconds(4))
+        #expect(config.http.maxConnections == 9 && config.http.maxBodyBytesInFlight == 16 << 20)
+        let tooShort = #expect(throws: ConfigError.self) { _ = try AgentConfig.load(yaml: "http: {idle_timeout: 5ms}\n") }
+        #expect(tooShort?.description.contains("http.idle_timeout") == true)
+        let budget = try AgentConfig.load(yaml: "max_body_bytes: 8388608\nhttp: {max_body_bytes_in_flight: 1048576}\n")
+        #expect(throws: ConfigError.self) { try budget.validate() }
+    }
+
     @Test func configErrorsNameTheLine() {
         let error = #expect(throws: ConfigError.self) {
             _ = try AgentConfig.load(yaml: "agent_id: a\nbatchh: 3\n", file: "agent.yaml")
