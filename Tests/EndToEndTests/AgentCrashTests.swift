@@ -69,15 +69,7 @@ import FoundationNetworking
         let restarted = try ServiceProcess(
             directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
         defer { restarted.kill() }
-        let deadline = ContinuousClock.now + .seconds(120)
-        var backlog = -1
-        while ContinuousClock.now < deadline {
-            let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"])
-            backlog = (try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["events"] as? Int ?? -1
-            if backlog == 0 { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        #expect(backlog == 0)
+        #expect(try await eventually(.seconds(120)) { try spoolBacklog(spool) == 0 })
         restarted.kill()
         #expect(collector.stop() == 0)
 

@@ -104,10 +104,7 @@ struct DiskFullTests {
         #expect(agent.stop() == 0)
         agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
         collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
-        let drained = try await eventually(.seconds(60)) {
-            let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"])
-            return (try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["events"] as? Int == 0
-        }
+        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
         #expect(drained, "\(agent.logText.suffix(2000))")
         #expect(agent.process.isRunning)
 
@@ -115,10 +112,7 @@ struct DiskFullTests {
         try FileManager.default.removeItem(atPath: filler)
         let resumed = try await eventually(.seconds(20)) { try await post(agent.port).status == 200 }
         #expect(resumed)
-        let shipped = try await eventually(.seconds(60)) {
-            let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"])
-            return (try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["events"] as? Int == 0
-        }
+        let shipped = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
         #expect(shipped)
         #expect(agent.stop() == 0)
         #expect(collector.stop() == 0)
@@ -152,29 +146,4 @@ struct DiskFullTests {
         let (data, response) = try await URLSession.shared.data(from: url)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
     }
-}
-
-/// A loopback port nothing listens on now.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw HarnessError("no free port: \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-/// Waits (polling, with a deadline) until `condition` holds; returns whether it did.
-func eventually(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
 }

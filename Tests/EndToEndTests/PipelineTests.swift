@@ -64,17 +64,11 @@ import FoundationNetworking
         }
 
         // Wait, at most 120 s, for the agent's spool to be drained into the collector.
-        let deadline = ContinuousClock.now + .seconds(120)
-        var backlog = -1
-        while ContinuousClock.now < deadline {
+        let drained = try await eventually(.seconds(120)) {
             #expect(collector.process.isRunning && agent.process.isRunning, "\(collector.logText)\n\(agent.logText)")
-            let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"], unprivileged: true)
-            let json = try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any]
-            backlog = json?["events"] as? Int ?? -1
-            if backlog == 0 { break }
-            try await Task.sleep(for: .milliseconds(200))
+            return try spoolBacklog(spool, unprivileged: true) == 0
         }
-        #expect(backlog == 0, "the spool did not drain: \(agent.logText)")
+        #expect(drained, "the spool did not drain: \(agent.logText)")
 
         let compare = try BinaryRunner.run(
             "tallyctl", ["compare", "--expect", expectFile, "--store", ledger, "--pricing", pricing, "--top", "3"], unprivileged: true)
@@ -82,32 +76,5 @@ import FoundationNetworking
         let summary = compare.stdoutText.split(separator: "\n").last.map(String.init) ?? ""
         let counts = summary.split(separator: " ").compactMap { Int($0) }
         #expect(counts.count == 2 && counts[0] == counts[1] && counts[0] > 100, "\(summary)")
-    }
-}
-
-/// A blocking loopback TCP connection for tests that speak raw bytes.
-enum RawConnection {
-    /// Connects to `port` on 127.0.0.1 and closes again without sending anything.
-    static func touch(port: Int) throws {
-        let fd = try open(port: port)
-        close(fd)
-    }
-
-    /// A connected socket to `port` on 127.0.0.1.
-    static func open(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw HarnessError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))")
-        }
-        return fd
     }
 }

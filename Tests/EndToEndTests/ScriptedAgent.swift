@@ -13,16 +13,7 @@ final class ScriptedAgent {
 
     init(port: Int) throws {
         signal(SIGPIPE, SIG_IGN)  // a write to a socket the collector closed must fail, not kill the test
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket() failed") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else { throw HarnessError("connect to port \(port) failed: errno \(errno)") }
+        fd = try RawConnection.open(port: port)
     }
 
     deinit { close(fd) }

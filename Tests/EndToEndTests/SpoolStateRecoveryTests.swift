@@ -31,10 +31,7 @@ import FoundationNetworking
             #expect((response as? HTTPURLResponse)?.statusCode == 200)
         }
         func drained() async throws -> Bool {
-            try await eventually(.seconds(30)) {
-                let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"])
-                return (try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["events"] as? Int == 0
-            }
+            try await eventually(.seconds(30)) { try spoolBacklog(spool) == 0 }
         }
 
         let first = try ServiceProcess(directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: ready)
