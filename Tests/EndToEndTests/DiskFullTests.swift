@@ -86,7 +86,9 @@ struct DiskFullTests {
         #expect(accepted.count * 230 >= 3 << 20, "only \(accepted.count) events were taken, \(refusals) refusals: \(spoolNow.stdoutText) \(agent.logText.suffix(3000))")
 
         // 2. No collector, events waiting in the spool, and the disk full to the last byte:
-        //    503, and health and metrics say so.
+        //    503, and health and metrics say so. (Everything shipped first: the acknowledged
+        //    active segment is what makes room for the events that wait.)
+        #expect(try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 })
         collector.kill()
         let waiting = try await eventually(.seconds(20)) { try await post(agent.port).status == 200 }
         #expect(waiting)
