@@ -127,17 +127,26 @@ public final class Shipper: Service {
     /// ``TransportRefusal`` unless allowed.
     func connect(_ endpoint: HostPort) async throws -> NIOAsyncChannel<Frame, Frame> {
         let tls = settings.tls
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connect(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.handler(host: endpoint.host)) }
+                    let handshake = try tls?.addHandlers(to: channel.pipeline.syncOperations, host: endpoint.host)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                    return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+                    return (try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel), handshake)
                 }
             }
+        if let handshake {
+            // The collector is verified (CA and name) before the hello is written.
+            do {
+                try await handshake.get()
+            } catch {
+                try? await channel.channel.close()
+                throw error
+            }
+        }
         if tls == nil, !settings.allowPlaintextRemote, !(channel.channel.remoteAddress.map(PeerAddress.isLoopback) ?? false) {
             try? await channel.channel.close()
             throw TransportRefusal(collector: endpoint)

@@ -1,4 +1,6 @@
+public import NIOCore
 public import NIOSSL
+import NIOTLS
 public import TallyConfig
 
 /// A listener's TLS, ready to use: a server context made once at start from ``ServerTLSFiles``.
@@ -52,12 +54,52 @@ public struct ClientTLS: Sendable {
         self.context = try PEMFile.context(configuration, place: place)
     }
 
-    /// The handler for one connection to `host`. The server's certificate must carry a DNS name
-    /// equal to `serverName` or `host`, or an IP address name equal to the address connected to
-    /// (NIOSSL's identity check; an IP address never goes in SNI).
-    public func handler(host: String) throws -> NIOSSLClientHandler {
+    /// Adds TLS for one connection to `host` to a new channel's pipeline (call it in the channel
+    /// initializer) and returns the handshake's outcome: await it before writing, so that nothing
+    /// is sent before the server is verified and a failure surfaces as its TLS cause (not as a
+    /// later write on a closed channel). The server's certificate must carry a DNS name equal to
+    /// `serverName` or `host`, or an IP address name equal to the address connected to (NIOSSL's
+    /// identity check; an IP address never goes in SNI).
+    public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, host: String) throws -> EventLoopFuture<Void> {
         let name = serverName ?? host
-        return try NIOSSLClientHandler(context: context, serverHostname: PeerAddress.isIPAddress(name) ? nil : name)
+        let handshake = pipeline.eventLoop.makePromise(of: Void.self)
+        try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: PeerAddress.isIPAddress(name) ? nil : name))
+        try pipeline.addHandler(TLSHandshakeWatcher(handshake))
+        return handshake.futureResult
+    }
+}
+
+/// Completes a promise when the TLS handshake completes, fails it with the error that ends the
+/// connection first (the TLS library's own, e.g. a certificate that does not verify).
+final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private var promise: EventLoopPromise<Void>?
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            promise?.succeed(())
+            promise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(error)
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(ChannelError.eof)
+        promise = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise?.fail(ChannelError.ioOnClosedChannel)
+        promise = nil
     }
 }
 

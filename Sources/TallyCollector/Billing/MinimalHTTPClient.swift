@@ -1,7 +1,6 @@
 import NIOCore
 public import NIOHTTP1
 import NIOPosix
-import NIOSSL
 import TallyConfig
 public import TallyTLS
 
@@ -94,18 +93,30 @@ public enum MinimalHTTPClient {
             if let tls { clientTLS = tls } else { clientTLS = try systemTrust.get() }
         }
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
+        let handshake: EventLoopFuture<Void>?
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.seconds(5))
                 .connect(host: target.host, port: target.port) { [clientTLS] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let clientTLS { try channel.pipeline.syncOperations.addHandler(try clientTLS.handler(host: target.host)) }
+                        let handshake = try clientTLS?.addHandlers(to: channel.pipeline.syncOperations, host: target.host)
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                        return (
+                            try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel),
+                            handshake
+                        )
                     }
                 }
         } catch {
             throw Failure("\(url): cannot connect", cause: error)
+        }
+        if let handshake {
+            do {
+                try await handshake.get()
+            } catch {
+                try? await channel.channel.close()
+                throw Failure("\(url): TLS failed", cause: error)
+            }
         }
         if !target.secure, !allowPlaintextRemote, !(channel.channel.remoteAddress.map(PeerAddress.isLoopback) ?? false) {
             try? await channel.channel.close()

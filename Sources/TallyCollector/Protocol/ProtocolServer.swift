@@ -170,12 +170,21 @@ public final class ProtocolServer: Service, Sendable {
                     group.cancelAll()
                 }
             }
-        } catch let error where settings.tls != nil && (error is NIOSSLError || error is BoringSSLError) {
+        } catch let error where settings.tls != nil && Self.isTLSFailure(error) {
             metrics.tlsFailures.increment()
-            logger.notice("TLS with an agent failed; nothing was read from it", metadata: ["error": "\(error)"])
+            logger.notice("TLS with an agent failed (a plain client, or a certificate the client CA does not vouch for)", metadata: ["error": "\(error)"])
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// A failed TLS handshake or record; a peer that closed without `close_notify` is only gone.
+    private static func isTLSFailure(_ error: any Error) -> Bool {
+        if let error = error as? NIOSSLError {
+            if case .uncleanShutdown = error { return false }
+            return true
+        }
+        return error is BoringSSLError
     }
 
     private func goawayFrame() -> ByteBuffer? {

@@ -131,7 +131,7 @@ struct AgentProtocolTLSTests {
         let collector = try await ProtocolCollector.start(tls: try ServerTLS(pki.serverFiles(certificate), place: "tls.listen"))
         let endpoint = HostPort(host: host, port: collector.port)
         try await withTLSShipper(events: 10, to: endpoint, tls: ClientTLSFiles(ca: pki.ca)) { spool, shipper in
-            #expect(await eventuallyTrue { shipper.status.snapshot.connections >= 2 && shipper.status.snapshot.lastError != nil })
+            #expect(await eventuallyTrue { shipper.status.snapshot.lastError != nil })
             let status = shipper.status.snapshot
             #expect(status.batchesAcked == 0 && status.eventsAcked == 0 && status.connectedTo == nil)
             let reason = status.lastError ?? ""
@@ -148,7 +148,7 @@ struct AgentProtocolTLSTests {
     @Test func aPlainAgentIsRefusedByATLSCollectorAndNothingIsWritten() async throws {
         let collector = try await ProtocolCollector.start(tls: try ServerTLS(pki.serverFiles(TestPKI.good), place: "tls.listen"))
         try await withTLSShipper(events: 10, to: collector.endpoint, tls: nil) { spool, shipper in
-            #expect(await eventuallyTrue { shipper.status.snapshot.connections >= 2 && shipper.status.snapshot.lastError != nil })
+            #expect(await eventuallyTrue { shipper.status.snapshot.lastError != nil })
             #expect(shipper.status.snapshot.batchesAcked == 0)
             let left = try await spool.stats().events
             #expect(left == 10)
@@ -171,7 +171,7 @@ struct AgentProtocolTLSTests {
         }
         // No client certificate at all: the TLS handshake fails.
         try await withTLSShipper(events: 5, to: collector.endpoint, key: "s3cret", tls: ClientTLSFiles(ca: pki.ca)) { _, shipper in
-            #expect(await eventuallyTrue { shipper.status.snapshot.connections >= 2 && shipper.status.snapshot.lastError != nil })
+            #expect(await eventuallyTrue { shipper.status.snapshot.lastError != nil })
             #expect(shipper.status.snapshot.eventsAcked == 0)
         }
         #expect(try await collector.eventsReceived() == 0)
