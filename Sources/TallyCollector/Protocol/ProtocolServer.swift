@@ -172,7 +172,7 @@ public final class ProtocolServer: Service, Sendable {
             }
         } catch let error where settings.tls != nil && Self.isTLSFailure(error) {
             metrics.tlsFailures.increment()
-            logger.notice("TLS with an agent failed (a plain client, or a certificate the client CA does not vouch for)", metadata: ["error": "\(error)"])
+            logger.notice("TLS with an agent failed (a plain client, or a certificate one side does not trust)", metadata: ["error": "\(error)"])
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
