@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
@@ -62,6 +63,18 @@ let package = Package(
             dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
+        // TLS for every connection that leaves the host: contexts from the configured PEM files,
+        // certificate identities, and the plain-TCP policy (loopback only unless allowed).
+        .target(
+            name: "TallyTLS",
+            dependencies: [
+                "TallyConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "TallyPricing",
             dependencies: ["TallyCore", "TallyConfig", .product(name: "Yams", package: "Yams")],
@@ -85,8 +98,9 @@ let package = Package(
         .target(
             name: "TallyAgent",
             dependencies: [
-                "TallyCore", "TallySpool", "TallyWire", "TallyConfig",
+                "TallyCore", "TallySpool", "TallyWire", "TallyConfig", "TallyTLS",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -123,7 +137,7 @@ let package = Package(
         .target(
             name: "TallyAgentCLI",
             dependencies: [
-                "TallyAgent", "TallyConfig", "TallySpool",
+                "TallyAgent", "TallyConfig", "TallySpool", "TallyTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -138,7 +152,7 @@ let package = Package(
             dependencies: [
                 "TallyAgentCLI",
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
-                "TallyLedger", "TallyPricing",
+                "TallyLedger", "TallyPricing", "TallyTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -151,8 +165,10 @@ let package = Package(
         .target(
             name: "TallyCollector",
             dependencies: [
-                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger",
+                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -189,7 +205,9 @@ let package = Package(
             name: "TallyCollectorTests",
             dependencies: [
                 "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
+                "TallyTLS", "TallyAgent", "TallySpool", "TallyWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -28,7 +28,7 @@ public struct Agent: Sendable {
                 "spool recovered with repairs",
                 metadata: ["problems": "\(recovery.problems.count)", "checkpointFound": "\(recovery.checkpointFound)"])
         }
-        let shipper = Shipper(spool: spool, settings: Shipper.Settings(config), metrics: metrics, logger: logger)
+        let shipper = Shipper(spool: spool, settings: try Shipper.Settings(config), metrics: metrics, logger: logger)
         let ingest = EventIngest(
             spool: spool, decoder: EventDecoder(defaultMetric: config.defaultMetric, limits: config.eventLimits), metrics: metrics,
             appended: { [shipper] in shipper.spoolAppended() })

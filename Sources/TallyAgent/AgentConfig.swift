@@ -56,6 +56,11 @@ public struct AgentConfig: Sendable {
     public var window = 8
     public var reconnect = Reconnect()
     public var eventLimits = EventLimits()
+    /// TLS to every collector (`tls`); nil: plain TCP, which is for loopback collectors only.
+    public var tls: ClientTLSFiles?
+    /// Plain TCP to collectors not on loopback. Off by default: such a connection is closed
+    /// before anything is sent, with a log line saying why.
+    public var allowPlaintextRemote = false
 
     public init() {}
 
@@ -89,7 +94,7 @@ public struct AgentConfig: Sendable {
 extension AgentConfig {
     static let topLevelKeys = [
         "agent_id", "key", "listen", "socket", "collectors", "default_metric", "spool", "batch", "window", "reconnect",
-        "max_body_bytes", "http", "events",
+        "max_body_bytes", "http", "events", "tls", "allow_plaintext_remote",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -125,6 +130,10 @@ extension AgentConfig {
                 }
             }
             config.collectors = collectors
+        }
+        if let node = fields["tls"] { config.tls = reader.clientTLS(node, "tls") }
+        if let node = fields["allow_plaintext_remote"], let value = reader.flag(node, "allow_plaintext_remote") {
+            config.allowPlaintextRemote = value
         }
         if let node = fields["max_body_bytes"], let value = reader.integer(node, "max_body_bytes", range: 1024...(256 << 20)) {
             config.maxBodyBytes = value

@@ -2,6 +2,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
+public import TallyTLS
 public import TallyConfig
 import TallyCore
 public import TallySpool
@@ -20,6 +21,10 @@ public import TallyWire
 /// - Connection failures fail over along the collector list with exponential backoff and full
 ///   jitter; a goaway drains in-flight acks, then moves to the next collector after the delay
 ///   it asked for; non-retryable errors back off long (an operator must act).
+/// - Nothing crosses the network in clear text unless allowed: with ``Settings/tls`` every
+///   connection is TLS and the collector's certificate is verified (CA and name) before the
+///   hello; without it a collector that is not on loopback is disconnected before anything is
+///   sent, unless ``Settings/allowPlaintextRemote`` is set.
 public final class Shipper: Service {
     /// How the shipper runs.
     public struct Settings: Sendable {
@@ -39,6 +44,10 @@ public final class Shipper: Service {
         public var handshakeTimeout: Duration = .seconds(10)
         /// zstd level for batch payloads.
         public var compression: BatchPayloadEncoder.Compression = .zstd(level: 3)
+        /// TLS to every collector; nil: plain TCP (loopback collectors only, unless allowed).
+        public var tls: ClientTLS?
+        /// Plain TCP to collectors not on loopback.
+        public var allowPlaintextRemote = false
 
         public init(collectors: [HostPort], agentId: String, key: String?) {
             self.collectors = collectors
@@ -46,11 +55,14 @@ public final class Shipper: Service {
             self.key = key
         }
 
-        public init(_ config: AgentConfig) {
+        /// The settings of `config`; its TLS files are read here, so a bad one fails the start.
+        public init(_ config: AgentConfig) throws(TLSSetupError) {
             self.init(collectors: config.collectors, agentId: config.agentId, key: config.key)
             batching = config.batching
             window = config.window
             reconnect = config.reconnect
+            tls = try config.tls.map { files throws(TLSSetupError) in try ClientTLS(files, place: "tls") }
+            allowPlaintextRemote = config.allowPlaintextRemote
         }
     }
 
@@ -115,25 +127,54 @@ public final class Shipper: Service {
         }
     }
 
-    /// Opens a framed connection to `endpoint`; inbound frames are fed to the loop as inputs.
+    /// Opens a framed connection to `endpoint` (TLS when configured); inbound frames are fed to
+    /// the loop as inputs. A plain connection to a peer not on loopback is closed at once with
+    /// ``TransportRefusal`` unless allowed.
     func connect(_ endpoint: HostPort) async throws -> NIOAsyncChannel<Frame, Frame> {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let tls = settings.tls
+        let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let handshake = try tls?.addHandlers(to: channel.pipeline.syncOperations, host: endpoint.host)
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                    return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+                    return (try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel), handshake)
                 }
             }
+        if let handshake {
+            // The collector is verified (CA and name) before the hello is written.
+            do {
+                try await handshake.get()
+            } catch {
+                try? await channel.channel.close()
+                throw error
+            }
+        }
+        if tls == nil, !settings.allowPlaintextRemote, !(channel.channel.remoteAddress.map(PeerAddress.isLoopback) ?? false) {
+            try? await channel.channel.close()
+            throw TransportRefusal(collector: endpoint)
+        }
+        return channel
     }
 
     func feed(_ value: Input) { input.yield(value) }
 }
 
+/// A plain TCP connection to a collector not on loopback, refused by the agent itself before
+/// anything was sent: an operator must configure TLS (or allow plain TCP explicitly).
+public struct TransportRefusal: Error, CustomStringConvertible {
+    public let collector: HostPort
+    public var description: String {
+        "\(collector) is not on loopback and no TLS is configured: refusing to send usage in clear text (configure tls, or allow_plaintext_remote)"
+    }
+}
+
 /// How one collector connection ended.
 enum Ending {
     case failed(String)
+    /// This agent refused the connection (a plain one to a remote collector): back off long.
+    case refused(String)
     case fatal(WireError)
     case goaway(retryAfter: Duration?)
     case stop
@@ -222,6 +263,8 @@ struct ShipLoop {
                 }
             } catch let error as ShipperError {
                 throw error
+            } catch let error as TransportRefusal {
+                ending = .refused(error.description)
             } catch {
                 ending = .failed("\(endpoint): \(error)")
             }
@@ -244,6 +287,11 @@ struct ShipLoop {
             case .fatal(let error):
                 logger.error("collector refused this agent; an operator must act", metadata: ["collector": "\(endpoint)", "error": "\(error)"])
                 shipper.status.update { $0.lastError = error.description }
+                endpointIndex += 1
+                delay = settings.reconnect.afterFatalError
+            case .refused(let reason):
+                logger.error("collector connection refused by this agent; an operator must act", metadata: ["reason": "\(reason)"])
+                shipper.status.update { $0.lastError = reason }
                 endpointIndex += 1
                 delay = settings.reconnect.afterFatalError
             case .failed(let reason):

@@ -3,8 +3,9 @@ import Logging
 import Metrics
 import Prometheus
 public import TallyAgent
-import TallyConfig
+public import TallyConfig
 import TallySpool
+import TallyTLS
 
 /// `tally-agent`: the sidecar that takes usage events on localhost, spools them durably and
 /// ships them to a collector.
@@ -37,6 +38,7 @@ public struct AgentCommand: AsyncParsableCommand {
         @Option(help: "This agent's id (default: the host name).") public var agentId: String?
         @Option(help: "This agent's secret key (none: open mode, loopback collectors only).") public var key: String?
         @Option(help: "The metric of events that name none.") public var defaultMetric: String?
+        @OptionGroup public var transport: CollectorTransportOptions
 
         public init() {}
 
@@ -58,6 +60,8 @@ public struct AgentCommand: AsyncParsableCommand {
             if let agentId { config.agentId = agentId }
             if let key { config.key = key }
             if let defaultMetric { config.defaultMetric = defaultMetric }
+            config.tls = transport.tls(over: config.tls)
+            if transport.allowPlaintextRemote { config.allowPlaintextRemote = true }
             do { try config.validate() } catch { throw ValidationError(error.description) }
             return config
         }
@@ -78,6 +82,8 @@ public struct AgentCommand: AsyncParsableCommand {
                 agent = try await Agent.open(config: config, metrics: AgentMetrics(registry: registry), logger: logger)
             } catch let error as SpoolError {
                 throw RuntimeFailure("cannot open the spool: \(error)")
+            } catch let error as TLSSetupError {
+                throw RuntimeFailure("cannot set up TLS: \(error)")
             }
             logger.info(
                 "tally-agent \(tallyVersion) starting",
@@ -87,5 +93,38 @@ public struct AgentCommand: AsyncParsableCommand {
                 ])
             try await agent.run()
         }
+    }
+}
+
+/// How the agent (and `tallyctl spool drain`) reach collectors: TLS files and the plain-TCP
+/// rule. Flags win over the config file's `tls` block key by key.
+public struct CollectorTransportOptions: ParsableArguments {
+    @Option(help: "Connect to collectors over TLS, trusting this CA (PEM).") public var tlsCa: String?
+    @Option(help: "The name the collector's certificate must carry (default: the collector's host).")
+    public var tlsServerName: String?
+    @Option(help: "A client certificate (PEM) naming this agent id; with --tls-private-key.") public var tlsCertificate: String?
+    @Option(help: "The private key (PEM) of --tls-certificate.") public var tlsPrivateKey: String?
+    @Flag(help: "Allow plain TCP to collectors not on loopback (usage crosses the network in clear text).")
+    public var allowPlaintextRemote = false
+
+    public init() {}
+
+    public func validate() throws {
+        if (tlsCertificate == nil) != (tlsPrivateKey == nil) {
+            throw ValidationError("--tls-certificate and --tls-private-key go together")
+        }
+    }
+
+    /// `base` (from a config file, if any) with the flags applied; nil when neither asks for TLS.
+    public func tls(over base: ClientTLSFiles?) -> ClientTLSFiles? {
+        guard tlsCa != nil || tlsServerName != nil || tlsCertificate != nil else { return base }
+        var tls = base ?? ClientTLSFiles()
+        if let tlsCa { tls.ca = tlsCa }
+        if let tlsServerName { tls.serverName = tlsServerName }
+        if let tlsCertificate, let tlsPrivateKey {
+            tls.certificate = tlsCertificate
+            tls.privateKey = tlsPrivateKey
+        }
+        return tls
     }
 }

@@ -31,6 +31,13 @@ public struct CollectorCommand: AsyncParsableCommand {
         @Option(help: "The pricing YAML file.") public var pricing: String?
         @Option(help: "An agent's key, ID=SECRET (repeatable).") public var agentKey: [String] = []
         @Option(help: "The admin API key.") public var adminKey: String?
+        @Option(help: "TLS certificate chain (PEM) for the agent port and the HTTP API; with --tls-private-key.")
+        public var tlsCertificate: String?
+        @Option(help: "TLS private key (PEM) for --tls-certificate.") public var tlsPrivateKey: String?
+        @Option(help: "CA (PEM) that agents' client certificates must chain to; the certificate names the agent id.")
+        public var tlsClientCa: String?
+        @Flag(help: "Allow plain TCP agents and plain HTTP reads from peers not on loopback (clear text on the network).")
+        public var allowPlaintextRemote = false
 
         public init() {}
 
@@ -39,6 +46,12 @@ public struct CollectorCommand: AsyncParsableCommand {
             if let http { try checkAddress(http, "--http") }
             if let store, !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
                 throw ValidationError("--store '\(store)' must be sqlite:PATH or a postgres:// URL")
+            }
+            if (tlsCertificate == nil) != (tlsPrivateKey == nil) {
+                throw ValidationError("--tls-certificate and --tls-private-key go together")
+            }
+            if tlsClientCa != nil && tlsCertificate == nil {
+                throw ValidationError("--tls-client-ca needs --tls-certificate and --tls-private-key (client certificates are a TLS feature)")
             }
             for entry in agentKey {
                 let parts = entry.split(separator: "=", maxSplits: 1)
@@ -56,6 +69,11 @@ public struct CollectorCommand: AsyncParsableCommand {
             if let http { resolved.http = try HostPort(parsing: http, option: "--http") }
             if let pricing { resolved.pricingFile = pricing }
             if let adminKey { resolved.adminKey = adminKey }
+            if let tlsCertificate, let tlsPrivateKey {
+                resolved.listenTLS = ServerTLSFiles(certificate: tlsCertificate, privateKey: tlsPrivateKey, clientCA: tlsClientCa)
+                resolved.httpTLS = ServerTLSFiles(certificate: tlsCertificate, privateKey: tlsPrivateKey)
+            }
+            if allowPlaintextRemote { resolved.allowPlaintextRemote = true }
             for entry in agentKey {
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
                 resolved.agents.removeAll { $0.id == parts[0] }

@@ -5,6 +5,7 @@ import TallyAgent
 import TallyConfig
 import TallyCore
 import TallySpool
+import TallyTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +29,7 @@ public struct SpoolDrainCommand: AsyncParsableCommand {
     @Option(help: "The agent id to ship as (default: the host name; use the agent's own id).") public var agentId: String?
     @Option(help: "The agent's secret key (none: open mode).") public var key: String?
     @Option(help: "At most this many events per second.") public var rate: Int?
+    @OptionGroup public var transport: CollectorTransportOptions
 
     public init() {}
 
@@ -58,6 +60,13 @@ public struct SpoolDrainCommand: AsyncParsableCommand {
             collectors: try collector.map { try HostPort(parsing: $0, option: "--collector") },
             agentId: agentId ?? AgentConfig.defaultAgentId(), key: key)
         settings.stopWhenDrained = true
+        settings.allowPlaintextRemote = transport.allowPlaintextRemote
+        do {
+            settings.tls = try transport.tls(over: nil).map { files throws(TLSSetupError) in try ClientTLS(files, place: "--tls") }
+        } catch {
+            await spoolHandle.close()
+            throw RuntimeFailure("cannot set up TLS: \(error)")
+        }
         settings.eventsPerSecond = rate
         let shipper = Shipper(spool: spoolHandle, settings: settings, metrics: AgentMetrics(), logger: logger)
         let progress = DrainProgress(total: total, terminal: isatty(1) == 1)

@@ -5,22 +5,30 @@ import TallyConfig
 import TallyCore
 import TallyLedger
 import TallyPricing
+import TallyTLS
 
-/// Where the collector's HTTP API is and the key to read it with.
+/// Where the collector's HTTP API is, the key to read it with, and how to trust it.
 public struct CollectorHTTPOptions: ParsableArguments {
-    @Option(help: "The collector's HTTP API, HOST:PORT.") public var collectorHttp = "127.0.0.1:7480"
+    @Option(help: "The collector's HTTP API, HOST:PORT (plain HTTP, loopback) or https://HOST:PORT.")
+    public var collectorHttp = "127.0.0.1:7480"
     @Option(help: "An API key (admin or tenant); none for loopback reads on a collector without an admin key.")
     public var key: String?
+    @OptionGroup public var trust: HTTPSTrustOptions
     public init() {}
 
-    public func validate() throws { try checkAddress(collectorHttp, "--collector-http") }
+    public func validate() throws {
+        if !collectorHttp.hasPrefix("https://") { try checkAddress(collectorHttp, "--collector-http") }
+    }
 
     /// GETs `path` and returns the body, or fails with the API's error message.
     func get(_ path: String) async throws -> String {
         let headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
-        let reply: PlainHTTPClient.Reply
+        let base = collectorHttp.hasPrefix("https://") ? collectorHttp : "http://\(collectorHttp)"
+        let reply: MinimalHTTPClient.Reply
         do {
-            reply = try await PlainHTTPClient.request(method: .GET, url: "http://\(collectorHttp)\(path)", headers: headers)
+            reply = try await MinimalHTTPClient.request(
+                method: .GET, url: base + path, headers: headers, tls: try trust.clientTLS(),
+                allowPlaintextRemote: trust.allowPlaintextRemote)
         } catch {
             throw RuntimeFailure("cannot reach the collector at \(collectorHttp): \(error)")
         }
@@ -28,6 +36,24 @@ public struct CollectorHTTPOptions: ParsableArguments {
             throw RuntimeFailure("the collector answered \(reply.status): \(reply.body.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return reply.body
+    }
+}
+
+/// How `tallyctl` trusts an `https://` server (the collector's API, a billing platform), and
+/// whether plain HTTP may go to a host not on loopback.
+public struct HTTPSTrustOptions: ParsableArguments {
+    @Option(help: "Trust this CA (PEM) for https:// (default: the system's trust store).") public var tlsCa: String?
+    @Flag(help: "Allow plain http:// to hosts not on loopback (clear text on the network).")
+    public var allowPlaintextRemote = false
+    public init() {}
+
+    /// The TLS of `https://` requests; nil: the system's trust store.
+    func clientTLS() throws -> ClientTLS? {
+        do {
+            return try tlsCa.map { path throws(TLSSetupError) in try ClientTLS(ClientTLSFiles(ca: path), place: "--tls-ca") }
+        } catch {
+            throw RuntimeFailure("cannot set up TLS: \(error)")
+        }
     }
 }
 
@@ -110,8 +136,9 @@ public struct UsageCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(help: "The ledger, sqlite:PATH.") var store = "sqlite:./tally-data/ledger.db"
         @Option(help: "The pricing YAML file (which metrics, filters).") var pricing: String
-        @Option(help: "The platform's base URL, http://HOST:PORT.") var baseURL: String
+        @Option(help: "The platform's base URL, https://HOST[:PORT] (http:// for a loopback mock or proxy).") var baseURL: String
         @Option(help: "The platform's API key.") var apiKey: String?
+        @OptionGroup var trust: HTTPSTrustOptions
         @Option(help: "The period, YYYY-MM (default: the current one).") var period: String?
         @Option(help: "Only this tenant.") var tenant: String?
         public init() {}
@@ -126,7 +153,10 @@ public struct UsageCommand: AsyncParsableCommand {
                 guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
                 return value
             } ?? BillingPeriod(containing: now)
-            let exporter = MeterEventExporter(service: service, settings: .init(baseURL: baseURL, apiKey: apiKey))
+            let exporter = MeterEventExporter(
+                service: service,
+                settings: .init(
+                    baseURL: baseURL, apiKey: apiKey, tls: try trust.clientTLS(), allowPlaintextRemote: trust.allowPlaintextRemote))
             let report = try await exporter.export(period: chosen, tenants: tenant.map { [$0] }, now: now)
             await writer.shutdown()
             print("sent \(report.sent), already sent \(report.alreadySent), failed \(report.failed), requests \(report.requests)")

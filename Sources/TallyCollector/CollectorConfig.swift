@@ -50,6 +50,13 @@ public struct CollectorConfig: Sendable {
     public var dedupeHorizon: Duration = .seconds(35 * 86_400)
     public var eventLimits = EventLimits()
     public var limits = Limits()
+    /// TLS on the agent protocol (`tls.listen`); nil: plain TCP.
+    public var listenTLS: ServerTLSFiles?
+    /// TLS on the HTTP API (`tls.http`); nil: plain HTTP.
+    public var httpTLS: ServerTLSFiles?
+    /// Plain TCP (agents) and plain HTTP (API reads) from peers not on loopback. Off by default:
+    /// such peers are refused, with a log line saying why.
+    public var allowPlaintextRemote = false
 
     public init() {}
 
@@ -79,8 +86,8 @@ public struct CollectorConfig: Sendable {
 
 extension CollectorConfig {
     static let topLevelKeys = [
-        "store", "listen", "http", "pricing", "admin_key", "agents", "api_keys", "late", "dedupe_horizon", "limits",
-        "events",
+        "store", "listen", "http", "tls", "allow_plaintext_remote", "pricing", "admin_key", "agents", "api_keys", "late",
+        "dedupe_horizon", "limits", "events",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -105,6 +112,13 @@ extension CollectorConfig {
             } catch {
                 reader.fail(key, node, error.description)
             }
+        }
+        if let node = fields["tls"], let tls = reader.mapping(node, "tls", allowed: ["listen", "http"]) {
+            if let node = tls["listen"] { config.listenTLS = reader.serverTLS(node, tls.place("listen")) }
+            if let node = tls["http"] { config.httpTLS = reader.serverTLS(node, tls.place("http")) }
+        }
+        if let node = fields["allow_plaintext_remote"], let value = reader.flag(node, "allow_plaintext_remote") {
+            config.allowPlaintextRemote = value
         }
         if let node = fields["pricing"] { config.pricingFile = reader.text(node, "pricing") }
         if let node = fields["admin_key"] { config.adminKey = reader.text(node, "admin_key") }

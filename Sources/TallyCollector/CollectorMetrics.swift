@@ -18,6 +18,8 @@ public struct CollectorMetrics: Sendable {
     public let authFailures = Counter(label: "tally_collector_auth_failures_total")
     public let frameErrors = Counter(label: "tally_collector_frame_errors_total")
     public let refusedPeers = Counter(label: "tally_collector_refused_peers_total")
+    /// Agent connections whose TLS handshake failed (a plain client, an untrusted certificate).
+    public let tlsFailures = Counter(label: "tally_collector_tls_failures_total")
     public let commitLatency = Timer(label: "tally_collector_commit_seconds")
     public let pingsSent = Counter(label: "tally_collector_pings_total")
     public let idleClosed = Counter(label: "tally_collector_idle_connections_closed_total")

@@ -1,4 +1,6 @@
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 public import Logging
 import NIOCore
 import NIOPosix
@@ -7,6 +9,7 @@ import ServiceLifecycle
 import TallyCore
 public import TallyLedger
 import TallyPricing
+public import TallyTLS
 import TallyWire
 
 /// A running collector: the ledger, the agent listener and the HTTP API, as services of one
@@ -19,6 +22,8 @@ public struct Collector {
     public let registry: PrometheusCollectorRegistry
     /// The pricing config (`--pricing`), read from the aggregates; nil when none is configured.
     public let pricing: AggregatePricing?
+    /// TLS of the HTTP API (`tls.http`), read at start; nil: plain HTTP.
+    public let httpTLS: ServerTLS?
     private let logger: Logger
 
     /// Opens the store and binds the agent port; `run()` serves until shutdown.
@@ -26,6 +31,9 @@ public struct Collector {
         -> Collector
     {
         try config.validate()
+        // TLS files are read before anything opens, so a bad one stops the start with its name.
+        let listenTLS = try config.listenTLS.map { files throws(TLSSetupError) in try ServerTLS(files, place: "tls.listen") }
+        let httpTLS = try config.httpTLS.map { files throws(TLSSetupError) in try ServerTLS(files, place: "tls.http") }
         let pricing = try config.pricingFile.map { AggregatePricing(config: try PricingConfigLoader.load(file: $0)) }
         let store = try openStore(config, pricing: pricing)
         // A second connection for the HTTP API's reads (SQLite WAL: readers never wait for the
@@ -44,10 +52,11 @@ public struct Collector {
             host: config.listen.host, port: config.listen.port,
             settings: .init(
                 keyring: AgentKeyring(keys: keys), limits: limits, eventLimits: eventLimits, pingAfter: config.limits.pingAfter,
-                idleTimeout: config.limits.idleTimeout),
+                idleTimeout: config.limits.idleTimeout, tls: listenTLS, allowPlaintextRemote: config.allowPlaintextRemote),
             ledger: ledger, metrics: metrics, logger: logger)
         return Collector(
-            config: config, ledger: ledger, protocolServer: server, registry: registry, pricing: pricing, logger: logger)
+            config: config, ledger: ledger, protocolServer: server, registry: registry, pricing: pricing, httpTLS: httpTLS,
+            logger: logger)
     }
 
     static func openStore(_ config: CollectorConfig, pricing: AggregatePricing? = nil) throws -> any LedgerStore {
@@ -59,20 +68,34 @@ public struct Collector {
         return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration(pricing: pricing))
     }
 
-    /// Serves until SIGTERM/SIGINT.
-    public func run() async throws {
+    /// Serves until SIGTERM/SIGINT (or cancellation); `httpBound` gets the HTTP API's port.
+    public func run(httpBound: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let logger = self.logger
         let access = APIAccess(adminKey: config.adminKey, tenantKeys: config.tenantKeys)
         if access.allowsLoopbackWithoutKey {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")
         }
         let service = InvoiceService(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
-        let router = CollectorHTTP.router(registry: registry, ready: { true }, api: CollectorAPI(service: service, access: access))
+        let router = CollectorHTTP.router(
+            registry: registry, ready: { true }, api: CollectorAPI(service: service, access: access),
+            refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote)
+        let server: HTTPServerBuilder = try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
+        if httpTLS == nil {
+            logger.info(
+                config.allowPlaintextRemote
+                    ? "the HTTP API is plain HTTP, remote peers allowed (allow_plaintext_remote)"
+                    : "the HTTP API is plain HTTP: API reads from loopback only (configure tls.http for remote readers)")
+        }
+        let secure = httpTLS != nil
         let http = Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "tally-collector"),
             onServerRunning: { channel in
-                logger.info("serving HTTP", metadata: ["address": "\(channel.localAddress.map(String.init(describing:)) ?? "?")"])
+                logger.info(
+                    secure ? "serving HTTPS" : "serving HTTP",
+                    metadata: ["address": "\(channel.localAddress.map(String.init(describing:)) ?? "?")"])
+                httpBound(channel.localAddress?.port ?? 0)
             },
             logger: logger)
         let group = ServiceGroup(

@@ -36,6 +36,9 @@ public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable, CustomStrin
     /// A batch sequence already committed with different events: the agent reused a sequence
     /// number (e.g. after losing its spool state). Never acked, so no event is silently dropped.
     case sequenceReused = 17
+    /// Plain TCP from a peer that is not on loopback, to a collector that does not allow it:
+    /// the agent must connect with TLS (SPEC §4.1).
+    case plaintextRefused = 18
 
     /// Whether reconnecting and resending the same bytes can succeed without anyone changing a
     /// configuration or a program.
@@ -44,7 +47,7 @@ public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable, CustomStrin
         case .checksumMismatch, .overloaded, .internalError, .shuttingDown, .timeout: true
         case .malformedFrame, .frameTooLarge, .unsupportedVersion, .unknownFrameType, .unexpectedFrame,
             .authenticationFailed, .unknownAgent, .malformedPayload, .payloadTooLarge, .tooManyEvents,
-            .windowExceeded, .sequenceReused:
+            .windowExceeded, .sequenceReused, .plaintextRefused:
             false
         }
     }
@@ -69,6 +72,7 @@ public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable, CustomStrin
         case .shuttingDown: "shutting_down"
         case .timeout: "timeout"
         case .sequenceReused: "sequence_reused"
+        case .plaintextRefused: "plaintext_refused"
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTesting
 import Synchronization
 import Testing
@@ -92,7 +93,8 @@ final class MockPlatform: Sendable {
     }
     let state = Mutex(State())
 
-    func application() -> some ApplicationProtocol {
+    /// The platform's HTTP server: plain HTTP (`.http1()`) or HTTPS (`.tls(...)`).
+    func application(server: HTTPServerBuilder = .http1()) -> some ApplicationProtocol {
         let router = Router()
         router.post("v1/billing/meter_events") { request, _ -> Response in
             let body = try await String(buffer: request.body.collect(upTo: 1 << 20))
@@ -114,7 +116,7 @@ final class MockPlatform: Sendable {
             }
             return Response(status: fail ? .internalServerError : .ok)
         }
-        return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        return Application(router: router, server: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }
 }
 

@@ -96,5 +96,7 @@ import TallyConfig
         #expect(config.eventLimits == defaults.eventLimits)
         #expect(config.listen == defaults.listen && config.http == defaults.http && config.store == defaults.store)
         #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme"] == "acme")
+        #expect(config.listenTLS?.clientCA != nil && config.httpTLS?.certificate == config.listenTLS?.certificate)
+        #expect(config.allowPlaintextRemote == defaults.allowPlaintextRemote)
     }
 }

@@ -125,7 +125,8 @@ import TallyCore
     }
 
     @Test func errorCodesAreStableAndClassified() {
-        #expect(WireErrorCode.allCases.map(\.rawValue) == Array(1...17))
+        #expect(WireErrorCode.allCases.map(\.rawValue) == Array(1...18))
+        #expect(!WireErrorCode.plaintextRefused.isRetryable && WireErrorCode.plaintextRefused.name == "plaintext_refused")
         #expect(WireErrorCode.checksumMismatch.isRetryable)
         #expect(WireErrorCode.overloaded.isRetryable)
         #expect(!WireErrorCode.authenticationFailed.isRetryable)

@@ -62,6 +62,36 @@ import TallyCore
         #expect(agent.unacknowledged.isEmpty)
     }
 
+    @Test func withClientCertificatesTheHelloMustNameTheCertificatesAgent() throws {
+        let keyring = AgentKeyring(keys: ["agent-eu-1": AgentKey(secret: secret)])
+        func certified(_ names: Set<String>?) -> CollectorSession {
+            var session = CollectorSession(
+                configuration: .init(keyring: keyring, requiresCertificateIdentity: true), collectorNonce: collectorNonce)
+            #expect(session.awaitsCertificate)
+            if let names { session.peerCertified(names: names) }
+            return session
+        }
+        // The certificate names the agent (as CN or DNS name): the handshake runs, key proof included.
+        var named = agent()
+        var collector = certified(["agent-eu-1", "edge.example"])
+        #expect(!collector.awaitsCertificate)
+        _ = try handshake(&named, &collector)
+        #expect(collector.agentId == "agent-eu-1")
+        // Another agent's certificate, or none: refused at the hello, before any challenge.
+        for names: Set<String>? in [["agent-us-2"], nil] {
+            var stranger = agent()
+            var collector = certified(names)
+            guard case .send(let hello) = stranger.connected(agentNonce: agentNonce),
+                case .sendAndClose(.error(let error)) = collector.received(try wire(hello[0]))
+            else {
+                Issue.record("a hello that the certificate does not name was accepted")
+                continue
+            }
+            #expect(error.code == WireErrorCode.authenticationFailed.rawValue && error.message.contains("agent-eu-1"))
+            #expect(collector.agentId == nil)
+        }
+    }
+
     @Test func wrongKeyFailsAuthentication() throws {
         var agent = agent(secret: Array("wrong".utf8))
         var collector = collector()

@@ -1,5 +1,6 @@
 public import TallyCore
 import TallyLedger
+public import TallyTLS
 import TallyPricing
 
 /// Pushes usage to a billing platform as Stripe meter events (`POST {base}/v1/billing/meter_events`,
@@ -15,7 +16,8 @@ import TallyPricing
 public struct MeterEventExporter: Sendable {
     /// Where and how to send.
     public struct Settings: Sendable {
-        /// e.g. `http://127.0.0.1:12111` (a local proxy or mock in front of the platform).
+        /// e.g. `https://api.stripe.com`; `http://` only for loopback (a local mock or proxy)
+        /// unless `allowPlaintextRemote`.
         public var baseURL: String
         public var apiKey: String?
         /// tenant -> the platform's customer id; a tenant not listed is sent under its own name.
@@ -24,11 +26,18 @@ public struct MeterEventExporter: Sendable {
         /// The first retry waits this long; each next one twice as long.
         public var initialBackoff: Duration
         public var maxBackoff: Duration
+        /// The CA (and client certificate) for `https://`; nil: the system's trust store.
+        public var tls: ClientTLS?
+        /// Plain `http://` to a host not on loopback.
+        public var allowPlaintextRemote: Bool
 
         public init(
             baseURL: String, apiKey: String? = nil, customers: [String: String] = [:], maxAttempts: Int = 5,
-            initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(10)
+            initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(10), tls: ClientTLS? = nil,
+            allowPlaintextRemote: Bool = false
         ) {
+            self.tls = tls
+            self.allowPlaintextRemote = allowPlaintextRemote
             self.baseURL = baseURL
             self.apiKey = apiKey
             self.customers = customers
@@ -142,11 +151,11 @@ public struct MeterEventExporter: Sendable {
             var acknowledged = false
             var permanent = false
             do {
-                let reply = try await PlainHTTPClient.request(
+                let reply = try await MinimalHTTPClient.request(
                     method: .POST, url: settings.baseURL + "/v1/billing/meter_events",
                     headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
                         + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
-                    body: formBody(record))
+                    body: formBody(record), tls: settings.tls, allowPlaintextRemote: settings.allowPlaintextRemote)
                 acknowledged = (200..<300).contains(reply.status)
                 permanent = (400..<500).contains(reply.status) && reply.status != 429 && reply.status != 408
                 record.lastError = acknowledged ? nil : "HTTP \(reply.status): \(reply.body.prefix(200))"

@@ -1,6 +1,7 @@
 import Foundation
 public import Hummingbird
 public import NIOCore
+import TallyTLS
 
 /// The collector's request context: Hummingbird's core context plus the peer address, which
 /// the key check needs for loopback-only reads.
@@ -46,7 +47,7 @@ public struct APIAccess: Sendable {
     /// The grant of a request, from its `Authorization` header and peer address.
     public func grant(authorization: String?, remote: SocketAddress?) throws(APIError) -> Grant {
         guard let authorization else {
-            if allowsLoopbackWithoutKey, let remote, Self.isLoopback(remote) { return .everything }
+            if allowsLoopbackWithoutKey, let remote, PeerAddress.isLoopback(remote) { return .everything }
             throw APIError(
                 .unauthorized,
                 allowsLoopbackWithoutKey
@@ -59,11 +60,6 @@ public struct APIAccess: Sendable {
         if let adminKey, Self.constantTimeEqual(key, adminKey) { return .everything }
         for (candidate, tenant) in tenantKeys where Self.constantTimeEqual(key, candidate) { return .tenant(tenant) }
         throw APIError(.unauthorized, "unknown API key")
-    }
-
-    static func isLoopback(_ address: SocketAddress) -> Bool {
-        guard let ip = address.ipAddress else { return false }
-        return ip == "::1" || ip.hasPrefix("127.") || ip == "::ffff:127.0.0.1"
     }
 
     /// Compares without an early exit on the first differing byte.

@@ -5,16 +5,21 @@ import NIOCore
 public import Prometheus
 import TallyCore
 import TallyLedger
+import TallyTLS
 
 /// The collector's HTTP side (default 127.0.0.1:7480): health, readiness, Prometheus metrics, and
 /// the usage, charges, invoice, reconciliation and report API, plus the tenant usage page.
 /// Every answer comes from the aggregates and counters, never from a raw-event scan.
 public enum CollectorHTTP {
-    /// The router with every route; `api` adds the routes that read the ledger.
+    /// The router with every route; `api` adds the routes that read the ledger. With
+    /// `refusePlaintextRemote` (plain HTTP without allow_plaintext_remote) a peer not on loopback
+    /// gets 403 for everything but `/healthz` and `/readyz`, which carry no usage.
     public static func router(
-        registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool, api: CollectorAPI? = nil
+        registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool, api: CollectorAPI? = nil,
+        refusePlaintextRemote: Bool = false
     ) -> Router<TallyRequestContext> {
         let router = Router(context: TallyRequestContext.self)
+        if refusePlaintextRemote { router.add(middleware: PlaintextRemoteRefusal()) }
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> Response in
             ready()
@@ -30,6 +35,21 @@ public enum CollectorHTTP {
         }
         if let api { api.addRoutes(to: router) }
         return router
+    }
+}
+
+/// Plain HTTP is for loopback: a remote peer would read usage (and send its API key) in clear
+/// text. Probes (`/healthz`, `/readyz`) stay open: they carry no usage.
+struct PlaintextRemoteRefusal: RouterMiddleware {
+    typealias Context = TallyRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let probe = request.uri.path == "/healthz" || request.uri.path == "/readyz"
+        if probe || context.remoteAddress.map(PeerAddress.isLoopback) == true {
+            return try await next(request, context)
+        }
+        context.logger.notice("refused a plain HTTP request from a non-loopback peer: configure tls.http (or allow_plaintext_remote)")
+        return errorResponse(APIError(.forbidden, "this collector serves plain HTTP to loopback only: use HTTPS (tls.http)"))
     }
 }
 

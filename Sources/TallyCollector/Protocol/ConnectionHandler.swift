@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import TallyCore
+import TallyTLS
 import TallyWire
 
 /// The per-connection loop body: bytes in, frames decoded within the session's current limit,
@@ -14,6 +15,8 @@ struct ConnectionHandler {
     private let metrics: CollectorMetrics
     private let logger: Logger
     private let peerIsLoopback: Bool
+    private let isTLS: Bool
+    private let allowPlaintextRemote: Bool
     /// Set once this connection's goaway is sent: new batches are dropped unacknowledged.
     var goingAway = false
 
@@ -22,22 +25,41 @@ struct ConnectionHandler {
         peerIsLoopback: Bool
     ) throws {
         session = CollectorSession(
-            configuration: .init(keyring: settings.keyring, limits: settings.limits), collectorNonce: Nonce.random())
+            configuration: .init(
+                keyring: settings.keyring, limits: settings.limits,
+                requiresCertificateIdentity: settings.tls?.requiresClientCertificate ?? false),
+            collectorNonce: Nonce.random())
         decoder = FrameDecoder(maxBodyLength: session.maxInboundFrameBody)
         ingest = try BatchIngest(limits: settings.limits, eventLimits: settings.eventLimits, ledger: ledger, metrics: metrics)
         self.metrics = metrics
         self.logger = logger
         self.peerIsLoopback = peerIsLoopback
+        self.isTLS = settings.tls != nil
+        self.allowPlaintextRemote = settings.allowPlaintextRemote
     }
 
-    /// With no agent keys configured, only loopback peers may connect.
+    /// Plain TCP is for loopback peers unless the config allows it; with no agent keys
+    /// configured, only loopback peers may connect.
     func refusalForPeer() -> ByteBuffer? {
+        if !isTLS, !peerIsLoopback, !allowPlaintextRemote {
+            metrics.refusedPeers.increment()
+            logger.warning("refused a plain TCP agent connection from a non-loopback peer: configure tls.listen (or allow_plaintext_remote)")
+            let error = WireError(
+                .plaintextRefused, "this collector takes plain TCP from loopback only and has no TLS configured: agent data must not cross the network in clear text")
+            return try? encoder.encode(.error(error.frame))
+        }
         guard session.configuration.keyring.isOpen, !peerIsLoopback else { return nil }
         metrics.refusedPeers.increment()
         logger.warning("refused a non-loopback agent: no agent keys are configured")
         let error = WireError(.authenticationFailed, "this collector has no agent keys and accepts agents from loopback only")
         return try? encoder.encode(.error(error.frame))
     }
+
+    /// Whether the session needs the agent's certificate names before the next bytes.
+    var awaitsCertificate: Bool { session.awaitsCertificate }
+
+    /// The TLS handshake verified the agent's certificate, which carries `names`.
+    mutating func peerCertified(names: Set<String>) { session.peerCertified(names: names) }
 
     /// Handles received bytes; returns true when the connection must close.
     mutating func received(_ chunk: ByteBuffer, send: (ByteBuffer) async throws -> Void) async throws -> Bool {

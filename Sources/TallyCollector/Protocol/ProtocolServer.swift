@@ -1,9 +1,11 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import NIOSSL
 public import ServiceLifecycle
 import Synchronization
 public import TallyCore
+public import TallyTLS
 public import TallyWire
 
 /// The agent-facing listener (default 127.0.0.1:7400): one task per connection, each driven by a
@@ -16,6 +18,11 @@ public import TallyWire
 /// On graceful shutdown every connection gets a `goaway(shutting_down)`: the batch being
 /// processed is still committed and acked, later batches are dropped unacknowledged (the agent
 /// resends them), and the connection closes once it has stopped reading.
+///
+/// Transport (SPEC §4.1): with ``Settings/tls`` every connection is TLS (a plain client fails the
+/// TLS handshake and nothing is read from it); with client certificates the hello's agent id must
+/// be a name of the agent's certificate. Without TLS, peers not on loopback are refused unless
+/// ``Settings/allowPlaintextRemote`` is set.
 public final class ProtocolServer: Service, Sendable {
     /// Everything a connection needs.
     public struct Settings: Sendable {
@@ -26,10 +33,17 @@ public final class ProtocolServer: Service, Sendable {
         public var idleTimeout: Duration
         /// The `retry_after_ms` of the shutdown goaway.
         public var goawayRetryAfter: Duration
+        /// TLS on every connection; nil: plain TCP.
+        public var tls: ServerTLS?
+        /// Plain TCP from peers not on loopback (never the default).
+        public var allowPlaintextRemote: Bool
         public init(
             keyring: AgentKeyring, limits: SessionLimits, eventLimits: EventLimits, pingAfter: Duration = .seconds(30),
-            idleTimeout: Duration = .seconds(90), goawayRetryAfter: Duration = .seconds(1)
+            idleTimeout: Duration = .seconds(90), goawayRetryAfter: Duration = .seconds(1), tls: ServerTLS? = nil,
+            allowPlaintextRemote: Bool = false
         ) {
+            self.tls = tls
+            self.allowPlaintextRemote = allowPlaintextRemote
             self.keyring = keyring
             self.limits = limits
             self.eventLimits = eventLimits
@@ -63,12 +77,14 @@ public final class ProtocolServer: Service, Sendable {
     public static func bind(
         host: String, port: Int, settings: Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger
     ) async throws -> ProtocolServer {
+        let tls = settings.tls
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         return ProtocolServer(listener: listener, settings: settings, ledger: ledger, metrics: metrics, logger: logger)
@@ -78,7 +94,16 @@ public final class ProtocolServer: Service, Sendable {
         if settings.keyring.isOpen {
             logger.warning("no agent keys are configured: accepting unauthenticated agents from loopback only")
         }
-        logger.info("listening for agents on \(localAddress?.ipAddress ?? "?"):\(localAddress?.port ?? 0)")
+        let transport =
+            switch (settings.tls, settings.allowPlaintextRemote) {
+            case (.some(let tls), _): tls.requiresClientCertificate ? "TLS with client certificates" : "TLS"
+            case (nil, false): "plain TCP, loopback peers only"
+            case (nil, true): "plain TCP, remote peers allowed (allow_plaintext_remote)"
+            }
+        if settings.tls == nil, settings.allowPlaintextRemote {
+            logger.warning("plain TCP from remote agents is allowed: their usage crosses the network in clear text")
+        }
+        logger.info("listening for agents on \(localAddress?.ipAddress ?? "?"):\(localAddress?.port ?? 0) (\(transport))")
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { connections in
@@ -105,7 +130,8 @@ public final class ProtocolServer: Service, Sendable {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var handler = try ConnectionHandler(
-                    settings: settings, ledger: ledger, metrics: metrics, logger: logger, peerIsLoopback: peer?.isLoopback ?? false)
+                    settings: settings, ledger: ledger, metrics: metrics, logger: logger,
+                    peerIsLoopback: peer.map(PeerAddress.isLoopback) ?? false)
                 if let refusal = handler.refusalForPeer() {
                     try await outbound.write(refusal)
                     return
@@ -118,6 +144,11 @@ public final class ProtocolServer: Service, Sendable {
                             liveness.heard()
                             metrics.bytesIn.increment(by: chunk.readableBytes)
                             handler.goingAway = liveness.isGoingAway
+                            if handler.awaitsCertificate {
+                                // Bytes arrived, so the TLS handshake (which verified the
+                                // certificate against the client CA) is done.
+                                handler.peerCertified(names: try await CertificateIdentity.peerNames(on: channel))
+                            }
                             let finished = try await handler.received(chunk) { reply in
                                 metrics.bytesOut.increment(by: reply.readableBytes)
                                 try await outbound.write(reply)
@@ -138,9 +169,21 @@ public final class ProtocolServer: Service, Sendable {
                     group.cancelAll()
                 }
             }
+        } catch let error where settings.tls != nil && Self.isTLSFailure(error) {
+            metrics.tlsFailures.increment()
+            logger.notice("TLS with an agent failed (a plain client, or a certificate one side does not trust)", metadata: ["error": "\(error)"])
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// A failed TLS handshake or record; a peer that closed without `close_notify` is only gone.
+    private static func isTLSFailure(_ error: any Error) -> Bool {
+        if let error = error as? NIOSSLError {
+            if case .uncleanShutdown = error { return false }
+            return true
+        }
+        return error is BoringSSLError
     }
 
     private func goawayFrame() -> ByteBuffer? {
@@ -213,18 +256,4 @@ private final class ConnectionLiveness: Sendable {
     }
 
     var isGoingAway: Bool { state.withLock { $0.goingAway } }
-}
-
-extension SocketAddress {
-    /// Whether the peer is on this machine (127.0.0.0/8, ::1, or a Unix socket).
-    var isLoopback: Bool {
-        switch self {
-        case .v4(let address):
-            return (UInt32(bigEndian: address.address.sin_addr.s_addr) >> 24) == 127
-        case .v6:
-            return ipAddress == "::1" || (ipAddress?.hasPrefix("::ffff:127.") ?? false)
-        case .unixDomainSocket:
-            return true
-        }
-    }
 }

@@ -37,13 +37,19 @@ public struct CollectorSession: Sendable {
         public var keyring: AgentKeyring
         public var limits: SessionLimits
         public var versions: ClosedRange<UInt16>
+        /// The connection is TLS with client certificates: the hello's agent id must be one of
+        /// the names of the agent's verified certificate (``peerCertified(names:)``), in
+        /// addition to the key's proof (SPEC §4.1).
+        public var requiresCertificateIdentity: Bool
 
         public init(
-            keyring: AgentKeyring, limits: SessionLimits = .standard, versions: ClosedRange<UInt16> = Handshake.supportedVersions
+            keyring: AgentKeyring, limits: SessionLimits = .standard, versions: ClosedRange<UInt16> = Handshake.supportedVersions,
+            requiresCertificateIdentity: Bool = false
         ) {
             self.keyring = keyring
             self.limits = limits
             self.versions = versions
+            self.requiresCertificateIdentity = requiresCertificateIdentity
         }
     }
 
@@ -72,6 +78,7 @@ public struct CollectorSession: Sendable {
     public let collectorNonce: Nonce
     private var state: State = .awaitingHello
     private var inFlight: Set<UInt64> = []
+    private var certificateNames: Set<String>?
 
     public init(configuration: Configuration, collectorNonce: Nonce) {
         self.configuration = configuration
@@ -100,6 +107,19 @@ public struct CollectorSession: Sendable {
             return allowed.contains(tenant)
         default: return false
         }
+    }
+
+    /// The TLS handshake verified the agent's client certificate, which carries these names
+    /// (its common name and DNS alternative names). Feed it before the hello.
+    public mutating func peerCertified(names: Set<String>) {
+        certificateNames = names
+    }
+
+    /// Whether the session still needs the peer's certificate names before it can take a hello.
+    public var awaitsCertificate: Bool {
+        guard configuration.requiresCertificateIdentity, certificateNames == nil else { return false }
+        if case .awaitingHello = state { return true }
+        return false
     }
 
     /// Batches handed out and not yet completed.
@@ -156,6 +176,13 @@ public struct CollectorSession: Sendable {
             !hello.agentId.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
         else {
             return fail(.malformedFrame, "an agent id must be 1 to \(maxAgentIdBytes) bytes of printable text")
+        }
+        if configuration.requiresCertificateIdentity {
+            let names = certificateNames ?? []
+            guard names.contains(hello.agentId) else {
+                let shown = names.isEmpty ? "no certificate" : "a certificate for " + names.sorted().joined(separator: ", ")
+                return fail(.authenticationFailed, "agent '\(hello.agentId)' presented \(shown): the certificate must name the agent id")
+            }
         }
         guard let version = Handshake.negotiate(agent: hello.minVersion...hello.maxVersion, collector: configuration.versions) else {
             return fail(
