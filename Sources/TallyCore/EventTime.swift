@@ -39,6 +39,15 @@ public struct EventTime: Sendable, Hashable, Comparable, CustomStringConvertible
         return text + "Z"
     }
 
+    /// The event times Tally accepts: from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z,
+    /// both included — exactly the instants of the billing periods `0001-01` to `9999-12`, so
+    /// every period derived from an accepted event prints and parses back as `YYYY-MM`. An event
+    /// outside it is refused with reason `invalid_field` (field `timestamp`) by the agent and by
+    /// the collector alike. (Old events are refused long before that as `too_old`; the range
+    /// only keeps every stored period readable.)
+    public static let acceptedRange: ClosedRange<EventTime> =
+        EventTime(microseconds: -62_135_596_800_000_000)...EventTime(microseconds: 253_402_300_800_000_000 - 1)
+
     /// The current wall-clock time.
     public static func now() -> EventTime {
         var spec = timespec()

@@ -83,10 +83,15 @@ public struct InvoiceService: Sendable {
         }
     }
 
-    /// Reconciliation rows from the ledger's counters.
-    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError) -> [ReconciliationRow] {
+    /// Reconciliation rows from the ledger's counters, and the stored rows whose period cannot
+    /// be read back (reported beside them, never a failure), read in one snapshot.
+    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError)
+        -> (rows: [ReconciliationRow], unreadable: [UnreadableReconciliationRow])
+    {
         try await onLedger(readOnly: true) { store throws(BillingError) in
-            do { return try store.reconciliation(filter) } catch { throw .ledger("\(error)") }
+            do { return (try store.reconciliation(filter), try store.unreadableReconciliation(filter)) } catch {
+                throw .ledger("\(error)")
+            }
         }
     }
 

@@ -127,8 +127,12 @@ public struct CollectorAPI: Sendable {
             if let asked = filter.tenant, asked != own { try APIAccess.Grant.tenant(own).check(tenant: asked) }
             filter.tenant = own
         }
-        let rows = try await service.reconciliation(filter)
-        let answer = ReconciliationAnswer(rows: rows.map(ReconciliationAnswer.Row.init), total: .init(rows.total))
+        let (rows, unreadable) = try await service.reconciliation(filter)
+        var total = rows.total
+        for row in unreadable { total.add(row.counts) }
+        let answer = ReconciliationAnswer(
+            rows: rows.map(ReconciliationAnswer.Row.init), unreadable: unreadable.map(ReconciliationAnswer.Row.init),
+            total: .init(total))
         return try json(answer)
     }
 
@@ -232,8 +236,9 @@ struct UsageAnswer: Codable {
     var buckets: [Bucket]
 }
 
-/// `GET /v1/reconciliation` answer: rows and their sum; `balances` is
-/// `received == accepted + duplicate + late + rejected`.
+/// `GET /v1/reconciliation` answer: rows, the stored rows whose period cannot be read back
+/// (`unreadable`, with the period as stored; reported, never a failure of the whole answer), and
+/// the sum of both; `balances` is `received == accepted + duplicate + late + rejected`.
 struct ReconciliationAnswer: Codable {
     struct Counts: Codable {
         var received, accepted, duplicate, late, adjusted, rejected: Int64
@@ -259,7 +264,14 @@ struct ReconciliationAnswer: Codable {
             agent = row.agent
             counts = Counts(row.counts)
         }
+        init(_ row: UnreadableReconciliationRow) {
+            period = row.storedPeriod
+            tenant = row.tenant
+            agent = row.agent
+            counts = Counts(row.counts)
+        }
     }
     var rows: [Row]
+    var unreadable: [Row]
     var total: Counts
 }

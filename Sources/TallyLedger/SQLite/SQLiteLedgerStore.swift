@@ -314,7 +314,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         var cells = AggregateCells()
         var counts: [ReconciliationKey: ReconciliationCounts] = [:]
         var uniques: [UniqueValue] = []
-        let arrivalPeriod = BillingPeriod(containing: now)
 
         for (index, item) in batch.events.enumerated() {
             switch item {
@@ -322,12 +321,12 @@ public final class SQLiteLedgerStore: LedgerStore {
                 try insertRefused(batch, index: index, invalid: invalid)
                 outcome.rejected += 1
                 outcome.rejections.append(.init(index: index, reason: invalid.rejection.reason))
-                let period = invalid.timestamp.map { BillingPeriod(containing: $0) } ?? arrivalPeriod
+                let period = BillingPeriod(explaining: invalid.timestamp, arrivedAt: now)
                 counts[ReconciliationKey(period: period, tenant: invalid.tenant ?? ""), default: .init()].count(.rejected)
 
             case .valid(let event):
                 let fingerprint = prepared.fingerprints[index] ?? Fingerprint(of: event, scratch: &scratch)
-                let period = BillingPeriod(containing: event.timestamp)
+                let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
                 let key = ReconciliationKey(period: period, tenant: event.tenant)
                 let status: EventStatus
                 var billedIn: BillingPeriod?
