@@ -107,6 +107,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         switch error {
         case .badParameter(let name, let problem): self.init(.badRequest, problem, parameter: name)
         case .unknownPeriod: self.init(.notFound, error.description, parameter: "period")
+        case .unknownTenant: self.init(.notFound, error.description, parameter: "tenant")
         case .noPricing: self.init(.notFound, error.description)
         case .unsupported, .pricing: self.init(.unprocessableContent, error.description)
         case .ledger, .encoding: self.init(.internalServerError, error.description)
