@@ -67,7 +67,8 @@ public struct Collector {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")
         }
         let service = InvoiceService(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
-        let router = CollectorHTTP.router(registry: registry, ready: { true }, api: CollectorAPI(service: service, access: access))
+        let router = CollectorHTTP.router(
+            registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access))
         let http = Application(
             router: router,
             configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "tally-collector"),

@@ -108,7 +108,7 @@ final class BillingFixture: Sendable {
 
     func application() -> some ApplicationProtocol {
         let router = CollectorHTTP.router(
-            registry: PrometheusCollectorRegistry(), ready: { true },
+            registry: PrometheusCollectorRegistry(), readiness: { .ready },
             api: CollectorAPI(
                 service: service,
                 access: APIAccess(adminKey: Self.adminKey, tenantKeys: [Self.acmeKey: "acme", Self.globexKey: "globex"])))

@@ -10,16 +10,26 @@ import TallyLedger
 /// the usage, charges, invoice, reconciliation and report API, plus the tenant usage page.
 /// Every answer comes from the aggregates and counters, never from a raw-event scan.
 public enum CollectorHTTP {
-    /// The router with every route; `api` adds the routes that read the ledger.
+    /// Whether the collector can take batches now, and if not, why.
+    public enum Readiness: Sendable, Hashable {
+        case ready
+        case notReady(reason: String)
+    }
+
+    /// The router with every route; `api` adds the routes that read the ledger. `/readyz`
+    /// answers 200 `ready` or 503 `not ready: REASON`, from `readiness` at each request.
     public static func router(
-        registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool, api: CollectorAPI? = nil
+        registry: PrometheusCollectorRegistry, readiness: @escaping @Sendable () -> Readiness, api: CollectorAPI? = nil
     ) -> Router<TallyRequestContext> {
         let router = Router(context: TallyRequestContext.self)
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> Response in
-            ready()
-                ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
-                : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "starting\n")))
+            switch readiness() {
+            case .ready:
+                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+            case .notReady(let reason):
+                return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready: \(reason)\n")))
+            }
         }
         router.get("metrics") { _, _ -> Response in
             var bytes: [UInt8] = []
