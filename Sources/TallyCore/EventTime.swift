@@ -30,7 +30,10 @@ public struct EventTime: Sendable, Hashable, Comparable, CustomStringConvertible
     /// RFC 3339 in UTC: `2026-04-13T12:00:00Z`, with six fractional digits when not whole.
     public var description: String {
         let civil = CivilTime(epochSeconds: seconds)
-        let micros = microseconds - seconds * 1_000_000
+        // The remainder, in 0..<1_000_000; `microseconds - seconds * 1_000_000` would overflow
+        // near Int64.min, and any 64-bit value can arrive from the wire.
+        var micros = microseconds % 1_000_000
+        if micros < 0 { micros += 1_000_000 }
         var text = civil.description
         if micros != 0 {
             let digits = String(micros)

@@ -24,11 +24,18 @@ import Testing
         let ingest = try BatchIngest(
             limits: .standard, eventLimits: EventLimits(), ledger: fixture.writer, metrics: CollectorMetrics(),
             clock: { [clock = fixture.clock] in clock.now })
-        let events = [try Self.event(at: "0000-06-01T00:00:00Z", id: "ancient"), try Self.event(at: "2026-03-10T10:00:00Z", id: "ok")]
+        var events = [try Self.event(at: "0000-06-01T00:00:00Z", id: "ancient"), try Self.event(at: "2026-03-10T10:00:00Z", id: "ok")]
+        // Any 64-bit time can come over the wire from an agent that does not validate.
+        for (index, micros) in [Int64.min, Int64.max].enumerated() {
+            var extreme = events[0]
+            extreme.timestamp = EventTime(microseconds: micros)
+            extreme.id = "extreme-\(index)"
+            events.append(extreme)
+        }
         let payload = try BatchPayloadEncoder(compression: .none).encode(events)
         let ack = try await ingest.process(Batch(sequence: 1, payload: payload), agent: "edge-1") { _ in true }
-        #expect(ack.accepted == 1 && ack.rejected == 1)
-        #expect(ack.rejections.map(\.reason) == [.invalidField])
+        #expect(ack.accepted == 1 && ack.rejected == 3)
+        #expect(ack.rejections.map(\.reason) == [.invalidField, .invalidField, .invalidField])
 
         try await fixture.application().test(.router) { client in
             try await client.execute(uri: "/v1/reconciliation", method: .get, headers: bearer(BillingFixture.adminKey)) { response in
@@ -36,7 +43,7 @@ import Testing
                 let rows = try #require(try response.json()["rows"] as? [[String: Any]])
                 #expect(rows.map { $0["period"] as? String } == ["2026-03"])
                 let counts = rows.first?["counts"] as? [String: Any]
-                #expect(counts?["received"] as? Int == 2 && counts?["rejected"] as? Int == 1)
+                #expect(counts?["received"] as? Int == 4 && counts?["rejected"] as? Int == 3)
                 #expect((try response.json()["unreadable"] as? [Any])?.isEmpty == true)
             }
         }

@@ -28,6 +28,23 @@ import Testing
         #expect(decodeOne(Self.event(at: timestamp), now: Self.now).value != nil)
     }
 
+    /// Any 64-bit time can arrive from the wire: it prints, and is refused with a reason.
+    @Test func extremeTimesPrintAndAreRefused() {
+        let extremes = [EventTime(microseconds: .min), EventTime(microseconds: .min + 1), EventTime(microseconds: .max)]
+        for time in extremes {
+            #expect(!time.description.isEmpty)
+            let event = UsageEvent(tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: time, id: nil, properties: Properties([]))
+            do throws(EventRejection) {
+                try event.validate(now: Self.now)
+                Issue.record("\(time.microseconds) was accepted")
+            } catch {
+                #expect(error.reason == .invalidField && error.field == "timestamp")
+            }
+        }
+        #expect(EventTime(microseconds: .min).description.hasSuffix(".224192Z"))
+        #expect(EventTime(microseconds: -1).description == "1969-12-31T23:59:59.999999Z")
+    }
+
     @Test func theRangeIsExactlyTheNameablePeriods() throws {
         let range = EventTime.acceptedRange
         #expect(range.lowerBound.description == "0001-01-01T00:00:00Z")
