@@ -29,8 +29,9 @@ public struct CollectorCommand: AsyncParsableCommand {
         @Option(help: "Agent protocol address, HOST:PORT (default 127.0.0.1:7400).") public var listen: String?
         @Option(help: "HTTP API address, HOST:PORT (default 127.0.0.1:7480).") public var http: String?
         @Option(help: "The pricing YAML file.") public var pricing: String?
-        @Option(help: "An agent's key, ID=SECRET (repeatable).") public var agentKey: [String] = []
-        @Option(help: "The admin API key.") public var adminKey: String?
+        @Option(help: "An agent's key, ID=SECRET (repeatable); the secret has at least 16 bytes and no spaces.")
+        public var agentKey: [String] = []
+        @Option(help: "The admin API key: at least 16 bytes, no spaces.") public var adminKey: String?
         @Option(help: "TLS certificate chain (PEM) for the agent port and the HTTP API; with --tls-private-key.")
         public var tlsCertificate: String?
         @Option(help: "TLS private key (PEM) for --tls-certificate.") public var tlsPrivateKey: String?
@@ -56,8 +57,14 @@ public struct CollectorCommand: AsyncParsableCommand {
             for entry in agentKey {
                 let parts = entry.split(separator: "=", maxSplits: 1)
                 guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                    throw ValidationError("--agent-key '\(entry)' must be ID=SECRET")
+                    throw ValidationError("--agent-key for '\(parts.first ?? "")' must be ID=SECRET")
                 }
+                if let problem = CollectorConfig.credentialProblem(String(parts[1])) {
+                    throw ValidationError("--agent-key: the secret of agent '\(parts[0])' \(problem)")
+                }
+            }
+            if let adminKey, let problem = CollectorConfig.credentialProblem(adminKey) {
+                throw ValidationError("--admin-key \(problem)")
             }
         }
 

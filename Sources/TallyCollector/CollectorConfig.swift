@@ -60,9 +60,44 @@ public struct CollectorConfig: Sendable {
 
     public init() {}
 
+    /// The shortest credential (admin key, tenant API key, agent secret) a collector accepts, in
+    /// bytes of UTF-8. Shorter keys are refused on every path: flags, config file, code.
+    public static let minimumKeyBytes = 16
+
+    /// Why `key` cannot be a credential, or nil when it can: at least ``minimumKeyBytes`` bytes,
+    /// and no whitespace or control characters, so a key is always compared exactly as sent and
+    /// nothing is ever trimmed into a match.
+    public static func credentialProblem(_ key: String) -> String? {
+        if key.isEmpty { return "must not be empty" }
+        if key.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.properties.generalCategory == .control }) {
+            return "must not contain spaces or control characters"
+        }
+        if key.utf8.count < minimumKeyBytes {
+            return "is \(key.utf8.count) bytes; a key must have at least \(minimumKeyBytes)"
+        }
+        return nil
+    }
+
     /// Problems that make the configuration unusable as a whole.
     public func validate() throws(ConfigError) {
         var issues: [ConfigIssue] = []
+        if let adminKey, let problem = Self.credentialProblem(adminKey) {
+            issues.append(ConfigIssue(place: "admin_key", problem: problem))
+        }
+        for (key, tenant) in tenantKeys.sorted(by: { $0.value < $1.value }) {
+            if let problem = Self.credentialProblem(key) {
+                issues.append(ConfigIssue(place: "api_keys", problem: "the key of tenant '\(tenant)' \(problem)"))
+            }
+            if key == adminKey {
+                issues.append(ConfigIssue(place: "api_keys", problem: "the key of tenant '\(tenant)' is the admin key"))
+            }
+        }
+        for agent in agents {
+            if agent.id.isEmpty { issues.append(ConfigIssue(place: "agents", problem: "an agent id must not be empty")) }
+            if let problem = Self.credentialProblem(agent.secret) {
+                issues.append(ConfigIssue(place: "agents", problem: "the secret of agent '\(agent.id)' \(problem)"))
+            }
+        }
         if dedupeHorizon < lateWindow.lateArrivalLimit {
             issues.append(ConfigIssue(
                 place: "dedupe_horizon",
@@ -121,7 +156,9 @@ extension CollectorConfig {
             config.allowPlaintextRemote = value
         }
         if let node = fields["pricing"] { config.pricingFile = reader.text(node, "pricing") }
-        if let node = fields["admin_key"] { config.adminKey = reader.text(node, "admin_key") }
+        if let node = fields["admin_key"], let key = reader.text(node, "admin_key") {
+            if let problem = credentialProblem(key) { reader.fail("admin_key", node, problem) } else { config.adminKey = key }
+        }
         if let node = fields["agents"], let items = reader.list(node, "agents") {
             for (index, item) in items.enumerated() {
                 let place = YAMLReader.child("agents", index)
@@ -130,6 +167,10 @@ extension CollectorConfig {
                     let secretNode = agent.required("secret", &reader),
                     let secret = reader.text(secretNode, agent.place("secret"))
                 else { continue }
+                if let problem = credentialProblem(secret) {
+                    reader.fail(agent.place("secret"), secretNode, problem)
+                    continue
+                }
                 var tenants: Set<String>?
                 if let node = agent["tenants"], let list = reader.texts(node, agent.place("tenants")) { tenants = Set(list) }
                 config.agents.append(AgentCredential(id: id, secret: secret, tenants: tenants))
@@ -143,6 +184,10 @@ extension CollectorConfig {
                     let tenantNode = entry.required("tenant", &reader),
                     let tenant = reader.text(tenantNode, entry.place("tenant"))
                 else { continue }
+                if let problem = credentialProblem(key) {
+                    reader.fail(entry.place("key"), keyNode, problem)
+                    continue
+                }
                 config.tenantKeys[key] = tenant
             }
         }

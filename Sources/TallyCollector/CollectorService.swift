@@ -65,7 +65,12 @@ public struct Collector {
         }
         let path = String(config.store.dropFirst("sqlite:".count))
         try makeParentDirectory(of: path)
-        return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration(pricing: pricing))
+        try checkWritable(ledger: path)
+        do {
+            return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration(pricing: pricing))
+        } catch {
+            throw CollectorStartError("cannot open the ledger \(path): \(error)", cause: error)
+        }
     }
 
     /// Serves until SIGTERM/SIGINT (or cancellation); `httpBound` gets the HTTP API's port.
@@ -77,7 +82,7 @@ public struct Collector {
         }
         let service = InvoiceService(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
         let router = CollectorHTTP.router(
-            registry: registry, ready: { true }, api: CollectorAPI(service: service, access: access),
+            registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
             refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote)
         let server: HTTPServerBuilder = try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
         if httpTLS == nil {
@@ -116,10 +121,15 @@ public struct Collector {
     }
 }
 
-/// Why the collector could not start.
+/// Why the collector could not start: one line that says what is wrong and where, and the error
+/// underneath when there is one.
 public struct CollectorStartError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    public let cause: (any Error)?
+    public init(_ description: String, cause: (any Error)? = nil) {
+        self.description = description
+        self.cause = cause
+    }
 }
 
 extension CollectorConfig {
@@ -139,6 +149,24 @@ extension CollectorConfig {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Refuses, before SQLite gets to it, a ledger the collector could not write: its directory
+/// (where SQLite creates the `-wal` and `-shm` files) and any of its files that exist must be
+/// writable by this process. SQLite would otherwise open a read-only file read-only without a
+/// word and fail at the first commit, or fail with "unable to open database file".
+func checkWritable(ledger path: String) throws(CollectorStartError) {
+    let slash = path.lastIndex(of: "/")
+    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    if access(directory, W_OK | X_OK) != 0 {
+        throw CollectorStartError(
+            "the ledger directory \(directory) is not writable (\(String(cString: strerror(errno)))): the collector keeps \(path) there")
+    }
+    for file in [path, path + "-wal", path + "-shm"] where access(file, F_OK) == 0 {
+        if access(file, R_OK | W_OK) != 0 {
+            throw CollectorStartError("the ledger file \(file) is not writable (\(String(cString: strerror(errno))))")
+        }
+    }
+}
 
 /// Creates the folders above `path`, like `mkdir -p $(dirname path)`.
 func makeParentDirectory(of path: String) throws {

@@ -30,7 +30,10 @@ public struct EventTime: Sendable, Hashable, Comparable, CustomStringConvertible
     /// RFC 3339 in UTC: `2026-04-13T12:00:00Z`, with six fractional digits when not whole.
     public var description: String {
         let civil = CivilTime(epochSeconds: seconds)
-        let micros = microseconds - seconds * 1_000_000
+        // The remainder, in 0..<1_000_000; `microseconds - seconds * 1_000_000` would overflow
+        // near Int64.min, and any 64-bit value can arrive from the wire.
+        var micros = microseconds % 1_000_000
+        if micros < 0 { micros += 1_000_000 }
         var text = civil.description
         if micros != 0 {
             let digits = String(micros)
@@ -38,6 +41,15 @@ public struct EventTime: Sendable, Hashable, Comparable, CustomStringConvertible
         }
         return text + "Z"
     }
+
+    /// The event times Tally accepts: from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z,
+    /// both included — exactly the instants of the billing periods `0001-01` to `9999-12`, so
+    /// every period derived from an accepted event prints and parses back as `YYYY-MM`. An event
+    /// outside it is refused with reason `invalid_field` (field `timestamp`) by the agent and by
+    /// the collector alike. (Old events are refused long before that as `too_old`; the range
+    /// only keeps every stored period readable.)
+    public static let acceptedRange: ClosedRange<EventTime> =
+        EventTime(microseconds: -62_135_596_800_000_000)...EventTime(microseconds: 253_402_300_800_000_000 - 1)
 
     /// The current wall-clock time.
     public static func now() -> EventTime {

@@ -68,6 +68,15 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A recorded (agent, sequence) was sent again with different events.
     case sequenceReused(agent: String, sequence: UInt64)
 
+    /// Whether the store itself failed (the database refused a write, a row would not read),
+    /// as opposed to a batch that cannot be committed whatever the store's state.
+    public var isStoreFailure: Bool {
+        switch self {
+        case .database, .corruptRow: true
+        case .quantityOverflow, .invalidConfiguration, .batchExpired, .sequenceReused: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .database(let code, let message, let context):

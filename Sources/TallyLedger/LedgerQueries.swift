@@ -126,13 +126,31 @@ public struct ReconciliationCounts: Sendable, Hashable {
 }
 
 /// Reconciliation counts of one (period, tenant, agent). The period is the event's own period
-/// (by event time), or the period of arrival when the event had no readable timestamp; the tenant
+/// (by event time), or the period of arrival when the event had no readable timestamp or one
+/// outside `EventTime.acceptedRange` (``BillingPeriod/init(explaining:arrivedAt:)``); the tenant
 /// is "" when the event had no readable tenant.
 public struct ReconciliationRow: Sendable, Hashable {
     public var period: BillingPeriod
     public var tenant: String
     public var agent: String
     public var counts: ReconciliationCounts
+}
+
+/// A stored reconciliation row whose period text is not a readable `YYYY-MM`: its counts are
+/// still there (they balance on their own), only its period cannot be named.
+public struct UnreadableReconciliationRow: Sendable, Hashable {
+    /// The period exactly as stored.
+    public var storedPeriod: String
+    public var tenant: String
+    public var agent: String
+    public var counts: ReconciliationCounts
+
+    public init(storedPeriod: String, tenant: String, agent: String, counts: ReconciliationCounts) {
+        self.storedPeriod = storedPeriod
+        self.tenant = tenant
+        self.agent = agent
+        self.counts = counts
+    }
 }
 
 extension Sequence where Element == ReconciliationRow {

@@ -36,8 +36,16 @@ public protocol LedgerStore: AnyObject {
     func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
         -> UniqueCount
 
-    /// Reconciliation rows (one per period, tenant and agent) matching the filter.
+    /// Reconciliation rows (one per period, tenant and agent) matching the filter. A stored row
+    /// whose period does not read back as `YYYY-MM` is left out here and returned by
+    /// ``unreadableReconciliation(_:)``, so that no stored row can stop a reader.
     func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow]
+
+    /// Stored reconciliation rows matching the filter's tenant and agent whose period does not
+    /// read back (written before event times were bounded, e.g. `0000-06`, or edited by hand),
+    /// with their counts: readers report them instead of failing. None when the filter names a
+    /// period.
+    func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow]
 
     /// Every stored aggregate cell of `grain` whose bucket starts in `period`, for one tenant
     /// (nil: every tenant), for audits. For day and month cells, the key's `hour` is the

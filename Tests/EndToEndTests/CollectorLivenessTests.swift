@@ -12,7 +12,7 @@ import TallyWire
         try """
             agents:
               - id: edge-1
-                secret: s3cret
+                secret: s3cret-0123456789ab
             \(limits)
             """.write(to: configURL, atomically: true, encoding: .utf8)
         return try ServiceProcess(
@@ -27,12 +27,12 @@ import TallyWire
 
         // An agent that answers its pings stays connected past the idle timeout.
         let lively = try ScriptedAgent(port: collector.port)
-        guard case .welcome? = try lively.handshake(agentId: "edge-1", secret: "s3cret") else {
+        guard case .welcome? = try lively.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") else {
             Issue.record("no welcome")
             return
         }
         let silent = try ScriptedAgent(port: collector.port)
-        _ = try silent.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try silent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
 
         var pongs = 0
         let started = ContinuousClock.now
@@ -74,7 +74,7 @@ import TallyWire
         let collector = try Self.startCollector(in: directory)
         defer { collector.kill() }
         let agents = try (0..<2).map { _ in try ScriptedAgent(port: collector.port) }
-        for agent in agents { _ = try agent.handshake(agentId: "edge-1", secret: "s3cret") }
+        for agent in agents { _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") }
         let event = UsageEvent(
             tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: EventTime.now().advanced(by: .seconds(-5)),
             id: "before", properties: Properties([]))

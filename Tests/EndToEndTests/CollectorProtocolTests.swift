@@ -13,7 +13,7 @@ import TallyWire
     static let config = """
         agents:
           - id: edge-1
-            secret: s3cret
+            secret: s3cret-0123456789ab
             tenants: [acme, globex]
         late:
           grace: 1h
@@ -73,7 +73,7 @@ import TallyWire
         step("batch 1")
         // Batch 1: five events, the first one twice.
         let agent = try ScriptedAgent(port: collector.port)
-        guard case .welcome(let welcome)? = try agent.handshake(agentId: "edge-1", secret: "s3cret") else {
+        guard case .welcome(let welcome)? = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") else {
             Issue.record("no welcome"); return
         }
         #expect(welcome.authenticated)
@@ -101,7 +101,7 @@ import TallyWire
         // A connection cut in the middle of a frame: nothing of it is written.
         let batch3 = [Self.event("acme", 10, at: base.advanced(by: .seconds(40)), id: "r10")]
         let torn = try ScriptedAgent(port: collector.port)
-        _ = try torn.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try torn.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         let batch3Bytes = try torn.frameBytes(torn.batchFrame(sequence: 3, events: batch3))
         try torn.sendRaw(Array(batch3Bytes.prefix(batch3Bytes.count / 2)))
         _ = consume torn
@@ -109,7 +109,7 @@ import TallyWire
         step("replay")
         // Reconnect: a replayed batch gets its original ack and touches nothing; then batch 3.
         let again = try ScriptedAgent(port: collector.port)
-        _ = try again.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try again.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         #expect(try ack(again.sendBatch(sequence: 2, events: batch2)) == ack2)
         #expect(try ack(again.sendBatch(sequence: 1, events: e + [e[0]])) == ack1)
         #expect(try ack(again.sendBatch(sequence: 3, events: batch3)) == BatchAck(sequence: 3, accepted: 1))
@@ -121,7 +121,7 @@ import TallyWire
         step("corrupt")
         // Corrupt frames: an error with its code, the connection closed, nothing written.
         let badCRC = try ScriptedAgent(port: collector.port)
-        _ = try badCRC.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try badCRC.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         var corrupt = try badCRC.frameBytes(badCRC.batchFrame(sequence: 4, events: [Self.event("acme", 100, at: base, id: "crc")]))
         corrupt[corrupt.count - 1] ^= 0xFF
         try badCRC.sendRaw(corrupt)
@@ -130,7 +130,7 @@ import TallyWire
 
         step("bomb")
         let bomber = try ScriptedAgent(port: collector.port)
-        _ = try bomber.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try bomber.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         let bomb = try ZstdCompressor(level: 1).compress([UInt8](repeating: 0, count: 64 << 20))
         var payload = ByteBuffer()
         payload.writeInteger(BatchPayloadLayout.version)
@@ -145,7 +145,7 @@ import TallyWire
 
         step("huge")
         let huge = try ScriptedAgent(port: collector.port)
-        _ = try huge.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try huge.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         // A header announcing a 1 GiB body: refused from the header alone.
         try huge.sendRaw([0x54, 0x4C, 1, FrameType.batch.rawValue, 0, 0x40, 0, 0, 0])
         #expect(errorCode(try huge.receive()) == .frameTooLarge)
@@ -188,7 +188,7 @@ import TallyWire
         // This collector commits the batch and dies by SIGKILL before the ack leaves.
         let doomed = try Self.startCollector(in: directory, environment: ["TALLY_FAULT": "kill-after-commit"])
         let agent = try ScriptedAgent(port: doomed.port)
-        _ = try agent.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         try agent.send(agent.batchFrame(sequence: 1, events: events))
         #expect(try agent.receive() == nil)  // no ack: the connection died
         let exit = doomed.waitForExit()
@@ -198,7 +198,7 @@ import TallyWire
         let collector = try Self.startCollector(in: directory)
         defer { collector.kill() }
         let retry = try ScriptedAgent(port: collector.port)
-        _ = try retry.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try retry.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         #expect(try ack(retry.sendBatch(sequence: 1, events: events)) == BatchAck(sequence: 1, accepted: 50))
         // The same events under a new sequence (an agent that lost its spool checkpoint) are
         // duplicates, not new usage.
@@ -219,7 +219,7 @@ import TallyWire
         let events = (1...200).map { Self.event("acme", 1, at: base.advanced(by: .seconds(Int64($0))), id: "m\($0)") }
         let first = try Self.startCollector(in: directory)
         let agent = try ScriptedAgent(port: first.port)
-        _ = try agent.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         // SIGKILL as soon as the batch is written: the commit may or may not have happened.
         try agent.send(agent.batchFrame(sequence: 7, events: events))
         first.kill()
@@ -227,7 +227,7 @@ import TallyWire
         let collector = try Self.startCollector(in: directory)
         defer { collector.kill() }
         let retry = try ScriptedAgent(port: collector.port)
-        _ = try retry.handshake(agentId: "edge-1", secret: "s3cret")
+        _ = try retry.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         let answer = try ack(retry.sendBatch(sequence: 7, events: events))
         #expect(answer.accepted == 200 && answer.duplicate == 0)
         #expect(collector.stop() == 0)

@@ -30,6 +30,9 @@ import Testing
         ("tally-agent", ["--listen", "localhost"]),
         ("tally-collector", ["--store", "mysql://x"]),
         ("tally-collector", ["--agent-key", "nosecret"]),
+        ("tally-collector", ["--admin-key", ""]),
+        ("tally-collector", ["--admin-key", "short-key"]),
+        ("tally-collector", ["--agent-key", "edge-1=short"]),
         ("tallyctl", ["frobnicate"]),
         ("tallyctl", ["gen", "--events", "many"]),
     ])

@@ -156,7 +156,7 @@ import TallyLedger
         let open = APIAccess(adminKey: nil, tenantKeys: [:])
         #expect(try open.grant(authorization: nil, remote: try .init(ipAddress: "127.0.0.1", port: 1)) == .everything)
         #expect(throws: APIError.self) { try open.grant(authorization: nil, remote: try .init(ipAddress: "10.1.2.3", port: 1)) }
-        let closed = APIAccess(adminKey: "k", tenantKeys: [:])
+        let closed = APIAccess(adminKey: "admin-key-0123456789", tenantKeys: [:])
         #expect(throws: APIError.self) { try closed.grant(authorization: nil, remote: try .init(ipAddress: "127.0.0.1", port: 1)) }
         await fixture.shutdown()
     }

@@ -102,13 +102,13 @@ final class BillingFixture: Sendable {
             properties: Properties(properties))
     }
 
-    static let adminKey = "admin-secret"
-    static let acmeKey = "acme-key"
-    static let globexKey = "globex-key"
+    static let adminKey = "admin-secret-0123456789"
+    static let acmeKey = "acme-key-0123456789abc"
+    static let globexKey = "globex-key-0123456789"
 
     func application() -> some ApplicationProtocol {
         let router = CollectorHTTP.router(
-            registry: PrometheusCollectorRegistry(), ready: { true },
+            registry: PrometheusCollectorRegistry(), readiness: { .ready },
             api: CollectorAPI(
                 service: service,
                 access: APIAccess(adminKey: Self.adminKey, tenantKeys: [Self.acmeKey: "acme", Self.globexKey: "globex"])))

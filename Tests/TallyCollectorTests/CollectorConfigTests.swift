@@ -21,15 +21,15 @@ import TallyConfig
             listen: 0.0.0.0:7401
             http: "[::1]:7481"
             pricing: /etc/tally/pricing.yaml
-            admin_key: adm1n
+            admin_key: adm1n-0123456789ab
             agents:
               - id: edge-1
-                secret: s3cret
+                secret: s3cret-0123456789ab
                 tenants: [acme, globex]
               - id: edge-2
-                secret: other
+                secret: other-0123456789abcd
             api_keys:
-              - key: acme-key
+              - key: acme-key-0123456789
                 tenant: acme
             late:
               grace: 48h
@@ -46,7 +46,7 @@ import TallyConfig
         #expect(config.agents.count == 2)
         #expect(config.agents[0].tenants == ["acme", "globex"])
         #expect(config.agents[1].tenants == nil)
-        #expect(config.tenantKeys["acme-key"] == "acme")
+        #expect(config.tenantKeys["acme-key-0123456789"] == "acme")
         #expect(config.lateWindow.policy == .reject)
         #expect(config.lateWindow.grace == .seconds(48 * 3600))
         #expect(config.lateWindow.lateArrivalLimit == .seconds(40 * 86_400))
@@ -95,7 +95,7 @@ import TallyConfig
         #expect(config.lateWindow == defaults.lateWindow && config.dedupeHorizon == defaults.dedupeHorizon)
         #expect(config.eventLimits == defaults.eventLimits)
         #expect(config.listen == defaults.listen && config.http == defaults.http && config.store == defaults.store)
-        #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme"] == "acme")
+        #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme-api-key"] == "acme")
         #expect(config.listenTLS?.clientCA != nil && config.httpTLS?.certificate == config.listenTLS?.certificate)
         #expect(config.allowPlaintextRemote == defaults.allowPlaintextRemote)
     }

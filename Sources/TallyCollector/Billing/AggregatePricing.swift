@@ -39,6 +39,12 @@ public struct AggregatePricing: Sendable {
         }
     }
 
+    /// Whether a plan assignment names `tenant` (at any time): such a tenant is billed even
+    /// before it sends an event. The default plan names no one.
+    public func assigns(tenant: String) -> Bool {
+        config.assignments.contains { $0.tenant == tenant }
+    }
+
     /// The invoice of `tenant` for `period`, as the aggregates stand now.
     public func invoice(store: any InvoiceStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
         let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)

@@ -137,6 +137,9 @@ public enum BillingError: Error, Sendable, Hashable, CustomStringConvertible {
     case badParameter(String, String)
     /// The period has not started yet, or is not a valid `YYYY-MM`.
     case unknownPeriod(String)
+    /// The ledger never received an event for this tenant and no plan assignment names it:
+    /// there is nothing to bill it for.
+    case unknownTenant(String)
     /// The pricing config does not allow this to be priced from aggregates.
     case unsupported(String)
     case pricing(String)
@@ -149,6 +152,7 @@ public enum BillingError: Error, Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .badParameter(let name, let problem): "parameter '\(name)': \(problem)"
         case .unknownPeriod(let period): "unknown period '\(period)': give a month that has started, as YYYY-MM"
+        case .unknownTenant(let tenant): "unknown tenant '\(tenant)': the ledger has no event for it and no plan assignment names it"
         case .unsupported(let what): "cannot price from aggregates: \(what)"
         case .pricing(let what): "pricing failed: \(what)"
         case .ledger(let what): "ledger read failed: \(what)"

@@ -22,18 +22,33 @@ public enum InvoiceRendering {
     }
 
     /// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A field that
-    /// a spreadsheet would run as a formula (`= + - @`) is prefixed with `'`.
+    /// a spreadsheet could run as a formula is prefixed with `'`: one that starts with `=`, `+`,
+    /// `-`, `@`, a tab or a carriage return, their fullwidth forms `＝ ＋ － ＠` (which
+    /// spreadsheets fold to ASCII), or a space or a no-break space (which they skip before a
+    /// formula). A plain number (`-5`, `12.50`) stays as it is.
     public static func csv(_ field: String) -> String {
         var text = field
-        if let first = text.first, "=+-@".contains(first), !isNumber(text) { text = "'" + text }
+        if let first = text.unicodeScalars.first, formulaStarters.contains(first), !isPlainNumber(text) { text = "'" + text }
         if text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
             return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
         }
         return text
     }
 
-    private static func isNumber(_ text: String) -> Bool {
-        text.allSatisfy { $0.isNumber || $0 == "." || $0 == "-" } && text.contains(where: \.isNumber)
+    /// First characters that make a spreadsheet read a cell as a formula, or skip to one.
+    static let formulaStarters: Set<Unicode.Scalar> = [
+        "=", "+", "-", "@", "\t", "\r", " ", "\u{00A0}", "\u{FF1D}", "\u{FF0B}", "\u{FF0D}", "\u{FF20}",
+    ]
+
+    /// An ASCII decimal: an optional `-`, digits, at most one `.`.
+    private static func isPlainNumber(_ text: String) -> Bool {
+        var digits = text.utf8[...]
+        if digits.first == UInt8(ascii: "-") { digits = digits.dropFirst() }
+        var dots = 0
+        for byte in digits {
+            if byte == UInt8(ascii: ".") { dots += 1 } else if !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { return false }
+        }
+        return dots <= 1 && digits.contains { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
     }
 
     /// The invoice as CSV: one row per line and per tier step, then subtotal, adjustments, total.

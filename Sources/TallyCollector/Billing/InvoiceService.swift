@@ -10,6 +10,11 @@ import TallyPricing
 /// aggregates and freezes its canonical JSON and SHA-256 in the `final_invoices` table; every
 /// later read serves the frozen bytes, so a final invoice never changes. Late events for a
 /// closed period are billed in the earliest open period, where they appear as adjustment lines.
+///
+/// Only a tenant the collector bills has invoices: one the ledger received events for, or one a
+/// plan assignment names. Any other tenant gets ``BillingError/unknownTenant(_:)`` (404), and
+/// nothing is written for it — a read can freeze the invoice a known tenant owes anyway, never
+/// create a document for a name someone typed.
 public struct InvoiceService: Sendable {
     public let ledger: LedgerWriter
     /// nil when no pricing file is configured: usage works, charges and invoices do not.
@@ -49,10 +54,12 @@ public struct InvoiceService: Sendable {
         guard period.start <= now else { throw .unknownPeriod(period.description) }
         let window = lateWindow
         let closesAt = period.end.advanced(by: window.grace)
+        let assigned = pricing.assigns(tenant: tenant)
         if window.isOpen(period, now: now) {
             // A draft only reads.
             return try await onLedger(readOnly: true) { store throws(BillingError) in
                 guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
+                try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
                 return InvoiceView(
                     status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description, invoice: try InvoiceDocument(invoice))
@@ -65,6 +72,8 @@ public struct InvoiceService: Sendable {
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
                     record = frozen
                 } else {
+                    // Checked before anything is written: an unknown tenant leaves no trace.
+                    try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
                     let document = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period))
                     let json = try document.canonicalJSON()
                     record = try invoices.freezeInvoice(
@@ -83,10 +92,26 @@ public struct InvoiceService: Sendable {
         }
     }
 
-    /// Reconciliation rows from the ledger's counters.
-    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError) -> [ReconciliationRow] {
+    /// Throws ``BillingError/unknownTenant(_:)`` unless `tenant` is one the collector bills: a
+    /// plan assignment names it (`assigned`) or the ledger received events for it.
+    private static func requireBilled(
+        _ tenant: String, period: BillingPeriod, assigned: Bool, _ invoices: any InvoiceStore
+    ) throws(BillingError) {
+        if assigned { return }
+        let seen: Bool
+        do { seen = try invoices.hasSeen(tenant: tenant, lookingFirstIn: period) } catch { throw .ledger("\(error)") }
+        if !seen { throw .unknownTenant(tenant) }
+    }
+
+    /// Reconciliation rows from the ledger's counters, and the stored rows whose period cannot
+    /// be read back (reported beside them, never a failure), read in one snapshot.
+    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError)
+        -> (rows: [ReconciliationRow], unreadable: [UnreadableReconciliationRow])
+    {
         try await onLedger(readOnly: true) { store throws(BillingError) in
-            do { return try store.reconciliation(filter) } catch { throw .ledger("\(error)") }
+            do { return (try store.reconciliation(filter), try store.unreadableReconciliation(filter)) } catch {
+                throw .ledger("\(error)")
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 public import Hummingbird
 public import NIOCore
@@ -54,20 +55,30 @@ public struct APIAccess: Sendable {
                     ? "send Authorization: Bearer KEY (keyless reads are allowed from loopback only)"
                     : "send Authorization: Bearer KEY")
         }
+        // The key is compared exactly as sent: never trimmed, so no whitespace (a non-breaking
+        // space, say) can turn into an empty key or into someone else's.
         let prefix = "Bearer "
         guard authorization.hasPrefix(prefix) else { throw APIError(.unauthorized, "the Authorization header must be 'Bearer KEY'") }
-        let key = String(authorization.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
-        if let adminKey, Self.constantTimeEqual(key, adminKey) { return .everything }
-        for (candidate, tenant) in tenantKeys where Self.constantTimeEqual(key, candidate) { return .tenant(tenant) }
-        throw APIError(.unauthorized, "unknown API key")
+        let key = String(authorization.dropFirst(prefix.count))
+        guard !key.isEmpty else { throw APIError(.unauthorized, "the API key is empty") }
+        // Every configured key is compared, whatever matches, so the time taken says nothing
+        // about which key (or how much of one) was right.
+        var granted: Grant?
+        if let adminKey, Self.constantTimeEqual(key, adminKey) { granted = .everything }
+        for (candidate, tenant) in tenantKeys where Self.constantTimeEqual(key, candidate) && granted == nil {
+            granted = .tenant(tenant)
+        }
+        guard let granted else { throw APIError(.unauthorized, "unknown API key") }
+        return granted
     }
 
-    /// Compares without an early exit on the first differing byte.
+    /// Compares in time that depends on neither the contents nor the lengths of the keys: both
+    /// are hashed (SHA-256) and the digests compared without an early exit.
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        var difference = UInt8(x.count == y.count ? 0 : 1)
-        for index in 0..<min(x.count, y.count) { difference |= x[index] ^ y[index] }
+        let x = SHA256.hash(data: Array(a.utf8))
+        let y = SHA256.hash(data: Array(b.utf8))
+        var difference: UInt8 = 0
+        for (left, right) in zip(x, y) { difference |= left ^ right }
         return difference == 0
     }
 }
@@ -92,6 +103,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         switch error {
         case .badParameter(let name, let problem): self.init(.badRequest, problem, parameter: name)
         case .unknownPeriod: self.init(.notFound, error.description, parameter: "period")
+        case .unknownTenant: self.init(.notFound, error.description, parameter: "tenant")
         case .noPricing: self.init(.notFound, error.description)
         case .unsupported, .pricing: self.init(.unprocessableContent, error.description)
         case .ledger, .encoding: self.init(.internalServerError, error.description)

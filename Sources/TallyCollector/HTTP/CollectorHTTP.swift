@@ -11,20 +11,30 @@ import TallyTLS
 /// the usage, charges, invoice, reconciliation and report API, plus the tenant usage page.
 /// Every answer comes from the aggregates and counters, never from a raw-event scan.
 public enum CollectorHTTP {
-    /// The router with every route; `api` adds the routes that read the ledger. With
+    /// Whether the collector can take batches now, and if not, why.
+    public enum Readiness: Sendable, Hashable {
+        case ready
+        case notReady(reason: String)
+    }
+
+    /// The router with every route; `api` adds the routes that read the ledger. `/readyz`
+    /// answers 200 `ready` or 503 `not ready: REASON`, from `readiness` at each request. With
     /// `refusePlaintextRemote` (plain HTTP without allow_plaintext_remote) a peer not on loopback
     /// gets 403 for everything but `/healthz` and `/readyz`, which carry no usage.
     public static func router(
-        registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () -> Bool, api: CollectorAPI? = nil,
+        registry: PrometheusCollectorRegistry, readiness: @escaping @Sendable () -> Readiness, api: CollectorAPI? = nil,
         refusePlaintextRemote: Bool = false
     ) -> Router<TallyRequestContext> {
         let router = Router(context: TallyRequestContext.self)
         if refusePlaintextRemote { router.add(middleware: PlaintextRemoteRefusal()) }
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> Response in
-            ready()
-                ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
-                : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "starting\n")))
+            switch readiness() {
+            case .ready:
+                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+            case .notReady(let reason):
+                return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready: \(reason)\n")))
+            }
         }
         router.get("metrics") { _, _ -> Response in
             var bytes: [UInt8] = []
@@ -147,8 +157,12 @@ public struct CollectorAPI: Sendable {
             if let asked = filter.tenant, asked != own { try APIAccess.Grant.tenant(own).check(tenant: asked) }
             filter.tenant = own
         }
-        let rows = try await service.reconciliation(filter)
-        let answer = ReconciliationAnswer(rows: rows.map(ReconciliationAnswer.Row.init), total: .init(rows.total))
+        let (rows, unreadable) = try await service.reconciliation(filter)
+        var total = rows.total
+        for row in unreadable { total.add(row.counts) }
+        let answer = ReconciliationAnswer(
+            rows: rows.map(ReconciliationAnswer.Row.init), unreadable: unreadable.map(ReconciliationAnswer.Row.init),
+            total: .init(total))
         return try json(answer)
     }
 
@@ -252,8 +266,9 @@ struct UsageAnswer: Codable {
     var buckets: [Bucket]
 }
 
-/// `GET /v1/reconciliation` answer: rows and their sum; `balances` is
-/// `received == accepted + duplicate + late + rejected`.
+/// `GET /v1/reconciliation` answer: rows, the stored rows whose period cannot be read back
+/// (`unreadable`, with the period as stored; reported, never a failure of the whole answer), and
+/// the sum of both; `balances` is `received == accepted + duplicate + late + rejected`.
 struct ReconciliationAnswer: Codable {
     struct Counts: Codable {
         var received, accepted, duplicate, late, adjusted, rejected: Int64
@@ -279,7 +294,14 @@ struct ReconciliationAnswer: Codable {
             agent = row.agent
             counts = Counts(row.counts)
         }
+        init(_ row: UnreadableReconciliationRow) {
+            period = row.storedPeriod
+            tenant = row.tenant
+            agent = row.agent
+            counts = Counts(row.counts)
+        }
     }
     var rows: [Row]
+    var unreadable: [Row]
     var total: Counts
 }

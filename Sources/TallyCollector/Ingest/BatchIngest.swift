@@ -63,7 +63,12 @@ public struct BatchIngest {
         } catch LedgerError.sequenceReused {
             throw CollectorIngestError(
                 wireError: WireError(.sequenceReused, "batch \(batch.sequence) was already committed with different events"))
+        } catch let error as LedgerError where error.isStoreFailure {
+            metrics.commitFailures.increment()
+            metrics.ledgerWritable.record(0)
+            throw error
         }
+        metrics.ledgerWritable.record(1)
         metrics.commitLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
         metrics.record(outcome)
         return BatchAck(outcome: outcome, sequence: batch.sequence)

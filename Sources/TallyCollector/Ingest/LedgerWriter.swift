@@ -17,6 +17,9 @@ public final class LedgerWriter: @unchecked Sendable {
     private let store: ConfinedStore
     private let pool: NIOThreadPool
     private let reader: Mutex<ConfinedStore?>
+    /// Why the latest commit failed in the store (a full disk, an I/O error), or nil when the
+    /// latest commit succeeded: what `/readyz` reports.
+    private let failingCommit = Mutex<LedgerError?>(nil)
 
     public init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
         self.store = ConfinedStore(store: store)
@@ -63,8 +66,29 @@ public final class LedgerWriter: @unchecked Sendable {
     }
 
     /// Commits a batch prepared by the caller (fingerprints and digest made off the writer thread).
+    /// Records whether the store could commit: see ``commitFailure``.
     public func commit(_ batch: PreparedBatch) async throws -> BatchOutcome {
-        try await perform { store throws(LedgerError) in try store.commit(batch) }
+        do {
+            let outcome = try await perform { store throws(LedgerError) in try store.commit(batch) }
+            failingCommit.withLock { $0 = nil }
+            return outcome
+        } catch let error as LedgerError {
+            // A batch the agent got wrong (a reused or expired sequence, an overflowing sum)
+            // says nothing about the store; a refused write does.
+            if error.isStoreFailure { failingCommit.withLock { $0 = error } }
+            throw error
+        }
+    }
+
+    /// The store's error when the latest commit failed in the store (nil once a commit succeeds
+    /// again). While it is set, every commit is failing: the collector is not ready.
+    public var commitFailure: LedgerError? { failingCommit.withLock { $0 } }
+
+    /// Not ready while the latest commit failed in the store, with the store's reason; ready
+    /// again after the next commit that succeeds (agents resend unacknowledged batches).
+    public func readiness() -> CollectorHTTP.Readiness {
+        guard let failure = commitFailure else { return .ready }
+        return .notReady(reason: "the latest ledger commit failed: \(failure)")
     }
 
     /// Closes the store after every queued operation, then stops the thread.

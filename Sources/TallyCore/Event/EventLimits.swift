@@ -19,8 +19,8 @@ public struct EventLimits: Sendable, Hashable {
 }
 
 extension UsageEvent {
-    /// Checks every field against `limits`, and the timestamp against `now` plus the allowed
-    /// future skew. The first problem found is thrown.
+    /// Checks every field against `limits`, the timestamp against ``EventTime/acceptedRange``
+    /// and against `now` plus the allowed future skew. The first problem found is thrown.
     public func validate(limits: EventLimits = .standard, now: EventTime) throws(EventRejection) {
         try Self.checkText(tenant, field: "tenant", max: limits.maxTenantBytes)
         try Self.checkName(metric, field: "metric", max: limits.maxMetricBytes)
@@ -45,6 +45,11 @@ extension UsageEvent {
             if Self.hasControlCharacter(property.value) {
                 throw EventRejection(.invalidField, field: "properties.\(property.key)", "contains a control character")
             }
+        }
+        if !EventTime.acceptedRange.contains(timestamp) {
+            throw EventRejection(
+                .invalidField, field: "timestamp",
+                "\(timestamp) is outside the accepted range \(EventTime.acceptedRange.lowerBound) to \(EventTime.acceptedRange.upperBound)")
         }
         let latest = now.advanced(by: limits.maxFutureSkew)
         if timestamp > latest {

@@ -16,6 +16,17 @@ public struct BillingPeriod: Sendable, Hashable, Comparable, CustomStringConvert
         self.month = civil.month
     }
 
+    /// The period under which an event is explained in reconciliation: the period of its own
+    /// time when it has one in ``EventTime/acceptedRange``, else the period of its arrival
+    /// (`arrivedAt`). Always a period that prints and parses back, whatever the event held.
+    public init(explaining timestamp: EventTime?, arrivedAt: EventTime) {
+        if let timestamp, EventTime.acceptedRange.contains(timestamp) {
+            self.init(containing: timestamp)
+        } else {
+            self.init(containing: arrivedAt)
+        }
+    }
+
     /// Parses `YYYY-MM`.
     public init?(_ text: String) {
         let parts = text.split(separator: "-")

@@ -30,6 +30,11 @@ public protocol InvoiceStore: AnyObject {
     /// Tenants with any reconciliation row in `period` (every tenant the ledger saw in it), sorted.
     func tenants(in period: BillingPeriod) throws(LedgerError) -> [String]
 
+    /// Whether the ledger ever received an event for `tenant`, in any period and whatever became
+    /// of it (it has a reconciliation row). `period` is looked at first: one index probe when
+    /// the tenant has events there.
+    func hasSeen(tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool
+
     /// The frozen invoice of (tenant, period), if it was finalised.
     func finalInvoice(tenant: String, period: BillingPeriod) throws(LedgerError) -> FinalInvoiceRecord?
 

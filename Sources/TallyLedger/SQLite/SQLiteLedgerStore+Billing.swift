@@ -134,6 +134,18 @@ extension SQLiteLedgerStore: InvoiceStore {
         return tenants
     }
 
+    public func hasSeen(tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
+        let inPeriod = try database.prepare("SELECT 1 FROM reconciliation WHERE period = ?1 AND tenant = ?2 LIMIT 1")
+        defer { inPeriod.reset() }
+        inPeriod.bind(1, period.description)
+        inPeriod.bind(2, tenant)
+        if try inPeriod.step() { return true }
+        let anywhere = try database.prepare("SELECT 1 FROM reconciliation WHERE tenant = ?1 LIMIT 1")
+        defer { anywhere.reset() }
+        anywhere.bind(1, tenant)
+        return try anywhere.step()
+    }
+
     public func finalInvoice(tenant: String, period: BillingPeriod) throws(LedgerError) -> FinalInvoiceRecord? {
         let select = try billingStatement(
             "SELECT json, sha256, finalized_at FROM final_invoices WHERE tenant = ?1 AND period = ?2")

@@ -138,6 +138,28 @@ extension SQLiteLedgerStore {
     }
 
     public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
+        var rows: [ReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard let period = BillingPeriod(periodText) else { return }
+            rows.append(ReconciliationRow(period: period, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
+    public func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow] {
+        guard filter.period == nil else { return [] }
+        var rows: [UnreadableReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard BillingPeriod(periodText) == nil else { return }
+            rows.append(UnreadableReconciliationRow(storedPeriod: periodText, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
+    /// Every stored reconciliation row matching the filter, its period as stored.
+    private func readReconciliation(
+        _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
+    ) throws(LedgerError) {
         let select = try database.prepare(
             """
             SELECT period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected FROM reconciliation
@@ -148,9 +170,7 @@ extension SQLiteLedgerStore {
         select.bind(1, filter.period?.description)
         select.bind(2, filter.tenant)
         select.bind(3, filter.agent)
-        var rows: [ReconciliationRow] = []
         while try select.step() {
-            guard let period = BillingPeriod(select.text(0)) else { throw .corruptRow("reconciliation period '\(select.text(0))'") }
             var counts = ReconciliationCounts()
             counts.received = select.int64(3)
             counts.accepted = select.int64(4)
@@ -158,9 +178,8 @@ extension SQLiteLedgerStore {
             counts.late = select.int64(6)
             counts.adjusted = select.int64(7)
             counts.rejected = select.int64(8)
-            rows.append(ReconciliationRow(period: period, tenant: select.text(1), agent: select.text(2), counts: counts))
+            body(select.text(0), select.text(1), select.text(2), counts)
         }
-        return rows
     }
 
     public func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)

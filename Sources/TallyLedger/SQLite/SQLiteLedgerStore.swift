@@ -43,6 +43,9 @@ public final class SQLiteLedgerStore: LedgerStore {
     enum Fault {
         /// Write everything, then close the connection instead of committing.
         case crashBeforeCommit
+        /// Write everything, then fail as a full disk does (SQLITE_FULL) and roll back: for the
+        /// readiness tests where no small filesystem can be mounted (not root).
+        case diskFull
     }
     var fault: Fault?
 
@@ -113,6 +116,9 @@ public final class SQLiteLedgerStore: LedgerStore {
                 }
                 statements.deleteLog.bind(1, lastID)
                 try statements.deleteLog.run()
+            }
+            if fault == .diskFull {
+                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
             }
             try statements.commit.run()
         } catch {
@@ -220,6 +226,9 @@ public final class SQLiteLedgerStore: LedgerStore {
                 try upsertCells(try hourly.rolledUp(to: grain), with: upsert)
             }
             try database.execute("UPDATE ledger_meta SET value = '\(SQLiteSchema.version)' WHERE key = 'schema_version'")
+            if fault == .diskFull {
+                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
+            }
             try statements.commit.run()
         } catch {
             try? statements.rollback.run()
@@ -242,6 +251,9 @@ public final class SQLiteLedgerStore: LedgerStore {
             if fault == .crashBeforeCommit {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
+            }
+            if fault == .diskFull {
+                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
             }
             try statements.commit.run()
         } catch {
@@ -314,7 +326,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         var cells = AggregateCells()
         var counts: [ReconciliationKey: ReconciliationCounts] = [:]
         var uniques: [UniqueValue] = []
-        let arrivalPeriod = BillingPeriod(containing: now)
 
         for (index, item) in batch.events.enumerated() {
             switch item {
@@ -322,12 +333,12 @@ public final class SQLiteLedgerStore: LedgerStore {
                 try insertRefused(batch, index: index, invalid: invalid)
                 outcome.rejected += 1
                 outcome.rejections.append(.init(index: index, reason: invalid.rejection.reason))
-                let period = invalid.timestamp.map { BillingPeriod(containing: $0) } ?? arrivalPeriod
+                let period = BillingPeriod(explaining: invalid.timestamp, arrivedAt: now)
                 counts[ReconciliationKey(period: period, tenant: invalid.tenant ?? ""), default: .init()].count(.rejected)
 
             case .valid(let event):
                 let fingerprint = prepared.fingerprints[index] ?? Fingerprint(of: event, scratch: &scratch)
-                let period = BillingPeriod(containing: event.timestamp)
+                let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
                 let key = ReconciliationKey(period: period, tenant: event.tenant)
                 let status: EventStatus
                 var billedIn: BillingPeriod?

@@ -140,6 +140,9 @@ enum SQLiteSchema {
             rejected INTEGER NOT NULL,
             PRIMARY KEY (period, tenant, agent)
         ) WITHOUT ROWID;
+        -- Whether a tenant was ever seen (invoices exist only for known tenants). Rows are inserted
+        -- once per (period, tenant, agent) and then only updated, so this costs ingest nearly nothing.
+        CREATE INDEX IF NOT EXISTS reconciliation_tenant ON reconciliation (tenant);
 
         CREATE TABLE IF NOT EXISTS aggregate_log (
             id INTEGER PRIMARY KEY,

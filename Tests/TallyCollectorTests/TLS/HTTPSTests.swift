@@ -49,14 +49,14 @@ struct HTTPSTests {
     }
 
     @Test func plainHTTPFromAPeerNotOnLoopbackIsRefusedButProbesAnswer() async throws {
-        let router = CollectorHTTP.router(registry: PrometheusCollectorRegistry(), ready: { true }, refusePlaintextRemote: true)
+        let router = CollectorHTTP.router(registry: PrometheusCollectorRegistry(), readiness: { .ready }, refusePlaintextRemote: true)
         // The router test client has no peer address: not known to be loopback, so refused.
         try await Application(router: router).test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .forbidden) }
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/readyz", method: .get) { #expect($0.status == .ok) }
         }
-        let open = CollectorHTTP.router(registry: PrometheusCollectorRegistry(), ready: { true }, refusePlaintextRemote: false)
+        let open = CollectorHTTP.router(registry: PrometheusCollectorRegistry(), readiness: { .ready }, refusePlaintextRemote: false)
         try await Application(router: open).test(.router) { client in
             try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .ok) }
         }

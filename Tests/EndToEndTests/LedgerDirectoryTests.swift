@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+/// A collector started on a ledger directory it cannot write exits 1 with one line on stderr
+/// that names the path and the problem (it used to say only "unable to open database file", or
+/// start and fail at the first commit).
+@Suite struct LedgerDirectoryTests {
+    /// Runs `tally-collector` as an unprivileged user when the tests run as root (root writes
+    /// through any mode bits), else as this user.
+    static func runCollector(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+        let binary = BinaryRunner.binDirectory.appendingPathComponent("tally-collector").path
+        let process = Process()
+        if getuid() == 0 {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
+        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("tally-stderr-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: errors) }
+        process.standardError = try FileHandle(forWritingTo: errors)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: try Data(contentsOf: errors), as: UTF8.self))
+    }
+
+    @Test func aReadOnlyLedgerDirectoryIsNamedAndRefused() throws {
+        let directory = try ServiceProcess.temporaryDirectory()
+        defer {
+            try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+            try? FileManager.default.removeItem(at: directory)
+        }
+        let ledgerDirectory = directory.appendingPathComponent("ledger")
+        try FileManager.default.createDirectory(at: ledgerDirectory, withIntermediateDirectories: true)
+        // Readable and searchable by everyone, writable by no one but root.
+        try FileManager.default.setAttributes([.posixPermissions: 0o555], ofItemAtPath: ledgerDirectory.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+
+        let outcome = try Self.runCollector([
+            "--store", "sqlite:\(ledgerDirectory.path)/ledger.db", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        ])
+        #expect(outcome.status == 1, "stderr: \(outcome.stderr)")
+        let lines = outcome.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        // The log may say it is starting; the last line is the reason.
+        let reason = String(lines.last ?? "")
+        #expect(reason.hasPrefix("tally-collector: "), "stderr: \(outcome.stderr)")
+        #expect(reason.contains(ledgerDirectory.path), "stderr: \(outcome.stderr)")
+        #expect(reason.contains("not writable") && reason.contains("Permission denied"), "stderr: \(outcome.stderr)")
+    }
+}
