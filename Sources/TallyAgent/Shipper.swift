@@ -424,7 +424,6 @@ struct ShipLoop {
             readPosition = batch.end
             eventsCut += batch.events.count
             spoolMayHaveData = true
-            batchesThisConnection += 1
             if let ending = try await perform(session.enqueue(outgoing), outbound) { return ending }
         }
         return nil
@@ -489,6 +488,7 @@ struct ShipLoop {
         var batches = 0
         for case .batch in frames { batches += 1 }
         if batches > 0 {
+            batchesThisConnection += batches
             metrics.batchesSent.increment(by: Int64(batches))
             shipper.status.update { $0.batchesSent += batches }
         }
