@@ -108,6 +108,7 @@ public struct Collector {
                 services: [
                     .init(service: protocolServer, successTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: http, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: InvoiceFreezer(service: service, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

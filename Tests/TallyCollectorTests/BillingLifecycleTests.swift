@@ -26,9 +26,16 @@ import TallyLedger
 
         try fixture.setNow("2026-04-05T00:00:00Z")
         let march = try #require(BillingPeriod("2026-03"))
+        // Closed: a read prices the final invoice but stores nothing; the freezer stores it.
+        let unfrozen = try await fixture.service.invoice(tenant: "acme", period: march)
+        #expect(unfrozen.status == .final && unfrozen.finalizedAt == nil)
+        #expect(try await InvoiceReadTests.finalInvoiceCount(fixture) == 0)
+        #expect(try await fixture.service.freezeClosedPeriods() == 4)  // acme's March; globex (assigned) January to March
+        #expect(try await fixture.service.freezeClosedPeriods() == 0)
         let final = try await fixture.service.invoice(tenant: "acme", period: march)
-        #expect(final.status == .final)
+        #expect(final.status == .final && final.finalizedAt != nil)
         let hash = try #require(final.sha256)
+        #expect(hash == unfrozen.sha256)
         #expect(hash == InvoiceService.sha256(try final.invoice.canonicalJSON()))
         #expect(final.invoice.total == "30.00")
 

@@ -45,6 +45,12 @@ public struct AggregatePricing: Sendable {
         config.assignments.contains { $0.tenant == tenant }
     }
 
+    /// Tenants a plan assignment names for some part of `period` (they owe its fees even
+    /// without events).
+    public func assignedTenants(during period: BillingPeriod) -> Set<String> {
+        Set(config.assignments.filter { $0.from < period.end && ($0.until.map { $0 > period.start } ?? true) }.map(\.tenant))
+    }
+
     /// The invoice of `tenant` for `period`, as the aggregates stand now.
     public func invoice(store: any InvoiceStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
         let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)

@@ -6,15 +6,16 @@ import TallyPricing
 /// Usage, charges and invoices of the collector, read through the ledger writer's thread.
 ///
 /// An invoice is a **draft** while its period is open and **final** once the period has closed
-/// (its end plus the grace window): the first read after the close prices it from the
-/// aggregates and freezes its canonical JSON and SHA-256 in the `final_invoices` table; every
-/// later read serves the frozen bytes, so a final invoice never changes. Late events for a
-/// closed period are billed in the earliest open period, where they appear as adjustment lines.
+/// (its end plus the grace window). Final invoices are frozen by ``freezeClosedPeriods(lookback:)``
+/// (the collector's ``InvoiceFreezer`` runs it at start and every minute): priced from the
+/// aggregates, their canonical JSON and SHA-256 stored in the `final_invoices` table; every later
+/// read serves the frozen bytes, so a final invoice never changes. A read never writes: before
+/// the freezer has reached a closed period, its final invoice is priced for the reader (with
+/// the SHA-256 the frozen copy will have) and not stored. Late events for a closed period are
+/// billed in the earliest open period, where they appear as adjustment lines.
 ///
 /// Only a tenant the collector bills has invoices: one the ledger received events for, or one a
-/// plan assignment names. Any other tenant gets ``BillingError/unknownTenant(_:)`` (404), and
-/// nothing is written for it — a read can freeze the invoice a known tenant owes anyway, never
-/// create a document for a name someone typed.
+/// plan assignment names. Any other tenant gets ``BillingError/unknownTenant(_:)`` (404).
 public struct InvoiceService: Sendable {
     public let ledger: LedgerWriter
     /// nil when no pricing file is configured: usage works, charges and invoices do not.
@@ -65,23 +66,19 @@ public struct InvoiceService: Sendable {
                     status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description, invoice: try InvoiceDocument(invoice))
             }
         }
-        return try await onLedger { store throws(BillingError) in
+        return try await onLedger(readOnly: true) { store throws(BillingError) in
             guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
             do {
-                let record: FinalInvoiceRecord
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
-                    record = frozen
-                } else {
-                    // Checked before anything is written: an unknown tenant leaves no trace.
-                    try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
-                    let document = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period))
-                    let json = try document.canonicalJSON()
-                    record = try invoices.freezeInvoice(
-                        FinalInvoiceRecord(tenant: tenant, period: period, json: json, sha256: Self.sha256(json), finalizedAt: now))
+                    return InvoiceView(
+                        status: .final, sha256: frozen.sha256, finalizedAt: frozen.finalizedAt.description, closesAt: closesAt.description,
+                        invoice: try InvoiceDocument.decode(json: frozen.json))
                 }
+                try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
+                let document = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period))
                 return InvoiceView(
-                    status: .final, sha256: record.sha256, finalizedAt: record.finalizedAt.description, closesAt: closesAt.description,
-                    invoice: try InvoiceDocument.decode(json: record.json))
+                    status: .final, sha256: Self.sha256(try document.canonicalJSON()), finalizedAt: nil, closesAt: closesAt.description,
+                    invoice: document)
             } catch let error as LedgerError {
                 throw .ledger("\(error)")
             } catch let error as BillingError {
@@ -90,6 +87,44 @@ public struct InvoiceService: Sendable {
                 throw .ledger("\(error)")
             }
         }
+    }
+
+    /// Freezes the final invoice of every billed tenant (events in the period, or a plan
+    /// assignment during it) of every period that closed within the last `lookback` periods and
+    /// has none yet. Returns how many were frozen. Idempotent: a frozen invoice is never
+    /// replaced, so two collectors (or two runs) may race harmlessly.
+    @discardableResult
+    public func freezeClosedPeriods(lookback: Int = 12) async throws(BillingError) -> Int {
+        guard let pricing else { return 0 }
+        let now = clock()
+        var period = BillingPeriod(containing: now)
+        var frozen = 0
+        for _ in 0...lookback {
+            if !lateWindow.isOpen(period, now: now) {
+                let closed = period
+                let assigned = pricing.assignedTenants(during: closed)
+                frozen += try await onLedger { store throws(BillingError) -> Int in
+                    guard let invoices = store as? any InvoiceStore else { return 0 }
+                    do {
+                        var count = 0
+                        for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
+                            guard try invoices.finalInvoice(tenant: tenant, period: closed) == nil else { continue }
+                            let json = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: closed)).canonicalJSON()
+                            _ = try invoices.freezeInvoice(
+                                FinalInvoiceRecord(tenant: tenant, period: closed, json: json, sha256: Self.sha256(json), finalizedAt: now))
+                            count += 1
+                        }
+                        return count
+                    } catch let error as BillingError {
+                        throw error
+                    } catch {
+                        throw .ledger("\(error)")
+                    }
+                }
+            }
+            period = period.previous
+        }
+        return frozen
     }
 
     /// Throws ``BillingError/unknownTenant(_:)`` unless `tenant` is one the collector bills: a
