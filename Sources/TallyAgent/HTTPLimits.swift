@@ -126,7 +126,14 @@ final class HTTPAdmission: Sendable {
             state.peakSinceTrim = 0
             return true
         }
-        if trim { Self.returnFreeMemory() }
+        guard trim else { return }
+        Self.returnFreeMemory()
+        // Buffers of the connections just closed are freed a moment later (when their channels
+        // are torn down): trim once more then.
+        Task {
+            try? await Task.sleep(for: .seconds(1))
+            Self.returnFreeMemory()
+        }
     }
 
     /// glibc's `malloc_trim(0)`, looked up at run time: Swift's Glibc module does not import
