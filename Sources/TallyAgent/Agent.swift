@@ -23,6 +23,11 @@ public struct Agent: Sendable {
         let spool = try await Spool.open(directory: config.spoolDirectory, options: config.spool, fileOperations: spoolFileOperations)
         let recovery = spool.recovery
         try await spool.observeSyncs { [metrics] nanoseconds in metrics.fsyncLatency.recordNanoseconds(nanoseconds) }
+        if !recovery.missingSegments.isEmpty {
+            logger.error(
+                "spool segments are missing or emptied: their unacknowledged events were lost outside the agent (recorded in the quarantine; see tallyctl spool verify)",
+                metadata: ["segments": "\(recovery.missingSegments)"])
+        }
         if !recovery.problems.isEmpty || !recovery.checkpointFound {
             logger.warning(
                 "spool recovered with repairs",

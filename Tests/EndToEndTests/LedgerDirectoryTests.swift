@@ -5,29 +5,6 @@ import Testing
 /// that names the path and the problem (it used to say only "unable to open database file", or
 /// start and fail at the first commit).
 @Suite struct LedgerDirectoryTests {
-    /// Runs `tally-collector` as an unprivileged user when the tests run as root (root writes
-    /// through any mode bits), else as this user.
-    static func runCollector(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
-        let binary = BinaryRunner.binDirectory.appendingPathComponent("tally-collector").path
-        let process = Process()
-        if getuid() == 0 {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-        }
-        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("tally-stderr-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: errors) }
-        process.standardError = try FileHandle(forWritingTo: errors)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: try Data(contentsOf: errors), as: UTF8.self))
-    }
-
     @Test func aReadOnlyLedgerDirectoryIsNamedAndRefused() throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer {
@@ -40,9 +17,10 @@ import Testing
         try FileManager.default.setAttributes([.posixPermissions: 0o555], ofItemAtPath: ledgerDirectory.path)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
 
-        let outcome = try Self.runCollector([
-            "--store", "sqlite:\(ledgerDirectory.path)/ledger.db", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-        ])
+        // As an ordinary user (root writes through any mode bits).
+        let outcome = try BinaryRunner.run(
+            "tally-collector", ["--store", "sqlite:\(ledgerDirectory.path)/ledger.db", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+            unprivileged: true)
         #expect(outcome.status == 1, "stderr: \(outcome.stderr)")
         let lines = outcome.stderr.split(separator: "\n").filter { !$0.isEmpty }
         // The log may say it is starting; the last line is the reason.
