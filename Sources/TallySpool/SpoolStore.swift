@@ -1,56 +1,5 @@
 import TallyCore
 
-/// Events encoded into framed records, ready to be written in one go.
-struct EncodedBatch: Sendable {
-    var bytes: [UInt8] = []
-    /// The end of each record inside `bytes`.
-    var recordEnds: [Int] = []
-    var timestamps: [Int64] = []
-
-    init(_ events: [UsageEvent]) throws(SpoolError) {
-        bytes.reserveCapacity(events.count * 96)
-        recordEnds.reserveCapacity(events.count)
-        timestamps.reserveCapacity(events.count)
-        for event in events {
-            let start = bytes.count
-            RecordFraming.appendRecord(encoding: { EventRecordCodec.encode(event, into: &$0) }, to: &bytes)
-            let payload = bytes.count - start - RecordFraming.headerBytes
-            if payload > RecordFraming.maxPayloadBytes {
-                throw .recordTooLarge(bytes: payload, limit: RecordFraming.maxPayloadBytes)
-            }
-            recordEnds.append(bytes.count)
-            timestamps.append(event.timestamp.microseconds)
-        }
-    }
-}
-
-/// One segment file as the store knows it.
-struct SegmentInfo {
-    let id: UInt64
-    /// The end of the written records.
-    var size: Int64
-    /// The end of the records known to be durable (fsynced); equal to `size` once sealed.
-    var syncedSize: Int64
-    var records: Int
-    var syncedRecords: Int
-    /// The oldest event time among the unacknowledged records (a lower bound when it comes from
-    /// a summary: acknowledged records of the head segment may count).
-    var minTimestamp: Int64?
-    /// The oldest and newest event times of all the segment's records, for its summary.
-    var allMin: Int64? = nil
-    var allMax: Int64? = nil
-
-    mutating func include(time: Int64, unacknowledged: Bool = true) {
-        allMin = Swift.min(allMin ?? time, time)
-        allMax = Swift.max(allMax ?? time, time)
-        if unacknowledged { minTimestamp = Swift.min(minTimestamp ?? time, time) }
-    }
-
-    var summary: SegmentSummary {
-        SegmentSummary(segment: id, size: size, records: records, oldest: allMin, newest: allMax)
-    }
-}
-
 /// The spool's files and their bookkeeping, used from one thread at a time (the I/O thread, or
 /// the opener before the thread starts). Every method is synchronous and may block on disk.
 final class SpoolStore {
@@ -62,8 +11,8 @@ final class SpoolStore {
     let options: SpoolOptions
     var readOnly: Bool { options.access == .readOnly }
     private var lockFd: Int32?
-    private(set) var segments: [SegmentInfo] = []
-    private var activeFd: Int32?
+    var segments: [SegmentInfo] = []
+    var activeFd: Int32?
     private(set) var checkpoint: SpoolPosition
     private var checkpointFile: CheckpointFile?
     /// The id of the segment to create when there is no active one (its creation failed, e.g.
@@ -71,9 +20,9 @@ final class SpoolStore {
     private var nextSegmentID: UInt64?
     /// The last write that failed for lack of space (or another I/O error), until a write succeeds.
     private(set) var writeFailure: SpoolError?
-    private var ackedRecordsInHead = 0
-    private let quarantine: QuarantineFile
-    private(set) var report = RecoveryReport()
+    var ackedRecordsInHead = 0
+    let quarantine: QuarantineFile
+    var report = RecoveryReport()
     private var readerFd: (segment: UInt64, fd: Int32)?
     private var spans: [(segment: UInt64, from: Int64, to: Int64, records: Int)] = []
     /// Set when unsynced records were truncated away (a failed fsync): their appends must fail.
@@ -198,140 +147,10 @@ final class SpoolStore {
 
     func summaryPath(_ id: UInt64) -> String { directory + "/" + SegmentSummary.fileName(id) }
 
-    /// Accounts for a segment that is gone or emptied: reported in the recovery report and, on
-    /// a writable open, recorded in the quarantine file so that the loss stays on the books
-    /// after the evidence (the numbering gap) has been acknowledged away.
-    private func noteMissingSegment(_ id: UInt64) throws(SpoolError) {
-        report.missingSegments.append(id)
-        report.problems.append(SpoolCorruption(kind: .missingSegment, position: SpoolPosition(segment: id, offset: 0), length: 0))
-        if !readOnly { try quarantine.addMissingSegment(id) }
-    }
-
-    /// Recovers one segment. A sealed segment whose summary matches it (FORMAT.md, "Segment
-    /// summary") is taken from its summary without being scanned; the active (last) segment and
-    /// a sealed one without a valid summary are scanned, and the latter gets a new summary.
-    private func recoverSegment(_ id: UInt64, isLast: Bool, checkpoint: SpoolPosition) throws(SpoolError) {
-        let segmentPath = path(id)
-        let fd = try ops.open(segmentPath, create: false, readOnly: readOnly)
-        var keepOpen = false
-        defer { if !keepOpen { ops.close(fd) } }
-        var size = try ops.size(fd, path: segmentPath)
-        if size < Self.headerEnd {
-            report.segmentsScanned += 1
-            report.emptySegmentsRepaired += 1
-            // Only the newest segment can be empty by a crash (before its header was durable);
-            // an emptied older one lost its events outside the agent.
-            if !isLast { try noteMissingSegment(id) }
-            if readOnly { return }
-            if !isLast {
-                try ops.remove(segmentPath)
-                try ops.remove(summaryPath(id))
-                return
-            }
-            try writeHeader(fd, id: id, path: segmentPath)
-            size = Self.headerEnd
-        }
-        var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
-        _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
-        let headerIsValid = header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) })
-        if !isLast, headerIsValid, let summary = SegmentSummary.read(id, directory: directory, ops: ops), summary.size == size {
-            try adopt(summary, fd: fd, path: segmentPath, checkpoint: checkpoint)
-            return
-        }
-        report.segmentsScanned += 1
-        let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
-        if !headerIsValid {
-            report.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
-            if !readOnly {
-                let headerScanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: 0, end: Self.headerEnd, bufferBytes: 0)
-                try quarantine.add(segment: id, offset: 0, length: Self.headerEnd, from: headerScanner)
-                try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: segmentPath) }
-                try ops.sync(fd, path: segmentPath)
-            }
-        }
-        var info = SegmentInfo(id: id, size: size, syncedSize: size, records: 0, syncedRecords: 0, minTimestamp: nil)
-        var acked = 0
-        var truncateAt: Int64?
-        scan: while true {
-            switch try scanner.next() {
-            case .record(let offset, _):
-                info.records += 1
-                let isAcked = id == checkpoint.segment && UInt64(offset) < checkpoint.offset
-                if isAcked { acked += 1 }
-                if let time = scanner.withTimestamp() { info.include(time: time, unacknowledged: !isAcked) }
-            case .corrupt(let offset, let length):
-                report.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
-                if !readOnly {
-                    try quarantine.add(segment: id, offset: offset, length: length, from: scanner)
-                    if offset + length == size { truncateAt = offset }
-                }
-            case .tornTail(let offset):
-                report.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
-                truncateAt = offset
-            case .end:
-                break scan
-            }
-        }
-        if let truncateAt, !readOnly {
-            try ops.truncate(fd, to: truncateAt, path: segmentPath)
-            try ops.sync(fd, path: segmentPath)
-            info.size = truncateAt
-            info.syncedSize = truncateAt
-        }
-        info.syncedRecords = info.records
-        report.recordsFound += info.records
-        if id == checkpoint.segment { ackedRecordsInHead = acked }
-        segments.append(info)
-        if isLast && !readOnly {
-            keepOpen = true
-            activeFd = fd
-        } else if !readOnly {
-            writeSummary(info.summary)
-            report.summariesWritten += 1
-        }
-    }
-
-    /// Takes a sealed segment's bookkeeping from its summary. When the checkpoint is inside it,
-    /// the smaller side of the checkpoint is scanned to count the acknowledged records.
-    private func adopt(_ summary: SegmentSummary, fd: Int32, path segmentPath: String, checkpoint: SpoolPosition) throws(SpoolError) {
-        var info = SegmentInfo(
-            id: summary.segment, size: summary.size, syncedSize: summary.size, records: summary.records,
-            syncedRecords: summary.records, minTimestamp: summary.oldest, allMin: summary.oldest, allMax: summary.newest)
-        if summary.segment == checkpoint.segment {
-            let boundary = min(max(Int64(checkpoint.offset), Self.headerEnd), summary.size)
-            if boundary - Self.headerEnd <= summary.size - boundary {
-                ackedRecordsInHead = try scanRecords(fd: fd, path: segmentPath, from: Self.headerEnd, to: boundary).records
-            } else {
-                let unacked = try scanRecords(fd: fd, path: segmentPath, from: boundary, to: summary.size)
-                ackedRecordsInHead = max(0, summary.records - unacked.records)
-                info.minTimestamp = unacked.oldest
-            }
-        }
-        report.segmentsFromSummary += 1
-        report.recordsFound += summary.records
-        segments.append(info)
-    }
-
-    /// Valid records in `[from, to)` of a segment file, and the oldest event time among them.
-    private func scanRecords(fd: Int32, path segmentPath: String, from: Int64, to: Int64) throws(SpoolError) -> (records: Int, oldest: Int64?) {
-        let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: from, end: to, bufferBytes: options.readBufferBytes)
-        var records = 0
-        var oldest: Int64?
-        while true {
-            let item = try scanner.next()
-            if case .record = item {
-                records += 1
-                if let time = scanner.withTimestamp() { oldest = min(oldest ?? time, time) }
-            }
-            if item == .end { break }
-        }
-        return (records, oldest)
-    }
-
     /// Writes a sealed segment's summary. A summary only saves a scan, so failing to write one
     /// (e.g. a full disk) never fails the caller: a partial file is removed, and a damaged one
     /// would fail its CRC on the next open and be replaced.
-    private func writeSummary(_ summary: SegmentSummary) {
+    func writeSummary(_ summary: SegmentSummary) {
         do {
             try summary.write(directory: directory, ops: ops)
         } catch {
@@ -340,7 +159,7 @@ final class SpoolStore {
     }
 
     /// Makes the file a fresh, empty segment: truncated, then its header, durably.
-    private func writeHeader(_ fd: Int32, id: UInt64, path: String) throws(SpoolError) {
+    func writeHeader(_ fd: Int32, id: UInt64, path: String) throws(SpoolError) {
         try ops.truncate(fd, to: 0, path: path)
         try RecordFraming.segmentHeader(id).withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: 0, path: path) }
         try ops.sync(fd, path: path)
@@ -487,7 +306,7 @@ final class SpoolStore {
     }
 
     /// The end of what readers may see: durable records only, unless the policy is `never`.
-    private func readableEnd(_ index: Int) -> Int64 {
+    func readableEnd(_ index: Int) -> Int64 {
         options.fsync == .never || index < segments.count - 1 ? segments[index].size : segments[index].syncedSize
     }
 
@@ -682,76 +501,6 @@ final class SpoolStore {
         if writeFailure?.isFull ?? false, activeFd != nil { writeFailure = nil }
     }
 
-    // MARK: Stats, verification, quarantine
-
-    func stats() -> SpoolStats {
-        let records = segments.reduce(0) { $0 + $1.records } - ackedRecordsInHead
-        let recordBytes = segments.reduce(Int64(0)) { $0 + $1.size - Self.headerEnd }
-        let ackedBytes = Int64(checkpoint.offset) - Self.headerEnd
-        let oldest = segments.compactMap(\.minTimestamp).min().map(EventTime.init(microseconds:))
-        return SpoolStats(
-            events: records, bytesOnDisk: bytesOnDisk, backlogBytes: recordBytes - ackedBytes, segments: segments.count,
-            oldestEventTime: oldest, quarantinedRegions: quarantine.count, missingSegments: quarantine.missingSegments,
-            acknowledged: checkpoint, end: end, shipped: checkpoint > SpoolPosition(segment: 1, offset: UInt64(Self.headerEnd)),
-            writeFailure: writeFailure?.description)
-    }
-
-    /// Walks every record of every segment, decoding each, and reports what is wrong; changes
-    /// nothing (not even the quarantine).
-    func verify() throws(SpoolError) -> SpoolVerification {
-        var result = SpoolVerification()
-        // What opening found about the files as a whole, and losses already on the books.
-        result.problems = report.problems.filter { $0.kind == .missingSegment || $0.kind == .badCheckpoint }
-        for region in try quarantine.regions(maxBytesPerRegion: 0) where region.isMissingSegment {
-            if !result.problems.contains(where: { $0.kind == .missingSegment && $0.position == region.position }) {
-                result.problems.append(SpoolCorruption(kind: .missingSegment, position: region.position, length: 0))
-            }
-        }
-        for index in segments.indices {
-            let id = segments[index].id
-            let segmentPath = path(id)
-            let fd = try ops.open(segmentPath, create: false, readOnly: true)
-            defer { ops.close(fd) }
-            result.segments += 1
-            let size = index == segments.count - 1 ? readableEnd(index) : try ops.size(fd, path: segmentPath)
-            result.bytes += size
-            var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
-            _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
-            if !header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) }) {
-                result.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
-            }
-            let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
-            while true {
-                switch try scanner.next() {
-                case .record(let offset, let payloadBytes):
-                    do {
-                        _ = try scanner.withPayload { payload throws(SpoolDecodingError) in try EventRecordCodec.decode(payload) }
-                        result.records += 1
-                    } catch {
-                        result.problems.append(SpoolCorruption(
-                            kind: .undecodableRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)),
-                            length: UInt64(payloadBytes + RecordFraming.headerBytes)))
-                    }
-                    continue
-                case .corrupt(let offset, let length):
-                    result.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
-                    continue
-                case .tornTail(let offset):
-                    result.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
-                    continue
-                case .end:
-                    break
-                }
-                break
-            }
-        }
-        return result
-    }
-
-    func quarantined(maxBytesPerRegion: Int) throws(SpoolError) -> [QuarantinedRegion] {
-        try quarantine.regions(maxBytesPerRegion: maxBytesPerRegion)
-    }
-
     /// Syncs what was written, closes every file and releases the lock.
     func close() {
         if !readOnly { try? sync() }
@@ -763,12 +512,5 @@ final class SpoolStore {
         quarantine.close()
         if let lockFd { ops.close(lockFd) }
         lockFd = nil
-    }
-}
-
-extension SegmentScanner {
-    /// The event time of the record `next()` returned last, read without decoding the rest.
-    func withTimestamp() -> Int64? {
-        try? withPayload { payload throws(SpoolDecodingError) in EventRecordCodec.timestamp(payload) }
     }
 }
