@@ -25,7 +25,7 @@ public struct InvoiceFreezer: Service {
                 logger.error("freezing final invoices failed; retrying later", metadata: ["error": "\(error)"])
             }
             do {
-                try await cancelOnGracefulShutdown { try await Task.sleep(for: interval) }
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             } catch {
                 return
             }
