@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // libzstd from Debian's libzstd-dev.
@@ -182,7 +183,20 @@ let package = Package(
             swiftSettings: strict
         ),
         // The ledger: store protocol, SQLite backend, dedupe, aggregates, reconciliation.
-        .target(name: "TallyLedger", dependencies: ["TallyCore", "CSQLite"], swiftSettings: strict),
+        // The ledger: the store protocol, the rules (pure), the SQLite and PostgreSQL
+        // (postgres-nio) backends, and the one place that opens a store from its address.
+        .target(
+            name: "TallyLedger",
+            dependencies: [
+                "TallyCore", "CSQLite",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(name: "tally-agent", dependencies: ["TallyAgentCLI"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),

@@ -1,6 +1,7 @@
 public import ArgumentParser
 public import TallyCollector
 import TallyConfig
+import TallyLedger
 
 /// `tally-collector`: receives batches from agents, keeps the ledger, prices usage.
 public struct CollectorCommand: AsyncParsableCommand {
@@ -45,8 +46,8 @@ public struct CollectorCommand: AsyncParsableCommand {
         public func validate() throws {
             if let listen { try checkAddress(listen, "--listen") }
             if let http { try checkAddress(http, "--http") }
-            if let store, !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
-                throw ValidationError("--store '\(store)' must be sqlite:PATH or a postgres:// URL")
+            if let store {
+                do { _ = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
             }
             if (tlsCertificate == nil) != (tlsPrivateKey == nil) {
                 throw ValidationError("--tls-certificate and --tls-private-key go together")

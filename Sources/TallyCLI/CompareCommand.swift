@@ -14,14 +14,14 @@ public struct CompareCommand: AsyncParsableCommand {
         abstract: "Compare every tenant's invoice in a ledger with the totals `tallyctl gen --expect` wrote.")
 
     @Option(help: "The expected totals file from `tallyctl gen --expect`.") var expect: String
-    @Option(help: "The ledger, sqlite:PATH.") var store: String
+    @Option(help: "The ledger: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE.") var store: String
     @Option(help: "The pricing YAML file.") var pricing: String
     @Option(help: "How many of the largest tenants to list.") var top: Int = 5
 
     public init() {}
 
     public func validate() throws {
-        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store '\(store)' must be sqlite:PATH") }
+        do { _ = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
         guard top >= 0 else { throw ValidationError("--top must not be negative") }
     }
 
@@ -30,7 +30,7 @@ public struct CompareCommand: AsyncParsableCommand {
         let config = try PricingConfigLoader.load(file: pricing)
         let engine = PricingEngine(config: config)
         let aggregatePricing = AggregatePricing(config: config)
-        let ledger = try SQLiteLedgerStore(path: String(store.dropFirst("sqlite:".count)))
+        let ledger = try LedgerStores.open(store, configuration: LedgerConfiguration())
         defer { ledger.close() }
 
         var usage: [String: [BillingPeriod: [UsageKey: Quantity]]] = [:]

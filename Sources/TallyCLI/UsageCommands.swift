@@ -134,7 +134,7 @@ public struct UsageCommand: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(
             commandName: "export", abstract: "Send a period's hourly usage as Stripe meter events (idempotent; safe to rerun).")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "The ledger, sqlite:PATH.") var store = "sqlite:./tally-data/ledger.db"
+        @Option(help: "The ledger: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE.") var store = "sqlite:./tally-data/ledger.db"
         @Option(help: "The pricing YAML file (which metrics, filters).") var pricing: String
         @Option(help: "The platform's base URL, https://HOST[:PORT] (http:// for a loopback mock or proxy).") var baseURL: String
         @Option(help: "The platform's API key.") var apiKey: String?
@@ -195,14 +195,14 @@ public struct AuditCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Recompute aggregates and invoices from the raw ledger and show any drift (exit 1 on drift).")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "The ledger, sqlite:PATH.") var store = "sqlite:./tally-data/ledger.db"
+    @Option(help: "The ledger: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE.") var store = "sqlite:./tally-data/ledger.db"
     @Option(help: "Only this tenant.") var tenant: String?
     @Option(help: "Only this period, YYYY-MM (default: every period in the ledger).") var period: String?
     @Option(help: "The pricing YAML file: also re-price frozen final invoices and compare their SHA-256.") var pricing: String?
     public init() {}
 
     public func validate() throws {
-        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store must be sqlite:PATH") }
+        do { _ = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
         if let period, BillingPeriod(period) == nil { throw ValidationError("--period '\(period)' is not YYYY-MM") }
     }
 
@@ -263,7 +263,7 @@ public struct AuditCommand: AsyncParsableCommand {
     private func auditInvoice(writer: LedgerWriter, pricing: AggregatePricing, tenant: String, period: BillingPeriod) async throws -> Int {
         let service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard)
         let outcome = try await service.onLedger { store throws(BillingError) -> (String, String)? in
-            guard let invoices = store as? any InvoiceStore else { return nil }
+            let invoices = store
             let frozen: FinalInvoiceRecord?
             do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger("\(error)") }
             guard let frozen else { return nil }
@@ -281,8 +281,9 @@ public struct AuditCommand: AsyncParsableCommand {
 
     /// The group-by dimensions the stored aggregates have, so the recount builds the same cells.
     private func storedDimensions(_ store: String) async throws -> [String] {
-        let path = String(store.dropFirst("sqlite:".count))
-        guard FileManager.default.fileExists(atPath: path) else { throw RuntimeFailure("no ledger at \(path)") }
+        if case .sqlite(let path) = try StoreAddress(parsing: store), !FileManager.default.fileExists(atPath: path) {
+            throw RuntimeFailure("no ledger at \(path)")
+        }
         let writer = try openLedger(store, groupBy: [])
         let dimensions = try await writer.perform { store throws(LedgerError) -> [String] in
             var found: Set<String> = []
@@ -299,13 +300,13 @@ public struct AuditCommand: AsyncParsableCommand {
     }
 }
 
-/// Opens a SQLite ledger behind a writer thread, for the offline commands.
+/// Opens a ledger (any backend) behind a writer thread, for the offline commands.
 func openLedger(_ store: String, groupBy: [String]) throws -> LedgerWriter {
-    guard store.hasPrefix("sqlite:") else { throw ValidationError("--store must be sqlite:PATH") }
-    let path = String(store.dropFirst("sqlite:".count))
+    let address: StoreAddress
+    do { address = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
     do {
-        return LedgerWriter(store: try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: groupBy)))
+        return LedgerWriter(store: try LedgerStores.open(address, configuration: LedgerConfiguration(groupBy: groupBy)))
     } catch {
-        throw RuntimeFailure("cannot open the ledger \(path): \(error)")
+        throw RuntimeFailure("cannot open the ledger \(address): \(error)")
     }
 }

@@ -1,5 +1,6 @@
 public import TallyConfig
 public import TallyCore
+import TallyLedger
 import Yams
 
 /// Everything a collector needs to run, with the brief's local defaults: embedded SQLite under
@@ -103,8 +104,8 @@ public struct CollectorConfig: Sendable {
                 place: "dedupe_horizon",
                 problem: "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateWindow.lateArrivalLimit)): a retry could be billed twice"))
         }
-        if !(store.hasPrefix("sqlite:") || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
-            issues.append(ConfigIssue(place: "store", problem: "'\(store)' must be sqlite:PATH or a postgres:// URL"))
+        do { _ = try StoreAddress(parsing: store) } catch {
+            issues.append(ConfigIssue(place: "store", problem: "\(error)"))
         }
         if limits.pingAfter <= .zero || limits.idleTimeout <= limits.pingAfter {
             issues.append(ConfigIssue(

@@ -60,16 +60,16 @@ public struct Collector {
     }
 
     static func openStore(_ config: CollectorConfig, pricing: AggregatePricing? = nil) throws -> any LedgerStore {
-        guard config.store.hasPrefix("sqlite:") else {
-            throw CollectorStartError("the store '\(config.store)' is not supported yet: use sqlite:PATH")
+        let address: StoreAddress
+        do { address = try StoreAddress(parsing: config.store) } catch { throw CollectorStartError("\(error)", cause: error) }
+        if case .sqlite(let path) = address {
+            try makeParentDirectory(of: path)
+            try checkWritable(ledger: path)
         }
-        let path = String(config.store.dropFirst("sqlite:".count))
-        try makeParentDirectory(of: path)
-        try checkWritable(ledger: path)
         do {
-            return try SQLiteLedgerStore(path: path, configuration: config.ledgerConfiguration(pricing: pricing))
+            return try LedgerStores.open(address, configuration: config.ledgerConfiguration(pricing: pricing))
         } catch {
-            throw CollectorStartError("cannot open the ledger \(path): \(error)", cause: error)
+            throw CollectorStartError("cannot open the ledger \(address): \(error)", cause: error)
         }
     }
 

@@ -27,6 +27,19 @@ public struct LedgerConfiguration: Sendable, Hashable {
         self.aggregateBufferCells = aggregateBufferCells
     }
 
+    /// The unique-count properties of each metric.
+    public var uniquePropertiesByMetric: [String: [String]] {
+        var unique: [String: [String]] = [:]
+        for key in uniqueCounts { unique[key.metric, default: []].append(key.property) }
+        return unique
+    }
+
+    /// Decides what `prepared` becomes, given which of its candidate keys the store holds
+    /// already: ``LedgerRules`` with this configuration.
+    public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {
+        try classification.plan(existing: existing, groupBy: groupBy, uniqueCounts: uniquePropertiesByMetric)
+    }
+
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.
     public func validate() throws(LedgerError) {
         if dedupeHorizon < lateWindow.lateArrivalLimit {

@@ -74,6 +74,53 @@ public protocol LedgerStore: AnyObject {
 
     /// Closes the store. Uncommitted work is discarded.
     func close()
+
+    // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
+    // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
+    // exported to billing platforms.
+
+    /// Hourly aggregate cells of one tenant and metric whose hour lies in `hours`, for one
+    /// dimension ("" for the totals), merged per dimension value, restricted by `billing`.
+    func billableAggregates(
+        tenant: String, metric: String, hours: Range<Int64>, dimension: String, billing: BillingSelection
+    ) throws(LedgerError) -> [String: UsageAggregate]
+
+    /// The number of distinct values of a configured unique-count pair whose own period is
+    /// `period`, counting values billed in `period` itself and, when `adjustmentsThrough` is
+    /// given, values billed as adjustments up to and including that later period.
+    func distinctValues(
+        tenant: String, metric: String, property: String, period: BillingPeriod, billedThrough: BillingPeriod
+    ) throws(LedgerError) -> Int
+
+    /// Earlier periods that have late usage billed (as adjustments) in `period`, in order.
+    func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod]
+
+    /// Hourly total cells (every billing, merged) of one tenant and metric in `hours`, in hour order.
+    func hourlyTotals(tenant: String, metric: String, hours: Range<Int64>) throws(LedgerError) -> [(hour: Int64, aggregate: UsageAggregate)]
+
+    /// Tenants with any reconciliation row in `period` (every tenant the ledger saw in it), sorted.
+    func tenants(in period: BillingPeriod) throws(LedgerError) -> [String]
+
+    /// Whether the ledger ever received an event for `tenant`, in any period and whatever became
+    /// of it (it has a reconciliation row). `period` is looked at first: one index probe when
+    /// the tenant has events there.
+    func hasSeen(tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool
+
+    /// The frozen invoice of (tenant, period), if it was finalised.
+    func finalInvoice(tenant: String, period: BillingPeriod) throws(LedgerError) -> FinalInvoiceRecord?
+
+    /// Stores `record` unless a final invoice of its (tenant, period) exists; returns the stored
+    /// one either way, so a final invoice, once written, never changes.
+    func freezeInvoice(_ record: FinalInvoiceRecord) throws(LedgerError) -> FinalInvoiceRecord
+
+    /// The export record of one identifier, if it was ever attempted.
+    func exportRecord(identifier: String) throws(LedgerError) -> ExportRecord?
+
+    /// Inserts or replaces the record of one export identifier.
+    func saveExportRecord(_ record: ExportRecord) throws(LedgerError)
+
+    /// Every export record of a tenant (nil: all), by identifier.
+    func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord]
 }
 
 extension LedgerStore {

@@ -28,11 +28,10 @@ struct QueryBench: AsyncParsableCommand {
         let aggregate = AggregatePricing(config: config)
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let store = try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config)))
+        let ledgerConfiguration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config))
+        let store = try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration)
         // As the collector runs it: a writer, and a second connection for the API's reads.
-        let writer = LedgerWriter(
-            store: store,
-            reader: try SQLiteLedgerStore(path: path, configuration: LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config))))
+        let writer = LedgerWriter(store: store, reader: try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration))
         let period = try requireValueImpl(BillingPeriod("2026-03"), "period")
         let now = try EventTime(parsing: "2026-03-31T23:00:00Z")
         let tenant = "tenant-0001"
@@ -81,7 +80,7 @@ struct QueryBench: AsyncParsableCommand {
         //    the query cost without the hop between threads.
         let storeTimes = try await writer.perform { store throws(LedgerError) -> [Duration] in
             var times: [Duration] = []
-            guard let invoices = store as? any InvoiceStore else { return times }
+            let invoices = store
             for _ in 0..<iterations {
                 let start = ContinuousClock.now
                 for metric in metrics {

@@ -52,7 +52,7 @@ public struct AggregatePricing: Sendable {
     }
 
     /// The invoice of `tenant` for `period`, as the aggregates stand now.
-    public func invoice(store: any InvoiceStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
+    public func invoice(store: any LedgerStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
         let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)
         var adjustments: [UsageAdjustment] = []
         let earlier: [BillingPeriod]
@@ -70,7 +70,7 @@ public struct AggregatePricing: Sendable {
     }
 
     /// Usage per plan segment of `period`, as the engine wants it.
-    func segmentUsage(store: any InvoiceStore, tenant: String, period: BillingPeriod, billing: BillingSelection) throws(BillingError)
+    func segmentUsage(store: any LedgerStore, tenant: String, period: BillingPeriod, billing: BillingSelection) throws(BillingError)
         -> [SegmentUsage]
     {
         let segments: [PlanSegment]
@@ -104,7 +104,7 @@ public struct AggregatePricing: Sendable {
 
     /// One metric's quantity in `hours`, per value of `priceBy` (a single nil key when unsplit).
     private func quantities(
-        store: any InvoiceStore, tenant: String, metric: MetricDefinition, priceBy: String?, hours: Range<Int64>,
+        store: any LedgerStore, tenant: String, metric: MetricDefinition, priceBy: String?, hours: Range<Int64>,
         period: BillingPeriod, billing: BillingSelection, lastSegment: Bool
     ) throws(BillingError) -> [String?: Quantity] {
         let filterProperties = Set(metric.filters.map(\.property))

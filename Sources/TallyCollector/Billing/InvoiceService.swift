@@ -59,7 +59,7 @@ public struct InvoiceService: Sendable {
         if window.isOpen(period, now: now) {
             // A draft only reads.
             return try await onLedger(readOnly: true) { store throws(BillingError) in
-                guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
+                let invoices = store
                 try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
                 return InvoiceView(
@@ -67,7 +67,7 @@ public struct InvoiceService: Sendable {
             }
         }
         return try await onLedger(readOnly: true) { store throws(BillingError) in
-            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no invoices") }
+            let invoices = store
             do {
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
                     return InvoiceView(
@@ -104,7 +104,7 @@ public struct InvoiceService: Sendable {
                 let closed = period
                 let assigned = pricing.assignedTenants(during: closed)
                 frozen += try await onLedger { store throws(BillingError) -> Int in
-                    guard let invoices = store as? any InvoiceStore else { return 0 }
+                    let invoices = store
                     do {
                         var count = 0
                         for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
@@ -130,7 +130,7 @@ public struct InvoiceService: Sendable {
     /// Throws ``BillingError/unknownTenant(_:)`` unless `tenant` is one the collector bills: a
     /// plan assignment names it (`assigned`) or the ledger received events for it.
     private static func requireBilled(
-        _ tenant: String, period: BillingPeriod, assigned: Bool, _ invoices: any InvoiceStore
+        _ tenant: String, period: BillingPeriod, assigned: Bool, _ invoices: any LedgerStore
     ) throws(BillingError) {
         if assigned { return }
         let seen: Bool
@@ -153,7 +153,7 @@ public struct InvoiceService: Sendable {
     /// Tenants the ledger saw in `period`.
     public func tenants(in period: BillingPeriod) async throws(BillingError) -> [String] {
         try await onLedger(readOnly: true) { store throws(BillingError) in
-            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no billing tables") }
+            let invoices = store
             do { return try invoices.tenants(in: period) } catch { throw .ledger("\(error)") }
         }
     }

@@ -98,7 +98,7 @@ public struct MeterEventExporter: Sendable {
     /// New records are saved (pending) before anything is sent.
     private func plan(pricing: AggregatePricing, tenant: String, hours: Range<Int64>) async throws(BillingError) -> [ExportRecord] {
         try await service.onLedger { store throws(BillingError) -> [ExportRecord] in
-            guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no export records") }
+            let invoices = store
             do {
                 var existing: [String: [ExportRecord]] = [:]
                 for record in try invoices.exportRecords(tenant: tenant) {
@@ -166,7 +166,7 @@ public struct MeterEventExporter: Sendable {
             if acknowledged { record.sentAt = service.clock() }
             let snapshot = record
             _ = try await service.onLedger { store throws(BillingError) in
-                guard let invoices = store as? any InvoiceStore else { throw .unsupported("this store keeps no export records") }
+                let invoices = store
                 do { try invoices.saveExportRecord(snapshot) } catch { throw .ledger("\(error)") }
             }
             if acknowledged {

@@ -6,7 +6,7 @@ public import TallyCore
 /// - `final_invoices (tenant, period)`: the canonical JSON of a finalised invoice and its SHA-256.
 ///   Rows are inserted once and never updated.
 /// - `usage_exports (identifier)`: what was sent to a billing platform, with attempts and status.
-extension SQLiteLedgerStore: InvoiceStore {
+extension SQLiteLedgerStore {
     static let billingTables = """
         CREATE TABLE IF NOT EXISTS final_invoices (
             tenant TEXT NOT NULL,

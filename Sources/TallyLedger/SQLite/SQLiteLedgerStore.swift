@@ -26,7 +26,6 @@ public final class SQLiteLedgerStore: LedgerStore {
     let database: SQLiteDatabase
     let statements: Statements
     private let uniqueProperties: [String: [String]]
-    private var scratch: [UInt8] = []
     /// An upper bound of every logged cell's sum at any grain (the sum of the logged batches'
     /// quantities), in nano-units.
     private var loggedBound: Int128 = 0
@@ -59,9 +58,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try SQLiteSchema.registerFunctions(database)
         try database.execute("BEGIN IMMEDIATE; \(SQLiteSchema.tables) COMMIT;")
         statements = try Statements(database)
-        var unique: [String: [String]] = [:]
-        for key in configuration.uniqueCounts { unique[key.metric, default: []].append(key.property) }
-        uniqueProperties = unique
+        uniqueProperties = configuration.uniquePropertiesByMetric
         try migrate()
         storedSumCeiling = try readSumCeiling()
         try flushAggregates()
@@ -302,91 +299,34 @@ public final class SQLiteLedgerStore: LedgerStore {
         return nil
     }
 
-    private struct ReconciliationKey: Hashable {
-        var period: BillingPeriod
-        var tenant: String
-    }
-
-    private struct UniqueValue: Hashable {
-        var tenant: String
-        var metric: String
-        var property: String
-        var period: BillingPeriod
-        var value: String
-        var billedIn: BillingPeriod
-    }
-
-    /// Writes every row of a new batch inside the open transaction.
+    /// Writes every row of a new batch inside the open transaction: what ``LedgerRules`` decides.
+    /// The candidate raw rows are inserted first (`INSERT OR IGNORE`): whether each one was new is
+    /// the store's answer that completes the plan.
     private func write(_ prepared: PreparedBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
         let batch = prepared.batch
-        let now = batch.receivedAt
-        let window = configuration.lateWindow
-        let groupBy = configuration.groupBy
-        var outcome = BatchOutcome()
-        var cells = AggregateCells()
-        var counts: [ReconciliationKey: ReconciliationCounts] = [:]
-        var uniques: [UniqueValue] = []
-
-        for (index, item) in batch.events.enumerated() {
-            switch item {
-            case .invalid(let invalid):
-                try insertRefused(batch, index: index, invalid: invalid)
-                outcome.rejected += 1
-                outcome.rejections.append(.init(index: index, reason: invalid.rejection.reason))
-                let period = BillingPeriod(explaining: invalid.timestamp, arrivedAt: now)
-                counts[ReconciliationKey(period: period, tenant: invalid.tenant ?? ""), default: .init()].count(.rejected)
-
-            case .valid(let event):
-                let fingerprint = prepared.fingerprints[index] ?? Fingerprint(of: event, scratch: &scratch)
-                let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
-                let key = ReconciliationKey(period: period, tenant: event.tenant)
-                let status: EventStatus
-                var billedIn: BillingPeriod?
-                switch window.classify(event.timestamp, now: now) {
-                case .future, .tooOld:
-                    let rejection = Self.rejection(for: event, window: window, now: now)
-                    try insertRefused(batch, index: index, invalid: InvalidEvent(rejection), event: event, fingerprint: fingerprint)
-                    outcome.rejected += 1
-                    outcome.rejections.append(.init(index: index, reason: rejection.reason))
-                    counts[key, default: .init()].count(.rejected)
-                    continue
-                case .onTime: status = .accepted
-                case .adjustment(_, let billed):
-                    status = .adjusted
-                    billedIn = billed
-                case .late: status = .late
-                }
-                if try !insertRaw(prepared, index: index, event: event, fingerprint: fingerprint, status: status, billedIn: billedIn) {
-                    try insertDuplicate(batch, index: index, event: event, fingerprint: fingerprint)
-                    outcome.duplicate += 1
-                    counts[key, default: .init()].count(.duplicate)
-                    continue
-                }
-                counts[key, default: .init()].count(status)
-                switch status {
-                case .accepted: outcome.accepted += 1
-                case .adjusted:
-                    outcome.late += 1
-                    outcome.adjusted += 1
-                case .late:
-                    outcome.late += 1
-                    outcome.rejections.append(.init(index: index, reason: .late))
-                case .duplicate, .rejected: break
-                }
-                guard status != .late else { continue }
-                try cells.add(event, fingerprint: fingerprint, billedIn: billedIn, groupBy: groupBy)
-                for property in uniqueProperties[event.metric] ?? [] {
-                    guard let value = event.properties[property] else { continue }
-                    uniques.append(
-                        UniqueValue(
-                            tenant: event.tenant, metric: event.metric, property: property, period: period, value: value,
-                            billedIn: billedIn ?? period))
-                }
-            }
+        let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        for refusal in classification.refusals {
+            try insertRefused(
+                batch, index: refusal.index, invalid: refusal.invalid, event: classification.event(refusal.index),
+                fingerprint: refusal.fingerprint)
         }
-        let bound = try log(cells)
+        var existing: [Bool] = []
+        existing.reserveCapacity(classification.candidates.count)
+        for candidate in classification.candidates {
+            guard let event = classification.event(candidate.index) else { continue }
+            existing.append(
+                try !insertRaw(
+                    prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
+                    billedIn: candidate.billedIn))
+        }
+        let plan = try classification.plan(existing: existing, groupBy: configuration.groupBy, uniqueCounts: uniqueProperties)
+        for duplicate in plan.duplicates {
+            guard let event = classification.event(duplicate.index) else { continue }
+            try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
+        }
+        let bound = try log(plan.cells)
         let insertUnique = statements.insertUnique
-        for unique in uniques {
+        for unique in plan.uniqueValues {
             insertUnique.bind(1, unique.tenant)
             insertUnique.bind(2, unique.metric)
             insertUnique.bind(3, unique.property)
@@ -396,9 +336,10 @@ public final class SQLiteLedgerStore: LedgerStore {
             try insertUnique.run()
         }
         let upsertCounts = statements.upsertReconciliation
-        for (key, count) in counts {
-            upsertCounts.bind(1, key.period.description)
-            upsertCounts.bind(2, key.tenant)
+        for delta in plan.reconciliation {
+            let count = delta.counts
+            upsertCounts.bind(1, delta.period.description)
+            upsertCounts.bind(2, delta.tenant)
             upsertCounts.bind(3, batch.agent)
             upsertCounts.bind(4, count.received)
             upsertCounts.bind(5, count.accepted)
@@ -408,10 +349,11 @@ public final class SQLiteLedgerStore: LedgerStore {
             upsertCounts.bind(9, count.rejected)
             try upsertCounts.run()
         }
+        let outcome = plan.outcome
         let insertBatch = statements.insertBatch
         insertBatch.bind(1, batch.agent)
         insertBatch.bind(2, Int64(bitPattern: batch.sequence))
-        insertBatch.bind(3, now.microseconds)
+        insertBatch.bind(3, batch.receivedAt.microseconds)
         insertBatch.bind(4, outcome.accepted)
         insertBatch.bind(5, outcome.duplicate)
         insertBatch.bind(6, outcome.late)
@@ -420,19 +362,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         insertBatch.bind(9, Self.encodeRejections(outcome.rejections))
         insertBatch.bind(10, blob: prepared.contentDigest)
         try insertBatch.run()
-        return (outcome, bound, cells.count)
-    }
-
-    /// The rejection of a too-old or future event, with a message a person can act on.
-    static func rejection(for event: UsageEvent, window: LateWindow, now: EventTime) -> EventRejection {
-        if event.timestamp > now {
-            let latest = now.advanced(by: window.maxFutureSkew)
-            return EventRejection(
-                .futureTimestamp, field: "timestamp", "\(event.timestamp) is after \(latest) (arrival time plus the allowed skew)")
-        }
-        let oldest = now.advanced(by: .zero - window.lateArrivalLimit)
-        return EventRejection(
-            .tooOld, field: "timestamp", "\(event.timestamp) is before \(oldest) (arrival time minus the late-arrival limit)")
+        return (outcome, bound, plan.cells.count)
     }
 
     /// Inserts a raw event; false when an event with the same (timestamp, fingerprint) exists.

@@ -1,0 +1,233 @@
+public import TallyCore
+
+/// The rules that decide what each event of a batch becomes — accepted, adjusted, late,
+/// duplicate or rejected — with the reconciliation counts, aggregate cells and unique values
+/// that follow. Pure: no I/O, the same answer for the same input, so every backend bills alike
+/// and the rules are tested without a database. A backend only persists what they decide,
+/// inside the batch's transaction.
+///
+/// Two steps, because one fact comes from the store:
+/// 1. ``classify(_:window:)`` decides, from the batch and the late window alone (the batch's
+///    arrival time is the clock, so a replay is classified exactly as the original was), which
+///    events are refused and which raw rows the batch may add — one per distinct
+///    (timestamp, fingerprint) key in the batch, the first occurrence winning; later
+///    occurrences are duplicates already. A raw row's content does not depend on what the
+///    store holds, so a backend can insert the candidates with "on conflict do nothing" and
+///    learn from that insert which keys existed.
+/// 2. ``BatchClassification/plan(existing:groupBy:uniqueCounts:)`` takes the store's answer —
+///    which candidates' keys existed already — and returns the ``LedgerPlan``.
+public enum LedgerRules {
+    public static func classify(_ prepared: PreparedBatch, window: LateWindow) -> BatchClassification {
+        let batch = prepared.batch
+        let now = batch.receivedAt
+        var result = BatchClassification(prepared: prepared)
+        result.candidates.reserveCapacity(batch.events.count)
+        var seen = Set<RawKey>(minimumCapacity: batch.events.count)
+        var scratch: [UInt8] = []
+        for (index, item) in batch.events.enumerated() {
+            switch item {
+            case .invalid(let invalid):
+                result.refusals.append(.init(index: index, invalid: invalid, fingerprint: nil))
+            case .valid(let event):
+                let fingerprint = prepared.fingerprints[index] ?? Fingerprint(of: event, scratch: &scratch)
+                let status: EventStatus
+                var billedIn: BillingPeriod?
+                switch window.classify(event.timestamp, now: now) {
+                case .future, .tooOld:
+                    let rejection = rejection(for: event, window: window, now: now)
+                    result.refusals.append(.init(index: index, invalid: InvalidEvent(rejection), fingerprint: fingerprint))
+                    continue
+                case .onTime: status = .accepted
+                case .adjustment(_, let billed):
+                    status = .adjusted
+                    billedIn = billed
+                case .late: status = .late
+                }
+                guard seen.insert(RawKey(timestamp: event.timestamp, fingerprint: fingerprint)).inserted else {
+                    result.repeats.append(.init(index: index, fingerprint: fingerprint))
+                    continue
+                }
+                result.candidates.append(.init(index: index, fingerprint: fingerprint, status: status, billedIn: billedIn))
+            }
+        }
+        return result
+    }
+
+    /// The rejection of a too-old or future event, with a message a person can act on.
+    static func rejection(for event: UsageEvent, window: LateWindow, now: EventTime) -> EventRejection {
+        if event.timestamp > now {
+            let latest = now.advanced(by: window.maxFutureSkew)
+            return EventRejection(
+                .futureTimestamp, field: "timestamp", "\(event.timestamp) is after \(latest) (arrival time plus the allowed skew)")
+        }
+        let oldest = now.advanced(by: .zero - window.lateArrivalLimit)
+        return EventRejection(
+            .tooOld, field: "timestamp", "\(event.timestamp) is before \(oldest) (arrival time minus the late-arrival limit)")
+    }
+}
+
+/// The dedupe key of the raw ledger: event time and fingerprint.
+public struct RawKey: Sendable, Hashable, Comparable {
+    public var timestamp: EventTime
+    public var fingerprint: Fingerprint
+
+    public static func < (a: RawKey, b: RawKey) -> Bool {
+        (a.timestamp, a.fingerprint) < (b.timestamp, b.fingerprint)
+    }
+}
+
+/// Step one of ``LedgerRules``: what a batch may add before the store is asked anything.
+public struct BatchClassification: Sendable {
+    /// A raw row the batch may add: a valid event within the late-arrival limit, the first of its
+    /// key in the batch.
+    public struct Candidate: Sendable, Hashable {
+        public var index: Int
+        public var fingerprint: Fingerprint
+        /// `accepted`, `adjusted` or `late`.
+        public var status: EventStatus
+        /// For `adjusted`: the open period it is billed in.
+        public var billedIn: BillingPeriod?
+    }
+
+    /// An event refused by the rules: invalid at decoding (no fingerprint), too old or from the
+    /// future (with the event and its fingerprint, kept for the explanation).
+    public struct Refusal: Sendable, Hashable {
+        public var index: Int
+        public var invalid: InvalidEvent
+        public var fingerprint: Fingerprint?
+    }
+
+    /// An event whose key appeared earlier in the same batch: a duplicate whatever the store holds.
+    public struct Repeat: Sendable, Hashable {
+        public var index: Int
+        public var fingerprint: Fingerprint
+    }
+
+    public let prepared: PreparedBatch
+    /// In batch order.
+    public var candidates: [Candidate] = []
+    public var refusals: [Refusal] = []
+    public var repeats: [Repeat] = []
+
+    init(prepared: PreparedBatch) { self.prepared = prepared }
+
+    /// The valid event at `index`.
+    public func event(_ index: Int) -> UsageEvent? {
+        if case .valid(let event) = prepared.batch.events[index] { return event }
+        return nil
+    }
+
+    /// The (timestamp, fingerprint) key of each candidate, in candidate order.
+    public var candidateKeys: [RawKey] {
+        candidates.compactMap { candidate in
+            event(candidate.index).map { RawKey(timestamp: $0.timestamp, fingerprint: candidate.fingerprint) }
+        }
+    }
+
+    /// Step two: the plan, given which candidates' keys the store held already
+    /// (`existing[i]` for `candidates[i]`). Throws ``LedgerError/quantityOverflow(_:)`` when the
+    /// batch's own cells leave the 128-bit range.
+    public func plan(existing: [Bool], groupBy: [String], uniqueCounts: [String: [String]]) throws(LedgerError) -> LedgerPlan {
+        precondition(existing.count == candidates.count, "one answer per candidate")
+        let batch = prepared.batch
+        let now = batch.receivedAt
+        var plan = LedgerPlan()
+        var counts: [ReconciliationKey: ReconciliationCounts] = [:]
+
+        func count(_ status: EventStatus, tenant: String, period: BillingPeriod) {
+            counts[ReconciliationKey(period: period, tenant: tenant), default: .init()].count(status)
+        }
+        for refusal in refusals {
+            let event = self.event(refusal.index)
+            let tenant = event?.tenant ?? refusal.invalid.tenant ?? ""
+            let period = BillingPeriod(explaining: event?.timestamp ?? refusal.invalid.timestamp, arrivedAt: now)
+            plan.outcome.rejections.append(.init(index: refusal.index, reason: refusal.invalid.rejection.reason))
+            plan.outcome.rejected += 1
+            count(.rejected, tenant: tenant, period: period)
+        }
+        var duplicates = repeats.map { LedgerPlan.Duplicate(index: $0.index, fingerprint: $0.fingerprint) }
+        for (position, candidate) in candidates.enumerated() {
+            guard let event = event(candidate.index) else { continue }
+            let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
+            if existing[position] {
+                duplicates.append(.init(index: candidate.index, fingerprint: candidate.fingerprint))
+                continue
+            }
+            plan.inserted.append(candidate)
+            count(candidate.status, tenant: event.tenant, period: period)
+            switch candidate.status {
+            case .accepted: plan.outcome.accepted += 1
+            case .adjusted:
+                plan.outcome.late += 1
+                plan.outcome.adjusted += 1
+            case .late:
+                plan.outcome.late += 1
+                plan.outcome.rejections.append(.init(index: candidate.index, reason: .late))
+                continue
+            case .duplicate, .rejected: continue
+            }
+            try plan.cells.add(event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy)
+            for property in uniqueCounts[event.metric] ?? [] {
+                guard let value = event.properties[property] else { continue }
+                plan.uniqueValues.append(
+                    .init(
+                        tenant: event.tenant, metric: event.metric, property: property, period: period, value: value,
+                        billedIn: candidate.billedIn ?? period))
+            }
+        }
+        for duplicate in duplicates {
+            guard let event = event(duplicate.index) else { continue }
+            plan.outcome.duplicate += 1
+            count(.duplicate, tenant: event.tenant, period: BillingPeriod(explaining: event.timestamp, arrivedAt: now))
+        }
+        plan.duplicates = duplicates.sorted { $0.index < $1.index }
+        plan.outcome.rejections.sort { $0.index < $1.index }
+        // Sorted, so that two transactions updating the same rows take their locks in one order.
+        plan.reconciliation = counts.map { LedgerPlan.ReconciliationDelta(period: $0.key.period, tenant: $0.key.tenant, counts: $0.value) }
+            .sorted { ($0.period, $0.tenant) < ($1.period, $1.tenant) }
+        return plan
+    }
+
+    private struct ReconciliationKey: Hashable {
+        var period: BillingPeriod
+        var tenant: String
+    }
+}
+
+/// Everything a batch writes, decided by ``LedgerRules``; a backend persists it in the batch's
+/// transaction, with the batch record.
+public struct LedgerPlan: Sendable {
+    /// An event not billed because its key is in the ledger already (or earlier in its batch).
+    public struct Duplicate: Sendable, Hashable {
+        public var index: Int
+        public var fingerprint: Fingerprint
+    }
+
+    /// Counts to add to one (period, tenant) row of the batch's agent.
+    public struct ReconciliationDelta: Sendable, Hashable {
+        public var period: BillingPeriod
+        public var tenant: String
+        public var counts: ReconciliationCounts
+    }
+
+    /// A value of a configured unique-count pair, first seen in `period`, billed in `billedIn`.
+    public struct UniqueValue: Sendable, Hashable {
+        public var tenant: String
+        public var metric: String
+        public var property: String
+        public var period: BillingPeriod
+        public var value: String
+        public var billedIn: BillingPeriod
+    }
+
+    public var outcome = BatchOutcome()
+    /// The candidates whose keys were new: the raw rows the batch added, in batch order.
+    public var inserted: [BatchClassification.Candidate] = []
+    /// In batch order.
+    public var duplicates: [Duplicate] = []
+    /// Sorted by (period, tenant).
+    public var reconciliation: [ReconciliationDelta] = []
+    /// The aggregate cells of the billed rows (accepted and adjusted).
+    public var cells = AggregateCells()
+    public var uniqueValues: [UniqueValue] = []
+}

@@ -1,0 +1,330 @@
+import NIOCore
+import PostgresNIO
+public import TallyCore
+
+/// Reads: the same answers as `SQLiteLedgerStore+Queries`, from the same table layout. Every
+/// aggregate read folds the log first, so it sees every acknowledged batch.
+extension PostgresLedgerStore {
+    public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
+        if let group = query.groupBy, !configuration.groupBy.contains(group) {
+            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
+        }
+        struct BucketKey: Hashable {
+            var start: EventTime
+            var group: String?
+        }
+        let coarsest: AggregateGrain =
+            switch query.granularity {
+            case .hour: .hour
+            case .day: .day
+            case .month: .month
+            }
+        var buckets: [BucketKey: UsageAggregate] = [:]
+        let from = SQLiteLedgerStore.ceilHour(query.from)
+        try forEachCell(
+            tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
+            hours: from..<max(from, SQLiteLedgerStore.ceilHour(query.to)), coarsest: coarsest, billing: nil
+        ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
+            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
+            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : value)
+            if var existing = buckets[key] {
+                try existing.merge(aggregate)
+                buckets[key] = existing
+            } else {
+                buckets[key] = aggregate
+            }
+        }
+        return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {
+            UsageBucket(start: $0.key.start, group: $0.key.group, aggregate: $0.value)
+        }
+    }
+
+    /// A condition on `billed_in`: `=`, `<` or `<=` a value, or none.
+    enum BilledCondition {
+        case equal(String), before(String), through(String)
+    }
+
+    /// As `SQLiteLedgerStore.forEachCell`: each cell read from the coarsest table that answers
+    /// its range exactly.
+    func forEachCell(
+        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain, billing: BilledCondition?,
+        _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        try flushAggregates()
+        for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
+            var binds = PostgresBindings(capacity: 6)
+            binds.append(tenant)
+            binds.append(metric)
+            binds.append(piece.hours.lowerBound)
+            binds.append(piece.hours.upperBound)
+            binds.append(dimension)
+            var condition = "TRUE"
+            switch billing {
+            case .equal(let value):
+                condition = "billed_in = $6"
+                binds.append(value)
+            case .before(let value):
+                condition = "billed_in < $6"
+                binds.append(value)
+            case .through(let value):
+                condition = "billed_in <= $6"
+                binds.append(value)
+            case nil: break
+            }
+            let rows = try session.query(
+                PostgresQuery(
+                    unsafeSQL: """
+                        SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity
+                        FROM \(PostgresSchema.table(piece.grain))
+                        WHERE tenant = $1 AND metric = $2 AND hour >= $3 AND hour < $4 AND dimension = $5 AND \(condition)
+                        """, binds: binds), "reading aggregates")
+            for row in rows {
+                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
+                try body(hour, value, try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity))
+            }
+        }
+    }
+
+    static func decodeCell(_ row: PostgresRow) throws(LedgerError) -> (Int64, String, String, Int64, String, Int64, ByteBuffer, String) {
+        do {
+            return try row.decode((Int64, String, String, Int64, String, Int64, ByteBuffer, String).self)
+        } catch {
+            throw .corruptRow("aggregate row: \(error)")
+        }
+    }
+
+    static func aggregate(
+        _ sum: String, _ count: Int64, _ maximum: String, _ latestTime: Int64, _ latestPrint: ByteBuffer, _ latestQuantity: String
+    ) throws(LedgerError) -> UsageAggregate {
+        guard let fingerprint = Fingerprint(bytes: Array(latestPrint.readableBytesView)) else {
+            throw .corruptRow("aggregate latest fingerprint")
+        }
+        return UsageAggregate(
+            sum: try quantity(sum, "aggregate sum"), count: count, max: try quantity(maximum, "aggregate max"),
+            latest: LatestValue(
+                timestamp: EventTime(microseconds: latestTime), fingerprint: fingerprint,
+                quantity: try quantity(latestQuantity, "aggregate latest")))
+    }
+
+    public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
+        var usage: UsageAggregate?
+        try forEachCell(
+            tenant: tenant, metric: metric, dimension: "",
+            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month, billing: .equal("")
+        ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
+            if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
+        }
+        let rows = try session.query(
+            """
+            SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+            WHERE tenant = \(tenant) AND metric = \(metric) AND billed_in = \(period.description) AND billed_in <> '' AND dimension = ''
+            """, "reading adjustments")
+        var adjustments: [BillingPeriod: UsageAggregate] = [:]
+        for row in rows {
+            let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
+            let original = BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
+            let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)
+            if var existing = adjustments[original] {
+                try existing.merge(aggregate)
+                adjustments[original] = existing
+            } else {
+                adjustments[original] = aggregate
+            }
+        }
+        return PeriodTotals(
+            period: period, usage: usage,
+            adjustments: adjustments.sorted { $0.key < $1.key }.map { .init(original: $0.key, aggregate: $0.value) })
+    }
+
+    public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+        -> UniqueCount
+    {
+        guard configuration.uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
+            throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
+        }
+        let own = try count(
+            """
+            SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
+            AND period = \(period.description) AND billed_in = \(period.description)
+            """)
+        let late = try count(
+            """
+            SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
+            AND billed_in = \(period.description) AND billed_in <> period
+            """)
+        return UniqueCount(usage: own, adjustments: late)
+    }
+
+    func count(_ query: PostgresQuery) throws(LedgerError) -> Int {
+        let rows = try session.query(query, "counting")
+        return Int(try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Int64.self, "count") } ?? 0)
+    }
+
+    public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
+        var rows: [ReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard let period = BillingPeriod(periodText) else { return }
+            rows.append(ReconciliationRow(period: period, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
+    public func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow] {
+        guard filter.period == nil else { return [] }
+        var rows: [UnreadableReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard BillingPeriod(periodText) == nil else { return }
+            rows.append(UnreadableReconciliationRow(storedPeriod: periodText, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
+    private func readReconciliation(
+        _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
+    ) throws(LedgerError) {
+        let rows = try session.query(
+            """
+            SELECT period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected FROM reconciliation
+            WHERE (\(filter.period?.description)::text IS NULL OR period = \(filter.period?.description))
+            AND (\(filter.tenant)::text IS NULL OR tenant = \(filter.tenant))
+            AND (\(filter.agent)::text IS NULL OR agent = \(filter.agent))
+            ORDER BY period COLLATE "C", tenant COLLATE "C", agent COLLATE "C"
+            """, "reading reconciliation")
+        for row in rows {
+            let decoded: (String, String, String, Int64, Int64, Int64, Int64, Int64, Int64)
+            do {
+                decoded = try row.decode((String, String, String, Int64, Int64, Int64, Int64, Int64, Int64).self)
+            } catch {
+                throw .corruptRow("reconciliation row: \(error)")
+            }
+            var counts = ReconciliationCounts()
+            counts.received = decoded.3
+            counts.accepted = decoded.4
+            counts.duplicate = decoded.5
+            counts.late = decoded.6
+            counts.adjusted = decoded.7
+            counts.rejected = decoded.8
+            body(decoded.0, decoded.1, decoded.2, counts)
+        }
+    }
+
+    public func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+        -> [AggregateCellKey: UsageAggregate]
+    {
+        try flushAggregates()
+        let table = PostgresSchema.table(grain)
+        let rows = try session.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT tenant, metric, hour, dimension, value, billed_in, sum::text, count, max::text, latest_ts, latest_fp,
+                        latest_quantity
+                    FROM \(table) WHERE ($1::text IS NULL OR tenant = $1) AND hour >= $2 AND hour < $3
+                    """,
+                binds: {
+                    var binds = PostgresBindings(capacity: 3)
+                    binds.append(tenant)
+                    binds.append(AggregateCellKey.hour(of: period.start))
+                    binds.append(AggregateCellKey.hour(of: period.end))
+                    return binds
+                }()), "reading stored aggregates")
+        var cells: [AggregateCellKey: UsageAggregate] = [:]
+        for row in rows {
+            let key: (String, String, Int64, String, String, String)
+            let cell: (String, Int64, String, Int64, ByteBuffer, String)
+            do {
+                let all = try row.decode((String, String, Int64, String, String, String, String, Int64, String, Int64, ByteBuffer, String).self)
+                key = (all.0, all.1, all.2, all.3, all.4, all.5)
+                cell = (all.6, all.7, all.8, all.9, all.10, all.11)
+            } catch {
+                throw .corruptRow("\(table) row: \(error)")
+            }
+            var billedIn: BillingPeriod?
+            if !key.5.isEmpty {
+                guard let billed = BillingPeriod(key.5) else { throw .corruptRow("\(table) billed_in '\(key.5)'") }
+                billedIn = billed
+            }
+            cells[AggregateCellKey(tenant: key.0, metric: key.1, hour: key.2, dimension: key.3, value: key.4, billedIn: billedIn)] =
+                try Self.aggregate(cell.0, cell.1, cell.2, cell.3, cell.4, cell.5)
+        }
+        return cells
+    }
+
+    /// Pages through the period on the (ts, fingerprint) key, 10,000 rows at a time, so an
+    /// audit of a large month holds one page in memory.
+    public func scanRawEvents(
+        tenant: String?, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        var after: (Int64, ByteBuffer) = (period.start.microseconds - 1, ByteBuffer())
+        let pageSize = 10_000
+        while true {
+            let rows = try session.query(
+                """
+                SELECT ts, fingerprint, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq,
+                    batch_index, received_at, tenant
+                FROM raw_events WHERE (ts, fingerprint) > (\(after.0), \(after.1)) AND ts < \(period.end.microseconds)
+                AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                ORDER BY ts, fingerprint LIMIT \(pageSize)
+                """, "scanning raw events")
+            for row in rows {
+                let r: (Int64, ByteBuffer, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64, String)
+                do {
+                    r = try row.decode(
+                        (Int64, ByteBuffer, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64, String).self)
+                } catch {
+                    throw .corruptRow("raw_events row: \(error)")
+                }
+                after = (r.0, r.1)
+                guard let fingerprint = Fingerprint(bytes: Array(r.1.readableBytesView)) else { throw .corruptRow("raw_events fingerprint") }
+                guard let status = EventStatus(rawValue: r.6) else { throw .corruptRow("raw_events status '\(r.6)'") }
+                let event = UsageEvent(
+                    tenant: r.12, metric: r.2, quantity: try Self.quantity(r.3, "raw_events quantity"),
+                    timestamp: EventTime(microseconds: r.0), id: r.4, properties: try PropertiesCodec.decode(Array(r.5.readableBytesView)))
+                try body(
+                    LedgerRecord(
+                        event: event, fingerprint: fingerprint, status: status, billedIn: r.7.flatMap { BillingPeriod($0) }, agent: r.8,
+                        batchSequence: UInt64(bitPattern: r.9), batchIndex: Int(r.10), receivedAt: EventTime(microseconds: r.11)))
+            }
+            if rows.count < pageSize { return }
+        }
+    }
+
+    public func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent] {
+        var events: [RefusedEvent] = []
+        let seq = Int64(bitPattern: sequence)
+        for row in try session.query(
+            """
+            SELECT batch_index, reason, message, tenant, metric, ts, fingerprint, quantity FROM refused_events
+            WHERE agent = \(agent) AND batch_seq = \(seq)
+            """, "reading refused events")
+        {
+            let r: (Int32, String, String, String?, String?, Int64?, ByteBuffer?, String?)
+            do { r = try row.decode((Int32, String, String, String?, String?, Int64?, ByteBuffer?, String?).self) } catch {
+                throw .corruptRow("refused_events row: \(error)")
+            }
+            guard let reason = RejectionReason(rawValue: r.1) else { throw .corruptRow("refused_events reason") }
+            events.append(
+                RefusedEvent(
+                    batchIndex: Int(r.0), status: .rejected, reason: reason, message: r.2, tenant: r.3, metric: r.4,
+                    timestamp: r.5.map { EventTime(microseconds: $0) },
+                    fingerprint: r.6.flatMap { Fingerprint(bytes: Array($0.readableBytesView)) },
+                    quantity: try r.7.map { (text: String) throws(LedgerError) in try Self.quantity(text, "refused quantity") }))
+        }
+        for row in try session.query(
+            """
+            SELECT batch_index, ts, fingerprint, tenant, metric, quantity FROM duplicate_events
+            WHERE agent = \(agent) AND batch_seq = \(seq)
+            """, "reading duplicates")
+        {
+            let r: (Int32, Int64, ByteBuffer, String, String, String)
+            do { r = try row.decode((Int32, Int64, ByteBuffer, String, String, String).self) } catch {
+                throw .corruptRow("duplicate_events row: \(error)")
+            }
+            events.append(
+                RefusedEvent(
+                    batchIndex: Int(r.0), status: .duplicate, reason: nil, message: "same fingerprint as an event already in the ledger",
+                    tenant: r.3, metric: r.4, timestamp: EventTime(microseconds: r.1), fingerprint: Fingerprint(bytes: Array(r.2.readableBytesView)),
+                    quantity: try Self.quantity(r.5, "duplicate quantity")))
+        }
+        return events.sorted { $0.batchIndex < $1.batchIndex }
+    }
+}

@@ -1,0 +1,524 @@
+public import Logging
+import NIOCore
+import PostgresNIO
+public import TallyCore
+
+/// The ledger on a shared PostgreSQL database: one collector, or several stateless collectors
+/// with the same `--store`, which then form a cluster with no other coordination.
+/// See ``LedgerStore`` for the guarantees and `PostgresSchema` for the layout.
+///
+/// **A batch** is a handful of statements in one transaction whatever its size: the batch
+/// record lookup, the refused rows, the candidate raw rows as arrays through `unnest` with
+/// `ON CONFLICT DO NOTHING RETURNING` — the store's answer to which keys existed, for
+/// ``LedgerRules`` — then the duplicates, the aggregate log row, unique values, reconciliation
+/// and the batch record. Rows are inserted in key order, so two collectors committing
+/// overlapping batches lock in the same order and never deadlock; a concurrent insert of the
+/// same key waits for the other transaction and then counts as a duplicate. `(agent, seq)` is
+/// the batch record's key: a batch resent to another collector after a failover gets the
+/// original outcome and writes nothing (two collectors committing the same batch at the same
+/// instant: one waits on the key, fails, and the retry finds the record).
+///
+/// **The aggregate log** works across processes: whoever folds takes a transaction-level
+/// advisory lock, deletes every log row (`DELETE … RETURNING`) and writes the merged cells in
+/// the same transaction, so a logged cell is folded exactly once whichever collector folds;
+/// reads fold first, as on SQLite, so they see every acknowledged batch.
+///
+/// **Overflow.** As on SQLite a batch that would take a monthly sum out of the 128-bit range is
+/// refused. The cheap bound is the sum of the logged batches' totals plus the largest stored
+/// monthly sum (`ledger_bounds`, raised by each fold). When bound plus batch passes half the
+/// range, the commit takes an advisory lock and checks every monthly cell exactly. Commits that
+/// skip the check each stay below half the range with everything committed, and with event
+/// quantities capped (10^15 units by default) even thousands of concurrent ones cannot reach the
+/// other half; the CHECK on every sum column is the last line, failing a fold rather than
+/// storing a wrong number.
+public final class PostgresLedgerStore: LedgerStore {
+    public let configuration: LedgerConfiguration
+    public let address: PostgresAddress
+    let session: PostgresSession
+    private let uniqueProperties: [String: [String]]
+    /// Months whose raw partition this process knows to exist.
+    private var partitions: Set<BillingPeriod> = []
+    /// Batches and cells this store logged since its last fold: when to fold.
+    private var loggedRows = 0
+    private var loggedCells = 0
+    static let maximumLogRows = 1_000
+
+    /// Makes the next commit write everything and then drop the connection without committing,
+    /// as a collector killed at that instant would (crash tests).
+    var crashBeforeNextCommit = false
+
+    /// Connects, migrates (under an advisory lock), creates the raw partitions around now and
+    /// folds any aggregate log left behind.
+    public init(
+        address: PostgresAddress, configuration: LedgerConfiguration = LedgerConfiguration(),
+        logger: Logger = Logger(label: "tally.ledger.postgres")
+    ) throws(LedgerError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.address = address
+        uniqueProperties = configuration.uniquePropertiesByMetric
+        session = try PostgresSession(address: address, logger: logger)
+        try PostgresSchema.migrate(session)
+        let now = EventTime.now()
+        let window = configuration.lateWindow
+        var month = BillingPeriod(containing: now.advanced(by: .zero - window.lateArrivalLimit))
+        var months: [BillingPeriod] = []
+        let last = BillingPeriod(containing: now.advanced(by: window.maxFutureSkew)).next
+        while month <= last {
+            months.append(month)
+            month = month.next
+        }
+        try ensurePartitions(months)
+        try flushAggregates()
+    }
+
+    public func close() {
+        try? flushAggregates()
+        session.close()
+    }
+
+    // MARK: - Partitions
+
+    /// Creates the monthly raw partitions of `months` that do not exist yet, in their own
+    /// transaction under an advisory lock (collectors creating the same month at once wait for
+    /// each other).
+    func ensurePartitions(_ months: [BillingPeriod]) throws(LedgerError) {
+        let missing = Set(months).subtracting(partitions)
+        guard !missing.isEmpty else { return }
+        try session.transaction("creating raw event partitions") { () throws(LedgerError) in
+            try session.query(
+                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.partitions.rawValue))",
+                "taking the partition lock")
+            for month in missing.sorted() {
+                try session.execute(
+                    """
+                    CREATE TABLE IF NOT EXISTS \(Self.partitionName(month)) PARTITION OF raw_events
+                    FOR VALUES FROM (\(month.start.microseconds)) TO (\(month.end.microseconds))
+                    """, "creating the raw partition of \(month)")
+            }
+        }
+        partitions.formUnion(missing)
+    }
+
+    /// `raw_events_YYYY_MM`.
+    public static func partitionName(_ month: BillingPeriod) -> String {
+        "raw_events_" + month.description.replacingOccurrences(of: "-", with: "_")
+    }
+
+    // MARK: - Snapshot and the aggregate log
+
+    public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        try session.transaction("reading a snapshot", isolation: "ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+    }
+
+    public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
+        if loggedRows > 0 { return true }
+        let rows = try session.query("SELECT EXISTS (SELECT 1 FROM aggregate_log)", "checking the aggregate log")
+        return try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "log check") } ?? false
+    }
+
+    /// Folds every committed log row into the hourly, daily and monthly tables in one
+    /// transaction, under the fold lock, deleting the rows it folds.
+    func flushAggregates() throws(LedgerError) {
+        guard try hasUnfoldedAggregates() else { return }
+        try session.transaction("folding the aggregate log") { () throws(LedgerError) in
+            try session.query(
+                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))", "taking the fold lock")
+            let rows = try session.query("DELETE FROM aggregate_log RETURNING cells", "claiming the aggregate log")
+            guard !rows.isEmpty else { return }
+            var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
+            for row in rows {
+                let blob = try PostgresSchema.decode(row, ByteBuffer.self, "aggregate log cells")
+                try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &cells)
+            }
+            var largest: Int128 = 0
+            for grain in AggregateGrain.allCases {
+                let rolled = try cells.rolledUp(to: grain)
+                try upsert(rolled, into: PostgresSchema.table(grain))
+                if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
+            }
+            // Stored sums only grow (quantities are not negative), so the ceiling is an upper
+            // bound of every monthly sum once it is raised by each fold's new monthly sums.
+            try session.query(
+                """
+                UPDATE ledger_bounds SET monthly_ceiling = monthly_ceiling + \(Quantity(nanos: largest).description)::numeric
+                WHERE id = 1
+                """, "raising the overflow bound")
+        }
+        loggedRows = 0
+        loggedCells = 0
+    }
+
+    /// One statement per grain: every merged cell through `unnest`, summed onto the stored one.
+    private func upsert(_ cells: AggregateCells, into table: String) throws(LedgerError) {
+        guard !cells.isEmpty else { return }
+        var tenants: [String] = [], metrics: [String] = [], hours: [Int64] = [], dimensions: [String] = [], values: [String] = []
+        var billed: [String] = [], sums: [String] = [], counts: [Int64] = [], maxima: [String] = [], latestTimes: [Int64] = []
+        var latestPrints: [ByteBuffer] = [], latestQuantities: [String] = []
+        // Key order: two folds never run at once (the lock), but reads and exports touch the
+        // same rows; one order keeps lock waits short and deadlock-free.
+        for (key, aggregate) in cells.cells.sorted(by: { $0.key < $1.key }) {
+            tenants.append(key.tenant)
+            metrics.append(key.metric)
+            hours.append(key.hour)
+            dimensions.append(key.dimension)
+            values.append(key.value)
+            billed.append(key.billedIn?.description ?? "")
+            sums.append(aggregate.sum.description)
+            counts.append(aggregate.count)
+            maxima.append(aggregate.max.description)
+            latestTimes.append(aggregate.latest.timestamp.microseconds)
+            latestPrints.append(ByteBuffer(bytes: aggregate.latest.fingerprint.bytes))
+            latestQuantities.append(aggregate.latest.quantity.description)
+        }
+        var binds = PostgresBindings(capacity: 12)
+        binds.append(tenants)
+        binds.append(metrics)
+        binds.append(hours)
+        binds.append(dimensions)
+        binds.append(values)
+        binds.append(billed)
+        binds.append(sums)
+        binds.append(counts)
+        binds.append(maxima)
+        binds.append(latestTimes)
+        binds.append(latestPrints)
+        binds.append(latestQuantities)
+        let sql = """
+            INSERT INTO \(table) AS t (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
+                latest_ts, latest_fp, latest_quantity)
+            SELECT c.tenant, c.metric, c.hour, c.dimension, c.value, c.billed_in, c.sum::numeric, c.count, c.max::numeric,
+                c.latest_ts, c.latest_fp, c.latest_quantity
+            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+                $9::text[], $10::bigint[], $11::bytea[], $12::text[])
+                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity)
+            ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
+                sum = t.sum + excluded.sum,
+                count = t.count + excluded.count,
+                max = GREATEST(t.max, excluded.max),
+                latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
+                    THEN excluded.latest_ts ELSE t.latest_ts END,
+                latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
+                    THEN excluded.latest_fp ELSE t.latest_fp END,
+                latest_quantity = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
+                    THEN excluded.latest_quantity ELSE t.latest_quantity END
+            """
+        try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "folding into \(table)")
+    }
+
+    // MARK: - Commit
+
+    public func commit(_ prepared: PreparedBatch) throws(LedgerError) -> BatchOutcome {
+        let batch = prepared.batch
+        let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        var months = Set<BillingPeriod>()
+        for candidate in classification.candidates {
+            if let event = classification.event(candidate.index) { months.insert(BillingPeriod(containing: event.timestamp)) }
+        }
+        try ensurePartitions(Array(months))
+        let crash = crashBeforeNextCommit
+        crashBeforeNextCommit = false
+        let written: (outcome: BatchOutcome, cells: Int)? = try session.transaction("committing batch \(batch.sequence) of \(batch.agent)") {
+            () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int)? in
+            if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
+            let written = try write(classification)
+            if crash {
+                session.abandon()
+                throw LedgerError.database(code: -1, message: "injected crash", context: "committing")
+            }
+            return written
+        }
+        guard let written else {
+            // Seen before: answer from the record (outside the transaction, which only read).
+            guard let stored = try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) else {
+                throw .corruptRow("the record of batch \(batch.sequence) of \(batch.agent) vanished")
+            }
+            return stored
+        }
+        if written.cells > 0 {
+            loggedRows += 1
+            loggedCells += written.cells
+        }
+        if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
+            // The batch is committed either way; a failed fold is retried by the next commit or read.
+            try? flushAggregates()
+        }
+        return written.outcome
+    }
+
+    /// The outcome recorded for (agent, sequence), or nil for a new batch; a recorded batch
+    /// with other content is a reused sequence, and a pruned one has expired.
+    private func storedOutcome(agent: String, sequence: UInt64, digest: [UInt8]) throws(LedgerError) -> BatchOutcome? {
+        let rows = try session.query(
+            """
+            SELECT accepted, duplicate, late, adjusted, rejected, rejections, digest FROM batches
+            WHERE agent = \(agent) AND seq = \(Int64(bitPattern: sequence))
+            """, "reading the batch record")
+        if let row = rows.first {
+            let (accepted, duplicate, late, adjusted, rejected, rejections, stored): (Int32, Int32, Int32, Int32, Int32, String, ByteBuffer)
+            do {
+                (accepted, duplicate, late, adjusted, rejected, rejections, stored) = try row.decode(
+                    (Int32, Int32, Int32, Int32, Int32, String, ByteBuffer).self)
+            } catch {
+                throw .corruptRow("batch record of \(agent) \(sequence): \(error)")
+            }
+            guard Array(stored.readableBytesView) == digest else { throw .sequenceReused(agent: agent, sequence: sequence) }
+            var outcome = BatchOutcome()
+            outcome.accepted = Int(accepted)
+            outcome.duplicate = Int(duplicate)
+            outcome.late = Int(late)
+            outcome.adjusted = Int(adjusted)
+            outcome.rejected = Int(rejected)
+            outcome.rejections = try SQLiteLedgerStore.decodeRejections(rejections)
+            return outcome
+        }
+        let pruned = try session.query("SELECT through_seq FROM pruned_batches WHERE agent = \(agent)", "reading pruned batches")
+        if let row = pruned.first, UInt64(bitPattern: try PostgresSchema.decode(row, Int64.self, "pruned sequence")) >= sequence {
+            throw .batchExpired(agent: agent, sequence: sequence)
+        }
+        return nil
+    }
+
+    /// Persists what ``LedgerRules`` decides, inside the open transaction.
+    private func write(_ classification: BatchClassification) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int) {
+        let prepared = classification.prepared
+        let batch = prepared.batch
+        let agent = batch.agent
+        let sequence = Int64(bitPattern: batch.sequence)
+        let received = batch.receivedAt.microseconds
+        if !classification.refusals.isEmpty { try insertRefusals(classification) }
+        let inserted = try insertCandidates(classification)
+        let existing = classification.candidates.map { !inserted.contains($0.index) }
+        let plan = try classification.plan(existing: existing, groupBy: configuration.groupBy, uniqueCounts: uniqueProperties)
+        if !plan.duplicates.isEmpty {
+            var indexes: [Int32] = [], times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = []
+            var quantities: [String] = []
+            for duplicate in plan.duplicates {
+                guard let event = classification.event(duplicate.index) else { continue }
+                indexes.append(Int32(duplicate.index))
+                times.append(event.timestamp.microseconds)
+                prints.append(ByteBuffer(bytes: duplicate.fingerprint.bytes))
+                tenants.append(event.tenant)
+                metrics.append(event.metric)
+                quantities.append(prepared.quantities[duplicate.index])
+            }
+            try session.query(
+                """
+                INSERT INTO duplicate_events (agent, batch_seq, batch_index, ts, fingerprint, tenant, metric, quantity, received_at)
+                SELECT \(agent), \(sequence), d.i, d.ts, d.fp, d.tenant, d.metric, d.quantity, \(received)
+                FROM unnest(\(indexes)::integer[], \(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[],
+                    \(quantities)::text[]) AS d(i, ts, fp, tenant, metric, quantity)
+                """, "recording duplicates")
+        }
+        if !plan.cells.isEmpty { try log(plan.cells) }
+        if !plan.uniqueValues.isEmpty {
+            let values = plan.uniqueValues.sorted { ($0.tenant, $0.metric, $0.property, $0.period, $0.value) < ($1.tenant, $1.metric, $1.property, $1.period, $1.value) }
+            try session.query(
+                """
+                INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
+                SELECT * FROM unnest(\(values.map(\.tenant))::text[], \(values.map(\.metric))::text[], \(values.map(\.property))::text[],
+                    \(values.map(\.period.description))::text[], \(values.map(\.value))::text[], \(values.map(\.billedIn.description))::text[])
+                ON CONFLICT DO NOTHING
+                """, "recording unique values")
+        }
+        let deltas = plan.reconciliation
+        try session.query(
+            """
+            INSERT INTO reconciliation AS r (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
+            SELECT d.period, d.tenant, \(agent), d.received, d.accepted, d.duplicate, d.late, d.adjusted, d.rejected
+            FROM unnest(\(deltas.map(\.period.description))::text[], \(deltas.map(\.tenant))::text[],
+                \(deltas.map(\.counts.received))::bigint[], \(deltas.map(\.counts.accepted))::bigint[],
+                \(deltas.map(\.counts.duplicate))::bigint[], \(deltas.map(\.counts.late))::bigint[],
+                \(deltas.map(\.counts.adjusted))::bigint[], \(deltas.map(\.counts.rejected))::bigint[])
+                AS d(period, tenant, received, accepted, duplicate, late, adjusted, rejected)
+            ON CONFLICT (period, tenant, agent) DO UPDATE SET
+                received = r.received + excluded.received, accepted = r.accepted + excluded.accepted,
+                duplicate = r.duplicate + excluded.duplicate, late = r.late + excluded.late,
+                adjusted = r.adjusted + excluded.adjusted, rejected = r.rejected + excluded.rejected
+            """, "counting reconciliation")
+        let outcome = plan.outcome
+        try session.query(
+            """
+            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections, digest)
+            VALUES (\(agent), \(sequence), \(received), \(Int32(outcome.accepted)), \(Int32(outcome.duplicate)),
+                \(Int32(outcome.late)), \(Int32(outcome.adjusted)), \(Int32(outcome.rejected)),
+                \(SQLiteLedgerStore.encodeRejections(outcome.rejections)), \(ByteBuffer(bytes: prepared.contentDigest)))
+            """, "recording the batch")
+        return (outcome, plan.cells.count)
+    }
+
+    /// Inserts the candidate raw rows in key order; returns the batch indexes of those that
+    /// were new.
+    private func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> Set<Int> {
+        guard !classification.candidates.isEmpty else { return [] }
+        let prepared = classification.prepared
+        let batch = prepared.batch
+        var rows: [(key: RawKey, candidate: BatchClassification.Candidate, event: UsageEvent)] = []
+        rows.reserveCapacity(classification.candidates.count)
+        for candidate in classification.candidates {
+            guard let event = classification.event(candidate.index) else { continue }
+            rows.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), candidate, event))
+        }
+        rows.sort { $0.key < $1.key }
+        var times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = [], quantities: [String] = []
+        var ids: [String] = [], hasID: [Bool] = [], properties: [ByteBuffer] = [], statuses: [String] = [], billed: [String] = []
+        var indexes: [Int32] = []
+        for row in rows {
+            times.append(row.key.timestamp.microseconds)
+            prints.append(ByteBuffer(bytes: row.candidate.fingerprint.bytes))
+            tenants.append(row.event.tenant)
+            metrics.append(row.event.metric)
+            quantities.append(prepared.quantities[row.candidate.index])
+            ids.append(row.event.id ?? "")
+            hasID.append(row.event.id != nil)
+            properties.append(ByteBuffer(bytes: prepared.properties[row.candidate.index]))
+            statuses.append(row.candidate.status.rawValue)
+            billed.append(row.candidate.billedIn?.description ?? "")
+            indexes.append(Int32(row.candidate.index))
+        }
+        let result = try session.query(
+            """
+            INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+                agent, batch_seq, batch_index, received_at)
+            SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
+                NULLIF(r.billed, ''), \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, \(batch.receivedAt.microseconds)
+            FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
+                \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(statuses)::text[], \(billed)::text[], \(indexes)::integer[])
+                WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
+            ORDER BY r.position
+            ON CONFLICT (ts, fingerprint) DO NOTHING
+            RETURNING batch_index
+            """, "inserting raw events")
+        var inserted = Set<Int>(minimumCapacity: result.count)
+        for row in result { inserted.insert(Int(try PostgresSchema.decode(row, Int32.self, "inserted index"))) }
+        return inserted
+    }
+
+    private func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
+        let batch = classification.prepared.batch
+        var indexes: [Int32] = [], reasons: [String] = [], fields: [String] = [], messages: [String] = [], tenants: [String] = []
+        var metrics: [String] = [], times: [Int64] = [], hasTime: [Bool] = [], prints: [ByteBuffer] = [], hasPrint: [Bool] = []
+        var quantities: [String] = [], ids: [String] = [], properties: [ByteBuffer] = [], sources: [String] = []
+        var hasEvent: [Bool] = [], hasField: [Bool] = [], hasTenant: [Bool] = [], hasMetric: [Bool] = [], hasID: [Bool] = []
+        var hasSource: [Bool] = []
+        for refusal in classification.refusals {
+            let event = classification.event(refusal.index)
+            let invalid = refusal.invalid
+            indexes.append(Int32(refusal.index))
+            reasons.append(invalid.rejection.reason.rawValue)
+            fields.append(invalid.rejection.field ?? "")
+            hasField.append(invalid.rejection.field != nil)
+            messages.append(invalid.rejection.message)
+            let tenant = event?.tenant ?? invalid.tenant
+            tenants.append(tenant ?? "")
+            hasTenant.append(tenant != nil)
+            let metric = event?.metric ?? invalid.metric
+            metrics.append(metric ?? "")
+            hasMetric.append(metric != nil)
+            let time = event?.timestamp ?? invalid.timestamp
+            times.append(time?.microseconds ?? 0)
+            hasTime.append(time != nil)
+            prints.append(ByteBuffer(bytes: refusal.fingerprint?.bytes ?? []))
+            hasPrint.append(refusal.fingerprint != nil)
+            quantities.append(event?.quantity.description ?? "")
+            hasEvent.append(event != nil)
+            let id = event?.id ?? invalid.id
+            ids.append(id ?? "")
+            hasID.append(id != nil)
+            properties.append(ByteBuffer(bytes: event.map { PropertiesCodec.encode($0.properties) } ?? []))
+            sources.append(invalid.source ?? "")
+            hasSource.append(invalid.source != nil)
+        }
+        try session.query(
+            """
+            INSERT INTO refused_events (agent, batch_seq, batch_index, reason, field, message, tenant, metric, ts, fingerprint,
+                quantity, event_id, properties, source, received_at)
+            SELECT \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, r.reason, CASE WHEN r.has_field THEN r.field END,
+                r.message, CASE WHEN r.has_tenant THEN r.tenant END, CASE WHEN r.has_metric THEN r.metric END,
+                CASE WHEN r.has_time THEN r.ts END, CASE WHEN r.has_fp THEN r.fp END,
+                CASE WHEN r.has_event THEN r.quantity END, CASE WHEN r.has_id THEN r.id END,
+                CASE WHEN r.has_event THEN r.properties END, CASE WHEN r.has_source THEN r.source END, \(batch.receivedAt.microseconds)
+            FROM unnest(\(indexes)::integer[], \(reasons)::text[], \(fields)::text[], \(hasField)::boolean[], \(messages)::text[],
+                \(tenants)::text[], \(hasTenant)::boolean[], \(metrics)::text[], \(hasMetric)::boolean[], \(times)::bigint[],
+                \(hasTime)::boolean[], \(prints)::bytea[], \(hasPrint)::boolean[], \(quantities)::text[], \(hasEvent)::boolean[],
+                \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(sources)::text[], \(hasSource)::boolean[])
+                AS r(i, reason, field, has_field, message, tenant, has_tenant, metric, has_metric, ts, has_time, fp, has_fp,
+                    quantity, has_event, id, has_id, properties, source, has_source)
+            """, "recording refused events")
+    }
+
+    /// Logs a batch's cells, refusing the batch if a monthly sum would leave the 128-bit range.
+    private func log(_ cells: AggregateCells) throws(LedgerError) {
+        let total = try cells.totalSum()
+        let bounds = try session.query(
+            """
+            SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
+                + \(total.description)::numeric)::text
+            """, "reading the overflow bound")
+        let boundText = try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
+        let half = Quantity(nanos: Int128.max / 2)
+        if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
+            try session.query(
+                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.overflow.rawValue))",
+                "taking the overflow lock")
+            try checkMonthlySums(cells)
+        }
+        try session.query(
+            "INSERT INTO aggregate_log (cells, total) VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells))), \(total.description)::numeric)",
+            "logging aggregate cells")
+    }
+
+    /// The exact check: batch + logged + stored, per monthly cell.
+    private func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
+        let monthly = try cells.rolledUp(to: .month)
+        var logged = AggregateCells()
+        for row in try session.query("SELECT cells FROM aggregate_log", "reading the aggregate log") {
+            let blob = try PostgresSchema.decode(row, ByteBuffer.self, "aggregate log cells")
+            try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &logged)
+        }
+        let loggedMonthly = try logged.rolledUp(to: .month)
+        for (key, aggregate) in monthly.cells {
+            var total = aggregate.sum
+            if let already = loggedMonthly.cells[key] {
+                do { total = try total.adding(already.sum) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
+                }
+            }
+            let stored = try session.query(
+                """
+                SELECT sum::text FROM usage_monthly WHERE tenant = \(key.tenant) AND metric = \(key.metric) AND hour = \(key.hour)
+                AND dimension = \(key.dimension) AND value = \(key.value) AND billed_in = \(key.billedIn?.description ?? "")
+                """, "reading a monthly sum")
+            if let row = stored.first {
+                let text = try PostgresSchema.decode(row, String.self, "monthly sum")
+                let sum = try Self.quantity(text, "usage_monthly sum")
+                do { _ = try total.adding(sum) } catch { throw .quantityOverflow("the \(key) aggregate: \(sum) + \(total)") }
+            }
+        }
+    }
+
+    // MARK: - Prune
+
+    @discardableResult
+    public func prune(now: EventTime) throws(LedgerError) -> PruneReport {
+        let cutoff = now.advanced(by: .zero - configuration.dedupeHorizon).microseconds
+        return try session.transaction("pruning batch records") { () throws(LedgerError) -> PruneReport in
+            try session.query(
+                """
+                INSERT INTO pruned_batches AS p (agent, through_seq)
+                SELECT agent, MAX(seq) FROM batches WHERE received_at < \(cutoff) GROUP BY agent
+                ON CONFLICT (agent) DO UPDATE SET through_seq = GREATEST(p.through_seq, excluded.through_seq)
+                """, "marking pruned batches")
+            let deleted = try session.query("DELETE FROM batches WHERE received_at < \(cutoff) RETURNING 1", "deleting batch records")
+            return PruneReport(batchRecordsDeleted: deleted.count)
+        }
+    }
+
+    static func quantity(_ text: String, _ what: String) throws(LedgerError) -> Quantity {
+        do {
+            return try Quantity(parsing: text)
+        } catch {
+            throw .corruptRow("\(what) '\(text)': \(error)")
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import PostgresNIO
+import TallyCore
+
+/// The PostgreSQL ledger's schema, as versioned migrations.
+///
+/// The layout follows the SQLite one (`SQLiteSchema`), with what a shared database adds:
+/// - `raw_events` is range-partitioned by month on `ts` (microseconds since the epoch), one
+///   partition `raw_events_YYYY_MM` per month, created ahead by the collectors
+///   (``PostgresLedgerStore/ensurePartitions(_:)``). An old month can be detached and archived
+///   without touching live ones (`deploy/CLUSTER.md`). Refused events are not in it: they live
+///   in `refused_events`, so archival never takes an explanation away from a batch.
+/// - Aggregate sums and maxima are `numeric`: exact, summed by the database when the log is
+///   folded; a CHECK keeps them inside Tally's exact 128-bit range (`tally_sum_range`).
+/// - `aggregate_log.total` is the sum of the batch's quantities: with `ledger_bounds`, the
+///   cheap upper bound that lets a commit skip the exact overflow check.
+/// - `batches (agent, seq)` is the primary key: a batch resent to another collector after a
+///   failover finds the original record and gets the original ack.
+///
+/// Migrations run in one transaction under a transaction-level advisory lock, so collectors
+/// that start at the same moment migrate once (the others wait, then find the work done), and a
+/// transaction-pooling PgBouncer is fine. A database migrated by a newer Tally is refused.
+enum PostgresSchema {
+    /// Keys of `pg_advisory_xact_lock`, in Tally's own namespace (an arbitrary constant).
+    static let lockNamespace: Int32 = 0x7A11
+    enum Lock: Int32 {
+        case migrate = 1, fold = 2, partitions = 3, overflow = 4
+    }
+
+    /// The largest quantity Tally represents exactly: Int128.max nano-units.
+    static let maximumQuantity = "170141183460469231731.687303715884105727"
+
+    static let migrations: [String] = [
+        // 1: the ledger, its aggregates and the billing tables.
+        """
+        CREATE TABLE raw_events (
+            ts bigint NOT NULL,
+            fingerprint bytea NOT NULL,
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            quantity text NOT NULL,
+            event_id text,
+            properties bytea NOT NULL,
+            status text NOT NULL,
+            billed_in text,
+            agent text NOT NULL,
+            batch_seq bigint NOT NULL,
+            batch_index integer NOT NULL,
+            received_at bigint NOT NULL,
+            PRIMARY KEY (ts, fingerprint)
+        ) PARTITION BY RANGE (ts);
+
+        CREATE TABLE duplicate_events (
+            agent text NOT NULL,
+            batch_seq bigint NOT NULL,
+            batch_index integer NOT NULL,
+            ts bigint NOT NULL,
+            fingerprint bytea NOT NULL,
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            quantity text NOT NULL,
+            received_at bigint NOT NULL,
+            PRIMARY KEY (agent, batch_seq, batch_index)
+        );
+
+        CREATE TABLE refused_events (
+            agent text NOT NULL,
+            batch_seq bigint NOT NULL,
+            batch_index integer NOT NULL,
+            reason text NOT NULL,
+            field text,
+            message text NOT NULL,
+            tenant text,
+            metric text,
+            ts bigint,
+            fingerprint bytea,
+            quantity text,
+            event_id text,
+            properties bytea,
+            source text,
+            received_at bigint NOT NULL,
+            PRIMARY KEY (agent, batch_seq, batch_index)
+        );
+
+        CREATE TABLE batches (
+            agent text NOT NULL,
+            seq bigint NOT NULL,
+            received_at bigint NOT NULL,
+            accepted integer NOT NULL,
+            duplicate integer NOT NULL,
+            late integer NOT NULL,
+            adjusted integer NOT NULL,
+            rejected integer NOT NULL,
+            rejections text NOT NULL,
+            digest bytea NOT NULL,
+            PRIMARY KEY (agent, seq)
+        );
+        CREATE INDEX batches_received_at ON batches (received_at);
+
+        CREATE TABLE pruned_batches (agent text PRIMARY KEY, through_seq bigint NOT NULL);
+
+        \(aggregateTable("usage_hourly"))
+        \(aggregateTable("usage_daily"))
+        \(aggregateTable("usage_monthly"))
+        CREATE INDEX usage_hourly_adjustments ON usage_hourly (tenant, metric, billed_in) WHERE billed_in <> '';
+
+        CREATE TABLE unique_values (
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            property text NOT NULL,
+            period text NOT NULL,
+            value text NOT NULL,
+            billed_in text NOT NULL,
+            PRIMARY KEY (tenant, metric, property, period, value)
+        );
+        CREATE INDEX unique_values_adjustments ON unique_values (tenant, metric, property, billed_in) WHERE billed_in <> period;
+
+        CREATE TABLE reconciliation (
+            period text NOT NULL,
+            tenant text NOT NULL,
+            agent text NOT NULL,
+            received bigint NOT NULL,
+            accepted bigint NOT NULL,
+            duplicate bigint NOT NULL,
+            late bigint NOT NULL,
+            adjusted bigint NOT NULL,
+            rejected bigint NOT NULL,
+            PRIMARY KEY (period, tenant, agent)
+        );
+        CREATE INDEX reconciliation_tenant ON reconciliation (tenant);
+
+        CREATE TABLE aggregate_log (
+            id bigserial PRIMARY KEY,
+            cells bytea NOT NULL,
+            total numeric NOT NULL
+        );
+
+        CREATE TABLE ledger_bounds (
+            id integer PRIMARY KEY CHECK (id = 1),
+            monthly_ceiling numeric NOT NULL
+        );
+        INSERT INTO ledger_bounds VALUES (1, 0);
+
+        CREATE TABLE final_invoices (
+            tenant text NOT NULL,
+            period text NOT NULL,
+            json text NOT NULL,
+            sha256 text NOT NULL,
+            finalized_at bigint NOT NULL,
+            PRIMARY KEY (tenant, period)
+        );
+
+        CREATE TABLE usage_exports (
+            identifier text PRIMARY KEY,
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            hour bigint NOT NULL,
+            value text NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL,
+            last_error text,
+            sent_at bigint
+        );
+        CREATE INDEX usage_exports_tenant ON usage_exports (tenant);
+        """
+    ]
+
+    static func aggregateTable(_ name: String) -> String {
+        """
+        CREATE TABLE \(name) (
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            hour bigint NOT NULL,
+            dimension text NOT NULL,
+            value text NOT NULL,
+            billed_in text NOT NULL,
+            sum numeric NOT NULL CONSTRAINT \(name)_tally_sum_range CHECK (sum <= \(maximumQuantity)),
+            count bigint NOT NULL,
+            max numeric NOT NULL,
+            latest_ts bigint NOT NULL,
+            latest_fp bytea NOT NULL,
+            latest_quantity text NOT NULL,
+            PRIMARY KEY (tenant, metric, hour, dimension, value, billed_in)
+        );
+        """
+    }
+
+    static func table(_ grain: AggregateGrain) -> String {
+        switch grain {
+        case .hour: "usage_hourly"
+        case .day: "usage_daily"
+        case .month: "usage_monthly"
+        }
+    }
+
+    /// Brings the database to the latest version, or refuses one from a newer Tally.
+    static func migrate(_ session: PostgresSession) throws(LedgerError) {
+        try session.transaction("migrating the ledger schema") { () throws(LedgerError) in
+            try session.query(
+                "SELECT pg_advisory_xact_lock(\(lockNamespace), \(Lock.migrate.rawValue))", "taking the migration lock")
+            try session.execute(
+                """
+                CREATE TABLE IF NOT EXISTS tally_schema_migrations (
+                    version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())
+                """, "creating the migrations table")
+            let rows = try session.query("SELECT COALESCE(MAX(version), 0) FROM tally_schema_migrations", "reading the schema version")
+            let current = try rows.first.map { (row: PostgresRow) throws(LedgerError) in try decode(row, Int32.self, "schema version") } ?? 0
+            guard current <= migrations.count else {
+                throw .invalidConfiguration(
+                    "the ledger database has schema version \(current), newer than this Tally knows (\(migrations.count)): "
+                        + "run a collector of the version that migrated it, or newer")
+            }
+            for version in Int(current)..<migrations.count {
+                try session.execute(migrations[version], "applying migration \(version + 1)")
+                try session.query(
+                    "INSERT INTO tally_schema_migrations (version) VALUES (\(Int32(version + 1)))", "recording migration \(version + 1)")
+            }
+        }
+    }
+
+    static func decode<T: PostgresDecodable>(_ row: PostgresRow, _ type: T.Type, _ what: String) throws(LedgerError) -> T {
+        do {
+            return try row.decode(T.self)
+        } catch {
+            throw .corruptRow("\(what): \(error)")
+        }
+    }
+}

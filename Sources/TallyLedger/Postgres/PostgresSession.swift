@@ -1,0 +1,172 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import TallyCore
+
+/// One PostgreSQL connection used synchronously from the ledger's own thread.
+///
+/// `LedgerStore` calls block, and the collector runs each store on a dedicated thread (its
+/// `LedgerWriter`), never on an event loop or the cooperative pool, so blocking on postgres-nio's
+/// futures here is safe and keeps the store protocol the same for both backends — the SQLite
+/// path stays as fast as it was. Queries use the extended protocol with unnamed statements,
+/// so a transaction-pooling PgBouncer in front works.
+///
+/// A lost connection (the server restarted, a failover, a network cut) fails the call in hand
+/// with ``LedgerError/database(code:message:context:)`` — the collector stops acking and says
+/// it is not ready — and the next call reconnects, no more often than a backoff allows (1 s
+/// doubling to 30 s). Each change of state (lost, back) is logged once.
+final class PostgresSession {
+    let address: PostgresAddress
+    private let password: String?
+    private let logger: Logger
+    private var connection: PostgresConnection?
+    private var nextAttempt = ContinuousClock.now
+    private var backoff: Duration = .zero
+    private var lostReported = false
+    private static let connectionIDs = ManagedAtomicCounter()
+
+    init(address: PostgresAddress, logger: Logger) throws(LedgerError) {
+        self.address = address
+        self.logger = logger
+        password = try address.resolvedPassword(
+            environment: ProcessInfo.processInfo.environment,
+            readFile: { path in try String(contentsOfFile: path, encoding: .utf8) })
+        try connect()
+    }
+
+    deinit { close() }
+
+    func close() {
+        guard let connection else { return }
+        self.connection = nil
+        try? connection.close().wait()
+    }
+
+    private func connect() throws(LedgerError) {
+        var configuration = PostgresConnection.Configuration(
+            host: address.host, port: address.port, username: address.user, password: password, database: address.database,
+            tls: try tls())
+        configuration.options.connectTimeout = TimeAmount.nanoseconds(Int64(address.connectTimeout.components.seconds) * 1_000_000_000)
+        do {
+            connection = try PostgresConnection.connect(
+                on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
+                id: Self.connectionIDs.next(), logger: logger
+            ).wait()
+        } catch {
+            throw Self.ledgerError(error, context: "connecting to \(address)")
+        }
+    }
+
+    private func tls() throws(LedgerError) -> PostgresConnection.Configuration.TLS {
+        switch address.tls {
+        case .disable: return .disable
+        case .require, .verifyFull:
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if address.tls == .require { tls.certificateVerification = .none }
+            if let root = address.rootCertificate { tls.trustRoots = .file(root) }
+            do {
+                return .require(try NIOSSLContext(configuration: tls))
+            } catch {
+                throw .invalidConfiguration("the store's TLS settings (\(address)): \(error)")
+            }
+        }
+    }
+
+    /// The live connection, reconnecting when it was lost and the backoff allows.
+    private func live(_ context: String) throws(LedgerError) -> PostgresConnection {
+        if let connection, !connection.isClosed { return connection }
+        connection = nil
+        let now = ContinuousClock.now
+        guard now >= nextAttempt else {
+            throw .database(
+                code: -1, message: "PostgreSQL at \(address.host):\(address.port) is unreachable; retrying in \(nextAttempt - now)",
+                context: context)
+        }
+        do {
+            try connect()
+        } catch {
+            backoff = min(max(backoff * 2, .seconds(1)), .seconds(30))
+            nextAttempt = now + backoff
+            if !lostReported {
+                lostReported = true
+                logger.error("the ledger database is unreachable; not acking until it is back", metadata: ["store": "\(address)", "error": "\(error)"])
+            }
+            throw error
+        }
+        if lostReported {
+            lostReported = false
+            logger.notice("the ledger database is reachable again", metadata: ["store": "\(address)"])
+        }
+        backoff = .zero
+        guard let connection else { throw .database(code: -1, message: "no connection", context: context) }
+        return connection
+    }
+
+    /// Runs `query` and returns every row.
+    @discardableResult
+    func query(_ query: PostgresQuery, _ context: String) throws(LedgerError) -> [PostgresRow] {
+        let connection = try live(context)
+        do {
+            return Array(try connection.query(query, logger: logger).wait().rows)
+        } catch {
+            if connection.isClosed && !lostReported {
+                lostReported = true
+                logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
+            }
+            throw Self.ledgerError(error, context: context)
+        }
+    }
+
+    /// Runs SQL without parameters (one statement).
+    func execute(_ sql: String, _ context: String) throws(LedgerError) {
+        try query(PostgresQuery(unsafeSQL: sql), context)
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    func transaction<T>(_ context: String, isolation: String = "", _ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        try execute(isolation.isEmpty ? "BEGIN" : "BEGIN \(isolation)", context)
+        do throws(LedgerError) {
+            let result = try body()
+            try execute("COMMIT", context)
+            return result
+        } catch {
+            if let connection, !connection.isClosed { _ = try? query("ROLLBACK", context) }
+            throw error
+        }
+    }
+
+    /// Kills this session's connection without committing (for crash tests).
+    func abandon() {
+        guard let connection else { return }
+        self.connection = nil
+        try? connection.close().wait()
+    }
+
+    static func ledgerError(_ error: any Error, context: String) -> LedgerError {
+        if let error = error as? LedgerError { return error }
+        if let psql = error as? PSQLError {
+            let state = psql.serverInfo?[.sqlState] ?? ""
+            let message = psql.serverInfo?[.message] ?? "\(psql.code)"
+            if state == "23514", message.contains("tally_sum_range") {
+                return .quantityOverflow("an aggregate sum: \(message)")
+            }
+            return .database(code: -1, message: state.isEmpty ? message : "\(state) \(message)", context: context)
+        }
+        return .database(code: -1, message: "\(error)", context: context)
+    }
+}
+
+/// Connection ids for postgres-nio's logs.
+final class ManagedAtomicCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}
