@@ -1,14 +1,19 @@
 # Tally: `make test` runs every test, `make demo` runs the pipeline on the embedded store.
-# Both install the system packages they need first (scripts/install-deps.sh).
+# Both install the system packages they need first (scripts/install-deps.sh); `make test` and
+# `make bench` include PostgreSQL.
 
 SWIFT ?= swift
 # In CI, warnings are errors (Package.swift reads TALLY_STRICT).
 export TALLY_STRICT ?= $(if $(CI),1,)
 
-.PHONY: deps build build-release test demo bench clean
+.PHONY: deps deps-postgres build build-release test demo bench clean
 
 deps:
 	@./scripts/install-deps.sh
+
+# The tests and benchmarks run PostgreSQL (the ledger's cluster backend) as well.
+deps-postgres:
+	@TALLY_NEEDS_POSTGRES=1 ./scripts/install-deps.sh
 
 build: deps
 	$(SWIFT) build
@@ -16,14 +21,14 @@ build: deps
 build-release: deps
 	$(SWIFT) build -c release
 
-test: deps
+test: deps-postgres
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
 demo: build-release
 	@./scripts/demo.sh
 
-bench: build-release
+bench: deps-postgres build-release
 	@./scripts/bench.sh
 
 clean:

@@ -228,10 +228,17 @@ let package = Package(
         ),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload"]),
-        .testTarget(name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore", "TallyWorkload"]),
+        // One throwaway PostgreSQL server per test run (Foundation only).
+        .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport"),
+        .testTarget(
+            name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore", "TallyWorkload", "TallyTestSupport"]
+        ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool", "TallyAgent", "TallyClient"]
+            dependencies: [
+                "TallyCore", "TallyCLI", "TallyWorkload", "TallyWire", "TallyLedger", "TallySpool", "TallyAgent", "TallyClient",
+                "TallyTestSupport",
+            ]
         ),
         .testTarget(
             name: "TallyAgentTests",

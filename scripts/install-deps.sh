@@ -10,6 +10,9 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# setpriv runs test servers as nobody and ties their life to the test process.
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# PostgreSQL (make test, make bench): Debian's postgresql provides /usr/lib/postgresql/<version>/bin.
 if [ "${TALLY_NEEDS_POSTGRES:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   need+=(postgresql)
 fi
