@@ -1,6 +1,7 @@
 import Foundation
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import TallyWorkload
 
 /// Makes stores for the contract suite. A PostgreSQL backend adds its own factory to
@@ -39,7 +40,41 @@ struct SQLiteFactory: LedgerStoreFactory {
     }
 }
 
-let ledgerFactories: [any LedgerStoreFactory] = [SQLiteFactory()]
+/// The PostgreSQL backend, each test in a fresh database of the run's one throwaway server
+/// (TallyTestSupport). Where PostgreSQL is not installed and CI is not set, the suite runs on
+/// SQLite only and says so on stderr; in CI a server that cannot start fails every PostgreSQL case.
+struct PostgresFactory: LedgerStoreFactory {
+    var description: String { "PostgreSQL" }
+
+    func newLocation() throws -> String {
+        guard let server = try PostgresTestServer.shared() else { throw PostgresTestServerError.system("no PostgreSQL") }
+        return try server.createDatabase("ledger")
+    }
+
+    func open(_ location: String, configuration: LedgerConfiguration) throws -> any LedgerStore {
+        try PostgresLedgerStore(address: PostgresAddress(parsing: location), configuration: configuration)
+    }
+
+    func destroy(_ location: String) {
+        guard let server = try? PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: location) else { return }
+        server.dropDatabase(name)
+    }
+
+    func crashBeforeNextCommit(_ store: any LedgerStore) {
+        (store as? PostgresLedgerStore)?.crashBeforeNextCommit = true
+    }
+}
+
+let ledgerFactories: [any LedgerStoreFactory] = {
+    var factories: [any LedgerStoreFactory] = [SQLiteFactory()]
+    do {
+        if try PostgresTestServer.shared() != nil { factories.append(PostgresFactory()) }
+    } catch {
+        // CI, or PostgreSQL installed but broken: keep the cases, so each one fails with the reason.
+        factories.append(PostgresFactory())
+    }
+    return factories
+}()
 
 /// A store under test, with its location so it can be reopened.
 final class TestLedger {

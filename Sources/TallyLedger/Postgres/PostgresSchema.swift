@@ -27,7 +27,7 @@ enum PostgresSchema {
     }
 
     /// The largest quantity Tally represents exactly: Int128.max nano-units.
-    static let maximumQuantity = "170141183460469231731.687303715884105727"
+    static let maximumQuantity = "170141183460469231731687303715.884105727"
 
     static let migrations: [String] = [
         // 1: the ledger, its aggregates and the billing tables.
@@ -210,7 +210,11 @@ enum PostgresSchema {
                         + "run a collector of the version that migrated it, or newer")
             }
             for version in Int(current)..<migrations.count {
-                try session.execute(migrations[version], "applying migration \(version + 1)")
+                // One statement per query (the extended protocol takes one); the migrations hold
+                // no semicolons inside statements.
+                for statement in migrations[version].split(separator: ";") where !statement.allSatisfy(\.isWhitespace) {
+                    try session.execute(String(statement), "applying migration \(version + 1)")
+                }
                 try session.query(
                     "INSERT INTO tally_schema_migrations (version) VALUES (\(Int32(version + 1)))", "recording migration \(version + 1)")
             }
