@@ -36,6 +36,10 @@ public struct CollectorConfig: Sendable {
     }
 
     public var store = "sqlite:./tally-data/ledger.db"
+    /// The store address as logs show it: a PostgreSQL password replaced by `***`.
+    public var storeAddressDescription: String {
+        (try? StoreAddress(parsing: store).description) ?? "(an unparsable store address)"
+    }
     public var listen = HostPort(host: "127.0.0.1", port: 7400)
     public var http = HostPort(host: "127.0.0.1", port: 7480)
     public var pricingFile: String?

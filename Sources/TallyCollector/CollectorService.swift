@@ -36,9 +36,15 @@ public struct Collector {
         let httpTLS = try config.httpTLS.map { files throws(TLSSetupError) in try ServerTLS(files, place: "tls.http") }
         let pricing = try config.pricingFile.map { AggregatePricing(config: try PricingConfigLoader.load(file: $0)) }
         let store = try openStore(config, pricing: pricing)
+        // PostgreSQL: `pool_size` writers, each its own connection, commit at once. SQLite: one.
+        var writers = [store]
+        if case .postgres(let address) = try? StoreAddress(parsing: config.store) {
+            for _ in 1..<address.poolSize { writers.append(try openStore(config, pricing: pricing)) }
+        }
         // A second connection for the HTTP API's reads (SQLite WAL: readers never wait for the
         // writer), opened after the writer so the schema is in place.
-        let ledger = LedgerWriter(store: store, reader: try openStore(config, pricing: pricing))
+        let ledger = LedgerWriter(stores: writers, reader: try openStore(config, pricing: pricing))
+        logger.info("ledger open", metadata: ["store": "\(config.storeAddressDescription)", "writers": "\(writers.count)"])
         let metrics = CollectorMetrics()
         var keys: [String: AgentKey] = [:]
         for agent in config.agents {

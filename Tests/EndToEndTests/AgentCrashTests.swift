@@ -10,14 +10,14 @@ import FoundationNetworking
 /// A real agent killed with SIGKILL in the middle of a stream of requests, then restarted on the
 /// same spool: every event it answered 2xx for reaches the collector exactly once.
 @Suite(.serialized) struct AgentCrashTests {
-    static func body(_ request: Int, _ base: EventTime) -> (Data, [String]) {
+    static func body(_ request: Int, _ base: EventTime, tenant: String = "crash") -> (Data, [String]) {
         var ids: [String] = []
         var text = ""
         for index in 0..<100 {
-            let id = "req-\(request)-\(index)"
+            let id = "\(tenant)-\(request)-\(index)"
             ids.append(id)
             let time = base.advanced(by: .milliseconds(Int64(request * 100 + index)))
-            text += #"{"tenant":"crash","metric":"api_calls","quantity":1,"timestamp":"\#(time)","id":"\#(id)"}"# + "\n"
+            text += #"{"tenant":"\#(tenant)","metric":"api_calls","quantity":1,"timestamp":"\#(time)","id":"\#(id)"}"# + "\n"
         }
         return (Data(text.utf8), ids)
     }

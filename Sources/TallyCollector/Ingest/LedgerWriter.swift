@@ -2,11 +2,14 @@ import NIOPosix
 import Synchronization
 public import TallyLedger
 
-/// Runs every ledger operation on one dedicated thread, in order.
+/// Runs every ledger operation on dedicated threads, never on an event loop or the cooperative
+/// pool: store calls block (SQLite on fsync, PostgreSQL on its round trips).
 ///
-/// SQLite connections are not thread-safe and each commit blocks on fsync, so the store is never
-/// touched from an event loop or a cooperative-pool thread: callers `await` a closure that runs
-/// on this writer's single thread.
+/// One writer for SQLite (one file, one writer at a time: its operations run in order on one
+/// thread). For PostgreSQL, a pool of writers (`pool_size`), each a store with its own
+/// connection confined to one thread at a time, so commits from several agents proceed in
+/// parallel, as the database allows; callers `await` a closure that runs on whichever writer
+/// is free.
 ///
 /// Reads may also go to a second, read-only use of the same ledger (`reader`), answered on the
 /// caller's thread without the two thread switches of the writer — what keeps a usage or charges
@@ -14,17 +17,27 @@ public import TallyLedger
 /// is empty (otherwise the read must fold it first, which writes, and goes to the writer) and no
 /// other read holds the reader. WAL readers never wait for the writer.
 public final class LedgerWriter: @unchecked Sendable {
-    private let store: ConfinedStore
+    /// The writers not in use; a closure on the pool takes one and gives it back.
+    private let free: Mutex<[ConfinedStore]>
+    private let all: [ConfinedStore]
     private let pool: NIOThreadPool
     private let reader: Mutex<ConfinedStore?>
     /// Why the latest commit failed in the store (a full disk, an I/O error), or nil when the
     /// latest commit succeeded: what `/readyz` reports.
     private let failingCommit = Mutex<LedgerError?>(nil)
 
-    public init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
-        self.store = ConfinedStore(store: store)
+    public convenience init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
+        self.init(stores: [store], reader: reader)
+    }
+
+    /// `stores`: one or more writers on the same ledger (more than one only for a backend whose
+    /// connections can write at once); `reader`: an optional read-only use of it.
+    public init(stores: [any LedgerStore], reader: (any LedgerStore)? = nil) {
+        precondition(!stores.isEmpty, "a ledger writer needs a store")
+        all = stores.map { ConfinedStore(store: $0) }
+        free = Mutex(all)
         self.reader = Mutex(reader.map { ConfinedStore(store: $0) })
-        self.pool = NIOThreadPool(numberOfThreads: 1)
+        self.pool = NIOThreadPool(numberOfThreads: stores.count)
         pool.start()
     }
 
@@ -50,15 +63,22 @@ public final class LedgerWriter: @unchecked Sendable {
         return try await perform(body)
     }
 
-    /// Runs `body` with the store on the writer thread.
+    /// Runs `body` with a free writer, on its thread.
     public func perform<Result: Sendable>(
         _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
     ) async throws -> Result {
-        let store = self.store
-        return try await pool.runIfActive {
-            try body(store.store)
+        try await pool.runIfActive { [self] in
+            // The pool runs at most as many closures at once as there are writers, so one is free.
+            guard let confined = free.withLock({ $0.popLast() }) else {
+                throw LedgerError.database(code: -1, message: "no free ledger writer", context: "scheduling")
+            }
+            defer { free.withLock { $0.append(confined) } }
+            return try body(confined.store)
         }
     }
+
+    /// How many writers commit at once.
+    public var writerCount: Int { all.count }
 
     /// Commits one batch in one transaction and returns its outcome (the stored one for a replay).
     public func commit(_ batch: IncomingBatch) async throws -> BatchOutcome {
@@ -91,17 +111,18 @@ public final class LedgerWriter: @unchecked Sendable {
         return .notReady(reason: "the latest ledger commit failed: \(failure)")
     }
 
-    /// Closes the store after every queued operation, then stops the thread.
+    /// Closes the stores after every queued operation, then stops the threads.
     public func shutdown() async {
         reader.withLock { $0?.store.close() }
-        _ = try? await perform { store throws(LedgerError) in store.close() }
         try? await pool.shutdownGracefully()
+        for confined in all { confined.store.close() }
     }
 }
 
-/// The store, handed only to the writer's single thread.
-// @unchecked: every use goes through `LedgerWriter.perform`, which runs on one dedicated thread,
-// so the store is never used from two threads at once.
+/// A store, handed to one writer thread at a time.
+// @unchecked: every use goes through `LedgerWriter.perform`, which takes the store off the free
+// list for the duration of one closure on a pool thread, so it is never used from two threads
+// at once (and each use happens-after the previous one, through the mutex).
 private struct ConfinedStore: @unchecked Sendable {
     let store: any LedgerStore
 }
