@@ -1,0 +1,77 @@
+import Foundation
+import Synchronization
+import TallyCore
+@testable import TallyLedger
+import TallyTestSupport
+import Testing
+
+/// What only the PostgreSQL backend has: migrations shared by collectors that start together,
+/// monthly raw partitions that can be detached, and a refusal of a newer schema.
+@Suite struct PostgresBackendTests {
+    @Test func collectorsStartingTogetherMigrateOnce() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("migrate")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let address = try PostgresAddress(parsing: url)
+        let failures = Mutex<[String]>([])
+        // Six "collectors" open the same fresh database at once, each on its own thread.
+        DispatchQueue.concurrentPerform(iterations: 6) { _ in
+            do {
+                let store = try PostgresLedgerStore(address: address, configuration: TestLedger.configuration)
+                store.close()
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+        #expect(try server.psql("SELECT count(*) FROM tally_schema_migrations", database: name) == "\(PostgresSchema.migrations.count)")
+        let store = try PostgresLedgerStore(address: address, configuration: TestLedger.configuration)
+        defer { store.close() }
+        #expect(try store.commit(batch(1, [event(id: "a")])).accepted == 1)
+    }
+
+    @Test func aDatabaseFromANewerTallyIsRefused() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("newer")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration).close()
+        _ = try server.psql("INSERT INTO tally_schema_migrations (version) VALUES (99)", database: name)
+        let error = #expect(throws: LedgerError.self) {
+            try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        }
+        #expect(error.map { "\($0)".contains("schema version 99, newer than this Tally knows") } == true, "\(String(describing: error))")
+    }
+
+    /// Raw events live in monthly partitions; an old month can be detached (to archive it) while
+    /// the ledger keeps taking and billing events of the live months.
+    @Test func anOldMonthIsDetachedWithoutTouchingLiveOnes() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("partitions")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        var configuration = TestLedger.configuration
+        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
+        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        let store = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: configuration)
+        defer { store.close() }
+        _ = try store.commit(batch(1, now: "2026-04-10T00:00:00Z", [event(at: "2026-02-10T00:00:00Z", id: "feb"), event(at: "2026-04-09T00:00:00Z", id: "apr")]))
+        let partitions = try server.psql(
+            "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'raw_events'::regclass",
+            database: name)
+        #expect(partitions.contains("raw_events_2026_02") && partitions.contains("raw_events_2026_04"), "\(partitions)")
+        #expect(try server.psql("SELECT count(*) FROM raw_events_2026_02", database: name) == "1")
+
+        _ = try server.psql("ALTER TABLE raw_events DETACH PARTITION raw_events_2026_02", database: name)
+        #expect(try store.commit(batch(2, now: "2026-04-10T00:00:00Z", [event(at: "2026-04-09T01:00:00Z", id: "apr-2")])).accepted == 1)
+        let april = try store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04"))
+        #expect(april.usage?.count == 2)
+        // Aggregates and invoices do not read raw events: the (late) February event is still billed.
+        #expect(april.adjustments.map(\.original) == [period("2026-02")] && april.adjustments.first?.aggregate.count == 1)
+        var scanned = 0
+        try store.scanRawEvents(tenant: "acme", period: period("2026-02")) { _ in scanned += 1 }
+        #expect(scanned == 0, "the detached month is out of the live ledger")
+        #expect(try server.psql("SELECT count(*) FROM raw_events_2026_02", database: name) == "1", "and kept for the archive")
+    }
+}
