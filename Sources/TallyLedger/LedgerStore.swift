@@ -75,6 +75,10 @@ public protocol LedgerStore: AnyObject {
     /// Closes the store. Uncommitted work is discarded.
     func close()
 
+    /// True when a call waits on the network (a database server), so callers keep it off
+    /// threads that must not block for long; false for an embedded store.
+    var readsWaitOnNetwork: Bool { get }
+
     // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
     // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
     // exported to billing platforms.
@@ -124,6 +128,8 @@ public protocol LedgerStore: AnyObject {
 }
 
 extension LedgerStore {
+    public var readsWaitOnNetwork: Bool { false }
+
     /// Prepares `batch` (fingerprints, digest) and commits it.
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
         try commit(PreparedBatch(batch))

@@ -22,6 +22,8 @@ public final class LedgerWriter: @unchecked Sendable {
     private let all: [ConfinedStore]
     private let pool: NIOThreadPool
     private let reader: Mutex<ConfinedStore?>
+    /// The reader's own thread, for a reader whose calls wait on the network.
+    private let readerThread: NIOThreadPool?
     /// Why the latest commit failed in the store (a full disk, an I/O error), or nil when the
     /// latest commit succeeded: what `/readyz` reports.
     private let failingCommit = Mutex<LedgerError?>(nil)
@@ -39,6 +41,13 @@ public final class LedgerWriter: @unchecked Sendable {
         self.reader = Mutex(reader.map { ConfinedStore(store: $0) })
         self.pool = NIOThreadPool(numberOfThreads: stores.count)
         pool.start()
+        if reader?.readsWaitOnNetwork == true {
+            let thread = NIOThreadPool(numberOfThreads: 1)
+            thread.start()
+            readerThread = thread
+        } else {
+            readerThread = nil
+        }
     }
 
     /// Runs a read-only `body`: on the reader, on this thread, when it can answer without
@@ -46,7 +55,22 @@ public final class LedgerWriter: @unchecked Sendable {
     public func read<Result: Sendable>(
         _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
     ) async throws -> Result {
-        let direct: Swift.Result<Result, LedgerError>? = reader.withLockIfAvailable { confined in
+        if let readerThread {
+            // A reader that waits on the network (PostgreSQL) answers on its own thread, never on
+            // the caller's (an HTTP handler's) cooperative thread.
+            let direct = try await readerThread.runIfActive { [self] in directRead(body) }
+            if let direct { return try direct.get() }
+            return try await perform(body)
+        }
+        if let direct = directRead(body) { return try direct.get() }
+        return try await perform(body)
+    }
+
+    /// The read on the reader, when it is free and the log is empty; nil otherwise.
+    private func directRead<Result: Sendable>(
+        _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
+    ) -> Swift.Result<Result, LedgerError>? {
+        reader.withLockIfAvailable { confined -> Swift.Result<Result, LedgerError>? in
             guard let store = confined?.store else { return nil }
             do throws(LedgerError) {
                 // One snapshot: the log check and the body see the same committed state, so an
@@ -59,8 +83,6 @@ public final class LedgerWriter: @unchecked Sendable {
                 return .failure(error)
             }
         } ?? nil
-        if let direct { return try direct.get() }
-        return try await perform(body)
     }
 
     /// Runs `body` with a free writer, on its thread.
@@ -113,6 +135,7 @@ public final class LedgerWriter: @unchecked Sendable {
 
     /// Closes the stores after every queued operation, then stops the threads.
     public func shutdown() async {
+        try? await readerThread?.shutdownGracefully()
         reader.withLock { $0?.store.close() }
         try? await pool.shutdownGracefully()
         for confined in all { confined.store.close() }

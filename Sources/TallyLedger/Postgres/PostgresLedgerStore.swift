@@ -77,6 +77,8 @@ public final class PostgresLedgerStore: LedgerStore {
         session.close()
     }
 
+    public var readsWaitOnNetwork: Bool { true }
+
     // MARK: - Partitions
 
     /// Creates the monthly raw partitions of `months` that do not exist yet, in their own
