@@ -1,9 +1,12 @@
 public import TallyCore
 
 /// The ledger: every event a collector receives, kept for audit, deduplicated, aggregated and
-/// reconciled. This is the seam between the collector and its database; the embedded SQLite
-/// backend implements it now and a PostgreSQL backend will later, and both must pass
-/// `LedgerContractTests`.
+/// reconciled. This is the seam between the collector (and `tallyctl`) and its database — ingest,
+/// billing reads, final invoices and export records, with no downcasts. Two backends implement
+/// it, the embedded SQLite store and the shared PostgreSQL one, and both pass
+/// `LedgerContractTests`. What a batch becomes is decided by ``LedgerRules`` (pure); a backend
+/// only persists the plan. ``LedgerStores/open(_:configuration:logger:)`` opens either from its
+/// address.
 ///
 /// Guarantees every backend gives:
 /// - ``commit(_:)`` is all-or-nothing: raw events, duplicate and refusal records, aggregate
@@ -14,7 +17,9 @@ public import TallyCore
 ///   counted in exactly one of accepted, duplicate, late or rejected, per agent, tenant and period.
 /// - Quantities are exact; a sum that would leave the 128-bit range is an error, never a wrap.
 ///
-/// Calls block; run a store on a dedicated thread. A store is not safe to share between threads.
+/// Calls block; run a store on a dedicated thread (the collector's `LedgerWriter`). A store is
+/// not safe to share between threads; several stores may share one ledger (a cluster's
+/// collectors, `tallyctl audit` beside a collector).
 public protocol LedgerStore: AnyObject {
     var configuration: LedgerConfiguration { get }
 
