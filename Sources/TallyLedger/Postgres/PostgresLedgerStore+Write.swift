@@ -1,0 +1,225 @@
+import NIOCore
+import PostgresNIO
+import TallyCore
+
+/// A batch's rows, as ``LedgerRules`` decides them: each kind of row in one statement through
+/// `unnest`, whatever the batch's size, inside the batch's transaction.
+extension PostgresLedgerStore {
+    /// Persists what ``LedgerRules`` decides, inside the open transaction.
+    func write(_ classification: BatchClassification) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int) {
+        let prepared = classification.prepared
+        let batch = prepared.batch
+        let agent = batch.agent
+        let sequence = Int64(bitPattern: batch.sequence)
+        let received = batch.receivedAt.microseconds
+        if !classification.refusals.isEmpty { try insertRefusals(classification) }
+        let inserted = try insertCandidates(classification)
+        let existing = classification.candidates.map { !inserted.contains($0.index) }
+        let plan = try classification.plan(existing: existing, groupBy: configuration.groupBy, uniqueCounts: uniqueProperties)
+        if !plan.duplicates.isEmpty {
+            var indexes: [Int32] = [], times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = []
+            var quantities: [String] = []
+            for duplicate in plan.duplicates {
+                guard let event = classification.event(duplicate.index) else { continue }
+                indexes.append(Int32(duplicate.index))
+                times.append(event.timestamp.microseconds)
+                prints.append(ByteBuffer(bytes: duplicate.fingerprint.bytes))
+                tenants.append(event.tenant)
+                metrics.append(event.metric)
+                quantities.append(prepared.quantities[duplicate.index])
+            }
+            try session.query(
+                """
+                INSERT INTO duplicate_events (agent, batch_seq, batch_index, ts, fingerprint, tenant, metric, quantity, received_at)
+                SELECT \(agent), \(sequence), d.i, d.ts, d.fp, d.tenant, d.metric, d.quantity, \(received)
+                FROM unnest(\(indexes)::integer[], \(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[],
+                    \(quantities)::text[]) AS d(i, ts, fp, tenant, metric, quantity)
+                """, "recording duplicates")
+        }
+        if !plan.cells.isEmpty { try log(plan.cells) }
+        if !plan.uniqueValues.isEmpty {
+            let values = plan.uniqueValues.sorted { ($0.tenant, $0.metric, $0.property, $0.period, $0.value) < ($1.tenant, $1.metric, $1.property, $1.period, $1.value) }
+            try session.query(
+                """
+                INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
+                SELECT * FROM unnest(\(values.map(\.tenant))::text[], \(values.map(\.metric))::text[], \(values.map(\.property))::text[],
+                    \(values.map(\.period.description))::text[], \(values.map(\.value))::text[], \(values.map(\.billedIn.description))::text[])
+                ON CONFLICT DO NOTHING
+                """, "recording unique values")
+        }
+        let deltas = plan.reconciliation
+        try session.query(
+            """
+            INSERT INTO reconciliation AS r (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
+            SELECT d.period, d.tenant, \(agent), d.received, d.accepted, d.duplicate, d.late, d.adjusted, d.rejected
+            FROM unnest(\(deltas.map(\.period.description))::text[], \(deltas.map(\.tenant))::text[],
+                \(deltas.map(\.counts.received))::bigint[], \(deltas.map(\.counts.accepted))::bigint[],
+                \(deltas.map(\.counts.duplicate))::bigint[], \(deltas.map(\.counts.late))::bigint[],
+                \(deltas.map(\.counts.adjusted))::bigint[], \(deltas.map(\.counts.rejected))::bigint[])
+                AS d(period, tenant, received, accepted, duplicate, late, adjusted, rejected)
+            ON CONFLICT (period, tenant, agent) DO UPDATE SET
+                received = r.received + excluded.received, accepted = r.accepted + excluded.accepted,
+                duplicate = r.duplicate + excluded.duplicate, late = r.late + excluded.late,
+                adjusted = r.adjusted + excluded.adjusted, rejected = r.rejected + excluded.rejected
+            """, "counting reconciliation")
+        let outcome = plan.outcome
+        try session.query(
+            """
+            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections, digest)
+            VALUES (\(agent), \(sequence), \(received), \(Int32(outcome.accepted)), \(Int32(outcome.duplicate)),
+                \(Int32(outcome.late)), \(Int32(outcome.adjusted)), \(Int32(outcome.rejected)),
+                \(SQLiteLedgerStore.encodeRejections(outcome.rejections)), \(ByteBuffer(bytes: prepared.contentDigest)))
+            """, "recording the batch")
+        return (outcome, plan.cells.count)
+    }
+
+    /// Inserts the candidate raw rows in key order; returns the batch indexes of those that
+    /// were new.
+    func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> Set<Int> {
+        guard !classification.candidates.isEmpty else { return [] }
+        let prepared = classification.prepared
+        let batch = prepared.batch
+        var rows: [(key: RawKey, candidate: BatchClassification.Candidate, event: UsageEvent)] = []
+        rows.reserveCapacity(classification.candidates.count)
+        for candidate in classification.candidates {
+            guard let event = classification.event(candidate.index) else { continue }
+            rows.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), candidate, event))
+        }
+        rows.sort { $0.key < $1.key }
+        var times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = [], quantities: [String] = []
+        var ids: [String] = [], hasID: [Bool] = [], properties: [ByteBuffer] = [], statuses: [String] = [], billed: [String] = []
+        var indexes: [Int32] = []
+        for row in rows {
+            times.append(row.key.timestamp.microseconds)
+            prints.append(ByteBuffer(bytes: row.candidate.fingerprint.bytes))
+            tenants.append(row.event.tenant)
+            metrics.append(row.event.metric)
+            quantities.append(prepared.quantities[row.candidate.index])
+            ids.append(row.event.id ?? "")
+            hasID.append(row.event.id != nil)
+            properties.append(ByteBuffer(bytes: prepared.properties[row.candidate.index]))
+            statuses.append(row.candidate.status.rawValue)
+            billed.append(row.candidate.billedIn?.description ?? "")
+            indexes.append(Int32(row.candidate.index))
+        }
+        let result = try session.query(
+            """
+            INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+                agent, batch_seq, batch_index, received_at)
+            SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
+                NULLIF(r.billed, ''), \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, \(batch.receivedAt.microseconds)
+            FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
+                \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(statuses)::text[], \(billed)::text[], \(indexes)::integer[])
+                WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
+            ORDER BY r.position
+            ON CONFLICT (ts, fingerprint) DO NOTHING
+            RETURNING batch_index
+            """, "inserting raw events")
+        var inserted = Set<Int>(minimumCapacity: result.count)
+        for row in result { inserted.insert(Int(try PostgresSchema.decode(row, Int32.self, "inserted index"))) }
+        return inserted
+    }
+
+    func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
+        let batch = classification.prepared.batch
+        var indexes: [Int32] = [], reasons: [String] = [], fields: [String] = [], messages: [String] = [], tenants: [String] = []
+        var metrics: [String] = [], times: [Int64] = [], hasTime: [Bool] = [], prints: [ByteBuffer] = [], hasPrint: [Bool] = []
+        var quantities: [String] = [], ids: [String] = [], properties: [ByteBuffer] = [], sources: [String] = []
+        var hasEvent: [Bool] = [], hasField: [Bool] = [], hasTenant: [Bool] = [], hasMetric: [Bool] = [], hasID: [Bool] = []
+        var hasSource: [Bool] = []
+        for refusal in classification.refusals {
+            let event = classification.event(refusal.index)
+            let invalid = refusal.invalid
+            indexes.append(Int32(refusal.index))
+            reasons.append(invalid.rejection.reason.rawValue)
+            fields.append(invalid.rejection.field ?? "")
+            hasField.append(invalid.rejection.field != nil)
+            messages.append(invalid.rejection.message)
+            let tenant = event?.tenant ?? invalid.tenant
+            tenants.append(tenant ?? "")
+            hasTenant.append(tenant != nil)
+            let metric = event?.metric ?? invalid.metric
+            metrics.append(metric ?? "")
+            hasMetric.append(metric != nil)
+            let time = event?.timestamp ?? invalid.timestamp
+            times.append(time?.microseconds ?? 0)
+            hasTime.append(time != nil)
+            prints.append(ByteBuffer(bytes: refusal.fingerprint?.bytes ?? []))
+            hasPrint.append(refusal.fingerprint != nil)
+            quantities.append(event?.quantity.description ?? "")
+            hasEvent.append(event != nil)
+            let id = event?.id ?? invalid.id
+            ids.append(id ?? "")
+            hasID.append(id != nil)
+            properties.append(ByteBuffer(bytes: event.map { PropertiesCodec.encode($0.properties) } ?? []))
+            sources.append(invalid.source ?? "")
+            hasSource.append(invalid.source != nil)
+        }
+        try session.query(
+            """
+            INSERT INTO refused_events (agent, batch_seq, batch_index, reason, field, message, tenant, metric, ts, fingerprint,
+                quantity, event_id, properties, source, received_at)
+            SELECT \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, r.reason, CASE WHEN r.has_field THEN r.field END,
+                r.message, CASE WHEN r.has_tenant THEN r.tenant END, CASE WHEN r.has_metric THEN r.metric END,
+                CASE WHEN r.has_time THEN r.ts END, CASE WHEN r.has_fp THEN r.fp END,
+                CASE WHEN r.has_event THEN r.quantity END, CASE WHEN r.has_id THEN r.id END,
+                CASE WHEN r.has_event THEN r.properties END, CASE WHEN r.has_source THEN r.source END, \(batch.receivedAt.microseconds)
+            FROM unnest(\(indexes)::integer[], \(reasons)::text[], \(fields)::text[], \(hasField)::boolean[], \(messages)::text[],
+                \(tenants)::text[], \(hasTenant)::boolean[], \(metrics)::text[], \(hasMetric)::boolean[], \(times)::bigint[],
+                \(hasTime)::boolean[], \(prints)::bytea[], \(hasPrint)::boolean[], \(quantities)::text[], \(hasEvent)::boolean[],
+                \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(sources)::text[], \(hasSource)::boolean[])
+                AS r(i, reason, field, has_field, message, tenant, has_tenant, metric, has_metric, ts, has_time, fp, has_fp,
+                    quantity, has_event, id, has_id, properties, source, has_source)
+            """, "recording refused events")
+    }
+
+    /// Logs a batch's cells, refusing the batch if a monthly sum would leave the 128-bit range.
+    func log(_ cells: AggregateCells) throws(LedgerError) {
+        let total = try cells.totalSum()
+        let bounds = try session.query(
+            """
+            SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
+                + \(total.description)::numeric)::text
+            """, "reading the overflow bound")
+        let boundText = try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
+        let half = Quantity(nanos: Int128.max / 2)
+        if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
+            try session.query(
+                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.overflow.rawValue))",
+                "taking the overflow lock")
+            try checkMonthlySums(cells)
+        }
+        try session.query(
+            "INSERT INTO aggregate_log (cells, total) VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells))), \(total.description)::numeric)",
+            "logging aggregate cells")
+    }
+
+    /// The exact check: batch + logged + stored, per monthly cell.
+    func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
+        let monthly = try cells.rolledUp(to: .month)
+        var logged = AggregateCells()
+        for row in try session.query("SELECT cells FROM aggregate_log", "reading the aggregate log") {
+            let blob = try PostgresSchema.decode(row, ByteBuffer.self, "aggregate log cells")
+            try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &logged)
+        }
+        let loggedMonthly = try logged.rolledUp(to: .month)
+        for (key, aggregate) in monthly.cells {
+            var total = aggregate.sum
+            if let already = loggedMonthly.cells[key] {
+                do { total = try total.adding(already.sum) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
+                }
+            }
+            let stored = try session.query(
+                """
+                SELECT sum::text FROM usage_monthly WHERE tenant = \(key.tenant) AND metric = \(key.metric) AND hour = \(key.hour)
+                AND dimension = \(key.dimension) AND value = \(key.value) AND billed_in = \(key.billedIn?.description ?? "")
+                """, "reading a monthly sum")
+            if let row = stored.first {
+                let text = try PostgresSchema.decode(row, String.self, "monthly sum")
+                let sum = try Self.quantity(text, "usage_monthly sum")
+                do { _ = try total.adding(sum) } catch { throw .quantityOverflow("the \(key) aggregate: \(sum) + \(total)") }
+            }
+        }
+    }
+}
