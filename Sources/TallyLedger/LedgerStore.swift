@@ -31,8 +31,15 @@ public protocol LedgerStore: AnyObject {
     @discardableResult
     func prune(now: EventTime) throws(LedgerError) -> PruneReport
 
-    /// Usage of one tenant and metric over a time range, from the hourly aggregates.
-    func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket]
+    /// Calls `body` with (bucket's first hour, dimension value, aggregate) for every stored cell
+    /// of one tenant, metric and dimension ("" for the totals) whose hour lies in `hours`, each
+    /// read from the coarsest table (no coarser than `coarsest`) that answers it exactly: a
+    /// month-to-date question reads one monthly row per group. `billing` restricts the period
+    /// the cells are billed in (nil: every billing). Sees every committed batch (folds first).
+    func forEachCell(
+        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain,
+        billing: BillingSelection?, _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError)
 
     /// A period's normal usage and the adjustments billed in it, from the hourly aggregates.
     func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals
@@ -41,16 +48,12 @@ public protocol LedgerStore: AnyObject {
     func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
         -> UniqueCount
 
-    /// Reconciliation rows (one per period, tenant and agent) matching the filter. A stored row
-    /// whose period does not read back as `YYYY-MM` is left out here and returned by
-    /// ``unreadableReconciliation(_:)``, so that no stored row can stop a reader.
-    func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow]
-
-    /// Stored reconciliation rows matching the filter's tenant and agent whose period does not
-    /// read back (written before event times were bounded, e.g. `0000-06`, or edited by hand),
-    /// with their counts: readers report them instead of failing. None when the filter names a
-    /// period.
-    func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow]
+    /// Calls `body` with every stored reconciliation row matching the filter — period as stored,
+    /// tenant, agent, counts — ordered by (period, tenant, agent) in byte order. Readers go through
+    /// ``reconciliation(_:)`` and ``unreadableReconciliation(_:)``.
+    func readReconciliation(
+        _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
+    ) throws(LedgerError)
 
     /// Every stored aggregate cell of `grain` whose bucket starts in `period`, for one tenant
     /// (nil: every tenant), for audits. For day and month cells, the key's `hour` is the
@@ -87,12 +90,6 @@ public protocol LedgerStore: AnyObject {
     // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
     // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
     // exported to billing platforms.
-
-    /// Hourly aggregate cells of one tenant and metric whose hour lies in `hours`, for one
-    /// dimension ("" for the totals), merged per dimension value, restricted by `billing`.
-    func billableAggregates(
-        tenant: String, metric: String, hours: Range<Int64>, dimension: String, billing: BillingSelection
-    ) throws(LedgerError) -> [String: UsageAggregate]
 
     /// The number of distinct values of a configured unique-count pair whose own period is
     /// `period`, counting values billed in `period` itself and, when `adjustmentsThrough` is
@@ -135,6 +132,70 @@ public protocol LedgerStore: AnyObject {
 extension LedgerStore {
     public var readsWaitOnNetwork: Bool { false }
 
+    /// Usage of one tenant and metric over a time range, from the aggregates.
+    public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
+        if let group = query.groupBy, !configuration.groupBy.contains(group) {
+            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
+        }
+        let coarsest: AggregateGrain =
+            switch query.granularity {
+            case .hour: .hour
+            case .day: .day
+            case .month: .month
+            }
+        var buckets: [UsageBucketKey: UsageAggregate] = [:]
+        let from = AggregateCellKey.firstHour(atOrAfter: query.from)
+        try forEachCell(
+            tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
+            hours: from..<max(from, AggregateCellKey.firstHour(atOrAfter: query.to)), coarsest: coarsest, billing: nil
+        ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
+            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
+            try buckets.merge(aggregate, at: UsageBucketKey(start: start, group: query.groupBy == nil ? nil : value))
+        }
+        return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {
+            UsageBucket(start: $0.key.start, group: $0.key.group, aggregate: $0.value)
+        }
+    }
+
+    /// Aggregate cells of one tenant and metric whose hour lies in `hours`, for one dimension
+    /// ("" for the totals), merged per dimension value, restricted by `billing`.
+    public func billableAggregates(
+        tenant: String, metric: String, hours: Range<Int64>, dimension: String, billing: BillingSelection
+    ) throws(LedgerError) -> [String: UsageAggregate] {
+        var result: [String: UsageAggregate] = [:]
+        try forEachCell(tenant: tenant, metric: metric, dimension: dimension, hours: hours, coarsest: .month, billing: billing) {
+            (_: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
+            try result.merge(aggregate, at: value)
+        }
+        return result
+    }
+
+    /// Reconciliation rows (one per period, tenant and agent) matching the filter. A stored row
+    /// whose period does not read back as `YYYY-MM` is left out here and returned by
+    /// ``unreadableReconciliation(_:)``, so that no stored row can stop a reader.
+    public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
+        var rows: [ReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard let period = BillingPeriod(periodText) else { return }
+            rows.append(ReconciliationRow(period: period, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
+    /// Stored reconciliation rows matching the filter's tenant and agent whose period does not
+    /// read back (written before event times were bounded, e.g. `0000-06`, or edited by hand),
+    /// with their counts: readers report them instead of failing. None when the filter names a
+    /// period.
+    public func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow] {
+        guard filter.period == nil else { return [] }
+        var rows: [UnreadableReconciliationRow] = []
+        try readReconciliation(filter) { periodText, tenant, agent, counts in
+            guard BillingPeriod(periodText) == nil else { return }
+            rows.append(UnreadableReconciliationRow(storedPeriod: periodText, tenant: tenant, agent: agent, counts: counts))
+        }
+        return rows
+    }
+
     /// Prepares `batch` (fingerprints, digest) and commits it.
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
         try commit(PreparedBatch(batch))
@@ -173,4 +234,10 @@ extension LedgerStore {
         differences.sort { ($0.grain, $0.key) < ($1.grain, $1.key) }
         return AggregateDrift(tenant: tenant, period: period, cellsCompared: compared, differences: differences)
     }
+}
+
+/// A bucket of a usage answer: its start and group.
+private struct UsageBucketKey: Hashable {
+    var start: EventTime
+    var group: String?
 }

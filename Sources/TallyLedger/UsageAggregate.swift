@@ -177,6 +177,12 @@ public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable
 }
 
 extension AggregateCellKey {
+    /// The first hour whose start is at or after `time`.
+    public static func firstHour(atOrAfter time: EventTime) -> Int64 {
+        let hour = hour(of: time)
+        return hour * microsecondsPerHour == time.microseconds ? hour : hour + 1
+    }
+
     /// The key of the `grain` bucket this hourly cell rolls up into (`hour` becomes the bucket's
     /// first hour).
     public func rolledUp(to grain: AggregateGrain) -> AggregateCellKey {
@@ -263,4 +269,16 @@ public struct AggregateDrift: Sendable, Hashable {
     public var period: BillingPeriod
     public var cellsCompared: Int
     public var differences: [Difference]
+}
+
+extension Dictionary where Value == UsageAggregate {
+    /// Merges `aggregate` into the entry at `key` (or makes it the entry).
+    mutating func merge(_ aggregate: UsageAggregate, at key: Key) throws(LedgerError) {
+        if var existing = self[key] {
+            try existing.merge(aggregate)
+            self[key] = existing
+        } else {
+            self[key] = aggregate
+        }
+    }
 }

@@ -6,29 +6,6 @@ public import TallyCore
 /// with `ON CONFLICT DO NOTHING` on (tenant, period) and read back: whichever collector
 /// finalises a closed period first, every collector then serves that one document.
 extension PostgresLedgerStore {
-    public func billableAggregates(
-        tenant: String, metric: String, hours: Range<Int64>, dimension: String, billing: BillingSelection
-    ) throws(LedgerError) -> [String: UsageAggregate] {
-        let condition: BilledCondition =
-            switch billing {
-            case .ownPeriod: .equal("")
-            case .adjustmentsIn(let period): .equal(period.description)
-            case .billedBefore(let period): .before(period.description)
-            case .billedThrough(let period): .through(period.description)
-            }
-        var result: [String: UsageAggregate] = [:]
-        try forEachCell(tenant: tenant, metric: metric, dimension: dimension, hours: hours, coarsest: .month, billing: condition) {
-            (_: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
-            if var existing = result[value] {
-                try existing.merge(aggregate)
-                result[value] = existing
-            } else {
-                result[value] = aggregate
-            }
-        }
-        return result
-    }
-
     public func distinctValues(
         tenant: String, metric: String, property: String, period: BillingPeriod, billedThrough: BillingPeriod
     ) throws(LedgerError) -> Int {

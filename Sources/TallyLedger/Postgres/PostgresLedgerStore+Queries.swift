@@ -5,51 +5,23 @@ public import TallyCore
 /// Reads: the same answers as `SQLiteLedgerStore+Queries`, from the same table layout. Every
 /// aggregate read folds the log first, so it sees every acknowledged batch.
 extension PostgresLedgerStore {
-    public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
-        if let group = query.groupBy, !configuration.groupBy.contains(group) {
-            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
-        }
-        struct BucketKey: Hashable {
-            var start: EventTime
-            var group: String?
-        }
-        let coarsest: AggregateGrain =
-            switch query.granularity {
-            case .hour: .hour
-            case .day: .day
-            case .month: .month
-            }
-        var buckets: [BucketKey: UsageAggregate] = [:]
-        let from = SQLiteLedgerStore.ceilHour(query.from)
-        try forEachCell(
-            tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
-            hours: from..<max(from, SQLiteLedgerStore.ceilHour(query.to)), coarsest: coarsest, billing: nil
-        ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
-            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
-            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : value)
-            if var existing = buckets[key] {
-                try existing.merge(aggregate)
-                buckets[key] = existing
-            } else {
-                buckets[key] = aggregate
-            }
-        }
-        return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {
-            UsageBucket(start: $0.key.start, group: $0.key.group, aggregate: $0.value)
-        }
-    }
-
-    /// A condition on `billed_in`: `=`, `<` or `<=` a value, or none.
+    /// A condition on `billed_in`: `=`, `<` or `<=` a value.
     enum BilledCondition {
         case equal(String), before(String), through(String)
     }
 
-    /// As `SQLiteLedgerStore.forEachCell`: each cell read from the coarsest table that answers
-    /// its range exactly.
-    func forEachCell(
-        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain, billing: BilledCondition?,
-        _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    public func forEachCell(
+        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain,
+        billing selection: BillingSelection?, _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
     ) throws(LedgerError) {
+        let billing: BilledCondition? =
+            switch selection {
+            case .ownPeriod: .equal("")
+            case .adjustmentsIn(let period): .equal(period.description)
+            case .billedBefore(let period): .before(period.description)
+            case .billedThrough(let period): .through(period.description)
+            case nil: nil
+            }
         try flushAggregates()
         for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
             var binds = PostgresBindings(capacity: 6)
@@ -110,7 +82,7 @@ extension PostgresLedgerStore {
         var usage: UsageAggregate?
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
-            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month, billing: .equal("")
+            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month, billing: .ownPeriod
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
@@ -124,12 +96,7 @@ extension PostgresLedgerStore {
             let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
             let original = BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
             let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)
-            if var existing = adjustments[original] {
-                try existing.merge(aggregate)
-                adjustments[original] = existing
-            } else {
-                adjustments[original] = aggregate
-            }
+            try adjustments.merge(aggregate, at: original)
         }
         return PeriodTotals(
             period: period, usage: usage,
@@ -160,26 +127,7 @@ extension PostgresLedgerStore {
         return Int(try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Int64.self, "count") } ?? 0)
     }
 
-    public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
-        var rows: [ReconciliationRow] = []
-        try readReconciliation(filter) { periodText, tenant, agent, counts in
-            guard let period = BillingPeriod(periodText) else { return }
-            rows.append(ReconciliationRow(period: period, tenant: tenant, agent: agent, counts: counts))
-        }
-        return rows
-    }
-
-    public func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow] {
-        guard filter.period == nil else { return [] }
-        var rows: [UnreadableReconciliationRow] = []
-        try readReconciliation(filter) { periodText, tenant, agent, counts in
-            guard BillingPeriod(periodText) == nil else { return }
-            rows.append(UnreadableReconciliationRow(storedPeriod: periodText, tenant: tenant, agent: agent, counts: counts))
-        }
-        return rows
-    }
-
-    private func readReconciliation(
+    public func readReconciliation(
         _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
     ) throws(LedgerError) {
         let rows = try session.query(

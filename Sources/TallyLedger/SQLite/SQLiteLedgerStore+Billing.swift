@@ -39,31 +39,6 @@ extension SQLiteLedgerStore {
         }
     }
 
-    public func billableAggregates(
-        tenant: String, metric: String, hours: Range<Int64>, dimension: String, billing: BillingSelection
-    ) throws(LedgerError) -> [String: UsageAggregate] {
-        let condition: String
-        let billedText: String
-        switch billing {
-        case .ownPeriod: (condition, billedText) = ("billed_in = ?6", "")
-        case .adjustmentsIn(let period): (condition, billedText) = ("billed_in = ?6", period.description)
-        case .billedBefore(let period): (condition, billedText) = ("billed_in < ?6", period.description)
-        case .billedThrough(let period): (condition, billedText) = ("billed_in <= ?6", period.description)
-        }
-        var result: [String: UsageAggregate] = [:]
-        try forEachCell(
-            tenant: tenant, metric: metric, dimension: dimension, hours: hours, coarsest: .month, billing: (condition, billedText)
-        ) { (_: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
-            if var existing = result[value] {
-                try existing.merge(aggregate)
-                result[value] = existing
-            } else {
-                result[value] = aggregate
-            }
-        }
-        return result
-    }
-
     public func distinctValues(
         tenant: String, metric: String, property: String, period: BillingPeriod, billedThrough: BillingPeriod
     ) throws(LedgerError) -> Int {

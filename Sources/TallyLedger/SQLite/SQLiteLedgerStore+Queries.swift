@@ -2,55 +2,18 @@ public import TallyCore
 
 /// Queries answered from the hourly aggregates (never raw scans), and the audit scans.
 extension SQLiteLedgerStore {
-    public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
-        if let group = query.groupBy, !configuration.groupBy.contains(group) {
-            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
-        }
-        struct BucketKey: Hashable {
-            var start: EventTime
-            var group: String?
-        }
-        let coarsest: AggregateGrain =
-            switch query.granularity {
-            case .hour: .hour
-            case .day: .day
-            case .month: .month
-            }
-        var buckets: [BucketKey: UsageAggregate] = [:]
-        try forEachCell(
-            tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
-            hours: Self.ceilHour(query.from)..<max(Self.ceilHour(query.from), Self.ceilHour(query.to)), coarsest: coarsest
-        ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
-            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
-            let key = BucketKey(start: start, group: query.groupBy == nil ? nil : value)
-            if var existing = buckets[key] {
-                try existing.merge(aggregate)
-                buckets[key] = existing
-            } else {
-                buckets[key] = aggregate
-            }
-        }
-        return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {
-            UsageBucket(start: $0.key.start, group: $0.key.group, aggregate: $0.value)
-        }
-    }
-
-    /// The first hour whose start is at or after `time`.
-    static func ceilHour(_ time: EventTime) -> Int64 {
-        let hour = AggregateCellKey.hour(of: time)
-        return hour * AggregateCellKey.microsecondsPerHour == time.microseconds ? hour : hour + 1
-    }
-
-    /// Calls `body` with (bucket's first hour, dimension value, aggregate) for every stored cell
-    /// of one tenant, metric and dimension whose hour lies in `hours`, each read from the coarsest
-    /// table (no coarser than `coarsest`) that answers it exactly: a month-to-date question reads
-    /// one monthly row per group. `billing` restricts `billed_in` (nil: every billing). Folds the
-    /// aggregate buffer in first.
-    func forEachCell(
+    public func forEachCell(
         tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain,
-        billing: (condition: String, value: String)? = nil,
-        _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+        billing selection: BillingSelection?, _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
     ) throws(LedgerError) {
+        let billing: (condition: String, value: String)? =
+            switch selection {
+            case .ownPeriod: ("billed_in = ?6", "")
+            case .adjustmentsIn(let period): ("billed_in = ?6", period.description)
+            case .billedBefore(let period): ("billed_in < ?6", period.description)
+            case .billedThrough(let period): ("billed_in <= ?6", period.description)
+            case nil: nil
+            }
         try flushAggregates()
         for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
             let select = try database.prepare(
@@ -74,7 +37,7 @@ extension SQLiteLedgerStore {
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
             hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month,
-            billing: ("billed_in = ?6", "")
+            billing: .ownPeriod
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
@@ -94,12 +57,7 @@ extension SQLiteLedgerStore {
         while try adjusted.step() {
             let original = BillingPeriod(containing: EventTime(microseconds: adjusted.int64(0) * AggregateCellKey.microsecondsPerHour))
             let aggregate = try readAggregate(adjusted, from: 1)
-            if var existing = adjustments[original] {
-                try existing.merge(aggregate)
-                adjustments[original] = existing
-            } else {
-                adjustments[original] = aggregate
-            }
+            try adjustments.merge(aggregate, at: original)
         }
         return PeriodTotals(
             period: period, usage: usage,
@@ -137,27 +95,8 @@ extension SQLiteLedgerStore {
         return UniqueCount(usage: usage, adjustments: adjustments)
     }
 
-    public func reconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [ReconciliationRow] {
-        var rows: [ReconciliationRow] = []
-        try readReconciliation(filter) { periodText, tenant, agent, counts in
-            guard let period = BillingPeriod(periodText) else { return }
-            rows.append(ReconciliationRow(period: period, tenant: tenant, agent: agent, counts: counts))
-        }
-        return rows
-    }
-
-    public func unreadableReconciliation(_ filter: ReconciliationFilter) throws(LedgerError) -> [UnreadableReconciliationRow] {
-        guard filter.period == nil else { return [] }
-        var rows: [UnreadableReconciliationRow] = []
-        try readReconciliation(filter) { periodText, tenant, agent, counts in
-            guard BillingPeriod(periodText) == nil else { return }
-            rows.append(UnreadableReconciliationRow(storedPeriod: periodText, tenant: tenant, agent: agent, counts: counts))
-        }
-        return rows
-    }
-
     /// Every stored reconciliation row matching the filter, its period as stored.
-    private func readReconciliation(
+    public func readReconciliation(
         _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
     ) throws(LedgerError) {
         let select = try database.prepare(
