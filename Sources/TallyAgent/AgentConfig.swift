@@ -41,7 +41,8 @@ public struct AgentConfig: Sendable {
     public var listen: HostPort? = HostPort(host: "127.0.0.1", port: 7380)
     /// A Unix socket taking NDJSON streams; nil (the default) turns it off.
     public var socketPath: String?
-    /// Collectors in order of preference; the agent fails over along the list.
+    /// Every collector the agent may ship to. It starts at the one its agent id picks
+    /// (``CollectorRotation``) and on a failure or goaway moves to the next in this order.
     public var collectors: [HostPort] = [HostPort(host: "127.0.0.1", port: 7400)]
     public var agentId: String = AgentConfig.defaultAgentId()
     /// The agent's secret key; nil for open mode (the collector then accepts loopback only).

@@ -73,9 +73,12 @@ struct ShipLoop {
 
     mutating func run() async throws {
         var backoff = Backoff(initial: settings.reconnect.initial, maximum: settings.reconnect.maximum)
-        var endpointIndex = 0
+        var rotation = CollectorRotation.start(agentId: settings.agentId, count: settings.collectors.count)
+        logger.info(
+            "shipping to the collector picked by the agent id",
+            metadata: ["collector": "\(settings.collectors[rotation.index])", "position": "\(rotation.index + 1) of \(rotation.count)"])
         while !stopping {
-            let endpoint = settings.collectors[endpointIndex % settings.collectors.count]
+            let endpoint = settings.collectors[rotation.index]
             connectionId += 1
             let id = connectionId
             var welcomed = false
@@ -114,29 +117,42 @@ struct ShipLoop {
             // an ack (or a connection with nothing to send) proves the path works.
             if acksThisConnection > 0 || (welcomed && batchesThisConnection == 0) { backoff.reset() }
             let delay: Duration
+            let cause: String
             switch ending {
             case .stop:
                 if let position = unsavedAck { await saveCheckpoint(position) }
                 return
             case .goaway(let retryAfter):
-                logger.info("collector sent goaway; moving on", metadata: ["collector": "\(endpoint)"])
-                endpointIndex += 1
+                if !rotation.canMove { logger.info("collector sent goaway; reconnecting", metadata: ["collector": "\(endpoint)"]) }
+                cause = "goaway"
                 delay = retryAfter ?? backoff.next()
             case .fatal(let error):
                 logger.error("collector refused this agent; an operator must act", metadata: ["collector": "\(endpoint)", "error": "\(error)"])
                 shipper.status.update { $0.lastError = error.description }
-                endpointIndex += 1
+                cause = "refused by the collector"
                 delay = settings.reconnect.afterFatalError
             case .refused(let reason):
                 logger.error("collector connection refused by this agent; an operator must act", metadata: ["reason": "\(reason)"])
                 shipper.status.update { $0.lastError = reason }
-                endpointIndex += 1
+                cause = "refused by this agent"
                 delay = settings.reconnect.afterFatalError
             case .failed(let reason):
                 logger.warning("collector connection failed", metadata: ["collector": "\(endpoint)", "reason": "\(reason)"])
                 shipper.status.update { $0.lastError = reason }
-                endpointIndex += 1
+                cause = "failed"
                 delay = backoff.next()
+            }
+            // Every unacked batch stays in the session's queue (connectionClosed above) and is
+            // sent again, under its sequence, on whichever collector comes next.
+            if rotation.canMove {
+                rotation.next()
+                let unacked = pending.count(where: { !$0.acked })
+                logger.info(
+                    "moving to the next collector; unacked batches will be resent there",
+                    metadata: [
+                        "from": "\(endpoint)", "collector": "\(settings.collectors[rotation.index])", "cause": "\(cause)",
+                        "unacked_batches": "\(unacked)",
+                    ])
             }
             if try await wait(delay) { return }
         }

@@ -18,9 +18,11 @@ public import TallyWire
 ///   are leased durably before use (``SequenceLease``), so none is reused after a restart.
 /// - Memory is bounded by the window: at most `window` batches are held, each at most
 ///   `batching.maxEvents` events and about `batching.maxBytes` of spool records.
-/// - Connection failures fail over along the collector list with exponential backoff and full
-///   jitter; a goaway drains in-flight acks, then moves to the next collector after the delay
-///   it asked for; non-retryable errors back off long (an operator must act).
+/// - The first collector is picked by the agent id (``CollectorRotation``), so a fleet listing the
+///   same collectors spreads evenly across them. Connection failures move to the next collector
+///   in list order (wrapping) with exponential backoff and full jitter; a goaway drains in-flight
+///   acks, then moves on after the delay it asked for; non-retryable errors move on and back off
+///   long (an operator must act). Every unacked batch is resent to the next collector.
 /// - Nothing crosses the network in clear text unless allowed: with ``Settings/tls`` every
 ///   connection is TLS and the collector's certificate is verified (CA and name) before the
 ///   hello; without it a collector that is not on loopback is disconnected before anything is
@@ -99,6 +101,7 @@ public final class Shipper: Service {
     public func stop() { input.yield(.shutdown) }
 
     public func run() async throws {
+        guard !settings.collectors.isEmpty else { throw NoCollectorConfigured() }
         let recovery = spool.recovery
         let lease = try await SequenceLease.open(
             directory: spool.directory, spoolWasUsed: recovery.checkpointFound || recovery.recordsFound > 0 || !recovery.problems.isEmpty)
@@ -159,6 +162,11 @@ public final class Shipper: Service {
     }
 
     func feed(_ value: Input) { input.yield(value) }
+}
+
+/// The shipper was given no collector (config validation and the commands refuse that first).
+public struct NoCollectorConfigured: Error, CustomStringConvertible {
+    public var description: String { "no collector is configured: at least one is needed" }
 }
 
 /// A plain TCP connection to a collector not on loopback, refused by the agent itself before

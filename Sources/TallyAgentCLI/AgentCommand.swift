@@ -33,7 +33,12 @@ public struct AgentCommand: AsyncParsableCommand {
         @Option(help: "The spool directory (default ./tally-spool).") public var spool: String?
         @Option(help: "HTTP ingest address, HOST:PORT (default 127.0.0.1:7380).") public var listen: String?
         @Option(help: "A Unix socket for NDJSON streams.") public var socket: String?
-        @Option(help: "A collector, HOST:PORT (repeatable; the first is preferred; default 127.0.0.1:7400).")
+        @Option(
+            help: ArgumentHelp(
+                "A collector, HOST:PORT (repeatable; default 127.0.0.1:7400).",
+                discussion: "The agent starts at the collector its agent id picks (a hash of the id modulo the number of "
+                    + "collectors, so a fleet listing the same collectors spreads evenly) and, when that one fails or sends "
+                    + "goaway, moves to the next in the order given, wrapping, resending every unacknowledged batch."))
         public var collector: [String] = []
         @Option(help: "This agent's id (default: the host name).") public var agentId: String?
         @Option(help: "This agent's secret key (none: open mode, loopback collectors only).") public var key: String?

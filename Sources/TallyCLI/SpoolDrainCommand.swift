@@ -25,7 +25,12 @@ public struct SpoolDrainCommand: AsyncParsableCommand {
 
     @OptionGroup public var global: GlobalOptions
     @Option(help: "The spool directory.") public var spool = "./tally-spool"
-    @Option(help: "A collector, HOST:PORT (repeatable; the first is preferred).") public var collector: [String] = []
+    @Option(
+        help: ArgumentHelp(
+            "A collector, HOST:PORT (repeatable).",
+            discussion: "As the agent does: start at the collector the agent id picks, move to the next in the order "
+                + "given (wrapping) when one fails or sends goaway. Pass the agent's own --collector list and --agent-id."))
+    public var collector: [String] = []
     @Option(help: "The agent id to ship as (default: the host name; use the agent's own id).") public var agentId: String?
     @Option(help: "The agent's secret key (none: open mode).") public var key: String?
     @Option(help: "At most this many events per second.") public var rate: Int?

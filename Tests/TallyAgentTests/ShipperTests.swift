@@ -9,7 +9,8 @@ import Testing
 
 /// A spool with `count` events and a shipper for it, run until `body` returns.
 func withShipper(
-    events count: Int, collectors: [HostPort], key: String? = nil, configure: (inout Shipper.Settings) -> Void = { _ in },
+    events count: Int, collectors: [HostPort], agentId: String = "test-agent", key: String? = nil,
+    configure: (inout Shipper.Settings) -> Void = { _ in },
     _ body: (Spool, Shipper) async throws -> Void
 ) async throws {
     let spool = try await Spool.open(directory: temporaryDirectory())
@@ -19,7 +20,7 @@ func withShipper(
         try await spool.append((index..<(index + chunk)).map { event($0) })
         index += chunk
     }
-    var settings = Shipper.Settings(collectors: collectors, agentId: "test-agent", key: key)
+    var settings = Shipper.Settings(collectors: collectors, agentId: agentId, key: key)
     settings.batching.maxEvents = 100
     settings.batching.linger = .milliseconds(5)
     settings.window = 4
@@ -42,6 +43,13 @@ func withShipper(
     await spool.close()
     try result.get()
 }
+
+/// Two collectors listed so that `agentId`'s rotation starts at `picked` and moves on to `other`.
+func collectors(picked: HostPort, other: HostPort, agentId: String = "test-agent") -> [HostPort] {
+    CollectorRotation.start(agentId: agentId, count: 2).index == 0 ? [picked, other] : [other, picked]
+}
+
+func loopback(_ port: Int) -> HostPort { HostPort(host: "127.0.0.1", port: port) }
 
 @Suite("Shipper against an in-test collector")
 struct ShipperTests {
@@ -106,17 +114,76 @@ struct ShipperTests {
         await collector.stop()
     }
 
-    @Test func failsOverToTheNextCollector() async throws {
+    /// The collector the agent id picks is down: the agent moves on to the other one, and every
+    /// event is acked there. Both list orders are run, so the agent cannot pass by always trying
+    /// one fixed slot first; `lastError` naming the dead port proves it was tried.
+    @Test(arguments: ["edge-a", "edge-b"])
+    func movesOnWhenThePickedCollectorIsDown(agentId: String) async throws {
         let dead = try await closedPort()
         let collector = TestCollector()
         let port = try await collector.start()
-        try await withShipper(events: 250, collectors: [.init(host: "127.0.0.1", port: dead), .init(host: "127.0.0.1", port: port)]) {
-            spool, shipper in
+        let list = collectors(picked: loopback(dead), other: loopback(port), agentId: agentId)
+        try await withShipper(events: 250, collectors: list, agentId: agentId) { spool, shipper in
             #expect(await eventually { collector.distinctEvents == 250 })
-            #expect(await eventually { shipper.status.snapshot.connectedTo?.port == port })
+            #expect(await eventually { shipper.status.snapshot.connectedTo == loopback(port) })
             #expect(await eventually { (try? await spool.stats().events) == 0 })
+            #expect(shipper.status.snapshot.lastError?.contains("\(loopback(dead))") == true, "\(shipper.status.snapshot.lastError ?? "no error")")
         }
         await collector.stop()
+    }
+
+    /// Agents with the same list start where their ids point: each collector sees exactly the
+    /// agents its index was picked for.
+    @Test func agentsStartAtTheCollectorTheirIdPicks() async throws {
+        let first = TestCollector()
+        let second = TestCollector()
+        let list = [loopback(try await first.start()), loopback(try await second.start())]
+        let ids = ["edge-a", "edge-b", "agent-1", "agent-2", "agent-3", "agent-4"]
+        var expected = [0, 0]
+        for (round, agentId) in ids.enumerated() {
+            let picked = CollectorRotation.start(agentId: agentId, count: 2).index
+            expected[picked] += 1
+            let spool = try await Spool.open(directory: temporaryDirectory())
+            try await spool.append((0..<20).map { event(round * 100 + $0) })
+            var settings = Shipper.Settings(collectors: list, agentId: agentId, key: nil)
+            settings.stopWhenDrained = true
+            let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
+            try await shipper.run()
+            await spool.close()
+            #expect([first.connections, second.connections] == expected, "after \(agentId) (picks \(picked))")
+        }
+        // The ids were chosen to use both collectors.
+        #expect(expected.allSatisfy { $0 > 0 })
+        // (The test collector keys batches by sequence alone, so count what arrived, not its commits.)
+        let delivered = Set((first.received + second.received).flatMap(\.events).map { Fingerprint(of: $0) })
+        #expect(delivered.count == 20 * ids.count)
+        await first.stop()
+        await second.stop()
+    }
+
+    /// The picked collector takes batches without acking them and then dies: the agent moves to
+    /// the other collector and resends every one of them there, same sequence, same events.
+    @Test func unackedBatchesAreResentToTheNextCollector() async throws {
+        let picked = TestCollector(behaviour: { _ in .init(cutAfterBatches: 2) })
+        let other = TestCollector()
+        let pickedPort = try await picked.start()
+        let otherPort = try await other.start()
+        try await withShipper(events: 400, collectors: collectors(picked: loopback(pickedPort), other: loopback(otherPort))) {
+            spool, shipper in
+            #expect(await eventually { picked.received.count >= 2 })
+            await picked.stop()
+            #expect(await eventually { other.distinctEvents == 400 })
+            #expect(await eventually { (try? await spool.stats().events) == 0 })
+            #expect(shipper.status.snapshot.connectedTo == loopback(otherPort))
+            let unacked = picked.received
+            #expect(!unacked.isEmpty)
+            for batch in unacked {
+                let resent = other.received.first { $0.sequence == batch.sequence }
+                #expect(resent?.events == batch.events, "batch \(batch.sequence) was not resent to the next collector with the same events")
+            }
+            #expect(other.connections == 1)
+        }
+        await other.stop()
     }
 
     @Test func goawayFinishesInFlightAndMovesOn() async throws {
@@ -124,9 +191,8 @@ struct ShipperTests {
         let second = TestCollector()
         let firstPort = try await first.start()
         let secondPort = try await second.start()
-        try await withShipper(
-            events: 600, collectors: [.init(host: "127.0.0.1", port: firstPort), .init(host: "127.0.0.1", port: secondPort)]
-        ) { spool, _ in
+        try await withShipper(events: 600, collectors: collectors(picked: loopback(firstPort), other: loopback(secondPort))) {
+            spool, _ in
             #expect(await eventually { (try? await spool.stats().events) == 0 })
             let fingerprints = Set((first.received + second.received).flatMap(\.events).map { Fingerprint(of: $0) })
             #expect(fingerprints.count == 600)
