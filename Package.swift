@@ -205,6 +205,8 @@ let package = Package(
             name: "tally-bench",
             dependencies: [
                 "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI", "TallyWire",
+                "TallyTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -62,13 +62,14 @@ struct AgentBenchRun {
     }
 
     func startAgent(
-        spool: String? = nil, socket: String? = nil, port: Int? = nil, collector: Int? = nil, id: String = "bench-agent"
+        spool: String? = nil, socket: String? = nil, port: Int? = nil, collectors: [Int]? = nil, id: String = "bench-agent"
     ) async throws -> StartedAgent {
         let port = port ?? agentPort
-        let arguments = [
-            "--config", config, "--spool", spool ?? self.spool, "--listen", "127.0.0.1:\(port)", "--socket", socket ?? self.socket,
-            "--collector", "127.0.0.1:\(collector ?? collectorPort)", "--agent-id", id, "--default-metric", "api_calls",
-        ]
+        let arguments =
+            [
+                "--config", config, "--spool", spool ?? self.spool, "--listen", "127.0.0.1:\(port)", "--socket", socket ?? self.socket,
+                "--agent-id", id, "--default-metric", "api_calls",
+            ] + (collectors ?? [collectorPort]).flatMap { ["--collector", "127.0.0.1:\($0)"] }
         let launched = ContinuousClock.now
         let child = try BenchChild(bin + "/tally-agent", arguments)
         children.add(child)
@@ -305,7 +306,7 @@ struct AgentBenchRun {
         let socket = root + "/ctl.sock"
         let port = try BenchSocket.freePort()
         let nobody = try BenchSocket.freePort()
-        let agent = try await startAgent(spool: spool, socket: socket, port: port, collector: nobody, id: "bench-ctl").child
+        let agent = try await startAgent(spool: spool, socket: socket, port: port, collectors: [nobody], id: "bench-ctl").child
         progress("tallyctl spool drain: spooling \(options.ctlDrainEvents) events")
         let perConnection = options.ctlDrainEvents
         let workload = try AgentWorkload.workload(seed: 501, lines: perConnection)

@@ -5,19 +5,31 @@ import Synchronization
 import Glibc
 #endif
 
-/// A release binary run as a child process for `tally-bench agent`: its stderr is kept (the last
-/// 32 KiB, for error messages), its memory read from `/proc/PID/status`.
+/// A release binary run as a child process for `tally-bench agent` and `cluster`: its stderr is
+/// kept (the last 32 KiB, for error messages), its memory read from `/proc/PID/status`.
+///
+/// It dies with the bench: it is started through `setpriv --pdeathsig KILL` (which execs the
+/// binary, so the pid is the binary's), from a dedicated thread that lives until the child exits
+/// — the parent-death signal follows the *thread* that spawned the child, and a pooled thread may
+/// exit long before the child should.
 final class BenchChild: Sendable {
     let name: String
     let process: Process
     private let log = Locked("")
 
+    static let setpriv = "/usr/bin/setpriv"
+
     /// Starts `binary` (a path) with `arguments`; stdout is discarded.
     init(_ binary: String, _ arguments: [String]) throws {
         name = (binary as NSString).lastPathComponent
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+        if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+            process.executableURL = URL(fileURLWithPath: Self.setpriv)
+            process.arguments = ["--pdeathsig", "KILL", "--", binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
         process.standardOutput = FileHandle.nullDevice
         let errors = Pipe()
         process.standardError = errors
@@ -31,7 +43,24 @@ final class BenchChild: Sendable {
                 if text.utf8.count > 65_536 { text = String(text.suffix(32_768)) }
             }
         }
-        try process.run()
+        try Self.runOnKeeperThread(process)
+    }
+
+    /// Runs `process` from a thread of its own that waits for its exit (see the type's comment).
+    private static func runOnKeeperThread(_ process: Process) throws {
+        let started = DispatchSemaphore(value: 0)
+        let exited = DispatchSemaphore(value: 0)
+        let failure = Locked<String?>(nil)
+        process.terminationHandler = { _ in exited.signal() }
+        let keeper = Thread {
+            do { try process.run() } catch { failure.withLock { $0 = "\(error)" } }
+            started.signal()
+            if failure.value == nil { exited.wait() }
+        }
+        keeper.name = "bench-child-keeper"
+        keeper.start()
+        started.wait()
+        if let failure = failure.value { throw BenchFailure("cannot start \(process.arguments ?? []): \(failure)") }
     }
 
     var pid: Int32 { process.processIdentifier }

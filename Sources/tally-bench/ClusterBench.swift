@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import TallyTestSupport
+
+/// `tally-bench cluster`: Tally on PostgreSQL end to end, measured from outside. A throwaway
+/// PostgreSQL with fsync on (durable, as in production) serves three fresh databases in turn:
+/// the naive baseline (one `INSERT … ON CONFLICT DO NOTHING` per event from 8 connections),
+/// then agents draining spool backlogs (made before any collector runs) into one collector, and
+/// into two. Events/s count only events the ledger reconciles as received, deduplicated and
+/// committed. Then the month-to-date charges call, with the drained events stored and again
+/// with `--query-events` stored.
+struct ClusterBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "PostgreSQL cluster: agents draining into one and two collectors beside naive per-event inserts; charges latency.")
+    @Option(help: "The release binaries' directory.") var bin = ".build/release"
+    @Option(help: "The working directory (recreated, removed at the end unless --keep).") var data = "./tally-bench-data/cluster"
+    @Option(help: "Agents, each draining its own spool backlog.") var agents = 4
+    @Option(help: "Reference-workload lines each agent spools before any collector runs.") var events = 250_000
+    @Option(help: "Reference-workload lines for the naive baseline.") var naiveEvents = 100_000
+    @Option(help: "Concurrent connections of the naive baseline.") var naiveClients = 8
+    @Option(help: "Ledger writers per collector (the store address's pool_size).") var poolSize = 4
+    @Option(help: "The pricing file of the collectors and the charges query.") var pricing = "deploy/pricing.example.yaml"
+    @Option(help: "Events stored for the second charges figure (loaded in-process; 0 skips it).") var queryEvents = 3_000_000
+    @Option(help: "Charges calls per latency figure.") var iterations = 1_000
+    @Option(help: "The tenant whose month-to-date charges are read.") var tenant = "t0001"
+    @Flag(help: "Keep the working directory.") var keep = false
+
+    func validate() throws {
+        guard agents > 0, events > 0, naiveEvents > 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0 else {
+            throw ValidationError("counts must be positive (--query-events may be 0)")
+        }
+    }
+
+    func run() async throws {
+        let root = URL(fileURLWithPath: data).standardizedFileURL.path
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let children = ChildList()
+        defer {
+            children.killAll()
+            if !keep { try? FileManager.default.removeItem(atPath: root) }
+        }
+        clusterProgress("starting PostgreSQL (fsync on)")
+        // Stopped (and its directory removed) at exit; killed with this process otherwise.
+        let server = try PostgresTestServer(durable: true)
+        let run = try ClusterBenchRun(options: self, root: root, server: server, children: children)
+        var table = ClusterTable()
+        do {
+            try await run.measure(into: &table)
+        } catch {
+            table.print()
+            throw error
+        }
+        table.print()
+    }
+}
+
+/// Rows of figure | measured | baseline (same run) | ratio or target, printed as one table.
+struct ClusterTable {
+    var rows: [(String, String, String, String)] = []
+    mutating func add(_ figure: String, _ measured: String, _ baseline: String = "-", _ target: String = "-") {
+        rows.append((figure, measured, baseline, target))
+        FileHandle.standardError.write(Data("  \(figure): \(measured)\n".utf8))
+    }
+    func print() {
+        Swift.print(pad("figure", 64) + pad("measured", 24) + pad("baseline (same run)", 24) + "ratio / target")
+        for row in rows { Swift.print(pad(row.0, 64) + pad(row.1, 24) + pad(row.2, 24) + row.3) }
+    }
+}
+
+func clusterProgress(_ text: String) { FileHandle.standardError.write(Data("cluster bench: \(text)\n".utf8)) }
+
+/// `value` with one decimal and a multiplication sign: "12.3×".
+func times(_ value: Double) -> String { String(format: "%.1f×", value) }

@@ -1,0 +1,224 @@
+import Foundation
+import TallyCollector
+import TallyCore
+import TallyLedger
+import TallyPricing
+import TallyTestSupport
+
+/// One `tally-bench cluster` run: the server, the pricing, and its phases in order.
+struct ClusterBenchRun {
+    let options: ClusterBench
+    let root: String
+    let server: PostgresTestServer
+    let children: ChildList
+    let pricing: AggregatePricing
+    /// What a collector started with `--pricing` opens its ledger with.
+    let ledgerConfiguration: LedgerConfiguration
+    let lateWindow: LateWindow
+
+    init(options: ClusterBench, root: String, server: PostgresTestServer, children: ChildList) throws {
+        self.options = options
+        self.root = root
+        self.server = server
+        self.children = children
+        pricing = AggregatePricing(config: try PricingConfigLoader.load(file: options.pricing))
+        let collector = CollectorConfig()
+        ledgerConfiguration = collector.ledgerConfiguration(pricing: pricing)
+        lateWindow = collector.lateWindow
+    }
+
+    func measure(into table: inout ClusterTable) async throws {
+        let naive = try await naiveBaseline()
+        let naiveRate = Double(naive.events) / naive.elapsed.seconds
+        let naiveText = "\(grouped(Int(naiveRate))) events/s"
+        table.add(
+            "naive: \(options.naiveClients) clients, 1 INSERT…ON CONFLICT per event", naiveText, "-",
+            "issue measured ~8,700/s")
+
+        let one = try await drain(collectors: 1)
+        one.stopAll()
+        await one.ledger.shutdown()
+        let two = try await drain(collectors: 2)
+        let oneRate = Double(one.events) / one.elapsed.seconds
+        let twoRate = Double(two.events) / two.elapsed.seconds
+        let agents = "\(options.agents) agents × \(grouped(options.events))"
+        table.add("Tally: \(agents) → 1 collector, durable+deduped", "\(grouped(Int(oneRate))) events/s", naiveText, times(oneRate / naiveRate))
+        table.add("Tally: \(agents) → 2 collectors, durable+deduped", "\(grouped(Int(twoRate))) events/s", naiveText, times(twoRate / naiveRate))
+        let met = twoRate >= 10 * naiveRate ? "met" : "NOT met"
+        table.add("ratio: 2 collectors / naive", times(twoRate / naiveRate), naiveText, "target ≥ 10× (\(met))")
+        for outcome in [one, two] { outcome.report(into: &table) }
+
+        // Only the ledger and one collector (for the HTTP figure) stay up for the charges figures.
+        for agent in two.agents { _ = await agent.stop() }
+        for collector in two.collectors.dropFirst() { _ = await collector.stop() }
+        let charges = ChargesBench(run: self, ledger: two.ledger, httpPort: two.httpPorts.first)
+        try await charges.measure(into: &table)
+        two.stopAll()
+        await two.ledger.shutdown()
+    }
+
+    // MARK: Naive baseline
+
+    func naiveBaseline() async throws -> (events: Int, elapsed: Duration) {
+        let url = try server.createDatabase("naive")
+        guard let database = PostgresTestServer.databaseName(in: url) else { throw BenchFailure("no database name in \(url)") }
+        _ = try server.psql(NaiveInserts.createTable, database: database)
+        let rows = try NaiveInserts.rows(lines: options.naiveEvents, seed: 11)
+        clusterProgress("naive: \(rows.count) events, one INSERT … ON CONFLICT DO NOTHING each, on \(options.naiveClients) connections")
+        let elapsed = try await NaiveInserts.run(server: server, database: database, rows: rows, clients: options.naiveClients)
+        let stored = try server.psql("SELECT count(*) FROM naive", database: database)
+        clusterProgress("naive: \(stored) rows stored in \(fixed(elapsed.seconds)) s")
+        return (rows.count, elapsed)
+    }
+
+    // MARK: Tally end to end
+
+    /// What one drain measured, and what is still running after it.
+    struct DrainOutcome {
+        var collectorCount: Int
+        var events: Int
+        var elapsed: Duration
+        var counts: ReconciliationCounts
+        /// CPU seconds during the drain: PostgreSQL (postmaster and backends), collectors, agents,
+        /// this process.
+        var cpu: (postgres: Double, collectors: Double, agents: Double, bench: Double)
+        var ledger: LedgerWriter
+        var agents: [BenchChild]
+        var collectors: [BenchChild]
+        var httpPorts: [Int]
+
+        func stopAll() { for child in agents + collectors { child.killNow() } }
+
+        func report(into table: inout ClusterTable) {
+            let name = collectorCount == 1 ? "1 collector" : "\(collectorCount) collectors"
+            let check =
+                counts.received == Int64(events) && counts.balances
+                ? "= spooled, balances" : "WARNING: received ≠ spooled or does not balance"
+            table.add("  \(name): ledger received / events spooled", "\(grouped(Int(counts.received))) / \(grouped(events))", "-", check)
+            table.add(
+                "  \(name): accepted / duplicate / late / rejected", "\(counts.accepted)/\(counts.duplicate)/\(counts.late)/\(counts.rejected)",
+                "-", "duplicate ≈ 1% (retries)")
+            table.add("  \(name): drain time (collector launch → all drained)", "\(fixed(elapsed.seconds)) s")
+            table.add(
+                "  \(name): CPU s postgres/collectors/agents/bench",
+                String(format: "%.1f/%.1f/%.1f/%.1f", cpu.postgres, cpu.collectors, cpu.agents, cpu.bench), "-",
+                String(format: "of %.1f core-s (2 cores)", 2 * elapsed.seconds))
+        }
+    }
+
+    /// A fresh database; `options.agents` agents each spool `options.events` lines with no
+    /// collector running; then `count` collectors start, and the clock runs from their launch
+    /// until every spool is empty and the ledger's reconciliation has received every spooled event.
+    func drain(collectors count: Int) async throws -> DrainOutcome {
+        let directory = root + "/collectors-\(count)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let url = try server.createDatabase("cluster_\(count)")
+        // The first open creates the schema, so no collector start below includes a migration.
+        let ledger = try openLedger(url)
+        let helper = try AgentBenchRun(bin: options.bin, root: directory, children: children)
+        let listenPorts = try (0..<count).map { _ in try BenchSocket.freePort() }
+        let httpPorts = try (0..<count).map { _ in try BenchSocket.freePort() }
+        var agents: [(child: BenchChild, port: Int, socket: String)] = []
+        for index in 0..<options.agents {
+            let port = try BenchSocket.freePort()
+            let socket = directory + "/agent-\(index).sock"
+            // Each agent lists every collector, starting from a different one: the fleet spread
+            // evenly over the cluster.
+            let collectors = (0..<count).map { listenPorts[(index + $0) % count] }
+            let agent = try await helper.startAgent(
+                spool: directory + "/spool-\(index)", socket: socket, port: port, collectors: collectors, id: "bench-agent-\(index + 1)")
+            agents.append((agent.child, port, socket))
+        }
+        clusterProgress("\(count) collector(s): spooling \(options.agents) × \(options.events) lines, no collector running")
+        let lines = options.events
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, agent) in agents.enumerated() {
+                let seed = UInt64(100 * count + index)
+                let socket = agent.socket
+                group.addTask {
+                    let workload = try AgentWorkload.workload(seed: seed, lines: lines)
+                    let run = try await AgentDrivers.stream(path: socket, lines: [lines]) { _ in
+                        GeneratedLines(workload: workload, linesPerChunk: 1000)
+                    }
+                    guard run.failures.isEmpty else { throw BenchFailure("spooling: \(run.failures.joined(separator: "; "))") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        var spooled = 0
+        for agent in agents {
+            guard let events = AgentBenchRun.spoolEvents(port: agent.port) else { throw BenchFailure("no spool gauge on \(agent.port)") }
+            spooled += events
+        }
+        clusterProgress("\(count) collector(s): \(spooled) events spooled; starting the collector(s)")
+
+        let agentCPU = agents.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.child.pid) }
+        let postgresCPU = ProcessCPU.secondsWithChildren(pid: server.pid)
+        let benchCPU = ProcessCPU.seconds(pid: getpid())
+        let store = url + "&pool_size=\(options.poolSize)"
+        let start = ContinuousClock.now
+        var collectors: [BenchChild] = []
+        for index in 0..<count {
+            let collector = try BenchChild(
+                options.bin + "/tally-collector",
+                [
+                    "--store", store, "--listen", "127.0.0.1:\(listenPorts[index])", "--http", "127.0.0.1:\(httpPorts[index])",
+                    "--pricing", options.pricing,
+                ])
+            children.add(collector)
+            collectors.append(collector)
+        }
+        let counts = try await waitForDrain(
+            agents: agents.map { (child: $0.child, port: $0.port) }, collectors: collectors, ledger: ledger, spooled: spooled, start: start)
+        let elapsed = ContinuousClock.now - start
+        let cpu = (
+            postgres: ProcessCPU.secondsWithChildren(pid: server.pid) - postgresCPU,
+            collectors: collectors.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.pid) },
+            agents: agents.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.child.pid) } - agentCPU,
+            bench: ProcessCPU.seconds(pid: getpid()) - benchCPU
+        )
+        clusterProgress("\(count) collector(s): drained \(spooled) events in \(fixed(elapsed.seconds)) s")
+        return DrainOutcome(
+            collectorCount: count, events: spooled, elapsed: elapsed, counts: counts, cpu: cpu, ledger: ledger,
+            agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts)
+    }
+
+    /// Polls the agents' spool gauges every 50 ms; once all are empty, the ledger's
+    /// reconciliation, until it has received `spooled` events (or 10 s after the spools emptied:
+    /// the shortfall is then reported, not waited for).
+    func waitForDrain(
+        agents: [(child: BenchChild, port: Int)], collectors: [BenchChild], ledger: LedgerWriter, spooled: Int,
+        start: ContinuousClock.Instant
+    ) async throws -> ReconciliationCounts {
+        let deadline = start + .seconds(Int64(spooled / 2_000 + 300))
+        var lastReport = start
+        var emptySince: ContinuousClock.Instant?
+        while true {
+            guard ContinuousClock.now < deadline else { throw BenchFailure("the drain did not finish within \(deadline - start)") }
+            for child in agents.map(\.child) + collectors where !child.isRunning {
+                throw BenchFailure("\(child.name) exited during the drain: \(child.logTail)")
+            }
+            let left = agents.map { AgentBenchRun.spoolEvents(port: $0.port) }
+            let remaining = left.reduce(0) { $0 + ($1 ?? spooled) }
+            if remaining == 0 {
+                let counts = try await ledger.perform { store throws(LedgerError) in
+                    try store.reconciliation(ReconciliationFilter()).total
+                }
+                let since = emptySince ?? ContinuousClock.now
+                emptySince = since
+                if counts.received >= Int64(spooled) || ContinuousClock.now - since > .seconds(10) { return counts }
+            }
+            if ContinuousClock.now - lastReport > .seconds(10) {
+                clusterProgress("drain: \(remaining) events left in the spools")
+                lastReport = ContinuousClock.now
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// The ledger at `url` as a collector opens it: `poolSize` writers and a reader.
+    func openLedger(_ url: String) throws -> LedgerWriter {
+        let writers = try (0..<options.poolSize).map { _ in try LedgerStores.open(url, configuration: ledgerConfiguration) }
+        return LedgerWriter(stores: writers, reader: try LedgerStores.open(url, configuration: ledgerConfiguration))
+    }
+}
