@@ -23,37 +23,43 @@ extension PostgresLedgerStore {
             case nil: nil
             }
         try flushAggregates()
-        for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
-            var binds = PostgresBindings(capacity: 6)
-            binds.append(tenant)
-            binds.append(metric)
+        let pieces = AggregateGrain.plan(hours, coarsest: coarsest)
+        guard !pieces.isEmpty else { return }
+        var binds = PostgresBindings(capacity: 4 + 2 * pieces.count)
+        binds.append(tenant)
+        binds.append(metric)
+        binds.append(dimension)
+        var condition = "TRUE"
+        switch billing {
+        case .equal(let value):
+            condition = "billed_in = $4"
+            binds.append(value)
+        case .before(let value):
+            condition = "billed_in < $4"
+            binds.append(value)
+        case .through(let value):
+            condition = "billed_in <= $4"
+            binds.append(value)
+        case nil: binds.append("")
+        }
+        // Every piece (whole months, whole days, loose hours) in one round trip.
+        var selects: [String] = []
+        for piece in pieces {
             binds.append(piece.hours.lowerBound)
             binds.append(piece.hours.upperBound)
-            binds.append(dimension)
-            var condition = "TRUE"
-            switch billing {
-            case .equal(let value):
-                condition = "billed_in = $6"
-                binds.append(value)
-            case .before(let value):
-                condition = "billed_in < $6"
-                binds.append(value)
-            case .through(let value):
-                condition = "billed_in <= $6"
-                binds.append(value)
-            case nil: break
-            }
-            let rows = try session.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity
-                        FROM \(PostgresSchema.table(piece.grain))
-                        WHERE tenant = $1 AND metric = $2 AND hour >= $3 AND hour < $4 AND dimension = $5 AND \(condition)
-                        """, binds: binds), "reading aggregates")
-            for row in rows {
-                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
-                try body(hour, value, try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity))
-            }
+            let low = binds.count - 1
+            selects.append(
+                """
+                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity
+                FROM \(PostgresSchema.table(piece.grain))
+                WHERE tenant = $1 AND metric = $2 AND dimension = $3 AND hour >= $\(low) AND hour < $\(low + 1) AND \(condition)
+                """)
+        }
+        let rows = try session.query(
+            PostgresQuery(unsafeSQL: selects.joined(separator: "\nUNION ALL\n"), binds: binds), "reading aggregates")
+        for row in rows {
+            let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
+            try body(hour, value, try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity))
         }
     }
 

@@ -41,6 +41,8 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Batches and cells this store logged since its last fold: when to fold.
     private var loggedRows = 0
     private var loggedCells = 0
+    /// True inside a read snapshot once the log was found empty in it.
+    private var snapshotFolded = false
     static let maximumLogRows = 1_000
 
     /// Makes the next commit write everything and then drop the connection without committing,
@@ -110,22 +112,37 @@ public final class PostgresLedgerStore: LedgerStore {
     // MARK: - Snapshot and the aggregate log
 
     public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        try session.transaction("reading a snapshot", isolation: "ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+        defer { snapshotFolded = false }
+        return try session.transaction("reading a snapshot", isolation: "ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
 
     public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
+        if snapshotFolded { return false }
         if loggedRows > 0 { return true }
         let rows = try session.query("SELECT EXISTS (SELECT 1 FROM aggregate_log)", "checking the aggregate log")
-        return try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "log check") } ?? false
+        let unfolded = try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "log check") } ?? false
+        // Inside a snapshot the answer cannot change: the body's reads need not ask again.
+        if !unfolded && session.inTransaction { snapshotFolded = true }
+        return unfolded
     }
 
     /// Folds every committed log row into the hourly, daily and monthly tables in one
-    /// transaction, under the fold lock, deleting the rows it folds.
-    func flushAggregates() throws(LedgerError) {
+    /// transaction, under the fold lock, deleting the rows it folds. A read waits for a fold in
+    /// progress elsewhere (then sees its result); a fold started by a commit (`waiting: false`)
+    /// leaves the work to whoever holds the lock, so commits never queue behind a fold.
+    func flushAggregates(waiting: Bool = true) throws(LedgerError) {
         guard try hasUnfoldedAggregates() else { return }
         try session.transaction("folding the aggregate log") { () throws(LedgerError) in
-            try session.query(
-                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))", "taking the fold lock")
+            if waiting {
+                try session.query(
+                    "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))", "taking the fold lock")
+            } else {
+                let taken = try session.query(
+                    "SELECT pg_try_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))",
+                    "trying the fold lock")
+                guard try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
+                else { return }
+            }
             let rows = try session.query("DELETE FROM aggregate_log RETURNING cells", "claiming the aggregate log")
             guard !rows.isEmpty else { return }
             var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
@@ -242,8 +259,11 @@ public final class PostgresLedgerStore: LedgerStore {
             loggedCells += written.cells
         }
         if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
-            // The batch is committed either way; a failed fold is retried by the next commit or read.
-            try? flushAggregates()
+            // The batch is committed either way; a failed fold is retried by the next commit or
+            // read. Another collector (or writer) folding now folds these rows too.
+            try? flushAggregates(waiting: false)
+            loggedRows = 0
+            loggedCells = 0
         }
         return written.outcome
     }

@@ -26,6 +26,8 @@ final class PostgresSession {
     private var nextAttempt = ContinuousClock.now
     private var backoff: Duration = .zero
     private var lostReported = false
+    /// Between BEGIN and COMMIT/ROLLBACK of ``transaction(_:isolation:_:)``.
+    private(set) var inTransaction = false
     private static let connectionIDs = ManagedAtomicCounter()
 
     init(address: PostgresAddress, logger: Logger) throws(LedgerError) {
@@ -128,6 +130,8 @@ final class PostgresSession {
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     func transaction<T>(_ context: String, isolation: String = "", _ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
         try execute(isolation.isEmpty ? "BEGIN" : "BEGIN \(isolation)", context)
+        inTransaction = true
+        defer { inTransaction = false }
         do throws(LedgerError) {
             let result = try body()
             try execute("COMMIT", context)
