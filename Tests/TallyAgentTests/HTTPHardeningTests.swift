@@ -68,7 +68,10 @@ struct HTTPHardeningTests {
         #expect(try await idle.waitForCloseOffThePool())
         #expect(try await slowHead.waitForCloseOffThePool())
         #expect(try await slowBody.waitForCloseOffThePool())
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Below the smallest default deadline (10 s for a head): the configured 300 ms ones fired.
+        // Not tighter: a loaded CI machine (PostgreSQL and the cluster tests run beside this) once
+        // took 5.3 s to get all three closes through.
+        #expect(ContinuousClock.now - started < .seconds(9))
         let metrics = String(decoding: agent.agent.metrics.exposition(), as: UTF8.self)
         for phase in ["idle", "head", "body"] {
             #expect(metrics.contains("tally_agent_http_timeouts_total{phase=\"\(phase)\"} 1"), "\(phase): \(metrics)")
