@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -31,20 +32,8 @@ enum RawConnection {
     }
 }
 
-/// A loopback port nothing listens on now.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw HarnessError("no free port: \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
+/// A loopback port nothing listens on now (TallyTestSupport's, shared with the PostgreSQL harness).
+func freePort() throws -> Int { try freeLoopbackPort() }
 
 /// Waits (polling, with a deadline) until `condition` holds; returns whether it did.
 func eventually(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {

@@ -303,7 +303,7 @@ enum ExitCleanup {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago: bound with port 0, read back, closed.
-func freeLoopbackPort() throws -> Int {
+public func freeLoopbackPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw PostgresTestServerError.system("socket: \(String(cString: strerror(errno)))") }
     defer { close(fd) }

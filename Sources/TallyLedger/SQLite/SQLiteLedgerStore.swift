@@ -25,18 +25,18 @@ public final class SQLiteLedgerStore: LedgerStore {
     public let path: String
     let database: SQLiteDatabase
     let statements: Statements
-    private let uniqueProperties: [String: [String]]
+    let uniqueProperties: [String: [String]]
     /// An upper bound of every logged cell's sum at any grain (the sum of the logged batches'
     /// quantities), in nano-units.
-    private var loggedBound: Int128 = 0
+    var loggedBound: Int128 = 0
     /// Batches and (unmerged) cells this store has logged since its last fold: when to fold.
-    private var loggedRows = 0
-    private var loggedCells = 0
+    var loggedRows = 0
+    var loggedCells = 0
     /// The log is folded at this many batches even when they keep hitting the same few cells,
     /// so that it, and the work of opening after a crash, stay bounded.
     static let maximumLogRows = 1_000
     /// An upper bound of every stored monthly sum, in nano-units.
-    private var storedSumCeiling: Int128 = 0
+    var storedSumCeiling: Int128 = 0
 
     /// A failure to inject, for crash-safety tests.
     enum Fault {
@@ -70,141 +70,9 @@ public final class SQLiteLedgerStore: LedgerStore {
         database.close()
     }
 
-    // MARK: - Aggregate log
-
-    public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        // A deferred transaction: in WAL mode its first read fixes the snapshot, and it never
-        // takes the write lock unless the body writes.
-        let begin = try database.prepare("BEGIN DEFERRED")
-        try begin.run()
-        do throws(LedgerError) {
-            let result = try body()
-            try statements.commit.run()
-            return result
-        } catch {
-            try? statements.rollback.run()
-            throw error
-        }
-    }
-
-    public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
-        if loggedRows > 0 { return true }
-        let any = try database.prepare("SELECT EXISTS (SELECT 1 FROM aggregate_log)")
-        defer { any.reset() }
-        return try any.step() && any.int64(0) != 0
-    }
-
-    /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
-    /// deletes the folded rows. Reads call this first, so they see every committed batch.
-    func flushAggregates() throws(LedgerError) {
-        // Another process or connection (a collector beside this `tallyctl`) may have logged
-        // batches, so an empty count here is checked against the table.
-        guard try hasUnfoldedAggregates() else { return }
-        try statements.begin.run()
-        var largest: Int128 = 0
-        do throws(LedgerError) {
-            let (cells, lastID) = try readLog()
-            if let lastID {
-                for grain in AggregateGrain.allCases {
-                    guard let upsert = statements.upsertAggregate[grain] else { continue }
-                    let rolled = try cells.rolledUp(to: grain)
-                    try upsertCells(rolled, with: upsert)
-                    if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
-                }
-                statements.deleteLog.bind(1, lastID)
-                try statements.deleteLog.run()
-            }
-            if fault == .diskFull {
-                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
-            }
-            try statements.commit.run()
-        } catch {
-            if database.handle != nil { try? statements.rollback.run() }
-            throw error
-        }
-        loggedBound = 0
-        loggedRows = 0
-        loggedCells = 0
-        let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
-        storedSumCeiling = overflow ? .max : raised
-    }
-
-    /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
-    private func readLog() throws(LedgerError) -> (AggregateCells, Int64?) {
-        let select = try database.prepare("SELECT id, cells FROM aggregate_log ORDER BY id")
-        defer { select.reset() }
-        var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
-        var lastID: Int64?
-        while try select.step() {
-            lastID = select.int64(0)
-            try AggregateLogCodec.decode(select.blob(1), into: &cells)
-        }
-        return (cells, lastID)
-    }
-
-    /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
-    /// characters is below 10^n units.
-    private func readSumCeiling() throws(LedgerError) -> Int128 {
-        let select = try database.prepare("SELECT COALESCE(MAX(LENGTH(sum)), 0) FROM usage_monthly")
-        defer { select.reset() }
-        guard try select.step() else { return 0 }
-        var ceiling: Int128 = Quantity.nanosPerUnit
-        for _ in 0..<select.int64(0) {
-            let (next, overflow) = ceiling.multipliedReportingOverflow(by: 10)
-            if overflow { return .max }
-            ceiling = next
-        }
-        return ceiling
-    }
-
-    /// Logs a batch's cells, refusing the batch if a monthly sum (the largest cell of any grain)
-    /// would leave the 128-bit range. Cheap when the bounds leave headroom, as they always do for
-    /// real usage; otherwise every monthly cell of the batch is checked exactly. Runs inside the
-    /// batch's transaction and returns the new logged bound, to keep once it commits.
-    private func log(_ cells: AggregateCells) throws(LedgerError) -> Int128 {
-        guard !cells.isEmpty else { return loggedBound }
-        let batchBound = try cells.totalSum().nanos
-        let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
-        let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
-        if overflow || noHeadroom { try checkMonthlySums(cells) }
-        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
-        try statements.insertLog.run()
-        return overflow ? .max : bound
-    }
-
-    /// The exact check: batch + log + stored, per monthly cell.
-    private func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
-        let monthly = try cells.rolledUp(to: .month)
-        let logged = try readLog().0.rolledUp(to: .month)
-        for (key, aggregate) in monthly.cells {
-            var total = aggregate.sum
-            if let already = logged.cells[key] {
-                do { total = try total.adding(already.sum) } catch {
-                    throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
-                }
-            }
-            if let stored = try storedMonthlySum(key) {
-                do { _ = try total.adding(stored) } catch {
-                    throw .quantityOverflow("the \(key) aggregate: \(stored) + \(total)")
-                }
-            }
-        }
-    }
-
-    private func storedMonthlySum(_ key: AggregateCellKey) throws(LedgerError) -> Quantity? {
-        let select = try database.prepare(
-            """
-            SELECT sum FROM usage_monthly
-            WHERE tenant = ?1 AND metric = ?2 AND hour = ?3 AND dimension = ?4 AND value = ?5 AND billed_in = ?6
-            """)
-        defer { select.reset() }
-        select.bind(cell: key)
-        return try select.step() ? try Self.quantity(select.text(0), "usage_monthly sum") : nil
-    }
-
     /// Brings a version-1 file (hourly aggregates only) to version 2: the daily and monthly
     /// rollups are built from the hourly rows in one transaction.
-    private func migrate() throws(LedgerError) {
+    func migrate() throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
@@ -273,7 +141,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// The outcome recorded for (agent, sequence), or nil for a new batch. A recorded batch whose
     /// content differs is a reused sequence: refused, because answering with the old outcome would
     /// let the agent delete events that were never stored.
-    private func storedOutcome(agent: String, sequence: UInt64, digest: [UInt8]) throws(LedgerError) -> BatchOutcome? {
+    func storedOutcome(agent: String, sequence: UInt64, digest: [UInt8]) throws(LedgerError) -> BatchOutcome? {
         let select = statements.selectBatch
         select.bind(1, agent)
         select.bind(2, Int64(bitPattern: sequence))
@@ -302,7 +170,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// Writes every row of a new batch inside the open transaction: what ``LedgerRules`` decides.
     /// The candidate raw rows are inserted first (`INSERT OR IGNORE`): whether each one was new is
     /// the store's answer that completes the plan.
-    private func write(_ prepared: PreparedBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
+    func write(_ prepared: PreparedBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
         let batch = prepared.batch
         let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
         for refusal in classification.refusals {
@@ -366,7 +234,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     }
 
     /// Inserts a raw event; false when an event with the same (timestamp, fingerprint) exists.
-    private func insertRaw(
+    func insertRaw(
         _ prepared: PreparedBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint, status: EventStatus,
         billedIn: BillingPeriod?
     ) throws(LedgerError) -> Bool {
@@ -389,7 +257,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         return database.changes == 1
     }
 
-    private func insertDuplicate(_ batch: IncomingBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint) throws(LedgerError) {
+    func insertDuplicate(_ batch: IncomingBatch, index: Int, event: UsageEvent, fingerprint: Fingerprint) throws(LedgerError) {
         let insert = statements.insertDuplicate
         insert.bind(1, batch.agent)
         insert.bind(2, Int64(bitPattern: batch.sequence))
@@ -403,7 +271,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try insert.run()
     }
 
-    private func insertRefused(
+    func insertRefused(
         _ batch: IncomingBatch, index: Int, invalid: InvalidEvent, event: UsageEvent? = nil, fingerprint: Fingerprint? = nil
     ) throws(LedgerError) {
         let insert = statements.insertRefused
@@ -427,7 +295,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     /// One upsert per cell; sums are exact (`tally_sum`), and an overflow fails the statement and
     /// so the whole transaction.
-    private func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
+    func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
         for (key, aggregate) in cells.cells {
             upsert.bind(cell: key)
             upsert.bind(7, aggregate.sum.description)

@@ -1,0 +1,138 @@
+import CSQLite
+import TallyCore
+
+/// The aggregate buffer's durable half (see ``SQLiteLedgerStore``): logging a batch's cells with
+/// the overflow check, folding the log into the three tables, and the snapshot reads rely on.
+extension SQLiteLedgerStore {
+    // MARK: - Aggregate log
+
+    public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        // A deferred transaction: in WAL mode its first read fixes the snapshot, and it never
+        // takes the write lock unless the body writes.
+        let begin = try database.prepare("BEGIN DEFERRED")
+        try begin.run()
+        do throws(LedgerError) {
+            let result = try body()
+            try statements.commit.run()
+            return result
+        } catch {
+            try? statements.rollback.run()
+            throw error
+        }
+    }
+
+    public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
+        if loggedRows > 0 { return true }
+        let any = try database.prepare("SELECT EXISTS (SELECT 1 FROM aggregate_log)")
+        defer { any.reset() }
+        return try any.step() && any.int64(0) != 0
+    }
+
+    /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
+    /// deletes the folded rows. Reads call this first, so they see every committed batch.
+    func flushAggregates() throws(LedgerError) {
+        // Another process or connection (a collector beside this `tallyctl`) may have logged
+        // batches, so an empty count here is checked against the table.
+        guard try hasUnfoldedAggregates() else { return }
+        try statements.begin.run()
+        var largest: Int128 = 0
+        do throws(LedgerError) {
+            let (cells, lastID) = try readLog()
+            if let lastID {
+                for grain in AggregateGrain.allCases {
+                    guard let upsert = statements.upsertAggregate[grain] else { continue }
+                    let rolled = try cells.rolledUp(to: grain)
+                    try upsertCells(rolled, with: upsert)
+                    if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
+                }
+                statements.deleteLog.bind(1, lastID)
+                try statements.deleteLog.run()
+            }
+            if fault == .diskFull {
+                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
+            }
+            try statements.commit.run()
+        } catch {
+            if database.handle != nil { try? statements.rollback.run() }
+            throw error
+        }
+        loggedBound = 0
+        loggedRows = 0
+        loggedCells = 0
+        let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
+        storedSumCeiling = overflow ? .max : raised
+    }
+
+    /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
+    func readLog() throws(LedgerError) -> (AggregateCells, Int64?) {
+        let select = try database.prepare("SELECT id, cells FROM aggregate_log ORDER BY id")
+        defer { select.reset() }
+        var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
+        var lastID: Int64?
+        while try select.step() {
+            lastID = select.int64(0)
+            try AggregateLogCodec.decode(select.blob(1), into: &cells)
+        }
+        return (cells, lastID)
+    }
+
+    /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
+    /// characters is below 10^n units.
+    func readSumCeiling() throws(LedgerError) -> Int128 {
+        let select = try database.prepare("SELECT COALESCE(MAX(LENGTH(sum)), 0) FROM usage_monthly")
+        defer { select.reset() }
+        guard try select.step() else { return 0 }
+        var ceiling: Int128 = Quantity.nanosPerUnit
+        for _ in 0..<select.int64(0) {
+            let (next, overflow) = ceiling.multipliedReportingOverflow(by: 10)
+            if overflow { return .max }
+            ceiling = next
+        }
+        return ceiling
+    }
+
+    /// Logs a batch's cells, refusing the batch if a monthly sum (the largest cell of any grain)
+    /// would leave the 128-bit range. Cheap when the bounds leave headroom, as they always do for
+    /// real usage; otherwise every monthly cell of the batch is checked exactly. Runs inside the
+    /// batch's transaction and returns the new logged bound, to keep once it commits.
+    func log(_ cells: AggregateCells) throws(LedgerError) -> Int128 {
+        guard !cells.isEmpty else { return loggedBound }
+        let batchBound = try cells.totalSum().nanos
+        let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
+        let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
+        if overflow || noHeadroom { try checkMonthlySums(cells) }
+        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
+        try statements.insertLog.run()
+        return overflow ? .max : bound
+    }
+
+    /// The exact check: batch + log + stored, per monthly cell.
+    func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
+        let monthly = try cells.rolledUp(to: .month)
+        let logged = try readLog().0.rolledUp(to: .month)
+        for (key, aggregate) in monthly.cells {
+            var total = aggregate.sum
+            if let already = logged.cells[key] {
+                do { total = try total.adding(already.sum) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(already.sum) + \(aggregate.sum)")
+                }
+            }
+            if let stored = try storedMonthlySum(key) {
+                do { _ = try total.adding(stored) } catch {
+                    throw .quantityOverflow("the \(key) aggregate: \(stored) + \(total)")
+                }
+            }
+        }
+    }
+
+    func storedMonthlySum(_ key: AggregateCellKey) throws(LedgerError) -> Quantity? {
+        let select = try database.prepare(
+            """
+            SELECT sum FROM usage_monthly
+            WHERE tenant = ?1 AND metric = ?2 AND hour = ?3 AND dimension = ?4 AND value = ?5 AND billed_in = ?6
+            """)
+        defer { select.reset() }
+        select.bind(cell: key)
+        return try select.step() ? try Self.quantity(select.text(0), "usage_monthly sum") : nil
+    }
+}
