@@ -246,6 +246,7 @@ let package = Package(
             name: "TallyAgentTests",
             dependencies: [
                 "TallyAgent", "TallyClient", "TallyHummingbird", "TallyWire", "TallySpool", "TallyCore", "TallyCLI",
+                "TallyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TallyTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -9,9 +10,8 @@ import Glibc
 /// kept (the last 32 KiB, for error messages), its memory read from `/proc/PID/status`.
 ///
 /// It dies with the bench: it is started through `setpriv --pdeathsig KILL` (which execs the
-/// binary, so the pid is the binary's), from a dedicated thread that lives until the child exits
-/// — the parent-death signal follows the *thread* that spawned the child, and a pooled thread may
-/// exit long before the child should.
+/// binary, so the pid is the binary's), through ``ChildSpawner`` — the parent-death signal follows
+/// the *thread* that spawned the child, and a pooled thread may exit long before the child should.
 final class BenchChild: Sendable {
     let name: String
     let process: Process
@@ -43,24 +43,11 @@ final class BenchChild: Sendable {
                 if text.utf8.count > 65_536 { text = String(text.suffix(32_768)) }
             }
         }
-        try Self.runOnKeeperThread(process)
-    }
-
-    /// Runs `process` from a thread of its own that waits for its exit (see the type's comment).
-    private static func runOnKeeperThread(_ process: Process) throws {
-        let started = DispatchSemaphore(value: 0)
-        let exited = DispatchSemaphore(value: 0)
-        let failure = Locked<String?>(nil)
-        process.terminationHandler = { _ in exited.signal() }
-        let keeper = Thread {
-            do { try process.run() } catch { failure.withLock { $0 = "\(error)" } }
-            started.signal()
-            if failure.value == nil { exited.wait() }
+        do {
+            try ChildSpawner.run(process)
+        } catch {
+            throw BenchFailure("cannot start \(process.arguments ?? []): \(error)")
         }
-        keeper.name = "bench-child-keeper"
-        keeper.start()
-        started.wait()
-        if let failure = failure.value { throw BenchFailure("cannot start \(process.arguments ?? []): \(failure)") }
     }
 
     var pid: Int32 { process.processIdentifier }

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 
 /// Runs Tally's built binaries (from this package's .build/debug) as real processes.
 enum BinaryRunner {
@@ -51,7 +52,7 @@ enum BinaryRunner {
         } else {
             process.standardInput = FileHandle.nullDevice
         }
-        try process.run()
+        try ChildSpawner.run(process)
         process.waitUntilExit()
         return Outcome(
             status: process.terminationStatus, stdout: try Data(contentsOf: outURL),
@@ -67,7 +68,7 @@ enum BinaryRunner {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try ChildSpawner.run(process)
         let stderr = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Outcome(status: process.terminationStatus, stdout: Data(), stderr: String(decoding: stderr, as: UTF8.self))

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import TallyWorkload
 import Testing
 
@@ -24,7 +25,7 @@ private func run(_ arguments: [String]) throws -> Outcome {
     let err = Pipe()
     process.standardOutput = out
     process.standardError = err
-    try process.run()
+    try ChildSpawner.run(process)
     // Read to the end before waiting, so a full pipe never blocks the child.
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     let stderr = err.fileHandleForReading.readDataToEndOfFile()

@@ -58,7 +58,13 @@ import FoundationNetworking
             var request = URLRequest(url: url)
             request.httpMethod = "POST"
             request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
-            let (_, response) = try await URLSession.shared.upload(for: request, from: Data(chunk))
+            let response: URLResponse
+            do {
+                (_, response) = try await URLSession.shared.upload(for: request, from: Data(chunk))
+            } catch {
+                Issue.record("POST to the agent failed: \(error); agent running: \(agent.process.isRunning)\n\(agent.logText)")
+                return
+            }
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
             #expect(status == 200 || status == 207, "the agent answered \(status)")
         }

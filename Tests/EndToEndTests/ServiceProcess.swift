@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import Synchronization
 
 /// A real `tally-collector` or `tally-agent` process on a loopback port chosen by the kernel, with its stderr
@@ -42,7 +43,7 @@ final class ServiceProcess: Sendable {
             if data.isEmpty { handle.readabilityHandler = nil }
             log.append(data)
         }
-        try process.run()
+        try ChildSpawner.run(process)
         self.process = process
         self.log = log
         guard let port = log.waitForPort(deadline: .now() + 60) else {

@@ -4,6 +4,7 @@ import TallyAgent
 import TallyClient
 import TallyCore
 import TallyHummingbird
+import TallyTestSupport
 import Testing
 
 @Suite("TallyClient and the Hummingbird middleware against a real agent")
@@ -26,7 +27,9 @@ struct ClientTests {
     }
 
     @Test func clientReportsAnUnreachableAgent() async throws {
-        let client = TallyClient(port: try await closedPort(), timeout: .seconds(5))
+        let dead = try DeadPort()
+        defer { dead.close() }
+        let client = TallyClient(port: dead.port, timeout: .seconds(5))
         await #expect(throws: TallyClientError.self) { try await client.send([event(1)]) }
     }
 

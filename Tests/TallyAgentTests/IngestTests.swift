@@ -5,6 +5,7 @@ import TallyAgent
 import TallyClient
 import TallyCore
 import TallySpool
+import TallyTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -142,7 +143,9 @@ struct IngestTests {
     @Test func healthNeedsAReachableCollector() async throws {
         let collector = TestCollector()
         let port = try await collector.start()
-        let down = try await TestAgent.start(collectors: [.init(host: "127.0.0.1", port: try await closedPort())])
+        let dead = try DeadPort()
+        defer { dead.close() }
+        let down = try await TestAgent.start(collectors: [.init(host: "127.0.0.1", port: dead.port)])
         let up = try await TestAgent.start(collectors: [.init(host: "127.0.0.1", port: port)])
         let unhealthy = try await HTTPExchange(host: "127.0.0.1", port: down.port).request(method: "GET", path: "/healthz")
         #expect(unhealthy.status == 503)

@@ -4,6 +4,7 @@ import TallyAgent
 import TallyConfig
 import TallyCore
 import TallySpool
+import TallyTestSupport
 import TallyWire
 import Testing
 
@@ -119,7 +120,10 @@ struct ShipperTests {
     /// one fixed slot first; `lastError` naming the dead port proves it was tried.
     @Test(arguments: ["edge-a", "edge-b"])
     func movesOnWhenThePickedCollectorIsDown(agentId: String) async throws {
-        let dead = try await closedPort()
+        // Bound and never listening for the whole test: no other test's listener can take it.
+        let deadPort = try DeadPort()
+        defer { deadPort.close() }
+        let dead = deadPort.port
         let collector = TestCollector()
         let port = try await collector.start()
         let list = collectors(picked: loopback(dead), other: loopback(port), agentId: agentId)

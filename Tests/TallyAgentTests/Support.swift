@@ -45,14 +45,6 @@ func event(_ index: Int, tenant: String = "acme") -> UsageEvent {
         id: "req-\(index)", properties: Properties([("endpoint", "/v1/search")]))
 }
 
-/// A port nothing listens on (bound, then closed).
-func closedPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 1
-    try await channel.close()
-    return port
-}
-
 /// A real agent (HTTP on an ephemeral port, optional socket) run in a service group.
 final class TestAgent: Sendable {
     let agent: Agent

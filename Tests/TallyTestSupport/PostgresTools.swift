@@ -89,7 +89,7 @@ struct PostgresTools: Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = stdout
         process.standardError = stderr
-        try process.run()
+        try ChildSpawner.run(process)
         // Both pipes are drained at once: a child blocked on a full stderr would never finish stdout.
         let errors = CapturedBytes()
         let errorsRead = DispatchSemaphore(value: 0)

@@ -6,37 +6,42 @@ import Glibc
 #endif
 
 /// The running `postgres` (postmaster): a child of this process, stopped only by its pid.
-///
-/// It is spawned from a dedicated thread that lives exactly as long as the server: prctl(2)
-/// documents that the parent-death signal is sent when the *thread* that created the child exits,
-/// and the thread a test runs on (a pooled worker) may exit long before the run ends. (The kernel
-/// here sends it only when the whole process goes, but the one CI runs on need not.)
+/// It is spawned through ``ChildSpawner``, so its parent-death signal follows this process, not
+/// the pooled thread that asked for it.
 final class PostmasterProcess: Sendable {
     let pid: Int32
-    private let keeper: Keeper
+    private let exit: ExitStatus
 
-    private init(pid: Int32, keeper: Keeper) {
+    private init(pid: Int32, exit: ExitStatus) {
         self.pid = pid
-        self.keeper = keeper
+        self.exit = exit
     }
 
     /// The exit status once the process has exited and been reaped, else nil.
-    var exitStatus: Int32? { keeper.state.withLock { $0.exitStatus } }
+    var exitStatus: Int32? { exit.status.withLock { $0 } }
 
     static func spawn(executable: URL, arguments: [String], directory: URL, log: URL) throws -> PostmasterProcess {
         guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
             throw PostgresTestServerError.system("cannot create \(log.path)")
         }
-        let keeper = Keeper()
-        let thread = Thread { keeper.run(executable: executable, arguments: arguments, directory: directory, log: log) }
-        thread.name = "postgres-keeper"
-        thread.start()
-        keeper.started.wait()
-        let state = keeper.state.withLock { $0 }
-        guard let pid = state.pid else {
-            throw PostgresTestServerError.startFailed(reason: state.failure ?? "postgres did not start", logTail: "")
+        let exit = ExitStatus()
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = PostgresTools.environment(adding: [:])
+        process.standardInput = FileHandle.nullDevice
+        process.terminationHandler = { process in exit.status.withLock { $0 = process.terminationStatus } }
+        let output = try FileHandle(forWritingTo: log)
+        process.standardOutput = output
+        process.standardError = output
+        defer { try? output.close() }
+        do {
+            try ChildSpawner.run(process)
+        } catch {
+            throw PostgresTestServerError.startFailed(reason: "cannot start \(executable.path): \(error)", logTail: "")
         }
-        return PostmasterProcess(pid: pid, keeper: keeper)
+        return PostmasterProcess(pid: process.processIdentifier, exit: exit)
     }
 
     /// Fast shutdown (SIGINT: open connections are closed, which the default SIGTERM would wait
@@ -73,44 +78,9 @@ final class PostmasterProcess: Sendable {
         guard let close = stat.lastIndex(of: ")") else { return false }
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
+}
 
-    /// The keeper thread's side: starts the process, reports its pid, then waits for its exit.
-    private final class Keeper: Sendable {
-        struct State {
-            var pid: Int32?
-            var failure: String?
-            var exitStatus: Int32?
-        }
-
-        let state = Mutex(State())
-        let started = DispatchSemaphore(value: 0)
-        private let exited = DispatchSemaphore(value: 0)
-
-        func run(executable: URL, arguments: [String], directory: URL, log: URL) {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            process.currentDirectoryURL = directory
-            process.environment = PostgresTools.environment(adding: [:])
-            process.standardInput = FileHandle.nullDevice
-            process.terminationHandler = { [self] process in
-                let status = process.terminationStatus
-                state.withLock { $0.exitStatus = status }
-                exited.signal()
-            }
-            do {
-                let output = try FileHandle(forWritingTo: log)
-                process.standardOutput = output
-                process.standardError = output
-                try process.run()
-                try? output.close()
-                let pid = process.processIdentifier
-                state.withLock { $0.pid = pid }
-            } catch {
-                state.withLock { $0.failure = "cannot start \(executable.path): \(error)" }
-            }
-            started.signal()
-            if state.withLock({ $0.pid != nil }) { exited.wait() }
-        }
-    }
+/// Where the termination handler leaves the exit status.
+private final class ExitStatus: Sendable {
+    let status = Mutex<Int32?>(nil)
 }

@@ -1,0 +1,72 @@
+import Foundation
+import TallyTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The harness ties every child to the test process with `setpriv --pdeathsig KILL`. The kernel
+/// sends that signal when the *thread* that spawned the child exits, so a child spawned from a
+/// pooled thread could be killed mid-test (a CI run lost an agent this way). This shows the hazard
+/// on this kernel and that ``ChildSpawner`` avoids it.
+@Suite struct ChildSpawnerTests {
+    @Test func aChildOutlivesTheThreadThatAskedForIt() async throws {
+        let direct = sleeper()
+        let spawned = sleeper()
+        defer {
+            for process in [direct, spawned] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        var failure: (any Error)?
+        runOnShortLivedThread {
+            do {
+                try direct.run()
+                try ChildSpawner.run(spawned)
+                // Both must have reached `sleep` (setpriv has set the signal) before this thread ends.
+                for process in [direct, spawned] {
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    while command(of: process.processIdentifier) != "sleep", ContinuousClock.now < deadline {
+                        Thread.sleep(forTimeInterval: 0.005)
+                    }
+                }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        // The thread has exited: the child it spawned itself dies of SIGKILL…
+        #expect(await eventually(.seconds(10)) { !direct.isRunning })
+        #expect(direct.terminationReason == .uncaughtSignal && direct.terminationStatus == SIGKILL)
+        // …the one it asked the spawner for lives on.
+        #expect(spawned.isRunning)
+    }
+}
+
+private func sleeper() -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+    process.arguments = ["--pdeathsig", "KILL", "--", "/bin/sleep", "60"]
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = FileHandle.nullDevice
+    return process
+}
+
+private func command(of pid: Int32) -> String? {
+    (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Runs `body` on a new pthread and returns once that thread has exited (joined).
+private func runOnShortLivedThread(_ body: @escaping () -> Void) {
+    final class Body {
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+    let context = Unmanaged.passRetained(Body(body)).toOpaque()
+    var thread = pthread_t()
+    let created = pthread_create(&thread, nil, { raw in
+        if let raw { Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run() }
+        return nil
+    }, context)
+    precondition(created == 0, "pthread_create failed")
+    pthread_join(thread, nil)
+}

@@ -1,0 +1,58 @@
+import Foundation
+import Synchronization
+
+/// Starts child processes from one thread that lives as long as this process.
+///
+/// A child started through `setpriv --pdeathsig KILL` (how tests and benchmarks tie their
+/// children's lives to their own) is killed when the *thread* that spawned it exits, not the
+/// process: prctl(2), and measured on this kernel — a `setpriv --pdeathsig KILL sleep 5` spawned
+/// from a pthread that is then joined dies of SIGKILL within a second. Foundation's `Process.run`
+/// spawns from the calling thread, and the thread a test or a task runs on is a pooled worker
+/// that may exit while its child should keep running (a CI run once lost an agent that way: its
+/// port refused connections seconds after it had started). Every spawn goes through this one
+/// permanent thread instead.
+public enum ChildSpawner {
+    /// Runs `process` (`Process.run()`) on the spawner thread and returns once it has started.
+    public static func run(_ process: Process) throws {
+        let request = SpawnRequest(process)
+        spawner.submit(request)
+        request.done.wait()
+        if let failure = request.failure.withLock({ $0 }) { throw failure }
+    }
+
+    private static let spawner = Spawner()
+}
+
+private final class SpawnRequest: @unchecked Sendable {
+    // Unchecked: `process` is touched only by the spawner thread between submit and `done`.
+    let process: Process
+    let failure = Mutex<(any Error)?>(nil)
+    let done = DispatchSemaphore(value: 0)
+
+    init(_ process: Process) { self.process = process }
+}
+
+private final class Spawner: Sendable {
+    private let queue = Mutex<[SpawnRequest]>([])
+    private let waiting = DispatchSemaphore(value: 0)
+
+    init() {
+        let thread = Thread { [self] in serve() }
+        thread.name = "child-spawner"
+        thread.start()
+    }
+
+    private func serve() -> Never {
+        while true {
+            waiting.wait()
+            guard let request = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+            do { try request.process.run() } catch { request.failure.withLock { $0 = error } }
+            request.done.signal()
+        }
+    }
+
+    func submit(_ request: SpawnRequest) {
+        queue.withLock { $0.append(request) }
+        waiting.signal()
+    }
+}
