@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -25,9 +26,9 @@ struct AgentBenchRun {
         for name in ["tally-agent", "tally-collector", "tallyctl"] where !FileManager.default.isExecutableFile(atPath: bin + "/" + name) {
             throw BenchFailure("\(bin)/\(name) is missing: build with `swift build -c release` first")
         }
-        agentPort = try BenchSocket.freePort()
-        collectorPort = try BenchSocket.freePort()
-        collectorHTTPPort = try BenchSocket.freePort()
+        agentPort = try freeLoopbackPort()
+        collectorPort = try freeLoopbackPort()
+        collectorHTTPPort = try freeLoopbackPort()
         spool = root + "/spool"
         socket = root + "/agent.sock"
         config = root + "/agent.yaml"
@@ -304,8 +305,8 @@ struct AgentBenchRun {
     func ctlDrain(_ options: AgentBench, into table: inout BenchTable) async throws {
         let spool = root + "/spool-ctl"
         let socket = root + "/ctl.sock"
-        let port = try BenchSocket.freePort()
-        let nobody = try BenchSocket.freePort()
+        let port = try freeLoopbackPort()
+        let nobody = try freeLoopbackPort()
         let agent = try await startAgent(spool: spool, socket: socket, port: port, collectors: [nobody], id: "bench-ctl").child
         progress("tallyctl spool drain: spooling \(options.ctlDrainEvents) events")
         let perConnection = options.ctlDrainEvents

@@ -116,11 +116,11 @@ struct ClusterBenchRun {
         // The first open creates the schema, so no collector start below includes a migration.
         let ledger = try openLedger(url)
         let helper = try AgentBenchRun(bin: options.bin, root: directory, children: children)
-        let listenPorts = try (0..<count).map { _ in try BenchSocket.freePort() }
-        let httpPorts = try (0..<count).map { _ in try BenchSocket.freePort() }
+        let listenPorts = try (0..<count).map { _ in try freeLoopbackPort() }
+        let httpPorts = try (0..<count).map { _ in try freeLoopbackPort() }
         var agents: [(child: BenchChild, port: Int, socket: String)] = []
         for index in 0..<options.agents {
-            let port = try BenchSocket.freePort()
+            let port = try freeLoopbackPort()
             let socket = directory + "/agent-\(index).sock"
             // Each agent lists every collector, starting from a different one: the fleet spread
             // evenly over the cluster.
