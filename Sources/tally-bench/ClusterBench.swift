@@ -24,10 +24,12 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "Events stored for the second charges figure (loaded in-process; 0 skips it).") var queryEvents = 3_000_000
     @Option(help: "Charges calls per latency figure.") var iterations = 1_000
     @Option(help: "The tenant whose month-to-date charges are read.") var tenant = "t0001"
+    @Option(help: "Print the N statements that took most of PostgreSQL's time in each drain (pg_stat_statements; 0: off).")
+    var statements = 0
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {
-        guard agents > 0, events > 0, naiveEvents > 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0 else {
+        guard agents > 0, events > 0, naiveEvents > 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0, statements >= 0 else {
             throw ValidationError("counts must be positive (--query-events may be 0)")
         }
     }
@@ -43,7 +45,8 @@ struct ClusterBench: AsyncParsableCommand {
         }
         clusterProgress("starting PostgreSQL (fsync on)")
         // Stopped (and its directory removed) at exit; killed with this process otherwise.
-        let server = try PostgresTestServer(durable: true)
+        let server = try PostgresTestServer(
+            durable: true, settings: statements > 0 ? ["shared_preload_libraries=pg_stat_statements"] : [])
         let run = try ClusterBenchRun(options: self, root: root, server: server, children: children)
         var table = ClusterTable()
         do {

@@ -51,7 +51,7 @@ struct ClusterBenchRun {
         // Only the ledger and one collector (for the HTTP figure) stay up for the charges figures.
         for agent in two.agents { _ = await agent.stop() }
         for collector in two.collectors.dropFirst() { _ = await collector.stop() }
-        let charges = ChargesBench(run: self, ledger: two.ledger, httpPort: two.httpPorts.first)
+        let charges = ChargesBench(run: self, ledger: two.ledger, httpPort: two.httpPorts.first, url: two.url)
         try await charges.measure(into: &table)
         two.stopAll()
         await two.ledger.shutdown()
@@ -86,6 +86,8 @@ struct ClusterBenchRun {
         var agents: [BenchChild]
         var collectors: [BenchChild]
         var httpPorts: [Int]
+        /// The drain's database.
+        var url: String
 
         func stopAll() { for child in agents + collectors { child.killNow() } }
 
@@ -115,6 +117,9 @@ struct ClusterBenchRun {
         let url = try server.createDatabase("cluster_\(count)")
         // The first open creates the schema, so no collector start below includes a migration.
         let ledger = try openLedger(url)
+        if options.statements > 0 {
+            _ = try server.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database: database(of: url))
+        }
         let helper = try AgentBenchRun(bin: options.bin, root: directory, children: children)
         let listenPorts = try (0..<count).map { _ in try freeLoopbackPort() }
         let httpPorts = try (0..<count).map { _ in try freeLoopbackPort() }
@@ -156,6 +161,7 @@ struct ClusterBenchRun {
         let postgresCPU = ProcessCPU.secondsWithChildren(pid: server.pid)
         let benchCPU = ProcessCPU.seconds(pid: getpid())
         let store = url + "&pool_size=\(options.poolSize)"
+        if options.statements > 0 { _ = try server.psql("SELECT pg_stat_statements_reset()", database: database(of: url)) }
         let start = ContinuousClock.now
         var collectors: [BenchChild] = []
         for index in 0..<count {
@@ -178,9 +184,10 @@ struct ClusterBenchRun {
             bench: ProcessCPU.seconds(pid: getpid()) - benchCPU
         )
         clusterProgress("\(count) collector(s): drained \(spooled) events in \(fixed(elapsed.seconds)) s")
+        if options.statements > 0 { try printStatements(url: url, per: spooled, unit: "event") }
         return DrainOutcome(
             collectorCount: count, events: spooled, elapsed: elapsed, counts: counts, cpu: cpu, ledger: ledger,
-            agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts)
+            agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts, url: url)
     }
 
     /// Polls the agents' spool gauges every 50 ms; once all are empty, the ledger's
@@ -220,5 +227,26 @@ struct ClusterBenchRun {
     func openLedger(_ url: String) throws -> LedgerWriter {
         let writers = try (0..<options.poolSize).map { _ in try LedgerStores.open(url, configuration: ledgerConfiguration) }
         return LedgerWriter(stores: writers, reader: try LedgerStores.open(url, configuration: ledgerConfiguration))
+    }
+
+    // MARK: Where PostgreSQL's time went
+
+    func database(of url: String) throws -> String {
+        guard let name = PostgresTestServer.databaseName(in: url) else { throw BenchFailure("no database name in \(url)") }
+        return name
+    }
+
+    /// The statements that took most of the server's execution time since the last reset, with
+    /// microseconds per `unit` (`--statements N`).
+    func printStatements(url: String, per count: Int, unit: String) throws {
+        let top = try server.psql(
+            """
+            SELECT round(total_exec_time::numeric * 1000 / \(max(count, 1)), 2) || ' us/\(unit)  ' || calls || ' calls  '
+                || rows || ' rows  ' || round(mean_exec_time::numeric, 3) || ' ms mean  '
+                || regexp_replace(left(query, 110), '\\s+', ' ', 'g')
+            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            ORDER BY total_exec_time DESC LIMIT \(options.statements)
+            """, database: try database(of: url))
+        for line in top.split(separator: "\n") { clusterProgress("  statement: \(line)") }
     }
 }

@@ -12,6 +12,8 @@ struct ChargesBench {
     let run: ClusterBenchRun
     let ledger: LedgerWriter
     let httpPort: Int?
+    /// The ledger's database (for `--statements`).
+    let url: String
 
     var options: ClusterBench { run.options }
 
@@ -43,12 +45,16 @@ struct ChargesBench {
         let service = InvoiceService(ledger: ledger, pricing: run.pricing, lateWindow: run.lateWindow)
         var total = ""
         for _ in 0..<20 { total = try await service.charges(tenant: tenant).invoice.total }
+        if options.statements > 0 {
+            _ = try run.server.psql("SELECT pg_stat_statements_reset()", database: try run.database(of: url))
+        }
         var times: [Duration] = []
         for _ in 0..<options.iterations {
             let start = ContinuousClock.now
             _ = try await service.charges(tenant: tenant)
             times.append(ContinuousClock.now - start)
         }
+        if options.statements > 0 { try run.printStatements(url: url, per: options.iterations, unit: "charges call") }
         let events = grouped(stored)
         table.add("charges \(tenant) month-to-date, in-process, p50 (\(events) ev)", ms(percentile(times, 50)) + " ms", "-", "total \(total)")
         table.add("charges \(tenant) month-to-date, in-process, p99 (\(events) ev)", ms(percentile(times, 99)) + " ms", "-", "target < 2 ms")

@@ -74,4 +74,60 @@ import Testing
         #expect(scanned == 0, "the detached month is out of the live ledger")
         #expect(try server.psql("SELECT count(*) FROM raw_events_2026_02", database: name) == "1", "and kept for the archive")
     }
+
+    /// A reader keeps aggregate answers between folds (one question instead of a round trip per
+    /// metric), and still sees every batch committed before its read — by itself or by another
+    /// collector, folded by either.
+    @Test func cachedReadsStayExactAcrossCollectors() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("readcache")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        defer { a.close() }
+        let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        defer { b.close() }
+        let april = period("2026-04")
+        func reading(_ store: PostgresLedgerStore) throws -> (calls: Int64?, users: Int) {
+            try read(store) { () throws(LedgerError) in
+                let totals = try store.periodTotals(tenant: "acme", metric: "api_calls", period: april)
+                let users = try store.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april)
+                return (totals.usage?.count, users.usage)
+            }
+        }
+        func user(_ id: String) -> UsageEvent { event("acme", "active_users", at: "2026-04-13T12:00:00Z", id: id, [("user", id)]) }
+
+        _ = try a.commit(batch(1, [event(id: "1"), event(id: "2"), user("u1")]))
+        #expect(try reading(a) == (2, 1))
+        let hits = a.readCache.hits
+        #expect(try reading(a) == (2, 1))
+        // Nothing changed: the usage cells, the adjustments and the unique count come from the cache.
+        #expect(a.readCache.hits == hits + 3)
+
+        // Another collector commits; its batch is in the log, so the reader folds and reads anew.
+        _ = try b.commit(batch(1, agent: "agent-2", [event(id: "3"), user("u2")]))
+        #expect(try reading(a) == (3, 2))
+        // Another collector commits and folds it itself: the log is empty again, but the fold
+        // generation moved on.
+        _ = try b.commit(batch(2, agent: "agent-2", [event(id: "4"), user("u3")]))
+        #expect(try reading(b) == (4, 3))
+        #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0")
+        #expect(try reading(a) == (4, 3))
+        let afterFold = a.readCache.hits
+        #expect(try reading(a) == (4, 3))
+        #expect(a.readCache.hits == afterFold + 3)
+    }
+}
+
+/// A read as the collector's ledger reader makes it: in a snapshot that found the aggregate log
+/// empty, folding first when it was not.
+private func read<T>(_ store: PostgresLedgerStore, _ body: () throws(LedgerError) -> T) throws -> T {
+    while true {
+        let answer = try store.withSnapshot { () throws(LedgerError) -> T? in
+            guard try !store.hasUnfoldedAggregates() else { return nil }
+            return try body()
+        }
+        if let answer { return answer }
+        try store.flushAggregates()
+    }
 }

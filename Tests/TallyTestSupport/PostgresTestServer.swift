@@ -67,14 +67,16 @@ public final class PostgresTestServer: Sendable {
     /// Starts a server of its own (most tests want ``shared()`` instead): `initdb` into a fresh
     /// directory under /tmp, then `postgres` on a free loopback port, waiting up to 60 s until it
     /// answers a query. It is stopped and its directory removed when the process exits.
-    public init(durable: Bool) throws {
+    /// `settings` are extra `name=value` server settings (`-c`), e.g. a benchmark's
+    /// `shared_preload_libraries=pg_stat_statements`.
+    public init(durable: Bool, settings extra: [String] = []) throws {
         let tools = try PostgresTools.locate()
         TemporaryDirectory.removeLeftovers()
         let directory = try TemporaryDirectory.make()
         do {
             let password = Self.randomString(length: 24)
             let started = try Self.start(
-                tools: tools, directory: directory, password: password, durable: durable)
+                tools: tools, directory: directory, password: password, durable: durable, settings: extra)
             self.tools = tools
             self.directory = directory
             self.password = password
@@ -138,7 +140,7 @@ public final class PostgresTestServer: Sendable {
     // MARK: Starting
 
     private static func start(
-        tools: PostgresTools, directory: URL, password: String, durable: Bool
+        tools: PostgresTools, directory: URL, password: String, durable: Bool, settings extra: [String]
     ) throws -> (port: Int, process: PostmasterProcess) {
         let passwordFile = directory.appendingPathComponent("pwfile")
         let sockets = directory.appendingPathComponent("socket")
@@ -166,7 +168,7 @@ public final class PostgresTestServer: Sendable {
         while true {
             attempt += 1
             let port = try freeLoopbackPort()
-            var settings = ["listen_addresses=127.0.0.1", "max_connections=200"]
+            var settings = ["listen_addresses=127.0.0.1", "max_connections=200"] + extra
             if !durable {
                 // Tests never kill PostgreSQL, so losing its unflushed commits cannot happen to them.
                 settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]

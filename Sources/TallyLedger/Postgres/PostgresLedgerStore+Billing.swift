@@ -9,26 +9,31 @@ extension PostgresLedgerStore {
     public func distinctValues(
         tenant: String, metric: String, property: String, period: BillingPeriod, billedThrough: BillingPeriod
     ) throws(LedgerError) -> Int {
-        try count(
-            """
-            SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
-            AND period = \(period.description) AND billed_in <= \(billedThrough.description)
-            """)
+        try cachedRead("distinctValues", [tenant, metric, property, period.description, billedThrough.description], rows: { _ in 1 }) {
+            () throws(LedgerError) -> Int in
+            try count(
+                """
+                SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
+                AND period = \(period.description) AND billed_in <= \(billedThrough.description)
+                """)
+        }
     }
 
     public func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
         try flushAggregates()
-        let rows = try session.query(
-            """
-            SELECT DISTINCT hour FROM usage_hourly
-            WHERE tenant = \(tenant) AND billed_in = \(period.description) AND billed_in <> '' AND dimension = ''
-            """, "reading adjusted periods")
-        var periods: Set<BillingPeriod> = []
-        for row in rows {
-            let hour = try PostgresSchema.decode(row, Int64.self, "adjusted hour")
-            periods.insert(BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour)))
+        return try cachedRead("adjustedPeriods", [tenant, period.description], rows: { $0.count }) { () throws(LedgerError) -> [BillingPeriod] in
+            let rows = try session.query(
+                """
+                SELECT DISTINCT hour FROM usage_hourly
+                WHERE tenant = \(tenant) AND billed_in = \(period.description) AND billed_in <> '' AND dimension = ''
+                """, "reading adjusted periods")
+            var periods: Set<BillingPeriod> = []
+            for row in rows {
+                let hour = try PostgresSchema.decode(row, Int64.self, "adjusted hour")
+                periods.insert(BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour)))
+            }
+            return periods.sorted()
         }
-        return periods.sorted()
     }
 
     public func hourlyTotals(tenant: String, metric: String, hours: Range<Int64>) throws(LedgerError)
@@ -68,6 +73,14 @@ extension PostgresLedgerStore {
     }
 
     public func hasSeen(tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
+        // Reconciliation rows are never deleted: once seen, a tenant stays seen.
+        if seenTenants.contains(tenant) { return true }
+        let seen = try lookForTenant(tenant, lookingFirstIn: period)
+        if seen { seenTenants.insert(tenant) }
+        return seen
+    }
+
+    private func lookForTenant(_ tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
         if try !session.query(
             "SELECT 1 FROM reconciliation WHERE period = \(period.description) AND tenant = \(tenant) LIMIT 1", "looking for a tenant"
         ).isEmpty { return true }

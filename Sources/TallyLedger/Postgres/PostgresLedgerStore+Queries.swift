@@ -42,25 +42,29 @@ extension PostgresLedgerStore {
             binds.append(value)
         case nil: binds.append("")
         }
-        // Every piece (whole months, whole days, loose hours) in one round trip.
-        var selects: [String] = []
-        for piece in pieces {
+        let sql = pieces.enumerated().map { index, piece in
             binds.append(piece.hours.lowerBound)
             binds.append(piece.hours.upperBound)
-            let low = binds.count - 1
-            selects.append(
-                """
+            return """
                 SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity
                 FROM \(PostgresSchema.table(piece.grain))
-                WHERE tenant = $1 AND metric = $2 AND dimension = $3 AND hour >= $\(low) AND hour < $\(low + 1) AND \(condition)
-                """)
+                WHERE tenant = $1 AND metric = $2 AND dimension = $3 AND hour >= $\(5 + 2 * index) AND hour < $\(6 + 2 * index)
+                AND \(condition)
+                """
+        }.joined(separator: "\nUNION ALL\n")
+        let billingKey = billing.map { "\($0)" } ?? "all"
+        let parameters = [tenant, metric, dimension, "\(hours.lowerBound)", "\(hours.upperBound)", "\(coarsest)", billingKey]
+        // Every piece (whole months, whole days, loose hours) in one round trip.
+        let cells = try cachedRead("cells", parameters, rows: { $0.count }) { () throws(LedgerError) -> [CachedCell] in
+            let rows = try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "reading aggregates")
+            var cells: [CachedCell] = []
+            for row in rows {
+                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
+                cells.append(CachedCell(hour: hour, value: value, aggregate: try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)))
+            }
+            return cells
         }
-        let rows = try session.query(
-            PostgresQuery(unsafeSQL: selects.joined(separator: "\nUNION ALL\n"), binds: binds), "reading aggregates")
-        for row in rows {
-            let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
-            try body(hour, value, try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity))
-        }
+        for cell in cells { try body(cell.hour, cell.value, cell.aggregate) }
     }
 
     static func decodeCell(_ row: PostgresRow) throws(LedgerError) -> (Int64, String, String, Int64, String, Int64, ByteBuffer, String) {
@@ -92,17 +96,25 @@ extension PostgresLedgerStore {
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
-        let rows = try session.query(
-            """
-            SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity FROM usage_hourly
-            WHERE tenant = \(tenant) AND metric = \(metric) AND billed_in = \(period.description) AND billed_in <> '' AND dimension = ''
-            """, "reading adjustments")
+        let adjusted = try cachedRead("adjustments", [tenant, metric, period.description], rows: { $0.count }) {
+            () throws(LedgerError) -> [CachedCell] in
+            let rows = try session.query(
+                """
+                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity FROM usage_hourly
+                WHERE tenant = \(tenant) AND metric = \(metric) AND billed_in = \(period.description) AND billed_in <> ''
+                AND dimension = ''
+                """, "reading adjustments")
+            var cells: [CachedCell] = []
+            for row in rows {
+                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
+                cells.append(CachedCell(hour: hour, value: value, aggregate: try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)))
+            }
+            return cells
+        }
         var adjustments: [BillingPeriod: UsageAggregate] = [:]
-        for row in rows {
-            let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
-            let original = BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
-            let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)
-            try adjustments.merge(aggregate, at: original)
+        for cell in adjusted {
+            let original = BillingPeriod(containing: EventTime(microseconds: cell.hour * AggregateCellKey.microsecondsPerHour))
+            try adjustments.merge(cell.aggregate, at: original)
         }
         return PeriodTotals(
             period: period, usage: usage,
@@ -115,17 +127,20 @@ extension PostgresLedgerStore {
         guard configuration.uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
             throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
         }
-        let own = try count(
-            """
-            SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
-            AND period = \(period.description) AND billed_in = \(period.description)
-            """)
-        let late = try count(
-            """
-            SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
-            AND billed_in = \(period.description) AND billed_in <> period
-            """)
-        return UniqueCount(usage: own, adjustments: late)
+        return try cachedRead("uniqueCount", [tenant, metric, property, period.description], rows: { _ in 1 }) {
+            () throws(LedgerError) -> UniqueCount in
+            let own = try count(
+                """
+                SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
+                AND period = \(period.description) AND billed_in = \(period.description)
+                """)
+            let late = try count(
+                """
+                SELECT COUNT(*) FROM unique_values WHERE tenant = \(tenant) AND metric = \(metric) AND property = \(property)
+                AND billed_in = \(period.description) AND billed_in <> period
+                """)
+            return UniqueCount(usage: own, adjustments: late)
+        }
     }
 
     func count(_ query: PostgresQuery) throws(LedgerError) -> Int {

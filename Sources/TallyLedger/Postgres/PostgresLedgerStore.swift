@@ -41,8 +41,12 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Batches and cells this store logged since its last fold: when to fold.
     private var loggedRows = 0
     private var loggedCells = 0
-    /// True inside a read snapshot once the log was found empty in it.
-    private var snapshotFolded = false
+    /// Inside a read snapshot whose aggregate log was found empty: its fold generation.
+    private var snapshotGeneration: Int64?
+    /// Answers of aggregate reads, valid for one fold generation.
+    var readCache = PostgresReadCache()
+    /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
+    var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
 
     /// Makes the next commit write everything and then drop the connection without committing,
@@ -112,18 +116,35 @@ public final class PostgresLedgerStore: LedgerStore {
     // MARK: - Snapshot and the aggregate log
 
     public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        defer { snapshotFolded = false }
+        defer { snapshotGeneration = nil }
         return try session.transaction("reading a snapshot", isolation: "ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
 
     public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
-        if snapshotFolded { return false }
+        if snapshotGeneration != nil { return false }
         if loggedRows > 0 { return true }
-        let rows = try session.query("SELECT EXISTS (SELECT 1 FROM aggregate_log)", "checking the aggregate log")
-        let unfolded = try rows.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "log check") } ?? false
-        // Inside a snapshot the answer cannot change: the body's reads need not ask again.
-        if !unfolded && session.inTransaction { snapshotFolded = true }
+        let rows = try session.query(
+            "SELECT EXISTS (SELECT 1 FROM aggregate_log), (SELECT fold_generation FROM ledger_bounds WHERE id = 1)",
+            "checking the aggregate log")
+        guard let row = rows.first else { throw .corruptRow("no ledger_bounds row") }
+        let (unfolded, generation): (Bool, Int64)
+        do { (unfolded, generation) = try row.decode((Bool, Int64).self) } catch { throw .corruptRow("log check: \(error)") }
+        // Inside a snapshot the answer cannot change: the body's reads need not ask again, and
+        // answers cached at this generation are still current (see ``PostgresReadCache``).
+        if !unfolded && session.inTransaction { snapshotGeneration = generation }
         return unfolded
+    }
+
+    /// `read()`'s answer, from the read cache when this snapshot's generation has it.
+    func cachedRead<T>(
+        _ name: String, _ parameters: [String], rows: (T) -> Int, _ read: () throws(LedgerError) -> T
+    ) throws(LedgerError) -> T {
+        guard let generation = snapshotGeneration else { return try read() }
+        let key = PostgresReadCache.Key(read: name, parameters: parameters)
+        if let answer: T = readCache.answer(key, at: generation) { return answer }
+        let answer = try read()
+        readCache.keep(answer, rows: rows(answer), for: key, at: generation)
+        return answer
     }
 
     /// Folds every committed log row into the hourly, daily and monthly tables in one
@@ -160,7 +181,8 @@ public final class PostgresLedgerStore: LedgerStore {
             // bound of every monthly sum once it is raised by each fold's new monthly sums.
             try session.query(
                 """
-                UPDATE ledger_bounds SET monthly_ceiling = monthly_ceiling + \(Quantity(nanos: largest).description)::numeric
+                UPDATE ledger_bounds SET monthly_ceiling = monthly_ceiling + \(Quantity(nanos: largest).description)::numeric,
+                    fold_generation = fold_generation + 1
                 WHERE id = 1
                 """, "raising the overflow bound")
         }

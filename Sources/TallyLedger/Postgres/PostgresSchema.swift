@@ -164,7 +164,10 @@ enum PostgresSchema {
             sent_at bigint
         );
         CREATE INDEX usage_exports_tenant ON usage_exports (tenant);
-        """
+        """,
+        // 2: the fold generation, bumped by every fold in the fold's transaction: a reader that
+        // finds the log empty and the generation unchanged knows its cached answers are current.
+        "ALTER TABLE ledger_bounds ADD COLUMN fold_generation bigint NOT NULL DEFAULT 0",
     ]
 
     static func aggregateTable(_ name: String) -> String {
