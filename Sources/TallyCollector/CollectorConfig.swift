@@ -1,6 +1,7 @@
 public import TallyConfig
 public import TallyCore
 import TallyLedger
+import TallyWire
 import Yams
 
 /// Everything a collector needs to run, with the brief's local defaults: embedded SQLite under
@@ -21,12 +22,13 @@ public struct CollectorConfig: Sendable {
         }
     }
 
-    /// Bounds on what one connection may send.
+    /// Bounds on what one connection may send. The defaults are the protocol's (SPEC §7,
+    /// ``SessionLimits/standard``), announced in the welcome.
     public struct Limits: Sendable, Hashable {
-        public var maxFrameBytes = 8 << 20
-        public var maxDecompressedBytes = 64 << 20
-        public var maxEventsPerBatch = 10_000
-        public var maxBatchesInFlight = 8
+        public var maxFrameBytes = Int(SessionLimits.standard.maxFrameBody)
+        public var maxDecompressedBytes = Int(SessionLimits.standard.maxDecompressedBytes)
+        public var maxEventsPerBatch = Int(SessionLimits.standard.maxEventsPerBatch)
+        public var maxBatchesInFlight = Int(SessionLimits.standard.window)
         /// A connection with no frame from the agent for this long gets a ping (SPEC §3).
         public var pingAfter: Duration = .seconds(30)
         /// A connection with no frame from the agent for this long is closed: the agent's

@@ -9,12 +9,15 @@ public enum ZstdError: Error, Sendable, Hashable, CustomStringConvertible {
     case outputLimitExceeded(limit: Int)
     /// The input ended inside a frame.
     case truncated
+    /// Bytes follow the frame (another frame, or anything else): SPEC §5.1 allows one frame.
+    case trailingBytes(Int)
 
     public var description: String {
         switch self {
         case .library(let message): "zstd: \(message)"
         case .outputLimitExceeded(let limit): "zstd: the decompressed size exceeds the limit of \(limit) bytes"
         case .truncated: "zstd: the input ends inside a frame"
+        case .trailingBytes(let count): "zstd: \(count) bytes follow the frame (one frame is allowed)"
         }
     }
 
@@ -76,7 +79,8 @@ public final class ZstdDecompressor {
 
     deinit { ZSTD_freeDCtx(context) }
 
-    /// The content of one or more concatenated frames in `input`, at most `maxOutputSize` bytes.
+    /// The content of the one frame that is `input`, at most `maxOutputSize` bytes. Input that is
+    /// not exactly one frame (a second frame, or other bytes after it) is refused.
     public func decompress(_ input: some ReadableBytes, maxOutputSize: Int) throws(ZstdError) -> [UInt8] {
         do {
             return try input.withUnsafeBytes { source throws(ZstdError) in
@@ -94,6 +98,10 @@ public final class ZstdDecompressor {
         // A declared content size over the cap is refused before allocating anything.
         let declared = ZSTD_getFrameContentSize(base, source.count)
         if declared == ZSTD_CONTENTSIZE_ERROR { throw .library("not a zstd frame") }
+        // The frame's own length, from its headers and block headers (no decoding): whatever
+        // follows it is refused before anything is decompressed.
+        let frameLength = ZSTD_findFrameCompressedSize(base, source.count)
+        if ZSTD_isError(frameLength) == 0, frameLength < source.count { throw .trailingBytes(source.count - frameLength) }
         var capacity = 64 * 1024
         if declared != ZSTD_CONTENTSIZE_UNKNOWN {
             if declared > UInt64(maxOutputSize) { throw .outputLimitExceeded(limit: maxOutputSize) }

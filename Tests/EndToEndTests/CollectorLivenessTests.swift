@@ -46,11 +46,16 @@ import TallyWire
         }
         #expect(pongs >= 3)
 
-        // The one that never answers got a ping, then the connection was closed.
+        // The one that never answers got a ping, then a `timeout` error, and the connection was closed.
         guard case .ping? = try silent.receive(timeout: .seconds(5)) else {
             Issue.record("the silent agent was not pinged")
             return
         }
+        guard case .error(let timeout)? = try silent.receive(timeout: .seconds(5)) else {
+            Issue.record("the silent agent was not told why it was closed")
+            return
+        }
+        #expect(timeout.code == WireErrorCode.timeout.rawValue)
         #expect(try silent.receive(timeout: .seconds(5)) == nil)
         // The answering one is still served: a batch gets its ack.
         let event = UsageEvent(

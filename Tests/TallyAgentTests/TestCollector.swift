@@ -87,6 +87,7 @@ final class TestCollector: Sendable {
                     try await outbound.write(reply)
                     return
                 case .close: return
+                case .dropBatch: break
                 case .process(let batch):
                     batches += 1
                     if let cut = behaviour.cutAfterBatches {

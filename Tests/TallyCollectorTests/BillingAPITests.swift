@@ -7,6 +7,32 @@ import TallyLedger
 @testable import TallyCollector
 
 @Suite struct TallyBillingAPITests {
+    /// Query strings decode as browsers and clients send them: `+` is a space, `%C3%A9` is "é".
+    /// (`?agent=edge+caf%C3%A9` once found nothing: it looked for an agent named "edge+café".)
+    @Test func queryStringsDecodePlusAsASpace() async throws {
+        let fixture = try BillingFixture()
+        _ = try await fixture.commit([try BillingFixture.event("acme", 5, at: "2026-03-02T10:00:00Z", id: "e1")], agent: "edge café")
+        _ = try await fixture.commit([try BillingFixture.event("acme", 5, at: "2026-03-02T10:00:00Z", id: "e2")], agent: "edge+café")
+        try await fixture.application().test(.router) { client in
+            for (query, agent) in [("edge+caf%C3%A9", "edge café"), ("edge%2Bcaf%C3%A9", "edge+café")] {
+                try await client.execute(
+                    uri: "/v1/reconciliation?period=2026-03&agent=\(query)", method: .get, headers: bearer(BillingFixture.adminKey)
+                ) { response in
+                    #expect(response.status == .ok)
+                    let rows = try #require(try response.json()["rows"] as? [[String: Any]], "\(String(buffer: response.body))")
+                    #expect(rows.map { $0["agent"] as? String } == [agent], "?agent=\(query)")
+                }
+            }
+            try await client.execute(uri: "/v1/reconciliation?agent=%FF", method: .get, headers: bearer(BillingFixture.adminKey)) {
+                response in
+                #expect(response.status == .badRequest)
+            }
+        }
+        await fixture.shutdown()
+        let query = FormQuery("a=1+2&b=x%2By&c&a=3")
+        #expect(query.get("a") == "1 2" && query.get("b") == "x+y" && query.get("c") == "")
+    }
+
     /// Usage answers equal the committed events, per day and per endpoint group.
     @Test func usageIsExactAgainstCommittedBatches() async throws {
         let fixture = try BillingFixture()

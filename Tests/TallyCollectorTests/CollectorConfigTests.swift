@@ -15,6 +15,16 @@ import TallyConfig
         #expect(config.lateWindow.lateArrivalLimit == .seconds(35 * 86_400))
     }
 
+    /// The limits a collector announces by default are SPEC §7's (16 MiB frames): what the
+    /// welcome vector carries and an independent agent is told to expect.
+    @Test func defaultLimitsAreTheProtocols() throws {
+        let limits = CollectorConfig().limits
+        #expect(limits.maxFrameBytes == 16 << 20)
+        #expect(limits.maxDecompressedBytes == 64 << 20)
+        #expect(limits.maxEventsPerBatch == 10_000)
+        #expect(limits.maxBatchesInFlight == 8)
+    }
+
     @Test func readsEveryKey() throws {
         let config = try CollectorConfig.load(yaml: """
             store: sqlite:/var/lib/tally/ledger.db

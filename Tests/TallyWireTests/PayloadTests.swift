@@ -30,6 +30,44 @@ import TallyCore
         #expect(BatchPayloadDecoder.declaredEventCount(payload) == UInt32(Self.edgeEvents.count))
     }
 
+    /// SPEC §5.1: the columns section is one zstd frame. Two concatenated frames (which zstd
+    /// itself would happily decode as one stream) are a malformed payload.
+    @Test func twoConcatenatedZstdFramesAreMalformed() throws {
+        let events = (0..<40).map { Fixtures.event(at: Int64($0), id: "req-\($0)") }
+        var raw = try BatchPayloadEncoder(compression: .none).encode(events)
+        let header = (raw.readInteger(as: UInt8.self), raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt8.self),
+            raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt32.self))
+        let version = try #require(header.0)
+        let count = try #require(header.1)
+        let rawLength = try #require(header.3)
+        let read = raw.readBytes(length: Int(rawLength))
+        let columns = try #require(read)
+        let compressor = try ZstdCompressor(level: 3)
+        let half = columns.count / 2
+        let stored = try compressor.compress(Array(columns[..<half])) + compressor.compress(Array(columns[half...]))
+        var forged = ByteBuffer()
+        forged.writeInteger(version)
+        forged.writeInteger(count)
+        forged.writeInteger(UInt8(1))
+        forged.writeInteger(rawLength)
+        forged.writeInteger(UInt32(stored.count))
+        forged.writeBytes(stored)
+        forged.writeBuffer(&raw)
+        let error = #expect(throws: WireError.self) { try BatchPayloadDecoder().decode(forged) }
+        #expect(error?.code == .malformedPayload)
+        #expect(error?.message.contains("bytes follow the frame") == true, "\(String(describing: error))")
+        // The same columns as one frame decode.
+        var single = ByteBuffer()
+        single.writeInteger(version)
+        single.writeInteger(count)
+        single.writeInteger(UInt8(1))
+        single.writeInteger(rawLength)
+        let frame = try compressor.compress(columns)
+        single.writeInteger(UInt32(frame.count))
+        single.writeBytes(frame)
+        #expect(try BatchPayloadDecoder().decode(single) == events)
+    }
+
     @Test func emptyBatch() throws {
         let payload = try BatchPayloadEncoder(compression: .none).encode([])
         #expect(try BatchPayloadDecoder().decode(payload) == [])

@@ -244,7 +244,7 @@ import TallyCore
         _ = collector.received(batch(1).frameForTest)
         _ = collector.received(batch(2).frameForTest)
         guard case .send(let goaway) = collector.shutdown(retryAfterMilliseconds: 250) else { Issue.record("no goaway"); return }
-        #expect(collector.received(batch(3).frameForTest) == .none)  // after goaway: not processed
+        #expect(collector.received(batch(3).frameForTest) == .dropBatch(sequence: 3))  // after goaway: not processed
         #expect(agent.received(goaway) == .none)
         #expect(agent.enqueue(batch(4)) == .none)  // nothing new while draining
         let first = BatchAck(sequence: 1, accepted: 3)
@@ -308,6 +308,90 @@ import TallyCore
         guard case .close(let error, _) = agent.received(frame) else { Issue.record("agent stayed"); return }
         #expect(error.isRetryable)
         #expect(agent.unacknowledged.map(\.sequence) == [1])
+    }
+}
+
+/// Time and silence as inputs of the collector's session (SPEC §3, §8): each rule decided by the
+/// machine, tested with an explicit clock.
+@Suite struct CollectorLivenessRuleTests {
+    let start = ContinuousClock.now
+    let liveness = CollectorSession.Liveness(pingAfter: .seconds(30), idleTimeout: .seconds(90), handshakeTimeout: .seconds(10))
+
+    func session() -> CollectorSession {
+        CollectorSession(configuration: .init(keyring: AgentKeyring(), liveness: liveness), collectorNonce: Fixtures.nonce(2), now: start)
+    }
+
+    func open(_ session: inout CollectorSession) {
+        _ = session.received(.hello(Hello(minVersion: 1, maxVersion: 1, agentId: "a", agentNonce: Fixtures.nonce(1), software: "test")))
+        _ = session.received(.auth(Auth(proof: .none)))
+        #expect(session.agentId == "a")
+    }
+
+    func at(_ seconds: Int64) -> ContinuousClock.Instant { start + .seconds(seconds) }
+
+    @Test func noPingBeforeTheHandshakeAndATimeoutWhenItTakesTooLong() {
+        var session = session()
+        #expect(session.tick(now: at(9)) == .none)
+        _ = session.received(.hello(Hello(minVersion: 1, maxVersion: 1, agentId: "a", agentNonce: Fixtures.nonce(1), software: "test")))
+        // Silent past pingAfter mid-handshake: still no ping (an agent must not get frames
+        // before welcome), but the handshake deadline closes it with `timeout`.
+        guard case .sendAndClose(.error(let error)) = session.tick(now: at(10)) else {
+            Issue.record("the handshake deadline did not close the connection")
+            return
+        }
+        #expect(error.code == WireErrorCode.timeout.rawValue)
+        #expect(session.tick(now: at(40)) == .none)
+    }
+
+    @Test func anOpenSessionIsPingedOncePerSilence() {
+        var session = session()
+        open(&session)
+        session.heard(now: at(5))
+        #expect(session.tick(now: at(34)) == .none)
+        #expect(session.tick(now: at(35)) == .send(.ping(1)))
+        #expect(session.tick(now: at(50)) == .none)
+        // A pong (any bytes) ends the silence; the next one gets the next ping.
+        session.heard(now: at(51))
+        #expect(session.received(.pong(1)) == .none)
+        #expect(session.tick(now: at(81)) == .send(.ping(2)))
+    }
+
+    @Test func aSilentSessionIsClosedWithTimeout() {
+        var session = session()
+        open(&session)
+        _ = session.tick(now: at(30))
+        guard case .sendAndClose(.error(let error)) = session.tick(now: at(90)) else {
+            Issue.record("a silent session stayed open")
+            return
+        }
+        #expect(error.code == WireErrorCode.timeout.rawValue)
+        #expect(session.received(.batch(Batch(sequence: 1, payload: ByteBuffer()))) == .none)
+    }
+
+    @Test func bytesKeepASessionAlive() {
+        var session = session()
+        open(&session)
+        for second in stride(from: Int64(20), through: 600, by: 20) {
+            session.heard(now: at(second))
+            #expect(session.tick(now: at(second + 19)) == .none)
+        }
+    }
+
+    /// Shutdown while a batch is being committed: goaway now, the batch's ack later, then close;
+    /// a batch that arrives after the goaway is dropped, never processed.
+    @Test func shutdownAcksWhatIsInFlightAndDropsTheRest() {
+        var session = session()
+        open(&session)
+        #expect(session.received(.batch(Batch(sequence: 7, payload: ByteBuffer()))) == .process(Batch(sequence: 7, payload: ByteBuffer())))
+        guard case .send(.goaway(let goaway)) = session.shutdown(retryAfterMilliseconds: 500) else {
+            Issue.record("no goaway")
+            return
+        }
+        #expect(goaway.code == WireErrorCode.shuttingDown.rawValue && goaway.retryAfterMilliseconds == 500)
+        #expect(session.received(.batch(Batch(sequence: 8, payload: ByteBuffer()))) == .dropBatch(sequence: 8))
+        #expect(session.shutdown(retryAfterMilliseconds: 500) == .none)
+        let ack = BatchAck(sequence: 7, accepted: 1)
+        #expect(session.batchCompleted(ack) == .sendAndClose(.ack(ack)))
     }
 }
 

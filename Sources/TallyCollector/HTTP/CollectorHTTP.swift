@@ -109,7 +109,7 @@ public struct CollectorAPI: Sendable {
                 let tenant = try pathTenant(context)
                 try grant(request, context).check(tenant: tenant)
                 var period = BillingPeriod(containing: service.clock())
-                if let text = request.uri.queryParameters.get("period") { period = try parsePeriod(text) }
+                if let text = try formQuery(request).get("period") { period = try parsePeriod(text) }
                 let metrics = try await UsagePage.metricDays(service: service, tenant: tenant, period: period)
                 let invoice = try await service.invoice(tenant: tenant, period: period)
                 return text(UsagePage.html(tenant: tenant, period: period, metrics: metrics, invoice: invoice), "text/html; charset=utf-8")
@@ -120,7 +120,7 @@ public struct CollectorAPI: Sendable {
     // MARK: Routes
 
     private func usage(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
-        let query = request.uri.queryParameters
+        let query = try formQuery(request)
         guard let tenant = query.get("tenant"), !tenant.isEmpty else { throw APIError(.badRequest, "tenant is required", parameter: "tenant") }
         try grant(request, context).check(tenant: tenant)
         guard let metric = query.get("metric"), !metric.isEmpty else { throw APIError(.badRequest, "metric is required", parameter: "metric") }
@@ -146,7 +146,7 @@ public struct CollectorAPI: Sendable {
     }
 
     private func reconciliation(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
-        let query = request.uri.queryParameters
+        let query = try formQuery(request)
         var filter = ReconciliationFilter()
         if let period = query.get("period") { filter.period = try parsePeriod(period) }
         filter.agent = query.get("agent")
@@ -193,7 +193,7 @@ public struct CollectorAPI: Sendable {
 
     private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
         let accept = request.headers[.accept] ?? ""
-        let format = request.uri.queryParameters.get("format")
+        let format = try formQuery(request).get("format")
             ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
         switch format {
         case "json": return try json(view)
@@ -304,4 +304,14 @@ struct ReconciliationAnswer: Codable {
     var rows: [Row]
     var unreadable: [Row]
     var total: Counts
+}
+
+/// The request's query parameters, decoded as browsers send them (``FormQuery``); a 400 for one
+/// that is not valid percent-encoded UTF-8.
+func formQuery(_ request: Request) throws(APIError) -> FormQuery {
+    let query = FormQuery(request.uri.query)
+    if let invalid = query.invalid {
+        throw APIError(.badRequest, "query parameter \(invalid) is not valid percent-encoded UTF-8", parameter: invalid)
+    }
+    return query
 }

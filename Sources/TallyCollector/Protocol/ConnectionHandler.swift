@@ -4,8 +4,9 @@ import TallyCore
 import TallyTLS
 import TallyWire
 
-/// The per-connection loop body: bytes in, frames decoded within the session's current limit,
-/// fed to the ``CollectorSession`` state machine, whose actions it carries out.
+/// What one agent connection's loop does with each of its inputs — bytes in, a clock tick, the
+/// collector's shutdown — all fed to the ``CollectorSession`` state machine, whose actions it
+/// carries out in one place (``carryOut(_:send:)``). It decides nothing itself.
 struct ConnectionHandler {
     private var session: CollectorSession
     private var decoder: FrameDecoder
@@ -17,8 +18,7 @@ struct ConnectionHandler {
     private let peerIsLoopback: Bool
     private let isTLS: Bool
     private let allowPlaintextRemote: Bool
-    /// Set once this connection's goaway is sent: new batches are dropped unacknowledged.
-    var goingAway = false
+    private let goawayRetryAfter: UInt32
 
     init(
         settings: ProtocolServer.Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger,
@@ -27,8 +27,10 @@ struct ConnectionHandler {
         session = CollectorSession(
             configuration: .init(
                 keyring: settings.keyring, limits: settings.limits,
-                requiresCertificateIdentity: settings.tls?.requiresClientCertificate ?? false),
+                requiresCertificateIdentity: settings.tls?.requiresClientCertificate ?? false,
+                liveness: .init(pingAfter: settings.pingAfter, idleTimeout: settings.idleTimeout, handshakeTimeout: settings.handshakeTimeout)),
             collectorNonce: Nonce.random())
+        goawayRetryAfter = UInt32(clamping: settings.goawayRetryAfter.microseconds / 1000)
         decoder = FrameDecoder(maxBodyLength: session.maxInboundFrameBody)
         ingest = try BatchIngest(limits: settings.limits, eventLimits: settings.eventLimits, ledger: ledger, metrics: metrics)
         self.metrics = metrics
@@ -61,8 +63,9 @@ struct ConnectionHandler {
     /// The TLS handshake verified the agent's certificate, which carries `names`.
     mutating func peerCertified(names: Set<String>) { session.peerCertified(names: names) }
 
-    /// Handles received bytes; returns true when the connection must close.
-    mutating func received(_ chunk: ByteBuffer, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+    /// Handles bytes received at `now`; returns true when the connection must close.
+    mutating func received(_ chunk: ByteBuffer, now: ContinuousClock.Instant, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        session.heard(now: now)
         var chunk = chunk
         buffered.writeBuffer(&chunk)
         while true {
@@ -83,31 +86,38 @@ struct ConnectionHandler {
         return false
     }
 
+    /// Time passed; returns true when the connection must close.
+    mutating func tick(now: ContinuousClock.Instant, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        try await carryOut(session.tick(now: now), send: send)
+    }
+
+    /// The collector is shutting down; returns true when the connection must close.
+    mutating func shutdown(send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        try await carryOut(session.shutdown(retryAfterMilliseconds: goawayRetryAfter), send: send)
+    }
+
     private mutating func carryOut(_ action: CollectorSession.Action, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
         switch action {
         case .none:
             return false
         case .send(let frame):
+            count(frame)
             try await send(try encoder.encode(frame))
             return false
         case .sendAndClose(let frame):
+            count(frame)
             if case .error(let error) = frame {
-                if error.code == WireErrorCode.authenticationFailed.rawValue || error.code == WireErrorCode.unknownAgent.rawValue {
-                    metrics.authFailures.increment()
-                }
                 logger.notice("closing agent connection", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
             }
             try await send(try encoder.encode(frame))
             return true
         case .close:
             return true
+        case .dropBatch:
+            metrics.batchesAfterGoaway.increment()
+            return false
         case .process(let batch):
             guard let agent = session.agentId else { return true }
-            if goingAway {
-                metrics.batchesAfterGoaway.increment()
-                _ = session.batchFailed(sequence: batch.sequence, error: WireError(.shuttingDown, "collector shutting down"))
-                return true
-            }
             let ack: BatchAck
             do {
                 let session = self.session
@@ -120,6 +130,23 @@ struct ConnectionHandler {
             }
             FaultInjection.afterCommit()
             return try await carryOut(session.batchCompleted(ack), send: send)
+        }
+    }
+}
+
+extension ConnectionHandler {
+    /// The metrics of what the session decided to send.
+    private func count(_ frame: Frame) {
+        switch frame {
+        case .ping: metrics.pingsSent.increment()
+        case .goaway: metrics.goawaysSent.increment()
+        case .error(let error):
+            switch WireErrorCode(rawValue: error.code) {
+            case .authenticationFailed, .unknownAgent: metrics.authFailures.increment()
+            case .timeout: metrics.idleClosed.increment()
+            default: break
+            }
+        default: break
         }
     }
 }

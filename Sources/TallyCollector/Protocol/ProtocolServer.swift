@@ -3,7 +3,6 @@ public import NIOCore
 import NIOPosix
 import NIOSSL
 public import ServiceLifecycle
-import Synchronization
 public import TallyCore
 public import TallyTLS
 public import TallyWire
@@ -13,11 +12,12 @@ public import TallyWire
 /// commits; a corrupt frame, a failed handshake or a limit breach gets an error frame with its
 /// code, the connection is closed and nothing is written.
 ///
-/// Liveness (SPEC §3, §8): a connection that has sent nothing for `pingAfter` gets a ping, and one
-/// silent for `idleTimeout` is closed (a half-open connection must not hold an agent's window).
+/// Liveness (SPEC §3, §8): an open session that has sent nothing for `pingAfter` gets a ping, and
+/// one silent for `idleTimeout` — or whose handshake is not done within `handshakeTimeout` — is
+/// closed with a `timeout` error (a half-open connection must not hold an agent's window).
 /// On graceful shutdown every connection gets a `goaway(shutting_down)`: the batch being
-/// processed is still committed and acked, later batches are dropped unacknowledged (the agent
-/// resends them), and the connection closes once it has stopped reading.
+/// processed is still committed and acked first, later batches are dropped unacknowledged (the
+/// agent resends them), and the connection closes.
 ///
 /// Transport (SPEC §4.1): with ``Settings/tls`` every connection is TLS (a plain client fails the
 /// TLS handshake and nothing is read from it); with client certificates the hello's agent id must
@@ -31,6 +31,8 @@ public final class ProtocolServer: Service, Sendable {
         public var eventLimits: EventLimits
         public var pingAfter: Duration
         public var idleTimeout: Duration
+        /// How long a connection may take to finish its handshake.
+        public var handshakeTimeout: Duration
         /// The `retry_after_ms` of the shutdown goaway.
         public var goawayRetryAfter: Duration
         /// TLS on every connection; nil: plain TCP.
@@ -39,9 +41,10 @@ public final class ProtocolServer: Service, Sendable {
         public var allowPlaintextRemote: Bool
         public init(
             keyring: AgentKeyring, limits: SessionLimits, eventLimits: EventLimits, pingAfter: Duration = .seconds(30),
-            idleTimeout: Duration = .seconds(90), goawayRetryAfter: Duration = .seconds(1), tls: ServerTLS? = nil,
-            allowPlaintextRemote: Bool = false
+            idleTimeout: Duration = .seconds(90), handshakeTimeout: Duration = .seconds(10), goawayRetryAfter: Duration = .seconds(1),
+            tls: ServerTLS? = nil, allowPlaintextRemote: Bool = false
         ) {
+            self.handshakeTimeout = handshakeTimeout
             self.tls = tls
             self.allowPlaintextRemote = allowPlaintextRemote
             self.keyring = keyring
@@ -118,6 +121,10 @@ public final class ProtocolServer: Service, Sendable {
     }
 
     /// Serves one agent connection until it closes, fails, or the task is cancelled.
+    ///
+    /// One loop owns the connection: it takes the inbound bytes, the clock's ticks and the
+    /// shutdown signal as events, in order, and is the only writer of the outbound side. Every
+    /// decision (goaway, ping, idle close, batch failure) is the session machine's.
     func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
         let peer = connection.channel.remoteAddress
         var peerLogger = self.logger
@@ -136,35 +143,43 @@ public final class ProtocolServer: Service, Sendable {
                     try await outbound.write(refusal)
                     return
                 }
-                let liveness = ConnectionLiveness()
+                let (events, sink) = AsyncStream.makeStream(of: ConnectionEvent.self)
+                // One chunk at a time: the reader waits until the loop has taken each chunk, so
+                // the socket's backpressure still holds while a batch commits.
+                let (taken, taking) = AsyncStream.makeStream(of: Void.self)
+                let send: (ByteBuffer) async throws -> Void = { reply in
+                    self.metrics.bytesOut.increment(by: reply.readableBytes)
+                    try await outbound.write(reply)
+                }
                 try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { await self.watch(liveness, channel: channel, outbound: outbound, logger: logger) }
+                    group.addTask { await Self.read(inbound, into: sink, pacedBy: taken) }
+                    group.addTask { await Self.tick(every: self.tickInterval, into: sink) }
                     try await withGracefulShutdownHandler {
-                        for try await chunk in inbound {
-                            liveness.heard()
-                            metrics.bytesIn.increment(by: chunk.readableBytes)
-                            handler.goingAway = liveness.isGoingAway
-                            if handler.awaitsCertificate {
-                                // Bytes arrived, so the TLS handshake (which verified the
-                                // certificate against the client CA) is done.
-                                handler.peerCertified(names: try await CertificateIdentity.peerNames(on: channel))
+                        loop: for await event in events {
+                            let now = ContinuousClock.now
+                            switch event {
+                            case .bytes(let chunk):
+                                metrics.bytesIn.increment(by: chunk.readableBytes)
+                                if handler.awaitsCertificate {
+                                    // Bytes arrived, so the TLS handshake (which verified the
+                                    // certificate against the client CA) is done.
+                                    handler.peerCertified(names: try await CertificateIdentity.peerNames(on: channel))
+                                }
+                                let finished = try await handler.received(chunk, now: now, send: send)
+                                taking.yield()
+                                if finished { break loop }
+                            case .tick:
+                                if try await handler.tick(now: now, send: send) { break loop }
+                            case .shutdown:
+                                if try await handler.shutdown(send: send) { break loop }
+                            case .ended:
+                                break loop
+                            case .failed(let error):
+                                throw error
                             }
-                            let finished = try await handler.received(chunk) { reply in
-                                metrics.bytesOut.increment(by: reply.readableBytes)
-                                try await outbound.write(reply)
-                            }
-                            if finished { break }
                         }
                     } onGracefulShutdown: {
-                        guard liveness.beginGoingAway() else { return }
-                        let goaway = self.goawayFrame()
-                        Task {
-                            // Goaway first, then stop reading: the batch being processed still
-                            // commits and is acked; the loop ends when the input is closed.
-                            if let goaway { try? await outbound.write(goaway) }
-                            self.metrics.goawaysSent.increment()
-                            channel.close(mode: .input, promise: nil)
-                        }
+                        sink.yield(.shutdown)
                     }
                     group.cancelAll()
                 }
@@ -177,6 +192,44 @@ public final class ProtocolServer: Service, Sendable {
         }
     }
 
+    /// What a connection's loop takes, in the order it happened.
+    enum ConnectionEvent: Sendable {
+        case bytes(ByteBuffer)
+        case tick
+        case shutdown
+        /// The agent closed its side.
+        case ended
+        case failed(any Error)
+    }
+
+    /// How often the loop looks at the clock: often enough for the shortest of the deadlines.
+    private var tickInterval: Duration {
+        min(settings.pingAfter / 4, settings.handshakeTimeout / 4, .seconds(5))
+    }
+
+    private static func read(
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, into sink: AsyncStream<ConnectionEvent>.Continuation,
+        pacedBy taken: AsyncStream<Void>
+    ) async {
+        var handed = taken.makeAsyncIterator()
+        do {
+            for try await chunk in inbound {
+                sink.yield(.bytes(chunk))
+                guard await handed.next() != nil else { return }
+            }
+            sink.yield(.ended)
+        } catch {
+            sink.yield(.failed(error))
+        }
+    }
+
+    private static func tick(every interval: Duration, into sink: AsyncStream<ConnectionEvent>.Continuation) async {
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return }
+            sink.yield(.tick)
+        }
+    }
+
     /// A failed TLS handshake or record; a peer that closed without `close_notify` is only gone.
     private static func isTLSFailure(_ error: any Error) -> Bool {
         if let error = error as? NIOSSLError {
@@ -185,75 +238,4 @@ public final class ProtocolServer: Service, Sendable {
         }
         return error is BoringSSLError
     }
-
-    private func goawayFrame() -> ByteBuffer? {
-        let milliseconds = settings.goawayRetryAfter.microseconds / 1000
-        let goaway = GoAway(
-            code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: UInt32(clamping: milliseconds),
-            message: "collector shutting down")
-        return try? FrameEncoder().encode(.goaway(goaway))
-    }
-
-    /// Pings a silent agent after `pingAfter`, closes the connection after `idleTimeout`.
-    /// Runs until cancelled.
-    private func watch(
-        _ liveness: ConnectionLiveness, channel: any Channel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, logger: Logger
-    ) async {
-        let tick = min(settings.pingAfter / 4, .seconds(5))
-        var pingValue: UInt64 = 0
-        while true {
-            do { try await Task.sleep(for: tick) } catch { return }
-            let silent = liveness.silence()
-            if silent >= settings.idleTimeout {
-                metrics.idleClosed.increment()
-                logger.notice("closing a connection silent for \(DurationText.format(silent))")
-                channel.close(promise: nil)
-                return
-            }
-            if silent >= settings.pingAfter, liveness.shouldPing() {
-                pingValue &+= 1
-                guard let ping = try? FrameEncoder().encode(.ping(pingValue)) else { continue }
-                metrics.pingsSent.increment()
-                try? await outbound.write(ping)
-            }
-        }
-    }
-}
-
-/// When the agent was last heard from, whether it has been pinged since, and whether the
-/// connection is going away. Shared by the connection's loop, its watchdog and its shutdown.
-private final class ConnectionLiveness: Sendable {
-    private struct State {
-        var lastHeard = ContinuousClock.now
-        var pinged = false
-        var goingAway = false
-    }
-    private let state = Mutex(State())
-
-    func heard() {
-        state.withLock {
-            $0.lastHeard = .now
-            $0.pinged = false
-        }
-    }
-
-    func silence() -> Duration { state.withLock { ContinuousClock.now - $0.lastHeard } }
-
-    /// True once per silence.
-    func shouldPing() -> Bool {
-        state.withLock { state in
-            defer { state.pinged = true }
-            return !state.pinged
-        }
-    }
-
-    /// True the first time.
-    func beginGoingAway() -> Bool {
-        state.withLock { state in
-            defer { state.goingAway = true }
-            return !state.goingAway
-        }
-    }
-
-    var isGoingAway: Bool { state.withLock { $0.goingAway } }
 }

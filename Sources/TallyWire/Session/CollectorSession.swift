@@ -1,4 +1,5 @@
 import NIOCore
+import TallyCore
 
 /// One agent's key as the collector knows it, and the tenants it may report for.
 public struct AgentKey: Sendable, Hashable {
@@ -32,7 +33,26 @@ public struct AgentKeyring: Sendable, Hashable {
 /// batches are being processed at once, each sequence once per connection; after
 /// ``shutdown(retryAfterMilliseconds:)`` no new batch is handed out, yet every batch already
 /// handed out still gets its ack before the connection closes.
+///
+/// Time and silence are inputs too (SPEC §3, §8): the caller reports bytes from the agent with
+/// ``heard(now:)`` and the passing of time with ``tick(now:)``. A connection whose handshake is
+/// not done within ``Liveness/handshakeTimeout``, or that is silent for
+/// ``Liveness/idleTimeout``, is closed with a `timeout` error; an open session silent for
+/// ``Liveness/pingAfter`` is pinged once per silence. No ping is sent before the session is open.
 public struct CollectorSession: Sendable {
+    /// When to ping a silent agent and when to give up on one.
+    public struct Liveness: Sendable, Hashable {
+        public var pingAfter: Duration
+        public var idleTimeout: Duration
+        public var handshakeTimeout: Duration
+
+        public init(pingAfter: Duration = .seconds(30), idleTimeout: Duration = .seconds(90), handshakeTimeout: Duration = .seconds(10)) {
+            self.pingAfter = pingAfter
+            self.idleTimeout = idleTimeout
+            self.handshakeTimeout = handshakeTimeout
+        }
+    }
+
     public struct Configuration: Sendable {
         public var keyring: AgentKeyring
         public var limits: SessionLimits
@@ -41,15 +61,17 @@ public struct CollectorSession: Sendable {
         /// the names of the agent's verified certificate (``peerCertified(names:)``), in
         /// addition to the key's proof (SPEC §4.1).
         public var requiresCertificateIdentity: Bool
+        public var liveness: Liveness
 
         public init(
             keyring: AgentKeyring, limits: SessionLimits = .standard, versions: ClosedRange<UInt16> = Handshake.supportedVersions,
-            requiresCertificateIdentity: Bool = false
+            requiresCertificateIdentity: Bool = false, liveness: Liveness = Liveness()
         ) {
             self.keyring = keyring
             self.limits = limits
             self.versions = versions
             self.requiresCertificateIdentity = requiresCertificateIdentity
+            self.liveness = liveness
         }
     }
 
@@ -64,6 +86,9 @@ public struct CollectorSession: Sendable {
         case sendAndClose(Frame)
         /// Close the connection; nothing more to say.
         case close
+        /// A batch that arrived after the goaway: not processed and never acked; the agent
+        /// sends it again after reconnecting (for the caller's metrics).
+        case dropBatch(sequence: UInt64)
     }
 
     enum State: Sendable {
@@ -79,10 +104,18 @@ public struct CollectorSession: Sendable {
     private var state: State = .awaitingHello
     private var inFlight: Set<UInt64> = []
     private var certificateNames: Set<String>?
+    private let openedAt: ContinuousClock.Instant
+    private var lastHeard: ContinuousClock.Instant
+    /// Whether the current silence has had its ping.
+    private var pinged = false
+    private var pings: UInt64 = 0
 
-    public init(configuration: Configuration, collectorNonce: Nonce) {
+    /// A connection accepted at `now`.
+    public init(configuration: Configuration, collectorNonce: Nonce, now: ContinuousClock.Instant = .now) {
         self.configuration = configuration
         self.collectorNonce = collectorNonce
+        openedAt = now
+        lastHeard = now
     }
 
     /// The authenticated agent, once the handshake is done.
@@ -159,9 +192,9 @@ public struct CollectorSession: Sendable {
             }
             inFlight.insert(batch.sequence)
             return .process(batch)
-        case (.goingAway, .batch):
+        case (.goingAway, .batch(let batch)):
             // Not processed and never acked here: the agent sends it again after reconnecting.
-            return .none
+            return .dropBatch(sequence: batch.sequence)
         case (.ready, .ping(let opaque)), (.goingAway, .ping(let opaque)):
             return .send(.pong(opaque))
         case (.ready, .pong), (.goingAway, .pong):
@@ -239,6 +272,34 @@ public struct CollectorSession: Sendable {
         case .awaitingHello, .awaitingAuth:
             state = .closed
             return .sendAndClose(.error(WireError(.shuttingDown, "collector shutting down").frame))
+        }
+    }
+
+    /// Bytes arrived from the agent at `now` (any bytes: a frame in progress is not silence).
+    public mutating func heard(now: ContinuousClock.Instant) {
+        lastHeard = now
+        pinged = false
+    }
+
+    /// Time passed: a handshake that took too long or a silence that lasted too long closes the
+    /// connection with `timeout`; an open session silent for `pingAfter` gets one ping.
+    public mutating func tick(now: ContinuousClock.Instant) -> Action {
+        let liveness = configuration.liveness
+        switch state {
+        case .closed:
+            return .none
+        case .awaitingHello, .awaitingAuth:
+            guard now - openedAt >= liveness.handshakeTimeout else { return .none }
+            return fail(.timeout, "no handshake within \(DurationText.format(liveness.handshakeTimeout)): closing")
+        case .ready, .goingAway:
+            let silence = now - lastHeard
+            if silence >= liveness.idleTimeout {
+                return fail(.timeout, "nothing heard for \(DurationText.format(silence)): closing")
+            }
+            guard silence >= liveness.pingAfter, !pinged else { return .none }
+            pinged = true
+            pings &+= 1
+            return .send(.ping(pings))
         }
     }
 
