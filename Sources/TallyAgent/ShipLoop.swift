@@ -107,7 +107,7 @@ struct ShipLoop {
             } catch let error as TransportRefusal {
                 ending = .refused(error.description)
             } catch {
-                ending = .failed("\(endpoint): \(error)")
+                ending = .failed("\(endpoint): \(ConnectionFailureText.describe(error))")
             }
             session.connectionClosed()
             metrics.connected.record(0)

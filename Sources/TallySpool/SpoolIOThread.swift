@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// The one thread that touches the spool's files, and its group-commit loop.
+/// The one thread that touches the spool's files, and its group-commit loop (the rule of when to
+/// fsync is ``GroupCommit``'s).
 ///
 /// Callers only take a mutex for an instant to enqueue a job; fsync, write and read run here, so
 /// no Swift concurrency thread ever waits on the disk. Appends drained together, and appends that
@@ -28,17 +29,14 @@ final class SpoolIOThread: @unchecked Sendable {
 
     // Owned by the I/O thread.
     private var store: SpoolStore?
-    private let policy: FsyncPolicy
+    private var groupCommit: GroupCommit
     private var opening: (@Sendable () throws(SpoolError) -> SpoolStore)?
     private var opened: (@Sendable (Result<RecoveryReport, SpoolError>) -> Void)?
+    /// Appends written and waiting for the sync that covers them.
     private var pending: [(SpoolPosition, Completion)] = []
-    private var firstPendingAt: timespec?
-    /// When the last fsync of appends completed: with `interval`, the next one runs no sooner
-    /// than `interval` after it (and no sooner than the first pending append was written).
-    private var lastSyncAt: timespec?
 
     init(policy: FsyncPolicy) {
-        self.policy = policy
+        groupCommit = GroupCommit(policy: policy)
         pthread_mutex_init(&mutex, nil)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -124,9 +122,10 @@ final class SpoolIOThread: @unchecked Sendable {
     private func serve(_ store: SpoolStore) {
         while true {
             pthread_mutex_lock(&mutex)
-            while queue.isEmpty && !stopping && !syncIsDue() {
-                if var deadline = syncDeadline() {
-                    pthread_cond_timedwait(&condition, &mutex, &deadline)
+            while queue.isEmpty && !stopping && !groupCommit.isDue(at: Self.now()) {
+                if let deadline = groupCommit.deadline {
+                    var until = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+                    pthread_cond_timedwait(&condition, &mutex, &until)
                 } else {
                     pthread_cond_wait(&condition, &mutex)
                 }
@@ -142,10 +141,10 @@ final class SpoolIOThread: @unchecked Sendable {
                 case .append(let batch, let completion):
                     do {
                         let end = try store.append(batch)
-                        if policy == .never {
+                        if groupCommit.completesWithoutSync {
                             completion(.success(end))
                         } else {
-                            if pending.isEmpty { firstPendingAt = Self.now() }
+                            groupCommit.appended(at: Self.now())
                             pending.append((end, completion))
                         }
                     } catch {
@@ -156,7 +155,7 @@ final class SpoolIOThread: @unchecked Sendable {
                     if stop && index == jobs.count - 1 { finalTasks.append(body) } else { body(store) }
                 }
             }
-            if !pending.isEmpty && (policy == .always || stop || syncIsDue()) {
+            if !pending.isEmpty && (stop || groupCommit.isDue(at: Self.now())) {
                 syncPending()
             }
             if stop {
@@ -179,10 +178,9 @@ final class SpoolIOThread: @unchecked Sendable {
         guard let store else { return }
         do {
             try store.sync()
-            lastSyncAt = Self.now()
+            groupCommit.synced(at: Self.now())
             let done = pending
             pending.removeAll(keepingCapacity: true)
-            firstPendingAt = nil
             for (end, completion) in done { completion(.success(end)) }
         } catch {
             failPending(error)
@@ -193,33 +191,14 @@ final class SpoolIOThread: @unchecked Sendable {
         store?.lostUnsynced = false
         let failed = pending
         pending.removeAll(keepingCapacity: true)
-        firstPendingAt = nil
+        groupCommit.dropped()
         for (_, completion) in failed { completion(.failure(error)) }
     }
 
-    private func syncDeadline() -> timespec? {
-        guard case .interval(let interval) = policy, let first = firstPendingAt, !pending.isEmpty else { return nil }
-        guard var deadline = lastSyncAt else { return first }
-        let nanos = Int(interval.nanoseconds)
-        deadline.tv_sec += nanos / 1_000_000_000
-        deadline.tv_nsec += nanos % 1_000_000_000
-        if deadline.tv_nsec >= 1_000_000_000 {
-            deadline.tv_sec += 1
-            deadline.tv_nsec -= 1_000_000_000
-        }
-        return (first.tv_sec, first.tv_nsec) > (deadline.tv_sec, deadline.tv_nsec) ? first : deadline
-    }
-
-    private func syncIsDue() -> Bool {
-        guard !pending.isEmpty else { return false }
-        guard let deadline = syncDeadline() else { return policy == .always }
-        let now = Self.now()
-        return (now.tv_sec, now.tv_nsec) >= (deadline.tv_sec, deadline.tv_nsec)
-    }
-
-    private static func now() -> timespec {
+    /// CLOCK_MONOTONIC in nanoseconds (the condition variable waits on that clock).
+    private static func now() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
-        return now
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }

@@ -35,6 +35,21 @@ import Testing
         #expect(totals.usage?.sum == (try Quantity(parsing: "3.5")))
     }
 
+    /// SPEC §6, per-event rules: a rejected event neither is nor makes a duplicate, and a
+    /// committed sequence resent with the same events in another order is a reused sequence.
+    @Test(arguments: ledgerFactories)
+    func rejectedEventsMakeNoDuplicatesAndOrderMattersForReuse(_ factory: any LedgerStoreFactory) throws {
+        let ledger = try TestLedger(factory)
+        let tooOld = event(at: "2026-01-01T00:00:00Z", id: "old")
+        let outcome = try ledger.store.commit(batch(1, [tooOld, event(id: "a"), event(id: "b")]))
+        #expect(outcome.rejections == [.init(index: 0, reason: .tooOld)])
+        // The same event, later valid (arrival within the late-arrival limit): accepted, not a duplicate.
+        let later = try ledger.store.commit(batch(2, now: "2026-01-02T00:00:00Z", [tooOld]))
+        #expect(later.accepted + later.late == 1 && later.duplicate == 0, "\(later)")
+        let reordered = batch(1, [event(id: "b"), event(id: "a"), tooOld])
+        #expect(throws: LedgerError.sequenceReused(agent: reordered.agent, sequence: 1)) { try ledger.store.commit(reordered) }
+    }
+
     @Test(arguments: ledgerFactories)
     func replayedBatchTouchesNothingAndAnswersTheSame(_ factory: any LedgerStoreFactory) throws {
         let ledger = try TestLedger(factory)
