@@ -119,6 +119,48 @@ import Testing
     }
 }
 
+extension PostgresBackendTests {
+    /// A read whose snapshot begins only on a cache miss: when another collector commits and
+    /// folds between the read's log check and that miss, the read starts over in a fresh
+    /// snapshot instead of mixing answers from two states of the ledger.
+    @Test func aReadWhoseLedgerMovesStartsOver() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("moved")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        defer { a.close() }
+        let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        defer { b.close() }
+        let april = period("2026-04")
+        _ = try a.commit(batch(1, [event(id: "1")]))
+        // The usage answer is cached at this generation; the unique count is not.
+        #expect(try read(a) { () throws(LedgerError) in try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count } == 1)
+        var runs = 0
+        let answer = try a.withSnapshot { () throws(LedgerError) -> (Int64?, Int) in
+            runs += 1
+            #expect(try !a.hasUnfoldedAggregates())
+            if runs == 1 {
+                // Between the check and the first read that needs the database, another
+                // collector commits a batch and folds it.
+                do {
+                    _ = try b.commit(batch(1, agent: "agent-2", [event(id: "2")]))
+                    try b.flushAggregates()
+                } catch {
+                    Issue.record("\(error)")
+                }
+            }
+            // From the cache (1 event, as of the check) — then a miss begins the snapshot, which
+            // finds the ledger moved on: the body runs again and both answers are fresh.
+            let usage = try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count
+            let users = try a.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april).usage
+            return (usage, users)
+        }
+        #expect(runs == 2)
+        #expect(answer.0 == 2 && answer.1 == 0)
+    }
+}
+
 /// A read as the collector's ledger reader makes it: in a snapshot that found the aggregate log
 /// empty, folding first when it was not.
 private func read<T>(_ store: PostgresLedgerStore, _ body: () throws(LedgerError) -> T) throws -> T {

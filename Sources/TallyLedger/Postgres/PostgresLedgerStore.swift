@@ -43,6 +43,10 @@ public final class PostgresLedgerStore: LedgerStore {
     private var loggedCells = 0
     /// Inside a read snapshot whose aggregate log was found empty: its fold generation.
     private var snapshotGeneration: Int64?
+    /// Inside ``withSnapshot(_:)``.
+    private var inSnapshot = false
+    /// Set when a deferred snapshot began at another generation than its answers so far.
+    private var snapshotMoved = false
     /// Answers of aggregate reads, valid for one fold generation.
     var readCache = PostgresReadCache()
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
@@ -115,23 +119,51 @@ public final class PostgresLedgerStore: LedgerStore {
 
     // MARK: - Snapshot and the aggregate log
 
+    /// A read snapshot, begun only when a read needs the database: a read answered from the
+    /// cache costs one round trip (the log check), not three. When the snapshot does begin, it
+    /// checks that the log is still empty at the generation the cached answers came from; if a
+    /// batch or a fold came in between, the body runs again in a snapshot begun at once.
     public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        defer { snapshotGeneration = nil }
-        return try session.transaction("reading a snapshot", isolation: "ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+        inSnapshot = true
+        snapshotMoved = false
+        defer {
+            snapshotGeneration = nil
+            inSnapshot = false
+        }
+        let isolation = "ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        do {
+            return try session.deferredTransaction("reading a snapshot", isolation: isolation, onBegin: { [unowned self] () throws(LedgerError) in
+                guard let assumed = snapshotGeneration else { return }
+                let (unfolded, generation) = try readLogState(autocommit: false)
+                if unfolded || generation != assumed {
+                    snapshotMoved = true
+                    throw .database(code: -1, message: "the ledger changed during the read", context: "reading a snapshot")
+                }
+            }, body)
+        } catch where snapshotMoved {
+            snapshotGeneration = nil
+            return try session.transaction("reading a snapshot", isolation: isolation, body)
+        }
+    }
+
+    /// Whether the aggregate log has rows, and the fold generation, in one statement.
+    private func readLogState(autocommit: Bool) throws(LedgerError) -> (unfolded: Bool, generation: Int64) {
+        let rows = try session.query(
+            "SELECT EXISTS (SELECT 1 FROM aggregate_log), (SELECT fold_generation FROM ledger_bounds WHERE id = 1)",
+            "checking the aggregate log", autocommit: autocommit)
+        guard let row = rows.first else { throw .corruptRow("no ledger_bounds row") }
+        do { return try row.decode((Bool, Int64).self) } catch { throw .corruptRow("log check: \(error)") }
     }
 
     public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
         if snapshotGeneration != nil { return false }
         if loggedRows > 0 { return true }
-        let rows = try session.query(
-            "SELECT EXISTS (SELECT 1 FROM aggregate_log), (SELECT fold_generation FROM ledger_bounds WHERE id = 1)",
-            "checking the aggregate log")
-        guard let row = rows.first else { throw .corruptRow("no ledger_bounds row") }
-        let (unfolded, generation): (Bool, Int64)
-        do { (unfolded, generation) = try row.decode((Bool, Int64).self) } catch { throw .corruptRow("log check: \(error)") }
+        // In a snapshot not begun yet, the check runs on its own: if every answer is cached,
+        // the snapshot never needs to begin.
+        let (unfolded, generation) = try readLogState(autocommit: inSnapshot && !session.inTransaction)
         // Inside a snapshot the answer cannot change: the body's reads need not ask again, and
         // answers cached at this generation are still current (see ``PostgresReadCache``).
-        if !unfolded && session.inTransaction { snapshotGeneration = generation }
+        if !unfolded && inSnapshot { snapshotGeneration = generation }
         return unfolded
     }
 

@@ -28,6 +28,9 @@ final class PostgresSession {
     private var lostReported = false
     /// Between BEGIN and COMMIT/ROLLBACK of ``transaction(_:isolation:_:)``.
     private(set) var inTransaction = false
+    /// A transaction of ``deferredTransaction(_:isolation:onBegin:_:)`` not begun yet: the next
+    /// statement (unless it asks for autocommit) sends its BEGIN first, then `onBegin`.
+    private var deferredBegin: (isolation: String, onBegin: () throws(LedgerError) -> Void)?
     private static let connectionIDs = ManagedAtomicCounter()
 
     init(address: PostgresAddress, logger: Logger) throws(LedgerError) {
@@ -107,9 +110,16 @@ final class PostgresSession {
         return connection
     }
 
-    /// Runs `query` and returns every row.
+    /// Runs `query` and returns every row. `autocommit`: never the statement that begins a
+    /// deferred transaction (it runs on its own, in its own snapshot).
     @discardableResult
-    func query(_ query: PostgresQuery, _ context: String) throws(LedgerError) -> [PostgresRow] {
+    func query(_ query: PostgresQuery, _ context: String, autocommit: Bool = false) throws(LedgerError) -> [PostgresRow] {
+        if !autocommit, let pending = deferredBegin {
+            deferredBegin = nil
+            try execute("BEGIN \(pending.isolation)", context)
+            inTransaction = true
+            try pending.onBegin()
+        }
         let connection = try live(context)
         do {
             return Array(try connection.query(query, logger: logger).wait().rows)
@@ -138,6 +148,28 @@ final class PostgresSession {
             return result
         } catch {
             if let connection, !connection.isClosed { _ = try? query("ROLLBACK", context) }
+            throw error
+        }
+    }
+
+    /// Like ``transaction(_:isolation:_:)``, but BEGIN is sent only before the first statement
+    /// `body` runs that needs it, followed by `onBegin` (which may check that the snapshot is the
+    /// one the body's answers so far assumed, and throw); a body that sends nothing (or only
+    /// `autocommit` statements) costs no BEGIN and no COMMIT.
+    func deferredTransaction<T>(
+        _ context: String, isolation: String, onBegin: @escaping () throws(LedgerError) -> Void, _ body: () throws(LedgerError) -> T
+    ) throws(LedgerError) -> T {
+        deferredBegin = (isolation, onBegin)
+        defer {
+            deferredBegin = nil
+            inTransaction = false
+        }
+        do throws(LedgerError) {
+            let result = try body()
+            if inTransaction { try execute("COMMIT", context) }
+            return result
+        } catch {
+            if inTransaction, let connection, !connection.isClosed { _ = try? query("ROLLBACK", context) }
             throw error
         }
     }
