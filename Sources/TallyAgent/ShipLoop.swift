@@ -18,14 +18,6 @@ enum Ending {
     case stop
 }
 
-/// A batch cut from the spool and not yet freed: its sequence, where it ends in the spool, and
-/// whether the collector acked it.
-struct PendingBatch {
-    var sequence: UInt64
-    var end: SpoolPosition
-    var events: Int
-    var acked = false
-}
 
 /// The shipper's single-owner loop: it alone touches the session state machine, the pending
 /// list and the read position, so no lock is needed and frames are written in order.
@@ -35,7 +27,7 @@ struct ShipLoop {
     let encoder: BatchPayloadEncoder
     var iterator: AsyncStream<Shipper.Input>.Iterator
     var session: AgentSession
-    var pending: [PendingBatch] = []
+    var pending = SpoolWindow()
     var readPosition = SpoolPosition(segment: 0, offset: 0)
     var spoolMayHaveData = true
     var lingerDeadline: ContinuousClock.Instant?
@@ -146,7 +138,7 @@ struct ShipLoop {
             // sent again, under its sequence, on whichever collector comes next.
             if rotation.canMove {
                 rotation.next()
-                let unacked = pending.count(where: { !$0.acked })
+                let unacked = pending.unacknowledged
                 logger.info(
                     "moving to the next collector; unacked batches will be resent there",
                     metadata: [
@@ -207,7 +199,7 @@ struct ShipLoop {
                 stopDeadline = ContinuousClock.now + settings.shutdownGrace
             }
             if stopping {
-                let outstanding = pending.contains { !$0.acked }
+                let outstanding = pending.unacknowledged > 0
                 if !outstanding || !session.isReady || ContinuousClock.now >= (stopDeadline ?? .now) { return .stop }
                 continue
             }
@@ -274,7 +266,9 @@ struct ShipLoop {
             } catch {
                 throw ShipperError.encoding(error.description)
             }
-            pending.append(PendingBatch(sequence: sequence, end: batch.end, events: batch.events.count))
+            guard pending.cut(sequence: sequence, end: batch.end, events: batch.events.count) else {
+                throw ShipperError.spool("sequence \(sequence) was leased twice; it is not used for a second batch")
+            }
             readPosition = batch.end
             eventsCut += batch.events.count
             spoolMayHaveData = true
@@ -346,19 +340,18 @@ struct ShipLoop {
             metrics.batchesSent.increment(by: Int64(batches))
             shipper.status.update { $0.batchesSent += batches }
         }
-        metrics.batchesInFlight.record(pending.count(where: { !$0.acked }))
+        metrics.batchesInFlight.record(pending.unacknowledged)
     }
 
     /// An ack arrived: mark its batch, then free the spool up to the end of the contiguous
     /// acked prefix (never past an unacked batch).
     private mutating func acknowledged(_ ack: BatchAck) async throws {
-        guard let index = pending.firstIndex(where: { $0.sequence == ack.sequence }) else { return }
-        pending[index].acked = true
+        guard let (events, freeUpTo) = pending.acknowledge(ack.sequence) else { return }
         if ack.status == .malformed {
             metrics.acksMalformed.increment()
             logger.critical(
                 "the collector could not decode a batch; its events are explained as rejected (malformed) and kept in the collector's quarantine",
-                metadata: ["sequence": "\(ack.sequence)", "events": "\(pending[index].events)"])
+                metadata: ["sequence": "\(ack.sequence)", "events": "\(events)"])
         } else {
             metrics.acksCommitted.increment()
         }
@@ -366,19 +359,13 @@ struct ShipLoop {
         metrics.eventsAcked["duplicate"]?.increment(by: Int64(ack.duplicate))
         metrics.eventsAcked["late"]?.increment(by: Int64(ack.late))
         metrics.eventsAcked["rejected"]?.increment(by: Int64(ack.rejected))
-        let events = pending[index].events
         shipper.status.update {
             $0.batchesAcked += 1
             $0.eventsAcked += events
         }
-        var freeUpTo: SpoolPosition?
-        while let first = pending.first, first.acked {
-            freeUpTo = first.end
-            pending.removeFirst()
-        }
         acksThisConnection += 1
         if let freeUpTo { await saveCheckpoint(freeUpTo) }
-        metrics.batchesInFlight.record(pending.count(where: { !$0.acked }))
+        metrics.batchesInFlight.record(pending.unacknowledged)
         if pending.isEmpty && !spoolMayHaveData && settings.stopWhenDrained { stopping = true }
     }
 }
