@@ -55,11 +55,7 @@ public enum LedgerRules {
 
     /// The rejection of a too-old or future event, with a message a person can act on.
     static func rejection(for event: UsageEvent, window: LateWindow, now: EventTime) -> EventRejection {
-        if event.timestamp > now {
-            let latest = now.advanced(by: window.maxFutureSkew)
-            return EventRejection(
-                .futureTimestamp, field: "timestamp", "\(event.timestamp) is after \(latest) (arrival time plus the allowed skew)")
-        }
+        if let future = EventRejection.future(event.timestamp, now: now, skew: window.maxFutureSkew) { return future }
         let oldest = now.advanced(by: .zero - window.lateArrivalLimit)
         return EventRejection(
             .tooOld, field: "timestamp", "\(event.timestamp) is before \(oldest) (arrival time minus the late-arrival limit)")

@@ -156,6 +156,24 @@ import Testing
         #expect(classification.refusals[0].fingerprint != nil && classification.refusals[2].fingerprint == nil)
     }
 
+    /// One future-timestamp rule with one message: the collector's validation and the ledger's
+    /// rules refuse the same event the same way, and draw the line at the same instant.
+    @Test func theFutureRuleIsOneRule() throws {
+        let now = at("2026-04-13T13:00:00Z")
+        let skew = window.maxFutureSkew
+        let edge = event(at: "2026-04-13T13:05:00Z", id: "edge")
+        let beyond = event(at: "2026-04-13T13:05:00.000001Z", id: "beyond")
+        let classification = LedgerRules.classify(PreparedBatch(batch(1, now: "2026-04-13T13:00:00Z", [edge, beyond])), window: window)
+        #expect(classification.candidates.map(\.index) == [0])
+        let fromRules = try #require(classification.refusals.first?.invalid.rejection)
+        var fromValidation: EventRejection?
+        do throws(EventRejection) { try beyond.validate(limits: EventLimits(), now: now) } catch { fromValidation = error }
+        #expect(fromRules == fromValidation)
+        #expect(fromRules == EventRejection.future(beyond.timestamp, now: now, skew: skew))
+        #expect(fromRules.message.contains("more than 5m ahead of the time it arrived"), "\(fromRules.message)")
+        #expect(EventRejection.future(edge.timestamp, now: now, skew: skew) == nil)
+    }
+
     @Test func theStoresAnswerDecidesDuplicatesAndOnlyNewRowsAreBilled() throws {
         let incoming = batch(
             1, now: "2026-04-05T00:00:00Z",

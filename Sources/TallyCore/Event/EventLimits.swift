@@ -51,12 +51,7 @@ extension UsageEvent {
                 .invalidField, field: "timestamp",
                 "\(timestamp) is outside the accepted range \(EventTime.acceptedRange.lowerBound) to \(EventTime.acceptedRange.upperBound)")
         }
-        let latest = now.advanced(by: limits.maxFutureSkew)
-        if timestamp > latest {
-            throw EventRejection(
-                .futureTimestamp, field: "timestamp",
-                "\(timestamp) is after \(latest) (now plus the allowed skew of \(limits.maxFutureSkew.microseconds / 1_000_000)s)")
-        }
+        if let future = EventRejection.future(timestamp, now: now, skew: limits.maxFutureSkew) { throw future }
     }
 
     /// Non-empty UTF-8 text with no control characters, at most `max` bytes.
@@ -95,5 +90,19 @@ extension UsageEvent {
     static func hasControlCharacter(_ value: String) -> Bool {
         var utf8 = value
         return utf8.withUTF8 { bytes in bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) }
+    }
+}
+
+extension EventRejection {
+    /// The one future-timestamp rule (SPEC §6), with its one message: an event timestamped more
+    /// than `skew` after `now` — the time the agent or the collector took it — is refused; exactly
+    /// `now + skew` is accepted. Used by the agent's ingest, the collector's validation and the
+    /// ledger's rules (``LateWindow/classify(_:now:)`` draws the same line).
+    public static func future(_ timestamp: EventTime, now: EventTime, skew: Duration) -> EventRejection? {
+        let latest = now.advanced(by: skew)
+        guard timestamp > latest else { return nil }
+        return EventRejection(
+            .futureTimestamp, field: "timestamp",
+            "\(timestamp) is after \(latest): more than \(DurationText.format(skew)) ahead of the time it arrived (the allowed clock skew)")
     }
 }
