@@ -236,3 +236,27 @@ extension EventTime {
         self.init(microseconds: (civil.epochSeconds - offsetSeconds) * 1_000_000 + micros)
     }
 }
+
+// MARK: - Hours
+
+extension EventTime {
+    public static let microsecondsPerHour: Int64 = 3_600_000_000
+
+    /// The hour that contains this time, counted in whole hours since the epoch (rounded down,
+    /// also before 1970). Aggregates are keyed by it.
+    public var hourSinceEpoch: Int64 {
+        let quotient = microseconds / Self.microsecondsPerHour
+        return microseconds % Self.microsecondsPerHour < 0 ? quotient - 1 : quotient
+    }
+
+    /// The first hour that starts at or after this time.
+    public var firstHourAtOrAfter: Int64 {
+        let hour = hourSinceEpoch
+        return hour * Self.microsecondsPerHour == microseconds ? hour : hour + 1
+    }
+
+    /// The start of hour `hour` (since the epoch).
+    public init(startOfHour hour: Int64) {
+        self.init(microseconds: hour * Self.microsecondsPerHour)
+    }
+}

@@ -29,7 +29,7 @@ public struct UsageQuery: Sendable, Hashable {
     public func bucketStart(of time: EventTime) -> EventTime {
         switch granularity {
         case .hour:
-            return EventTime(microseconds: AggregateCellKey.hour(of: time) * AggregateCellKey.microsecondsPerHour)
+            return EventTime(startOfHour: time.hourSinceEpoch)
         case .day:
             let civil = CivilTime(epochSeconds: time.seconds)
             return EventTime(seconds: CivilTime(year: civil.year, month: civil.month, day: civil.day).epochSeconds)

@@ -144,12 +144,12 @@ extension LedgerStore {
             case .month: .month
             }
         var buckets: [UsageBucketKey: UsageAggregate] = [:]
-        let from = AggregateCellKey.firstHour(atOrAfter: query.from)
+        let from = query.from.firstHourAtOrAfter
         try forEachCell(
             tenant: query.tenant, metric: query.metric, dimension: query.groupBy ?? "",
-            hours: from..<max(from, AggregateCellKey.firstHour(atOrAfter: query.to)), coarsest: coarsest, billing: nil
+            hours: from..<max(from, query.to.firstHourAtOrAfter), coarsest: coarsest, billing: nil
         ) { (hour: Int64, value: String, aggregate: UsageAggregate) throws(LedgerError) in
-            let start = query.bucketStart(of: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))
+            let start = query.bucketStart(of: EventTime(startOfHour: hour))
             try buckets.merge(aggregate, at: UsageBucketKey(start: start, group: query.groupBy == nil ? nil : value))
         }
         return buckets.sorted { ($0.key.start, $0.key.group ?? "") < ($1.key.start, $1.key.group ?? "") }.map {

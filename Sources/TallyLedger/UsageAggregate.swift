@@ -86,15 +86,7 @@ public struct AggregateCellKey: Sendable, Hashable, Comparable, CustomStringConv
         self.billedIn = billedIn
     }
 
-    public static let microsecondsPerHour: Int64 = 3_600_000_000
-
-    /// The hour (since the epoch) that contains `time`.
-    public static func hour(of time: EventTime) -> Int64 {
-        let quotient = time.microseconds / microsecondsPerHour
-        return time.microseconds % microsecondsPerHour < 0 ? quotient - 1 : quotient
-    }
-
-    public var hourStart: EventTime { EventTime(microseconds: hour * Self.microsecondsPerHour) }
+    public var hourStart: EventTime { EventTime(startOfHour: hour) }
 
     public static func < (lhs: AggregateCellKey, rhs: AggregateCellKey) -> Bool {
         (lhs.tenant, lhs.metric, lhs.hour, lhs.dimension, lhs.value, lhs.billedIn?.description ?? "")
@@ -121,7 +113,7 @@ public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable
         case .hour: return hour
         case .day: return AggregateGrain.floorDivide(hour, 24) * 24
         case .month:
-            return AggregateCellKey.hour(of: BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour)).start)
+            return BillingPeriod(containingHour: hour).start.hourSinceEpoch
         }
     }
 
@@ -157,12 +149,12 @@ public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable
             days(hours)
             return pieces
         }
-        var month = BillingPeriod(containing: EventTime(microseconds: hours.lowerBound * AggregateCellKey.microsecondsPerHour))
-        if AggregateCellKey.hour(of: month.start) < hours.lowerBound { month = month.next }
-        let firstMonth = AggregateCellKey.hour(of: month.start)
+        var month = BillingPeriod(containingHour: hours.lowerBound)
+        if month.start.hourSinceEpoch < hours.lowerBound { month = month.next }
+        let firstMonth = month.start.hourSinceEpoch
         var lastMonth = firstMonth
-        while AggregateCellKey.hour(of: month.end) <= hours.upperBound {
-            lastMonth = AggregateCellKey.hour(of: month.end)
+        while month.end.hourSinceEpoch <= hours.upperBound {
+            lastMonth = month.end.hourSinceEpoch
             month = month.next
         }
         guard firstMonth < lastMonth else {
@@ -177,11 +169,6 @@ public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable
 }
 
 extension AggregateCellKey {
-    /// The first hour whose start is at or after `time`.
-    public static func firstHour(atOrAfter time: EventTime) -> Int64 {
-        let hour = hour(of: time)
-        return hour * microsecondsPerHour == time.microseconds ? hour : hour + 1
-    }
 
     /// The key of the `grain` bucket this hourly cell rolls up into (`hour` becomes the bucket's
     /// first hour).
@@ -217,7 +204,7 @@ public struct AggregateCells: Sendable {
     ) throws(LedgerError) {
         let one = UsageAggregate(quantity: event.quantity, timestamp: event.timestamp, fingerprint: fingerprint)
         var key = AggregateCellKey(
-            tenant: event.tenant, metric: event.metric, hour: AggregateCellKey.hour(of: event.timestamp), billedIn: billedIn)
+            tenant: event.tenant, metric: event.metric, hour: event.timestamp.hourSinceEpoch, billedIn: billedIn)
         try add(one, at: key)
         for dimension in groupBy {
             key.dimension = dimension

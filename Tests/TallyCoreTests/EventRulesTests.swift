@@ -40,3 +40,20 @@ import Testing
         #expect(Self.rejection(Self.event(quantity: Quantity(nanos: 1_000_000_000_000_000 * Quantity.nanosPerUnit + 1)))?.reason == .limitExceeded)
     }
 }
+
+/// Hour arithmetic, in one place: the hour that contains a time (rounded down, also before
+/// 1970), the first hour at or after it, and the period of an hour.
+@Suite struct HourArithmeticTests {
+    @Test func hoursRoundDownAndUpAcrossTheEpoch() throws {
+        let onTheHour = try EventTime(parsing: "2026-04-13T12:00:00Z")
+        let inside = try EventTime(parsing: "2026-04-13T12:00:00.000001Z")
+        #expect(inside.hourSinceEpoch == onTheHour.hourSinceEpoch)
+        #expect(onTheHour.firstHourAtOrAfter == onTheHour.hourSinceEpoch)
+        #expect(inside.firstHourAtOrAfter == onTheHour.hourSinceEpoch + 1)
+        #expect(EventTime(startOfHour: onTheHour.hourSinceEpoch) == onTheHour)
+        let before1970 = try EventTime(parsing: "1969-12-31T23:59:59Z")
+        #expect(before1970.hourSinceEpoch == -1)
+        #expect(EventTime(microseconds: 0).hourSinceEpoch == 0)
+        #expect(BillingPeriod(containingHour: inside.hourSinceEpoch).description == "2026-04")
+    }
+}

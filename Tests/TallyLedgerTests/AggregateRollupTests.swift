@@ -6,7 +6,7 @@ import TallyWorkload
 
 @Suite("Aggregate rollups and buffer")
 struct AggregateRollupTests {
-    func hour(_ text: String) -> Int64 { AggregateCellKey.hour(of: at(text)) }
+    func hour(_ text: String) -> Int64 { at(text).hourSinceEpoch }
 
     @Test func planReadsWholeMonthsAndDaysFromTheRollups() {
         let pieces = AggregateGrain.plan(hour("2026-03-03T05:00:00Z")..<hour("2026-05-10T07:00:00Z"), coarsest: .month)

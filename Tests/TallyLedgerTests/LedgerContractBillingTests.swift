@@ -30,7 +30,7 @@ import Testing
     }
 
     func hours(_ month: String) -> Range<Int64> {
-        AggregateCellKey.hour(of: period(month).start)..<AggregateCellKey.hour(of: period(month).end)
+        period(month).start.hourSinceEpoch..<period(month).end.hourSinceEpoch
     }
 
     @Test(arguments: ledgerFactories)
@@ -61,7 +61,7 @@ import Testing
                 tenant: "acme", metric: "active_users", property: "user", period: period("2026-03"), billedThrough: period("2026-04")) == 2)
         let hourly = try store.hourlyTotals(tenant: "acme", metric: "api_calls", hours: hours("2026-03"))
         #expect(hourly.map(\.aggregate.sum) == [Quantity(5), Quantity(5)])
-        #expect(hourly.first?.hour == AggregateCellKey.hour(of: at("2026-03-10T01:00:00Z")))
+        #expect(hourly.first?.hour == at("2026-03-10T01:00:00Z").hourSinceEpoch)
         #expect(try store.tenants(in: period("2026-03")) == ["acme", "globex"])
         #expect(try store.tenants(in: period("2026-04")) == ["acme"])
         #expect(try store.hasSeen(tenant: "globex", lookingFirstIn: period("2026-04")))

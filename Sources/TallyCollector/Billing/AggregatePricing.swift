@@ -94,12 +94,8 @@ public struct AggregatePricing: Sendable {
 
     /// Hours (since the epoch) whose start lies in `from ..< to`.
     static func hours(from: EventTime, to: EventTime) -> Range<Int64> {
-        func ceil(_ time: EventTime) -> Int64 {
-            let hour = AggregateCellKey.hour(of: time)
-            return hour * AggregateCellKey.microsecondsPerHour == time.microseconds ? hour : hour + 1
-        }
-        let lower = ceil(from)
-        return lower..<max(lower, ceil(to))
+        let lower = from.firstHourAtOrAfter
+        return lower..<max(lower, to.firstHourAtOrAfter)
     }
 
     /// One metric's quantity in `hours`, per value of `priceBy` (a single nil key when unsplit).

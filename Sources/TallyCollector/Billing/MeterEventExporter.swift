@@ -70,7 +70,7 @@ public struct MeterEventExporter: Sendable {
 
     /// The stable identifier of one record.
     public static func identifier(tenant: String, metric: String, hour: Int64, revision: Int) -> String {
-        "tally-\(tenant)-\(metric)-\(EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour))-r\(revision)"
+        "tally-\(tenant)-\(metric)-\(EventTime(startOfHour: hour))-r\(revision)"
     }
 
     /// Exports every closed hour of `period` for `tenants` (the ledger's tenants of the period when nil).
@@ -78,8 +78,8 @@ public struct MeterEventExporter: Sendable {
         guard let pricing = service.pricing else { throw .noPricing }
         let list: [String]
         if let tenants { list = tenants } else { list = try await service.tenants(in: period) }
-        let lastHour = min(AggregateCellKey.hour(of: now), AggregateCellKey.hour(of: period.end))
-        let hours = AggregateCellKey.hour(of: period.start)..<max(AggregateCellKey.hour(of: period.start), lastHour)
+        let lastHour = min(now.hourSinceEpoch, period.end.hourSinceEpoch)
+        let hours = period.start.hourSinceEpoch..<max(period.start.hourSinceEpoch, lastHour)
         var report = Report()
         for tenant in list {
             let records = try await plan(pricing: pricing, tenant: tenant, hours: hours)

@@ -67,3 +67,10 @@ public struct BillingPeriod: Sendable, Hashable, Comparable, CustomStringConvert
         return String(repeating: "0", count: max(0, 4 - y.count)) + y + "-" + (m.count == 1 ? "0" : "") + m
     }
 }
+
+extension BillingPeriod {
+    /// The period that contains hour `hour` (since the epoch).
+    public init(containingHour hour: Int64) {
+        self.init(containing: EventTime(startOfHour: hour))
+    }
+}

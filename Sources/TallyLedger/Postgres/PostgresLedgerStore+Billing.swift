@@ -30,7 +30,7 @@ extension PostgresLedgerStore {
             var periods: Set<BillingPeriod> = []
             for row in rows {
                 let hour = try PostgresSchema.decode(row, Int64.self, "adjusted hour")
-                periods.insert(BillingPeriod(containing: EventTime(microseconds: hour * AggregateCellKey.microsecondsPerHour)))
+                periods.insert(BillingPeriod(containingHour: hour))
             }
             return periods.sorted()
         }

@@ -92,7 +92,7 @@ extension PostgresLedgerStore {
         var usage: UsageAggregate?
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
-            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month, billing: .ownPeriod
+            hours: period.start.hourSinceEpoch..<period.end.hourSinceEpoch, coarsest: .month, billing: .ownPeriod
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
@@ -113,7 +113,7 @@ extension PostgresLedgerStore {
         }
         var adjustments: [BillingPeriod: UsageAggregate] = [:]
         for cell in adjusted {
-            let original = BillingPeriod(containing: EventTime(microseconds: cell.hour * AggregateCellKey.microsecondsPerHour))
+            let original = BillingPeriod(containingHour: cell.hour)
             try adjustments.merge(cell.aggregate, at: original)
         }
         return PeriodTotals(
@@ -192,8 +192,8 @@ extension PostgresLedgerStore {
                 binds: {
                     var binds = PostgresBindings(capacity: 3)
                     binds.append(tenant)
-                    binds.append(AggregateCellKey.hour(of: period.start))
-                    binds.append(AggregateCellKey.hour(of: period.end))
+                    binds.append(period.start.hourSinceEpoch)
+                    binds.append(period.end.hourSinceEpoch)
                     return binds
                 }()), "reading stored aggregates")
         var cells: [AggregateCellKey: UsageAggregate] = [:]

@@ -66,7 +66,7 @@ extension SQLiteLedgerStore {
         select.bind(2, period.description)
         var periods: Set<BillingPeriod> = []
         while try select.step() {
-            periods.insert(BillingPeriod(containing: EventTime(microseconds: select.int64(0) * AggregateCellKey.microsecondsPerHour)))
+            periods.insert(BillingPeriod(containingHour: select.int64(0)))
         }
         return periods.sorted()
     }

@@ -36,7 +36,7 @@ extension SQLiteLedgerStore {
         var usage: UsageAggregate?
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
-            hours: AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end), coarsest: .month,
+            hours: period.start.hourSinceEpoch..<period.end.hourSinceEpoch, coarsest: .month,
             billing: .ownPeriod
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
@@ -55,7 +55,7 @@ extension SQLiteLedgerStore {
         // the tenant's whole history (without statistics the planner would scan the primary key).
         var adjustments: [BillingPeriod: UsageAggregate] = [:]
         while try adjusted.step() {
-            let original = BillingPeriod(containing: EventTime(microseconds: adjusted.int64(0) * AggregateCellKey.microsecondsPerHour))
+            let original = BillingPeriod(containingHour: adjusted.int64(0))
             let aggregate = try readAggregate(adjusted, from: 1)
             try adjustments.merge(aggregate, at: original)
         }
@@ -126,7 +126,7 @@ extension SQLiteLedgerStore {
     {
         try flushAggregates()
         var cells: [AggregateCellKey: UsageAggregate] = [:]
-        let hours = AggregateCellKey.hour(of: period.start)..<AggregateCellKey.hour(of: period.end)
+        let hours = period.start.hourSinceEpoch..<period.end.hourSinceEpoch
         for (key, aggregate) in try readCells(table: SQLiteSchema.table(grain), tenant: tenant, hours: hours) { cells[key] = aggregate }
         return cells
     }
