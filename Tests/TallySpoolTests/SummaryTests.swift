@@ -171,14 +171,3 @@ extension TemporaryDirectory {
         await spool.close()
     }
 }
-
-@Suite struct ReopenBenchmarkTests {
-    /// `TALLY_SPOOL_BENCH=1 swift test -c release --filter ReopenBenchmarkTests` (fills ~1 GB).
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["TALLY_SPOOL_BENCH"] == "1"))
-    func reopenOneGigabyte() async throws {
-        let dir = TemporaryDirectory()
-        let lines = try await ReopenBenchmark.run(directory: dir.spool, bytes: 1 << 30)
-        for line in lines { print(line) }
-        #expect(lines.count == 3)
-    }
-}
