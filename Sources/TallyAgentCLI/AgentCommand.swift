@@ -73,15 +73,7 @@ public struct AgentCommand: AsyncParsableCommand {
 
         public func run() async throws {
             let config = try agentConfig()
-            let level = Logger.Level(rawValue: global.logLevel.rawValue) ?? .info
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-            let registry = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            let logger = Logger(label: "tally-agent")
+            let (logger, registry) = Observability.bootstrap(label: "tally-agent", level: global.logLevel)
             let agent: Agent
             do {
                 agent = try await Agent.open(config: config, metrics: AgentMetrics(registry: registry), logger: logger)

@@ -1,4 +1,3 @@
-import Foundation
 import TallyCore
 public import TallyConfig
 import Yams
@@ -9,23 +8,12 @@ import Yams
 public enum PricingConfigLoader {
     /// Loads and validates the pricing file at `path`.
     public static func load(file path: String) throws(PricingConfigError) -> PricingConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw PricingConfigError(file: path, issues: [PricingConfigIssue(place: "", problem: "cannot read the file: \(error.localizedDescription)")])
-        }
-        return try load(yaml: text, file: path)
+        try load(yaml: ConfigDocument.text(ofFile: path), file: path)
     }
 
     /// Validates pricing YAML given as text; `file` names it in errors.
     public static func load(yaml: String, file: String = "<string>") throws(PricingConfigError) -> PricingConfig {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: yaml)
-        } catch {
-            throw PricingConfigError(file: file, issues: [PricingConfigIssue(place: "", problem: "not valid YAML: \(error)")])
-        }
+        let root = try ConfigDocument.compose(yaml, file: file)
         guard let root else {
             throw PricingConfigError(file: file, issues: [PricingConfigIssue(place: "", problem: "the file is empty")])
         }
