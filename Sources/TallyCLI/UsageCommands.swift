@@ -147,7 +147,7 @@ public struct UsageCommand: AsyncParsableCommand {
             let config = try PricingConfigLoader.load(file: pricing)
             let aggregate = AggregatePricing(config: config)
             let writer = try openLedger(store, groupBy: AggregatePricing.ledgerGroupBy(for: config))
-            let service = InvoiceService(ledger: writer, pricing: aggregate, lateWindow: .standard)
+            let service = Invoicing(ledger: writer, pricing: aggregate, lateWindow: .standard)
             let now = EventTime.now()
             let chosen = try period.map { (text: String) throws -> BillingPeriod in
                 guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
@@ -260,15 +260,15 @@ public struct AuditCommand: AsyncParsableCommand {
     }
 
     /// Re-prices a frozen final invoice from the aggregates and compares the hashes.
-    private func auditInvoice(writer: LedgerWriter, pricing: AggregatePricing, tenant: String, period: BillingPeriod) async throws -> Int {
-        let service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard)
+    private func auditInvoice(writer: Ledger, pricing: AggregatePricing, tenant: String, period: BillingPeriod) async throws -> Int {
+        let service = Invoicing(ledger: writer, pricing: pricing, lateWindow: .standard)
         let outcome = try await service.onLedger { store throws(BillingError) -> (String, String)? in
             let invoices = store
             let frozen: FinalInvoiceRecord?
             do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger("\(error)") }
             guard let frozen else { return nil }
             let json = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)).canonicalJSON()
-            return (frozen.sha256, InvoiceService.sha256(json))
+            return (frozen.sha256, Invoicing.sha256(json))
         }
         guard let outcome, outcome.0 != outcome.1 else { return 0 }
         print("DRIFT invoice \(tenant) \(period): frozen sha256 \(outcome.0), re-priced \(outcome.1)")
@@ -301,11 +301,11 @@ public struct AuditCommand: AsyncParsableCommand {
 }
 
 /// Opens a ledger (any backend) behind a writer thread, for the offline commands.
-func openLedger(_ store: String, groupBy: [String]) throws -> LedgerWriter {
+func openLedger(_ store: String, groupBy: [String]) throws -> Ledger {
     let address: StoreAddress
     do { address = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
     do {
-        return LedgerWriter(store: try LedgerStores.open(address, configuration: LedgerConfiguration(groupBy: groupBy)))
+        return Ledger(store: try LedgerStores.open(address, configuration: LedgerConfiguration(groupBy: groupBy)))
     } catch {
         throw RuntimeFailure("cannot open the ledger \(address): \(error)")
     }

@@ -17,7 +17,7 @@ import TallyWire
 /// connections, in-flight batches finish, the ledger closes last).
 public struct Collector {
     public let config: CollectorConfig
-    public let ledger: LedgerWriter
+    public let ledger: Ledger
     public let protocolServer: ProtocolServer
     public let registry: PrometheusCollectorRegistry
     /// The pricing config (`--pricing`), read from the aggregates; nil when none is configured.
@@ -43,7 +43,7 @@ public struct Collector {
         }
         // A second connection for the HTTP API's reads (SQLite WAL: readers never wait for the
         // writer), opened after the writer so the schema is in place.
-        let ledger = LedgerWriter(stores: writers, reader: try openStore(config, pricing: pricing))
+        let ledger = Ledger(stores: writers, reader: try openStore(config, pricing: pricing))
         logger.info("ledger open", metadata: ["store": "\(config.storeAddressDescription)", "writers": "\(writers.count)"])
         let metrics = CollectorMetrics()
         var keys: [String: AgentKey] = [:]
@@ -86,7 +86,7 @@ public struct Collector {
         if access.allowsLoopbackWithoutKey {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")
         }
-        let service = InvoiceService(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
+        let service = Invoicing(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
         let router = CollectorHTTP.router(
             registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
             refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote)

@@ -17,7 +17,7 @@ public import TallyCore
 ///   counted in exactly one of accepted, duplicate, late or rejected, per agent, tenant and period.
 /// - Quantities are exact; a sum that would leave the 128-bit range is an error, never a wrap.
 ///
-/// Calls block; run a store on a dedicated thread (the collector's `LedgerWriter`). A store is
+/// Calls block; run a store on a dedicated thread (the collector's `Ledger`). A store is
 /// not safe to share between threads; several stores may share one ledger (a cluster's
 /// collectors, `tallyctl audit` beside a collector).
 public protocol LedgerStore: AnyObject {

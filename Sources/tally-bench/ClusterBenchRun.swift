@@ -82,7 +82,7 @@ struct ClusterBenchRun {
         /// CPU seconds during the drain: PostgreSQL (postmaster and backends), collectors, agents,
         /// this process.
         var cpu: (postgres: Double, collectors: Double, agents: Double, bench: Double)
-        var ledger: LedgerWriter
+        var ledger: Ledger
         var agents: [BenchChild]
         var collectors: [BenchChild]
         var httpPorts: [Int]
@@ -194,7 +194,7 @@ struct ClusterBenchRun {
     /// reconciliation, until it has received `spooled` events (or 10 s after the spools emptied:
     /// the shortfall is then reported, not waited for).
     func waitForDrain(
-        agents: [(child: BenchChild, port: Int)], collectors: [BenchChild], ledger: LedgerWriter, spooled: Int,
+        agents: [(child: BenchChild, port: Int)], collectors: [BenchChild], ledger: Ledger, spooled: Int,
         start: ContinuousClock.Instant
     ) async throws -> ReconciliationCounts {
         let deadline = start + .seconds(Int64(spooled / 2_000 + 300))
@@ -224,9 +224,9 @@ struct ClusterBenchRun {
     }
 
     /// The ledger at `url` as a collector opens it: `poolSize` writers and a reader.
-    func openLedger(_ url: String) throws -> LedgerWriter {
+    func openLedger(_ url: String) throws -> Ledger {
         let writers = try (0..<options.poolSize).map { _ in try LedgerStores.open(url, configuration: ledgerConfiguration) }
-        return LedgerWriter(stores: writers, reader: try LedgerStores.open(url, configuration: ledgerConfiguration))
+        return Ledger(stores: writers, reader: try LedgerStores.open(url, configuration: ledgerConfiguration))
     }
 
     // MARK: Where PostgreSQL's time went

@@ -5,12 +5,12 @@ import TallyLedger
 import TallyWorkload
 
 /// The month-to-date charges call on PostgreSQL, at the event count the drain left and again
-/// after loading up to `--query-events`: in-process through `InvoiceService` (the collector's
-/// code path, a `LedgerWriter` with its reader as the collector has) and over HTTP from a running
+/// after loading up to `--query-events`: in-process through `Invoicing` (the collector's
+/// code path, a `Ledger` with its reader as the collector has) and over HTTP from a running
 /// collector (`GET /v1/tenants/T/charges`, one keep-alive connection).
 struct ChargesBench {
     let run: ClusterBenchRun
-    let ledger: LedgerWriter
+    let ledger: Ledger
     let httpPort: Int?
     /// The ledger's database (for `--statements`).
     let url: String
@@ -42,7 +42,7 @@ struct ChargesBench {
     func latency(stored: Int, into table: inout ClusterTable) async throws -> (events: Int, p99: Duration) {
         let tenant = options.tenant
         clusterProgress("charges: \(options.iterations) calls for \(tenant) with \(stored) events stored")
-        let service = InvoiceService(ledger: ledger, pricing: run.pricing, lateWindow: run.lateWindow)
+        let service = Invoicing(ledger: ledger, pricing: run.pricing, lateWindow: run.lateWindow)
         var total = ""
         for _ in 0..<20 { total = try await service.charges(tenant: tenant).invoice.total }
         if options.statements > 0 {

@@ -48,7 +48,7 @@ struct IngestBench: AsyncParsableCommand {
         for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let writer = LedgerWriter(store: try LedgerStores.open("sqlite:\(path)", configuration: LedgerConfiguration()))
+        let writer = Ledger(store: try LedgerStores.open("sqlite:\(path)", configuration: LedgerConfiguration()))
         let server = try await ProtocolServer.bind(
             host: "127.0.0.1", port: 0,
             settings: .init(keyring: AgentKeyring(), limits: .standard, eventLimits: .standard),

@@ -31,7 +31,7 @@ struct QueryBench: AsyncParsableCommand {
         let ledgerConfiguration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config))
         let store = try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration)
         // As the collector runs it: a writer, and a second connection for the API's reads.
-        let writer = LedgerWriter(store: store, reader: try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration))
+        let writer = Ledger(store: store, reader: try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration))
         let period = try requireValueImpl(BillingPeriod("2026-03"), "period")
         let now = try EventTime(parsing: "2026-03-31T23:00:00Z")
         let tenant = "tenant-0001"
@@ -44,10 +44,10 @@ struct QueryBench: AsyncParsableCommand {
             let start = ContinuousClock.now
             try await generate(writer: writer, from: Int(stored), to: events, period: period)
             let seconds = (ContinuousClock.now - start).seconds
-            rows.append(("store \(events - Int(stored)) events (batches of 1000, via LedgerWriter)", "s", fixed(seconds), "-"))
+            rows.append(("store \(events - Int(stored)) events (batches of 1000, via Ledger)", "s", fixed(seconds), "-"))
             rows.append(("commit rate", "events/s", String(Int(Double(events - Int(stored)) / seconds)), "730,000 (raw SQLite, brief)"))
         }
-        let service = InvoiceService(ledger: writer, pricing: aggregate, lateWindow: .standard, clock: { now })
+        let service = Invoicing(ledger: writer, pricing: aggregate, lateWindow: .standard, clock: { now })
         let metrics = config.metrics.map(\.name)
         // Warm-up: the first read folds any aggregate log a previous run left, and fills caches.
         _ = try await service.charges(tenant: tenant)
@@ -127,7 +127,7 @@ struct QueryBench: AsyncParsableCommand {
 
     /// Commits events `from ..< to` of a deterministic March workload: 1,000 tenants (tenant-0001
     /// gets 1% of the traffic, the rest shared), 20 endpoints, 4 regions, 4 metrics.
-    func generate(writer: LedgerWriter, from: Int, to: Int, period: BillingPeriod) async throws {
+    func generate(writer: Ledger, from: Int, to: Int, period: BillingPeriod) async throws {
         let span = period.end.microseconds - period.start.microseconds - 3_600_000_000
         let endpoints = (0..<20).map { "/api/v1/e\($0)" }
         let regions = ["eu", "us", "ap", "sa"]

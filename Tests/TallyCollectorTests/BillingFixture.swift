@@ -8,7 +8,7 @@ import TallyLedger
 import TallyPricing
 @testable import TallyCollector
 
-/// A ledger on a temporary SQLite file behind a `LedgerWriter`, an invoice service with a
+/// A ledger on a temporary SQLite file behind a `Ledger`, an invoice service with a
 /// settable clock, and the HTTP router, for the billing tests.
 final class BillingFixture: Sendable {
     static let pricingYAML = """
@@ -55,8 +55,8 @@ final class BillingFixture: Sendable {
         """
 
     let path: String
-    let writer: LedgerWriter
-    let service: InvoiceService
+    let writer: Ledger
+    let service: Invoicing
     let pricing: AggregatePricing
     let clock: TestClock
     let sequence = Mutex<UInt64>(0)
@@ -68,12 +68,12 @@ final class BillingFixture: Sendable {
         path = directory.appendingPathComponent("ledger.db").path
         pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: Self.pricingYAML))
         let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config))
-        writer = LedgerWriter(
+        writer = Ledger(
             store: try SQLiteLedgerStore(path: path, configuration: configuration),
             reader: try SQLiteLedgerStore(path: path, configuration: configuration))
         let clock = TestClock(try EventTime(parsing: now))
         self.clock = clock
-        service = InvoiceService(ledger: writer, pricing: pricing, lateWindow: .standard, clock: { clock.now })
+        service = Invoicing(ledger: writer, pricing: pricing, lateWindow: .standard, clock: { clock.now })
     }
 
     func setNow(_ text: String) throws {

@@ -36,7 +36,7 @@ import TallyLedger
         #expect(final.status == .final && final.finalizedAt != nil)
         let hash = try #require(final.sha256)
         #expect(hash == unfrozen.sha256)
-        #expect(hash == InvoiceService.sha256(try final.invoice.canonicalJSON()))
+        #expect(hash == Invoicing.sha256(try final.invoice.canonicalJSON()))
         #expect(final.invoice.total == "30.00")
 
         // 5,000 late calls for March arrive in April: billed in April as an adjustment.

@@ -13,7 +13,7 @@ import Testing
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-pruner-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
+        let writer = Ledger(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
         let old = try EventTime(parsing: "2026-03-10T10:05:00Z")
         let recent = try EventTime(parsing: "2026-04-20T10:05:00Z")
         func batch(_ sequence: UInt64, at time: EventTime) -> IncomingBatch {

@@ -4,7 +4,7 @@ import TallyLedger
 import Testing
 @testable import TallyCollector
 
-/// `LedgerWriter.read`: reads answered on a second connection without waiting for the writer
+/// `Ledger.read`: reads answered on a second connection without waiting for the writer
 /// thread, and only when that needs no write.
 @Suite struct LedgerReaderTests {
     static func event(_ id: String) -> IncomingEvent {
@@ -20,7 +20,7 @@ import Testing
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("ledger.db").path
-        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: path), reader: try SQLiteLedgerStore(path: path))
+        let writer = Ledger(store: try SQLiteLedgerStore(path: path), reader: try SQLiteLedgerStore(path: path))
         let receivedAt = try EventTime(parsing: "2026-03-10T10:05:00Z")
         let march = try #require(BillingPeriod("2026-03"))
         _ = try await writer.commit(IncomingBatch(agent: "a", sequence: 1, receivedAt: receivedAt, events: [Self.event("1"), Self.event("2")]))

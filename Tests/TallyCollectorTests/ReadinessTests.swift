@@ -29,7 +29,7 @@ import Testing
         }
 
         /// Fills the filesystem to the last byte (or injects the fault into `store`).
-        func fill(_ writer: LedgerWriter) async throws {
+        func fill(_ writer: Ledger) async throws {
             guard mounted else {
                 try await writer.perform { store throws(LedgerError) in (store as? SQLiteLedgerStore)?.fault = .diskFull }
                 return
@@ -52,7 +52,7 @@ import Testing
             }
         }
 
-        func free(_ writer: LedgerWriter) async throws {
+        func free(_ writer: Ledger) async throws {
             guard mounted else {
                 try await writer.perform { store throws(LedgerError) in (store as? SQLiteLedgerStore)?.fault = nil }
                 return
@@ -89,7 +89,7 @@ import Testing
         return IncomingBatch(agent: "edge-1", sequence: sequence, receivedAt: receivedAt, events: events)
     }
 
-    static func readyz(_ writer: LedgerWriter) async throws -> (HTTPResponse.Status, String) {
+    static func readyz(_ writer: Ledger) async throws -> (HTTPResponse.Status, String) {
         let app = Application(router: CollectorHTTP.router(registry: PrometheusCollectorRegistry(), readiness: { writer.readiness() }))
         return try await app.test(.router) { client in
             try await client.execute(uri: "/readyz", method: .get) { response in (response.status, response.text) }
@@ -99,7 +99,7 @@ import Testing
     @Test func readyzFollowsTheLatestCommit() async throws {
         let disk = try FullableLedger()
         defer { disk.remove() }
-        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: disk.path))
+        let writer = Ledger(store: try SQLiteLedgerStore(path: disk.path))
         _ = try await writer.commit(try Self.batch(1, events: 10))
         #expect(try await Self.readyz(writer).0 == .ok)
 
@@ -132,7 +132,7 @@ import Testing
     @Test func ingestMetricsFollowTheLedger() async throws {
         let disk = try FullableLedger()
         defer { disk.remove() }
-        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: disk.path))
+        let writer = Ledger(store: try SQLiteLedgerStore(path: disk.path))
         let registry = PrometheusCollectorRegistry()
         let ingest = try BatchIngest(
             limits: .standard, eventLimits: EventLimits(), ledger: writer,
@@ -174,7 +174,7 @@ import Testing
     @Test func aRefusedBatchLeavesTheCollectorReady() async throws {
         let disk = try FullableLedger()
         defer { disk.remove() }
-        let writer = LedgerWriter(store: try SQLiteLedgerStore(path: disk.path))
+        let writer = Ledger(store: try SQLiteLedgerStore(path: disk.path))
         _ = try await writer.commit(try Self.batch(1, events: 3))
         await #expect(throws: LedgerError.self) { _ = try await writer.commit(try Self.batch(1, events: 4)) }
         #expect(try await Self.readyz(writer).0 == .ok)

@@ -1,16 +1,16 @@
 public import Logging
 public import ServiceLifecycle
 
-/// Freezes the final invoices of closed periods (``InvoiceService/freezeClosedPeriods(lookback:)``)
+/// Freezes the final invoices of closed periods (``Invoicing/freezeClosedPeriods(lookback:)``)
 /// at start and then every `interval`, so that a final invoice exists because its period
 /// closed, never because someone read it. A failed run (a full ledger disk) is logged and
 /// retried at the next interval; reads meanwhile price the final invoice without storing it.
 public struct InvoiceFreezer: Service {
-    let service: InvoiceService
+    let service: Invoicing
     let interval: Duration
     let logger: Logger
 
-    public init(service: InvoiceService, interval: Duration = .seconds(60), logger: Logger) {
+    public init(service: Invoicing, interval: Duration = .seconds(60), logger: Logger) {
         self.service = service
         self.interval = interval
         self.logger = logger

@@ -60,10 +60,10 @@ public struct MeterEventExporter: Sendable {
         public init() {}
     }
 
-    public let service: InvoiceService
+    public let service: Invoicing
     public let settings: Settings
 
-    public init(service: InvoiceService, settings: Settings) {
+    public init(service: Invoicing, settings: Settings) {
         self.service = service
         self.settings = settings
     }

@@ -14,7 +14,7 @@ public enum UsagePage {
     }
 
     /// Reads the daily usage of every priced metric for `period`, from the aggregates.
-    public static func metricDays(service: InvoiceService, tenant: String, period: BillingPeriod) async throws(BillingError) -> [MetricDays] {
+    public static func metricDays(service: Invoicing, tenant: String, period: BillingPeriod) async throws(BillingError) -> [MetricDays] {
         guard let pricing = service.pricing else { throw .noPricing }
         var result: [MetricDays] = []
         for metric in pricing.config.metrics {
@@ -81,7 +81,7 @@ extension CivilTime {
 /// The usage report of one period as CSV: a row per tenant and metric with the period's usage
 /// billed in it, the late usage it bills for earlier periods, and the event count.
 public enum UsageReport {
-    public static func csv(service: InvoiceService, period: BillingPeriod, tenants: [String]) async throws(BillingError) -> String {
+    public static func csv(service: Invoicing, period: BillingPeriod, tenants: [String]) async throws(BillingError) -> String {
         let metrics = service.pricing?.config.metrics ?? []
         guard !metrics.isEmpty else { throw .noPricing }
         let rows = try await service.onLedger(readOnly: true) { store throws(BillingError) -> [[String]] in

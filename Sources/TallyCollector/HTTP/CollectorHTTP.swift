@@ -65,10 +65,10 @@ struct PlaintextRemoteRefusal: RouterMiddleware {
 
 /// The ledger-reading routes and what they need.
 public struct CollectorAPI: Sendable {
-    public let service: InvoiceService
+    public let service: Invoicing
     public let access: APIAccess
 
-    public init(service: InvoiceService, access: APIAccess) {
+    public init(service: Invoicing, access: APIAccess) {
         self.service = service
         self.access = access
     }

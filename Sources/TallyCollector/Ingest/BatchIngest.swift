@@ -13,13 +13,13 @@ public import TallyWire
 /// recomputed here, never taken from the agent. One per connection: it owns a zstd context.
 public struct BatchIngest {
     private let decoder: BatchPayloadDecoder
-    private let ledger: LedgerWriter
+    private let ledger: Ledger
     private let eventLimits: EventLimits
     private let metrics: CollectorMetrics
     private let clock: @Sendable () -> EventTime
 
     public init(
-        limits: SessionLimits, eventLimits: EventLimits, ledger: LedgerWriter, metrics: CollectorMetrics,
+        limits: SessionLimits, eventLimits: EventLimits, ledger: Ledger, metrics: CollectorMetrics,
         clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
     ) throws(WireError) {
         self.decoder = try BatchPayloadDecoder(limits: limits)

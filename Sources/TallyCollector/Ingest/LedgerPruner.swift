@@ -9,13 +9,13 @@ import TallyLedger
 /// cluster at once (each prune is one transaction; a second finds nothing left to delete).
 /// A failed run (a full ledger disk, the database away) is logged and retried at the next interval.
 public struct LedgerPruner: Service {
-    let ledger: LedgerWriter
+    let ledger: Ledger
     let interval: Duration
     let clock: @Sendable () -> EventTime
     let logger: Logger
 
     public init(
-        ledger: LedgerWriter, interval: Duration = .seconds(3_600), clock: @escaping @Sendable () -> EventTime = { EventTime.now() },
+        ledger: Ledger, interval: Duration = .seconds(3_600), clock: @escaping @Sendable () -> EventTime = { EventTime.now() },
         logger: Logger
     ) {
         self.ledger = ledger

@@ -58,7 +58,7 @@ public final class ProtocolServer: Service, Sendable {
 
     private let listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
     private let settings: Settings
-    private let ledger: LedgerWriter
+    private let ledger: Ledger
     private let metrics: CollectorMetrics
     private let logger: Logger
 
@@ -67,7 +67,7 @@ public final class ProtocolServer: Service, Sendable {
 
     private init(
         listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, settings: Settings,
-        ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger
+        ledger: Ledger, metrics: CollectorMetrics, logger: Logger
     ) {
         self.listener = listener
         self.settings = settings
@@ -78,7 +78,7 @@ public final class ProtocolServer: Service, Sendable {
 
     /// Binds the listening socket; `run()` then serves it until graceful shutdown.
     public static func bind(
-        host: String, port: Int, settings: Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger
+        host: String, port: Int, settings: Settings, ledger: Ledger, metrics: CollectorMetrics, logger: Logger
     ) async throws -> ProtocolServer {
         let tls = settings.tls
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -136,7 +136,7 @@ public final class ProtocolServer: Service, Sendable {
         let channel = connection.channel
         do {
             try await connection.executeThenClose { inbound, outbound in
-                var handler = try ConnectionHandler(
+                var handler = try AgentConnection(
                     settings: settings, ledger: ledger, metrics: metrics, logger: logger,
                     peerIsLoopback: peer.map(PeerAddress.isLoopback) ?? false)
                 if let refusal = handler.refusalForPeer() {

@@ -9,7 +9,7 @@ import TallyCore
 /// One PostgreSQL connection used synchronously from the ledger's own thread.
 ///
 /// `LedgerStore` calls block, and the collector runs each store on a dedicated thread (its
-/// `LedgerWriter`), never on an event loop or the cooperative pool, so blocking on postgres-nio's
+/// `Ledger`), never on an event loop or the cooperative pool, so blocking on postgres-nio's
 /// futures here is safe and keeps the store protocol the same for both backends — the SQLite
 /// path stays as fast as it was. Queries use the extended protocol with unnamed statements,
 /// so a transaction-pooling PgBouncer in front works.

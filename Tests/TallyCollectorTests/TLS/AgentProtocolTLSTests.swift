@@ -37,13 +37,13 @@ func tlsTemporaryDirectory() throws -> String {
 /// A real protocol server (TLS or not) on an ephemeral loopback port, over a fresh SQLite ledger.
 struct ProtocolCollector {
     let server: ProtocolServer
-    let ledger: LedgerWriter
+    let ledger: Ledger
     let serving: Task<Void, any Error>
     var port: Int { server.localAddress?.port ?? 0 }
     var endpoint: HostPort { HostPort(host: "127.0.0.1", port: port) }
 
     static func start(tls: ServerTLS?, keys: [String: AgentKey] = [:]) async throws -> ProtocolCollector {
-        let ledger = LedgerWriter(store: try SQLiteLedgerStore(path: try tlsTemporaryDirectory() + "/ledger.db"))
+        let ledger = Ledger(store: try SQLiteLedgerStore(path: try tlsTemporaryDirectory() + "/ledger.db"))
         let server = try await ProtocolServer.bind(
             host: "127.0.0.1", port: 0,
             settings: .init(keyring: AgentKeyring(keys: keys), limits: .standard, eventLimits: .standard, tls: tls),
@@ -184,12 +184,12 @@ struct AgentProtocolTLSTests {
     }
 
     @Test func aCollectorWithoutTLSRefusesPlainTCPFromPeersNotOnLoopback() async throws {
-        let ledger = LedgerWriter(store: try SQLiteLedgerStore(path: try tlsTemporaryDirectory() + "/ledger.db"))
+        let ledger = Ledger(store: try SQLiteLedgerStore(path: try tlsTemporaryDirectory() + "/ledger.db"))
         defer { Task { await ledger.shutdown() } }
         let keyring = AgentKeyring(keys: ["a": AgentKey(secret: Array("k".utf8))])
         func refusal(remote: Bool, allow: Bool) throws -> UInt16? {
             let settings = ProtocolServer.Settings(keyring: keyring, limits: .standard, eventLimits: .standard, allowPlaintextRemote: allow)
-            let handler = try ConnectionHandler(
+            let handler = try AgentConnection(
                 settings: settings, ledger: ledger, metrics: CollectorMetrics(), logger: tlsTestLogger, peerIsLoopback: !remote)
             guard var bytes = handler.refusalForPeer() else { return nil }
             var decoder = FrameDecoder()

@@ -2,8 +2,9 @@ import NIOPosix
 import Synchronization
 public import TallyLedger
 
-/// Runs every ledger operation on dedicated threads, never on an event loop or the cooperative
-/// pool: store calls block (SQLite on fsync, PostgreSQL on its round trips).
+/// The collector's ledger: its writers and its reader. Runs every ledger operation on dedicated
+/// threads, never on an event loop or the cooperative pool: store calls block (SQLite on fsync,
+/// PostgreSQL on its round trips).
 ///
 /// One writer for SQLite (one file, one writer at a time: its operations run in order on one
 /// thread). For PostgreSQL, a pool of writers (`pool_size`), each a store with its own
@@ -16,7 +17,7 @@ public import TallyLedger
 /// call under a millisecond. A read takes that path only when it cannot block: the aggregate log
 /// is empty (otherwise the read must fold it first, which writes, and goes to the writer) and no
 /// other read holds the reader. WAL readers never wait for the writer.
-public final class LedgerWriter: @unchecked Sendable {
+public final class Ledger: @unchecked Sendable {
     /// The writers not in use; a closure on the pool takes one and gives it back.
     private let free: Mutex<[ConfinedStore]>
     private let all: [ConfinedStore]
@@ -143,7 +144,7 @@ public final class LedgerWriter: @unchecked Sendable {
 }
 
 /// A store, handed to one writer thread at a time.
-// @unchecked: every use goes through `LedgerWriter.perform`, which takes the store off the free
+// @unchecked: every use goes through `Ledger.perform`, which takes the store off the free
 // list for the duration of one closure on a pool thread, so it is never used from two threads
 // at once (and each use happens-after the previous one, through the mutex).
 private struct ConfinedStore: @unchecked Sendable {

@@ -7,7 +7,7 @@ import TallyWire
 /// What one agent connection's loop does with each of its inputs — bytes in, a clock tick, the
 /// collector's shutdown — all fed to the ``CollectorSession`` state machine, whose actions it
 /// carries out in one place (``carryOut(_:send:)``). It decides nothing itself.
-struct ConnectionHandler {
+struct AgentConnection {
     private var session: CollectorSession
     private var decoder: FrameDecoder
     private var buffered = ByteBuffer()
@@ -21,7 +21,7 @@ struct ConnectionHandler {
     private let goawayRetryAfter: UInt32
 
     init(
-        settings: ProtocolServer.Settings, ledger: LedgerWriter, metrics: CollectorMetrics, logger: Logger,
+        settings: ProtocolServer.Settings, ledger: Ledger, metrics: CollectorMetrics, logger: Logger,
         peerIsLoopback: Bool
     ) throws {
         session = CollectorSession(
@@ -134,7 +134,7 @@ struct ConnectionHandler {
     }
 }
 
-extension ConnectionHandler {
+extension AgentConnection {
     /// The metrics of what the session decided to send.
     private func count(_ frame: Frame) {
         switch frame {

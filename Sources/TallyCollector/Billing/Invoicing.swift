@@ -3,7 +3,7 @@ public import TallyCore
 public import TallyLedger
 import TallyPricing
 
-/// Usage, charges and invoices of the collector, read through the ledger writer's thread.
+/// Usage, charges and invoices of the collector, read from the ``Ledger``.
 ///
 /// An invoice is a **draft** while its period is open and **final** once the period has closed
 /// (its end plus the grace window). Final invoices are frozen by ``freezeClosedPeriods(lookback:)``
@@ -16,15 +16,15 @@ import TallyPricing
 ///
 /// Only a tenant the collector bills has invoices: one the ledger received events for, or one a
 /// plan assignment names. Any other tenant gets ``BillingError/unknownTenant(_:)`` (404).
-public struct InvoiceService: Sendable {
-    public let ledger: LedgerWriter
+public struct Invoicing: Sendable {
+    public let ledger: Ledger
     /// nil when no pricing file is configured: usage works, charges and invoices do not.
     public let pricing: AggregatePricing?
     public let lateWindow: LateWindow
     public let clock: @Sendable () -> EventTime
 
     public init(
-        ledger: LedgerWriter, pricing: AggregatePricing?, lateWindow: LateWindow,
+        ledger: Ledger, pricing: AggregatePricing?, lateWindow: LateWindow,
         clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
     ) {
         self.ledger = ledger
@@ -158,7 +158,7 @@ public struct InvoiceService: Sendable {
         }
     }
 
-    /// Runs `body` on the ledger thread (or, `readOnly`, wherever ``LedgerWriter/read(_:)``
+    /// Runs `body` on the ledger thread (or, `readOnly`, wherever ``Ledger/read(_:)``
     /// answers fastest), carrying a ``BillingError`` across.
     public func onLedger<T: Sendable>(
         readOnly: Bool = false, _ body: @escaping @Sendable (any LedgerStore) throws(BillingError) -> T
