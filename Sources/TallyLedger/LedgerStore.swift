@@ -76,6 +76,10 @@ public protocol LedgerStore: AnyObject {
     /// only when it can do so without writing.
     func hasUnfoldedAggregates() throws(LedgerError) -> Bool
 
+    /// Folds every committed batch's logged cells into the aggregate tables now (reads do it
+    /// first anyway; the collector also does it on a schedule, so reads seldom have to).
+    func foldAggregates() throws(LedgerError)
+
     /// Runs `body` (reads only) against one consistent snapshot of the ledger: a commit by
     /// another connection in the middle is either wholly visible or not at all.
     func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T

@@ -38,4 +38,31 @@ import Testing
         #expect(received == 2)
         await writer.shutdown()
     }
+
+    /// The scheduled fold: committed cells reach the aggregate tables without a read asking.
+    @Test func theScheduledFoldEmptiesTheLog() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-fold-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ledger = Ledger(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
+        let now = EventTime.now()
+        _ = try await ledger.commit(
+            IncomingBatch(
+                agent: "a", sequence: 1, receivedAt: now,
+                events: [
+                    .valid(
+                        UsageEvent(
+                            tenant: "acme", metric: "api_calls", quantity: Quantity(3), timestamp: now.advanced(by: .seconds(-60)),
+                            id: "e1", properties: Properties([])))
+                ]))
+        let unfolded = { () async throws -> Bool in try await ledger.perform { store throws(LedgerError) in try store.hasUnfoldedAggregates() } }
+        #expect(try await unfolded())
+        try await LedgerPruner(ledger: ledger, logger: Logger(label: "test")).foldOnce()
+        #expect(try await !unfolded())
+        let stored = try await ledger.perform { store throws(LedgerError) in
+            try store.storedAggregates(tenant: "acme", period: BillingPeriod(containing: now), grain: .month)
+        }
+        #expect(stored.values.map(\.sum) == [Quantity(3)], "\(stored)")
+        await ledger.shutdown()
+    }
 }

@@ -3,25 +3,39 @@ public import ServiceLifecycle
 public import TallyCore
 import TallyLedger
 
-/// Bounds the batch records to the dedupe horizon (``LedgerStore/prune(now:)``) at start and then
-/// every `interval`: without it the per-batch records grow forever. A batch replayed after its
-/// record was pruned is refused as expired, never counted again. Safe on every collector of a
-/// cluster at once (each prune is one transaction; a second finds nothing left to delete).
-/// A failed run (a full ledger disk, the database away) is logged and retried at the next interval.
+/// The ledger's upkeep, on a schedule:
+/// - **Pruning.** Bounds the batch records to the dedupe horizon (``LedgerStore/prune(now:)``) at
+///   start and then every `interval`: without it the per-batch records grow forever. A batch
+///   replayed after its record was pruned is refused as expired, never counted again.
+/// - **Folding.** Folds the aggregate log every `foldInterval`, so a usage or charges read
+///   seldom finds unfolded cells and has to fold (write) before it can answer. Reads still fold
+///   first when they do find some: the schedule only makes that rare, it is not what makes
+///   reads exact.
+///
+/// Safe on every collector of a cluster at once (each prune or fold is one transaction; a second
+/// finds nothing left). A failed run (a full ledger disk, the database away) is logged and
+/// retried at the next interval.
 public struct LedgerPruner: Service {
     let ledger: Ledger
     let interval: Duration
+    let foldInterval: Duration
     let clock: @Sendable () -> EventTime
     let logger: Logger
 
     public init(
-        ledger: Ledger, interval: Duration = .seconds(3_600), clock: @escaping @Sendable () -> EventTime = { EventTime.now() },
-        logger: Logger
+        ledger: Ledger, interval: Duration = .seconds(3_600), foldInterval: Duration = .seconds(5),
+        clock: @escaping @Sendable () -> EventTime = { EventTime.now() }, logger: Logger
     ) {
         self.ledger = ledger
         self.interval = interval
+        self.foldInterval = foldInterval
         self.clock = clock
         self.logger = logger
+    }
+
+    /// One fold, now.
+    public func foldOnce() async throws {
+        try await ledger.perform { store throws(LedgerError) in try store.foldAggregates() }
     }
 
     /// One prune, now; returns how many batch records it deleted.
@@ -36,14 +50,28 @@ public struct LedgerPruner: Service {
     }
 
     public func run() async throws {
+        var nextPrune = ContinuousClock.now
+        var foldFailing = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                try await pruneOnce()
-            } catch {
-                logger.error("pruning batch records failed; retrying later", metadata: ["error": "\(error)"])
+            if ContinuousClock.now >= nextPrune {
+                do {
+                    try await pruneOnce()
+                } catch {
+                    logger.error("pruning batch records failed; retrying later", metadata: ["error": "\(error)"])
+                }
+                nextPrune = ContinuousClock.now + interval
             }
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                try await foldOnce()
+                if foldFailing { logger.notice("folding the aggregate log works again") }
+                foldFailing = false
+            } catch {
+                // One line per failing spell, not one per interval.
+                if !foldFailing { logger.error("folding the aggregate log failed; retrying", metadata: ["error": "\(error)"]) }
+                foldFailing = true
+            }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: min(foldInterval, interval)) }
             } catch {
                 return
             }

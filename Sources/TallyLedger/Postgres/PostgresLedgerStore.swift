@@ -179,6 +179,9 @@ public final class PostgresLedgerStore: LedgerStore {
         return answer
     }
 
+    /// Folds now, waiting for a fold in progress elsewhere (then there is little left).
+    public func foldAggregates() throws(LedgerError) { try flushAggregates() }
+
     /// Folds every committed log row into the hourly, daily and monthly tables in one
     /// transaction, under the fold lock, deleting the rows it folds. A read waits for a fold in
     /// progress elsewhere (then sees its result); a fold started by a commit (`waiting: false`)

@@ -28,6 +28,8 @@ extension SQLiteLedgerStore {
         return try any.step() && any.int64(0) != 0
     }
 
+    public func foldAggregates() throws(LedgerError) { try flushAggregates() }
+
     /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
     /// deletes the folded rows. Reads call this first, so they see every committed batch.
     func flushAggregates() throws(LedgerError) {
