@@ -115,7 +115,7 @@ public struct Collector {
                     .init(service: protocolServer, successTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: http, successTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: InvoiceFreezer(service: service, logger: logger)),
-                    .init(service: LedgerPruner(ledger: ledger, logger: logger)),
+                    .init(service: LedgerUpkeep(ledger: ledger, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

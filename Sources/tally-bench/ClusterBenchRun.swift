@@ -61,7 +61,7 @@ struct ClusterBenchRun {
 
     func naiveBaseline() async throws -> (events: Int, elapsed: Duration) {
         let url = try server.createDatabase("naive")
-        guard let database = PostgresTestServer.databaseName(in: url) else { throw BenchFailure("no database name in \(url)") }
+        let database = try self.database(of: url)
         _ = try server.psql(NaiveInserts.createTable, database: database)
         let rows = try NaiveInserts.rows(lines: options.naiveEvents, seed: 11)
         clusterProgress("naive: \(rows.count) events, one INSERT … ON CONFLICT DO NOTHING each, on \(options.naiveClients) connections")

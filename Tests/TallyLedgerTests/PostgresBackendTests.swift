@@ -79,43 +79,37 @@ import Testing
     /// metric), and still sees every batch committed before its read — by itself or by another
     /// collector, folded by either.
     @Test func cachedReadsStayExactAcrossCollectors() throws {
-        guard let server = try PostgresTestServer.shared() else { return }
-        let url = try server.createDatabase("readcache")
-        let name = try #require(PostgresTestServer.databaseName(in: url))
-        defer { server.dropDatabase(name) }
-        let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
-        defer { a.close() }
-        let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
-        defer { b.close() }
-        let april = period("2026-04")
-        func reading(_ store: PostgresLedgerStore) throws -> (calls: Int64?, users: Int) {
-            try read(store) { () throws(LedgerError) in
-                let totals = try store.periodTotals(tenant: "acme", metric: "api_calls", period: april)
-                let users = try store.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april)
-                return (totals.usage?.count, users.usage)
+        try withTwoCollectors("readcache") { server, name, a, b in
+            let april = period("2026-04")
+            func reading(_ store: PostgresLedgerStore) throws -> (calls: Int64?, users: Int) {
+                try read(store) { () throws(LedgerError) in
+                    let totals = try store.periodTotals(tenant: "acme", metric: "api_calls", period: april)
+                    let users = try store.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april)
+                    return (totals.usage?.count, users.usage)
+                }
             }
+            func user(_ id: String) -> UsageEvent { event("acme", "active_users", at: "2026-04-13T12:00:00Z", id: id, [("user", id)]) }
+
+            _ = try a.commit(batch(1, [event(id: "1"), event(id: "2"), user("u1")]))
+            #expect(try reading(a) == (2, 1))
+            let hits = a.readCache.hits
+            #expect(try reading(a) == (2, 1))
+            // Nothing changed: the usage cells, the adjustments and the unique count come from the cache.
+            #expect(a.readCache.hits == hits + 3)
+
+            // Another collector commits; its batch is in the log, so the reader folds and reads anew.
+            _ = try b.commit(batch(1, agent: "agent-2", [event(id: "3"), user("u2")]))
+            #expect(try reading(a) == (3, 2))
+            // Another collector commits and folds it itself: the log is empty again, but the fold
+            // generation moved on.
+            _ = try b.commit(batch(2, agent: "agent-2", [event(id: "4"), user("u3")]))
+            #expect(try reading(b) == (4, 3))
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0")
+            #expect(try reading(a) == (4, 3))
+            let afterFold = a.readCache.hits
+            #expect(try reading(a) == (4, 3))
+            #expect(a.readCache.hits == afterFold + 3)
         }
-        func user(_ id: String) -> UsageEvent { event("acme", "active_users", at: "2026-04-13T12:00:00Z", id: id, [("user", id)]) }
-
-        _ = try a.commit(batch(1, [event(id: "1"), event(id: "2"), user("u1")]))
-        #expect(try reading(a) == (2, 1))
-        let hits = a.readCache.hits
-        #expect(try reading(a) == (2, 1))
-        // Nothing changed: the usage cells, the adjustments and the unique count come from the cache.
-        #expect(a.readCache.hits == hits + 3)
-
-        // Another collector commits; its batch is in the log, so the reader folds and reads anew.
-        _ = try b.commit(batch(1, agent: "agent-2", [event(id: "3"), user("u2")]))
-        #expect(try reading(a) == (3, 2))
-        // Another collector commits and folds it itself: the log is empty again, but the fold
-        // generation moved on.
-        _ = try b.commit(batch(2, agent: "agent-2", [event(id: "4"), user("u3")]))
-        #expect(try reading(b) == (4, 3))
-        #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0")
-        #expect(try reading(a) == (4, 3))
-        let afterFold = a.readCache.hits
-        #expect(try reading(a) == (4, 3))
-        #expect(a.readCache.hits == afterFold + 3)
     }
 }
 
@@ -124,41 +118,51 @@ extension PostgresBackendTests {
     /// folds between the read's log check and that miss, the read starts over in a fresh
     /// snapshot instead of mixing answers from two states of the ledger.
     @Test func aReadWhoseLedgerMovesStartsOver() throws {
-        guard let server = try PostgresTestServer.shared() else { return }
-        let url = try server.createDatabase("moved")
-        let name = try #require(PostgresTestServer.databaseName(in: url))
-        defer { server.dropDatabase(name) }
-        let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
-        defer { a.close() }
-        let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
-        defer { b.close() }
-        let april = period("2026-04")
-        _ = try a.commit(batch(1, [event(id: "1")]))
-        // The usage answer is cached at this generation; the unique count is not.
-        #expect(try read(a) { () throws(LedgerError) in try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count } == 1)
-        var runs = 0
-        let answer = try a.withSnapshot { () throws(LedgerError) -> (Int64?, Int) in
-            runs += 1
-            #expect(try !a.hasUnfoldedAggregates())
-            if runs == 1 {
-                // Between the check and the first read that needs the database, another
-                // collector commits a batch and folds it.
-                do {
-                    _ = try b.commit(batch(1, agent: "agent-2", [event(id: "2")]))
-                    try b.flushAggregates()
-                } catch {
-                    Issue.record("\(error)")
+        try withTwoCollectors("moved") { _, _, a, b in
+            let april = period("2026-04")
+            _ = try a.commit(batch(1, [event(id: "1")]))
+            // The usage answer is cached at this generation; the unique count is not.
+            #expect(try read(a) { () throws(LedgerError) in try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count } == 1)
+            var runs = 0
+            let answer = try a.withSnapshot { () throws(LedgerError) -> (Int64?, Int) in
+                runs += 1
+                #expect(try !a.hasUnfoldedAggregates())
+                if runs == 1 {
+                    // Between the check and the first read that needs the database, another
+                    // collector commits a batch and folds it.
+                    do {
+                        _ = try b.commit(batch(1, agent: "agent-2", [event(id: "2")]))
+                        try b.flushAggregates()
+                    } catch {
+                        Issue.record("\(error)")
+                    }
                 }
+                // From the cache (1 event, as of the check) — then a miss begins the snapshot, which
+                // finds the ledger moved on: the body runs again and both answers are fresh.
+                let usage = try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count
+                let users = try a.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april).usage
+                return (usage, users)
             }
-            // From the cache (1 event, as of the check) — then a miss begins the snapshot, which
-            // finds the ledger moved on: the body runs again and both answers are fresh.
-            let usage = try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count
-            let users = try a.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april).usage
-            return (usage, users)
+            #expect(runs == 2)
+            #expect(answer.0 == 2 && answer.1 == 0)
         }
-        #expect(runs == 2)
-        #expect(answer.0 == 2 && answer.1 == 0)
     }
+}
+
+/// Two stores — two collectors — on one fresh database, closed and the database dropped after
+/// `body`. Skips (as every PostgreSQL test) when no server can run outside CI.
+private func withTwoCollectors(
+    _ prefix: String, _ body: (PostgresTestServer, String, PostgresLedgerStore, PostgresLedgerStore) throws -> Void
+) throws {
+    guard let server = try PostgresTestServer.shared() else { return }
+    let url = try server.createDatabase(prefix)
+    let name = try #require(PostgresTestServer.databaseName(in: url))
+    defer { server.dropDatabase(name) }
+    let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+    defer { a.close() }
+    let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+    defer { b.close() }
+    try body(server, name, a, b)
 }
 
 /// A read as the collector's ledger reader makes it: in a snapshot that found the aggregate log

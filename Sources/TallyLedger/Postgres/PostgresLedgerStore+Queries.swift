@@ -57,14 +57,20 @@ extension PostgresLedgerStore {
         // Every piece (whole months, whole days, loose hours) in one round trip.
         let cells = try cachedRead("cells", parameters, rows: { $0.count }) { () throws(LedgerError) -> [CachedCell] in
             let rows = try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "reading aggregates")
-            var cells: [CachedCell] = []
-            for row in rows {
-                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
-                cells.append(CachedCell(hour: hour, value: value, aggregate: try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)))
-            }
-            return cells
+            return try Self.cells(rows)
         }
         for cell in cells { try body(cell.hour, cell.value, cell.aggregate) }
+    }
+
+    /// Aggregate rows (`hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity`) as cells.
+    static func cells(_ rows: [PostgresRow]) throws(LedgerError) -> [CachedCell] {
+        var cells: [CachedCell] = []
+        cells.reserveCapacity(rows.count)
+        for row in rows {
+            let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try decodeCell(row)
+            cells.append(CachedCell(hour: hour, value: value, aggregate: try aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)))
+        }
+        return cells
     }
 
     static func decodeCell(_ row: PostgresRow) throws(LedgerError) -> (Int64, String, String, Int64, String, Int64, ByteBuffer, String) {
@@ -104,12 +110,7 @@ extension PostgresLedgerStore {
                 WHERE tenant = \(tenant) AND metric = \(metric) AND billed_in = \(period.description) AND billed_in <> ''
                 AND dimension = ''
                 """, "reading adjustments")
-            var cells: [CachedCell] = []
-            for row in rows {
-                let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
-                cells.append(CachedCell(hour: hour, value: value, aggregate: try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)))
-            }
-            return cells
+            return try Self.cells(rows)
         }
         var adjustments: [BillingPeriod: UsageAggregate] = [:]
         for cell in adjusted {

@@ -116,8 +116,7 @@ final class PostgresSession {
     func query(_ query: PostgresQuery, _ context: String, autocommit: Bool = false) throws(LedgerError) -> [PostgresRow] {
         if !autocommit, let pending = deferredBegin {
             deferredBegin = nil
-            try execute("BEGIN \(pending.isolation)", context)
-            inTransaction = true
+            try begin(pending.isolation, context)
             try pending.onBegin()
         }
         let connection = try live(context)
@@ -139,17 +138,8 @@ final class PostgresSession {
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     func transaction<T>(_ context: String, isolation: String = "", _ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        try execute(isolation.isEmpty ? "BEGIN" : "BEGIN \(isolation)", context)
-        inTransaction = true
-        defer { inTransaction = false }
-        do throws(LedgerError) {
-            let result = try body()
-            try execute("COMMIT", context)
-            return result
-        } catch {
-            if let connection, !connection.isClosed { _ = try? query("ROLLBACK", context) }
-            throw error
-        }
+        try begin(isolation, context)
+        return try finishing(context, body)
     }
 
     /// Like ``transaction(_:isolation:_:)``, but BEGIN is sent only before the first statement
@@ -160,10 +150,18 @@ final class PostgresSession {
         _ context: String, isolation: String, onBegin: @escaping () throws(LedgerError) -> Void, _ body: () throws(LedgerError) -> T
     ) throws(LedgerError) -> T {
         deferredBegin = (isolation, onBegin)
-        defer {
-            deferredBegin = nil
-            inTransaction = false
-        }
+        defer { deferredBegin = nil }
+        return try finishing(context, body)
+    }
+
+    private func begin(_ isolation: String, _ context: String) throws(LedgerError) {
+        try execute(isolation.isEmpty ? "BEGIN" : "BEGIN \(isolation)", context)
+        inTransaction = true
+    }
+
+    /// Runs `body`; then COMMIT if a transaction began, or ROLLBACK if it began and `body` threw.
+    private func finishing<T>(_ context: String, _ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        defer { inTransaction = false }
         do throws(LedgerError) {
             let result = try body()
             if inTransaction { try execute("COMMIT", context) }

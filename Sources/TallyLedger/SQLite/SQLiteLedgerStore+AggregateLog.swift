@@ -50,10 +50,7 @@ extension SQLiteLedgerStore {
                 statements.deleteLog.bind(1, lastID)
                 try statements.deleteLog.run()
             }
-            if fault == .diskFull {
-                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
-            }
-            try statements.commit.run()
+            try commitTransaction()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
             throw error

@@ -91,14 +91,20 @@ public final class SQLiteLedgerStore: LedgerStore {
                 try upsertCells(try hourly.rolledUp(to: grain), with: upsert)
             }
             try database.execute("UPDATE ledger_meta SET value = '\(SQLiteSchema.version)' WHERE key = 'schema_version'")
-            if fault == .diskFull {
-                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
-            }
-            try statements.commit.run()
+            try commitTransaction()
         } catch {
             try? statements.rollback.run()
             throw error
         }
+    }
+
+    /// Commits the open transaction; with the disk-full fault injected it fails first, as a full
+    /// disk would, leaving the caller to roll back.
+    func commitTransaction() throws(LedgerError) {
+        if fault == .diskFull {
+            throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
+        }
+        try statements.commit.run()
     }
 
     // MARK: - Commit
@@ -117,10 +123,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
             }
-            if fault == .diskFull {
-                throw LedgerError.database(code: SQLITE_FULL, message: "database or disk is full (injected)", context: "committing")
-            }
-            try statements.commit.run()
+            try commitTransaction()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
             throw error

@@ -5,10 +5,10 @@ import TallyLedger
 import Testing
 @testable import TallyCollector
 
-/// The collector prunes batch records past the dedupe horizon on its own (`LedgerPruner`): the
+/// The collector prunes batch records past the dedupe horizon on its own (`LedgerUpkeep`): the
 /// records stop growing, and a batch replayed after its record is gone is refused as expired,
 /// never counted again.
-@Suite struct LedgerPrunerTests {
+@Suite struct LedgerUpkeepTests {
     @Test func batchRecordsPastTheHorizonArePrunedAndTheirReplaysRefused() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-pruner-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -29,7 +29,7 @@ import Testing
         _ = try await writer.commit(batch(1, at: old))
         _ = try await writer.commit(batch(2, at: recent))
         // 35 days (the default dedupe horizon) after the old batch, before the recent one's.
-        let pruner = LedgerPruner(ledger: writer, clock: { recent.advanced(by: .seconds(86_400)) }, logger: Logger(label: "test"))
+        let pruner = LedgerUpkeep(ledger: writer, clock: { recent.advanced(by: .seconds(86_400)) }, logger: Logger(label: "test"))
         #expect(try await pruner.pruneOnce() == 1)
         #expect(try await pruner.pruneOnce() == 0)
         await #expect(throws: LedgerError.batchExpired(agent: "a", sequence: 1)) { try await writer.commit(batch(1, at: old)) }
@@ -57,7 +57,7 @@ import Testing
                 ]))
         let unfolded = { () async throws -> Bool in try await ledger.perform { store throws(LedgerError) in try store.hasUnfoldedAggregates() } }
         #expect(try await unfolded())
-        try await LedgerPruner(ledger: ledger, logger: Logger(label: "test")).foldOnce()
+        try await LedgerUpkeep(ledger: ledger, logger: Logger(label: "test")).foldOnce()
         #expect(try await !unfolded())
         let stored = try await ledger.perform { store throws(LedgerError) in
             try store.storedAggregates(tenant: "acme", period: BillingPeriod(containing: now), grain: .month)

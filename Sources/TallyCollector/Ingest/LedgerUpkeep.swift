@@ -15,7 +15,7 @@ import TallyLedger
 /// Safe on every collector of a cluster at once (each prune or fold is one transaction; a second
 /// finds nothing left). A failed run (a full ledger disk, the database away) is logged and
 /// retried at the next interval.
-public struct LedgerPruner: Service {
+public struct LedgerUpkeep: Service {
     let ledger: Ledger
     let interval: Duration
     let foldInterval: Duration
