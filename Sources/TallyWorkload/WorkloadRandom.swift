@@ -1,3 +1,5 @@
+import TallyCore
+
 /// The reference workload's random numbers: xoshiro256** seeded through SplitMix64.
 ///
 /// Tally does not use the system generator (or Swift's `SystemRandomNumberGenerator`) because the
@@ -13,7 +15,7 @@ public struct WorkloadRandom: Sendable {
 
     /// A generator whose whole stream is determined by `seed`.
     public init(seed: UInt64) {
-        var mixer = SplitMix64(state: seed)
+        var mixer = SplitMix64(seed: seed)
         s0 = mixer.next()
         s1 = mixer.next()
         s2 = mixer.next()
@@ -59,24 +61,6 @@ public struct WorkloadRandom: Sendable {
 
     private static func rotateLeft(_ value: UInt64, _ count: UInt64) -> UInt64 {
         (value << count) | (value >> (64 &- count))
-    }
-}
-
-/// SplitMix64 (S. Vigna): expands one 64-bit seed into well-mixed words, the seeding procedure
-/// recommended for the xoshiro family. Also the tests' small deterministic generator.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-
-    init(state: UInt64) { self.state = state }
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+import TallyCore
 
 @testable import TallyWorkload
 
@@ -6,7 +7,7 @@ import Testing
 struct WorkloadRandomTests {
     @Test("SplitMix64 matches the reference outputs for seed 0")
     func splitMixVector() {
-        var mixer = SplitMix64(state: 0)
+        var mixer = SplitMix64(seed: 0)
         #expect(mixer.next() == 0xE220_A839_7B1D_CDAF)
         #expect(mixer.next() == 0x6E78_9E6A_A1B9_65F4)
         #expect(mixer.next() == 0x06C4_5D18_8009_454F)
