@@ -45,7 +45,8 @@ struct ShipLoop {
             settings: ShipperMachine.Settings(
                 window: settings.window, maxEvents: settings.batching.maxEvents, linger: settings.batching.linger,
                 eventsPerSecond: settings.eventsPerSecond, stopWhenDrained: settings.stopWhenDrained,
-                shutdownGrace: settings.shutdownGrace, handshakeTimeout: settings.handshakeTimeout, reconnect: settings.reconnect),
+                shutdownGrace: settings.shutdownGrace, handshakeTimeout: settings.handshakeTimeout, ackTimeout: settings.ackTimeout,
+                reconnect: settings.reconnect),
             session: AgentSession.Configuration(
                 agentId: settings.agentId, secret: settings.key.map { Array($0.utf8) }, software: "tally-agent", window: settings.window),
             rotation: CollectorRotation.start(agentId: settings.agentId, count: settings.collectors.count),

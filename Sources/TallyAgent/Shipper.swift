@@ -11,6 +11,7 @@ public import TallyWire
 /// Ships the spool to collectors: reads it oldest first in bounded chunks, cuts batches (by
 /// count, bytes and linger), compresses them, keeps a window in flight through ``AgentSession``,
 /// and acknowledges spool data only for the contiguous prefix of batches the collector acked.
+/// Every decision is ``ShipperMachine``'s; ``ShipLoop`` carries them out.
 ///
 /// Guarantees:
 /// - Spool data is freed only after an application-level ack for every batch before it.
@@ -22,7 +23,8 @@ public import TallyWire
 ///   same collectors spreads evenly across them. Connection failures move to the next collector
 ///   in list order (wrapping) with exponential backoff and full jitter; a goaway drains in-flight
 ///   acks, then moves on after the delay it asked for; non-retryable errors move on and back off
-///   long (an operator must act). Every unacked batch is resent to the next collector.
+///   long (an operator must act). Every unacked batch is resent to the next collector. A batch
+///   unacknowledged for ``Settings/ackTimeout`` ends the connection the same way.
 /// - Nothing crosses the network in clear text unless allowed: with ``Settings/tls`` every
 ///   connection is TLS and the collector's certificate is verified (CA and name) before the
 ///   hello; without it a collector that is not on loopback is disconnected before anything is
@@ -44,6 +46,8 @@ public final class Shipper: Service {
         public var shutdownGrace: Duration = .seconds(2)
         /// Give up the handshake after this long.
         public var handshakeTimeout: Duration = .seconds(10)
+        /// A batch unacknowledged for this long ends the connection; unacked batches are resent.
+        public var ackTimeout: Duration = .seconds(30)
         /// zstd level for batch payloads.
         public var compression: BatchPayloadEncoder.Compression = .zstd(level: 3)
         /// TLS to every collector; nil: plain TCP (loopback collectors only, unless allowed).

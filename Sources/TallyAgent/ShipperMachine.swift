@@ -24,6 +24,8 @@ import TallyWire
 ///   collector in list order when there are several, after a delay: the goaway's, exponential
 ///   backoff with full jitter, or a long one after an error an operator must fix. The backoff
 ///   resets only after a connection that did useful work (an ack, or nothing to send).
+/// - A batch unacknowledged for ``Settings/ackTimeout`` (a lost ack, a hung collector) ends the
+///   connection, so one lost ack cannot stall the spool forever.
 /// - On shutdown it waits for in-flight acks up to a grace period, then stops; a checkpoint that
 ///   could not be stored is tried once more on the way out.
 struct ShipperMachine {
@@ -37,6 +39,9 @@ struct ShipperMachine {
         var stopWhenDrained: Bool
         var shutdownGrace: Duration
         var handshakeTimeout: Duration
+        /// A batch sent and not acknowledged for this long ends the connection (its ack was lost,
+        /// or the collector hangs); every unacked batch is resent on the next one.
+        var ackTimeout: Duration = .seconds(30)
         var reconnect: AgentConfig.Reconnect
         /// How long shipping pauses after a local failure (a spool read, a sequence lease), and
         /// how often a failed checkpoint is retried.
@@ -130,6 +135,8 @@ struct ShipperMachine {
     private(set) var unsavedAck: SpoolPosition?
     private var retryCheckpointAt: Instant
     private var acksThisConnection = 0
+    /// When each batch in flight on this connection was sent.
+    private var sentAt: [UInt64: Instant] = [:]
     private var batchesThisConnection = 0
     private var drained: Bool?
 
@@ -212,6 +219,11 @@ struct ShipperMachine {
             return actions + connect()
         case .open(let deadline, welcomed: false) where now > deadline:
             return actions + end(.failed("the handshake timed out"), now: now)
+        case .open:
+            if let (sequence, sent) = sentAt.min(by: { $0.value < $1.value }), now - sent >= settings.ackTimeout {
+                return actions + end(.failed("batch \(sequence) was not acknowledged within \(settings.ackTimeout)"), now: now)
+            }
+            return actions + afterInput(now)
         default:
             return actions + afterInput(now)
         }
@@ -339,9 +351,9 @@ struct ShipperMachine {
         case .none:
             return []
         case .send(let frames):
-            return send(frames)
+            return send(frames, now: now)
         case .acknowledged(let ack, let frames):
-            return acknowledged(ack, now: now) + send(frames)
+            return acknowledged(ack, now: now) + send(frames, now: now)
         case .sendErrorAndClose(let error):
             return [.send([.error(error.frame)])] + end(error.isRetryable ? .failed(error.description) : .fatal(error), now: now)
         case .close(let error, let retryAfter):
@@ -352,14 +364,18 @@ struct ShipperMachine {
         }
     }
 
-    private mutating func send(_ frames: [Frame]) -> [Action] {
+    private mutating func send(_ frames: [Frame], now: Instant) -> [Action] {
         guard !frames.isEmpty else { return [] }
-        for case .batch in frames { batchesThisConnection += 1 }
+        for case .batch(let batch) in frames {
+            batchesThisConnection += 1
+            sentAt[batch.sequence] = now
+        }
         return [.send(frames)]
     }
 
     /// An ack: mark its batch, then free the spool up to the end of the contiguous acked prefix.
     private mutating func acknowledged(_ ack: BatchAck, now: Instant) -> [Action] {
+        sentAt[ack.sequence] = nil
         guard let (events, freeUpTo) = window.acknowledge(ack.sequence) else { return [] }
         acksThisConnection += 1
         var actions: [Action] = [.report(.acknowledged(ack, events: events))]
@@ -385,6 +401,7 @@ struct ShipperMachine {
         if acksThisConnection > 0 || (welcomed && batchesThisConnection == 0) { backoff.reset() }
         acksThisConnection = 0
         batchesThisConnection = 0
+        sentAt = [:]
         let delay: Duration
         switch ending {
         case .goaway(let retryAfter): delay = retryAfter ?? backoff.next(using: &random)

@@ -4,7 +4,7 @@ import TallySpool
 /// spool data: only up to the end of the contiguous acknowledged prefix. An ack for a later
 /// batch marks it and frees nothing until every batch before it is acked too, so a crash at any
 /// instant leaves every unacknowledged event in the spool (resent, deduplicated by the
-/// collector). A pure value: ``ShipLoop`` carries out what it answers.
+/// collector). A pure value inside ``ShipperMachine``.
 struct SpoolWindow {
     /// A batch cut from the spool: its sequence, where it ends in the spool, its event count,
     /// and whether the collector acked it.

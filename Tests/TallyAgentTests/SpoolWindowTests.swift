@@ -1,3 +1,4 @@
+import TallyCore
 import TallySpool
 import Testing
 @testable import TallyAgent
@@ -80,16 +81,9 @@ import Testing
     }
 }
 
-/// SplitMix64, for seeded tests.
-struct TestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The seeded generator of these tests.
+typealias TestRandom = SplitMix64
+
+extension SplitMix64 {
     mutating func next(below bound: UInt64) -> UInt64 { next() % bound }
 }
