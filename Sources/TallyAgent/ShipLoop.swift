@@ -13,7 +13,6 @@ import TallyWire
 /// written in order without a lock.
 struct ShipLoop {
     let shipper: Shipper
-    var lease: SequenceLease
     let encoder: BatchPayloadEncoder
     var iterator: AsyncStream<Shipper.Input>.Iterator
     var machine: ShipperMachine
@@ -35,9 +34,8 @@ struct ShipLoop {
         case stop
     }
 
-    init(shipper: Shipper, lease: SequenceLease, encoder: BatchPayloadEncoder, iterator: AsyncStream<Shipper.Input>.Iterator) {
+    init(shipper: Shipper, encoder: BatchPayloadEncoder, iterator: AsyncStream<Shipper.Input>.Iterator) {
         self.shipper = shipper
-        self.lease = lease
         self.encoder = encoder
         self.iterator = iterator
         let settings = shipper.settings
@@ -177,9 +175,9 @@ struct ShipLoop {
                 lastRead = []
                 let sequence: UInt64
                 do {
-                    sequence = try await lease.take()
+                    sequence = try await shipper.spool.takeSequence()
                 } catch {
-                    actions += machine.localFailure(error.description, now: .now)
+                    actions += machine.localFailure("batch sequence store: \(error)", now: .now)
                     continue
                 }
                 let batch: AgentSession.OutgoingBatch

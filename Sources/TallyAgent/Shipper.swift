@@ -16,7 +16,7 @@ public import TallyWire
 /// Guarantees:
 /// - Spool data is freed only after an application-level ack for every batch before it.
 /// - A batch keeps its sequence and its events across reconnects until it is acked; sequences
-///   are leased durably before use (``SequenceLease``), so none is reused after a restart.
+///   are leased durably before use (``Spool/takeSequence()``), so none is reused after a restart.
 /// - Memory is bounded by the window: at most `window` batches are held, each at most
 ///   `batching.maxEvents` events and about `batching.maxBytes` of spool records.
 /// - The first collector is picked by the agent id (``CollectorRotation``), so a fleet listing the
@@ -106,10 +106,7 @@ public final class Shipper: Service {
 
     public func run() async throws {
         guard !settings.collectors.isEmpty else { throw NoCollectorConfigured() }
-        let recovery = spool.recovery
-        let lease = try await SequenceLease.open(
-            directory: spool.directory, spoolWasUsed: recovery.checkpointFound || recovery.recordsFound > 0 || !recovery.problems.isEmpty)
-        if let recovered = lease.recovered {
+        if let recovered = spool.recovery.sequenceRecovered {
             logger.error("batch sequence store recovered", metadata: ["detail": "\(recovered)"])
         }
         let ticker = Task { [input, linger = settings.batching.linger] in
@@ -126,7 +123,7 @@ public final class Shipper: Service {
         } catch {
             throw ShipperError.encoding(error.description)
         }
-        var loop = ShipLoop(shipper: self, lease: lease, encoder: encoder, iterator: inputs.makeAsyncIterator())
+        var loop = ShipLoop(shipper: self, encoder: encoder, iterator: inputs.makeAsyncIterator())
         try await withGracefulShutdownHandler {
             try await loop.run()
         } onGracefulShutdown: { [input] in
@@ -166,6 +163,21 @@ public final class Shipper: Service {
     }
 
     func feed(_ value: Input) { input.yield(value) }
+}
+
+/// Why the shipper stopped.
+public enum ShipperError: Error, Sendable, CustomStringConvertible {
+    /// The spool failed.
+    case spool(String)
+    /// A batch could not be encoded.
+    case encoding(String)
+
+    public var description: String {
+        switch self {
+        case .spool(let problem): "spool: \(problem)"
+        case .encoding(let problem): "batch encoding: \(problem)"
+        }
+    }
 }
 
 /// The shipper was given no collector (config validation and the commands refuse that first).

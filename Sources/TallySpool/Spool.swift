@@ -97,6 +97,12 @@ public final class Spool: Sendable {
         try await perform { store throws(SpoolError) in try store.acknowledge(upTo: position) }
     }
 
+    /// The next batch sequence, durably leased (``SequenceLease``): never handed out twice, even
+    /// across a crash. On failure nothing is handed out; retry later.
+    public func takeSequence() async throws(SpoolError) -> UInt64 {
+        try await perform { store throws(SpoolError) in try store.takeSequence() }
+    }
+
     public func stats() async throws(SpoolError) -> SpoolStats {
         try await perform { store in store.stats() }
     }

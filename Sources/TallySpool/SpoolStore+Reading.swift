@@ -189,6 +189,11 @@ extension SpoolStore {
     }
 
     /// Syncs what was written, closes every file and releases the lock.
+    func takeSequence() throws(SpoolError) -> UInt64 {
+        guard sequenceLease != nil else { throw .readOnly }
+        return try sequenceLease?.take() ?? 0
+    }
+
     func close() {
         if !readOnly { try? sync() }
         if let activeFd { ops.close(activeFd) }
@@ -196,6 +201,7 @@ extension SpoolStore {
         if let readerFd { ops.close(readerFd.fd) }
         readerFd = nil
         checkpointFile?.close()
+        sequenceLease?.close()
         quarantine.close()
         if let lockFd { ops.close(lockFd) }
         lockFd = nil

@@ -15,6 +15,8 @@ final class SpoolStore {
     var activeFd: Int32?
     var checkpoint: SpoolPosition
     var checkpointFile: CheckpointFile?
+    /// The batch-sequence lease; nil on a read-only open.
+    var sequenceLease: SequenceLease?
     /// The id of the segment to create when there is no active one (its creation failed, e.g.
     /// on a full disk, after the fully acknowledged active segment was retired).
     var nextSegmentID: UInt64?
@@ -68,7 +70,9 @@ final class SpoolStore {
         do {
             let names = try ops.list(directory)
             let ids = names.compactMap(Self.segmentID(fromName:)).sorted()
-            if !readOnly, names.contains(Checkpoint.temporaryName) { try ops.remove(directory + "/" + Checkpoint.temporaryName) }
+            for leftover in [Checkpoint.temporaryName, SequenceLease.file.temporaryName] where !readOnly && names.contains(leftover) {
+                try ops.remove(directory + "/" + leftover)
+            }
             let storedFile = Checkpoint.read(directory: directory, ops: ops)
             let stored = storedFile.newest?.position
             report.checkpointFound = stored != nil
@@ -130,7 +134,7 @@ final class SpoolStore {
             self.checkpoint = checkpoint
             report.missingSegments.sort()
             if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0 {
-                try Checkpoint.syncDirectory(directory, ops: ops)
+                try SlotFile.syncDirectory(directory, ops: ops)
             }
             if !readOnly {
                 // Created once, or repaired when no slot is valid (then counted as a problem above).
@@ -138,6 +142,11 @@ final class SpoolStore {
                 // Acknowledged data left in the active segment (an earlier version kept it for
                 // ever): free it now.
                 try? retireAcknowledgedActive(always: true)
+                let lease = SequenceLease(
+                    directory: directory, ops: ops,
+                    spoolWasUsed: report.checkpointFound || report.recordsFound > 0 || !report.problems.isEmpty)
+                report.sequenceRecovered = lease.recovered
+                sequenceLease = lease
             }
         } catch {
             close()
@@ -170,7 +179,7 @@ final class SpoolStore {
         let fd = try ops.open(segmentPath, create: true, readOnly: false)
         do {
             try writeHeader(fd, id: id, path: segmentPath)
-            try Checkpoint.syncDirectory(directory, ops: ops)
+            try SlotFile.syncDirectory(directory, ops: ops)
         } catch {
             ops.close(fd)
             try? ops.remove(segmentPath)

@@ -62,6 +62,9 @@ public struct RecoveryReport: Sendable, Hashable {
     public var missingSegments: [UInt64] = []
     /// Torn tails truncated, corrupt regions quarantined, missing segments.
     public var problems: [SpoolCorruption] = []
+    /// Why the batch-sequence lease (`shipper.seq`) could not continue from its stored mark and
+    /// continues from the clock instead; nil when it could (or on a read-only open).
+    public var sequenceRecovered: String?
 }
 
 /// A snapshot of the spool's backlog.
