@@ -3,6 +3,26 @@ import TallyCore
 /// Opening a spool, segment by segment (FORMAT.md, "Recovery"): summaries adopted, the rest
 /// scanned, torn tails truncated, corrupt records quarantined, missing segments accounted for.
 extension SpoolStore {
+    /// Carries out the deletions of `plan` (on a writable open), accounts for what it found, and
+    /// recovers its live segments.
+    func carryOut(_ plan: RecoveryPlan) throws(SpoolError) {
+        checkpoint = plan.checkpoint
+        report.checkpointFound = plan.checkpointFound
+        if plan.checkpointDamaged {
+            report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: SpoolPosition(segment: 0, offset: 0), length: 0))
+        }
+        for leftover in plan.leftovers where !readOnly { try ops.remove(directory + "/" + leftover) }
+        for id in plan.acknowledgedSegments {
+            if !readOnly { try ops.remove(path(id)) }
+            report.ackedSegmentsDeleted += 1
+        }
+        for id in plan.missingSegments { try noteMissingSegment(id) }
+        for name in plan.staleSummaries where !readOnly { try ops.remove(directory + "/" + name) }
+        for (index, id) in plan.live.enumerated() {
+            try recoverSegment(id, isLast: index == plan.live.count - 1, checkpoint: plan.checkpoint)
+        }
+    }
+
     /// Accounts for a segment that is gone or emptied: reported in the recovery report and, on
     /// a writable open, recorded in the quarantine file so that the loss stays on the books
     /// after the evidence (the numbering gap) has been acknowledged away.

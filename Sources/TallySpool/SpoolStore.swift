@@ -69,51 +69,14 @@ final class SpoolStore {
         checkpoint = SpoolPosition(segment: 0, offset: UInt64(Self.headerEnd))
         do {
             let names = try ops.list(directory)
-            let ids = names.compactMap(Self.segmentID(fromName:)).sorted()
-            for leftover in [Checkpoint.temporaryName, SequenceLease.file.temporaryName] where !readOnly && names.contains(leftover) {
-                try ops.remove(directory + "/" + leftover)
-            }
             let storedFile = Checkpoint.read(directory: directory, ops: ops)
-            let stored = storedFile.newest?.position
-            report.checkpointFound = stored != nil
-            if storedFile.exists && stored == nil {
-                report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: SpoolPosition(segment: 0, offset: 0), length: 0))
-            }
+            let plan = RecoveryPlan(
+                names: names, stored: storedFile.newest?.position, checkpointFileExists: storedFile.exists,
+                temporaryNames: [Checkpoint.temporaryName, SequenceLease.file.temporaryName])
             if !readOnly { checkpointFile = CheckpointFile(directory: directory, ops: ops, stored: storedFile) }
-            var checkpoint = stored ?? SpoolPosition(segment: ids.first ?? 0, offset: UInt64(Self.headerEnd))
-            self.checkpoint = checkpoint
-            for id in ids where id < checkpoint.segment {
-                if !readOnly { try ops.remove(path(id)) }
-                report.ackedSegmentsDeleted += 1
-            }
-            let live = ids.filter { $0 >= checkpoint.segment }
-            // Segment numbers run in sequence from the checkpoint's segment on: a number missing
-            // there is a segment deleted behind the agent's back, with events never acknowledged.
-            if let last = live.last, let first = stored.map({ min($0.segment, live[0]) }) ?? live.first, first < last {
-                let present = Set(live)
-                for id in first...last where !present.contains(id) {
-                    // A checkpoint at the very start of a segment that is not there is a segment
-                    // that was about to be created (a fully acknowledged one was retired).
-                    if id == checkpoint.segment && checkpoint.offset <= UInt64(Self.headerEnd) && id == first && !present.contains(id + 1) { continue }
-                    try noteMissingSegment(id)
-                }
-            }
-            // A summary describes a sealed segment: one without its segment, or beside the active
-            // (last) segment, is stale (a crash after writing it, before the next segment existed).
-            if !readOnly {
-                let sealed = Set(live.dropLast())
-                for name in names {
-                    if let id = SegmentSummary.segmentID(fromName: name), !sealed.contains(id) { try ops.remove(directory + "/" + name) }
-                }
-            }
-            for (index, id) in live.enumerated() {
-                try recoverSegment(id, isLast: index == live.count - 1, checkpoint: checkpoint)
-            }
+            try carryOut(plan)
             if segments.isEmpty, !readOnly {
-                // The checkpoint's own segment when it names the start of one not yet created
-                // (see retireAcknowledgedActive), otherwise a number never used before.
-                let fresh = checkpoint.offset <= UInt64(Self.headerEnd) ? checkpoint.segment : checkpoint.segment + 1
-                let id = max(fresh, (ids.last ?? 0) + 1, 1)
+                let id = plan.freshSegment
                 do {
                     try createSegment(id)
                 } catch where error.isOutOfSpace {
@@ -122,23 +85,17 @@ final class SpoolStore {
                     writeFailure = error
                 }
             }
-            if let first = segments.first, first.id != checkpoint.segment {
-                checkpoint = SpoolPosition(segment: first.id, offset: UInt64(Self.headerEnd))
-                ackedRecordsInHead = 0
-            }
-            if let head = segments.first, checkpoint.offset > UInt64(head.size) {
-                report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: checkpoint, length: 0))
-                checkpoint.offset = UInt64(head.size)
-            }
-            if checkpoint.offset < UInt64(Self.headerEnd) { checkpoint.offset = UInt64(Self.headerEnd) }
-            self.checkpoint = checkpoint
+            let settled = plan.settle(segments: segments.map { ($0.id, $0.size) })
+            if settled.movedToAnotherSegment { ackedRecordsInHead = 0 }
+            if let past = settled.pastSegmentEnd { report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: past, length: 0)) }
+            checkpoint = settled.checkpoint
             report.missingSegments.sort()
             if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0 {
                 try SlotFile.syncDirectory(directory, ops: ops)
             }
             if !readOnly {
                 // Created once, or repaired when no slot is valid (then counted as a problem above).
-                if stored == nil { try? checkpointFile?.write(checkpoint) }
+                if !report.checkpointFound { try? checkpointFile?.write(checkpoint) }
                 // Acknowledged data left in the active segment (an earlier version kept it for
                 // ever): free it now.
                 try? retireAcknowledgedActive(always: true)
