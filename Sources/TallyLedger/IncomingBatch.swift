@@ -140,21 +140,14 @@ public struct PreparedBatch: Sendable {
                 properties.append([])
                 digest.append(2)
                 for text in [invalid.rejection.reason.rawValue, invalid.tenant ?? "", invalid.metric ?? "", invalid.id ?? ""] {
-                    digest.append(contentsOf: UInt32(text.utf8.count).bigEndianBytes)
-                    digest.append(contentsOf: text.utf8)
+                    digest.appendString32(text)
                 }
-                digest.append(contentsOf: UInt64(bitPattern: invalid.timestamp?.microseconds ?? .min).bigEndianBytes)
+                digest.appendBigEndian(UInt64(bitPattern: invalid.timestamp?.microseconds ?? .min), bytes: 8)
             }
         }
         self.contentDigest = Fingerprint(canonicalBytes: digest).bytes
         self.fingerprints = fingerprints
         self.quantities = quantities
         self.properties = properties
-    }
-}
-
-extension FixedWidthInteger {
-    fileprivate var bigEndianBytes: [UInt8] {
-        (0..<(Self.bitWidth / 8)).map { UInt8(truncatingIfNeeded: self >> ((Self.bitWidth / 8 - 1 - $0) * 8)) }
     }
 }

@@ -12,9 +12,9 @@ enum Checkpoint {
 
     static func payload(_ position: SpoolPosition) -> [UInt8] {
         var out: [UInt8] = []
-        RecordFraming.appendLE(position.segment, bytes: 8, to: &out)
-        RecordFraming.appendLE(position.offset, bytes: 8, to: &out)
-        RecordFraming.appendLE(0, bytes: 4, to: &out)
+        out.appendLittleEndian(position.segment, bytes: 8)
+        out.appendLittleEndian(position.offset, bytes: 8)
+        out.appendLittleEndian(0, bytes: 4)
         return out
     }
 
@@ -27,7 +27,7 @@ enum Checkpoint {
 
     private static func position(_ payload: [UInt8]) -> SpoolPosition {
         payload.withUnsafeBytes { raw in
-            SpoolPosition(segment: RecordFraming.readLE(raw, at: 0, bytes: 8), offset: RecordFraming.readLE(raw, at: 8, bytes: 8))
+            SpoolPosition(segment: raw.loadLittleEndian(at: 0, bytes: 8), offset: raw.loadLittleEndian(at: 8, bytes: 8))
         }
     }
 

@@ -22,15 +22,15 @@ public enum EventRecordCodec {
     public static func encode(_ event: UsageEvent, into out: inout [UInt8]) {
         out.append(version)
         out.append(event.id == nil ? 0 : 1)
-        appendVarint(UInt128(zigzag64: event.timestamp.microseconds), to: &out)
-        appendVarint(UInt128(zigzag128: event.quantity.nanos), to: &out)
-        appendString(event.tenant, to: &out)
-        appendString(event.metric, to: &out)
-        if let id = event.id { appendString(id, to: &out) }
-        appendVarint(UInt128(event.properties.count), to: &out)
+        out.appendVarint(ZigZag.encode(event.timestamp.microseconds))
+        out.appendVarint(ZigZag.encode(event.quantity.nanos))
+        out.appendVarintString(event.tenant)
+        out.appendVarintString(event.metric)
+        if let id = event.id { out.appendVarintString(id) }
+        out.appendVarint(UInt64(event.properties.count))
         for property in event.properties {
-            appendString(property.key, to: &out)
-            appendString(property.value, to: &out)
+            out.appendVarintString(property.key)
+            out.appendVarintString(property.value)
         }
     }
 
@@ -51,8 +51,8 @@ public enum EventRecordCodec {
         guard codecVersion == version else { throw SpoolDecodingError("unknown codec version \(codecVersion)") }
         let flags = try reader.byte()
         guard flags & ~1 == 0 else { throw SpoolDecodingError("unknown flags \(flags)") }
-        let timestamp = try reader.varint().zigzagDecoded64()
-        let nanos = try reader.varint().zigzagDecoded128()
+        let timestamp = try reader.timestamp()
+        let nanos = ZigZag.decode(try reader.varint())
         let tenant = try reader.string()
         let metric = try reader.string()
         let id = flags & 1 == 1 ? try reader.string() : nil
@@ -77,75 +77,39 @@ public enum EventRecordCodec {
     /// The timestamp of an encoded event, read without decoding the rest.
     static func timestamp(_ bytes: UnsafeRawBufferPointer) -> Int64? {
         var reader = PayloadReader(bytes: bytes)
-        guard (try? reader.byte()) == version, (try? reader.byte()) != nil,
-            let raw = try? reader.varint(), let value = try? raw.zigzagDecoded64()
-        else { return nil }
-        return value
-    }
-
-    static func appendVarint(_ value: UInt128, to out: inout [UInt8]) {
-        var rest = value
-        while rest >= 0x80 {
-            out.append(UInt8(truncatingIfNeeded: rest) | 0x80)
-            rest >>= 7
-        }
-        out.append(UInt8(truncatingIfNeeded: rest))
-    }
-
-    static func appendString(_ value: String, to out: inout [UInt8]) {
-        appendVarint(UInt128(value.utf8.count), to: &out)
-        out.append(contentsOf: value.utf8)
+        guard (try? reader.byte()) == version, (try? reader.byte()) != nil else { return nil }
+        return try? reader.timestamp()
     }
 }
 
-/// Reads a payload front to back; every read is bounds-checked.
+/// Reads a payload front to back through the core's ``ByteReader``, saying what is wrong.
 struct PayloadReader {
-    let bytes: UnsafeRawBufferPointer
-    var index = 0
+    var reader: ByteReader
 
-    var remaining: Int { bytes.count - index }
+    init(bytes: UnsafeRawBufferPointer) { reader = ByteReader(bytes) }
+
+    var remaining: Int { reader.remaining }
 
     mutating func byte() throws(SpoolDecodingError) -> UInt8 {
-        guard index < bytes.count else { throw SpoolDecodingError("truncated payload") }
-        defer { index += 1 }
-        return bytes[index]
+        guard let byte = reader.byte() else { throw SpoolDecodingError("truncated payload") }
+        return byte
     }
 
     mutating func varint() throws(SpoolDecodingError) -> UInt128 {
-        var value: UInt128 = 0
-        var shift: UInt128 = 0
-        while true {
-            let next = try byte()
-            guard shift < 128, shift != 126 || next & 0x7F <= 0x03 else { throw SpoolDecodingError("varint overflow") }
-            value |= UInt128(next & 0x7F) << shift
-            if next & 0x80 == 0 { return value }
-            shift += 7
-        }
+        guard let value = reader.varint() else { throw SpoolDecodingError(reader.remaining == 0 ? "truncated payload" : "varint overflow") }
+        return value
+    }
+
+    mutating func timestamp() throws(SpoolDecodingError) -> Int64 {
+        let raw = try varint()
+        guard raw <= UInt128(UInt64.max) else { throw SpoolDecodingError("timestamp out of range") }
+        return ZigZag.decode(UInt64(raw))
     }
 
     mutating func string() throws(SpoolDecodingError) -> String {
         let length = try varint()
         guard length <= UInt128(remaining) else { throw SpoolDecodingError("string length \(length) runs past the payload") }
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + Int(length))])
-        index += Int(length)
-        guard let text = String(validating: slice.bindMemory(to: UInt8.self), as: UTF8.self) else {
-            throw SpoolDecodingError("invalid UTF-8")
-        }
+        guard let text = reader.utf8(count: Int(length)) else { throw SpoolDecodingError("invalid UTF-8") }
         return text
-    }
-}
-
-extension UInt128 {
-    init(zigzag64 value: Int64) { self.init(UInt64(bitPattern: (value << 1) ^ (value >> 63))) }
-    init(zigzag128 value: Int128) { self.init(bitPattern: (value << 1) ^ (value >> 127)) }
-
-    func zigzagDecoded64() throws(SpoolDecodingError) -> Int64 {
-        guard self <= UInt128(UInt64.max) else { throw SpoolDecodingError("timestamp out of range") }
-        let raw = UInt64(self)
-        return Int64(bitPattern: (raw >> 1) ^ (0 &- (raw & 1)))
-    }
-
-    func zigzagDecoded128() -> Int128 {
-        Int128(bitPattern: (self >> 1) ^ (0 &- (self & 1)))
     }
 }

@@ -62,9 +62,9 @@ final class QuarantineFile {
             let got = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: at, path: path) }
             guard got == Self.entryHeaderBytes else { break }
             let parsed = header.withUnsafeBytes { raw -> (SpoolPosition, UInt64)? in
-                guard RecordFraming.readLE(raw, at: 20, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))) else { return nil }
-                return (SpoolPosition(segment: RecordFraming.readLE(raw, at: 0, bytes: 8), offset: RecordFraming.readLE(raw, at: 8, bytes: 8)),
-                        RecordFraming.readLE(raw, at: 16, bytes: 4))
+                guard raw.loadLittleEndian(at: 20, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))) else { return nil }
+                return (SpoolPosition(segment: raw.loadLittleEndian(at: 0, bytes: 8), offset: raw.loadLittleEndian(at: 8, bytes: 8)),
+                        raw.loadLittleEndian(at: 16, bytes: 4))
             }
             guard let (position, length) = parsed, at + Int64(Self.entryHeaderBytes) + Int64(length) <= fileSize else { break }
             entries.append((position, length, at + Int64(Self.entryHeaderBytes)))
@@ -86,10 +86,10 @@ final class QuarantineFile {
         guard let fd else { throw .readOnly }
         let stored = min(length, Int64(UInt32.max))
         var header: [UInt8] = []
-        RecordFraming.appendLE(segment, bytes: 8, to: &header)
-        RecordFraming.appendLE(UInt64(offset), bytes: 8, to: &header)
-        RecordFraming.appendLE(UInt64(stored), bytes: 4, to: &header)
-        RecordFraming.appendLE(UInt64(CRC32C.checksum(header)), bytes: 4, to: &header)
+        header.appendLittleEndian(segment, bytes: 8)
+        header.appendLittleEndian(UInt64(offset), bytes: 8)
+        header.appendLittleEndian(UInt64(stored), bytes: 4)
+        header.appendLittleEndian(UInt64(CRC32C.checksum(header)), bytes: 4)
         let start = size
         do {
             try header.withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: start, path: path) }
@@ -115,10 +115,10 @@ final class QuarantineFile {
         guard !known.contains(position) else { return }
         guard let fd else { throw .readOnly }
         var header: [UInt8] = []
-        RecordFraming.appendLE(id, bytes: 8, to: &header)
-        RecordFraming.appendLE(0, bytes: 8, to: &header)
-        RecordFraming.appendLE(0, bytes: 4, to: &header)
-        RecordFraming.appendLE(UInt64(CRC32C.checksum(header)), bytes: 4, to: &header)
+        header.appendLittleEndian(id, bytes: 8)
+        header.appendLittleEndian(0, bytes: 8)
+        header.appendLittleEndian(0, bytes: 4)
+        header.appendLittleEndian(UInt64(CRC32C.checksum(header)), bytes: 4)
         let start = size
         do {
             try header.withBytes { raw throws(SpoolError) in try ops.write(fd, raw, at: start, path: path) }

@@ -18,13 +18,13 @@ enum RecordFraming {
     static func segmentHeader(_ segment: UInt64) -> [UInt8] {
         var out = segmentMagic
         out += [segmentVersion, 0, 0, 0]
-        appendLE(segment, bytes: 8, to: &out)
+        out.appendLittleEndian(segment, bytes: 8)
         return out
     }
 
     static func isValidSegmentHeader(_ bytes: UnsafeRawBufferPointer, segment: UInt64) -> Bool {
         bytes.count >= segmentHeaderBytes && Array(bytes[0..<4]) == segmentMagic && bytes[4] == segmentVersion
-            && bytes[5] == 0 && bytes[6] == 0 && bytes[7] == 0 && readLE(bytes, at: 8, bytes: 8) == segment
+            && bytes[5] == 0 && bytes[6] == 0 && bytes[7] == 0 && bytes.loadLittleEndian(at: 8, bytes: 8) == segment
     }
 
     /// Appends one framed record holding `event`'s payload to `out`.
@@ -61,24 +61,14 @@ enum RecordFraming {
 
     static func candidate(_ window: UnsafeRawBufferPointer, fileRemaining: Int) -> Candidate {
         if fileRemaining < headerBytes || window.count < headerBytes { return fileRemaining < headerBytes ? .incomplete : .invalid }
-        let length = Int(readLE(window, at: 0, bytes: 4))
+        let length = Int(window.loadLittleEndian(at: 0, bytes: 4))
         if length == 0 || length > maxPayloadBytes { return .invalid }
         if headerBytes + length > fileRemaining { return .incomplete }
         guard headerBytes + length <= window.count else { return .invalid }
         var crc = CRC32C()
         crc.update(UnsafeRawBufferPointer(rebasing: window[0..<4]))
         crc.update(UnsafeRawBufferPointer(rebasing: window[headerBytes..<(headerBytes + length)]))
-        return crc.value == UInt32(readLE(window, at: 4, bytes: 4)) ? .valid(payloadBytes: length) : .invalid
-    }
-
-    static func readLE(_ bytes: UnsafeRawBufferPointer, at offset: Int, bytes count: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for i in 0..<count { value |= UInt64(bytes[offset + i]) << UInt64(8 * i) }
-        return value
-    }
-
-    static func appendLE(_ value: UInt64, bytes count: Int, to out: inout [UInt8]) {
-        for i in 0..<count { out.append(UInt8(truncatingIfNeeded: value >> UInt64(8 * i))) }
+        return crc.value == UInt32(window.loadLittleEndian(at: 4, bytes: 4)) ? .valid(payloadBytes: length) : .invalid
     }
 }
 

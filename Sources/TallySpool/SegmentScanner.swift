@@ -100,7 +100,7 @@ final class SegmentScanner {
     private func plausibleLength(at offset: Int64) throws(SpoolError) -> Int? {
         guard try ensure(offset, count: RecordFraming.headerBytes) == RecordFraming.headerBytes else { return nil }
         let base = Int(offset - windowStart)
-        let length = window.withUnsafeBytes { Int(RecordFraming.readLE($0, at: base, bytes: 4)) }
+        let length = window.withUnsafeBytes { Int($0.loadLittleEndian(at: base, bytes: 4)) }
         return length > 0 && length <= RecordFraming.maxPayloadBytes ? length : nil
     }
 

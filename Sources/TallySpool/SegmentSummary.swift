@@ -31,30 +31,30 @@ struct SegmentSummary: Equatable {
 
     func encode() -> [UInt8] {
         var out = Array("TSSM".utf8)
-        RecordFraming.appendLE(1, bytes: 4, to: &out)
-        RecordFraming.appendLE(segment, bytes: 8, to: &out)
-        RecordFraming.appendLE(UInt64(max(size, 0)), bytes: 8, to: &out)
-        RecordFraming.appendLE(UInt64(max(records, 0)), bytes: 8, to: &out)
-        RecordFraming.appendLE(UInt64(bitPattern: records > 0 ? oldest ?? 0 : 0), bytes: 8, to: &out)
-        RecordFraming.appendLE(UInt64(bitPattern: records > 0 ? newest ?? 0 : 0), bytes: 8, to: &out)
-        RecordFraming.appendLE(0, bytes: 4, to: &out)
-        RecordFraming.appendLE(UInt64(CRC32C.checksum(out)), bytes: 4, to: &out)
+        out.appendLittleEndian(1, bytes: 4)
+        out.appendLittleEndian(segment, bytes: 8)
+        out.appendLittleEndian(UInt64(max(size, 0)), bytes: 8)
+        out.appendLittleEndian(UInt64(max(records, 0)), bytes: 8)
+        out.appendLittleEndian(UInt64(bitPattern: records > 0 ? oldest ?? 0 : 0), bytes: 8)
+        out.appendLittleEndian(UInt64(bitPattern: records > 0 ? newest ?? 0 : 0), bytes: 8)
+        out.appendLittleEndian(0, bytes: 4)
+        out.appendLittleEndian(UInt64(CRC32C.checksum(out)), bytes: 4)
         return out
     }
 
     static func decode(_ bytes: [UInt8]) -> SegmentSummary? {
         guard bytes.count == byteCount, Array(bytes[0..<4]) == Array("TSSM".utf8) else { return nil }
         return bytes.withUnsafeBytes { raw -> SegmentSummary? in
-            guard RecordFraming.readLE(raw, at: 4, bytes: 4) == 1, RecordFraming.readLE(raw, at: 48, bytes: 4) == 0,
-                RecordFraming.readLE(raw, at: 52, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<52])))
+            guard raw.loadLittleEndian(at: 4, bytes: 4) == 1, raw.loadLittleEndian(at: 48, bytes: 4) == 0,
+                raw.loadLittleEndian(at: 52, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<52])))
             else { return nil }
-            let size = RecordFraming.readLE(raw, at: 16, bytes: 8)
-            let records = RecordFraming.readLE(raw, at: 24, bytes: 8)
+            let size = raw.loadLittleEndian(at: 16, bytes: 8)
+            let records = raw.loadLittleEndian(at: 24, bytes: 8)
             guard size <= UInt64(Int64.max), records <= UInt64(Int.max), records <= size / UInt64(RecordFraming.headerBytes + 1) else { return nil }
-            let oldest = Int64(bitPattern: RecordFraming.readLE(raw, at: 32, bytes: 8))
-            let newest = Int64(bitPattern: RecordFraming.readLE(raw, at: 40, bytes: 8))
+            let oldest = Int64(bitPattern: raw.loadLittleEndian(at: 32, bytes: 8))
+            let newest = Int64(bitPattern: raw.loadLittleEndian(at: 40, bytes: 8))
             return SegmentSummary(
-                segment: RecordFraming.readLE(raw, at: 8, bytes: 8), size: Int64(size), records: Int(records),
+                segment: raw.loadLittleEndian(at: 8, bytes: 8), size: Int64(size), records: Int(records),
                 oldest: records > 0 ? oldest : nil, newest: records > 0 ? newest : nil)
         }
     }

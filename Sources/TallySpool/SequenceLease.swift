@@ -69,11 +69,11 @@ struct SequenceLease {
 
     static func payload(_ mark: UInt64) -> [UInt8] {
         var out: [UInt8] = []
-        RecordFraming.appendLE(mark, bytes: 8, to: &out)
+        out.appendLittleEndian(mark, bytes: 8)
         return out
     }
 
-    static func mark(_ payload: [UInt8]) -> UInt64 { payload.withUnsafeBytes { RecordFraming.readLE($0, at: 0, bytes: 8) } }
+    static func mark(_ payload: [UInt8]) -> UInt64 { payload.withUnsafeBytes { $0.loadLittleEndian(at: 0, bytes: 8) } }
 }
 
 /// What a spool's `shipper.seq` holds, for `tallyctl spool verify`.

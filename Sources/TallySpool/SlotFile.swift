@@ -30,9 +30,9 @@ struct SlotFile: Sendable {
 
     func encode(_ payload: [UInt8]) -> [UInt8] {
         var out = magic
-        RecordFraming.appendLE(1, bytes: 4, to: &out)
+        out.appendLittleEndian(1, bytes: 4)
         out += payload
-        RecordFraming.appendLE(UInt64(CRC32C.checksum(out)), bytes: 4, to: &out)
+        out.appendLittleEndian(UInt64(CRC32C.checksum(out)), bytes: 4)
         return out
     }
 
@@ -42,8 +42,8 @@ struct SlotFile: Sendable {
         let bytes = Array(slot)
         return bytes.withUnsafeBytes { raw -> [UInt8]? in
             let crcAt = slotBytes - 4
-            guard RecordFraming.readLE(raw, at: 4, bytes: 4) == 1,
-                RecordFraming.readLE(raw, at: crcAt, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<crcAt])))
+            guard raw.loadLittleEndian(at: 4, bytes: 4) == 1,
+                raw.loadLittleEndian(at: crcAt, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<crcAt])))
             else { return nil }
             return Array(bytes[8..<crcAt])
         }

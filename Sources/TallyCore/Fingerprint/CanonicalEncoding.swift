@@ -26,31 +26,18 @@ public enum CanonicalEncoding {
     public static func append(_ event: UsageEvent, to out: inout [UInt8]) {
         out.append(contentsOf: magic)
         out.append(event.id == nil ? formKeyedByFields : formKeyedById)
-        appendString(event.tenant, to: &out)
-        appendString(event.metric, to: &out)
-        appendUInt64(UInt64(bitPattern: event.timestamp.microseconds), to: &out)
+        out.appendString32(event.tenant)
+        out.appendString32(event.metric)
+        out.appendBigEndian(UInt64(bitPattern: event.timestamp.microseconds), bytes: 8)
         if let id = event.id {
-            appendString(id, to: &out)
+            out.appendString32(id)
             return
         }
-        appendString(event.quantity.description, to: &out)
-        appendUInt32(UInt32(event.properties.count), to: &out)
+        out.appendString32(event.quantity.description)
+        out.appendBigEndian(UInt64(event.properties.count), bytes: 4)
         for property in event.properties {
-            appendString(property.key, to: &out)
-            appendString(property.value, to: &out)
+            out.appendString32(property.key)
+            out.appendString32(property.value)
         }
-    }
-
-    static func appendString(_ value: String, to out: inout [UInt8]) {
-        appendUInt32(UInt32(value.utf8.count), to: &out)
-        out.append(contentsOf: value.utf8)
-    }
-
-    static func appendUInt32(_ value: UInt32, to out: inout [UInt8]) {
-        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
-    }
-
-    static func appendUInt64(_ value: UInt64, to out: inout [UInt8]) {
-        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
     }
 }

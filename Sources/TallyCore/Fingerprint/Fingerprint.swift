@@ -30,29 +30,28 @@ public struct Fingerprint: Sendable, Hashable, Comparable, CustomStringConvertib
     /// The fingerprint of canonical bytes already made.
     public init(canonicalBytes: [UInt8]) {
         let digest = SHA256.hash(data: canonicalBytes)
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        digest.withUnsafeBytes { raw in
-            for i in 0..<8 { high = high << 8 | UInt64(raw[i]) }
-            for i in 8..<16 { low = low << 8 | UInt64(raw[i]) }
-        }
-        self.init(high: high, low: low)
+        self = digest.withUnsafeBytes { raw in Fingerprint(high: raw.loadBigEndian(at: 0, bytes: 8), low: raw.loadBigEndian(at: 8, bytes: 8)) }
     }
 
     /// The 16 bytes, big-endian.
     public var bytes: [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
-            + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        out.appendBigEndian(high, bytes: 8)
+        out.appendBigEndian(low, bytes: 8)
+        return out
     }
 
     public init?(bytes: some Collection<UInt8>) {
         guard bytes.count == 16 else { return nil }
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        for (i, byte) in bytes.enumerated() {
-            if i < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
+        let loaded = bytes.withContiguousStorageIfAvailable { buffer in
+            Fingerprint(raw: UnsafeRawBufferPointer(buffer))
         }
-        self.init(high: high, low: low)
+        self = loaded ?? Array(bytes).withUnsafeBytes { Fingerprint(raw: $0) }
+    }
+
+    private init(raw: UnsafeRawBufferPointer) {
+        self.init(high: raw.loadBigEndian(at: 0, bytes: 8), low: raw.loadBigEndian(at: 8, bytes: 8))
     }
 
     /// 32 lowercase hex digits.

@@ -119,11 +119,7 @@ final class SQLiteStatement {
 
     /// Binds the 16 big-endian bytes of a fingerprint without allocating.
     func bind(_ index: Int32, fingerprint: Fingerprint) {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 16) { bytes in
-            for i in 0..<8 {
-                bytes[i] = UInt8(truncatingIfNeeded: fingerprint.high >> (56 - 8 * UInt64(i)))
-                bytes[8 + i] = UInt8(truncatingIfNeeded: fingerprint.low >> (56 - 8 * UInt64(i)))
-            }
+        withUnsafeBytes(of: (fingerprint.high.bigEndian, fingerprint.low.bigEndian)) { bytes in
             _ = sqlite3_bind_blob(handle, index, bytes.baseAddress, 16, tally_sqlite_transient())
         }
     }

@@ -238,36 +238,29 @@ enum PropertiesCodec {
     static func encode(_ properties: Properties) -> [UInt8] {
         var out: [UInt8] = []
         for property in properties {
-            append(property.key, to: &out)
-            append(property.value, to: &out)
+            out.appendString32(property.key)
+            out.appendString32(property.value)
         }
         return out
     }
 
-    private static func append(_ text: String, to out: inout [UInt8]) {
-        let count = UInt32(text.utf8.count)
-        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: count >> UInt32(shift))) }
-        out.append(contentsOf: text.utf8)
-    }
-
     static func decode(_ bytes: [UInt8]) throws(LedgerError) -> Properties {
-        var index = 0
-        func next() throws(LedgerError) -> String {
-            guard index + 4 <= bytes.count else { throw .corruptRow("properties blob is truncated") }
-            var count = 0
-            for _ in 0..<4 {
-                count = count << 8 | Int(bytes[index])
-                index += 1
+        try bytes.withUnsafeBytes { raw in
+            Result { () throws(LedgerError) -> Properties in
+                var reader = ByteReader(raw)
+                func next() throws(LedgerError) -> String {
+                    guard let count = reader.bigEndian(bytes: 4), let text = reader.slice(count: Int(count)) else {
+                        throw .corruptRow("properties blob is truncated")
+                    }
+                    return String(decoding: text, as: UTF8.self)
+                }
+                var pairs: [(String, String)] = []
+                while reader.remaining > 0 {
+                    let key = try next()
+                    pairs.append((key, try next()))
+                }
+                return Properties(pairs)
             }
-            guard index + count <= bytes.count else { throw .corruptRow("properties blob is truncated") }
-            defer { index += count }
-            return String(decoding: bytes[index..<(index + count)], as: UTF8.self)
-        }
-        var pairs: [(String, String)] = []
-        while index < bytes.count {
-            let key = try next()
-            pairs.append((key, try next()))
-        }
-        return Properties(pairs)
+        }.get()
     }
 }

@@ -1,0 +1,163 @@
+/// Tally's one byte codec: unsigned LEB128 varints, zigzag, fixed-width integers in either byte
+/// order, and length-prefixed UTF-8. The wire payload (through NIO's `ByteBuffer`), the spool's
+/// records, framing and slot files, and the ledger's aggregate log and property blobs all read
+/// and write through it. The formats themselves are unchanged: the wire and the spool are
+/// little-endian and LEB128 as SPEC.md and FORMAT.md say; the ledger's blobs stay big-endian,
+/// because their byte order is part of rows already stored.
+///
+/// Everything is `@inlinable`: these run per field of every event on the hot paths.
+public enum ZigZag {
+    @inlinable public static func encode(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }
+    @inlinable public static func decode(_ value: UInt64) -> Int64 { Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1) }
+    @inlinable public static func encode(_ value: Int128) -> UInt128 { UInt128(bitPattern: (value << 1) ^ (value >> 127)) }
+    @inlinable public static func decode(_ value: UInt128) -> Int128 { Int128(bitPattern: value >> 1) ^ -Int128(bitPattern: value & 1) }
+}
+
+/// Unsigned LEB128: 7 bits per byte, low bits first, the high bit set on every byte but the last.
+public enum LEB128 {
+    /// Calls `emit` with each byte of `value`.
+    @inlinable public static func encode(_ value: UInt128, _ emit: (UInt8) -> Void) {
+        var rest = value
+        while rest >= 0x80 {
+            emit(UInt8(truncatingIfNeeded: rest) | 0x80)
+            rest >>= 7
+        }
+        emit(UInt8(truncatingIfNeeded: rest))
+    }
+
+    @inlinable public static func encode(_ value: UInt64, _ emit: (UInt8) -> Void) {
+        var rest = value
+        while rest >= 0x80 {
+            emit(UInt8(truncatingIfNeeded: rest) | 0x80)
+            rest >>= 7
+        }
+        emit(UInt8(truncatingIfNeeded: rest))
+    }
+
+    /// Decodes one varint of at most `maxBytes` bytes (19 hold 128 bits) from `next`; nil when the
+    /// bytes run out, the value overflows 128 bits, or — with `shortestOnly` — it ends in a
+    /// needless zero byte (so each value has exactly one encoding).
+    @inlinable public static func decode(maxBytes: Int = 19, shortestOnly: Bool, _ next: () -> UInt8?) -> UInt128? {
+        var value: UInt128 = 0
+        var shift: UInt128 = 0
+        for index in 0..<maxBytes {
+            guard let byte = next() else { return nil }
+            let low = UInt128(byte & 0x7F)
+            if shift >= 128 || (shift > 0 && low >> (128 - shift) != 0) { return nil }
+            value |= low << shift
+            if byte & 0x80 == 0 {
+                if shortestOnly && byte == 0 && index > 0 { return nil }
+                return value
+            }
+            shift += 7
+        }
+        return nil
+    }
+}
+
+extension Array where Element == UInt8 {
+    @inlinable public mutating func appendVarint(_ value: UInt64) { LEB128.encode(value) { append($0) } }
+    @inlinable public mutating func appendVarint(_ value: UInt128) { LEB128.encode(value) { append($0) } }
+
+    /// The low `bytes` bytes of `value`, least significant first.
+    @inlinable public mutating func appendLittleEndian(_ value: UInt64, bytes: Int) {
+        for index in 0..<bytes { append(UInt8(truncatingIfNeeded: value >> UInt64(8 * index))) }
+    }
+
+    /// The low `bytes` bytes of `value`, most significant first.
+    @inlinable public mutating func appendBigEndian(_ value: UInt64, bytes: Int) {
+        for index in stride(from: bytes - 1, through: 0, by: -1) { append(UInt8(truncatingIfNeeded: value >> UInt64(8 * index))) }
+    }
+
+    /// 16 bytes, most significant first.
+    @inlinable public mutating func appendBigEndian(_ value: Int128) {
+        let bits = UInt128(bitPattern: value)
+        appendBigEndian(UInt64(truncatingIfNeeded: bits >> 64), bytes: 8)
+        appendBigEndian(UInt64(truncatingIfNeeded: bits), bytes: 8)
+    }
+
+    /// A varint byte length, then the UTF-8 bytes.
+    @inlinable public mutating func appendVarintString(_ text: String) {
+        appendVarint(UInt64(text.utf8.count))
+        append(contentsOf: text.utf8)
+    }
+
+    /// A big-endian u32 byte length, then the UTF-8 bytes.
+    @inlinable public mutating func appendString32(_ text: String) {
+        appendBigEndian(UInt64(text.utf8.count), bytes: 4)
+        append(contentsOf: text.utf8)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// The `bytes`-byte little-endian integer at `offset` (the caller checked the bounds).
+    @inlinable public func loadLittleEndian(at offset: Int, bytes count: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in 0..<count { value |= UInt64(self[offset + index]) << UInt64(8 * index) }
+        return value
+    }
+
+    /// The `bytes`-byte big-endian integer at `offset` (the caller checked the bounds).
+    @inlinable public func loadBigEndian(at offset: Int, bytes count: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for index in offset..<(offset + count) { value = value << 8 | UInt64(self[index]) }
+        return value
+    }
+}
+
+/// Reads bytes front to back; every read is bounds-checked and returns nil (consuming nothing
+/// that matters: the caller gives up) when the bytes run out or are invalid.
+public struct ByteReader {
+    public let bytes: UnsafeRawBufferPointer
+    public var index: Int
+
+    @inlinable public init(_ bytes: UnsafeRawBufferPointer, from index: Int = 0) {
+        self.bytes = bytes
+        self.index = index
+    }
+
+    @inlinable public var remaining: Int { bytes.count - index }
+
+    @inlinable public mutating func byte() -> UInt8? {
+        guard index < bytes.count else { return nil }
+        defer { index += 1 }
+        return bytes[index]
+    }
+
+    /// See ``LEB128/decode(maxBytes:shortestOnly:_:)``.
+    @inlinable public mutating func varint(maxBytes: Int = 19, shortestOnly: Bool = false) -> UInt128? {
+        LEB128.decode(maxBytes: maxBytes, shortestOnly: shortestOnly) { byte() }
+    }
+
+    @inlinable public mutating func littleEndian(bytes count: Int) -> UInt64? {
+        guard count <= remaining else { return nil }
+        defer { index += count }
+        return bytes.loadLittleEndian(at: index, bytes: count)
+    }
+
+    @inlinable public mutating func bigEndian(bytes count: Int) -> UInt64? {
+        guard count <= remaining else { return nil }
+        defer { index += count }
+        return bytes.loadBigEndian(at: index, bytes: count)
+    }
+
+    @inlinable public mutating func bigEndianInt128() -> Int128? {
+        guard let high = bigEndian(bytes: 8), let low = bigEndian(bytes: 8) else { return nil }
+        return Int128(bitPattern: UInt128(high) << 64 | UInt128(low))
+    }
+
+    /// `count` bytes as UTF-8; nil when they run past the end or are not valid UTF-8.
+    @inlinable public mutating func utf8(count: Int) -> String? {
+        guard count >= 0, count <= remaining else { return nil }
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)])
+        index += count
+        return String(validating: slice.bindMemory(to: UInt8.self), as: UTF8.self)
+    }
+
+    /// `count` raw bytes; nil when they run past the end.
+    @inlinable public mutating func slice(count: Int) -> UnsafeRawBufferPointer? {
+        guard count >= 0, count <= remaining else { return nil }
+        defer { index += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)])
+    }
+}

@@ -1,0 +1,80 @@
+import Testing
+@testable import TallyCore
+
+/// The one byte codec every format goes through.
+@Suite struct ByteCodingTests {
+    func read<T>(_ bytes: [UInt8], _ body: (inout ByteReader) -> T) -> T {
+        bytes.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            return body(&reader)
+        }
+    }
+
+    @Test(arguments: [UInt128(0), 1, 127, 128, 300, 16_383, 16_384, UInt128(UInt64.max), UInt128.max])
+    func varintsRoundTrip(value: UInt128) {
+        var out: [UInt8] = []
+        out.appendVarint(value)
+        #expect(out.count == max(1, (128 - value.leadingZeroBitCount + 6) / 7))
+        #expect(read(out) { $0.varint(shortestOnly: true) } == value)
+        #expect(read(out + [0xAA]) { reader in reader.varint().map { _ in reader.remaining } } == 1)
+    }
+
+    @Test func varintKnownBytes() {
+        var out: [UInt8] = []
+        out.appendVarint(UInt64(300))
+        #expect(out == [0xAC, 0x02])
+        out = []
+        out.appendVarint(UInt64.max)
+        #expect(out == [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])
+    }
+
+    @Test func badVarintsAreRefused() {
+        // Runs out of bytes.
+        #expect(read([0x80, 0x80]) { $0.varint() } == nil)
+        // A needless trailing zero byte: accepted leniently, refused when only the shortest form counts.
+        #expect(read([0x81, 0x00]) { $0.varint() } == 1)
+        #expect(read([0x81, 0x00]) { $0.varint(shortestOnly: true) } == nil)
+        // More than 128 bits.
+        #expect(read([UInt8](repeating: 0xFF, count: 18) + [0x04]) { $0.varint() } == nil)
+        #expect(read([UInt8](repeating: 0xFF, count: 18) + [0x03]) { $0.varint() } == UInt128.max)
+        #expect(read([UInt8](repeating: 0x80, count: 19) + [0x01]) { $0.varint() } == nil)
+        // A byte budget.
+        #expect(read([0x80, 0x80, 0x01]) { $0.varint(maxBytes: 2) } == nil)
+    }
+
+    @Test(arguments: [Int64.min, -1, 0, 1, 63, -64, Int64.max])
+    func zigzag(value: Int64) {
+        #expect(ZigZag.decode(ZigZag.encode(value)) == value)
+        #expect(ZigZag.decode(ZigZag.encode(Int128(value) * 1_000_000_000)) == Int128(value) * 1_000_000_000)
+        #expect(ZigZag.encode(Int64(-1)) == 1 && ZigZag.encode(Int64(1)) == 2)
+    }
+
+    @Test func fixedWidthInBothByteOrders() {
+        var out: [UInt8] = []
+        out.appendLittleEndian(0x0102_0304, bytes: 4)
+        out.appendBigEndian(0x0102_0304, bytes: 4)
+        out.appendBigEndian(Int128(-2))
+        #expect(Array(out[0..<8]) == [4, 3, 2, 1, 1, 2, 3, 4])
+        #expect(Array(out[8...]) == [UInt8](repeating: 0xFF, count: 15) + [0xFE])
+        read(out) { reader in
+            #expect(reader.littleEndian(bytes: 4) == 0x0102_0304)
+            #expect(reader.bigEndian(bytes: 4) == 0x0102_0304)
+            #expect(reader.bigEndianInt128() == -2)
+            #expect(reader.remaining == 0 && reader.bigEndian(bytes: 1) == nil)
+        }
+    }
+
+    @Test func stringsWithEitherLengthPrefix() {
+        var out: [UInt8] = []
+        out.appendVarintString("café")
+        out.appendString32("x")
+        #expect(out == [5] + Array("café".utf8) + [0, 0, 0, 1, 0x78])
+        read(out) { reader in
+            let length = reader.varint().map(Int.init) ?? -1
+            #expect(reader.utf8(count: length) == "café")
+            #expect(reader.bigEndian(bytes: 4) == 1 && reader.utf8(count: 1) == "x")
+            #expect(reader.utf8(count: 1) == nil)
+        }
+        #expect(read([0xC3]) { $0.utf8(count: 1) } == nil, "invalid UTF-8")
+    }
+}
