@@ -93,13 +93,28 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // What every Tally binary and server shares: the command runner and global options, the
+        // logging and metrics bootstrap, and the one accept loop of the three listeners.
+        .target(
+            name: "TallyService",
+            dependencies: [
+                "TallyConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // Segments, CRC32C records, group commit, recovery: the agent's durable spool.
         .target(name: "TallySpool", dependencies: ["TallyCore"], exclude: ["FORMAT.md"], swiftSettings: strict),
         // The agent: local ingest (HTTP, Unix socket), batcher and shipper, config, metrics.
         .target(
             name: "TallyAgent",
             dependencies: [
-                "TallyCore", "TallySpool", "TallyWire", "TallyConfig", "TallyTLS",
+                "TallyCore", "TallySpool", "TallyWire", "TallyConfig", "TallyTLS", "TallyService",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -133,12 +148,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The agent's command tree and what every binary shares (CommandRunner, GlobalOptions,
-        // Observability): all `tally-agent` links, so it carries no collector, ledger or pricing.
+        // The agent's command tree: all `tally-agent` links, so it carries no collector, ledger or
+        // pricing.
         .target(
-            name: "TallyAgentCLI",
+            name: "TallyAgentCommand",
             dependencies: [
-                "TallyAgent", "TallyConfig", "TallySpool", "TallyTLS",
+                "TallyAgent", "TallyService", "TallyConfig", "TallySpool", "TallyTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -151,7 +166,7 @@ let package = Package(
         .target(
             name: "TallyCLI",
             dependencies: [
-                "TallyAgentCLI",
+                "TallyAgentCommand", "TallyService",
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
                 "TallyLedger", "TallyPricing", "TallyTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -166,7 +181,7 @@ let package = Package(
         .target(
             name: "TallyCollector",
             dependencies: [
-                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS",
+                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS", "TallyService",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -182,7 +197,6 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The ledger: store protocol, SQLite backend, dedupe, aggregates, reconciliation.
         // The ledger: the store protocol, the rules (pure), the SQLite and PostgreSQL
         // (postgres-nio) backends, and the one place that opens a store from its address.
         .target(
@@ -197,7 +211,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(name: "tally-agent", dependencies: ["TallyAgentCLI"], swiftSettings: strict),
+        .executableTarget(name: "tally-agent", dependencies: ["TallyAgentCommand"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
         // Benchmarks (release builds): `swift run -c release tally-bench query`.

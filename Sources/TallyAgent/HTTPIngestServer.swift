@@ -5,6 +5,7 @@ import NIOPosix
 public import ServiceLifecycle
 import Synchronization
 public import TallyConfig
+import TallyService
 import TallySpool
 
 /// The agent's local HTTP API (NIOHTTP1 on NIOAsyncChannel; loopback by default):
@@ -64,17 +65,7 @@ public struct HTTPIngestServer: Service {
         let port = server.channel.localAddress?.port ?? address.port
         logger.info("HTTP ingest listening", metadata: ["address": "\(address.host):\(port)"])
         onBound(port)
-        try await withGracefulShutdownHandler {
-            try await server.executeThenClose { connections in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await (connection, clock) in connections {
-                        group.addTask { await admit(connection, clock: clock) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await AcceptLoop.run(server) { connection, clock in await admit(connection, clock: clock) }
     }
 
     /// Serves a connection within the connection cap, or refuses it with `503`; either way under

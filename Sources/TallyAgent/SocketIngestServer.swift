@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 import TallyCore
+import TallyService
 import TallySpool
 
 /// NDJSON streams on a Unix domain socket: the fastest way into the agent.
@@ -45,17 +46,7 @@ public struct SocketIngestServer: Service {
                 }
             }
         logger.info("NDJSON socket listening", metadata: ["path": "\(path)"])
-        try await withGracefulShutdownHandler {
-            try await server.executeThenClose { connections in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in connections {
-                        group.addTask { await serve(connection) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await AcceptLoop.run(server) { connection in await serve(connection) }
     }
 
     /// Chunks of one connection whose answers may be awaited at once: the next chunk is decoded

@@ -1,3 +1,4 @@
-import TallyAgentCLI
+import TallyAgentCommand
+import TallyService
 
 await CommandRunner.main(AgentCommand.self)

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 public import ServiceLifecycle
 public import TallyCore
+import TallyService
 public import TallyTLS
 public import TallyWire
 
@@ -107,17 +108,7 @@ public final class ProtocolServer: Service, Sendable {
             logger.warning("plain TCP from remote agents is allowed: their usage crosses the network in clear text")
         }
         logger.info("listening for agents on \(localAddress?.ipAddress ?? "?"):\(localAddress?.port ?? 0) (\(transport))")
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await listener.executeThenClose { connections in
-                    for try await connection in connections {
-                        group.addTask { await self.serve(connection) }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            self.listener.channel.close(promise: nil)
-        }
+        try await AcceptLoop.run(listener) { connection in await self.serve(connection) }
     }
 
     /// Serves one agent connection until it closes, fails, or the task is cancelled.

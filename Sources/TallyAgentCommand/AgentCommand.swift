@@ -4,6 +4,7 @@ import Metrics
 import Prometheus
 public import TallyAgent
 public import TallyConfig
+public import TallyService
 import TallySpool
 import TallyTLS
 
