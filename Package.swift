@@ -219,7 +219,7 @@ let package = Package(
             name: "tally-bench",
             dependencies: [
                 "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI", "TallyWire",
-                "TallyTestSupport",
+                "TallySpool", "TallyTestSupport",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

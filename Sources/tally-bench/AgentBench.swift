@@ -41,7 +41,7 @@ struct AgentBench: AsyncParsableCommand {
             if !keep { try? FileManager.default.removeItem(atPath: root) }
         }
         let bench = try AgentBenchRun(bin: bin, root: root, children: children)
-        var table = BenchTable()
+        var table = BenchTable.figures()
         do {
             try await bench.measure(self, into: &table)
         } catch {
@@ -49,19 +49,6 @@ struct AgentBench: AsyncParsableCommand {
             throw error
         }
         table.print()
-    }
-}
-
-/// Rows of figure | unit | value | baseline, printed as one table.
-struct BenchTable {
-    var rows: [(String, String, String, String)] = []
-    mutating func add(_ figure: String, _ unit: String, _ value: String, _ baseline: String) {
-        rows.append((figure, unit, value, baseline))
-        FileHandle.standardError.write(Data("  \(figure): \(value) \(unit)\n".utf8))
-    }
-    func print() {
-        Swift.print(pad("figure", 66) + pad("unit", 10) + pad("value", 14) + "baseline")
-        for row in rows { Swift.print(pad(row.0, 66) + pad(row.1, 10) + pad(row.2, 14) + row.3) }
     }
 }
 

@@ -48,7 +48,7 @@ struct ClusterBench: AsyncParsableCommand {
         let server = try PostgresTestServer(
             durable: true, settings: statements > 0 ? ["shared_preload_libraries=pg_stat_statements"] : [])
         let run = try ClusterBenchRun(options: self, root: root, server: server, children: children)
-        var table = ClusterTable()
+        var table = BenchTable.cluster()
         do {
             try await run.measure(into: &table)
         } catch {
@@ -56,19 +56,6 @@ struct ClusterBench: AsyncParsableCommand {
             throw error
         }
         table.print()
-    }
-}
-
-/// Rows of figure | measured | baseline (same run) | ratio or target, printed as one table.
-struct ClusterTable {
-    var rows: [(String, String, String, String)] = []
-    mutating func add(_ figure: String, _ measured: String, _ baseline: String = "-", _ target: String = "-") {
-        rows.append((figure, measured, baseline, target))
-        FileHandle.standardError.write(Data("  \(figure): \(measured)\n".utf8))
-    }
-    func print() {
-        Swift.print(pad("figure", 64) + pad("measured", 24) + pad("baseline (same run)", 24) + "ratio / target")
-        for row in rows { Swift.print(pad(row.0, 64) + pad(row.1, 24) + pad(row.2, 24) + row.3) }
     }
 }
 

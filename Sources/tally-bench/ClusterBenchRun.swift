@@ -27,7 +27,7 @@ struct ClusterBenchRun {
         lateWindow = collector.lateWindow
     }
 
-    func measure(into table: inout ClusterTable) async throws {
+    func measure(into table: inout BenchTable) async throws {
         let naive = try await naiveBaseline()
         let naiveRate = Double(naive.events) / naive.elapsed.seconds
         let naiveText = "\(grouped(Int(naiveRate))) events/s"
@@ -91,7 +91,7 @@ struct ClusterBenchRun {
 
         func stopAll() { for child in agents + collectors { child.killNow() } }
 
-        func report(into table: inout ClusterTable) {
+        func report(into table: inout BenchTable) {
             let name = collectorCount == 1 ? "1 collector" : "\(collectorCount) collectors"
             let check =
                 counts.received == Int64(events) && counts.balances

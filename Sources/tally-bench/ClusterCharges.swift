@@ -17,7 +17,7 @@ struct ChargesBench {
 
     var options: ClusterBench { run.options }
 
-    func measure(into table: inout ClusterTable) async throws {
+    func measure(into table: inout BenchTable) async throws {
         var stored = try await storedEvents()
         let first = try await latency(stored: stored, into: &table)
         guard options.queryEvents > stored else { return }
@@ -39,7 +39,7 @@ struct ChargesBench {
     }
 
     /// p50 and p99 of the charges call, in-process and over HTTP, after 20 warm-up calls.
-    func latency(stored: Int, into table: inout ClusterTable) async throws -> (events: Int, p99: Duration) {
+    func latency(stored: Int, into table: inout BenchTable) async throws -> (events: Int, p99: Duration) {
         let tenant = options.tenant
         clusterProgress("charges: \(options.iterations) calls for \(tenant) with \(stored) events stored")
         let service = Invoicing(ledger: ledger, pricing: run.pricing, lateWindow: run.lateWindow)

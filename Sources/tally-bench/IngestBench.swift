@@ -67,7 +67,7 @@ struct IngestBench: AsyncParsableCommand {
 
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let lines = Double(usage.count)
-        print(pad("figure", 58) + pad("unit", 10) + pad("value", 14) + "baseline")
+        var table = BenchTable.figures(echo: false)
         let rows: [(String, String, String, String)] = [
             ("events sent (valid lines, retries included)", "events", String(usage.count), "-"),
             ("acked accepted + duplicate", "events", String(counted), "= events sent"),
@@ -78,7 +78,8 @@ struct IngestBench: AsyncParsableCommand {
             ("same events as NDJSON", "bytes/ev", fixed(Double(ndjson.count) / lines), "~240 (brief)"),
             ("zstd -1 of the whole NDJSON", "bytes/ev", fixed(Double(zstdNDJSON) / lines), "~37 (brief)"),
         ]
-        for row in rows { print(pad(row.0, 58) + pad(row.1, 10) + pad(row.2, 14) + row.3) }
+        for row in rows { table.add(row.0, row.1, row.2, row.3) }
+        table.print()
     }
 }
 

@@ -195,29 +195,3 @@ import TallyCore
         await spool.close()
     }
 }
-
-@Suite struct SpoolBenchmark {
-    /// `TALLY_SPOOL_BENCH=1 swift test -c release --filter SpoolBenchmark`
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["TALLY_SPOOL_BENCH"] == "1"))
-    func appendsPerSecond() async throws {
-        let dir = TemporaryDirectory()
-        let spool = try await Spool.open(directory: dir.spool, options: SpoolOptions())
-        let chunks = (0..<10).map { chunk in (0..<1_000).map { sampleEvent(chunk * 1_000 + $0) } }
-        let clock = ContinuousClock()
-        let elapsed = try await clock.measure {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for writer in 0..<4 {
-                    group.addTask {
-                        for round in 0..<250 { try await spool.append(chunks[(writer + round) % 10]) }
-                    }
-                }
-                try await group.waitForAll()
-            }
-        }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let stats = try await spool.stats()
-        print("spool append: 1,000,000 events in chunks of 1,000, fsync interval 5 ms, 4 writers: \(Int(1_000_000 / seconds)) events/s, \(stats.bytesOnDisk / 1_000_000) bytes/event")
-        #expect(stats.events == 1_000_000)
-        await spool.close()
-    }
-}
