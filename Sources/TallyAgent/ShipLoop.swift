@@ -150,7 +150,7 @@ struct ShipLoop {
             case .stop:
                 return .stop
             case .abort(let reason):
-                throw ShipperError.spool(reason)
+                throw ShipperError.invariant(reason)
             case .send(let frames):
                 guard let outbound else { continue }
                 do {
@@ -184,7 +184,7 @@ struct ShipLoop {
                 do {
                     batch = try AgentSession.OutgoingBatch(sequence: sequence, events: events, encoder: encoder)
                 } catch {
-                    throw ShipperError.encoding(error.description)
+                    throw ShipperError.encoding(error)
                 }
                 actions += machine.batchCut(batch, now: .now)
             case .freeSpool(let position):

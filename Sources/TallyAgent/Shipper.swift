@@ -121,7 +121,7 @@ public final class Shipper: Service {
         do {
             encoder = try BatchPayloadEncoder(compression: settings.compression)
         } catch {
-            throw ShipperError.encoding(error.description)
+            throw ShipperError.encoding(error)
         }
         var loop = ShipLoop(shipper: self, encoder: encoder, iterator: inputs.makeAsyncIterator())
         try await withGracefulShutdownHandler {
@@ -167,15 +167,16 @@ public final class Shipper: Service {
 
 /// Why the shipper stopped.
 public enum ShipperError: Error, Sendable, CustomStringConvertible {
-    /// The spool failed.
-    case spool(String)
-    /// A batch could not be encoded.
-    case encoding(String)
+    /// An invariant of the spool window broke (a sequence leased twice): shipping stops rather
+    /// than risk a batch under two sequences.
+    case invariant(String)
+    /// A batch could not be encoded; the wire error is kept as it came.
+    case encoding(WireError)
 
     public var description: String {
         switch self {
-        case .spool(let problem): "spool: \(problem)"
-        case .encoding(let problem): "batch encoding: \(problem)"
+        case .invariant(let problem): "shipper: \(problem)"
+        case .encoding(let error): "batch encoding: \(error)"
         }
     }
 }
