@@ -106,12 +106,7 @@ extension AgentConfig {
     // A config file reads top to bottom like the agent's data flow: who, where from, where to.
     public static func load(yaml: String, file: String = "<string>") throws(ConfigError) -> AgentConfig {
         var config = AgentConfig()
-        let root = try ConfigDocument.compose(yaml, file: file)
-        guard let root else { return config }
-        var reader = YAMLReader()
-        guard let fields = reader.mapping(root, "", allowed: topLevelKeys) else {
-            throw ConfigError(file: file, issues: reader.issues)
-        }
+        guard case (let fields, var reader)? = try ConfigDocument.topLevel(yaml, file: file, allowed: topLevelKeys) else { return config }
         if let node = fields["agent_id"], let value = reader.text(node, "agent_id") { config.agentId = value }
         if let node = fields["key"], let value = reader.text(node, "key") { config.key = value }
         if let node = fields["default_metric"], let value = reader.text(node, "default_metric") { config.defaultMetric = value }

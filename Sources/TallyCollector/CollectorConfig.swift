@@ -139,12 +139,7 @@ extension CollectorConfig {
 
     public static func load(yaml: String, file: String = "<string>") throws(ConfigError) -> CollectorConfig {
         var config = CollectorConfig()
-        let root = try ConfigDocument.compose(yaml, file: file)
-        guard let root else { return config }
-        var reader = YAMLReader()
-        guard let fields = reader.mapping(root, "", allowed: topLevelKeys) else {
-            throw ConfigError(file: file, issues: reader.issues)
-        }
+        guard case (let fields, var reader)? = try ConfigDocument.topLevel(yaml, file: file, allowed: topLevelKeys) else { return config }
         if let node = fields["store"], let value = reader.text(node, "store") { config.store = value }
         for key in ["listen", "http"] {
             guard let node = fields[key], let value = reader.text(node, key) else { continue }

@@ -54,4 +54,14 @@ public enum ConfigDocument {
             throw ConfigError(file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error)")])
         }
     }
+
+    /// The top-level keys of `yaml` (nil for an empty document: every default stands), with the
+    /// reader that goes on to read their values. A document that is not a mapping, or has a key
+    /// not in `allowed`, is a ``ConfigError``.
+    public static func topLevel(_ yaml: String, file: String, allowed: [String]) throws(ConfigError) -> (Fields, YAMLReader)? {
+        guard let root = try compose(yaml, file: file) else { return nil }
+        var reader = YAMLReader()
+        guard let fields = reader.mapping(root, "", allowed: allowed) else { throw ConfigError(file: file, issues: reader.issues) }
+        return (fields, reader)
+    }
 }

@@ -34,6 +34,14 @@ public struct LedgerConfiguration: Sendable, Hashable {
         return unique
     }
 
+    /// Throws unless distinct values of `metric`.`property` are counted (a read of one that is
+    /// not would silently answer zero).
+    public func requireUniqueCount(metric: String, property: String) throws(LedgerError) {
+        guard uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
+            throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
+        }
+    }
+
     /// Decides what `prepared` becomes, given which of its candidate keys the store holds
     /// already: ``LedgerRules`` with this configuration.
     public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {

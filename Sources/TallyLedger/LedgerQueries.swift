@@ -62,6 +62,33 @@ public struct PeriodTotals: Sendable, Hashable {
     public var usage: UsageAggregate?
     /// Ordered by original period.
     public var adjustments: [Adjustment]
+
+    public init(period: BillingPeriod, usage: UsageAggregate?, adjustments: [Adjustment]) {
+        self.period = period
+        self.usage = usage
+        self.adjustments = adjustments
+    }
+
+    /// The totals with `adjustments` by original period, put in period order.
+    public init(period: BillingPeriod, usage: UsageAggregate?, adjustments: [BillingPeriod: UsageAggregate]) {
+        self.init(
+            period: period, usage: usage,
+            adjustments: adjustments.sorted { $0.key < $1.key }.map { Adjustment(original: $0.key, aggregate: $0.value) })
+    }
+}
+
+extension Array where Element == (hour: Int64, aggregate: UsageAggregate) {
+    /// Appends one hour's aggregate to a series ordered by hour, merging it into the last entry
+    /// when that is the same hour (rows of one hour from several dimension values).
+    mutating func appendMergingHour(_ hour: Int64, _ aggregate: UsageAggregate) throws(LedgerError) {
+        if let last = self.last, last.hour == hour {
+            var merged = last.aggregate
+            try merged.merge(aggregate)
+            self[count - 1].aggregate = merged
+        } else {
+            append((hour, aggregate))
+        }
+    }
 }
 
 /// Distinct values of a property in a period: those billed in the period itself, and those of

@@ -50,13 +50,7 @@ extension PostgresLedgerStore {
         for row in rows {
             let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity) = try Self.decodeCell(row)
             let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity)
-            if let last = result.last, last.hour == hour {
-                var merged = last.aggregate
-                try merged.merge(aggregate)
-                result[result.count - 1].aggregate = merged
-            } else {
-                result.append((hour, aggregate))
-            }
+            try result.appendMergingHour(hour, aggregate)
         }
         return result
     }

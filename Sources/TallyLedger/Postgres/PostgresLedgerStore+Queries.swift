@@ -117,17 +117,13 @@ extension PostgresLedgerStore {
             let original = BillingPeriod(containingHour: cell.hour)
             try adjustments.merge(cell.aggregate, at: original)
         }
-        return PeriodTotals(
-            period: period, usage: usage,
-            adjustments: adjustments.sorted { $0.key < $1.key }.map { .init(original: $0.key, aggregate: $0.value) })
+        return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 
     public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
         -> UniqueCount
     {
-        guard configuration.uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
-            throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
-        }
+        try configuration.requireUniqueCount(metric: metric, property: property)
         return try cachedRead("uniqueCount", [tenant, metric, property, period.description], rows: { _ in 1 }) {
             () throws(LedgerError) -> UniqueCount in
             let own = try count(

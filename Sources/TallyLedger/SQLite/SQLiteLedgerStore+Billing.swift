@@ -89,13 +89,7 @@ extension SQLiteLedgerStore {
         while try select.step() {
             let hour = select.int64(0)
             let aggregate = try readAggregate(select, from: 1)
-            if let last = result.last, last.hour == hour {
-                var merged = last.aggregate
-                try merged.merge(aggregate)
-                result[result.count - 1].aggregate = merged
-            } else {
-                result.append((hour, aggregate))
-            }
+            try result.appendMergingHour(hour, aggregate)
         }
         return result
     }

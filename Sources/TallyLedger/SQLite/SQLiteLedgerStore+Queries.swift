@@ -59,17 +59,13 @@ extension SQLiteLedgerStore {
             let aggregate = try readAggregate(adjusted, from: 1)
             try adjustments.merge(aggregate, at: original)
         }
-        return PeriodTotals(
-            period: period, usage: usage,
-            adjustments: adjustments.sorted { $0.key < $1.key }.map { .init(original: $0.key, aggregate: $0.value) })
+        return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 
     public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
         -> UniqueCount
     {
-        guard configuration.uniqueCounts.contains(UniqueCountKey(metric: metric, property: property)) else {
-            throw .invalidConfiguration("unique_count of \(metric).\(property) is not configured")
-        }
+        try configuration.requireUniqueCount(metric: metric, property: property)
         let own = try database.prepare(
             """
             SELECT COUNT(*) FROM unique_values
