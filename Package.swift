@@ -65,11 +65,12 @@ let package = Package(
             swiftSettings: strict
         ),
         // TLS for every connection that leaves the host: contexts from the configured PEM files,
-        // certificate identities, and the plain-TCP policy (loopback only unless allowed).
+        // certificate identities, and the plain-TCP policy (loopback only unless allowed), also as
+        // the security of TallyClient's HTTP client.
         .target(
             name: "TallyTLS",
             dependencies: [
-                "TallyConfig",
+                "TallyConfig", "TallyClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -127,7 +128,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Sends events to the local agent over HTTP (NIO, no Foundation networking).
+        // Sends events to the local agent over HTTP (NIO, no Foundation networking), with Tally's
+        // one HTTP client (HTTPExchange), which the collector's exports and tallyctl use too.
         .target(
             name: "TallyClient",
             dependencies: [
@@ -168,7 +170,7 @@ let package = Package(
             dependencies: [
                 "TallyAgentCommand", "TallyService",
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
-                "TallyLedger", "TallyPricing", "TallyTLS",
+                "TallyLedger", "TallyPricing", "TallyTLS", "TallyClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -181,7 +183,7 @@ let package = Package(
         .target(
             name: "TallyCollector",
             dependencies: [
-                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS", "TallyService",
+                "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS", "TallyService", "TallyClient",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -235,7 +237,7 @@ let package = Package(
             name: "TallyCollectorTests",
             dependencies: [
                 "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
-                "TallyTLS", "TallyAgent", "TallySpool", "TallyWire",
+                "TallyTLS", "TallyAgent", "TallySpool", "TallyWire", "TallyClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Foundation
+import TallyClient
 import TallyCollector
 import TallyConfig
 import TallyCore
@@ -24,18 +25,19 @@ public struct CollectorHTTPOptions: ParsableArguments {
     func get(_ path: String) async throws -> String {
         let headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
         let base = collectorHttp.hasPrefix("https://") ? collectorHttp : "http://\(collectorHttp)"
-        let reply: MinimalHTTPClient.Reply
+        let tls = try trust.clientTLS()
+        let reply: HTTPExchange.Response
         do {
-            reply = try await MinimalHTTPClient.request(
-                method: .GET, url: base + path, headers: headers, tls: try trust.clientTLS(),
-                allowPlaintextRemote: trust.allowPlaintextRemote)
+            let target = try HTTPExchange.Target(url: base + path)
+            reply = try await HTTPExchange(url: target, tls: tls, allowPlaintextRemote: trust.allowPlaintextRemote)
+                .request(method: "GET", path: target.path, headers: headers)
         } catch {
             throw RuntimeFailure("cannot reach the collector at \(collectorHttp): \(error)")
         }
         guard reply.status == 200 else {
-            throw RuntimeFailure("the collector answered \(reply.status): \(reply.body.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw RuntimeFailure("the collector answered \(reply.status): \(reply.text.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        return reply.body
+        return reply.text
     }
 }
 

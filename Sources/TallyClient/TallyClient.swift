@@ -2,6 +2,31 @@ public import NIOCore
 public import NIOPosix
 public import TallyCore
 
+/// Why a request to the agent did not get an answer, or got one that means "not kept".
+public enum TallyClientError: Error, CustomStringConvertible {
+    /// No connection, or the connection broke before a whole answer arrived: the exchange's error.
+    case unreachable(HTTPExchangeError)
+    /// The agent's spool is full: nothing of the request was kept; retry after `retryAfterSeconds`.
+    case spoolFull(retryAfterSeconds: Int?, status: Int)
+    /// The agent answered with a status the client does not expect.
+    case unexpectedStatus(Int, String)
+    /// The agent's answer is not the per-event JSON it promises.
+    case malformedAnswer(String)
+    /// The answer did not arrive in time.
+    case timedOut
+
+    public var description: String {
+        switch self {
+        case .unreachable(let why): "the Tally agent is unreachable: \(why)"
+        case .spoolFull(let seconds, let status):
+            "the Tally agent's spool is full (HTTP \(status)); retry after \(seconds.map { "\($0) s" } ?? "a while")"
+        case .unexpectedStatus(let status, let text): "the Tally agent answered HTTP \(status): \(text.prefix(200))"
+        case .malformedAnswer(let why): "the Tally agent's answer is malformed: \(why)"
+        case .timedOut: "the Tally agent did not answer in time"
+        }
+    }
+}
+
 /// What the agent did with one event of a request.
 public enum EventOutcome: Sendable, Hashable {
     /// Durable in the agent's spool; this fingerprint names it.
@@ -56,8 +81,17 @@ public struct TallyClient: Sendable {
 
     /// Sends a raw body (a JSON object, an array or NDJSON) and decodes the per-event answer.
     public func send(body: ByteBuffer, contentType: String = "application/json", expecting: Int? = nil) async throws(TallyClientError) -> [EventOutcome] {
-        let response = try await exchange.request(
-            method: "POST", path: "/v1/events", headers: [("Content-Type", contentType)], body: body, timeout: timeout)
+        let response: HTTPExchange.Response
+        do {
+            response = try await exchange.request(
+                method: "POST", path: "/v1/events", headers: [("Content-Type", contentType)], body: body, timeout: timeout)
+        } catch {
+            switch error {
+            case .timedOut: throw .timedOut
+            case .answerTooLarge(_, let limit): throw .malformedAnswer("the answer is larger than \(limit) bytes")
+            default: throw .unreachable(error)
+            }
+        }
         switch response.status {
         case 200, 207, 400:
             break

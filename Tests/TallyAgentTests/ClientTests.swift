@@ -30,7 +30,15 @@ struct ClientTests {
         let dead = try DeadPort()
         defer { dead.close() }
         let client = TallyClient(port: dead.port, timeout: .seconds(5))
-        await #expect(throws: TallyClientError.self) { try await client.send([event(1)]) }
+        do throws(TallyClientError) {
+            _ = try await client.send([event(1)])
+            Issue.record("an agent on a closed port answered")
+        } catch {
+            guard case .unreachable(.cannotConnect) = error else {
+                Issue.record("expected unreachable(cannotConnect), got \(error)")
+                return
+            }
+        }
     }
 
     @Test func middlewareMetersEachRequest() async throws {

@@ -64,7 +64,7 @@ struct IngestTests {
             $0.spool.fullPolicy = policy
         })
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
-        var refused: AgentHTTPResponse?
+        var refused: HTTPExchange.Response?
         var refusedBody = ""
         for round in 0..<200 {
             let body = (0..<10).map { event(round * 10 + $0).jsonLine }.joined(separator: "\n")

@@ -1,3 +1,5 @@
+import NIOCore
+import TallyClient
 public import TallyCore
 import TallyLedger
 public import TallyTLS
@@ -30,12 +32,15 @@ public struct MeterEventExporter: Sendable {
         public var tls: ClientTLS?
         /// Plain `http://` to a host not on loopback.
         public var allowPlaintextRemote: Bool
+        /// How long one request may take (connecting included) before it counts as a failed attempt.
+        public var requestTimeout: Duration
 
         public init(
             baseURL: String, apiKey: String? = nil, customers: [String: String] = [:], maxAttempts: Int = 5,
             initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(10), tls: ClientTLS? = nil,
-            allowPlaintextRemote: Bool = false
+            allowPlaintextRemote: Bool = false, requestTimeout: Duration = .seconds(30)
         ) {
+            self.requestTimeout = requestTimeout
             self.tls = tls
             self.allowPlaintextRemote = allowPlaintextRemote
             self.baseURL = baseURL
@@ -151,14 +156,16 @@ public struct MeterEventExporter: Sendable {
             var acknowledged = false
             var permanent = false
             do {
-                let reply = try await MinimalHTTPClient.request(
-                    method: .POST, url: settings.baseURL + "/v1/billing/meter_events",
-                    headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
-                        + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
-                    body: formBody(record), tls: settings.tls, allowPlaintextRemote: settings.allowPlaintextRemote)
+                let target = try HTTPExchange.Target(url: settings.baseURL + "/v1/billing/meter_events")
+                let reply = try await HTTPExchange(url: target, tls: settings.tls, allowPlaintextRemote: settings.allowPlaintextRemote)
+                    .request(
+                        method: "POST", path: target.path,
+                        headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
+                            + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
+                        body: ByteBuffer(string: formBody(record)), timeout: settings.requestTimeout)
                 acknowledged = (200..<300).contains(reply.status)
                 permanent = (400..<500).contains(reply.status) && reply.status != 429 && reply.status != 408
-                record.lastError = acknowledged ? nil : "HTTP \(reply.status): \(reply.body.prefix(200))"
+                record.lastError = acknowledged ? nil : "HTTP \(reply.status): \(reply.text.prefix(200))"
             } catch {
                 record.lastError = "\(error)"
             }

@@ -2,7 +2,9 @@ import Foundation
 import Hummingbird
 import HummingbirdTLS
 import HummingbirdTesting
+import NIOCore
 import Prometheus
+@testable import TallyClient
 import TallyConfig
 import TallyCore
 import TallyTLS
@@ -30,19 +32,23 @@ struct HTTPSTests {
         let port = try #require(await iterator.next())
         let trust = try ClientTLS(ClientTLSFiles(ca: pki.ca), place: "test")
 
-        let health = try await MinimalHTTPClient.request(method: .GET, url: "https://127.0.0.1:\(port)/healthz", tls: trust)
-        #expect(health.status == 200 && health.body == "ok\n")
-        let usage = try await MinimalHTTPClient.request(
-            method: .GET, url: "https://localhost:\(port)/v1/usage?tenant=acme&metric=api_calls",
-            headers: [("Authorization", "Bearer admin-key-for-tls-tests")], tls: trust)
-        #expect(usage.status == 200, "\(usage.body)")
+        let health = try await get("https://127.0.0.1:\(port)/healthz", tls: trust)
+        #expect(health.status == 200 && health.text == "ok\n")
+        let usage = try await get(
+            "https://localhost:\(port)/v1/usage?tenant=acme&metric=api_calls", headers: [("Authorization", "Bearer admin-key-for-tls-tests")],
+            tls: trust)
+        #expect(usage.status == 200, "\(usage.text)")
         // Plain HTTP to the HTTPS port gets no answer; a client that trusts another CA refuses it.
-        await #expect(throws: MinimalHTTPClient.Failure.self) {
-            _ = try await MinimalHTTPClient.request(method: .GET, url: "http://127.0.0.1:\(port)/healthz")
-        }
+        await #expect(throws: HTTPExchangeError.self) { _ = try await get("http://127.0.0.1:\(port)/healthz", tls: nil) }
         let stranger = try ClientTLS(ClientTLSFiles(ca: pki.otherCA), place: "test")
-        await #expect(throws: MinimalHTTPClient.Failure.self) {
-            _ = try await MinimalHTTPClient.request(method: .GET, url: "https://127.0.0.1:\(port)/healthz", tls: stranger)
+        do {
+            _ = try await get("https://127.0.0.1:\(port)/healthz", tls: stranger)
+            Issue.record("a server whose certificate does not chain to the trusted CA was answered")
+        } catch let error as HTTPExchangeError {
+            guard case .refused = error else {
+                Issue.record("expected the TLS handshake to refuse the server, got \(error)")
+                return
+            }
         }
         running.cancel()
         _ = await running.result
@@ -93,11 +99,38 @@ struct HTTPSTests {
     }
 
     @Test func urlsAreHTTPSOrLoopbackHTTP() throws {
-        let secure = try MinimalHTTPClient.parse(url: "https://api.stripe.com/v1/x")
+        let secure = try HTTPExchange.Target(url: "https://api.stripe.com/v1/x")
         #expect(secure == .init(secure: true, host: "api.stripe.com", port: 443, path: "/v1/x"))
-        let local = try MinimalHTTPClient.parse(url: "http://[::1]:8080")
+        let local = try HTTPExchange.Target(url: "http://[::1]:8080")
         #expect(local == .init(secure: false, host: "::1", port: 8080, path: "/"))
-        #expect(throws: MinimalHTTPClient.Failure.self) { try MinimalHTTPClient.parse(url: "ftp://x") }
-        #expect(throws: MinimalHTTPClient.Failure.self) { try MinimalHTTPClient.parse(url: "https://x:99999") }
+        let query = try HTTPExchange.Target(url: "http://localhost:7480?x=1")
+        #expect(query == .init(secure: false, host: "localhost", port: 7480, path: "/?x=1"))
+        #expect(throws: HTTPExchangeError.self) { try HTTPExchange.Target(url: "ftp://x") }
+        #expect(throws: HTTPExchangeError.self) { try HTTPExchange.Target(url: "https://x:99999") }
+        #expect(throws: HTTPExchangeError.self) { try HTTPExchange.Target(url: "https://[::1]x/") }
     }
+
+    /// `http://` goes to loopback only: the rule is checked on the address connected to, before
+    /// anything is written, and `allowPlaintextRemote` lifts it.
+    @Test func plainHTTPGoesToLoopbackOnly() throws {
+        let policy = PlaintextPolicy(allowRemote: false)
+        #expect(throws: Never.self) { try policy.admit(peer: try SocketAddress(ipAddress: "127.0.0.1", port: 80)) }
+        #expect(throws: Never.self) { try policy.admit(peer: try SocketAddress(ipAddress: "::1", port: 80)) }
+        #expect(throws: PlaintextRefused.self) { try policy.admit(peer: try SocketAddress(ipAddress: "192.0.2.7", port: 80)) }
+        #expect(throws: PlaintextRefused.self) { try policy.admit(peer: nil) }
+        #expect(throws: Never.self) { try PlaintextPolicy(allowRemote: true).admit(peer: try SocketAddress(ipAddress: "192.0.2.7", port: 80)) }
+        let exchange = try HTTPExchange(url: try HTTPExchange.Target(url: "http://example.com:8080/x"), tls: nil, allowPlaintextRemote: false)
+        #expect(exchange.security is PlaintextPolicy && exchange.security?.isEncrypted == false)
+        #expect(exchange.head(method: "GET", path: "/x", headers: [], bodyBytes: nil).headers["Host"] == ["example.com:8080"])
+        let secure = try HTTPExchange(url: try HTTPExchange.Target(url: "https://[::1]/x"), tls: nil, allowPlaintextRemote: false)
+        #expect(secure.security?.isEncrypted == true)
+        #expect(secure.head(method: "POST", path: "/x", headers: [], bodyBytes: nil).headers["Host"] == ["[::1]"])
+        #expect(secure.head(method: "POST", path: "/x", headers: [], bodyBytes: nil).headers["Content-Length"] == ["0"])
+    }
+}
+
+/// One GET with Tally's HTTP client, secured as the URL says.
+private func get(_ url: String, headers: [(String, String)] = [], tls: ClientTLS?) async throws -> HTTPExchange.Response {
+    let target = try HTTPExchange.Target(url: url)
+    return try await HTTPExchange(url: target, tls: tls, allowPlaintextRemote: false).request(method: "GET", path: target.path, headers: headers)
 }
