@@ -15,7 +15,7 @@ public import TallyCore
 /// grace-window policy and still reconcile.
 ///
 /// ## File format `tally-expected-totals/1` (stable; `tallyctl gen --expect FILE` writes it)
-/// One JSON object, keys sorted, two-space indentation not guaranteed (parse it as JSON):
+/// One JSON object, keys sorted, written compactly (shown indented here; parse it as JSON):
 /// ```json
 /// {
 ///   "format": "tally-expected-totals/1",
@@ -177,12 +177,10 @@ public enum ExpectedTotalsError: Error, Sendable, Hashable, CustomStringConverti
 // MARK: - Reading and writing
 
 extension ExpectedTotals {
-    /// The file's JSON bytes (see the format above).
+    /// The file's JSON bytes (see the format above), written by Tally's one JSON writer.
     public func jsonBytes() throws(ExpectedTotalsError) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         do {
-            return Array(try encoder.encode(FileShape(self)))
+            return Array(try JSONWriter.encode(FileShape(self)).utf8)
         } catch {
             throw .malformed("\(error)")
         }

@@ -118,8 +118,9 @@ struct ExpectedTotalsTests {
         let totals = workload.expectedTotals
         let bytes = try totals.jsonBytes()
         let text = String(decoding: bytes, as: UTF8.self)
-        #expect(text.contains("\"format\" : \"tally-expected-totals/1\""))
-        #expect(text.contains("\"quantity\" : \""))
+        #expect(text.hasPrefix("{\"format\":\"tally-expected-totals/1\","))
+        #expect(text.contains("\"quantity\":\""))
+        #expect(try totals.jsonBytes() == bytes)
         #expect(try ExpectedTotals(jsonBytes: bytes) == totals)
         #expect(!totals.lateEvents.isEmpty)
         // A file without the optional lateEvents key still reads.
@@ -144,7 +145,7 @@ struct ExpectedTotalsTests {
         #expect(throws: ExpectedTotalsError.unsupportedFormat("tally-expected-totals/9")) {
             try ExpectedTotals(jsonBytes: Array(future.utf8))
         }
-        let badQuantity = text.replacingOccurrences(of: "\"quantity\" : \"1\"", with: "\"quantity\" : \"one\"")
+        let badQuantity = text.replacingOccurrences(of: "\"quantity\":\"1\"", with: "\"quantity\":\"one\"")
         #expect(badQuantity != text)
         #expect(throws: ExpectedTotalsError.self) { try ExpectedTotals(jsonBytes: Array(badQuantity.utf8)) }
     }

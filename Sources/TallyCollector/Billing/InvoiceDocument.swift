@@ -1,10 +1,11 @@
 import Foundation
-import TallyCore
+public import TallyCore
 public import TallyPricing
 
 /// An invoice as Tally publishes it (JSON, CSV, HTML): every figure is exact decimal text, never
-/// a binary float. Its JSON (``canonicalJSON()``: sorted keys, no timestamps of its own making)
-/// is deterministic, so the SHA-256 of a final invoice identifies its content.
+/// a binary float. Its JSON (``canonicalJSON()``, written by `JSONWriter`: keys sorted, no
+/// whitespace, no timestamps of its own making) is deterministic, so the SHA-256 of a final
+/// invoice identifies its content.
 public struct InvoiceDocument: Codable, Sendable, Hashable {
     /// One priced step of a usage line: a tier's share, or all units at one price.
     public struct Step: Codable, Sendable, Hashable {
@@ -86,18 +87,18 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
         total = invoice.total.amountText
     }
 
-    /// Sorted keys, no whitespace: the bytes a final invoice's hash is taken over.
+    /// Tally's canonical JSON of the document (`JSONWriter`): the bytes a final invoice's hash is
+    /// taken over, and the bytes served for it.
     public func canonicalJSON() throws(BillingError) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         do {
-            return String(decoding: try encoder.encode(self), as: UTF8.self)
+            return try JSONWriter.encode(self)
         } catch {
             throw .encoding("invoice of \(tenant) \(period): \(error)")
         }
     }
 
-    /// Reads a document back from its JSON (a stored final invoice).
+    /// Reads a document back from its JSON (a stored final invoice), for the CSV and HTML pages;
+    /// its JSON is served as stored (``EncodedInvoice``), never written again.
     public static func decode(json: String) throws(BillingError) -> InvoiceDocument {
         do {
             return try JSONDecoder().decode(InvoiceDocument.self, from: Data(json.utf8))
@@ -107,27 +108,77 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
     }
 }
 
+/// An invoice document with its JSON, encoded once: written canonically when it is priced, or
+/// read back from a frozen final invoice, whose stored text is kept and served as stored.
+///
+/// Final invoices frozen before `JSONWriter` wrote them were spelled by Foundation's
+/// `JSONEncoder` (sorted keys, no whitespace; strings may be escaped differently). Their stored
+/// SHA-256 is of that stored text, which is what is served, so hash and bytes still agree; only
+/// re-pricing one (`tallyctl audit`) can give a different spelling, and the audit compares the
+/// documents before it calls that drift.
+public struct EncodedInvoice: Sendable, Hashable {
+    public let document: InvoiceDocument
+    /// The JSON served for the document; a final invoice's SHA-256 is taken over exactly it.
+    public let json: JSONText
+
+    /// Encodes `document` canonically, once.
+    public init(_ document: InvoiceDocument) throws(BillingError) {
+        self.document = document
+        let text = try document.canonicalJSON()
+        do { json = try JSONText(text) } catch { throw .encoding("invoice of \(document.tenant) \(document.period): \(error)") }
+    }
+
+    /// A frozen final invoice: its stored JSON kept as it is, and read for the pages.
+    public init(stored text: String) throws(BillingError) {
+        document = try InvoiceDocument.decode(json: text)
+        do { json = try JSONText(text) } catch { throw .encoding("stored invoice JSON is unreadable: \(error)") }
+    }
+
+    /// Lowercase hex SHA-256 of ``json``.
+    public var sha256: String { Invoicing.sha256(json.text) }
+}
+
 /// An invoice as served: draft while its period is open, final (frozen, with the SHA-256 of its
-/// canonical JSON) once the period has closed.
-public struct InvoiceView: Codable, Sendable, Hashable {
+/// JSON) once the period has closed. Its JSON embeds the invoice's JSON byte for byte
+/// (`{"closesAt":…,"finalizedAt":…,"invoice":INVOICE,"sha256":…,"status":…}`), and
+/// `format=document` serves the invoice's JSON alone: for a final invoice, exactly the bytes
+/// `sha256` is taken over.
+public struct InvoiceView: Encodable, Sendable, Hashable {
     public enum Status: String, Codable, Sendable, Hashable {
         case draft, final
     }
 
     public var status: Status
-    /// SHA-256 (hex) of the canonical JSON of `invoice`; only for a final invoice.
+    /// SHA-256 (hex) of ``invoiceJSON``; only for a final invoice.
     public var sha256: String?
     public var finalizedAt: String?
     /// When the period closes (its end plus the grace window): the invoice becomes final then.
     public var closesAt: String
-    public var invoice: InvoiceDocument
+    public let invoice: InvoiceDocument
+    /// The invoice's JSON, as served.
+    public let invoiceJSON: JSONText
 
-    public init(status: Status, sha256: String?, finalizedAt: String?, closesAt: String, invoice: InvoiceDocument) {
+    public init(status: Status, sha256: String?, finalizedAt: String?, closesAt: String, invoice: EncodedInvoice) {
         self.status = status
         self.sha256 = sha256
         self.finalizedAt = finalizedAt
         self.closesAt = closesAt
-        self.invoice = invoice
+        self.invoice = invoice.document
+        self.invoiceJSON = invoice.json
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case status, sha256, finalizedAt, closesAt, invoice
+    }
+
+    /// The invoice member is ``invoiceJSON`` as it is (`JSONWriter` embeds it unchanged).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(status, forKey: .status)
+        try container.encodeIfPresent(sha256, forKey: .sha256)
+        try container.encodeIfPresent(finalizedAt, forKey: .finalizedAt)
+        try container.encode(closesAt, forKey: .closesAt)
+        try container.encode(invoiceJSON, forKey: .invoice)
     }
 }
 

@@ -8,8 +8,9 @@ import TallyPricing
 /// An invoice is a **draft** while its period is open and **final** once the period has closed
 /// (its end plus the grace window). Final invoices are frozen by ``freezeClosedPeriods(lookback:)``
 /// (the collector's ``InvoiceFreezer`` runs it at start and every minute): priced from the
-/// aggregates, their canonical JSON and SHA-256 stored in the `final_invoices` table; every later
-/// read serves the frozen bytes, so a final invoice never changes. A read never writes: before
+/// aggregates, encoded once (``EncodedInvoice``: Tally's canonical JSON), and that JSON and its
+/// SHA-256 stored in the `final_invoices` table; every later read serves the stored bytes as
+/// they are, so a final invoice never changes and its hash is of exactly what is served. A read never writes: before
 /// the freezer has reached a closed period, its final invoice is priced for the reader (with
 /// the SHA-256 the frozen copy will have) and not stored. Late events for a closed period are
 /// billed in the earliest open period, where they appear as adjustment lines.
@@ -63,7 +64,8 @@ public struct Invoicing: Sendable {
                 try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
                 return InvoiceView(
-                    status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description, invoice: try InvoiceDocument(invoice))
+                    status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description,
+                    invoice: try EncodedInvoice(InvoiceDocument(invoice)))
             }
         }
         return try await onLedger(readOnly: true) { store throws(BillingError) in
@@ -72,13 +74,12 @@ public struct Invoicing: Sendable {
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
                     return InvoiceView(
                         status: .final, sha256: frozen.sha256, finalizedAt: frozen.finalizedAt.description, closesAt: closesAt.description,
-                        invoice: try InvoiceDocument.decode(json: frozen.json))
+                        invoice: try EncodedInvoice(stored: frozen.json))
                 }
                 try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
-                let document = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period))
+                let encoded = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)))
                 return InvoiceView(
-                    status: .final, sha256: Self.sha256(try document.canonicalJSON()), finalizedAt: nil, closesAt: closesAt.description,
-                    invoice: document)
+                    status: .final, sha256: encoded.sha256, finalizedAt: nil, closesAt: closesAt.description, invoice: encoded)
             } catch let error as LedgerError {
                 throw .ledger("\(error)")
             } catch let error as BillingError {
@@ -109,9 +110,10 @@ public struct Invoicing: Sendable {
                         var count = 0
                         for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
                             guard try invoices.finalInvoice(tenant: tenant, period: closed) == nil else { continue }
-                            let json = try InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: closed)).canonicalJSON()
+                            let encoded = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: closed)))
                             _ = try invoices.freezeInvoice(
-                                FinalInvoiceRecord(tenant: tenant, period: closed, json: json, sha256: Self.sha256(json), finalizedAt: now))
+                                FinalInvoiceRecord(
+                                    tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now))
                             count += 1
                         }
                         return count

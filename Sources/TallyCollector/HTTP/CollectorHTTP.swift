@@ -17,6 +17,9 @@ public enum CollectorHTTP {
         case notReady(reason: String)
     }
 
+    /// The header that carries a final invoice's SHA-256 (hex), on every format of it.
+    public static let invoiceSHA256Header = "Tally-Invoice-SHA256"
+
     /// The router with every route; `api` adds the routes that read the ledger. `/readyz`
     /// answers 200 `ready` or 503 `not ready: REASON`, from `readiness` at each request. With
     /// `refusePlaintextRemote` (plain HTTP without allow_plaintext_remote) a peer not on loopback
@@ -191,16 +194,24 @@ public struct CollectorAPI: Sendable {
         do { return try EventTime(parsing: text) } catch { throw APIError(.badRequest, "\(error)", parameter: name) }
     }
 
+    /// An invoice as `json` (the view: status, hash and the invoice's JSON embedded byte for byte),
+    /// `document` (the invoice's JSON alone: for a final invoice exactly the bytes its SHA-256 is
+    /// taken over), `csv` or `html`. A final invoice's SHA-256 is also in the
+    /// `Tally-Invoice-SHA256` header of each.
     private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
         let accept = request.headers[.accept] ?? ""
         let format = try formQuery(request).get("format")
             ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
+        var response: Response
         switch format {
-        case "json": return try json(view)
-        case "csv": return text(InvoiceRendering.csv(view), "text/csv; charset=utf-8")
-        case "html": return text(InvoiceRendering.htmlPage(view), "text/html; charset=utf-8")
-        default: throw APIError(.badRequest, "format must be json, csv or html, not '\(format)'", parameter: "format")
+        case "json": response = try json(view)
+        case "document": response = text(view.invoiceJSON.text, "application/json")
+        case "csv": response = text(InvoiceRendering.csv(view), "text/csv; charset=utf-8")
+        case "html": response = text(InvoiceRendering.htmlPage(view), "text/html; charset=utf-8")
+        default: throw APIError(.badRequest, "format must be json, document, csv or html, not '\(format)'", parameter: "format")
         }
+        if let sha256 = view.sha256, let name = HTTPFields.Element.Name(CollectorHTTP.invoiceSHA256Header) { response.headers[name] = sha256 }
+        return response
     }
 }
 
@@ -227,20 +238,14 @@ func errorResponse(_ error: APIError) -> Response {
         var error: Detail
     }
     let body = Body(error: .init(status: error.status.code, parameter: error.parameter, message: error.message))
-    let bytes = (try? encoder.encode(body)) ?? Data("{\"error\":{\"message\":\"unencodable error\"}}".utf8)
+    let text = (try? JSONWriter.encode(body)) ?? "{\"error\":{\"message\":\"unencodable error\"}}"
     return Response(
-        status: error.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        status: error.status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
 }
 
-private let encoder: JSONEncoder = {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return encoder
-}()
-
+/// A JSON answer, written by Tally's one JSON writer (canonical: keys sorted, no whitespace).
 func json(_ value: some Encodable) throws -> Response {
-    let bytes = try encoder.encode(value)
-    return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    text(try JSONWriter.encode(value), "application/json")
 }
 
 func text(_ text: String, _ type: String) -> Response {

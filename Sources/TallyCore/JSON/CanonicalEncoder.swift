@@ -1,0 +1,243 @@
+/// The `Encoder` behind ``JSONWriter/encode(_:)``: builds a tree of nodes (containers stay open
+/// while their members are encoded, so nothing can be written before the end), then writes it
+/// through ``JSONWriter``. Scalars are written as soon as they are given.
+struct CanonicalEncoder: Encoder {
+    /// One value being built: a scalar already written, an object or an array.
+    final class Node {
+        enum Kind { case empty, scalar, object, array }
+        var kind = Kind.empty
+        var scalar = ""
+        /// In the order given; ``JSONWriter/object(_:)`` sorts them and keeps a repeated key's last.
+        var members: [(key: String, node: Node)] = []
+        var elements: [Node] = []
+
+        func set(scalar text: String) {
+            kind = .scalar
+            scalar = text
+        }
+
+        func becomeObject() {
+            if kind != .object {
+                kind = .object
+                members = []
+            }
+        }
+
+        func becomeArray() {
+            if kind != .array {
+                kind = .array
+                elements = []
+            }
+        }
+
+        /// The canonical text; a value that encoded nothing is `{}` (as Foundation writes it).
+        var text: String {
+            switch kind {
+            case .empty: "{}"
+            case .scalar: scalar
+            case .object: JSONWriter.object(members.map { (key: $0.key, value: $0.node.text) })
+            case .array: JSONWriter.array(elements.map(\.text))
+            }
+        }
+    }
+
+    let node: Node
+    let codingPath: [any CodingKey]
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    /// Encodes `value` into `node`: ``JSONText`` as it is, everything else through its conformance.
+    static func encode(_ value: some Encodable, into node: Node, at path: [any CodingKey]) throws {
+        if let text = value as? JSONText {
+            node.set(scalar: text.text)
+            return
+        }
+        try value.encode(to: CanonicalEncoder(node: node, codingPath: path))
+    }
+
+    static func refuseFloat(_ value: some BinaryFloatingPoint, at path: [any CodingKey]) -> JSONEncodingError {
+        JSONEncodingError(
+            path: dotted(path), problem: "\(value) is binary floating point, which Tally never writes: give exact decimal text")
+    }
+
+    static func dotted(_ path: [any CodingKey]) -> String {
+        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+        node.becomeObject()
+        return KeyedEncodingContainer(KeyedContainer<Key>(node: node, codingPath: codingPath))
+    }
+
+    func unkeyedContainer() -> any UnkeyedEncodingContainer {
+        node.becomeArray()
+        return UnkeyedContainer(node: node, codingPath: codingPath)
+    }
+
+    func singleValueContainer() -> any SingleValueEncodingContainer {
+        SingleValueContainer(node: node, codingPath: codingPath)
+    }
+}
+
+/// A key for array positions and `super`.
+private struct IndexKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init(intValue: Int) {
+        stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}
+
+extension CanonicalEncoder {
+    struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let node: Node
+        let codingPath: [any CodingKey]
+
+        private func put(_ text: String, _ key: Key) { node.members.append((key.stringValue, scalar(text))) }
+
+        private func scalar(_ text: String) -> Node {
+            let child = Node()
+            child.set(scalar: text)
+            return child
+        }
+
+        mutating func encodeNil(forKey key: Key) throws { put("null", key) }
+        mutating func encode(_ value: Bool, forKey key: Key) throws { put(value ? "true" : "false", key) }
+        mutating func encode(_ value: String, forKey key: Key) throws { put(JSONWriter.quoted(value), key) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { throw refuseFloat(value, at: codingPath + [key]) }
+        mutating func encode(_ value: Float, forKey key: Key) throws { throw refuseFloat(value, at: codingPath + [key]) }
+        mutating func encode(_ value: Int, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: Int8, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: Int16, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: Int32, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: Int64, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: Int128, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt8, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt16, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt32, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt64, forKey key: Key) throws { put(String(value), key) }
+        mutating func encode(_ value: UInt128, forKey key: Key) throws { put(String(value), key) }
+
+        mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
+            let child = Node()
+            try CanonicalEncoder.encode(value, into: child, at: codingPath + [key])
+            node.members.append((key.stringValue, child))
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+            -> KeyedEncodingContainer<NestedKey>
+        {
+            let child = Node()
+            node.members.append((key.stringValue, child))
+            return CanonicalEncoder(node: child, codingPath: codingPath + [key]).container(keyedBy: keyType)
+        }
+
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
+            let child = Node()
+            node.members.append((key.stringValue, child))
+            return CanonicalEncoder(node: child, codingPath: codingPath + [key]).unkeyedContainer()
+        }
+
+        mutating func superEncoder() -> any Encoder { superEncoder(named: IndexKey(stringValue: "super")) }
+
+        mutating func superEncoder(forKey key: Key) -> any Encoder { superEncoder(named: key) }
+
+        private func superEncoder(named key: any CodingKey) -> any Encoder {
+            let child = Node()
+            node.members.append((key.stringValue, child))
+            return CanonicalEncoder(node: child, codingPath: codingPath + [key])
+        }
+    }
+
+    struct UnkeyedContainer: UnkeyedEncodingContainer {
+        let node: Node
+        let codingPath: [any CodingKey]
+        var count: Int { node.elements.count }
+
+        private var nextPath: [any CodingKey] { codingPath + [IndexKey(intValue: count)] }
+
+        private func append(_ text: String) {
+            let child = Node()
+            child.set(scalar: text)
+            node.elements.append(child)
+        }
+
+        mutating func encodeNil() throws { append("null") }
+        mutating func encode(_ value: Bool) throws { append(value ? "true" : "false") }
+        mutating func encode(_ value: String) throws { append(JSONWriter.quoted(value)) }
+        mutating func encode(_ value: Double) throws { throw refuseFloat(value, at: nextPath) }
+        mutating func encode(_ value: Float) throws { throw refuseFloat(value, at: nextPath) }
+        mutating func encode(_ value: Int) throws { append(String(value)) }
+        mutating func encode(_ value: Int8) throws { append(String(value)) }
+        mutating func encode(_ value: Int16) throws { append(String(value)) }
+        mutating func encode(_ value: Int32) throws { append(String(value)) }
+        mutating func encode(_ value: Int64) throws { append(String(value)) }
+        mutating func encode(_ value: Int128) throws { append(String(value)) }
+        mutating func encode(_ value: UInt) throws { append(String(value)) }
+        mutating func encode(_ value: UInt8) throws { append(String(value)) }
+        mutating func encode(_ value: UInt16) throws { append(String(value)) }
+        mutating func encode(_ value: UInt32) throws { append(String(value)) }
+        mutating func encode(_ value: UInt64) throws { append(String(value)) }
+        mutating func encode(_ value: UInt128) throws { append(String(value)) }
+
+        mutating func encode<T: Encodable>(_ value: T) throws {
+            let child = Node()
+            try CanonicalEncoder.encode(value, into: child, at: nextPath)
+            node.elements.append(child)
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+            let path = nextPath
+            let child = Node()
+            node.elements.append(child)
+            return CanonicalEncoder(node: child, codingPath: path).container(keyedBy: keyType)
+        }
+
+        mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
+            let path = nextPath
+            let child = Node()
+            node.elements.append(child)
+            return CanonicalEncoder(node: child, codingPath: path).unkeyedContainer()
+        }
+
+        mutating func superEncoder() -> any Encoder {
+            let path = nextPath
+            let child = Node()
+            node.elements.append(child)
+            return CanonicalEncoder(node: child, codingPath: path)
+        }
+    }
+
+    struct SingleValueContainer: SingleValueEncodingContainer {
+        let node: Node
+        let codingPath: [any CodingKey]
+
+        mutating func encodeNil() throws { node.set(scalar: "null") }
+        mutating func encode(_ value: Bool) throws { node.set(scalar: value ? "true" : "false") }
+        mutating func encode(_ value: String) throws { node.set(scalar: JSONWriter.quoted(value)) }
+        mutating func encode(_ value: Double) throws { throw refuseFloat(value, at: codingPath) }
+        mutating func encode(_ value: Float) throws { throw refuseFloat(value, at: codingPath) }
+        mutating func encode(_ value: Int) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: Int8) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: Int16) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: Int32) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: Int64) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: Int128) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt8) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt16) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt32) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt64) throws { node.set(scalar: String(value)) }
+        mutating func encode(_ value: UInt128) throws { node.set(scalar: String(value)) }
+
+        mutating func encode<T: Encodable>(_ value: T) throws {
+            try CanonicalEncoder.encode(value, into: node, at: codingPath)
+        }
+    }
+}
+
+private func refuseFloat(_ value: some BinaryFloatingPoint, at path: [any CodingKey]) -> JSONEncodingError {
+    CanonicalEncoder.refuseFloat(value, at: path)
+}
