@@ -3,10 +3,9 @@ import TallyTestSupport
 import TallyWorkload
 import Testing
 
-/// `<package root>/.build/debug/tallyctl`, built by `swift build` / `swift test`.
-private let tallyctl = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent(".build/debug/tallyctl")
+/// The built `tallyctl`, found as every end-to-end test finds the binaries (beside the test
+/// bundle, so a build with any `--scratch-path` works, else `.build/debug`).
+private let tallyctl = BinaryRunner.binDirectory.appendingPathComponent("tallyctl")
 
 private struct Outcome {
     var status: Int32
