@@ -273,7 +273,7 @@ public struct AuditCommand: AsyncParsableCommand {
         let outcome = try await service.onLedger { store throws(BillingError) -> (frozen: FinalInvoiceRecord, stored: EncodedInvoice, repriced: EncodedInvoice)? in
             let invoices = store
             let frozen: FinalInvoiceRecord?
-            do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .ledger("\(error)") }
+            do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .reading(error) }
             guard let frozen else { return nil }
             let repriced = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)))
             return (frozen, try EncodedInvoice(stored: frozen.json), repriced)

@@ -56,7 +56,7 @@ public struct AggregatePricing: Sendable {
         let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)
         var adjustments: [UsageAdjustment] = []
         let earlier: [BillingPeriod]
-        do { earlier = try store.adjustedPeriods(tenant: tenant, billedIn: period) } catch { throw .ledger("\(error)") }
+        do { earlier = try store.adjustedPeriods(tenant: tenant, billedIn: period) } catch { throw .ledger(error) }
         for original in earlier where original < period {
             let billed = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedBefore(period))
             let corrected = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedThrough(period))
@@ -65,7 +65,7 @@ public struct AggregatePricing: Sendable {
         do {
             return try engine.invoice(tenant: tenant, period: period, usage: usage, adjustments: adjustments)
         } catch {
-            throw .pricing("\(error)")
+            throw .pricing(error)
         }
     }
 
@@ -74,10 +74,10 @@ public struct AggregatePricing: Sendable {
         -> [SegmentUsage]
     {
         let segments: [PlanSegment]
-        do { segments = try engine.segments(tenant: tenant, period: period) } catch { throw .pricing("\(error)") }
+        do { segments = try engine.segments(tenant: tenant, period: period) } catch { throw .pricing(error) }
         var result: [SegmentUsage] = []
         for (index, segment) in segments.enumerated() {
-            guard let plan = config.plan(id: segment.planID) else { throw .pricing("plan '\(segment.planID)' is not defined") }
+            guard let plan = config.plan(id: segment.planID) else { throw .pricingConfig("plan '\(segment.planID)' is not defined") }
             let hours = Self.hours(from: segment.start, to: segment.end)
             var usage: [UsageKey: Quantity] = [:]
             for charge in plan.usageCharges {
@@ -126,7 +126,7 @@ public struct AggregatePricing: Sendable {
                 let count = try store.distinctValues(tenant: tenant, metric: metric.name, property: property, period: period, billedThrough: through)
                 return [nil: Quantity(Int64(count))]
             } catch {
-                throw .ledger("\(error)")
+                throw .ledger(error)
             }
         }
         let dimension = priceBy ?? filterProperties.first ?? ""
@@ -134,7 +134,7 @@ public struct AggregatePricing: Sendable {
         do {
             cells = try store.billableAggregates(tenant: tenant, metric: metric.name, hours: hours, dimension: dimension, billing: billing)
         } catch {
-            throw .ledger("\(error)")
+            throw .ledger(error)
         }
         var groups: [String?: UsageAggregate] = [:]
         for (value, aggregate) in cells {
@@ -148,7 +148,7 @@ public struct AggregatePricing: Sendable {
                     groups[key] = aggregate
                 }
             } catch {
-                throw .ledger("\(error)")
+                throw .ledger(error)
             }
         }
         var result: [String?: Quantity] = [:]

@@ -1,5 +1,6 @@
 import Foundation
 public import TallyCore
+public import TallyLedger
 public import TallyPricing
 
 /// An invoice as Tally publishes it (JSON, CSV, HTML): every figure is exact decimal text, never
@@ -69,7 +70,7 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
             do throws(MoneyError) {
                 if line.adjusts == nil { own = try own.adding(line.amount) } else { late = try late.adding(line.amount) }
             } catch {
-                throw .pricing("the invoice subtotal: \(error)")
+                throw .pricing(.overflow(context: "the invoice subtotal", detail: "\(error)"))
             }
             lines.append(
                 Line(
@@ -193,8 +194,14 @@ public enum BillingError: Error, Sendable, Hashable, CustomStringConvertible {
     case unknownTenant(String)
     /// The pricing config does not allow this to be priced from aggregates.
     case unsupported(String)
-    case pricing(String)
-    case ledger(String)
+    /// The pricing engine refused; its error is kept as it came.
+    case pricing(PricingError)
+    /// The pricing config names something it does not define.
+    case pricingConfig(String)
+    /// The ledger failed; its error is kept as it came.
+    case ledger(LedgerError)
+    /// The ledger could not be reached (the collector is shutting down).
+    case ledgerUnavailable(String)
     case encoding(String)
     /// No pricing file is configured, so there are no charges or invoices.
     case noPricing
@@ -205,10 +212,24 @@ public enum BillingError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unknownPeriod(let period): "unknown period '\(period)': give a month that has started, as YYYY-MM"
         case .unknownTenant(let tenant): "unknown tenant '\(tenant)': the ledger has no event for it and no plan assignment names it"
         case .unsupported(let what): "cannot price from aggregates: \(what)"
-        case .pricing(let what): "pricing failed: \(what)"
-        case .ledger(let what): "ledger read failed: \(what)"
+        case .pricing(let error): "pricing failed: \(error)"
+        case .pricingConfig(let what): "pricing failed: \(what)"
+        case .ledger(let error): "ledger read failed: \(error)"
+        case .ledgerUnavailable(let why): "the ledger is unavailable: \(why)"
         case .encoding(let what): "encoding failed: \(what)"
         case .noPricing: "no pricing file is configured (--pricing FILE): charges and invoices are unavailable"
+        }
+    }
+}
+
+extension BillingError {
+    /// What a failure while reading the ledger becomes: a billing error stays as it is, a ledger
+    /// error is kept as it came, anything else means the ledger could not be reached.
+    public static func reading(_ error: any Error) -> BillingError {
+        switch error {
+        case let error as BillingError: error
+        case let error as LedgerError: .ledger(error)
+        default: .ledgerUnavailable("\(error)")
         }
     }
 }

@@ -39,7 +39,7 @@ public struct Invoicing: Sendable {
         try await onLedger(readOnly: true) { store throws(BillingError) in
             do throws(LedgerError) { return try store.usage(query) } catch {
                 if case .invalidConfiguration(let problem) = error { throw .badParameter("group_by", problem) }
-                throw .ledger("\(error)")
+                throw .ledger(error)
             }
         }
     }
@@ -81,11 +81,11 @@ public struct Invoicing: Sendable {
                 return InvoiceView(
                     status: .final, sha256: encoded.sha256, finalizedAt: nil, closesAt: closesAt.description, invoice: encoded)
             } catch let error as LedgerError {
-                throw .ledger("\(error)")
+                throw .ledger(error)
             } catch let error as BillingError {
                 throw error
             } catch {
-                throw .ledger("\(error)")
+                throw .reading(error)
             }
         }
     }
@@ -120,7 +120,7 @@ public struct Invoicing: Sendable {
                     } catch let error as BillingError {
                         throw error
                     } catch {
-                        throw .ledger("\(error)")
+                        throw .reading(error)
                     }
                 }
             }
@@ -136,7 +136,7 @@ public struct Invoicing: Sendable {
     ) throws(BillingError) {
         if assigned { return }
         let seen: Bool
-        do { seen = try invoices.hasSeen(tenant: tenant, lookingFirstIn: period) } catch { throw .ledger("\(error)") }
+        do { seen = try invoices.hasSeen(tenant: tenant, lookingFirstIn: period) } catch { throw .ledger(error) }
         if !seen { throw .unknownTenant(tenant) }
     }
 
@@ -147,7 +147,7 @@ public struct Invoicing: Sendable {
     {
         try await onLedger(readOnly: true) { store throws(BillingError) in
             do { return (try store.reconciliation(filter), try store.unreadableReconciliation(filter)) } catch {
-                throw .ledger("\(error)")
+                throw .reading(error)
             }
         }
     }
@@ -156,7 +156,7 @@ public struct Invoicing: Sendable {
     public func tenants(in period: BillingPeriod) async throws(BillingError) -> [String] {
         try await onLedger(readOnly: true) { store throws(BillingError) in
             let invoices = store
-            do { return try invoices.tenants(in: period) } catch { throw .ledger("\(error)") }
+            do { return try invoices.tenants(in: period) } catch { throw .reading(error) }
         }
     }
 
@@ -172,7 +172,7 @@ public struct Invoicing: Sendable {
             }
             result = readOnly ? try await ledger.read(wrapped) : try await ledger.perform(wrapped)
         } catch {
-            throw .ledger("\(error)")
+            throw .reading(error)
         }
         return try result.get()
     }

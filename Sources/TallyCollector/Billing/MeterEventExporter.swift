@@ -141,7 +141,7 @@ public struct MeterEventExporter: Sendable {
             } catch let error as BillingError {
                 throw error
             } catch {
-                throw .ledger("\(error)")
+                throw .reading(error)
             }
         }
     }
@@ -174,7 +174,7 @@ public struct MeterEventExporter: Sendable {
             let snapshot = record
             _ = try await service.onLedger { store throws(BillingError) in
                 let invoices = store
-                do { try invoices.saveExportRecord(snapshot) } catch { throw .ledger("\(error)") }
+                do { try invoices.saveExportRecord(snapshot) } catch { throw .reading(error) }
             }
             if acknowledged {
                 report.sent += 1

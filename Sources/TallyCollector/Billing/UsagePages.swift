@@ -90,7 +90,7 @@ public enum UsageReport {
                 for metric in metrics {
                     let totals: PeriodTotals
                     do { totals = try store.periodTotals(tenant: tenant, metric: metric.name, period: period) } catch {
-                        throw .ledger("\(error)")
+                        throw .reading(error)
                     }
                     let usage = totals.usage.map { AggregatePricing.quantity(of: $0, metric.aggregation) } ?? .zero
                     var lateQuantity = Quantity.zero
@@ -99,7 +99,7 @@ public enum UsageReport {
                         do {
                             lateQuantity = try lateQuantity.adding(AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation))
                         } catch {
-                            throw .ledger("late usage of \(tenant) \(metric.name): \(error)")
+                            throw .ledger(.quantityOverflow("late usage of \(tenant) \(metric.name): \(error)"))
                         }
                         lateEvents += adjustment.aggregate.count
                     }

@@ -105,8 +105,9 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         case .unknownPeriod: self.init(.notFound, error.description, parameter: "period")
         case .unknownTenant: self.init(.notFound, error.description, parameter: "tenant")
         case .noPricing: self.init(.notFound, error.description)
-        case .unsupported, .pricing: self.init(.unprocessableContent, error.description)
+        case .unsupported, .pricing, .pricingConfig: self.init(.unprocessableContent, error.description)
         case .ledger, .encoding: self.init(.internalServerError, error.description)
+        case .ledgerUnavailable: self.init(.serviceUnavailable, error.description)
         }
     }
 }
