@@ -6,7 +6,7 @@ SWIFT ?= swift
 # In CI, warnings are errors (Package.swift reads TALLY_STRICT).
 export TALLY_STRICT ?= $(if $(CI),1,)
 
-.PHONY: deps deps-postgres build build-release test demo bench clean
+.PHONY: deps deps-postgres build build-release test format lint demo bench clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -21,9 +21,17 @@ build: deps
 build-release: deps
 	$(SWIFT) build -c release
 
-test: deps-postgres
+test: deps-postgres lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# Formatting (.swift-format at the root): `make format` rewrites, `make lint` checks (part of
+# `make test`).
+format:
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
 
 demo: build-release
 	@./scripts/demo.sh

@@ -81,9 +81,10 @@ public struct AgentConfig: Sendable {
             issues.append(ConfigIssue(place: "agent_id", problem: "'\(agentId)' must be 1 to 128 bytes of printable text"))
         }
         if http.maxBodyBytesInFlight < maxBodyBytes {
-            issues.append(ConfigIssue(
-                place: "http.max_body_bytes_in_flight",
-                problem: "\(http.maxBodyBytesInFlight) is less than max_body_bytes (\(maxBodyBytes)): no full-size body could ever be taken"))
+            issues.append(
+                ConfigIssue(
+                    place: "http.max_body_bytes_in_flight",
+                    problem: "\(http.maxBodyBytesInFlight) is less than max_body_bytes (\(maxBodyBytes)): no full-size body could ever be taken"))
         }
         if listen == nil && socketPath == nil {
             issues.append(ConfigIssue(place: "listen", problem: "neither HTTP ingest nor a socket is configured: the agent could take no events"))

@@ -45,7 +45,8 @@ public struct AgentHealth: Sendable {
                     "\(stats.events) events, \(stats.backlogBytes) bytes waiting"
                 }
             if stats.missingSegments > 0 {
-                detail += "; \(stats.missingSegments) segments were found missing or emptied (events lost outside the agent; see tallyctl spool verify)"
+                detail +=
+                    "; \(stats.missingSegments) segments were found missing or emptied (events lost outside the agent; see tallyctl spool verify)"
             }
             report.spoolDetail = detail
         } catch {

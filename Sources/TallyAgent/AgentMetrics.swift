@@ -66,7 +66,8 @@ public final class AgentMetrics: Sendable {
         rejectedByReason = rejected
         var refused: [Int: CoreMetrics.Counter] = [:]
         for status in [400, 413, 415, 429, 503] {
-            refused[status] = CoreMetrics.Counter(label: "tally_agent_requests_refused_total", dimensions: [("status", String(status))], factory: factory)
+            refused[status] = CoreMetrics.Counter(
+                label: "tally_agent_requests_refused_total", dimensions: [("status", String(status))], factory: factory)
         }
         refusedByStatus = refused
         spoolBytes = CoreMetrics.Gauge(label: "tally_agent_spool_bytes", factory: factory)

@@ -73,7 +73,8 @@ public struct HTTPIngestServer: Service {
     private func admit(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, clock: ConnectionClock) async {
         let channel = connection.channel
         let metrics = ingest.metrics
-        let watchdog = channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(limits.checkInterval), delay: TimeAmount(limits.checkInterval)) { task in
+        let watchdog = channel.eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(limits.checkInterval), delay: TimeAmount(limits.checkInterval))
+        { task in
             guard let phase = clock.expired() else { return }
             metrics.httpTimeouts[phase]?.increment()
             task.cancel()
@@ -102,7 +103,8 @@ public struct HTTPIngestServer: Service {
                 guard case .head = part else { continue }
                 ingest.metrics.refused(status: 503)
                 let answer = IngestAnswerWriter.error(
-                    "too_many_connections", "the agent has \(limits.maxConnections) connections open; retry shortly; nothing of this request was kept",
+                    "too_many_connections",
+                    "the agent has \(limits.maxConnections) connections open; retry shortly; nothing of this request was kept",
                     allocator: connection.channel.allocator)
                 try await respond(outbound, status: 503, headers: [("Retry-After", "1")], body: answer, keepAlive: false)
                 return
@@ -224,21 +226,26 @@ public struct HTTPIngestServer: Service {
         let mediaType = declared.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
         if Self.eventMediaTypes.contains(mediaType) { return nil }
         let shown = declared.isEmpty ? "no Content-Type" : "Content-Type '\(declared.prefix(100))'"
-        return (415, { allocator in
-            IngestAnswerWriter.error(
-                "unsupported_media_type",
-                "events must be sent as application/json or application/x-ndjson (got \(shown)); nothing of this request was kept",
-                allocator: allocator)
-        })
+        return (
+            415,
+            { allocator in
+                IngestAnswerWriter.error(
+                    "unsupported_media_type",
+                    "events must be sent as application/json or application/x-ndjson (got \(shown)); nothing of this request was kept",
+                    allocator: allocator)
+            }
+        )
     }
 
     /// `503` for a body that would pass the memory budget of bodies in flight; the connection
     /// closes (the rest of the body is not read).
     private func refuseBusy(_ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, allocator: ByteBufferAllocator) async throws {
         ingest.metrics.refused(status: 503)
-        logger.warning("HTTP body refused: the memory budget for bodies in flight is used up", metadata: [
-            "max_body_bytes_in_flight": "\(limits.maxBodyBytesInFlight)",
-        ])
+        logger.warning(
+            "HTTP body refused: the memory budget for bodies in flight is used up",
+            metadata: [
+                "max_body_bytes_in_flight": "\(limits.maxBodyBytesInFlight)"
+            ])
         let answer = IngestAnswerWriter.error(
             "busy", "the agent is holding \(limits.maxBodyBytesInFlight) bytes of request bodies; retry shortly; nothing of this request was kept",
             allocator: allocator)
@@ -262,8 +269,10 @@ public struct HTTPIngestServer: Service {
             } catch {
                 if let full = error.fullAnswer {
                     let message = "\(error); nothing of this request was kept"
-                    return (full.status, json + [("Retry-After", String(full.retryAfterSeconds))],
-                            IngestAnswerWriter.error("spool_full", message, allocator: allocator))
+                    return (
+                        full.status, json + [("Retry-After", String(full.retryAfterSeconds))],
+                        IngestAnswerWriter.error("spool_full", message, allocator: allocator)
+                    )
                 }
                 logger.error("spool append failed", metadata: ["error": "\(error)"])
                 return (500, json, IngestAnswerWriter.error("spool_error", "\(error); nothing of this request was kept", allocator: allocator))

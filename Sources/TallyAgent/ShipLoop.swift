@@ -253,7 +253,8 @@ struct ShipLoop {
             shipper.status.update { $0.lastError = problem }
         case .checkpointFailing(let first):
             if first {
-                logger.error("could not store the spool checkpoint; retrying every second, shipping goes on", metadata: ["error": "\(checkpointError)"])
+                logger.error(
+                    "could not store the spool checkpoint; retrying every second, shipping goes on", metadata: ["error": "\(checkpointError)"])
             }
         case .checkpointStoredAgain(let position):
             logger.notice("spool checkpoint stored again", metadata: ["position": "\(position)"])
@@ -267,10 +268,12 @@ struct ShipLoop {
             logger.info("collector sent goaway; reconnecting", metadata: ["collector": "\(collector)", "retry_in": "\(retry)"])
         case .fatal(let error):
             logger.error(
-                "collector refused this agent; an operator must act", metadata: ["collector": "\(collector)", "error": "\(error)", "retry_in": "\(retry)"])
+                "collector refused this agent; an operator must act",
+                metadata: ["collector": "\(collector)", "error": "\(error)", "retry_in": "\(retry)"])
             shipper.status.update { $0.lastError = error.description }
         case .refused(let reason):
-            logger.error("collector connection refused by this agent; an operator must act", metadata: ["reason": "\(reason)", "retry_in": "\(retry)"])
+            logger.error(
+                "collector connection refused by this agent; an operator must act", metadata: ["reason": "\(reason)", "retry_in": "\(retry)"])
             shipper.status.update { $0.lastError = reason }
         case .failed(let reason):
             logger.warning("collector connection failed", metadata: ["collector": "\(collector)", "reason": "\(reason)", "retry_in": "\(retry)"])

@@ -52,8 +52,9 @@ public struct CompareCommand: AsyncParsableCommand {
         print("tenant      period   expected         invoiced         match")
         for row in rows.prefix(top) + mismatches.prefix(20) {
             let pad = { (text: String, width: Int) in text + String(repeating: " ", count: max(1, width - text.count)) }
-            print(pad(row.tenant, 12) + pad(row.period.description, 9) + pad(row.expected.description, 17)
-                + pad(row.billed.description, 17) + (row.expected == row.billed ? "yes" : "NO"))
+            print(
+                pad(row.tenant, 12) + pad(row.period.description, 9) + pad(row.expected.description, 17)
+                    + pad(row.billed.description, 17) + (row.expected == row.billed ? "yes" : "NO"))
         }
         print("\(rows.count - mismatches.count) of \(rows.count) tenant invoices equal the generator's expected totals")
         if !mismatches.isEmpty { throw ExitCode(1) }

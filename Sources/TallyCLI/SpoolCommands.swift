@@ -128,7 +128,9 @@ struct SpoolStatus: AsyncParsableCommand {
         }
         print("quarantined:  \(stats.quarantinedRegions) corrupt regions")
         if max(stats.missingSegments, missingNow) > 0 {
-            print("missing:      \(max(stats.missingSegments, missingNow)) segments gone or emptied (their unacknowledged events are lost; see 'tallyctl spool verify')")
+            print(
+                "missing:      \(max(stats.missingSegments, missingNow)) segments gone or emptied (their unacknowledged events are lost; see 'tallyctl spool verify')"
+            )
         }
         if unrepaired > 0 {
             print("unrepaired:   \(unrepaired) (torn tail or corrupt records the agent repairs when it opens the spool; see 'tallyctl spool verify')")
@@ -266,7 +268,6 @@ struct SpoolVerify: AsyncParsableCommand {
         if corrupt > 0 { throw ExitCode(1) }
     }
 }
-
 
 /// `tallyctl spool export`.
 struct SpoolExport: AsyncParsableCommand {

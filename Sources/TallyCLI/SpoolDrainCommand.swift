@@ -83,7 +83,8 @@ public struct SpoolDrainCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: shipper, successTerminationBehavior: .gracefullyShutdownGroup)], gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
+                services: [.init(service: shipper, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigint, .sigterm], logger: logger))
         var outcome: Result<Void, any Error> = .success(())
         do { try await group.run() } catch { outcome = .failure(error) }
         reporter.cancel()

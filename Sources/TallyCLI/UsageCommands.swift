@@ -151,10 +151,11 @@ public struct UsageCommand: AsyncParsableCommand {
             let writer = try openLedger(store, groupBy: AggregatePricing.ledgerGroupBy(for: config))
             let service = Invoicing(ledger: writer, pricing: aggregate, lateWindow: .standard)
             let now = EventTime.now()
-            let chosen = try period.map { (text: String) throws -> BillingPeriod in
-                guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
-                return value
-            } ?? BillingPeriod(containing: now)
+            let chosen =
+                try period.map { (text: String) throws -> BillingPeriod in
+                    guard let value = BillingPeriod(text) else { throw ValidationError("'\(text)' is not a period: use YYYY-MM") }
+                    return value
+                } ?? BillingPeriod(containing: now)
             let exporter = MeterEventExporter(
                 service: service,
                 settings: .init(
@@ -233,7 +234,8 @@ public struct AuditCommand: AsyncParsableCommand {
         // is reported and skipped: it has no period to recompute, and it must not stop the audit.
         for row in unreadable {
             print(
-                "SKIPPED reconciliation row with unreadable period '\(row.storedPeriod)' (tenant '\(row.tenant)', agent '\(row.agent)', \(row.counts.received) events received): no period to audit")
+                "SKIPPED reconciliation row with unreadable period '\(row.storedPeriod)' (tenant '\(row.tenant)', agent '\(row.agent)', \(row.counts.received) events received): no period to audit"
+            )
         }
         var drifted = 0
         var cells = 0
@@ -251,7 +253,9 @@ public struct AuditCommand: AsyncParsableCommand {
             cells += drift.cellsCompared
             for difference in drift.differences {
                 drifted += 1
-                print("DRIFT \(difference.grain) \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))")
+                print(
+                    "DRIFT \(difference.grain) \(difference.key): stored \(Self.text(difference.stored)), recomputed from raw events \(Self.text(difference.recomputed))"
+                )
             }
             guard let pricingConfig else { continue }
             let pricing = AggregatePricing(config: pricingConfig)
@@ -270,7 +274,8 @@ public struct AuditCommand: AsyncParsableCommand {
     /// (Foundation's encoder, before Tally's canonical writer): noted, not drift.
     private func auditInvoice(writer: Ledger, pricing: AggregatePricing, tenant: String, period: BillingPeriod) async throws -> Int {
         let service = Invoicing(ledger: writer, pricing: pricing, lateWindow: .standard)
-        let outcome = try await service.onLedger { store throws(BillingError) -> (frozen: FinalInvoiceRecord, stored: EncodedInvoice, repriced: EncodedInvoice)? in
+        let outcome = try await service.onLedger {
+            store throws(BillingError) -> (frozen: FinalInvoiceRecord, stored: EncodedInvoice, repriced: EncodedInvoice)? in
             let invoices = store
             let frozen: FinalInvoiceRecord?
             do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .reading(error) }
@@ -281,12 +286,16 @@ public struct AuditCommand: AsyncParsableCommand {
         guard let outcome else { return 0 }
         var drifted = 0
         if outcome.stored.sha256 != outcome.frozen.sha256 {
-            print("DRIFT invoice \(tenant) \(period): the stored JSON hashes to \(outcome.stored.sha256), not its stored sha256 \(outcome.frozen.sha256)")
+            print(
+                "DRIFT invoice \(tenant) \(period): the stored JSON hashes to \(outcome.stored.sha256), not its stored sha256 \(outcome.frozen.sha256)"
+            )
             drifted += 1
         }
         if outcome.repriced.sha256 != outcome.frozen.sha256 {
             if outcome.repriced.document == outcome.stored.document {
-                print("NOTE invoice \(tenant) \(period): frozen in an older JSON spelling (sha256 \(outcome.frozen.sha256)); re-priced, it is the same invoice")
+                print(
+                    "NOTE invoice \(tenant) \(period): frozen in an older JSON spelling (sha256 \(outcome.frozen.sha256)); re-priced, it is the same invoice"
+                )
             } else {
                 print("DRIFT invoice \(tenant) \(period): frozen sha256 \(outcome.frozen.sha256), re-priced \(outcome.repriced.sha256)")
                 drifted += 1

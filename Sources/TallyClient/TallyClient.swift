@@ -80,7 +80,9 @@ public struct TallyClient: Sendable {
     }
 
     /// Sends a raw body (a JSON object, an array or NDJSON) and decodes the per-event answer.
-    public func send(body: ByteBuffer, contentType: String = "application/json", expecting: Int? = nil) async throws(TallyClientError) -> [EventOutcome] {
+    public func send(
+        body: ByteBuffer, contentType: String = "application/json", expecting: Int? = nil
+    ) async throws(TallyClientError) -> [EventOutcome] {
         let response: HTTPExchange.Response
         do {
             response = try await exchange.request(

@@ -106,17 +106,23 @@ public struct CollectorConfig: Sendable {
             }
         }
         if dedupeHorizon < lateWindow.lateArrivalLimit {
-            issues.append(ConfigIssue(
-                place: "dedupe_horizon",
-                problem: "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateWindow.lateArrivalLimit)): a retry could be billed twice"))
+            issues.append(
+                ConfigIssue(
+                    place: "dedupe_horizon",
+                    problem:
+                        "\(DurationText.format(dedupeHorizon)) is shorter than the late-arrival limit \(DurationText.format(lateWindow.lateArrivalLimit)): a retry could be billed twice"
+                ))
         }
         do { _ = try StoreAddress(parsing: store) } catch {
             issues.append(ConfigIssue(place: "store", problem: "\(error)"))
         }
         if limits.pingAfter <= .zero || limits.idleTimeout <= limits.pingAfter {
-            issues.append(ConfigIssue(
-                place: "limits.idle_timeout",
-                problem: "\(DurationText.format(limits.idleTimeout)) must be longer than limits.ping_after \(DurationText.format(limits.pingAfter)), which must be positive"))
+            issues.append(
+                ConfigIssue(
+                    place: "limits.idle_timeout",
+                    problem:
+                        "\(DurationText.format(limits.idleTimeout)) must be longer than limits.ping_after \(DurationText.format(limits.pingAfter)), which must be positive"
+                ))
         }
         var seen: Set<String> = []
         for agent in agents where !seen.insert(agent.id).inserted {
@@ -229,16 +235,24 @@ extension CollectorConfig {
         {
             if let node = limits["max_frame_bytes"],
                 let value = reader.integer(node, limits.place("max_frame_bytes"), range: 1024...(256 << 20))
-            { config.limits.maxFrameBytes = value }
+            {
+                config.limits.maxFrameBytes = value
+            }
             if let node = limits["max_decompressed_bytes"],
                 let value = reader.integer(node, limits.place("max_decompressed_bytes"), range: 1024...(1 << 30))
-            { config.limits.maxDecompressedBytes = value }
+            {
+                config.limits.maxDecompressedBytes = value
+            }
             if let node = limits["max_events_per_batch"],
                 let value = reader.integer(node, limits.place("max_events_per_batch"), range: 1...100_000)
-            { config.limits.maxEventsPerBatch = value }
+            {
+                config.limits.maxEventsPerBatch = value
+            }
             if let node = limits["max_batches_in_flight"],
                 let value = reader.integer(node, limits.place("max_batches_in_flight"), range: 1...1024)
-            { config.limits.maxBatchesInFlight = value }
+            {
+                config.limits.maxBatchesInFlight = value
+            }
             if let node = limits["ping_after"], let value = reader.duration(node, limits.place("ping_after")) {
                 config.limits.pingAfter = value
             }

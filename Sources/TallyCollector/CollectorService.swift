@@ -27,7 +27,9 @@ public struct Collector {
     private let logger: Logger
 
     /// Opens the store and binds the agent port; `run()` serves until shutdown.
-    public static func start(config: CollectorConfig, registry: PrometheusCollectorRegistry, logger: Logger) async throws
+    public static func start(
+        config: CollectorConfig, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async throws
         -> Collector
     {
         try config.validate()
@@ -90,7 +92,8 @@ public struct Collector {
         let router = CollectorHTTP.router(
             registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
             refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote)
-        let server: HTTPServerBuilder = try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
+        let server: HTTPServerBuilder =
+            try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
         if httpTLS == nil {
             logger.info(
                 config.allowPlaintextRemote

@@ -45,7 +45,9 @@ public protocol LedgerStore: AnyObject {
     func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals
 
     /// The exact number of distinct values of a configured (metric, property) pair in a period.
-    func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+    func uniqueCount(
+        tenant: String, metric: String, property: String, period: BillingPeriod
+    ) throws(LedgerError)
         -> UniqueCount
 
     /// Calls `body` with every stored reconciliation row matching the filter — period as stored,
@@ -58,7 +60,9 @@ public protocol LedgerStore: AnyObject {
     /// Every stored aggregate cell of `grain` whose bucket starts in `period`, for one tenant
     /// (nil: every tenant), for audits. For day and month cells, the key's `hour` is the
     /// bucket's first hour.
-    func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+    func storedAggregates(
+        tenant: String?, period: BillingPeriod, grain: AggregateGrain
+    ) throws(LedgerError)
         -> [AggregateCellKey: UsageAggregate]
 
     /// Calls `body` for every raw ledger event of `tenant` (nil: every tenant) whose event time

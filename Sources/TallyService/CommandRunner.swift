@@ -31,7 +31,8 @@ public enum CommandRunner {
                 print(Root.fullMessage(for: error))
                 exit(0)
             }
-            let message = Root.message(for: error)
+            let message =
+                Root.message(for: error)
                 .split(separator: "\n").first.map(String.init) ?? "invalid usage"
             writeError("\(name): \(message) (see '\(name) --help')")
             exit(2)

@@ -40,7 +40,8 @@ struct GroupCommit {
     var deadline: UInt64? {
         guard case .interval(let interval) = policy, let first = firstPendingAt else { return nil }
         guard let last = lastSyncAt else { return first }
-        let nanos = UInt64(clamping: interval.components.seconds) &* 1_000_000_000
+        let nanos =
+            UInt64(clamping: interval.components.seconds) &* 1_000_000_000
             &+ UInt64(clamping: interval.components.attoseconds / 1_000_000_000)
         return max(first, last &+ nanos)
     }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TallyCore
 
 /// A corrupt stretch of a segment, copied aside so that it can be examined later.
@@ -40,7 +45,8 @@ final class QuarantineFile {
         do {
             fd = try ops.open(path, create: !readOnly, readOnly: readOnly)
         } catch {
-            guard readOnly, case .io(_, _, let code) = error, code == 2 /* ENOENT */ else { throw error }
+            // A read-only open of a spool without a quarantine file (ENOENT) has nothing quarantined.
+            guard readOnly, case .io(_, _, let code) = error, code == ENOENT else { throw error }
             fd = nil
         }
         self.fd = fd
@@ -62,9 +68,13 @@ final class QuarantineFile {
             let got = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: at, path: path) }
             guard got == Self.entryHeaderBytes else { break }
             let parsed = header.withUnsafeBytes { raw -> (SpoolPosition, UInt64)? in
-                guard raw.loadLittleEndian(at: 20, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))) else { return nil }
-                return (SpoolPosition(segment: raw.loadLittleEndian(at: 0, bytes: 8), offset: raw.loadLittleEndian(at: 8, bytes: 8)),
-                        raw.loadLittleEndian(at: 16, bytes: 4))
+                guard raw.loadLittleEndian(at: 20, bytes: 4) == UInt64(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<20]))) else {
+                    return nil
+                }
+                return (
+                    SpoolPosition(segment: raw.loadLittleEndian(at: 0, bytes: 8), offset: raw.loadLittleEndian(at: 8, bytes: 8)),
+                    raw.loadLittleEndian(at: 16, bytes: 4)
+                )
             }
             guard let (position, length) = parsed, at + Int64(Self.entryHeaderBytes) + Int64(length) <= fileSize else { break }
             entries.append((position, length, at + Int64(Self.entryHeaderBytes)))

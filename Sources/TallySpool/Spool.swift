@@ -133,13 +133,14 @@ public final class Spool: Sendable {
 
     private func perform<T: Sendable>(_ body: @escaping @Sendable (SpoolStore) throws(SpoolError) -> T) async throws(SpoolError) -> T {
         let result: Result<T, SpoolError> = await withCheckedContinuation { continuation in
-            let submitted = thread.submit(.task { store in
-                do throws(SpoolError) {
-                    continuation.resume(returning: .success(try body(store)))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
-            })
+            let submitted = thread.submit(
+                .task { store in
+                    do throws(SpoolError) {
+                        continuation.resume(returning: .success(try body(store)))
+                    } catch {
+                        continuation.resume(returning: .failure(error))
+                    }
+                })
             if !submitted { continuation.resume(returning: .failure(.closed)) }
         }
         return try result.get()

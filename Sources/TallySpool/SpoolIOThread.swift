@@ -60,12 +60,14 @@ final class SpoolIOThread: @unchecked Sendable {
         self.opened = opened
         var thread = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
-        let created = pthread_create(&thread, nil, { context in
-            guard let context else { return nil }
-            let ioThread = Unmanaged<SpoolIOThread>.fromOpaque(context).takeRetainedValue()
-            ioThread.run()
-            return nil
-        }, context)
+        let created = pthread_create(
+            &thread, nil,
+            { context in
+                guard let context else { return nil }
+                let ioThread = Unmanaged<SpoolIOThread>.fromOpaque(context).takeRetainedValue()
+                ioThread.run()
+                return nil
+            }, context)
         if created == 0 {
             pthread_detach(thread)
         } else {
@@ -150,7 +152,9 @@ final class SpoolIOThread: @unchecked Sendable {
                     } catch {
                         completion(.failure(error))
                     }
-                    if store.lostUnsynced { failPending(store.options.fullPolicy == .block ? .full(retryAfter: store.options.retryAfter) : .rejectedFull) }
+                    if store.lostUnsynced {
+                        failPending(store.options.fullPolicy == .block ? .full(retryAfter: store.options.retryAfter) : .rejectedFull)
+                    }
                 case .task(let body):
                     if stop && index == jobs.count - 1 { finalTasks.append(body) } else { body(store) }
                 }

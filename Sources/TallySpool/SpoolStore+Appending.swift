@@ -52,7 +52,7 @@ extension SpoolStore {
     func append(_ batch: EncodedBatch) throws(SpoolError) -> SpoolPosition {
         do {
             return try appendOnce(batch)
-        } catch where error.isFull {
+        } catch  where error.isFull {
             // Out of room, but the active segment may hold only acknowledged data (an idle
             // agent whose last batch was acked): free it and try once more.
             let before = segments.last?.id

@@ -95,7 +95,8 @@ extension SpoolStore {
             at = span.to
         }
         if at < to {
-            let scanner = SegmentScanner(ops: ops, fd: try fd(forReading: index), path: path(id), from: at, end: to, bufferBytes: options.readBufferBytes)
+            let scanner = SegmentScanner(
+                ops: ops, fd: try fd(forReading: index), path: path(id), from: at, end: to, bufferBytes: options.readBufferBytes)
             while true {
                 let item = try scanner.next()
                 if case .record = item { count += 1 }

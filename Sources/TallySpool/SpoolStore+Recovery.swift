@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TallyCore
 
 /// Opening a spool, segment by segment (FORMAT.md, "Recovery"): summaries adopted, the rest
@@ -37,7 +42,17 @@ extension SpoolStore {
     /// a sealed one without a valid summary are scanned, and the latter gets a new summary.
     func recoverSegment(_ id: UInt64, isLast: Bool, checkpoint: SpoolPosition) throws(SpoolError) {
         let segmentPath = path(id)
-        let fd = try ops.open(segmentPath, create: false, readOnly: readOnly)
+        let fd: Int32
+        do {
+            fd = try ops.open(segmentPath, create: false, readOnly: readOnly)
+        } catch {
+            // A read-only opener (`tallyctl spool status` beside a running agent) can find a
+            // segment listed and then gone: the agent deleted it after an ack. It holds nothing
+            // unacknowledged any more; the writer itself holds the lock, so this never happens
+            // to it.
+            if readOnly, case .io(_, _, let code) = error, code == ENOENT { return }
+            throw error
+        }
         var keepOpen = false
         defer { if !keepOpen { ops.close(fd) } }
         var size = try ops.size(fd, path: segmentPath)
@@ -66,7 +81,8 @@ extension SpoolStore {
         report.segmentsScanned += 1
         let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
         if !headerIsValid {
-            report.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
+            report.problems.append(
+                SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
             if !readOnly {
                 let headerScanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: 0, end: Self.headerEnd, bufferBytes: 0)
                 try quarantine.add(segment: id, offset: 0, length: Self.headerEnd, from: headerScanner)
@@ -85,13 +101,15 @@ extension SpoolStore {
                 if isAcked { acked += 1 }
                 if let time = scanner.withTimestamp() { info.include(time: time, unacknowledged: !isAcked) }
             case .corrupt(let offset, let length):
-                report.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
+                report.problems.append(
+                    SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
                 if !readOnly {
                     try quarantine.add(segment: id, offset: offset, length: length, from: scanner)
                     if offset + length == size { truncateAt = offset }
                 }
             case .tornTail(let offset):
-                report.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
+                report.problems.append(
+                    SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
                 truncateAt = offset
             case .end:
                 break scan

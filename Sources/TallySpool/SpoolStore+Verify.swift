@@ -36,7 +36,8 @@ extension SpoolStore {
             var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
             _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
             if !header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) }) {
-                result.problems.append(SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
+                result.problems.append(
+                    SpoolCorruption(kind: .badSegmentHeader, position: SpoolPosition(segment: id, offset: 0), length: UInt64(Self.headerEnd)))
             }
             let scanner = SegmentScanner(ops: ops, fd: fd, path: segmentPath, from: Self.headerEnd, end: size, bufferBytes: options.readBufferBytes)
             while true {
@@ -46,16 +47,19 @@ extension SpoolStore {
                         _ = try scanner.withPayload { payload throws(SpoolDecodingError) in try EventRecordCodec.decode(payload) }
                         result.records += 1
                     } catch {
-                        result.problems.append(SpoolCorruption(
-                            kind: .undecodableRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)),
-                            length: UInt64(payloadBytes + RecordFraming.headerBytes)))
+                        result.problems.append(
+                            SpoolCorruption(
+                                kind: .undecodableRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)),
+                                length: UInt64(payloadBytes + RecordFraming.headerBytes)))
                     }
                     continue
                 case .corrupt(let offset, let length):
-                    result.problems.append(SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
+                    result.problems.append(
+                        SpoolCorruption(kind: .corruptRecord, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(length)))
                     continue
                 case .tornTail(let offset):
-                    result.problems.append(SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
+                    result.problems.append(
+                        SpoolCorruption(kind: .tornTail, position: SpoolPosition(segment: id, offset: UInt64(offset)), length: UInt64(size - offset)))
                     continue
                 case .end:
                     break

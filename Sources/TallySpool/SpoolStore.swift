@@ -79,7 +79,7 @@ final class SpoolStore {
                 let id = plan.freshSegment
                 do {
                     try createSegment(id)
-                } catch where error.isOutOfSpace {
+                } catch  where error.isOutOfSpace {
                     // Start anyway on a full disk: the first append creates it once there is room.
                     nextSegmentID = id
                     writeFailure = error
@@ -90,7 +90,8 @@ final class SpoolStore {
             if let past = settled.pastSegmentEnd { report.problems.append(SpoolCorruption(kind: .badCheckpoint, position: past, length: 0)) }
             checkpoint = settled.checkpoint
             report.missingSegments.sort()
-            if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0 {
+            if !readOnly, report.problems.contains(where: { $0.kind == .tornTail }) || report.emptySegmentsRepaired > 0 || report.summariesWritten > 0
+            {
                 try SlotFile.syncDirectory(directory, ops: ops)
             }
             if !readOnly {

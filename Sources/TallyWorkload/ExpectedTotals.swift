@@ -142,7 +142,9 @@ public struct ExpectedTotals: Sendable, Hashable {
     }
 
     /// The sum of `quantity` over the rows that match; `nil` filters nothing.
-    public func quantity(tenant: String? = nil, metric: String? = nil, period: BillingPeriod? = nil) throws(ArithmeticOverflow)
+    public func quantity(
+        tenant: String? = nil, metric: String? = nil, period: BillingPeriod? = nil
+    ) throws(ArithmeticOverflow)
         -> Quantity
     {
         var sum = Quantity.zero

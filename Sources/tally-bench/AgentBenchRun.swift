@@ -228,7 +228,8 @@ struct AgentBenchRun {
         let stopped = ContinuousClock.now - stopping
         guard status == 0 else { throw BenchFailure("the agent exited \(status) on SIGTERM: \(agent.logTail)") }
         let restarted = try await startAgent()
-        let probe = #"{"tenant":"bench","metric":"api_calls","quantity":1,"id":"restart-probe","timestamp":""#
+        let probe =
+            #"{"tenant":"bench","metric":"api_calls","quantity":1,"id":"restart-probe","timestamp":""#
             + ISO8601DateFormatter().string(from: Date()) + #""}"#
         var client = try BenchHTTPConnection(port: agentPort)
         let answer = try client.exchange(BenchHTTPConnection.request("POST", "/v1/events", body: Array(probe.utf8)))

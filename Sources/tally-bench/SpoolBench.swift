@@ -73,9 +73,11 @@ struct SpoolBench: AsyncParsableCommand {
             "spool append, \(writers) writers, chunks of \(chunk), fsync interval (default)", "events/s",
             String(Int(count / appendTime.seconds)),
             "\(Int(count / floorWrite.seconds)) (plain write + fsync per chunk)")
-        table.add("spool read-back, batches of 1,000 (the shipper's reads)", "events/s", String(Int(Double(read) / readTime.seconds)),
+        table.add(
+            "spool read-back, batches of 1,000 (the shipper's reads)", "events/s", String(Int(Double(read) / readTime.seconds)),
             "\(Int(count / floorRead.seconds)) (plain read, no decoding)")
-        table.add("spool bytes on disk per event", "bytes", fixed(Double(stats.bytesOnDisk) / count),
+        table.add(
+            "spool bytes on disk per event", "bytes", fixed(Double(stats.bytesOnDisk) / count),
             "\(fixed(Double(encoded.reduce(0) { $0 + $1.count }) / count)) (records without framing)")
         table.add("events read back = events appended", "events", String(read), String(usage.count))
         table.print()

@@ -9,7 +9,8 @@ import TallyPricing
 /// `tally-bench`: Tally's benchmarks, run on release builds.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tally-bench", abstract: "Tally benchmarks (build with -c release).", subcommands: [QueryBench.self, IngestBench.self, AgentBench.self, ClusterBench.self, SpoolBench.self])
+        commandName: "tally-bench", abstract: "Tally benchmarks (build with -c release).",
+        subcommands: [QueryBench.self, IngestBench.self, AgentBench.self, ClusterBench.self, SpoolBench.self])
 }
 
 /// `tally-bench query`: one tenant's month-to-date usage and charges from the aggregates, beside

@@ -63,10 +63,12 @@ private func runOnShortLivedThread(_ body: @escaping () -> Void) {
     }
     let context = Unmanaged.passRetained(Body(body)).toOpaque()
     var thread = pthread_t()
-    let created = pthread_create(&thread, nil, { raw in
-        if let raw { Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run() }
-        return nil
-    }, context)
+    let created = pthread_create(
+        &thread, nil,
+        { raw in
+            if let raw { Unmanaged<Body>.fromOpaque(raw).takeRetainedValue().run() }
+            return nil
+        }, context)
     precondition(created == 0, "pthread_create failed")
     pthread_join(thread, nil)
 }

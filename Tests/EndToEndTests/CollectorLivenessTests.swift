@@ -10,11 +10,11 @@ import TallyWire
     static func startCollector(in directory: URL, limits: String = "") throws -> ServiceProcess {
         let configURL = directory.appendingPathComponent("collector.yaml")
         try """
-            agents:
-              - id: edge-1
-                secret: s3cret-0123456789ab
-            \(limits)
-            """.write(to: configURL, atomically: true, encoding: .utf8)
+        agents:
+          - id: edge-1
+            secret: s3cret-0123456789ab
+        \(limits)
+        """.write(to: configURL, atomically: true, encoding: .utf8)
         return try ServiceProcess(
             directory: directory, arguments: ["--config", configURL.path, "--store", "sqlite:\(directory.path)/ledger.db"])
     }

@@ -74,7 +74,8 @@ import TallyWire
         // Batch 1: five events, the first one twice.
         let agent = try ScriptedAgent(port: collector.port)
         guard case .welcome(let welcome)? = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") else {
-            Issue.record("no welcome"); return
+            Issue.record("no welcome")
+            return
         }
         #expect(welcome.authenticated)
         let ack1 = try ack(agent.sendBatch(sequence: 1, events: e + [e[0]]))

@@ -31,18 +31,19 @@ struct DiskFullTests {
         let collectorPort = try freePort()
         let config = directory.appendingPathComponent("agent.yaml")
         try """
-            spool:
-              directory: \(spool)
-              retry_after: 1s
-            reconnect:
-              initial: 50ms
-              max: 500ms
-            """.write(to: config, atomically: true, encoding: .utf8)
+        spool:
+          directory: \(spool)
+          retry_after: 1s
+        reconnect:
+          initial: 50ms
+          max: 500ms
+        """.write(to: config, atomically: true, encoding: .utf8)
         let agentArguments = [
             "--config", config.path, "--collector", "127.0.0.1:\(collectorPort)", "--agent-id", "disk-full", "--default-metric", "api_calls",
         ]
         let agentReady = #"address=127\.0\.0\.1:([0-9]+)"#
-        var collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
+        var collector = try ServiceProcess(
+            directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
         var agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
         defer {
             agent.kill()
@@ -83,7 +84,9 @@ struct DiskFullTests {
             }
         }
         let spoolNow = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool])
-        #expect(accepted.count * 230 >= 3 << 20, "only \(accepted.count) events were taken, \(refusals) refusals: \(spoolNow.stdoutText) \(agent.logText.suffix(3000))")
+        #expect(
+            accepted.count * 230 >= 3 << 20,
+            "only \(accepted.count) events were taken, \(refusals) refusals: \(spoolNow.stdoutText) \(agent.logText.suffix(3000))")
 
         // 2. No collector, events waiting in the spool, and the disk full to the last byte:
         //    503, and health and metrics say so. (Everything shipped first: the acknowledged

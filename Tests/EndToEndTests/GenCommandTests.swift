@@ -69,9 +69,11 @@ struct GenCommandTests {
         #expect(totals.summary.lines == 5_000)
     }
 
-    @Test("bad flags exit 2 with a one-line reason", arguments: [
-        ["gen", "--events", "-1"], ["gen", "--rate", "0"], ["gen", "--start", "yesterday"], ["gen", "--seed", "x"],
-    ])
+    @Test(
+        "bad flags exit 2 with a one-line reason",
+        arguments: [
+            ["gen", "--events", "-1"], ["gen", "--rate", "0"], ["gen", "--start", "yesterday"], ["gen", "--seed", "x"],
+        ])
     func badUsage(arguments: [String]) throws {
         let outcome = try run(arguments)
         #expect(outcome.status == 2)

@@ -17,11 +17,11 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: directory) }
         let config = directory.appendingPathComponent("agent.yaml")
         try """
-            http:
-              body_timeout: 2s
-              header_timeout: 2s
-              max_body_bytes_in_flight: 67108864
-            """.write(to: config, atomically: true, encoding: .utf8)
+        http:
+          body_timeout: 2s
+          header_timeout: 2s
+          max_body_bytes_in_flight: 67108864
+        """.write(to: config, atomically: true, encoding: .utf8)
         let agent = try ServiceProcess(
             directory: directory,
             arguments: ["--config", config.path, "--spool", directory.appendingPathComponent("spool").path, "--collector", "127.0.0.1:1"],

@@ -1,3 +1,4 @@
+import Testing
 import Foundation
 import TallyTestSupport
 
@@ -48,5 +49,9 @@ func eventually(_ timeout: Duration, _ condition: () async throws -> Bool) async
 /// The unacknowledged events in a spool, as `tallyctl spool status --json` reports them.
 func spoolBacklog(_ spool: String, unprivileged: Bool = false) throws -> Int? {
     let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"], unprivileged: unprivileged)
+    guard status.status == 0 else {
+        Issue.record("tallyctl spool status failed beside the running agent: \(status.stderr)")
+        return nil
+    }
     return (try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])?["events"] as? Int
 }

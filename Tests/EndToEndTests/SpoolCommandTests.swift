@@ -164,10 +164,11 @@ extension BinaryRunner.Outcome {
         let corrupt = try fixture.ctl(["verify"])
         #expect(corrupt.status == 1)
         let length = positions[8].offset - positions[7].offset
-        #expect(corrupt.lines == [
-            "segment \(positions[7].segment) offset \(positions[7].offset): corrupt record, \(length) bytes",
-            "verified 1 segments, 29 records, \(segmentBytes.count) bytes: 1 corrupt",
-        ])
+        #expect(
+            corrupt.lines == [
+                "segment \(positions[7].segment) offset \(positions[7].offset): corrupt record, \(length) bytes",
+                "verified 1 segments, 29 records, \(segmentBytes.count) bytes: 1 corrupt",
+            ])
         #expect(try fixture.snapshot() == before, "verify changed the spool")
 
         // inspect skips the corrupt record, says so, and still changes nothing.
@@ -190,12 +191,15 @@ extension BinaryRunner.Outcome {
         let first = try await spool.readFromAcknowledged(maxEvents: 10)
         try await spool.acknowledge(upTo: first.end)
         await spool.close()
-        let segments = try FileManager.default.contentsOfDirectory(atPath: fixture.spool).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }.sorted()
+        let segments = try FileManager.default.contentsOfDirectory(atPath: fixture.spool).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".tsp") }
+            .sorted()
         #expect(segments.count >= 4)
         // A valid shipper.seq, as the agent leaves it: verify is clean.
         let sequenceFile = fixture.spool + "/shipper.seq"
-        try Data([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0] + crcBytes([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]))
-            .write(to: URL(fileURLWithPath: sequenceFile))
+        try Data(
+            [0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0] + crcBytes([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0])
+        )
+        .write(to: URL(fileURLWithPath: sequenceFile))
         let clean = try fixture.ctl(["verify"])
         #expect(clean.status == 0, "\(clean.stdoutText)")
 

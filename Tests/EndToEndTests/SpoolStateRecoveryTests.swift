@@ -22,8 +22,10 @@ import FoundationNetworking
         let base = EventTime.now().advanced(by: .seconds(-300))
 
         func send(_ port: Int, _ range: Range<Int>) async throws {
-            let body = range.map { #"{"tenant":"seq","metric":"api_calls","quantity":1,"timestamp":"\#(base.advanced(by: .milliseconds(Int64($0))))","id":"s\#($0)"}"# }
-                .joined(separator: "\n")
+            let body = range.map {
+                #"{"tenant":"seq","metric":"api_calls","quantity":1,"timestamp":"\#(base.advanced(by: .milliseconds(Int64($0))))","id":"s\#($0)"}"#
+            }
+            .joined(separator: "\n")
             var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)/v1/events")))
             request.httpMethod = "POST"
             request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")

@@ -90,7 +90,8 @@ final class BlockingHTTPSocket: @unchecked Sendable {
             head.append(byte)
         }
         let text = String(decoding: head, as: UTF8.self)
-        let length = text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+        let length =
+            text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
             .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
         var body = [UInt8](repeating: 0, count: length)
         var read = 0

@@ -101,7 +101,8 @@ struct IngestTests {
         let agent = try await TestAgent.start()  // fsync: always
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
         for index in 0..<3 {
-            let response = try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: event(index).jsonLine))
+            let response = try await exchange.request(
+                method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: event(index).jsonLine))
             #expect(response.status == 200)
         }
         let metrics = try await exchange.request(method: "GET", path: "/metrics")

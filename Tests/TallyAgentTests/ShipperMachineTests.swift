@@ -153,7 +153,10 @@ struct ShipperWorld {
     }
 
     mutating func goaway(retryAfterMilliseconds: UInt32 = 250) {
-        run(machine.received(.goaway(GoAway(code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: retryAfterMilliseconds, message: "restarting")), now: now))
+        run(
+            machine.received(
+                .goaway(GoAway(code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: retryAfterMilliseconds, message: "restarting")),
+                now: now))
     }
 
     mutating func cut() {

@@ -99,10 +99,13 @@ struct ShipperTests {
     @Test func aCollectorThatNeverAcksIsBackedOffFrom() async throws {
         let collector = TestCollector(behaviour: { _ in .init(cutAfterBatches: 1) })
         let port = try await collector.start()
-        try await withShipper(events: 300, collectors: [.init(host: "127.0.0.1", port: port)], configure: {
-            $0.reconnect.initial = .milliseconds(5)
-            $0.reconnect.maximum = .milliseconds(400)
-        }) { _, _ in
+        try await withShipper(
+            events: 300, collectors: [.init(host: "127.0.0.1", port: port)],
+            configure: {
+                $0.reconnect.initial = .milliseconds(5)
+                $0.reconnect.maximum = .milliseconds(400)
+            }
+        ) { _, _ in
             let started = ContinuousClock.now
             #expect(await eventually { collector.connections >= 3 })
             // Measure over two seconds: with a reset per handshake the delay would stay under

@@ -59,7 +59,9 @@ import Testing
                 // Mostly an unacked batch; sometimes a repeated or unknown ack.
                 let pick = random.next(below: 10)
                 let sequence =
-                    pick == 0 ? nextSequence + 7 : pick == 1 ? (acked.first ?? 1) : cut.filter { !acked.contains($0.sequence) }.randomElement(using: &random)?.sequence ?? 1
+                    pick == 0
+                    ? nextSequence + 7
+                    : pick == 1 ? (acked.first ?? 1) : cut.filter { !acked.contains($0.sequence) }.randomElement(using: &random)?.sequence ?? 1
                 let answer = window.acknowledge(sequence)
                 if cut.contains(where: { $0.sequence == sequence }) && !acked.contains(sequence) {
                     #expect(answer != nil)

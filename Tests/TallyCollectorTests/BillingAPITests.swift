@@ -40,8 +40,10 @@ import TallyLedger
         for index in 0..<30 {
             let day = index % 3 + 1
             let endpoint = index % 2 == 0 ? "/search" : "/items"
-            events.append(try BillingFixture.event("acme", Int64(index % 4 + 1),
-                at: "2026-03-0\(day)T1\(index % 10):00:00Z", id: "e\(index)", [("endpoint", endpoint)]))
+            events.append(
+                try BillingFixture.event(
+                    "acme", Int64(index % 4 + 1),
+                    at: "2026-03-0\(day)T1\(index % 10):00:00Z", id: "e\(index)", [("endpoint", endpoint)]))
         }
         try await fixture.commit(events)
         try await fixture.commit(events)  // a replay of the same events (new batch): all duplicates
@@ -71,19 +73,24 @@ import TallyLedger
                 method: .get, headers: bearer(BillingFixture.acmeKey)
             ) { response in
                 let buckets = try #require(try response.json()["buckets"] as? [[String: Any]])
-                let groups = Dictionary(uniqueKeysWithValues: buckets.compactMap { bucket in
-                    (bucket["group"] as? String).map { ($0, bucket["sum"] as? String ?? "") }
-                })
+                let groups = Dictionary(
+                    uniqueKeysWithValues: buckets.compactMap { bucket in
+                        (bucket["group"] as? String).map { ($0, bucket["sum"] as? String ?? "") }
+                    })
                 #expect(groups == perEndpointTotals.mapValues { String($0) })
             }
-            try await client.execute(uri: "/v1/usage?tenant=acme&metric=api_calls&granularity=week", method: .get,
-                headers: bearer(BillingFixture.adminKey)) { response in
+            try await client.execute(
+                uri: "/v1/usage?tenant=acme&metric=api_calls&granularity=week", method: .get,
+                headers: bearer(BillingFixture.adminKey)
+            ) { response in
                 #expect(response.status == .badRequest)
                 let error = try #require(try response.json()["error"] as? [String: Any])
                 #expect(error["parameter"] as? String == "granularity")
             }
-            try await client.execute(uri: "/v1/usage?tenant=acme&metric=api_calls&from=yesterday", method: .get,
-                headers: bearer(BillingFixture.adminKey)) { response in
+            try await client.execute(
+                uri: "/v1/usage?tenant=acme&metric=api_calls&from=yesterday", method: .get,
+                headers: bearer(BillingFixture.adminKey)
+            ) { response in
                 #expect(response.status == .badRequest)
                 let problem = try response.json()["error"] as? [String: Any]
                 #expect(problem?["parameter"] as? String == "from")
@@ -111,7 +118,8 @@ import TallyLedger
         for batch in 0..<12 {
             var events: [UsageEvent] = []
             for index in 0..<100 {
-                events.append(try BillingFixture.event("acme", metric: "api_calls", 100, at: "2026-03-\(10 + batch % 9)T10:00:00Z", id: "b\(batch)-\(index)"))
+                events.append(
+                    try BillingFixture.event("acme", metric: "api_calls", 100, at: "2026-03-\(10 + batch % 9)T10:00:00Z", id: "b\(batch)-\(index)"))
             }
             try await fixture.commit(events)
         }

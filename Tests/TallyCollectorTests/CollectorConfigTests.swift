@@ -26,31 +26,32 @@ import TallyConfig
     }
 
     @Test func readsEveryKey() throws {
-        let config = try CollectorConfig.load(yaml: """
-            store: sqlite:/var/lib/tally/ledger.db
-            listen: 0.0.0.0:7401
-            http: "[::1]:7481"
-            pricing: /etc/tally/pricing.yaml
-            admin_key: adm1n-0123456789ab
-            agents:
-              - id: edge-1
-                secret: s3cret-0123456789ab
-                tenants: [acme, globex]
-              - id: edge-2
-                secret: other-0123456789abcd
-            api_keys:
-              - key: acme-key-0123456789
-                tenant: acme
-            late:
-              grace: 48h
-              policy: reject
-              max_age: 40d
-            dedupe_horizon: 45d
-            events:
-              max_future_skew: 10m
-            limits:
-              max_events_per_batch: 5000
-            """)
+        let config = try CollectorConfig.load(
+            yaml: """
+                store: sqlite:/var/lib/tally/ledger.db
+                listen: 0.0.0.0:7401
+                http: "[::1]:7481"
+                pricing: /etc/tally/pricing.yaml
+                admin_key: adm1n-0123456789ab
+                agents:
+                  - id: edge-1
+                    secret: s3cret-0123456789ab
+                    tenants: [acme, globex]
+                  - id: edge-2
+                    secret: other-0123456789abcd
+                api_keys:
+                  - key: acme-key-0123456789
+                    tenant: acme
+                late:
+                  grace: 48h
+                  policy: reject
+                  max_age: 40d
+                dedupe_horizon: 45d
+                events:
+                  max_future_skew: 10m
+                limits:
+                  max_events_per_batch: 5000
+                """)
         #expect(config.listen.port == 7401)
         #expect(config.http.host == "::1")
         #expect(config.agents.count == 2)

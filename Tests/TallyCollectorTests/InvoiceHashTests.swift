@@ -89,7 +89,9 @@ import Testing
         }
         // Sorted keys, not the declaration order (which starts tenant, period, ...).
         #expect(
-            members.map { $0.key } == ["adjustments", "currency", "lines", "period", "periodEnd", "periodStart", "segments", "subtotal", "tenant", "total"])
+            members.map { $0.key } == [
+                "adjustments", "currency", "lines", "period", "periodEnd", "periodStart", "segments", "subtotal", "tenant", "total",
+            ])
         #expect(line.map { $0.key } == line.map { $0.key }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
         #expect(line.map { $0.key }.contains("exactAmount") && line.map { $0.key }.first == "amount")
         // Canonical: writing the parsed text again gives it back byte for byte.

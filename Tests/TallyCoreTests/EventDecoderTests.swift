@@ -49,38 +49,46 @@ import Testing
         let ndjson = decoder.decodeBody(Array("\(good)\n\(bad)\r\n\n{not json\n\(good)".utf8), now: now)
         #expect(ndjson.map { $0.value != nil } == [true, false, false, true])
         #expect(ndjson[2].error?.reason == .malformed)
-        let pretty = decoder.decodeBody(Array("{\n  \"tenant\": \"t\",\n  \"metric\": \"m\",\n  \"quantity\": 1,\n  \"timestamp\": \"2026-04-13T12:00:00Z\"\n}\n".utf8), now: now)
+        let pretty = decoder.decodeBody(
+            Array("{\n  \"tenant\": \"t\",\n  \"metric\": \"m\",\n  \"quantity\": 1,\n  \"timestamp\": \"2026-04-13T12:00:00Z\"\n}\n".utf8), now: now)
         #expect(pretty.count == 1 && pretty[0].value != nil)
         #expect(decoder.decodeBody(Array("  \n ".utf8), now: now).isEmpty)
         #expect(decoder.decodeBody(Array("[1,".utf8), now: now).first?.error?.reason == .malformed)
     }
 
-    @Test(arguments: [
-        (#"{"metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, RejectionReason.missingField, "tenant"),
-        (#"{"tenant":"t","metric":"m","timestamp":"2026-04-13T12:00:00Z"}"#, .missingField, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":1}"#, .missingField, "timestamp"),
-        (#"{"tenant":"","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
-        (#"{"tenant":7,"metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
-        (#"{"tenant":"t","metric":"9m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "metric"),
-        (#"{"tenant":"t","metric":"a b","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "metric"),
-        (#"{"tenant":"t","metric":"m","quantity":-1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":"lots","timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":0.0000000001,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":1e16,"timestamp":"2026-04-13T12:00:00Z"}"#, .limitExceeded, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":1e40,"timestamp":"2026-04-13T12:00:00Z"}"#, .limitExceeded, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":true,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13 12:00"}"#, .invalidField, "timestamp"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":1776081600}"#, .invalidField, "timestamp"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:06:00Z"}"#, .futureTimestamp, "timestamp"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","colour":"red"}"#, .unknownField, "colour"),
-        (#"{"tenant":"t","tenant":"u","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":[]}"#, .invalidField, "properties"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"a":null}}"#, .invalidField, "properties.a"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"a":{"b":1}}}"#, .invalidField, "properties.a"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"bad key":"x"}}"#, .invalidField, "properties.bad key"),
-        (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","id":""}"#, .invalidField, "id"),
-        (#"[1]"#, .malformed, nil),
-    ] as [(String, RejectionReason, String?)])
+    @Test(
+        arguments: [
+            (#"{"metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, RejectionReason.missingField, "tenant"),
+            (#"{"tenant":"t","metric":"m","timestamp":"2026-04-13T12:00:00Z"}"#, .missingField, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":1}"#, .missingField, "timestamp"),
+            (#"{"tenant":"","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
+            (#"{"tenant":7,"metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
+            (#"{"tenant":"t","metric":"9m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "metric"),
+            (#"{"tenant":"t","metric":"a b","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "metric"),
+            (#"{"tenant":"t","metric":"m","quantity":-1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":"lots","timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":0.0000000001,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":1e16,"timestamp":"2026-04-13T12:00:00Z"}"#, .limitExceeded, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":1e40,"timestamp":"2026-04-13T12:00:00Z"}"#, .limitExceeded, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":true,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "quantity"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13 12:00"}"#, .invalidField, "timestamp"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":1776081600}"#, .invalidField, "timestamp"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:06:00Z"}"#, .futureTimestamp, "timestamp"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","colour":"red"}"#, .unknownField, "colour"),
+            (#"{"tenant":"t","tenant":"u","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, .invalidField, "tenant"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":[]}"#, .invalidField, "properties"),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"a":null}}"#, .invalidField, "properties.a"),
+            (
+                #"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"a":{"b":1}}}"#, .invalidField,
+                "properties.a"
+            ),
+            (
+                #"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"bad key":"x"}}"#, .invalidField,
+                "properties.bad key"
+            ),
+            (#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","id":""}"#, .invalidField, "id"),
+            (#"[1]"#, .malformed, nil),
+        ] as [(String, RejectionReason, String?)])
     func rejectsWithTheFieldAndReason(_ json: String, _ reason: RejectionReason, _ field: String?) {
         let result = decodeOne(json, now: now)
         #expect(result.error?.reason == reason, "\(result)")
@@ -96,7 +104,8 @@ import Testing
         #expect(r2.error?.reason == .limitExceeded)
         #expect(r2.error?.field == "properties")
         let longValue = String(repeating: "v", count: 257)
-        let r3 = decodeOne(#"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"k":"\#(longValue)"}}"#, now: now)
+        let r3 = decodeOne(
+            #"{"tenant":"t","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z","properties":{"k":"\#(longValue)"}}"#, now: now)
         #expect(r3.error?.reason == .limitExceeded)
         let atLimit = String(repeating: "x", count: 128)
         #expect(decodeOne(#"{"tenant":"\#(atLimit)","metric":"m","quantity":1,"timestamp":"2026-04-13T12:00:00Z"}"#, now: now).value != nil)
@@ -135,7 +144,10 @@ import Testing
 
     @Test func parsesEscapesAndKeepsNumberLexemes() throws {
         let value = try JSONParser.parse(#"{"s":"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00","n":1.50e+2,"t":true,"f":false,"z":null,"a":[]}"#)
-        guard case .object(let members) = value else { Issue.record("not an object"); return }
+        guard case .object(let members) = value else {
+            Issue.record("not an object")
+            return
+        }
         #expect(members.map(\.key) == ["s", "n", "t", "f", "z", "a"])
         #expect(members[0].value == .string("a\"\\/\u{08}\u{0C}\n\r\té😀"))
         #expect(members[1].value == .number("1.50e+2"))

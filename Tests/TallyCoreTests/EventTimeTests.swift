@@ -45,10 +45,14 @@ import Testing
             for month in Int64(1)...12 {
                 for day in 1...CivilTime.daysInMonth(year: year, month: month) {
                     let days = CivilTime.days(year: year, month: month, day: day)
-                    if days != expected { Issue.record("\(year)-\(month)-\(day) is day \(days), expected \(expected)"); return }
+                    if days != expected {
+                        Issue.record("\(year)-\(month)-\(day) is day \(days), expected \(expected)")
+                        return
+                    }
                     let back = CivilTime(epochSeconds: days * 86_400)
                     if back.year != year || back.month != month || back.day != day {
-                        Issue.record("day \(days) maps back to \(back)"); return
+                        Issue.record("day \(days) maps back to \(back)")
+                        return
                     }
                     expected += 1
                 }

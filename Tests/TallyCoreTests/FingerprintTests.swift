@@ -54,14 +54,29 @@ let fingerprintVectors: [FingerprintVector] = {
         let original = Fingerprint(of: Self.base)
         var variants: [UsageEvent] = []
         var e = Self.base
-        e.tenant = "acme2"; variants.append(e)
-        e = Self.base; e.metric = "api_calls2"; variants.append(e)
-        e = Self.base; e.quantity = Quantity(nanos: Quantity(3).nanos + 1); variants.append(e)
-        e = Self.base; e.timestamp = EventTime(microseconds: Self.base.timestamp.microseconds + 1); variants.append(e)
-        e = Self.base; e.properties["endpoint"] = "/b"; variants.append(e)
-        e = Self.base; e.properties["method"] = "GET"; variants.append(e)
-        e = Self.base; e.properties["region"] = nil; variants.append(e)
-        e = Self.base; e.id = "x"; variants.append(e)
+        e.tenant = "acme2"
+        variants.append(e)
+        e = Self.base
+        e.metric = "api_calls2"
+        variants.append(e)
+        e = Self.base
+        e.quantity = Quantity(nanos: Quantity(3).nanos + 1)
+        variants.append(e)
+        e = Self.base
+        e.timestamp = EventTime(microseconds: Self.base.timestamp.microseconds + 1)
+        variants.append(e)
+        e = Self.base
+        e.properties["endpoint"] = "/b"
+        variants.append(e)
+        e = Self.base
+        e.properties["method"] = "GET"
+        variants.append(e)
+        e = Self.base
+        e.properties["region"] = nil
+        variants.append(e)
+        e = Self.base
+        e.id = "x"
+        variants.append(e)
         let fingerprints = variants.map { Fingerprint(of: $0) }
         #expect(!fingerprints.contains(original))
         #expect(Set(fingerprints).count == variants.count)

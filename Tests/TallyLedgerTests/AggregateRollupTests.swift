@@ -52,7 +52,8 @@ struct AggregateRollupTests {
     @Test func logRowsRoundTripAndRefuseDamage() throws {
         var cells = AggregateCells()
         for event in workload(count: 300, seed: 3, start: at("2026-04-01T00:00:00Z"), spanHours: 30, tenants: 4) {
-            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: event.tenant == "tenant-1" ? period("2026-05") : nil, groupBy: ["endpoint"])
+            try cells.add(
+                event, fingerprint: Fingerprint(of: event), billedIn: event.tenant == "tenant-1" ? period("2026-05") : nil, groupBy: ["endpoint"])
         }
         let bytes = AggregateLogCodec.encode(cells)
         var decoded = AggregateCells()

@@ -131,7 +131,6 @@ func batch(_ sequence: UInt64, agent: String = "agent-1", now: String = "2026-04
     IncomingBatch(agent: agent, sequence: sequence, receivedAt: at(now), events: events.map { .valid($0) })
 }
 
-
 /// A deterministic workload: tenants, metrics, endpoints, fractional quantities, request ids,
 /// some retries of earlier events, timestamps moving forward within `start ..< start + span`.
 /// With `skewed`, tenant traffic is heavily skewed (tenant = ⌊n·u³⌋, a Zipf-like head), as in the

@@ -74,8 +74,10 @@ import Testing
         let second = try factory.open(ledger.location, configuration: ledger.configuration)
         defer { second.close() }
         #expect(try ledger.store.finalInvoice(tenant: "acme", period: period("2026-03")) == nil)
-        let first = FinalInvoiceRecord(tenant: "acme", period: period("2026-03"), json: "{\"a\":1}", sha256: "aa", finalizedAt: at("2026-04-05T00:00:00Z"))
-        let late = FinalInvoiceRecord(tenant: "acme", period: period("2026-03"), json: "{\"a\":2}", sha256: "bb", finalizedAt: at("2026-04-05T00:00:01Z"))
+        let first = FinalInvoiceRecord(
+            tenant: "acme", period: period("2026-03"), json: "{\"a\":1}", sha256: "aa", finalizedAt: at("2026-04-05T00:00:00Z"))
+        let late = FinalInvoiceRecord(
+            tenant: "acme", period: period("2026-03"), json: "{\"a\":2}", sha256: "bb", finalizedAt: at("2026-04-05T00:00:01Z"))
         #expect(try ledger.store.freezeInvoice(first) == first)
         // The other collector finalises the same period a moment later: it gets the first document.
         #expect(try second.freezeInvoice(late) == first)
@@ -86,10 +88,13 @@ import Testing
     @Test(arguments: ledgerFactories)
     func exportRecordsAreSavedReplacedAndListed(_ factory: any LedgerStoreFactory) throws {
         let ledger = try TestLedger(factory)
-        var record = ExportRecord(identifier: "acme-api-1", tenant: "acme", metric: "api_calls", hour: 490_000, value: Quantity(12), status: .pending, attempts: 0)
+        var record = ExportRecord(
+            identifier: "acme-api-1", tenant: "acme", metric: "api_calls", hour: 490_000, value: Quantity(12), status: .pending, attempts: 0)
         try ledger.store.saveExportRecord(record)
         try ledger.store.saveExportRecord(
-            ExportRecord(identifier: "globex-api-1", tenant: "globex", metric: "api_calls", hour: 490_000, value: Quantity(1), status: .failed, attempts: 3, lastError: "HTTP 500"))
+            ExportRecord(
+                identifier: "globex-api-1", tenant: "globex", metric: "api_calls", hour: 490_000, value: Quantity(1), status: .failed, attempts: 3,
+                lastError: "HTTP 500"))
         record.status = .sent
         record.attempts = 1
         record.sentAt = at("2026-04-05T00:00:00Z")

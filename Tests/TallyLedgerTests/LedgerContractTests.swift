@@ -286,7 +286,8 @@ import Testing
         #expect(totals.usage?.latest.fingerprint == Fingerprint(of: winner))
         #expect(totals.usage?.max == Quantity(200))
         // A late user of March billed in April is an adjustment; a late repeat of a March user is not new.
-        _ = try ledger.store.commit(batch(3, now: "2026-03-30T00:00:00Z", [event("acme", "active_users", at: "2026-03-15T00:00:00Z", id: "m1", [("user", "u1")])]))
+        _ = try ledger.store.commit(
+            batch(3, now: "2026-03-30T00:00:00Z", [event("acme", "active_users", at: "2026-03-15T00:00:00Z", id: "m1", [("user", "u1")])]))
         _ = try ledger.store.commit(
             batch(
                 4, now: "2026-04-05T00:00:00Z",
@@ -358,8 +359,10 @@ import Testing
         for tenant in 0..<3 {
             for granularity in UsageQuery.Granularity.allCases {
                 for groupBy in [nil, "endpoint"] as [String?] {
-                    let query = UsageQuery(tenant: "tenant-\(tenant)", metric: "api_calls", from: from, to: to, granularity: granularity, groupBy: groupBy)
-                    let hourly = try ledger.store.usage(UsageQuery(tenant: query.tenant, metric: query.metric, from: from, to: to, granularity: .hour, groupBy: groupBy))
+                    let query = UsageQuery(
+                        tenant: "tenant-\(tenant)", metric: "api_calls", from: from, to: to, granularity: granularity, groupBy: groupBy)
+                    let hourly = try ledger.store.usage(
+                        UsageQuery(tenant: query.tenant, metric: query.metric, from: from, to: to, granularity: .hour, groupBy: groupBy))
                     var expected: [String: UsageAggregate] = [:]
                     for bucket in hourly {
                         let key = "\(query.bucketStart(of: bucket.start)) \(bucket.group ?? "-")"

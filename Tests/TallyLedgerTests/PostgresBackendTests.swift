@@ -56,7 +56,8 @@ import Testing
         configuration.dedupeHorizon = .seconds(90 * 86_400)
         let store = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: configuration)
         defer { store.close() }
-        _ = try store.commit(batch(1, now: "2026-04-10T00:00:00Z", [event(at: "2026-02-10T00:00:00Z", id: "feb"), event(at: "2026-04-09T00:00:00Z", id: "apr")]))
+        _ = try store.commit(
+            batch(1, now: "2026-04-10T00:00:00Z", [event(at: "2026-02-10T00:00:00Z", id: "feb"), event(at: "2026-04-09T00:00:00Z", id: "apr")]))
         let partitions = try server.psql(
             "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'raw_events'::regclass",
             database: name)
@@ -122,7 +123,8 @@ extension PostgresBackendTests {
             let april = period("2026-04")
             _ = try a.commit(batch(1, [event(id: "1")]))
             // The usage answer is cached at this generation; the unique count is not.
-            #expect(try read(a) { () throws(LedgerError) in try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count } == 1)
+            #expect(
+                try read(a) { () throws(LedgerError) in try a.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count } == 1)
             var runs = 0
             let answer = try a.withSnapshot { () throws(LedgerError) -> (Int64?, Int) in
                 runs += 1

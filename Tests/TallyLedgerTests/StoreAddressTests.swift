@@ -6,7 +6,9 @@ import Testing
 @Suite struct StoreAddressTests {
     @Test func sqliteAndPostgresAddressesParse() throws {
         #expect(try StoreAddress(parsing: "sqlite:./tally-data/ledger.db") == .sqlite(path: "./tally-data/ledger.db"))
-        guard case .postgres(let address) = try StoreAddress(parsing: "postgres://tally:s3cr%40t@db.internal:6432/ledger?pool_size=8&sslrootcert=/etc/ca.pem")
+        guard
+            case .postgres(let address) = try StoreAddress(
+                parsing: "postgres://tally:s3cr%40t@db.internal:6432/ledger?pool_size=8&sslrootcert=/etc/ca.pem")
         else {
             Issue.record("not parsed as postgres")
             return

@@ -19,20 +19,20 @@ struct PricingConfigTests {
         (
             "plans:\n" + goodPlan + """
 
-              - id: q
-                currency: USD
-                charges:
-                  - metric: api_calls
-                    model: graduated
-                    tiers:
-                      - up_to: 1000
-                        unit_price: "0.1"
-                      - up_to: 5000
-                        unit_price: "0.05"
-                      - up_to: 5000
-                        unit_price: "0.01"
-                      - unit_price: "0.001"
-            """,
+                  - id: q
+                    currency: USD
+                    charges:
+                      - metric: api_calls
+                        model: graduated
+                        tiers:
+                          - up_to: 1000
+                            unit_price: "0.1"
+                          - up_to: 5000
+                            unit_price: "0.05"
+                          - up_to: 5000
+                            unit_price: "0.01"
+                          - unit_price: "0.001"
+                """,
             "plans[1].charges[0].tiers[2].up_to", "tiers must increase: 5000 is not above the previous tier's up_to 5000"
         ),
         (
@@ -59,18 +59,18 @@ struct PricingConfigTests {
         (
             "plans:\n" + goodPlan + """
 
-            assignments:
-              - tenant: acme
-                plan: p
-                from: 2026-01-01T00:00:00Z
-                until: 2026-05-01T00:00:00Z
-              - tenant: other
-                plan: p
-                from: 2026-01-01T00:00:00Z
-              - tenant: acme
-                plan: p
-                from: 2026-04-15T00:00:00Z
-            """,
+                assignments:
+                  - tenant: acme
+                    plan: p
+                    from: 2026-01-01T00:00:00Z
+                    until: 2026-05-01T00:00:00Z
+                  - tenant: other
+                    plan: p
+                    from: 2026-01-01T00:00:00Z
+                  - tenant: acme
+                    plan: p
+                    from: 2026-04-15T00:00:00Z
+                """,
             "assignments[2]", "overlaps assignments[0]: tenant 'acme' would be on 'p' and 'p' at once"
         ),
         (
@@ -167,21 +167,21 @@ struct PricingConfigTests {
         (
             "plans:\n" + goodPlan + """
 
-            assignments:
-              - tenant: acme
-                plan: gold
-                from: 2026-01-01T00:00:00Z
-            """,
+                assignments:
+                  - tenant: acme
+                    plan: gold
+                    from: 2026-01-01T00:00:00Z
+                """,
             "assignments[0].plan", "unknown plan 'gold'"
         ),
         (
             "plans:\n" + goodPlan + """
 
-            assignments:
-              - tenant: acme
-                plan: p
-                from: 2026-04-01
-            """,
+                assignments:
+                  - tenant: acme
+                    plan: p
+                    from: 2026-04-01
+                """,
             "assignments[0].from", "is not an RFC 3339 timestamp"
         ),
         (
@@ -236,7 +236,9 @@ struct PricingConfigTests {
             Issue.record("loaded an invalid config")
         } catch {
             #expect(error.issues.map(\.place) == ["metrics[0].aggregation", "plans[0].currency"])
-            #expect(error.description.split(separator: "\n").first == "pricing.yaml:3:18: metrics[0].aggregation: unknown aggregation 'median'; expected sum, count, max, unique_count or latest")
+            #expect(
+                error.description.split(separator: "\n").first
+                    == "pricing.yaml:3:18: metrics[0].aggregation: unknown aggregation 'median'; expected sum, count, max, unique_count or latest")
         }
     }
 
@@ -251,16 +253,17 @@ struct PricingConfigTests {
     func exactLexemes() throws {
         // As a Double this would be 1e-12 (text the decimal parser refuses); read as written it
         // is exactly one pico-unit.
-        let yaml = testMetrics + """
-            plans:
-              - id: p
-                currency: USD
-                charges:
-                  - metric: api_calls
-                    model: per_unit
-                    unit_price: 0.000000000001
-            default_plan: p
-            """
+        let yaml =
+            testMetrics + """
+                plans:
+                  - id: p
+                    currency: USD
+                    charges:
+                      - metric: api_calls
+                        model: per_unit
+                        unit_price: 0.000000000001
+                default_plan: p
+                """
         let config = try PricingConfigLoader.load(yaml: yaml)
         #expect(config.plans.first?.usageCharges.first?.prices.first?.model == .perUnit(UnitPrice(picos: 1)))
     }

@@ -178,13 +178,15 @@ struct PricingEngineTests {
               - flat_fee: "100"
         """
 
-    @Test("minimum commitment: a true-up for the shortfall of usage lines only", arguments: [
-        ("100000", "400.00", "600.00"),
-        ("499990", "0.01", "600.00"),
-        ("500000", nil, "600.00"),
-        ("600000", nil, "700.00"),
-        ("0", "500.00", "600.00"),
-    ] as [(String, String?, String)])
+    @Test(
+        "minimum commitment: a true-up for the shortfall of usage lines only",
+        arguments: [
+            ("100000", "400.00", "600.00"),
+            ("499990", "0.01", "600.00"),
+            ("500000", nil, "600.00"),
+            ("600000", nil, "700.00"),
+            ("0", "500.00", "600.00"),
+        ] as [(String, String?, String)])
     func minimumCommitment(_ calls: String, _ trueUp: String?, _ total: String) throws {
         let invoice = try engine(plans: Self.minimumPlan).invoice(
             tenant: "t", period: april, usage: [UsageKey(metric: "api_calls"): q(calls)])
@@ -245,22 +247,25 @@ struct PricingEngineTests {
         #expect(
             pricingError { _ = try seed.invoice(tenant: "t", period: april, usage: [UsageKey(metric: "api_calls", propertyValue: "eu"): q("1")]) }
                 == .unexpectedPropertyValue(metric: "api_calls", value: "eu"))
-        #expect(pricingError { _ = try seed.invoice(tenant: "t", period: april, usage: [UsageKey(metric: "nope"): q("1")]) } == .unknownMetric("nope"))
+        #expect(
+            pricingError { _ = try seed.invoice(tenant: "t", period: april, usage: [UsageKey(metric: "nope"): q("1")]) } == .unknownMetric("nope"))
         #expect(
             pricingError { _ = try seed.invoice(tenant: "t", period: april, usage: [UsageKey(metric: "api_calls"): q("-1")]) }
                 == .negativeUsage(metric: "api_calls", quantity: q("-1")))
     }
 
-    @Test("several currencies, each rounded to its own minor units", arguments: [
-        ("USD", "0.0015", "10001", "15.00"),  // 15.0015
-        ("EUR", "0.0009", "100005", "90.00"),  // 90.0045
-        ("JPY", "0.15", "10001", "1500"),  // 1500.15
-        ("JPY", "0.15", "10010", "1502"),  // 1501.5: tie, 1501 is odd -> 1502
-        ("JPY", "0.15", "10030", "1504"),  // 1504.5: tie, 1504 is even -> 1504
-        ("KWD", "0.0005", "3", "0.002"),  // 0.0015: tie -> 0.002
-        ("GBP", "0.001", "25", "0.02"),  // 0.025: tie -> 0.02
-        ("GBP", "0.001", "35", "0.04"),  // 0.035: tie -> 0.04
-    ])
+    @Test(
+        "several currencies, each rounded to its own minor units",
+        arguments: [
+            ("USD", "0.0015", "10001", "15.00"),  // 15.0015
+            ("EUR", "0.0009", "100005", "90.00"),  // 90.0045
+            ("JPY", "0.15", "10001", "1500"),  // 1500.15
+            ("JPY", "0.15", "10010", "1502"),  // 1501.5: tie, 1501 is odd -> 1502
+            ("JPY", "0.15", "10030", "1504"),  // 1504.5: tie, 1504 is even -> 1504
+            ("KWD", "0.0005", "3", "0.002"),  // 0.0015: tie -> 0.002
+            ("GBP", "0.001", "25", "0.02"),  // 0.025: tie -> 0.02
+            ("GBP", "0.001", "35", "0.04"),  // 0.035: tie -> 0.04
+        ])
     func currencies(_ code: String, _ price: String, _ calls: String, _ expected: String) throws {
         let plan = """
               - id: p
@@ -306,30 +311,34 @@ struct PricingEngineTests {
 
     @Test("a plan change inside a period: usage split at the instant, tiers continue, fees prorated")
     func planChange() throws {
-        let e = try engine(plans: Self.changePlans, defaultPlan: "a", assignments: """
-              - tenant: acme
-                plan: b
-                from: 2026-04-16T00:00:00Z
-            """)
+        let e = try engine(
+            plans: Self.changePlans, defaultPlan: "a",
+            assignments: """
+                  - tenant: acme
+                    plan: b
+                    from: 2026-04-16T00:00:00Z
+                """)
         let segments = try e.segments(tenant: "acme", period: april)
-        #expect(segments == [
-            PlanSegment(planID: "a", start: time("2026-04-01T00:00:00Z"), end: time("2026-04-16T00:00:00Z")),
-            PlanSegment(planID: "b", start: time("2026-04-16T00:00:00Z"), end: time("2026-05-01T00:00:00Z")),
-        ])
+        #expect(
+            segments == [
+                PlanSegment(planID: "a", start: time("2026-04-01T00:00:00Z"), end: time("2026-04-16T00:00:00Z")),
+                PlanSegment(planID: "b", start: time("2026-04-16T00:00:00Z"), end: time("2026-05-01T00:00:00Z")),
+            ])
         let usage = [
             SegmentUsage(segment: segments[0], quantities: [UsageKey(metric: "api_calls"): q("80000"), UsageKey(metric: "seats"): q("3")]),
             SegmentUsage(segment: segments[1], quantities: [UsageKey(metric: "api_calls"): q("40000"), UsageKey(metric: "seats"): q("5")]),
         ]
         let invoice = try e.invoice(tenant: "acme", period: april, usage: usage)
         let summary = invoice.lines.map { "\($0.planID) \($0.description) \($0.quantity) free=\($0.freeQuantity) \($0.amount.amountText)" }
-        #expect(summary == [
-            "a api_calls 80000 free=50000 30.00",  // 30,000 billable on plan a
-            "a seats 3 free=0 30.00",  // non-additive: priced per segment
-            "a Platform fee 0 free=0 15.00",  // 30.00 × 15/30 days
-            "b api_calls 40000 free=0 20.00",  // continues at unit 80,001: the allowance is not granted again
-            "b seats 5 free=0 40.00",
-            "b Platform fee 0 free=0 30.00",  // 60.00 × 15/30 days; usage 60.00 meets the minimum 100 × 15/30
-        ])
+        #expect(
+            summary == [
+                "a api_calls 80000 free=50000 30.00",  // 30,000 billable on plan a
+                "a seats 3 free=0 30.00",  // non-additive: priced per segment
+                "a Platform fee 0 free=0 15.00",  // 30.00 × 15/30 days
+                "b api_calls 40000 free=0 20.00",  // continues at unit 80,001: the allowance is not granted again
+                "b seats 5 free=0 40.00",
+                "b Platform fee 0 free=0 30.00",  // 60.00 × 15/30 days; usage 60.00 meets the minimum 100 × 15/30
+            ])
         #expect(invoice.total.amountText == "165.00")
         // One segment's usage via the single-segment call is refused: the period is split.
         #expect(pricingError { _ = try e.invoice(tenant: "acme", period: april, usage: [:]) } != nil)
@@ -347,12 +356,14 @@ struct PricingEngineTests {
                 charges:
                   - flat_fee: "10.00"
             """
-        let e = try engine(plans: plans, defaultPlan: "a", assignments: """
-              - tenant: acme
-                plan: b
-                from: 2026-04-11T00:00:00Z
-                until: 2026-05-01T00:00:00Z
-            """)
+        let e = try engine(
+            plans: plans, defaultPlan: "a",
+            assignments: """
+                  - tenant: acme
+                    plan: b
+                    from: 2026-04-11T00:00:00Z
+                    until: 2026-05-01T00:00:00Z
+                """)
         let invoice = try e.invoice(tenant: "acme", period: april, usage: [])
         #expect(invoice.lines.map(\.amount.amountText) == ["3.33", "6.67"])  // 10 and 20 of 30 days
         #expect(invoice.total.amountText == "10.00")
@@ -364,11 +375,13 @@ struct PricingEngineTests {
 
     @Test("late usage from an earlier period: adjustment lines priced by that period's plan")
     func adjustment() throws {
-        let e = try engine(plans: Self.changePlans, defaultPlan: "a", assignments: """
-              - tenant: acme
-                plan: b
-                from: 2026-04-01T00:00:00Z
-            """)
+        let e = try engine(
+            plans: Self.changePlans, defaultPlan: "a",
+            assignments: """
+                  - tenant: acme
+                    plan: b
+                    from: 2026-04-01T00:00:00Z
+                """)
         let marchSegment = try #require(try e.segments(tenant: "acme", period: march).first)
         let aprilSegment = try #require(try e.segments(tenant: "acme", period: april).first)
         #expect(marchSegment.planID == "a")
@@ -419,11 +432,13 @@ struct PricingEngineTests {
         #expect(context == "api_calls")
         #expect(error?.description.contains("out of range") == true)
         // Cumulative usage across a plan change that overflows is also an error.
-        let change = try engine(plans: Self.changePlans, defaultPlan: "a", assignments: """
-              - tenant: acme
-                plan: b
-                from: 2026-04-16T00:00:00Z
-            """)
+        let change = try engine(
+            plans: Self.changePlans, defaultPlan: "a",
+            assignments: """
+                  - tenant: acme
+                    plan: b
+                    from: 2026-04-16T00:00:00Z
+                """)
         let segments = try change.segments(tenant: "acme", period: april)
         let usage = segments.map { SegmentUsage(segment: $0, quantities: [UsageKey(metric: "api_calls"): Quantity(nanos: Int128.max - 1)]) }
         #expect(pricingError { _ = try change.invoice(tenant: "acme", period: april, usage: usage) } != nil)

@@ -4,11 +4,14 @@ import TallyCore
 
 @Suite struct EventRecordCodecTests {
     @Test func roundTripsEveryField() throws {
-        let events = (0..<50).map(sampleEvent) + [
-            UsageEvent(tenant: "ü-tenant", metric: "bytes_out", quantity: Quantity(nanos: Int128.max), timestamp: EventTime(microseconds: .min)),
-            UsageEvent(tenant: "t", metric: "m", quantity: Quantity(nanos: Int128.min), timestamp: EventTime(microseconds: .max), id: "", properties: Properties([("k", "")])),
-            UsageEvent(tenant: "t", metric: "m", quantity: Quantity(nanos: -1), timestamp: EventTime(microseconds: -1)),
-        ]
+        let events =
+            (0..<50).map(sampleEvent) + [
+                UsageEvent(tenant: "ü-tenant", metric: "bytes_out", quantity: Quantity(nanos: Int128.max), timestamp: EventTime(microseconds: .min)),
+                UsageEvent(
+                    tenant: "t", metric: "m", quantity: Quantity(nanos: Int128.min), timestamp: EventTime(microseconds: .max), id: "",
+                    properties: Properties([("k", "")])),
+                UsageEvent(tenant: "t", metric: "m", quantity: Quantity(nanos: -1), timestamp: EventTime(microseconds: -1)),
+            ]
         for event in events {
             let bytes = EventRecordCodec.encode(event)
             #expect(try EventRecordCodec.decode(bytes) == event)
@@ -16,7 +19,8 @@ import TallyCore
     }
 
     @Test func smallEventsAreCompact() {
-        let event = UsageEvent(tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: EventTime(seconds: 1_776_081_600), id: "req-7f3a")
+        let event = UsageEvent(
+            tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: EventTime(seconds: 1_776_081_600), id: "req-7f3a")
         #expect(EventRecordCodec.encode(event).count <= 40, "the JSON of this event is about 100 bytes")
     }
 

@@ -46,7 +46,8 @@ import Testing
         for _ in 0..<8 { _ = try lease.take() }  // two more leases: 17, 21
         ops.diskFull = false
         lease.close()
-        #expect(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode, "the file was replaced, not updated in place")
+        #expect(
+            try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int == inode, "the file was replaced, not updated in place")
         var bytes = readBytes(path)
         #expect(bytes.count == 2 * SequenceLease.file.slotBytes)
         #expect(SequenceFileState.inspect(spoolDirectory: directory.spool) == .valid(mark: 21))

@@ -22,7 +22,9 @@ import TallyCore
             received += batch.events
             position = batch.end
             maxSegments = max(maxSegments, dir.segmentFiles().count)
-            if batch.events.isEmpty { await Task.yield() } else {
+            if batch.events.isEmpty {
+                await Task.yield()
+            } else {
                 try await spool.acknowledge(upTo: batch.end)
                 let stats = try await spool.stats()
                 #expect(stats.acknowledged == batch.end || stats.acknowledged.offset == UInt64(RecordFraming.segmentHeaderBytes))
@@ -138,10 +140,12 @@ import TallyCore
 
     @Test func rejectNewPolicy() async throws {
         let dir = TemporaryDirectory()
-        let spool = try await Spool.open(directory: dir.spool, options: options {
-            $0.maxSpoolBytes = 200
-            $0.fullPolicy = .rejectNew
-        })
+        let spool = try await Spool.open(
+            directory: dir.spool,
+            options: options {
+                $0.maxSpoolBytes = 200
+                $0.fullPolicy = .rejectNew
+            })
         await #expect(throws: SpoolError.rejectedFull) {
             for index in 0..<100 { try await spool.append([sampleEvent(index)]) }
         }

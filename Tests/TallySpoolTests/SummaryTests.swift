@@ -156,7 +156,8 @@ extension TemporaryDirectory {
         let lastID = try #require(positions.last?.segment)
         let activeSummary = dir.spool + "/" + SegmentSummary.fileName(lastID)
         let orphan = dir.spool + "/" + SegmentSummary.fileName(lastID + 7)
-        let wrong = SegmentSummary(segment: lastID, size: Int64(readBytes(dir.segmentPath(SpoolStore.segmentName(lastID))).count), records: 1, oldest: 1, newest: 1)
+        let wrong = SegmentSummary(
+            segment: lastID, size: Int64(readBytes(dir.segmentPath(SpoolStore.segmentName(lastID))).count), records: 1, oldest: 1, newest: 1)
         writeBytes(activeSummary, wrong.encode())
         writeBytes(orphan, SegmentSummary(segment: lastID + 7, size: 16, records: 0, oldest: nil, newest: nil).encode())
         let spool = try await Spool.open(directory: dir.spool, options: smallSegments)

@@ -38,7 +38,8 @@ struct PostgresTools: Sendable {
     /// Version directories that hold initdb, postgres and psql, highest version first.
     private static func debianBinDirectories() -> [String] {
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: debianRoot)) ?? []
-        return versions
+        return
+            versions
             .compactMap { version in Double(version).map { (number: $0, path: "\(debianRoot)/\(version)/bin") } }
             .filter { candidate in
                 ["initdb", "postgres", "psql"].allSatisfy {

@@ -67,4 +67,3 @@ enum Fixtures {
         ("goaway", .goaway(GoAway(code: WireErrorCode.shuttingDown.rawValue, retryAfterMilliseconds: 1500, message: "collector shutting down"))),
     ]
 }
-

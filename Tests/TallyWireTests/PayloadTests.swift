@@ -7,7 +7,8 @@ import TallyCore
 @Suite struct PayloadTests {
     static let edgeEvents: [UsageEvent] = [
         Fixtures.event(),
-        Fixtures.event(tenant: "t2", metric: "bytes_out", nanos: 1_234_567_890_123, at: 5, id: "req-7f3a", properties: [("endpoint", "/api/v1/search")]),
+        Fixtures.event(
+            tenant: "t2", metric: "bytes_out", nanos: 1_234_567_890_123, at: 5, id: "req-7f3a", properties: [("endpoint", "/api/v1/search")]),
         Fixtures.event(nanos: 1, at: -3, id: "0f8fad5b-d9cb-469f-a165-70867728950e"),
         Fixtures.event(nanos: 0, at: 0, id: "0F8FAD5B-D9CB-469F-A165-70867728950E"),
         Fixtures.event(nanos: .max, at: 1_000_000, id: "0f8fad5b-D9CB-469f-a165-70867728950e"),  // mixed case: text
@@ -35,8 +36,10 @@ import TallyCore
     @Test func twoConcatenatedZstdFramesAreMalformed() throws {
         let events = (0..<40).map { Fixtures.event(at: Int64($0), id: "req-\($0)") }
         var raw = try BatchPayloadEncoder(compression: .none).encode(events)
-        let header = (raw.readInteger(as: UInt8.self), raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt8.self),
-            raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt32.self))
+        let header = (
+            raw.readInteger(as: UInt8.self), raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt8.self),
+            raw.readInteger(as: UInt32.self), raw.readInteger(as: UInt32.self)
+        )
         let version = try #require(header.0)
         let count = try #require(header.1)
         let rawLength = try #require(header.3)

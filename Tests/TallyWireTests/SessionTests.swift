@@ -25,10 +25,22 @@ import TallyCore
 
     /// Runs the handshake through real encode/decode; returns the frames the agent sent after welcome.
     func handshake(_ agent: inout AgentSession, _ collector: inout CollectorSession) throws -> [Frame] {
-        guard case .send(let hello) = agent.connected(agentNonce: agentNonce) else { Issue.record("no hello"); return [] }
-        guard case .send(let challenge) = collector.received(try wire(hello[0])) else { Issue.record("no challenge"); return [] }
-        guard case .send(let auth) = agent.received(try wire(challenge)) else { Issue.record("no auth"); return [] }
-        guard case .send(let welcome) = collector.received(try wire(auth[0])) else { Issue.record("no welcome"); return [] }
+        guard case .send(let hello) = agent.connected(agentNonce: agentNonce) else {
+            Issue.record("no hello")
+            return []
+        }
+        guard case .send(let challenge) = collector.received(try wire(hello[0])) else {
+            Issue.record("no challenge")
+            return []
+        }
+        guard case .send(let auth) = agent.received(try wire(challenge)) else {
+            Issue.record("no auth")
+            return []
+        }
+        guard case .send(let welcome) = collector.received(try wire(auth[0])) else {
+            Issue.record("no welcome")
+            return []
+        }
         switch agent.received(try wire(welcome)) {
         case .send(let frames): return frames
         case .none: return []
@@ -98,7 +110,10 @@ import TallyCore
         guard case .send(let hello) = agent.connected(agentNonce: agentNonce),
             case .send(let challenge) = collector.received(hello[0]),
             case .send(let auth) = agent.received(challenge)
-        else { Issue.record("handshake broke early"); return }
+        else {
+            Issue.record("handshake broke early")
+            return
+        }
         guard case .sendAndClose(.error(let error)) = collector.received(auth[0]) else {
             Issue.record("wrong proof accepted")
             return
@@ -106,7 +121,10 @@ import TallyCore
         #expect(error.code == WireErrorCode.authenticationFailed.rawValue)
         #expect(collector.agentId == nil)
         #expect(collector.received(.batch(Batch(sequence: 1, payload: ByteBuffer()))) == .none)
-        guard case .close(let seen, _) = agent.received(.error(error)) else { Issue.record("agent did not close"); return }
+        guard case .close(let seen, _) = agent.received(.error(error)) else {
+            Issue.record("agent did not close")
+            return
+        }
         #expect(seen.code == .authenticationFailed && !seen.isRetryable)
     }
 
@@ -117,12 +135,19 @@ import TallyCore
         guard case .send(let hello) = agent.connected(agentNonce: agentNonce),
             case .send(let challenge) = impostor.received(hello[0]),
             case .send = agent.received(challenge)
-        else { Issue.record("handshake broke early"); return }
+        else {
+            Issue.record("handshake broke early")
+            return
+        }
         let forged = Welcome(
             authenticated: true, version: 1,
-            proof: Handshake.collectorProof(secret: Array("other".utf8), version: 1, agentId: "agent-eu-1", agentNonce: agentNonce, collectorNonce: collectorNonce),
+            proof: Handshake.collectorProof(
+                secret: Array("other".utf8), version: 1, agentId: "agent-eu-1", agentNonce: agentNonce, collectorNonce: collectorNonce),
             limits: .standard)
-        guard case .sendErrorAndClose(let error) = agent.received(.welcome(forged)) else { Issue.record("forged welcome accepted"); return }
+        guard case .sendErrorAndClose(let error) = agent.received(.welcome(forged)) else {
+            Issue.record("forged welcome accepted")
+            return
+        }
         #expect(error.code == .authenticationFailed)
         // An open (unauthenticated) welcome is refused by an agent that has a key.
         var again = self.agent()
@@ -137,7 +162,10 @@ import TallyCore
     @Test func unknownAgentIsRefused() {
         var collector = collector(keys: ["someone-else": AgentKey(secret: secret)])
         let hello = Hello(minVersion: 1, maxVersion: 1, agentId: "agent-eu-1", agentNonce: agentNonce, software: "t")
-        guard case .sendAndClose(.error(let error)) = collector.received(.hello(hello)) else { Issue.record("accepted"); return }
+        guard case .sendAndClose(.error(let error)) = collector.received(.hello(hello)) else {
+            Issue.record("accepted")
+            return
+        }
         #expect(error.wireError?.code == .unknownAgent)
     }
 
@@ -155,7 +183,10 @@ import TallyCore
         #expect(Handshake.negotiate(agent: 2...3, collector: 1...1) == nil)
         var collector = collector()
         let hello = Hello(minVersion: 2, maxVersion: 5, agentId: "agent-eu-1", agentNonce: agentNonce, software: "t")
-        guard case .sendAndClose(.error(let error)) = collector.received(.hello(hello)) else { Issue.record("accepted"); return }
+        guard case .sendAndClose(.error(let error)) = collector.received(.hello(hello)) else {
+            Issue.record("accepted")
+            return
+        }
         #expect(error.wireError?.code == .unsupportedVersion)
         var agent = agent()
         _ = agent.connected(agentNonce: agentNonce)
@@ -185,12 +216,17 @@ import TallyCore
         #expect(agent.enqueue(batch(3)) == .none)
         #expect(agent.enqueue(batch(4)) == .none)
         // Acks out of order: 2 first frees one slot, which goes to 3.
-        #expect(agent.received(.ack(BatchAck(sequence: 2, accepted: 3))) == .acknowledged(BatchAck(sequence: 2, accepted: 3), send: [batch(3).frameForTest]))
+        #expect(
+            agent.received(.ack(BatchAck(sequence: 2, accepted: 3)))
+                == .acknowledged(BatchAck(sequence: 2, accepted: 3), send: [batch(3).frameForTest]))
         #expect(agent.unacknowledged.map(\.sequence) == [1, 3, 4])
         // The collector refuses a third concurrent batch from a misbehaving agent.
         #expect(collector.received(batch(1).frameForTest) == .process(Batch(sequence: 1, payload: batch(1).payload)))
         #expect(collector.received(batch(2).frameForTest) == .process(Batch(sequence: 2, payload: batch(2).payload)))
-        guard case .sendAndClose(.error(let error)) = collector.received(batch(3).frameForTest) else { Issue.record("window ignored"); return }
+        guard case .sendAndClose(.error(let error)) = collector.received(batch(3).frameForTest) else {
+            Issue.record("window ignored")
+            return
+        }
         #expect(error.wireError?.code == .windowExceeded)
     }
 
@@ -243,7 +279,10 @@ import TallyCore
         for sequence in 1...3 { _ = agent.enqueue(batch(UInt64(sequence))) }
         _ = collector.received(batch(1).frameForTest)
         _ = collector.received(batch(2).frameForTest)
-        guard case .send(let goaway) = collector.shutdown(retryAfterMilliseconds: 250) else { Issue.record("no goaway"); return }
+        guard case .send(let goaway) = collector.shutdown(retryAfterMilliseconds: 250) else {
+            Issue.record("no goaway")
+            return
+        }
         #expect(collector.received(batch(3).frameForTest) == .dropBatch(sequence: 3))  // after goaway: not processed
         #expect(agent.received(goaway) == .none)
         #expect(agent.enqueue(batch(4)) == .none)  // nothing new while draining
@@ -264,8 +303,14 @@ import TallyCore
         var agent = agent()
         var collector = collector()
         _ = try handshake(&agent, &collector)
-        guard case .sendAndClose(let goaway) = collector.shutdown(retryAfterMilliseconds: 100) else { Issue.record("no goaway"); return }
-        guard case .close(let error, let delay) = agent.received(goaway) else { Issue.record("agent stayed"); return }
+        guard case .sendAndClose(let goaway) = collector.shutdown(retryAfterMilliseconds: 100) else {
+            Issue.record("no goaway")
+            return
+        }
+        guard case .close(let error, let delay) = agent.received(goaway) else {
+            Issue.record("agent stayed")
+            return
+        }
         #expect(error.code == .shuttingDown && error.isRetryable)
         #expect(delay == 100)
     }
@@ -305,7 +350,10 @@ import TallyCore
             Issue.record("no error")
             return
         }
-        guard case .close(let error, _) = agent.received(frame) else { Issue.record("agent stayed"); return }
+        guard case .close(let error, _) = agent.received(frame) else {
+            Issue.record("agent stayed")
+            return
+        }
         #expect(error.isRetryable)
         #expect(agent.unacknowledged.map(\.sequence) == [1])
     }

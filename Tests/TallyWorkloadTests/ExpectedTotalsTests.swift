@@ -88,10 +88,11 @@ struct ExpectedTotalsTests {
         // Each late event is listed, 1 to 48 hours behind the clock that sent it, and adds up
         // to the rows' late figures.
         #expect(expected.lateEvents.count == expected.summary.late)
-        #expect(expected.lateEvents.allSatisfy {
-            let behind = $0.sentAt.microseconds - $0.timestamp.microseconds
-            return behind >= 3_600_000_000 && behind <= 48 * 3_600_000_000
-        })
+        #expect(
+            expected.lateEvents.allSatisfy {
+                let behind = $0.sentAt.microseconds - $0.timestamp.microseconds
+                return behind >= 3_600_000_000 && behind <= 48 * 3_600_000_000
+            })
         for row in expected.totals where row.lateCount > 0 {
             let listed = expected.lateEvents.filter { $0.tenant == row.tenant && $0.metric == row.metric && $0.period == row.period }
             #expect(listed.count == row.lateCount)

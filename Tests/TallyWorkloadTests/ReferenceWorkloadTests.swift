@@ -103,4 +103,5 @@ struct ReferenceWorkloadTests {
     }
 }
 
-let goldenFirstLine = #"{"tenant":"t0041","metric":"api_calls","quantity":1,"timestamp":"2026-04-01T00:00:00Z","id":"ddfdb48a-b9ed-4a21-8d3c-db8c3aa5b1d0","properties":{"endpoint":"/api/v1/payments","method":"GET","region":"us-east-1","status":"200"}}"#
+let goldenFirstLine =
+    #"{"tenant":"t0041","metric":"api_calls","quantity":1,"timestamp":"2026-04-01T00:00:00Z","id":"ddfdb48a-b9ed-4a21-8d3c-db8c3aa5b1d0","properties":{"endpoint":"/api/v1/payments","method":"GET","region":"us-east-1","status":"200"}}"#

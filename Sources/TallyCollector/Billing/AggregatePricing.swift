@@ -70,7 +70,9 @@ public struct AggregatePricing: Sendable {
     }
 
     /// Usage per plan segment of `period`, as the engine wants it.
-    func segmentUsage(store: any LedgerStore, tenant: String, period: BillingPeriod, billing: BillingSelection) throws(BillingError)
+    func segmentUsage(
+        store: any LedgerStore, tenant: String, period: BillingPeriod, billing: BillingSelection
+    ) throws(BillingError)
         -> [SegmentUsage]
     {
         let segments: [PlanSegment]
@@ -105,7 +107,8 @@ public struct AggregatePricing: Sendable {
     ) throws(BillingError) -> [String?: Quantity] {
         let filterProperties = Set(metric.filters.map(\.property))
         if filterProperties.count > 1 {
-            throw .unsupported("metric '\(metric.name)' filters on several properties (\(filterProperties.sorted())); aggregates keep one dimension per row")
+            throw .unsupported(
+                "metric '\(metric.name)' filters on several properties (\(filterProperties.sorted())); aggregates keep one dimension per row")
         }
         if let filtered = filterProperties.first, let priceBy, filtered != priceBy {
             throw .unsupported("metric '\(metric.name)' is priced by '\(priceBy)' and filtered by '\(filtered)'")

@@ -54,7 +54,12 @@ public enum InvoiceRendering {
     /// The invoice as CSV: one row per line and per tier step, then subtotal, adjustments, total.
     public static func csv(_ view: InvoiceView) -> String {
         let invoice = view.invoice
-        var rows = [["tenant", "period", "status", "kind", "description", "metric", "property_value", "tier", "quantity", "free_quantity", "unit_price", "amount", "adjusts"]]
+        var rows = [
+            [
+                "tenant", "period", "status", "kind", "description", "metric", "property_value", "tier", "quantity", "free_quantity", "unit_price",
+                "amount", "adjusts",
+            ]
+        ]
         for line in invoice.lines {
             rows.append([
                 invoice.tenant, invoice.period, view.status.rawValue, line.kind, line.description, line.metric ?? "", line.propertyValue ?? "", "",

@@ -142,7 +142,9 @@ public struct Invoicing: Sendable {
 
     /// Reconciliation rows from the ledger's counters, and the stored rows whose period cannot
     /// be read back (reported beside them, never a failure), read in one snapshot.
-    public func reconciliation(_ filter: ReconciliationFilter) async throws(BillingError)
+    public func reconciliation(
+        _ filter: ReconciliationFilter
+    ) async throws(BillingError)
         -> (rows: [ReconciliationRow], unreadable: [UnreadableReconciliationRow])
     {
         try await onLedger(readOnly: true) { store throws(BillingError) in

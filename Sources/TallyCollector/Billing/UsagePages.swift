@@ -85,7 +85,9 @@ public enum UsageReport {
         let metrics = service.pricing?.config.metrics ?? []
         guard !metrics.isEmpty else { throw .noPricing }
         let rows = try await service.onLedger(readOnly: true) { store throws(BillingError) -> [[String]] in
-            var rows: [[String]] = [["period", "tenant", "metric", "aggregation", "quantity", "events", "late_quantity_billed_here", "late_events_billed_here"]]
+            var rows: [[String]] = [
+                ["period", "tenant", "metric", "aggregation", "quantity", "events", "late_quantity_billed_here", "late_events_billed_here"]
+            ]
             for tenant in tenants {
                 for metric in metrics {
                     let totals: PeriodTotals

@@ -200,7 +200,8 @@ public struct CollectorAPI: Sendable {
     /// `Tally-Invoice-SHA256` header of each.
     private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
         let accept = request.headers[.accept] ?? ""
-        let format = try formQuery(request).get("format")
+        let format =
+            try formQuery(request).get("format")
             ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
         var response: Response
         switch format {

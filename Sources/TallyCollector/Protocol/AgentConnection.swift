@@ -47,7 +47,8 @@ struct AgentConnection {
             metrics.refusedPeers.increment()
             logger.warning("refused a plain TCP agent connection from a non-loopback peer: configure tls.listen (or allow_plaintext_remote)")
             let error = WireError(
-                .plaintextRefused, "this collector takes plain TCP from loopback only and has no TLS configured: agent data must not cross the network in clear text")
+                .plaintextRefused,
+                "this collector takes plain TCP from loopback only and has no TLS configured: agent data must not cross the network in clear text")
             return try? encoder.encode(.error(error.frame))
         }
         guard session.configuration.keyring.isOpen, !peerIsLoopback else { return nil }
@@ -124,7 +125,8 @@ struct AgentConnection {
                 ack = try await ingest.process(batch, agent: agent) { session.admits(tenant: $0) }
             } catch {
                 logger.error("batch not committed", metadata: ["sequence": "\(batch.sequence)", "error": "\(error)"])
-                let wireError = (error as? CollectorIngestError)?.wireError
+                let wireError =
+                    (error as? CollectorIngestError)?.wireError
                     ?? WireError(.internalError, "the batch was not committed; send it again")
                 return try await carryOut(session.batchFailed(sequence: batch.sequence, error: wireError), send: send)
             }

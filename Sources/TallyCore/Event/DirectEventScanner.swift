@@ -68,13 +68,27 @@ struct DirectEventScanner {
             guard let bit = Self.fieldBit(key, in: bytes), seen & bit == 0 else { return nil }
             seen |= bit
             switch bit {
-            case Self.tenantBit: guard let text = stringValue() else { return nil }; tenant = text
-            case Self.userIdBit: guard let text = stringValue() else { return nil }; userId = text
-            case Self.metricBit: guard let text = stringValue() else { return nil }; metric = text
-            case Self.idBit: guard let text = stringValue() else { return nil }; id = text
-            case Self.endpointBit: guard let text = stringValue() else { return nil }; endpoint = text
-            case Self.quantityBit: guard let range = quantityValue() else { return nil }; quantityText = range
-            case Self.unitsBit: guard let range = quantityValue() else { return nil }; unitsText = range
+            case Self.tenantBit:
+                guard let text = stringValue() else { return nil }
+                tenant = text
+            case Self.userIdBit:
+                guard let text = stringValue() else { return nil }
+                userId = text
+            case Self.metricBit:
+                guard let text = stringValue() else { return nil }
+                metric = text
+            case Self.idBit:
+                guard let text = stringValue() else { return nil }
+                id = text
+            case Self.endpointBit:
+                guard let text = stringValue() else { return nil }
+                endpoint = text
+            case Self.quantityBit:
+                guard let range = quantityValue() else { return nil }
+                quantityText = range
+            case Self.unitsBit:
+                guard let range = quantityValue() else { return nil }
+                unitsText = range
             case Self.timestampBit:
                 // RFC 3339 is ASCII; the full path refuses other bytes (as JSON or as a time).
                 guard let range = plainString(), !bytes[range].contains(where: { $0 >= 0x80 }),

@@ -50,7 +50,8 @@ public struct EventDecoder: Sendable {
             }
         }
         var results: [Result<UsageEvent, EventRejection>] = []
-        if direct, let (event, end) = DirectEventScanner.scan(buffer, from: first, defaultMetric: defaultMetric, maxProperties: limits.maxProperties) {
+        if direct, let (event, end) = DirectEventScanner.scan(buffer, from: first, defaultMetric: defaultMetric, maxProperties: limits.maxProperties)
+        {
             if DirectEventScanner.onlyWhitespace(buffer, from: end) { return [validated(event, now: now)] }
             // A whole JSON value followed by more: the body is not one value, so it is NDJSON.
             forEachLine(buffer) { line in results.append(decodeLine(line, now: now)) }

@@ -32,10 +32,18 @@ public enum JSONValue: Sendable, Hashable {
                 hasher.combine(member.key)
                 hasher.combine(member.value)
             }
-        case .array(let values): hasher.combine(1); hasher.combine(values)
-        case .string(let s): hasher.combine(2); hasher.combine(s)
-        case .number(let n): hasher.combine(3); hasher.combine(n)
-        case .bool(let b): hasher.combine(4); hasher.combine(b)
+        case .array(let values):
+            hasher.combine(1)
+            hasher.combine(values)
+        case .string(let s):
+            hasher.combine(2)
+            hasher.combine(s)
+        case .number(let n):
+            hasher.combine(3)
+            hasher.combine(n)
+        case .bool(let b):
+            hasher.combine(4)
+            hasher.combine(b)
         case .null: hasher.combine(5)
         }
     }

@@ -36,7 +36,9 @@ extension PostgresLedgerStore {
         }
     }
 
-    public func hourlyTotals(tenant: String, metric: String, hours: Range<Int64>) throws(LedgerError)
+    public func hourlyTotals(
+        tenant: String, metric: String, hours: Range<Int64>
+    ) throws(LedgerError)
         -> [(hour: Int64, aggregate: UsageAggregate)]
     {
         try flushAggregates()
@@ -77,7 +79,9 @@ extension PostgresLedgerStore {
     private func lookForTenant(_ tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
         if try !session.query(
             "SELECT 1 FROM reconciliation WHERE period = \(period.description) AND tenant = \(tenant) LIMIT 1", "looking for a tenant"
-        ).isEmpty { return true }
+        ).isEmpty {
+            return true
+        }
         return try !session.query("SELECT 1 FROM reconciliation WHERE tenant = \(tenant) LIMIT 1", "looking for a tenant").isEmpty
     }
 

@@ -7,7 +7,9 @@ public import TallyCore
 extension PostgresLedgerStore {
     /// A condition on `billed_in`: `=`, `<` or `<=` a value.
     enum BilledCondition {
-        case equal(String), before(String), through(String)
+        case equal(String)
+        case before(String)
+        case through(String)
     }
 
     public func forEachCell(
@@ -120,7 +122,9 @@ extension PostgresLedgerStore {
         return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 
-    public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+    public func uniqueCount(
+        tenant: String, metric: String, property: String, period: BillingPeriod
+    ) throws(LedgerError)
         -> UniqueCount
     {
         try configuration.requireUniqueCount(metric: metric, property: property)
@@ -174,7 +178,9 @@ extension PostgresLedgerStore {
         }
     }
 
-    public func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+    public func storedAggregates(
+        tenant: String?, period: BillingPeriod, grain: AggregateGrain
+    ) throws(LedgerError)
         -> [AggregateCellKey: UsageAggregate]
     {
         try flushAggregates()

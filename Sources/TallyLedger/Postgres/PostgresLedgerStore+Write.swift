@@ -17,7 +17,11 @@ extension PostgresLedgerStore {
         let existing = classification.candidates.map { !inserted.contains($0.index) }
         let plan = try classification.plan(existing: existing, groupBy: configuration.groupBy, uniqueCounts: uniqueProperties)
         if !plan.duplicates.isEmpty {
-            var indexes: [Int32] = [], times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = []
+            var indexes: [Int32] = []
+            var times: [Int64] = []
+            var prints: [ByteBuffer] = []
+            var tenants: [String] = []
+            var metrics: [String] = []
             var quantities: [String] = []
             for duplicate in plan.duplicates {
                 guard let event = classification.event(duplicate.index) else { continue }
@@ -38,7 +42,9 @@ extension PostgresLedgerStore {
         }
         if !plan.cells.isEmpty { try log(plan.cells) }
         if !plan.uniqueValues.isEmpty {
-            let values = plan.uniqueValues.sorted { ($0.tenant, $0.metric, $0.property, $0.period, $0.value) < ($1.tenant, $1.metric, $1.property, $1.period, $1.value) }
+            let values = plan.uniqueValues.sorted {
+                ($0.tenant, $0.metric, $0.property, $0.period, $0.value) < ($1.tenant, $1.metric, $1.property, $1.period, $1.value)
+            }
             try session.query(
                 """
                 INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)
@@ -86,8 +92,16 @@ extension PostgresLedgerStore {
             rows.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), candidate, event))
         }
         rows.sort { $0.key < $1.key }
-        var times: [Int64] = [], prints: [ByteBuffer] = [], tenants: [String] = [], metrics: [String] = [], quantities: [String] = []
-        var ids: [String] = [], hasID: [Bool] = [], properties: [ByteBuffer] = [], statuses: [String] = [], billed: [String] = []
+        var times: [Int64] = []
+        var prints: [ByteBuffer] = []
+        var tenants: [String] = []
+        var metrics: [String] = []
+        var quantities: [String] = []
+        var ids: [String] = []
+        var hasID: [Bool] = []
+        var properties: [ByteBuffer] = []
+        var statuses: [String] = []
+        var billed: [String] = []
         var indexes: [Int32] = []
         for row in rows {
             times.append(row.key.timestamp.microseconds)
@@ -122,10 +136,25 @@ extension PostgresLedgerStore {
 
     func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
         let batch = classification.prepared.batch
-        var indexes: [Int32] = [], reasons: [String] = [], fields: [String] = [], messages: [String] = [], tenants: [String] = []
-        var metrics: [String] = [], times: [Int64] = [], hasTime: [Bool] = [], prints: [ByteBuffer] = [], hasPrint: [Bool] = []
-        var quantities: [String] = [], ids: [String] = [], properties: [ByteBuffer] = [], sources: [String] = []
-        var hasEvent: [Bool] = [], hasField: [Bool] = [], hasTenant: [Bool] = [], hasMetric: [Bool] = [], hasID: [Bool] = []
+        var indexes: [Int32] = []
+        var reasons: [String] = []
+        var fields: [String] = []
+        var messages: [String] = []
+        var tenants: [String] = []
+        var metrics: [String] = []
+        var times: [Int64] = []
+        var hasTime: [Bool] = []
+        var prints: [ByteBuffer] = []
+        var hasPrint: [Bool] = []
+        var quantities: [String] = []
+        var ids: [String] = []
+        var properties: [ByteBuffer] = []
+        var sources: [String] = []
+        var hasEvent: [Bool] = []
+        var hasField: [Bool] = []
+        var hasTenant: [Bool] = []
+        var hasMetric: [Bool] = []
+        var hasID: [Bool] = []
         var hasSource: [Bool] = []
         for refusal in classification.refusals {
             let event = classification.event(refusal.index)

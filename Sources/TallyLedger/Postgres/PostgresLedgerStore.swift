@@ -132,15 +132,17 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         let isolation = "ISOLATION LEVEL REPEATABLE READ READ ONLY"
         do {
-            return try session.deferredTransaction("reading a snapshot", isolation: isolation, onBegin: { [unowned self] () throws(LedgerError) in
-                guard let assumed = snapshotGeneration else { return }
-                let (unfolded, generation) = try readLogState(autocommit: false)
-                if unfolded || generation != assumed {
-                    snapshotMoved = true
-                    throw .database(code: -1, message: "the ledger changed during the read", context: "reading a snapshot")
-                }
-            }, body)
-        } catch where snapshotMoved {
+            return try session.deferredTransaction(
+                "reading a snapshot", isolation: isolation,
+                onBegin: { [unowned self] () throws(LedgerError) in
+                    guard let assumed = snapshotGeneration else { return }
+                    let (unfolded, generation) = try readLogState(autocommit: false)
+                    if unfolded || generation != assumed {
+                        snapshotMoved = true
+                        throw .database(code: -1, message: "the ledger changed during the read", context: "reading a snapshot")
+                    }
+                }, body)
+        } catch  where snapshotMoved {
             snapshotGeneration = nil
             return try session.transaction("reading a snapshot", isolation: isolation, body)
         }
@@ -196,7 +198,8 @@ public final class PostgresLedgerStore: LedgerStore {
                 let taken = try session.query(
                     "SELECT pg_try_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))",
                     "trying the fold lock")
-                guard try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
+                guard
+                    try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
                 else { return }
             }
             let rows = try session.query("DELETE FROM aggregate_log RETURNING cells", "claiming the aggregate log")
@@ -228,9 +231,18 @@ public final class PostgresLedgerStore: LedgerStore {
     /// One statement per grain: every merged cell through `unnest`, summed onto the stored one.
     private func upsert(_ cells: AggregateCells, into table: String) throws(LedgerError) {
         guard !cells.isEmpty else { return }
-        var tenants: [String] = [], metrics: [String] = [], hours: [Int64] = [], dimensions: [String] = [], values: [String] = []
-        var billed: [String] = [], sums: [String] = [], counts: [Int64] = [], maxima: [String] = [], latestTimes: [Int64] = []
-        var latestPrints: [ByteBuffer] = [], latestQuantities: [String] = []
+        var tenants: [String] = []
+        var metrics: [String] = []
+        var hours: [Int64] = []
+        var dimensions: [String] = []
+        var values: [String] = []
+        var billed: [String] = []
+        var sums: [String] = []
+        var counts: [Int64] = []
+        var maxima: [String] = []
+        var latestTimes: [Int64] = []
+        var latestPrints: [ByteBuffer] = []
+        var latestQuantities: [String] = []
         // Key order: two folds never run at once (the lock), but reads and exports touch the
         // same rows; one order keeps lock waits short and deadlock-free.
         for (key, aggregate) in cells.cells.sorted(by: { $0.key < $1.key }) {

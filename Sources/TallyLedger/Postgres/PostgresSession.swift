@@ -97,7 +97,8 @@ final class PostgresSession {
             nextAttempt = now + backoff
             if !lostReported {
                 lostReported = true
-                logger.error("the ledger database is unreachable; not acking until it is back", metadata: ["store": "\(address)", "error": "\(error)"])
+                logger.error(
+                    "the ledger database is unreachable; not acking until it is back", metadata: ["store": "\(address)", "error": "\(error)"])
             }
             throw error
         }

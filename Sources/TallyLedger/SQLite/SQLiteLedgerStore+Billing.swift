@@ -71,7 +71,9 @@ extension SQLiteLedgerStore {
         return periods.sorted()
     }
 
-    public func hourlyTotals(tenant: String, metric: String, hours: Range<Int64>) throws(LedgerError)
+    public func hourlyTotals(
+        tenant: String, metric: String, hours: Range<Int64>
+    ) throws(LedgerError)
         -> [(hour: Int64, aggregate: UsageAggregate)]
     {
         try flushAggregates()

@@ -62,7 +62,9 @@ extension SQLiteLedgerStore {
         return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 
-    public func uniqueCount(tenant: String, metric: String, property: String, period: BillingPeriod) throws(LedgerError)
+    public func uniqueCount(
+        tenant: String, metric: String, property: String, period: BillingPeriod
+    ) throws(LedgerError)
         -> UniqueCount
     {
         try configuration.requireUniqueCount(metric: metric, property: property)
@@ -117,7 +119,9 @@ extension SQLiteLedgerStore {
         }
     }
 
-    public func storedAggregates(tenant: String?, period: BillingPeriod, grain: AggregateGrain) throws(LedgerError)
+    public func storedAggregates(
+        tenant: String?, period: BillingPeriod, grain: AggregateGrain
+    ) throws(LedgerError)
         -> [AggregateCellKey: UsageAggregate]
     {
         try flushAggregates()

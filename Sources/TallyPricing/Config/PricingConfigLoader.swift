@@ -79,7 +79,9 @@ struct ConfigBuilder {
                     if let property {
                         aggregation = .uniqueCount(property: property)
                     } else if fields["property"] == nil {
-                        reader.fail(fields.place("property"), item, "is required for aggregation unique_count (the property whose distinct values are counted)")
+                        reader.fail(
+                            fields.place("property"), item,
+                            "is required for aggregation unique_count (the property whose distinct values are counted)")
                     }
                 default:
                     reader.fail(fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, unique_count or latest")
@@ -145,7 +147,8 @@ struct ConfigBuilder {
                 }
             }
             if let node = fields["billing_period"], let text = reader.text(node, fields.place("billing_period")), text != "monthly" {
-                reader.fail(fields.place("billing_period"), node, "unsupported billing period '\(text)'; Tally bills 'monthly' (calendar months, UTC)")
+                reader.fail(
+                    fields.place("billing_period"), node, "unsupported billing period '\(text)'; Tally bills 'monthly' (calendar months, UTC)")
             }
             var minimum: Money?
             if let node = fields["minimum_commitment"] {
@@ -183,7 +186,9 @@ struct ConfigBuilder {
             guard let metricNode = fields.required("metric", &reader), let metricName = reader.name(metricNode, fields.place("metric"))
             else { continue }
             guard let metric = metrics.first(where: { $0.name == metricName }) else {
-                reader.fail(fields.place("metric"), metricNode, "unknown metric '\(metricName)'; defined metrics: \(metrics.map(\.name).joined(separator: ", "))")
+                reader.fail(
+                    fields.place("metric"), metricNode,
+                    "unknown metric '\(metricName)'; defined metrics: \(metrics.map(\.name).joined(separator: ", "))")
                 continue
             }
             if usage.contains(where: { $0.metric == metricName }) {
@@ -193,12 +198,15 @@ struct ConfigBuilder {
             if let byNode = fields["price_by"] {
                 guard let property = reader.name(byNode, fields.place("price_by")) else { continue }
                 if !metric.groupBy.contains(property) {
-                    reader.fail(fields.place("price_by"), byNode, "metric '\(metricName)' is not grouped by '\(property)'; add it to the metric's group_by")
+                    reader.fail(
+                        fields.place("price_by"), byNode, "metric '\(metricName)' is not grouped by '\(property)'; add it to the metric's group_by")
                 }
                 for key in Self.priceKeys where fields[key] != nil {
                     reader.fail(fields.place(key), fields[key], "with price_by, each price goes in 'prices'")
                 }
-                guard let pricesNode = fields.required("prices", &reader), let entries = reader.list(pricesNode, fields.place("prices")) else { continue }
+                guard let pricesNode = fields.required("prices", &reader), let entries = reader.list(pricesNode, fields.place("prices")) else {
+                    continue
+                }
                 var prices: [PropertyPrice] = []
                 for (priceIndex, entry) in entries.enumerated() {
                     let entryPlace = YAMLReader.child(fields.place("prices"), priceIndex)

@@ -63,7 +63,8 @@ public struct PricingEngine: Sendable {
     ) throws(PricingError) -> Invoice {
         let segments = try segments(tenant: tenant, period: period)
         guard segments.count == 1, let only = segments.first else {
-            throw .segmentMismatch("the plan changes inside \(period) (\(segments.map(\.description).joined(separator: ", "))); give usage per segment")
+            throw .segmentMismatch(
+                "the plan changes inside \(period) (\(segments.map(\.description).joined(separator: ", "))); give usage per segment")
         }
         return try invoice(tenant: tenant, period: period, usage: [SegmentUsage(segment: only, quantities: usage)], adjustments: adjustments)
     }
@@ -150,7 +151,9 @@ public struct PricingEngine: Sendable {
         var seenSegments: Set<PlanSegment> = []
         for given in usage {
             guard segments.contains(given.segment) else {
-                throw .segmentMismatch("\(given.segment) is not a plan segment of '\(tenant)' in \(period); the segments are \(segments.map(\.description).joined(separator: ", "))")
+                throw .segmentMismatch(
+                    "\(given.segment) is not a plan segment of '\(tenant)' in \(period); the segments are \(segments.map(\.description).joined(separator: ", "))"
+                )
             }
             guard seenSegments.insert(given.segment).inserted else { throw .segmentMismatch("\(given.segment) is given twice") }
         }

@@ -52,7 +52,9 @@ struct UsagePricing {
                 if to > from {
                     let quantity = try to.subtracting(from)
                     steps.append(
-                        PriceStep(tier: index + 1, quantity: quantity, unitPrice: tier.unitPrice, amount: try .product(quantity, tier.unitPrice, in: currency)))
+                        PriceStep(
+                            tier: index + 1, quantity: quantity, unitPrice: tier.unitPrice,
+                            amount: try .product(quantity, tier.unitPrice, in: currency)))
                 }
                 guard let upper else { break }
                 lower = upper
@@ -62,13 +64,16 @@ struct UsagePricing {
             let index = tiers.firstIndex { tier in tier.upTo.map { basis <= $0 } ?? true } ?? (tiers.count - 1)
             let quantity = try billableEnd.subtracting(billableStart)
             let unitPrice = tiers[index].unitPrice
-            steps.append(PriceStep(tier: index + 1, quantity: quantity, unitPrice: unitPrice, amount: try .product(quantity, unitPrice, in: currency)))
+            steps.append(
+                PriceStep(tier: index + 1, quantity: quantity, unitPrice: unitPrice, amount: try .product(quantity, unitPrice, in: currency)))
         case .package(let size, let packagePrice):
             let count = Self.packages(billableEnd, size) - Self.packages(billableStart, size)
             let (nanos, overflow) = count.multipliedReportingOverflow(by: Quantity.nanosPerUnit)
             if overflow { throw MoneyError.overflow("\(count) packages") }
             steps.append(
-                PriceStep(tier: nil, quantity: Quantity(nanos: nanos), unitPrice: packagePrice, amount: try .product(count: count, packagePrice, in: currency)))
+                PriceStep(
+                    tier: nil, quantity: Quantity(nanos: nanos), unitPrice: packagePrice,
+                    amount: try .product(count: count, packagePrice, in: currency)))
         }
         var exact = Money.zero(currency)
         for step in steps { exact = try exact.adding(step.amount) }
