@@ -221,7 +221,7 @@ let package = Package(
             name: "tally-bench",
             dependencies: [
                 "TallyCore", "TallyLedger", "TallyPricing", "TallyCollector", "TallyWorkload", "TallyCLI", "TallyWire",
-                "TallySpool", "TallyTestSupport",
+                "TallySpool", "TallyTestSupport", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -11,7 +11,8 @@ import TallyWorkload
 /// `tally-bench ingest`: the collector's ingest rate from pre-encoded batches of the reference
 /// workload, sent over loopback to the real protocol server and committed durably (WAL,
 /// synchronous=FULL) with dedupe and aggregates; and the bytes per event on the wire beside the
-/// same events as NDJSON and as `zstd -1` of that NDJSON.
+/// same events as NDJSON and as `zstd -1` of that NDJSON; and the SQLite floor (``SQLiteFloor``:
+/// the same events inserted through the C API and nothing else) beside the writer's figure.
 struct IngestBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingest", abstract: "Collector ingest over loopback into durable SQLite, and wire bytes per event.")
@@ -65,6 +66,7 @@ struct IngestBench: AsyncParsableCommand {
         serving.cancel()
         await writer.shutdown()
 
+        let floor = try SQLiteFloor.measure(usage, path: path + ".floor")
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let lines = Double(usage.count)
         var table = BenchTable.figures(echo: false)
@@ -73,6 +75,10 @@ struct IngestBench: AsyncParsableCommand {
             ("acked accepted + duplicate", "events", String(counted), "= events sent"),
             ("ingest over loopback, durable, deduped, aggregated", "events/s", String(Int(lines / seconds)), "250,000 (target, end to end)"),
             ("  CPU of the ledger writer thread per event", "µs", fixed(Double(writerCPU) / lines / 1000), "the single-writer limit"),
+            (
+                "SQLite floor: same events, C API, 1,000 per fsync'd commit", "events/s", String(floor.eventsPerSecond),
+                "\(fixed(floor.cpuMicroseconds)) µs CPU per event"
+            ),
             ("  CPU of the whole process per event (sender included)", "µs", fixed(Double(processCPU) / lines / 1000), "-"),
             ("wire, batches of \(batch), frames included", "bytes/ev", fixed(Double(wireBytes) / lines), "24 (target)"),
             ("same events as NDJSON", "bytes/ev", fixed(Double(ndjson.count) / lines), "~240 (brief)"),
