@@ -42,7 +42,7 @@ enum Checkpoint {
     /// Reads both slots.
     static func read(directory: String, ops: any SpoolFileOperations) -> Stored {
         let stored = file.read(directory: directory, ops: ops)
-        let newest = stored.slots.map { (position: position($0.payload), slot: $0.slot) }.max { $0.position < $1.position }
+        let newest = stored.newest(position).map { (position: $0.value, slot: $0.slot) }
         return Stored(newest: newest, exists: stored.exists)
     }
 }

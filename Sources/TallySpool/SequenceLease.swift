@@ -31,14 +31,14 @@ struct SequenceLease {
     /// from a deleted one.
     init(directory: String, ops: any SpoolFileOperations, spoolWasUsed: Bool, block: UInt64 = 4_096, now: EventTime = .now()) {
         let stored = Self.file.read(directory: directory, ops: ops)
-        let newest = stored.slots.map { (mark: Self.mark($0.payload), slot: $0.slot) }.max { $0.mark < $1.mark }
+        let newest = stored.newest(Self.mark)
         let path = directory + "/" + Self.file.fileName
         let timeMark = UInt64(max(1, now.microseconds))
         self.block = block
         writer = SlotFileWriter(format: Self.file, directory: directory, ops: ops, exists: stored.exists, newestSlot: newest?.slot)
         switch (newest, stored.exists) {
         case (let newest?, _):
-            next = newest.mark
+            next = newest.value
             recovered = nil
         case (nil, false) where !spoolWasUsed:
             next = 1
@@ -85,7 +85,7 @@ public enum SequenceFileState: Sendable, Hashable {
     /// Reads `shipper.seq` in the spool directory (blocking; changes nothing).
     public static func inspect(spoolDirectory: String, ops: any SpoolFileOperations = PosixFileOperations()) -> SequenceFileState {
         let stored = SequenceLease.file.read(directory: spoolDirectory, ops: ops)
-        if let mark = stored.slots.map({ SequenceLease.mark($0.payload) }).max() { return .valid(mark: mark) }
+        if let newest = stored.newest(SequenceLease.mark) { return .valid(mark: newest.value) }
         return stored.exists ? .damaged : .missing
     }
 }

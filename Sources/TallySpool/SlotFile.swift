@@ -53,6 +53,11 @@ struct SlotFile: Sendable {
     struct Stored {
         var slots: [(slot: Int, payload: [UInt8])]
         var exists: Bool
+
+        /// The greatest value among the valid slots (both kinds of value only grow) and its slot.
+        func newest<Value: Comparable>(_ value: ([UInt8]) -> Value) -> (value: Value, slot: Int)? {
+            slots.map { (value: value($0.payload), slot: $0.slot) }.max { $0.value < $1.value }
+        }
     }
 
     /// Reads both slots of the file in `directory` (a missing or unreadable file has none).

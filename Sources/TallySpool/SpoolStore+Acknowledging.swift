@@ -86,7 +86,9 @@ extension SpoolStore {
 
     /// Syncs what was written, closes every file and releases the lock.
     func takeSequence() throws(SpoolError) -> UInt64 {
-        guard sequenceLease != nil else { throw .readOnly }
-        return try sequenceLease?.take() ?? 0
+        guard var lease = sequenceLease else { throw .readOnly }
+        // Written back whether or not the take succeeds: a failed take leaves the lease as it was.
+        defer { sequenceLease = lease }
+        return try lease.take()
     }
 }

@@ -11,6 +11,16 @@ import TallyPricing
 /// A ledger on a temporary SQLite file behind a `Ledger`, an invoice service with a
 /// settable clock, and the HTTP router, for the billing tests.
 final class BillingFixture: Sendable {
+    /// Changes the ledger file behind the collector's back with the `sqlite3` shell; its exit status.
+    func tamper(_ sql: String) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = [path, sql]
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     static let pricingYAML = """
         metrics:
           - name: api_calls

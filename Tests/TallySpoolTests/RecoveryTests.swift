@@ -225,34 +225,6 @@ func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options())
     }
 }
 
-/// File operations that find one segment gone when it is opened, as a read-only opener beside a
-/// running agent does when the agent deletes an acknowledged segment between the listing and the
-/// open.
-struct VanishingSegment: SpoolFileOperations {
-    let real = PosixFileOperations()
-    let vanished: String
-
-    func open(_ path: String, create: Bool, readOnly: Bool) throws(SpoolError) -> Int32 {
-        if path.hasSuffix(vanished) { throw .io(operation: "open", path: path, errno: ENOENT) }
-        return try real.open(path, create: create, readOnly: readOnly)
-    }
-    func close(_ fd: Int32) { real.close(fd) }
-    func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(SpoolError) {
-        try real.write(fd, bytes, at: offset, path: path)
-    }
-    func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(SpoolError) -> Int {
-        try real.read(fd, into: buffer, at: offset, path: path)
-    }
-    func sync(_ fd: Int32, path: String) throws(SpoolError) { try real.sync(fd, path: path) }
-    func truncate(_ fd: Int32, to size: Int64, path: String) throws(SpoolError) { try real.truncate(fd, to: size, path: path) }
-    func size(_ fd: Int32, path: String) throws(SpoolError) -> Int64 { try real.size(fd, path: path) }
-    func rename(_ from: String, to: String) throws(SpoolError) { try real.rename(from, to: to) }
-    func remove(_ path: String) throws(SpoolError) { try real.remove(path) }
-    func list(_ directory: String) throws(SpoolError) -> [String] { try real.list(directory) }
-    func makeDirectory(_ path: String) throws(SpoolError) { try real.makeDirectory(path) }
-    func lock(_ fd: Int32, path: String) throws(SpoolError) -> Bool { try real.lock(fd, path: path) }
-}
-
 @Suite struct LiveSpoolInspectionTests {
     /// `tallyctl spool status` beside a running agent: a segment deleted after an ack between
     /// the listing and the open is passed over by a read-only open; a writable open (which holds
@@ -268,7 +240,8 @@ struct VanishingSegment: SpoolFileOperations {
         let segments = dir.segmentFiles()
         #expect(segments.count >= 3, "the test needs several segments")
         let second = try #require(segments.dropFirst().first)
-        let vanishing = VanishingSegment(vanished: second)
+        let vanishing = TestFileOperations()
+        vanishing.state.withLock { $0.vanished = [second] }
         let inspected = try await Spool.open(directory: dir.spool, options: options { $0.access = .readOnly }, fileOperations: vanishing)
         let stats = try await inspected.stats()
         #expect(stats.events < total && stats.events > 0)

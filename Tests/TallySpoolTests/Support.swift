@@ -73,6 +73,9 @@ final class TestFileOperations: SpoolFileOperations {
         /// A full disk: creating a file and writing past a file's end fail with ENOSPC;
         /// overwriting bytes a file already has works (as on a real file system).
         var diskFull = false
+        /// Files whose name ends so are gone when opened (ENOENT), as a segment a running agent
+        /// deleted after an ack between a reader's listing and its open.
+        var vanished: [String] = []
     }
     let state = Mutex(State())
     let real = PosixFileOperations()
@@ -88,6 +91,7 @@ final class TestFileOperations: SpoolFileOperations {
     }
 
     func open(_ path: String, create: Bool, readOnly: Bool) throws(SpoolError) -> Int32 {
+        if state.withLock({ $0.vanished.contains(where: path.hasSuffix) }) { throw .io(operation: "open", path: path, errno: ENOENT) }
         if create, diskFull, !FileManager.default.fileExists(atPath: path) { throw .io(operation: "open", path: path, errno: ENOSPC) }
         let fd = try real.open(path, create: create, readOnly: readOnly)
         state.withLock { $0.paths[fd] = path }
