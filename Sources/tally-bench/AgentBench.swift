@@ -21,6 +21,8 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "Events in the spool backlog the agent drains into a collector.") var backlog = 10_000_000
     @Option(help: "Fill the spool to at least this many MiB before the restart figure.") var restartSpoolMb = 1024
     @Option(help: "Events for `tallyctl spool drain` of a stopped agent's spool (0 skips it).") var ctlDrainEvents = 1_000_000
+    @Option(help: "The collector's pricing file during the drain (for the charges reads).") var pricing = "deploy/pricing.example.yaml"
+    @Option(help: "The tenant whose month-to-date charges are polled during and after the drain.") var tenant = "t0001"
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {

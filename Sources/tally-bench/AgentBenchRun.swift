@@ -48,7 +48,7 @@ struct AgentBenchRun {
         }
         try await fill(options, into: &table)
         agent = try await restart(agent.child, into: &table)
-        try await drain(agent.child, into: &table)
+        try await drain(agent.child, options, into: &table)
         if options.ctlDrainEvents > 0 { try await ctlDrain(options, into: &table) }
         _ = await agent.child.stop()
     }
@@ -255,17 +255,22 @@ struct AgentBenchRun {
         return restarted
     }
 
-    func drain(_ agent: BenchChild, into table: inout BenchTable) async throws {
+    func drain(_ agent: BenchChild, _ options: AgentBench, into table: inout BenchTable) async throws {
         let backlog = try spoolEvents()
         progress("drain: starting the collector for \(backlog) events")
         let store = root + "/collector"
         try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
         let collector = try BenchChild(
             bin + "/tally-collector",
-            ["--store", "sqlite:\(store)/ledger.db", "--listen", "127.0.0.1:\(collectorPort)", "--http", "127.0.0.1:\(collectorHTTPPort)"])
+            [
+                "--store", "sqlite:\(store)/ledger.db", "--listen", "127.0.0.1:\(collectorPort)", "--http", "127.0.0.1:\(collectorHTTPPort)",
+                "--pricing", options.pricing,
+            ])
         children.add(collector)
         try await waitUntilServing(collector, port: collectorHTTPPort, path: "/v1/reconciliation")
         let start = ContinuousClock.now
+        // A dashboard polling one tenant's charges for the whole drain.
+        let loaded = ChargesPoller(port: collectorHTTPPort, tenant: options.tenant)
         let deadline = start + .seconds(Int64(backlog / 5_000 + 300))
         var highestRSS = 0
         var left = backlog
@@ -282,6 +287,7 @@ struct AgentBenchRun {
             }
         }
         let elapsed = ContinuousClock.now - start
+        let underIngest = await loaded.stop()
         let agentPeak = agent.memory()?.peakKB ?? 0
         let collectorPeak = collector.memory()?.peakKB ?? 0
         table.add("drain: backlog in the agent's spool", "events", grouped(backlog), "10,000,000")
@@ -291,6 +297,24 @@ struct AgentBenchRun {
         table.add("drain: agent highest RSS sample during the drain", "MiB", megabytes(highestRSS), "< 64 MB")
         table.add("drain: collector VmHWM", "MiB", megabytes(collectorPeak), "-")
         try reconcile(agent: "bench-agent", expected: backlog, into: &table)
+        try await readsUnderIngest(underIngest, options, into: &table)
+    }
+
+    /// The charges call's latency while the agent drained at full speed, beside the same call
+    /// on the idle collector (same ledger, same connection pattern) measured right after.
+    func readsUnderIngest(_ loaded: ChargesPoller.Answers, _ options: AgentBench, into table: inout BenchTable) async throws {
+        if let failure = loaded.failure { throw BenchFailure("charges during the drain: \(failure)") }
+        let calls = max(loaded.times.count, 1_000)
+        progress("reads: \(calls) charges calls on the idle collector")
+        let idle = await ChargesPoller(port: collectorHTTPPort, tenant: options.tenant, limit: calls).finish()
+        if let failure = idle.failure { throw BenchFailure("charges on the idle collector: \(failure)") }
+        let path = "GET /v1/tenants/\(options.tenant)/charges"
+        table.add("\(path), idle collector, p50 / p99", "ms", ms(percentile(idle.times, 50)) + " / " + ms(percentile(idle.times, 99)), "baseline")
+        table.add(
+            "same during the drain (\(grouped(loaded.times.count)) calls), p50 / p99", "ms",
+            ms(percentile(loaded.times, 50)) + " / " + ms(percentile(loaded.times, 99)), "p99 ≤ 2× idle")
+        let ratio = percentile(idle.times, 99) > .zero ? percentile(loaded.times, 99).seconds / percentile(idle.times, 99).seconds : 0
+        table.add("  p99 during the drain / idle p99", "×", String(format: "%.1f", ratio), "≤ 2.0")
     }
 
     /// The collector's reconciliation for `agent`: received must equal what was spooled.
