@@ -43,9 +43,13 @@ public struct Collector {
         if case .postgres(let address) = try? StoreAddress(parsing: config.store) {
             for _ in 1..<address.poolSize { writers.append(try openStore(config, pricing: pricing)) }
         }
-        // A second connection for the HTTP API's reads (SQLite WAL: readers never wait for the
-        // writer), opened after the writer so the schema is in place.
-        let ledger = Ledger(stores: writers, reader: try openStore(config, pricing: pricing))
+        // Connections of their own for the HTTP API's reads, opened after the writer so the schema
+        // is in place. SQLite: two (one per core; WAL readers never wait for the writer, and they
+        // merge the unfolded aggregate log instead of folding), so two dashboards polling at once
+        // both stay off the writer. PostgreSQL: one, on its own thread.
+        let readerCount = writers.count > 1 || store.readsWaitOnNetwork ? 1 : 2
+        let readers = try (0..<readerCount).map { _ in try openStore(config, pricing: pricing) }
+        let ledger = Ledger(stores: writers, readers: readers)
         logger.info("ledger open", metadata: ["store": "\(config.storeAddressDescription)", "writers": "\(writers.count)"])
         let metrics = CollectorMetrics()
         var keys: [String: AgentKey] = [:]

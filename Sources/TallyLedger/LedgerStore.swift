@@ -88,6 +88,12 @@ public protocol LedgerStore: AnyObject {
     /// another connection in the middle is either wholly visible or not at all.
     func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T
 
+    /// Makes this store a reader whose aggregate reads inside ``withSnapshot(_:)`` never fold
+    /// (write): they add the snapshot's unfolded log cells to the tables' rows instead, so a
+    /// read never waits for the writer. Returns false for a backend that cannot; its reads
+    /// fold first, as before.
+    func mergeUnfoldedLogOnRead() -> Bool
+
     /// Closes the store. Uncommitted work is discarded.
     func close()
 
@@ -139,6 +145,8 @@ public protocol LedgerStore: AnyObject {
 
 extension LedgerStore {
     public var readsWaitOnNetwork: Bool { false }
+
+    public func mergeUnfoldedLogOnRead() -> Bool { false }
 
     /// Usage of one tenant and metric over a time range, from the aggregates.
     public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {

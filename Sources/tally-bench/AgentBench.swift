@@ -23,6 +23,7 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "Events for `tallyctl spool drain` of a stopped agent's spool (0 skips it).") var ctlDrainEvents = 1_000_000
     @Option(help: "The collector's pricing file during the drain (for the charges reads).") var pricing = "deploy/pricing.example.yaml"
     @Option(help: "The tenant whose month-to-date charges are polled during and after the drain.") var tenant = "t0001"
+    @Option(help: "Microseconds between two charges calls (one connection) during and after the drain (0: no reads).") var readIntervalUs = 5_000
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {

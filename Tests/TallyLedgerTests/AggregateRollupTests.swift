@@ -67,6 +67,63 @@ struct AggregateRollupTests {
         #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(bytes + [0], into: &partial) }
     }
 
+    /// Rows are sectioned by tenant: a reader asking for one tenant decodes that tenant's cells,
+    /// exactly the row's cells of that tenant, and a damaged row is refused either way.
+    @Test func oneTenantsCellsDecodeAlone() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 300, seed: 5, start: at("2026-04-01T00:00:00Z"), spanHours: 30, tenants: 5) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: nil, groupBy: ["endpoint"])
+        }
+        let bytes = AggregateLogCodec.encode(cells)
+        for tenant in (0..<5).map({ "tenant-\($0)" }) + ["nobody"] {
+            let alone = try Self.cells(of: tenant, in: bytes)
+            #expect(alone == cells.cells.filter { $0.key.tenant == tenant }, "\(tenant)")
+            for cut in [9, bytes.count / 3, bytes.count - 1] {
+                #expect(throws: LedgerError.self) { try Self.cells(of: tenant, in: Array(bytes[0..<cut])) }
+            }
+        }
+    }
+
+    /// One tenant's cells of a log row, decoded alone.
+    static func cells(of tenant: String, in bytes: [UInt8]) throws -> [AggregateCellKey: UsageAggregate] {
+        var found: [AggregateCellKey: UsageAggregate] = [:]
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        defer { copy.deallocate() }
+        copy.copyBytes(from: bytes)
+        try AggregateLogCodec.decode(UnsafeRawBufferPointer(copy), tenant: tenant) { (key, aggregate) throws(LedgerError) in
+            #expect(found[key] == nil, "one cell per key")
+            found[key] = aggregate
+        }
+        return found
+    }
+
+    /// Rows logged before the sectioned layout (an upgrade with an unfolded log) still decode.
+    @Test func rowsInTheFirstLayoutStillDecode() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 200, seed: 9, start: at("2026-04-01T00:00:00Z"), spanHours: 10, tenants: 3) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: period("2026-05"), groupBy: ["endpoint"])
+        }
+        // The first layout, as it was written: u32 cell count, then each cell with its tenant.
+        var first: [UInt8] = []
+        first.appendBigEndian(UInt64(cells.count), bytes: 4)
+        for (key, aggregate) in cells.cells {
+            for text in [key.tenant, key.metric, key.dimension, key.value, key.billedIn?.description ?? ""] { first.appendString32(text) }
+            first.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
+            first.appendBigEndian(aggregate.sum.nanos)
+            first.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
+            first.appendBigEndian(aggregate.max.nanos)
+            first.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
+            first.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
+            first.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
+            first.appendBigEndian(aggregate.latest.quantity.nanos)
+        }
+        var decoded = AggregateCells()
+        try AggregateLogCodec.decode(first, into: &decoded)
+        #expect(decoded.cells == cells.cells)
+        let alone = try Self.cells(of: "tenant-1", in: first)
+        #expect(!alone.isEmpty && alone == cells.cells.filter { $0.key.tenant == "tenant-1" })
+    }
+
     @Test func auditFindsDriftInTheMonthlyRollup() throws {
         let ledger = try TestLedger(SQLiteFactory())
         _ = try ledger.store.commit(batch(1, [event(id: "a"), event(quantity: "2.5", id: "b", [("endpoint", "/x")])]))

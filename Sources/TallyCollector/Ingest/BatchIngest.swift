@@ -30,36 +30,44 @@ public struct BatchIngest {
     }
 
     /// Processes a batch from `agent`; `admits` is the agent key's tenant allow-list.
-    public func process(_ batch: Batch, agent: String, admits: (String) -> Bool) async throws -> BatchAck {
+    public func process(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) async throws -> BatchAck {
         let now = clock()
-        let events: [UsageEvent]
-        do {
-            events = try decoder.decode(batch.payload)
-        } catch {
-            // A payload that does not decode is a protocol error (SPEC §5.4): nothing is written,
-            // and the agent keeps the batch in its spool.
-            metrics.malformedPayloads.increment()
-            throw CollectorIngestError(wireError: error)
-        }
-        let incoming = events.map { event -> IncomingEvent in
-            do throws(EventRejection) {
-                try event.validate(limits: eventLimits, now: now)
-                guard admits(event.tenant) else {
-                    throw EventRejection(.invalidField, field: "tenant", "tenant '\(event.tenant)' is not allowed for this agent's key")
-                }
-                return .valid(event)
+        // The CPU work before the commit (decompress, decode, validate, fingerprint) runs on the
+        // ledger's preparation threads, never on Swift's cooperative pool, where a few batches
+        // at once would hold up every HTTP read behind them (issue 12: reads under ingest).
+        let decoding = DecoderInUse(decoder: decoder)
+        let limits = eventLimits
+        let metrics = self.metrics
+        let prepared = try await ledger.prepare { () throws -> PreparedBatch in
+            let events: [UsageEvent]
+            do throws(WireError) {
+                events = try decoding.decoder.decode(batch.payload)
             } catch {
-                return .invalid(
-                    InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
+                // A payload that does not decode is a protocol error (SPEC §5.4): nothing is
+                // written, and the agent keeps the batch in its spool.
+                metrics.malformedPayloads.increment()
+                throw CollectorIngestError(wireError: error)
             }
+            let incoming = events.map { event -> IncomingEvent in
+                do throws(EventRejection) {
+                    try event.validate(limits: limits, now: now)
+                    guard admits(event.tenant) else {
+                        throw EventRejection(.invalidField, field: "tenant", "tenant '\(event.tenant)' is not allowed for this agent's key")
+                    }
+                    return .valid(event)
+                } catch {
+                    return .invalid(
+                        InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
+                }
+            }
+            // Fingerprints and the digest are made here, in parallel across connections; the
+            // writer thread only writes.
+            return PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
         }
         let started = ContinuousClock.now
         let outcome: BatchOutcome
         do {
-            // Prepared here, on the connection's task: fingerprints and the digest are made in
-            // parallel across connections, and the writer thread only writes.
-            outcome = try await ledger.commit(
-                PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
+            outcome = try await ledger.commit(prepared)
         } catch LedgerError.sequenceReused {
             throw CollectorIngestError(
                 wireError: WireError(.sequenceReused, "batch \(batch.sequence) was already committed with different events"))
@@ -73,6 +81,13 @@ public struct BatchIngest {
         metrics.record(outcome)
         return BatchAck(outcome: outcome, sequence: batch.sequence)
     }
+}
+
+/// A connection's payload decoder (it owns a zstd context), handed to a preparation thread.
+// @unchecked: a connection processes one batch at a time (`AgentConnection` awaits each), so
+// the decoder is used by one thread at a time, each use after the previous one completed.
+private struct DecoderInUse: @unchecked Sendable {
+    let decoder: BatchPayloadDecoder
 }
 
 extension BatchAck {

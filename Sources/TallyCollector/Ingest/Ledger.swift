@@ -1,3 +1,5 @@
+import Glibc
+import NIOCore
 import NIOPosix
 import Synchronization
 public import TallyLedger
@@ -12,17 +14,24 @@ public import TallyLedger
 /// parallel, as the database allows; callers `await` a closure that runs on whichever writer
 /// is free.
 ///
-/// Reads may also go to a second, read-only use of the same ledger (`reader`), answered on the
-/// caller's thread without the two thread switches of the writer — what keeps a usage or charges
-/// call under a millisecond. A read takes that path only when it cannot block: the aggregate log
-/// is empty (otherwise the read must fold it first, which writes, and goes to the writer) and no
-/// other read holds the reader. WAL readers never wait for the writer.
+/// Reads go to read-only uses of the same ledger (`readers`), answered on the caller's thread
+/// without the two thread switches of the writer — what keeps a usage or charges call under a
+/// millisecond. A reader that merges the unfolded aggregate log into its answers
+/// (``LedgerStore/mergeUnfoldedLogOnRead()``: SQLite) answers whatever the writer is doing, in
+/// its own snapshot: WAL readers never wait for the writer, and the read never has to fold. A
+/// reader that cannot answers only when the aggregate log is empty (otherwise the read must
+/// fold it first, which writes, and goes to the writer). A read finding every reader busy goes
+/// to the writer.
 public final class Ledger: @unchecked Sendable {
     /// The writers not in use; a closure on the pool takes one and gives it back.
     private let free: Mutex<[ConfinedStore]>
     private let all: [ConfinedStore]
     private let pool: NIOThreadPool
-    private let reader: Mutex<ConfinedStore?>
+    /// Threads for the CPU work of turning a received batch into a ``PreparedBatch``.
+    private let preparation: NIOThreadPool
+    /// The readers not in use.
+    private let readers: Mutex<[ConfinedStore]>
+    private let readerStores: [ConfinedStore]
     /// The reader's own thread, for a reader whose calls wait on the network.
     private let readerThread: NIOThreadPool?
     /// Why the latest commit failed in the store (a full disk, an I/O error), or nil when the
@@ -30,20 +39,28 @@ public final class Ledger: @unchecked Sendable {
     private let failingCommit = Mutex<LedgerError?>(nil)
 
     public convenience init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
-        self.init(stores: [store], reader: reader)
+        self.init(stores: [store], readers: reader.map { [$0] } ?? [])
+    }
+
+    public convenience init(stores: [any LedgerStore], reader: (any LedgerStore)? = nil) {
+        self.init(stores: stores, readers: reader.map { [$0] } ?? [])
     }
 
     /// `stores`: one or more writers on the same ledger (more than one only for a backend whose
-    /// connections can write at once); `reader`: an optional read-only use of it.
-    public init(stores: [any LedgerStore], reader: (any LedgerStore)? = nil) {
+    /// connections can write at once); `readers`: read-only uses of it (none: every read goes to
+    /// a writer).
+    public init(stores: [any LedgerStore], readers: [any LedgerStore]) {
         precondition(!stores.isEmpty, "a ledger writer needs a store")
         all = stores.map { ConfinedStore(store: $0) }
         free = Mutex(all)
-        self.reader = Mutex(reader.map { ConfinedStore(store: $0) })
+        readerStores = readers.map { ConfinedStore(store: $0, mergesUnfoldedLog: $0.mergeUnfoldedLogOnRead()) }
+        self.readers = Mutex(readerStores)
         self.pool = NIOThreadPool(numberOfThreads: stores.count)
         pool.start()
-        if reader?.readsWaitOnNetwork == true {
-            let thread = NIOThreadPool(numberOfThreads: 1)
+        preparation = NIOThreadPool(numberOfThreads: System.coreCount)
+        preparation.start()
+        if readers.contains(where: \.readsWaitOnNetwork) {
+            let thread = NIOThreadPool(numberOfThreads: readers.count)
             thread.start()
             readerThread = thread
         } else {
@@ -67,23 +84,38 @@ public final class Ledger: @unchecked Sendable {
         return try await perform(body)
     }
 
-    /// The read on the reader, when it is free and the log is empty; nil otherwise.
+    /// The read on a free reader that can answer without writing; nil when none is free or the
+    /// free one would have to fold first.
     private func directRead<Result: Sendable>(
         _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
     ) -> Swift.Result<Result, LedgerError>? {
-        reader.withLockIfAvailable { confined -> Swift.Result<Result, LedgerError>? in
-            guard let store = confined?.store else { return nil }
-            do throws(LedgerError) {
-                // One snapshot: the log check and the body see the same committed state, so an
-                // empty log stays empty for the body and it never has to fold (write).
-                return try store.withSnapshot { () throws(LedgerError) -> Swift.Result<Result, LedgerError>? in
+        guard let confined = readers.withLock({ $0.popLast() }) else { return nil }
+        defer { readers.withLock { $0.append(confined) } }
+        let store = confined.store
+        do throws(LedgerError) {
+            // One snapshot: the log check (or the merge of the log) and the body see the same
+            // committed state, so the body never has to fold (write).
+            return try store.withSnapshot { () throws(LedgerError) -> Swift.Result<Result, LedgerError>? in
+                if !confined.mergesUnfoldedLog {
                     guard try !store.hasUnfoldedAggregates() else { return nil }
-                    return .success(try body(store))
                 }
-            } catch {
-                return .failure(error)
+                return .success(try body(store))
             }
-        } ?? nil
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Runs the CPU work that comes before a commit (decompressing, decoding, validating and
+    /// fingerprinting a batch) on the preparation threads, one per core. Not on Swift's
+    /// cooperative pool: it has one thread per core too, and batches being prepared there would
+    /// keep every HTTP read waiting until one finishes. The kernel shares the cores between these
+    /// threads and the readers instead, and a reader that wakes is scheduled at once.
+    public func prepare<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await preparation.runIfActive {
+            BulkWork.yieldToReads()
+            return try body()
+        }
     }
 
     /// Runs `body` with a free writer, on its thread.
@@ -112,7 +144,10 @@ public final class Ledger: @unchecked Sendable {
     /// Records whether the store could commit: see ``commitFailure``.
     public func commit(_ batch: PreparedBatch) async throws -> BatchOutcome {
         do {
-            let outcome = try await perform { store throws(LedgerError) in try store.commit(batch) }
+            let outcome = try await perform { store throws(LedgerError) in
+                BulkWork.yieldToReads()
+                return try store.commit(batch)
+            }
             failingCommit.withLock { $0 = nil }
             return outcome
         } catch let error as LedgerError {
@@ -137,8 +172,9 @@ public final class Ledger: @unchecked Sendable {
     /// Closes the stores after every queued operation, then stops the threads.
     public func shutdown() async {
         try? await readerThread?.shutdownGracefully()
-        reader.withLock { $0?.store.close() }
+        for confined in readerStores { confined.store.close() }
         try? await pool.shutdownGracefully()
+        try? await preparation.shutdownGracefully()
         for confined in all { confined.store.close() }
     }
 }
@@ -149,4 +185,23 @@ public final class Ledger: @unchecked Sendable {
 // at once (and each use happens-after the previous one, through the mutex).
 private struct ConfinedStore: @unchecked Sendable {
     let store: any LedgerStore
+    /// A reader that merges the unfolded log (``LedgerStore/mergeUnfoldedLogOnRead()``).
+    var mergesUnfoldedLog = false
+}
+
+/// Bulk work (preparing and committing batches) runs at a lower scheduling priority than the
+/// threads that answer reads: on a busy machine the kernel then gives a read the core it needs
+/// at once, instead of sharing it evenly with every batch in progress (issue 12: a read during
+/// full-speed ingest answers within 2× of its idle time). Ingest loses nothing when no read
+/// runs: priority only decides who waits when threads compete for a core.
+enum BulkWork {
+    /// The nice value of bulk threads (the readers' threads keep the process's own).
+    static let niceness: Int32 = 10
+
+    /// Lowers the calling thread's priority. Linux keeps a nice value per thread, and
+    /// `PRIO_PROCESS` with id 0 sets the calling thread's; raising one's own needs no privilege. One system call per batch,
+    /// cheaper than remembering per thread; a failure (a seccomp filter) leaves it as it was.
+    static func yieldToReads() {
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceness)
+    }
 }

@@ -7,10 +7,10 @@ import TallyLedger
 /// - **Pruning.** Bounds the batch records to the dedupe horizon (``LedgerStore/prune(now:)``) at
 ///   start and then every `interval`: without it the per-batch records grow forever. A batch
 ///   replayed after its record was pruned is refused as expired, never counted again.
-/// - **Folding.** Folds the aggregate log every `foldInterval`, so a usage or charges read
-///   seldom finds unfolded cells and has to fold (write) before it can answer. Reads still fold
-///   first when they do find some: the schedule only makes that rare, it is not what makes
-///   reads exact.
+/// - **Folding.** Folds the aggregate log every `foldInterval`, so the cells a reader merges
+///   into its answers (SQLite: ``TallyLedger/LedgerStore/mergeUnfoldedLogOnRead()``) stay few,
+///   and a read on a backend that folds first (PostgreSQL) seldom has to. The schedule is not
+///   what makes reads exact: a read sees every committed batch either way.
 ///
 /// Safe on every collector of a cluster at once (each prune or fold is one transaction; a second
 /// finds nothing left). A failed run (a full ledger disk, the database away) is logged and

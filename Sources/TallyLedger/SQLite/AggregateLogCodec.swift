@@ -1,35 +1,65 @@
 import TallyCore
 
 /// The bytes of one `aggregate_log` row: a batch's hourly aggregate cells, exact and cheap to
-/// write and read back, through the core's byte codec. Big-endian throughout:
+/// write and read back, through the core's byte codec. Big-endian throughout. Strings are a u32
+/// byte length and UTF-8; billed_in "" means none.
 ///
-///     u32 cell count, then per cell:
-///       tenant, metric, dimension, value, billed_in   (u32 byte length + UTF-8 each; billed_in "" = none)
+/// Written since issue 12 — grouped by tenant, so a reader asking for one tenant decodes that
+/// tenant's cells only (``decode(_:tenant:_:)``):
+///
+///     u32 0xFFFF_FFFF (the marker), u32 tenant count,
+///     per tenant (the directory): tenant, u32 cell count, u32 byte length of its section
+///     then the sections, in directory order; per cell:
+///       metric, dimension, value, billed_in,
 ///       i64 hour, i128 sum nanos, i64 count, i128 max nanos,
 ///       i64 latest timestamp µs, u64 + u64 latest fingerprint, i128 latest quantity nanos
 ///
+/// The first layout, still read (rows logged before an upgrade and not folded yet):
+///
+///     u32 cell count, then per cell: tenant, then the cell as above
+///
+/// Its cell count never comes near the marker: a batch's cells are bounded by its events.
 /// A row that does not decode is reported as ``LedgerError/corruptRow(_:)``, never guessed at.
 enum AggregateLogCodec {
+    static let marker: UInt64 = 0xFFFF_FFFF
+
     static func encode(_ cells: AggregateCells) -> [UInt8] {
+        var sections: [String: Section] = [:]
+        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate) }
         var out: [UInt8] = []
-        out.reserveCapacity(cells.count * 120)
-        out.appendBigEndian(UInt64(cells.count), bytes: 4)
-        for (key, aggregate) in cells.cells {
-            out.appendString32(key.tenant)
-            out.appendString32(key.metric)
-            out.appendString32(key.dimension)
-            out.appendString32(key.value)
-            out.appendString32(key.billedIn?.description ?? "")
-            out.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
-            out.appendBigEndian(aggregate.sum.nanos)
-            out.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
-            out.appendBigEndian(aggregate.max.nanos)
-            out.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
-            out.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
-            out.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
-            out.appendBigEndian(aggregate.latest.quantity.nanos)
+        out.reserveCapacity(cells.count * 110 + sections.count * 20 + 8)
+        out.appendBigEndian(marker, bytes: 4)
+        out.appendBigEndian(UInt64(sections.count), bytes: 4)
+        let ordered = Array(sections)
+        for (tenant, section) in ordered {
+            out.appendString32(tenant)
+            out.appendBigEndian(UInt64(section.count), bytes: 4)
+            out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
         }
+        for (_, section) in ordered { out.append(contentsOf: section.bytes) }
         return out
+    }
+
+    /// One tenant's cells, encoded.
+    private struct Section {
+        var count = 0
+        var bytes: [UInt8] = []
+
+        mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate) {
+            count += 1
+            bytes.appendString32(key.metric)
+            bytes.appendString32(key.dimension)
+            bytes.appendString32(key.value)
+            bytes.appendString32(key.billedIn?.description ?? "")
+            bytes.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
+            bytes.appendBigEndian(aggregate.sum.nanos)
+            bytes.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
+            bytes.appendBigEndian(aggregate.max.nanos)
+            bytes.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
+            bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
+            bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
+            bytes.appendBigEndian(aggregate.latest.quantity.nanos)
+        }
     }
 
     static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
@@ -37,38 +67,116 @@ enum AggregateLogCodec {
     }
 
     static func decode(_ bytes: UnsafeRawBufferPointer, into cells: inout AggregateCells) throws(LedgerError) {
+        try decode(bytes) { (key, aggregate) throws(LedgerError) in try cells.add(aggregate, at: key) }
+    }
+
+    /// Hands each cell of a row to `body`.
+    static func decode(
+        _ bytes: UnsafeRawBufferPointer, _ body: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        try decode(bytes, tenant: nil, body)
+    }
+
+    /// Hands each cell of `tenant` (every cell if nil) in a row to `body`. In the sectioned
+    /// layout the other tenants' cells are skipped without being read.
+    static func decode(
+        _ bytes: UnsafeRawBufferPointer, tenant: String?, _ body: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
         var reader = Reader(reader: ByteReader(bytes))
-        let count = try reader.integer(4)
-        for _ in 0..<count {
-            let tenant = try reader.string()
-            let metric = try reader.string()
-            let dimension = try reader.string()
-            let value = try reader.string()
-            let billedText = try reader.string()
-            var billedIn: BillingPeriod?
-            if !billedText.isEmpty {
-                guard let period = BillingPeriod(billedText) else { throw .corruptRow("aggregate log billed_in '\(billedText)'") }
-                billedIn = period
+        let first = try reader.integer(4)
+        guard first == marker else {
+            // The first layout: every cell names its tenant.
+            for _ in 0..<first {
+                let cellTenant = try reader.string()
+                let (key, aggregate) = try reader.cell(tenant: cellTenant)
+                if tenant == nil || tenant == cellTenant { try body(key, aggregate) }
             }
-            let hour = Int64(bitPattern: try reader.integer(8))
-            let sum = Quantity(nanos: try reader.int128())
-            let eventCount = Int64(bitPattern: try reader.integer(8))
-            let max = Quantity(nanos: try reader.int128())
-            let latestTime = EventTime(microseconds: Int64(bitPattern: try reader.integer(8)))
-            let fingerprint = Fingerprint(high: try reader.integer(8), low: try reader.integer(8))
-            let latest = Quantity(nanos: try reader.int128())
-            try cells.add(
-                UsageAggregate(
-                    sum: sum, count: eventCount, max: max,
-                    latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest)),
-                at: AggregateCellKey(tenant: tenant, metric: metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn))
+            guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
+            return
         }
-        guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
+        let tenants = try reader.integer(4)
+        if let tenant {
+            // One tenant: find its section in the directory (comparing bytes, no strings made)
+            // and decode it alone.
+            let wanted = Array(tenant.utf8)
+            var offset = 0
+            var found: (cells: UInt64, offset: Int, length: Int)?
+            for _ in 0..<tenants {
+                let matches = try reader.bytes().elementsEqual(wanted)
+                let cells = try reader.integer(4)
+                let length = Int(try reader.integer(4))
+                if matches { found = (cells, offset, length) }
+                offset += length
+            }
+            guard offset == reader.reader.remaining else {
+                throw .corruptRow("aggregate log row: its sections take \(offset) bytes, \(reader.reader.remaining) follow the directory")
+            }
+            guard let found else { return }
+            reader.reader.index += found.offset
+            let sectionStart = reader.reader.index
+            for _ in 0..<found.cells {
+                let (key, aggregate) = try reader.cell(tenant: tenant)
+                try body(key, aggregate)
+            }
+            guard reader.reader.index - sectionStart == found.length else {
+                throw .corruptRow("aggregate log row: the section of \(tenant) is not \(found.length) bytes")
+            }
+            return
+        }
+        var directory: [(tenant: String, cells: UInt64, length: Int)] = []
+        directory.reserveCapacity(Int(min(tenants, 65_536)))
+        var total = 0
+        for _ in 0..<tenants {
+            let name = try reader.string()
+            let cells = try reader.integer(4)
+            let length = Int(try reader.integer(4))
+            directory.append((name, cells, length))
+            total += length
+        }
+        guard total == reader.reader.remaining else {
+            throw .corruptRow("aggregate log row: its sections take \(total) bytes, \(reader.reader.remaining) follow the directory")
+        }
+        for entry in directory {
+            let sectionStart = reader.reader.index
+            for _ in 0..<entry.cells {
+                let (key, aggregate) = try reader.cell(tenant: entry.tenant)
+                try body(key, aggregate)
+            }
+            guard reader.reader.index - sectionStart == entry.length else {
+                throw .corruptRow("aggregate log row: the section of \(entry.tenant) is not \(entry.length) bytes")
+            }
+        }
     }
 
     /// The core's ``ByteReader``, saying what is wrong.
     private struct Reader {
         var reader: ByteReader
+
+        /// One cell after its tenant: metric, dimension, value, billed_in, then the numbers.
+        mutating func cell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
+            let metric = try string()
+            let dimension = try string()
+            let value = try string()
+            let billedText = try string()
+            var billedIn: BillingPeriod?
+            if !billedText.isEmpty {
+                guard let period = BillingPeriod(billedText) else { throw .corruptRow("aggregate log billed_in '\(billedText)'") }
+                billedIn = period
+            }
+            let hour = Int64(bitPattern: try integer(8))
+            let sum = Quantity(nanos: try int128())
+            let eventCount = Int64(bitPattern: try integer(8))
+            let max = Quantity(nanos: try int128())
+            let latestTime = EventTime(microseconds: Int64(bitPattern: try integer(8)))
+            let fingerprint = Fingerprint(high: try integer(8), low: try integer(8))
+            let latest = Quantity(nanos: try int128())
+            return (
+                AggregateCellKey(tenant: tenant, metric: metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn),
+                UsageAggregate(
+                    sum: sum, count: eventCount, max: max,
+                    latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest))
+            )
+        }
 
         mutating func integer(_ width: Int) throws(LedgerError) -> UInt64 {
             guard let value = reader.bigEndian(bytes: width) else { throw .corruptRow("aggregate log row is truncated") }
@@ -80,10 +188,13 @@ enum AggregateLogCodec {
             return value
         }
 
-        mutating func string() throws(LedgerError) -> String {
+        mutating func string() throws(LedgerError) -> String { String(decoding: try bytes(), as: UTF8.self) }
+
+        /// A string's bytes, in place.
+        mutating func bytes() throws(LedgerError) -> UnsafeRawBufferPointer {
             let count = Int(try integer(4))
             guard let bytes = reader.slice(count: count) else { throw .corruptRow("aggregate log row is truncated") }
-            return String(decoding: bytes, as: UTF8.self)
+            return bytes
         }
     }
 }

@@ -165,4 +165,12 @@ final class SQLiteStatement {
         let count = Int(sqlite3_column_bytes(handle, column))
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
+
+    /// The blob in `column` without copying it, valid only inside `body` (SQLite owns the bytes
+    /// until the statement steps or resets).
+    func withBlob<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws(LedgerError) -> T) throws(LedgerError) -> T {
+        // The pointer first, then the size (SQLite's documented order); NULL for an empty blob.
+        guard let pointer = sqlite3_column_blob(handle, column) else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return try body(UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(handle, column))))
+    }
 }

@@ -7,11 +7,15 @@ extension SQLiteLedgerStore {
     // MARK: - Aggregate log
 
     public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
+        guard !inReadSnapshot else { return try body() }
         // A deferred transaction: in WAL mode its first read fixes the snapshot, and it never
         // takes the write lock unless the body writes.
         let begin = try database.prepare("BEGIN DEFERRED")
         try begin.run()
         do throws(LedgerError) {
+            if unfolded != nil { try readUnfoldedLog() }
+            inReadSnapshot = true
+            defer { inReadSnapshot = false }
             let result = try body()
             try statements.commit.run()
             return result
@@ -19,6 +23,68 @@ extension SQLiteLedgerStore {
             try? statements.rollback.run()
             throw error
         }
+    }
+
+    /// Makes this store a reader that never folds: inside ``withSnapshot(_:)`` its aggregate
+    /// reads add the snapshot's unfolded log cells to the tables' rows (see ``UnfoldedLog``).
+    /// Outside a snapshot it still folds first (a plain read has no snapshot to merge in).
+    public func mergeUnfoldedLogOnRead() -> Bool {
+        if unfolded == nil { unfolded = UnfoldedLog() }
+        return true
+    }
+
+    /// Starts ``unfolded`` on the snapshot: reads the fold generation, first thing in the
+    /// snapshot's transaction, so it also fixes the snapshot.
+    func readUnfoldedLog() throws(LedgerError) {
+        let generation = try database.prepare(
+            "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM ledger_meta WHERE key = 'fold_generation'), 0)")
+        defer { generation.reset() }
+        guard try generation.step() else { return }
+        unfolded?.start(generation: generation.int64(0))
+    }
+
+    /// What an aggregate read of `tenant` (every tenant if nil) adds to the tables' rows: for a
+    /// merging reader inside ``withSnapshot(_:)``, the unfolded cells of this snapshot, brought
+    /// up to date for the tenant; otherwise nil, after folding the log so the tables hold
+    /// everything.
+    func unfoldedForRead(tenant: String?) throws(LedgerError) -> UnfoldedCells? {
+        guard inReadSnapshot, var log = unfolded else {
+            try flushAggregates()
+            return nil
+        }
+        let select = try database.prepare("SELECT id, cells FROM aggregate_log WHERE id > ?1 ORDER BY id")
+        defer { select.reset() }
+        guard let tenant else {
+            // Every tenant (an audit): decoded afresh, not kept.
+            var all = UnfoldedCells()
+            select.bind(1, Int64(0))
+            while try select.step() {
+                try all.add(row: select.int64(0)) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
+                    try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try AggregateLogCodec.decode(bytes, cell) }
+                }
+            }
+            return all.isEmpty ? nil : all
+        }
+        unfolded = nil
+        do throws(LedgerError) {
+            select.bind(1, log.lastRow(of: tenant))
+            while try select.step() {
+                try log.add(row: select.int64(0), tenant: tenant) {
+                    (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
+                    try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in
+                        try AggregateLogCodec.decode(bytes, tenant: tenant, cell)
+                    }
+                }
+            }
+        } catch {
+            // A row that would not decode (or a failed step) leaves the tenant half merged:
+            // start over at the next read rather than keep a partial merge.
+            log.reset()
+            unfolded = log
+            throw error
+        }
+        unfolded = log
+        return log.cells(of: tenant)
     }
 
     public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
@@ -49,6 +115,7 @@ extension SQLiteLedgerStore {
                 }
                 statements.deleteLog.bind(1, lastID)
                 try statements.deleteLog.run()
+                try statements.bumpFoldGeneration.run()
             }
             try commitTransaction()
         } catch {

@@ -57,7 +57,7 @@ extension SQLiteLedgerStore {
     }
 
     public func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
         // Uses the partial index usage_hourly_adjustments (tenant, metric, billed_in).
         let select = try database.prepare(
             "SELECT DISTINCT hour FROM usage_hourly WHERE tenant = ?1 AND billed_in = ?2 AND billed_in <> '' AND dimension = ''")
@@ -68,6 +68,11 @@ extension SQLiteLedgerStore {
         while try select.step() {
             periods.insert(BillingPeriod(containingHour: select.int64(0)))
         }
+        try unfolded?.forEach { key in
+            key.billedIn == period && key.dimension.isEmpty
+        } _: { key, _ in
+            periods.insert(BillingPeriod(containingHour: key.hour))
+        }
         return periods.sorted()
     }
 
@@ -76,7 +81,7 @@ extension SQLiteLedgerStore {
     ) throws(LedgerError)
         -> [(hour: Int64, aggregate: UsageAggregate)]
     {
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
         let select = try database.prepare(
             """
             SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity FROM usage_hourly
@@ -93,7 +98,15 @@ extension SQLiteLedgerStore {
             let aggregate = try readAggregate(select, from: 1)
             try result.appendMergingHour(hour, aggregate)
         }
-        return result
+        guard let unfolded else { return result }
+        var byHour: [Int64: UsageAggregate] = [:]
+        for (hour, aggregate) in result { byHour[hour] = aggregate }
+        try unfolded.forEach(metric: metric) { key in
+            key.dimension.isEmpty && hours.contains(key.hour)
+        } _: { (key, aggregate) throws(LedgerError) in
+            try byHour.merge(aggregate, at: key.hour)
+        }
+        return byHour.sorted { $0.key < $1.key }.map { (hour: $0.key, aggregate: $0.value) }
     }
 
     public func tenants(in period: BillingPeriod) throws(LedgerError) -> [String] {

@@ -14,7 +14,7 @@ extension SQLiteLedgerStore {
             case .billedThrough(let period): ("billed_in <= ?6", period.description)
             case nil: nil
             }
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
         for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
             let select = try database.prepare(
                 """
@@ -30,9 +30,17 @@ extension SQLiteLedgerStore {
             select.bind(6, billing?.value)
             while try select.step() { try body(select.int64(0), select.text(1), try readAggregate(select, from: 2)) }
         }
+        // Hourly cells, whatever grain the plan read the tables at: every caller merges by its
+        // own bucket, and a cell's hour lies in the same bucket as its day's or month's row.
+        try unfolded?.forEach(metric: metric) { key in
+            key.dimension == dimension && hours.contains(key.hour) && (selection?.includes(key.billedIn) ?? true)
+        } _: { (key, aggregate) throws(LedgerError) in
+            try body(key.hour, key.value, aggregate)
+        }
     }
 
     public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
+        let unfolded = try unfoldedForRead(tenant: tenant)
         var usage: UsageAggregate?
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
@@ -58,6 +66,11 @@ extension SQLiteLedgerStore {
             let original = BillingPeriod(containingHour: adjusted.int64(0))
             let aggregate = try readAggregate(adjusted, from: 1)
             try adjustments.merge(aggregate, at: original)
+        }
+        try unfolded?.forEach(metric: metric) { key in
+            key.billedIn == period && key.dimension.isEmpty
+        } _: { (key, aggregate) throws(LedgerError) in
+            try adjustments.merge(aggregate, at: BillingPeriod(containingHour: key.hour))
         }
         return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
@@ -124,10 +137,15 @@ extension SQLiteLedgerStore {
     ) throws(LedgerError)
         -> [AggregateCellKey: UsageAggregate]
     {
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
         var cells: [AggregateCellKey: UsageAggregate] = [:]
         let hours = period.start.hourSinceEpoch..<period.end.hourSinceEpoch
         for (key, aggregate) in try readCells(table: SQLiteSchema.table(grain), tenant: tenant, hours: hours) { cells[key] = aggregate }
+        try unfolded?.forEach { key in
+            hours.contains(key.hour)
+        } _: { (key, aggregate) throws(LedgerError) in
+            try cells.merge(aggregate, at: key.rolledUp(to: grain))
+        }
         return cells
     }
 

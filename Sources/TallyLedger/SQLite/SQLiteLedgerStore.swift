@@ -47,6 +47,11 @@ public final class SQLiteLedgerStore: LedgerStore {
         case diskFull
     }
     var fault: Fault?
+    /// A reader's merged unfolded log (``mergeUnfoldedLogOnRead()``); nil for a store that
+    /// folds before it reads.
+    var unfolded: UnfoldedLog?
+    /// Inside ``withSnapshot(_:)``.
+    var inReadSnapshot = false
 
     /// Opens (creating if needed) the ledger at `path`.
     public init(path: String, configuration: LedgerConfiguration = LedgerConfiguration()) throws(LedgerError) {

@@ -12,6 +12,9 @@ final class Statements {
     let upsertAggregate: [AggregateGrain: SQLiteStatement]
     let insertLog: SQLiteStatement
     let deleteLog: SQLiteStatement
+    /// Counts folds, in the fold's transaction: readers that merge the log (``UnfoldedLog``)
+    /// start over when it moves.
+    let bumpFoldGeneration: SQLiteStatement
     let insertUnique: SQLiteStatement
     let upsertReconciliation: SQLiteStatement
     let insertBatch: SQLiteStatement
@@ -50,6 +53,11 @@ final class Statements {
         upsertAggregate = upserts
         insertLog = try db.prepare("INSERT INTO aggregate_log (cells) VALUES (?1)")
         deleteLog = try db.prepare("DELETE FROM aggregate_log WHERE id <= ?1")
+        bumpFoldGeneration = try db.prepare(
+            """
+            INSERT INTO ledger_meta (key, value) VALUES ('fold_generation', '1')
+            ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+            """)
         insertUnique = try db.prepare(
             """
             INSERT INTO unique_values (tenant, metric, property, period, value, billed_in)

@@ -1,0 +1,174 @@
+import Foundation
+import TallyCore
+import Testing
+@testable import TallyLedger
+
+/// A reader that merges the unfolded aggregate log (`mergeUnfoldedLogOnRead`) answers every
+/// aggregate read exactly as a store that folds first, whatever the writer has folded or not,
+/// and never folds itself.
+@Suite struct UnfoldedLogReadTests {
+    /// Two ledgers get the same batches. The reference folds before every read, as stores always
+    /// did. The other's writer folds at random moments, and its answers come from a second
+    /// connection that merges the log in its snapshot. Every round, every read must agree.
+    @Test(arguments: [UInt64(11), 12, 13])
+    func aMergingReaderAnswersLikeAStoreThatFoldsFirst(seed: UInt64) throws {
+        var configuration = TestLedger.configuration
+        configuration.aggregateBufferCells = 1 << 30  // the writer folds only when the test says
+        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
+        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let reader = try SQLiteLedgerStore(path: ledger.location, configuration: configuration)
+        defer { reader.close() }
+        #expect(reader.mergeUnfoldedLogOnRead())
+
+        var random = SplitMix64(seed: seed)
+        // February to April, received on April 11th: February and March are closed, so their
+        // events are late and billed in April as adjustments.
+        let events = workload(count: 3000, seed: seed, start: at("2026-02-20T00:00:00Z"), spanHours: 24 * 50, tenants: 3)
+        var offset = 0
+        var sequence: UInt64 = 0
+        var roundsWithUnfoldedCells = 0
+        while offset < events.count {
+            for _ in 0..<(1 + random.next() % 3) where offset < events.count {
+                let size = 20 + Int(random.next() % 150)
+                let slice = Array(events[offset..<min(offset + size, events.count)])
+                offset += slice.count
+                sequence += 1
+                let expected = try reference.store.commit(batch(sequence, now: "2026-04-11T00:00:00Z", slice))
+                #expect(try ledger.store.commit(batch(sequence, now: "2026-04-11T00:00:00Z", slice)) == expected)
+            }
+            let unfolded = try ledger.store.hasUnfoldedAggregates()
+            if unfolded { roundsWithUnfoldedCells += 1 }
+            let merged = try reader.withSnapshot { () throws(LedgerError) in try Answers(reader) }
+            let folded = try Answers(reference.store)
+            let difference = merged.firstDifference(from: folded)
+            #expect(difference == nil, "seed \(seed), after batch \(sequence): \(difference ?? "")")
+            // The reader never folds: whatever was unfolded still is.
+            #expect(try ledger.store.hasUnfoldedAggregates() == unfolded)
+            if random.next() % 3 == 0 { try ledger.store.foldAggregates() }
+        }
+        #expect(roundsWithUnfoldedCells >= 10, "the reads must have had unfolded cells to merge")
+        // And the audit, on the merging reader, finds the aggregates equal to the raw events.
+        try reader.withSnapshot { () throws(LedgerError) in
+            for tenant in 0..<3 {
+                for month in ["2026-02", "2026-03", "2026-04"] {
+                    let drift = try reader.recomputeAggregates(tenant: "tenant-\(tenant)", period: period(month))
+                    #expect(drift.differences.isEmpty, "tenant-\(tenant) \(month): \(drift.differences.prefix(3))")
+                }
+            }
+        }
+    }
+
+    /// Everything the collector's reads ask the aggregate tables, for three tenants.
+    struct Answers: Equatable {
+        var usage: [[UsageBucket]] = []
+        var totals: [PeriodTotals] = []
+        var hourly: [[Int64: UsageAggregate]] = []
+        var adjusted: [[BillingPeriod]] = []
+        var stored: [[AggregateCellKey: UsageAggregate]] = []
+        var billable: [[String: UsageAggregate]] = []
+
+        /// Which read answered differently, and its two answers (nil if none did).
+        func firstDifference(from other: Answers) -> String? {
+            func first<T: Equatable>(_ name: String, _ mine: [T], _ theirs: [T]) -> String? {
+                guard mine != theirs else { return nil }
+                guard mine.count == theirs.count else { return "\(name): \(mine.count) answers vs \(theirs.count)" }
+                guard let index = mine.indices.first(where: { mine[$0] != theirs[$0] }) else { return nil }
+                return "\(name) #\(index): \(String(describing: mine[index]).prefix(400)) vs \(String(describing: theirs[index]).prefix(400))"
+            }
+            return first("usage", usage, other.usage) ?? first("periodTotals", totals, other.totals)
+                ?? first("hourlyTotals", hourly, other.hourly) ?? first("adjustedPeriods", adjusted, other.adjusted)
+                ?? first("storedAggregates", stored, other.stored) ?? first("billableAggregates", billable, other.billable)
+        }
+
+        init(_ store: any LedgerStore) throws(LedgerError) {
+            let months = ["2026-02", "2026-03", "2026-04"].map(period)
+            let from = at("2026-02-27T05:00:00Z")
+            let to = at("2026-04-03T07:00:00Z")
+            let selections: [BillingSelection] = [
+                .ownPeriod, .adjustmentsIn(period("2026-04")), .billedBefore(period("2026-04")), .billedThrough(period("2026-03")),
+            ]
+            for tenant in (0..<3).map({ "tenant-\($0)" }) {
+                for granularity in UsageQuery.Granularity.allCases {
+                    for groupBy in [nil, "endpoint"] as [String?] {
+                        usage.append(
+                            try store.usage(
+                                UsageQuery(tenant: tenant, metric: "api_calls", from: from, to: to, granularity: granularity, groupBy: groupBy)))
+                    }
+                }
+                for metric in ["api_calls", "bytes_out"] {
+                    for month in months { totals.append(try store.periodTotals(tenant: tenant, metric: metric, period: month)) }
+                    var byHour: [Int64: UsageAggregate] = [:]
+                    for (hour, aggregate) in try store.hourlyTotals(
+                        tenant: tenant, metric: metric, hours: from.hourSinceEpoch..<to.hourSinceEpoch)
+                    {
+                        #expect(byHour[hour] == nil, "one row per hour")
+                        byHour[hour] = aggregate
+                    }
+                    hourly.append(byHour)
+                    for selection in selections {
+                        billable.append(
+                            try store.billableAggregates(
+                                tenant: tenant, metric: metric, hours: months[0].start.hourSinceEpoch..<months[2].end.hourSinceEpoch,
+                                dimension: "endpoint", billing: selection))
+                    }
+                }
+                adjusted.append(try store.adjustedPeriods(tenant: tenant, billedIn: period("2026-04")))
+                for month in months {
+                    for grain in AggregateGrain.allCases {
+                        stored.append(try store.storedAggregates(tenant: tenant, period: month, grain: grain))
+                    }
+                }
+            }
+            for grain in AggregateGrain.allCases { stored.append(try store.storedAggregates(tenant: nil, period: months[1], grain: grain)) }
+        }
+    }
+
+    /// A fold between two reads starts the reader over: the log's row ids restart after a fold
+    /// empties it, so rows the reader merged before must not hide the new ones.
+    @Test func aFoldBetweenReadsStartsTheReaderOver() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let reader = try SQLiteLedgerStore(path: ledger.location, configuration: ledger.configuration)
+        defer { reader.close() }
+        _ = reader.mergeUnfoldedLogOnRead()
+        let april = period("2026-04")
+        func count() throws -> Int64? {
+            try reader.withSnapshot { () throws(LedgerError) in
+                try reader.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count
+            }
+        }
+        _ = try ledger.store.commit(batch(1, [event(id: "a")]))
+        _ = try ledger.store.commit(batch(2, [event(id: "b")]))
+        #expect(try count() == 2)
+        try ledger.store.foldAggregates()
+        #expect(try count() == 2)
+        // Logged again as row 1 of an empty log: the reader had merged rows 1 and 2 before.
+        _ = try ledger.store.commit(batch(3, [event(id: "c")]))
+        #expect(try ledger.store.hasUnfoldedAggregates())
+        #expect(try count() == 3)
+        _ = try ledger.store.commit(batch(4, [event(id: "d")]))
+        #expect(try count() == 4)
+        // Outside a snapshot the reader has nothing to merge in: it folds first, as before.
+        #expect(try reader.periodTotals(tenant: "acme", metric: "api_calls", period: april).usage?.count == 4)
+        #expect(try !reader.hasUnfoldedAggregates())
+    }
+
+    /// The selection rules match the stores' SQL on `billed_in` ('' for the own period).
+    @Test func billingSelectionIncludesWhatTheQueriesSelect() {
+        let march = period("2026-03")
+        let april = period("2026-04")
+        let may = period("2026-05")
+        let cases: [(BillingSelection, [BillingPeriod?])] = [
+            (.ownPeriod, [nil]),
+            (.adjustmentsIn(april), [april]),
+            (.billedBefore(april), [nil, march]),
+            (.billedThrough(april), [nil, march, april]),
+        ]
+        for (selection, included) in cases {
+            for billedIn in [nil, march, april, may] as [BillingPeriod?] {
+                #expect(selection.includes(billedIn) == included.contains(billedIn), "\(selection) \(String(describing: billedIn))")
+            }
+        }
+    }
+}
