@@ -29,7 +29,12 @@ extension SQLiteLedgerStore {
     /// reads add the snapshot's unfolded log cells to the tables' rows (see ``UnfoldedLog``).
     /// Outside a snapshot it still folds first (a plain read has no snapshot to merge in).
     public func mergeUnfoldedLogOnRead() -> Bool {
-        if unfolded == nil { unfolded = UnfoldedLog() }
+        if unfolded == nil {
+            unfolded = UnfoldedLog()
+            // A reader's page cache is emptied whenever another connection has written (WAL),
+            // so under ingest it never holds more than a read touches: 8 MiB, not the writer's 64.
+            try? database.execute("PRAGMA cache_size = -8192")
+        }
         return true
     }
 
@@ -96,8 +101,9 @@ extension SQLiteLedgerStore {
 
     public func foldAggregates() throws(LedgerError) { try flushAggregates() }
 
-    /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction and
-    /// deletes the folded rows. Reads call this first, so they see every committed batch.
+    /// Folds `aggregate_log` into the hourly, daily and monthly tables in one transaction, deletes
+    /// the folded rows and bumps the fold generation. Reads that do not merge the log call this
+    /// first, so they see every committed batch.
     func flushAggregates() throws(LedgerError) {
         // Another process or connection (a collector beside this `tallyctl`) may have logged
         // batches, so an empty count here is checked against the table.

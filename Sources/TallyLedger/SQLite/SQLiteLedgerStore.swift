@@ -10,9 +10,11 @@ public import TallyCore
 /// batch that spans many tenants, and the WAL bytes and fsync time that go with them. Instead,
 /// a batch's transaction appends its cells to `aggregate_log` as one blob (so a commit is still
 /// all-or-nothing and durable). When the log holds about ``LedgerConfiguration/aggregateBufferCells``
-/// cells or ``maximumLogRows`` batches, and before any read of the aggregate tables, one
-/// transaction reads the log, merges it, writes each merged cell once into the hourly, daily and
-/// monthly tables and deletes the rows it folded. The fold works from the rows in the database,
+/// cells or ``maximumLogRows`` batches, when the collector's upkeep asks, and before a read that
+/// does not merge the log itself (a merging reader, ``mergeUnfoldedLogOnRead()``, adds the log's
+/// cells to its answers instead), one transaction reads the log, merges it, writes each merged
+/// cell once into the hourly, daily and monthly tables, deletes the rows it folded and bumps the
+/// fold generation. The fold works from the rows in the database,
 /// not from memory, so a crash leaves nothing to lose (the next open folds the log) and another
 /// process that opens the same file — `tallyctl audit` beside a running collector — folds the
 /// same rows at most once: the transactions are serialised and each deletes what it folded.
