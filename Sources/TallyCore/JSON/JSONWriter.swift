@@ -19,6 +19,10 @@
 public enum JSONWriter {
     /// `value` as a quoted JSON string.
     public static func quoted(_ value: String) -> String {
+        // Most strings (names, decimals, periods) need no escape: copied whole, not scalar by scalar.
+        if !value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
+            return "\"" + value + "\""
+        }
         var out = "\""
         out.reserveCapacity(value.utf8.count + 2)
         for scalar in value.unicodeScalars {
