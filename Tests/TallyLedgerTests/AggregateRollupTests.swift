@@ -97,26 +97,16 @@ struct AggregateRollupTests {
         return found
     }
 
-    /// Rows logged before the sectioned layout (an upgrade with an unfolded log) still decode.
+    /// Rows in the first layout (logged before an upgrade and not folded yet, or by PostgreSQL)
+    /// still decode, whole or one tenant alone.
     @Test func rowsInTheFirstLayoutStillDecode() throws {
         var cells = AggregateCells()
         for event in workload(count: 200, seed: 9, start: at("2026-04-01T00:00:00Z"), spanHours: 10, tenants: 3) {
             try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: period("2026-05"), groupBy: ["endpoint"])
         }
-        // The first layout, as it was written: u32 cell count, then each cell with its tenant.
-        var first: [UInt8] = []
-        first.appendBigEndian(UInt64(cells.count), bytes: 4)
-        for (key, aggregate) in cells.cells {
-            for text in [key.tenant, key.metric, key.dimension, key.value, key.billedIn?.description ?? ""] { first.appendString32(text) }
-            first.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
-            first.appendBigEndian(aggregate.sum.nanos)
-            first.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
-            first.appendBigEndian(aggregate.max.nanos)
-            first.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
-            first.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
-            first.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
-            first.appendBigEndian(aggregate.latest.quantity.nanos)
-        }
+        // The first layout: u32 cell count, then each cell with its tenant (PostgreSQL's).
+        let first = AggregateLogCodec.encode(cells, layout: .flat)
+        #expect(first.prefix(4).reduce(0) { $0 << 8 | Int($1) } == cells.count)
         var decoded = AggregateCells()
         try AggregateLogCodec.decode(first, into: &decoded)
         #expect(decoded.cells == cells.cells)
@@ -154,6 +144,25 @@ struct AggregateRollupTests {
                 #expect(try ledger.store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period(month)).differences.isEmpty)
             }
         }
+    }
+
+    /// A version-2 file (the same tables, log rows in the first layout) opens, is relabelled, and
+    /// its unfolded log rows are folded as they were written.
+    @Test func aVersion2FileIsRelabelledAndItsLogFolded() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        var cells = AggregateCells()
+        let late = event(quantity: "4", at: "2026-04-13T11:00:00Z", id: "old-row")
+        try cells.add(late, fingerprint: Fingerprint(of: late), billedIn: nil, groupBy: ["endpoint"])
+        store.statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells, layout: .flat))
+        try store.statements.insertLog.run()
+        try store.database.execute("UPDATE ledger_meta SET value = '2' WHERE key = 'schema_version'")
+        try ledger.reopen()
+        let reopened = try #require(ledger.store as? SQLiteLedgerStore)
+        let version = try reopened.database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
+        defer { version.reset() }
+        #expect(try version.step() && version.text(0) == SQLiteSchema.version)
+        #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(4))
     }
 
     @Test func aLedgerFromANewerVersionIsRefused() throws {

@@ -219,7 +219,7 @@ extension PostgresLedgerStore {
             try checkMonthlySums(cells)
         }
         try session.query(
-            "INSERT INTO aggregate_log (cells, total) VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells))), \(total.description)::numeric)",
+            "INSERT INTO aggregate_log (cells, total) VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric)",
             "logging aggregate cells")
     }
 

@@ -14,7 +14,8 @@ import TallyCore
 ///       i64 hour, i128 sum nanos, i64 count, i128 max nanos,
 ///       i64 latest timestamp µs, u64 + u64 latest fingerprint, i128 latest quantity nanos
 ///
-/// The first layout, still read (rows logged before an upgrade and not folded yet):
+/// The first layout, still read (rows logged before an upgrade and not folded yet) and still
+/// written by PostgreSQL ledgers (``Layout/flat``):
 ///
 ///     u32 cell count, then per cell: tenant, then the cell as above
 ///
@@ -23,7 +24,30 @@ import TallyCore
 enum AggregateLogCodec {
     static let marker: UInt64 = 0xFFFF_FFFF
 
-    static func encode(_ cells: AggregateCells) -> [UInt8] {
+    /// The two layouts above.
+    enum Layout {
+        /// Grouped by tenant, behind a directory: what SQLite ledgers write (schema version 3),
+        /// for readers that merge the log one tenant at a time.
+        case byTenant
+        /// Every cell with its tenant: what PostgreSQL ledgers keep writing, so that collectors
+        /// of the previous version, still running during a rolling upgrade, can fold every row.
+        case flat
+    }
+
+    static func encode(_ cells: AggregateCells, layout: Layout = .byTenant) -> [UInt8] {
+        guard layout == .byTenant else {
+            var out: [UInt8] = []
+            out.reserveCapacity(cells.count * 120 + 4)
+            out.appendBigEndian(UInt64(cells.count), bytes: 4)
+            var cell = Section()
+            for (key, aggregate) in cells.cells {
+                out.appendString32(key.tenant)
+                cell.bytes.removeAll(keepingCapacity: true)
+                cell.append(key, aggregate)
+                out.append(contentsOf: cell.bytes)
+            }
+            return out
+        }
         var sections: [String: Section] = [:]
         for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate) }
         var out: [UInt8] = []

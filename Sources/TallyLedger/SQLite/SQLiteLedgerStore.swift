@@ -77,31 +77,37 @@ public final class SQLiteLedgerStore: LedgerStore {
         database.close()
     }
 
-    /// Brings a version-1 file (hourly aggregates only) to version 2: the daily and monthly
-    /// rollups are built from the hourly rows in one transaction.
+    /// Brings an older file to the current version in one transaction. Version 1 (hourly
+    /// aggregates only): the daily and monthly rollups are built from the hourly rows. Version 2:
+    /// the same tables, relabelled (see `SQLiteSchema`).
     func migrate() throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
         guard version != SQLiteSchema.version else { return }
-        guard version == "1" else {
+        guard version == "1" || version == "2" else {
             throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
         }
         try statements.begin.run()
         do throws(LedgerError) {
-            var hourly = AggregateCells()
-            for (key, aggregate) in try readCells(table: "usage_hourly", tenant: nil, hours: Int64.min..<Int64.max) {
-                try hourly.add(aggregate, at: key)
-            }
-            for grain in [AggregateGrain.day, .month] {
-                guard let upsert = statements.upsertAggregate[grain] else { continue }
-                try upsertCells(try hourly.rolledUp(to: grain), with: upsert)
-            }
+            if version == "1" { try buildRollups() }
             try database.execute("UPDATE ledger_meta SET value = '\(SQLiteSchema.version)' WHERE key = 'schema_version'")
             try commitTransaction()
         } catch {
             try? statements.rollback.run()
             throw error
+        }
+    }
+
+    /// Version 1 to 2: the daily and monthly rollups, from the hourly rows.
+    private func buildRollups() throws(LedgerError) {
+        var hourly = AggregateCells()
+        for (key, aggregate) in try readCells(table: "usage_hourly", tenant: nil, hours: Int64.min..<Int64.max) {
+            try hourly.add(aggregate, at: key)
+        }
+        for grain in [AggregateGrain.day, .month] {
+            guard let upsert = statements.upsertAggregate[grain] else { continue }
+            try upsertCells(try hourly.rolledUp(to: grain), with: upsert)
         }
     }
 

@@ -23,8 +23,13 @@ import TallyCore
 ///   transaction folds the log into the three tables and empties it (`SQLiteLedgerStore`).
 ///
 /// Version 2 added the rollups and the log; a version-1 file is migrated when it is opened.
+/// Version 3 writes log rows sectioned by tenant and counts folds in `ledger_meta`
+/// (`fold_generation`, which the collector's readers rely on: see `UnfoldedLog`). Its tables are
+/// version 2's, so a version-2 file is only relabelled; the new number makes an older Tally
+/// refuse the file, since a fold by it would not count itself and readers would keep cells it
+/// had folded.
 enum SQLiteSchema {
-    static let version = "2"
+    static let version = "3"
 
     /// WAL with a commit-time fsync (`synchronous = FULL`): an acked batch survives power loss.
     /// A large auto-checkpoint (64 MiB of WAL) lets hot aggregate pages, rewritten by many
