@@ -20,6 +20,9 @@ import TallyCore
 /// Bounded by the log: the writer folds at ``LedgerConfiguration/aggregateBufferCells`` cells or
 /// a thousand batches, and the collector folds every few seconds; only tenants that were read
 /// are kept.
+/// One log row's cells, handed to a body one at a time (the row's decoder, run by the merge).
+typealias LogRowCells = ((AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) -> Void
+
 struct UnfoldedLog {
     /// The fold generation the merged cells belong to (nil before the first read).
     private(set) var generation: Int64?
@@ -40,10 +43,7 @@ struct UnfoldedLog {
     func lastRow(of tenant: String) -> Int64 { tenants[tenant]?.lastRow ?? 0 }
 
     /// Merges `tenant`'s cells of log row `id`; `cells` calls its body once per cell.
-    mutating func add(
-        row id: Int64, tenant: String,
-        _ cells: ((AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) -> Void
-    ) throws(LedgerError) {
+    mutating func add(row id: Int64, tenant: String, _ cells: LogRowCells) throws(LedgerError) {
         guard id > lastRow(of: tenant) else { throw .corruptRow("aggregate log row \(id) read after row \(lastRow(of: tenant))") }
         try tenants[tenant, default: UnfoldedCells()].add(row: id, cells)
     }
@@ -65,9 +65,7 @@ struct UnfoldedCells {
 
     var isEmpty: Bool { byMetric.isEmpty }
 
-    mutating func add(
-        row id: Int64, _ cells: ((AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) -> Void
-    ) throws(LedgerError) {
+    mutating func add(row id: Int64, _ cells: LogRowCells) throws(LedgerError) {
         try cells { (key, aggregate) throws(LedgerError) in try byMetric[key.metric, default: AggregateCells()].add(aggregate, at: key) }
         lastRow = id
     }

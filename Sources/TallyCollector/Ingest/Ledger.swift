@@ -199,8 +199,9 @@ enum BulkWork {
     static let niceness: Int32 = 10
 
     /// Lowers the calling thread's priority. Linux keeps a nice value per thread, and
-    /// `PRIO_PROCESS` with id 0 sets the calling thread's; raising one's own needs no privilege. One system call per batch,
-    /// cheaper than remembering per thread; a failure (a seccomp filter) leaves it as it was.
+    /// `PRIO_PROCESS` with id 0 sets the calling thread's; raising one's own needs no privilege.
+    /// One system call per batch, cheaper than remembering per thread; a failure (a seccomp
+    /// filter) leaves it as it was.
     static func yieldToReads() {
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceness)
     }

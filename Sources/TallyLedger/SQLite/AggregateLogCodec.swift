@@ -39,12 +39,9 @@ enum AggregateLogCodec {
             var out: [UInt8] = []
             out.reserveCapacity(cells.count * 120 + 4)
             out.appendBigEndian(UInt64(cells.count), bytes: 4)
-            var cell = Section()
             for (key, aggregate) in cells.cells {
                 out.appendString32(key.tenant)
-                cell.bytes.removeAll(keepingCapacity: true)
-                cell.append(key, aggregate)
-                out.append(contentsOf: cell.bytes)
+                appendCell(key, aggregate, to: &out)
             }
             return out
         }
@@ -71,19 +68,24 @@ enum AggregateLogCodec {
 
         mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate) {
             count += 1
-            bytes.appendString32(key.metric)
-            bytes.appendString32(key.dimension)
-            bytes.appendString32(key.value)
-            bytes.appendString32(key.billedIn?.description ?? "")
-            bytes.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
-            bytes.appendBigEndian(aggregate.sum.nanos)
-            bytes.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
-            bytes.appendBigEndian(aggregate.max.nanos)
-            bytes.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
-            bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
-            bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
-            bytes.appendBigEndian(aggregate.latest.quantity.nanos)
+            appendCell(key, aggregate, to: &bytes)
         }
+    }
+
+    /// One cell after its tenant, in both layouts.
+    private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, to bytes: inout [UInt8]) {
+        bytes.appendString32(key.metric)
+        bytes.appendString32(key.dimension)
+        bytes.appendString32(key.value)
+        bytes.appendString32(key.billedIn?.description ?? "")
+        bytes.appendBigEndian(UInt64(bitPattern: key.hour), bytes: 8)
+        bytes.appendBigEndian(aggregate.sum.nanos)
+        bytes.appendBigEndian(UInt64(bitPattern: aggregate.count), bytes: 8)
+        bytes.appendBigEndian(aggregate.max.nanos)
+        bytes.appendBigEndian(UInt64(bitPattern: aggregate.latest.timestamp.microseconds), bytes: 8)
+        bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
+        bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
+        bytes.appendBigEndian(aggregate.latest.quantity.nanos)
     }
 
     static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
@@ -91,14 +93,7 @@ enum AggregateLogCodec {
     }
 
     static func decode(_ bytes: UnsafeRawBufferPointer, into cells: inout AggregateCells) throws(LedgerError) {
-        try decode(bytes) { (key, aggregate) throws(LedgerError) in try cells.add(aggregate, at: key) }
-    }
-
-    /// Hands each cell of a row to `body`.
-    static func decode(
-        _ bytes: UnsafeRawBufferPointer, _ body: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void
-    ) throws(LedgerError) {
-        try decode(bytes, tenant: nil, body)
+        try decode(bytes, tenant: nil) { (key, aggregate) throws(LedgerError) in try cells.add(aggregate, at: key) }
     }
 
     /// Hands each cell of `tenant` (every cell if nil) in a row to `body`. In the sectioned
@@ -118,56 +113,35 @@ enum AggregateLogCodec {
             guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
             return
         }
+        // The directory: the sections to decode (for one tenant, only its own, found by comparing
+        // bytes, no strings made), each with its offset after the directory.
         let tenants = try reader.integer(4)
-        if let tenant {
-            // One tenant: find its section in the directory (comparing bytes, no strings made)
-            // and decode it alone.
-            let wanted = Array(tenant.utf8)
-            var offset = 0
-            var found: (cells: UInt64, offset: Int, length: Int)?
-            for _ in 0..<tenants {
-                let matches = try reader.bytes().elementsEqual(wanted)
-                let cells = try reader.integer(4)
-                let length = Int(try reader.integer(4))
-                if matches { found = (cells, offset, length) }
-                offset += length
-            }
-            guard offset == reader.reader.remaining else {
-                throw .corruptRow("aggregate log row: its sections take \(offset) bytes, \(reader.reader.remaining) follow the directory")
-            }
-            guard let found else { return }
-            reader.reader.index += found.offset
-            let sectionStart = reader.reader.index
-            for _ in 0..<found.cells {
-                let (key, aggregate) = try reader.cell(tenant: tenant)
-                try body(key, aggregate)
-            }
-            guard reader.reader.index - sectionStart == found.length else {
-                throw .corruptRow("aggregate log row: the section of \(tenant) is not \(found.length) bytes")
-            }
-            return
-        }
-        var directory: [(tenant: String, cells: UInt64, length: Int)] = []
-        directory.reserveCapacity(Int(min(tenants, 65_536)))
-        var total = 0
+        let wanted = tenant.map { Array($0.utf8) }
+        var sections: [(tenant: String, cells: UInt64, offset: Int, length: Int)] = []
+        var offset = 0
         for _ in 0..<tenants {
-            let name = try reader.string()
+            let name = try reader.bytes()
             let cells = try reader.integer(4)
             let length = Int(try reader.integer(4))
-            directory.append((name, cells, length))
-            total += length
+            if let wanted, let tenant {
+                if name.elementsEqual(wanted) { sections.append((tenant, cells, offset, length)) }
+            } else {
+                sections.append((String(decoding: name, as: UTF8.self), cells, offset, length))
+            }
+            offset += length
         }
-        guard total == reader.reader.remaining else {
-            throw .corruptRow("aggregate log row: its sections take \(total) bytes, \(reader.reader.remaining) follow the directory")
+        guard offset == reader.reader.remaining else {
+            throw .corruptRow("aggregate log row: its sections take \(offset) bytes, \(reader.reader.remaining) follow the directory")
         }
-        for entry in directory {
-            let sectionStart = reader.reader.index
-            for _ in 0..<entry.cells {
-                let (key, aggregate) = try reader.cell(tenant: entry.tenant)
+        let sectionsStart = reader.reader.index
+        for section in sections {
+            reader.reader.index = sectionsStart + section.offset
+            for _ in 0..<section.cells {
+                let (key, aggregate) = try reader.cell(tenant: section.tenant)
                 try body(key, aggregate)
             }
-            guard reader.reader.index - sectionStart == entry.length else {
-                throw .corruptRow("aggregate log row: the section of \(entry.tenant) is not \(entry.length) bytes")
+            guard reader.reader.index - sectionsStart - section.offset == section.length else {
+                throw .corruptRow("aggregate log row: the section of \(section.tenant) is not \(section.length) bytes")
             }
         }
     }

@@ -57,29 +57,16 @@ extension SQLiteLedgerStore {
             try flushAggregates()
             return nil
         }
-        let select = try database.prepare("SELECT id, cells FROM aggregate_log WHERE id > ?1 ORDER BY id")
-        defer { select.reset() }
         guard let tenant else {
             // Every tenant (an audit): decoded afresh, not kept.
             var all = UnfoldedCells()
-            select.bind(1, Int64(0))
-            while try select.step() {
-                try all.add(row: select.int64(0)) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
-                    try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try AggregateLogCodec.decode(bytes, cell) }
-                }
-            }
+            try forEachLogRow(after: 0, tenant: nil) { (id, cells) throws(LedgerError) in try all.add(row: id, cells) }
             return all.isEmpty ? nil : all
         }
         unfolded = nil
         do throws(LedgerError) {
-            select.bind(1, log.lastRow(of: tenant))
-            while try select.step() {
-                try log.add(row: select.int64(0), tenant: tenant) {
-                    (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
-                    try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in
-                        try AggregateLogCodec.decode(bytes, tenant: tenant, cell)
-                    }
-                }
+            try forEachLogRow(after: log.lastRow(of: tenant), tenant: tenant) { (id, cells) throws(LedgerError) in
+                try log.add(row: id, tenant: tenant, cells)
             }
         } catch {
             // A row that would not decode (or a failed step) leaves the tenant half merged:
@@ -90,6 +77,23 @@ extension SQLiteLedgerStore {
         }
         unfolded = log
         return log.cells(of: tenant)
+    }
+
+    /// Each log row after id `after`, in id order, with the decoder of its cells of `tenant`
+    /// (of every tenant if nil), read in place.
+    private func forEachLogRow(
+        after: Int64, tenant: String?, _ body: (Int64, LogRowCells) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        let select = try database.prepare("SELECT id, cells FROM aggregate_log WHERE id > ?1 ORDER BY id")
+        defer { select.reset() }
+        select.bind(1, after)
+        while try select.step() {
+            try body(select.int64(0)) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
+                try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in
+                    try AggregateLogCodec.decode(bytes, tenant: tenant, cell)
+                }
+            }
+        }
     }
 
     public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
@@ -143,7 +147,7 @@ extension SQLiteLedgerStore {
         var lastID: Int64?
         while try select.step() {
             lastID = select.int64(0)
-            try AggregateLogCodec.decode(select.blob(1), into: &cells)
+            try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try AggregateLogCodec.decode(bytes, into: &cells) }
         }
         return (cells, lastID)
     }
