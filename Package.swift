@@ -35,7 +35,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
@@ -51,17 +50,29 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // libyaml from Debian's libyaml-dev: the config files' parser (TallyConfig's YAMLNode).
+        .systemLibrary(
+            name: "CLibYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        // libcrypto from Debian's libssl-dev: SHA-256 and HMAC without Foundation (SHA256Digest).
+        .systemLibrary(
+            name: "CLibCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
             name: "TallyCore",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CLibCrypto"],
             swiftSettings: strict
         ),
         // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.
         // Reads YAML configs by their source text, with file:line:column errors.
         .target(
             name: "TallyConfig",
-            dependencies: ["TallyCore", .product(name: "Yams", package: "Yams")],
+            dependencies: ["TallyCore", "CLibYAML"],
             swiftSettings: strict
         ),
         // TLS for every connection that leaves the host: contexts from the configured PEM files,
@@ -79,7 +90,7 @@ let package = Package(
         ),
         .target(
             name: "TallyPricing",
-            dependencies: ["TallyCore", "TallyConfig", .product(name: "Yams", package: "Yams")],
+            dependencies: ["TallyCore", "TallyConfig"],
             swiftSettings: strict
         ),
         // The deterministic reference workload (`tallyctl gen`).
@@ -90,7 +101,6 @@ let package = Package(
             dependencies: [
                 "TallyCore", "CZstd",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -116,7 +126,6 @@ let package = Package(
             name: "TallyAgent",
             dependencies: [
                 "TallyCore", "TallySpool", "TallyWire", "TallyConfig", "TallyTLS", "TallyService",
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -184,7 +193,6 @@ let package = Package(
             name: "TallyCollector",
             dependencies: [
                 "TallyCore", "TallyConfig", "TallyWire", "TallyPricing", "TallyLedger", "TallyTLS", "TallyService", "TallyClient",
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -195,7 +203,6 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -230,8 +237,12 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "TallyCoreTests", dependencies: ["TallyCore", "TallyWorkload"]),
-        .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore"]),
+        // swift-crypto only as an independent SHA-256 to check libcrypto's against.
+        .testTarget(
+            name: "TallyCoreTests",
+            dependencies: ["TallyCore", "TallyWorkload", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire", "TallyWorkload"]),
         .testTarget(
             name: "TallyCollectorTests",

@@ -1,7 +1,6 @@
 public import TallyConfig
 public import TallyCore
 public import TallySpool
-import Yams
 
 #if canImport(Glibc)
 import Glibc

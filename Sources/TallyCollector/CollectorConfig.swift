@@ -2,7 +2,6 @@ public import TallyConfig
 public import TallyCore
 import TallyLedger
 import TallyWire
-import Yams
 
 /// Everything a collector needs to run, with the brief's local defaults: embedded SQLite under
 /// `./tally-data`, loopback ports 7400 (agents) and 7480 (HTTP).

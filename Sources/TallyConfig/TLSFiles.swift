@@ -1,5 +1,3 @@
-public import Yams
-
 /// TLS for a listener, as configured: the server's certificate chain and private key (PEM
 /// files), and optionally the CA that client certificates must chain to. With a client CA every
 /// client must present a certificate signed by it (mutual TLS).
@@ -34,7 +32,7 @@ public struct ClientTLSFiles: Sendable, Hashable {
 
 extension YAMLReader {
     /// A listener's `tls` block: `certificate`, `private_key` (both required), `client_ca`.
-    public mutating func serverTLS(_ node: Node, _ place: String) -> ServerTLSFiles? {
+    public mutating func serverTLS(_ node: YAMLNode, _ place: String) -> ServerTLSFiles? {
         guard let fields = mapping(node, place, allowed: ["certificate", "private_key", "client_ca"]),
             let certificateNode = fields.required("certificate", &self),
             let certificate = text(certificateNode, fields.place("certificate")),
@@ -48,7 +46,7 @@ extension YAMLReader {
 
     /// A client's `tls` block: `ca`, `server_name`, `certificate` and `private_key` (these two
     /// together or not at all), every key optional.
-    public mutating func clientTLS(_ node: Node, _ place: String) -> ClientTLSFiles? {
+    public mutating func clientTLS(_ node: YAMLNode, _ place: String) -> ClientTLSFiles? {
         guard let fields = mapping(node, place, allowed: ["ca", "server_name", "certificate", "private_key"]) else { return nil }
         var files = ClientTLSFiles()
         if let node = fields["ca"] { files.ca = text(node, fields.place("ca")) }

@@ -1,4 +1,3 @@
-public import Yams
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -47,11 +46,12 @@ public enum ConfigDocument {
     }
 
     /// The YAML node tree of `yaml` (nil for an empty document), or a ``ConfigError``.
-    public static func compose(_ yaml: String, file: String) throws(ConfigError) -> Node? {
-        do {
-            return try Yams.compose(yaml: yaml)
+    public static func compose(_ yaml: String, file: String) throws(ConfigError) -> YAMLNode? {
+        do throws(YAMLSyntaxError) {
+            return try YAMLNode.compose(yaml)
         } catch {
-            throw ConfigError(file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error)")])
+            throw ConfigError(
+                file: file, issues: [ConfigIssue(place: "", problem: "not valid YAML: \(error.problem)", line: error.line, column: error.column)])
         }
     }
 

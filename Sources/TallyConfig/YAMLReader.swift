@@ -1,33 +1,38 @@
 public import TallyCore
-public import Yams
 
 /// Walks a composed YAML tree and collects every problem with its place, line and column.
 ///
-/// Scalars are read only as their source text (`Node.Scalar.string`), never through Yams'
-/// typed resolution, so `0.001` reaches the decimal parser as the five characters the author
+/// Scalars are read only as their source text (`YAMLNode.Scalar.string`), never through a YAML
+/// library's typed resolution, so `0.001` reaches the decimal parser as the five characters the author
 /// wrote and never becomes a binary `Double`.
 public struct YAMLReader {
     public init() {}
 
     public private(set) var issues: [ConfigIssue] = []
 
-    public mutating func fail(_ place: String, _ node: Node?, _ problem: String) {
-        issues.append(ConfigIssue(place: place, problem: problem, line: node?.mark?.line, column: node?.mark?.column))
+    public mutating func fail(_ place: String, _ node: YAMLNode?, _ problem: String) {
+        issues.append(ConfigIssue(place: place, problem: problem, line: node?.mark.line, column: node?.mark.column))
     }
 
     public static func child(_ place: String, _ key: String) -> String { place.isEmpty ? key : "\(place).\(key)" }
     public static func child(_ place: String, _ index: Int) -> String { "\(place)[\(index)]" }
 
     /// A mapping with string keys, checking that every key is one of `allowed`.
-    public mutating func mapping(_ node: Node, _ place: String, allowed: [String]) -> Fields? {
+    public mutating func mapping(_ node: YAMLNode, _ place: String, allowed: [String]) -> Fields? {
         guard let mapping = node.mapping else {
             fail(place, node, "expected a mapping of keys (\(allowed.joined(separator: ", ")))")
             return nil
         }
-        var values: [String: Node] = [:]
+        var values: [String: YAMLNode] = [:]
         for (key, value) in mapping {
             guard let name = key.scalar?.string else {
                 fail(place, key, "keys must be plain text")
+                continue
+            }
+            // YAML forbids a key twice in one mapping; taking either silently would run the
+            // service with a value its operator may not have meant.
+            if values[name] != nil {
+                fail(Self.child(place, name), key, "'\(name)' is given twice")
                 continue
             }
             if !allowed.contains(name) {
@@ -39,7 +44,7 @@ public struct YAMLReader {
         return Fields(node: node, place: place, values: values)
     }
 
-    public mutating func list(_ node: Node, _ place: String) -> [Node]? {
+    public mutating func list(_ node: YAMLNode, _ place: String) -> [YAMLNode]? {
         guard let sequence = node.sequence else {
             fail(place, node, "expected a list")
             return nil
@@ -47,7 +52,7 @@ public struct YAMLReader {
         return Array(sequence)
     }
 
-    public mutating func text(_ node: Node, _ place: String) -> String? {
+    public mutating func text(_ node: YAMLNode, _ place: String) -> String? {
         guard let scalar = node.scalar else {
             fail(place, node, "expected a single value, not a list or mapping")
             return nil
@@ -60,7 +65,7 @@ public struct YAMLReader {
     }
 
     /// A name: a letter, then letters, digits, `_`, `.`, `:` or `-` (as metric names in events).
-    public mutating func name(_ node: Node, _ place: String) -> String? {
+    public mutating func name(_ node: YAMLNode, _ place: String) -> String? {
         guard let value = text(node, place) else { return nil }
         var first = true
         for byte in value.utf8 {
@@ -75,7 +80,7 @@ public struct YAMLReader {
         return value
     }
 
-    public mutating func quantity(_ node: Node, _ place: String) -> Quantity? {
+    public mutating func quantity(_ node: YAMLNode, _ place: String) -> Quantity? {
         guard let value = text(node, place) else { return nil }
         do throws(QuantityError) {
             let quantity = try Quantity(parsing: value)
@@ -90,7 +95,7 @@ public struct YAMLReader {
         }
     }
 
-    public mutating func time(_ node: Node, _ place: String) -> EventTime? {
+    public mutating func time(_ node: YAMLNode, _ place: String) -> EventTime? {
         guard let value = text(node, place) else { return nil }
         do throws(TimestampError) {
             return try EventTime(parsing: value)
@@ -100,7 +105,7 @@ public struct YAMLReader {
         }
     }
 
-    public mutating func duration(_ node: Node, _ place: String) -> Duration? {
+    public mutating func duration(_ node: YAMLNode, _ place: String) -> Duration? {
         guard let value = text(node, place) else { return nil }
         do throws(DurationText.ParseError) {
             return try DurationText.parse(value)
@@ -110,7 +115,7 @@ public struct YAMLReader {
         }
     }
 
-    public mutating func integer(_ node: Node, _ place: String, range: ClosedRange<Int>) -> Int? {
+    public mutating func integer(_ node: YAMLNode, _ place: String, range: ClosedRange<Int>) -> Int? {
         guard let value = text(node, place) else { return nil }
         guard let number = Int(value), range.contains(number) else {
             fail(place, node, "'\(value)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
@@ -119,7 +124,7 @@ public struct YAMLReader {
         return number
     }
 
-    public mutating func flag(_ node: Node, _ place: String) -> Bool? {
+    public mutating func flag(_ node: YAMLNode, _ place: String) -> Bool? {
         guard let value = text(node, place) else { return nil }
         switch value {
         case "true", "yes", "on": return true
@@ -131,7 +136,7 @@ public struct YAMLReader {
     }
 
     /// A list of names, or one name.
-    public mutating func names(_ node: Node, _ place: String) -> [String]? {
+    public mutating func names(_ node: YAMLNode, _ place: String) -> [String]? {
         if node.scalar != nil { return name(node, place).map { [$0] } }
         guard let items = list(node, place) else { return nil }
         var result: [String] = []
@@ -142,7 +147,7 @@ public struct YAMLReader {
     }
 
     /// A list of texts, or one text.
-    public mutating func texts(_ node: Node, _ place: String) -> [String]? {
+    public mutating func texts(_ node: YAMLNode, _ place: String) -> [String]? {
         if node.scalar != nil { return text(node, place).map { [$0] } }
         guard let items = list(node, place) else { return nil }
         var result: [String] = []
@@ -155,16 +160,16 @@ public struct YAMLReader {
 
 /// The values of one mapping, by key, with the mapping's place for messages.
 public struct Fields {
-    public let node: Node
+    public let node: YAMLNode
     public let place: String
-    public let values: [String: Node]
+    public let values: [String: YAMLNode]
 
-    public subscript(key: String) -> Node? { values[key] }
+    public subscript(key: String) -> YAMLNode? { values[key] }
 
     public func place(_ key: String) -> String { YAMLReader.child(place, key) }
 
     /// The value of a required key, or an issue placed at the missing key.
-    public func required(_ key: String, _ reader: inout YAMLReader) -> Node? {
+    public func required(_ key: String, _ reader: inout YAMLReader) -> YAMLNode? {
         if let value = values[key] { return value }
         reader.fail(place(key), node, "is required")
         return nil

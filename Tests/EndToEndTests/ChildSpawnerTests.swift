@@ -42,6 +42,49 @@ import Glibc
     }
 }
 
+extension ChildSpawnerTests {
+    /// Every child the harness starts is tied, not only the unprivileged ones: a plain command
+    /// goes through `setpriv --pdeathsig KILL` and dies with the thread that started it, where
+    /// the same command untied lives on (a killed test run once left agents and collectors behind).
+    @Test func aPlainCommandIsTiedToItsParent() async throws {
+        let tied = plainSleeper()
+        ChildSpawner.tie(tied)
+        let untied = plainSleeper()
+        defer {
+            for process in [tied, untied] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        #expect(tied.executableURL?.path == "/usr/bin/setpriv")
+        var failure: (any Error)?
+        runOnShortLivedThread {
+            do {
+                try tied.run()
+                try untied.run()
+                for process in [tied, untied] {
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    while command(of: process.processIdentifier) != "sleep", ContinuousClock.now < deadline {
+                        Thread.sleep(forTimeInterval: 0.005)
+                    }
+                }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        #expect(await eventually(.seconds(10)) { !tied.isRunning })
+        #expect(tied.terminationReason == .uncaughtSignal && tied.terminationStatus == SIGKILL)
+        #expect(untied.isRunning)
+    }
+}
+
+private func plainSleeper() -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sleep")
+    process.arguments = ["60"]
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = FileHandle.nullDevice
+    return process
+}
+
 private func sleeper() -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")

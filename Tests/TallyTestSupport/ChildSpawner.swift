@@ -12,8 +12,10 @@ import Synchronization
 /// port refused connections seconds after it had started). Every spawn goes through this one
 /// permanent thread instead.
 public enum ChildSpawner {
-    /// Runs `process` (`Process.run()`) on the spawner thread and returns once it has started.
+    /// Runs `process` (`Process.run()`) on the spawner thread and returns once it has started,
+    /// tied to this process (see ``tie(_:)``).
     public static func run(_ process: Process) throws {
+        tie(process)
         let request = SpawnRequest(process)
         spawner.submit(request)
         request.done.wait()
@@ -21,6 +23,17 @@ public enum ChildSpawner {
     }
 
     private static let spawner = Spawner()
+
+    static let setpriv = "/usr/bin/setpriv"
+
+    /// Makes `process` start through `setpriv --pdeathsig KILL`, so the kernel kills it when the
+    /// test process dies, even by SIGKILL or a crash. A command that already goes through
+    /// `setpriv` (the unprivileged runs, the PostgreSQL server) sets the signal itself.
+    public static func tie(_ process: Process) {
+        guard let executable = process.executableURL?.path, executable != setpriv else { return }
+        process.executableURL = URL(fileURLWithPath: setpriv)
+        process.arguments = ["--pdeathsig", "KILL", "--", executable] + (process.arguments ?? [])
+    }
 }
 
 private final class SpawnRequest: @unchecked Sendable {

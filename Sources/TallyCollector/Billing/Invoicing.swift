@@ -1,4 +1,3 @@
-import Crypto
 public import TallyCore
 public import TallyLedger
 import TallyPricing
@@ -181,13 +180,6 @@ public struct Invoicing: Sendable {
 
     /// Lowercase hex SHA-256 of the UTF-8 bytes of `text`.
     public static func sha256(_ text: String) -> String {
-        let digest = SHA256.hash(data: Array(text.utf8))
-        let hex = Array("0123456789abcdef")
-        var out = ""
-        for byte in digest {
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 0x0f)])
-        }
-        return out
+        SHA256Digest.hex(text)
     }
 }

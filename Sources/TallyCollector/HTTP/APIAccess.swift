@@ -1,7 +1,7 @@
-import Crypto
 import Foundation
 public import Hummingbird
 public import NIOCore
+import TallyCore
 import TallyTLS
 
 /// The collector's request context: Hummingbird's core context plus the peer address, which
@@ -75,8 +75,8 @@ public struct APIAccess: Sendable {
     /// Compares in time that depends on neither the contents nor the lengths of the keys: both
     /// are hashed (SHA-256) and the digests compared without an early exit.
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = SHA256.hash(data: Array(a.utf8))
-        let y = SHA256.hash(data: Array(b.utf8))
+        let x = SHA256Digest.hash(Array(a.utf8))
+        let y = SHA256Digest.hash(Array(b.utf8))
         var difference: UInt8 = 0
         for (left, right) in zip(x, y) { difference |= left ^ right }
         return difference == 0

@@ -1,5 +1,3 @@
-import Crypto
-
 /// The 128-bit identity of a logical event: the first 16 bytes of SHA-256 over the event's
 /// ``CanonicalEncoding``. The same logical event has the same fingerprint on every retry, in
 /// every process and in every language; `protocol/FINGERPRINT.md` defines it byte for byte.
@@ -29,8 +27,11 @@ public struct Fingerprint: Sendable, Hashable, Comparable, CustomStringConvertib
 
     /// The fingerprint of canonical bytes already made.
     public init(canonicalBytes: [UInt8]) {
-        let digest = SHA256.hash(data: canonicalBytes)
-        self = digest.withUnsafeBytes { raw in Fingerprint(high: raw.loadBigEndian(at: 0, bytes: 8), low: raw.loadBigEndian(at: 8, bytes: 8)) }
+        var digest: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        self = withUnsafeMutableBytes(of: &digest) { raw in
+            canonicalBytes.withUnsafeBytes { SHA256Digest.hash($0, into: raw) }
+            return Fingerprint(raw: UnsafeRawBufferPointer(raw))
+        }
     }
 
     /// The 16 bytes, big-endian.

@@ -1,6 +1,5 @@
 import TallyCore
 public import TallyConfig
-import Yams
 
 /// Reads a pricing YAML file (the format is in `deploy/PRICING.md`) into a validated
 /// ``PricingConfig``. Reading the file is its only I/O. Every problem is reported at once, each
@@ -29,7 +28,7 @@ struct ConfigBuilder {
     var reader = YAMLReader()
     private var metrics: [MetricDefinition] = []
 
-    mutating func build(_ root: Node) -> PricingConfig? {
+    mutating func build(_ root: YAMLNode) -> PricingConfig? {
         guard let top = reader.mapping(root, "", allowed: ["metrics", "plans", "default_plan", "assignments"]) else { return nil }
         if let node = top.required("metrics", &reader) { metrics = readMetrics(node, top.place("metrics")) }
         var plans: [Plan] = []
@@ -52,7 +51,7 @@ struct ConfigBuilder {
 
     // MARK: Metrics
 
-    private mutating func readMetrics(_ node: Node, _ place: String) -> [MetricDefinition] {
+    private mutating func readMetrics(_ node: YAMLNode, _ place: String) -> [MetricDefinition] {
         guard let items = reader.list(node, place) else { return [] }
         var result: [MetricDefinition] = []
         for (index, item) in items.enumerated() {
@@ -101,7 +100,7 @@ struct ConfigBuilder {
         return result
     }
 
-    private mutating func readFilters(_ node: Node, _ place: String) -> [MetricFilter] {
+    private mutating func readFilters(_ node: YAMLNode, _ place: String) -> [MetricFilter] {
         guard let items = reader.list(node, place) else { return [] }
         var result: [MetricFilter] = []
         for (index, item) in items.enumerated() {
@@ -128,7 +127,7 @@ struct ConfigBuilder {
 
     // MARK: Plans
 
-    private mutating func readPlans(_ node: Node, _ place: String) -> [Plan] {
+    private mutating func readPlans(_ node: YAMLNode, _ place: String) -> [Plan] {
         guard let items = reader.list(node, place) else { return [] }
         var result: [Plan] = []
         for (index, item) in items.enumerated() {
@@ -168,13 +167,13 @@ struct ConfigBuilder {
 
     private static let priceKeys = ["model", "unit_price", "tiers", "package_size", "package_price", "free"]
 
-    private mutating func readCharges(_ node: Node, _ place: String, currency: Currency?) -> ([UsageCharge], [FlatFee]) {
+    private mutating func readCharges(_ node: YAMLNode, _ place: String, currency: Currency?) -> ([UsageCharge], [FlatFee]) {
         guard let items = reader.list(node, place) else { return ([], []) }
         var usage: [UsageCharge] = []
         var flat: [FlatFee] = []
         for (index, item) in items.enumerated() {
             let here = YAMLReader.child(place, index)
-            if item.mapping?["flat_fee"] != nil {
+            if item.mapping?.contains(where: { $0.key.scalar?.string == "flat_fee" }) == true {
                 guard let fields = reader.mapping(item, here, allowed: ["flat_fee", "name"]) else { continue }
                 let name = fields["name"].flatMap { reader.text($0, fields.place("name")) } ?? "Flat fee"
                 if let node = fields["flat_fee"], let amount = reader.money(node, fields.place("flat_fee"), currency: currency) {
@@ -272,7 +271,7 @@ struct ConfigBuilder {
     }
 
     /// Tiers: `up_to` strictly increasing and positive; only the last tier (and it must) omits it.
-    private mutating func readTiers(_ node: Node, _ place: String) -> [PriceTier]? {
+    private mutating func readTiers(_ node: YAMLNode, _ place: String) -> [PriceTier]? {
         guard let items = reader.list(node, place) else { return nil }
         if items.isEmpty {
             reader.fail(place, node, "needs at least one tier")
@@ -321,7 +320,7 @@ struct ConfigBuilder {
 
     // MARK: Assignments
 
-    private mutating func readAssignments(_ node: Node, _ place: String, plans: [Plan]) -> [PlanAssignment] {
+    private mutating func readAssignments(_ node: YAMLNode, _ place: String, plans: [Plan]) -> [PlanAssignment] {
         guard let items = reader.list(node, place) else { return [] }
         var result: [(index: Int, assignment: PlanAssignment)] = []
         for (index, item) in items.enumerated() {

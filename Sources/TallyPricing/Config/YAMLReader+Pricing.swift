@@ -1,9 +1,8 @@
 import TallyConfig
 import TallyCore
-import Yams
 
 extension YAMLReader {
-    mutating func price(_ node: Node, _ place: String) -> UnitPrice? {
+    mutating func price(_ node: YAMLNode, _ place: String) -> UnitPrice? {
         guard let value = text(node, place) else { return nil }
         do throws(DecimalTextError) {
             let price = try UnitPrice(parsing: value)
@@ -18,7 +17,7 @@ extension YAMLReader {
         }
     }
 
-    mutating func money(_ node: Node, _ place: String, currency: Currency?) -> Money? {
+    mutating func money(_ node: YAMLNode, _ place: String, currency: Currency?) -> Money? {
         guard let value = text(node, place), let currency else { return nil }
         do throws(DecimalTextError) {
             let money = try Money(currency: currency, parsing: value)

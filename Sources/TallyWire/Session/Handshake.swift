@@ -1,5 +1,5 @@
-import Crypto
 import NIOCore
+import TallyCore
 
 /// The challenge-response proofs of SPEC.md §4. Each side proves it knows the agent's secret by
 /// an HMAC-SHA256 over both nonces, the agreed version and the agent id; the secret itself never
@@ -42,8 +42,7 @@ public enum Handshake {
     }
 
     private static func proof(_ secret: [UInt8], _ message: [UInt8]) -> Proof {
-        let code = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: secret))
-        return Proof(uncheckedBytes: Array(code))
+        Proof(uncheckedBytes: SHA256Digest.hmac(key: secret, message: message))
     }
 
     /// The highest version in both ranges, or nil.

@@ -1,0 +1,56 @@
+internal import CLibCrypto
+
+/// SHA-256 and HMAC-SHA256 through libcrypto's C API (OpenSSL, Debian's `libssl-dev`).
+///
+/// Not swift-crypto: on Linux its `Crypto` module imports Foundation, and Foundation with its ICU
+/// data is about 6 MiB of every agent's resident memory, a third of the agent's budget. The agent
+/// needs only these two functions; libcrypto is already on every machine that runs Tally.
+public enum SHA256Digest {
+    /// The digest length in bytes.
+    public static let byteCount = 32
+
+    /// The SHA-256 of `bytes`, written into `out` (at least 32 bytes).
+    public static func hash(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= byteCount, "a SHA-256 digest needs 32 bytes")
+        // The low-level calls, not the EVP one-shot: OpenSSL 3's SHA256() fetches the algorithm
+        // on every call, and the agent hashes every event. They cannot fail for a valid context.
+        var context = SHA256_CTX()
+        _ = SHA256_Init(&context)
+        _ = SHA256_Update(&context, bytes.baseAddress, bytes.count)
+        _ = SHA256_Final(out.baseAddress?.assumingMemoryBound(to: UInt8.self), &context)
+    }
+
+    /// The SHA-256 of `bytes`.
+    public static func hash(_ bytes: some Collection<UInt8>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: byteCount)
+        out.withUnsafeMutableBytes { target in
+            let done: Void? = bytes.withContiguousStorageIfAvailable { hash(UnsafeRawBufferPointer($0), into: target) }
+            if done == nil { Array(bytes).withUnsafeBytes { hash($0, into: target) } }
+        }
+        return out
+    }
+
+    /// The lowercase hex SHA-256 of the UTF-8 bytes of `text`.
+    public static func hex(_ text: String) -> String { Hex.encode(hash(Array(text.utf8))) }
+
+    /// HMAC-SHA256 of `message` under `key` (RFC 2104).
+    public static func hmac(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: byteCount)
+        var length: UInt32 = 0
+        let made = key.withUnsafeBytes { keyBytes in
+            message.withUnsafeBufferPointer { messageBytes in
+                out.withUnsafeMutableBufferPointer { target in
+                    // HMAC takes the key length as an int: a longer key is first hashed by the
+                    // caller's rules anyway, and no Tally secret comes near 2 GiB.
+                    HMAC(
+                        EVP_sha256(), keyBytes.baseAddress, Int32(clamping: keyBytes.count), messageBytes.baseAddress,
+                        messageBytes.count, target.baseAddress, &length)
+                }
+            }
+        }
+        // HMAC returns NULL only when libcrypto cannot allocate; a proof that is all zeros would
+        // then fail verification, never pass it.
+        if made == nil || length != UInt32(byteCount) { return [UInt8](repeating: 0, count: byteCount) }
+        return out
+    }
+}
