@@ -32,6 +32,38 @@ struct BenchTable {
     func print() {
         Swift.print(line(columns.map(\.name)))
         for row in rows { Swift.print(line(row)) }
+        appendMarkdown()
+    }
+
+    /// With `TALLY_BENCH_MARKDOWN=FILE` (set by `make bench`), the rows are also appended to FILE
+    /// as rows of one markdown table — bench | figure | value | unit | baseline (same run) or
+    /// target — so every benchmark's figures end up in one table (`bench/RESULTS.md`).
+    private func appendMarkdown() {
+        guard let path = ProcessInfo.processInfo.environment["TALLY_BENCH_MARKDOWN"], !path.isEmpty else { return }
+        let bench = CommandLine.arguments.dropFirst().first ?? "-"
+        var text = ""
+        for row in rows {
+            let cells: [String]
+            if columns.count == 4, columns[1].name == "unit" {
+                cells = [bench, row[0], row[2], row[1], row[3]]
+            } else {
+                // figure | measured | baseline | ratio: the value carries its unit.
+                let baseline = row.dropFirst(2).filter { $0 != "-" }.joined(separator: "; ")
+                cells = [bench, row[0], row.count > 1 ? row[1] : "-", "", baseline.isEmpty ? "-" : baseline]
+            }
+            text += "| " + cells.map(Self.markdownCell).joined(separator: " | ") + " |\n"
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            FileHandle.standardError.write(Data("cannot append to \(path)\n".utf8))
+            return
+        }
+        defer { try? handle.close() }
+        _ = try? handle.seekToEnd()
+        try? handle.write(contentsOf: Data(text.utf8))
+    }
+
+    private static func markdownCell(_ cell: String) -> String {
+        cell.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "|", with: "\\|")
     }
 
     private func line(_ cells: [String]) -> String {

@@ -122,8 +122,9 @@ struct QueryBench: AsyncParsableCommand {
         rows.append(("raw scan of the tenant's month, p99", "ms", ms(percentile(rawTimes, 99)), "8-15 s (seed)"))
         rows.append(("\(tenant) charges total (USD)", "USD", total, "-"))
         rows.append(("\(tenant) api_calls (raw scan)", "calls", rawSum.description, "-"))
-        print(pad("figure", 58) + pad("unit", 10) + pad("value", 14) + "baseline")
-        for row in rows { print(pad(row.0, 58) + pad(row.1, 10) + pad(row.2, 14) + row.3) }
+        var table = BenchTable.figures(echo: false)
+        for row in rows { table.add(row.0, row.1, row.2, row.3) }
+        table.print()
     }
 
     /// Commits events `from ..< to` of a deterministic March workload: 1,000 tenants (tenant-0001
