@@ -14,7 +14,11 @@ final class SQLiteDatabase {
     /// transaction is rolled back at once).
     private var prepared: [String: SQLiteStatement] = [:]
 
+    /// SQLite's process-wide settings, applied once before the first connection opens.
+    private static let configured: Int32 = tally_sqlite_configure()
+
     init(path: String) throws(LedgerError) {
+        _ = Self.configured
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let code = sqlite3_open_v2(path, &db, flags, nil)
