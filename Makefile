@@ -6,7 +6,7 @@ SWIFT ?= swift
 # In CI, warnings are errors (Package.swift reads TALLY_STRICT).
 export TALLY_STRICT ?= $(if $(CI),1,)
 
-.PHONY: deps deps-postgres build build-release test format lint demo bench clean
+.PHONY: deps deps-postgres build build-release test format lint demo bench fuzz fuzz-build fuzz-seeds clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -25,13 +25,44 @@ test: deps-postgres lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Chaos (Tests/EndToEndTests/ChaosTests.swift): the real binaries under random faults (kills,
+# cut, delayed, duplicated and reordered frames, lost acks, client retries; PostgreSQL killed too
+# in the cluster form), checked against what the agents acknowledged. `make test` runs the short
+# form (24 fault cycles, on SQLite and on the two-collector cluster); `make chaos DURATION=600
+# SEED=42` injects faults for DURATION seconds on each (default 600) from SEED (default: random;
+# printed, it replays the fault schedule).
+DURATION ?= 600
+.PHONY: chaos
+chaos: deps-postgres
+	$(SWIFT) build --build-tests
+	TALLY_CHAOS_DURATION=$(DURATION) TALLY_CHAOS_SEED=$(SEED) $(SWIFT) test --skip-build --filter 'ChaosTests/everyAcknowledged'
+
 # Formatting (.swift-format at the root): `make format` rewrites, `make lint` checks (part of
 # `make test`).
 format:
-	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift FuzzTesting/Sources FuzzTesting/Package.swift
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift FuzzTesting/Sources FuzzTesting/Package.swift
+
+# Fuzzing with libFuzzer (FuzzTesting/README.md). `make test` replays the kept corpus
+# (FuzzTesting/Corpus) in the normal build; `make fuzz SECONDS=N` builds the sanitized targets
+# and runs each for N seconds, one at a time (`FUZZ_TARGETS=FuzzFrameDecoder` for one), and fails
+# when any finds a crash or a hang. `make fuzz-seeds` rewrites the corpus seeds from the encoders.
+SECONDS ?= 60
+FUZZ_TARGETS ?= FuzzFrameDecoder FuzzBatchPayloadDecoder FuzzSpoolRecord FuzzSpoolRecovery FuzzEventJSON \
+	FuzzPricingConfig FuzzAgentConfig FuzzCollectorConfig FuzzAggregateLog
+FUZZ_BUILD = cd FuzzTesting && $(SWIFT) build -c debug --scratch-path $(CURDIR)/.build-fuzz \
+	-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+
+fuzz-build: deps
+	$(FUZZ_BUILD)
+
+fuzz: fuzz-build
+	./FuzzTesting/fuzz.sh "$$($(FUZZ_BUILD) --show-bin-path)" $(SECONDS) $(FUZZ_TARGETS)
+
+fuzz-seeds: deps
+	TALLY_FUZZ_WRITE_SEEDS=1 $(SWIFT) test --filter FuzzSeeds
 
 demo: build-release
 	@./scripts/demo.sh
@@ -40,4 +71,4 @@ bench: deps-postgres build-release
 	@./scripts/bench.sh
 
 clean:
-	rm -rf .build tally-data tally-spool
+	rm -rf .build .build-fuzz tally-data tally-spool FuzzTesting/.artifacts

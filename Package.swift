@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "TallyLedger", targets: ["TallyLedger"]),
         .library(name: "TallyClient", targets: ["TallyClient"]),
         .library(name: "TallyHummingbird", targets: ["TallyHummingbird"]),
+        .library(name: "TallyFuzzTargets", targets: ["TallyFuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -220,6 +221,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The fuzz entry points (FuzzTesting/ builds them with libFuzzer; `make test` replays the
+        // kept corpus through them): every decoder of bytes from outside, with round-trip checks.
+        .target(
+            name: "TallyFuzzTargets",
+            dependencies: [
+                "TallyCore", "TallyWire", "TallySpool", "TallyAgent", "TallyCollector", "TallyPricing", "TallyLedger",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(name: "tally-agent", dependencies: ["TallyAgentCommand"], swiftSettings: strict),
         .executableTarget(name: "tally-collector", dependencies: ["TallyCLI"], swiftSettings: strict),
         .executableTarget(name: "tallyctl", dependencies: ["TallyCLI"], swiftSettings: strict),
@@ -257,6 +268,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
+        .testTarget(
+            name: "TallyFuzzReplayTests",
+            dependencies: [
+                "TallyFuzzTargets", "TallyCore", "TallyWire", "TallySpool", "TallyLedger",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload"]),
         // One throwaway PostgreSQL server per test run (Foundation only).
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport"),
@@ -281,6 +299,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        // One table of bad input per boundary (events, frames, payloads, spool files, configs),
+        // each row with the exact error it must produce and proof that nothing else was lost.
+        .testTarget(
+            name: "BadInputTests",
+            dependencies: [
+                "TallyCore", "TallyWire", "TallySpool", "TallyAgent", "TallyCollector", "TallyLedger", "TallyConfig",
+                "TallyPricing", "TallyClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
     ]

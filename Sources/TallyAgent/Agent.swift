@@ -44,7 +44,11 @@ public struct Agent: Sendable {
     }
 
     /// The services, in start order; the group stops them in reverse (ingest first, shipper last).
-    public func services(httpBound: @escaping @Sendable (Int) -> Void = { _ in }) -> [any Service] {
+    /// `httpBound` gets the HTTP port once it listens; `socketBound` is called once the Unix
+    /// socket listens.
+    public func services(
+        httpBound: @escaping @Sendable (Int) -> Void = { _ in }, socketBound: @escaping @Sendable () -> Void = {}
+    ) -> [any Service] {
         var services: [any Service] = [shipper]
         let health = AgentHealth(spool: spool, shipper: shipper.status, metrics: metrics)
         if let listen = config.listen {
@@ -54,7 +58,7 @@ public struct Agent: Sendable {
                     onBound: httpBound))
         }
         if let path = config.socketPath {
-            services.append(SocketIngestServer(path: path, ingest: ingest, logger: logger))
+            services.append(SocketIngestServer(path: path, ingest: ingest, logger: logger, onBound: socketBound))
         }
         return services
     }

@@ -122,7 +122,8 @@ extension AgentConfig {
             var collectors: [HostPort] = []
             for (index, item) in items.enumerated() {
                 do { collectors.append(try HostPort(parsing: item, option: "collectors[\(index)]")) } catch {
-                    reader.fail(YAMLReader.child("collectors", index), node, error.description)
+                    // The line of the item at fault, not of the list.
+                    reader.fail(YAMLReader.child("collectors", index), node.sequence?[index] ?? node, error.description)
                 }
             }
             config.collectors = collectors

@@ -155,9 +155,18 @@ public final class Shipper: Service {
                 throw error
             }
         }
-        if tls == nil, !settings.allowPlaintextRemote, !(channel.channel.remoteAddress.map(PeerAddress.isLoopback) ?? false) {
-            try? await channel.channel.close()
-            throw TransportRefusal(collector: endpoint)
+        if tls == nil, !settings.allowPlaintextRemote {
+            // A peer that closed the connection at once has no address any more: that is a
+            // failed connection, retried as usual — not a peer off loopback, which waits for an
+            // operator (a collector restarting behind a proxy once sent agents into that wait).
+            guard let remote = channel.channel.remoteAddress else {
+                try? await channel.channel.close()
+                throw ChannelError.ioOnClosedChannel
+            }
+            guard PeerAddress.isLoopback(remote) else {
+                try? await channel.channel.close()
+                throw TransportRefusal(collector: endpoint)
+            }
         }
         return channel
     }

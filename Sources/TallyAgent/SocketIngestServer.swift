@@ -22,19 +22,25 @@ import TallySpool
 /// `unknown_field`, `limit_exceeded`, `future_timestamp`, ...). Lines that arrive together are
 /// kept with one spool append (and share one fsync), so a client that streams without waiting
 /// for answers gets the most throughput; answers still come back in order. A line longer than
-/// `maxLineBytes` is answered `err limit_exceeded - ...` and the connection is closed. When the
-/// client half-closes, the last line (even without `\n`) is answered and then the agent closes.
+/// `maxLineBytes` is answered `err limit_exceeded - ...` (and counted as a rejected event) and
+/// the connection is closed. When the client half-closes, the last line (even without `\n`) is
+/// answered and then the agent closes.
 public struct SocketIngestServer: Service {
     let path: String
     let ingest: EventIngest
     let maxLineBytes: Int
     let logger: Logger
+    let onBound: @Sendable () -> Void
 
-    public init(path: String, ingest: EventIngest, maxLineBytes: Int = 1 << 20, logger: Logger) {
+    /// `onBound` is called once the socket is listening.
+    public init(
+        path: String, ingest: EventIngest, maxLineBytes: Int = 1 << 20, logger: Logger, onBound: @escaping @Sendable () -> Void = {}
+    ) {
         self.path = path
         self.ingest = ingest
         self.maxLineBytes = maxLineBytes
         self.logger = logger
+        self.onBound = onBound
     }
 
     public func run() async throws {
@@ -46,6 +52,7 @@ public struct SocketIngestServer: Service {
                 }
             }
         logger.info("NDJSON socket listening", metadata: ["path": "\(path)"])
+        onBound()
         try await AcceptLoop.run(server) { connection in await serve(connection) }
     }
 
@@ -102,7 +109,10 @@ public struct SocketIngestServer: Service {
         }
     }
 
+    /// The answer to a line over the limit, counted as a received and rejected event.
     private func tooLong() -> ByteBuffer {
+        ingest.metrics.received.increment()
+        ingest.metrics.rejected(RejectionReason.limitExceeded.rawValue)
         var out = ByteBuffer()
         out.writeString("err limit_exceeded - a line is longer than \(maxLineBytes) bytes; closing\n")
         return out

@@ -183,7 +183,8 @@ extension EventTime {
         func at(_ i: Int, _ c: Character) -> Bool {
             i < b.count && c.asciiValue.map { b[i] == $0 } == true
         }
-        guard b.count >= 20 else { throw fail("too short; expected e.g. 2026-04-13T12:00:00Z") }
+        // 19 characters are a date and a time without a zone: named as such below.
+        guard b.count >= 19 else { throw fail("too short; expected e.g. 2026-04-13T12:00:00Z") }
         guard let year = number(0, 4), at(4, "-"), let month = number(5, 2), at(7, "-"),
             let day = number(8, 2)
         else { throw fail("the date must be YYYY-MM-DD") }

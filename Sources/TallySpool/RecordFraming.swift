@@ -22,6 +22,15 @@ enum RecordFraming {
         return out
     }
 
+    /// The format version of a segment header that is Tally's but newer than this code reads
+    /// (its magic, reserved bytes and number intact), or nil.
+    static func newerSegmentVersion(_ bytes: UnsafeRawBufferPointer, segment: UInt64) -> UInt8? {
+        guard bytes.count >= segmentHeaderBytes, Array(bytes[0..<4]) == segmentMagic, bytes[4] > segmentVersion,
+            bytes[5] == 0, bytes[6] == 0, bytes[7] == 0, bytes.loadLittleEndian(at: 8, bytes: 8) == segment
+        else { return nil }
+        return bytes[4]
+    }
+
     static func isValidSegmentHeader(_ bytes: UnsafeRawBufferPointer, segment: UInt64) -> Bool {
         bytes.count >= segmentHeaderBytes && Array(bytes[0..<4]) == segmentMagic && bytes[4] == segmentVersion
             && bytes[5] == 0 && bytes[6] == 0 && bytes[7] == 0 && bytes.loadLittleEndian(at: 8, bytes: 8) == segment

@@ -3,8 +3,9 @@
 ///
 /// It tells valid records from corrupt regions and torn tails (FORMAT.md, "Recovery"):
 /// - a record whose header and CRC check out is a record;
-/// - otherwise, when its length is plausible and a valid record (or the end of the file) follows
-///   it exactly, the record alone is a corrupt region;
+/// - otherwise, when its length is plausible and a valid record follows it exactly, the record
+///   alone is a corrupt region (a length that reaches exactly the end of the file proves nothing:
+///   a flipped length bit can make a record seem to end there, over valid records after it);
 /// - otherwise the scanner resyncs: it tries every following byte offset for a valid record, and
 ///   everything before the first one it finds is one corrupt region;
 /// - with no valid record anywhere after it, the rest of the file is a torn tail when the record
@@ -52,10 +53,6 @@ final class SegmentScanner {
         }
         if let length = try plausibleLength(at: start) {
             let following = start + Int64(RecordFraming.headerBytes + length)
-            if following == end {
-                position = end
-                return .corrupt(offset: start, length: following - start)
-            }
             if following < end, case .valid = try candidate(at: following) {
                 position = following
                 return .corrupt(offset: start, length: following - start)

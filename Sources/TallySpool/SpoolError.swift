@@ -25,6 +25,9 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
     case recordTooLarge(bytes: Int, limit: Int)
     /// A system call failed.
     case io(operation: String, path: String, errno: Int32)
+    /// A segment written in a newer format than this version reads (a later agent wrote the
+    /// spool). Nothing was changed: its events wait for an agent that can read them.
+    case unsupportedFormat(path: String, version: UInt8, supported: UInt8)
 
     public var description: String {
         switch self {
@@ -39,6 +42,8 @@ public enum SpoolError: Error, Sendable, Hashable, CustomStringConvertible {
         case .recordTooLarge(let bytes, let limit): "an event of \(bytes) bytes exceeds the spool record limit of \(limit) bytes"
         case .io(let operation, let path, let code):
             "\(operation) \(path) failed: \(String(cString: strerror(code))) (errno \(code))"
+        case .unsupportedFormat(let path, let version, let supported):
+            "\(path) is in spool format version \(version), and this version of Tally reads version \(supported): it was left unchanged; run the tally-agent that wrote it (or a later one) to ship its events"
         }
     }
 

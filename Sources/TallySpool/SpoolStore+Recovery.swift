@@ -73,6 +73,9 @@ extension SpoolStore {
         }
         var header = [UInt8](repeating: 0, count: RecordFraming.segmentHeaderBytes)
         _ = try header.withMutableBytes { raw throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: segmentPath) }
+        if let version = header.withUnsafeBytes({ RecordFraming.newerSegmentVersion($0, segment: id) }) {
+            throw .unsupportedFormat(path: segmentPath, version: version, supported: RecordFraming.segmentVersion)
+        }
         let headerIsValid = header.withUnsafeBytes({ RecordFraming.isValidSegmentHeader($0, segment: id) })
         if !isLast, headerIsValid, let summary = SegmentSummary.read(id, directory: directory, ops: ops), summary.size == size {
             try adopt(summary, fd: fd, path: segmentPath, checkpoint: checkpoint)

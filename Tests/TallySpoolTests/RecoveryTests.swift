@@ -108,6 +108,29 @@ func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options())
         await again.close()
     }
 
+    /// Found by fuzzing (FuzzTesting/Corpus/FuzzSpoolRecovery/crash-b1fe702b…): a damaged length
+    /// that reaches past the end at open is a corrupt record, and the spool resyncs to the valid
+    /// record after it. Once an append moves the end to exactly where that length points, the
+    /// damaged record must still not swallow the valid record and the appended one.
+    @Test func damagedLengthReachingTheEndAfterAnAppendSwallowsNothing() async throws {
+        let (dir, segment, positions) = try await preparedSpool(3)
+        var bytes = readBytes(segment)
+        let middle = Int(positions[1].offset)
+        let appended = EventRecordCodec.encode(sampleEvent(3)).count + RecordFraming.headerBytes
+        let length = UInt32(bytes.count + appended - middle - RecordFraming.headerBytes)
+        for index in 0..<4 { bytes[middle + index] = UInt8(truncatingIfNeeded: length >> (8 * UInt32(index))) }
+        writeBytes(segment, bytes)
+        let spool = try await Spool.open(directory: dir.spool, options: options())
+        #expect(spool.recovery.problems.map(\.kind) == [.corruptRecord])
+        try await spool.append([sampleEvent(3)])
+        #expect(readBytes(segment).count == bytes.count + appended, "the damaged length now reaches the end exactly")
+        #expect(try await readAll(spool).events == [0, 2, 3].map(sampleEvent))
+        await spool.close()
+        let again = try await Spool.open(directory: dir.spool, options: options())
+        #expect(try await readAll(again).events == [0, 2, 3].map(sampleEvent))
+        await again.close()
+    }
+
     @Test func zeroFilledTailIsTorn() async throws {
         let (dir, segment, _) = try await preparedSpool(3)
         writeBytes(segment, readBytes(segment) + [UInt8](repeating: 0, count: 4096))

@@ -30,13 +30,14 @@ public final class PostgresTestServer: Sendable {
     /// The password of the superuser `tally`: random for each server.
     public let password: String
     /// The pid of the postmaster (for tests that look at the process, e.g. its user).
-    public let pid: Int32
+    public var pid: Int32 { process.withLock { $0.pid } }
     /// Whether the server flushes its commits to disk (see the type's documentation).
     public let durable: Bool
 
     let directory: URL
     private let tools: PostgresTools
-    private let process: PostmasterProcess
+    private let settings: [String]
+    private let process: Mutex<PostmasterProcess>
 
     /// The process-wide server, started on the first call (thread-safe; later calls wait for it and
     /// share it). Returns nil, after printing one loud line to stderr, when no PostgreSQL binaries
@@ -82,8 +83,8 @@ public final class PostgresTestServer: Sendable {
             self.password = password
             self.durable = durable
             self.port = started.port
-            self.process = started.process
-            self.pid = started.process.pid
+            self.settings = extra
+            self.process = Mutex(started.process)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
@@ -132,9 +133,32 @@ public final class PostgresTestServer: Sendable {
     }
 
     /// Stops the server (fast shutdown, then SIGKILL after 15 s) and removes its directory.
-    func stop() {
-        process.stop()
+    public func stop() {
+        process.withLock { $0 }.stop()
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    // MARK: Crashing (for chaos tests; never the shared server)
+
+    /// Kills the whole server with SIGKILL, as a crash would: the postmaster (stopped first, so it
+    /// starts no process meanwhile) and every process it had started. Returns once they are gone.
+    public func crash() {
+        process.withLock { $0 }.killWithChildren()
+    }
+
+    /// Starts the server again on its data directory and port after ``crash()`` (it recovers from
+    /// its WAL), waiting up to 60 s until it answers.
+    public func restart() throws {
+        let relaunched = try Self.launch(
+            tools: tools, directory: directory, password: password, durable: durable, settings: settings, port: port)
+        switch relaunched.readiness {
+        case .ready: process.withLock { $0 = relaunched.process }
+        case .exited(let status, let logTail):
+            throw PostgresTestServerError.startFailed(reason: "postgres exited with status \(status) on restart", logTail: logTail)
+        case .timedOut(let logTail):
+            relaunched.process.stop()
+            throw PostgresTestServerError.startFailed(reason: "postgres did not answer within 60 s of its restart", logTail: logTail)
+        }
     }
 
     // MARK: Starting
@@ -145,7 +169,6 @@ public final class PostgresTestServer: Sendable {
         let passwordFile = directory.appendingPathComponent("pwfile")
         let sockets = directory.appendingPathComponent("socket")
         let data = directory.appendingPathComponent("data")
-        let log = directory.appendingPathComponent("postgres.log")
         try Data(password.utf8).write(to: passwordFile)
         chmod(passwordFile.path, 0o600)
         try FileManager.default.createDirectory(at: sockets, withIntermediateDirectories: false)
@@ -168,20 +191,9 @@ public final class PostgresTestServer: Sendable {
         while true {
             attempt += 1
             let port = try freeLoopbackPort()
-            var settings = ["listen_addresses=127.0.0.1", "max_connections=200"] + extra
-            if !durable {
-                // Tests never kill PostgreSQL, so losing its unflushed commits cannot happen to them.
-                settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-                // Dynamic shared memory in files under the data directory rather than /dev/shm,
-                // so a run killed with SIGKILL leaves nothing there (its directory is swept).
-                settings.append("dynamic_shared_memory_type=mmap")
-            }
-            let arguments =
-                ["-D", data.path, "-p", String(port), "-k", sockets.path] + settings.flatMap { ["-c", $0] }
-            let (executable, prefixed) = tools.asServerUser(tools.postgres, arguments)
-            let process = try PostmasterProcess.spawn(
-                executable: executable, arguments: prefixed, directory: directory, log: log)
-            switch waitUntilReady(process, tools: tools, port: port, password: password, log: log) {
+            let (process, readiness) = try launch(
+                tools: tools, directory: directory, password: password, durable: durable, settings: extra, port: port)
+            switch readiness {
             case .ready:
                 return (port, process)
             case .exited(_, let logTail) where attempt < 3 && logTail.contains("Address already in use"):
@@ -195,6 +207,30 @@ public final class PostgresTestServer: Sendable {
                     reason: "postgres did not answer within 60 s", logTail: logTail)
             }
         }
+    }
+
+    /// Spawns `postgres` on the initialised data directory and waits until it answers, exits or
+    /// 60 s pass.
+    private static func launch(
+        tools: PostgresTools, directory: URL, password: String, durable: Bool, settings extra: [String], port: Int
+    ) throws -> (process: PostmasterProcess, readiness: Readiness) {
+        let sockets = directory.appendingPathComponent("socket")
+        let data = directory.appendingPathComponent("data")
+        let log = directory.appendingPathComponent("postgres.log")
+        var settings = ["listen_addresses=127.0.0.1", "max_connections=200"] + extra
+        if !durable {
+            // Tests never kill PostgreSQL, so losing its unflushed commits cannot happen to them.
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+            // Dynamic shared memory in files under the data directory rather than /dev/shm,
+            // so a run killed with SIGKILL leaves nothing there (its directory is swept).
+            settings.append("dynamic_shared_memory_type=mmap")
+        }
+        let arguments =
+            ["-D", data.path, "-p", String(port), "-k", sockets.path] + settings.flatMap { ["-c", $0] }
+        let (executable, prefixed) = tools.asServerUser(tools.postgres, arguments)
+        let process = try PostmasterProcess.spawn(
+            executable: executable, arguments: prefixed, directory: directory, log: log)
+        return (process, waitUntilReady(process, tools: tools, port: port, password: password, log: log))
     }
 
     private enum Readiness {

@@ -53,6 +53,33 @@ final class PostmasterProcess: Sendable {
         _ = waitForExit(.seconds(5))
     }
 
+    /// A crash: SIGSTOP (so it starts no process meanwhile), then SIGKILL to it and to every
+    /// process it had started (backends, WAL writer, checkpointer...). Returns once all are gone.
+    func killWithChildren() {
+        guard signal(SIGSTOP) else { return }
+        let children = Self.children(of: pid)
+        _ = signal(SIGKILL)
+        for child in children { kill(child, SIGKILL) }
+        _ = waitForExit(.seconds(15))
+        let deadline = ContinuousClock.now + .seconds(15)
+        while children.contains(where: { !Self.isZombieOrGone($0) }), ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+
+    /// The pids whose parent is `parent` (from /proc/PID/stat).
+    private static func children(of parent: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+                return false
+            }
+            // "pid (comm) S ppid ...": the parent is the second field after the last ')'.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == parent
+        }
+    }
+
     /// Sends `signal` unless the process has already exited; false if it has.
     private func signal(_ signal: Int32) -> Bool {
         // Until the termination handler has run the child is at worst an unreaped zombie, so
@@ -72,7 +99,9 @@ final class PostmasterProcess: Sendable {
         return false
     }
 
-    private var isZombieOrGone: Bool {
+    private var isZombieOrGone: Bool { Self.isZombieOrGone(pid) }
+
+    private static func isZombieOrGone(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
         // "pid (comm) S ...": the state follows the last ')'.
         guard let close = stat.lastIndex(of: ")") else { return false }

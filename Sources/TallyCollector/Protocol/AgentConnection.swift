@@ -119,6 +119,7 @@ struct AgentConnection {
             return false
         case .process(let batch):
             guard let agent = session.agentId else { return true }
+            if FaultInjection.ackBeforeCommit { return try await ackBeforeCommitting(batch, agent: agent, send: send) }
             let ack: BatchAck
             do {
                 let session = self.session
@@ -133,6 +134,19 @@ struct AgentConnection {
             FaultInjection.afterCommit()
             return try await carryOut(session.batchCompleted(ack), send: send)
         }
+    }
+
+    /// The broken variant (`TALLY_FAULT=ack-before-commit`, for the chaos test only): the batch
+    /// is acked as if all its events were accepted, and committed afterwards, so a kill or a
+    /// failed commit in between loses acknowledged events.
+    private mutating func ackBeforeCommitting(_ batch: Batch, agent: String, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
+        let declared = batch.payload.getInteger(at: batch.payload.readerIndex + 1, as: UInt32.self) ?? 0
+        if try await carryOut(session.batchCompleted(BatchAck(sequence: batch.sequence, accepted: declared)), send: send) { return true }
+        let session = self.session
+        do { _ = try await ingest.process(batch, agent: agent) { session.admits(tenant: $0) } } catch {
+            logger.error("batch acked but not committed", metadata: ["sequence": "\(batch.sequence)", "error": "\(error)"])
+        }
+        return false
     }
 }
 
@@ -164,13 +178,15 @@ import Glibc
 
 /// Crash points for the crash-safety tests: with `TALLY_FAULT=kill-after-commit` in its
 /// environment the collector kills itself (SIGKILL) right after a batch's transaction commits
-/// and before its ack is sent — the worst moment for an at-least-once protocol. Never set in
-/// production; read once at start.
+/// and before its ack is sent — the worst moment for an at-least-once protocol. With
+/// `TALLY_FAULT=ack-before-commit` it is deliberately broken: it acks each batch before
+/// committing it, so that the chaos test (`Tests/EndToEndTests/ChaosTests.swift`) can prove it
+/// catches a collector that loses acknowledged events. Never set in production (inert unless
+/// set); read once at start.
 enum FaultInjection {
-    static let killAfterCommit: Bool = {
-        guard let value = getenv("TALLY_FAULT") else { return false }
-        return String(cString: value) == "kill-after-commit"
-    }()
+    private static let fault: String? = getenv("TALLY_FAULT").map { String(cString: $0) }
+    static let killAfterCommit = fault == "kill-after-commit"
+    static let ackBeforeCommit = fault == "ack-before-commit"
 
     static func afterCommit() {
         if killAfterCommit { kill(getpid(), SIGKILL) }

@@ -37,8 +37,8 @@ public struct EventDecoder: Sendable {
     }
 
     /// `direct: false` takes the full path (JSON tree, then fields) for every event: the
-    /// reference the direct path is tested against.
-    func decodeBody(_ buffer: UnsafeBufferPointer<UInt8>, now: EventTime, direct: Bool) -> [Result<UsageEvent, EventRejection>] {
+    /// reference the direct path is tested (and fuzzed) against.
+    package func decodeBody(_ buffer: UnsafeBufferPointer<UInt8>, now: EventTime, direct: Bool) -> [Result<UsageEvent, EventRejection>] {
         var first = 0
         while first < buffer.count, [0x20, 0x09, 0x0A, 0x0D].contains(buffer[first]) { first += 1 }
         if first == buffer.count { return [] }
@@ -75,7 +75,7 @@ public struct EventDecoder: Sendable {
     }
 
     /// Decodes one NDJSON line through the JSON tree: every case the direct path leaves to it.
-    func decodeLineFullPath(_ line: UnsafeBufferPointer<UInt8>, now: EventTime) -> Result<UsageEvent, EventRejection> {
+    package func decodeLineFullPath(_ line: UnsafeBufferPointer<UInt8>, now: EventTime) -> Result<UsageEvent, EventRejection> {
         switch Result(catching: { () throws(JSONSyntaxError) in try JSONParser.parse(line) }) {
         case .success(let value): decode(value, now: now)
         case .failure(let error): .failure(EventRejection(.malformed, field: nil, error.description))

@@ -21,11 +21,12 @@ import TallyCore
 ///
 /// Its cell count never comes near the marker: a batch's cells are bounded by its events.
 /// A row that does not decode is reported as ``LedgerError/corruptRow(_:)``, never guessed at.
-enum AggregateLogCodec {
-    static let marker: UInt64 = 0xFFFF_FFFF
+/// Package-visible so that the fuzz targets (`TallyFuzzTargets`) can feed it bytes.
+package enum AggregateLogCodec {
+    package static let marker: UInt64 = 0xFFFF_FFFF
 
     /// The two layouts above.
-    enum Layout {
+    package enum Layout {
         /// Grouped by tenant, behind a directory: what SQLite ledgers write (schema version 3),
         /// for readers that merge the log one tenant at a time.
         case byTenant
@@ -34,7 +35,7 @@ enum AggregateLogCodec {
         case flat
     }
 
-    static func encode(_ cells: AggregateCells, layout: Layout = .byTenant) -> [UInt8] {
+    package static func encode(_ cells: AggregateCells, layout: Layout = .byTenant) -> [UInt8] {
         guard layout == .byTenant else {
             var out: [UInt8] = []
             out.reserveCapacity(cells.count * 120 + 4)
@@ -88,17 +89,17 @@ enum AggregateLogCodec {
         bytes.appendBigEndian(aggregate.latest.quantity.nanos)
     }
 
-    static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
+    package static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(LedgerError) in try decode(raw, into: &cells) } }.get()
     }
 
-    static func decode(_ bytes: UnsafeRawBufferPointer, into cells: inout AggregateCells) throws(LedgerError) {
+    package static func decode(_ bytes: UnsafeRawBufferPointer, into cells: inout AggregateCells) throws(LedgerError) {
         try decode(bytes, tenant: nil) { (key, aggregate) throws(LedgerError) in try cells.add(aggregate, at: key) }
     }
 
     /// Hands each cell of `tenant` (every cell if nil) in a row to `body`. In the sectioned
     /// layout the other tenants' cells are skipped without being read.
-    static func decode(
+    package static func decode(
         _ bytes: UnsafeRawBufferPointer, tenant: String?, _ body: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void
     ) throws(LedgerError) {
         var reader = Reader(reader: ByteReader(bytes))

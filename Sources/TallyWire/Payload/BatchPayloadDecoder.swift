@@ -62,7 +62,7 @@ public struct BatchPayloadDecoder {
             } catch .outputLimitExceeded {
                 throw WireError(.payloadTooLarge, "the columns decompress to more than the declared \(rawLength) bytes")
             } catch {
-                throw malformed("zstd: \(error)")
+                throw malformed("\(error)")
             }
             guard bytes.count == Int(rawLength) else {
                 throw malformed("the columns decompress to \(bytes.count) bytes, not the declared \(rawLength)")

@@ -176,7 +176,7 @@ public struct AgentSession: Sendable {
         case (.disconnected, _):
             return .none
         default:
-            return fail(.unexpectedFrame, "a \(frame.type) frame is not expected now")
+            return fail(.unexpectedFrame, "a frame of type \(frame.type) is not expected now")
         }
     }
 

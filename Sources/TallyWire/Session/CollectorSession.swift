@@ -200,7 +200,7 @@ public struct CollectorSession: Sendable {
         case (.ready, .pong), (.goingAway, .pong):
             return .none
         default:
-            return fail(.unexpectedFrame, "a \(frame.type) frame is not expected now")
+            return fail(.unexpectedFrame, "a frame of type \(frame.type) is not expected now")
         }
     }
 
