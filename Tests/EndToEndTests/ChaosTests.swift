@@ -26,9 +26,12 @@ import Testing
         var configuration = ChaosConfiguration.fromEnvironment()
         configuration.duration = nil
         configuration.collectorEnvironment = ["TALLY_FAULT": "ack-before-commit"]
-        // The short form's faults, with collector kills (what loses the early-acked batches)
-        // twice as likely.
-        configuration.weights[.collectorKill, default: 0] *= 2
+        // The short form's faults, with what loses early-acked batches made far more likely:
+        // collector kills, and a full ledger disk (every commit that fails after its ack loses
+        // the batch; a kill alone must land in the few milliseconds between ack and commit, and
+        // a CI run once had none that did).
+        configuration.weights[.collectorKill, default: 0] *= 3
+        configuration.weights[.ledgerDiskFull, default: 0] *= 4
         let report = try await Self.run(configuration)
         #expect(report.discrepancies > 0, "the broken collector went unnoticed:\n\(report.table)")
         #expect(

@@ -127,7 +127,14 @@ struct ChaosVerdict {
     private static func usage(port: Int, tenant: String, metric: String, from: BillingPeriod, to: BillingPeriod) async throws -> [UsageBucket] {
         let query = "tenant=\(tenant)&metric=\(metric)&granularity=month&from=\(from.start)&to=\(to.end)"
         guard let url = URL(string: "http://127.0.0.1:\(port)/v1/usage?\(query)") else { throw HarnessError("bad usage URL: \(query)") }
-        let (data, response) = try await URLSession.shared.data(from: url)
+        // A collector whose database was just restarted answers 5xx until its pool reconnects:
+        // poll up to 60 s for a 200, as a dashboard would.
+        let deadline = ContinuousClock.now + .seconds(60)
+        var (data, response) = try await URLSession.shared.data(from: url)
+        while (response as? HTTPURLResponse)?.statusCode ?? 0 >= 500, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            (data, response) = try await URLSession.shared.data(from: url)
+        }
         guard (response as? HTTPURLResponse)?.statusCode == 200,
             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
             let buckets = object["buckets"] as? [[String: Any]]
