@@ -79,7 +79,7 @@ extension ChildSpawnerTests {
 private func plainSleeper() -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/sleep")
-    process.arguments = ["60"]
+    process.arguments = ["600"]
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = FileHandle.nullDevice
     return process
@@ -88,7 +88,7 @@ private func plainSleeper() -> Process {
 private func sleeper() -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-    process.arguments = ["--pdeathsig", "KILL", "--", "/bin/sleep", "60"]
+    process.arguments = ["--pdeathsig", "KILL", "--", "/bin/sleep", "600"]
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = FileHandle.nullDevice
     return process
