@@ -52,8 +52,7 @@ lint:
 SECONDS ?= 60
 FUZZ_TARGETS ?= FuzzFrameDecoder FuzzBatchPayloadDecoder FuzzSpoolRecord FuzzSpoolRecovery FuzzEventJSON \
 	FuzzPricingConfig FuzzAgentConfig FuzzCollectorConfig FuzzAggregateLog
-FUZZ_BUILD = cd FuzzTesting && $(SWIFT) build -c debug --scratch-path $(CURDIR)/.build-fuzz \
-	-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+FUZZ_BUILD = cd FuzzTesting && $(SWIFT) build -c debug --scratch-path $(CURDIR)/.build-fuzz -Xswiftc -sanitize=fuzzer,address
 
 fuzz-build: deps
 	$(FUZZ_BUILD)

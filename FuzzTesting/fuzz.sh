@@ -24,9 +24,13 @@ for target in "$@"; do
     log="$artifacts/run.log"
     # Only what this run leaves counts (older artifacts may still wait to be triaged).
     touch "$artifacts/.start"
+    extra=()
+    # The spool's I/O thread releases its last objects just after `close()` has returned, so a
+    # leak check between two inputs can catch them mid-release: a false leak, never reproducible.
+    if [ "$target" = FuzzSpoolRecovery ]; then extra=(-detect_leaks=0); fi
     echo "== $target: ${max_time}s (log: $log)"
     nice -n 10 "$bin_dir/$target" -max_total_time="$max_time" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" "$scratch" "$here/Corpus/$target" >"$log" 2>&1
+        "${extra[@]}" -artifact_prefix="$artifacts/" "$scratch" "$here/Corpus/$target" >"$log" 2>&1
     status=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
