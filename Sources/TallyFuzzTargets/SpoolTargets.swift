@@ -42,7 +42,7 @@ public func fuzzSpoolRecovery(_ bytes: UnsafeRawBufferPointer) {
 /// Rewrites the CRC of each record after the 16-byte segment header whose length is plausible
 /// and fits the bytes (FORMAT.md: `u32 length | u32 crc | payload`, little-endian, the CRC over
 /// the length bytes and the payload); true when anything changed.
-func fixRecordChecksums(_ bytes: inout [UInt8]) -> Bool {
+private func fixRecordChecksums(_ bytes: inout [UInt8]) -> Bool {
     var changed = false
     var start = 16
     while start + 8 <= bytes.count {

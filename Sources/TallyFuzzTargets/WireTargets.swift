@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 import TallyCore
 import TallyWire
 
@@ -16,7 +17,7 @@ public func fuzzFrameDecoder(_ bytes: UnsafeRawBufferPointer) {
 
 /// Rewrites the trailer of each whole frame in `bytes` (as far as the header lengths chain) to
 /// the CRC32C of its header and body; true when anything changed.
-func fixFrameChecksums(_ bytes: inout [UInt8]) -> Bool {
+private func fixFrameChecksums(_ bytes: inout [UInt8]) -> Bool {
     var changed = false
     var start = 0
     while start + FrameLayout.headerSize <= bytes.count {
@@ -69,27 +70,37 @@ private func decodeFrames(_ input: ByteBuffer) {
     }
 }
 
-// The fuzzer calls its entry point from one thread: the zstd contexts are made once, not per input.
-nonisolated(unsafe) private let payloadDecoder = try? BatchPayloadDecoder()
-nonisolated(unsafe) private let rawPayloadEncoder = try? BatchPayloadEncoder(compression: .none)
-nonisolated(unsafe) private let zstdPayloadEncoder = try? BatchPayloadEncoder(compression: .zstd(level: 1))
+/// The zstd contexts, made once instead of per input; used only under `payloadTurn` (the
+/// corpus replay runs targets on several threads).
+nonisolated(unsafe) private let payloadCodecs = PayloadCodecs()
+private let payloadTurn = Mutex(())
+
+private struct PayloadCodecs {
+    let decoder = try? BatchPayloadDecoder()
+    let encoders = [try? BatchPayloadEncoder(compression: .none), try? BatchPayloadEncoder(compression: .zstd(level: 1))]
+}
 
 /// The batch payload decoder (standard limits). Checks: the header's declared event count is
 /// the number decoded; the events re-encoded, raw and with zstd, decode to the same events.
 public func fuzzBatchPayloadDecoder(_ bytes: UnsafeRawBufferPointer) {
-    guard let payloadDecoder, let rawPayloadEncoder, let zstdPayloadEncoder else { finding("cannot set up zstd") }
+    payloadTurn.withLock { _ in decodePayload(bytes, payloadCodecs) }
+}
+
+private func decodePayload(_ bytes: UnsafeRawBufferPointer, _ codecs: PayloadCodecs) {
+    guard let decoder = codecs.decoder else { finding("cannot set up zstd") }
     let payload = ByteBuffer(bytes: bytes)
     let events: [UsageEvent]
     do {
-        events = try payloadDecoder.decode(payload)
+        events = try decoder.decode(payload)
     } catch {
         return
     }
     let declared = BatchPayloadDecoder.declaredEventCount(payload)
     require(declared.map(Int.init) == events.count, "the header declares \(String(describing: declared)) events, \(events.count) decoded")
-    for encoder in [rawPayloadEncoder, zstdPayloadEncoder] {
+    for encoder in codecs.encoders {
+        guard let encoder else { finding("cannot set up zstd") }
         do {
-            let again = try payloadDecoder.decode(try encoder.encode(events))
+            let again = try decoder.decode(try encoder.encode(events))
             require(again == events, "\(events.count) events come back different after \(encoder.compression) encoding")
         } catch {
             finding("\(events.count) decoded events, encoded with \(encoder.compression), do not decode: \(error)")

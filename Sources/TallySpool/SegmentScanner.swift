@@ -3,11 +3,11 @@
 ///
 /// It tells valid records from corrupt regions and torn tails (FORMAT.md, "Recovery"):
 /// - a record whose header and CRC check out is a record;
-/// - otherwise, when its length is plausible and a valid record follows it exactly, the record
-///   alone is a corrupt region (a length that reaches exactly the end of the file proves nothing:
-///   a flipped length bit can make a record seem to end there, over valid records after it);
 /// - otherwise the scanner resyncs: it tries every following byte offset for a valid record, and
-///   everything before the first one it finds is one corrupt region;
+///   everything before the first one it finds is one corrupt region. A damaged record's length is
+///   never trusted to say where it ends: a valid record can lie inside the span it claims (a
+///   flipped length bit), and a later append can put a valid record exactly where the length
+///   points, which must not make an open swallow records an earlier open read;
 /// - with no valid record anywhere after it, the rest of the file is a torn tail when the record
 ///   was incomplete (runs past the end of the file) or the rest is all zero bytes, and a corrupt
 ///   region otherwise.
@@ -50,13 +50,6 @@ final class SegmentScanner {
             payloadRange = base..<(base + payloadBytes)
             position = start + Int64(RecordFraming.headerBytes + payloadBytes)
             return .record(offset: start, payloadBytes: payloadBytes)
-        }
-        if let length = try plausibleLength(at: start) {
-            let following = start + Int64(RecordFraming.headerBytes + length)
-            if following < end, case .valid = try candidate(at: following) {
-                position = following
-                return .corrupt(offset: start, length: following - start)
-            }
         }
         var probe = start + 1
         while probe + Int64(RecordFraming.headerBytes) <= end {

@@ -108,22 +108,25 @@ func preparedSpool(_ count: Int, options spoolOptions: SpoolOptions = options())
         await again.close()
     }
 
-    /// Found by fuzzing (FuzzTesting/Corpus/FuzzSpoolRecovery/crash-b1fe702b…): a damaged length
-    /// that reaches past the end at open is a corrupt record, and the spool resyncs to the valid
-    /// record after it. Once an append moves the end to exactly where that length points, the
-    /// damaged record must still not swallow the valid record and the appended one.
-    @Test func damagedLengthReachingTheEndAfterAnAppendSwallowsNothing() async throws {
+    /// Found by fuzzing (FuzzTesting/Corpus/FuzzSpoolRecovery/crash-b1fe702b… and crash-dd761d5f…):
+    /// a damaged length that points at the end of the file, or past it, makes its record corrupt
+    /// and the open resyncs to the valid record after it. An append then puts a valid record
+    /// exactly where the length points (`atTheEnd`), or ends exactly there: neither may make the
+    /// damaged record swallow the valid record inside its span, nor the appended one.
+    @Test(arguments: [false, true])
+    func damagedLengthSwallowsNothingAfterAnAppend(atTheEnd: Bool) async throws {
         let (dir, segment, positions) = try await preparedSpool(3)
         var bytes = readBytes(segment)
         let middle = Int(positions[1].offset)
         let appended = EventRecordCodec.encode(sampleEvent(3)).count + RecordFraming.headerBytes
-        let length = UInt32(bytes.count + appended - middle - RecordFraming.headerBytes)
+        let length = UInt32(bytes.count + (atTheEnd ? 0 : appended) - middle - RecordFraming.headerBytes)
         for index in 0..<4 { bytes[middle + index] = UInt8(truncatingIfNeeded: length >> (8 * UInt32(index))) }
         writeBytes(segment, bytes)
         let spool = try await Spool.open(directory: dir.spool, options: options())
         #expect(spool.recovery.problems.map(\.kind) == [.corruptRecord])
+        #expect(try await readAll(spool).events == [0, 2].map(sampleEvent))
         try await spool.append([sampleEvent(3)])
-        #expect(readBytes(segment).count == bytes.count + appended, "the damaged length now reaches the end exactly")
+        #expect(readBytes(segment).count == bytes.count + appended)
         #expect(try await readAll(spool).events == [0, 2, 3].map(sampleEvent))
         await spool.close()
         let again = try await Spool.open(directory: dir.spool, options: options())
