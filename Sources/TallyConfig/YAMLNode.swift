@@ -86,6 +86,7 @@ extension YAMLNode {
     /// comments). Tags are ignored: every scalar is kept as its text.
     public static func compose(_ text: String) throws(YAMLSyntaxError) -> YAMLNode? {
         var bytes = Array(text.utf8)
+        // libyaml asserts a non-null input; an empty array may have no address.
         if bytes.isEmpty { bytes.append(0x0A) }
         let parsed = bytes.withUnsafeBufferPointer { input in
             var parser = yaml_parser_t()

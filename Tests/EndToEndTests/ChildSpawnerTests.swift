@@ -17,23 +17,10 @@ import Glibc
         defer {
             for process in [direct, spawned] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
-        var failure: (any Error)?
-        runOnShortLivedThread {
-            do {
-                try direct.run()
-                try ChildSpawner.run(spawned)
-                // Both must have reached `sleep` (setpriv has set the signal) before this thread ends.
-                for process in [direct, spawned] {
-                    let deadline = ContinuousClock.now + .seconds(10)
-                    while command(of: process.processIdentifier) != "sleep", ContinuousClock.now < deadline {
-                        Thread.sleep(forTimeInterval: 0.005)
-                    }
-                }
-            } catch {
-                failure = error
-            }
+        try startOnShortLivedThread([direct, spawned]) {
+            try direct.run()
+            try ChildSpawner.run(spawned)
         }
-        if let failure { throw failure }
         // The thread has exited: the child it spawned itself dies of SIGKILL…
         #expect(await eventually(.seconds(10)) { !direct.isRunning })
         #expect(direct.terminationReason == .uncaughtSignal && direct.terminationStatus == SIGKILL)
@@ -54,26 +41,34 @@ extension ChildSpawnerTests {
             for process in [tied, untied] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         #expect(tied.executableURL?.path == "/usr/bin/setpriv")
-        var failure: (any Error)?
-        runOnShortLivedThread {
-            do {
-                try tied.run()
-                try untied.run()
-                for process in [tied, untied] {
-                    let deadline = ContinuousClock.now + .seconds(10)
-                    while command(of: process.processIdentifier) != "sleep", ContinuousClock.now < deadline {
-                        Thread.sleep(forTimeInterval: 0.005)
-                    }
-                }
-            } catch {
-                failure = error
-            }
+        try startOnShortLivedThread([tied, untied]) {
+            try tied.run()
+            try untied.run()
         }
-        if let failure { throw failure }
         #expect(await eventually(.seconds(10)) { !tied.isRunning })
         #expect(tied.terminationReason == .uncaughtSignal && tied.terminationStatus == SIGKILL)
         #expect(untied.isRunning)
     }
+}
+
+/// Runs `start` on a short-lived thread and waits there until every one of `processes` has
+/// reached `sleep` (so setpriv has set its signal) before the thread exits.
+private func startOnShortLivedThread(_ processes: [Process], _ start: @escaping () throws -> Void) throws {
+    var failure: (any Error)?
+    runOnShortLivedThread {
+        do {
+            try start()
+            for process in processes {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while command(of: process.processIdentifier) != "sleep", ContinuousClock.now < deadline {
+                    Thread.sleep(forTimeInterval: 0.005)
+                }
+            }
+        } catch {
+            failure = error
+        }
+    }
+    if let failure { throw failure }
 }
 
 private func plainSleeper() -> Process {
