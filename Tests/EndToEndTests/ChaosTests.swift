@@ -15,6 +15,7 @@ import Testing
     @Test func everyAcknowledgedEventIsBilledExactlyOnceThroughFaultsOnSQLite() async throws {
         let report = try await Self.run(ChaosConfiguration.fromEnvironment())
         #expect(report.cycles >= 20)
+        Self.expectEveryFault(report, including: [.agentKill, .collectorKill, .connectionCut, .lostAcks, .clientRetry, .agentClockSkew])
         #expect(report.verdict.eventsAcknowledged >= 1_000, "the workload hardly ran:\n\(report.table)")
         #expect(report.discrepancies == 0, "\(report.table)")
     }
@@ -56,8 +57,20 @@ import Testing
         configuration.collectors = 2
         let report = try await Self.run(configuration, store: try server.createDatabase("chaos"), database: server)
         #expect(report.cycles >= 20)
+        Self.expectEveryFault(report, including: [.collectorKill, .databaseKill, .ledgerReadOnly, .agentClockSkew])
         #expect(report.verdict.eventsAcknowledged >= 1_000, "the workload hardly ran:\n\(report.table)")
         #expect(report.discrepancies == 0, "\(report.table)")
+    }
+
+    /// Every fault the run could inject was injected, and those it must be able to inject (in CI,
+    /// where the tests run as root, as the full disks need) were among them.
+    static func expectEveryFault(_ report: ChaosReport, including required: Set<ChaosFault>) {
+        let injected = Set(report.faults.filter { $0.value > 0 }.keys)
+        #expect(injected == report.possibleFaults, "\(report.table)")
+        if ProcessInfo.processInfo.environment["CI"] != nil {
+            let missing = required.subtracting(injected).map(\.rawValue).sorted()
+            #expect(missing.isEmpty, "faults never injected: \(missing)")
+        }
     }
 
     static func run(_ configuration: ChaosConfiguration, store: String? = nil, database: PostgresTestServer? = nil) async throws -> ChaosReport {

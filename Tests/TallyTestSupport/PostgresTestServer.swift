@@ -146,6 +146,17 @@ public final class PostgresTestServer: Sendable {
         process.withLock { $0 }.killWithChildren()
     }
 
+    /// Makes every transaction read-only from each session's next one on, the sessions already
+    /// open included (`default_transaction_read_only` through `ALTER SYSTEM` and a reload), as a
+    /// primary demoted to a standby leaves the clients still connected to it; writes then fail
+    /// with SQLSTATE 25006. `false` makes it writable again.
+    public func setReadOnly(_ readOnly: Bool) throws {
+        let statement =
+            readOnly ? "ALTER SYSTEM SET default_transaction_read_only = on" : "ALTER SYSTEM RESET default_transaction_read_only"
+        _ = try psql(statement, database: "postgres")
+        _ = try psql("SELECT pg_reload_conf()", database: "postgres")
+    }
+
     /// Starts the server again on its data directory and port after ``crash()`` (it recovers from
     /// its WAL), waiting up to 60 s until it answers.
     public func restart() throws {

@@ -23,6 +23,8 @@ final class ChaosFleet: Sendable {
     /// the tests run as root), so that a run can fill them.
     let spoolDisks: [TmpfsDisk]
     let ledgerDisk: TmpfsDisk?
+    /// The agents' wall clocks, which a run steps.
+    let agentClocks: AgentClocks
     private let pricing: String
     private let collectorEnvironment: [String: String]
     private let running: Mutex<(collectors: [ServiceProcess?], agents: [ServiceProcess?])>
@@ -59,6 +61,7 @@ final class ChaosFleet: Sendable {
         }
         spoolDisks = disks
         self.ledgerDisk = ledgerDisk
+        agentClocks = try AgentClocks(directory: directory, agents: agents)
         for index in 0..<agents {
             // Quick reconnects, so that a run spends its time on faults rather than on backoff.
             try """
@@ -99,8 +102,8 @@ final class ChaosFleet: Sendable {
         ]
         for slot in collectors { arguments += ["--collector", "127.0.0.1:\(slot.proxy.port)"] }
         let process = try ServiceProcess(
-            directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: Self.agentReady,
-            unprivileged: Self.isUnprivileged(agent: index))
+            directory: directory, arguments: arguments, environment: agentClocks.environment(of: index), binary: "tally-agent",
+            readyPattern: Self.agentReady, unprivileged: Self.isUnprivileged(agent: index))
         record(process, isCollector: false)
         running.withLock { $0.agents[index] = process }
     }

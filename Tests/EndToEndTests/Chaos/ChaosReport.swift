@@ -6,6 +6,9 @@ struct ChaosReport {
     let seed: UInt64
     let cycles: Int
     let faults: [ChaosFault: Int]
+    /// The faults this run could inject here (each is injected at least once when the run has
+    /// as many cycles).
+    let possibleFaults: Set<ChaosFault>
     let proxy: ProxyTally
     /// Batches a collector could not commit (its store failed: a full disk, PostgreSQL down).
     let failedCommits: Int

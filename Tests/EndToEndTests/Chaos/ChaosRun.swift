@@ -10,6 +10,8 @@ enum ChaosFault: String, CaseIterable, Sendable {
     case databaseKill = "PostgreSQL SIGKILL + restart"
     case spoolDiskFull = "agent's spool disk full, then space"
     case ledgerDiskFull = "ledger disk full, then space"
+    case ledgerReadOnly = "ledger read-only (PostgreSQL), then writable"
+    case agentClockSkew = "agent clock stepped by minutes"
     case connectionCut = "proxy: connections cut"
     case delay = "proxy: frames delayed"
     case lostAcks = "proxy: acks dropped"
@@ -30,8 +32,8 @@ struct ChaosConfiguration: Sendable {
     var writers = 4
     /// How often each fault is picked, relative to the others.
     var weights: [ChaosFault: Int] = [
-        .agentKill: 3, .collectorKill: 3, .databaseKill: 2, .spoolDiskFull: 2, .ledgerDiskFull: 2,
-        .connectionCut: 2, .delay: 1, .lostAcks: 2, .duplicateBatches: 1, .reorderedBatches: 1, .clientRetry: 2,
+        .agentKill: 3, .collectorKill: 3, .databaseKill: 2, .spoolDiskFull: 2, .ledgerDiskFull: 2, .ledgerReadOnly: 2,
+        .agentClockSkew: 2, .connectionCut: 2, .delay: 1, .lostAcks: 2, .duplicateBatches: 1, .reorderedBatches: 1, .clientRetry: 2,
     ]
     /// Extra environment of every collector (a deliberately broken variant's switch).
     var collectorEnvironment: [String: String] = [:]
@@ -73,6 +75,7 @@ struct ChaosRun {
         var random = SplitMix64(seed: configuration.seed)
         var faults: [ChaosFault: Int] = [:]
         var cycles = 0
+        var opening: [ChaosFault]?
         let writersDeadline = ContinuousClock.now + (configuration.duration ?? .seconds(600)) + .seconds(300)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -83,14 +86,17 @@ struct ChaosRun {
             while cycles < configuration.cycles || configuration.duration.map({ ContinuousClock.now - started < $0 }) ?? false {
                 // A random instant: traffic flows meanwhile.
                 try await Task.sleep(for: .milliseconds(Int.random(in: 300...1500, using: &random)))
-                let fault = pick(using: &random, fleet: fleet)
+                let fault = pick(cycle: cycles, using: &random, fleet: fleet, opening: &opening)
                 try await inject(fault, fleet: fleet, traffic: traffic, random: &random)
                 faults[fault, default: 0] += 1
                 cycles += 1
                 let exits = fleet.unexpectedExits
                 if !exits.isEmpty { throw HarnessError(exits.joined(separator: "\n")) }
             }
-            // The faults stop; the writers finish what they have in hand.
+            // The faults stop; the writers finish what they have in hand (with every agent's clock
+            // true again: an agent minutes behind refuses all fresh events, and two of them
+            // would leave the writers nowhere to go).
+            for index in fleet.agentPorts.indices { try fleet.agentClocks.step(index, toOffsetSeconds: 0) }
             traffic.stopping.store(true, ordering: .relaxed)
             try await group.waitForAll()
         }
@@ -108,6 +114,9 @@ struct ChaosRun {
             if !drained { undrained.append("agent \(index)'s spool did not drain within 240 s:\n\(fleet.logTails)") }
         }
         let drained = ContinuousClock.now
+        if drained - faultsEnded > .seconds(30) {
+            print("chaos: the drain took \(drained - faultsEnded); the processes' last lines:\n\(fleet.logTails)")
+        }
 
         var proxyTally = ProxyTally()
         for slot in fleet.collectors { proxyTally.add(slot.proxy.tally) }
@@ -115,22 +124,37 @@ struct ChaosRun {
         let verdict = try await ChaosVerdict.check(fleet: fleet, oracle: oracle, undrained: undrained)
         return ChaosReport(
             store: store.hasPrefix("sqlite:") ? "SQLite" : "PostgreSQL, \(configuration.collectors) collectors", seed: configuration.seed,
-            cycles: cycles, faults: faults, proxy: proxyTally, failedCommits: failedCommits, oracle: oracle.counts, verdict: verdict,
+            cycles: cycles, faults: faults, possibleFaults: Set(weightedFaults(fleet)), proxy: proxyTally, failedCommits: failedCommits,
+            oracle: oracle.counts, verdict: verdict,
             faultTime: faultsEnded - started, drainTime: drained - faultsEnded, wallTime: ContinuousClock.now - started)
     }
 
-    /// A fault the run can inject here: PostgreSQL's kill needs the cluster's own server, the
-    /// full disks need root (tmpfs) and the ledger's an SQLite store.
-    private func pick(using random: inout SplitMix64, fleet: ChaosFleet) -> ChaosFault {
+    /// The faults the run can inject here, each as often as its weight: PostgreSQL's kill and
+    /// read-only ledger need the cluster's own server, the full disks need root (tmpfs) and the
+    /// ledger's an SQLite store.
+    private func weightedFaults(_ fleet: ChaosFleet) -> [ChaosFault] {
         let faults = ChaosFault.allCases.filter { fault in
             switch fault {
-            case .databaseKill: database != nil
+            case .databaseKill, .ledgerReadOnly: database != nil
             case .spoolDiskFull: !fleet.spoolDisks.isEmpty
             case .ledgerDiskFull: fleet.ledgerDisk != nil
             default: true
             }
         }
-        let weighted = faults.flatMap { Array(repeating: $0, count: configuration.weights[$0] ?? 0) }
+        return faults.flatMap { Array(repeating: $0, count: configuration.weights[$0] ?? 0) }
+    }
+
+    /// The run's fault for `cycle`: the first cycles inject every fault the run can once, in an
+    /// order drawn from the seed (so that even the short form meets each one), the rest are
+    /// drawn by weight.
+    private func pick(cycle: Int, using random: inout SplitMix64, fleet: ChaosFleet, opening: inout [ChaosFault]?) -> ChaosFault {
+        let weighted = weightedFaults(fleet)
+        if opening == nil {
+            var distinct: [ChaosFault] = []
+            for fault in weighted where !distinct.contains(fault) { distinct.append(fault) }
+            opening = distinct.shuffled(using: &random)
+        }
+        if let opening, cycle < opening.count { return opening[cycle] }
         return weighted[Int.random(in: 0..<weighted.count, using: &random)]
     }
 
@@ -163,6 +187,21 @@ struct ChaosRun {
         case .ledgerDiskFull:
             guard let disk = fleet.ledgerDisk else { return }
             try await full(disk, for: .milliseconds(Int.random(in: 500...2500, using: &random)))
+        case .ledgerReadOnly:
+            // A primary demoted under the collectors' feet (a failover to a standby): every
+            // connection's next transaction is read-only, and writes fail until it is undone.
+            guard let database else { return }
+            try await offThePool { try database.setReadOnly(true) }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 500...3000, using: &random)))
+            try await offThePool { try database.setReadOnly(false) }
+        case .agentClockSkew:
+            // The agent's wall clock steps to a new offset from the true time and stays there
+            // (an NTP step, a VM resumed with a stale clock): up to ten minutes either way, or
+            // back to zero. Behind by more than the five minutes of allowed future skew, the
+            // agent refuses the callers' fresh events as future ones, and they go elsewhere.
+            let agent = Int.random(in: 0..<fleet.agentPorts.count, using: &random)
+            let offset = Int.random(in: -10...10, using: &random) * 60
+            try fleet.agentClocks.step(agent, toOffsetSeconds: offset)
         case .connectionCut:
             for proxy in proxies { proxy.cutAll() }
         case .delay:
