@@ -6,7 +6,7 @@ SWIFT ?= swift
 # In CI, warnings are errors (Package.swift reads TALLY_STRICT).
 export TALLY_STRICT ?= $(if $(CI),1,)
 
-.PHONY: deps deps-postgres build build-release test format lint demo bench fuzz fuzz-build fuzz-seeds clean
+.PHONY: deps deps-postgres deps-tools check-deploy build build-release test format lint demo bench fuzz fuzz-build fuzz-seeds clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -15,19 +15,29 @@ deps:
 deps-postgres:
 	@TALLY_NEEDS_POSTGRES=1 ./scripts/install-deps.sh
 
+# make test also needs the tools that check deploy/ and the HTTP APIs: Prometheus, promtool,
+# systemd-analyze, Chromium and a Python venv (.build-tools/venv) with kubernetes-validate,
+# dockerfile-parse, schemathesis and hypothesis.
+deps-tools:
+	@TALLY_NEEDS_POSTGRES=1 TALLY_NEEDS_TOOLS=1 ./scripts/install-deps.sh
+
+# Every file in deploy/ checked by a real tool (deploy/README.md).
+check-deploy: deps-tools
+	@./scripts/check-deploy.sh
+
 build: deps
 	$(SWIFT) build
 
 build-release: deps
 	$(SWIFT) build -c release
 
-test: deps-postgres lint
+test: deps-tools lint check-deploy
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
 # Chaos (Tests/EndToEndTests/ChaosTests.swift): the real binaries under random faults (kills,
-# cut, delayed, duplicated and reordered frames, lost acks, client retries; PostgreSQL killed too
-# in the cluster form), checked against what the agents acknowledged. `make test` runs the short
+# cut, delayed, duplicated and reordered frames, lost acks, full disks, agents' clocks stepped,
+# client retries; PostgreSQL killed and made read-only too in the cluster form), checked against what the agents acknowledged. `make test` runs the short
 # form (24 fault cycles, on SQLite and on the two-collector cluster); `make chaos DURATION=600
 # SEED=42` injects faults for DURATION seconds on each (default 600) from SEED (default: random;
 # printed, it replays the fault schedule).

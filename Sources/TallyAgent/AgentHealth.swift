@@ -1,8 +1,9 @@
 import TallyCore
+import TallyService
 public import TallySpool
 
-/// Answers `/healthz` and refreshes the spool gauges: the spool must be writable (open, not
-/// full) and a collector reachable (a session open now).
+/// Answers `/healthz` and refreshes the spool gauges (the spool's filesystem too): the spool must
+/// be writable (open, not full) and a collector reachable (a session open now).
 public struct AgentHealth: Sendable {
     /// One health check's findings.
     public struct Report: Sendable, Hashable {
@@ -78,6 +79,10 @@ public struct AgentHealth: Sendable {
             metrics.spoolOldestAge.record(max(0, EventTime.now().seconds - oldest.seconds))
         } else {
             metrics.spoolOldestAge.record(0)
+        }
+        if let space = FilesystemSpace.of(path: spool.directory) {
+            metrics.spoolFilesystemAvailable.record(space.availableBytes)
+            metrics.spoolFilesystemSize.record(space.sizeBytes)
         }
     }
 }

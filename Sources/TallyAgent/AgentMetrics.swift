@@ -13,7 +13,9 @@ public import Prometheus
 /// an append to the fsync that covers it); HTTP: `tally_agent_http_connections`,
 /// `tally_agent_http_connections_refused_total`, `tally_agent_http_timeouts_total` (label `phase`);
 /// disk: `tally_agent_spool_write_failing` (1 while appends or checkpoints fail, e.g. a full
-/// disk), `tally_agent_spool_checkpoint_failures_total`, `tally_agent_spool_missing_segments`.
+/// disk), `tally_agent_spool_checkpoint_failures_total`, `tally_agent_spool_missing_segments`,
+/// `tally_agent_spool_filesystem_avail_bytes` and `tally_agent_spool_filesystem_size_bytes` (the
+/// spool's filesystem, read at each scrape and health check).
 public final class AgentMetrics: Sendable {
     /// The registry `/metrics` renders.
     public let registry: PrometheusCollectorRegistry
@@ -48,6 +50,10 @@ public final class AgentMetrics: Sendable {
     let spoolWriteFailing: CoreMetrics.Gauge
     /// Gaps in the spool's segment numbers found at start: events lost outside the agent.
     let spoolMissingSegments: CoreMetrics.Gauge
+    /// Bytes an unprivileged writer may still use on the spool's filesystem.
+    let spoolFilesystemAvailable: CoreMetrics.Gauge
+    /// The size of the spool's filesystem.
+    let spoolFilesystemSize: CoreMetrics.Gauge
 
     /// Metrics in `registry` (a fresh one by default, so tests can read their own).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -97,6 +103,8 @@ public final class AgentMetrics: Sendable {
         checkpointFailures = CoreMetrics.Counter(label: "tally_agent_spool_checkpoint_failures_total", factory: factory)
         spoolWriteFailing = CoreMetrics.Gauge(label: "tally_agent_spool_write_failing", factory: factory)
         spoolMissingSegments = CoreMetrics.Gauge(label: "tally_agent_spool_missing_segments", factory: factory)
+        spoolFilesystemAvailable = CoreMetrics.Gauge(label: "tally_agent_spool_filesystem_avail_bytes", factory: factory)
+        spoolFilesystemSize = CoreMetrics.Gauge(label: "tally_agent_spool_filesystem_size_bytes", factory: factory)
     }
 
     func rejected(_ reason: String) { rejectedByReason[reason]?.increment() }

@@ -288,7 +288,12 @@ public struct HTTPIngestServer: Service {
             out.writeBytes(ingest.metrics.exposition())
             return (200, [("Content-Type", "text/plain; version=0.0.4")], out)
         case (_, "/v1/events"), (_, "/healthz"), (_, "/metrics"):
-            return (405, json, IngestAnswerWriter.error("method_not_allowed", "\(request.method) is not allowed on \(path)", allocator: allocator))
+            // RFC 9110 §15.5.6: a 405 names the methods the path takes.
+            let allow = [("Allow", path == "/v1/events" ? "POST" : "GET")]
+            return (
+                405, json + allow,
+                IngestAnswerWriter.error("method_not_allowed", "\(request.method) is not allowed on \(path)", allocator: allocator)
+            )
         default:
             return (404, json, IngestAnswerWriter.error("not_found", "no such path: \(path)", allocator: allocator))
         }
@@ -304,12 +309,15 @@ public struct HTTPIngestServer: Service {
         try await respond(outbound, status: 413, body: answer, keepAlive: false)
     }
 
+    /// Writes one answer. Every body this server writes is JSON unless `headers` name another
+    /// `Content-Type` (`/metrics`), so the refusals (`413`, `415`, `503`) say so too.
     private func respond(
         _ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, status: Int, headers: [(String, String)] = [],
         body: ByteBuffer, keepAlive: Bool
     ) async throws {
         var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status))
         for (name, value) in headers { head.headers.add(name: name, value: value) }
+        if !head.headers.contains(name: "Content-Type") { head.headers.add(name: "Content-Type", value: "application/json") }
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         if !keepAlive { head.headers.add(name: "Connection", value: "close") }
         try await outbound.write(contentsOf: [.head(head), .body(.byteBuffer(body)), .end(nil)])

@@ -93,9 +93,13 @@ public struct Collector {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")
         }
         let service = Invoicing(ledger: ledger, pricing: pricing, lateWindow: config.lateWindow)
+        // An embedded ledger's filesystem is read at each scrape; PostgreSQL's disk is the server's.
+        var ledgerDisk: LedgerFilesystemGauges?
+        if case .sqlite(let path) = try? StoreAddress(parsing: config.store) { ledgerDisk = LedgerFilesystemGauges(ledgerPath: path) }
         let router = CollectorHTTP.router(
             registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
-            refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote)
+            refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote,
+            beforeScrape: { [ledgerDisk] in ledgerDisk?.refresh() })
         let server: HTTPServerBuilder =
             try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
         if httpTLS == nil {
@@ -170,8 +174,7 @@ import Glibc
 /// writable by this process. SQLite would otherwise open a read-only file read-only without a
 /// word and fail at the first commit, or fail with "unable to open database file".
 func checkWritable(ledger path: String) throws(CollectorStartError) {
-    let slash = path.lastIndex(of: "/")
-    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    let directory = LedgerFilesystemGauges.directory(containing: path)
     if access(directory, W_OK | X_OK) != 0 {
         throw CollectorStartError(
             "the ledger directory \(directory) is not writable (\(String(cString: strerror(errno)))): the collector keeps \(path) there")

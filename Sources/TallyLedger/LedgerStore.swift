@@ -20,7 +20,7 @@ public import TallyCore
 /// Calls block; run a store on a dedicated thread (the collector's `Ledger`). A store is
 /// not safe to share between threads; several stores may share one ledger (a cluster's
 /// collectors, `tallyctl audit` beside a collector).
-public protocol LedgerStore: AnyObject {
+public protocol LedgerStore: AnyObject, BillableUsageSource {
     var configuration: LedgerConfiguration { get }
 
     /// Commits one batch in one transaction, or returns the stored outcome of a batch seen before.
@@ -141,6 +141,20 @@ public protocol LedgerStore: AnyObject {
 
     /// Every export record of a tenant (nil: all), by identifier.
     func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord]
+
+    // MARK: The admin overview: every tenant of a period at once, and the agents.
+
+    /// Every tenant the period has — a reconciliation row in it, or late usage of an earlier
+    /// period billed in it — whose name matches the query's search, in byte order, each with
+    /// its monthly cells of the query's kinds (by event time, every billing; merged with a
+    /// reader's unfolded log), the own-period distinct values of the query's unique-count pairs,
+    /// and whether adjustments are billed in the period. A few statements whatever the number of
+    /// tenants (one per kind of cell at most), never one per tenant.
+    func periodUsage(_ query: PeriodUsageQuery) throws(LedgerError) -> [TenantPeriodUsage]
+
+    /// Every agent with a batch record (or a pruned one), in byte order: its last sequence, when
+    /// its last recorded batch was committed, and the events of its recorded batches.
+    func agentActivity() throws(LedgerError) -> [AgentActivity]
 }
 
 extension LedgerStore {

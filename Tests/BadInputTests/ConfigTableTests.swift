@@ -124,7 +124,7 @@ enum ConfigRows {
         ConfigRow("a required section missing", "metrics: []\n", "plans", 1, 1, "is required"),
         ConfigRow(
             "unknown key", pricingMetrics + "    colour: red\nplans: []\n", "metrics[0].colour", 4, 5,
-            "unknown key 'colour'; expected one of: name, aggregation, property, group_by, filters"),
+            "unknown key 'colour'; expected one of: name, aggregation, property, group_by, filters, unit"),
         ConfigRow("a value where a list goes", "metrics: api_calls\nplans: []\n", "metrics", 1, 10, "expected a list"),
         ConfigRow(
             "an unknown aggregation", "metrics:\n  - name: api_calls\n    aggregation: median\nplans: []\n", "metrics[0].aggregation", 3, 18,

@@ -216,8 +216,8 @@ import TallyLedger
                 #expect(response.status == .ok)
                 #expect(!response.text.contains("<script"))
                 #expect(response.text.contains("<svg"))
-                #expect(response.text.contains("2026-03-03: 60000"))
-                #expect(response.text.contains("period total 61000"))
+                #expect(response.text.contains("2026-03-03: 60,000"))
+                #expect(response.text.contains("period total 61,000"))
             }
         }
         #expect(InvoiceRendering.csv("=cmd,\"x\"") == "\"'=cmd,\"\"x\"\"\"")

@@ -72,12 +72,13 @@ final class BillingFixture: Sendable {
     let sequence = Mutex<UInt64>(0)
     let lateWindow = LateWindow.standard
 
-    init(now: String = "2026-03-20T12:00:00Z") throws {
+    init(now: String = "2026-03-20T12:00:00Z", pricingYAML: String = BillingFixture.pricingYAML) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-billing-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("ledger.db").path
-        pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: Self.pricingYAML))
-        let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config))
+        pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: pricingYAML))
+        let configuration = LedgerConfiguration(
+            groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config), uniqueCounts: AggregatePricing.ledgerUniqueCounts(for: pricing.config))
         writer = Ledger(
             store: try SQLiteLedgerStore(path: path, configuration: configuration),
             reader: try SQLiteLedgerStore(path: path, configuration: configuration))

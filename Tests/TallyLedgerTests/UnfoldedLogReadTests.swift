@@ -68,6 +68,7 @@ import Testing
         var adjusted: [[BillingPeriod]] = []
         var stored: [[AggregateCellKey: UsageAggregate]] = []
         var billable: [[String: UsageAggregate]] = []
+        var periodUsage: [[TenantPeriodUsage]] = []
 
         /// Which read answered differently, and its two answers (nil if none did).
         func firstDifference(from other: Answers) -> String? {
@@ -80,6 +81,7 @@ import Testing
             return first("usage", usage, other.usage) ?? first("periodTotals", totals, other.totals)
                 ?? first("hourlyTotals", hourly, other.hourly) ?? first("adjustedPeriods", adjusted, other.adjusted)
                 ?? first("storedAggregates", stored, other.stored) ?? first("billableAggregates", billable, other.billable)
+                ?? first("periodUsage", periodUsage, other.periodUsage)
         }
 
         init(_ store: any LedgerStore) throws(LedgerError) {
@@ -122,6 +124,12 @@ import Testing
                 }
             }
             for grain in AggregateGrain.allCases { stored.append(try store.storedAggregates(tenant: nil, period: months[1], grain: grain)) }
+            for month in months {
+                for search in [nil, "T-1"] as [String?] {
+                    let kinds = [MetricDimension(metric: "api_calls"), MetricDimension(metric: "bytes_out", dimension: "endpoint")]
+                    periodUsage.append(try store.periodUsage(PeriodUsageQuery(period: month, cells: kinds, search: search)))
+                }
+            }
         }
     }
 

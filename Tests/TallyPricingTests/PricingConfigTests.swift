@@ -295,6 +295,17 @@ struct PricingConfigTests {
         #expect(missing.map(\.place) == ["metrics[0].property"])
     }
 
+    @Test("a metric's unit is for people: optional, short, printable")
+    func metricUnits() throws {
+        let config = try PricingConfigLoader.load(
+            yaml: "metrics:\n  - name: bytes_out\n    aggregation: sum\n    unit: bytes\n  - name: calls\n    aggregation: sum\nplans: []\n")
+        #expect(config.metrics.map(\.unit) == ["bytes", nil])
+        for bad in ["\"\"", "a-unit-longer-than-16", "\"a\\tb\""] {
+            let issues = configIssues("metrics:\n  - name: m\n    aggregation: sum\n    unit: \(bad)\nplans: []\n")
+            #expect(issues.map(\.place) == ["metrics[0].unit"], "\(bad)")
+        }
+    }
+
     static let examplePath = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("deploy/pricing.example.yaml").path
@@ -303,6 +314,7 @@ struct PricingConfigTests {
     func exampleFile() throws {
         let config = try PricingConfigLoader.load(file: Self.examplePath)
         #expect(config.metrics.map(\.name) == ["api_calls", "bytes_out", "compute_ms", "exports"])
+        #expect(config.metrics.map(\.unit) == [nil, "bytes", "ms", nil])
         #expect(config.plans.map(\.id) == ["starter", "pro", "eu-business", "jp-standard"])
         let engine = PricingEngine(config: config)
         let usage: [UsageKey: Quantity] = [

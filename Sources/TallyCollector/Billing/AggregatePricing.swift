@@ -51,8 +51,9 @@ public struct AggregatePricing: Sendable {
         Set(config.assignments.filter { $0.from < period.end && ($0.until.map { $0 > period.start } ?? true) }.map(\.tenant))
     }
 
-    /// The invoice of `tenant` for `period`, as the aggregates stand now.
-    public func invoice(store: any LedgerStore, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
+    /// The invoice of `tenant` for `period`, as the aggregates stand now (in a store, or in a
+    /// period read that answers every read this invoice makes).
+    public func invoice(store: any BillableUsageSource, tenant: String, period: BillingPeriod) throws(BillingError) -> Invoice {
         let usage = try segmentUsage(store: store, tenant: tenant, period: period, billing: .ownPeriod)
         var adjustments: [UsageAdjustment] = []
         let earlier: [BillingPeriod]
@@ -69,9 +70,67 @@ public struct AggregatePricing: Sendable {
         }
     }
 
+    /// What a bulk read of `period` must hold to price every tenant of it (``invoice(_:store:)``)
+    /// and show each metric's usage: every metric's totals, the cells of each charge's
+    /// `price_by` or filter property, and the unique-count pairs.
+    public func periodUsageQuery(period: BillingPeriod, search: String? = nil) -> PeriodUsageQuery {
+        var kinds: [MetricDimension] = config.metrics.map { MetricDimension(metric: $0.name) }
+        for metric in config.metrics {
+            if let property = Self.filterProperty(of: metric) { kinds.append(MetricDimension(metric: metric.name, dimension: property)) }
+        }
+        for plan in config.plans {
+            for charge in plan.usageCharges {
+                guard let metric = config.metric(named: charge.metric) else { continue }
+                let dimension = charge.priceBy ?? metric.filters.first?.property ?? ""
+                let kind = MetricDimension(metric: metric.name, dimension: dimension)
+                if !kinds.contains(kind) { kinds.append(kind) }
+            }
+        }
+        return PeriodUsageQuery(period: period, cells: kinds, uniqueCounts: Self.ledgerUniqueCounts(for: config), search: search)
+    }
+
+    /// The invoice of a tenant of a bulk period read (``periodUsageQuery(period:search:)``):
+    /// priced from the read's cells when one plan covers the whole period and no late usage of
+    /// an earlier period is billed in it — nearly every tenant's month, and no statement at all
+    /// — otherwise from `store`, as ``invoice(store:tenant:period:)``. The same invoice either way.
+    public func invoice(_ usage: TenantPeriodUsage, store: any LedgerStore) throws(BillingError) -> Invoice {
+        let period = usage.period
+        let segments: [PlanSegment]
+        do { segments = try engine.segments(tenant: usage.tenant, period: period) } catch { throw .pricing(error) }
+        let onePlan = segments.count == 1 && segments.first?.start == period.start && segments.first?.end == period.end
+        if onePlan && !usage.hasAdjustments { return try invoice(store: usage, tenant: usage.tenant, period: period) }
+        return try invoice(store: store, tenant: usage.tenant, period: period)
+    }
+
+    /// A metric's usage in a period read as the pages show it: the events its filters let
+    /// through, by event time, whatever period they are billed in; a unique count is the
+    /// distinct values billed in the period itself.
+    public func quantity(of metric: MetricDefinition, in usage: TenantPeriodUsage) throws(BillingError) -> Quantity {
+        if case .uniqueCount(let property) = metric.aggregation {
+            return Quantity(Int64(usage.distinctValues[UniqueCountKey(metric: metric.name, property: property)] ?? 0))
+        }
+        guard let property = Self.filterProperty(of: metric) else {
+            do { return try usage.total(of: metric.name).map { Self.quantity(of: $0, metric.aggregation) } ?? .zero } catch { throw .ledger(error) }
+        }
+        var total: UsageAggregate?
+        for cell in usage.cells where cell.metric == metric.name && cell.dimension == property {
+            guard metric.matches(cell.value.isEmpty ? [:] : [property: cell.value]) else { continue }
+            do { if total == nil { total = cell.aggregate } else { try total?.merge(cell.aggregate) } } catch { throw .ledger(error) }
+        }
+        return total.map { Self.quantity(of: $0, metric.aggregation) } ?? .zero
+    }
+
+    /// The one property a metric's filters look at, whose aggregate cells say which events pass
+    /// them; nil without filters, or with filters on several properties (which aggregates cannot
+    /// answer: such a metric is shown unfiltered, and pricing it is refused).
+    public static func filterProperty(of metric: MetricDefinition) -> String? {
+        let properties = Set(metric.filters.map(\.property))
+        return properties.count == 1 ? properties.first : nil
+    }
+
     /// Usage per plan segment of `period`, as the engine wants it.
     func segmentUsage(
-        store: any LedgerStore, tenant: String, period: BillingPeriod, billing: BillingSelection
+        store: any BillableUsageSource, tenant: String, period: BillingPeriod, billing: BillingSelection
     ) throws(BillingError)
         -> [SegmentUsage]
     {
@@ -102,7 +161,7 @@ public struct AggregatePricing: Sendable {
 
     /// One metric's quantity in `hours`, per value of `priceBy` (a single nil key when unsplit).
     private func quantities(
-        store: any LedgerStore, tenant: String, metric: MetricDefinition, priceBy: String?, hours: Range<Int64>,
+        store: any BillableUsageSource, tenant: String, metric: MetricDefinition, priceBy: String?, hours: Range<Int64>,
         period: BillingPeriod, billing: BillingSelection, lastSegment: Bool
     ) throws(BillingError) -> [String?: Quantity] {
         let filterProperties = Set(metric.filters.map(\.property))

@@ -16,9 +16,13 @@ public struct TallyRequestContext: RequestContext, RemoteAddressRequestContext {
     }
 }
 
-/// Who may read what over HTTP (`Authorization: Bearer KEY`): the admin key reads every tenant;
-/// a tenant key reads only its tenant. With no admin key configured, requests without a key are
-/// allowed from loopback only.
+/// Who may read what over HTTP (`Authorization: Bearer KEY`, or `Basic` with the key as the
+/// password and any user name — what a browser sends for the pages once it has asked for the
+/// key): the admin key reads every tenant; a tenant key reads only its tenant. With no admin
+/// key configured, requests without a key are allowed from loopback only. A page's 401 carries
+/// ``challenge``, so a browser asks its user for the key; the API's does not (Foundation's
+/// URLSession on Linux never completes a request answered with a challenge it has no
+/// credentials for).
 public struct APIAccess: Sendable {
     /// What a request may read.
     public enum Grant: Sendable, Hashable {
@@ -45,6 +49,10 @@ public struct APIAccess: Sendable {
     /// Whether keyless loopback reads are allowed (no admin key configured).
     public var allowsLoopbackWithoutKey: Bool { adminKey == nil }
 
+    /// The `WWW-Authenticate` value of a page's 401: Basic, so that a browser asks for the key
+    /// (as the password) and sends it with the later pages.
+    public static let challenge = "Basic realm=\"Tally collector (API key as password)\", charset=\"UTF-8\""
+
     /// The grant of a request, from its `Authorization` header and peer address.
     public func grant(authorization: String?, remote: SocketAddress?) throws(APIError) -> Grant {
         guard let authorization else {
@@ -57,9 +65,7 @@ public struct APIAccess: Sendable {
         }
         // The key is compared exactly as sent: never trimmed, so no whitespace (a non-breaking
         // space, say) can turn into an empty key or into someone else's.
-        let prefix = "Bearer "
-        guard authorization.hasPrefix(prefix) else { throw APIError(.unauthorized, "the Authorization header must be 'Bearer KEY'") }
-        let key = String(authorization.dropFirst(prefix.count))
+        let key = try Self.key(authorization)
         guard !key.isEmpty else { throw APIError(.unauthorized, "the API key is empty") }
         // Every configured key is compared, whatever matches, so the time taken says nothing
         // about which key (or how much of one) was right.
@@ -70,6 +76,23 @@ public struct APIAccess: Sendable {
         }
         guard let granted else { throw APIError(.unauthorized, "unknown API key") }
         return granted
+    }
+
+    /// The key an `Authorization` value carries: `Bearer KEY`, or `Basic BASE64(USER:KEY)`
+    /// (RFC 7617; the user name is ignored, the password is the key, exactly as decoded).
+    static func key(_ authorization: String) throws(APIError) -> String {
+        let bearer = "Bearer "
+        if authorization.hasPrefix(bearer) { return String(authorization.dropFirst(bearer.count)) }
+        let basic = "Basic "
+        guard authorization.hasPrefix(basic) else {
+            throw APIError(.unauthorized, "the Authorization header must be 'Bearer KEY' (or Basic with the key as the password)")
+        }
+        guard let decoded = Data(base64Encoded: String(authorization.dropFirst(basic.count))),
+            let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
+        else {
+            throw APIError(.unauthorized, "the Basic credentials must be base64 of USER:KEY in UTF-8")
+        }
+        return String(credentials[credentials.index(after: colon)...])
     }
 
     /// Compares in time that depends on neither the contents nor the lengths of the keys: both

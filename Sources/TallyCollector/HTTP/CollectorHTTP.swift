@@ -8,7 +8,8 @@ import TallyLedger
 import TallyTLS
 
 /// The collector's HTTP side (default 127.0.0.1:7480): health, readiness, Prometheus metrics, and
-/// the usage, charges, invoice, reconciliation and report API, plus the tenant usage page.
+/// the usage, charges, invoice, reconciliation and report API, plus the pages for people: the
+/// admin overview (`/ui`) and each tenant's usage page (`/ui/tenants/{tenant}`).
 /// Every answer comes from the aggregates and counters, never from a raw-event scan.
 public enum CollectorHTTP {
     /// Whether the collector can take batches now, and if not, why.
@@ -23,23 +24,30 @@ public enum CollectorHTTP {
     /// The router with every route; `api` adds the routes that read the ledger. `/readyz`
     /// answers 200 `ready` or 503 `not ready: REASON`, from `readiness` at each request. With
     /// `refusePlaintextRemote` (plain HTTP without allow_plaintext_remote) a peer not on loopback
-    /// gets 403 for everything but `/healthz` and `/readyz`, which carry no usage.
+    /// gets 403 for everything but `/healthz` and `/readyz`, which carry no usage. Every request
+    /// is timed and counted by route (`requestMetrics`); `beforeScrape` refreshes gauges read
+    /// from outside (the ledger's filesystem) before `/metrics` answers.
     public static func router(
         registry: PrometheusCollectorRegistry, readiness: @escaping @Sendable () -> Readiness, api: CollectorAPI? = nil,
-        refusePlaintextRemote: Bool = false
+        refusePlaintextRemote: Bool = false, requestMetrics: HTTPRequestMetrics<TallyRequestContext> = HTTPRequestMetrics(),
+        beforeScrape: @escaping @Sendable () -> Void = {}
     ) -> Router<TallyRequestContext> {
         let router = Router(context: TallyRequestContext.self)
+        router.add(middleware: requestMetrics)
         if refusePlaintextRemote { router.add(middleware: PlaintextRemoteRefusal()) }
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ -> Response in
+            let plain: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
             switch readiness() {
             case .ready:
-                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+                return Response(status: .ok, headers: plain, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
             case .notReady(let reason):
-                return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready: \(reason)\n")))
+                return Response(
+                    status: .serviceUnavailable, headers: plain, body: .init(byteBuffer: ByteBuffer(string: "not ready: \(reason)\n")))
             }
         }
         router.get("metrics") { _, _ -> Response in
+            beforeScrape()
             var bytes: [UInt8] = []
             registry.emit(into: &bytes)
             return Response(
@@ -107,17 +115,7 @@ public struct CollectorAPI: Sendable {
                 return text(try await UsageReport.csv(service: service, period: period, tenants: tenants), "text/csv; charset=utf-8")
             }
         }
-        router.get("ui/tenants/:tenant") { request, context in
-            await respond {
-                let tenant = try pathTenant(context)
-                try grant(request, context).check(tenant: tenant)
-                var period = BillingPeriod(containing: service.clock())
-                if let text = try formQuery(request).get("period") { period = try parsePeriod(text) }
-                let metrics = try await UsagePage.metricDays(service: service, tenant: tenant, period: period)
-                let invoice = try await service.invoice(tenant: tenant, period: period)
-                return text(UsagePage.html(tenant: tenant, period: period, metrics: metrics, invoice: invoice), "text/html; charset=utf-8")
-            }
-        }
+        addPageRoutes(to: router)
     }
 
     // MARK: Routes
@@ -171,11 +169,11 @@ public struct CollectorAPI: Sendable {
 
     // MARK: Helpers
 
-    private func grant(_ request: Request, _ context: TallyRequestContext) throws(APIError) -> APIAccess.Grant {
+    func grant(_ request: Request, _ context: TallyRequestContext) throws(APIError) -> APIAccess.Grant {
         try access.grant(authorization: request.headers[.authorization], remote: context.remoteAddress)
     }
 
-    private func pathTenant(_ context: TallyRequestContext) throws(APIError) -> String {
+    func pathTenant(_ context: TallyRequestContext) throws(APIError) -> String {
         // Path parameters arrive percent-encoded: `/v1/tenants/a%20b` is the tenant "a b".
         guard let raw = context.parameters.get("tenant"), let tenant = raw.removingPercentEncoding, !tenant.isEmpty else {
             throw APIError(.badRequest, "tenant is required and must be valid percent-encoded UTF-8", parameter: "tenant")
@@ -183,7 +181,7 @@ public struct CollectorAPI: Sendable {
         return tenant
     }
 
-    private func parsePeriod(_ text: String) throws(APIError) -> BillingPeriod {
+    func parsePeriod(_ text: String) throws(APIError) -> BillingPeriod {
         guard let period = BillingPeriod(text) else {
             throw APIError(.badRequest, "'\(text)' is not a period: use YYYY-MM", parameter: "period")
         }
@@ -198,7 +196,7 @@ public struct CollectorAPI: Sendable {
     /// `document` (the invoice's JSON alone: for a final invoice exactly the bytes its SHA-256 is
     /// taken over), `csv` or `html`. A final invoice's SHA-256 is also in the
     /// `Tally-Invoice-SHA256` header of each.
-    private func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
+    func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
         let accept = request.headers[.accept] ?? ""
         let format =
             try formQuery(request).get("format")

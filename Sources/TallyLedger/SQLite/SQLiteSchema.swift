@@ -188,7 +188,8 @@ enum SQLiteSchema {
         }
     }
 
-    /// Registers `tally_sum(a, b)` and `tally_max(a, b)`: exact 128-bit arithmetic on quantity text.
+    /// Registers `tally_sum(a, b)` and `tally_max(a, b)`: exact 128-bit arithmetic on quantity text;
+    /// and `tally_contains(name, search)`: the admin overview's tenant search (``PeriodUsageQuery``).
     static func registerFunctions(_ database: SQLiteDatabase) throws(LedgerError) {
         guard let handle = database.handle else { throw database.error(SQLITE_MISUSE, "registering functions") }
         let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC
@@ -198,7 +199,11 @@ enum SQLiteSchema {
             code = sqlite3_create_function_v2(
                 handle, "tally_max", 2, flags, nil, { context, _, arguments in tallyMax(context, arguments) }, nil, nil, nil)
         }
-        if code != SQLITE_OK { throw database.error(code, "registering tally_sum and tally_max") }
+        if code == SQLITE_OK {
+            code = sqlite3_create_function_v2(
+                handle, "tally_contains", 2, flags, nil, { context, _, arguments in tallyContains(context, arguments) }, nil, nil, nil)
+        }
+        if code != SQLITE_OK { throw database.error(code, "registering tally_sum, tally_max and tally_contains") }
     }
 }
 
@@ -227,6 +232,26 @@ private func tallySum(_ context: OpaquePointer?, _ arguments: UnsafeMutablePoint
     } catch {
         sqlite3_result_error(context, "tally_sum: quantity overflow: \(a) + \(b) leaves the exact 128-bit range", -1)
     }
+}
+
+/// `tally_contains(name, search)`: 1 when `search` is NULL or the ASCII-folded name contains it
+/// (the search comes folded), exactly as ``PeriodUsageQuery/matches(tenant:)`` decides.
+private func tallyContains(_ context: OpaquePointer?, _ arguments: UnsafeMutablePointer<OpaquePointer?>?) {
+    guard let arguments else {
+        sqlite3_result_error(context, "tally_contains: no arguments", -1)
+        return
+    }
+    guard let needle = sqlite3_value_text(arguments[1]) else {
+        sqlite3_result_int(context, 1)
+        return
+    }
+    guard let name = sqlite3_value_text(arguments[0]) else {
+        sqlite3_result_int(context, 0)
+        return
+    }
+    let search = Array(UnsafeBufferPointer(start: needle, count: Int(sqlite3_value_bytes(arguments[1]))))
+    let found = PeriodUsageQuery.contains(UnsafeBufferPointer(start: name, count: Int(sqlite3_value_bytes(arguments[0]))), folded: search)
+    sqlite3_result_int(context, found ? 1 : 0)
 }
 
 private func tallyMax(_ context: OpaquePointer?, _ arguments: UnsafeMutablePointer<OpaquePointer?>?) {

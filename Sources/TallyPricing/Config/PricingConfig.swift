@@ -88,12 +88,17 @@ public struct MetricDefinition: Sendable, Hashable {
     public let aggregation: Aggregation
     public let groupBy: [String]
     public let filters: [MetricFilter]
+    /// How a person reads the quantity (`unit:` in the file): `bytes` is shown in KB, MB, GB;
+    /// any other unit (`ms`, `calls`) is shown after the number; nil shows the number alone.
+    /// Display only: pricing never looks at it.
+    public let unit: String?
 
-    public init(name: String, aggregation: Aggregation, groupBy: [String] = [], filters: [MetricFilter] = []) {
+    public init(name: String, aggregation: Aggregation, groupBy: [String] = [], filters: [MetricFilter] = [], unit: String? = nil) {
         self.name = name
         self.aggregation = aggregation
         self.groupBy = groupBy
         self.filters = filters
+        self.unit = unit
     }
 
     /// Whether an event with these properties counts toward this metric (every filter holds).

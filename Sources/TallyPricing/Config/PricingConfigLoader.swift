@@ -56,7 +56,7 @@ struct ConfigBuilder {
         var result: [MetricDefinition] = []
         for (index, item) in items.enumerated() {
             let here = YAMLReader.child(place, index)
-            guard let fields = reader.mapping(item, here, allowed: ["name", "aggregation", "property", "group_by", "filters"])
+            guard let fields = reader.mapping(item, here, allowed: ["name", "aggregation", "property", "group_by", "filters", "unit"])
             else { continue }
             guard let nameNode = fields.required("name", &reader), let name = reader.name(nameNode, fields.place("name")) else {
                 continue
@@ -93,8 +93,16 @@ struct ConfigBuilder {
             if let node = fields["group_by"] { groupBy = reader.names(node, fields.place("group_by")) ?? [] }
             var filters: [MetricFilter] = []
             if let node = fields["filters"] { filters = readFilters(node, fields.place("filters")) }
+            var unit: String?
+            if let node = fields["unit"], let text = reader.text(node, fields.place("unit")) {
+                if text.isEmpty || text.count > 16 || text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+                    reader.fail(fields.place("unit"), node, "a unit is 1 to 16 printable characters, such as bytes, ms or calls")
+                } else {
+                    unit = text
+                }
+            }
             if let aggregation {
-                result.append(MetricDefinition(name: name, aggregation: aggregation, groupBy: groupBy, filters: filters))
+                result.append(MetricDefinition(name: name, aggregation: aggregation, groupBy: groupBy, filters: filters, unit: unit))
             }
         }
         return result

@@ -1,0 +1,98 @@
+import Foundation
+import NIOCore
+import TallyClient
+import TallyTestSupport
+import Testing
+
+/// deploy/monitoring/ against a real Prometheus: a real agent and collector (SQLite) carry some
+/// events, a real Prometheus scrapes both every second and evaluates the alert rules, and then
+/// every metric that the Grafana dashboard or an alert rule names must have data, every
+/// dashboard expression must be valid PromQL to that server, and every rule must evaluate
+/// without an error. The names come from the files themselves (scripts/deploy_checks.py), so a
+/// renamed metric, a typo or a new panel cannot drift past this test.
+@Suite(.serialized) struct MonitoringTests {
+    @Test func everyMetricOfTheDashboardAndTheAlertsHasDataInARealPrometheus() async throws {
+        guard let tools = try MonitoringTools.locate() else { return }
+        let directory = try ServiceProcess.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let monitored = try MonitoredExpressions.load(python: tools.python, scratch: directory)
+        // Both files were read: the dashboard's panels and the rules' expressions.
+        #expect(monitored.expressions.contains { $0.where.contains("tally-dashboard.json") })
+        #expect(monitored.expressions.contains { $0.where.contains("tally-alerts.yaml") })
+        #expect(monitored.metrics.contains("tally_agent_spool_events") && monitored.metrics.contains("tally_collector_commit_seconds_bucket"))
+
+        let httpPort = try freePort()
+        let collector = try ServiceProcess(
+            directory: directory, arguments: ["--store", "sqlite:\(directory.path)/ledger.db", "--http", "127.0.0.1:\(httpPort)"])
+        defer { collector.kill() }
+        let spool = directory.appendingPathComponent("spool").path
+        let agent = try ServiceProcess(
+            directory: directory,
+            arguments: ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "monitoring", "--default-metric", "api_calls"],
+            binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
+        defer { agent.kill() }
+
+        // Data flows: 50 events and one invalid line through the agent into the collector.
+        let now = ISO8601DateFormatter().string(from: Date())
+        var body = (0..<50).map { #"{"tenant":"acme","metric":"api_calls","quantity":1,"timestamp":"\#(now)","id":"m-\#($0)"}"# }
+        body.append(#"{"tenant":"acme","quantity":1}"#)
+        let posted = try await HTTPExchange(host: "127.0.0.1", port: agent.port).request(
+            method: "POST", path: "/v1/events", headers: [("Content-Type", "application/x-ndjson")],
+            body: ByteBuffer(string: body.joined(separator: "\n")))
+        #expect(posted.status == 207, "one line of the body is invalid: \(posted.text)")
+        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
+        #expect(drained, "the agent's spool did not drain: \(agent.logText)\n\(collector.logText)")
+
+        // The usage API answers a read (query latency) and refuses an unknown key (auth failures).
+        let api = HTTPExchange(host: "127.0.0.1", port: httpPort)
+        let read = try await api.request(method: "GET", path: "/v1/usage?tenant=acme&metric=api_calls")
+        #expect(read.status == 200, "\(read.text)")
+        let denied = try await api.request(
+            method: "GET", path: "/v1/usage?tenant=acme&metric=api_calls", headers: [("Authorization", "Bearer not-a-key-0123456789")])
+        #expect(denied.status == 401, "\(denied.text)")
+
+        let alerts = BinaryRunner.packageRoot.appendingPathComponent("deploy/monitoring/tally-alerts.yaml").path
+        let prometheus = try PrometheusServer(
+            binary: tools.prometheus, directory: directory,
+            targets: [("tally-collector", "127.0.0.1:\(httpPort)"), ("tally-agent", "127.0.0.1:\(agent.port)")], ruleFiles: [alerts])
+        defer { prometheus.stop() }
+        let serving = await eventually(.seconds(60)) { await prometheus.isUp() }
+        try #require(serving, "prometheus did not start: \(prometheus.log)")
+        let scraped = try await eventually(.seconds(60)) { try await prometheus.targetsUp() == 2 }
+        try #require(scraped, "prometheus did not scrape both targets: \(prometheus.log)")
+
+        // Every metric the files name, with data. Polled: a gauge or a route's histogram appears
+        // at the scrape after its first use.
+        var missing = monitored.metrics
+        let complete = try await eventually(.seconds(60)) {
+            var stillMissing: [String] = []
+            for name in missing {
+                if try await prometheus.query(name).series.isEmpty { stillMissing.append(name) }
+            }
+            missing = stillMissing
+            return missing.isEmpty
+        }
+        #expect(complete, "metrics the dashboard or the alert rules use that have no data in Prometheus: \(missing)")
+        // The same question about a metric no binary exports gets no data: the check can fail.
+        #expect(try await prometheus.query("tally_collector_no_such_metric_total").series.isEmpty)
+
+        // Every expression as Prometheus itself parses and evaluates it.
+        for expression in monitored.expressions {
+            let answer = try await prometheus.query(expression.promql)
+            #expect(answer.status == "success", "\(expression.where): \(answer.error ?? "?")\n\(expression.promql)")
+        }
+        let invalid = try await prometheus.query("sum by (instance (tally_agent_spool_events)")
+        #expect(invalid.status == "error", "an invalid expression must be refused, or the loop above proves nothing")
+
+        // The rules were loaded from deploy/monitoring/ and each evaluates on the scraped data.
+        let ruleNames = monitored.expressions.filter { $0.where.contains("tally-alerts.yaml") }.count
+        var rules: [(name: String, health: String, error: String?)] = []
+        let evaluated = try await eventually(.seconds(60)) {
+            rules = try await prometheus.rules()
+            return rules.count == ruleNames && rules.allSatisfy { $0.health != "unknown" }
+        }
+        #expect(evaluated, "the rules were not all loaded and evaluated: \(rules)\n\(prometheus.log)")
+        let failing = rules.filter { $0.health != "ok" }
+        #expect(failing.isEmpty, "rules that fail to evaluate: \(failing)")
+    }
+}
