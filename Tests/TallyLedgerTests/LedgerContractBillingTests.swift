@@ -107,6 +107,34 @@ import Testing
         #expect(all.last?.lastError == "HTTP 500" && all.last?.sentAt == nil)
     }
 
+    /// Two collectors plan the same export at once: the first claim of an identifier wins, the
+    /// second changes nothing and learns it lost, and a saved answer is not undone by a late claim.
+    @Test(arguments: ledgerFactories)
+    func anExportIdentifierIsClaimedOnceWhicheverStoreClaimsFirst(_ factory: any LedgerStoreFactory) throws {
+        let ledger = try billingLedger(factory)
+        let second = try factory.open(ledger.location, configuration: ledger.configuration)
+        defer { second.close() }
+        let mine = ExportRecord(
+            identifier: "tally-acme-api_calls-r1", tenant: "acme", metric: "api_calls", hour: 490_000, value: Quantity(12),
+            status: .pending, attempts: 0)
+        var theirs = mine
+        theirs.value = Quantity(13)
+        #expect(try ledger.store.claimExportRecord(mine))
+        #expect(try !second.claimExportRecord(theirs))
+        #expect(try second.exportRecord(identifier: mine.identifier) == mine)
+        var sent = mine
+        sent.status = .sent
+        sent.attempts = 1
+        sent.sentAt = at("2026-04-05T00:00:00Z")
+        try second.saveExportRecord(sent)
+        #expect(try !ledger.store.claimExportRecord(mine))
+        #expect(try ledger.store.exportRecords(tenant: "acme") == [sent])
+        var other = mine
+        other.identifier = "tally-acme-api_calls-r2"
+        #expect(try second.claimExportRecord(other))
+        #expect(try ledger.store.exportRecords(tenant: nil).map(\.identifier) == [mine.identifier, other.identifier])
+    }
+
     /// Two collectors on one ledger: a batch resent to the other one after a failover is answered
     /// from the record, an event seen by one is a duplicate at the other, each logged cell is
     /// folded once whichever store folds, and both read the same totals.

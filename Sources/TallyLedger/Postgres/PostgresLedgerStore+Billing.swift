@@ -131,6 +131,17 @@ extension PostgresLedgerStore {
             """, "saving an export record")
     }
 
+    public func claimExportRecord(_ record: ExportRecord) throws(LedgerError) -> Bool {
+        let rows = try session.query(
+            """
+            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at)
+            VALUES (\(record.identifier), \(record.tenant), \(record.metric), \(record.hour), \(record.value.description),
+                \(record.status.rawValue), \(Int32(record.attempts)), \(record.lastError), \(record.sentAt?.microseconds))
+            ON CONFLICT (identifier) DO NOTHING RETURNING identifier
+            """, "claiming an export record")
+        return !rows.isEmpty
+    }
+
     public func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord] {
         let rows = try session.query(
             """

@@ -186,6 +186,25 @@ extension SQLiteLedgerStore {
         try upsert.run()
     }
 
+    public func claimExportRecord(_ record: ExportRecord) throws(LedgerError) -> Bool {
+        let insert = try billingStatement(
+            """
+            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (identifier) DO NOTHING
+            """)
+        insert.bind(1, record.identifier)
+        insert.bind(2, record.tenant)
+        insert.bind(3, record.metric)
+        insert.bind(4, record.hour)
+        insert.bind(5, record.value.description)
+        insert.bind(6, record.status.rawValue)
+        insert.bind(7, record.attempts)
+        insert.bind(8, record.lastError)
+        if let sentAt = record.sentAt { insert.bind(9, sentAt.microseconds) } else { insert.bindNull(9) }
+        try insert.run()
+        return database.changes == 1
+    }
+
     public func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord] {
         let select = try billingStatement(
             """
