@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import Prometheus
 import Synchronization
 import Testing
 @testable import TallyCLI
@@ -40,6 +41,27 @@ final class StrictPlatform: Sendable {
 
     let state = Mutex(State())
     static let key = "sk_test_0123456789abcdef"
+    /// One element each time an event is recorded (one reader: ``waitForTotals(_:)``).
+    let recordings: AsyncStream<Void>
+    private let recorded: AsyncStream<Void>.Continuation
+
+    init() {
+        (recordings, recorded) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    /// Waits until the recorded totals are `expected` (30 s at most); the totals then.
+    func waitForTotals(_ expected: [String: Int]) async -> [String: Int] {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                if self.totals == expected { return }
+                for await _ in self.recordings where self.totals == expected { return }
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(30)) }
+            await group.next()
+            group.cancelAll()
+        }
+        return totals
+    }
 
     /// Sum of recorded values per (customer, meter).
     var totals: [String: Int] {
@@ -89,6 +111,7 @@ final class StrictPlatform: Sendable {
                     )
                 }
                 state.recorded[identifier] = Event(customer: customer, meter: meter, value: value, timestamp: timestamp)
+                self.recorded.yield()
                 return fault == .recordThenHang ? .hang : .status(.ok, #"{"object":"billing.meter_event","identifier":"\#(identifier)"}"#)
             }
             switch reply {
@@ -209,6 +232,72 @@ final class StrictPlatform: Sendable {
             await restarted.shutdown()
         }
         await fixture.shutdown()
+    }
+
+    /// The real collector with an `exports:` config: it pushes at start and then on its schedule,
+    /// with the key from its file and the configured meter and customer names.
+    @Test func theCollectorPushesOnItsSchedule() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-exports-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pricingPath = directory.appendingPathComponent("pricing.yaml").path
+        try BillingFixture.pricingYAML.write(toFile: pricingPath, atomically: true, encoding: .utf8)
+        let keyPath = directory.appendingPathComponent("stripe.key").path
+        try "\(StrictPlatform.key)\n".write(toFile: keyPath, atomically: true, encoding: .utf8)
+        let platform = StrictPlatform()
+        platform.state.withLock { $0.faults = [.tooManyRequests] }
+        try await platform.application().test(.live) { client in
+            let port = try #require(client.port)
+            var config = try CollectorConfig.load(
+                yaml: """
+                    store: sqlite:\(directory.path)/ledger.db
+                    listen: 127.0.0.1:0
+                    http: 127.0.0.1:0
+                    pricing: \(pricingPath)
+                    exports:
+                      base_url: http://127.0.0.1:\(port)
+                      api_key_file: \(keyPath)
+                      every: 1s
+                      meters: {api_calls: api_requests}
+                      customers: {acme: cus_acme}
+                      initial_backoff: 1ms
+                    """)
+            config.adminKey = "admin-0123456789abcdef"
+            let started = config
+            let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
+            let running = Task {
+                defer { ledgerOpened.finish() }
+                let collector = try await Collector.start(config: started, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+                ledgerOpened.yield(collector.ledger)
+                try await collector.run()
+            }
+            var ledgers = opened.makeAsyncIterator()
+            let ledger = try #require(await ledgers.next())
+            // An hour closed before the test began: due at the next run.
+            let hour = EventTime.now().hourSinceEpoch - 1
+            let closed = EventTime(startOfHour: hour).advanced(by: .seconds(600))
+            func event(_ tenant: String, _ quantity: Int64, id: String) -> IncomingEvent {
+                .valid(UsageEvent(tenant: tenant, metric: "api_calls", quantity: Quantity(quantity), timestamp: closed, id: id))
+            }
+            _ = try await ledger.commit(
+                IncomingBatch(agent: "edge-1", sequence: 1, receivedAt: .now(), events: [event("acme", 5, id: "a"), event("globex", 2, id: "b")]))
+            #expect(
+                await platform.waitForTotals(["cus_acme/api_requests": 5, "globex/api_requests": 2]) == [
+                    "cus_acme/api_requests": 5, "globex/api_requests": 2,
+                ])
+            // More usage in the same hour: the next run sends the difference only.
+            _ = try await ledger.commit(
+                IncomingBatch(agent: "edge-1", sequence: 2, receivedAt: .now(), events: [event("acme", 3, id: "c")]))
+            #expect(
+                await platform.waitForTotals(["cus_acme/api_requests": 8, "globex/api_requests": 2]) == [
+                    "cus_acme/api_requests": 8, "globex/api_requests": 2,
+                ])
+            running.cancel()
+            _ = try? await running.value
+            let state = platform.state.withLock { $0 }
+            #expect(state.unauthorized == 0 && state.recorded.count == 3 && state.faults.isEmpty)
+            #expect(state.recorded[MeterEventExporter.identifier(tenant: "acme", metric: "api_calls", hour: hour, revision: 2)]?.value == 3)
+        }
     }
 
     @Test func answersAreClassifiedLikeThePlatformMeansThem() {

@@ -2,7 +2,7 @@ import Foundation
 public import Logging
 public import TallyConfig
 public import ServiceLifecycle
-public import TallyCore
+import TallyCore
 public import TallyTLS
 
 /// The collector's `exports:` section: where to push usage as Stripe meter events, with which
@@ -67,7 +67,8 @@ public struct ExportsConfig: Sendable, Hashable {
 /// (``MeterEventExporter``: each hour's difference since what was already recorded, under
 /// identifiers that stay the same on a resend, so neither a retry, a restart nor a second
 /// collector sends anything twice). A failed run (platform or ledger away) is logged and its
-/// records are retried at the next run.
+/// records are retried at the next run. A graceful shutdown ends a run at once; what it had
+/// not delivered goes out after the restart.
 public struct ScheduledExports: Service {
     let exporter: MeterEventExporter
     let every: Duration
@@ -97,12 +98,15 @@ public struct ScheduledExports: Service {
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                let report = try await runOnce()
+                // A shutdown stops a run between two attempts: what was not acknowledged stays
+                // pending in the ledger and goes out, under the same identifier, after the restart.
+                let report = try await cancelWhenGracefulShutdown { try await runOnce() }
                 if report.sent > 0 || report.failed > 0 {
                     logger.info(
                         "exported usage", metadata: ["sent": "\(report.sent)", "failed": "\(report.failed)", "requests": "\(report.requests)"])
                 }
             } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
                 logger.error("exporting usage failed; retrying at the next run", metadata: ["error": "\(error)"])
             }
             do {
