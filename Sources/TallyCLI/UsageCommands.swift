@@ -197,13 +197,16 @@ extension UsageCommand {
 
         /// One line per record, tab-separated, with a header.
         static func table(_ records: [ExportRecord]) -> String {
-            var out = ["identifier", "tenant", "metric", "hour", "value", "status", "attempts", "sent_at", "answer"].joined(separator: "\t") + "\n"
+            var out =
+                ["identifier", "tenant", "metric", "hour", "value", "status", "attempts", "attempted_at", "sent_at", "answer"].joined(separator: "\t")
+                + "\n"
             for record in records {
                 let answer = (record.lastError ?? "").replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\t", with: " ")
                 out +=
                     [
                         record.identifier, record.tenant, record.metric, "\(EventTime(startOfHour: record.hour))", record.value.description,
-                        record.status.rawValue, String(record.attempts), record.sentAt.map { "\($0)" } ?? "", answer,
+                        record.status.rawValue, String(record.attempts), record.attemptedAt.map { "\($0)" } ?? "",
+                        record.sentAt.map { "\($0)" } ?? "", answer,
                     ].joined(separator: "\t") + "\n"
             }
             return out

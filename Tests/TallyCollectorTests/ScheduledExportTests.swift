@@ -177,7 +177,9 @@ final class StrictPlatform: Sendable {
             // `tallyctl usage exports` lists them: what, when, the answer.
             let table = UsageCommand.Exports.table(records).split(separator: "\n")
             #expect(table.count == 4 && table.first?.hasPrefix("identifier\ttenant\tmetric\thour\tvalue\tstatus") == true)
-            #expect(table[1].contains("\tacme\tapi_calls\t2026-02-27T10:00:00Z\t10\tsent\t4\t2026-03-02T12:30:00Z\talready delivered"))
+            #expect(
+                table[1].contains(
+                    "\tacme\tapi_calls\t2026-02-27T10:00:00Z\t10\tsent\t4\t2026-03-02T12:30:00Z\t2026-03-02T12:30:00Z\talready delivered"))
 
             // Two hours later, with a late event raising an hour already exported, the platform
             // is down: nothing is delivered, and the two new records wait in the ledger.
@@ -196,7 +198,8 @@ final class StrictPlatform: Sendable {
                 pending.map(\.identifier).sorted() == [
                     "tally-acme-api_calls-2026-03-01T07:00:00Z-r2", "tally-acme-api_calls-2026-03-02T12:00:00Z-r1",
                 ])
-            #expect(pending.allSatisfy { $0.lastError?.contains("503") == true })
+            #expect(pending.allSatisfy { $0.lastError?.contains("503") == true && $0.sentAt == nil })
+            #expect(pending.allSatisfy { $0.attemptedAt == fixture.now && $0.attempts == 2 })
 
             // A restart: a new collector process on the same ledger, the platform back up and
             // losing one answer again. The waiting records go out under the same identifiers,
@@ -324,5 +327,12 @@ final class StrictPlatform: Sendable {
         #expect(a != MeterEventExporter.identifier(tenant: "acme", metric: "api_calls", hour: 493_000, revision: 2))
         #expect(a != MeterEventExporter.identifier(tenant: "acme", metric: "api_calls", hour: 493_001, revision: 1))
         #expect(a != MeterEventExporter.identifier(tenant: "acme", metric: "bytes_out", hour: 493_000, revision: 1))
+        // A tenant name too long for the platform: a hash, still stable and distinct.
+        let long = String(repeating: "t", count: 90)
+        let hashed = MeterEventExporter.identifier(tenant: long, metric: "api-calls", hour: 493_000, revision: 3)
+        #expect(hashed.count <= MeterEventExporter.maxIdentifierLength && hashed.hasPrefix("tally-") && hashed.hasSuffix("-r3"))
+        #expect(hashed == MeterEventExporter.identifier(tenant: long, metric: "api-calls", hour: 493_000, revision: 3))
+        #expect(hashed != MeterEventExporter.identifier(tenant: long, metric: "api-calls", hour: 493_001, revision: 3))
+        #expect(hashed != MeterEventExporter.identifier(tenant: long + "-api", metric: "calls", hour: 493_000, revision: 3))
     }
 }

@@ -87,9 +87,18 @@ public struct MeterEventExporter: Sendable {
         self.settings = settings
     }
 
-    /// The stable identifier of one record.
+    /// The longest identifier the platform takes (Stripe: 100 characters).
+    public static let maxIdentifierLength = 100
+
+    /// The stable identifier of one record: readable, `tally-{tenant}-{metric}-{hour}-r{revision}`,
+    /// unless that is longer than ``maxIdentifierLength``; then `tally-{sha256}-r{revision}`, the
+    /// hash (32 hex digits) taken over the length-prefixed tenant, metric and hour, so that two
+    /// records never share one and a resend always has the same.
     public static func identifier(tenant: String, metric: String, hour: Int64, revision: Int) -> String {
-        "tally-\(tenant)-\(metric)-\(EventTime(startOfHour: hour))-r\(revision)"
+        let readable = "tally-\(tenant)-\(metric)-\(EventTime(startOfHour: hour))-r\(revision)"
+        guard readable.utf8.count > maxIdentifierLength else { return readable }
+        let key = [tenant, metric, String(hour)].map { "\($0.utf8.count):\($0)" }.joined()
+        return "tally-\(SHA256Digest.hex(key).prefix(32))-r\(revision)"
     }
 
     /// Exports every closed hour of `period` for `tenants` (the ledger's tenants of the period when nil).
@@ -172,6 +181,7 @@ public struct MeterEventExporter: Sendable {
         for attempt in 1...max(1, settings.maxAttempts) {
             report.requests += 1
             record.attempts += 1
+            record.attemptedAt = service.clock()
             var acknowledged = false
             var permanent = false
             do {
