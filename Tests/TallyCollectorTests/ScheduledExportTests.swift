@@ -8,6 +8,7 @@ import Testing
 @testable import TallyCLI
 import TallyCore
 import TallyLedger
+import TallyTestSupport
 @testable import TallyCollector
 
 /// A stand-in billing platform that behaves like Stripe's meter events where it matters: it
@@ -237,12 +238,39 @@ final class StrictPlatform: Sendable {
         await fixture.shutdown()
     }
 
-    /// The real collector with an `exports:` config: it pushes at start and then on its schedule,
-    /// with the key from its file and the configured meter and customer names.
-    @Test func theCollectorPushesOnItsSchedule() async throws {
+    /// Starts a real collector with `config`; its running task and its ledger.
+    func startCollector(_ config: CollectorConfig) async throws -> (running: Task<Void, any Error>, ledger: Ledger) {
+        let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
+        let running = Task {
+            defer { ledgerOpened.finish() }
+            let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+            ledgerOpened.yield(collector.ledger)
+            try await collector.run()
+        }
+        var ledgers = opened.makeAsyncIterator()
+        guard let ledger = await ledgers.next() else {
+            try await running.value
+            throw FixtureError("the collector did not start")
+        }
+        return (running, ledger)
+    }
+
+    /// Real collectors with an `exports:` config: one on SQLite, or two on one PostgreSQL ledger.
+    /// They push at start and then on their schedule, with the key from its file and the
+    /// configured meter and customer names; the platform gets each hour's usage once, then the
+    /// difference only, whichever collector sends it.
+    @Test(arguments: ["sqlite", "postgres"])
+    func theCollectorsPushOnTheirSchedule(_ backend: String) async throws {
+        let store: String
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-exports-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
+        if backend == "postgres" {
+            guard let server = try PostgresTestServer.shared() else { return }
+            store = try server.createDatabase("exports")
+        } else {
+            store = "sqlite:\(directory.path)/ledger.db"
+        }
         let pricingPath = directory.appendingPathComponent("pricing.yaml").path
         try BillingFixture.pricingYAML.write(toFile: pricingPath, atomically: true, encoding: .utf8)
         let keyPath = directory.appendingPathComponent("stripe.key").path
@@ -253,7 +281,7 @@ final class StrictPlatform: Sendable {
             let port = try #require(client.port)
             var config = try CollectorConfig.load(
                 yaml: """
-                    store: sqlite:\(directory.path)/ledger.db
+                    store: \(store)
                     listen: 127.0.0.1:0
                     http: 127.0.0.1:0
                     pricing: \(pricingPath)
@@ -266,16 +294,9 @@ final class StrictPlatform: Sendable {
                       initial_backoff: 1ms
                     """)
             config.adminKey = "admin-0123456789abcdef"
-            let started = config
-            let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
-            let running = Task {
-                defer { ledgerOpened.finish() }
-                let collector = try await Collector.start(config: started, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
-                ledgerOpened.yield(collector.ledger)
-                try await collector.run()
-            }
-            var ledgers = opened.makeAsyncIterator()
-            let ledger = try #require(await ledgers.next())
+            var collectors = [try await startCollector(config)]
+            if backend == "postgres" { collectors.append(try await startCollector(config)) }
+            let ledger = collectors[0].ledger
             // An hour closed before the test began: due at the next run.
             let hour = EventTime.now().hourSinceEpoch - 1
             let closed = EventTime(startOfHour: hour).advanced(by: .seconds(600))
@@ -284,22 +305,27 @@ final class StrictPlatform: Sendable {
             }
             _ = try await ledger.commit(
                 IncomingBatch(agent: "edge-1", sequence: 1, receivedAt: .now(), events: [event("acme", 5, id: "a"), event("globex", 2, id: "b")]))
-            #expect(
-                await platform.waitForTotals(["cus_acme/api_requests": 5, "globex/api_requests": 2]) == [
-                    "cus_acme/api_requests": 5, "globex/api_requests": 2,
-                ])
+            let first = ["cus_acme/api_requests": 5, "globex/api_requests": 2]
+            #expect(await platform.waitForTotals(first) == first)
             // More usage in the same hour: the next run sends the difference only.
             _ = try await ledger.commit(
                 IncomingBatch(agent: "edge-1", sequence: 2, receivedAt: .now(), events: [event("acme", 3, id: "c")]))
-            #expect(
-                await platform.waitForTotals(["cus_acme/api_requests": 8, "globex/api_requests": 2]) == [
-                    "cus_acme/api_requests": 8, "globex/api_requests": 2,
-                ])
-            running.cancel()
-            _ = try? await running.value
+            let second = ["cus_acme/api_requests": 8, "globex/api_requests": 2]
+            #expect(await platform.waitForTotals(second) == second)
+            let records = try await ledger.perform { store throws(LedgerError) in try store.exportRecords(tenant: nil) }
+            for collector in collectors {
+                collector.running.cancel()
+                _ = try? await collector.running.value
+            }
             let state = platform.state.withLock { $0 }
             #expect(state.unauthorized == 0 && state.recorded.count == 3 && state.faults.isEmpty)
             #expect(state.recorded[MeterEventExporter.identifier(tenant: "acme", metric: "api_calls", hour: hour, revision: 2)]?.value == 3)
+            // The ledger holds one record per value the platform has, with the same values.
+            #expect(Set(records.map(\.identifier)) == Set(state.recorded.keys))
+            for record in records { #expect(record.value == Quantity(Int64(state.recorded[record.identifier]?.value ?? -1))) }
+        }
+        if backend == "postgres", let server = try PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: store) {
+            server.dropDatabase(name)
         }
     }
 
