@@ -158,9 +158,10 @@ final class StrictPlatform: Sendable {
         let logger = Logger(label: "test")
         try await platform.application().test(.live) { client in
             let port = try #require(client.port)
+            let registry = PrometheusCollectorRegistry()
             let first = ScheduledExports(
                 exporter: MeterEventExporter(service: fixture.service, settings: settings(port: port, maxAttempts: 6)), every: .seconds(3_600),
-                logger: logger)
+                logger: logger, metrics: PrometheusMetricsFactory(registry: registry))
 
             // Run 1: the previous period's and this period's closed hours; the open hour and the
             // unmapped metric stay home. The first record meets a 500, a 429 and a lost answer,
@@ -169,6 +170,11 @@ final class StrictPlatform: Sendable {
             #expect(run1.sent == 3 && run1.failed == 0)
             #expect(run1.requests == 6)
             #expect(platform.totals == ["cus_acme/api_requests": 15, "globex/api_requests": 3])
+            var exposition: [UInt8] = []
+            registry.emit(into: &exposition)
+            let metrics = String(decoding: exposition, as: UTF8.self)
+            #expect(metrics.contains(#"tally_collector_export_records_total{outcome="sent"} 3"#), "\(metrics)")
+            #expect(metrics.contains("tally_collector_export_requests_total 6"), "\(metrics)")
             let afterRun1 = platform.state.withLock { $0 }
             #expect(afterRun1.duplicates == 1 && afterRun1.unauthorized == 0 && afterRun1.idempotencyKeysMatched)
             #expect(afterRun1.recorded["tally-acme-api_calls-2026-02-27T10:00:00Z-r1"]?.timestamp == "1772186400")

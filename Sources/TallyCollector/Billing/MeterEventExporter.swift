@@ -17,7 +17,7 @@ import TallyPricing
 /// dedupes a retry. A `400` whose error code is `resource_already_exists` (the platform has the
 /// identifier already) counts as delivered. `429`, `408`, `5xx`, timeouts and connection
 /// failures are retried with exponential backoff and jitter; any other `4xx` marks the record
-/// failed, with the answer kept.
+/// failed, with the answer kept, and it is tried once at each later run.
 ///
 /// What a record holds never double counts: the value of (tenant, metric, hour) is only ever
 /// sent as the difference between the hour's total now and the sum of every record of that hour

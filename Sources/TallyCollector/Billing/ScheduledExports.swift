@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+public import Metrics
 public import TallyConfig
 public import ServiceLifecycle
 import TallyCore
@@ -69,15 +70,28 @@ public struct ExportsConfig: Sendable, Hashable {
 /// collector sends anything twice). A failed run (platform or ledger away) is logged and its
 /// records are retried at the next run. A graceful shutdown ends a run at once; what it had
 /// not delivered goes out after the restart.
+///
+/// Metrics: `tally_collector_export_records_total{outcome="sent"|"failed"}` (records delivered,
+/// and records still undelivered at the end of a run), `tally_collector_export_requests_total`
+/// (HTTP requests, retries included) and `tally_collector_export_runs_failed_total` (runs that
+/// stopped on an error, e.g. the ledger away).
 public struct ScheduledExports: Service {
     let exporter: MeterEventExporter
     let every: Duration
     let logger: Logger
+    let sent: Counter
+    let failed: Counter
+    let requests: Counter
+    let failedRuns: Counter
 
-    public init(exporter: MeterEventExporter, every: Duration, logger: Logger) {
+    public init(exporter: MeterEventExporter, every: Duration, logger: Logger, metrics: any MetricsFactory = MetricsSystem.factory) {
         self.exporter = exporter
         self.every = every
         self.logger = logger
+        sent = Counter(label: "tally_collector_export_records_total", dimensions: [("outcome", "sent")], factory: metrics)
+        failed = Counter(label: "tally_collector_export_records_total", dimensions: [("outcome", "failed")], factory: metrics)
+        requests = Counter(label: "tally_collector_export_requests_total", factory: metrics)
+        failedRuns = Counter(label: "tally_collector_export_runs_failed_total", factory: metrics)
     }
 
     /// One run, now: the previous period's and the current period's closed hours.
@@ -91,6 +105,9 @@ public struct ScheduledExports: Service {
             total.alreadySent += report.alreadySent
             total.failed += report.failed
             total.requests += report.requests
+            sent.increment(by: report.sent)
+            failed.increment(by: report.failed)
+            requests.increment(by: report.requests)
         }
         return total
     }
@@ -107,6 +124,7 @@ public struct ScheduledExports: Service {
                 }
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                failedRuns.increment()
                 logger.error("exporting usage failed; retrying at the next run", metadata: ["error": "\(error)"])
             }
             do {
