@@ -343,6 +343,21 @@ final class StrictPlatform: Sendable {
         for status in [408, 429, 500, 502, 503] { #expect(MeterEventExporter.answer(status: status, body: "") == .retry) }
     }
 
+    @Test func timestampsAreTheHourUnlessThePlatformWouldRefuseIt() async throws {
+        let now = try EventTime(parsing: "2026-04-20T12:34:56Z")
+        let recent = try EventTime(parsing: "2026-03-20T10:00:00Z").hourSinceEpoch
+        #expect(MeterEventExporter.timestamp(hour: recent, now: now) == recent * 3600)
+        let old = try EventTime(parsing: "2026-03-01T10:00:00Z").hourSinceEpoch
+        #expect(MeterEventExporter.timestamp(hour: old, now: now) == now.seconds)
+        let settings = MeterEventExporter.Settings(baseURL: "http://127.0.0.1:1", customers: ["acme": "cus_1"], meters: ["api_calls": "calls"])
+        let fixture = try BillingFixture()
+        let body = MeterEventExporter(service: fixture.service, settings: settings).formBody(
+            ExportRecord(identifier: "id 1", tenant: "acme", metric: "api_calls", hour: old, value: Quantity(7), status: .pending, attempts: 0),
+            now: now)
+        #expect(body == "event_name=calls&payload%5Bstripe_customer_id%5D=cus_1&payload%5Bvalue%5D=7&timestamp=\(now.seconds)&identifier=id%201")
+        await fixture.shutdown()
+    }
+
     @Test func backoffIsJitteredWithinItsBounds() {
         var seen: Set<Duration> = []
         for _ in 0..<200 {

@@ -191,7 +191,7 @@ public struct MeterEventExporter: Sendable {
                         method: "POST", path: target.path,
                         headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
                             + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
-                        body: ByteBuffer(string: formBody(record)), timeout: settings.requestTimeout)
+                        body: ByteBuffer(string: formBody(record, now: service.clock())), timeout: settings.requestTimeout)
                 switch Self.answer(status: reply.status, body: reply.text) {
                 case .delivered:
                     acknowledged = true
@@ -255,13 +255,26 @@ public struct MeterEventExporter: Sendable {
         return .nanoseconds(Int64.random(in: (nanoseconds / 2)...nanoseconds))
     }
 
+    /// How far back the platform takes an event's timestamp (Stripe: 35 days), less a margin.
+    public static let oldestTimestamp: Duration = .seconds(34 * 86_400)
+
+    /// The event's `timestamp`: the start of its hour, or `now` when that is older than the
+    /// platform takes (a late event's revision of an old hour), so that it is billed in the
+    /// platform's current period, as Tally bills late usage as an adjustment of the next invoice.
+    /// The identifier, not the timestamp, is what the platform dedupes, so a resend with a later
+    /// `now` changes nothing.
+    public static func timestamp(hour: Int64, now: EventTime) -> Int64 {
+        let start = hour * 3600
+        return start < now.seconds - oldestTimestamp.components.seconds ? now.seconds : start
+    }
+
     /// The Stripe meter-event form body.
-    func formBody(_ record: ExportRecord) -> String {
+    func formBody(_ record: ExportRecord, now: EventTime) -> String {
         let fields = [
             ("event_name", settings.meters[record.metric] ?? record.metric),
             ("payload[stripe_customer_id]", settings.customers[record.tenant] ?? record.tenant),
             ("payload[value]", record.value.description),
-            ("timestamp", String(record.hour * 3600)),
+            ("timestamp", String(Self.timestamp(hour: record.hour, now: now))),
             ("identifier", record.identifier),
         ]
         return fields.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
