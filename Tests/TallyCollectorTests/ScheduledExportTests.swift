@@ -13,8 +13,10 @@ import TallyTestSupport
 
 /// A stand-in billing platform that behaves like Stripe's meter events where it matters: it
 /// records each identifier once, answers a repeated one `400 resource_already_exists`, checks
-/// the API key, and can be told to fail (500), throttle (429), go down, or record an event and
-/// then not answer in time (the answer lost to a timeout).
+/// the API key, replays the first answer to a repeated `Idempotency-Key` (a 500 included, as
+/// Stripe's idempotency layer does), and can be told to fail (500), throttle (429, before the
+/// idempotency layer, as Stripe's rate limiter), go down, or record an event and then not
+/// answer in time (the answer lost to a timeout).
 final class StrictPlatform: Sendable {
     enum Fault: Sendable {
         case fail
@@ -29,6 +31,11 @@ final class StrictPlatform: Sendable {
         var timestamp: String
     }
 
+    struct SavedAnswer: Sendable {
+        var status: HTTPResponse.Status
+        var body: String
+    }
+
     struct State {
         /// identifier -> the event recorded under it (the first one).
         var recorded: [String: Event] = [:]
@@ -37,7 +44,11 @@ final class StrictPlatform: Sendable {
         var requests = 0
         var duplicates = 0
         var unauthorized = 0
-        var idempotencyKeysMatched = true
+        /// Every request's key was the identifier plus an attempt suffix.
+        var keysCarryIdentifier = true
+        /// Idempotency-Key -> the first answer to it.
+        var savedAnswers: [String: SavedAnswer] = [:]
+        var replays = 0
     }
 
     let state = Mutex(State())
@@ -93,27 +104,43 @@ final class StrictPlatform: Sendable {
                     return .status(.unauthorized, #"{"error":{"type":"invalid_request_error","code":"api_key_invalid"}}"#)
                 }
                 if state.down { return .status(.serviceUnavailable, "down") }
-                let fault = state.faults.isEmpty ? nil : state.faults.removeFirst()
-                switch fault {
-                case .fail: return .status(.internalServerError, #"{"error":{"type":"api_error"}}"#)
-                case .tooManyRequests: return .status(.tooManyRequests, #"{"error":{"code":"rate_limit"}}"#)
-                case .recordThenHang, nil: break
+                let fault = state.faults.first
+                if fault == .tooManyRequests {
+                    state.faults.removeFirst()
+                    return .status(.tooManyRequests, #"{"error":{"code":"rate_limit"}}"#)
                 }
-                guard let identifier = fields["identifier"], let customer = fields["payload[stripe_customer_id]"],
+                if let key = idempotencyKey, let saved = state.savedAnswers[key] {
+                    state.replays += 1
+                    return .status(saved.status, saved.body)
+                }
+                if fault != nil { state.faults.removeFirst() }
+                let answer: SavedAnswer
+                var hang = false
+                if fault == .fail {
+                    answer = SavedAnswer(status: .internalServerError, body: #"{"error":{"type":"api_error"}}"#)
+                } else if let identifier = fields["identifier"], let customer = fields["payload[stripe_customer_id]"],
                     let meter = fields["event_name"], let text = fields["payload[value]"], let value = Int(text),
                     let timestamp = fields["timestamp"]
-                else { return .status(.badRequest, #"{"error":{"code":"parameter_missing"}}"#) }
-                if idempotencyKey != identifier { state.idempotencyKeysMatched = false }
-                if state.recorded[identifier] != nil {
-                    state.duplicates += 1
-                    return .status(
-                        .badRequest,
-                        #"{"error":{"type":"invalid_request_error","code":"resource_already_exists","message":"An event with identifier \#(identifier) already exists."}}"#
-                    )
+                {
+                    if idempotencyKey?.hasPrefix(identifier) != true { state.keysCarryIdentifier = false }
+                    if state.recorded[identifier] != nil {
+                        state.duplicates += 1
+                        answer = SavedAnswer(
+                            status: .badRequest,
+                            body:
+                                #"{"error":{"type":"invalid_request_error","code":"resource_already_exists","message":"An event with identifier \#(identifier) already exists."}}"#
+                        )
+                    } else {
+                        state.recorded[identifier] = Event(customer: customer, meter: meter, value: value, timestamp: timestamp)
+                        self.recorded.yield()
+                        answer = SavedAnswer(status: .ok, body: #"{"object":"billing.meter_event","identifier":"\#(identifier)"}"#)
+                        hang = fault == .recordThenHang
+                    }
+                } else {
+                    answer = SavedAnswer(status: .badRequest, body: #"{"error":{"code":"parameter_missing"}}"#)
                 }
-                state.recorded[identifier] = Event(customer: customer, meter: meter, value: value, timestamp: timestamp)
-                self.recorded.yield()
-                return fault == .recordThenHang ? .hang : .status(.ok, #"{"object":"billing.meter_event","identifier":"\#(identifier)"}"#)
+                if let key = idempotencyKey { state.savedAnswers[key] = answer }
+                return hang ? .hang : .status(answer.status, answer.body)
             }
             switch reply {
             case .status(let status, let text):
@@ -176,7 +203,9 @@ final class StrictPlatform: Sendable {
             #expect(metrics.contains(#"tally_collector_export_records_total{outcome="sent"} 3"#), "\(metrics)")
             #expect(metrics.contains("tally_collector_export_requests_total 6"), "\(metrics)")
             let afterRun1 = platform.state.withLock { $0 }
-            #expect(afterRun1.duplicates == 1 && afterRun1.unauthorized == 0 && afterRun1.idempotencyKeysMatched)
+            #expect(afterRun1.duplicates == 1 && afterRun1.unauthorized == 0 && afterRun1.keysCarryIdentifier)
+            // Each attempt had its own key: the saved 500 was never replayed to a retry.
+            #expect(afterRun1.replays == 0 && afterRun1.savedAnswers.count == 5)
             #expect(afterRun1.recorded["tally-acme-api_calls-2026-02-27T10:00:00Z-r1"]?.timestamp == "1772186400")
             let records = try await fixture.writer.perform { store throws(LedgerError) in try store.exportRecords(tenant: nil) }
             #expect(records.count == 3 && records.allSatisfy { $0.status == .sent && $0.sentAt != nil })
@@ -340,7 +369,7 @@ final class StrictPlatform: Sendable {
         #expect(MeterEventExporter.answer(status: 400, body: #"{"error":{"code":"resource_already_exists"}}"#) == .alreadyDelivered)
         #expect(MeterEventExporter.answer(status: 400, body: #"{"error":{"code":"parameter_missing"}}"#) == .refused)
         #expect(MeterEventExporter.answer(status: 401, body: "") == .refused)
-        for status in [408, 429, 500, 502, 503] { #expect(MeterEventExporter.answer(status: status, body: "") == .retry) }
+        for status in [408, 409, 429, 500, 502, 503] { #expect(MeterEventExporter.answer(status: status, body: "") == .retry) }
     }
 
     @Test func timestampsAreTheHourUnlessThePlatformWouldRefuseIt() async throws {

@@ -15,7 +15,7 @@ import TallyPricing
 /// same record, one claims it and the others take the stored one), and is resent with the same
 /// identifier and value, also after a restart, until the platform answers 2xx, so the platform
 /// dedupes a retry. A `400` whose error code is `resource_already_exists` (the platform has the
-/// identifier already) counts as delivered. `429`, `408`, `5xx`, timeouts and connection
+/// identifier already) counts as delivered. `429`, `408`, `409`, `5xx`, timeouts and connection
 /// failures are retried with exponential backoff and jitter; any other `4xx` marks the record
 /// failed, with the answer kept, and it is tried once at each later run.
 ///
@@ -86,6 +86,13 @@ public struct MeterEventExporter: Sendable {
         self.service = service
         self.settings = settings
     }
+
+    /// The `Idempotency-Key` of one attempt: the identifier and the attempt's number (counted in
+    /// the ledger, so it goes on across restarts). One key per attempt, because the platform's
+    /// idempotency layer replays the first answer to a key for a day, a 500 included; a retry
+    /// under a new key is deduplicated by the `identifier` instead. A network retry of the same
+    /// attempt (a proxy's) keeps the key.
+    static func idempotencyKey(_ record: ExportRecord) -> String { "\(record.identifier)-a\(record.attempts)" }
 
     /// The longest identifier the platform takes (Stripe: 100 characters).
     public static let maxIdentifierLength = 100
@@ -189,7 +196,10 @@ public struct MeterEventExporter: Sendable {
                 let reply = try await HTTPExchange(url: target, tls: settings.tls, allowPlaintextRemote: settings.allowPlaintextRemote)
                     .request(
                         method: "POST", path: target.path,
-                        headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
+                        headers: [
+                            ("Content-Type", "application/x-www-form-urlencoded"),
+                            ("Idempotency-Key", Self.idempotencyKey(record)),
+                        ]
                             + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
                         body: ByteBuffer(string: formBody(record, now: service.clock())), timeout: settings.requestTimeout)
                 switch Self.answer(status: reply.status, body: reply.text) {
@@ -243,7 +253,7 @@ public struct MeterEventExporter: Sendable {
         switch status {
         case 200..<300: return .delivered
         case 400 where body.contains("resource_already_exists"): return .alreadyDelivered
-        case 408, 429, 500..<600: return .retry
+        case 408, 409, 429, 500..<600: return .retry
         default: return .refused
         }
     }
