@@ -259,7 +259,7 @@ let package = Package(
             name: "TallyCollectorTests",
             dependencies: [
                 "TallyCollector", "TallyCore", "TallyConfig", "TallyLedger", "TallyPricing", "TallyCLI",
-                "TallyTLS", "TallyAgent", "TallySpool", "TallyWire", "TallyClient",
+                "TallyTLS", "TallyAgent", "TallySpool", "TallyWire", "TallyClient", "TallyTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -68,7 +68,7 @@ func queryString(_ items: [(String, String?)]) -> String {
 public struct UsageCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "usage", abstract: "Show usage, print a period's usage report, export usage to a billing platform.",
-        subcommands: [Show.self, Report.self, Export.self], defaultSubcommand: Show.self)
+        subcommands: [Show.self, Report.self, Export.self, Exports.self], defaultSubcommand: Show.self)
     public init() {}
 
     /// `tallyctl usage [show]`: usage buckets from the collector's API (from the aggregates).
@@ -164,6 +164,52 @@ public struct UsageCommand: AsyncParsableCommand {
             await writer.shutdown()
             print("sent \(report.sent), already sent \(report.alreadySent), failed \(report.failed), requests \(report.requests)")
             if report.failed > 0 { throw RuntimeFailure("\(report.failed) records were not acknowledged; rerun to retry them") }
+        }
+    }
+}
+
+extension UsageCommand {
+    /// `tallyctl usage exports`: every push to the billing platform recorded in the ledger —
+    /// what (tenant, metric, hour, value, identifier), its state, attempts, when it was
+    /// acknowledged and the platform's last answer — by identifier.
+    public struct Exports: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            commandName: "exports", abstract: "List the usage pushed to a billing platform (scheduled or by hand), from the ledger.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "The ledger: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE.") var store = "sqlite:./tally-data/ledger.db"
+        @Option(help: "Only this tenant.") var tenant: String?
+        public init() {}
+
+        public func validate() throws {
+            do { _ = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
+        }
+
+        public func run() async throws {
+            if case .sqlite(let path) = try StoreAddress(parsing: store), !FileManager.default.fileExists(atPath: path) {
+                throw RuntimeFailure("no ledger at \(path)")
+            }
+            let writer = try openLedger(store, groupBy: [])
+            let only = tenant
+            let records = try await writer.perform { store throws(LedgerError) in try store.exportRecords(tenant: only) }
+            await writer.shutdown()
+            print(Self.table(records), terminator: "")
+        }
+
+        /// One line per record, tab-separated, with a header.
+        static func table(_ records: [ExportRecord]) -> String {
+            var out =
+                ["identifier", "tenant", "metric", "hour", "value", "status", "attempts", "attempted_at", "sent_at", "answer"].joined(separator: "\t")
+                + "\n"
+            for record in records {
+                let answer = (record.lastError ?? "").replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\t", with: " ")
+                out +=
+                    [
+                        record.identifier, record.tenant, record.metric, "\(EventTime(startOfHour: record.hour))", record.value.description,
+                        record.status.rawValue, String(record.attempts), record.attemptedAt.map { "\($0)" } ?? "",
+                        record.sentAt.map { "\($0)" } ?? "", answer,
+                    ].joined(separator: "\t") + "\n"
+            }
+            return out
         }
     }
 }

@@ -63,6 +63,8 @@ public struct CollectorConfig: Sendable {
     /// Plain TCP (agents) and plain HTTP (API reads) from peers not on loopback. Off by default:
     /// such peers are refused, with a log line saying why.
     public var allowPlaintextRemote = false
+    /// Scheduled exports to a billing platform (`exports:`); nil: none.
+    public var exports: ExportsConfig?
 
     public init() {}
 
@@ -123,6 +125,9 @@ public struct CollectorConfig: Sendable {
                         "\(DurationText.format(limits.idleTimeout)) must be longer than limits.ping_after \(DurationText.format(limits.pingAfter)), which must be positive"
                 ))
         }
+        if exports != nil && pricingFile == nil {
+            issues.append(ConfigIssue(place: "exports", problem: "needs a pricing file (pricing: or --pricing): it says which metrics exist"))
+        }
         var seen: Set<String> = []
         for agent in agents where !seen.insert(agent.id).inserted {
             issues.append(ConfigIssue(place: "agents", problem: "agent '\(agent.id)' is configured twice"))
@@ -134,7 +139,7 @@ public struct CollectorConfig: Sendable {
 extension CollectorConfig {
     static let topLevelKeys = [
         "store", "listen", "http", "tls", "allow_plaintext_remote", "pricing", "admin_key", "agents", "api_keys", "late",
-        "dedupe_horizon", "limits", "events",
+        "dedupe_horizon", "limits", "events", "exports",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -259,7 +264,49 @@ extension CollectorConfig {
                 config.limits.idleTimeout = value
             }
         }
+        if let node = fields["exports"] { config.exports = readExports(node, &reader) }
         if !reader.issues.isEmpty { throw ConfigError(file: file, issues: reader.issues) }
         return config
+    }
+
+    static func readExports(_ node: YAMLNode, _ reader: inout YAMLReader) -> ExportsConfig? {
+        guard
+            let fields = reader.mapping(
+                node, "exports",
+                allowed: [
+                    "base_url", "api_key_env", "api_key_file", "every", "meters", "customers", "max_attempts", "request_timeout",
+                    "initial_backoff", "max_backoff",
+                ]),
+            let urlNode = fields.required("base_url", &reader), let url = reader.text(urlNode, fields.place("base_url"))
+        else { return nil }
+        guard url.hasPrefix("https://") || url.hasPrefix("http://") else {
+            reader.fail(fields.place("base_url"), urlNode, "'\(url)' must start with https:// (or http:// for a loopback mock)")
+            return nil
+        }
+        var exports = ExportsConfig(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url)
+        switch (fields["api_key_env"], fields["api_key_file"]) {
+        case (let env?, nil): exports.apiKey = reader.text(env, fields.place("api_key_env")).map { .environment($0) }
+        case (nil, let file?): exports.apiKey = reader.text(file, fields.place("api_key_file")).map { .file($0) }
+        case (_?, _?): reader.fail(fields.place("api_key_file"), fields["api_key_file"], "give api_key_env or api_key_file, not both")
+        case (nil, nil): break
+        }
+        if let node = fields["every"], let value = reader.duration(node, fields.place("every")) {
+            if value < .seconds(1) { reader.fail(fields.place("every"), node, "must be at least 1s") } else { exports.every = value }
+        }
+        if let node = fields["meters"], let value = reader.textMapping(node, fields.place("meters")) { exports.meters = value }
+        if let node = fields["customers"], let value = reader.textMapping(node, fields.place("customers")) { exports.customers = value }
+        if let node = fields["max_attempts"], let value = reader.integer(node, fields.place("max_attempts"), range: 1...100) {
+            exports.maxAttempts = value
+        }
+        if let node = fields["request_timeout"], let value = reader.duration(node, fields.place("request_timeout")) {
+            exports.requestTimeout = value
+        }
+        if let node = fields["initial_backoff"], let value = reader.duration(node, fields.place("initial_backoff")) {
+            exports.initialBackoff = value
+        }
+        if let node = fields["max_backoff"], let value = reader.duration(node, fields.place("max_backoff")) {
+            exports.maxBackoff = value
+        }
+        return exports
     }
 }

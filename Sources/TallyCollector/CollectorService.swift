@@ -120,14 +120,25 @@ public struct Collector {
                 httpBound(channel.localAddress?.port ?? 0)
             },
             logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: protocolServer, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: http, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: InvoiceFreezer(service: service, logger: logger)),
+            .init(service: LedgerUpkeep(ledger: ledger, logger: logger)),
+        ]
+        if let exports = config.exports {
+            // The key is read here, once, and never logged.
+            let key = try exports.resolveAPIKey()
+            let exporter = MeterEventExporter(
+                service: service, settings: exports.settings(apiKey: key, allowPlaintextRemote: config.allowPlaintextRemote))
+            services.append(.init(service: ScheduledExports(exporter: exporter, every: exports.every, logger: logger)))
+            logger.info(
+                "exporting usage on a schedule",
+                metadata: ["to": "\(exports.baseURL)", "every": "\(DurationText.format(exports.every))"])
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: protocolServer, successTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: http, successTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: InvoiceFreezer(service: service, logger: logger)),
-                    .init(service: LedgerUpkeep(ledger: ledger, logger: logger)),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {

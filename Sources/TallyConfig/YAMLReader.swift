@@ -44,6 +44,27 @@ public struct YAMLReader {
         return Fields(node: node, place: place, values: values)
     }
 
+    /// A mapping of text keys to text values (e.g. metric -> meter name), each key once.
+    public mutating func textMapping(_ node: YAMLNode, _ place: String) -> [String: String]? {
+        guard let mapping = node.mapping else {
+            fail(place, node, "expected a mapping of names to values")
+            return nil
+        }
+        var result: [String: String] = [:]
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string, !name.isEmpty else {
+                fail(place, key, "keys must be plain text")
+                continue
+            }
+            if result[name] != nil {
+                fail(Self.child(place, name), key, "'\(name)' is given twice")
+                continue
+            }
+            if let text = text(value, Self.child(place, name)) { result[name] = text }
+        }
+        return result
+    }
+
     public mutating func list(_ node: YAMLNode, _ place: String) -> [YAMLNode]? {
         guard let sequence = node.sequence else {
             fail(place, node, "expected a list")

@@ -139,6 +139,11 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// Inserts or replaces the record of one export identifier.
     func saveExportRecord(_ record: ExportRecord) throws(LedgerError)
 
+    /// Inserts `record` unless a record of its identifier exists, and says whether this call
+    /// inserted it. The claim of a new export: when several collectors plan the same export at
+    /// once, exactly one claims each identifier and the others keep the stored record.
+    func claimExportRecord(_ record: ExportRecord) throws(LedgerError) -> Bool
+
     /// Every export record of a tenant (nil: all), by identifier.
     func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord]
 

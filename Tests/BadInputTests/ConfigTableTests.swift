@@ -78,7 +78,7 @@ enum ConfigRows {
     static let collector: [ConfigRow] = [
         ConfigRow(
             "unknown key", "colour: red\n", "colour", 1, 1,
-            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events"
+            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events, exports"
         ),
         ConfigRow("a value where a list goes", "agents: edge-1\n", "agents", 1, 9, "expected a list"),
         ConfigRow("a required key missing", "agents:\n  - id: edge-1\n", "agents[0].secret", 2, 5, "is required"),
@@ -102,6 +102,10 @@ enum ConfigRows {
             "'0' must be a whole number from 1 to 100000"),
         ConfigRow("a TLS key missing", "tls:\n  listen:\n    certificate: a.pem\n", "tls.listen.private_key", 3, 5, "is required"),
         ConfigRow("not HOST:PORT", "http: 7480\n", "http", 1, 7, "http '7480' must be HOST:PORT with a port from 0 to 65535"),
+        ConfigRow("exports without a base URL", "exports:\n  every: 1h\n", "exports.base_url", 2, 3, "is required"),
+        ConfigRow(
+            "exports with a list for meters", "exports:\n  base_url: https://x\n  meters: [a]\n", "exports.meters", 3, 11,
+            "expected a mapping of names to values"),
         ConfigRow(
             "invalid YAML", "agents:\n  - id: a\n   secret: b\n", "", 3, 4,
             "not valid YAML: did not find expected '-' indicator while parsing a block collection"),

@@ -127,6 +127,24 @@ final class BillingFixture: Sendable {
     }
 
     func shutdown() async { await writer.shutdown() }
+
+    /// Another collector process on the same ledger file (after a restart, or a cluster's other
+    /// node): its own stores and invoice service, the same clock.
+    struct Reopened {
+        let writer: Ledger
+        let service: Invoicing
+        func shutdown() async { await writer.shutdown() }
+    }
+
+    static func reopen(_ fixture: BillingFixture) throws -> Reopened {
+        let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: fixture.pricing.config))
+        let writer = Ledger(
+            store: try SQLiteLedgerStore(path: fixture.path, configuration: configuration),
+            reader: try SQLiteLedgerStore(path: fixture.path, configuration: configuration))
+        let clock = fixture.clock
+        return Reopened(
+            writer: writer, service: Invoicing(ledger: writer, pricing: fixture.pricing, lateWindow: .standard, clock: { clock.now }))
+    }
 }
 
 extension TestResponse {

@@ -109,5 +109,55 @@ import TallyConfig
         #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme-api-key"] == "acme")
         #expect(config.listenTLS?.clientCA != nil && config.httpTLS?.certificate == config.listenTLS?.certificate)
         #expect(config.allowPlaintextRemote == defaults.allowPlaintextRemote)
+        #expect(config.exports?.apiKey == .environment("STRIPE_API_KEY") && config.exports?.every == .seconds(3_600))
+        #expect(config.exports?.maxAttempts == ExportsConfig(baseURL: "x").maxAttempts)
+    }
+
+    @Test func theExportsSectionIsReadAndChecked() throws {
+        let config = try CollectorConfig.load(
+            yaml: """
+                pricing: p.yaml
+                exports:
+                  base_url: http://127.0.0.1:9999/
+                  api_key_file: /run/key
+                  every: 15m
+                  meters: {api_calls: api_requests}
+                  customers: {acme: cus_1}
+                  max_attempts: 3
+                  request_timeout: 2s
+                """)
+        try config.validate()
+        let exports = try #require(config.exports)
+        #expect(exports.baseURL == "http://127.0.0.1:9999")
+        #expect(exports.apiKey == .file("/run/key") && exports.every == .seconds(900))
+        #expect(exports.meters == ["api_calls": "api_requests"] && exports.customers == ["acme": "cus_1"])
+        #expect(exports.maxAttempts == 3 && exports.requestTimeout == .seconds(2))
+        let settings = exports.settings(apiKey: "k")
+        #expect(settings.meters == exports.meters && settings.apiKey == "k" && settings.maxAttempts == 3)
+
+        for bad in [
+            "exports: {api_key_env: K}", "exports: {base_url: ftp://x}", "exports: {base_url: https://x, api_key_env: A, api_key_file: B}",
+            "exports: {base_url: https://x, every: 0s}", "exports: {base_url: https://x, meters: [a]}", "exports: {base_url: https://x, colour: red}",
+        ] {
+            #expect(throws: ConfigError.self) { try CollectorConfig.load(yaml: bad) }
+        }
+        let noPricing = try CollectorConfig.load(yaml: "exports: {base_url: https://x}")
+        let error = #expect(throws: ConfigError.self) { try noPricing.validate() }
+        #expect(error?.description.contains("pricing") == true)
+    }
+
+    @Test func theExportKeyIsReadFromTheEnvironmentOrAFile() throws {
+        var exports = ExportsConfig(baseURL: "https://x")
+        #expect(try exports.resolveAPIKey(environment: [:]) == nil)
+        exports.apiKey = .environment("TALLY_TEST_KEY")
+        #expect(try exports.resolveAPIKey(environment: ["TALLY_TEST_KEY": "sk_test_1"]) == "sk_test_1")
+        #expect(throws: ConfigError.self) { try exports.resolveAPIKey(environment: [:]) }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tally-key-\(UUID().uuidString)")
+        try "sk_file_2\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        exports.apiKey = .file(file.path)
+        #expect(try exports.resolveAPIKey(environment: [:]) == "sk_file_2")
+        exports.apiKey = .file(file.path + ".missing")
+        #expect(throws: ConfigError.self) { try exports.resolveAPIKey(environment: [:]) }
     }
 }

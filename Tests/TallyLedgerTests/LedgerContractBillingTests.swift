@@ -98,13 +98,69 @@ import Testing
         record.status = .sent
         record.attempts = 1
         record.sentAt = at("2026-04-05T00:00:00Z")
+        record.attemptedAt = at("2026-04-04T23:59:59Z")
         try ledger.store.saveExportRecord(record)
         #expect(try ledger.store.exportRecord(identifier: "acme-api-1") == record)
+        #expect(try ledger.store.exportRecord(identifier: "acme-api-1")?.attemptedAt == at("2026-04-04T23:59:59Z"))
         #expect(try ledger.store.exportRecord(identifier: "nobody") == nil)
         #expect(try ledger.store.exportRecords(tenant: "acme") == [record])
         let all = try ledger.store.exportRecords(tenant: nil)
         #expect(all.map(\.identifier) == ["acme-api-1", "globex-api-1"])
         #expect(all.last?.lastError == "HTTP 500" && all.last?.sentAt == nil)
+    }
+
+    /// An embedded ledger whose `usage_exports` was made before records kept their attempt time
+    /// (PostgreSQL: migration 3) gets the column on first use and keeps its rows.
+    @Test func anOldSQLiteExportTableGetsTheAttemptTime() throws {
+        let factory = SQLiteFactory()
+        let location = try factory.newLocation()
+        defer { factory.destroy(location) }
+        let store = try SQLiteLedgerStore(path: location, configuration: LedgerConfiguration())
+        defer { store.close() }
+        try store.database.execute(
+            """
+            CREATE TABLE usage_exports (identifier TEXT PRIMARY KEY, tenant TEXT NOT NULL, metric TEXT NOT NULL,
+                hour INTEGER NOT NULL, value TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
+                sent_at INTEGER) WITHOUT ROWID;
+            INSERT INTO usage_exports VALUES ('old-1', 'acme', 'api_calls', 490000, '3', 'sent', 1, NULL, 1000000);
+            """)
+        let old = ExportRecord(
+            identifier: "old-1", tenant: "acme", metric: "api_calls", hour: 490_000, value: Quantity(3), status: .sent, attempts: 1,
+            sentAt: EventTime(microseconds: 1_000_000))
+        #expect(try store.exportRecords(tenant: nil) == [old])
+        var new = old
+        new.identifier = "new-1"
+        new.attemptedAt = at("2026-04-05T00:00:00Z")
+        #expect(try store.claimExportRecord(new))
+        #expect(try store.exportRecords(tenant: "acme") == [new, old])
+    }
+
+    /// Two collectors plan the same export at once: the first claim of an identifier wins, the
+    /// second changes nothing and learns it lost, and a saved answer is not undone by a late claim.
+    @Test(arguments: ledgerFactories)
+    func anExportIdentifierIsClaimedOnceWhicheverStoreClaimsFirst(_ factory: any LedgerStoreFactory) throws {
+        let ledger = try billingLedger(factory)
+        let second = try factory.open(ledger.location, configuration: ledger.configuration)
+        defer { second.close() }
+        let mine = ExportRecord(
+            identifier: "tally-acme-api_calls-r1", tenant: "acme", metric: "api_calls", hour: 490_000, value: Quantity(12),
+            status: .pending, attempts: 0)
+        var theirs = mine
+        theirs.value = Quantity(13)
+        #expect(try ledger.store.claimExportRecord(mine))
+        #expect(try !second.claimExportRecord(theirs))
+        #expect(try second.exportRecord(identifier: mine.identifier) == mine)
+        var sent = mine
+        sent.status = .sent
+        sent.attempts = 1
+        sent.sentAt = at("2026-04-05T00:00:00Z")
+        try second.saveExportRecord(sent)
+        #expect(try !ledger.store.claimExportRecord(mine))
+        #expect(try ledger.store.exportRecords(tenant: "acme") == [sent])
+        var other = mine
+        other.identifier = "tally-acme-api_calls-r2"
+        #expect(try second.claimExportRecord(other))
+        #expect(try ledger.store.exportRecords(tenant: nil).map(\.identifier) == [mine.identifier, other.identifier])
     }
 
     /// Two collectors on one ledger: a batch resent to the other one after a failover is answered

@@ -10,11 +10,21 @@ import TallyPricing
 /// `identifier`): one record per tenant, metric and closed hour.
 ///
 /// Exactly-once towards the platform: each record has a stable `identifier`
-/// (`tally-{tenant}-{metric}-{hour}-{revision}`), is written to `usage_exports` before it is
-/// sent, and is resent with the same identifier and value until the platform answers 2xx, so
-/// the platform dedupes a retry. When late events raise an hour already exported, the next run
-/// sends only the difference, under the next revision's identifier. Only additive metrics (sum,
-/// count) are exported; metric filters apply as on the invoice.
+/// (`tally-{tenant}-{metric}-{hour}-{revision}`), is claimed in `usage_exports` before it is
+/// sent (``TallyLedger/LedgerStore/claimExportRecord(_:)``: of several collectors planning the
+/// same record, one claims it and the others take the stored one), and is resent with the same
+/// identifier and value, also after a restart, until the platform answers 2xx, so the platform
+/// dedupes a retry. A `400` whose error code is `resource_already_exists` (the platform has the
+/// identifier already) counts as delivered. `429`, `408`, `409`, `5xx`, timeouts and connection
+/// failures are retried with exponential backoff and jitter; any other `4xx` marks the record
+/// failed, with the answer kept, and it is tried once at each later run.
+///
+/// What a record holds never double counts: the value of (tenant, metric, hour) is only ever
+/// sent as the difference between the hour's total now and the sum of every record of that hour
+/// already in the ledger (whatever their state). When late events raise an hour already
+/// exported, the next run sends only the difference, under the next revision's identifier. Only
+/// additive metrics (sum, count) are exported, only the mapped ones when ``Settings/meters`` is
+/// not empty; metric filters apply as on the invoice.
 public struct MeterEventExporter: Sendable {
     /// Where and how to send.
     public struct Settings: Sendable {
@@ -24,6 +34,9 @@ public struct MeterEventExporter: Sendable {
         public var apiKey: String?
         /// tenant -> the platform's customer id; a tenant not listed is sent under its own name.
         public var customers: [String: String]
+        /// metric -> the platform's meter event name; when not empty, only these metrics are
+        /// exported. Empty: every additive metric, under its own name.
+        public var meters: [String: String]
         public var maxAttempts: Int
         /// The first retry waits this long; each next one twice as long.
         public var initialBackoff: Duration
@@ -38,8 +51,9 @@ public struct MeterEventExporter: Sendable {
         public init(
             baseURL: String, apiKey: String? = nil, customers: [String: String] = [:], maxAttempts: Int = 5,
             initialBackoff: Duration = .milliseconds(200), maxBackoff: Duration = .seconds(10), tls: ClientTLS? = nil,
-            allowPlaintextRemote: Bool = false, requestTimeout: Duration = .seconds(30)
+            allowPlaintextRemote: Bool = false, requestTimeout: Duration = .seconds(30), meters: [String: String] = [:]
         ) {
+            self.meters = meters
             self.requestTimeout = requestTimeout
             self.tls = tls
             self.allowPlaintextRemote = allowPlaintextRemote
@@ -73,9 +87,25 @@ public struct MeterEventExporter: Sendable {
         self.settings = settings
     }
 
-    /// The stable identifier of one record.
+    /// The `Idempotency-Key` of one attempt: the identifier and the attempt's number (counted in
+    /// the ledger, so it goes on across restarts). One key per attempt, because the platform's
+    /// idempotency layer replays the first answer to a key for a day, a 500 included; a retry
+    /// under a new key is deduplicated by the `identifier` instead. A network retry of the same
+    /// attempt (a proxy's) keeps the key.
+    static func idempotencyKey(_ record: ExportRecord) -> String { "\(record.identifier)-a\(record.attempts)" }
+
+    /// The longest identifier the platform takes (Stripe: 100 characters).
+    public static let maxIdentifierLength = 100
+
+    /// The stable identifier of one record: readable, `tally-{tenant}-{metric}-{hour}-r{revision}`,
+    /// unless that is longer than ``maxIdentifierLength``; then `tally-{sha256}-r{revision}`, the
+    /// hash (32 hex digits) taken over the length-prefixed tenant, metric and hour, so that two
+    /// records never share one and a resend always has the same.
     public static func identifier(tenant: String, metric: String, hour: Int64, revision: Int) -> String {
-        "tally-\(tenant)-\(metric)-\(EventTime(startOfHour: hour))-r\(revision)"
+        let readable = "tally-\(tenant)-\(metric)-\(EventTime(startOfHour: hour))-r\(revision)"
+        guard readable.utf8.count > maxIdentifierLength else { return readable }
+        let key = [tenant, metric, String(hour)].map { "\($0.utf8.count):\($0)" }.joined()
+        return "tally-\(SHA256Digest.hex(key).prefix(32))-r\(revision)"
     }
 
     /// Exports every closed hour of `period` for `tenants` (the ledger's tenants of the period when nil).
@@ -110,7 +140,8 @@ public struct MeterEventExporter: Sendable {
                     existing["\(record.metric)\u{0}\(record.hour)", default: []].append(record)
                 }
                 var result: [ExportRecord] = []
-                for metric in pricing.config.metrics where metric.aggregation.isAdditive {
+                for metric in pricing.config.metrics
+                where metric.aggregation.isAdditive && (settings.meters.isEmpty || settings.meters[metric.name] != nil) {
                     let filtered = metric.filters.first?.property
                     for (hour, total) in try invoices.hourlyTotals(tenant: tenant, metric: metric.name, hours: hours) {
                         var value = AggregatePricing.quantity(of: total, metric.aggregation)
@@ -132,8 +163,12 @@ public struct MeterEventExporter: Sendable {
                             let record = ExportRecord(
                                 identifier: Self.identifier(tenant: tenant, metric: metric.name, hour: hour, revision: previous.count + 1),
                                 tenant: tenant, metric: metric.name, hour: hour, value: delta, status: .pending, attempts: 0)
-                            try invoices.saveExportRecord(record)
-                            result.append(record)
+                            if try invoices.claimExportRecord(record) {
+                                result.append(record)
+                            } else if let stored = try invoices.exportRecord(identifier: record.identifier) {
+                                // Another collector claimed this revision first: its record is the one.
+                                result.append(stored)
+                            }
                         }
                     }
                 }
@@ -153,6 +188,7 @@ public struct MeterEventExporter: Sendable {
         for attempt in 1...max(1, settings.maxAttempts) {
             report.requests += 1
             record.attempts += 1
+            record.attemptedAt = service.clock()
             var acknowledged = false
             var permanent = false
             do {
@@ -160,12 +196,25 @@ public struct MeterEventExporter: Sendable {
                 let reply = try await HTTPExchange(url: target, tls: settings.tls, allowPlaintextRemote: settings.allowPlaintextRemote)
                     .request(
                         method: "POST", path: target.path,
-                        headers: [("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", record.identifier)]
+                        headers: [
+                            ("Content-Type", "application/x-www-form-urlencoded"),
+                            ("Idempotency-Key", Self.idempotencyKey(record)),
+                        ]
                             + (settings.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []),
-                        body: ByteBuffer(string: formBody(record)), timeout: settings.requestTimeout)
-                acknowledged = (200..<300).contains(reply.status)
-                permanent = (400..<500).contains(reply.status) && reply.status != 429 && reply.status != 408
-                record.lastError = acknowledged ? nil : "HTTP \(reply.status): \(reply.text.prefix(200))"
+                        body: ByteBuffer(string: formBody(record, now: service.clock())), timeout: settings.requestTimeout)
+                switch Self.answer(status: reply.status, body: reply.text) {
+                case .delivered:
+                    acknowledged = true
+                    record.lastError = nil
+                case .alreadyDelivered:
+                    acknowledged = true
+                    record.lastError = "already delivered: HTTP \(reply.status): \(reply.text.prefix(200))"
+                case .retry:
+                    record.lastError = "HTTP \(reply.status): \(reply.text.prefix(200))"
+                case .refused:
+                    permanent = true
+                    record.lastError = "HTTP \(reply.status): \(reply.text.prefix(200))"
+                }
             } catch {
                 record.lastError = "\(error)"
             }
@@ -181,19 +230,61 @@ public struct MeterEventExporter: Sendable {
                 return
             }
             if permanent || attempt == settings.maxAttempts { break }
-            try? await Task.sleep(for: backoff)
+            try? await Task.sleep(for: Self.jittered(backoff))
             backoff = min(backoff * 2, settings.maxBackoff)
         }
         report.failed += 1
     }
 
+    /// What the platform's answer to one meter event means.
+    public enum Answer: Sendable, Hashable {
+        /// 2xx: recorded.
+        case delivered
+        /// 400 `resource_already_exists`: the identifier was recorded before (a resend).
+        case alreadyDelivered
+        /// 408, 429, 5xx: try again after a while.
+        case retry
+        /// Any other status: the platform will not take this record; retrying cannot help.
+        case refused
+    }
+
+    /// Classifies an answer by its status and, for a 400, the error code in its body.
+    public static func answer(status: Int, body: String) -> Answer {
+        switch status {
+        case 200..<300: return .delivered
+        case 400 where body.contains("resource_already_exists"): return .alreadyDelivered
+        case 408, 409, 429, 500..<600: return .retry
+        default: return .refused
+        }
+    }
+
+    /// A wait between half of `backoff` and all of it (jitter, so that many records failing
+    /// together do not retry in lockstep).
+    static func jittered(_ backoff: Duration) -> Duration {
+        let nanoseconds = max(2, backoff.components.seconds * 1_000_000_000 + backoff.components.attoseconds / 1_000_000_000)
+        return .nanoseconds(Int64.random(in: (nanoseconds / 2)...nanoseconds))
+    }
+
+    /// How far back the platform takes an event's timestamp (Stripe: 35 days), less a margin.
+    public static let oldestTimestamp: Duration = .seconds(34 * 86_400)
+
+    /// The event's `timestamp`: the start of its hour, or `now` when that is older than the
+    /// platform takes (a late event's revision of an old hour), so that it is billed in the
+    /// platform's current period, as Tally bills late usage as an adjustment of the next invoice.
+    /// The identifier, not the timestamp, is what the platform dedupes, so a resend with a later
+    /// `now` changes nothing.
+    public static func timestamp(hour: Int64, now: EventTime) -> Int64 {
+        let start = hour * 3600
+        return start < now.seconds - oldestTimestamp.components.seconds ? now.seconds : start
+    }
+
     /// The Stripe meter-event form body.
-    func formBody(_ record: ExportRecord) -> String {
+    func formBody(_ record: ExportRecord, now: EventTime) -> String {
         let fields = [
-            ("event_name", record.metric),
+            ("event_name", settings.meters[record.metric] ?? record.metric),
             ("payload[stripe_customer_id]", settings.customers[record.tenant] ?? record.tenant),
             ("payload[value]", record.value.description),
-            ("timestamp", String(record.hour * 3600)),
+            ("timestamp", String(Self.timestamp(hour: record.hour, now: now))),
             ("identifier", record.identifier),
         ]
         return fields.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")

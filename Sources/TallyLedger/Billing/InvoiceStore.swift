@@ -48,13 +48,18 @@ public struct ExportRecord: Sendable, Hashable {
     public var value: Quantity
     public var status: Status
     public var attempts: Int
+    /// The platform's last answer when it was not a plain success (or the failure to reach it).
     public var lastError: String?
+    /// When the platform acknowledged the record.
     public var sentAt: EventTime?
+    /// When the record was last sent (acknowledged or not).
+    public var attemptedAt: EventTime?
 
     public init(
         identifier: String, tenant: String, metric: String, hour: Int64, value: Quantity, status: Status, attempts: Int,
-        lastError: String? = nil, sentAt: EventTime? = nil
+        lastError: String? = nil, sentAt: EventTime? = nil, attemptedAt: EventTime? = nil
     ) {
+        self.attemptedAt = attemptedAt
         self.identifier = identifier
         self.tenant = tenant
         self.metric = metric

@@ -113,7 +113,7 @@ extension PostgresLedgerStore {
     public func exportRecord(identifier: String) throws(LedgerError) -> ExportRecord? {
         let rows = try session.query(
             """
-            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at FROM usage_exports
+            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at FROM usage_exports
             WHERE identifier = \(identifier)
             """, "reading an export record")
         return try rows.first.map { (row: PostgresRow) throws(LedgerError) in try Self.readExport(row) }
@@ -122,19 +122,32 @@ extension PostgresLedgerStore {
     public func saveExportRecord(_ record: ExportRecord) throws(LedgerError) {
         try session.query(
             """
-            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at)
+            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at)
             VALUES (\(record.identifier), \(record.tenant), \(record.metric), \(record.hour), \(record.value.description),
-                \(record.status.rawValue), \(Int32(record.attempts)), \(record.lastError), \(record.sentAt?.microseconds))
+                \(record.status.rawValue), \(Int32(record.attempts)), \(record.lastError), \(record.sentAt?.microseconds),
+                \(record.attemptedAt?.microseconds))
             ON CONFLICT (identifier) DO UPDATE SET tenant = excluded.tenant, metric = excluded.metric, hour = excluded.hour,
                 value = excluded.value, status = excluded.status, attempts = excluded.attempts, last_error = excluded.last_error,
-                sent_at = excluded.sent_at
+                sent_at = excluded.sent_at, attempted_at = excluded.attempted_at
             """, "saving an export record")
+    }
+
+    public func claimExportRecord(_ record: ExportRecord) throws(LedgerError) -> Bool {
+        let rows = try session.query(
+            """
+            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at)
+            VALUES (\(record.identifier), \(record.tenant), \(record.metric), \(record.hour), \(record.value.description),
+                \(record.status.rawValue), \(Int32(record.attempts)), \(record.lastError), \(record.sentAt?.microseconds),
+                \(record.attemptedAt?.microseconds))
+            ON CONFLICT (identifier) DO NOTHING RETURNING identifier
+            """, "claiming an export record")
+        return !rows.isEmpty
     }
 
     public func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord] {
         let rows = try session.query(
             """
-            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at FROM usage_exports
+            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at FROM usage_exports
             WHERE \(tenant)::text IS NULL OR tenant = \(tenant) ORDER BY identifier COLLATE "C"
             """, "reading export records")
         var records: [ExportRecord] = []
@@ -143,13 +156,14 @@ extension PostgresLedgerStore {
     }
 
     private static func readExport(_ row: PostgresRow) throws(LedgerError) -> ExportRecord {
-        let r: (String, String, String, Int64, String, String, Int32, String?, Int64?)
-        do { r = try row.decode((String, String, String, Int64, String, String, Int32, String?, Int64?).self) } catch {
+        let r: (String, String, String, Int64, String, String, Int32, String?, Int64?, Int64?)
+        do { r = try row.decode((String, String, String, Int64, String, String, Int32, String?, Int64?, Int64?).self) } catch {
             throw .corruptRow("usage_exports row: \(error)")
         }
         guard let status = ExportRecord.Status(rawValue: r.5) else { throw .corruptRow("usage_exports status '\(r.5)'") }
         return ExportRecord(
             identifier: r.0, tenant: r.1, metric: r.2, hour: r.3, value: try quantity(r.4, "usage_exports value"), status: status,
-            attempts: Int(r.6), lastError: r.7, sentAt: r.8.map { EventTime(microseconds: $0) })
+            attempts: Int(r.6), lastError: r.7, sentAt: r.8.map { EventTime(microseconds: $0) },
+            attemptedAt: r.9.map { EventTime(microseconds: $0) })
     }
 }

@@ -168,6 +168,8 @@ enum PostgresSchema {
         // 2: the fold generation, bumped by every fold in the fold's transaction: a reader that
         // finds the log empty and the generation unchanged knows its cached answers are current.
         "ALTER TABLE ledger_bounds ADD COLUMN fold_generation bigint NOT NULL DEFAULT 0",
+        // 3: when each export record was last sent, acknowledged or not (`tallyctl usage exports`).
+        "ALTER TABLE usage_exports ADD COLUMN attempted_at bigint",
     ]
 
     static func aggregateTable(_ name: String) -> String {

@@ -25,7 +25,8 @@ extension SQLiteLedgerStore {
             status TEXT NOT NULL,
             attempts INTEGER NOT NULL,
             last_error TEXT,
-            sent_at INTEGER
+            sent_at INTEGER,
+            attempted_at INTEGER
         ) WITHOUT ROWID;
         """
 
@@ -35,6 +36,8 @@ extension SQLiteLedgerStore {
             return try database.prepare(sql)
         } catch {
             try database.execute(Self.billingTables)
+            // A ledger whose usage_exports predates attempted_at gets it (an error: it has it).
+            try? database.execute("ALTER TABLE usage_exports ADD COLUMN attempted_at INTEGER")
             return try database.prepare(sql)
         }
     }
@@ -160,7 +163,7 @@ extension SQLiteLedgerStore {
     public func exportRecord(identifier: String) throws(LedgerError) -> ExportRecord? {
         let select = try billingStatement(
             """
-            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at FROM usage_exports
+            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at FROM usage_exports
             WHERE identifier = ?1
             """)
         defer { select.reset() }
@@ -171,8 +174,8 @@ extension SQLiteLedgerStore {
     public func saveExportRecord(_ record: ExportRecord) throws(LedgerError) {
         let upsert = try billingStatement(
             """
-            INSERT OR REPLACE INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            INSERT OR REPLACE INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             """)
         upsert.bind(1, record.identifier)
         upsert.bind(2, record.tenant)
@@ -183,13 +186,34 @@ extension SQLiteLedgerStore {
         upsert.bind(7, record.attempts)
         upsert.bind(8, record.lastError)
         if let sentAt = record.sentAt { upsert.bind(9, sentAt.microseconds) } else { upsert.bindNull(9) }
+        if let attemptedAt = record.attemptedAt { upsert.bind(10, attemptedAt.microseconds) } else { upsert.bindNull(10) }
         try upsert.run()
+    }
+
+    public func claimExportRecord(_ record: ExportRecord) throws(LedgerError) -> Bool {
+        let insert = try billingStatement(
+            """
+            INSERT INTO usage_exports (identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (identifier) DO NOTHING
+            """)
+        insert.bind(1, record.identifier)
+        insert.bind(2, record.tenant)
+        insert.bind(3, record.metric)
+        insert.bind(4, record.hour)
+        insert.bind(5, record.value.description)
+        insert.bind(6, record.status.rawValue)
+        insert.bind(7, record.attempts)
+        insert.bind(8, record.lastError)
+        if let sentAt = record.sentAt { insert.bind(9, sentAt.microseconds) } else { insert.bindNull(9) }
+        if let attemptedAt = record.attemptedAt { insert.bind(10, attemptedAt.microseconds) } else { insert.bindNull(10) }
+        try insert.run()
+        return database.changes == 1
     }
 
     public func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord] {
         let select = try billingStatement(
             """
-            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at FROM usage_exports
+            SELECT identifier, tenant, metric, hour, value, status, attempts, last_error, sent_at, attempted_at FROM usage_exports
             WHERE ?1 IS NULL OR tenant = ?1 ORDER BY identifier
             """)
         defer { select.reset() }
@@ -204,6 +228,7 @@ extension SQLiteLedgerStore {
         return ExportRecord(
             identifier: row.text(0), tenant: row.text(1), metric: row.text(2), hour: row.int64(3),
             value: try Self.quantity(row.text(4), "usage_exports value"), status: status, attempts: Int(row.int64(6)),
-            lastError: row.optionalText(7), sentAt: row.isNull(8) ? nil : EventTime(microseconds: row.int64(8)))
+            lastError: row.optionalText(7), sentAt: row.isNull(8) ? nil : EventTime(microseconds: row.int64(8)),
+            attemptedAt: row.isNull(9) ? nil : EventTime(microseconds: row.int64(9)))
     }
 }
