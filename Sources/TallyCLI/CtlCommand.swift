@@ -4,11 +4,11 @@ public import ArgumentParser
 public struct CtlCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tallyctl",
-        abstract: "Operate Tally: spools, usage, invoices, audits, fingerprints and the reference workload.",
+        abstract: "Operate Tally: spools, usage, invoices, audits, usage alerts, fingerprints and the reference workload.",
         version: tallyVersion,
         subcommands: [
             GenCommand.self, FingerprintCommand.self, SpoolCommand.self, UsageCommand.self, InvoiceCommand.self,
-            AuditCommand.self, CompareCommand.self,
+            AuditCommand.self, CompareCommand.self, AlertsCommand.self,
         ]
     )
 

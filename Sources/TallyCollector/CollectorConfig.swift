@@ -65,6 +65,8 @@ public struct CollectorConfig: Sendable {
     public var allowPlaintextRemote = false
     /// Scheduled exports to a billing platform (`exports:`); nil: none.
     public var exports: ExportsConfig?
+    /// Usage alert webhooks (`alerts:`); nil: thresholds in the pricing file are not checked.
+    public var alerts: AlertsConfig?
 
     public init() {}
 
@@ -128,6 +130,10 @@ public struct CollectorConfig: Sendable {
         if exports != nil && pricingFile == nil {
             issues.append(ConfigIssue(place: "exports", problem: "needs a pricing file (pricing: or --pricing): it says which metrics exist"))
         }
+        if alerts != nil && pricingFile == nil {
+            issues.append(
+                ConfigIssue(place: "alerts", problem: "needs a pricing file (pricing: or --pricing): its alerts: section holds the thresholds"))
+        }
         var seen: Set<String> = []
         for agent in agents where !seen.insert(agent.id).inserted {
             issues.append(ConfigIssue(place: "agents", problem: "agent '\(agent.id)' is configured twice"))
@@ -139,7 +145,7 @@ public struct CollectorConfig: Sendable {
 extension CollectorConfig {
     static let topLevelKeys = [
         "store", "listen", "http", "tls", "allow_plaintext_remote", "pricing", "admin_key", "agents", "api_keys", "late",
-        "dedupe_horizon", "limits", "events", "exports",
+        "dedupe_horizon", "limits", "events", "exports", "alerts",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -265,6 +271,7 @@ extension CollectorConfig {
             }
         }
         if let node = fields["exports"] { config.exports = readExports(node, &reader) }
+        if let node = fields["alerts"] { config.alerts = readAlerts(node, &reader) }
         if !reader.issues.isEmpty { throw ConfigError(file: file, issues: reader.issues) }
         return config
     }
@@ -308,5 +315,48 @@ extension CollectorConfig {
             exports.maxBackoff = value
         }
         return exports
+    }
+
+    /// `alerts:` — the webhook URL, the signing secret (`secret_env` or `secret_file`, exactly
+    /// one), the check interval and the delivery's timeout and backoff.
+    static func readAlerts(_ node: YAMLNode, _ reader: inout YAMLReader) -> AlertsConfig? {
+        guard
+            let fields = reader.mapping(
+                node, "alerts", allowed: ["webhook_url", "secret_env", "secret_file", "every", "request_timeout", "initial_backoff", "max_backoff"]),
+            let urlNode = fields.required("webhook_url", &reader), let url = reader.text(urlNode, fields.place("webhook_url"))
+        else { return nil }
+        guard url.hasPrefix("https://") || url.hasPrefix("http://") else {
+            reader.fail(fields.place("webhook_url"), urlNode, "'\(url)' must start with https:// (or http:// for a loopback receiver)")
+            return nil
+        }
+        let secret: ExportsConfig.KeySource?
+        switch (fields["secret_env"], fields["secret_file"]) {
+        case (let env?, nil): secret = reader.text(env, fields.place("secret_env")).map { .environment($0) }
+        case (nil, let file?): secret = reader.text(file, fields.place("secret_file")).map { .file($0) }
+        case (_?, _?):
+            reader.fail(fields.place("secret_file"), fields["secret_file"], "give secret_env or secret_file, not both")
+            secret = nil
+        case (nil, nil):
+            reader.fail(fields.place("secret_env"), node, "the webhooks are signed: give secret_env or secret_file")
+            secret = nil
+        }
+        guard let secret else { return nil }
+        var alerts = AlertsConfig(webhookURL: url, secret: secret)
+        if let node = fields["every"], let value = reader.duration(node, fields.place("every")) {
+            if value < .milliseconds(100) { reader.fail(fields.place("every"), node, "must be at least 100ms") } else { alerts.every = value }
+        }
+        if let node = fields["request_timeout"], let value = reader.duration(node, fields.place("request_timeout")) {
+            alerts.requestTimeout = value
+        }
+        if let node = fields["initial_backoff"], let value = reader.duration(node, fields.place("initial_backoff")) {
+            alerts.initialBackoff = value
+        }
+        if let node = fields["max_backoff"], let value = reader.duration(node, fields.place("max_backoff")) {
+            alerts.maxBackoff = value
+        }
+        if alerts.maxBackoff < alerts.initialBackoff {
+            reader.fail(fields.place("max_backoff"), fields["max_backoff"], "must not be shorter than initial_backoff")
+        }
+        return alerts
     }
 }

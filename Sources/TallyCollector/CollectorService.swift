@@ -136,6 +136,18 @@ public struct Collector {
                 "exporting usage on a schedule",
                 metadata: ["to": "\(exports.baseURL)", "every": "\(DurationText.format(exports.every))"])
         }
+        if let alerts = config.alerts {
+            // The secret is read here, once, and never logged.
+            let secret = try alerts.resolveSecret()
+            let alerter = UsageAlerter(service: service, settings: alerts, secret: secret, allowPlaintextRemote: config.allowPlaintextRemote)
+            services.append(.init(service: UsageAlerts(alerter: alerter, logger: logger)))
+            logger.info(
+                "checking usage alerts",
+                metadata: [
+                    "to": "\(alerts.webhookURL)", "every": "\(DurationText.format(alerts.every))",
+                    "thresholds": "\(service.pricing?.config.alerts.count ?? 0)",
+                ])
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: services,

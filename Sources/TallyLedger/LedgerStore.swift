@@ -147,6 +147,29 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// Every export record of a tenant (nil: all), by identifier.
     func exportRecords(tenant: String?) throws(LedgerError) -> [ExportRecord]
 
+    // MARK: Usage alerts (``AlertRecord``)
+
+    /// Inserts `record` unless a record of its identifier (tenant, alert, period) exists, and
+    /// says whether this call inserted it: of several collectors finding the same crossing, one
+    /// claims it, and a threshold alerts once per period.
+    func claimAlert(_ record: AlertRecord) throws(LedgerError) -> Bool
+
+    /// Takes the next attempt of a pending record whose ``AlertRecord/nextAttemptAt`` has come:
+    /// counts the attempt, notes `now` as its time and moves `nextAttemptAt` to `until` (the
+    /// lease: no one else sends it before then), in one statement. The record as leased, or nil
+    /// when it is delivered, not due, or leased by another collector.
+    func leaseAlert(identifier: String, now: EventTime, until: EventTime) throws(LedgerError) -> AlertRecord?
+
+    /// Records how a leased attempt ended: delivered at `at`, or still pending until
+    /// `nextAttemptAt`, with the receiver's answer (`error`) either way.
+    func finishAlertAttempt(identifier: String, delivered: Bool, at: EventTime, error: String?, nextAttemptAt: EventTime) throws(LedgerError)
+
+    /// Pending records due by `now`, oldest crossing first, at most `limit`.
+    func dueAlerts(now: EventTime, limit: Int) throws(LedgerError) -> [AlertRecord]
+
+    /// Every alert record, of one tenant and one period when given, by period, tenant and alert.
+    func alertRecords(tenant: String?, period: BillingPeriod?) throws(LedgerError) -> [AlertRecord]
+
     // MARK: The admin overview: every tenant of a period at once, and the agents.
 
     /// Every tenant the period has — a reconciliation row in it, or late usage of an earlier

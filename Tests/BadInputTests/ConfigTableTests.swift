@@ -78,7 +78,7 @@ enum ConfigRows {
     static let collector: [ConfigRow] = [
         ConfigRow(
             "unknown key", "colour: red\n", "colour", 1, 1,
-            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events, exports"
+            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events, exports, alerts"
         ),
         ConfigRow("a value where a list goes", "agents: edge-1\n", "agents", 1, 9, "expected a list"),
         ConfigRow("a required key missing", "agents:\n  - id: edge-1\n", "agents[0].secret", 2, 5, "is required"),
@@ -107,6 +107,12 @@ enum ConfigRows {
             "exports with a list for meters", "exports:\n  base_url: https://x\n  meters: [a]\n", "exports.meters", 3, 11,
             "expected a mapping of names to values"),
         ConfigRow(
+            "alerts without a secret", "alerts:\n  webhook_url: https://hooks.example.com/t\n", "alerts.secret_env", 2, 3,
+            "the webhooks are signed: give secret_env or secret_file"),
+        ConfigRow(
+            "an alerts URL that is not HTTP", "alerts:\n  webhook_url: ftp://x\n  secret_env: S\n", "alerts.webhook_url", 2, 16,
+            "'ftp://x' must start with https:// (or http:// for a loopback receiver)"),
+        ConfigRow(
             "invalid YAML", "agents:\n  - id: a\n   secret: b\n", "", 3, 4,
             "not valid YAML: did not find expected '-' indicator while parsing a block collection"),
     ]
@@ -121,6 +127,11 @@ enum ConfigRows {
     /// A plan charging `api_calls` with `lines` as its price (indented for a charge).
     static func plan(_ lines: String) -> String {
         pricingMetrics + "plans:\n  - id: p\n    currency: USD\n    charges:\n      - metric: api_calls\n" + lines
+    }
+
+    /// A valid file with one alert named `x` whose other keys are `lines` (indented for it).
+    static func alerted(_ lines: String) -> String {
+        plan("        model: per_unit\n        unit_price: \"1\"\n") + "alerts:\n  - name: x\n" + lines
     }
 
     static let pricing: [ConfigRow] = [
@@ -166,6 +177,20 @@ enum ConfigRows {
             "a date where a timestamp goes",
             plan("        model: per_unit\n        unit_price: \"1\"\n") + "assignments:\n  - tenant: acme\n    plan: p\n    from: 2026-04-01\n",
             "assignments[0].from", 14, 11, "'2026-04-01' is not an RFC 3339 timestamp: too short; expected e.g. 2026-04-13T12:00:00Z"),
+        ConfigRow(
+            "an alert with two thresholds", alerted("    metric: api_calls\n    quantity: 10\n    percent_of_free: 80\n"), "alerts[0]", 12, 5,
+            "give one threshold, not quantity and percent_of_free"),
+        ConfigRow(
+            "an alert on an unknown metric", alerted("    metric: api_call\n    quantity: 10\n"), "alerts[0].metric", 13, 13,
+            "unknown metric 'api_call'; metrics are: api_calls"),
+        ConfigRow(
+            "an amount alert without its currency", alerted("    amount: \"5.00\"\n"), "alerts[0].currency", 12, 5, "is required"),
+        ConfigRow(
+            "a percentage out of range", alerted("    metric: api_calls\n    percent_of_free: 0\n"), "alerts[0].percent_of_free", 14, 22,
+            "'0' must be a whole number from 1 to 1000"),
+        ConfigRow(
+            "an alert without a threshold", alerted("    metric: api_calls\n"), "alerts[0]", 12, 5,
+            "needs a threshold: quantity, percent_of_free or amount"),
         ConfigRow(
             "invalid YAML", "metrics: [\nplans: []\n", "", 3, 1, "not valid YAML: did not find expected ',' or ']' while parsing a flow sequence"),
     ]

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import HummingbirdTesting
 import Prometheus
 import Synchronization
@@ -171,4 +172,21 @@ final class TestClock: Sendable {
     init(_ start: EventTime) { value = Mutex(start) }
     var now: EventTime { value.withLock { $0 } }
     func set(_ time: EventTime) { value.withLock { $0 = time } }
+}
+
+/// Starts a real collector with `config` (in this process); its running task and its ledger.
+func startCollector(_ config: CollectorConfig) async throws -> (running: Task<Void, any Error>, ledger: Ledger) {
+    let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
+    let running = Task {
+        defer { ledgerOpened.finish() }
+        let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+        ledgerOpened.yield(collector.ledger)
+        try await collector.run()
+    }
+    var ledgers = opened.makeAsyncIterator()
+    guard let ledger = await ledgers.next() else {
+        try await running.value
+        throw FixtureError("the collector did not start")
+    }
+    return (running, ledger)
 }

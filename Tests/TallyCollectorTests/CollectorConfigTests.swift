@@ -111,6 +111,37 @@ import TallyConfig
         #expect(config.allowPlaintextRemote == defaults.allowPlaintextRemote)
         #expect(config.exports?.apiKey == .environment("STRIPE_API_KEY") && config.exports?.every == .seconds(3_600))
         #expect(config.exports?.maxAttempts == ExportsConfig(baseURL: "x").maxAttempts)
+        let alerts = try #require(config.alerts)
+        let defaultAlerts = AlertsConfig(webhookURL: "x", secret: .environment("x"))
+        #expect(alerts.secret == .environment("TALLY_ALERT_SECRET") && alerts.every == defaultAlerts.every)
+        #expect(alerts.initialBackoff == defaultAlerts.initialBackoff && alerts.maxBackoff == defaultAlerts.maxBackoff)
+        #expect(alerts.requestTimeout == defaultAlerts.requestTimeout)
+    }
+
+    @Test func theAlertsSectionIsReadAndItsSecretResolved() throws {
+        let config = try CollectorConfig.load(
+            yaml: """
+                pricing: p.yaml
+                alerts:
+                  webhook_url: http://127.0.0.1:9999/hooks
+                  secret_env: HOOK_SECRET
+                  every: 30s
+                  max_backoff: 5m
+                """)
+        try config.validate()
+        let alerts = try #require(config.alerts)
+        #expect(alerts.webhookURL == "http://127.0.0.1:9999/hooks" && alerts.every == .seconds(30) && alerts.maxBackoff == .seconds(300))
+        #expect(try alerts.resolveSecret(environment: ["HOOK_SECRET": "s3"]) == Array("s3".utf8))
+        let missing = #expect(throws: ConfigError.self) { try alerts.resolveSecret(environment: [:]) }
+        #expect(missing?.description.contains("HOOK_SECRET is not set") == true)
+        var unpriced = config
+        unpriced.pricingFile = nil
+        let error = #expect(throws: ConfigError.self) { try unpriced.validate() }
+        #expect(error?.description.contains("alerts") == true)
+        let both = #expect(throws: ConfigError.self) {
+            try CollectorConfig.load(yaml: "alerts:\n  webhook_url: https://x\n  secret_env: A\n  secret_file: /b\n")
+        }
+        #expect(both?.description.contains("give secret_env or secret_file, not both") == true)
     }
 
     @Test func theExportsSectionIsReadAndChecked() throws {

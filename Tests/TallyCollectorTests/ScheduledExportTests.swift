@@ -147,7 +147,7 @@ final class StrictPlatform: Sendable {
                 return Response(status: status, body: .init(byteBuffer: ByteBuffer(string: text)))
             case .hang:
                 // The event is recorded, but the answer comes long after the exporter gave up.
-                try? await Task.sleep(for: .seconds(5))
+                try? await Task.sleep(for: .seconds(8))
                 return Response(status: .ok)
             }
         }
@@ -163,7 +163,7 @@ final class StrictPlatform: Sendable {
         exports.maxAttempts = maxAttempts
         exports.initialBackoff = .milliseconds(1)
         exports.maxBackoff = .milliseconds(8)
-        exports.requestTimeout = .milliseconds(500)
+        exports.requestTimeout = .seconds(2)  // well above a loaded machine's answer, well below the hang
         return exports.settings(apiKey: StrictPlatform.key)
     }
 
@@ -271,23 +271,6 @@ final class StrictPlatform: Sendable {
             await restarted.shutdown()
         }
         await fixture.shutdown()
-    }
-
-    /// Starts a real collector with `config`; its running task and its ledger.
-    func startCollector(_ config: CollectorConfig) async throws -> (running: Task<Void, any Error>, ledger: Ledger) {
-        let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
-        let running = Task {
-            defer { ledgerOpened.finish() }
-            let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
-            ledgerOpened.yield(collector.ledger)
-            try await collector.run()
-        }
-        var ledgers = opened.makeAsyncIterator()
-        guard let ledger = await ledgers.next() else {
-            try await running.value
-            throw FixtureError("the collector did not start")
-        }
-        return (running, ledger)
     }
 
     /// Real collectors with an `exports:` config: one on SQLite, or two on one PostgreSQL ledger.

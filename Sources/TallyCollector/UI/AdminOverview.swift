@@ -195,26 +195,18 @@ extension Invoicing {
         let now = clock()
         guard period.start <= now else { throw .unknownPeriod(period.description) }
         let query = pricing.periodUsageQuery(period: period, search: search)
-        let assigned = pricing.assignedTenants(during: period).filter(query.matches)
         let isOpen = lateWindow.isOpen(period, now: now)
         return try await onLedger(readOnly: true) { store throws(BillingError) in
-            let usage: [TenantPeriodUsage]
+            let tenants: [TenantPeriodUsage]
             let agents: [AgentActivity]
             let reconciliation: [ReconciliationRow]
             do {
-                usage = try store.periodUsage(query)
+                tenants = try pricing.tenants(query, store: store)
                 agents = try store.agentActivity()
                 reconciliation = try store.reconciliation(ReconciliationFilter(period: period))
             } catch {
                 throw .reading(error)
             }
-            var tenants = usage
-            let seen = Set(usage.map(\.tenant))
-            for tenant in assigned where !seen.contains(tenant) {
-                tenants.append(
-                    TenantPeriodUsage(tenant: tenant, period: period, read: Set(query.cells), readUniqueCounts: Set(query.uniqueCounts)))
-            }
-            tenants.sort { $0.tenant.utf8.lexicographicallyPrecedes($1.tenant.utf8) }
             var rows: [AdminOverview.Row] = []
             rows.reserveCapacity(tenants.count)
             for tenant in tenants {
@@ -232,5 +224,21 @@ extension Invoicing {
                 period: period, now: now, isOpen: isOpen, metrics: pricing.config.metrics, rows: rows, agents: agents,
                 reconciliation: reconciliation.total, unbalancedRows: reconciliation.filter { !$0.counts.balances }.count)
         }
+    }
+}
+
+extension AggregatePricing {
+    /// Every tenant of a bulk period read (``periodUsageQuery(period:search:)``): those the
+    /// ledger has in the period, and those a plan assignment names for part of it (they owe its
+    /// fees without events, and are read as empty), in byte order of their names.
+    public func tenants(_ query: PeriodUsageQuery, store: any LedgerStore) throws(LedgerError) -> [TenantPeriodUsage] {
+        var tenants = try store.periodUsage(query)
+        let seen = Set(tenants.map(\.tenant))
+        for tenant in assignedTenants(during: query.period).filter(query.matches) where !seen.contains(tenant) {
+            tenants.append(
+                TenantPeriodUsage(tenant: tenant, period: query.period, read: Set(query.cells), readUniqueCounts: Set(query.uniqueCounts)))
+        }
+        tenants.sort { $0.tenant.utf8.lexicographicallyPrecedes($1.tenant.utf8) }
+        return tenants
     }
 }

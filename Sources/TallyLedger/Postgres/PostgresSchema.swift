@@ -170,6 +170,28 @@ enum PostgresSchema {
         "ALTER TABLE ledger_bounds ADD COLUMN fold_generation bigint NOT NULL DEFAULT 0",
         // 3: when each export record was last sent, acknowledged or not (`tallyctl usage exports`).
         "ALTER TABLE usage_exports ADD COLUMN attempted_at bigint",
+        // 4: usage alerts, one row per threshold crossed per tenant and period (AlertRecord).
+        """
+        CREATE TABLE usage_alerts (
+            identifier text PRIMARY KEY,
+            tenant text NOT NULL,
+            alert text NOT NULL,
+            period text NOT NULL,
+            metric text,
+            kind text NOT NULL,
+            threshold text NOT NULL,
+            observed text NOT NULL,
+            limit_value text NOT NULL,
+            crossed_at bigint NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL,
+            last_error text,
+            attempted_at bigint,
+            delivered_at bigint,
+            next_attempt_at bigint NOT NULL
+        );
+        CREATE INDEX usage_alerts_due ON usage_alerts (status, next_attempt_at)
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {

@@ -6,6 +6,8 @@ public import TallyCore
 /// - `final_invoices (tenant, period)`: the canonical JSON of a finalised invoice and its SHA-256.
 ///   Rows are inserted once and never updated.
 /// - `usage_exports (identifier)`: what was sent to a billing platform, with attempts and status.
+/// - `usage_alerts (identifier)`: each threshold crossed per tenant and period, with its webhook's
+///   attempts and status (`SQLiteLedgerStore+Alerts`).
 extension SQLiteLedgerStore {
     static let billingTables = """
         CREATE TABLE IF NOT EXISTS final_invoices (
@@ -28,10 +30,29 @@ extension SQLiteLedgerStore {
             sent_at INTEGER,
             attempted_at INTEGER
         ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS usage_alerts (
+            identifier TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            alert TEXT NOT NULL,
+            period TEXT NOT NULL,
+            metric TEXT,
+            kind TEXT NOT NULL,
+            threshold TEXT NOT NULL,
+            observed TEXT NOT NULL,
+            limit_value TEXT NOT NULL,
+            crossed_at INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            last_error TEXT,
+            attempted_at INTEGER,
+            delivered_at INTEGER,
+            next_attempt_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS usage_alerts_due ON usage_alerts (status, next_attempt_at);
         """
 
     /// Prepares `sql`, creating the billing tables first if they do not exist yet.
-    private func billingStatement(_ sql: String) throws(LedgerError) -> SQLiteStatement {
+    func billingStatement(_ sql: String) throws(LedgerError) -> SQLiteStatement {
         do {
             return try database.prepare(sql)
         } catch {

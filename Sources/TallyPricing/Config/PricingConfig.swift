@@ -14,12 +14,17 @@ public struct PricingConfig: Sendable, Hashable {
     public let assignments: [PlanAssignment]
     /// The plan of a tenant at an instant no assignment covers; nil means such usage is an error.
     public let defaultPlanID: String?
+    /// Usage alert thresholds, in file order (`alerts:`).
+    public let alerts: [UsageAlertRule]
 
-    public init(metrics: [MetricDefinition], plans: [Plan], assignments: [PlanAssignment], defaultPlanID: String?) {
+    public init(
+        metrics: [MetricDefinition], plans: [Plan], assignments: [PlanAssignment], defaultPlanID: String?, alerts: [UsageAlertRule] = []
+    ) {
         self.metrics = metrics
         self.plans = plans
         self.assignments = assignments
         self.defaultPlanID = defaultPlanID
+        self.alerts = alerts
     }
 
     public func metric(named name: String) -> MetricDefinition? { metrics.first { $0.name == name } }
@@ -223,4 +228,61 @@ public struct PlanAssignment: Sendable, Hashable {
     }
 
     public func covers(_ time: EventTime) -> Bool { time >= from && (until.map { time < $0 } ?? true) }
+}
+
+/// A usage alert threshold (`alerts:` in the pricing file): when a tenant's usage or charges of
+/// a billing period reach it, the collector sends one webhook for that tenant, threshold and
+/// period. `name` is the threshold's identity: the same name is the same threshold, whatever
+/// its value becomes in a later version of the file.
+public struct UsageAlertRule: Sendable, Hashable {
+    /// What is compared with the threshold.
+    public enum Threshold: Sendable, Hashable {
+        /// The metric's period-to-date quantity (filters applied, by event time, late events of
+        /// the period included) reaches this quantity.
+        case quantity(Quantity)
+        /// The metric's quantity reaches this percentage (a whole number, 1 to 1000) of the free
+        /// allowance of the plan in force: the metric's charge's only price, or with `price_by`
+        /// its fallback price. A tenant whose plan gives no allowance for the metric is not
+        /// compared.
+        case percentOfFree(Int)
+        /// The money charged reaches this amount: the metric's usage lines of the period's
+        /// invoice, or without a metric the invoice's total. Compared only for tenants whose
+        /// invoice is in the amount's currency.
+        case amount(Money)
+    }
+
+    public let name: String
+    /// nil only for an amount threshold on the invoice total.
+    public let metric: String?
+    /// Only this tenant; nil: every tenant (restricted by `plan` when given).
+    public let tenant: String?
+    /// Only tenants on this plan at the time of the check; nil: any plan.
+    public let plan: String?
+    public let threshold: Threshold
+
+    public init(name: String, metric: String?, tenant: String? = nil, plan: String? = nil, threshold: Threshold) {
+        self.name = name
+        self.metric = metric
+        self.tenant = tenant
+        self.plan = plan
+        self.threshold = threshold
+    }
+
+    /// `quantity`, `percent_of_free` or `amount`, as in the file and the webhook.
+    public var kind: String {
+        switch threshold {
+        case .quantity: "quantity"
+        case .percentOfFree: "percent_of_free"
+        case .amount: "amount"
+        }
+    }
+
+    /// The threshold's value as text: `1000000`, `80`, `500.00 USD`.
+    public var thresholdText: String {
+        switch threshold {
+        case .quantity(let quantity): quantity.description
+        case .percentOfFree(let percent): String(percent)
+        case .amount(let money): money.description
+        }
+    }
 }
