@@ -30,6 +30,9 @@ disk=$(lsblk -dno NAME,MODEL,SIZE,ROTA "$(lsblk -no PKNAME "$device" 2>/dev/null
 export TALLY_BENCH_MARKDOWN="$PWD/$partial"
 
 "$bin/tally-bench" ingest --events "${TALLY_BENCH_EVENTS:-1000000}"
+# The same with a collector's aggregation (the example pricing file's group-by properties): what
+# a collector with a pricing file does per event.
+"$bin/tally-bench" ingest --events "${TALLY_BENCH_EVENTS:-1000000}" --pricing deploy/pricing.example.yaml
 "$bin/tally-bench" query --events "${TALLY_BENCH_QUERY_EVENTS:-10000000}"
 "$bin/tally-bench" spool --events "${TALLY_BENCH_EVENTS:-1000000}"
 # shellcheck disable=SC2086
