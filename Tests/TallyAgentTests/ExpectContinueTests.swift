@@ -122,8 +122,12 @@ final class BlockingHTTPSocket: @unchecked Sendable {
         }
     }
 
+    /// `waitForClose` on a thread of its own: not on the shared thread pool, where other tests'
+    /// blocking work once queued these waits past ten seconds on a loaded CI machine.
     func waitForCloseOffThePool() async throws -> Bool {
-        try await NIOThreadPool.singleton.runIfActive { try self.waitForClose() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+            Thread { continuation.resume(with: Result { try self.waitForClose() }) }.start()
+        }
     }
 
     func close() { Glibc.close(fd) }
