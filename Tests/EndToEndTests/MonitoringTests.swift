@@ -21,9 +21,45 @@ import Testing
         #expect(monitored.expressions.contains { $0.where.contains("tally-alerts.yaml") })
         #expect(monitored.metrics.contains("tally_agent_spool_events") && monitored.metrics.contains("tally_collector_commit_seconds_bucket"))
 
+        // The collector prices, exports and checks usage alerts, so that their metrics exist: the
+        // billing platform and the webhook receiver are ports nothing listens on (the attempts
+        // fail and are counted), and a threshold of 10 calls is crossed by the events below.
+        let closedPort = try freePort()
+        try """
+        metrics:
+          - name: api_calls
+            aggregation: sum
+        plans:
+          - id: starter
+            currency: USD
+            charges:
+              - metric: api_calls
+                model: per_unit
+                unit_price: "0.001"
+        default_plan: starter
+        alerts:
+          - name: calls-10
+            metric: api_calls
+            quantity: 10
+        """.write(to: directory.appendingPathComponent("pricing.yaml"), atomically: true, encoding: .utf8)
+        try "monitoring-secret\n".write(to: directory.appendingPathComponent("secret"), atomically: true, encoding: .utf8)
+        try """
+        exports:
+          base_url: http://127.0.0.1:\(closedPort)
+          api_key_file: \(directory.path)/secret
+        alerts:
+          webhook_url: http://127.0.0.1:\(closedPort)/hooks
+          secret_file: \(directory.path)/secret
+          every: 200ms
+          initial_backoff: 100ms
+        """.write(to: directory.appendingPathComponent("collector.yaml"), atomically: true, encoding: .utf8)
         let httpPort = try freePort()
         let collector = try ServiceProcess(
-            directory: directory, arguments: ["--store", "sqlite:\(directory.path)/ledger.db", "--http", "127.0.0.1:\(httpPort)"])
+            directory: directory,
+            arguments: [
+                "--config", "\(directory.path)/collector.yaml", "--pricing", "\(directory.path)/pricing.yaml", "--store",
+                "sqlite:\(directory.path)/ledger.db", "--http", "127.0.0.1:\(httpPort)",
+            ])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
         let agent = try ServiceProcess(

@@ -334,5 +334,10 @@ struct PricingConfigTests {
 
         let upgraded = try engine.segments(tenant: "tenant-0004", period: april)
         #expect(upgraded.map(\.planID) == ["starter", "pro"])
+
+        #expect(config.alerts.map(\.name) == ["starter-free-calls-80", "calls-10m", "spend-1000-usd"])
+        #expect(config.alerts.map(\.kind) == ["percent_of_free", "quantity", "amount"])
+        #expect(config.alerts[0].plan == "starter" && config.alerts[0].threshold == .percentOfFree(80))
+        #expect(config.alerts[2].metric == nil && config.alerts[2].thresholdText == "1000.00 USD")
     }
 }
