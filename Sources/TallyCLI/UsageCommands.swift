@@ -148,7 +148,7 @@ public struct UsageCommand: AsyncParsableCommand {
         public func run() async throws {
             let config = try PricingConfigLoader.load(file: pricing)
             let aggregate = AggregatePricing(config: config)
-            let writer = try openLedger(store, groupBy: AggregatePricing.ledgerGroupBy(for: config))
+            let writer = try openLedger(store, configuration: AggregatePricing.ledgerConfiguration(for: config))
             let service = Invoicing(ledger: writer, pricing: aggregate, lateWindow: .standard)
             let now = EventTime.now()
             let chosen =
@@ -260,13 +260,13 @@ public struct AuditCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let pricingConfig = try pricing.map { try PricingConfigLoader.load(file: $0) }
-        let groupBy: [String]
+        let configuration: LedgerConfiguration
         if let pricingConfig {
-            groupBy = AggregatePricing.ledgerGroupBy(for: pricingConfig)
+            configuration = AggregatePricing.ledgerConfiguration(for: pricingConfig)
         } else {
-            groupBy = try await storedDimensions(store)
+            configuration = try await storedDimensions(store)
         }
-        let writer = try openLedger(store, groupBy: groupBy)
+        let writer = try openLedger(store, configuration: configuration)
         let onlyTenant = tenant
         let onlyPeriod = period.flatMap { BillingPeriod($0) }
         let filter = ReconciliationFilter(period: onlyPeriod, tenant: onlyTenant)
@@ -355,32 +355,42 @@ public struct AuditCommand: AsyncParsableCommand {
     }
 
     /// The group-by dimensions the stored aggregates have, so the recount builds the same cells.
-    private func storedDimensions(_ store: String) async throws -> [String] {
+    /// Without a pricing file: the dimensions each metric has stored cells of, anywhere in the
+    /// ledger (a collector aggregates each metric by its own properties).
+    private func storedDimensions(_ store: String) async throws -> LedgerConfiguration {
         if case .sqlite(let path) = try StoreAddress(parsing: store), !FileManager.default.fileExists(atPath: path) {
             throw RuntimeFailure("no ledger at \(path)")
         }
         let writer = try openLedger(store, groupBy: [])
-        let dimensions = try await writer.perform { store throws(LedgerError) -> [String] in
-            var found: Set<String> = []
+        let byMetric = try await writer.perform { store throws(LedgerError) -> [String: Set<String>] in
+            var found: [String: Set<String>] = [:]
+            var seen: Set<String> = []
             for row in try store.reconciliation(ReconciliationFilter()) where !row.tenant.isEmpty {
-                for key in try store.storedAggregates(tenant: row.tenant, period: row.period).keys where !key.dimension.isEmpty {
-                    found.insert(key.dimension)
+                guard seen.insert("\(row.period)\u{0}\(row.tenant)").inserted else { continue }
+                for key in try store.storedAggregates(tenant: row.tenant, period: row.period).keys {
+                    found[key.metric, default: []].formUnion(key.dimension.isEmpty ? [] : [key.dimension])
                 }
-                if !found.isEmpty { break }
             }
-            return found.sorted()
+            return found
         }
         await writer.shutdown()
-        return dimensions
+        var configuration = LedgerConfiguration(groupBy: Set(byMetric.values.joined()).sorted())
+        configuration.metricGroupBy = byMetric.mapValues { $0.sorted() }
+        return configuration
     }
 }
 
 /// Opens a ledger (any backend) behind a writer thread, for the offline commands.
 func openLedger(_ store: String, groupBy: [String]) throws -> Ledger {
+    try openLedger(store, configuration: LedgerConfiguration(groupBy: groupBy))
+}
+
+/// Opens a ledger (any backend) with `configuration` behind a writer thread.
+func openLedger(_ store: String, configuration: LedgerConfiguration) throws -> Ledger {
     let address: StoreAddress
     do { address = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
     do {
-        return Ledger(store: try LedgerStores.open(address, configuration: LedgerConfiguration(groupBy: groupBy)))
+        return Ledger(store: try LedgerStores.open(address, configuration: configuration))
     } catch {
         throw RuntimeFailure("cannot open the ledger \(address): \(error)")
     }

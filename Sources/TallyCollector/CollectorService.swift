@@ -181,10 +181,8 @@ extension CollectorConfig {
 
     /// The ledger's settings with what `pricing` needs aggregated.
     public func ledgerConfiguration(pricing: AggregatePricing?) -> LedgerConfiguration {
-        LedgerConfiguration(
-            lateWindow: lateWindow, dedupeHorizon: dedupeHorizon,
-            groupBy: pricing.map { AggregatePricing.ledgerGroupBy(for: $0.config) } ?? [],
-            uniqueCounts: pricing.map { AggregatePricing.ledgerUniqueCounts(for: $0.config) } ?? [])
+        let base = LedgerConfiguration(lateWindow: lateWindow, dedupeHorizon: dedupeHorizon)
+        return pricing.map { AggregatePricing.ledgerConfiguration(for: $0.config, base: base) } ?? base
     }
 }
 

@@ -7,8 +7,14 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// How long dedupe information and batch records are kept. Never shorter than the
     /// late-arrival limit, so that no retry of a billable event can be billed twice.
     public var dedupeHorizon: Duration
-    /// Property keys kept as group-by dimensions beside each total row (e.g. `endpoint`).
+    /// Property keys kept as group-by dimensions beside each total row (e.g. `endpoint`): every
+    /// dimension the ledger stores. A metric listed in ``metricGroupBy`` is aggregated by its own
+    /// list there instead; any other metric by all of these.
     public var groupBy: [String]
+    /// Per metric, the group-by properties it is aggregated by (each one of ``groupBy``). Each
+    /// dimension costs one more aggregate cell per event in each grain, so a metric that only
+    /// needs `region` should not pay for `endpoint` too. Empty: every metric by every property.
+    public var metricGroupBy: [String: [String]] = [:]
     /// The (metric, property) pairs whose distinct values are counted exactly per period.
     public var uniqueCounts: [UniqueCountKey]
     /// How many distinct hourly cells a store may hold in its aggregate buffer before it folds
@@ -26,6 +32,9 @@ public struct LedgerConfiguration: Sendable, Hashable {
         self.uniqueCounts = uniqueCounts
         self.aggregateBufferCells = aggregateBufferCells
     }
+
+    /// The group-by properties `metric` is aggregated by: its own list, else every property.
+    public func groupBy(of metric: String) -> [String] { metricGroupBy[metric] ?? groupBy }
 
     /// The unique-count properties of each metric.
     public var uniquePropertiesByMetric: [String: [String]] {
@@ -45,7 +54,7 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// Decides what `prepared` becomes, given which of its candidate keys the store holds
     /// already: ``LedgerRules`` with this configuration.
     public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {
-        try classification.plan(existing: existing, groupBy: groupBy, uniqueCounts: uniquePropertiesByMetric)
+        try classification.plan(existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric)
     }
 
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.
@@ -60,6 +69,12 @@ public struct LedgerConfiguration: Sendable, Hashable {
         }
         if groupBy.contains("") { throw .invalidConfiguration("a group-by property key must not be empty") }
         if Set(groupBy).count != groupBy.count { throw .invalidConfiguration("group-by property keys repeat") }
+        for (metric, properties) in metricGroupBy.sorted(by: { $0.key < $1.key }) {
+            for property in properties where !groupBy.contains(property) {
+                throw .invalidConfiguration("the group-by property '\(property)' of \(metric) is not one of the ledger's (\(groupBy))")
+            }
+            if Set(properties).count != properties.count { throw .invalidConfiguration("the group-by properties of \(metric) repeat") }
+        }
         if aggregateBufferCells < 0 { throw .invalidConfiguration("the aggregate buffer size must not be negative") }
     }
 }

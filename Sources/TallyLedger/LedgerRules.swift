@@ -124,6 +124,14 @@ public struct BatchClassification: Sendable {
     /// (`existing[i]` for `candidates[i]`). Throws ``LedgerError/quantityOverflow(_:)`` when the
     /// batch's own cells leave the 128-bit range.
     public func plan(existing: [Bool], groupBy: [String], uniqueCounts: [String: [String]]) throws(LedgerError) -> LedgerPlan {
+        try plan(existing: existing, groupBy: { _ in groupBy }, uniqueCounts: uniqueCounts)
+    }
+
+    /// ``plan(existing:groupBy:uniqueCounts:)`` with each metric's own group-by properties
+    /// (``LedgerConfiguration/groupBy(of:)``).
+    public func plan(
+        existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]]
+    ) throws(LedgerError) -> LedgerPlan {
         precondition(existing.count == candidates.count, "one answer per candidate")
         let batch = prepared.batch
         let now = batch.receivedAt
@@ -162,7 +170,7 @@ public struct BatchClassification: Sendable {
                 continue
             case .duplicate, .rejected: continue
             }
-            try plan.cells.add(event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy)
+            try plan.cells.add(event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric))
             for property in uniqueCounts[event.metric] ?? [] {
                 guard let value = event.properties[property] else { continue }
                 plan.uniqueValues.append(

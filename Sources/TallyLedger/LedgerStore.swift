@@ -192,8 +192,9 @@ extension LedgerStore {
 
     /// Usage of one tenant and metric over a time range, from the aggregates.
     public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {
-        if let group = query.groupBy, !configuration.groupBy.contains(group) {
-            throw .invalidConfiguration("'\(group)' is not a configured group-by property (configured: \(configuration.groupBy))")
+        if let group = query.groupBy, !configuration.groupBy(of: query.metric).contains(group) {
+            throw .invalidConfiguration(
+                "'\(group)' is not a configured group-by property of \(query.metric) (configured: \(configuration.groupBy(of: query.metric)))")
         }
         let coarsest: AggregateGrain =
             switch query.granularity {
@@ -270,8 +271,9 @@ extension LedgerStore {
     /// ``AggregateDrift/differences`` means they all agree exactly.
     public func recomputeAggregates(tenant: String?, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
         var expected = AggregateCells()
-        let groupBy = configuration.groupBy
+        let configuration = self.configuration
         try scanRawEvents(tenant: tenant, period: period) { (record: LedgerRecord) throws(LedgerError) in
+            let groupBy = configuration.groupBy(of: record.event.metric)
             switch record.status {
             case .accepted: try expected.add(record.event, fingerprint: record.fingerprint, billedIn: nil, groupBy: groupBy)
             case .adjusted:
@@ -283,7 +285,11 @@ extension LedgerStore {
         var compared = 0
         for grain in AggregateGrain.allCases {
             let want = try expected.rolledUp(to: grain).cells
-            let stored = try storedAggregates(tenant: tenant, period: period, grain: grain)
+            // Cells of a dimension the metric is no longer aggregated by (written under an older
+            // configuration) are left out: no read can ask for them, and they would be drift.
+            let stored = try storedAggregates(tenant: tenant, period: period, grain: grain).filter { key, _ in
+                key.dimension.isEmpty || configuration.groupBy(of: key.metric).contains(key.dimension)
+            }
             compared += want.count
             for key in Set(want.keys).union(stored.keys) where want[key] != stored[key] {
                 differences.append(.init(grain: grain, key: key, recomputed: want[key], stored: stored[key]))

@@ -58,9 +58,7 @@ struct IngestBench: AsyncParsableCommand {
         var configuration = LedgerConfiguration()
         configuration.aggregateBufferCells = aggregateBuffer
         if !pricing.isEmpty {
-            let config = try PricingConfigLoader.load(file: pricing)
-            configuration.groupBy = AggregatePricing.ledgerGroupBy(for: config)
-            configuration.uniqueCounts = AggregatePricing.ledgerUniqueCounts(for: config)
+            configuration = AggregatePricing.ledgerConfiguration(for: try PricingConfigLoader.load(file: pricing), base: configuration)
         }
         let writer = Ledger(store: try LedgerStores.open("sqlite:\(path)", configuration: configuration))
         let server = try await ProtocolServer.bind(

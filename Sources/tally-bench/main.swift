@@ -29,7 +29,7 @@ struct QueryBench: AsyncParsableCommand {
         let aggregate = AggregatePricing(config: config)
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let ledgerConfiguration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: config))
+        let ledgerConfiguration = AggregatePricing.ledgerConfiguration(for: config)
         let store = try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration)
         // As the collector runs it: a writer, and a second connection for the API's reads.
         let writer = Ledger(store: store, reader: try LedgerStores.open("sqlite:\(path)", configuration: ledgerConfiguration))

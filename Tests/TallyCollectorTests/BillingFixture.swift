@@ -78,8 +78,7 @@ final class BillingFixture: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("ledger.db").path
         pricing = AggregatePricing(config: try PricingConfigLoader.load(yaml: pricingYAML))
-        let configuration = LedgerConfiguration(
-            groupBy: AggregatePricing.ledgerGroupBy(for: pricing.config), uniqueCounts: AggregatePricing.ledgerUniqueCounts(for: pricing.config))
+        let configuration = AggregatePricing.ledgerConfiguration(for: pricing.config)
         writer = Ledger(
             store: try SQLiteLedgerStore(path: path, configuration: configuration),
             reader: try SQLiteLedgerStore(path: path, configuration: configuration))
@@ -138,7 +137,7 @@ final class BillingFixture: Sendable {
     }
 
     static func reopen(_ fixture: BillingFixture) throws -> Reopened {
-        let configuration = LedgerConfiguration(groupBy: AggregatePricing.ledgerGroupBy(for: fixture.pricing.config))
+        let configuration = AggregatePricing.ledgerConfiguration(for: fixture.pricing.config)
         let writer = Ledger(
             store: try SQLiteLedgerStore(path: fixture.path, configuration: configuration),
             reader: try SQLiteLedgerStore(path: fixture.path, configuration: configuration))

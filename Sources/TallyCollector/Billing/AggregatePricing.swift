@@ -32,6 +32,35 @@ public struct AggregatePricing: Sendable {
         return properties
     }
 
+    /// Each metric's own group-by properties (``TallyLedger/LedgerConfiguration/metricGroupBy``):
+    /// its group_by, its filters' properties, and the price_by of any plan's charge for it. A
+    /// metric is aggregated by these only, not by every other metric's properties too.
+    public static func ledgerMetricGroupBy(for config: PricingConfig) -> [String: [String]] {
+        var byMetric: [String: [String]] = [:]
+        func add(_ property: String, to metric: String) {
+            if !(byMetric[metric] ?? []).contains(property) { byMetric[metric, default: []].append(property) }
+        }
+        for metric in config.metrics {
+            byMetric[metric.name] = byMetric[metric.name] ?? []
+            for property in metric.groupBy { add(property, to: metric.name) }
+            for filter in metric.filters { add(filter.property, to: metric.name) }
+        }
+        for plan in config.plans {
+            for charge in plan.usageCharges { if let property = charge.priceBy { add(property, to: charge.metric) } }
+        }
+        return byMetric
+    }
+
+    /// `base` with what this config needs aggregated: the group-by properties (each metric's
+    /// own) and the unique counts.
+    public static func ledgerConfiguration(for config: PricingConfig, base: LedgerConfiguration = LedgerConfiguration()) -> LedgerConfiguration {
+        var configuration = base
+        configuration.groupBy = ledgerGroupBy(for: config)
+        configuration.metricGroupBy = ledgerMetricGroupBy(for: config)
+        configuration.uniqueCounts = ledgerUniqueCounts(for: config)
+        return configuration
+    }
+
     /// The unique-count pairs this config needs counted by the ledger.
     public static func ledgerUniqueCounts(for config: PricingConfig) -> [UniqueCountKey] {
         config.metrics.compactMap { metric in
