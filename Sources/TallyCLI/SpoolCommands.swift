@@ -152,10 +152,16 @@ struct SpoolInspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
         abstract: "Print spooled events as JSON lines, with filters.",
-        discussion: "With --positions each line is {\"segment\":N,\"offset\":N,\"event\":{...}}.")
+        discussion: """
+            With --positions each line is {"segment":N,"offset":N,"event":{...}}. With --id the agent's side of a trace: \
+            every event with that id still on disk, acknowledged or not, as \
+            {"segment":N,"offset":N,"acknowledged":BOOL,"fingerprint":"...","event":{...}}; exit 1 when none is.
+            """)
     @OptionGroup var location: SpoolLocation
     @Option(help: "Only this tenant's events.") var tenant: String?
     @Option(help: "Only this metric's events.") var metric: String?
+    @Option(help: "Only events with this id, acknowledged ones still on disk included (the agent's side of `tallyctl trace`).")
+    var id: String?
     @Option(help: "Only events at or after this time (RFC 3339).") var from: String?
     @Option(help: "Only events before this time (RFC 3339).") var to: String?
     @Option(help: "Print at most this many events.") var limit: Int?
@@ -177,13 +183,19 @@ struct SpoolInspect: AsyncParsableCommand {
         var printed = 0
         let skipped: Int
         do {
-            skipped = try await forEachEvent(in: spool, includingAcknowledged: all) { event, position throws(SpoolCommandError) in
+            let acknowledged = try await spoolCall { () async throws(SpoolError) in try await spool.stats() }.acknowledged
+            skipped = try await forEachEvent(in: spool, includingAcknowledged: all || id != nil) { event, position throws(SpoolCommandError) in
                 if let limit, printed >= limit { return false }
                 if let tenant, event.tenant != tenant { return true }
                 if let metric, event.metric != metric { return true }
+                if let id, event.id != id { return true }
                 if let fromTime, event.timestamp < fromTime { return true }
                 if let toTime, event.timestamp >= toTime { return true }
-                if positions {
+                if id != nil {
+                    try output.write(
+                        "{\"segment\":\(position.segment),\"offset\":\(position.offset),\"acknowledged\":\(position < acknowledged),"
+                            + "\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}")
+                } else if positions {
                     try output.write("{\"segment\":\(position.segment),\"offset\":\(position.offset),\"event\":\(event.jsonLine)}")
                 } else {
                     try output.write(event.jsonLine)
@@ -198,6 +210,12 @@ struct SpoolInspect: AsyncParsableCommand {
         }
         await spool.close()
         reportSkipped(skipped)
+        if let id, printed == 0 {
+            CommandRunner.writeError(
+                "tallyctl: no event with id '\(id)' is in the spool at \(location.spool): this agent never received it, or the "
+                    + "collector acknowledged it and its segment was deleted; `tallyctl trace --tenant TENANT --id \(id)` asks the collector")
+            throw ExitCode(1)
+        }
     }
 }
 

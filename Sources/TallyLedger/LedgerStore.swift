@@ -75,6 +75,10 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// The refused (rejected) and duplicate events of one batch, by index.
     func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent]
 
+    /// The raw events, their later copies (duplicates) and the refused arrivals that a trace
+    /// asks for (``TraceQuery``), each list in ``TraceRecords``' order.
+    func traceRecords(_ query: TraceQuery) throws(LedgerError) -> TraceRecords
+
     /// True when some committed batches' aggregate cells are not in the aggregate tables yet
     /// (a read folds them in first, which writes). Cheap; lets a read-only connection answer
     /// only when it can do so without writing.

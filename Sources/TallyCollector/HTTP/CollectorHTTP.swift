@@ -102,6 +102,17 @@ public struct CollectorAPI: Sendable {
             }
         }
         router.get("v1/reconciliation") { request, context in await respond { try await reconciliation(request, context) } }
+        router.get("v1/events/trace") { request, context in
+            await respond {
+                let query = try formQuery(request)
+                let tenant = query.get("tenant")
+                if let tenant, !tenant.isEmpty { try grant(request, context).check(tenant: tenant) } else { _ = try grant(request, context) }
+                let trace = try TraceQuery.parse(
+                    tenant: tenant, id: query.get("id"), fingerprint: query.get("fingerprint"), period: query.get("period"),
+                    from: query.get("from"), to: query.get("to"), now: service.clock())
+                return try json(try await service.trace(trace))
+            }
+        }
         router.get("v1/reports/:file") { request, context in
             await respond {
                 let file = context.parameters.get("file") ?? ""

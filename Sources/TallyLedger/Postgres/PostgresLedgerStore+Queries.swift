@@ -300,3 +300,80 @@ extension PostgresLedgerStore {
         return events.sorted { $0.batchIndex < $1.batchIndex }
     }
 }
+
+extension PostgresLedgerStore {
+    public func traceRecords(_ query: TraceQuery) throws(LedgerError) -> TraceRecords {
+        var records = TraceRecords()
+        var id: String?
+        var print: ByteBuffer?
+        switch query.key {
+        case .id(let value): id = value
+        case .fingerprint(let fingerprint): print = ByteBuffer(bytes: fingerprint.bytes)
+        }
+        for row in try session.query(
+            """
+            SELECT ts, fingerprint, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq, batch_index, received_at
+            FROM raw_events WHERE ts >= \(query.times.lowerBound.microseconds) AND ts < \(query.times.upperBound.microseconds)
+            AND tenant = \(query.tenant) AND (\(id)::text IS NULL OR event_id = \(id)) AND (\(print)::bytea IS NULL OR fingerprint = \(print))
+            """, "tracing raw events")
+        {
+            let r: (Int64, ByteBuffer, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64)
+            do {
+                r = try row.decode((Int64, ByteBuffer, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64).self)
+            } catch {
+                throw .corruptRow("raw_events row: \(error)")
+            }
+            guard let fingerprint = Fingerprint(bytes: Array(r.1.readableBytesView)) else { throw .corruptRow("raw_events fingerprint") }
+            guard let status = EventStatus(rawValue: r.6) else { throw .corruptRow("raw_events status '\(r.6)'") }
+            let event = UsageEvent(
+                tenant: query.tenant, metric: r.2, quantity: try Self.quantity(r.3, "raw_events quantity"),
+                timestamp: EventTime(microseconds: r.0), id: r.4, properties: try PropertiesCodec.decode(Array(r.5.readableBytesView)))
+            records.events.append(
+                LedgerRecord(
+                    event: event, fingerprint: fingerprint, status: status, billedIn: r.7.flatMap { BillingPeriod($0) }, agent: r.8,
+                    batchSequence: UInt64(bitPattern: r.9), batchIndex: Int(r.10), receivedAt: EventTime(microseconds: r.11)))
+        }
+        for record in records.events {
+            for row in try session.query(
+                """
+                SELECT agent, batch_seq, batch_index, received_at, quantity FROM duplicate_events
+                WHERE ts = \(record.event.timestamp.microseconds) AND fingerprint = \(ByteBuffer(bytes: record.fingerprint.bytes))
+                """, "tracing duplicates")
+            {
+                let r: (String, Int64, Int32, Int64, String)
+                do { r = try row.decode((String, Int64, Int32, Int64, String).self) } catch {
+                    throw .corruptRow("duplicate_events row: \(error)")
+                }
+                records.duplicates.append(
+                    TraceArrival(
+                        agent: r.0, batchSequence: UInt64(bitPattern: r.1), batchIndex: Int(r.2), receivedAt: EventTime(microseconds: r.3),
+                        timestamp: record.event.timestamp, fingerprint: record.fingerprint, quantity: try Self.quantity(r.4, "duplicate quantity")))
+            }
+        }
+        for row in try session.query(
+            """
+            SELECT agent, batch_seq, batch_index, received_at, reason, field, message, metric, ts, fingerprint, quantity, event_id, properties
+            FROM refused_events WHERE tenant = \(query.tenant) AND (\(id)::text IS NULL OR event_id = \(id))
+            AND (\(print)::bytea IS NULL OR fingerprint = \(print))
+            """, "tracing refused events")
+        {
+            let r: (String, Int64, Int32, Int64, String, String?, String, String?, Int64?, ByteBuffer?, String?, String?, ByteBuffer?)
+            do {
+                r = try row.decode(
+                    (String, Int64, Int32, Int64, String, String?, String, String?, Int64?, ByteBuffer?, String?, String?, ByteBuffer?).self)
+            } catch {
+                throw .corruptRow("refused_events row: \(error)")
+            }
+            guard let reason = RejectionReason(rawValue: r.4) else { throw .corruptRow("refused_events reason '\(r.4)'") }
+            records.refusals.append(
+                TraceRefusal(
+                    agent: r.0, batchSequence: UInt64(bitPattern: r.1), batchIndex: Int(r.2), receivedAt: EventTime(microseconds: r.3),
+                    reason: reason, field: r.5, message: r.6, metric: r.7, timestamp: r.8.map { EventTime(microseconds: $0) },
+                    fingerprint: r.9.flatMap { Fingerprint(bytes: Array($0.readableBytesView)) },
+                    quantity: try r.10.map { (text: String) throws(LedgerError) in try Self.quantity(text, "refused quantity") }, id: r.11,
+                    properties: try r.12.map { (blob: ByteBuffer) throws(LedgerError) in try PropertiesCodec.decode(Array(blob.readableBytesView)) }))
+        }
+        records.sort()
+        return records
+    }
+}

@@ -192,6 +192,8 @@ enum PostgresSchema {
         );
         CREATE INDEX usage_alerts_due ON usage_alerts (status, next_attempt_at)
         """,
+        // 5: a trace finds an event's later copies (duplicates) by its key.
+        "CREATE INDEX duplicate_events_key ON duplicate_events (ts, fingerprint)",
     ]
 
     static func aggregateTable(_ name: String) -> String {

@@ -268,3 +268,91 @@ extension SQLiteLedgerStore {
                 quantity: try Self.quantity(row.text(column + 5), "aggregate latest")))
     }
 }
+
+extension SQLiteLedgerStore {
+    public func traceRecords(_ query: TraceQuery) throws(LedgerError) -> TraceRecords {
+        var records = TraceRecords()
+        let raw = try database.prepare(
+            """
+            SELECT ts, fingerprint, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq,
+                batch_index, received_at
+            FROM raw_events WHERE ts >= ?1 AND ts < ?2 AND tenant = ?3 AND (?4 IS NULL OR event_id = ?4)
+                AND (?5 IS NULL OR fingerprint = ?5)
+            """)
+        defer { raw.reset() }
+        raw.bind(1, query.times.lowerBound.microseconds)
+        raw.bind(2, query.times.upperBound.microseconds)
+        raw.bind(3, query.tenant)
+        switch query.key {
+        case .id(let id):
+            raw.bind(4, id)
+            raw.bindNull(5)
+        case .fingerprint(let fingerprint):
+            raw.bindNull(4)
+            raw.bind(5, fingerprint: fingerprint)
+        }
+        while try raw.step() {
+            guard let fingerprint = Fingerprint(bytes: raw.blob(1)) else { throw .corruptRow("raw_events fingerprint") }
+            guard let status = EventStatus(rawValue: raw.text(6)) else { throw .corruptRow("raw_events status '\(raw.text(6))'") }
+            let event = UsageEvent(
+                tenant: query.tenant, metric: raw.text(2), quantity: try Self.quantity(raw.text(3), "raw_events quantity"),
+                timestamp: EventTime(microseconds: raw.int64(0)), id: raw.optionalText(4), properties: try PropertiesCodec.decode(raw.blob(5)))
+            records.events.append(
+                LedgerRecord(
+                    event: event, fingerprint: fingerprint, status: status, billedIn: raw.optionalText(7).flatMap { BillingPeriod($0) },
+                    agent: raw.text(8), batchSequence: UInt64(bitPattern: raw.int64(9)), batchIndex: Int(raw.int64(10)),
+                    receivedAt: EventTime(microseconds: raw.int64(11))))
+        }
+        // Later copies, through the (ts, fingerprint) index of duplicate_events.
+        let duplicates = try database.prepare(
+            """
+            SELECT agent, batch_seq, batch_index, received_at, quantity FROM duplicate_events
+            WHERE ts = ?1 AND fingerprint = ?2
+            """)
+        defer { duplicates.reset() }
+        for record in records.events {
+            duplicates.reset()
+            duplicates.bind(1, record.event.timestamp.microseconds)
+            duplicates.bind(2, fingerprint: record.fingerprint)
+            while try duplicates.step() {
+                records.duplicates.append(
+                    TraceArrival(
+                        agent: duplicates.text(0), batchSequence: UInt64(bitPattern: duplicates.int64(1)), batchIndex: Int(duplicates.int64(2)),
+                        receivedAt: EventTime(microseconds: duplicates.int64(3)), timestamp: record.event.timestamp,
+                        fingerprint: record.fingerprint, quantity: try Self.quantity(duplicates.text(4), "duplicate quantity")))
+            }
+        }
+        // Refused events are few (invalid, too old, from the future): a scan of the tenant's.
+        let refused = try database.prepare(
+            """
+            SELECT agent, batch_seq, batch_index, received_at, reason, field, message, metric, ts, fingerprint, quantity, event_id,
+                properties
+            FROM refused_events WHERE tenant = ?1 AND (?2 IS NULL OR event_id = ?2) AND (?3 IS NULL OR fingerprint = ?3)
+            """)
+        defer { refused.reset() }
+        refused.bind(1, query.tenant)
+        switch query.key {
+        case .id(let id):
+            refused.bind(2, id)
+            refused.bindNull(3)
+        case .fingerprint(let fingerprint):
+            refused.bindNull(2)
+            refused.bind(3, fingerprint: fingerprint)
+        }
+        while try refused.step() {
+            guard let reason = RejectionReason(rawValue: refused.text(4)) else { throw .corruptRow("refused_events reason '\(refused.text(4))'") }
+            records.refusals.append(
+                TraceRefusal(
+                    agent: refused.text(0), batchSequence: UInt64(bitPattern: refused.int64(1)), batchIndex: Int(refused.int64(2)),
+                    receivedAt: EventTime(microseconds: refused.int64(3)), reason: reason, field: refused.optionalText(5),
+                    message: refused.text(6), metric: refused.optionalText(7),
+                    timestamp: refused.isNull(8) ? nil : EventTime(microseconds: refused.int64(8)),
+                    fingerprint: refused.isNull(9) ? nil : Fingerprint(bytes: refused.blob(9)),
+                    quantity: try refused.optionalText(10).map { (text: String) throws(LedgerError) in try Self.quantity(text, "refused quantity") },
+                    id: refused.optionalText(11),
+                    properties: refused.isNull(12) ? nil : try PropertiesCodec.decode(refused.blob(12))))
+        }
+        records.sort()
+        return records
+    }
+}
