@@ -124,6 +124,28 @@ extension BinaryRunner.Outcome {
         #expect(try fixture.snapshot() == before, "inspect changed the spool")
     }
 
+    /// The agent's side of a trace: an event by id, acknowledged or still waiting, with its
+    /// position and fingerprint; an id the spool does not hold is exit 1 with a reason.
+    @Test func inspectByIDSaysWhereTheEventIsAndWhetherItWasAcknowledged() async throws {
+        let fixture = SpoolFixture()
+        let (positions, _) = try await fixture.write(acknowledging: 10)
+        let before = try fixture.snapshot()
+        for (index, acknowledged) in [(5, true), (13, false)] {
+            let found = try fixture.ctl(["inspect", "--id", "req-\(index)"])
+            #expect(found.status == 0, "\(found.stderr)")
+            let event = fixture.events[index]
+            #expect(
+                found.lines == [
+                    "{\"segment\":\(positions[index].segment),\"offset\":\(positions[index].offset),\"acknowledged\":\(acknowledged),"
+                        + "\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}"
+                ])
+        }
+        let otherTenant = try fixture.ctl(["inspect", "--id", "req-13", "--tenant", "nobody"])
+        #expect(otherTenant.status == 1 && otherTenant.lines.isEmpty)
+        #expect(otherTenant.stderr.contains("no event with id 'req-13'") && otherTenant.stderr.contains("tallyctl trace"))
+        #expect(try fixture.snapshot() == before, "inspect --id changed the spool")
+    }
+
     @Test func exportWritesUnacknowledgedOrAllEvents() async throws {
         let fixture = SpoolFixture()
         _ = try await fixture.write(acknowledging: 10)

@@ -139,7 +139,8 @@ extension Invoicing {
             if let billed {
                 (lines, billing) = await invoiceLines(of: record, billedIn: billed, pricing: pricing)
             } else {
-                billing = "not billed: its period \(BillingPeriod(containing: record.event.timestamp)) had closed and the late policy rejects late events"
+                billing =
+                    "not billed: its period \(BillingPeriod(containing: record.event.timestamp)) had closed and the late policy rejects late events"
             }
             if lines.isEmpty, billed != nil, pricing != nil, !billing.hasPrefix("not") {
                 billing = "no invoice line: \(billing)"
@@ -200,7 +201,8 @@ extension Invoicing {
         case .duplicate, .rejected: text = record.status.rawValue
         }
         if duplicates > 0 {
-            text += "; received \(duplicates + 1) times, the \(duplicates) later \(duplicates == 1 ? "copy was" : "copies were") counted as duplicate and not billed"
+            text +=
+                "; received \(duplicates + 1) times, the \(duplicates) later \(duplicates == 1 ? "copy was" : "copies were") counted as duplicate and not billed"
         }
         return text
     }
@@ -285,7 +287,9 @@ extension Invoicing {
         // The plan in force at the event's time: the segment of its own period holding it. An
         // adjustment line carries the segment of the closed period it adjusts.
         var lines: [EventTraceReport.Line] = []
-        for line in document.lines where line.kind == InvoiceLine.Kind.usage.rawValue && line.metric == metric.name && line.adjusts == adjusts {
+        // The document calls an adjustment line's kind "adjustment" (InvoiceDocument).
+        let kind = adjusts == nil ? InvoiceLine.Kind.usage.rawValue : "adjustment"
+        for line in document.lines where line.kind == kind && line.metric == metric.name && line.adjusts == adjusts {
             guard let start = try? EventTime(parsing: line.segmentStart), let end = try? EventTime(parsing: line.segmentEnd),
                 start <= record.event.timestamp, record.event.timestamp < end
             else { continue }
@@ -298,7 +302,10 @@ extension Invoicing {
                     currency: document.currency, adjusts: line.adjusts))
         }
         guard let first = lines.first else {
-            return ([], "the \(view.status.rawValue) \(document.period) invoice has no line for '\(metric.name)' at the event's time (the plan in force does not charge it)")
+            return (
+                [],
+                "the \(view.status.rawValue) \(document.period) invoice has no line for '\(metric.name)' at the event's time (the plan in force does not charge it)"
+            )
         }
         let where_ = first.adjusts.map { "the adjustment line for \($0)" } ?? "the line '\(first.description)'"
         return (

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import TallyCore
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A finance lead's question, end to end: events sent to a real agent (run as an ordinary
+/// user, as the collector), one of them retried; then `tallyctl trace` answers from the
+/// collector where the event is billed, and `tallyctl spool inspect --id` from the agent's spool.
+@Suite(.serialized) struct TraceCommandTests {
+    @Test func traceFollowsAnEventFromTheAgentToItsInvoiceLine() async throws {
+        let directory = try ServiceProcess.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pricing = directory.appendingPathComponent("pricing.yaml").path
+        try FileManager.default.copyItem(
+            atPath: BinaryRunner.packageRoot.appendingPathComponent("deploy/demo-pricing.yaml").path, toPath: pricing)
+        try Unprivileged.handOver(directory)
+        let httpPort = try freePort()
+        let collector = try ServiceProcess(
+            directory: directory,
+            arguments: ["--store", "sqlite:\(directory.path)/ledger.db", "--pricing", pricing, "--http", "127.0.0.1:\(httpPort)"],
+            unprivileged: true)
+        defer { collector.kill() }
+        let spool = directory.appendingPathComponent("spool").path
+        let agent = try ServiceProcess(
+            directory: directory,
+            arguments: ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "edge-trace"],
+            binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#, unprivileged: true)
+        defer { agent.kill() }
+
+        let time = EventTime(microseconds: EventTime.now().microseconds / 1_000_000 * 1_000_000 - 120_000_000)
+        let disputed =
+            #"{"tenant":"t0001","metric":"api_calls","quantity":7,"timestamp":"\#(time)","id":"req-7f3a","properties":{"endpoint":"/v1/search"}}"#
+        let other = #"{"tenant":"t0001","metric":"api_calls","quantity":5,"timestamp":"\#(time)","id":"req-other"}"#
+        let url = try #require(URL(string: "http://127.0.0.1:\(agent.port)/v1/events"))
+        for body in [disputed + "\n" + other, disputed] {  // the second request is the client's retry
+            var request = URLRequest(url: url)
+            request.httpMethod = "POST"
+            request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
+            let (_, response) = try await URLSession.shared.upload(for: request, from: Data(body.utf8))
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        }
+        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool, unprivileged: true) == 0 }
+        #expect(drained, "the spool did not drain: \(agent.logText)")
+
+        let collectorHTTP = "127.0.0.1:\(httpPort)"
+        let json = try BinaryRunner.run(
+            "tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a", "--json"], unprivileged: true)
+        #expect(json.status == 0, "\(json.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(json.stdoutText.utf8)) as? [String: Any]
+        let events = report?["events"] as? [[String: Any]] ?? []
+        #expect(events.count == 1, "\(json.stdoutText)")
+        let event = events.first ?? [:]
+        #expect(event["outcome"] as? String == "accepted" && event["received"] as? Int == 2)
+        #expect((event["firstArrival"] as? [String: Any])?["agent"] as? String == "edge-trace")
+        let lines = event["invoiceLines"] as? [[String: Any]] ?? []
+        #expect(lines.count == 1 && lines.first?["status"] as? String == "draft")
+        // The line bills both events' 12 calls.
+        #expect(lines.first?["quantity"] as? String == "12", "\(lines)")
+
+        let text = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a"])
+        #expect(text.status == 0)
+        #expect(text.stdoutText.contains("outcome: accepted: billed once"), "\(text.stdoutText)")
+        #expect(text.stdoutText.contains("received 2×: first from edge-trace"))
+        #expect(text.stdoutText.contains("duplicate from edge-trace"))
+
+        let never = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-none"])
+        #expect(never.status == 1 && never.stdoutText.contains("never received"), "\(never.stdoutText)\(never.stderr)")
+        let usage = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001"])
+        #expect(usage.status == 2 && usage.stderr.contains("--id or --fingerprint"))
+
+        // The agent's side: both copies are in its spool, acknowledged, with the fingerprint the
+        // collector reported.
+        let inspect = try BinaryRunner.run("tallyctl", ["spool", "inspect", "--spool", spool, "--id", "req-7f3a"], unprivileged: true)
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let copies = inspect.stdoutText.split(separator: "\n")
+        #expect(copies.count == 2, "\(inspect.stdoutText)")
+        let fingerprint = event["fingerprint"] as? String ?? "?"
+        #expect(copies.allSatisfy { $0.contains("\"acknowledged\":true") && $0.contains("\"fingerprint\":\"\(fingerprint)\"") })
+    }
+}
