@@ -103,13 +103,16 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     case batchExpired(agent: String, sequence: UInt64)
     /// A recorded (agent, sequence) was sent again with different events.
     case sequenceReused(agent: String, sequence: UInt64)
+    /// A correction that cannot be applied (its event is not billed, already voided, its key
+    /// was used for another correction): nothing was written.
+    case correctionRefused(String)
 
     /// Whether the store itself failed (the database refused a write, a row would not read),
     /// as opposed to a batch that cannot be committed whatever the store's state.
     public var isStoreFailure: Bool {
         switch self {
         case .database, .corruptRow: true
-        case .quantityOverflow, .invalidConfiguration, .batchExpired, .sequenceReused: false
+        case .quantityOverflow, .invalidConfiguration, .batchExpired, .sequenceReused, .correctionRefused: false
         }
     }
 
@@ -125,6 +128,7 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
             "batch \(sequence) of agent '\(agent)' is older than the dedupe horizon and its record was pruned"
         case .sequenceReused(let agent, let sequence):
             "agent '\(agent)' sent batch \(sequence) again with different events: a sequence number must never be reused"
+        case .correctionRefused(let why): "correction refused: \(why)"
         }
     }
 }

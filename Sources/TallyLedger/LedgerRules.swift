@@ -67,6 +67,11 @@ public struct RawKey: Sendable, Hashable, Comparable {
     public var timestamp: EventTime
     public var fingerprint: Fingerprint
 
+    public init(timestamp: EventTime, fingerprint: Fingerprint) {
+        self.timestamp = timestamp
+        self.fingerprint = fingerprint
+    }
+
     public static func < (a: RawKey, b: RawKey) -> Bool {
         (a.timestamp, a.fingerprint) < (b.timestamp, b.fingerprint)
     }

@@ -79,6 +79,14 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// asks for (``TraceQuery``), each list in ``TraceRecords``' order.
     func traceRecords(_ query: TraceQuery) throws(LedgerError) -> TraceRecords
 
+    /// Applies corrections (``CorrectionRequest``) in one transaction, all or none: each one's
+    /// record and aggregate cells. A request whose key is stored returns the stored record (the
+    /// same request again) or is refused (another request under that key).
+    func applyCorrections(_ requests: [CorrectionRequest], now: EventTime) throws(LedgerError) -> [CorrectionRecord]
+
+    /// Stored corrections matching the filter, in the order they were made.
+    func corrections(_ filter: CorrectionFilter) throws(LedgerError) -> [CorrectionRecord]
+
     /// True when some committed batches' aggregate cells are not in the aggregate tables yet
     /// (a read folds them in first, which writes). Cheap; lets a read-only connection answer
     /// only when it can do so without writing.
@@ -270,7 +278,7 @@ extension LedgerStore {
     }
 
     /// Recomputes the aggregates of `tenant` (nil: every tenant, in one pass over the period's
-    /// raw events) for `period` from the raw ledger — hourly, and the daily and monthly rollups
+    /// raw events, plus the corrections of its events) for `period` from the raw ledger — hourly, and the daily and monthly rollups
     /// that queries and invoices read — and compares them with the stored ones. An empty
     /// ``AggregateDrift/differences`` means they all agree exactly.
     public func recomputeAggregates(tenant: String?, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
@@ -284,6 +292,10 @@ extension LedgerStore {
                 try expected.add(record.event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
             case .late, .duplicate, .rejected: break
             }
+        }
+        // Corrections are ledger records too: their cells, as applied.
+        for correction in try corrections(CorrectionFilter(tenant: tenant, eventTimes: period.start..<period.end)) {
+            try expected.merge(CorrectionRules.cells(of: correction, groupBy: configuration.groupBy(of: correction.metric)))
         }
         var differences: [AggregateDrift.Difference] = []
         var compared = 0

@@ -203,8 +203,11 @@ extension PostgresLedgerStore {
     }
 
     /// Logs a batch's cells, refusing the batch if a monthly sum would leave the 128-bit range.
-    func log(_ cells: AggregateCells) throws(LedgerError) {
-        let total = try cells.totalSum()
+    /// `growth` bounds how much any one cell can grow (default: the cells' total sum, right for
+    /// a batch's events; a correction's negative cells give the quantities it adds).
+    func log(_ cells: AggregateCells, growth: Quantity? = nil) throws(LedgerError) {
+        let total: Quantity
+        if let growth { total = growth } else { total = try cells.totalSum() }
         let bounds = try session.query(
             """
             SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)

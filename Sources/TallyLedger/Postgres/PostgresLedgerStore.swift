@@ -39,8 +39,8 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Months whose raw partition this process knows to exist.
     private var partitions: Set<BillingPeriod> = []
     /// Batches and cells this store logged since its last fold: when to fold.
-    private var loggedRows = 0
-    private var loggedCells = 0
+    var loggedRows = 0
+    var loggedCells = 0
     /// Inside a read snapshot whose aggregate log was found empty: its fold generation.
     private var snapshotGeneration: Int64?
     /// Inside ``withSnapshot(_:)``.

@@ -194,6 +194,27 @@ enum PostgresSchema {
         """,
         // 5: a trace finds an event's later copies (duplicates) by its key.
         "CREATE INDEX duplicate_events_key ON duplicate_events (ts, fingerprint)",
+        // 6: corrections (CorrectionRecord), in the order made (id); raw events are never changed.
+        """
+        CREATE TABLE corrections (
+            id bigserial PRIMARY KEY,
+            key text NOT NULL UNIQUE,
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            ts bigint NOT NULL,
+            fingerprint bytea NOT NULL,
+            action text NOT NULL,
+            quantity_before text NOT NULL,
+            properties_before bytea NOT NULL,
+            quantity_after text,
+            properties_after bytea,
+            billed_in text NOT NULL,
+            reason text NOT NULL,
+            actor text NOT NULL,
+            created_at bigint NOT NULL
+        );
+        CREATE INDEX corrections_event ON corrections (ts, fingerprint)
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {

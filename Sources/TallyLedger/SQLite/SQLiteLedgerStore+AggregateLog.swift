@@ -171,9 +171,12 @@ extension SQLiteLedgerStore {
     /// would leave the 128-bit range. Cheap when the bounds leave headroom, as they always do for
     /// real usage; otherwise every monthly cell of the batch is checked exactly. Runs inside the
     /// batch's transaction and returns the new logged bound, to keep once it commits.
-    func log(_ cells: AggregateCells) throws(LedgerError) -> Int128 {
+    /// `growth` bounds how much any one cell can grow (default: the cells' total sum, right for
+    /// a batch's events; a correction's negative cells give the quantities it adds).
+    func log(_ cells: AggregateCells, growth: Quantity? = nil) throws(LedgerError) -> Int128 {
         guard !cells.isEmpty else { return loggedBound }
-        let batchBound = try cells.totalSum().nanos
+        let batchBound: Int128
+        if let growth { batchBound = growth.nanos } else { batchBound = try cells.totalSum().nanos }
         let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
         let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
         if overflow || noHeadroom { try checkMonthlySums(cells) }

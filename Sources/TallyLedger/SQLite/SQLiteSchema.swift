@@ -157,6 +157,28 @@ enum SQLiteSchema {
             cells BLOB NOT NULL
         );
 
+        -- Corrections (CorrectionRecord): an admin's void or amendment of one stored event, in
+        -- the order made (id). The raw event itself is never changed. Added without a version
+        -- bump: an older Tally ignores the table (and would not apply corrections to audits).
+        CREATE TABLE IF NOT EXISTS corrections (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            fingerprint BLOB NOT NULL,
+            action TEXT NOT NULL,
+            quantity_before TEXT NOT NULL,
+            properties_before BLOB NOT NULL,
+            quantity_after TEXT,
+            properties_after BLOB,
+            billed_in TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS corrections_event ON corrections (ts, fingerprint);
+
         INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema_version', '\(version)');
         """
 

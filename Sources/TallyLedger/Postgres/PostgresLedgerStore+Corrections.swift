@@ -1,0 +1,120 @@
+import NIOCore
+import PostgresNIO
+public import TallyCore
+
+/// Corrections on the shared ledger: one transaction for a whole request, the event's raw row
+/// locked (`FOR UPDATE`) so that two collectors correcting the same event at once apply their
+/// corrections one after the other, each seeing the other's.
+extension PostgresLedgerStore {
+    public func applyCorrections(_ requests: [CorrectionRequest], now: EventTime) throws(LedgerError) -> [CorrectionRecord] {
+        guard !requests.isEmpty else { return [] }
+        let (records, cells) = try session.transaction("applying \(requests.count) corrections") {
+            () throws(LedgerError) -> ([CorrectionRecord], Int) in
+            var records: [CorrectionRecord] = []
+            var cells = AggregateCells()
+            var growth = Quantity.zero
+            for request in requests {
+                if let stored = try correctionRecords(key: request.key).first {
+                    try CorrectionRules.requireSame(request, stored)
+                    records.append(stored)
+                    continue
+                }
+                let event = try lockedEvent(timestamp: request.timestamp, fingerprint: request.fingerprint)
+                let earlier = try corrections(CorrectionFilter(event: RawKey(timestamp: request.timestamp, fingerprint: request.fingerprint)))
+                let planned = try CorrectionRules.plan(
+                    request, event: event, earlier: earlier, window: configuration.lateWindow, now: now,
+                    groupBy: configuration.groupBy(of: event?.event.metric ?? ""),
+                    uniqueCountMetrics: Set(configuration.uniqueCounts.map(\.metric)))
+                try insertCorrection(planned.record)
+                try cells.merge(planned.cells)
+                do { growth = try growth.adding(planned.record.quantityAfter ?? .zero) } catch { throw .quantityOverflow("a correction") }
+                records.append(planned.record)
+            }
+            if !cells.isEmpty { try log(cells, growth: growth) }
+            return (records, cells.count)
+        }
+        if cells > 0 {
+            loggedRows += 1
+            loggedCells += cells
+        }
+        return records
+    }
+
+    public func corrections(_ filter: CorrectionFilter) throws(LedgerError) -> [CorrectionRecord] {
+        let lower = filter.eventTimes?.lowerBound.microseconds ?? Int64.min
+        let upper = filter.eventTimes?.upperBound.microseconds ?? Int64.max
+        let eventTime = filter.event?.timestamp.microseconds
+        let eventPrint = filter.event.map { ByteBuffer(bytes: $0.fingerprint.bytes) }
+        let rows = try session.query(
+            """
+            SELECT \(unescaped: Self.correctionColumns) FROM corrections
+            WHERE (\(filter.tenant)::text IS NULL OR tenant = \(filter.tenant)) AND ts >= \(lower) AND ts < \(upper)
+            AND (\(eventTime)::bigint IS NULL OR (ts = \(eventTime) AND fingerprint = \(eventPrint)))
+            ORDER BY id
+            """, "reading corrections")
+        var records: [CorrectionRecord] = []
+        for row in rows { records.append(try Self.correction(row)) }
+        return records
+    }
+
+    static let correctionColumns =
+        "key, tenant, metric, ts, fingerprint, action, quantity_before, properties_before, quantity_after, properties_after, billed_in, reason, actor, created_at"
+
+    static func correction(_ row: PostgresRow) throws(LedgerError) -> CorrectionRecord {
+        let r: (String, String, String, Int64, ByteBuffer, String, String, ByteBuffer, String?, ByteBuffer?, String, String, String, Int64)
+        do {
+            r = try row.decode(
+                (String, String, String, Int64, ByteBuffer, String, String, ByteBuffer, String?, ByteBuffer?, String, String, String, Int64).self)
+        } catch {
+            throw .corruptRow("corrections row: \(error)")
+        }
+        guard let fingerprint = Fingerprint(bytes: Array(r.4.readableBytesView)) else { throw .corruptRow("corrections fingerprint") }
+        return CorrectionRecord(
+            key: r.0, tenant: r.1, metric: r.2, timestamp: EventTime(microseconds: r.3), fingerprint: fingerprint, action: r.5,
+            quantityBefore: try quantity(r.6, "corrections quantity_before"), propertiesBefore: try PropertiesCodec.decode(Array(r.7.readableBytesView)),
+            quantityAfter: try r.8.map { (text: String) throws(LedgerError) in try quantity(text, "corrections quantity_after") },
+            propertiesAfter: try r.9.map { (blob: ByteBuffer) throws(LedgerError) in try PropertiesCodec.decode(Array(blob.readableBytesView)) },
+            billedIn: r.10.isEmpty ? nil : BillingPeriod(r.10), reason: r.11, actor: r.12, createdAt: EventTime(microseconds: r.13))
+    }
+
+    func correctionRecords(key: String) throws(LedgerError) -> [CorrectionRecord] {
+        var records: [CorrectionRecord] = []
+        for row in try session.query("SELECT \(unescaped: Self.correctionColumns) FROM corrections WHERE key = \(key)", "reading a correction") {
+            records.append(try Self.correction(row))
+        }
+        return records
+    }
+
+    /// The raw event of one ledger key, locked until the transaction ends; nil if not stored.
+    func lockedEvent(timestamp: EventTime, fingerprint: Fingerprint) throws(LedgerError) -> LedgerRecord? {
+        let rows = try session.query(
+            """
+            SELECT tenant, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq, batch_index, received_at
+            FROM raw_events WHERE ts = \(timestamp.microseconds) AND fingerprint = \(ByteBuffer(bytes: fingerprint.bytes)) FOR UPDATE
+            """, "locking the corrected event")
+        guard let row = rows.first else { return nil }
+        let r: (String, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64)
+        do { r = try row.decode((String, String, String, String?, ByteBuffer, String, String?, String, Int64, Int32, Int64).self) } catch {
+            throw .corruptRow("raw_events row: \(error)")
+        }
+        guard let status = EventStatus(rawValue: r.5) else { throw .corruptRow("raw_events status '\(r.5)'") }
+        let event = UsageEvent(
+            tenant: r.0, metric: r.1, quantity: try Self.quantity(r.2, "raw_events quantity"), timestamp: timestamp, id: r.3,
+            properties: try PropertiesCodec.decode(Array(r.4.readableBytesView)))
+        return LedgerRecord(
+            event: event, fingerprint: fingerprint, status: status, billedIn: r.6.flatMap { BillingPeriod($0) }, agent: r.7,
+            batchSequence: UInt64(bitPattern: r.8), batchIndex: Int(r.9), receivedAt: EventTime(microseconds: r.10))
+    }
+
+    func insertCorrection(_ record: CorrectionRecord) throws(LedgerError) {
+        let after = record.propertiesAfter.map { ByteBuffer(bytes: PropertiesCodec.encode($0)) }
+        try session.query(
+            """
+            INSERT INTO corrections (\(unescaped: Self.correctionColumns)) VALUES (\(record.key), \(record.tenant), \(record.metric),
+                \(record.timestamp.microseconds), \(ByteBuffer(bytes: record.fingerprint.bytes)), \(record.action),
+                \(record.quantityBefore.description), \(ByteBuffer(bytes: PropertiesCodec.encode(record.propertiesBefore))),
+                \(record.quantityAfter?.description), \(after), \(record.billedIn?.description ?? ""), \(record.reason), \(record.actor),
+                \(record.createdAt.microseconds))
+            """, "recording a correction")
+    }
+}

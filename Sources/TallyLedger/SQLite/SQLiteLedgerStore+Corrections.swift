@@ -1,0 +1,135 @@
+import CSQLite
+public import TallyCore
+
+/// Corrections on the embedded ledger: one transaction for a whole request (all or none), the
+/// cells through the aggregate log as a batch's are.
+extension SQLiteLedgerStore {
+    public func applyCorrections(_ requests: [CorrectionRequest], now: EventTime) throws(LedgerError) -> [CorrectionRecord] {
+        guard !requests.isEmpty else { return [] }
+        try statements.begin.run()
+        var records: [CorrectionRecord] = []
+        var logged: (bound: Int128, cells: Int)?
+        do throws(LedgerError) {
+            var cells = AggregateCells()
+            var growth = Quantity.zero
+            for request in requests {
+                if let stored = try correctionRecords(key: request.key).first {
+                    try CorrectionRules.requireSame(request, stored)
+                    records.append(stored)
+                    continue
+                }
+                let earlier = try corrections(CorrectionFilter(event: RawKey(timestamp: request.timestamp, fingerprint: request.fingerprint)))
+                let event = try storedEvent(timestamp: request.timestamp, fingerprint: request.fingerprint)
+                let planned = try CorrectionRules.plan(
+                    request, event: event, earlier: earlier, window: configuration.lateWindow, now: now,
+                    groupBy: configuration.groupBy(of: event?.event.metric ?? ""),
+                    uniqueCountMetrics: Set(configuration.uniqueCounts.map(\.metric)))
+                try insertCorrection(planned.record)
+                try cells.merge(planned.cells)
+                do { growth = try growth.adding(planned.record.quantityAfter ?? .zero) } catch { throw .quantityOverflow("a correction") }
+                records.append(planned.record)
+            }
+            if !cells.isEmpty { logged = (try log(cells, growth: growth), cells.count) }
+            try commitTransaction()
+        } catch {
+            if database.handle != nil { try? statements.rollback.run() }
+            throw error
+        }
+        if let logged {
+            loggedBound = logged.bound
+            loggedRows += 1
+            loggedCells += logged.cells
+        }
+        return records
+    }
+
+    public func corrections(_ filter: CorrectionFilter) throws(LedgerError) -> [CorrectionRecord] {
+        let select = try database.prepare(
+            """
+            SELECT \(Self.correctionColumns) FROM corrections
+            WHERE (?1 IS NULL OR tenant = ?1) AND ts >= ?2 AND ts < ?3 AND (?4 IS NULL OR (ts = ?4 AND fingerprint = ?5))
+            ORDER BY id
+            """)
+        defer { select.reset() }
+        select.bind(1, filter.tenant)
+        select.bind(2, filter.eventTimes?.lowerBound.microseconds ?? Int64.min)
+        select.bind(3, filter.eventTimes?.upperBound.microseconds ?? Int64.max)
+        if let event = filter.event {
+            select.bind(4, event.timestamp.microseconds)
+            select.bind(5, fingerprint: event.fingerprint)
+        } else {
+            select.bindNull(4)
+            select.bindNull(5)
+        }
+        var records: [CorrectionRecord] = []
+        while try select.step() { records.append(try Self.correction(select)) }
+        return records
+    }
+
+    static let correctionColumns =
+        "key, tenant, metric, ts, fingerprint, action, quantity_before, properties_before, quantity_after, properties_after, billed_in, reason, actor, created_at"
+
+    static func correction(_ row: SQLiteStatement) throws(LedgerError) -> CorrectionRecord {
+        guard let fingerprint = Fingerprint(bytes: row.blob(4)) else { throw .corruptRow("corrections fingerprint") }
+        let billed = row.text(10)
+        return CorrectionRecord(
+            key: row.text(0), tenant: row.text(1), metric: row.text(2), timestamp: EventTime(microseconds: row.int64(3)),
+            fingerprint: fingerprint, action: row.text(5), quantityBefore: try quantity(row.text(6), "corrections quantity_before"),
+            propertiesBefore: try PropertiesCodec.decode(row.blob(7)),
+            quantityAfter: try row.optionalText(8).map { (text: String) throws(LedgerError) in try quantity(text, "corrections quantity_after") },
+            propertiesAfter: row.isNull(9) ? nil : try PropertiesCodec.decode(row.blob(9)),
+            billedIn: billed.isEmpty ? nil : BillingPeriod(billed), reason: row.text(11), actor: row.text(12),
+            createdAt: EventTime(microseconds: row.int64(13)))
+    }
+
+    func correctionRecords(key: String) throws(LedgerError) -> [CorrectionRecord] {
+        let select = try database.prepare("SELECT \(Self.correctionColumns) FROM corrections WHERE key = ?1")
+        defer { select.reset() }
+        select.bind(1, key)
+        var records: [CorrectionRecord] = []
+        while try select.step() { records.append(try Self.correction(select)) }
+        return records
+    }
+
+    /// The raw event of one ledger key, if stored.
+    func storedEvent(timestamp: EventTime, fingerprint: Fingerprint) throws(LedgerError) -> LedgerRecord? {
+        let select = try database.prepare(
+            """
+            SELECT tenant, metric, quantity, event_id, properties, status, billed_in, agent, batch_seq, batch_index, received_at
+            FROM raw_events WHERE ts = ?1 AND fingerprint = ?2
+            """)
+        defer { select.reset() }
+        select.bind(1, timestamp.microseconds)
+        select.bind(2, fingerprint: fingerprint)
+        guard try select.step() else { return nil }
+        guard let status = EventStatus(rawValue: select.text(5)) else { throw .corruptRow("raw_events status '\(select.text(5))'") }
+        let event = UsageEvent(
+            tenant: select.text(0), metric: select.text(1), quantity: try Self.quantity(select.text(2), "raw_events quantity"),
+            timestamp: timestamp, id: select.optionalText(3), properties: try PropertiesCodec.decode(select.blob(4)))
+        return LedgerRecord(
+            event: event, fingerprint: fingerprint, status: status, billedIn: select.optionalText(6).flatMap { BillingPeriod($0) },
+            agent: select.text(7), batchSequence: UInt64(bitPattern: select.int64(8)), batchIndex: Int(select.int64(9)),
+            receivedAt: EventTime(microseconds: select.int64(10)))
+    }
+
+    func insertCorrection(_ record: CorrectionRecord) throws(LedgerError) {
+        let insert = try database.prepare(
+            "INSERT INTO corrections (\(Self.correctionColumns)) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")
+        defer { insert.reset() }
+        insert.bind(1, record.key)
+        insert.bind(2, record.tenant)
+        insert.bind(3, record.metric)
+        insert.bind(4, record.timestamp.microseconds)
+        insert.bind(5, fingerprint: record.fingerprint)
+        insert.bind(6, record.action)
+        insert.bind(7, record.quantityBefore.description)
+        insert.bind(8, blob: PropertiesCodec.encode(record.propertiesBefore))
+        insert.bind(9, record.quantityAfter?.description)
+        if let after = record.propertiesAfter { insert.bind(10, blob: PropertiesCodec.encode(after)) } else { insert.bindNull(10) }
+        insert.bind(11, record.billedIn?.description ?? "")
+        insert.bind(12, record.reason)
+        insert.bind(13, record.actor)
+        insert.bind(14, record.createdAt.microseconds)
+        try insert.run()
+    }
+}
