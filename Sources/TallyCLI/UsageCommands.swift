@@ -326,7 +326,8 @@ public struct AuditCommand: AsyncParsableCommand {
             let frozen: FinalInvoiceRecord?
             do { frozen = try invoices.finalInvoice(tenant: tenant, period: period) } catch { throw .reading(error) }
             guard let frozen else { return nil }
-            let repriced = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)))
+            let repriced = try EncodedInvoice(
+                InvoiceDocument.priced(try pricing.invoice(store: invoices, tenant: tenant, period: period), store: invoices))
             return (frozen, try EncodedInvoice(stored: frozen.json), repriced)
         }
         guard let outcome else { return 0 }

@@ -143,7 +143,8 @@ public enum CorrectionRules {
         switch stored.status {
         case .accepted, .adjusted: break
         case .late, .duplicate, .rejected:
-            throw .correctionRefused("the event \(request.fingerprint) is \(stored.status.rawValue): it is not billed, so there is nothing to correct")
+            throw .correctionRefused(
+                "the event \(request.fingerprint) is \(stored.status.rawValue): it is not billed, so there is nothing to correct")
         }
         guard !uniqueCountMetrics.contains(stored.event.metric) else {
             throw .correctionRefused(
@@ -216,7 +217,8 @@ extension CorrectionRules {
             if let properties { same = same && stored.propertiesAfter == properties }
         }
         guard same else {
-            throw .correctionRefused("the key '\(request.key)' was already used for another correction (of \(stored.fingerprint) at \(stored.timestamp))")
+            throw .correctionRefused(
+                "the key '\(request.key)' was already used for another correction (of \(stored.fingerprint) at \(stored.timestamp))")
         }
     }
 }

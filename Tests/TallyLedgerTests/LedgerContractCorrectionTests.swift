@@ -12,7 +12,8 @@ import Testing
     static let march = event(quantity: "100", at: "2026-03-20T09:00:00Z", id: "m1", [("endpoint", "/a")])
     static let user = event("acme", "active_users", quantity: "1", at: "2026-04-13T10:00:00Z", id: "u1", [("user", "ann")])
 
-    func request(_ key: String, _ event: UsageEvent, _ action: CorrectionRequest.Action, reason: String = "customer dispute #12") -> CorrectionRequest {
+    func request(_ key: String, _ event: UsageEvent, _ action: CorrectionRequest.Action, reason: String = "customer dispute #12") -> CorrectionRequest
+    {
         CorrectionRequest(
             key: key, tenant: event.tenant, timestamp: event.timestamp, fingerprint: Fingerprint(of: event), action: action, reason: reason,
             actor: "admin:1a2b3c4d")
@@ -75,7 +76,9 @@ import Testing
         // The raw events are as they arrived; the corrections are listed in order; the audit
         // (raw events plus corrections) finds no drift, also after a reopen.
         var raw: [UsageEvent] = []
-        try ledger.store.scanRawEvents(tenant: "acme", period: period("2026-04")) { (record: LedgerRecord) throws(LedgerError) in raw.append(record.event) }
+        try ledger.store.scanRawEvents(tenant: "acme", period: period("2026-04")) { (record: LedgerRecord) throws(LedgerError) in
+            raw.append(record.event)
+        }
         #expect(Set(raw) == [Self.a, Self.b, Self.user])
         #expect(try ledger.store.corrections(CorrectionFilter(tenant: "acme")).map(\.key) == ["k1", "k3", "k4"])
         #expect(

@@ -92,6 +92,8 @@ public struct EventTraceReport: Codable, Sendable, Hashable {
         public var invoiceLines: [Line]
         /// Where the event's money is, or why there is none, in a sentence.
         public var billing: String
+        /// Admins' corrections of the event, in the order made; its cells and lines include them.
+        public var corrections: [CorrectionAnswer.Correction]
     }
 
     /// An arrival of the tenant's event that the collector refused.
@@ -119,12 +121,15 @@ extension Invoicing {
     public func trace(_ query: TraceQuery) async throws(BillingError) -> EventTraceReport {
         let pricing = self.pricing
         // Records and cells from one snapshot, so that the cells' values include the event.
-        let (records, cells) = try await onLedger(readOnly: true) { store throws(BillingError) in
+        let (records, cells, corrections) = try await onLedger(readOnly: true) { store throws(BillingError) in
             do throws(LedgerError) {
-                return try store.withSnapshot { () throws(LedgerError) -> (TraceRecords, [[EventTraceReport.Cell]]) in
+                return try store.withSnapshot { () throws(LedgerError) -> (TraceRecords, [[EventTraceReport.Cell]], [[CorrectionRecord]]) in
                     let records = try store.traceRecords(query)
                     let cells = try records.events.map { (record: LedgerRecord) throws(LedgerError) in try Self.cells(of: record, in: store) }
-                    return (records, cells)
+                    let corrections = try records.events.map { (record: LedgerRecord) throws(LedgerError) in
+                        try store.corrections(CorrectionFilter(event: RawKey(timestamp: record.event.timestamp, fingerprint: record.fingerprint)))
+                    }
+                    return (records, cells, corrections)
                 }
             } catch {
                 throw .ledger(error)
@@ -145,6 +150,17 @@ extension Invoicing {
             if lines.isEmpty, billed != nil, pricing != nil, !billing.hasPrefix("not") {
                 billing = "no invoice line: \(billing)"
             }
+            if let last = corrections[offset].last {
+                if last.quantityAfter == nil, last.billedIn == nil {
+                    lines = []
+                    billing = "voided by correction '\(last.key)' while its period was open: taken out of the \(last.period) invoice, not billed"
+                } else if let later = last.billedIn {
+                    billing +=
+                        "; corrected by '\(last.key)' after \(last.period) closed: the difference is the adjustment line for \(last.period) on the \(later) invoice"
+                } else {
+                    billing += " (as amended by correction '\(last.key)')"
+                }
+            }
             events.append(
                 EventTraceReport.Event(
                     fingerprint: record.fingerprint.description, canonical: Hex.encode(CanonicalEncoding.bytes(of: record.event)),
@@ -159,7 +175,13 @@ extension Invoicing {
                     duplicates: duplicates.map {
                         .init(agent: $0.agent, batch: $0.batchSequence, index: $0.batchIndex, receivedAt: $0.receivedAt.description)
                     },
-                    cells: cells[offset], invoiceLines: lines, billing: billing))
+                    cells: cells[offset], invoiceLines: lines, billing: billing,
+                    corrections: corrections[offset].map { CorrectionAnswer.Correction($0, alreadyApplied: true) }))
+            if let last = corrections[offset].last {
+                let what = last.quantityAfter.map { "amended to \($0)" } ?? "voided"
+                events[events.count - 1].explanation += "; \(what) by correction '\(last.key)' (\(last.reason))"
+                if corrections[offset].count > 1 { events[events.count - 1].explanation += " after \(corrections[offset].count - 1) earlier" }
+            }
         }
         let refusals = records.refusals.map { refusal in
             EventTraceReport.Refusal(

@@ -34,6 +34,27 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
         public var adjusts: String?
     }
 
+    /// A correction behind the invoice's figures: an admin's void or amendment of one event of
+    /// this period (its usage lines include it) or of a closed period (an adjustment line here
+    /// bills the difference), with its reason and a link to the event's trace.
+    public struct Correction: Codable, Sendable, Hashable {
+        public var key: String
+        public var metric: String
+        public var fingerprint: String
+        public var eventTime: String
+        /// void or amend.
+        public var action: String
+        /// The quantity the correction adds to the metric's usage (negative for a void).
+        public var quantityDelta: String
+        /// The closed period it corrects, when the difference is an adjustment line here.
+        public var adjusts: String?
+        public var reason: String
+        public var actor: String
+        public var createdAt: String
+        /// `GET` this (with a key that may read the tenant) for the event's trace.
+        public var trace: String
+    }
+
     /// A time range on one plan.
     public struct Segment: Codable, Sendable, Hashable {
         public var plan: String
@@ -54,6 +75,9 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
     public var adjustments: String
     /// subtotal + adjustments: the exact sum of the rounded line amounts.
     public var total: String
+    /// The corrections behind this invoice's figures, in the order made; absent when there are
+    /// none (so an invoice without corrections has exactly the JSON it always had).
+    public var corrections: [Correction]?
 
     /// The document of an engine-priced invoice.
     public init(_ invoice: Invoice) throws(BillingError) {
@@ -86,6 +110,36 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
         subtotal = own.amountText
         adjustments = late.amountText
         total = invoice.total.amountText
+    }
+
+    /// The document of an invoice with the corrections behind it, read from `store`: those of
+    /// the period's own events applied while it was open, and those billed in it as adjustments.
+    public static func priced(_ invoice: Invoice, store: any LedgerStore) throws(BillingError) -> InvoiceDocument {
+        var document = try InvoiceDocument(invoice)
+        let period = invoice.period
+        let records: [CorrectionRecord]
+        do {
+            records = try store.corrections(CorrectionFilter(tenant: invoice.tenant)).filter {
+                $0.billedIn == period || ($0.billedIn == nil && $0.period == period)
+            }
+        } catch {
+            throw .ledger(error)
+        }
+        guard !records.isEmpty else { return document }
+        var notes: [Correction] = []
+        for record in records {
+            let delta: Quantity
+            do { delta = try record.quantityDelta() } catch { throw .ledger(error) }
+            let tenant = MeterEventExporter.formEncode(record.tenant)
+            notes.append(
+                Correction(
+                    key: record.key, metric: record.metric, fingerprint: record.fingerprint.description, eventTime: record.timestamp.description,
+                    action: record.action, quantityDelta: delta.description, adjusts: record.billedIn == nil ? nil : record.period.description,
+                    reason: record.reason, actor: record.actor, createdAt: record.createdAt.description,
+                    trace: "/v1/events/trace?tenant=\(tenant)&fingerprint=\(record.fingerprint)&period=\(record.period)"))
+        }
+        document.corrections = notes
+        return document
     }
 
     /// Tally's canonical JSON of the document (`JSONWriter`): the bytes a final invoice's hash is

@@ -75,6 +75,15 @@ public enum InvoiceRendering {
         for (name, amount) in [("subtotal", invoice.subtotal), ("adjustments", invoice.adjustments), ("total", invoice.total)] {
             rows.append([invoice.tenant, invoice.period, view.status.rawValue, name, name, "", "", "", "", "", "", amount, ""])
         }
+        // The corrections behind the figures (their money is in the lines above): the change
+        // in quantity, the reason and who made it.
+        for correction in invoice.corrections ?? [] {
+            rows.append([
+                invoice.tenant, invoice.period, view.status.rawValue, "correction",
+                "\(correction.action) of \(correction.fingerprint) at \(correction.eventTime): \(correction.reason) (\(correction.actor), \(correction.key))",
+                correction.metric, "", "", correction.quantityDelta, "", "", "", correction.adjusts ?? "",
+            ])
+        }
         return rows.map { $0.map { csv($0) }.joined(separator: ",") }.joined(separator: "\r\n") + "\r\n"
     }
 
@@ -120,6 +129,19 @@ public enum InvoiceRendering {
         out += "<tr><td colspan=\"5\">Adjustments for earlier periods</td><td class=\"n\">\(html(invoice.adjustments))</td></tr>\n"
         out += "<tr class=\"total\"><td colspan=\"5\">Total</td><td class=\"n\">\(html(invoice.total))</td></tr>\n"
         out += "</tbody></table>"
+        if let corrections = invoice.corrections, !corrections.isEmpty {
+            out += "<h2>Corrections</h2><p>Included in the lines above; the raw events are kept as they arrived.</p>"
+            out +=
+                "<table><thead><tr><th>Event</th><th>Metric</th><th>Change</th><th class=\"n\">Quantity</th><th>Reason</th><th>By</th></tr></thead><tbody>\n"
+            for correction in corrections {
+                let adjusts = correction.adjusts.map { ", adjusts \(html($0))" } ?? ""
+                out += "<tr><td><a href=\"\(html(correction.trace))\">\(html(String(correction.fingerprint.prefix(12))))…</a> "
+                out += "\(html(correction.eventTime))</td><td>\(html(correction.metric))</td><td>\(html(correction.action))\(adjusts)</td>"
+                out +=
+                    "<td class=\"n\">\(html(correction.quantityDelta))</td><td>\(html(correction.reason))</td><td>\(html(correction.actor))</td></tr>\n"
+            }
+            out += "</tbody></table>"
+        }
         return out
     }
 }

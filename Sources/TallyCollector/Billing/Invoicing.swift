@@ -64,7 +64,7 @@ public struct Invoicing: Sendable {
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
                 return InvoiceView(
                     status: .draft, sha256: nil, finalizedAt: nil, closesAt: closesAt.description,
-                    invoice: try EncodedInvoice(InvoiceDocument(invoice)))
+                    invoice: try EncodedInvoice(InvoiceDocument.priced(invoice, store: store)))
             }
         }
         return try await onLedger(readOnly: true) { store throws(BillingError) in
@@ -76,7 +76,8 @@ public struct Invoicing: Sendable {
                         invoice: try EncodedInvoice(stored: frozen.json))
                 }
                 try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
-                let encoded = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: period)))
+                let encoded = try EncodedInvoice(
+                    InvoiceDocument.priced(try pricing.invoice(store: invoices, tenant: tenant, period: period), store: invoices))
                 return InvoiceView(
                     status: .final, sha256: encoded.sha256, finalizedAt: nil, closesAt: closesAt.description, invoice: encoded)
             } catch let error as LedgerError {
@@ -109,7 +110,8 @@ public struct Invoicing: Sendable {
                         var count = 0
                         for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
                             guard try invoices.finalInvoice(tenant: tenant, period: closed) == nil else { continue }
-                            let encoded = try EncodedInvoice(InvoiceDocument(try pricing.invoice(store: invoices, tenant: tenant, period: closed)))
+                            let encoded = try EncodedInvoice(
+                                InvoiceDocument.priced(try pricing.invoice(store: invoices, tenant: tenant, period: closed), store: invoices))
                             _ = try invoices.freezeInvoice(
                                 FinalInvoiceRecord(
                                     tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now))

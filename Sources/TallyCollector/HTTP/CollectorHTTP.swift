@@ -102,6 +102,19 @@ public struct CollectorAPI: Sendable {
             }
         }
         router.get("v1/reconciliation") { request, context in await respond { try await reconciliation(request, context) } }
+        router.post("v1/corrections") { request, context in
+            await respond {
+                guard try grant(request, context) == .everything else {
+                    throw APIError(.forbidden, "corrections need the admin key")
+                }
+                let body: ByteBuffer
+                do { body = try await request.body.collect(upTo: 1 << 20) } catch {
+                    throw APIError(.contentTooLarge, "a correction order is at most 1 MiB of JSON")
+                }
+                let order = try CorrectionOrder.parse(Array(body.readableBytesView), now: service.clock())
+                return try json(try await service.correct(order, actor: try actor(request)))
+            }
+        }
         router.get("v1/events/trace") { request, context in
             await respond {
                 let query = try formQuery(request)
@@ -182,6 +195,13 @@ public struct CollectorAPI: Sendable {
 
     func grant(_ request: Request, _ context: TallyRequestContext) throws(APIError) -> APIAccess.Grant {
         try access.grant(authorization: request.headers[.authorization], remote: context.remoteAddress)
+    }
+
+    /// Who made an admin request, for the audit trail: `admin:` and the first 8 hex digits of the
+    /// key's SHA-256 (never the key), or `loopback` for a keyless read from this machine.
+    func actor(_ request: Request) throws(APIError) -> String {
+        guard let authorization = request.headers[.authorization] else { return "loopback" }
+        return "admin:" + String(SHA256Digest.hex(try APIAccess.key(authorization)).prefix(8))
     }
 
     func pathTenant(_ context: TallyRequestContext) throws(APIError) -> String {

@@ -71,7 +71,8 @@ extension PostgresLedgerStore {
         guard let fingerprint = Fingerprint(bytes: Array(r.4.readableBytesView)) else { throw .corruptRow("corrections fingerprint") }
         return CorrectionRecord(
             key: r.0, tenant: r.1, metric: r.2, timestamp: EventTime(microseconds: r.3), fingerprint: fingerprint, action: r.5,
-            quantityBefore: try quantity(r.6, "corrections quantity_before"), propertiesBefore: try PropertiesCodec.decode(Array(r.7.readableBytesView)),
+            quantityBefore: try quantity(r.6, "corrections quantity_before"),
+            propertiesBefore: try PropertiesCodec.decode(Array(r.7.readableBytesView)),
             quantityAfter: try r.8.map { (text: String) throws(LedgerError) in try quantity(text, "corrections quantity_after") },
             propertiesAfter: try r.9.map { (blob: ByteBuffer) throws(LedgerError) in try PropertiesCodec.decode(Array(blob.readableBytesView)) },
             billedIn: r.10.isEmpty ? nil : BillingPeriod(r.10), reason: r.11, actor: r.12, createdAt: EventTime(microseconds: r.13))
