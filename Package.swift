@@ -182,6 +182,7 @@ let package = Package(
                 "TallyCore", "TallyWorkload", "TallyWire", "TallyConfig", "TallyCollector", "TallyAgent", "TallySpool",
                 "TallyLedger", "TallyPricing", "TallyTLS", "TallyClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Foundation
+import NIOCore
 import TallyClient
 import TallyCollector
 import TallyConfig
@@ -22,15 +23,20 @@ public struct CollectorHTTPOptions: ParsableArguments {
     }
 
     /// GETs `path` and returns the body, or fails with the API's error message.
-    func get(_ path: String) async throws -> String {
-        let headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
+    func get(_ path: String) async throws -> String { try await send("GET", path) }
+
+    /// Sends `method` to `path` with a JSON `body`, returns the answer's body, or fails with the
+    /// API's error message.
+    func send(_ method: String, _ path: String, json body: String? = nil) async throws -> String {
+        var headers = key.map { [("Authorization", "Bearer \($0)")] } ?? []
+        if body != nil { headers.append(("Content-Type", "application/json")) }
         let base = collectorHttp.hasPrefix("https://") ? collectorHttp : "http://\(collectorHttp)"
         let tls = try trust.clientTLS()
         let reply: HTTPExchange.Response
         do {
             let target = try HTTPExchange.Target(url: base + path)
             reply = try await HTTPExchange(url: target, tls: tls, allowPlaintextRemote: trust.allowPlaintextRemote)
-                .request(method: "GET", path: target.path, headers: headers)
+                .request(method: method, path: target.path, headers: headers, body: body.map { ByteBuffer(string: $0) })
         } catch {
             throw RuntimeFailure("cannot reach the collector at \(collectorHttp): \(error)")
         }

@@ -70,6 +70,28 @@ import FoundationNetworking
         let usage = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001"])
         #expect(usage.status == 2 && usage.stderr.contains("--id or --fingerprint"))
 
+        // A correction with a reason: a dry run first, then for real, then the same order again.
+        let correct = [
+            "correct", "--collector-http", collectorHTTP, "--correction-key", "ticket-9", "--reason", "test traffic", "--tenant", "t0001", "--id",
+            "req-other",
+            "--void",
+        ]
+        let dry = try BinaryRunner.run("tallyctl", correct + ["--dry-run"])
+        #expect(dry.status == 0 && dry.stdoutText.hasPrefix("would correct 1 of 1 events"), "\(dry.stdoutText)\(dry.stderr)")
+        #expect(dry.stdoutText.contains("api_calls: -5"))
+        let applied = try BinaryRunner.run("tallyctl", correct, unprivileged: true)
+        #expect(applied.status == 0 && applied.stdoutText.hasPrefix("corrected 1 of 1 events"), "\(applied.stdoutText)\(applied.stderr)")
+        let again = try BinaryRunner.run("tallyctl", correct)
+        #expect(again.status == 0 && again.stdoutText.hasPrefix("corrected 0 of 1 events") && again.stdoutText.contains("(already applied)"))
+        let afterLines = try BinaryRunner.run(
+            "tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a", "--json"])
+        let afterReport = try JSONSerialization.jsonObject(with: Data(afterLines.stdoutText.utf8)) as? [String: Any]
+        let afterEvent = (afterReport?["events"] as? [[String: Any]])?.first
+        #expect(((afterEvent?["invoiceLines"] as? [[String: Any]])?.first?["quantity"] as? String) == "7", "the voided 5 left the line")
+        let bad = try BinaryRunner.run(
+            "tallyctl", ["correct", "--collector-http", collectorHTTP, "--correction-key", "k", "--reason", "r", "--tenant", "t0001"])
+        #expect(bad.status == 2)
+
         // The agent's side: both copies are in its spool, acknowledged, with the fingerprint the
         // collector reported.
         let inspect = try BinaryRunner.run("tallyctl", ["spool", "inspect", "--spool", spool, "--id", "req-7f3a"], unprivileged: true)
