@@ -94,7 +94,12 @@ import Testing
                 var got: [String: UsageAggregate] = [:]
                 for bucket in try ledger.store.usage(query) {
                     let value = try #require(bucket.group)
-                    if var existing = got[value] { try existing.merge(bucket.aggregate); got[value] = existing } else { got[value] = bucket.aggregate }
+                    if var existing = got[value] {
+                        try existing.merge(bucket.aggregate)
+                        got[value] = existing
+                    } else {
+                        got[value] = bucket.aggregate
+                    }
                 }
                 #expect(Set(got.keys) == Set(expected.keys))
                 for (value, want) in expected {

@@ -42,10 +42,14 @@ struct PercentageAndMeanTests {
         #expect(percentage.rate.description == "0.029" && percentage.fixedFee.description == "0.3")
         #expect(percentage.minimum?.description == "0.5" && percentage.maximum?.description == "10")
         // The band: q × 0.029 against 0.50 − 0.30 and 10.00 − 0.30, at 10⁻²¹.
-        #expect(percentage.clampBand == QuantityBand(multiplier: 29_000_000_000, lower: 200 * 1_000_000_000_000_000_000, upper: 9_700 * 1_000_000_000_000_000_000))
+        #expect(
+            percentage.clampBand
+                == QuantityBand(multiplier: 29_000_000_000, lower: 200 * 1_000_000_000_000_000_000, upper: 9_700 * 1_000_000_000_000_000_000))
         // A percentage with 10 decimal places is a rate with 12, exactly.
         let fine = try PricingConfigLoader.load(
-            yaml: testMetrics + "plans:\n  - id: p\n    currency: USD\n    charges:\n      - metric: api_calls\n        model: percentage\n        percent: \"0.0000000001\"\n")
+            yaml: testMetrics
+                + "plans:\n  - id: p\n    currency: USD\n    charges:\n      - metric: api_calls\n        model: percentage\n        percent: \"0.0000000001\"\n"
+        )
         guard case .percentage(let tiny) = fine.plan(id: "p")?.usageCharges.first?.prices.first?.model else {
             Issue.record("not a percentage")
             return
@@ -133,7 +137,8 @@ struct PercentageAndMeanTests {
             exact += Self.referenceAmount(quantity)
             total = try total.adding(quantity)
             // The band, as the ledger decides it (QuantityBand), gives the basis.
-            let band = try #require(QuantityBand(multiplier: 29_000_000_000, lower: 200_000_000_000_000_000_000, upper: 9_700_000_000_000_000_000_000))
+            let band = try #require(
+                QuantityBand(multiplier: 29_000_000_000, lower: 200_000_000_000_000_000_000, upper: 9_700_000_000_000_000_000_000))
             switch band.value(of: quantity) {
             case QuantityBand.below: basis.eventsAtMinimum += 1
             case QuantityBand.above: basis.eventsAtMaximum += 1
@@ -146,7 +151,10 @@ struct PercentageAndMeanTests {
         let segment = try #require(try engine(plans: Self.percentagePlan).segments(tenant: "t", period: april).first)
         let invoice = try engine(plans: Self.percentagePlan).invoice(
             tenant: "t", period: april,
-            usage: [SegmentUsage(segment: segment, quantities: [UsageKey(metric: "api_calls"): total], percentageBases: [UsageKey(metric: "api_calls"): basis])])
+            usage: [
+                SegmentUsage(
+                    segment: segment, quantities: [UsageKey(metric: "api_calls"): total], percentageBases: [UsageKey(metric: "api_calls"): basis])
+            ])
         let line = try #require(invoice.line("api_calls"))
         #expect(line.exactAmount.scaledAmount == exact)
         let rounded = try Money(currency: .usd, scaledAmount: exact).roundedForInvoiceLine()
@@ -173,7 +181,11 @@ struct PercentageAndMeanTests {
         let key = UsageKey(metric: "api_calls")
         let invoice = try e.invoice(
             tenant: "t", period: april,
-            usage: [SegmentUsage(segment: segment, quantities: [key: q("1234.56")], percentageBases: [key: PercentageBasis(chargedQuantity: q("1234.56"), chargedEvents: 7)])])
+            usage: [
+                SegmentUsage(
+                    segment: segment, quantities: [key: q("1234.56")],
+                    percentageBases: [key: PercentageBasis(chargedQuantity: q("1234.56"), chargedEvents: 7)])
+            ])
         // 1234.56 × 0.015 = 18.5184, + 7 × 0.25 = 20.2684 → 20.27
         #expect(invoice.line("api_calls")?.exactAmount.amountText == "20.2684" && invoice.total.description == "20.27 EUR")
         let empty = try e.invoice(tenant: "t", period: april, usage: [UsageKey(metric: "api_calls"): .zero])
@@ -181,10 +193,12 @@ struct PercentageAndMeanTests {
         #expect(throws: PricingError.self) { try e.invoice(tenant: "t", period: april, usage: [key: q("5")]) }
     }
 
-    @Test("half-even means to 9 places", arguments: [
-        ("10", 3, "3.333333333"), ("2", 3, "0.666666667"), ("0.000000001", 2, "0"), ("0.000000003", 2, "0.000000002"),
-        ("-0.000000003", 2, "-0.000000002"), ("-2", 3, "-0.666666667"), ("7", 0, "0"), ("1", 1, "1"),
-    ])
+    @Test(
+        "half-even means to 9 places",
+        arguments: [
+            ("10", 3, "3.333333333"), ("2", 3, "0.666666667"), ("0.000000001", 2, "0"), ("0.000000003", 2, "0.000000002"),
+            ("-0.000000003", 2, "-0.000000002"), ("-2", 3, "-0.666666667"), ("7", 0, "0"), ("1", 1, "1"),
+        ])
     func means(_ sum: String, _ count: Int64, _ mean: String) {
         #expect(q(sum).dividedRoundingHalfEven(by: count) == q(mean))
     }

@@ -185,7 +185,9 @@ struct ConfigBuilder {
                             "is required for aggregation unique_count (the property whose distinct values are counted)")
                     }
                 default:
-                    reader.fail(fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, min, avg, unique_count or latest")
+                    reader.fail(
+                        fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, min, avg, unique_count or latest"
+                    )
                 }
                 if text != "unique_count", let propertyNode = fields["property"] {
                     reader.fail(fields.place("property"), propertyNode, "applies only to aggregation unique_count")
