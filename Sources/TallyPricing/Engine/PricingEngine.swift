@@ -9,8 +9,10 @@ public import TallyCore
 /// - For additive metrics (sum, count) the period stays one sequence of units: a segment's units
 ///   continue from the units of the same key in earlier segments, so a plan change never
 ///   re-grants a free allowance or restarts graduated tiers or packages, and a volume tier is
-///   chosen by the whole period's quantity. Non-additive metrics (max, latest, unique_count) are
-///   priced per segment from zero, as their aggregates do not add up across segments.
+///   chosen by the whole period's quantity. Non-additive metrics (max, min, avg, latest,
+///   unique_count) are priced per segment from zero, as their aggregates do not add up across
+///   segments. A percentage price is per event: each segment prices its own events
+///   (``SegmentUsage/percentageBases``), whatever came before.
 /// - Flat fees and the minimum commitment are prorated by the segment's share of the period's
 ///   time (microseconds), so a mid-month change neither charges two full fees nor none; a full
 ///   period is charged exactly the fee. Each prorated amount is rounded once, as its line.
