@@ -56,6 +56,23 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
         return text
     }
 
+    /// `self / divisor` to 9 decimal places (a whole number of nano-units), rounded half-even: a
+    /// quotient exactly halfway between two nano-units goes to the even one, symmetrically for
+    /// negative values. Zero for a divisor that is not positive (the mean of no events). Exact
+    /// integer arithmetic; it cannot overflow, as the quotient's magnitude never exceeds the
+    /// dividend's.
+    public func dividedRoundingHalfEven(by divisor: Int64) -> Quantity {
+        guard divisor > 0 else { return .zero }
+        let d = Int128(divisor)
+        var quotient = nanos / d
+        let remainder = nanos % d  // same sign as nanos
+        let twice = remainder.magnitude * 2
+        if twice > d.magnitude || (twice == d.magnitude && quotient % 2 != 0) {
+            quotient += nanos < 0 ? -1 : 1
+        }
+        return Quantity(nanos: quotient)
+    }
+
     /// Whether the value is a whole number of units.
     public var isWhole: Bool { nanos % Self.nanosPerUnit == 0 }
 }
@@ -63,6 +80,8 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
 /// A sum or product left the range of its exact integer representation.
 public struct ArithmeticOverflow: Error, Sendable, Hashable, CustomStringConvertible {
     public let operation: String
+
+    public init(operation: String) { self.operation = operation }
     public var description: String { "arithmetic overflow in \(operation)" }
 }
 

@@ -183,14 +183,18 @@ public enum CorrectionRules {
     /// negated; its maximum and latest left as they were, which merging cannot lower), and the
     /// version after put in. The audit adds the same cells to what it recomputes from raw events.
     public static func cells(of record: CorrectionRecord, groupBy: [String]) throws(LedgerError) -> AggregateCells {
+        // The version before, as its own event made its cells (property and quantity-band
+        // dimensions alike), with sum and count negated: max, min and latest stay as they were.
+        var before = AggregateCells()
+        try before.add(
+            UsageEvent(
+                tenant: record.tenant, metric: record.metric, quantity: record.quantityBefore, timestamp: record.timestamp, id: nil,
+                properties: record.propertiesBefore), fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
         var cells = AggregateCells()
-        var key = AggregateCellKey(tenant: record.tenant, metric: record.metric, hour: record.timestamp.hourSinceEpoch, billedIn: record.billedIn)
-        let latest = LatestValue(timestamp: record.timestamp, fingerprint: record.fingerprint, quantity: record.quantityBefore)
-        let out = UsageAggregate(sum: Quantity(nanos: -record.quantityBefore.nanos), count: -1, max: record.quantityBefore, latest: latest)
-        try cells.add(out, at: key)
-        for dimension in groupBy {
-            key.dimension = dimension
-            key.value = record.propertiesBefore[dimension] ?? ""
+        for (key, aggregate) in before.cells {
+            var out = aggregate
+            out.sum = Quantity(nanos: -aggregate.sum.nanos)
+            out.count = -aggregate.count
             try cells.add(out, at: key)
         }
         if let quantity = record.quantityAfter {

@@ -7,7 +7,8 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// How long dedupe information and batch records are kept. Never shorter than the
     /// late-arrival limit, so that no retry of a billable event can be billed twice.
     public var dedupeHorizon: Duration
-    /// Property keys kept as group-by dimensions beside each total row (e.g. `endpoint`): every
+    /// Property keys kept as group-by dimensions beside each total row (e.g. `endpoint`), and
+    /// ``QuantityBand`` dimensions (named `#band(...)`), whose value is derived from the quantity: every
     /// dimension the ledger stores. A metric listed in ``metricGroupBy`` is aggregated by its own
     /// list there instead; any other metric by all of these.
     public var groupBy: [String]
@@ -69,6 +70,9 @@ public struct LedgerConfiguration: Sendable, Hashable {
         }
         if groupBy.contains("") { throw .invalidConfiguration("a group-by property key must not be empty") }
         if Set(groupBy).count != groupBy.count { throw .invalidConfiguration("group-by property keys repeat") }
+        for dimension in groupBy where QuantityBand.isBand(dimension) && QuantityBand(dimension: dimension) == nil {
+            throw .invalidConfiguration("'\(dimension)' starts with '#' but is not a quantity band (#band(multiplier,lower,upper))")
+        }
         for (metric, properties) in metricGroupBy.sorted(by: { $0.key < $1.key }) {
             for property in properties where !groupBy.contains(property) {
                 throw .invalidConfiguration("the group-by property '\(property)' of \(metric) is not one of the ledger's (\(groupBy))")

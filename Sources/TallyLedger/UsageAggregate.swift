@@ -1,27 +1,37 @@
 public import TallyCore
 
-/// Exact aggregates of a set of events: sum, count, max, and the latest value (greatest
+/// Exact aggregates of a set of events: sum, count, max, min, and the latest value (greatest
 /// timestamp, ties broken by the greater fingerprint). Combining is associative and commutative,
-/// so the order events arrive in never changes the result.
+/// so the order events arrive in never changes the result. The average is derived
+/// (``average``), never stored.
 public struct UsageAggregate: Sendable, Hashable {
     public var sum: Quantity
     public var count: Int64
     public var max: Quantity
+    /// The smallest quantity; nil when it was not recorded: cells written before Tally kept
+    /// minimums (SQLite schema 3, PostgreSQL migration 4 and earlier) have none, and a merge with
+    /// such a cell has none either, so a minimum is never answered from part of the events.
+    public var min: Quantity?
     public var latest: LatestValue
 
-    public init(sum: Quantity, count: Int64, max: Quantity, latest: LatestValue) {
+    public init(sum: Quantity, count: Int64, max: Quantity, min: Quantity?, latest: LatestValue) {
         self.sum = sum
         self.count = count
         self.max = max
+        self.min = min
         self.latest = latest
     }
 
     /// The aggregate of one event.
     public init(quantity: Quantity, timestamp: EventTime, fingerprint: Fingerprint) {
         self.init(
-            sum: quantity, count: 1, max: quantity,
+            sum: quantity, count: 1, max: quantity, min: quantity,
             latest: LatestValue(timestamp: timestamp, fingerprint: fingerprint, quantity: quantity))
     }
+
+    /// The mean quantity, `sum / count`, to ``Quantity``'s 9 decimal places, rounded half-even
+    /// (see ``Quantity/dividedRoundingHalfEven(by:)``); zero for no events.
+    public var average: Quantity { sum.dividedRoundingHalfEven(by: count) }
 
     /// Folds `other` in; throws ``LedgerError/quantityOverflow(_:)`` instead of wrapping.
     public mutating func merge(_ other: UsageAggregate) throws(LedgerError) {
@@ -34,6 +44,7 @@ public struct UsageAggregate: Sendable, Hashable {
         if overflow { throw .quantityOverflow("count \(count) + \(other.count)") }
         count = total
         if other.max > max { max = other.max }
+        if let mine = min, let theirs = other.min { min = Swift.min(mine, theirs) } else { min = nil }
         if other.latest > latest { latest = other.latest }
     }
 
@@ -198,7 +209,8 @@ public struct AggregateCells: Sendable {
         return total
     }
 
-    /// Adds an event to its total cell and to one cell per group-by dimension.
+    /// Adds an event to its total cell and to one cell per group-by dimension: the value of the
+    /// property of that name, or for a ``QuantityBand`` dimension the band of its quantity.
     public mutating func add(
         _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String]
     ) throws(LedgerError) {
@@ -208,7 +220,14 @@ public struct AggregateCells: Sendable {
         try add(one, at: key)
         for dimension in groupBy {
             key.dimension = dimension
-            key.value = event.properties[dimension] ?? ""
+            if QuantityBand.isBand(dimension) {
+                guard let band = QuantityBand(dimension: dimension) else {
+                    throw .invalidConfiguration("'\(dimension)' is not a quantity band dimension")
+                }
+                key.value = band.value(of: event.quantity)
+            } else {
+                key.value = event.properties[dimension] ?? ""
+            }
             try add(one, at: key)
         }
     }

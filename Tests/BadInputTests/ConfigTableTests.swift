@@ -143,7 +143,7 @@ enum ConfigRows {
         ConfigRow("a value where a list goes", "metrics: api_calls\nplans: []\n", "metrics", 1, 10, "expected a list"),
         ConfigRow(
             "an unknown aggregation", "metrics:\n  - name: api_calls\n    aggregation: median\nplans: []\n", "metrics[0].aggregation", 3, 18,
-            "unknown aggregation 'median'; expected sum, count, max, unique_count or latest"),
+            "unknown aggregation 'median'; expected sum, count, max, min, avg, unique_count or latest"),
         ConfigRow(
             "a metric name that is not a name", "metrics:\n  - name: api calls\n    aggregation: sum\nplans: []\n", "metrics[0].name", 2, 11,
             "'api calls' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-'; at most 64 bytes)"),

@@ -97,21 +97,45 @@ struct AggregateRollupTests {
         return found
     }
 
-    /// Rows in the first layout (logged before an upgrade and not folded yet, or by PostgreSQL)
-    /// still decode, whole or one tenant alone.
+    /// Rows in the first layout (logged before an upgrade and not folded yet) still decode,
+    /// whole or one tenant alone, with no minimum (it was not recorded).
     @Test func rowsInTheFirstLayoutStillDecode() throws {
         var cells = AggregateCells()
         for event in workload(count: 200, seed: 9, start: at("2026-04-01T00:00:00Z"), spanHours: 10, tenants: 3) {
             try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: period("2026-05"), groupBy: ["endpoint"])
         }
-        // The first layout: u32 cell count, then each cell with its tenant (PostgreSQL's).
-        let first = AggregateLogCodec.encode(cells, layout: .flat)
+        var unrecorded = cells.cells
+        for key in unrecorded.keys { unrecorded[key]?.min = nil }
+        // The first layout: u32 cell count, then each cell with its tenant.
+        let first = AggregateLogCodec.encode(cells, layout: .flat, withMinimum: false)
         #expect(first.prefix(4).reduce(0) { $0 << 8 | Int($1) } == cells.count)
         var decoded = AggregateCells()
         try AggregateLogCodec.decode(first, into: &decoded)
-        #expect(decoded.cells == cells.cells)
+        #expect(decoded.cells == unrecorded)
         let alone = try Self.cells(of: "tenant-1", in: first)
-        #expect(!alone.isEmpty && alone == cells.cells.filter { $0.key.tenant == "tenant-1" })
+        #expect(!alone.isEmpty && alone == unrecorded.filter { $0.key.tenant == "tenant-1" })
+        // The sectioned layout of before minimums, one tenant alone.
+        let sectioned = AggregateLogCodec.encode(cells, layout: .byTenant, withMinimum: false)
+        #expect(try Self.cells(of: "tenant-2", in: sectioned) == unrecorded.filter { $0.key.tenant == "tenant-2" })
+    }
+
+    /// Both layouts written since issue 15 carry each cell's minimum, recorded or not.
+    @Test func layoutsWithMinimumsRoundTrip() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 200, seed: 11, start: at("2026-04-01T00:00:00Z"), spanHours: 10, tenants: 3) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: nil, groupBy: ["region"])
+        }
+        // A cell whose minimum was not recorded (folded from a row of an older Tally) stays so.
+        let old = UsageAggregate(
+            sum: Quantity(5), count: 2, max: Quantity(3), min: nil,
+            latest: LatestValue(timestamp: at("2026-04-01T00:30:00Z"), fingerprint: Fingerprint(high: 1, low: 2), quantity: Quantity(3)))
+        try cells.add(old, at: AggregateCellKey(tenant: "tenant-9", metric: "api_calls", hour: at("2026-04-01T00:00:00Z").hourSinceEpoch))
+        #expect(cells.cells.values.contains { $0.min != nil && $0.min != $0.max })
+        for layout in [AggregateLogCodec.Layout.flat, .byTenant] {
+            var decoded = AggregateCells()
+            try AggregateLogCodec.decode(AggregateLogCodec.encode(cells, layout: layout), into: &decoded)
+            #expect(decoded.cells == cells.cells)
+        }
     }
 
     @Test func auditFindsDriftInTheMonthlyRollup() throws {

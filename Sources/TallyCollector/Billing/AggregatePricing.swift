@@ -29,11 +29,28 @@ public struct AggregatePricing: Sendable {
             metric.filters.map(\.property).forEach(add)
         }
         for plan in config.plans { for charge in plan.usageCharges { charge.priceBy.map(add) } }
+        for (_, band) in clampBands(of: config) { add(band.dimension) }
         return properties
     }
 
+    /// The quantity bands the ledger keeps for percentage prices with a per-event minimum or
+    /// maximum (``TallyPricing/PercentagePrice/clampBand``), with their metrics, in file order.
+    public static func clampBands(of config: PricingConfig) -> [(metric: String, band: QuantityBand)] {
+        var bands: [(metric: String, band: QuantityBand)] = []
+        for plan in config.plans {
+            for charge in plan.usageCharges {
+                for price in charge.prices {
+                    guard case .percentage(let percentage) = price.model, let band = percentage.clampBand else { continue }
+                    if !bands.contains(where: { $0.metric == charge.metric && $0.band == band }) { bands.append((charge.metric, band)) }
+                }
+            }
+        }
+        return bands
+    }
+
     /// Each metric's own group-by properties (``TallyLedger/LedgerConfiguration/metricGroupBy``):
-    /// its group_by, its filters' properties, and the price_by of any plan's charge for it. A
+    /// its group_by, its filters' properties, the price_by of any plan's charge for it, and the
+    /// quantity band of any percentage price of it with a per-event minimum or maximum. A
     /// metric is aggregated by these only, not by every other metric's properties too.
     public static func ledgerMetricGroupBy(for config: PricingConfig) -> [String: [String]] {
         var byMetric: [String: [String]] = [:]
@@ -48,6 +65,7 @@ public struct AggregatePricing: Sendable {
         for plan in config.plans {
             for charge in plan.usageCharges { if let property = charge.priceBy { add(property, to: charge.metric) } }
         }
+        for (metric, band) in clampBands(of: config) { add(band.dimension, to: metric) }
         return byMetric
     }
 
@@ -115,6 +133,10 @@ public struct AggregatePricing: Sendable {
                 if !kinds.contains(kind) { kinds.append(kind) }
             }
         }
+        for (metric, band) in Self.clampBands(of: config) {
+            let kind = MetricDimension(metric: metric, dimension: band.dimension)
+            if !kinds.contains(kind) { kinds.append(kind) }
+        }
         return PeriodUsageQuery(period: period, cells: kinds, uniqueCounts: Self.ledgerUniqueCounts(for: config), search: search)
     }
 
@@ -139,14 +161,16 @@ public struct AggregatePricing: Sendable {
             return Quantity(Int64(usage.distinctValues[UniqueCountKey(metric: metric.name, property: property)] ?? 0))
         }
         guard let property = Self.filterProperty(of: metric) else {
-            do { return try usage.total(of: metric.name).map { Self.quantity(of: $0, metric.aggregation) } ?? .zero } catch { throw .ledger(error) }
+            let total: UsageAggregate?
+            do { total = try usage.total(of: metric.name) } catch { throw .ledger(error) }
+            return try total.map { (aggregate: UsageAggregate) throws(BillingError) in try Self.quantity(of: aggregate, metric.aggregation) } ?? .zero
         }
         var total: UsageAggregate?
         for cell in usage.cells where cell.metric == metric.name && cell.dimension == property {
             guard metric.matches(cell.value.isEmpty ? [:] : [property: cell.value]) else { continue }
             do { if total == nil { total = cell.aggregate } else { try total?.merge(cell.aggregate) } } catch { throw .ledger(error) }
         }
-        return total.map { Self.quantity(of: $0, metric.aggregation) } ?? .zero
+        return try total.map { (aggregate: UsageAggregate) throws(BillingError) in try Self.quantity(of: aggregate, metric.aggregation) } ?? .zero
     }
 
     /// The one property a metric's filters look at, whose aggregate cells say which events pass
@@ -170,14 +194,17 @@ public struct AggregatePricing: Sendable {
             guard let plan = config.plan(id: segment.planID) else { throw .pricingConfig("plan '\(segment.planID)' is not defined") }
             let hours = Self.hours(from: segment.start, to: segment.end)
             var usage: [UsageKey: Quantity] = [:]
+            var bases: [UsageKey: PercentageBasis] = [:]
             for charge in plan.usageCharges {
                 guard let metric = config.metric(named: charge.metric) else { continue }
                 let values = try quantities(
                     store: store, tenant: tenant, metric: metric, priceBy: charge.priceBy, hours: hours, period: period,
                     billing: billing, lastSegment: index == segments.count - 1)
                 for (value, quantity) in values { usage[UsageKey(metric: metric.name, propertyValue: value)] = quantity }
+                let percentages = try percentageBases(store: store, tenant: tenant, metric: metric, charge: charge, hours: hours, billing: billing)
+                for (value, basis) in percentages { bases[UsageKey(metric: metric.name, propertyValue: value)] = basis }
             }
-            result.append(SegmentUsage(segment: segment, quantities: usage))
+            result.append(SegmentUsage(segment: segment, quantities: usage, percentageBases: bases))
         }
         return result
     }
@@ -220,6 +247,20 @@ public struct AggregatePricing: Sendable {
                 throw .ledger(error)
             }
         }
+        var result: [String?: Quantity] = [:]
+        let groups = try groupAggregates(store: store, tenant: tenant, metric: metric, priceBy: priceBy, hours: hours, billing: billing)
+        for (key, aggregate) in groups { result[key] = try Self.quantity(of: aggregate, metric.aggregation) }
+        if priceBy == nil && result.isEmpty { result[nil] = .zero }
+        return result
+    }
+
+    /// One metric's aggregate in `hours`, merged per value of `priceBy` (a single nil key when
+    /// unsplit), of the events its filters let through. Empty without events.
+    private func groupAggregates(
+        store: any BillableUsageSource, tenant: String, metric: MetricDefinition, priceBy: String?, hours: Range<Int64>,
+        billing: BillingSelection
+    ) throws(BillingError) -> [String?: UsageAggregate] {
+        let filterProperties = Set(metric.filters.map(\.property))
         let dimension = priceBy ?? filterProperties.first ?? ""
         let cells: [String: UsageAggregate]
         do {
@@ -242,20 +283,74 @@ public struct AggregatePricing: Sendable {
                 throw .ledger(error)
             }
         }
-        var result: [String?: Quantity] = [:]
-        for (key, aggregate) in groups { result[key] = Self.quantity(of: aggregate, metric.aggregation) }
-        if priceBy == nil && result.isEmpty { result[nil] = .zero }
-        return result
+        return groups
     }
 
-    /// The number an aggregation takes from an aggregate cell.
-    static func quantity(of aggregate: UsageAggregate, _ aggregation: Aggregation) -> Quantity {
+    /// What each percentage-priced key of `charge` is made of (``PercentageBasis``): without a
+    /// per-event minimum or maximum, each group's sum and count; with them (one price, no
+    /// price_by, no filters: the loader allows no other), the cells of the price's band
+    /// dimension (``PercentagePrice/clampBand``), which the ledger keeps for it.
+    private func percentageBases(
+        store: any BillableUsageSource, tenant: String, metric: MetricDefinition, charge: UsageCharge, hours: Range<Int64>,
+        billing: BillingSelection
+    ) throws(BillingError) -> [String?: PercentageBasis] {
+        let percentages = charge.prices.compactMap { price -> PercentagePrice? in
+            if case .percentage(let percentage) = price.model { percentage } else { nil }
+        }
+        guard !percentages.isEmpty else { return [:] }
+        guard let clamped = percentages.first(where: \.clamps) else {
+            let groups = try groupAggregates(store: store, tenant: tenant, metric: metric, priceBy: charge.priceBy, hours: hours, billing: billing)
+            return groups.mapValues { PercentageBasis(chargedQuantity: $0.sum, chargedEvents: $0.count) }
+        }
+        guard charge.priceBy == nil, charge.prices.count == 1, metric.filters.isEmpty, let band = clamped.clampBand else {
+            throw .unsupported(
+                "metric '\(metric.name)' has a percentage price with a per-event minimum or maximum and a price_by, filters or bounds out of range; aggregates cannot answer it"
+            )
+        }
+        let cells: [String: UsageAggregate]
+        do {
+            cells = try store.billableAggregates(tenant: tenant, metric: metric.name, hours: hours, dimension: band.dimension, billing: billing)
+        } catch {
+            throw .ledger(error)
+        }
+        for value in cells.keys where ![QuantityBand.within, QuantityBand.below, QuantityBand.above].contains(value) {
+            throw .ledger(.corruptRow("\(metric.name) \(band.dimension) cell of value '\(value)'"))
+        }
+        var basis = PercentageBasis()
+        do throws(ArithmeticOverflow) {
+            for (value, aggregate) in cells {
+                switch value {
+                case QuantityBand.within:
+                    basis = try basis.adding(PercentageBasis(chargedQuantity: aggregate.sum, chargedEvents: aggregate.count))
+                case QuantityBand.below: basis = try basis.adding(PercentageBasis(eventsAtMinimum: aggregate.count))
+                default: basis = try basis.adding(PercentageBasis(eventsAtMaximum: aggregate.count))
+                }
+            }
+        } catch {
+            throw .ledger(.quantityOverflow("the percentage basis of \(metric.name): \(error)"))
+        }
+        return [nil: basis]
+    }
+
+    /// The number an aggregation takes from an aggregate cell: for `avg`, the exact sum over
+    /// the count to 9 decimal places, half-even (``TallyLedger/UsageAggregate/average``). A
+    /// minimum that was not recorded (cells written before Tally kept them) is refused, never
+    /// guessed.
+    static func quantity(of aggregate: UsageAggregate, _ aggregation: Aggregation) throws(BillingError) -> Quantity {
         switch aggregation {
-        case .sum: aggregate.sum
-        case .count: Quantity(aggregate.count)
-        case .max: aggregate.max
-        case .latest: aggregate.latest.quantity
-        case .uniqueCount: Quantity(aggregate.count)
+        case .sum: return aggregate.sum
+        case .count: return Quantity(aggregate.count)
+        case .max: return aggregate.max
+        case .latest: return aggregate.latest.quantity
+        case .uniqueCount: return Quantity(aggregate.count)
+        case .average: return aggregate.average
+        case .min:
+            guard let minimum = aggregate.min else {
+                throw .unsupported(
+                    "the minimum of these events was not recorded: some were aggregated before Tally kept minimums (SQLite schema 4, PostgreSQL migration 7)"
+                )
+            }
+            return minimum
         }
     }
 }

@@ -144,7 +144,7 @@ public struct MeterEventExporter: Sendable {
                 where metric.aggregation.isAdditive && (settings.meters.isEmpty || settings.meters[metric.name] != nil) {
                     let filtered = metric.filters.first?.property
                     for (hour, total) in try invoices.hourlyTotals(tenant: tenant, metric: metric.name, hours: hours) {
-                        var value = AggregatePricing.quantity(of: total, metric.aggregation)
+                        var value = try AggregatePricing.quantity(of: total, metric.aggregation)
                         if let filtered {
                             value = .zero
                             let cells = try invoices.billableAggregates(

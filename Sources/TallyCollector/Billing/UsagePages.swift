@@ -18,12 +18,14 @@ public enum UsageReport {
                     do { totals = try store.periodTotals(tenant: tenant, metric: metric.name, period: period) } catch {
                         throw .reading(error)
                     }
-                    let usage = totals.usage.map { AggregatePricing.quantity(of: $0, metric.aggregation) } ?? .zero
+                    var usage = Quantity.zero
+                    if let total = totals.usage { usage = try AggregatePricing.quantity(of: total, metric.aggregation) }
                     var lateQuantity = Quantity.zero
                     var lateEvents: Int64 = 0
                     for adjustment in totals.adjustments {
+                        let late = try AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation)
                         do {
-                            lateQuantity = try lateQuantity.adding(AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation))
+                            lateQuantity = try lateQuantity.adding(late)
                         } catch {
                             throw .ledger(.quantityOverflow("late usage of \(tenant) \(metric.name): \(error)"))
                         }

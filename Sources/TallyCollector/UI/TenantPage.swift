@@ -88,7 +88,9 @@ public enum TenantPage {
                 merged.append((bucket.start, bucket.aggregate))
             }
         }
-        return merged.map { ($0.start, AggregatePricing.quantity(of: $0.aggregate, metric.aggregation)) }
+        var result: [(start: EventTime, quantity: Quantity)] = []
+        for bucket in merged { result.append((bucket.start, try AggregatePricing.quantity(of: bucket.aggregate, metric.aggregation))) }
+        return result
     }
 
     /// 00:00 UTC of the day that contains `time`.

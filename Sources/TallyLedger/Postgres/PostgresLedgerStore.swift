@@ -243,6 +243,7 @@ public final class PostgresLedgerStore: LedgerStore {
         var latestTimes: [Int64] = []
         var latestPrints: [ByteBuffer] = []
         var latestQuantities: [String] = []
+        var minima: [String] = []  // "" for a minimum not recorded
         // Key order: two folds never run at once (the lock), but reads and exports touch the
         // same rows; one order keeps lock waits short and deadlock-free.
         for (key, aggregate) in cells.cells.sorted(by: { $0.key < $1.key }) {
@@ -258,8 +259,9 @@ public final class PostgresLedgerStore: LedgerStore {
             latestTimes.append(aggregate.latest.timestamp.microseconds)
             latestPrints.append(ByteBuffer(bytes: aggregate.latest.fingerprint.bytes))
             latestQuantities.append(aggregate.latest.quantity.description)
+            minima.append(aggregate.min?.description ?? "")
         }
-        var binds = PostgresBindings(capacity: 12)
+        var binds = PostgresBindings(capacity: 13)
         binds.append(tenants)
         binds.append(metrics)
         binds.append(hours)
@@ -272,18 +274,21 @@ public final class PostgresLedgerStore: LedgerStore {
         binds.append(latestTimes)
         binds.append(latestPrints)
         binds.append(latestQuantities)
+        binds.append(minima)
+        // LEAST ignores NULLs; a minimum not recorded on either side must stay NULL, hence the CASE.
         let sql = """
             INSERT INTO \(table) AS t (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-                latest_ts, latest_fp, latest_quantity)
+                latest_ts, latest_fp, latest_quantity, min)
             SELECT c.tenant, c.metric, c.hour, c.dimension, c.value, c.billed_in, c.sum::numeric, c.count, c.max::numeric,
-                c.latest_ts, c.latest_fp, c.latest_quantity
+                c.latest_ts, c.latest_fp, c.latest_quantity, NULLIF(c.min, '')::numeric
             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
-                $9::text[], $10::bigint[], $11::bytea[], $12::text[])
-                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity)
+                $9::text[], $10::bigint[], $11::bytea[], $12::text[], $13::text[])
+                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min)
             ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
                 sum = t.sum + excluded.sum,
                 count = t.count + excluded.count,
                 max = GREATEST(t.max, excluded.max),
+                min = CASE WHEN t.min IS NULL OR excluded.min IS NULL THEN NULL ELSE LEAST(t.min, excluded.min) END,
                 latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
                     THEN excluded.latest_ts ELSE t.latest_ts END,
                 latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)

@@ -215,6 +215,15 @@ enum PostgresSchema {
         );
         CREATE INDEX corrections_event ON corrections (ts, fingerprint)
         """,
+        // 7: the smallest quantity of each aggregate cell (issue 15); NULL in rows written
+        // before, whose minimum was not recorded (UsageAggregate.min). Collectors of an older
+        // version must be stopped before one of this version starts: their folds would leave
+        // `min` unchanged while adding events to a cell.
+        """
+        ALTER TABLE usage_hourly ADD COLUMN min numeric;
+        ALTER TABLE usage_daily ADD COLUMN min numeric;
+        ALTER TABLE usage_monthly ADD COLUMN min numeric
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {

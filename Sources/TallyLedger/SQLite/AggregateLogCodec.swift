@@ -14,43 +14,53 @@ import TallyCore
 ///       i64 hour, i128 sum nanos, i64 count, i128 max nanos,
 ///       i64 latest timestamp µs, u64 + u64 latest fingerprint, i128 latest quantity nanos
 ///
-/// The first layout, still read (rows logged before an upgrade and not folded yet) and still
-/// written by PostgreSQL ledgers (``Layout/flat``):
+/// The first layout, still read (rows logged before an upgrade and not folded yet):
 ///
 ///     u32 cell count, then per cell: tenant, then the cell as above
 ///
-/// Its cell count never comes near the marker: a batch's cells are bounded by its events.
+/// Since minimums are kept (issue 15), each cell ends with the minimum — u8 1 and i128 min
+/// nanos, or u8 0 for a cell whose minimum was not recorded — and the layouts are marked
+/// 0xFFFF_FFFE (by tenant, what SQLite ledgers write) and 0xFFFF_FFFD followed by the u32 cell
+/// count (flat, what PostgreSQL ledgers write). Rows of the two older layouts decode with no
+/// minimum. Cell counts never come near the markers: a batch's cells are bounded by its events.
 /// A row that does not decode is reported as ``LedgerError/corruptRow(_:)``, never guessed at.
 /// Package-visible so that the fuzz targets (`TallyFuzzTargets`) can feed it bytes.
 package enum AggregateLogCodec {
+    /// The sectioned layout without minimums (read only).
     package static let marker: UInt64 = 0xFFFF_FFFF
+    /// The sectioned layout with minimums.
+    package static let markerWithMinimum: UInt64 = 0xFFFF_FFFE
+    /// The flat layout with minimums.
+    package static let flatMarkerWithMinimum: UInt64 = 0xFFFF_FFFD
 
     /// The two layouts above.
     package enum Layout {
         /// Grouped by tenant, behind a directory: what SQLite ledgers write (schema version 3),
         /// for readers that merge the log one tenant at a time.
         case byTenant
-        /// Every cell with its tenant: what PostgreSQL ledgers keep writing, so that collectors
-        /// of the previous version, still running during a rolling upgrade, can fold every row.
+        /// Every cell with its tenant: what PostgreSQL ledgers write.
         case flat
     }
 
-    package static func encode(_ cells: AggregateCells, layout: Layout = .byTenant) -> [UInt8] {
+    /// `withMinimum: false` writes the layouts of before issue 15, as an older Tally did (for
+    /// tests of rows logged before an upgrade); every store writes minimums.
+    package static func encode(_ cells: AggregateCells, layout: Layout = .byTenant, withMinimum: Bool = true) -> [UInt8] {
         guard layout == .byTenant else {
             var out: [UInt8] = []
-            out.reserveCapacity(cells.count * 120 + 4)
+            out.reserveCapacity(cells.count * 137 + 8)
+            if withMinimum { out.appendBigEndian(flatMarkerWithMinimum, bytes: 4) }
             out.appendBigEndian(UInt64(cells.count), bytes: 4)
             for (key, aggregate) in cells.cells {
                 out.appendString32(key.tenant)
-                appendCell(key, aggregate, to: &out)
+                appendCell(key, aggregate, withMinimum: withMinimum, to: &out)
             }
             return out
         }
         var sections: [String: Section] = [:]
-        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate) }
+        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate, withMinimum: withMinimum) }
         var out: [UInt8] = []
-        out.reserveCapacity(cells.count * 110 + sections.count * 20 + 8)
-        out.appendBigEndian(marker, bytes: 4)
+        out.reserveCapacity(cells.count * 127 + sections.count * 20 + 8)
+        out.appendBigEndian(withMinimum ? markerWithMinimum : marker, bytes: 4)
         out.appendBigEndian(UInt64(sections.count), bytes: 4)
         let ordered = Array(sections)
         for (tenant, section) in ordered {
@@ -67,14 +77,14 @@ package enum AggregateLogCodec {
         var count = 0
         var bytes: [UInt8] = []
 
-        mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate) {
+        mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate, withMinimum: Bool) {
             count += 1
-            appendCell(key, aggregate, to: &bytes)
+            appendCell(key, aggregate, withMinimum: withMinimum, to: &bytes)
         }
     }
 
     /// One cell after its tenant, in both layouts.
-    private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, to bytes: inout [UInt8]) {
+    private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, withMinimum: Bool, to bytes: inout [UInt8]) {
         bytes.appendString32(key.metric)
         bytes.appendString32(key.dimension)
         bytes.appendString32(key.value)
@@ -87,6 +97,13 @@ package enum AggregateLogCodec {
         bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
         bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
         bytes.appendBigEndian(aggregate.latest.quantity.nanos)
+        guard withMinimum else { return }
+        if let minimum = aggregate.min {
+            bytes.append(1)
+            bytes.appendBigEndian(minimum.nanos)
+        } else {
+            bytes.append(0)
+        }
     }
 
     package static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
@@ -104,9 +121,11 @@ package enum AggregateLogCodec {
     ) throws(LedgerError) {
         var reader = Reader(reader: ByteReader(bytes))
         let first = try reader.integer(4)
-        guard first == marker else {
-            // The first layout: every cell names its tenant.
-            for _ in 0..<first {
+        guard first == marker || first == markerWithMinimum else {
+            // A flat layout: every cell names its tenant.
+            reader.withMinimum = first == flatMarkerWithMinimum
+            let cells = reader.withMinimum ? try reader.integer(4) : first
+            for _ in 0..<cells {
                 let cellTenant = try reader.string()
                 let (key, aggregate) = try reader.cell(tenant: cellTenant)
                 if tenant == nil || tenant == cellTenant { try body(key, aggregate) }
@@ -114,6 +133,7 @@ package enum AggregateLogCodec {
             guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
             return
         }
+        reader.withMinimum = first == markerWithMinimum
         // The directory: the sections to decode (for one tenant, only its own, found by comparing
         // bytes, no strings made), each with its offset after the directory.
         let tenants = try reader.integer(4)
@@ -150,6 +170,8 @@ package enum AggregateLogCodec {
     /// The core's ``ByteReader``, saying what is wrong.
     private struct Reader {
         var reader: ByteReader
+        /// Whether each cell ends with its minimum (the layouts written since issue 15).
+        var withMinimum = false
 
         /// One cell after its tenant: metric, dimension, value, billed_in, then the numbers.
         mutating func cell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
@@ -169,10 +191,18 @@ package enum AggregateLogCodec {
             let latestTime = EventTime(microseconds: Int64(bitPattern: try integer(8)))
             let fingerprint = Fingerprint(high: try integer(8), low: try integer(8))
             let latest = Quantity(nanos: try int128())
+            var minimum: Quantity?
+            if withMinimum {
+                switch try integer(1) {
+                case 0: minimum = nil
+                case 1: minimum = Quantity(nanos: try int128())
+                case let flag: throw .corruptRow("aggregate log minimum flag \(flag)")
+                }
+            }
             return (
                 AggregateCellKey(tenant: tenant, metric: metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn),
                 UsageAggregate(
-                    sum: sum, count: eventCount, max: max,
+                    sum: sum, count: eventCount, max: max, min: minimum,
                     latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest))
             )
         }

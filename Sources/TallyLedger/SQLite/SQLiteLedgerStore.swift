@@ -64,6 +64,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try database.execute(SQLiteSchema.pragmas)
         try SQLiteSchema.registerFunctions(database)
         try database.execute("BEGIN IMMEDIATE; \(SQLiteSchema.tables) COMMIT;")
+        try SQLiteLedgerStore.addMinimumColumns(database, path: path)
         statements = try Statements(database)
         uniqueProperties = configuration.uniquePropertiesByMetric
         try migrate()
@@ -85,7 +86,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
         guard version != SQLiteSchema.version else { return }
-        guard version == "1" || version == "2" else {
+        guard version == "1" || version == "2" || version == "3" else {
             throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
         }
         try statements.begin.run()
@@ -95,6 +96,23 @@ public final class SQLiteLedgerStore: LedgerStore {
             try commitTransaction()
         } catch {
             try? statements.rollback.run()
+            throw error
+        }
+    }
+
+    /// Version 3 (or older) to 4, before any statement is prepared: the `min` columns. A file of
+    /// a newer version is left alone (``migrate()`` refuses it).
+    static func addMinimumColumns(_ database: SQLiteDatabase, path: String) throws(LedgerError) {
+        let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
+        let version = try select.step() ? select.text(0) : SQLiteSchema.version
+        select.reset()
+        guard ["1", "2", "3"].contains(version) else { return }
+        try database.execute("BEGIN IMMEDIATE")
+        do throws(LedgerError) {
+            try SQLiteSchema.addMinimumColumns(database)
+            try database.execute("COMMIT")
+        } catch {
+            try? database.execute("ROLLBACK")
             throw error
         }
     }
@@ -320,6 +338,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             upsert.bind(10, aggregate.latest.timestamp.microseconds)
             upsert.bind(11, fingerprint: aggregate.latest.fingerprint)
             upsert.bind(12, aggregate.latest.quantity.description)
+            if let minimum = aggregate.min { upsert.bind(13, minimum.description) } else { upsert.bindNull(13) }
             do throws(LedgerError) {
                 try upsert.run()
             } catch {

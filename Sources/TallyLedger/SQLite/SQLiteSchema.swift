@@ -28,8 +28,12 @@ import TallyCore
 /// version 2's, so a version-2 file is only relabelled; the new number makes an older Tally
 /// refuse the file, since a fold by it would not count itself and readers would keep cells it
 /// had folded.
+/// Version 4 adds `min` to the three aggregate tables (issue 15): the smallest quantity, NULL
+/// for a cell written before (its minimum was not recorded; see `UsageAggregate.min`). The
+/// column is added when an older file is opened, before any statement uses it; the new number
+/// makes an older Tally, whose upserts would leave `min` stale, refuse the file.
 enum SQLiteSchema {
-    static let version = "3"
+    static let version = "4"
 
     /// WAL with a commit-time fsync (`synchronous = FULL`): an acked batch survives power loss.
     /// A large auto-checkpoint (64 MiB of WAL) lets hot aggregate pages, rewritten by many
@@ -158,8 +162,8 @@ enum SQLiteSchema {
         );
 
         -- Corrections (CorrectionRecord): an admin's void or amendment of one stored event, in
-        -- the order made (id). The raw event itself is never changed. Added without a version
-        -- bump: an older Tally ignores the table (and would not apply corrections to audits).
+        -- the order made (id). The raw event itself is never changed. Added beside schema 4 (the
+        -- minimums), whose number makes an older Tally refuse the file.
         CREATE TABLE IF NOT EXISTS corrections (
             id INTEGER PRIMARY KEY,
             key TEXT NOT NULL UNIQUE,
@@ -199,9 +203,23 @@ enum SQLiteSchema {
             latest_ts INTEGER NOT NULL,
             latest_fp BLOB NOT NULL,
             latest_quantity TEXT NOT NULL,
+            min TEXT,
             PRIMARY KEY (tenant, metric, hour, dimension, value, billed_in)
         ) WITHOUT ROWID;
         """
+    }
+
+    /// Version 3 to 4: the `min` column of each aggregate table, NULL (not recorded) in every
+    /// existing row. Idempotent: a table that has the column is left alone.
+    static func addMinimumColumns(_ database: SQLiteDatabase) throws(LedgerError) {
+        for grain in AggregateGrain.allCases {
+            let table = table(grain)
+            let columns = try database.prepare("SELECT name FROM pragma_table_info('\(table)')")
+            var hasMinimum = false
+            while try columns.step() { if columns.text(0) == "min" { hasMinimum = true } }
+            columns.reset()
+            if !hasMinimum { try database.execute("ALTER TABLE \(table) ADD COLUMN min TEXT") }
+        }
     }
 
     /// The table of each grain.
@@ -213,7 +231,8 @@ enum SQLiteSchema {
         }
     }
 
-    /// Registers `tally_sum(a, b)` and `tally_max(a, b)`: exact 128-bit arithmetic on quantity text;
+    /// Registers `tally_sum(a, b)`, `tally_max(a, b)` and `tally_min(a, b)`: exact 128-bit arithmetic
+    /// on quantity text (`tally_min` is NULL when either side is: a minimum not recorded stays so);
     /// and `tally_contains(name, search)`: the admin overview's tenant search (``PeriodUsageQuery``).
     static func registerFunctions(_ database: SQLiteDatabase) throws(LedgerError) {
         guard let handle = database.handle else { throw database.error(SQLITE_MISUSE, "registering functions") }
@@ -226,9 +245,13 @@ enum SQLiteSchema {
         }
         if code == SQLITE_OK {
             code = sqlite3_create_function_v2(
+                handle, "tally_min", 2, flags, nil, { context, _, arguments in tallyMin(context, arguments) }, nil, nil, nil)
+        }
+        if code == SQLITE_OK {
+            code = sqlite3_create_function_v2(
                 handle, "tally_contains", 2, flags, nil, { context, _, arguments in tallyContains(context, arguments) }, nil, nil, nil)
         }
-        if code != SQLITE_OK { throw database.error(code, "registering tally_sum, tally_max and tally_contains") }
+        if code != SQLITE_OK { throw database.error(code, "registering tally_sum, tally_max, tally_min and tally_contains") }
     }
 }
 
@@ -285,6 +308,22 @@ private func tallyMax(_ context: OpaquePointer?, _ arguments: UnsafeMutablePoint
         return
     }
     resultQuantity(context, a > b ? a : b)
+}
+
+private func tallyMin(_ context: OpaquePointer?, _ arguments: UnsafeMutablePointer<OpaquePointer?>?) {
+    guard let arguments else {
+        sqlite3_result_error(context, "tally_min: no arguments", -1)
+        return
+    }
+    if sqlite3_value_type(arguments[0]) == SQLITE_NULL || sqlite3_value_type(arguments[1]) == SQLITE_NULL {
+        sqlite3_result_null(context)
+        return
+    }
+    guard let a = quantityArgument(arguments[0]), let b = quantityArgument(arguments[1]) else {
+        sqlite3_result_error(context, "tally_min: an argument is not an exact decimal quantity", -1)
+        return
+    }
+    resultQuantity(context, a < b ? a : b)
 }
 
 /// Properties as stored: for each property in key order, a u32 big-endian byte length and the

@@ -87,16 +87,18 @@ final class Statements {
     }
 
     /// All right-hand sides of DO UPDATE see the old row, so the three `latest_*` columns switch
-    /// together on the same (timestamp, fingerprint) comparison.
+    /// together on the same (timestamp, fingerprint) comparison. A NULL `min` (not recorded)
+    /// stays NULL (`tally_min`).
     static func upsert(into table: String) -> String {
         """
         INSERT INTO \(table) (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-            latest_ts, latest_fp, latest_quantity)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            latest_ts, latest_fp, latest_quantity, min)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
         ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
             sum = tally_sum(sum, excluded.sum),
             count = count + excluded.count,
             max = tally_max(max, excluded.max),
+            min = tally_min(min, excluded.min),
             latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
                 THEN excluded.latest_ts ELSE latest_ts END,
             latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)

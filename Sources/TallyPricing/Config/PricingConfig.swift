@@ -44,13 +44,18 @@ public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
     case uniqueCount(property: String)
     /// The quantity of the latest event (by event time).
     case latest
+    /// The smallest quantity (zero for no events).
+    case min
+    /// The mean quantity: the exact sum divided by the number of events, to 9 decimal places
+    /// (``Quantity``'s nano-units), rounded half-even (zero for no events). `avg` in the file.
+    case average
 
     /// Whether usage of two time ranges adds up to the usage of both (sum, count). Only additive
     /// metrics carry tier positions across a plan change inside a period.
     public var isAdditive: Bool {
         switch self {
         case .sum, .count: true
-        case .max, .uniqueCount, .latest: false
+        case .max, .uniqueCount, .latest, .min, .average: false
         }
     }
 
@@ -61,6 +66,8 @@ public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
         case .max: "max"
         case .uniqueCount(let property): "unique_count(\(property))"
         case .latest: "latest"
+        case .min: "min"
+        case .average: "avg"
         }
     }
 }
@@ -188,6 +195,56 @@ public enum PriceModel: Sendable, Hashable {
     case volume([PriceTier])
     /// A price per started package of `size` units (the quantity divided by size, rounded up).
     case package(size: Quantity, price: UnitPrice)
+    /// A percentage of each event's quantity, with a fixed fee per event, each event's amount
+    /// clamped to an optional minimum and maximum (a card processor's 2.9 % + 0.30).
+    case percentage(PercentagePrice)
+}
+
+/// A percentage price: each event's amount is `quantity × rate + fixedFee`, raised to
+/// `minimum` and lowered to `maximum` when given, and a line's exact amount is the sum of its
+/// events' amounts, rounded once as every line is (no rounding per event).
+///
+/// It is priced from aggregates exactly: without a minimum or maximum, the sum of the amounts is
+/// `sum × rate + count × fixedFee`; with them, the ledger keeps the metric's events in three
+/// bands (``clampBand``) decided per event when it is aggregated, so that events at the minimum
+/// or maximum are counted and the others summed. Every amount is exact: `rate` has at most 12
+/// decimal places (a percentage with at most 10), so `quantity × rate` is a ``Money`` with no
+/// rounding.
+public struct PercentagePrice: Sendable, Hashable {
+    /// The fraction of the quantity charged: the percentage over 100 (2.9 % is 0.029).
+    public let rate: UnitPrice
+    /// Charged per event, on top of the percentage (zero when not given).
+    public let fixedFee: UnitPrice
+    /// The least an event is charged; nil: no minimum.
+    public let minimum: UnitPrice?
+    /// The most an event is charged; nil: no maximum.
+    public let maximum: UnitPrice?
+
+    public init(rate: UnitPrice, fixedFee: UnitPrice = UnitPrice(picos: 0), minimum: UnitPrice? = nil, maximum: UnitPrice? = nil) {
+        self.rate = rate
+        self.fixedFee = fixedFee
+        self.minimum = minimum
+        self.maximum = maximum
+    }
+
+    /// Whether an event's amount can be clamped, so that pricing needs each event's band.
+    public var clamps: Bool { minimum != nil || maximum != nil }
+
+    /// The ledger dimension that bands a metric's events for this price: an event is `below`
+    /// when `quantity × rate + fixedFee < minimum` (it is charged the minimum), `above` when it
+    /// is more than `maximum`, `within` otherwise; compared exactly at ``Money``'s scale
+    /// (10⁻²¹). nil without a minimum and a maximum, or when a bound leaves the 128-bit range.
+    public var clampBand: QuantityBand? {
+        guard clamps else { return nil }
+        func bound(_ limit: UnitPrice?) -> Int128?? {
+            guard let limit else { return .some(nil) }
+            let (difference, overflowA) = limit.picos.subtractingReportingOverflow(fixedFee.picos)
+            let (scaled, overflowB) = difference.multipliedReportingOverflow(by: 1_000_000_000)
+            return overflowA || overflowB ? nil : .some(scaled)
+        }
+        guard let lower = bound(minimum), let upper = bound(maximum) else { return nil }
+        return QuantityBand(multiplier: rate.picos, lower: lower, upper: upper)
+    }
 }
 
 /// A tier: units up to and including `upTo` (cumulative, counted from the first billable unit)

@@ -174,6 +174,8 @@ struct ConfigBuilder {
                 case "count": aggregation = .count
                 case "max": aggregation = .max
                 case "latest": aggregation = .latest
+                case "min": aggregation = .min
+                case "avg": aggregation = .average
                 case "unique_count":
                     if let property {
                         aggregation = .uniqueCount(property: property)
@@ -183,7 +185,9 @@ struct ConfigBuilder {
                             "is required for aggregation unique_count (the property whose distinct values are counted)")
                     }
                 default:
-                    reader.fail(fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, unique_count or latest")
+                    reader.fail(
+                        fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, min, avg, unique_count or latest"
+                    )
                 }
                 if text != "unique_count", let propertyNode = fields["property"] {
                     reader.fail(fields.place("property"), propertyNode, "applies only to aggregation unique_count")
@@ -273,7 +277,8 @@ struct ConfigBuilder {
         return result
     }
 
-    private static let priceKeys = ["model", "unit_price", "tiers", "package_size", "package_price", "free"]
+    private static let percentageKeys = ["percent", "fixed_fee", "minimum_per_event", "maximum_per_event"]
+    private static let priceKeys = ["model", "unit_price", "tiers", "package_size", "package_price", "free"] + percentageKeys
 
     private mutating func readCharges(_ node: YAMLNode, _ place: String, currency: Currency?) -> ([UsageCharge], [FlatFee]) {
         guard let items = reader.list(node, place) else { return ([], []) }
@@ -327,14 +332,20 @@ struct ConfigBuilder {
                     } else if prices.contains(where: { $0.value == nil }) {
                         reader.fail(entryPlace, entry, "only one price may omit 'when' (the price for every other value)")
                     }
-                    if let price = readPrice(priceFields, value: value) { prices.append(price) }
+                    if let price = readPrice(priceFields, value: value) {
+                        checkPercentage(price, metric: metric, priceBy: property, fields: priceFields)
+                        prices.append(price)
+                    }
                 }
                 usage.append(UsageCharge(metric: metricName, priceBy: property, prices: prices))
             } else {
                 if let node = fields["prices"] {
                     reader.fail(fields.place("prices"), node, "'prices' needs 'price_by' (the property whose value selects the price)")
                 }
-                if let price = readPrice(fields, value: nil) { usage.append(UsageCharge(metric: metricName, prices: [price])) }
+                if let price = readPrice(fields, value: nil) {
+                    checkPercentage(price, metric: metric, priceBy: nil, fields: fields)
+                    usage.append(UsageCharge(metric: metricName, prices: [price]))
+                }
             }
         }
         return (usage, flat)
@@ -352,11 +363,13 @@ struct ConfigBuilder {
         case "per_unit": uses = ["unit_price"]
         case "graduated", "volume": uses = ["tiers"]
         case "package": uses = ["package_size", "package_price"]
+        case "percentage": uses = Self.percentageKeys
         default:
-            reader.fail(fields.place("model"), modelNode, "unknown model '\(model)'; expected per_unit, graduated, volume or package")
+            reader.fail(
+                fields.place("model"), modelNode, "unknown model '\(model)'; expected per_unit, graduated, volume, package or percentage")
             return nil
         }
-        for key in ["unit_price", "tiers", "package_size", "package_price"] where !uses.contains(key) && fields[key] != nil {
+        for key in ["unit_price", "tiers", "package_size", "package_price"] + Self.percentageKeys where !uses.contains(key) && fields[key] != nil {
             reader.fail(fields.place(key), fields[key], "does not apply to model \(model)")
         }
         let result: PriceModel?
@@ -371,11 +384,83 @@ struct ConfigBuilder {
             }
             let price = fields.required("package_price", &reader).flatMap { reader.price($0, fields.place("package_price")) }
             if let size, let price { result = .package(size: size, price: price) } else { result = nil }
+        case "percentage":
+            if let node = fields["free"] {
+                reader.fail(fields.place("free"), node, "does not apply to model percentage (each event is priced on its own)")
+            }
+            result = readPercentage(fields).map { .percentage($0) }
         default:
             let tiers = fields.required("tiers", &reader).flatMap { readTiers($0, fields.place("tiers")) }
             result = tiers.map { model == "graduated" ? .graduated($0) : .volume($0) }
         }
         return result.map { PropertyPrice(value: value, freeAllowance: free, model: $0) }
+    }
+
+    /// A percentage price: `percent` (at most 10 decimal places, so that the rate has at most
+    /// 12), and an optional `fixed_fee`, `minimum_per_event` and `maximum_per_event`, amounts per
+    /// event in the plan's currency, with the minimum not above the maximum.
+    private mutating func readPercentage(_ fields: Fields) -> PercentagePrice? {
+        guard let percentNode = fields.required("percent", &reader), let text = reader.text(percentNode, fields.place("percent")) else {
+            return nil
+        }
+        let rate: UnitPrice
+        do throws(DecimalTextError) {
+            // percent / 100 at scale 12 is percent at scale 10: the same integer.
+            rate = UnitPrice(picos: try ExactDecimalText.parse(text, scale: UnitPrice.scale - 2))
+        } catch {
+            reader.fail(fields.place("percent"), percentNode, error.description)
+            return nil
+        }
+        if rate.picos < 0 {
+            reader.fail(fields.place("percent"), percentNode, "must not be negative (got \(text))")
+            return nil
+        }
+        var valid = true
+        func amount(_ key: String) -> UnitPrice? {
+            guard let node = fields[key] else { return nil }
+            let price = reader.price(node, fields.place(key))
+            if price == nil { valid = false }
+            return price
+        }
+        let fee = amount("fixed_fee") ?? UnitPrice(picos: 0)
+        let minimum = amount("minimum_per_event")
+        let maximum = amount("maximum_per_event")
+        if let minimum, let maximum, minimum > maximum, let node = fields["maximum_per_event"] {
+            reader.fail(fields.place("maximum_per_event"), node, "must not be below minimum_per_event (\(minimum))")
+            valid = false
+        }
+        let price = PercentagePrice(rate: rate, fixedFee: fee, minimum: minimum, maximum: maximum)
+        if valid, price.clamps, price.clampBand == nil, let node = fields["minimum_per_event"] ?? fields["maximum_per_event"] {
+            reader.fail(fields.place("percent"), node, "minimum_per_event or maximum_per_event less fixed_fee is out of range")
+            valid = false
+        }
+        return valid ? price : nil
+    }
+
+    /// A percentage price is of each event's quantity, so its metric aggregates by `sum`; a
+    /// per-event minimum or maximum is answered by one band dimension of the aggregates
+    /// (``PercentagePrice/clampBand``), which cannot also split by a price_by or filter property.
+    private mutating func checkPercentage(_ price: PropertyPrice, metric: MetricDefinition, priceBy: String?, fields: Fields) {
+        guard case .percentage(let percentage) = price.model else { return }
+        let node = fields["model"]
+        if metric.aggregation != .sum {
+            reader.fail(
+                fields.place("model"), node,
+                "model percentage charges a percentage of each event's quantity: metric '\(metric.name)' must aggregate by sum, not \(metric.aggregation)"
+            )
+        }
+        guard percentage.clamps else { return }
+        if let priceBy {
+            reader.fail(
+                fields.place("model"), node,
+                "a percentage with minimum_per_event or maximum_per_event cannot be priced by '\(priceBy)': the per-event bounds take the aggregates' one dimension"
+            )
+        } else if !metric.filters.isEmpty {
+            reader.fail(
+                fields.place("model"), node,
+                "a percentage with minimum_per_event or maximum_per_event cannot price metric '\(metric.name)', which has filters: the per-event bounds take the aggregates' one dimension"
+            )
+        }
     }
 
     /// Tiers: `up_to` strictly increasing and positive; only the last tier (and it must) omits it.

@@ -36,14 +36,51 @@ public struct UsageKey: Sendable, Hashable, Comparable, CustomStringConvertible 
     public var description: String { propertyValue.map { "\(metric)[\($0)]" } ?? metric }
 }
 
-/// A tenant's aggregated usage during one plan segment: one quantity per ``UsageKey``.
+/// A tenant's aggregated usage during one plan segment: one quantity per ``UsageKey``, and for
+/// a key priced by percentage, what its events are made of (``PercentageBasis``).
 public struct SegmentUsage: Sendable, Hashable {
     public let segment: PlanSegment
     public let quantities: [UsageKey: Quantity]
+    /// For each key priced by a ``PercentagePrice``; a key left out has no events.
+    public let percentageBases: [UsageKey: PercentageBasis]
 
-    public init(segment: PlanSegment, quantities: [UsageKey: Quantity]) {
+    public init(segment: PlanSegment, quantities: [UsageKey: Quantity], percentageBases: [UsageKey: PercentageBasis] = [:]) {
         self.segment = segment
         self.quantities = quantities
+        self.percentageBases = percentageBases
+    }
+}
+
+/// What a percentage price needs of a key's events, from aggregates: the events charged the
+/// percentage (their quantities' sum and their number), and the numbers charged the per-event
+/// minimum and maximum instead. Without a minimum or maximum every event is in `charged`.
+public struct PercentageBasis: Sendable, Hashable {
+    /// The sum of the quantities of the events charged `quantity × rate + fixedFee`.
+    public var chargedQuantity: Quantity
+    /// The number of those events.
+    public var chargedEvents: Int64
+    /// Events whose amount was below the minimum: each is charged the minimum.
+    public var eventsAtMinimum: Int64
+    /// Events whose amount was above the maximum: each is charged the maximum.
+    public var eventsAtMaximum: Int64
+
+    public init(chargedQuantity: Quantity = .zero, chargedEvents: Int64 = 0, eventsAtMinimum: Int64 = 0, eventsAtMaximum: Int64 = 0) {
+        self.chargedQuantity = chargedQuantity
+        self.chargedEvents = chargedEvents
+        self.eventsAtMinimum = eventsAtMinimum
+        self.eventsAtMaximum = eventsAtMaximum
+    }
+
+    /// Both bases' events, checked.
+    public func adding(_ other: PercentageBasis) throws(ArithmeticOverflow) -> PercentageBasis {
+        func add(_ a: Int64, _ b: Int64) throws(ArithmeticOverflow) -> Int64 {
+            let (sum, overflow) = a.addingReportingOverflow(b)
+            if overflow { throw ArithmeticOverflow(operation: "\(a) + \(b) events") }
+            return sum
+        }
+        return PercentageBasis(
+            chargedQuantity: try chargedQuantity.adding(other.chargedQuantity), chargedEvents: try add(chargedEvents, other.chargedEvents),
+            eventsAtMinimum: try add(eventsAtMinimum, other.eventsAtMinimum), eventsAtMaximum: try add(eventsAtMaximum, other.eventsAtMaximum))
     }
 }
 
@@ -69,15 +106,25 @@ public struct UsageAdjustment: Sendable, Hashable {
         var segments = billed.map(\.segment)
         for extra in late.map(\.segment) where !segments.contains(extra) { segments.append(extra) }
         for segment in segments {
-            var quantities = billed.first { $0.segment == segment }?.quantities ?? [:]
-            for (key, quantity) in late.first(where: { $0.segment == segment })?.quantities ?? [:] {
+            let before = billed.first { $0.segment == segment }
+            let extra = late.first { $0.segment == segment }
+            var quantities = before?.quantities ?? [:]
+            var bases = before?.percentageBases ?? [:]
+            for (key, quantity) in extra?.quantities ?? [:] {
                 do throws(ArithmeticOverflow) {
                     quantities[key] = try (quantities[key] ?? .zero).adding(quantity)
                 } catch {
                     throw .overflow(context: "late usage of \(key)", detail: error.description)
                 }
             }
-            corrected.append(SegmentUsage(segment: segment, quantities: quantities))
+            for (key, basis) in extra?.percentageBases ?? [:] {
+                do throws(ArithmeticOverflow) {
+                    bases[key] = try (bases[key] ?? PercentageBasis()).adding(basis)
+                } catch {
+                    throw .overflow(context: "late usage of \(key)", detail: error.description)
+                }
+            }
+            corrected.append(SegmentUsage(segment: segment, quantities: quantities, percentageBases: bases))
         }
         return UsageAdjustment(originalPeriod: originalPeriod, billed: billed, corrected: corrected)
     }
@@ -88,9 +135,11 @@ public struct UsageAdjustment: Sendable, Hashable {
 public struct PriceStep: Sendable, Hashable {
     /// 1-based tier number for graduated and volume prices; nil otherwise.
     public let tier: Int?
-    /// Units priced in this step; for a package price, the number of packages.
+    /// Units priced in this step; for a package price, the number of packages; for a
+    /// percentage price's fee, minimum and maximum steps, the number of events.
     public let quantity: Quantity
-    /// Price per unit (per package for a package price).
+    /// Price per unit (per package for a package price, the rate for a percentage, per event
+    /// for its fee, minimum and maximum).
     public let unitPrice: UnitPrice
     public let amount: Money
 }

@@ -9,8 +9,10 @@ public import TallyCore
 /// - For additive metrics (sum, count) the period stays one sequence of units: a segment's units
 ///   continue from the units of the same key in earlier segments, so a plan change never
 ///   re-grants a free allowance or restarts graduated tiers or packages, and a volume tier is
-///   chosen by the whole period's quantity. Non-additive metrics (max, latest, unique_count) are
-///   priced per segment from zero, as their aggregates do not add up across segments.
+///   chosen by the whole period's quantity. Non-additive metrics (max, min, avg, latest,
+///   unique_count) are priced per segment from zero, as their aggregates do not add up across
+///   segments. A percentage price is per event: each segment prices its own events
+///   (``SegmentUsage/percentageBases``), whatever came before.
 /// - Flat fees and the minimum commitment are prorated by the segment's share of the period's
 ///   time (microseconds), so a mid-month change neither charges two full fees nor none; a full
 ///   period is charged exactly the fee. Each prorated amount is rounded once, as its line.
@@ -166,7 +168,9 @@ public struct PricingEngine: Sendable {
             guard let plan = config.plan(id: segment.planID) else { throw .noPlan(tenant: tenant, at: segment.start) }
             if let currency, currency != plan.currency { throw .currencyMismatch(tenant: tenant, currency, plan.currency) }
             currency = plan.currency
-            let quantities = usage.first { $0.segment == segment }?.quantities ?? [:]
+            let given = usage.first { $0.segment == segment }
+            let quantities = given?.quantities ?? [:]
+            let bases = given?.percentageBases ?? [:]
             try validate(quantities, plan: plan)
             let segmentMicros = Int128(segment.end.microseconds - segment.start.microseconds)
             var usageTotal = Money.zero(plan.currency)
@@ -186,7 +190,7 @@ public struct PricingEngine: Sendable {
                     if additive { cumulative[key] = end }
                     let line = try usageLine(
                         charge: charge, key: key, plan: plan, segment: segment, quantity: quantity, start: start, end: end,
-                        volumeBasis: additive ? totals[key] ?? .zero : quantity)
+                        volumeBasis: additive ? totals[key] ?? .zero : quantity, percentageBasis: bases[key])
                     lines.append(line)
                     usageTotal = try add(usageTotal, line.amount, context: "the usage of plan '\(plan.id)'")
                 }
@@ -220,12 +224,16 @@ public struct PricingEngine: Sendable {
 
     private func usageLine(
         charge: UsageCharge, key: UsageKey, plan: Plan, segment: PlanSegment, quantity: Quantity, start: Quantity, end: Quantity,
-        volumeBasis: Quantity
+        volumeBasis: Quantity, percentageBasis: PercentageBasis?
     ) throws(PricingError) -> InvoiceLine {
         guard let price = charge.price(for: key.propertyValue) else {
             throw .unpricedValue(metric: key.metric, property: charge.priceBy ?? "", value: key.propertyValue ?? "")
         }
-        let pricing = UsagePricing(price: price, currency: plan.currency, start: start, end: end, volumeBasis: volumeBasis)
+        if case .percentage = price.model, percentageBasis == nil, quantity != .zero {
+            throw .segmentMismatch("\(key) is priced by percentage: give its events (a PercentageBasis), not only its quantity, in \(segment)")
+        }
+        var pricing = UsagePricing(price: price, currency: plan.currency, start: start, end: end, volumeBasis: volumeBasis)
+        pricing.percentageBasis = percentageBasis
         let result = try pricing.price(context: key.description)
         let amount = try round(result.exact, 1, 1, context: key.description)
         let description = charge.priceBy.map { "\(key.metric) (\($0) \(key.propertyValue ?? ""))" } ?? key.metric

@@ -14,6 +14,8 @@ struct UsagePricing {
     let end: Quantity
     /// The period's quantity that selects a volume tier.
     let volumeBasis: Quantity
+    /// The segment's events, for a percentage price (nil: none).
+    var percentageBasis: PercentageBasis? = nil
 
     struct Result {
         var free: Quantity
@@ -74,6 +76,23 @@ struct UsagePricing {
                 PriceStep(
                     tier: nil, quantity: Quantity(nanos: nanos), unitPrice: packagePrice,
                     amount: try .product(count: count, packagePrice, in: currency)))
+        case .percentage(let percentage):
+            // Per event; the units of the segment only (a plan change carries nothing over).
+            let basis = percentageBasis ?? PercentageBasis()
+            steps.append(
+                PriceStep(
+                    tier: nil, quantity: basis.chargedQuantity, unitPrice: percentage.rate,
+                    amount: try .product(basis.chargedQuantity, percentage.rate, in: currency)))
+            let perEvent: [(events: Int64, price: UnitPrice?)] = [
+                (basis.chargedEvents, percentage.fixedFee.picos == 0 ? nil : percentage.fixedFee),
+                (basis.eventsAtMinimum, percentage.minimum), (basis.eventsAtMaximum, percentage.maximum),
+            ]
+            for (events, price) in perEvent {
+                guard let price, events > 0 else { continue }
+                steps.append(
+                    PriceStep(
+                        tier: nil, quantity: Quantity(events), unitPrice: price, amount: try .product(count: Int128(events), price, in: currency)))
+            }
         }
         var exact = Money.zero(currency)
         for step in steps { exact = try exact.adding(step.amount) }
