@@ -8,7 +8,7 @@ public struct CtlCommand: AsyncParsableCommand {
         version: tallyVersion,
         subcommands: [
             GenCommand.self, FingerprintCommand.self, SpoolCommand.self, UsageCommand.self, InvoiceCommand.self,
-            AuditCommand.self, CompareCommand.self, AlertsCommand.self, TraceCommand.self, CorrectCommand.self,
+            AuditCommand.self, CompareCommand.self, AlertsCommand.self, TraceCommand.self, CorrectCommand.self, BackfillCommand.self,
         ]
     )
 

@@ -361,30 +361,31 @@ public struct AuditCommand: AsyncParsableCommand {
         aggregate.map { "sum=\($0.sum) count=\($0.count) max=\($0.max)" } ?? "(none)"
     }
 
-    /// The group-by dimensions the stored aggregates have, so the recount builds the same cells.
-    /// Without a pricing file: the dimensions each metric has stored cells of, anywhere in the
-    /// ledger (a collector aggregates each metric by its own properties).
-    private func storedDimensions(_ store: String) async throws -> LedgerConfiguration {
-        if case .sqlite(let path) = try StoreAddress(parsing: store), !FileManager.default.fileExists(atPath: path) {
-            throw RuntimeFailure("no ledger at \(path)")
-        }
-        let writer = try openLedger(store, groupBy: [])
-        let byMetric = try await writer.perform { store throws(LedgerError) -> [String: Set<String>] in
-            var found: [String: Set<String>] = [:]
-            var seen: Set<String> = []
-            for row in try store.reconciliation(ReconciliationFilter()) where !row.tenant.isEmpty {
-                guard seen.insert("\(row.period)\u{0}\(row.tenant)").inserted else { continue }
-                for key in try store.storedAggregates(tenant: row.tenant, period: row.period).keys {
-                    found[key.metric, default: []].formUnion(key.dimension.isEmpty ? [] : [key.dimension])
-                }
-            }
-            return found
-        }
-        await writer.shutdown()
-        var configuration = LedgerConfiguration(groupBy: Set(byMetric.values.joined()).sorted())
-        configuration.metricGroupBy = byMetric.mapValues { $0.sorted() }
-        return configuration
+}
+
+/// The group-by dimensions the stored aggregates have, so the recount builds the same cells.
+/// Without a pricing file: the dimensions each metric has stored cells of, anywhere in the
+/// ledger (a collector aggregates each metric by its own properties).
+func storedDimensions(_ store: String) async throws -> LedgerConfiguration {
+    if case .sqlite(let path) = try StoreAddress(parsing: store), !FileManager.default.fileExists(atPath: path) {
+        throw RuntimeFailure("no ledger at \(path)")
     }
+    let writer = try openLedger(store, groupBy: [])
+    let byMetric = try await writer.perform { store throws(LedgerError) -> [String: Set<String>] in
+        var found: [String: Set<String>] = [:]
+        var seen: Set<String> = []
+        for row in try store.reconciliation(ReconciliationFilter()) where !row.tenant.isEmpty {
+            guard seen.insert("\(row.period)\u{0}\(row.tenant)").inserted else { continue }
+            for key in try store.storedAggregates(tenant: row.tenant, period: row.period).keys {
+                found[key.metric, default: []].formUnion(key.dimension.isEmpty ? [] : [key.dimension])
+            }
+        }
+        return found
+    }
+    await writer.shutdown()
+    var configuration = LedgerConfiguration(groupBy: Set(byMetric.values.joined()).sorted())
+    configuration.metricGroupBy = byMetric.mapValues { $0.sorted() }
+    return configuration
 }
 
 /// Opens a ledger (any backend) behind a writer thread, for the offline commands.

@@ -87,6 +87,12 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// Stored corrections matching the filter, in the order they were made.
     func corrections(_ filter: CorrectionFilter) throws(LedgerError) -> [CorrectionRecord]
 
+    /// Inserts or replaces the record of one backfill (by its id).
+    func saveBackfill(_ record: BackfillRecord) throws(LedgerError)
+
+    /// Every backfill record, by start time.
+    func backfills() throws(LedgerError) -> [BackfillRecord]
+
     /// True when some committed batches' aggregate cells are not in the aggregate tables yet
     /// (a read folds them in first, which writes). Cheap; lets a read-only connection answer
     /// only when it can do so without writing.

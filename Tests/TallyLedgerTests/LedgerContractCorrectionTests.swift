@@ -103,4 +103,27 @@ import Testing
         let drift = try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-03"))
         #expect(drift.differences.isEmpty && drift.cellsCompared > 0, "\(drift)")
     }
+
+    @Test(arguments: ledgerFactories)
+    func backfillRecordsAreSavedAndReplaced(_ factory: any LedgerStoreFactory) throws {
+        let ledger = try TestLedger(factory)
+        var record = BackfillRecord(
+            id: "b-1", reason: "gateway logs", actor: "tallyctl:ops", source: "/data/gw.ndjson", startedAt: at("2026-04-13T12:00:00Z"))
+        try ledger.store.saveBackfill(record)
+        #expect(try ledger.store.backfills() == [record])
+        record.counts.received = 10
+        record.counts.accepted = 7
+        record.counts.duplicate = 1
+        record.counts.late = 1
+        record.counts.adjusted = 1
+        record.counts.rejected = 1
+        record.finished = true
+        record.revertedAt = at("2026-04-14T00:00:00Z")
+        record.revertReason = "wrong file"
+        try ledger.store.saveBackfill(record)
+        let other = BackfillRecord(id: "b-0", reason: "r", actor: "a", source: "s", startedAt: at("2026-04-12T00:00:00Z"))
+        try ledger.store.saveBackfill(other)
+        try ledger.reopen()
+        #expect(try ledger.store.backfills() == [other, record])
+    }
 }

@@ -119,3 +119,51 @@ extension PostgresLedgerStore {
             """, "recording a correction")
     }
 }
+
+extension PostgresLedgerStore {
+    public func saveBackfill(_ record: BackfillRecord) throws(LedgerError) {
+        let c = record.counts
+        try session.query(
+            """
+            INSERT INTO backfills (id, reason, actor, source, started_at, received, accepted, duplicate, late, adjusted, rejected, finished,
+                reverted_at, revert_reason)
+            VALUES (\(record.id), \(record.reason), \(record.actor), \(record.source), \(record.startedAt.microseconds), \(c.received),
+                \(c.accepted), \(c.duplicate), \(c.late), \(c.adjusted), \(c.rejected), \(record.finished),
+                \(record.revertedAt?.microseconds), \(record.revertReason))
+            ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, source = excluded.source,
+                started_at = excluded.started_at, received = excluded.received, accepted = excluded.accepted,
+                duplicate = excluded.duplicate, late = excluded.late, adjusted = excluded.adjusted, rejected = excluded.rejected,
+                finished = excluded.finished, reverted_at = excluded.reverted_at, revert_reason = excluded.revert_reason
+            """, "recording a backfill")
+    }
+
+    public func backfills() throws(LedgerError) -> [BackfillRecord] {
+        var records: [BackfillRecord] = []
+        for row in try session.query(
+            """
+            SELECT id, reason, actor, source, started_at, received, accepted, duplicate, late, adjusted, rejected, finished, reverted_at,
+                revert_reason
+            FROM backfills ORDER BY started_at, id
+            """, "reading backfills")
+        {
+            let r: (String, String, String, String, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Bool, Int64?, String?)
+            do {
+                r = try row.decode((String, String, String, String, Int64, Int64, Int64, Int64, Int64, Int64, Int64, Bool, Int64?, String?).self)
+            } catch {
+                throw .corruptRow("backfills row: \(error)")
+            }
+            var counts = ReconciliationCounts()
+            counts.received = r.5
+            counts.accepted = r.6
+            counts.duplicate = r.7
+            counts.late = r.8
+            counts.adjusted = r.9
+            counts.rejected = r.10
+            records.append(
+                BackfillRecord(
+                    id: r.0, reason: r.1, actor: r.2, source: r.3, startedAt: EventTime(microseconds: r.4), counts: counts, finished: r.11,
+                    revertedAt: r.12.map { EventTime(microseconds: $0) }, revertReason: r.13))
+        }
+        return records
+    }
+}

@@ -224,6 +224,25 @@ enum PostgresSchema {
         ALTER TABLE usage_daily ADD COLUMN min numeric;
         ALTER TABLE usage_monthly ADD COLUMN min numeric
         """,
+        // 8: backfills (BackfillRecord): imports of historical events, their counts and reverts.
+        """
+        CREATE TABLE backfills (
+            id text PRIMARY KEY,
+            reason text NOT NULL,
+            actor text NOT NULL,
+            source text NOT NULL,
+            started_at bigint NOT NULL,
+            received bigint NOT NULL,
+            accepted bigint NOT NULL,
+            duplicate bigint NOT NULL,
+            late bigint NOT NULL,
+            adjusted bigint NOT NULL,
+            rejected bigint NOT NULL,
+            finished boolean NOT NULL,
+            reverted_at bigint,
+            revert_reason text
+        )
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {

@@ -133,3 +133,56 @@ extension SQLiteLedgerStore {
         try insert.run()
     }
 }
+
+extension SQLiteLedgerStore {
+    public func saveBackfill(_ record: BackfillRecord) throws(LedgerError) {
+        let insert = try database.prepare(
+            """
+            INSERT OR REPLACE INTO backfills (id, reason, actor, source, started_at, received, accepted, duplicate, late, adjusted, rejected,
+                finished, reverted_at, revert_reason)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+            """)
+        defer { insert.reset() }
+        insert.bind(1, record.id)
+        insert.bind(2, record.reason)
+        insert.bind(3, record.actor)
+        insert.bind(4, record.source)
+        insert.bind(5, record.startedAt.microseconds)
+        insert.bind(6, record.counts.received)
+        insert.bind(7, record.counts.accepted)
+        insert.bind(8, record.counts.duplicate)
+        insert.bind(9, record.counts.late)
+        insert.bind(10, record.counts.adjusted)
+        insert.bind(11, record.counts.rejected)
+        insert.bind(12, record.finished ? 1 : 0)
+        if let reverted = record.revertedAt { insert.bind(13, reverted.microseconds) } else { insert.bindNull(13) }
+        insert.bind(14, record.revertReason)
+        try insert.run()
+    }
+
+    public func backfills() throws(LedgerError) -> [BackfillRecord] {
+        let select = try database.prepare(
+            """
+            SELECT id, reason, actor, source, started_at, received, accepted, duplicate, late, adjusted, rejected, finished, reverted_at,
+                revert_reason
+            FROM backfills ORDER BY started_at, id
+            """)
+        defer { select.reset() }
+        var records: [BackfillRecord] = []
+        while try select.step() {
+            var counts = ReconciliationCounts()
+            counts.received = select.int64(5)
+            counts.accepted = select.int64(6)
+            counts.duplicate = select.int64(7)
+            counts.late = select.int64(8)
+            counts.adjusted = select.int64(9)
+            counts.rejected = select.int64(10)
+            records.append(
+                BackfillRecord(
+                    id: select.text(0), reason: select.text(1), actor: select.text(2), source: select.text(3),
+                    startedAt: EventTime(microseconds: select.int64(4)), counts: counts, finished: select.int64(11) != 0,
+                    revertedAt: select.isNull(12) ? nil : EventTime(microseconds: select.int64(12)), revertReason: select.optionalText(13)))
+        }
+        return records
+    }
+}

@@ -183,6 +183,24 @@ enum SQLiteSchema {
         );
         CREATE INDEX IF NOT EXISTS corrections_event ON corrections (ts, fingerprint);
 
+        -- Backfills (BackfillRecord): imports of historical events, their counts and reverts.
+        CREATE TABLE IF NOT EXISTS backfills (
+            id TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            source TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            received INTEGER NOT NULL,
+            accepted INTEGER NOT NULL,
+            duplicate INTEGER NOT NULL,
+            late INTEGER NOT NULL,
+            adjusted INTEGER NOT NULL,
+            rejected INTEGER NOT NULL,
+            finished INTEGER NOT NULL,
+            reverted_at INTEGER,
+            revert_reason TEXT
+        ) WITHOUT ROWID;
+
         INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema_version', '\(version)');
         """
 

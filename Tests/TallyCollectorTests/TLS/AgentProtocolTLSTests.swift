@@ -19,7 +19,7 @@ let tlsTestLogger: Logger = {
 }()
 
 /// Waits (polling, with a deadline) until `condition` holds; returns whether it did.
-func eventuallyTrue(_ timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+func eventuallyTrue(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
