@@ -255,7 +255,7 @@ let package = Package(
             dependencies: ["TallyCore", "TallyWorkload", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore", "TallyConfig"]),
-        .testTarget(name: "TallyWireTests", dependencies: ["TallyWire", "TallyWorkload"]),
+        .testTarget(name: "TallyWireTests", dependencies: ["TallyWire", "TallyWorkload", "TallyTestSupport"]),
         .testTarget(
             name: "TallyCollectorTests",
             dependencies: [

@@ -8,6 +8,7 @@ import TallyCore
 import TallyLedger
 import TallyPricing
 @testable import TallyCollector
+import TallyTestSupport
 
 /// A ledger on a temporary SQLite file behind a `Ledger`, an invoice service with a
 /// settable clock, and the HTTP router, for the billing tests.
@@ -17,7 +18,7 @@ final class BillingFixture: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
         process.arguments = [path, sql]
-        try process.run()
+        try ChildSpawner.run(process)  // one spawning thread: see ChildSpawner
         process.waitUntilExit()
         return process.terminationStatus
     }

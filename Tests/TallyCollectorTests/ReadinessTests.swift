@@ -7,6 +7,7 @@ import TallyWire
 import Testing
 @testable import TallyCollector
 @testable import TallyLedger
+import TallyTestSupport
 
 /// `/readyz` used to stay 200 while every commit failed (a full ledger disk). It turns 503 with
 /// the store's reason while the latest commit fails, and 200 again after one succeeds.
@@ -70,7 +71,7 @@ import Testing
             let process = Process()
             process.executableURL = URL(fileURLWithPath: tool)
             process.arguments = arguments
-            try process.run()
+            try ChildSpawner.run(process)  // one spawning thread: see ChildSpawner
             process.waitUntilExit()
             guard process.terminationStatus == 0 else { throw FixtureError("\(tool) \(arguments) exited \(process.terminationStatus)") }
         }

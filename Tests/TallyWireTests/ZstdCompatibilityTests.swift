@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TallyWire
+import TallyTestSupport
 
 /// Runs a command with `input` on stdin and returns its stdout and exit status.
 func runTool(_ path: String, _ arguments: [String], input: [UInt8]) throws -> (output: [UInt8], status: Int32) {
@@ -12,7 +13,7 @@ func runTool(_ path: String, _ arguments: [String], input: [UInt8]) throws -> (o
     process.standardInput = stdin
     process.standardOutput = stdout
     process.standardError = FileHandle.nullDevice
-    try process.run()
+    try ChildSpawner.run(process)  // one spawning thread: see ChildSpawner
     // Write on another thread so a large output cannot dead-lock against a full input pipe.
     let writer = Thread {
         stdin.fileHandleForWriting.write(Data(input))

@@ -1,5 +1,6 @@
 import Foundation
 import TallyConfig
+import TallyTestSupport
 
 /// A throwaway PKI made with the `openssl` binary: two CAs and the certificates the TLS tests
 /// need, in a fresh temporary directory. Made once per test process (`TestPKI.shared`).
@@ -134,7 +135,7 @@ struct TestPKI: Sendable {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         do {
-            try process.run()
+            try ChildSpawner.run(process)  // one spawning thread: see ChildSpawner
         } catch {
             throw PKIError(description: "cannot run openssl (scripts/install-deps.sh installs it): \(error)")
         }
