@@ -127,7 +127,7 @@ public enum CorrectionRules {
     /// order they were made), or refuses it.
     public static func plan(
         _ request: CorrectionRequest, event stored: LedgerRecord?, earlier: [CorrectionRecord], window: LateWindow, now: EventTime,
-        groupBy: [String], uniqueCountMetrics: Set<String>
+        groupBy: [String], uniqueCountMetrics: Set<String>, keepsMinimum: Bool = true
     ) throws(LedgerError) -> (record: CorrectionRecord, cells: AggregateCells) {
         guard !request.key.isEmpty, request.key.utf8.count <= 200 else {
             throw .correctionRefused("a correction needs a key (its idempotency key) of 1 to 200 bytes")
@@ -176,20 +176,21 @@ public enum CorrectionRules {
             fingerprint: stored.fingerprint, action: after == nil ? "void" : "amend", quantityBefore: current.quantity,
             propertiesBefore: current.properties, quantityAfter: after?.quantity, propertiesAfter: after?.properties, billedIn: billedIn,
             reason: request.reason, actor: request.actor, createdAt: now)
-        return (record, try cells(of: record, groupBy: groupBy))
+        return (record, try cells(of: record, groupBy: groupBy, keepsMinimum: keepsMinimum))
     }
 
     /// The aggregate cells of a correction: the version before taken out (its sum and count
     /// negated; its maximum and latest left as they were, which merging cannot lower), and the
     /// version after put in. The audit adds the same cells to what it recomputes from raw events.
-    public static func cells(of record: CorrectionRecord, groupBy: [String]) throws(LedgerError) -> AggregateCells {
+    public static func cells(of record: CorrectionRecord, groupBy: [String], keepsMinimum: Bool = true) throws(LedgerError) -> AggregateCells {
         // The version before, as its own event made its cells (property and quantity-band
         // dimensions alike), with sum and count negated: max, min and latest stay as they were.
         var before = AggregateCells()
         try before.add(
             UsageEvent(
                 tenant: record.tenant, metric: record.metric, quantity: record.quantityBefore, timestamp: record.timestamp, id: nil,
-                properties: record.propertiesBefore), fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
+                properties: record.propertiesBefore), fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy,
+            keepsMinimum: keepsMinimum)
         var cells = AggregateCells()
         for (key, aggregate) in before.cells {
             var out = aggregate
@@ -201,7 +202,7 @@ public enum CorrectionRules {
             let event = UsageEvent(
                 tenant: record.tenant, metric: record.metric, quantity: quantity, timestamp: record.timestamp, id: nil,
                 properties: record.propertiesAfter ?? record.propertiesBefore)
-            try cells.add(event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
+            try cells.add(event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy, keepsMinimum: keepsMinimum)
         }
         return cells
     }

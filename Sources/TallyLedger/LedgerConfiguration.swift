@@ -37,6 +37,14 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// The group-by properties `metric` is aggregated by: its own list, else every property.
     public func groupBy(of metric: String) -> [String] { metricGroupBy[metric] ?? groupBy }
 
+    /// The metrics whose cells keep their smallest quantity (``UsageAggregate/min``); nil: every
+    /// metric. A collector with a pricing file keeps it only for `min` metrics: the minimum costs
+    /// every fold a column, and no other metric reads it.
+    public var minimumMetrics: Set<String>?
+
+    /// Whether `metric`'s cells keep their minimum.
+    public func keepsMinimum(_ metric: String) -> Bool { minimumMetrics?.contains(metric) ?? true }
+
     /// The unique-count properties of each metric.
     public var uniquePropertiesByMetric: [String: [String]] {
         var unique: [String: [String]] = [:]
@@ -55,7 +63,7 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// Decides what `prepared` becomes, given which of its candidate keys the store holds
     /// already: ``LedgerRules`` with this configuration.
     public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {
-        try classification.plan(existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric)
+        try classification.plan(existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric, keepsMinimum: keepsMinimum(_:))
     }
 
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.

@@ -135,7 +135,7 @@ public struct BatchClassification: Sendable {
     /// ``plan(existing:groupBy:uniqueCounts:)`` with each metric's own group-by properties
     /// (``LedgerConfiguration/groupBy(of:)``).
     public func plan(
-        existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]]
+        existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]], keepsMinimum: (String) -> Bool = { _ in true }
     ) throws(LedgerError) -> LedgerPlan {
         precondition(existing.count == candidates.count, "one answer per candidate")
         let batch = prepared.batch
@@ -175,7 +175,9 @@ public struct BatchClassification: Sendable {
                 continue
             case .duplicate, .rejected: continue
             }
-            try plan.cells.add(event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric))
+            try plan.cells.add(
+                event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric),
+                keepsMinimum: keepsMinimum(event.metric))
             for property in uniqueCounts[event.metric] ?? [] {
                 guard let value = event.properties[property] else { continue }
                 plan.uniqueValues.append(

@@ -293,15 +293,23 @@ extension LedgerStore {
         try scanRawEvents(tenant: tenant, period: period) { (record: LedgerRecord) throws(LedgerError) in
             let groupBy = configuration.groupBy(of: record.event.metric)
             switch record.status {
-            case .accepted: try expected.add(record.event, fingerprint: record.fingerprint, billedIn: nil, groupBy: groupBy)
+            case .accepted:
+                try expected.add(
+                    record.event, fingerprint: record.fingerprint, billedIn: nil, groupBy: groupBy,
+                    keepsMinimum: configuration.keepsMinimum(record.event.metric))
             case .adjusted:
-                try expected.add(record.event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy)
+                try expected.add(
+                    record.event, fingerprint: record.fingerprint, billedIn: record.billedIn, groupBy: groupBy,
+                    keepsMinimum: configuration.keepsMinimum(record.event.metric))
             case .late, .duplicate, .rejected: break
             }
         }
         // Corrections are ledger records too: their cells, as applied.
         for correction in try corrections(CorrectionFilter(tenant: tenant, eventTimes: period.start..<period.end)) {
-            try expected.merge(CorrectionRules.cells(of: correction, groupBy: configuration.groupBy(of: correction.metric)))
+            try expected.merge(
+                CorrectionRules.cells(
+                    of: correction, groupBy: configuration.groupBy(of: correction.metric),
+                    keepsMinimum: configuration.keepsMinimum(correction.metric)))
         }
         var differences: [AggregateDrift.Difference] = []
         var compared = 0

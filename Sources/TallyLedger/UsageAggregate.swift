@@ -212,9 +212,10 @@ public struct AggregateCells: Sendable {
     /// Adds an event to its total cell and to one cell per group-by dimension: the value of the
     /// property of that name, or for a ``QuantityBand`` dimension the band of its quantity.
     public mutating func add(
-        _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String]
+        _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String], keepsMinimum: Bool = true
     ) throws(LedgerError) {
-        let one = UsageAggregate(quantity: event.quantity, timestamp: event.timestamp, fingerprint: fingerprint)
+        var one = UsageAggregate(quantity: event.quantity, timestamp: event.timestamp, fingerprint: fingerprint)
+        if !keepsMinimum { one.min = nil }
         var key = AggregateCellKey(
             tenant: event.tenant, metric: event.metric, hour: event.timestamp.hourSinceEpoch, billedIn: billedIn)
         try add(one, at: key)

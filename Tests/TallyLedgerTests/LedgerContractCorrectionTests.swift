@@ -126,4 +126,22 @@ import Testing
         try ledger.reopen()
         #expect(try ledger.store.backfills() == [other, record])
     }
+
+    /// With ``LedgerConfiguration/minimumMetrics`` only those metrics' cells keep a minimum (the
+    /// others store none, which costs the fold nothing); the audit recomputes the same.
+    @Test(arguments: ledgerFactories)
+    func minimumsAreKeptOnlyForTheMetricsThatAskForThem(_ factory: any LedgerStoreFactory) throws {
+        var configuration = TestLedger.configuration
+        configuration.minimumMetrics = ["latency_ms"]
+        let ledger = try TestLedger(factory, configuration: configuration)
+        let slow = event("acme", "latency_ms", quantity: "40", at: "2026-04-13T10:00:00Z", id: "l1")
+        let fast = event("acme", "latency_ms", quantity: "7", at: "2026-04-13T10:30:00Z", id: "l2")
+        _ = try ledger.store.commit(batch(1, [Self.a, slow, fast]))
+        let cells = try ledger.store.storedAggregates(tenant: "acme", period: period("2026-04"), grain: .month)
+        let totals = cells.filter { $0.key.dimension.isEmpty }
+        #expect(totals.first { $0.key.metric == "latency_ms" }?.value.min == Quantity(7))
+        #expect(totals.first { $0.key.metric == "api_calls" }.map { $0.value.min == nil } == true)
+        let drift = try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-04"))
+        #expect(drift.differences.isEmpty && drift.cellsCompared > 0, "\(drift)")
+    }
 }

@@ -76,6 +76,7 @@ public struct AggregatePricing: Sendable {
         configuration.groupBy = ledgerGroupBy(for: config)
         configuration.metricGroupBy = ledgerMetricGroupBy(for: config)
         configuration.uniqueCounts = ledgerUniqueCounts(for: config)
+        configuration.minimumMetrics = Set(config.metrics.filter { $0.aggregation == .min }.map(\.name))
         return configuration
     }
 

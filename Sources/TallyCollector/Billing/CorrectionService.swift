@@ -154,7 +154,8 @@ extension Invoicing {
                     let plan = try CorrectionRules.plan(
                         request, event: event, earlier: earlier, window: window, now: now,
                         groupBy: store.configuration.groupBy(of: event.event.metric),
-                        uniqueCountMetrics: Set(store.configuration.uniqueCounts.map(\.metric)))
+                        uniqueCountMetrics: Set(store.configuration.uniqueCounts.map(\.metric)),
+                        keepsMinimum: store.configuration.keepsMinimum(event.event.metric))
                     result.append((plan.record, false))
                 }
                 return result

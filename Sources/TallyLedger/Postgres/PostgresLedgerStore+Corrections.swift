@@ -24,7 +24,8 @@ extension PostgresLedgerStore {
                 let planned = try CorrectionRules.plan(
                     request, event: event, earlier: earlier, window: configuration.lateWindow, now: now,
                     groupBy: configuration.groupBy(of: event?.event.metric ?? ""),
-                    uniqueCountMetrics: Set(configuration.uniqueCounts.map(\.metric)))
+                    uniqueCountMetrics: Set(configuration.uniqueCounts.map(\.metric)),
+                    keepsMinimum: configuration.keepsMinimum(event?.event.metric ?? ""))
                 try insertCorrection(planned.record)
                 try cells.merge(planned.cells)
                 do { growth = try growth.adding(planned.record.quantityAfter ?? .zero) } catch { throw .quantityOverflow("a correction") }

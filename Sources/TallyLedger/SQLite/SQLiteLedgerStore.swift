@@ -221,7 +221,9 @@ public final class SQLiteLedgerStore: LedgerStore {
                     prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
                     billedIn: candidate.billedIn))
         }
-        let plan = try classification.plan(existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties)
+        let plan = try classification.plan(
+            existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
+            keepsMinimum: configuration.keepsMinimum(_:))
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
             try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
