@@ -22,6 +22,8 @@ struct BackfillLedgerOptions: ParsableArguments {
     @Option(help: "The ledger: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE.") var store = "sqlite:./tally-data/ledger.db"
     @Option(help: "The collector's pricing YAML file (the properties it aggregates by); default: those of the stored cells.")
     var pricing: String?
+    /// The grace window the import classifies with (the import's `--grace`; the collector's default otherwise).
+    var grace: Duration = LateWindow.standard.grace
 
     func validate() throws {
         do { _ = try StoreAddress(parsing: store) } catch { throw ValidationError("--store: \(error)") }
@@ -41,6 +43,7 @@ struct BackfillLedgerOptions: ParsableArguments {
         configuration.lateWindow.lateArrivalLimit = .seconds(Int64(200 * 366 * 86_400))
         configuration.dedupeHorizon = configuration.lateWindow.lateArrivalLimit
         configuration.lateWindow.policy = .adjust
+        configuration.lateWindow.grace = grace
         return try openLedger(store, configuration: configuration)
     }
 }
@@ -69,7 +72,13 @@ struct BackfillImport: AsyncParsableCommand {
     @Option(help: "Why: kept with the backfill.") var reason: String
     @Option(help: "The backfill's id (default: the first 12 hex digits of the file's SHA-256).") var id: String?
     @Option(help: "The metric of lines that name none (as the agent's --default-metric).") var defaultMetric: String?
+    @Option(help: "The collector's grace window (its `late.grace`): when a period closes and its events become adjustments.")
+    var grace = "72h"
     public init() {}
+
+    /// Bytes read at a time: 4 MiB, or (test-only) `TALLY_BACKFILL_READ_BYTES`, so that a test
+    /// can split lines across reads.
+    static let readBytes: Int = ProcessInfo.processInfo.environment["TALLY_BACKFILL_READ_BYTES"].flatMap { Int($0) }.map { max(1, $0) } ?? 4 << 20
 
     func validate() throws {
         try ledger.validate()
@@ -77,81 +86,111 @@ struct BackfillImport: AsyncParsableCommand {
         if let id, id.isEmpty || id.utf8.count > 64 || id.contains(where: { $0.isWhitespace }) {
             throw ValidationError("--id must be 1 to 64 bytes without spaces")
         }
+        do { _ = try DurationText.parse(grace) } catch { throw ValidationError("--grace: \(error)") }
     }
 
     func run() async throws {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch { throw RuntimeFailure("cannot read \(file): \(error)") }
-        let bytes = [UInt8](data)
-        let identifier = id ?? String(SHA256Digest.hex(String(decoding: bytes, as: UTF8.self)).prefix(12))
-        var lines: [ArraySlice<UInt8>] = []
-        var start = 0
-        for index in 0...bytes.count where index == bytes.count || bytes[index] == 0x0A {
-            var line = bytes[start..<index]
-            if line.last == 0x0D { line = line.dropLast() }
-            if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { lines.append(line) }
-            start = index + 1
+        guard let input = FileHandle(forReadingAtPath: file) else { throw RuntimeFailure("cannot read \(file)") }
+        defer { try? input.close() }
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
+        // The file is read in chunks, never whole: a gateway's log can be many gigabytes.
+        func chunks(_ body: ([UInt8]) async throws -> Void) async throws {
+            try input.seek(toOffset: 0)
+            while let data = try input.read(upToCount: Self.readBytes), !data.isEmpty { try await body([UInt8](data)) }
         }
-        let writer = try await ledger.open()
+        var identifier = id ?? ""
+        if id == nil {
+            let hasher = SHA256Digest.Incremental()
+            try await chunks { bytes in bytes.withUnsafeBytes { hasher.update($0) } }
+            identifier = String(Hex.encode(hasher.finish()).prefix(12))
+        }
+        var options = ledger
+        options.grace = try DurationText.parse(grace)
+        let writer = try await options.open()
         defer { Task { await writer.shutdown() } }
         let now = EventTime.now()
+        let backfillID = identifier
         var record =
-            try await writer.perform { store throws(LedgerError) in try store.backfills().first { $0.id == identifier } }
+            try await writer.perform { store throws(LedgerError) in try store.backfills().first { $0.id == backfillID } }
             ?? BackfillRecord(id: identifier, reason: reason, actor: operatingSystemUser(), source: file, startedAt: now)
         if let reverted = record.revertedAt {
             throw RuntimeFailure("backfill \(identifier) was reverted at \(reverted); import the file under another --id")
         }
         record.counts = ReconciliationCounts()
+        record.finished = false
         let decoder = EventDecoder(defaultMetric: defaultMetric)
-        let progress = Progress(total: lines.count)
+        let progress = Progress(total: size)
         let batchSize = 1_000
         var sequence: UInt64 = 0
-        var adjustedInto = Set<String>()
-        for chunk in stride(from: 0, to: lines.count, by: batchSize) {
+        var pending: [IncomingEvent] = []
+        var partial: [UInt8] = []
+        var consumed = 0
+        var linesRead = 0
+        func commit() async throws {
+            guard !pending.isEmpty else { return }
             sequence += 1
-            var events: [IncomingEvent] = []
-            for line in lines[chunk..<min(chunk + batchSize, lines.count)] {
-                let decoded = Array(line).withUnsafeBufferPointer { decoder.decodeLine($0, now: now) }
-                switch decoded {
-                case .success(let event): events.append(.valid(event))
-                case .failure(let rejection):
-                    events.append(.invalid(InvalidEvent(rejection, source: String(decoding: line.prefix(4096), as: UTF8.self))))
-                }
-            }
-            let batch = IncomingBatch(agent: record.agent, sequence: sequence, receivedAt: now, events: events)
+            let batch = IncomingBatch(agent: record.agent, sequence: sequence, receivedAt: now, events: pending)
             let outcome: BatchOutcome
             do { outcome = try await writer.commit(batch) } catch {
-                throw RuntimeFailure("backfill \(identifier) stopped at line \(chunk + 1): \(error); run it again to resume")
+                throw RuntimeFailure("backfill \(backfillID) stopped after \(linesRead - pending.count) lines: \(error); run it again to resume")
             }
-            record.counts.received += Int64(events.count)
+            record.counts.received += Int64(pending.count)
             record.counts.accepted += Int64(outcome.accepted)
             record.counts.duplicate += Int64(outcome.duplicate)
             record.counts.late += Int64(outcome.late)
             record.counts.adjusted += Int64(outcome.adjusted)
             record.counts.rejected += Int64(outcome.rejected)
-            record.finished = chunk + batchSize >= lines.count
             let saved = record
             try await writer.perform { store throws(LedgerError) in try store.saveBackfill(saved) }
-            if outcome.adjusted > 0 { adjustedInto.insert(LateWindow.standard.earliestOpenPeriod(now: now).description) }
-            progress.advance(to: min(chunk + batchSize, lines.count))
+            pending.removeAll(keepingCapacity: true)
         }
-        if lines.isEmpty {
-            record.finished = true
-            let saved = record
-            try await writer.perform { store throws(LedgerError) in try store.saveBackfill(saved) }
+        func take(_ line: ArraySlice<UInt8>) async throws {
+            var line = line
+            if line.last == 0x0D { line = line.dropLast() }
+            guard !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) else { return }
+            linesRead += 1
+            let decoded = Array(line).withUnsafeBufferPointer { decoder.decodeLine($0, now: now) }
+            switch decoded {
+            case .success(let event): pending.append(.valid(event))
+            case .failure(let rejection):
+                pending.append(.invalid(InvalidEvent(rejection, source: String(decoding: line.prefix(4096), as: UTF8.self))))
+            }
+            if pending.count == batchSize { try await commit() }
         }
+        try await chunks { bytes in
+            var start = 0
+            for index in bytes.indices where bytes[index] == 0x0A {
+                if partial.isEmpty {
+                    try await take(bytes[start..<index])
+                } else {
+                    partial.append(contentsOf: bytes[start..<index])
+                    try await take(partial[...])
+                    partial.removeAll(keepingCapacity: true)
+                }
+                start = index + 1
+            }
+            partial.append(contentsOf: bytes[start...])
+            consumed += bytes.count
+            progress.advance(to: consumed)
+        }
+        if !partial.isEmpty { try await take(partial[...]) }
+        try await commit()
+        record.finished = true
+        let finished = record
+        try await writer.perform { store throws(LedgerError) in try store.saveBackfill(finished) }
         progress.finish()
+        let adjustedInto = record.counts.adjusted > 0 ? " on the \(LateWindow(grace: options.grace).earliestOpenPeriod(now: now)) invoice" : ""
         let c = record.counts
         print("backfill \(identifier): \(c.received) lines from \(file)")
         print(
-            "  accepted \(c.accepted), duplicate \(c.duplicate), late \(c.late) (\(c.adjusted) billed as adjustments"
-                + (adjustedInto.isEmpty ? "" : " on the \(adjustedInto.sorted().joined(separator: ", ")) invoice") + "), rejected \(c.rejected)")
+            "  accepted \(c.accepted), duplicate \(c.duplicate), late \(c.late) (\(c.adjusted) billed as adjustments\(adjustedInto)), "
+                + "rejected \(c.rejected)")
         print("  lines = accepted + duplicate + late + rejected: \(c.balances ? "yes" : "NO")")
         print("  revert with: tallyctl backfill revert \(identifier) --reason ...")
     }
 }
 
-/// A progress bar on standard error when it is a terminal; nothing otherwise.
+/// A progress bar on standard error, by bytes of the file read, when it is a terminal.
 final class Progress {
     let total: Int
     let visible = isatty(2) == 1
@@ -160,9 +199,9 @@ final class Progress {
     func advance(to done: Int) {
         guard visible, total > 0 else { return }
         let width = 30
-        let filled = done * width / total
+        let filled = min(width, done * width / total)
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        FileHandle.standardError.write(Data("\r[\(bar)] \(done * 100 / total)% \(done)/\(total) lines".utf8))
+        FileHandle.standardError.write(Data("\r[\(bar)] \(done * 100 / total)% \(done >> 20)/\(total >> 20) MiB".utf8))
     }
 
     func finish() { if visible { FileHandle.standardError.write(Data("\n".utf8)) } }

@@ -34,7 +34,8 @@ import TallyLedger
         try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
 
         let backfill = ["backfill", file, "--reason", "gateway logs from the outage", "--store", store, "--id", "outage-7"]
-        let first = try BinaryRunner.run("tallyctl", backfill)
+        // Read 7 bytes at a time: every line is split across reads.
+        let first = try BinaryRunner.run("tallyctl", backfill, environment: ["TALLY_BACKFILL_READ_BYTES": "7"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdoutText.contains("backfill outage-7: 5 lines from"), "\(first.stdoutText)")
         #expect(first.stdoutText.contains("accepted 1, duplicate 1, late 1 (1 billed as adjustments"), "\(first.stdoutText)")
@@ -59,6 +60,15 @@ import TallyLedger
             #expect(record.reason == "gateway logs from the outage" && record.actor.hasPrefix("tallyctl:"))
             #expect(try ledger.recomputeAggregates(tenant: "acme", period: BillingPeriod(containing: old.timestamp)).differences.isEmpty)
         }
+        // Without --id the id is the start of the file's SHA-256.
+        let other = directory.appendingPathComponent("other.ndjson").path
+        let otherText = #"{"tenant":"globex","metric":"api_calls","quantity":2,"timestamp":"\#(current.timestamp)","id":"g-1"}"# + "\n"
+        try otherText.write(toFile: other, atomically: true, encoding: .utf8)
+        let hashed = try BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "second file", "--store", store, "--grace", "96h"])
+        let expectedID = String(SHA256Digest.hex(otherText).prefix(12))
+        #expect(hashed.status == 0 && hashed.stdoutText.hasPrefix("backfill \(expectedID): 1 lines"), "\(hashed.stdoutText)\(hashed.stderr)")
+        #expect(try BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "r", "--store", store, "--grace", "soon"]).status == 2)
+
         let list = try BinaryRunner.run("tallyctl", ["backfill", "list", "--store", store])
         #expect(list.status == 0 && list.stdoutText.contains("outage-7\t") && list.stdoutText.contains("\tdone\t"), "\(list.stdoutText)")
 

@@ -25,8 +25,11 @@ enum BinaryRunner {
     }
 
     /// Runs `binary` to its end; with `unprivileged`, as an ordinary user (see ``Unprivileged``).
-    static func run(_ binary: String, _ arguments: [String], stdin: Data? = nil, unprivileged: Bool = false) throws -> Outcome {
+    static func run(
+        _ binary: String, _ arguments: [String], stdin: Data? = nil, unprivileged: Bool = false, environment: [String: String] = [:]
+    ) throws -> Outcome {
         let process = Process()
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if unprivileged {
             let (executable, prefix) = try Unprivileged.command(binary)
             process.executableURL = executable

@@ -33,6 +33,22 @@ public enum SHA256Digest {
     /// The lowercase hex SHA-256 of the UTF-8 bytes of `text`.
     public static func hex(_ text: String) -> String { Hex.encode(hash(Array(text.utf8))) }
 
+    /// A SHA-256 fed in pieces (a file read in chunks).
+    public final class Incremental {
+        private var context = SHA256_CTX()
+
+        public init() { _ = SHA256_Init(&context) }
+
+        public func update(_ bytes: UnsafeRawBufferPointer) { _ = SHA256_Update(&context, bytes.baseAddress, bytes.count) }
+
+        /// The digest of everything fed so far; the hasher is spent afterwards.
+        public func finish() -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: SHA256Digest.byteCount)
+            out.withUnsafeMutableBufferPointer { target in _ = SHA256_Final(target.baseAddress, &context) }
+            return out
+        }
+    }
+
     /// HMAC-SHA256 of `message` under `key` (RFC 2104).
     public static func hmac(key: [UInt8], message: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: byteCount)
