@@ -72,6 +72,29 @@ import TallyLedger
             let export = try #require(try await trace(client, "tenant=acme&id=exp-1").events.first)
             #expect(export.invoiceLines.isEmpty && export.billing.contains("filters it out"))
 
+            // The page for people: the same answer, with links to the invoice; the form alone
+            // without an id; a tenant key for another tenant is refused.
+            let page = try await client.execute(
+                uri: "/ui/tenants/acme/trace?id=req-7f3a", method: .get, headers: bearer(BillingFixture.acmeKey)
+            ) { response in
+                #expect(response.status == .ok && response.headers[.contentType]?.hasPrefix("text/html") == true)
+                return response.text
+            }
+            #expect(page.contains("accepted: billed once") && page.contains(event.fingerprint))
+            #expect(page.contains("href=\"/ui/tenants/acme/invoices/2026-03?format=html\"") && page.contains("11.00 USD"))
+            #expect(page.contains("Duplicate</th><td>edge-2"))
+            let form = try await client.execute(uri: "/ui/tenants/acme/trace", method: .get, headers: bearer(BillingFixture.acmeKey)) {
+                $0.text
+            }
+            #expect(form.contains("<form class=\"search\"") && !form.contains("Received</th>"))
+            let missing = try await client.execute(uri: "/ui/tenants/acme/trace?id=nope", method: .get, headers: bearer(BillingFixture.adminKey)) {
+                $0.text
+            }
+            #expect(missing.contains("never received"))
+            try await client.execute(uri: "/ui/tenants/acme/trace?id=req-7f3a", method: .get, headers: bearer(BillingFixture.globexKey)) {
+                #expect($0.status == .forbidden)
+            }
+
             // Never received: found is false and the summary says what was searched.
             let never = try await trace(client, "tenant=acme&id=req-0000")
             #expect(!never.found && never.events.isEmpty && never.summary.contains("never received"))

@@ -2,10 +2,12 @@ import Foundation
 import Hummingbird
 import NIOCore
 import TallyCore
+import TallyLedger
 
 /// The pages for people: `GET /ui` (the admin overview, admin key only),
 /// `GET /ui/tenants/{tenant}` (a tenant's usage; the admin key or that tenant's key) and
-/// `GET /ui/tenants/{tenant}/invoices/{period}` (its invoice, as the API serves it). They take
+/// `GET /ui/tenants/{tenant}/invoices/{period}` (its invoice, as the API serves it) and
+/// `GET /ui/tenants/{tenant}/trace` (one event, traced: ``TracePage``). They take
 /// the same keys as the API, which a browser sends as Basic credentials after the 401's
 /// challenge; errors are small HTML pages. Every page forbids scripts, frames and anything
 /// loaded from elsewhere (`Content-Security-Policy`), and is never cached.
@@ -34,6 +36,20 @@ extension CollectorAPI {
                 let content = try await TenantPage.read(
                     service: service, tenant: tenant, period: period, day: day, linksToOverview: access == .everything)
                 return TenantPage.html(content)
+            }
+        }
+        router.get("ui/tenants/:tenant/trace") { request, context in
+            await respondWithPage {
+                let tenant = try pathTenant(context)
+                try grant(request, context).check(tenant: tenant)
+                let query = try formQuery(request)
+                let id = query.get("id").flatMap { $0.isEmpty ? nil : $0 }
+                let fingerprint = query.get("fingerprint").flatMap { $0.isEmpty ? nil : $0 }
+                guard id != nil || fingerprint != nil else { return TracePage.html(tenant: tenant, search: "", report: nil) }
+                let trace = try TraceQuery.parse(
+                    tenant: tenant, id: id, fingerprint: fingerprint, period: query.get("period"), from: query.get("from"),
+                    to: query.get("to"), now: service.clock())
+                return TracePage.html(tenant: tenant, search: id ?? "", report: try await service.trace(trace))
             }
         }
         // The invoice downloads the tenant page links to: `/v1/tenants/{tenant}/invoices/{period}`

@@ -119,6 +119,7 @@ public enum TenantPage {
         if period.next.start <= content.now {
             body += "<a href=\"\(h(PageLayout.tenant(tenant, period: period.next)))\">\(period.next) →</a>"
         }
+        body += "<a href=\"\(h(TracePage.path(tenant)))\">Trace an event</a>"
         body += "</nav>\n<h1>Usage — \(h(tenant)) — \(period)</h1>\n"
         let status =
             content.invoice.status == .draft
