@@ -92,6 +92,8 @@ import Testing
             binary: tools.prometheus, directory: directory,
             targets: [("tally-collector", "127.0.0.1:\(httpPort)"), ("tally-agent", "127.0.0.1:\(agent.port)")], ruleFiles: [alerts])
         defer { prometheus.stop() }
+        // Which port is which, for a failure that names only a port.
+        print("MonitoringTests: collector HTTP \(httpPort), agent \(agent.port), Prometheus \(prometheus.port)")
         let serving = await eventually(.seconds(60)) { await prometheus.isUp() }
         try #require(serving, "prometheus did not start: \(prometheus.log)")
         let scraped = try await eventually(.seconds(60)) { try await prometheus.targetsUp() == 2 }

@@ -106,8 +106,22 @@ final class PrometheusServer: Sendable {
         components.queryItems = query.isEmpty ? nil : query.map { URLQueryItem(name: $0.key, value: $0.value) }
         // "+" is a space in a query string: PromQL's additions must arrive as pluses.
         let encoded = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
-        let answer = try await HTTPExchange(host: "127.0.0.1", port: port).request(
-            method: "GET", path: path + (encoded.map { "?" + $0 } ?? ""), timeout: .seconds(10))
+        // A connection Prometheus drops before answering (seen twice in CI runs under full load,
+        // "closed the connection before the answer was complete") is asked again, up to three
+        // times; an answer, whatever its status, is returned as it is.
+        var attempt = 1
+        var answer: HTTPExchange.Response
+        while true {
+            do {
+                answer = try await HTTPExchange(host: "127.0.0.1", port: port).request(
+                    method: "GET", path: path + (encoded.map { "?" + $0 } ?? ""), timeout: .seconds(10))
+                break
+            } catch {
+                guard attempt < 3 else { throw HarnessError("Prometheus \(path), \(attempt) attempts: \(error)") }
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
         guard let object = try JSONSerialization.jsonObject(with: Data(answer.text.utf8)) as? [String: Any] else {
             throw HarnessError("\(path): not a JSON object: \(answer.status) \(answer.text)")
         }
