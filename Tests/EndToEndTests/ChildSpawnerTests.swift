@@ -18,7 +18,7 @@ import Glibc
             for process in [direct, spawned] where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         try startOnShortLivedThread([direct, spawned]) {
-            try direct.run()
+            try ChildSpawner.runDirectly(direct)
             try ChildSpawner.run(spawned)
         }
         // The thread has exited: the child it spawned itself dies of SIGKILL…
@@ -42,8 +42,8 @@ extension ChildSpawnerTests {
         }
         #expect(tied.executableURL?.path == "/usr/bin/setpriv")
         try startOnShortLivedThread([tied, untied]) {
-            try tied.run()
-            try untied.run()
+            try ChildSpawner.runDirectly(tied)
+            try ChildSpawner.runDirectly(untied)
         }
         #expect(await eventually(.seconds(10)) { !tied.isRunning })
         #expect(tied.terminationReason == .uncaughtSignal && tied.terminationStatus == SIGKILL)

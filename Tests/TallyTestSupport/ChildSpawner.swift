@@ -24,6 +24,20 @@ public enum ChildSpawner {
 
     private static let spawner = Spawner()
 
+    /// Held around every `Process.run()` in the test process: Foundation's `Process.run` on Linux
+    /// is not safe to call from two threads at once (two CI runs crashed in its `memcpy` while
+    /// the spawner thread and another thread started children together). The spawner takes it;
+    /// a test that must spawn from its own thread (`ChildSpawnerTests`) calls ``runDirectly(_:)``.
+    static let runLock = NSLock()
+
+    /// `process.run()` on the calling thread, under ``runLock``: for the tests that show why
+    /// ``run(_:)`` exists (a child spawned from a thread that then exits).
+    public static func runDirectly(_ process: Process) throws {
+        runLock.lock()
+        defer { runLock.unlock() }
+        try process.run()
+    }
+
     static let setpriv = "/usr/bin/setpriv"
 
     /// Makes `process` start through `setpriv --pdeathsig KILL`, so the kernel kills it when the
@@ -59,7 +73,7 @@ private final class Spawner: Sendable {
         while true {
             waiting.wait()
             guard let request = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
-            do { try request.process.run() } catch { request.failure.withLock { $0 = error } }
+            do { try ChildSpawner.runDirectly(request.process) } catch { request.failure.withLock { $0 = error } }
             request.done.signal()
         }
     }
