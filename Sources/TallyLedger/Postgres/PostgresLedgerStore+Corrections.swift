@@ -46,10 +46,23 @@ extension PostgresLedgerStore {
         let upper = filter.eventTimes?.upperBound.microseconds ?? Int64.max
         let eventTime = filter.event?.timestamp.microseconds
         let eventPrint = filter.event.map { ByteBuffer(bytes: $0.fingerprint.bytes) }
+        // Every invoice read asks for its tenant's corrections: inside a read's snapshot the
+        // answer is kept per fold generation (a correction logs cells, so the next fold bumps it).
+        let parameters = [
+            filter.tenant ?? "\u{0}", "\(lower)", "\(upper)", eventTime.map { "\($0)" } ?? "", filter.event.map { "\($0.fingerprint)" } ?? "",
+        ]
+        return try cachedRead("corrections", parameters, rows: { $0.count }) { () throws(LedgerError) -> [CorrectionRecord] in
+            try readCorrections(tenant: filter.tenant, lower: lower, upper: upper, eventTime: eventTime, eventPrint: eventPrint)
+        }
+    }
+
+    private func readCorrections(
+        tenant: String?, lower: Int64, upper: Int64, eventTime: Int64?, eventPrint: ByteBuffer?
+    ) throws(LedgerError) -> [CorrectionRecord] {
         let rows = try session.query(
             """
             SELECT \(unescaped: Self.correctionColumns) FROM corrections
-            WHERE (\(filter.tenant)::text IS NULL OR tenant = \(filter.tenant)) AND ts >= \(lower) AND ts < \(upper)
+            WHERE (\(tenant)::text IS NULL OR tenant = \(tenant)) AND ts >= \(lower) AND ts < \(upper)
             AND (\(eventTime)::bigint IS NULL OR (ts = \(eventTime) AND fingerprint = \(eventPrint)))
             ORDER BY id
             """, "reading corrections")
