@@ -252,17 +252,18 @@ struct BackfillRevert: AsyncParsableCommand {
             }
             return requests
         }
+        // The revert's keys applied by an earlier, interrupted run: read once, not per chunk.
+        let before = try await writer.perform { store throws(LedgerError) in
+            Set(try store.corrections(CorrectionFilter()).map(\.key).filter { $0.hasPrefix("revert:\(identifier)/") })
+        }
         var voided = 0
         var already = 0
         for chunk in stride(from: 0, to: requests.count, by: 1_000) {
             let part = Array(requests[chunk..<min(chunk + 1_000, requests.count)])
-            let records = try await writer.perform { store throws(LedgerError) in
-                let before = Set(try store.corrections(CorrectionFilter(tenant: nil)).map(\.key).filter { $0.hasPrefix("revert:\(identifier)/") })
-                let applied = try store.applyCorrections(part, now: now)
-                return (applied.count, applied.filter { before.contains($0.key) }.count)
-            }
-            voided += records.0 - records.1
-            already += records.1
+            let applied = try await writer.perform { store throws(LedgerError) in try store.applyCorrections(part, now: now).map(\.key) }
+            let again = applied.filter { before.contains($0) }.count
+            voided += applied.count - again
+            already += again
         }
         record.revertedAt = now
         record.revertReason = reason

@@ -227,3 +227,47 @@ extension CorrectionRules {
         }
     }
 }
+
+/// What a set of correction requests writes, as both backends compute it inside their
+/// transaction: each request's record (the stored one for a key seen before), the new records to
+/// insert, their cells, and how much any one cell can grow (for the overflow bound).
+struct PlannedCorrections {
+    var records: [CorrectionRecord] = []
+    var cells = AggregateCells()
+    var growth = Quantity.zero
+
+    /// Plans `requests` in order; `stored` finds a key's record, `event` the raw event (locked,
+    /// where the backend needs it), `earlier` the event's corrections so far, `insert` writes a
+    /// new record (so a later request of the same event sees it).
+    static func plan(
+        _ requests: [CorrectionRequest], now: EventTime, configuration: LedgerConfiguration,
+        stored: (String) throws(LedgerError) -> CorrectionRecord?,
+        event: (RawKey) throws(LedgerError) -> LedgerRecord?,
+        earlier: (RawKey) throws(LedgerError) -> [CorrectionRecord],
+        insert: (CorrectionRecord) throws(LedgerError) -> Void
+    ) throws(LedgerError) -> PlannedCorrections {
+        var result = PlannedCorrections()
+        let uniqueCountMetrics = Set(configuration.uniqueCounts.map(\.metric))
+        for request in requests {
+            if let stored = try stored(request.key) {
+                try CorrectionRules.requireSame(request, stored)
+                result.records.append(stored)
+                continue
+            }
+            let key = RawKey(timestamp: request.timestamp, fingerprint: request.fingerprint)
+            let found = try event(key)
+            let metric = found?.event.metric ?? ""
+            let planned = try CorrectionRules.plan(
+                request, event: found, earlier: try earlier(key), window: configuration.lateWindow, now: now,
+                groupBy: configuration.groupBy(of: metric), uniqueCountMetrics: uniqueCountMetrics,
+                keepsMinimum: configuration.keepsMinimum(metric))
+            try insert(planned.record)
+            try result.cells.merge(planned.cells)
+            do { result.growth = try result.growth.adding(planned.record.quantityAfter ?? .zero) } catch {
+                throw .quantityOverflow("a correction")
+            }
+            result.records.append(planned.record)
+        }
+        return result
+    }
+}

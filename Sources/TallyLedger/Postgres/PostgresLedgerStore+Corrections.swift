@@ -10,27 +10,15 @@ extension PostgresLedgerStore {
         guard !requests.isEmpty else { return [] }
         let (records, cells) = try session.transaction("applying \(requests.count) corrections") {
             () throws(LedgerError) -> ([CorrectionRecord], Int) in
-            var records: [CorrectionRecord] = []
-            var cells = AggregateCells()
-            var growth = Quantity.zero
-            for request in requests {
-                if let stored = try correctionRecords(key: request.key).first {
-                    try CorrectionRules.requireSame(request, stored)
-                    records.append(stored)
-                    continue
-                }
-                let event = try lockedEvent(timestamp: request.timestamp, fingerprint: request.fingerprint)
-                let earlier = try corrections(CorrectionFilter(event: RawKey(timestamp: request.timestamp, fingerprint: request.fingerprint)))
-                let planned = try CorrectionRules.plan(
-                    request, event: event, earlier: earlier, window: configuration.lateWindow, now: now,
-                    groupBy: configuration.groupBy(of: event?.event.metric ?? ""),
-                    uniqueCountMetrics: Set(configuration.uniqueCounts.map(\.metric)),
-                    keepsMinimum: configuration.keepsMinimum(event?.event.metric ?? ""))
-                try insertCorrection(planned.record)
-                try cells.merge(planned.cells)
-                do { growth = try growth.adding(planned.record.quantityAfter ?? .zero) } catch { throw .quantityOverflow("a correction") }
-                records.append(planned.record)
-            }
+            let planned = try PlannedCorrections.plan(
+                requests, now: now, configuration: configuration,
+                stored: { (key: String) throws(LedgerError) in try correctionRecords(key: key).first },
+                event: { (key: RawKey) throws(LedgerError) in try lockedEvent(timestamp: key.timestamp, fingerprint: key.fingerprint) },
+                earlier: { (key: RawKey) throws(LedgerError) in try corrections(CorrectionFilter(event: key)) },
+                insert: { (record: CorrectionRecord) throws(LedgerError) in try insertCorrection(record) })
+            let records = planned.records
+            let cells = planned.cells
+            let growth = planned.growth
             if !cells.isEmpty { try log(cells, growth: growth) }
             return (records, cells.count)
         }
