@@ -11,7 +11,7 @@ import Testing
 /// HTTP between two good lines of one NDJSON request: the good ones must be accepted and
 /// spooled, the bad one must get its exact reason, field and message, and the matching counter
 /// must move by exactly one.
-@Suite("Bad input: events")
+@Suite("Bad input: events", .serialized)
 struct EventTableTests {
     static let first = UsageEvent(
         tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: EventTime(microseconds: 1_768_467_600_000_000), id: "good-1")
@@ -93,7 +93,7 @@ struct EventTableTests {
 
 /// The same rows through the agent's Unix socket (NDJSON, one answer line per line): `ok
 /// <fingerprint>` for the good lines, `err <reason> <field> <message>` for the bad one.
-@Suite("Bad input: events on the socket")
+@Suite("Bad input: events on the socket", .serialized)
 struct SocketEventTableTests {
     static func answer(_ expected: EventExpectation, _ event: UsageEvent? = nil) -> String {
         switch expected {
@@ -148,7 +148,7 @@ struct SocketEventTableTests {
 
 /// What one whole request may get instead of per-event answers: refused on its media type, its
 /// size, or for holding no event; and the Unix socket's line limit.
-@Suite("Bad input: requests")
+@Suite("Bad input: requests", .serialized)
 struct RequestTableTests {
     struct Row: Sendable, CustomTestStringConvertible {
         let name: String

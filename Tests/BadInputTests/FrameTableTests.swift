@@ -169,7 +169,7 @@ enum FrameRows {
 /// Section 2: frames. Each header field wrong, each length, each truncation: the exact error of
 /// the frame decoder, and the same error frame from a collector connection, which then closes,
 /// counts a frame error, and keeps the batch it committed before.
-@Suite("Bad input: frames")
+@Suite("Bad input: frames", .serialized)
 struct FrameTableTests {
     @Test(arguments: FrameRows.rows)
     func decoder(_ row: FrameRow) {

@@ -11,7 +11,7 @@ import Testing
 /// counter moved, and nothing of the batch written — the same sequence sent again with a good
 /// payload is then committed as new. Then a batch whose events fail validation one at a time:
 /// the others are stored, the bad one is rejected on its own.
-@Suite("Bad input: payloads")
+@Suite("Bad input: payloads", .serialized)
 struct PayloadTableTests {
     static func decode(_ payload: [UInt8]) -> Result<[UsageEvent], WireError> {
         Result { () throws(WireError) in try BatchPayloadDecoder().decode(ByteBuffer(bytes: payload)) }

@@ -86,7 +86,7 @@ struct DamagedSpool {
 /// field of a record, a missing or damaged checkpoint and sequence file, damaged and newer
 /// segment headers: the exact recovery report, and every record outside the damage recovered
 /// intact.
-@Suite("Bad input: spool files")
+@Suite("Bad input: spool files", .serialized)
 struct SpoolTableTests {
     /// An append cut short at `cut` bytes into the last record: truncated away, reported as a
     /// torn tail (nothing when the cut is at the record's start), nothing quarantined.

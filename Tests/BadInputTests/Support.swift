@@ -9,6 +9,10 @@ import TallySpool
 
 /// Shared by every table: a quiet logger, temporary directories, Prometheus text, and a real
 /// agent run in-process (HTTP on an ephemeral port, optionally the Unix socket).
+///
+/// The tables that start agents, collectors or spools per row are `.serialized`: run in parallel,
+/// their hundreds of rows held over 2,000 descriptors open at once, past the count at which
+/// Foundation's `Process.run` crashes the test process (`ChildSpawner.openDescriptorLimit`).
 
 let quietLogger: Logger = {
     var logger = Logger(label: "tally-bad-input")

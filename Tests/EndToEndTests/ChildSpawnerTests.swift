@@ -30,6 +30,20 @@ import Glibc
 }
 
 extension ChildSpawnerTests {
+    /// The spawner counts the open descriptors (it waits while too many are open, because
+    /// Foundation's `Process.run` reads past a buffer then): fifty new pipes are a hundred more.
+    /// Other tests open and close descriptors meanwhile, so the count is only bounded from below.
+    @Test func theOpenDescriptorCountSeesNewDescriptors() throws {
+        var pipes: [[Int32]] = []
+        defer { for pair in pipes { close(pair[0]); close(pair[1]) } }
+        for _ in 0..<50 {
+            var pair: [Int32] = [-1, -1]
+            #expect(pipe(&pair) == 0)
+            pipes.append(pair)
+        }
+        #expect(ChildSpawner.openDescriptorCount() >= 100)
+    }
+
     /// Every child the harness starts is tied, not only the unprivileged ones: a plain command
     /// goes through `setpriv --pdeathsig KILL` and dies with the thread that started it, where
     /// the same command untied lives on (a killed test run once left agents and collectors behind).

@@ -24,18 +24,58 @@ public enum ChildSpawner {
 
     private static let spawner = Spawner()
 
-    /// Held around every `Process.run()` in the test process: Foundation's `Process.run` on Linux
-    /// is not safe to call from two threads at once (two CI runs crashed in its `memcpy` while
-    /// the spawner thread and another thread started children together). The spawner takes it;
-    /// a test that must spawn from its own thread (`ChildSpawnerTests`) calls ``runDirectly(_:)``.
+    /// Held around every `Process.run()` in the test process, so that one spawn at a time looks
+    /// at the descriptor table (see ``openDescriptorLimit``). The spawner takes it; a test that
+    /// must spawn from its own thread (`ChildSpawnerTests`) calls ``runDirectly(_:)``.
     static let runLock = NSLock()
+
+    /// Foundation's `Process.run` on Linux (swift-corelibs-foundation, `findMaximumOpenFD`) lists
+    /// `/proc/self/fd` and copies each entry's whole 256-byte `d_name` out of `readdir`'s buffer.
+    /// With more than about 1,360 descriptors open, that 32 KiB buffer is full and the copy of the
+    /// last entry reads past its end; when the buffer ends a thread arena's mapped memory, the test
+    /// process dies of SIGSEGV in `memcpy` (three clean-clone runs did: the registers held the
+    /// 256-byte length and the names "1357", "1358"). The whole suite, run in parallel, peaked
+    /// above 3,000 descriptors before the bad-input tables were serialized; a spawn now waits,
+    /// for at most a minute, until fewer than this many are open.
+    static let openDescriptorLimit = 1_000
 
     /// `process.run()` on the calling thread, under ``runLock``: for the tests that show why
     /// ``run(_:)`` exists (a child spawned from a thread that then exits).
     public static func runDirectly(_ process: Process) throws {
         runLock.lock()
         defer { runLock.unlock() }
+        waitForFewerOpenDescriptors()
         try process.run()
+    }
+
+    /// Polls the descriptor count until it is under ``openDescriptorLimit``: the descriptors
+    /// belong to other tests running in parallel, which close them when they finish, and nothing
+    /// signals that. After a minute the spawn goes ahead and says so on stderr.
+    private static func waitForFewerOpenDescriptors() {
+        let deadline = ContinuousClock.now + .seconds(60)
+        var count = openDescriptorCount()
+        while count >= openDescriptorLimit {
+            guard ContinuousClock.now < deadline else {
+                FileHandle.standardError.write(Data("ChildSpawner: \(count) descriptors open; spawning anyway\n".utf8))
+                return
+            }
+            usleep(20_000)
+            count = openDescriptorCount()
+        }
+    }
+
+    /// The number of entries in `/proc/self/fd`, read without copying `d_name` (the copy is
+    /// Foundation's bug above): only the first byte of each name is looked at.
+    public static func openDescriptorCount() -> Int {
+        guard let directory = opendir("/proc/self/fd") else { return 0 }
+        defer { closedir(directory) }
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name) ?? 19
+        var count = 0
+        while let entry = readdir(directory) {
+            let first = UnsafeRawPointer(entry).load(fromByteOffset: nameOffset, as: UInt8.self)
+            if first != UInt8(ascii: ".") { count += 1 }
+        }
+        return count
     }
 
     static let setpriv = "/usr/bin/setpriv"
