@@ -35,7 +35,7 @@ extension ChildSpawnerTests {
     /// Other tests open and close descriptors meanwhile, so the count is only bounded from below.
     @Test func theOpenDescriptorCountSeesNewDescriptors() throws {
         var pipes: [[Int32]] = []
-        defer { for pair in pipes { close(pair[0]); close(pair[1]) } }
+        defer { for descriptor in pipes.flatMap({ $0 }) { close(descriptor) } }
         for _ in 0..<50 {
             var pair: [Int32] = [-1, -1]
             #expect(pipe(&pair) == 0)
