@@ -257,6 +257,11 @@ struct PlannedCorrections {
             let key = RawKey(timestamp: request.timestamp, fingerprint: request.fingerprint)
             let found = try event(key)
             let metric = found?.event.metric ?? ""
+            if configuration.levelMetrics.contains(metric) {
+                // Its level holds until the next event: taking it out would change another
+                // event's level change too, which a correction's own cells cannot say.
+                throw .correctionRefused("\(metric) is a weighted_sum metric: its events set a level over time and cannot be corrected one by one")
+            }
             let planned = try CorrectionRules.plan(
                 request, event: found, earlier: try earlier(key), window: configuration.lateWindow, now: now,
                 groupBy: configuration.groupBy(of: metric), uniqueCountMetrics: uniqueCountMetrics,

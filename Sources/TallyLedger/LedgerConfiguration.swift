@@ -42,6 +42,11 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// every fold a column, and no other metric reads it.
     public var minimumMetrics: Set<String>?
 
+    /// The metrics whose events set a level held until the series' next event (`weighted_sum`
+    /// in the pricing file; ``Levels``): the store keeps their events' keys and quantities and
+    /// their cells the level changes. Empty by default: every other metric costs nothing more.
+    public var levelMetrics: Set<String> = []
+
     /// Whether `metric`'s cells keep their minimum.
     public func keepsMinimum(_ metric: String) -> Bool { minimumMetrics?.contains(metric) ?? true }
 
@@ -63,7 +68,9 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// Decides what `prepared` becomes, given which of its candidate keys the store holds
     /// already: ``LedgerRules`` with this configuration.
     public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {
-        try classification.plan(existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric, keepsMinimum: keepsMinimum(_:))
+        try classification.plan(
+            existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric, keepsMinimum: keepsMinimum(_:),
+            levelMetrics: levelMetrics)
     }
 
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.

@@ -135,7 +135,8 @@ public struct BatchClassification: Sendable {
     /// ``plan(existing:groupBy:uniqueCounts:)`` with each metric's own group-by properties
     /// (``LedgerConfiguration/groupBy(of:)``).
     public func plan(
-        existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]], keepsMinimum: (String) -> Bool = { _ in true }
+        existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]], keepsMinimum: (String) -> Bool = { _ in true },
+        levelMetrics: Set<String> = []
     ) throws(LedgerError) -> LedgerPlan {
         precondition(existing.count == candidates.count, "one answer per candidate")
         let batch = prepared.batch
@@ -178,6 +179,13 @@ public struct BatchClassification: Sendable {
             try plan.cells.add(
                 event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric),
                 keepsMinimum: keepsMinimum(event.metric))
+            if levelMetrics.contains(event.metric) {
+                plan.levels.append(
+                    Levels.Event(
+                        series: Levels.Series(tenant: event.tenant, metric: event.metric),
+                        row: Levels.Row(key: RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), quantity: event.quantity),
+                        billedIn: candidate.billedIn))
+            }
             for property in uniqueCounts[event.metric] ?? [] {
                 guard let value = event.properties[property] else { continue }
                 plan.uniqueValues.append(
@@ -240,5 +248,26 @@ public struct LedgerPlan: Sendable {
     public var reconciliation: [ReconciliationDelta] = []
     /// The aggregate cells of the billed rows (accepted and adjusted).
     public var cells = AggregateCells()
+    /// The billed events of level metrics (``LedgerConfiguration/levelMetrics``), in batch order:
+    /// the store reads each series' neighbourhood, adds their level changes to ``cells``
+    /// (``completeLevels(_:)``) and stores their rows.
+    public var levels: [Levels.Event] = []
+
+    /// The level events by series, sorted (the order a store locks and reads them in).
+    public var levelSeries: [(series: Levels.Series, events: [Levels.Event])] {
+        Dictionary(grouping: levels, by: \.series).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Adds the level changes of ``levels`` to ``cells``, reading each series' stored rows with
+    /// `neighbourhood` (its events' smallest and largest keys; see ``Levels``).
+    public mutating func completeLevels(
+        _ neighbourhood: (Levels.Series, RawKey, RawKey) throws(LedgerError) -> [Levels.Row]
+    ) throws(LedgerError) {
+        for (series, events) in levelSeries {
+            let keys = events.map(\.row.key)
+            guard let first = keys.min(), let last = keys.max() else { continue }
+            try Levels.addChanges(of: events, neighbourhood: try neighbourhood(series, first, last), to: &cells)
+        }
+    }
     public var uniqueValues: [UniqueValue] = []
 }

@@ -72,6 +72,10 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
         tenant: String?, period: BillingPeriod, _ body: (LedgerRecord) throws(LedgerError) -> Void
     ) throws(LedgerError)
 
+    /// A level series' stored rows (``Levels``) around `first ... last`, sorted by key: the last
+    /// before `first`, every one from `first` to `last`, the first after `last`.
+    func levelNeighbourhood(_ series: Levels.Series, _ first: RawKey, _ last: RawKey) throws(LedgerError) -> [Levels.Row]
+
     /// The refused (rejected) and duplicate events of one batch, by index.
     func refusedEvents(agent: String, sequence: UInt64) throws(LedgerError) -> [RefusedEvent]
 
@@ -287,11 +291,32 @@ extension LedgerStore {
     /// raw events, plus the corrections of its events) for `period` from the raw ledger — hourly, and the daily and monthly rollups
     /// that queries and invoices read — and compares them with the stored ones. An empty
     /// ``AggregateDrift/differences`` means they all agree exactly.
+    ///
+    /// Level changes (`weighted_sum` metrics, ``Levels``) are compared per hour, day and month
+    /// summed over the periods they are billed in: which period bills a change depends on the
+    /// order events arrived in, their sum only on the events.
     public func recomputeAggregates(tenant: String?, period: BillingPeriod) throws(LedgerError) -> AggregateDrift {
         var expected = AggregateCells()
         let configuration = self.configuration
+        var stored: [AggregateGrain: [AggregateCellKey: UsageAggregate]] = [:]
+        for grain in AggregateGrain.allCases {
+            // Cells of a dimension the metric is no longer aggregated by (written under an older
+            // configuration) are left out: no read can ask for them, and they would be drift.
+            stored[grain] = try storedAggregates(tenant: tenant, period: period, grain: grain).filter { key, _ in
+                key.dimension.isEmpty || configuration.groupBy(of: key.metric).contains(key.dimension)
+            }
+        }
+        // The configured level metrics, and any whose stored cells hold level changes (an audit
+        // without the pricing file).
+        var levelMetrics = configuration.levelMetrics
+        for (key, cell) in stored[.hour] ?? [:] where cell.levelDelta != .zero || cell.levelTime != .zero { levelMetrics.insert(key.metric) }
+        var levelRows: [Levels.Series: [Levels.Row]] = [:]
         try scanRawEvents(tenant: tenant, period: period) { (record: LedgerRecord) throws(LedgerError) in
             let groupBy = configuration.groupBy(of: record.event.metric)
+            if record.status == .accepted || record.status == .adjusted, levelMetrics.contains(record.event.metric) {
+                levelRows[Levels.Series(tenant: record.event.tenant, metric: record.event.metric), default: []].append(
+                    Levels.Row(key: RawKey(timestamp: record.event.timestamp, fingerprint: record.fingerprint), quantity: record.event.quantity))
+            }
             switch record.status {
             case .accepted:
                 try expected.add(
@@ -311,14 +336,36 @@ extension LedgerStore {
                     of: correction, groupBy: configuration.groupBy(of: correction.metric),
                     keepsMinimum: configuration.keepsMinimum(correction.metric)))
         }
+        var expectedLevels: [AggregateCellKey: UsageAggregate] = [:]
+        for (series, rows) in levelRows {
+            guard let first = rows.map(\.key).min() else { continue }
+            let before = try levelNeighbourhood(series, first, first).last { $0.key < first }
+            try Levels.finalChanges(of: rows, after: before, into: &expectedLevels, series: series)
+        }
         var differences: [AggregateDrift.Difference] = []
         var compared = 0
         for grain in AggregateGrain.allCases {
             let want = try expected.rolledUp(to: grain).cells
-            // Cells of a dimension the metric is no longer aggregated by (written under an older
-            // configuration) are left out: no read can ask for them, and they would be drift.
-            let stored = try storedAggregates(tenant: tenant, period: period, grain: grain).filter { key, _ in
-                key.dimension.isEmpty || configuration.groupBy(of: key.metric).contains(key.dimension)
+            var stored = stored[grain] ?? [:]
+            // Level changes: out of the cells, compared summed per bucket below; a cell that only
+            // held level changes (no event of its own) is then nothing to compare.
+            var storedLevels: [AggregateCellKey: UsageAggregate] = [:]
+            for (key, cell) in stored where levelMetrics.contains(key.metric) {
+                var bucket = key
+                bucket.billedIn = nil
+                if cell.levelDelta != .zero || cell.levelTime != .zero {
+                    try storedLevels.merge(.levelChange(delta: cell.levelDelta, time: cell.levelTime), at: bucket)
+                }
+                var rest = cell
+                rest.levelDelta = .zero
+                rest.levelTime = .zero
+                stored[key] = rest.count == 0 && want[key] == nil ? nil : rest
+            }
+            var wantLevels: [AggregateCellKey: UsageAggregate] = [:]
+            for (key, change) in expectedLevels { try wantLevels.merge(change, at: key.rolledUp(to: grain)) }
+            wantLevels = wantLevels.filter { $0.value.levelDelta != .zero || $0.value.levelTime != .zero }
+            for key in Set(wantLevels.keys).union(storedLevels.keys) where wantLevels[key] != storedLevels[key] {
+                differences.append(.init(grain: grain, key: key, recomputed: wantLevels[key], stored: storedLevels[key]))
             }
             compared += want.count
             for key in Set(want.keys).union(stored.keys) {

@@ -13,6 +13,14 @@ public struct UsageAggregate: Sendable, Hashable {
     /// such a cell has none either, so a minimum is never answered from part of the events.
     public var min: Quantity?
     public var latest: LatestValue
+    /// For a `weighted_sum` metric (``LedgerConfiguration/levelMetrics``), the level changes in
+    /// the cell: the sum of each change `d` (an event's quantity minus the level before it), and
+    /// `levelTime`, the sum of `d` times the change's time in microseconds since the epoch, kept
+    /// as a ``Quantity`` whose nano-units are `d`'s nano-units times those microseconds. Both add
+    /// up across cells and grains like `sum`; ``LevelIntegral`` turns them into the time integral
+    /// of the level. Zero for every other metric.
+    public var levelDelta: Quantity = .zero
+    public var levelTime: Quantity = .zero
 
     public init(sum: Quantity, count: Int64, max: Quantity, min: Quantity?, latest: LatestValue) {
         self.sum = sum
@@ -20,6 +28,19 @@ public struct UsageAggregate: Sendable, Hashable {
         self.max = max
         self.min = min
         self.latest = latest
+    }
+
+    /// A cell holding only level changes: no event of its own (count 0). Its other fields are
+    /// what a merge leaves unchanged — zero sum and maximum (quantities are never negative), the
+    /// earliest possible latest value — except the minimum, which is not recorded (a merge then
+    /// records none for the cell; no `weighted_sum` metric reads its minimum).
+    public static func levelChange(delta: Quantity, time: Quantity) -> UsageAggregate {
+        var aggregate = UsageAggregate(
+            sum: .zero, count: 0, max: .zero, min: nil,
+            latest: LatestValue(timestamp: EventTime(microseconds: .min), fingerprint: Fingerprint(high: 0, low: 0), quantity: .zero))
+        aggregate.levelDelta = delta
+        aggregate.levelTime = time
+        return aggregate
     }
 
     /// The aggregate of one event.
@@ -46,6 +67,13 @@ public struct UsageAggregate: Sendable, Hashable {
         if other.max > max { max = other.max }
         if let mine = min, let theirs = other.min { min = Swift.min(mine, theirs) } else { min = nil }
         if other.latest > latest { latest = other.latest }
+        guard other.levelDelta != .zero || other.levelTime != .zero else { return }
+        do {
+            levelDelta = try levelDelta.adding(other.levelDelta)
+            levelTime = try levelTime.adding(other.levelTime)
+        } catch {
+            throw .quantityOverflow("level changes \(levelDelta), \(levelTime) + \(other.levelDelta), \(other.levelTime)")
+        }
     }
 
     /// Folds a list of aggregates; nil for an empty list.
@@ -163,11 +191,10 @@ public enum AggregateGrain: String, Sendable, Hashable, CaseIterable, Comparable
         var month = BillingPeriod(containingHour: hours.lowerBound)
         if month.start.hourSinceEpoch < hours.lowerBound { month = month.next }
         let firstMonth = month.start.hourSinceEpoch
-        var lastMonth = firstMonth
-        while month.end.hourSinceEpoch <= hours.upperBound {
-            lastMonth = month.end.hourSinceEpoch
-            month = month.next
-        }
+        // The last month boundary at or before the range's end (a weighted sum reads the cells
+        // before a period from the earliest accepted hour: thousands of years of months).
+        let end = Swift.min(hours.upperBound, EventTime.acceptedRange.upperBound.hourSinceEpoch + 1)
+        let lastMonth = BillingPeriod(containingHour: end).start.hourSinceEpoch
         guard firstMonth < lastMonth else {
             days(hours)
             return pieces

@@ -70,13 +70,14 @@ public struct AggregatePricing: Sendable {
     }
 
     /// `base` with what this config needs aggregated: the group-by properties (each metric's
-    /// own) and the unique counts.
+    /// own), the unique counts, the minimums of `min` metrics and the levels of `weighted_sum` ones.
     public static func ledgerConfiguration(for config: PricingConfig, base: LedgerConfiguration = LedgerConfiguration()) -> LedgerConfiguration {
         var configuration = base
         configuration.groupBy = ledgerGroupBy(for: config)
         configuration.metricGroupBy = ledgerMetricGroupBy(for: config)
         configuration.uniqueCounts = ledgerUniqueCounts(for: config)
         configuration.minimumMetrics = Set(config.metrics.filter { $0.aggregation == .min }.map(\.name))
+        configuration.levelMetrics = Set(config.metrics.filter(\.aggregation.isLevel).map(\.name))
         return configuration
     }
 
@@ -150,14 +151,22 @@ public struct AggregatePricing: Sendable {
         let segments: [PlanSegment]
         do { segments = try engine.segments(tenant: usage.tenant, period: period) } catch { throw .pricing(error) }
         let onePlan = segments.count == 1 && segments.first?.start == period.start && segments.first?.end == period.end
-        if onePlan && !usage.hasAdjustments { return try invoice(store: usage, tenant: usage.tenant, period: period) }
+        // A weighted_sum needs the level set before the period, which a period read does not hold.
+        let levels = config.metrics.contains { $0.aggregation.isLevel }
+        if onePlan && !usage.hasAdjustments && !levels { return try invoice(store: usage, tenant: usage.tenant, period: period) }
         return try invoice(store: store, tenant: usage.tenant, period: period)
     }
 
     /// A metric's usage in a period read as the pages show it: the events its filters let
     /// through, by event time, whatever period they are billed in; a unique count is the
-    /// distinct values billed in the period itself.
-    public func quantity(of metric: MetricDefinition, in usage: TenantPeriodUsage) throws(BillingError) -> Quantity {
+    /// distinct values billed in the period itself; a weighted sum is the level's integral over
+    /// the period as every event known now sets it (read from `store`).
+    public func quantity(of metric: MetricDefinition, in usage: TenantPeriodUsage, store: any BillableUsageSource) throws(BillingError) -> Quantity {
+        if case .weightedSum(let per) = metric.aggregation {
+            return try Self.levelQuantity(
+                store: store, tenant: usage.tenant, metric: metric.name, per: per,
+                hours: usage.period.start.hourSinceEpoch..<usage.period.end.hourSinceEpoch, billing: .billedThrough(.last))
+        }
         if case .uniqueCount(let property) = metric.aggregation {
             return Quantity(Int64(usage.distinctValues[UniqueCountKey(metric: metric.name, property: property)] ?? 0))
         }
@@ -210,6 +219,26 @@ public struct AggregatePricing: Sendable {
         return result
     }
 
+    /// The integral of `metric`'s level over `hours`, in level × `per`, to 9 decimal places
+    /// rounded half-even (``Aggregation/weightedSum(per:)``): the cells of `billing` before the
+    /// range give the level it starts with, those in it the changes (``LevelIntegral``).
+    public static func levelQuantity(
+        store: any BillableUsageSource, tenant: String, metric: String, per: LevelTimeUnit, hours: Range<Int64>, billing: BillingSelection
+    ) throws(BillingError) -> Quantity {
+        guard !hours.isEmpty else { return .zero }
+        do {
+            let earliest = EventTime.acceptedRange.lowerBound.hourSinceEpoch
+            let before = try store.billableAggregates(
+                tenant: tenant, metric: metric, hours: earliest..<hours.lowerBound, dimension: "", billing: billing)[""]
+            let within = try store.billableAggregates(tenant: tenant, metric: metric, hours: hours, dimension: "", billing: billing)[""]
+            let integral = try LevelIntegral.integral(
+                before: before, within: within, from: EventTime(startOfHour: hours.lowerBound), to: EventTime(startOfHour: hours.upperBound))
+            return Quantity(nanos: LevelIntegral.dividedRoundingHalfEven(integral, by: per.microseconds))
+        } catch {
+            throw .ledger(error)
+        }
+    }
+
     /// Hours (since the epoch) whose start lies in `from ..< to`.
     static func hours(from: EventTime, to: EventTime) -> Range<Int64> {
         let lower = from.firstHourAtOrAfter
@@ -228,6 +257,15 @@ public struct AggregatePricing: Sendable {
         }
         if let filtered = filterProperties.first, let priceBy, filtered != priceBy {
             throw .unsupported("metric '\(metric.name)' is priced by '\(priceBy)' and filtered by '\(filtered)'")
+        }
+        if case .weightedSum(let per) = metric.aggregation {
+            if priceBy != nil || !filterProperties.isEmpty {
+                throw .unsupported("weighted_sum metric '\(metric.name)' cannot be priced by or filtered on a property")
+            }
+            // The level's own period sees every event billed through it: a late event of an
+            // earlier period, billed here, sets the level this period starts with.
+            let levelBilling: BillingSelection = billing == .ownPeriod ? .billedThrough(period) : billing
+            return [nil: try Self.levelQuantity(store: store, tenant: tenant, metric: metric.name, per: per, hours: hours, billing: levelBilling)]
         }
         if case .uniqueCount(let property) = metric.aggregation {
             if priceBy != nil || !filterProperties.isEmpty {
@@ -339,6 +377,8 @@ public struct AggregatePricing: Sendable {
     /// guessed.
     static func quantity(of aggregate: UsageAggregate, _ aggregation: Aggregation) throws(BillingError) -> Quantity {
         switch aggregation {
+        case .weightedSum:
+            throw .unsupported("a weighted_sum is a level's integral over time: it is read over a range of hours (levelQuantity), not from one cell")
         case .sum: return aggregate.sum
         case .count: return Quantity(aggregate.count)
         case .max: return aggregate.max

@@ -114,7 +114,7 @@ extension Invoicing {
         let events = try await correctedEvents(order.target)
         if let pricing {
             for metric in Set(events.map(\.event.metric)).sorted() {
-                if let definition = pricing.config.metric(named: metric), !definition.aggregation.isAdditive {
+                if let definition = pricing.config.metric(named: metric), !definition.aggregation.isAdditive || definition.aggregation.isLevel {
                     throw .badParameter(
                         "action",
                         "the metric '\(metric)' aggregates by \(definition.aggregation): a correction can take an event out of a sum or a count only")

@@ -141,7 +141,8 @@ public struct MeterEventExporter: Sendable {
                 }
                 var result: [ExportRecord] = []
                 for metric in pricing.config.metrics
-                where metric.aggregation.isAdditive && (settings.meters.isEmpty || settings.meters[metric.name] != nil) {
+                where metric.aggregation.isAdditive && !metric.aggregation.isLevel && (settings.meters.isEmpty || settings.meters[metric.name] != nil)
+                {
                     let filtered = metric.filters.first?.property
                     for (hour, total) in try invoices.hourlyTotals(tenant: tenant, metric: metric.name, hours: hours) {
                         var value = try AggregatePricing.quantity(of: total, metric.aggregation)

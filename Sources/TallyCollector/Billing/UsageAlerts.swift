@@ -148,7 +148,7 @@ public struct UsageAlerter: Sendable {
                 switch rule.threshold {
                 case .quantity(let threshold):
                     guard let metric = rule.metric.flatMap(pricing.config.metric(named:)) else { continue }
-                    let quantity = try pricing.quantity(of: metric, in: tenant)
+                    let quantity = try pricing.quantity(of: metric, in: tenant, store: store)
                     guard quantity >= threshold else { continue }
                     observed = quantity.description
                     limit = threshold.description
@@ -157,7 +157,7 @@ public struct UsageAlerter: Sendable {
                         let allowance = plan?.usageCharge(for: name)?.price(for: nil)?.freeAllowance, allowance.nanos > 0
                     else { continue }
                     let threshold = Self.share(percent, of: allowance)
-                    let quantity = try pricing.quantity(of: metric, in: tenant)
+                    let quantity = try pricing.quantity(of: metric, in: tenant, store: store)
                     guard quantity >= threshold else { continue }
                     observed = quantity.description
                     limit = threshold.description

@@ -5,6 +5,8 @@ import TallyPricing
 /// The usage report of one period as CSV: a row per tenant and metric with the period's usage
 /// billed in it, the late usage it bills for earlier periods, and the event count.
 public enum UsageReport {
+    static func hours(of period: BillingPeriod) -> Range<Int64> { period.start.hourSinceEpoch..<period.end.hourSinceEpoch }
+
     public static func csv(service: Invoicing, period: BillingPeriod, tenants: [String]) async throws(BillingError) -> String {
         let metrics = service.pricing?.config.metrics ?? []
         guard !metrics.isEmpty else { throw .noPricing }
@@ -19,11 +21,30 @@ public enum UsageReport {
                         throw .reading(error)
                     }
                     var usage = Quantity.zero
-                    if let total = totals.usage { usage = try AggregatePricing.quantity(of: total, metric.aggregation) }
+                    if case .weightedSum(let per) = metric.aggregation {
+                        usage = try AggregatePricing.levelQuantity(
+                            store: store, tenant: tenant, metric: metric.name, per: per, hours: Self.hours(of: period),
+                            billing: .billedThrough(period))
+                    } else if let total = totals.usage {
+                        usage = try AggregatePricing.quantity(of: total, metric.aggregation)
+                    }
                     var lateQuantity = Quantity.zero
                     var lateEvents: Int64 = 0
                     for adjustment in totals.adjustments {
-                        let late = try AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation)
+                        let late: Quantity
+                        if case .weightedSum(let per) = metric.aggregation {
+                            // What the late events change in the original period's integral.
+                            let hours = Self.hours(of: adjustment.original)
+                            let billed = try AggregatePricing.levelQuantity(
+                                store: store, tenant: tenant, metric: metric.name, per: per, hours: hours, billing: .billedBefore(period))
+                            let corrected = try AggregatePricing.levelQuantity(
+                                store: store, tenant: tenant, metric: metric.name, per: per, hours: hours, billing: .billedThrough(period))
+                            do { late = try corrected.subtracting(billed) } catch {
+                                throw .ledger(.quantityOverflow("late usage of \(tenant) \(metric.name): \(error)"))
+                            }
+                        } else {
+                            late = try AggregatePricing.quantity(of: adjustment.aggregate, metric.aggregation)
+                        }
                         do {
                             lateQuantity = try lateQuantity.adding(late)
                         } catch {

@@ -211,7 +211,7 @@ extension Invoicing {
             rows.reserveCapacity(tenants.count)
             for tenant in tenants {
                 var quantities: [Quantity] = []
-                for metric in pricing.config.metrics { quantities.append(try pricing.quantity(of: metric, in: tenant)) }
+                for metric in pricing.config.metrics { quantities.append(try pricing.quantity(of: metric, in: tenant, store: store)) }
                 do throws(BillingError) {
                     let invoice = try pricing.invoice(tenant, store: store)
                     rows.append(AdminOverview.Row(tenant: tenant.tenant, usage: quantities, charges: invoice.total))

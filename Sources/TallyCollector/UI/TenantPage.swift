@@ -74,6 +74,9 @@ public enum TenantPage {
     static func series(
         _ service: Invoicing, _ tenant: String, _ metric: MetricDefinition, from: EventTime, to: EventTime, _ granularity: UsageQuery.Granularity
     ) async throws(BillingError) -> [(start: EventTime, quantity: Quantity)] {
+        if case .weightedSum(let per) = metric.aggregation {
+            return try await levelBuckets(service, tenant, metric.name, per: per, from: from, to: to, granularity)
+        }
         let property = AggregatePricing.filterProperty(of: metric)
         let buckets = try await service.usage(
             UsageQuery(tenant: tenant, metric: metric.name, from: from, to: to, granularity: granularity, groupBy: property))
@@ -91,6 +94,33 @@ public enum TenantPage {
         var result: [(start: EventTime, quantity: Quantity)] = []
         for bucket in merged { result.append((bucket.start, try AggregatePricing.quantity(of: bucket.aggregate, metric.aggregation))) }
         return result
+    }
+
+    /// A weighted sum per bucket: the level's integral over each bucket of `from ..< to`, as
+    /// every event known now sets it.
+    private static func levelBuckets(
+        _ service: Invoicing, _ tenant: String, _ metric: String, per: LevelTimeUnit, from: EventTime, to: EventTime,
+        _ granularity: UsageQuery.Granularity
+    ) async throws(BillingError) -> [(start: EventTime, quantity: Quantity)] {
+        try await service.onLedger(readOnly: true) { store throws(BillingError) -> [(start: EventTime, quantity: Quantity)] in
+            var result: [(start: EventTime, quantity: Quantity)] = []
+            var start = from.firstHourAtOrAfter
+            let end = to.firstHourAtOrAfter
+            while start < end {
+                let next: Int64
+                switch granularity {
+                case .hour: next = start + 1
+                case .day: next = AggregateGrain.day.bucket(of: start) + 24
+                case .month: next = BillingPeriod(containingHour: start).end.hourSinceEpoch
+                }
+                let bucket = start..<min(next, end)
+                let quantity = try AggregatePricing.levelQuantity(
+                    store: store, tenant: tenant, metric: metric, per: per, hours: bucket, billing: .billedThrough(.last))
+                result.append((EventTime(startOfHour: start), quantity))
+                start = bucket.upperBound
+            }
+            return result
+        }
     }
 
     /// 00:00 UTC of the day that contains `time`.

@@ -44,14 +44,14 @@ extension PostgresLedgerStore {
         try flushAggregates()
         let rows = try session.query(
             """
-            SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text FROM usage_hourly
+            SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text, level_delta::text, level_time::text FROM usage_hourly
             WHERE tenant = \(tenant) AND metric = \(metric) AND hour >= \(hours.lowerBound) AND hour < \(hours.upperBound)
             AND dimension = '' ORDER BY hour
             """, "reading hourly totals")
         var result: [(hour: Int64, aggregate: UsageAggregate)] = []
         for row in rows {
-            let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum) = try Self.decodeCell(row)
-            let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum)
+            let (hour, _, sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum, delta, time) = try Self.decodeCell(row)
+            let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum, delta, time)
             try result.appendMergingHour(hour, aggregate)
         }
         return result

@@ -52,7 +52,7 @@ extension PostgresLedgerStore {
             for row in try session.query(
                 """
                 SELECT m.tenant, m.metric, m.dimension, m.value, m.billed_in, m.sum::text, m.count, m.max::text, m.latest_ts,
-                    m.latest_fp, m.latest_quantity, m.min::text
+                    m.latest_fp, m.latest_quantity, m.min::text, m.level_delta::text, m.level_time::text
                 FROM usage_monthly m
                 JOIN unnest(\(metrics)::text[], \(dimensions)::text[]) AS k(metric, dimension)
                     ON m.metric = k.metric AND m.dimension = k.dimension
@@ -61,10 +61,10 @@ extension PostgresLedgerStore {
                     AND (\(search)::text IS NULL OR strpos(translate(tenant, \(upper), \(lower)), \(search)) > 0))
                 """, "reading the period's monthly cells")
             {
-                let r: (String, String, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?)
+                let r: (String, String, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?, String, String)
                 do {
                     r = try row.decode(
-                        (String, String, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?).self)
+                        (String, String, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?, String, String).self)
                 } catch {
                     throw .corruptRow("usage_monthly row: \(error)")
                 }
@@ -75,7 +75,7 @@ extension PostgresLedgerStore {
                 }
                 try assembly.add(
                     tenant: r.0, kind: MetricDimension(metric: r.1, dimension: r.2), value: r.3, billedIn: billedIn,
-                    try Self.aggregate(r.5, r.6, r.7, r.8, r.9, r.10, r.11))
+                    try Self.aggregate(r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13))
             }
         }
 

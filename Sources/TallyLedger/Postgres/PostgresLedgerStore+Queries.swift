@@ -48,7 +48,7 @@ extension PostgresLedgerStore {
             binds.append(piece.hours.lowerBound)
             binds.append(piece.hours.upperBound)
             return """
-                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text
+                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text, level_delta::text, level_time::text
                 FROM \(PostgresSchema.table(piece.grain))
                 WHERE tenant = $1 AND metric = $2 AND dimension = $3 AND hour >= $\(5 + 2 * index) AND hour < $\(6 + 2 * index)
                 AND \(condition)
@@ -64,22 +64,26 @@ extension PostgresLedgerStore {
         for cell in cells { try body(cell.hour, cell.value, cell.aggregate) }
     }
 
-    /// Aggregate rows (`hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity, min`) as cells.
+    /// Aggregate rows (`hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity, min,
+    /// level_delta, level_time`) as cells.
     static func cells(_ rows: [PostgresRow]) throws(LedgerError) -> [CachedCell] {
         var cells: [CachedCell] = []
         cells.reserveCapacity(rows.count)
         for row in rows {
-            let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum) = try decodeCell(row)
+            let (hour, value, sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum, delta, time) = try decodeCell(row)
             cells.append(
                 CachedCell(
-                    hour: hour, value: value, aggregate: try aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum)))
+                    hour: hour, value: value,
+                    aggregate: try aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum, delta, time)))
         }
         return cells
     }
 
-    static func decodeCell(_ row: PostgresRow) throws(LedgerError) -> (Int64, String, String, Int64, String, Int64, ByteBuffer, String, String?) {
+    static func decodeCell(
+        _ row: PostgresRow
+    ) throws(LedgerError) -> (Int64, String, String, Int64, String, Int64, ByteBuffer, String, String?, String, String) {
         do {
-            return try row.decode((Int64, String, String, Int64, String, Int64, ByteBuffer, String, String?).self)
+            return try row.decode((Int64, String, String, Int64, String, Int64, ByteBuffer, String, String?, String, String).self)
         } catch {
             throw .corruptRow("aggregate row: \(error)")
         }
@@ -87,17 +91,20 @@ extension PostgresLedgerStore {
 
     static func aggregate(
         _ sum: String, _ count: Int64, _ maximum: String, _ latestTime: Int64, _ latestPrint: ByteBuffer, _ latestQuantity: String,
-        _ minimum: String?
+        _ minimum: String?, _ levelDelta: String, _ levelTime: String
     ) throws(LedgerError) -> UsageAggregate {
         guard let fingerprint = Fingerprint(bytes: Array(latestPrint.readableBytesView)) else {
             throw .corruptRow("aggregate latest fingerprint")
         }
-        return UsageAggregate(
+        var aggregate = UsageAggregate(
             sum: try quantity(sum, "aggregate sum"), count: count, max: try quantity(maximum, "aggregate max"),
             min: try minimum.map { (text: String) throws(LedgerError) in try quantity(text, "aggregate min") },
             latest: LatestValue(
                 timestamp: EventTime(microseconds: latestTime), fingerprint: fingerprint,
                 quantity: try quantity(latestQuantity, "aggregate latest")))
+        aggregate.levelDelta = try quantity(levelDelta, "aggregate level change")
+        aggregate.levelTime = try quantity(levelTime, "aggregate level time")
+        return aggregate
     }
 
     public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
@@ -112,7 +119,7 @@ extension PostgresLedgerStore {
             () throws(LedgerError) -> [CachedCell] in
             let rows = try session.query(
                 """
-                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text FROM usage_hourly
+                SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text, level_delta::text, level_time::text FROM usage_hourly
                 WHERE tenant = \(tenant) AND metric = \(metric) AND billed_in = \(period.description) AND billed_in <> ''
                 AND dimension = ''
                 """, "reading adjustments")
@@ -193,7 +200,7 @@ extension PostgresLedgerStore {
             PostgresQuery(
                 unsafeSQL: """
                     SELECT tenant, metric, hour, dimension, value, billed_in, sum::text, count, max::text, latest_ts, latest_fp,
-                        latest_quantity, min::text
+                        latest_quantity, min::text, level_delta::text, level_time::text
                     FROM \(table) WHERE ($1::text IS NULL OR tenant = $1) AND hour >= $2 AND hour < $3
                     """,
                 binds: {
@@ -206,12 +213,13 @@ extension PostgresLedgerStore {
         var cells: [AggregateCellKey: UsageAggregate] = [:]
         for row in rows {
             let key: (String, String, Int64, String, String, String)
-            let cell: (String, Int64, String, Int64, ByteBuffer, String, String?)
+            let cell: (String, Int64, String, Int64, ByteBuffer, String, String?, String, String)
             do {
                 let all = try row.decode(
-                    (String, String, Int64, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?).self)
+                    (String, String, Int64, String, String, String, String, Int64, String, Int64, ByteBuffer, String, String?, String, String)
+                        .self)
                 key = (all.0, all.1, all.2, all.3, all.4, all.5)
-                cell = (all.6, all.7, all.8, all.9, all.10, all.11, all.12)
+                cell = (all.6, all.7, all.8, all.9, all.10, all.11, all.12, all.13, all.14)
             } catch {
                 throw .corruptRow("\(table) row: \(error)")
             }
@@ -221,7 +229,7 @@ extension PostgresLedgerStore {
                 billedIn = billed
             }
             cells[AggregateCellKey(tenant: key.0, metric: key.1, hour: key.2, dimension: key.3, value: key.4, billedIn: billedIn)] =
-                try Self.aggregate(cell.0, cell.1, cell.2, cell.3, cell.4, cell.5, cell.6)
+                try Self.aggregate(cell.0, cell.1, cell.2, cell.3, cell.4, cell.5, cell.6, cell.7, cell.8)
         }
         return cells
     }

@@ -15,9 +15,10 @@ extension PostgresLedgerStore {
         if !classification.refusals.isEmpty { try insertRefusals(classification) }
         let inserted = try insertCandidates(classification)
         let existing = classification.candidates.map { !inserted.contains($0.index) }
-        let plan = try classification.plan(
+        var plan = try classification.plan(
             existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-            keepsMinimum: configuration.keepsMinimum(_:))
+            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+        if !plan.levels.isEmpty { try writeLevels(&plan) }
         if !plan.duplicates.isEmpty {
             var indexes: [Int32] = []
             var times: [Int64] = []

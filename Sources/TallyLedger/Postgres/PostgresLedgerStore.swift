@@ -244,6 +244,8 @@ public final class PostgresLedgerStore: LedgerStore {
         var latestPrints: [ByteBuffer] = []
         var latestQuantities: [String] = []
         var minima: [String] = []  // "" for a minimum not recorded
+        var levelDeltas: [String] = []
+        var levelTimes: [String] = []
         // Key order: two folds never run at once (the lock), but reads and exports touch the
         // same rows; one order keeps lock waits short and deadlock-free.
         for (key, aggregate) in cells.cells.sorted(by: { $0.key < $1.key }) {
@@ -260,8 +262,10 @@ public final class PostgresLedgerStore: LedgerStore {
             latestPrints.append(ByteBuffer(bytes: aggregate.latest.fingerprint.bytes))
             latestQuantities.append(aggregate.latest.quantity.description)
             minima.append(aggregate.min?.description ?? "")
+            levelDeltas.append(aggregate.levelDelta.description)
+            levelTimes.append(aggregate.levelTime.description)
         }
-        var binds = PostgresBindings(capacity: 13)
+        var binds = PostgresBindings(capacity: 15)
         binds.append(tenants)
         binds.append(metrics)
         binds.append(hours)
@@ -275,20 +279,25 @@ public final class PostgresLedgerStore: LedgerStore {
         binds.append(latestPrints)
         binds.append(latestQuantities)
         binds.append(minima)
+        binds.append(levelDeltas)
+        binds.append(levelTimes)
         // LEAST ignores NULLs; a minimum not recorded on either side must stay NULL, hence the CASE.
         let sql = """
             INSERT INTO \(table) AS t (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-                latest_ts, latest_fp, latest_quantity, min)
+                latest_ts, latest_fp, latest_quantity, min, level_delta, level_time)
             SELECT c.tenant, c.metric, c.hour, c.dimension, c.value, c.billed_in, c.sum::numeric, c.count, c.max::numeric,
-                c.latest_ts, c.latest_fp, c.latest_quantity, NULLIF(c.min, '')::numeric
+                c.latest_ts, c.latest_fp, c.latest_quantity, NULLIF(c.min, '')::numeric, c.level_delta::numeric, c.level_time::numeric
             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
-                $9::text[], $10::bigint[], $11::bytea[], $12::text[], $13::text[])
-                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min)
+                $9::text[], $10::bigint[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::text[])
+                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min,
+                    level_delta, level_time)
             ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
                 sum = t.sum + excluded.sum,
                 count = t.count + excluded.count,
                 max = GREATEST(t.max, excluded.max),
                 min = CASE WHEN t.min IS NULL OR excluded.min IS NULL THEN NULL ELSE LEAST(t.min, excluded.min) END,
+                level_delta = t.level_delta + excluded.level_delta,
+                level_time = t.level_time + excluded.level_time,
                 latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
                     THEN excluded.latest_ts ELSE t.latest_ts END,
                 latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)

@@ -22,6 +22,9 @@ import TallyCore
 enum PostgresSchema {
     /// Keys of `pg_advisory_xact_lock`, in Tally's own namespace (an arbitrary constant).
     static let lockNamespace: Int32 = 0x7A11
+    /// The advisory locks of level series (``Levels``): `(levelLockNamespace, hashtext(tenant ||
+    /// '/' || metric))`, held by a batch's transaction while it places the series' new events.
+    static let levelLockNamespace: Int32 = 0x7A12
     enum Lock: Int32 {
         case migrate = 1, fold = 2, partitions = 3, overflow = 4
     }
@@ -241,6 +244,26 @@ enum PostgresSchema {
             finished boolean NOT NULL,
             reverted_at bigint,
             revert_reason text
+        )
+        """,
+        // 9: level changes of weighted_sum metrics (Levels): two columns of each aggregate table,
+        // 0 in every existing row, and each level event's key and quantity. Collectors of an
+        // older version must be stopped before one of this version starts: their folds would drop
+        // level changes.
+        """
+        ALTER TABLE usage_hourly ADD COLUMN level_delta numeric NOT NULL DEFAULT 0;
+        ALTER TABLE usage_hourly ADD COLUMN level_time numeric NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily ADD COLUMN level_delta numeric NOT NULL DEFAULT 0;
+        ALTER TABLE usage_daily ADD COLUMN level_time numeric NOT NULL DEFAULT 0;
+        ALTER TABLE usage_monthly ADD COLUMN level_delta numeric NOT NULL DEFAULT 0;
+        ALTER TABLE usage_monthly ADD COLUMN level_time numeric NOT NULL DEFAULT 0;
+        CREATE TABLE levels (
+            tenant text NOT NULL,
+            metric text NOT NULL,
+            ts bigint NOT NULL,
+            fingerprint bytea NOT NULL,
+            quantity text NOT NULL,
+            PRIMARY KEY (tenant, metric, ts, fingerprint)
         )
         """,
     ]

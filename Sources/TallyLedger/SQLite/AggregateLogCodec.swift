@@ -22,7 +22,11 @@ import TallyCore
 /// nanos, or u8 0 for a cell whose minimum was not recorded — and the layouts are marked
 /// 0xFFFF_FFFE (by tenant, what SQLite ledgers write) and 0xFFFF_FFFD followed by the u32 cell
 /// count (flat, what PostgreSQL ledgers write). Rows of the two older layouts decode with no
-/// minimum. Cell counts never come near the markers: a batch's cells are bounded by its events.
+/// minimum. Since level changes are kept (`weighted_sum`, issue 15), each cell then ends with
+/// u8 0, or u8 1 and the i128 level change and i128 level time nanos (``UsageAggregate``), and
+/// the layouts are marked 0xFFFF_FFFC (by tenant) and 0xFFFF_FFFB (flat); rows of the layouts
+/// before decode with no level change. Cell counts never come near the markers: a batch's cells
+/// are bounded by its events.
 /// A row that does not decode is reported as ``LedgerError/corruptRow(_:)``, never guessed at.
 /// Package-visible so that the fuzz targets (`TallyFuzzTargets`) can feed it bytes.
 package enum AggregateLogCodec {
@@ -32,6 +36,10 @@ package enum AggregateLogCodec {
     package static let markerWithMinimum: UInt64 = 0xFFFF_FFFE
     /// The flat layout with minimums.
     package static let flatMarkerWithMinimum: UInt64 = 0xFFFF_FFFD
+    /// The sectioned layout with minimums and level changes: what SQLite ledgers write.
+    package static let markerWithLevels: UInt64 = 0xFFFF_FFFC
+    /// The flat layout with minimums and level changes: what PostgreSQL ledgers write.
+    package static let flatMarkerWithLevels: UInt64 = 0xFFFF_FFFB
 
     /// The two layouts above.
     package enum Layout {
@@ -42,25 +50,47 @@ package enum AggregateLogCodec {
         case flat
     }
 
+    /// The fields each cell carries, by the version that wrote the row.
+    package enum Fields: Int, Comparable, Sendable {
+        /// Before issue 15.
+        case base
+        /// Minimums.
+        case minimum
+        /// Minimums and level changes: what every store writes.
+        case levels
+
+        package static func < (a: Fields, b: Fields) -> Bool { a.rawValue < b.rawValue }
+    }
+
     /// `withMinimum: false` writes the layouts of before issue 15, as an older Tally did (for
-    /// tests of rows logged before an upgrade); every store writes minimums.
+    /// tests of rows logged before an upgrade); every store writes minimums and level changes.
     package static func encode(_ cells: AggregateCells, layout: Layout = .byTenant, withMinimum: Bool = true) -> [UInt8] {
+        encode(cells, layout: layout, fields: withMinimum ? .levels : .base)
+    }
+
+    /// `fields` below ``Fields/levels`` writes a layout of an older Tally (for tests).
+    package static func encode(_ cells: AggregateCells, layout: Layout, fields: Fields) -> [UInt8] {
         guard layout == .byTenant else {
             var out: [UInt8] = []
-            out.reserveCapacity(cells.count * 137 + 8)
-            if withMinimum { out.appendBigEndian(flatMarkerWithMinimum, bytes: 4) }
+            out.reserveCapacity(cells.count * 138 + 8)
+            switch fields {
+            case .base: break
+            case .minimum: out.appendBigEndian(flatMarkerWithMinimum, bytes: 4)
+            case .levels: out.appendBigEndian(flatMarkerWithLevels, bytes: 4)
+            }
             out.appendBigEndian(UInt64(cells.count), bytes: 4)
             for (key, aggregate) in cells.cells {
                 out.appendString32(key.tenant)
-                appendCell(key, aggregate, withMinimum: withMinimum, to: &out)
+                appendCell(key, aggregate, fields: fields, to: &out)
             }
             return out
         }
         var sections: [String: Section] = [:]
-        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate, withMinimum: withMinimum) }
+        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate, fields: fields) }
         var out: [UInt8] = []
-        out.reserveCapacity(cells.count * 127 + sections.count * 20 + 8)
-        out.appendBigEndian(withMinimum ? markerWithMinimum : marker, bytes: 4)
+        out.reserveCapacity(cells.count * 128 + sections.count * 20 + 8)
+        let markers: [Fields: UInt64] = [.base: marker, .minimum: markerWithMinimum, .levels: markerWithLevels]
+        out.appendBigEndian(markers[fields] ?? markerWithLevels, bytes: 4)
         out.appendBigEndian(UInt64(sections.count), bytes: 4)
         let ordered = Array(sections)
         for (tenant, section) in ordered {
@@ -77,14 +107,14 @@ package enum AggregateLogCodec {
         var count = 0
         var bytes: [UInt8] = []
 
-        mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate, withMinimum: Bool) {
+        mutating func append(_ key: AggregateCellKey, _ aggregate: UsageAggregate, fields: Fields) {
             count += 1
-            appendCell(key, aggregate, withMinimum: withMinimum, to: &bytes)
+            appendCell(key, aggregate, fields: fields, to: &bytes)
         }
     }
 
     /// One cell after its tenant, in both layouts.
-    private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, withMinimum: Bool, to bytes: inout [UInt8]) {
+    private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, fields: Fields, to bytes: inout [UInt8]) {
         bytes.appendString32(key.metric)
         bytes.appendString32(key.dimension)
         bytes.appendString32(key.value)
@@ -97,12 +127,20 @@ package enum AggregateLogCodec {
         bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
         bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
         bytes.appendBigEndian(aggregate.latest.quantity.nanos)
-        guard withMinimum else { return }
+        guard fields >= .minimum else { return }
         if let minimum = aggregate.min {
             bytes.append(1)
             bytes.appendBigEndian(minimum.nanos)
         } else {
             bytes.append(0)
+        }
+        guard fields >= .levels else { return }
+        if aggregate.levelDelta == .zero && aggregate.levelTime == .zero {
+            bytes.append(0)
+        } else {
+            bytes.append(1)
+            bytes.appendBigEndian(aggregate.levelDelta.nanos)
+            bytes.appendBigEndian(aggregate.levelTime.nanos)
         }
     }
 
@@ -121,10 +159,14 @@ package enum AggregateLogCodec {
     ) throws(LedgerError) {
         var reader = Reader(reader: ByteReader(bytes))
         let first = try reader.integer(4)
-        guard first == marker || first == markerWithMinimum else {
+        guard first == marker || first == markerWithMinimum || first == markerWithLevels else {
             // A flat layout: every cell names its tenant.
-            reader.withMinimum = first == flatMarkerWithMinimum
-            let cells = reader.withMinimum ? try reader.integer(4) : first
+            switch first {
+            case flatMarkerWithMinimum: reader.fields = .minimum
+            case flatMarkerWithLevels: reader.fields = .levels
+            default: reader.fields = .base
+            }
+            let cells = reader.fields > .base ? try reader.integer(4) : first
             for _ in 0..<cells {
                 let cellTenant = try reader.string()
                 let (key, aggregate) = try reader.cell(tenant: cellTenant)
@@ -133,7 +175,7 @@ package enum AggregateLogCodec {
             guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
             return
         }
-        reader.withMinimum = first == markerWithMinimum
+        reader.fields = first == markerWithLevels ? .levels : first == markerWithMinimum ? .minimum : .base
         // The directory: the sections to decode (for one tenant, only its own, found by comparing
         // bytes, no strings made), each with its offset after the directory.
         let tenants = try reader.integer(4)
@@ -170,8 +212,8 @@ package enum AggregateLogCodec {
     /// The core's ``ByteReader``, saying what is wrong.
     private struct Reader {
         var reader: ByteReader
-        /// Whether each cell ends with its minimum (the layouts written since issue 15).
-        var withMinimum = false
+        /// What each cell ends with (the layouts written since issue 15 add fields).
+        var fields = Fields.base
 
         /// One cell after its tenant: metric, dimension, value, billed_in, then the numbers.
         mutating func cell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
@@ -192,18 +234,28 @@ package enum AggregateLogCodec {
             let fingerprint = Fingerprint(high: try integer(8), low: try integer(8))
             let latest = Quantity(nanos: try int128())
             var minimum: Quantity?
-            if withMinimum {
+            if fields >= .minimum {
                 switch try integer(1) {
                 case 0: minimum = nil
                 case 1: minimum = Quantity(nanos: try int128())
                 case let flag: throw .corruptRow("aggregate log minimum flag \(flag)")
                 }
             }
+            var aggregate = UsageAggregate(
+                sum: sum, count: eventCount, max: max, min: minimum,
+                latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest))
+            if fields >= .levels {
+                switch try integer(1) {
+                case 0: break
+                case 1:
+                    aggregate.levelDelta = Quantity(nanos: try int128())
+                    aggregate.levelTime = Quantity(nanos: try int128())
+                case let flag: throw .corruptRow("aggregate log level flag \(flag)")
+                }
+            }
             return (
                 AggregateCellKey(tenant: tenant, metric: metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn),
-                UsageAggregate(
-                    sum: sum, count: eventCount, max: max, min: minimum,
-                    latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest))
+                aggregate
             )
         }
 

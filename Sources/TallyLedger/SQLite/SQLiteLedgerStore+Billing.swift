@@ -108,7 +108,7 @@ extension SQLiteLedgerStore {
         let unfolded = try unfoldedForRead(tenant: tenant)
         let select = try database.prepare(
             """
-            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity, min FROM usage_hourly
+            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time FROM usage_hourly
             WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = '' ORDER BY hour
             """)
         defer { select.reset() }

@@ -34,7 +34,7 @@ extension SQLiteLedgerStore {
 
         let cells = try database.prepare(
             """
-            SELECT tenant, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min FROM usage_monthly
+            SELECT tenant, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time FROM usage_monthly
             WHERE tenant IN (\(Self.periodTenants)) AND metric = ?3 AND hour = ?4 AND dimension = ?5
             """)
         defer { cells.reset() }

@@ -18,7 +18,7 @@ extension SQLiteLedgerStore {
         for piece in AggregateGrain.plan(hours, coarsest: coarsest) {
             let select = try database.prepare(
                 """
-                SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity, min FROM \(SQLiteSchema.table(piece.grain))
+                SELECT hour, value, sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time FROM \(SQLiteSchema.table(piece.grain))
                 WHERE tenant = ?1 AND metric = ?2 AND hour >= ?3 AND hour < ?4 AND dimension = ?5 AND \(billing?.condition ?? "?6 IS NULL")
                 """)
             defer { select.reset() }
@@ -51,7 +51,7 @@ extension SQLiteLedgerStore {
         }
         let adjusted = try database.prepare(
             """
-            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity, min
+            SELECT hour, sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time
             FROM usage_hourly INDEXED BY usage_hourly_adjustments
             WHERE tenant = ?1 AND metric = ?2 AND billed_in = ?3 AND billed_in <> '' AND dimension = ''
             """)
@@ -153,7 +153,7 @@ extension SQLiteLedgerStore {
     func readCells(table: String, tenant: String?, hours: Range<Int64>) throws(LedgerError) -> [(AggregateCellKey, UsageAggregate)] {
         let select = try database.prepare(
             """
-            SELECT tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min
+            SELECT tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time
             FROM \(table) WHERE (?1 IS NULL OR tenant = ?1) AND hour >= ?2 AND hour < ?3
             """)
         defer { select.reset() }
@@ -257,16 +257,20 @@ extension SQLiteLedgerStore {
         }
     }
 
-    /// Reads sum, count, max, latest_ts, latest_fp, latest_quantity, min starting at `column`.
+    /// Reads sum, count, max, latest_ts, latest_fp, latest_quantity, min, level_delta, level_time
+    /// starting at `column`.
     func readAggregate(_ row: SQLiteStatement, from column: Int32) throws(LedgerError) -> UsageAggregate {
         guard let fingerprint = Fingerprint(bytes: row.blob(column + 4)) else { throw .corruptRow("aggregate latest fingerprint") }
-        return UsageAggregate(
+        var aggregate = UsageAggregate(
             sum: try Self.quantity(row.text(column), "aggregate sum"), count: row.int64(column + 1),
             max: try Self.quantity(row.text(column + 2), "aggregate max"),
             min: row.isNull(column + 6) ? nil : try Self.quantity(row.text(column + 6), "aggregate min"),
             latest: LatestValue(
                 timestamp: EventTime(microseconds: row.int64(column + 3)), fingerprint: fingerprint,
                 quantity: try Self.quantity(row.text(column + 5), "aggregate latest")))
+        aggregate.levelDelta = try Self.quantity(row.text(column + 7), "aggregate level change")
+        aggregate.levelTime = try Self.quantity(row.text(column + 8), "aggregate level time")
+        return aggregate
     }
 }
 

@@ -86,7 +86,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
         guard version != SQLiteSchema.version else { return }
-        guard version == "1" || version == "2" || version == "3" else {
+        guard ["1", "2", "3", "4"].contains(version) else {
             throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
         }
         try statements.begin.run()
@@ -100,13 +100,14 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    /// Version 3 (or older) to 4, before any statement is prepared: the `min` columns. A file of
-    /// a newer version is left alone (``migrate()`` refuses it).
+    /// Version 4 (or older) to 5, before any statement is prepared: the `min` columns (version 4)
+    /// and the level columns (version 5). A file of a newer version is left alone (``migrate()``
+    /// refuses it).
     static func addMinimumColumns(_ database: SQLiteDatabase, path: String) throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
-        guard ["1", "2", "3"].contains(version) else { return }
+        guard ["1", "2", "3", "4"].contains(version) else { return }
         try database.execute("BEGIN IMMEDIATE")
         do throws(LedgerError) {
             try SQLiteSchema.addMinimumColumns(database)
@@ -221,9 +222,10 @@ public final class SQLiteLedgerStore: LedgerStore {
                     prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
                     billedIn: candidate.billedIn))
         }
-        let plan = try classification.plan(
+        var plan = try classification.plan(
             existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-            keepsMinimum: configuration.keepsMinimum(_:))
+            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+        if !plan.levels.isEmpty { try writeLevels(&plan) }
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
             try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
@@ -341,6 +343,8 @@ public final class SQLiteLedgerStore: LedgerStore {
             upsert.bind(11, fingerprint: aggregate.latest.fingerprint)
             upsert.bind(12, aggregate.latest.quantity.description)
             if let minimum = aggregate.min { upsert.bind(13, minimum.description) } else { upsert.bindNull(13) }
+            upsert.bind(14, aggregate.levelDelta.description)
+            upsert.bind(15, aggregate.levelTime.description)
             do throws(LedgerError) {
                 try upsert.run()
             } catch {

@@ -32,8 +32,11 @@ import TallyCore
 /// for a cell written before (its minimum was not recorded; see `UsageAggregate.min`). The
 /// column is added when an older file is opened, before any statement uses it; the new number
 /// makes an older Tally, whose upserts would leave `min` stale, refuse the file.
+/// Version 5 adds `level_delta` and `level_time` to the three aggregate tables, '0' in every
+/// existing row, and the `levels` table (both for `weighted_sum` metrics: see `Levels`); the new
+/// number makes an older Tally, whose upserts would drop level changes, refuse the file.
 enum SQLiteSchema {
-    static let version = "4"
+    static let version = "5"
 
     /// WAL with a commit-time fsync (`synchronous = FULL`): an acked batch survives power loss.
     /// A large auto-checkpoint (64 MiB of WAL) lets hot aggregate pages, rewritten by many
@@ -184,6 +187,15 @@ enum SQLiteSchema {
         CREATE INDEX IF NOT EXISTS corrections_event ON corrections (ts, fingerprint);
 
         -- Backfills (BackfillRecord): imports of historical events, their counts and reverts.
+        CREATE TABLE IF NOT EXISTS levels (
+            tenant TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            fingerprint BLOB NOT NULL,
+            quantity TEXT NOT NULL,
+            PRIMARY KEY (tenant, metric, ts, fingerprint)
+        ) WITHOUT ROWID;
+
         CREATE TABLE IF NOT EXISTS backfills (
             id TEXT PRIMARY KEY,
             reason TEXT NOT NULL,
@@ -222,21 +234,27 @@ enum SQLiteSchema {
             latest_fp BLOB NOT NULL,
             latest_quantity TEXT NOT NULL,
             min TEXT,
+            level_delta TEXT NOT NULL DEFAULT '0',
+            level_time TEXT NOT NULL DEFAULT '0',
             PRIMARY KEY (tenant, metric, hour, dimension, value, billed_in)
         ) WITHOUT ROWID;
         """
     }
 
     /// Version 3 to 4: the `min` column of each aggregate table, NULL (not recorded) in every
-    /// existing row. Idempotent: a table that has the column is left alone.
+    /// existing row; version 4 to 5: the level columns, '0'. Idempotent: a table that has a
+    /// column is left alone.
     static func addMinimumColumns(_ database: SQLiteDatabase) throws(LedgerError) {
         for grain in AggregateGrain.allCases {
             let table = table(grain)
-            let columns = try database.prepare("SELECT name FROM pragma_table_info('\(table)')")
-            var hasMinimum = false
-            while try columns.step() { if columns.text(0) == "min" { hasMinimum = true } }
-            columns.reset()
-            if !hasMinimum { try database.execute("ALTER TABLE \(table) ADD COLUMN min TEXT") }
+            let select = try database.prepare("SELECT name FROM pragma_table_info('\(table)')")
+            var columns: Set<String> = []
+            while try select.step() { columns.insert(select.text(0)) }
+            select.reset()
+            if !columns.contains("min") { try database.execute("ALTER TABLE \(table) ADD COLUMN min TEXT") }
+            for level in ["level_delta", "level_time"] where !columns.contains(level) {
+                try database.execute("ALTER TABLE \(table) ADD COLUMN \(level) TEXT NOT NULL DEFAULT '0'")
+            }
         }
     }
 

@@ -20,6 +20,10 @@ final class Statements {
     let insertBatch: SQLiteStatement
     let markPruned: SQLiteStatement
     let deleteBatches: SQLiteStatement
+    /// A level series' rows around a batch's new events (``Levels``): the last before ?3/?4, those
+    /// from ?3/?4 to ?5/?6, the first after ?5/?6.
+    let selectLevelNeighbourhood: SQLiteStatement
+    let insertLevel: SQLiteStatement
 
     init(_ db: SQLiteDatabase) throws(LedgerError) {
         begin = try db.prepare("BEGIN IMMEDIATE")
@@ -84,21 +88,36 @@ final class Statements {
             ON CONFLICT (agent) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)
             """)
         deleteBatches = try db.prepare("DELETE FROM batches WHERE received_at < ?1")
+        selectLevelNeighbourhood = try db.prepare(
+            """
+            SELECT * FROM (SELECT ts, fingerprint, quantity FROM levels WHERE tenant = ?1 AND metric = ?2 AND (ts, fingerprint) < (?3, ?4)
+                ORDER BY ts DESC, fingerprint DESC LIMIT 1)
+            UNION ALL
+            SELECT ts, fingerprint, quantity FROM levels
+                WHERE tenant = ?1 AND metric = ?2 AND (ts, fingerprint) >= (?3, ?4) AND (ts, fingerprint) <= (?5, ?6)
+            UNION ALL
+            SELECT * FROM (SELECT ts, fingerprint, quantity FROM levels WHERE tenant = ?1 AND metric = ?2 AND (ts, fingerprint) > (?5, ?6)
+                ORDER BY ts, fingerprint LIMIT 1)
+            """)
+        insertLevel = try db.prepare("INSERT INTO levels (tenant, metric, ts, fingerprint, quantity) VALUES (?1, ?2, ?3, ?4, ?5)")
     }
 
     /// All right-hand sides of DO UPDATE see the old row, so the three `latest_*` columns switch
     /// together on the same (timestamp, fingerprint) comparison. A NULL `min` (not recorded)
-    /// stays NULL (`tally_min`).
+    /// stays NULL (`tally_min`). The level columns are zero ('0') in every cell but those of
+    /// `weighted_sum` metrics, so the fold adds them only when the new value is not.
     static func upsert(into table: String) -> String {
         """
         INSERT INTO \(table) (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-            latest_ts, latest_fp, latest_quantity, min)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            latest_ts, latest_fp, latest_quantity, min, level_delta, level_time)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
         ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
             sum = tally_sum(sum, excluded.sum),
             count = count + excluded.count,
             max = tally_max(max, excluded.max),
             min = tally_min(min, excluded.min),
+            level_delta = CASE WHEN excluded.level_delta = '0' THEN level_delta ELSE tally_sum(level_delta, excluded.level_delta) END,
+            level_time = CASE WHEN excluded.level_time = '0' THEN level_time ELSE tally_sum(level_time, excluded.level_time) END,
             latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)
                 THEN excluded.latest_ts ELSE latest_ts END,
             latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (latest_ts, latest_fp)

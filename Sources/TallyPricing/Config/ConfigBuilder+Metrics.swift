@@ -10,7 +10,7 @@ extension ConfigBuilder {
         var result: [MetricDefinition] = []
         for (index, item) in items.enumerated() {
             let here = YAMLReader.child(place, index)
-            guard let fields = reader.mapping(item, here, allowed: ["name", "aggregation", "property", "group_by", "filters", "unit"])
+            guard let fields = reader.mapping(item, here, allowed: ["name", "aggregation", "property", "per", "group_by", "filters", "unit"])
             else { continue }
             guard let nameNode = fields.required("name", &reader), let name = reader.name(nameNode, fields.place("name")) else {
                 continue
@@ -30,6 +30,16 @@ extension ConfigBuilder {
                 case "latest": aggregation = .latest
                 case "min": aggregation = .min
                 case "avg": aggregation = .average
+                case "weighted_sum":
+                    var per = LevelTimeUnit.hour
+                    if let perNode = fields["per"], let perText = reader.text(perNode, fields.place("per")) {
+                        if let unit = LevelTimeUnit(rawValue: perText) {
+                            per = unit
+                        } else {
+                            reader.fail(fields.place("per"), perNode, "unknown time unit '\(perText)'; expected second, minute, hour or day")
+                        }
+                    }
+                    aggregation = .weightedSum(per: per)
                 case "unique_count":
                     if let property {
                         aggregation = .uniqueCount(property: property)
@@ -40,17 +50,32 @@ extension ConfigBuilder {
                     }
                 default:
                     reader.fail(
-                        fields.place("aggregation"), node, "unknown aggregation '\(text)'; expected sum, count, max, min, avg, unique_count or latest"
+                        fields.place("aggregation"), node,
+                        "unknown aggregation '\(text)'; expected sum, count, max, min, avg, weighted_sum, unique_count or latest"
                     )
                 }
                 if text != "unique_count", let propertyNode = fields["property"] {
                     reader.fail(fields.place("property"), propertyNode, "applies only to aggregation unique_count")
+                }
+                if text != "weighted_sum", let perNode = fields["per"] {
+                    reader.fail(fields.place("per"), perNode, "applies only to aggregation weighted_sum")
                 }
             }
             var groupBy: [String] = []
             if let node = fields["group_by"] { groupBy = reader.names(node, fields.place("group_by")) ?? [] }
             var filters: [MetricFilter] = []
             if let node = fields["filters"] { filters = readFilters(node, fields.place("filters")) }
+            // A level is one series per tenant and metric: a group or a filter would need one
+            // series per property value (define one metric per value instead).
+            if aggregation?.isLevel == true {
+                for key in ["group_by", "filters"] {
+                    if let node = fields[key] {
+                        reader.fail(
+                            fields.place(key), node,
+                            "does not apply to aggregation weighted_sum: each tenant has one level per metric; send one metric per level instead")
+                    }
+                }
+            }
             var unit: String?
             if let node = fields["unit"], let text = reader.text(node, fields.place("unit")) {
                 if text.isEmpty || text.count > 16 || text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {

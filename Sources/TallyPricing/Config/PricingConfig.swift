@@ -49,12 +49,20 @@ public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
     /// The mean quantity: the exact sum divided by the number of events, to 9 decimal places
     /// (``Quantity``'s nano-units), rounded half-even (zero for no events). `avg` in the file.
     case average
+    /// A level held over time (seats, stored GB): each event sets the level of its tenant's
+    /// series from its timestamp until the next event (zero before the first), and the usage is
+    /// the level's exact time integral over the period (or plan segment), in level × `per`
+    /// (GB-hours for `per: hour`), to 9 decimal places, rounded half-even. Time is in
+    /// microseconds, as events carry it. A level set before the period holds into it; the
+    /// integral of an open period runs to its end as the levels stand (a draft projects the
+    /// current level). `weighted_sum` in the file.
+    case weightedSum(per: LevelTimeUnit)
 
     /// Whether usage of two time ranges adds up to the usage of both (sum, count). Only additive
     /// metrics carry tier positions across a plan change inside a period.
     public var isAdditive: Bool {
         switch self {
-        case .sum, .count: true
+        case .sum, .count, .weightedSum: true
         case .max, .uniqueCount, .latest, .min, .average: false
         }
     }
@@ -68,6 +76,27 @@ public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
         case .latest: "latest"
         case .min: "min"
         case .average: "avg"
+        case .weightedSum(let per): "weighted_sum(per \(per.rawValue))"
+        }
+    }
+
+    /// Whether events set a level held until the next one (``weightedSum(per:)``).
+    public var isLevel: Bool {
+        if case .weightedSum = self { true } else { false }
+    }
+}
+
+/// The time unit a `weighted_sum` is counted in (`per:` in the file).
+public enum LevelTimeUnit: String, Sendable, Hashable, CaseIterable {
+    case second, minute, hour, day
+
+    /// Its length in microseconds.
+    public var microseconds: Int128 {
+        switch self {
+        case .second: 1_000_000
+        case .minute: 60_000_000
+        case .hour: 3_600_000_000
+        case .day: 86_400_000_000
         }
     }
 }
