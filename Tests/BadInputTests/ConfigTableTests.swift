@@ -139,11 +139,11 @@ enum ConfigRows {
         ConfigRow("a required section missing", "metrics: []\n", "plans", 1, 1, "is required"),
         ConfigRow(
             "unknown key", pricingMetrics + "    colour: red\nplans: []\n", "metrics[0].colour", 4, 5,
-            "unknown key 'colour'; expected one of: name, aggregation, property, group_by, filters, unit"),
+            "unknown key 'colour'; expected one of: name, aggregation, property, per, group_by, filters, unit"),
         ConfigRow("a value where a list goes", "metrics: api_calls\nplans: []\n", "metrics", 1, 10, "expected a list"),
         ConfigRow(
             "an unknown aggregation", "metrics:\n  - name: api_calls\n    aggregation: median\nplans: []\n", "metrics[0].aggregation", 3, 18,
-            "unknown aggregation 'median'; expected sum, count, max, min, avg, unique_count or latest"),
+            "unknown aggregation 'median'; expected sum, count, max, min, avg, weighted_sum, unique_count or latest"),
         ConfigRow(
             "a metric name that is not a name", "metrics:\n  - name: api calls\n    aggregation: sum\nplans: []\n", "metrics[0].name", 2, 11,
             "'api calls' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-'; at most 64 bytes)"),

@@ -238,7 +238,7 @@ struct PricingConfigTests {
             #expect(error.issues.map(\.place) == ["metrics[0].aggregation", "plans[0].currency"])
             #expect(
                 error.description.split(separator: "\n").first
-                    == "pricing.yaml:3:18: metrics[0].aggregation: unknown aggregation 'median'; expected sum, count, max, min, avg, unique_count or latest"
+                    == "pricing.yaml:3:18: metrics[0].aggregation: unknown aggregation 'median'; expected sum, count, max, min, avg, weighted_sum, unique_count or latest"
             )
         }
     }
