@@ -201,6 +201,43 @@ import TallyTestSupport
         }
     }
 
+    /// The examples of PRICING.md, by hand: 10 GB from midnight and 4 GB from 06:30 is 135
+    /// GB-hours that day; 20 seats set in March and nothing sent in April are 600 seat-days of
+    /// April; a day with no level yet is 0.
+    @Test func theDocumentedExamples() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-levels-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = try PricingConfigLoader.load(yaml: Self.yaml)
+        let store = try LedgerStores.open("sqlite:\(directory.path)/ledger.db", configuration: AggregatePricing.ledgerConfiguration(for: config))
+        defer { store.close() }
+        func level(_ metric: String, _ quantity: Int64, _ time: String) throws -> UsageEvent {
+            UsageEvent(
+                tenant: "acme", metric: metric, quantity: Quantity(quantity), timestamp: try EventTime(parsing: time), id: "\(metric)-\(time)",
+                properties: Properties([]))
+        }
+        var sequence: UInt64 = 0
+        try commit([try level("seats", 20, "2026-03-30T15:00:00Z")], sequence: &sequence, received: "2026-03-31T00:00:00Z", to: store)
+        try commit(
+            [try level("storage", 4, "2026-04-13T06:30:00Z"), try level("storage", 10, "2026-04-13T00:00:00Z")], sequence: &sequence,
+            received: "2026-04-20T00:00:00Z", to: store)
+        func hours(_ from: String, _ to: String) throws -> Range<Int64> {
+            try EventTime(parsing: from).hourSinceEpoch..<EventTime(parsing: to).hourSinceEpoch
+        }
+        let day = try AggregatePricing.levelQuantity(
+            store: store, tenant: "acme", metric: "storage", per: .hour, hours: try hours("2026-04-13T00:00:00Z", "2026-04-14T00:00:00Z"),
+            billing: .billedThrough(.last))
+        #expect(day == Quantity(135))
+        let dayBefore = try AggregatePricing.levelQuantity(
+            store: store, tenant: "acme", metric: "storage", per: .hour, hours: try hours("2026-04-12T00:00:00Z", "2026-04-13T00:00:00Z"),
+            billing: .billedThrough(.last))
+        #expect(dayBefore == .zero)
+        let seats = try AggregatePricing.levelQuantity(
+            store: store, tenant: "acme", metric: "seats", per: .day, hours: try hours("2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"),
+            billing: .billedThrough(.last))
+        #expect(seats == Quantity(600))
+    }
+
     /// The file says what is wrong with a weighted_sum: a time unit it does not know, a group or
     /// a filter (one level per tenant and metric), `per` on another aggregation.
     @Test func theLoaderRefusesWhatALevelCannotBe() throws {
