@@ -67,7 +67,7 @@ enum AdminOverviewPage {
         out += "<table class=\"tenants\"><thead><tr>"
         out += header("Tenant", key: .tenant, numeric: false, overview, request)
         for metric in overview.metrics {
-            let unit = metric.unit.map { $0 == "bytes" ? "" : " (\($0))" } ?? ""
+            let unit = metric.displayUnit.map { $0 == "bytes" ? "" : " (\($0))" } ?? ""
             out += header(metric.name + unit, key: .metric(metric.name), numeric: true, overview, request)
         }
         out += header("Charges", key: .charges, numeric: true, overview, request)
@@ -75,7 +75,7 @@ enum AdminOverviewPage {
         for row in page.rows {
             out += "<tr><td><a href=\"\(h(PageLayout.tenant(row.tenant, period: period)))\">\(h(row.tenant))</a></td>"
             for (index, metric) in overview.metrics.enumerated() {
-                out += usageCell(index < row.usage.count ? row.usage[index] : .zero, unit: metric.unit)
+                out += usageCell(index < row.usage.count ? row.usage[index] : .zero, unit: metric.displayUnit)
             }
             if let charges = row.charges {
                 out += "<td class=\"n\">\(h(HumanFormat.money(charges)))</td>"

@@ -142,6 +142,13 @@ public struct MetricDefinition: Sendable, Hashable {
         self.unit = unit
     }
 
+    /// How a person reads a quantity of this metric: ``unit``, or for a `weighted_sum` the unit
+    /// times its time unit (`GB-hours`, `level-days` without a unit).
+    public var displayUnit: String? {
+        guard case .weightedSum(let per) = aggregation else { return unit }
+        return "\(unit ?? "level")-\(per.rawValue)s"
+    }
+
     /// Whether an event with these properties counts toward this metric (every filter holds).
     public func matches(_ properties: [String: String]) -> Bool { filters.allSatisfy { $0.matches(properties) } }
 }
