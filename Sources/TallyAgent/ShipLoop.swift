@@ -196,6 +196,10 @@ struct ShipLoop {
                     checkpointError = "\(error)"
                     actions += machine.spoolFreeFailed(upTo: position, now: .now)
                 }
+            case .recordAcknowledged(let batches):
+                do { try await shipper.spool.recordAcknowledged(batches) } catch {
+                    logger.debug("acknowledged batches not recorded", metadata: ["error": "\(error)"])
+                }
             case .report(let report):
                 self.report(report)
             }

@@ -51,6 +51,9 @@ extension ShipperMachine {
         /// Store the spool checkpoint: everything before `upTo` is acknowledged. Answer
         /// ``spoolFreed(upTo:)`` or ``spoolFreeFailed(upTo:now:)``.
         case freeSpool(upTo: SpoolPosition)
+        /// Record which batches shipped the data about to be freed (`tallyctl spool inspect
+        /// --id` names them); best effort, no answer.
+        case recordAcknowledged([AcknowledgedBatch])
         /// Something to log, count or show in the health answer.
         case report(Report)
         /// Stop shipping (after the actions before it).

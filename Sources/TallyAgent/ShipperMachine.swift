@@ -203,7 +203,7 @@ struct ShipperMachine {
     mutating func batchCut(_ batch: AgentSession.OutgoingBatch, now: Instant) -> [Action] {
         guard case .cutting(let end, let events) = work else { return [] }
         work = .idle
-        guard window.cut(sequence: batch.sequence, end: end, events: events) else {
+        guard window.cut(sequence: batch.sequence, start: readPosition, end: end, events: events) else {
             link = .stopped
             return [.close, .abort("sequence \(batch.sequence) was leased twice; it is not used for a second batch")]
         }
@@ -311,7 +311,11 @@ struct ShipperMachine {
         guard let (events, freeUpTo) = window.acknowledge(ack.sequence) else { return [] }
         acksThisConnection += 1
         var actions: [Action] = [.report(.acknowledged(ack, events: events))]
-        if let freeUpTo { actions.append(.freeSpool(upTo: freeUpTo)) }
+        if let freeUpTo {
+            actions.append(
+                .recordAcknowledged(window.freed.map { AcknowledgedBatch(sequence: $0.sequence, start: $0.start, end: $0.end) }))
+            actions.append(.freeSpool(upTo: freeUpTo))
+        }
         if window.isEmpty && !spoolMayHaveData && settings.stopWhenDrained { stopNow(now) }
         return actions
     }

@@ -10,12 +10,17 @@ struct SpoolWindow {
     /// and whether the collector acked it.
     struct Batch: Equatable {
         var sequence: UInt64
+        /// Where its data starts: the read position it was cut from ((0, 0) for "the
+        /// acknowledged position", after a restart).
+        var start = SpoolPosition(segment: 0, offset: 0)
         var end: SpoolPosition
         var events: Int
         var acked = false
     }
 
     private(set) var batches: [Batch] = []
+    /// The batches the last ``acknowledge(_:)`` freed, oldest first.
+    private(set) var freed: [Batch] = []
 
     var count: Int { batches.count }
     var isEmpty: Bool { batches.isEmpty }
@@ -24,10 +29,10 @@ struct SpoolWindow {
     /// A batch was cut from the spool up to `end`. Refused (false) when `sequence` is already in
     /// the window or `end` is not after the previous batch's: no batch goes out under two
     /// sequences, no spool data under two batches.
-    mutating func cut(sequence: UInt64, end: SpoolPosition, events: Int) -> Bool {
+    mutating func cut(sequence: UInt64, start: SpoolPosition = SpoolPosition(segment: 0, offset: 0), end: SpoolPosition, events: Int) -> Bool {
         if batches.contains(where: { $0.sequence == sequence }) { return false }
         if let last = batches.last, end <= last.end { return false }
-        batches.append(Batch(sequence: sequence, end: end, events: events))
+        batches.append(Batch(sequence: sequence, start: start, end: end, events: events))
         return true
     }
 
@@ -39,8 +44,10 @@ struct SpoolWindow {
         batches[index].acked = true
         let events = batches[index].events
         var freeUpTo: SpoolPosition?
+        freed = []
         while let first = batches.first, first.acked {
             freeUpTo = first.end
+            freed.append(first)
             batches.removeFirst()
         }
         return (events, freeUpTo)

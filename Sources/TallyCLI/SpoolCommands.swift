@@ -155,7 +155,9 @@ struct SpoolInspect: AsyncParsableCommand {
         discussion: """
             With --positions each line is {"segment":N,"offset":N,"event":{...}}. With --id the agent's side of a trace: \
             every event with that id still on disk, acknowledged or not, as \
-            {"segment":N,"offset":N,"acknowledged":BOOL,"fingerprint":"...","event":{...}}; exit 1 when none is.
+            {"segment":N,"offset":N,"acknowledged":BOOL,"batch":N,"fingerprint":"...","event":{...}} \
+            (batch: the sequence of the batch that shipped an acknowledged copy; null when not acknowledged \
+            or not recorded); exit 1 when none is.
             """)
     @OptionGroup var location: SpoolLocation
     @Option(help: "Only this tenant's events.") var tenant: String?
@@ -184,6 +186,7 @@ struct SpoolInspect: AsyncParsableCommand {
         let skipped: Int
         do {
             let acknowledged = try await spoolCall { () async throws(SpoolError) in try await spool.stats() }.acknowledged
+            let shipped = id == nil ? [] : try await spoolCall { () async throws(SpoolError) in try await spool.acknowledgedBatches() }
             skipped = try await forEachEvent(in: spool, includingAcknowledged: all || id != nil) { event, position throws(SpoolCommandError) in
                 if let limit, printed >= limit { return false }
                 if let tenant, event.tenant != tenant { return true }
@@ -192,9 +195,11 @@ struct SpoolInspect: AsyncParsableCommand {
                 if let fromTime, event.timestamp < fromTime { return true }
                 if let toTime, event.timestamp >= toTime { return true }
                 if id != nil {
+                    // The batch that shipped an acknowledged copy, when the agent recorded it.
+                    let batch = position < acknowledged ? AcknowledgedBatch.covering(position, in: shipped).map { "\($0.sequence)" } : nil
                     try output.write(
                         "{\"segment\":\(position.segment),\"offset\":\(position.offset),\"acknowledged\":\(position < acknowledged),"
-                            + "\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}")
+                            + "\"batch\":\(batch ?? "null"),\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}")
                 } else if positions {
                     try output.write("{\"segment\":\(position.segment),\"offset\":\(position.offset),\"event\":\(event.jsonLine)}")
                 } else {

@@ -97,6 +97,17 @@ public final class Spool: Sendable {
         try await perform { store throws(SpoolError) in try store.acknowledge(upTo: position) }
     }
 
+    /// Records batches the collector acknowledged (``AcknowledgedBatch``), for `tallyctl spool
+    /// inspect --id`; best effort: a failure loses the record and nothing else.
+    public func recordAcknowledged(_ batches: [AcknowledgedBatch]) async throws(SpoolError) {
+        try await perform { store throws(SpoolError) in try store.recordAcknowledged(batches) }
+    }
+
+    /// The acknowledged batches recorded (oldest first) whose data may still be on disk.
+    public func acknowledgedBatches() async throws(SpoolError) -> [AcknowledgedBatch] {
+        try await perform { store throws(SpoolError) in try store.acknowledgedBatches() }
+    }
+
     /// The next batch sequence, durably leased (``SequenceLease``): never handed out twice, even
     /// across a crash. On failure nothing is handed out; retry later.
     public func takeSequence() async throws(SpoolError) -> UInt64 {

@@ -38,7 +38,16 @@ final class SpoolFixture {
         let spool = try await open()
         try await spool.append(events)
         let batch = try await spool.readFromAcknowledged(maxEvents: events.count)
-        if acked > 0 { try await spool.acknowledge(upTo: batch.positions[acked]) }
+        if acked > 0 {
+            // As a shipper does: the two batches that carried them (sequences 41 and 42), then
+            // the checkpoint.
+            let middle = acked / 2
+            try await spool.recordAcknowledged([
+                AcknowledgedBatch(sequence: 41, start: batch.start, end: batch.positions[middle]),
+                AcknowledgedBatch(sequence: 42, start: batch.positions[middle], end: batch.positions[acked]),
+            ])
+            try await spool.acknowledge(upTo: batch.positions[acked])
+        }
         let stats = try await spool.stats()
         await spool.close()
         return (batch.positions, stats)
@@ -124,20 +133,21 @@ extension BinaryRunner.Outcome {
         #expect(try fixture.snapshot() == before, "inspect changed the spool")
     }
 
-    /// The agent's side of a trace: an event by id, acknowledged or still waiting, with its
-    /// position and fingerprint; an id the spool does not hold is exit 1 with a reason.
+    /// The agent's side of a trace: an event by id, acknowledged (with the batch that shipped
+    /// it) or still waiting, with its position and fingerprint; an id the spool does not hold is
+    /// exit 1 with a reason.
     @Test func inspectByIDSaysWhereTheEventIsAndWhetherItWasAcknowledged() async throws {
         let fixture = SpoolFixture()
         let (positions, _) = try await fixture.write(acknowledging: 10)
         let before = try fixture.snapshot()
-        for (index, acknowledged) in [(5, true), (13, false)] {
+        for (index, acknowledged, batch) in [(2, true, "41"), (5, true, "42"), (13, false, "null")] {
             let found = try fixture.ctl(["inspect", "--id", "req-\(index)"])
             #expect(found.status == 0, "\(found.stderr)")
             let event = fixture.events[index]
             #expect(
                 found.lines == [
                     "{\"segment\":\(positions[index].segment),\"offset\":\(positions[index].offset),\"acknowledged\":\(acknowledged),"
-                        + "\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}"
+                        + "\"batch\":\(batch),\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}"
                 ])
         }
         let otherTenant = try fixture.ctl(["inspect", "--id", "req-13", "--tenant", "nobody"])

@@ -100,5 +100,13 @@ import FoundationNetworking
         #expect(copies.count == 2, "\(inspect.stdoutText)")
         let fingerprint = event["fingerprint"] as? String ?? "?"
         #expect(copies.allSatisfy { $0.contains("\"acknowledged\":true") && $0.contains("\"fingerprint\":\"\(fingerprint)\"") })
+        // Each copy names the batch that shipped it: the batches the collector's trace names for
+        // the first arrival and the duplicate, both from this agent.
+        let spoolBatches = copies.compactMap { line -> Int? in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["batch"] as? Int
+        }
+        let arrivals = [event["firstArrival"] as? [String: Any]] + ((event["duplicates"] as? [[String: Any]]) ?? []).map { Optional($0) }
+        let collectorBatches = arrivals.compactMap { $0?["batch"] as? Int }
+        #expect(spoolBatches.count == 2 && Set(spoolBatches) == Set(collectorBatches), "\(inspect.stdoutText) \(arrivals)")
     }
 }

@@ -46,6 +46,8 @@ struct ShipperWorld {
     var failFrees = false
     var failLeases = false
     var readRequests: [Int] = []
+    /// The batches the machine asked to record as acknowledged, in order.
+    var recordedBatches: [AcknowledgedBatch] = []
 
     init(
         collectors: Int = 1, window: Int = 4, maxEvents: Int = 10, linger: Duration = .milliseconds(50),
@@ -117,6 +119,16 @@ struct ShipperWorld {
                     freedTo = max(freedTo, position.offset)
                     queue += machine.spoolFreed(upTo: position)
                 }
+            case .recordAcknowledged(let batches):
+                // Each one is an acked batch, recorded once, with exactly the data it was cut from.
+                for batch in batches {
+                    #expect(acked.contains(batch.sequence) && !recordedBatches.contains { $0.sequence == batch.sequence })
+                    if let cut = cuts[batch.sequence] {
+                        #expect(batch.end.offset == cut.start + UInt64(cut.count), "batch \(batch.sequence)")
+                        #expect(batch.start.offset == 0 || batch.start.offset == cut.start, "batch \(batch.sequence)")
+                    }
+                }
+                recordedBatches += batches
             case .report(let report):
                 reports.append(report)
             case .stop:
@@ -221,6 +233,11 @@ struct ShipperWorld {
         world.ack(4)
         #expect(world.freedTo == 40)
         #expect(world.machine.unacknowledged == 0)
+        // Recorded as freed, in spool order, each with its own range: what `spool inspect --id`
+        // names an acknowledged event's batch by.
+        #expect(world.recordedBatches.map(\.sequence) == [1, 2, 3, 4])
+        #expect(world.recordedBatches.map(\.end.offset) == [10, 20, 30, 40])
+        #expect(AcknowledgedBatch.covering(ShipperWorld.position(25), in: world.recordedBatches)?.sequence == 3)
     }
 
     @Test func theWindowBoundsBatchesCutAndNotFreed() {

@@ -83,3 +83,43 @@ import TallyCore
         #expect(readBytes(segment) == torn)
     }
 }
+
+/// `acked-batches`: which batch shipped which acknowledged data, for `tallyctl spool inspect --id`.
+@Suite struct AcknowledgedBatchesTests {
+    /// Records come back in order across a reopen; a torn last record is dropped, and the next
+    /// append overwrites it; past 1 MiB the file keeps only the records of data still on disk.
+    @Test func recordsSurviveReopeningTornTailsAndCompaction() async throws {
+        let directory = TemporaryDirectory()
+        let spool = try await Spool.open(directory: directory.spool, options: options())
+        try await spool.append((0..<10).map(sampleEvent))
+        let read = try await spool.readFromAcknowledged(maxEvents: 10)
+        let first = AcknowledgedBatch(sequence: 7, start: read.start, end: read.positions[5])
+        let second = AcknowledgedBatch(sequence: 8, start: read.positions[5], end: read.end)
+        try await spool.recordAcknowledged([first, second])
+        #expect(try await spool.acknowledgedBatches() == [first, second])
+        #expect(AcknowledgedBatch.covering(read.positions[6], in: [first, second])?.sequence == 8)
+        #expect(AcknowledgedBatch.covering(read.end, in: [first, second]) == nil)
+        await spool.close()
+
+        let path = directory.spool + "/acked-batches"
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data([1, 2, 3]))  // a crash mid-append
+        try handle.close()
+        let reopened = try await Spool.open(directory: directory.spool, options: options())
+        #expect(try await reopened.acknowledgedBatches() == [first, second])
+        // Records of data long deleted (segment 0 is before this spool's first segment), enough
+        // to pass 1 MiB: the append that passes it compacts them away.
+        let segment = read.start.segment
+        #expect(segment > 0)
+        let old = (0..<27_000).map {
+            AcknowledgedBatch(sequence: UInt64(100 + $0), start: .init(segment: 0, offset: 0), end: .init(segment: 0, offset: 16))
+        }
+        try await reopened.recordAcknowledged(old)
+        let third = AcknowledgedBatch(sequence: 9, start: read.end, end: SpoolPosition(segment: segment, offset: read.end.offset + 1))
+        try await reopened.recordAcknowledged([third])
+        #expect(try await reopened.acknowledgedBatches() == [first, second, third])
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == 3 * 40)
+        await reopened.close()
+    }
+}

@@ -57,7 +57,8 @@ public enum TenantPage {
                 total = Quantity(Int64(distinct))
             }
             metrics.append(
-                MetricUsage(metric: metric.name, aggregation: metric.aggregation.description, unit: metric.displayUnit, total: total, days: days, hours: []))
+                MetricUsage(
+                    metric: metric.name, aggregation: metric.aggregation.description, unit: metric.displayUnit, total: total, days: days, hours: []))
         }
         let now = service.clock()
         let latestUsed = metrics.flatMap { $0.days.filter { $0.quantity.nanos > 0 }.map(\.start) }.max()
