@@ -1,6 +1,6 @@
 import NIOCore
 import PostgresNIO
-public import TallyCore
+import TallyCore
 
 /// The level rows of `weighted_sum` metrics (``Levels``), inside a batch's transaction. Several
 /// collectors write at once, so each series is locked (an advisory transaction lock, taken in

@@ -1,4 +1,4 @@
-public import TallyCore
+import TallyCore
 
 /// The level rows of `weighted_sum` metrics (``Levels``), inside a batch's transaction: the
 /// writer is the only connection that writes, so the neighbourhood it reads cannot change before
