@@ -192,7 +192,25 @@ import TallyTestSupport
         let aprilAgain = try pricing.invoice(store: store, tenant: "globex", period: april)
         #expect(aprilAgain.lines.first { $0.metric == "storage" }?.quantity == before)
         #expect(aprilAgain == billedApril["globex"])
-        for month in ["2026-03", "2026-04", "2026-05"] {
+        // May closes too (June 4th); a level set late on April 30th, with no later event, arrives
+        // on June 4th: it changes April's last hour and the whole of May, both billed in June.
+        let later = UsageEvent(
+            tenant: "globex", metric: "storage", quantity: Quantity(9_000), timestamp: try EventTime(parsing: "2026-04-30T23:00:00Z"),
+            id: "later", properties: Properties([]))
+        try commit([later], sequence: &sequence, received: "2026-06-04T01:00:00Z", to: store)
+        let june = try pricing.invoice(store: store, tenant: "globex", period: try #require(BillingPeriod("2026-06")))
+        for (original, billedEvents) in [(april, globex + [late]), (may, globex + [late])] {
+            let wasBilled = Self.usage(billedEvents, "storage", from: original.start, to: original.end)
+            let isNow = Self.usage(billedEvents + [later], "storage", from: original.start, to: original.end)
+            let difference = try Money(currency: .usd, scaledAmount: Self.amount("storage", plan: "a", isNow)).roundedForInvoiceLine()
+                .subtracting(try Money(currency: .usd, scaledAmount: Self.amount("storage", plan: "a", wasBilled)).roundedForInvoiceLine())
+            let line = try #require(june.lines.first { $0.adjusts == original && $0.metric == "storage" }, "\(original): \(june.lines)")
+            let quantity = try isNow.subtracting(wasBilled)
+            #expect(line.amount == difference && line.quantity == quantity, "\(original)")
+        }
+        let juneOwn = try #require(june.lines.first { $0.metric == "storage" && $0.adjusts == nil })
+        #expect(juneOwn.quantity == Quantity(9_000 * 24 * 30))
+        for month in ["2026-03", "2026-04", "2026-05", "2026-06"] {
             let drift = try store.recomputeAggregates(tenant: nil, period: try #require(BillingPeriod(month)))
             #expect(drift.differences.isEmpty, "\(month): \(drift.differences.prefix(2))")
         }

@@ -107,7 +107,18 @@ public struct AggregatePricing: Sendable {
         var adjustments: [UsageAdjustment] = []
         let earlier: [BillingPeriod]
         do { earlier = try store.adjustedPeriods(tenant: tenant, billedIn: period) } catch { throw .ledger(error) }
-        for original in earlier where original < period {
+        var originals = earlier.filter { $0 < period }.sorted()
+        // A level set late holds until the series' next event, possibly through every period up
+        // to this one: each of them may have changed, not only those holding its cells.
+        if config.metrics.contains(where: \.aggregation.isLevel), let first = originals.first {
+            originals = []
+            var original = first
+            while original < period {
+                originals.append(original)
+                original = original.next
+            }
+        }
+        for original in originals {
             let billed = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedBefore(period))
             let corrected = try segmentUsage(store: store, tenant: tenant, period: original, billing: .billedThrough(period))
             adjustments.append(UsageAdjustment(originalPeriod: original, billed: billed, corrected: corrected))
