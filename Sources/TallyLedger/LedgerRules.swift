@@ -179,7 +179,7 @@ public struct BatchClassification: Sendable {
             try plan.cells.add(
                 event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric),
                 keepsMinimum: keepsMinimum(event.metric))
-            if levelMetrics.contains(event.metric) {
+            if !levelMetrics.isEmpty, levelMetrics.contains(event.metric) {
                 plan.levels.append(
                     Levels.Event(
                         series: Levels.Series(tenant: event.tenant, metric: event.metric),

@@ -137,11 +137,14 @@ struct AgentConnection {
     }
 
     /// The broken variant (`TALLY_FAULT=ack-before-commit`, for the chaos test only): the batch
-    /// is acked as if all its events were accepted, and committed afterwards, so a kill or a
-    /// failed commit in between loses acknowledged events.
+    /// is acked as if all its events were accepted, and committed a quarter of a second later (a
+    /// slow commit), so a kill or a failed commit in between loses acknowledged events. The wait
+    /// makes the loss certain rather than lucky: a CI run's six collector kills once all missed
+    /// the few milliseconds an immediate commit leaves.
     private mutating func ackBeforeCommitting(_ batch: Batch, agent: String, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
         let declared = batch.payload.getInteger(at: batch.payload.readerIndex + 1, as: UInt32.self) ?? 0
         if try await carryOut(session.batchCompleted(BatchAck(sequence: batch.sequence, accepted: declared)), send: send) { return true }
+        try? await Task.sleep(for: .milliseconds(250))
         let session = self.session
         do { _ = try await ingest.process(batch, agent: agent) { session.admits(tenant: $0) } } catch {
             logger.error("batch acked but not committed", metadata: ["sequence": "\(batch.sequence)", "error": "\(error)"])
