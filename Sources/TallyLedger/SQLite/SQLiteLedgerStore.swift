@@ -343,8 +343,9 @@ public final class SQLiteLedgerStore: LedgerStore {
             upsert.bind(11, fingerprint: aggregate.latest.fingerprint)
             upsert.bind(12, aggregate.latest.quantity.description)
             if let minimum = aggregate.min { upsert.bind(13, minimum.description) } else { upsert.bindNull(13) }
-            upsert.bind(14, aggregate.levelDelta.description)
-            upsert.bind(15, aggregate.levelTime.description)
+            // Zero in every cell but a weighted_sum's: no number formatting on the hot path.
+            upsert.bind(14, aggregate.levelDelta == .zero ? "0" : aggregate.levelDelta.description)
+            upsert.bind(15, aggregate.levelTime == .zero ? "0" : aggregate.levelTime.description)
             do throws(LedgerError) {
                 try upsert.run()
             } catch {
