@@ -62,21 +62,19 @@ extension SpoolStore {
         var buffer = [UInt8](repeating: 0, count: size)
         let read = try buffer.withUnsafeMutableBytes { raw in Result { () throws(SpoolError) in try ops.read(fd, into: raw, at: 0, path: path) } }
             .get()
-        var batches: [AcknowledgedBatch] = []
-        var index = 0
-        while index + Self.acknowledgedBatchBytes <= read {
-            func value(_ field: Int) -> UInt64 {
-                var result: UInt64 = 0
-                for byte in buffer[(index + field * 8)..<(index + field * 8 + 8)] { result = result << 8 | UInt64(byte) }
-                return result
+        let records = read / Self.acknowledgedBatchBytes
+        return buffer.withUnsafeBytes { raw in
+            var reader = ByteReader(raw)
+            return (0..<records).compactMap { _ in
+                guard let sequence = reader.bigEndian(bytes: 8), let startSegment = reader.bigEndian(bytes: 8),
+                    let startOffset = reader.bigEndian(bytes: 8), let endSegment = reader.bigEndian(bytes: 8),
+                    let endOffset = reader.bigEndian(bytes: 8)
+                else { return nil }
+                return AcknowledgedBatch(
+                    sequence: sequence, start: SpoolPosition(segment: startSegment, offset: startOffset),
+                    end: SpoolPosition(segment: endSegment, offset: endOffset))
             }
-            batches.append(
-                AcknowledgedBatch(
-                    sequence: value(0), start: SpoolPosition(segment: value(1), offset: value(2)),
-                    end: SpoolPosition(segment: value(3), offset: value(4))))
-            index += Self.acknowledgedBatchBytes
         }
-        return batches
     }
 
     /// Rewrites the file with the records whose data is still on disk.
@@ -100,7 +98,7 @@ extension SpoolStore {
 
     private static func append(_ batch: AcknowledgedBatch, to bytes: inout [UInt8]) {
         for value in [batch.sequence, batch.start.segment, batch.start.offset, batch.end.segment, batch.end.offset] {
-            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+            bytes.appendBigEndian(value, bytes: 8)
         }
     }
 }
