@@ -58,6 +58,7 @@ extension PostgresLedgerStore {
     }
 
     public func tenants(in period: BillingPeriod) throws(LedgerError) -> [String] {
+        try flushAggregates()  // reconciliation counts are folded from the aggregate log
         let rows = try session.query(
             """
             SELECT DISTINCT tenant COLLATE "C" FROM reconciliation WHERE period = \(period.description) AND tenant <> ''
@@ -77,6 +78,7 @@ extension PostgresLedgerStore {
     }
 
     private func lookForTenant(_ tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
+        try flushAggregates()  // reconciliation counts are folded from the aggregate log
         if try !session.query(
             "SELECT 1 FROM reconciliation WHERE period = \(period.description) AND tenant = \(tenant) LIMIT 1", "looking for a tenant"
         ).isEmpty {

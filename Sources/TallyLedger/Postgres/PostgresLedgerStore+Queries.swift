@@ -163,6 +163,7 @@ extension PostgresLedgerStore {
     public func readReconciliation(
         _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
     ) throws(LedgerError) {
+        try flushAggregates()  // reconciliation counts are folded from the aggregate log
         let rows = try session.query(
             """
             SELECT period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected FROM reconciliation

@@ -6,7 +6,7 @@ import TallyCore
 /// `unnest`, whatever the batch's size, inside the batch's transaction.
 extension PostgresLedgerStore {
     /// Persists what ``LedgerRules`` decides, inside the open transaction.
-    func write(_ classification: BatchClassification) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int) {
+    func write(_ classification: BatchClassification) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool) {
         let prepared = classification.prepared
         let batch = prepared.batch
         let agent = batch.agent
@@ -43,7 +43,6 @@ extension PostgresLedgerStore {
                     \(quantities)::text[]) AS d(i, ts, fp, tenant, metric, quantity)
                 """, "recording duplicates")
         }
-        if !plan.cells.isEmpty { try log(plan.cells) }
         if !plan.uniqueValues.isEmpty {
             let values = plan.uniqueValues.sorted {
                 ($0.tenant, $0.metric, $0.property, $0.period, $0.value) < ($1.tenant, $1.metric, $1.property, $1.period, $1.value)
@@ -56,21 +55,10 @@ extension PostgresLedgerStore {
                 ON CONFLICT DO NOTHING
                 """, "recording unique values")
         }
-        let deltas = plan.reconciliation
-        try session.query(
-            """
-            INSERT INTO reconciliation AS r (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
-            SELECT d.period, d.tenant, \(agent), d.received, d.accepted, d.duplicate, d.late, d.adjusted, d.rejected
-            FROM unnest(\(deltas.map(\.period.description))::text[], \(deltas.map(\.tenant))::text[],
-                \(deltas.map(\.counts.received))::bigint[], \(deltas.map(\.counts.accepted))::bigint[],
-                \(deltas.map(\.counts.duplicate))::bigint[], \(deltas.map(\.counts.late))::bigint[],
-                \(deltas.map(\.counts.adjusted))::bigint[], \(deltas.map(\.counts.rejected))::bigint[])
-                AS d(period, tenant, received, accepted, duplicate, late, adjusted, rejected)
-            ON CONFLICT (period, tenant, agent) DO UPDATE SET
-                received = r.received + excluded.received, accepted = r.accepted + excluded.accepted,
-                duplicate = r.duplicate + excluded.duplicate, late = r.late + excluded.late,
-                adjusted = r.adjusted + excluded.adjusted, rejected = r.rejected + excluded.rejected
-            """, "counting reconciliation")
+        // The cells and the reconciliation counts go to the aggregate log, folded later (once
+        // per fold, not per batch) by whichever collector folds.
+        let logged = !plan.cells.isEmpty || !plan.reconciliation.isEmpty
+        if logged { try log(plan.cells, reconciliation: ReconciliationLogCodec.encode(agent: agent, plan.reconciliation)) }
         let outcome = plan.outcome
         try session.query(
             """
@@ -79,7 +67,7 @@ extension PostgresLedgerStore {
                 \(Int32(outcome.late)), \(Int32(outcome.adjusted)), \(Int32(outcome.rejected)),
                 \(SQLiteLedgerStore.encodeRejections(outcome.rejections)), \(ByteBuffer(bytes: prepared.contentDigest)))
             """, "recording the batch")
-        return (outcome, plan.cells.count)
+        return (outcome, plan.cells.count, logged)
     }
 
     /// Inserts the candidate raw rows in key order; returns the batch indexes of those that
@@ -208,25 +196,32 @@ extension PostgresLedgerStore {
     /// Logs a batch's cells, refusing the batch if a monthly sum would leave the 128-bit range.
     /// `growth` bounds how much any one cell can grow (default: the cells' total sum, right for
     /// a batch's events; a correction's negative cells give the quantities it adds).
-    func log(_ cells: AggregateCells, growth: Quantity? = nil) throws(LedgerError) {
+    /// Appends a row to the aggregate log: `cells` (whose monthly sums are checked against the
+    /// overflow bound first) and, for a batch, its reconciliation counts.
+    func log(_ cells: AggregateCells, growth: Quantity? = nil, reconciliation: [UInt8]? = nil) throws(LedgerError) {
         let total: Quantity
         if let growth { total = growth } else { total = try cells.totalSum() }
-        let bounds = try session.query(
-            """
-            SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
-                + \(total.description)::numeric)::text
-            """, "reading the overflow bound")
-        let boundText = try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
-        let half = Quantity(nanos: Int128.max / 2)
-        if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
-            try session.query(
-                "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.overflow.rawValue))",
-                "taking the overflow lock")
-            try checkMonthlySums(cells)
+        if !cells.isEmpty {
+            let bounds = try session.query(
+                """
+                SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
+                    + \(total.description)::numeric)::text
+                """, "reading the overflow bound")
+            let boundText = try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
+            let half = Quantity(nanos: Int128.max / 2)
+            if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
+                try session.query(
+                    "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.overflow.rawValue))",
+                    "taking the overflow lock")
+                try checkMonthlySums(cells)
+            }
         }
         try session.query(
-            "INSERT INTO aggregate_log (cells, total) VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric)",
-            "logging aggregate cells")
+            """
+            INSERT INTO aggregate_log (cells, total, reconciliation)
+            VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric,
+                \(reconciliation.map { ByteBuffer(bytes: $0) }))
+            """, "logging aggregate cells")
     }
 
     /// The exact check: batch + logged + stored, per monthly cell.

@@ -202,13 +202,23 @@ public final class PostgresLedgerStore: LedgerStore {
                     try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
                 else { return }
             }
-            let rows = try session.query("DELETE FROM aggregate_log RETURNING cells", "claiming the aggregate log")
+            let rows = try session.query("DELETE FROM aggregate_log RETURNING cells, reconciliation", "claiming the aggregate log")
             guard !rows.isEmpty else { return }
             var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
+            var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
             for row in rows {
-                let blob = try PostgresSchema.decode(row, ByteBuffer.self, "aggregate log cells")
+                let (blob, counts): (ByteBuffer, ByteBuffer?)
+                do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
+                    throw .corruptRow("aggregate log row: \(error)")
+                }
                 try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &cells)
+                if let counts {
+                    try counts.withUnsafeReadableBytes { bytes in
+                        Result { () throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &reconciliation) }
+                    }.get()
+                }
             }
+            try upsert(reconciliation)
             var largest: Int128 = 0
             for grain in AggregateGrain.allCases {
                 let rolled = try cells.rolledUp(to: grain)
@@ -226,6 +236,25 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         loggedRows = 0
         loggedCells = 0
+    }
+
+    /// One statement: the summed reconciliation counts of every folded batch, added onto the
+    /// stored rows in key order.
+    private func upsert(_ sums: [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) {
+        guard !sums.isEmpty else { return }
+        let rows = sums.sorted { $0.key < $1.key }
+        try session.query(
+            """
+            INSERT INTO reconciliation AS r (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
+            SELECT * FROM unnest(\(rows.map(\.key.period))::text[], \(rows.map(\.key.tenant))::text[], \(rows.map(\.key.agent))::text[],
+                \(rows.map(\.value.received))::bigint[], \(rows.map(\.value.accepted))::bigint[],
+                \(rows.map(\.value.duplicate))::bigint[], \(rows.map(\.value.late))::bigint[],
+                \(rows.map(\.value.adjusted))::bigint[], \(rows.map(\.value.rejected))::bigint[])
+            ON CONFLICT (period, tenant, agent) DO UPDATE SET
+                received = r.received + excluded.received, accepted = r.accepted + excluded.accepted,
+                duplicate = r.duplicate + excluded.duplicate, late = r.late + excluded.late,
+                adjusted = r.adjusted + excluded.adjusted, rejected = r.rejected + excluded.rejected
+            """, "folding reconciliation counts")
     }
 
     /// One statement per grain: every merged cell through `unnest`, summed onto the stored one.
@@ -320,8 +349,9 @@ public final class PostgresLedgerStore: LedgerStore {
         try ensurePartitions(Array(months))
         let crash = crashBeforeNextCommit
         crashBeforeNextCommit = false
-        let written: (outcome: BatchOutcome, cells: Int)? = try session.transaction("committing batch \(batch.sequence) of \(batch.agent)") {
-            () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int)? in
+        let written: (outcome: BatchOutcome, cells: Int, logged: Bool)? = try session.transaction(
+            "committing batch \(batch.sequence) of \(batch.agent)"
+        ) { () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool)? in
             if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
             let written = try write(classification)
             if crash {
@@ -337,7 +367,7 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             return stored
         }
-        if written.cells > 0 {
+        if written.logged {
             loggedRows += 1
             loggedCells += written.cells
         }

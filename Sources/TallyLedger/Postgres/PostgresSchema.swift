@@ -266,6 +266,19 @@ enum PostgresSchema {
             PRIMARY KEY (tenant, metric, ts, fingerprint)
         )
         """,
+        // 10: a batch's reconciliation counts travel through the aggregate log with its cells
+        // (ReconciliationLogCodec) and are summed into `reconciliation` by the fold: one upsert
+        // per (period, tenant, agent) per fold instead of one per batch. The tables the fold
+        // updates in place leave room on each page, so an update stays on its page (a HOT
+        // update) and touches no index.
+        """
+        ALTER TABLE aggregate_log ADD COLUMN reconciliation bytea;
+        ALTER TABLE aggregate_log ALTER COLUMN reconciliation SET STORAGE EXTERNAL;
+        ALTER TABLE reconciliation SET (fillfactor = 70);
+        ALTER TABLE usage_hourly SET (fillfactor = 70);
+        ALTER TABLE usage_daily SET (fillfactor = 70);
+        ALTER TABLE usage_monthly SET (fillfactor = 70)
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {
