@@ -207,7 +207,8 @@ extension PostgresLedgerStore {
                 SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
                     + \(total.description)::numeric)::text
                 """, "reading the overflow bound")
-            let boundText = try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
+            let boundText =
+                try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
             let half = Quantity(nanos: Int128.max / 2)
             if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
                 try session.query(
