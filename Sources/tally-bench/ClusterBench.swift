@@ -26,6 +26,10 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "The tenant whose month-to-date charges are read.") var tenant = "t0001"
     @Option(help: "Print the N statements that took most of PostgreSQL's time in each drain (pg_stat_statements; 0: off).")
     var statements = 0
+    @Option(
+        name: .customLong("postgres-setting"),
+        help: "A PostgreSQL server setting (NAME=VALUE), repeatable; added after the bench's own (see deploy/CLUSTER.md).")
+    var postgresSettings: [String] = []
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {
@@ -46,7 +50,7 @@ struct ClusterBench: AsyncParsableCommand {
         clusterProgress("starting PostgreSQL (fsync on)")
         // Stopped (and its directory removed) at exit; killed with this process otherwise.
         let server = try PostgresTestServer(
-            durable: true, settings: statements > 0 ? ["shared_preload_libraries=pg_stat_statements"] : [])
+            durable: true, settings: (statements > 0 ? ["shared_preload_libraries=pg_stat_statements"] : []) + postgresSettings)
         let run = try ClusterBenchRun(options: self, root: root, server: server, children: children)
         var table = BenchTable.cluster()
         do {
