@@ -142,6 +142,9 @@ public struct BatchClassification: Sendable {
         let batch = prepared.batch
         let now = batch.receivedAt
         var plan = LedgerPlan()
+        // A batch's events mostly fall in different cells (tenant, metric, group-by values): room
+        // for two cells per event spares the writer thread the rehashing of a growing dictionary.
+        plan.cells = AggregateCells(minimumCapacity: candidates.count * 2)
         var counts: [ReconciliationKey: ReconciliationCounts] = [:]
 
         func count(_ status: EventStatus, tenant: String, period: BillingPeriod) {

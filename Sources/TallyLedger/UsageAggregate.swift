@@ -261,12 +261,7 @@ public struct AggregateCells: Sendable {
     }
 
     mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey) throws(LedgerError) {
-        if var existing = cells[key] {
-            try existing.merge(aggregate)
-            cells[key] = existing
-        } else {
-            cells[key] = aggregate
-        }
+        try cells.merge(aggregate, at: key)
     }
 
     /// Folds every cell of `other` in.
@@ -277,7 +272,9 @@ public struct AggregateCells: Sendable {
     /// These (hourly) cells rolled up to `grain`.
     public func rolledUp(to grain: AggregateGrain) throws(LedgerError) -> AggregateCells {
         guard grain != .hour else { return self }
-        var result = AggregateCells(minimumCapacity: cells.count / 4)
+        // Room for every cell: batches and folds mostly span a few hours of one day, so a
+        // rollup has nearly as many cells as the hours it comes from; growing costs rehashing.
+        var result = AggregateCells(minimumCapacity: cells.count)
         for (key, aggregate) in cells { try result.add(aggregate, at: key.rolledUp(to: grain)) }
         return result
     }
@@ -307,10 +304,11 @@ public struct AggregateDrift: Sendable, Hashable {
 
 extension Dictionary where Value == UsageAggregate {
     /// Merges `aggregate` into the entry at `key` (or makes it the entry).
+    /// A present key is hashed once and merged in place (this runs for every cell of every
+    /// event on the writer thread).
     mutating func merge(_ aggregate: UsageAggregate, at key: Key) throws(LedgerError) {
-        if var existing = self[key] {
-            try existing.merge(aggregate)
-            self[key] = existing
+        if let index = index(forKey: key) {
+            try values[index].merge(aggregate)
         } else {
             self[key] = aggregate
         }

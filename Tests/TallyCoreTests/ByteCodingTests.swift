@@ -64,6 +64,16 @@ import Testing
         }
     }
 
+    @Test(arguments: 0...8)
+    func bigEndianOfEveryWidthKeepsTheLowBytes(width: Int) {
+        let value: UInt64 = 0x0102_0304_0506_0708
+        var out: [UInt8] = [0xEE]
+        out.appendBigEndian(value, bytes: width)
+        #expect(out == [0xEE] + Array([1, 2, 3, 4, 5, 6, 7, 8].suffix(width)))
+        let low = width == 8 ? value : value & ((1 << UInt64(8 * width)) - 1)
+        #expect(read(Array(out.dropFirst())) { $0.bigEndian(bytes: width) } == low)
+    }
+
     @Test func stringsWithEitherLengthPrefix() {
         var out: [UInt8] = []
         out.appendVarintString("café")
