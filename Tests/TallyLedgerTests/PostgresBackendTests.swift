@@ -151,6 +151,64 @@ extension PostgresBackendTests {
     }
 }
 
+extension PostgresBackendTests {
+    /// Reconciliation counts travel through the aggregate log (migration 10): nothing is in the
+    /// table until a fold, a read folds first, and every batch is counted once whichever
+    /// collector folds it, however often it is read.
+    @Test func reconciliationCountsAreFoldedOnceWhicheverCollectorFolds() throws {
+        try withTwoCollectors("reconfold") { server, name, a, b in
+            let april = period("2026-04")
+            _ = try a.commit(batch(1, [event(id: "1"), event(id: "2"), event("globex", id: "3")]))
+            // The same events again from another agent through the other collector: duplicates.
+            _ = try b.commit(batch(1, agent: "agent-2", [event(id: "1"), event(id: "2")]))
+            #expect(try server.psql("SELECT count(*) FROM reconciliation", database: name) == "0")
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log WHERE reconciliation IS NOT NULL", database: name) == "2")
+
+            func counts(_ store: PostgresLedgerStore) throws -> [String: [Int64]] {
+                var found: [String: [Int64]] = [:]
+                for row in try store.reconciliation(ReconciliationFilter(period: april)) {
+                    let c = row.counts
+                    found["\(row.tenant)/\(row.agent)"] = [c.received, c.accepted, c.duplicate, c.late, c.rejected]
+                }
+                return found
+            }
+            let expected: [String: [Int64]] = [
+                "acme/agent-1": [2, 2, 0, 0, 0], "globex/agent-1": [1, 1, 0, 0, 0], "acme/agent-2": [2, 0, 2, 0, 0],
+            ]
+            #expect(try counts(a) == expected)
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0")
+            // Read again, and from the other collector: folded once, counted once.
+            #expect(try counts(a) == expected)
+            #expect(try counts(b) == expected)
+            #expect(try b.tenants(in: april) == ["acme", "globex"])
+
+            // A batch of a new tenant, folded by the collector that did not write it.
+            _ = try b.commit(batch(2, agent: "agent-2", [event("initech", id: "9")]))
+            #expect(try a.hasSeen(tenant: "initech", lookingFirstIn: april))
+            var more = expected
+            more["initech/agent-2"] = [1, 1, 0, 0, 0]
+            #expect(try counts(b) == more)
+        }
+    }
+
+    /// A log row whose counts do not parse stops the fold with a clear error and loses nothing:
+    /// the row and every other stay in the log, and the tables are untouched.
+    @Test func aCorruptReconciliationLogRowIsReportedAndKept() throws {
+        try withTwoCollectors("reconcorrupt") { server, name, a, _ in
+            _ = try a.commit(batch(1, [event(id: "1")]))
+            _ = try server.psql("UPDATE aggregate_log SET reconciliation = '\\x01ff'::bytea", database: name)
+            #expect {
+                _ = try a.reconciliation(ReconciliationFilter())
+            } throws: { error in
+                "\(error)".contains("reconciliation counts do not parse")
+            }
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "1")
+            #expect(try server.psql("SELECT count(*) FROM reconciliation", database: name) == "0")
+            #expect(try server.psql("SELECT count(*) FROM usage_hourly", database: name) == "0")
+        }
+    }
+}
+
 /// Two stores — two collectors — on one fresh database, closed and the database dropped after
 /// `body`. Skips (as every PostgreSQL test) when no server can run outside CI.
 private func withTwoCollectors(
