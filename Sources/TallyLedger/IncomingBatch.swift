@@ -113,6 +113,8 @@ public struct PreparedBatch: Sendable {
     let quantities: [String]
     /// Per event index: the stored properties blob of a valid event (empty for an invalid one).
     let properties: [[UInt8]]
+    /// The commit's pure steps done ahead on a preparation thread (``BatchSpeculator``), or nil.
+    public internal(set) var speculation: LedgerSpeculation?
 
     public init(_ batch: IncomingBatch) {
         self.batch = batch

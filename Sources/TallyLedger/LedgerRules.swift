@@ -136,7 +136,7 @@ public struct BatchClassification: Sendable {
     /// (``LedgerConfiguration/groupBy(of:)``).
     public func plan(
         existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]], keepsMinimum: (String) -> Bool = { _ in true },
-        levelMetrics: Set<String> = []
+        levelMetrics: Set<String> = [], speculated: SpeculatedCells? = nil
     ) throws(LedgerError) -> LedgerPlan {
         precondition(existing.count == candidates.count, "one answer per candidate")
         let batch = prepared.batch
@@ -144,7 +144,9 @@ public struct BatchClassification: Sendable {
         var plan = LedgerPlan()
         // A batch's events mostly fall in different cells (tenant, metric, group-by values): room
         // for two cells per event spares the writer thread the rehashing of a growing dictionary.
-        plan.cells = AggregateCells(minimumCapacity: candidates.count * 2)
+        plan.cells = speculated?.cells ?? AggregateCells(minimumCapacity: candidates.count * 2)
+        // Cells the speculation counted an event in that turned out to be stored already.
+        var overcounted = Set<AggregateCellKey>()
         var counts: [ReconciliationKey: ReconciliationCounts] = [:]
 
         func count(_ status: EventStatus, tenant: String, period: BillingPeriod) {
@@ -164,6 +166,11 @@ public struct BatchClassification: Sendable {
             let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
             if existing[position] {
                 duplicates.append(.init(index: candidate.index, fingerprint: candidate.fingerprint))
+                if speculated != nil, candidate.status == .accepted || candidate.status == .adjusted {
+                    try AggregateCells.forEachKey(of: event, billedIn: candidate.billedIn, groupBy: groupBy(event.metric)) {
+                        overcounted.insert($0)
+                    }
+                }
                 continue
             }
             plan.inserted.append(candidate)
@@ -179,9 +186,11 @@ public struct BatchClassification: Sendable {
                 continue
             case .duplicate, .rejected: continue
             }
-            try plan.cells.add(
-                event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric),
-                keepsMinimum: keepsMinimum(event.metric))
+            if speculated == nil {
+                try plan.cells.add(
+                    event, fingerprint: candidate.fingerprint, billedIn: candidate.billedIn, groupBy: groupBy(event.metric),
+                    keepsMinimum: keepsMinimum(event.metric))
+            }
             if !levelMetrics.isEmpty, levelMetrics.contains(event.metric) {
                 plan.levels.append(
                     Levels.Event(
@@ -196,6 +205,18 @@ public struct BatchClassification: Sendable {
                         tenant: event.tenant, metric: event.metric, property: property, period: period, value: value,
                         billedIn: candidate.billedIn ?? period))
             }
+        }
+        // Each overcounted cell again from the events billed in it: merging is exact in any
+        // order, so this is the cell the plan would have built event by event.
+        for key in overcounted {
+            var merged: UsageAggregate?
+            for position in speculated?.contributors[key] ?? [] where !existing[position] {
+                let candidate = candidates[position]
+                guard let event = event(candidate.index) else { continue }
+                let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))
+                if merged == nil { merged = one } else { try merged?.merge(one) }
+            }
+            plan.cells.set(merged, at: key)
         }
         for duplicate in duplicates {
             guard let event = event(duplicate.index) else { continue }

@@ -123,6 +123,10 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// threads that must not block for long; false for an embedded store.
     var readsWaitOnNetwork: Bool { get }
 
+    /// What does a commit's pure steps ahead of it, off the writer thread (nil: the store does
+    /// them itself). Asked once, before the store is handed to its writer thread.
+    func batchSpeculator() -> BatchSpeculator?
+
     // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
     // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
     // exported to billing platforms.
@@ -210,6 +214,8 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
 extension LedgerStore {
     public var readsWaitOnNetwork: Bool { false }
 
+    public func batchSpeculator() -> BatchSpeculator? { nil }
+
     public func mergeUnfoldedLogOnRead() -> Bool { false }
 
     /// Usage of one tenant and metric over a time range, from the aggregates.
@@ -278,8 +284,11 @@ extension LedgerStore {
     }
 
     /// Prepares `batch` (fingerprints, digest) and commits it.
+    /// Prepares `batch` (with the speculation the collector's preparation threads make) and
+    /// commits it.
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {
-        try commit(PreparedBatch(batch))
+        let prepared = PreparedBatch(batch)
+        return try commit(batchSpeculator()?.speculate(prepared) ?? prepared)
     }
 
     /// Every stored hourly aggregate cell whose hour lies in `period`, for one tenant.

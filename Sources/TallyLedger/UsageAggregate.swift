@@ -241,11 +241,24 @@ public struct AggregateCells: Sendable {
     public mutating func add(
         _ event: UsageEvent, fingerprint: Fingerprint, billedIn: BillingPeriod?, groupBy: [String], keepsMinimum: Bool = true
     ) throws(LedgerError) {
+        let one = Self.aggregate(of: event, fingerprint: fingerprint, keepsMinimum: keepsMinimum)
+        try Self.forEachKey(of: event, billedIn: billedIn, groupBy: groupBy) { (key) throws(LedgerError) in try add(one, at: key) }
+    }
+
+    /// What one event adds to each of its cells.
+    static func aggregate(of event: UsageEvent, fingerprint: Fingerprint, keepsMinimum: Bool) -> UsageAggregate {
         var one = UsageAggregate(quantity: event.quantity, timestamp: event.timestamp, fingerprint: fingerprint)
         if !keepsMinimum { one.min = nil }
+        return one
+    }
+
+    /// The keys of the cells an event adds to: its total cell, then one per group-by dimension.
+    static func forEachKey(
+        of event: UsageEvent, billedIn: BillingPeriod?, groupBy: [String], _ body: (AggregateCellKey) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
         var key = AggregateCellKey(
             tenant: event.tenant, metric: event.metric, hour: event.timestamp.hourSinceEpoch, billedIn: billedIn)
-        try add(one, at: key)
+        try body(key)
         for dimension in groupBy {
             key.dimension = dimension
             if QuantityBand.isBand(dimension) {
@@ -256,9 +269,12 @@ public struct AggregateCells: Sendable {
             } else {
                 key.value = event.properties[dimension] ?? ""
             }
-            try add(one, at: key)
+            try body(key)
         }
     }
+
+    /// Replaces the cell at `key` (removes it for nil).
+    mutating func set(_ aggregate: UsageAggregate?, at key: AggregateCellKey) { cells[key] = aggregate }
 
     mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey) throws(LedgerError) {
         try cells.merge(aggregate, at: key)

@@ -38,6 +38,7 @@ public struct BatchIngest {
         let decoding = DecoderInUse(decoder: decoder)
         let limits = eventLimits
         let metrics = self.metrics
+        let ledger = self.ledger
         let prepared = try await ledger.prepare { () throws -> PreparedBatch in
             let events: [UsageEvent]
             do throws(WireError) {
@@ -62,7 +63,8 @@ public struct BatchIngest {
             }
             // Fingerprints and the digest are made here, in parallel across connections; the
             // writer thread only writes.
-            return PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+            // ... and so are the commit's pure steps (classification, plan, log row).
+            return ledger.speculate(PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
         }
         let started = ContinuousClock.now
         let outcome: BatchOutcome

@@ -37,6 +37,8 @@ public final class Ledger: @unchecked Sendable {
     /// Why the latest commit failed in the store (a full disk, an I/O error), or nil when the
     /// latest commit succeeded: what `/readyz` reports.
     private let failingCommit = Mutex<LedgerError?>(nil)
+    /// The writers' pure commit steps, done by ``prepare(_:)``'s callers (``speculate(_:)``).
+    private let speculator: BatchSpeculator?
 
     public convenience init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
         self.init(stores: [store], readers: reader.map { [$0] } ?? [])
@@ -51,6 +53,7 @@ public final class Ledger: @unchecked Sendable {
     /// a writer).
     public init(stores: [any LedgerStore], readers: [any LedgerStore]) {
         precondition(!stores.isEmpty, "a ledger writer needs a store")
+        speculator = stores[0].batchSpeculator()
         all = stores.map { ConfinedStore(store: $0) }
         free = Mutex(all)
         readerStores = readers.map { ConfinedStore(store: $0, mergesUnfoldedLog: $0.mergeUnfoldedLogOnRead()) }
@@ -117,6 +120,10 @@ public final class Ledger: @unchecked Sendable {
             return try body()
         }
     }
+
+    /// `batch` with the commit's pure steps done (``LedgerSpeculation``): call it on a
+    /// preparation thread, so the writer thread has less to do.
+    public func speculate(_ batch: PreparedBatch) -> PreparedBatch { speculator?.speculate(batch) ?? batch }
 
     /// Runs `body` with a free writer, on its thread.
     public func perform<Result: Sendable>(

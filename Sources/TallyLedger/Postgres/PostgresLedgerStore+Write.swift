@@ -6,7 +6,10 @@ import TallyCore
 /// `unnest`, whatever the batch's size, inside the batch's transaction.
 extension PostgresLedgerStore {
     /// Persists what ``LedgerRules`` decides, inside the open transaction.
-    func write(_ classification: BatchClassification) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool) {
+    /// `speculation`: the commit's pure steps done ahead, for this store's configuration.
+    func write(
+        _ classification: BatchClassification, speculation: LedgerSpeculation?
+    ) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool) {
         let prepared = classification.prepared
         let batch = prepared.batch
         let agent = batch.agent
@@ -17,7 +20,7 @@ extension PostgresLedgerStore {
         let existing = classification.candidates.map { !inserted.contains($0.index) }
         var plan = try classification.plan(
             existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics, speculated: speculation?.cells)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         if !plan.duplicates.isEmpty {
             var indexes: [Int32] = []
@@ -58,7 +61,11 @@ extension PostgresLedgerStore {
         // The cells and the reconciliation counts go to the aggregate log, folded later (once
         // per fold, not per batch) by whichever collector folds.
         let logged = !plan.cells.isEmpty || !plan.reconciliation.isEmpty
-        if logged { try log(plan.cells, reconciliation: ReconciliationLogCodec.encode(agent: agent, plan.reconciliation)) }
+        if logged {
+            try log(
+                plan.cells, encoded: speculation?.encodedCells(existing: existing),
+                reconciliation: ReconciliationLogCodec.encode(agent: agent, plan.reconciliation))
+        }
         let outcome = plan.outcome
         try session.query(
             """
@@ -198,7 +205,8 @@ extension PostgresLedgerStore {
     /// a batch's events; a correction's negative cells give the quantities it adds).
     /// Appends a row to the aggregate log: `cells` (whose monthly sums are checked against the
     /// overflow bound first) and, for a batch, its reconciliation counts.
-    func log(_ cells: AggregateCells, growth: Quantity? = nil, reconciliation: [UInt8]? = nil) throws(LedgerError) {
+    /// `encoded`: `cells` already encoded in the flat layout (``LedgerSpeculation``).
+    func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil, reconciliation: [UInt8]? = nil) throws(LedgerError) {
         let total: Quantity
         if let growth { total = growth } else { total = try cells.totalSum() }
         if !cells.isEmpty {
@@ -220,7 +228,7 @@ extension PostgresLedgerStore {
         try session.query(
             """
             INSERT INTO aggregate_log (cells, total, reconciliation)
-            VALUES (\(ByteBuffer(bytes: AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric,
+            VALUES (\(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric,
                 \(reconciliation.map { ByteBuffer(bytes: $0) }))
             """, "logging aggregate cells")
     }

@@ -89,6 +89,8 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public var readsWaitOnNetwork: Bool { true }
 
+    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .flat) }
+
     // MARK: - Partitions
 
     /// Creates the monthly raw partitions of `months` that do not exist yet, in their own
@@ -342,7 +344,8 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func commit(_ prepared: PreparedBatch) throws(LedgerError) -> BatchOutcome {
         let batch = prepared.batch
-        let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        let speculation = prepared.speculation.flatMap { $0.applies(to: configuration) ? $0 : nil }
+        let classification = speculation?.classification ?? LedgerRules.classify(prepared, window: configuration.lateWindow)
         var months = Set<BillingPeriod>()
         for candidate in classification.candidates {
             if let event = classification.event(candidate.index) { months.insert(BillingPeriod(containing: event.timestamp)) }
@@ -354,7 +357,7 @@ public final class PostgresLedgerStore: LedgerStore {
             "committing batch \(batch.sequence) of \(batch.agent)"
         ) { () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool)? in
             if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
-            let written = try write(classification)
+            let written = try write(classification, speculation: speculation)
             if crash {
                 session.abandon()
                 throw LedgerError.database(code: -1, message: "injected crash", context: "committing")

@@ -28,6 +28,8 @@ extension SQLiteLedgerStore {
     /// Makes this store a reader that never folds: inside ``withSnapshot(_:)`` its aggregate
     /// reads add the snapshot's unfolded log cells to the tables' rows (see ``UnfoldedLog``).
     /// Outside a snapshot it still folds first (a plain read has no snapshot to merge in).
+    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .byTenant) }
+
     public func mergeUnfoldedLogOnRead() -> Bool {
         if unfolded == nil {
             unfolded = UnfoldedLog()
@@ -173,14 +175,15 @@ extension SQLiteLedgerStore {
     /// batch's transaction and returns the new logged bound, to keep once it commits.
     /// `growth` bounds how much any one cell can grow (default: the cells' total sum, right for
     /// a batch's events; a correction's negative cells give the quantities it adds).
-    func log(_ cells: AggregateCells, growth: Quantity? = nil) throws(LedgerError) -> Int128 {
+    /// `encoded`: `cells` already encoded in this store's layout (``LedgerSpeculation``).
+    func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil) throws(LedgerError) -> Int128 {
         guard !cells.isEmpty else { return loggedBound }
         let batchBound: Int128
         if let growth { batchBound = growth.nanos } else { batchBound = try cells.totalSum().nanos }
         let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
         let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
         if overflow || noHeadroom { try checkMonthlySums(cells) }
-        statements.insertLog.bind(1, blob: AggregateLogCodec.encode(cells))
+        statements.insertLog.bind(1, blob: encoded ?? AggregateLogCodec.encode(cells))
         try statements.insertLog.run()
         return overflow ? .max : bound
     }

@@ -207,7 +207,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// the store's answer that completes the plan.
     func write(_ prepared: PreparedBatch) throws(LedgerError) -> (outcome: BatchOutcome, bound: Int128, cells: Int) {
         let batch = prepared.batch
-        let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        let speculation = prepared.speculation.flatMap { $0.applies(to: configuration) ? $0 : nil }
+        let classification = speculation?.classification ?? LedgerRules.classify(prepared, window: configuration.lateWindow)
         for refusal in classification.refusals {
             try insertRefused(
                 batch, index: refusal.index, invalid: refusal.invalid, event: classification.event(refusal.index),
@@ -224,13 +225,13 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         var plan = try classification.plan(
             existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics, speculated: speculation?.cells)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
             try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
         }
-        let bound = try log(plan.cells)
+        let bound = try log(plan.cells, encoded: speculation?.encodedCells(existing: existing))
         let insertUnique = statements.insertUnique
         for unique in plan.uniqueValues {
             insertUnique.bind(1, unique.tenant)

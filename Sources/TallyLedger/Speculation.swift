@@ -1,0 +1,85 @@
+import TallyCore
+
+/// The writer-thread work of a commit done ahead, on a preparation thread: the batch's
+/// classification, the aggregate cells of its billable events as if none of their keys were
+/// stored yet, and those cells encoded as the aggregate log row.
+///
+/// The single ledger writer is what limits a collector's ingest (`tally-bench agent`'s drain kept
+/// it 84% busy), and most of its time went into merging events into cells and encoding them. The
+/// store still decides everything with the real answer to "which keys are stored"
+/// (``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``):
+/// the cells an event that turned out to be stored was counted in are rebuilt from the events
+/// billed in them, so the plan is the one it would have made event by event. The log row is used
+/// only when no key was stored.
+public final class LedgerSpeculation: Sendable {
+    let configuration: LedgerConfiguration
+    let classification: BatchClassification
+    let cells: SpeculatedCells
+    /// The log row of `cells.cells` in the store's layout; nil when a billable event is of a
+    /// level metric (the writer adds level changes to the cells, after reading the neighbours).
+    let encodedCells: [UInt8]?
+
+    init(configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encodedCells: [UInt8]?) {
+        self.configuration = configuration
+        self.classification = classification
+        self.cells = cells
+        self.encodedCells = encodedCells
+    }
+
+    /// Whether it was made for a store of `configuration`; otherwise the store ignores it.
+    func applies(to configuration: LedgerConfiguration) -> Bool { configuration == self.configuration }
+
+    /// The encoded log row, when no candidate's key was stored (`existing` all false).
+    func encodedCells(existing: [Bool]) -> [UInt8]? { existing.contains(true) ? nil : encodedCells }
+}
+
+/// The cells of every billable candidate (accepted or adjusted) as if new, and for each cell the
+/// candidates (positions in ``BatchClassification/candidates``) counted in it.
+public struct SpeculatedCells: Sendable {
+    var cells: AggregateCells
+    var contributors: [AggregateCellKey: [Int]]
+}
+
+/// Makes a ``LedgerSpeculation`` for a store's configuration and log layout; a Sendable value
+/// the collector calls on its preparation threads (``LedgerStore/batchSpeculator()``).
+public struct BatchSpeculator: Sendable {
+    let configuration: LedgerConfiguration
+    let layout: AggregateLogCodec.Layout
+
+    init(configuration: LedgerConfiguration, layout: AggregateLogCodec.Layout) {
+        self.configuration = configuration
+        self.layout = layout
+    }
+
+    /// `prepared` with its speculation (unchanged when the cells cannot be made, e.g. a sum
+    /// out of range: the writer then plans, and reports the error, itself).
+    public func speculate(_ prepared: PreparedBatch) -> PreparedBatch {
+        let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        var cells = AggregateCells(minimumCapacity: classification.candidates.count * 2)
+        var contributors: [AggregateCellKey: [Int]] = [:]
+        contributors.reserveCapacity(classification.candidates.count * 2)
+        var levels = false
+        for (position, candidate) in classification.candidates.enumerated()
+        where candidate.status == .accepted || candidate.status == .adjusted {
+            guard let event = classification.event(candidate.index) else { continue }
+            let one = AggregateCells.aggregate(
+                of: event, fingerprint: candidate.fingerprint, keepsMinimum: configuration.keepsMinimum(event.metric))
+            do {
+                try AggregateCells.forEachKey(of: event, billedIn: candidate.billedIn, groupBy: configuration.groupBy(of: event.metric)) {
+                    (key) throws(LedgerError) in
+                    try cells.add(one, at: key)
+                    contributors[key, default: []].append(position)
+                }
+            } catch {
+                return prepared
+            }
+            if configuration.levelMetrics.contains(event.metric) { levels = true }
+        }
+        let encoded = levels || cells.isEmpty ? nil : AggregateLogCodec.encode(cells, layout: layout)
+        var speculated = prepared
+        speculated.speculation = LedgerSpeculation(
+            configuration: configuration, classification: classification,
+            cells: SpeculatedCells(cells: cells, contributors: contributors), encodedCells: encoded)
+        return speculated
+    }
+}

@@ -1,0 +1,80 @@
+import TallyCore
+@testable import TallyLedger
+import Testing
+
+/// ``LedgerSpeculation``: the commit's pure steps done ahead (as the collector's preparation
+/// threads do) change nothing. The same batches — fresh ones, retries through another agent
+/// (all duplicates), batches mixing new and stored keys, late and too-old events, group-by and
+/// unique-count cells — committed with and without the speculation leave the same outcomes,
+/// aggregates, unique counts and reconciliation, on each backend.
+@Suite struct LedgerSpeculationTests {
+    @Test(arguments: ledgerFactories)
+    func speculatedCommitsLeaveTheSameLedger(_ factory: any LedgerStoreFactory) throws {
+        let plain = try TestLedger(factory)
+        let speculating = try TestLedger(factory)
+        let speculator = try #require(speculating.store.batchSpeculator())
+        let start = at("2026-04-10T00:00:00Z")
+        var events = workload(count: 1_200, seed: 7, start: start, spanHours: 96)
+        for index in stride(from: 0, to: events.count, by: 9) {
+            events[index] = event(
+                "acme", "active_users", at: events[index].timestamp.description, id: "u\(index)", [("user", "user-\(index % 13)")])
+        }
+        var batches: [IncomingBatch] = []
+        for (number, chunk) in stride(from: 0, to: events.count, by: 100).enumerated() {
+            // Arriving in April (open), early May (April closed: late, adjusted into May) and
+            // mid-May (some past the late-arrival limit: too old).
+            let day = number % 4
+            let now = ["2026-04-2\(day)", "2026-05-0\(5 + day)", "2026-05-1\(2 + day)"][number % 3] + "T12:00:00Z"
+            batches.append(batch(UInt64(number + 1), now: now, Array(events[chunk..<min(chunk + 100, events.count)])))
+        }
+        // A retry of a whole batch through another agent, and a batch half new, half stored.
+        batches.append(batch(1, agent: "agent-2", now: "2026-04-20T12:00:00Z", batches[2].events.compactMap(\.valid)))
+        let mixed = batches[3].events.compactMap(\.valid).prefix(50) + [event(id: "fresh-1"), event(id: "fresh-2")]
+        batches.append(batch(2, agent: "agent-2", now: "2026-04-20T12:00:00Z", Array(mixed)))
+
+        var speculatedPlans = 0
+        for incoming in batches {
+            let prepared = PreparedBatch(incoming)
+            let speculated = speculator.speculate(prepared)
+            if speculated.speculation != nil { speculatedPlans += 1 }
+            #expect(try plain.store.commit(prepared) == speculating.store.commit(speculated), "batch \(incoming.sequence)")
+        }
+        #expect(speculatedPlans == batches.count)
+
+        for april in [period("2026-04"), period("2026-05")] {
+            for tenant in try plain.store.tenants(in: april) {
+                for grain in AggregateGrain.allCases {
+                    #expect(
+                        try plain.store.storedAggregates(tenant: tenant, period: april, grain: grain)
+                            == speculating.store.storedAggregates(tenant: tenant, period: april, grain: grain))
+                }
+                #expect(
+                    try plain.store.uniqueCount(tenant: tenant, metric: "active_users", property: "user", period: april)
+                        == speculating.store.uniqueCount(tenant: tenant, metric: "active_users", property: "user", period: april))
+            }
+        }
+        let reconciliation = try plain.store.reconciliation(ReconciliationFilter())
+        #expect(reconciliation.count > 10)
+        #expect(reconciliation == (try speculating.store.reconciliation(ReconciliationFilter())))
+        #expect(reconciliation.contains { $0.counts.duplicate > 0 })
+        #expect(reconciliation.contains { $0.counts.late > 0 } && reconciliation.contains { $0.counts.rejected > 0 })
+    }
+
+    /// A speculation made for another configuration is not used: the store plans itself.
+    @Test func aSpeculationForAnotherConfigurationIsIgnored() throws {
+        let store = try TestLedger(SQLiteFactory())
+        let other = try TestLedger(SQLiteFactory(), configuration: LedgerConfiguration(groupBy: ["region"]))
+        let speculator = try #require(other.store.batchSpeculator())
+        let incoming = batch(1, [event(id: "a", [("endpoint", "/v1/x"), ("region", "eu")])])
+        _ = try store.store.commit(speculator.speculate(PreparedBatch(incoming)))
+        let cells = try store.store.storedAggregates(tenant: "acme", period: period("2026-04"), grain: .hour)
+        #expect(cells.keys.map(\.dimension).sorted() == ["", "endpoint"])
+    }
+}
+
+extension IncomingEvent {
+    var valid: UsageEvent? {
+        if case .valid(let event) = self { return event }
+        return nil
+    }
+}
