@@ -180,6 +180,56 @@ import TallyWire
         #expect(total.balances)
     }
 
+    /// A window of batches written in one go: the collector prepares them at once but commits
+    /// them in the order they came, so the first batch to hold an event is the one that bills
+    /// it and every later copy is its duplicate, and the acks come back in order. A batch in the
+    /// middle that is not a valid payload is answered with an error after the acks of the batches
+    /// before it, and the connection closes: the batches after it are not committed (the agent
+    /// sends them again).
+    @Test func batchesWrittenTogetherAreCommittedInTheirOrder() throws {
+        let directory = try ServiceProcess.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let collector = try Self.startCollector(in: directory)
+        defer { collector.kill() }
+        let agent = try ScriptedAgent(port: collector.port)
+        guard case .welcome? = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") else {
+            Issue.record("no welcome")
+            return
+        }
+        let base = EventTime.now().advanced(by: .seconds(-600))
+        // Batch k holds events k-1 ... k+198 of one series: each overlaps the one before it but
+        // for its first event, so with batches committed in order batch 1 accepts 200 events and
+        // every later one accepts 1 and finds 199 duplicates.
+        let series = (0..<210).map { Self.event("acme", 1, at: base.advanced(by: .seconds(Int64($0))), id: "p\($0)") }
+        var bytes: [UInt8] = []
+        for sequence in 1...8 {
+            let start = sequence == 1 ? 0 : sequence - 1
+            if sequence == 5 {
+                bytes += try agent.frameBytes(.batch(Batch(sequence: 5, payload: ByteBuffer(bytes: [0x01, 0x02, 0x03]))))
+                continue
+            }
+            bytes += try agent.frameBytes(agent.batchFrame(sequence: UInt64(sequence), events: Array(series[start..<(start + 200)])))
+        }
+        try agent.sendRaw(bytes)
+        var answers: [String] = []
+        for _ in 1...8 {
+            switch try agent.receive() {
+            case .ack(let ack)?: answers.append("\(ack.sequence):\(ack.accepted)/\(ack.duplicate)")
+            case .error(let error)?: answers.append("error \(WireErrorCode(rawValue: error.code).map { "\($0)" } ?? "?")")
+            case let other: answers.append("\(String(describing: other))")
+            }
+            if answers.last?.hasPrefix("error") == true { break }
+        }
+        #expect(answers.first == "1:200/0")
+        #expect(Array(answers.dropFirst().prefix(3)) == ["2:1/199", "3:1/199", "4:1/199"])
+        #expect(answers.count == 5 && answers.last?.hasPrefix("error") == true, "\(answers)")
+        // Batch 6 was not committed: sent again with other events, it is a new batch (a
+        // committed one would be refused as a reused sequence).
+        let again = try ScriptedAgent(port: collector.port)
+        _ = try again.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
+        #expect(try ack(again.sendBatch(sequence: 6, events: Array(series[100..<110]))) == BatchAck(sequence: 6, accepted: 0, duplicate: 10))
+    }
+
     @Test func killedBetweenCommitAndAckThenResentIsStoredOnce() throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
