@@ -180,9 +180,9 @@ import TallyWire
         #expect(total.balances)
     }
 
-    /// A window of batches written in one go: the collector prepares them at once but commits
-    /// them in the order they came, so the first batch to hold an event is the one that bills
-    /// it and every later copy is its duplicate, and the acks come back in order. A batch in the
+    /// A window of batches written in one go: the collector commits them in the order they
+    /// came (whatever it does ahead of the commits), so the first batch to hold an event is the
+    /// one that bills it and every later copy is its duplicate, and the acks come back in order. A batch in the
     /// middle that is not a valid payload is answered with an error after the acks of the batches
     /// before it, and the connection closes: the batches after it are not committed (the agent
     /// sends them again).

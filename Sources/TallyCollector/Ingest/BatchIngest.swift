@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import Synchronization
 public import TallyCore
 public import TallyLedger
 public import TallyWire
@@ -11,10 +10,9 @@ public import TallyWire
 /// (field limits, future skew, the agent key's tenant allow-list) — the collector never trusts
 /// the agent's validation — and commits all of them, valid or not, so that
 /// `received = accepted + duplicate + late + rejected` holds in the ledger. Fingerprints are
-/// recomputed here, never taken from the agent. One per connection; its batches may be prepared
-/// at once (each with its own zstd context) while an earlier one commits.
-public struct BatchIngest: Sendable {
-    private let decoders: DecoderPool
+/// recomputed here, never taken from the agent. One per connection: it owns a zstd context.
+public struct BatchIngest {
+    private let decoder: BatchPayloadDecoder
     private let ledger: Ledger
     private let eventLimits: EventLimits
     private let metrics: CollectorMetrics
@@ -24,7 +22,7 @@ public struct BatchIngest: Sendable {
         limits: SessionLimits, eventLimits: EventLimits, ledger: Ledger, metrics: CollectorMetrics,
         clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
     ) throws(WireError) {
-        self.decoders = try DecoderPool(limits: limits)
+        self.decoder = try BatchPayloadDecoder(limits: limits)
         self.ledger = ledger
         self.eventLimits = eventLimits
         self.metrics = metrics
@@ -33,26 +31,18 @@ public struct BatchIngest: Sendable {
 
     /// Processes a batch from `agent`; `admits` is the agent key's tenant allow-list.
     public func process(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) async throws -> BatchAck {
-        try await commit(try await prepare(batch, agent: agent, admits: admits))
-    }
-
-    /// The CPU work of a batch before its commit; several batches of a connection may be
-    /// prepared at once (``AgentConnection`` commits them in order).
-    public func prepare(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) async throws -> PreparedBatch {
         let now = clock()
         // The CPU work before the commit (decompress, decode, validate, fingerprint) runs on the
         // ledger's preparation threads, never on Swift's cooperative pool, where a few batches
         // at once would hold up every HTTP read behind them (issue 12: reads under ingest).
-        let decoders = self.decoders
+        let decoding = DecoderInUse(decoder: decoder)
         let limits = eventLimits
         let metrics = self.metrics
         let ledger = self.ledger
         let prepared = try await ledger.prepare { () throws -> PreparedBatch in
             let events: [UsageEvent]
             do throws(WireError) {
-                let decoder = try decoders.take()
-                defer { decoders.giveBack(decoder) }
-                events = try decoder.decode(batch.payload)
+                events = try decoding.decoder.decode(batch.payload)
             } catch {
                 // A payload that does not decode is a protocol error (SPEC §5.4): nothing is
                 // written, and the agent keeps the batch in its spool.
@@ -76,12 +66,6 @@ public struct BatchIngest: Sendable {
             // ... and so are the commit's pure steps (classification, plan, log row).
             return ledger.speculate(PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
         }
-        return prepared
-    }
-
-    /// Commits a prepared batch and returns its ack.
-    public func commit(_ prepared: PreparedBatch) async throws -> BatchAck {
-        let batch = prepared.batch
         let started = ContinuousClock.now
         let outcome: BatchOutcome
         do {
@@ -101,32 +85,11 @@ public struct BatchIngest: Sendable {
     }
 }
 
-/// A connection's payload decoders (each owns a zstd context): one per batch being prepared at
-/// once, made when first needed (at most the session's window), reused after.
-private final class DecoderPool: Sendable {
-    private let limits: SessionLimits
-    private let free: Mutex<[DecoderInUse]>
-
-    init(limits: SessionLimits) throws(WireError) {
-        self.limits = limits
-        free = Mutex([DecoderInUse(decoder: try BatchPayloadDecoder(limits: limits))])
-    }
-
-    func take() throws(WireError) -> DecoderInUse {
-        if let decoder = free.withLock({ $0.popLast() }) { return decoder }
-        return DecoderInUse(decoder: try BatchPayloadDecoder(limits: limits))
-    }
-
-    func giveBack(_ decoder: DecoderInUse) { free.withLock { $0.append(decoder) } }
-}
-
-/// A payload decoder handed to a preparation thread.
-// @unchecked: a decoder is taken out of its pool for one batch and given back after, so one
-// thread at a time uses it, each use after the previous one completed.
+/// A connection's payload decoder (it owns a zstd context), handed to a preparation thread.
+// @unchecked: a connection processes one batch at a time (`AgentConnection` awaits each), so
+// the decoder is used by one thread at a time, each use after the previous one completed.
 private struct DecoderInUse: @unchecked Sendable {
     let decoder: BatchPayloadDecoder
-
-    func decode(_ payload: ByteBuffer) throws(WireError) -> [UsageEvent] { try decoder.decode(payload) }
 }
 
 extension BatchAck {

@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import TallyCore
-import TallyLedger
 import TallyTLS
 import TallyWire
 
@@ -66,78 +65,25 @@ struct AgentConnection {
     mutating func peerCertified(names: Set<String>) { session.peerCertified(names: names) }
 
     /// Handles bytes received at `now`; returns true when the connection must close.
-    ///
-    /// The batches among the frames are prepared at once (decompressed, decoded, fingerprinted
-    /// on the ledger's preparation threads) and committed one after the other, in the order they
-    /// came: while one batch commits on the writer, the next ones are being prepared. Each is
-    /// acked after its own commit, and any other frame is answered after the batches before it.
     mutating func received(_ chunk: ByteBuffer, now: ContinuousClock.Instant, send: (ByteBuffer) async throws -> Void) async throws -> Bool {
         session.heard(now: now)
         var chunk = chunk
         buffered.writeBuffer(&chunk)
-        var preparing: [Preparing] = []
         while true {
             decoder.maxBodyLength = session.maxInboundFrameBody
             let frame: Frame?
             do {
                 frame = try decoder.decode(buffer: &buffered)
             } catch {
-                if try await commitInOrder(&preparing, send: send) { return true }
                 metrics.frameErrors.increment()
                 logger.notice("bad frame from agent", metadata: ["code": "\(error.code.name)", "error": "\(error.message)"])
                 try await send(try encoder.encode(.error(error.frame)))
                 return true
             }
             guard let frame else { break }
-            let action = session.received(frame)
-            if case .process(let batch) = action, !FaultInjection.ackBeforeCommit, let agent = session.agentId {
-                let (ingest, session) = (self.ingest, self.session)
-                preparing.append(
-                    Preparing(
-                        sequence: batch.sequence,
-                        task: Task { try await ingest.prepare(batch, agent: agent) { session.admits(tenant: $0) } }))
-                continue
-            }
-            if try await commitInOrder(&preparing, send: send) { return true }
-            if try await carryOut(action, send: send) { return true }
+            if try await carryOut(session.received(frame), send: send) { return true }
         }
         buffered.discardReadBytes()
-        return try await commitInOrder(&preparing, send: send)
-    }
-
-    /// A batch being prepared.
-    private struct Preparing {
-        var sequence: UInt64
-        var task: Task<PreparedBatch, any Error>
-    }
-
-    /// Commits the prepared batches in order and carries out each one's ack (or failure);
-    /// returns true when the connection must close (the batches after are then not committed:
-    /// unacknowledged, the agent sends them again).
-    private mutating func commitInOrder(_ preparing: inout [Preparing], send: (ByteBuffer) async throws -> Void) async throws -> Bool {
-        let batches = preparing
-        preparing.removeAll()
-        for (position, item) in batches.enumerated() {
-            let ack: BatchAck
-            do {
-                ack = try await ingest.commit(try await item.task.value)
-            } catch {
-                logger.error("batch not committed", metadata: ["sequence": "\(item.sequence)", "error": "\(error)"])
-                let wireError =
-                    (error as? CollectorIngestError)?.wireError
-                    ?? WireError(.internalError, "the batch was not committed; send it again")
-                if try await carryOut(session.batchFailed(sequence: item.sequence, error: wireError), send: send) {
-                    for later in batches[(position + 1)...] { later.task.cancel() }
-                    return true
-                }
-                continue
-            }
-            FaultInjection.afterCommit()
-            if try await carryOut(session.batchCompleted(ack), send: send) {
-                for later in batches[(position + 1)...] { later.task.cancel() }
-                return true
-            }
-        }
         return false
     }
 

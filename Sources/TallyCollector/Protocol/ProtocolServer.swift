@@ -85,12 +85,6 @@ public final class ProtocolServer: Service, Sendable {
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            // Reads of up to 1 MiB: an agent sends its window of batches back to back, and the
-            // frames of one read are prepared at once while the first of them commits
-            // (AgentConnection); 64 KiB reads (NIO's default) held two batches at most.
-            .childChannelOption(
-                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 16_384, maximum: 1 << 20)
-            )
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
