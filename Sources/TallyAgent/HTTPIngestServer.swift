@@ -48,6 +48,7 @@ public struct HTTPIngestServer: Service {
     public func run() async throws {
         // TCP_NODELAY is NIO's default; no per-connection socket option is set here, so nothing
         // about one connection can fail the listener.
+        let accepted = AcceptedConnections()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -58,14 +59,14 @@ public struct HTTPIngestServer: Service {
                     let clock = ConnectionClock(limits: limits)
                     try channel.pipeline.syncOperations.addHandler(ByteArrivalObserver(clock: clock), position: .first)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    let wrapped = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    let wrapped: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart> = try accepted.wrap(channel)
                     return (wrapped, clock)
                 }
             }
         let port = server.channel.localAddress?.port ?? address.port
         logger.info("HTTP ingest listening", metadata: ["address": "\(address.host):\(port)"])
         onBound(port)
-        try await AcceptLoop.run(server) { connection, clock in await admit(connection, clock: clock) }
+        try await AcceptLoop.run(server, accepted: accepted) { connection, clock in await admit(connection, clock: clock) }
     }
 
     /// Serves a connection within the connection cap, or refuses it with `503`; either way under

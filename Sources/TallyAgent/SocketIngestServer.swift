@@ -44,16 +44,17 @@ public struct SocketIngestServer: Service {
     }
 
     public func run() async throws {
+        let accepted = AcceptedConnections()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    try accepted.wrap(channel) as NIOAsyncChannel<ByteBuffer, ByteBuffer>
                 }
             }
         logger.info("NDJSON socket listening", metadata: ["path": "\(path)"])
         onBound()
-        try await AcceptLoop.run(server) { connection in await serve(connection) }
+        try await AcceptLoop.run(server, accepted: accepted) { connection in await serve(connection) }
     }
 
     /// Chunks of one connection whose answers may be awaited at once: the next chunk is decoded

@@ -58,6 +58,7 @@ public final class ProtocolServer: Service, Sendable {
     }
 
     private let listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let accepted: AcceptedConnections
     private let settings: Settings
     private let ledger: Ledger
     private let metrics: CollectorMetrics
@@ -67,10 +68,11 @@ public final class ProtocolServer: Service, Sendable {
     public var localAddress: SocketAddress? { listener.channel.localAddress }
 
     private init(
-        listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, settings: Settings,
-        ledger: Ledger, metrics: CollectorMetrics, logger: Logger
+        listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, accepted: AcceptedConnections,
+        settings: Settings, ledger: Ledger, metrics: CollectorMetrics, logger: Logger
     ) {
         self.listener = listener
+        self.accepted = accepted
         self.settings = settings
         self.ledger = ledger
         self.metrics = metrics
@@ -82,16 +84,17 @@ public final class ProtocolServer: Service, Sendable {
         host: String, port: Int, settings: Settings, ledger: Ledger, metrics: CollectorMetrics, logger: Logger
     ) async throws -> ProtocolServer {
         let tls = settings.tls
+        let accepted = AcceptedConnections()
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    return try accepted.wrap(channel) as NIOAsyncChannel<ByteBuffer, ByteBuffer>
                 }
             }
-        return ProtocolServer(listener: listener, settings: settings, ledger: ledger, metrics: metrics, logger: logger)
+        return ProtocolServer(listener: listener, accepted: accepted, settings: settings, ledger: ledger, metrics: metrics, logger: logger)
     }
 
     public func run() async throws {
@@ -108,7 +111,7 @@ public final class ProtocolServer: Service, Sendable {
             logger.warning("plain TCP from remote agents is allowed: their usage crosses the network in clear text")
         }
         logger.info("listening for agents on \(localAddress?.ipAddress ?? "?"):\(localAddress?.port ?? 0) (\(transport))")
-        try await AcceptLoop.run(listener) { connection in await self.serve(connection) }
+        try await AcceptLoop.run(listener, accepted: accepted) { connection in await self.serve(connection) }
     }
 
     /// Serves one agent connection until it closes, fails, or the task is cancelled.
