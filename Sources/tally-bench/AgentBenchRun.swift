@@ -269,6 +269,7 @@ struct AgentBenchRun {
         children.add(collector)
         try await waitUntilServing(collector, port: collectorHTTPPort, path: "/v1/reconciliation")
         let start = ContinuousClock.now
+        let serverAtStart = ServerChargesTimes.read(port: collectorHTTPPort)
         // A dashboard polling one tenant's charges for the whole drain.
         let loaded =
             options.readIntervalUs > 0
@@ -290,6 +291,8 @@ struct AgentBenchRun {
         }
         let elapsed = ContinuousClock.now - start
         let underIngest = await loaded?.stop()
+        let serverAfterDrain = ServerChargesTimes.read(port: collectorHTTPPort)
+        let serverUnderIngest = serverAfterDrain?.since(serverAtStart)
         let agentPeak = agent.memory()?.peakKB ?? 0
         let collectorPeak = collector.memory()?.peakKB ?? 0
         table.add("drain: backlog in the agent's spool", "events", grouped(backlog), "10,000,000")
@@ -299,12 +302,15 @@ struct AgentBenchRun {
         table.add("drain: agent highest RSS sample during the drain", "MiB", megabytes(highestRSS), "< 64 MB")
         table.add("drain: collector VmHWM", "MiB", megabytes(collectorPeak), "-")
         try reconcile(agent: "bench-agent", expected: backlog, into: &table)
-        if let underIngest { try await readsUnderIngest(underIngest, options, into: &table) }
+        if let underIngest { try await readsUnderIngest(underIngest, serverUnderIngest, since: serverAfterDrain, options, into: &table) }
     }
 
     /// The charges call's latency while the agent drained at full speed, beside the same call
     /// on the idle collector (same ledger, same connection pattern) measured right after.
-    func readsUnderIngest(_ loaded: ChargesPoller.Answers, _ options: AgentBench, into table: inout BenchTable) async throws {
+    func readsUnderIngest(
+        _ loaded: ChargesPoller.Answers, _ serverLoaded: ServerChargesTimes?, since serverBefore: ServerChargesTimes?, _ options: AgentBench,
+        into table: inout BenchTable
+    ) async throws {
         if let failure = loaded.failure { throw BenchFailure("charges during the drain: \(failure)") }
         let calls = max(loaded.times.count, 2_000)
         progress("reads: \(calls) charges calls on the idle collector")
@@ -319,6 +325,11 @@ struct AgentBenchRun {
             ms(percentile(loaded.times, 50)) + " / " + ms(percentile(loaded.times, 99)), "p99 ≤ 2× idle")
         let ratio = percentile(idle.times, 99) > .zero ? percentile(loaded.times, 99).seconds / percentile(idle.times, 99).seconds : 0
         table.add("  p99 during the drain / idle p99", "×", String(format: "%.1f", ratio), "≤ 2.0")
+        // The same calls inside the collector (its request histogram, router to answer).
+        if let serverLoaded, let serverIdle = ServerChargesTimes.read(port: collectorHTTPPort)?.since(serverBefore) {
+            table.add("  inside the collector, idle: mean / p99 (histogram bucket)", "ms", serverIdle.summary, "-")
+            table.add("  inside the collector, during the drain: mean / p99 (histogram bucket)", "ms", serverLoaded.summary, "-")
+        }
     }
 
     /// The collector's reconciliation for `agent`: received must equal what was spooled.

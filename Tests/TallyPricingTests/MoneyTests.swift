@@ -63,6 +63,36 @@ struct MoneyTests {
         #expect(try Money(currency: .usd, parsing: "3.105").minorUnits == nil)
     }
 
+    @Test("decimal text: every magnitude and scale formats as the plain quotient and remainder, and parses back")
+    func decimalTextRoundTrips() throws {
+        // The formatter spelled the simple way (String of the 128-bit quotient and remainder).
+        func reference(_ value: Int128, scale: Int, minimumFractionDigits: Int) -> String {
+            var divisor: UInt128 = 1
+            for _ in 0..<scale { divisor *= 10 }
+            var fraction = String(value.magnitude % divisor)
+            fraction = String(repeating: "0", count: scale - fraction.count) + fraction
+            while fraction.count > minimumFractionDigits, fraction.last == "0" { fraction.removeLast() }
+            let whole = "\(value < 0 ? "-" : "")\(value.magnitude / divisor)"
+            return fraction.isEmpty ? whole : whole + "." + fraction
+        }
+        var generator = SystemRandomNumberGenerator()
+        var values: [Int128] = [0, 1, -1, 9, 10, 99, 100, Int128(UInt64.max), Int128(UInt64.max) + 1, -Int128(UInt64.max) - 1, .max, .min + 1]
+        for digits in 1...38 {
+            var power: Int128 = 1
+            for _ in 0..<digits { power *= 10 }
+            values += [power, power - 1, -power, Int128.random(in: -power...power, using: &generator)]
+        }
+        for value in values {
+            for scale in [1, 2, 6, 12] {
+                for minimum in [0, 2, scale] {
+                    let text = ExactDecimalText.format(value, scale: scale, minimumFractionDigits: minimum)
+                    #expect(text == reference(value, scale: scale, minimumFractionDigits: minimum), "\(value) scale \(scale) min \(minimum)")
+                    #expect(try ExactDecimalText.parse(text, scale: scale) == value, "\(text)")
+                }
+            }
+        }
+    }
+
     @Test("overflow is an error, never a wrap")
     func overflow() throws {
         let huge = Money(currency: .usd, scaledAmount: Int128.max - 1)

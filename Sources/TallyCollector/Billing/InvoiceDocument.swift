@@ -179,8 +179,7 @@ public struct EncodedInvoice: Sendable, Hashable {
     /// Encodes `document` canonically, once.
     public init(_ document: InvoiceDocument) throws(BillingError) {
         self.document = document
-        let text = try document.canonicalJSON()
-        do { json = try JSONText(text) } catch { throw .encoding("invoice of \(document.tenant) \(document.period): \(error)") }
+        do { json = try JSONWriter.encodeText(document) } catch { throw .encoding("invoice of \(document.tenant) \(document.period): \(error)") }
     }
 
     /// A frozen final invoice: its stored JSON kept as it is, and read for the pages.

@@ -92,6 +92,13 @@ public enum JSONWriter {
         }
         return root.text
     }
+
+    /// ``encode(_:)`` as a ``JSONText``, without reading the text back: what this writer writes
+    /// is one JSON value by construction (its numbers and embedded texts were checked when they
+    /// were made).
+    public static func encodeText(_ value: some Encodable) throws(JSONEncodingError) -> JSONText {
+        JSONText(written: try encode(value))
+    }
 }
 
 /// JSON text kept exactly as it was written, for ``JSONWriter/encode(_:)`` to embed unchanged:
@@ -104,6 +111,9 @@ public struct JSONText: Sendable, Hashable, Encodable {
         _ = try JSONParser.parse(text)
         self.text = text
     }
+
+    /// Text ``JSONWriter`` wrote.
+    init(written text: String) { self.text = text }
 
     /// Only ``JSONWriter`` embeds JSON text; any other encoder is refused.
     public func encode(to encoder: any Encoder) throws {

@@ -71,6 +71,9 @@ final class SQLiteDatabase {
 
     /// Rows changed by the last INSERT, UPDATE or DELETE.
     var changes: Int { handle.map { Int(sqlite3_changes($0)) } ?? 0 }
+
+    /// The rowid of the last row inserted on this connection.
+    var lastInsertRowID: Int64 { handle.map { sqlite3_last_insert_rowid($0) } ?? 0 }
 }
 
 /// A prepared statement, reused: bind, step, reset.

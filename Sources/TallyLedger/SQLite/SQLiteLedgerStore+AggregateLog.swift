@@ -116,8 +116,10 @@ extension SQLiteLedgerStore {
         guard try hasUnfoldedAggregates() else { return }
         try statements.begin.run()
         var largest: Int128 = 0
+        let foldedGeneration: Int64
         do throws(LedgerError) {
-            let (cells, lastID) = try readLog()
+            let (cells, lastID, generation) = try logToFold()
+            foldedGeneration = lastID == nil ? generation : generation + 1
             if let lastID {
                 for grain in AggregateGrain.allCases {
                     guard let upsert = statements.upsertAggregate[grain] else { continue }
@@ -132,13 +134,47 @@ extension SQLiteLedgerStore {
             try commitTransaction()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
+            logMirror = nil
             throw error
         }
+        // The fold held the write lock from its first read: the log it emptied stays empty
+        // until this store's next batch, or another connection's.
+        logMirror = LogMirror(generation: foldedGeneration)
         loggedBound = 0
         loggedRows = 0
         loggedCells = 0
         let (raised, overflow) = storedSumCeiling.addingReportingOverflow(largest)
         storedSumCeiling = overflow ? .max : raised
+    }
+
+    /// The log's cells, merged, its last row (nil: empty) and the fold generation: from
+    /// ``logMirror`` when it holds exactly the log's rows, else read back from the rows. Call it
+    /// inside the fold's transaction, which holds the write lock.
+    func logToFold() throws(LedgerError) -> (AggregateCells, Int64?, Int64) {
+        let state = try database.prepare(
+            """
+            SELECT (SELECT count(*) FROM aggregate_log), COALESCE((SELECT max(id) FROM aggregate_log), 0),
+                   COALESCE((SELECT CAST(value AS INTEGER) FROM ledger_meta WHERE key = 'fold_generation'), 0)
+            """)
+        let (rows, lastRow, generation): (Int64, Int64, Int64)
+        do {
+            defer { state.reset() }
+            guard try state.step() else { throw LedgerError.corruptRow("the aggregate log's state has no row") }
+            (rows, lastRow, generation) = (state.int64(0), state.int64(1), state.int64(2))
+        }
+        if let mirror = logMirror, let cells = try mirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
+            return (cells, lastRow == 0 ? nil : lastRow, generation)
+        }
+        foldsReadingRows += 1
+        let (cells, lastID) = try readLog()
+        return (cells, lastID, generation)
+    }
+
+    /// After a commit: the cells its transaction logged join ``logMirror``.
+    func mirrorCommittedLog() {
+        guard let logged = pendingLogged else { return }
+        pendingLogged = nil
+        logMirror?.add(logged.cells, row: logged.row)
     }
 
     /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
@@ -185,6 +221,7 @@ extension SQLiteLedgerStore {
         if overflow || noHeadroom { try checkMonthlySums(cells) }
         statements.insertLog.bind(1, blob: encoded ?? AggregateLogCodec.encode(cells))
         try statements.insertLog.run()
+        pendingLogged = (cells, database.lastInsertRowID)
         return overflow ? .max : bound
     }
 
@@ -216,5 +253,42 @@ extension SQLiteLedgerStore {
         defer { select.reset() }
         select.bind(cell: key)
         return try select.step() ? try Self.quantity(select.text(0), "usage_monthly sum") : nil
+    }
+}
+
+/// The aggregate log as the store that writes it knows it: the cells of each row it logged since
+/// the log was last empty, kept in memory, so that the fold takes them from here instead of
+/// reading every row back and decoding it (a quarter of the writer's time before).
+///
+/// **Why it is exact.** It starts empty when a fold of this store empties the log, at the
+/// generation that fold leaves; a row joins it once the transaction that inserted it commits.
+/// Rows leave the log only by a fold, and every fold bumps the generation. So while the
+/// generation is unchanged, every row it holds is still in the log; and when the log then holds
+/// as many rows as it does, with the same last row, the log is exactly its rows — no other
+/// connection (a `tallyctl` beside the collector) logged or folded meanwhile. The fold checks
+/// this inside its own transaction and otherwise reads the rows, as after opening.
+struct LogMirror {
+    /// The fold generation the log was empty at.
+    let generation: Int64
+    private var batches: [AggregateCells] = []
+    private var lastRow: Int64 = 0
+    private var cellCount = 0
+
+    init(generation: Int64) { self.generation = generation }
+
+    mutating func add(_ cells: AggregateCells, row: Int64) {
+        batches.append(cells)
+        lastRow = row
+        cellCount += cells.count
+    }
+
+    /// The merged cells when the log holds exactly these rows (`rows` rows, the last `lastRow`,
+    /// at `generation`); nil otherwise.
+    func cells(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) throws(LedgerError) -> AggregateCells? {
+        guard generation == self.generation, rows == batches.count, lastRow == self.lastRow else { return nil }
+        guard batches.count > 1 else { return batches.first ?? AggregateCells() }
+        var cells = AggregateCells(minimumCapacity: min(cellCount, 1 << 20))
+        for batch in batches { try cells.merge(batch) }
+        return cells
     }
 }

@@ -6,6 +6,7 @@ public import TallyCore
 extension SQLiteLedgerStore {
     public func applyCorrections(_ requests: [CorrectionRequest], now: EventTime) throws(LedgerError) -> [CorrectionRecord] {
         guard !requests.isEmpty else { return [] }
+        pendingLogged = nil
         try statements.begin.run()
         var records: [CorrectionRecord] = []
         var logged: (bound: Int128, cells: Int)?
@@ -30,6 +31,7 @@ extension SQLiteLedgerStore {
             loggedRows += 1
             loggedCells += logged.cells
         }
+        mirrorCommittedLog()
         return records
     }
 

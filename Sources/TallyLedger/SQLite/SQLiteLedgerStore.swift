@@ -39,6 +39,14 @@ public final class SQLiteLedgerStore: LedgerStore {
     static let maximumLogRows = 1_000
     /// An upper bound of every stored monthly sum, in nano-units.
     var storedSumCeiling: Int128 = 0
+    /// The aggregate log's cells as this store wrote them, for the fold (nil: not known).
+    var logMirror: LogMirror?
+    /// The cells ``log(_:growth:encoded:)`` wrote in the open transaction and their row: added
+    /// to ``logMirror`` once the transaction commits.
+    var pendingLogged: (cells: AggregateCells, row: Int64)?
+    /// Folds that read the log's rows back (``logMirror`` unknown or not the log's whole
+    /// content): for the tests.
+    var foldsReadingRows = 0
 
     /// A failure to inject, for crash-safety tests.
     enum Fault {
@@ -143,6 +151,7 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     public func commit(_ prepared: PreparedBatch) throws(LedgerError) -> BatchOutcome {
         let batch = prepared.batch
+        pendingLogged = nil
         try statements.begin.run()
         let written: (outcome: BatchOutcome, bound: Int128, cells: Int)
         do throws(LedgerError) {
@@ -165,6 +174,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             loggedRows += 1
             loggedCells += written.cells
         }
+        mirrorCommittedLog()
         if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
             // The batch is committed either way; a fold that fails is retried by the next commit
             // or read, and a read reports its error.

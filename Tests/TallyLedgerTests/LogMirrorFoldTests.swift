@@ -1,0 +1,110 @@
+import TallyCore
+import Testing
+@testable import TallyLedger
+
+/// The SQLite writer folds the aggregate log from the cells it logged, kept in memory
+/// (`LogMirror`), instead of reading its rows back: the fold must store exactly what a fold that
+/// reads the rows stores, and go back to the rows whenever the log holds a row it did not log.
+@Suite struct LogMirrorFoldTests {
+    static func configuration() -> LedgerConfiguration {
+        var configuration = TestLedger.configuration
+        configuration.aggregateBufferCells = 1 << 30  // folds only when the test says
+        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
+        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        return configuration
+    }
+
+    /// Two ledgers get the same batches and fold at the same moments: one from its own cells,
+    /// the reference reopened first, so that it reads the rows back. Every answer agrees, and
+    /// the audit finds the aggregates equal to the raw events.
+    @Test(arguments: [UInt64(21), 22])
+    func foldingFromTheWritersCellsStoresWhatReadingTheRowsStores(seed: UInt64) throws {
+        let configuration = Self.configuration()
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        var random = SplitMix64(seed: seed)
+        // February to April, received on April 11th: late events billed in April as adjustments.
+        let events = workload(count: 4000, seed: seed, start: at("2026-02-20T00:00:00Z"), spanHours: 24 * 50, tenants: 3)
+        var offset = 0
+        var sequence: UInt64 = 0
+        var folds = 0
+        while offset < events.count {
+            for _ in 0..<(1 + random.next() % 4) where offset < events.count {
+                let slice = Array(events[offset..<min(offset + 20 + Int(random.next() % 150), events.count)])
+                offset += slice.count
+                sequence += 1
+                let expected = try reference.store.commit(batch(sequence, now: "2026-04-11T00:00:00Z", slice))
+                #expect(try ledger.store.commit(batch(sequence, now: "2026-04-11T00:00:00Z", slice)) == expected)
+            }
+            guard try ledger.store.hasUnfoldedAggregates() else { continue }
+            try ledger.store.foldAggregates()
+            try reference.reopen()  // opening folds what is logged, reading the rows
+            folds += 1
+            let difference = try UnfoldedLogReadTests.Answers(ledger.store).firstDifference(from: UnfoldedLogReadTests.Answers(reference.store))
+            #expect(difference == nil, "seed \(seed), fold \(folds): \(difference ?? "")")
+        }
+        #expect(folds >= 10)
+        // Only the first fold (the store did not know the log before it) read rows back.
+        #expect(store.foldsReadingRows == 1, "folds that read the rows: \(store.foldsReadingRows) of \(folds)")
+        for tenant in 0..<3 {
+            for month in ["2026-02", "2026-03", "2026-04"] {
+                let drift = try ledger.store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period(month))
+                #expect(drift.differences.count == 0, "tenant-\(tenant) \(month): \(drift.differences.prefix(3))")
+            }
+        }
+    }
+
+    /// A row another connection logged (a second writer on the file), or a fold it did, sends
+    /// the next fold back to the rows, and nothing either logged is lost or counted twice.
+    @Test func aRowOrAFoldOfAnotherConnectionSendsTheFoldBackToTheRows() throws {
+        let configuration = Self.configuration()
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        let other = try SQLiteLedgerStore(path: ledger.location, configuration: configuration)
+        defer { other.close() }
+        let events = workload(count: 1200, seed: 5, start: at("2026-04-01T00:00:00Z"), spanHours: 24 * 9, tenants: 3)
+        let slices = stride(from: 0, to: events.count, by: 100).map { Array(events[$0..<min($0 + 100, events.count)]) }
+        func commit(_ index: Int, on writer: any LedgerStore) throws {
+            let incoming = batch(UInt64(index + 1), now: "2026-04-11T00:00:00Z", slices[index])
+            _ = try reference.store.commit(incoming)
+            _ = try writer.commit(incoming)
+        }
+        try commit(0, on: store)
+        try store.foldAggregates()  // the store now knows the (empty) log
+        let readBefore = store.foldsReadingRows
+
+        // Its own batches only: the fold takes its cells.
+        try commit(1, on: store)
+        try commit(2, on: store)
+        try store.foldAggregates()
+        #expect(store.foldsReadingRows == readBefore)
+
+        // A batch logged by the other connection between two of its own.
+        try commit(3, on: store)
+        try commit(4, on: other)
+        try commit(5, on: store)
+        try store.foldAggregates()
+        #expect(store.foldsReadingRows == readBefore + 1)
+
+        // The other connection folds after one of the store's batches (the log is then empty
+        // again, at a new generation), and the store logs one more.
+        try commit(6, on: store)
+        try store.foldAggregates()
+        try commit(7, on: store)
+        try other.foldAggregates()
+        try commit(8, on: store)
+        try store.foldAggregates()
+        #expect(store.foldsReadingRows == readBefore + 2)
+
+        try commit(9, on: store)
+        try store.foldAggregates()
+        #expect(store.foldsReadingRows == readBefore + 2)
+        try reference.store.foldAggregates()
+        let difference = try UnfoldedLogReadTests.Answers(store).firstDifference(from: UnfoldedLogReadTests.Answers(reference.store))
+        #expect(difference == nil, "\(difference ?? "")")
+        let drift = try store.recomputeAggregates(tenant: "tenant-0", period: period("2026-04"))
+        #expect(drift.differences.count == 0, "\(drift.differences.prefix(3))")
+    }
+}
