@@ -297,6 +297,9 @@ public struct AggregateCells: Sendable {
 
     public var isEmpty: Bool { cells.isEmpty }
     public var count: Int { cells.count }
+
+    /// Empties these cells, keeping their storage for the next ones.
+    mutating func removeAll() { cells.removeAll(keepingCapacity: true) }
 }
 
 /// The result of recomputing aggregates from the raw ledger: every cell where the stored value

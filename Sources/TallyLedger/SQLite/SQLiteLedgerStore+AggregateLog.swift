@@ -139,7 +139,7 @@ extension SQLiteLedgerStore {
         }
         // The fold held the write lock from its first read: the log it emptied stays empty
         // until this store's next batch, or another connection's.
-        logMirror = LogMirror(generation: foldedGeneration)
+        if logMirror == nil { logMirror = LogMirror(generation: foldedGeneration) } else { logMirror?.restart(at: foldedGeneration) }
         loggedBound = 0
         loggedRows = 0
         loggedCells = 0
@@ -162,7 +162,7 @@ extension SQLiteLedgerStore {
             guard try state.step() else { throw LedgerError.corruptRow("the aggregate log's state has no row") }
             (rows, lastRow, generation) = (state.int64(0), state.int64(1), state.int64(2))
         }
-        if let mirror = logMirror, let cells = try mirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
+        if let mirror = logMirror, let cells = mirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
             return (cells, lastRow == 0 ? nil : lastRow, generation)
         }
         foldsReadingRows += 1
@@ -174,7 +174,10 @@ extension SQLiteLedgerStore {
     func mirrorCommittedLog() {
         guard let logged = pendingLogged else { return }
         pendingLogged = nil
-        logMirror?.add(logged.cells, row: logged.row)
+        do { try logMirror?.add(logged.cells, row: logged.row) } catch {
+            // A sum past the range: the fold reads the rows and reports it.
+            logMirror = nil
+        }
     }
 
     /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
@@ -269,26 +272,33 @@ extension SQLiteLedgerStore {
 /// this inside its own transaction and otherwise reads the rows, as after opening.
 struct LogMirror {
     /// The fold generation the log was empty at.
-    let generation: Int64
-    private var batches: [AggregateCells] = []
+    private(set) var generation: Int64
+    /// The rows' cells, merged as they commit: the dictionary grows to the distinct cells, and
+    /// keeps its storage from one fold to the next.
+    private var cells = AggregateCells()
+    private var rows: Int64 = 0
     private var lastRow: Int64 = 0
-    private var cellCount = 0
 
     init(generation: Int64) { self.generation = generation }
 
-    mutating func add(_ cells: AggregateCells, row: Int64) {
-        batches.append(cells)
+    mutating func add(_ batch: AggregateCells, row: Int64) throws(LedgerError) {
+        try cells.merge(batch)
+        rows += 1
         lastRow = row
-        cellCount += cells.count
     }
 
     /// The merged cells when the log holds exactly these rows (`rows` rows, the last `lastRow`,
     /// at `generation`); nil otherwise.
-    func cells(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) throws(LedgerError) -> AggregateCells? {
-        guard generation == self.generation, rows == batches.count, lastRow == self.lastRow else { return nil }
-        guard batches.count > 1 else { return batches.first ?? AggregateCells() }
-        var cells = AggregateCells(minimumCapacity: min(cellCount, 1 << 20))
-        for batch in batches { try cells.merge(batch) }
+    func cells(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> AggregateCells? {
+        guard generation == self.generation, rows == self.rows, lastRow == self.lastRow else { return nil }
         return cells
+    }
+
+    /// Empty again, at `generation` (a fold emptied the log).
+    mutating func restart(at generation: Int64) {
+        self.generation = generation
+        cells.removeAll()
+        rows = 0
+        lastRow = 0
     }
 }
