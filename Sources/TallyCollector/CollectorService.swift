@@ -101,7 +101,8 @@ public struct Collector {
             refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote,
             beforeScrape: { [ledgerDisk] in ledgerDisk?.refresh() })
         let server: HTTPServerBuilder =
-            try httpTLS.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0.configuration) } ?? HTTPServerBuilder.http1()
+            try httpTLS.map { try HTTPServerBuilder.tls(KeptHTTP1Channel.builder(), tlsConfiguration: $0.configuration) }
+            ?? KeptHTTP1Channel.builder()
         if httpTLS == nil {
             logger.info(
                 config.allowPlaintextRemote

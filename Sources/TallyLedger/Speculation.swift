@@ -15,22 +15,46 @@ public final class LedgerSpeculation: Sendable {
     let configuration: LedgerConfiguration
     let classification: BatchClassification
     let cells: SpeculatedCells
-    /// The log row of `cells.cells` in the store's layout; nil when a billable event is of a
-    /// level metric (the writer adds level changes to the cells, after reading the neighbours).
-    let encodedCells: [UInt8]?
+    /// The log row of `cells.cells` in the store's layout — by tenant as its sections, flat as
+    /// the row — or nil when a billable event is of a level metric (the writer adds level
+    /// changes to the cells, after reading the neighbours).
+    let encoded: EncodedCells?
 
-    init(configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encodedCells: [UInt8]?) {
+    enum EncodedCells {
+        case byTenant(AggregateLogCodec.Sections)
+        case flat([UInt8])
+    }
+
+    init(configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: EncodedCells?) {
         self.configuration = configuration
         self.classification = classification
         self.cells = cells
-        self.encodedCells = encodedCells
+        self.encoded = encoded
     }
 
     /// Whether it was made for a store of `configuration`; otherwise the store ignores it.
     func applies(to configuration: LedgerConfiguration) -> Bool { configuration == self.configuration }
 
-    /// The encoded log row, when no candidate's key was stored (`existing` all false).
-    func encodedCells(existing: [Bool]) -> [UInt8]? { existing.contains(true) ? nil : encodedCells }
+    /// The log row of `cells`, the plan's cells for `existing` (which candidates' keys were
+    /// stored). By tenant, the sections of the tenants with a stored billable event are encoded
+    /// again from `cells` and the others are kept: the plan rebuilt only those tenants' cells.
+    /// Flat, the row only when no key was stored.
+    func encodedCells(existing: [Bool], cells: AggregateCells) -> [UInt8]? {
+        switch encoded {
+        case nil: return nil
+        case .flat(let row): return existing.contains(true) ? nil : row
+        case .byTenant(let sections):
+            var changed = Set<String>()
+            for (position, stored) in zip(classification.candidates.indices, existing) where stored {
+                let candidate = classification.candidates[position]
+                guard candidate.status == .accepted || candidate.status == .adjusted, let event = classification.event(candidate.index) else {
+                    continue
+                }
+                changed.insert(event.tenant)
+            }
+            return sections.row(changing: changed, to: cells)
+        }
+    }
 }
 
 /// The cells of every billable candidate (accepted or adjusted) as if new, and for each cell the
@@ -75,11 +99,16 @@ public struct BatchSpeculator: Sendable {
             }
             if configuration.levelMetrics.contains(event.metric) { levels = true }
         }
-        let encoded = levels || cells.isEmpty ? nil : AggregateLogCodec.encode(cells, layout: layout)
+        let encoded: LedgerSpeculation.EncodedCells? =
+            switch (levels || cells.isEmpty, layout) {
+            case (true, _): nil
+            case (false, .byTenant): .byTenant(AggregateLogCodec.Sections(cells))
+            case (false, .flat): .flat(AggregateLogCodec.encode(cells, layout: .flat))
+            }
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(
             configuration: configuration, classification: classification,
-            cells: SpeculatedCells(cells: cells, contributors: contributors), encodedCells: encoded)
+            cells: SpeculatedCells(cells: cells, contributors: contributors), encoded: encoded)
         return speculated
     }
 }

@@ -63,7 +63,7 @@ extension PostgresLedgerStore {
         let logged = !plan.cells.isEmpty || !plan.reconciliation.isEmpty
         if logged {
             try log(
-                plan.cells, encoded: speculation?.encodedCells(existing: existing),
+                plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells),
                 reconciliation: ReconciliationLogCodec.encode(agent: agent, plan.reconciliation))
         }
         let outcome = plan.outcome

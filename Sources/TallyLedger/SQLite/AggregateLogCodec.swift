@@ -85,25 +85,53 @@ package enum AggregateLogCodec {
             }
             return out
         }
-        var sections: [String: Section] = [:]
-        for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate, fields: fields) }
-        var out: [UInt8] = []
-        out.reserveCapacity(cells.count * 128 + sections.count * 20 + 8)
         let markers: [Fields: UInt64] = [.base: marker, .minimum: markerWithMinimum, .levels: markerWithLevels]
-        out.appendBigEndian(markers[fields] ?? markerWithLevels, bytes: 4)
+        return row(of: Array(Section.sections(of: cells, fields: fields)), marker: markers[fields] ?? markerWithLevels)
+    }
+
+    /// The sectioned row of `sections`: the marker, the directory, then the sections.
+    private static func row(of sections: [(key: String, value: Section)], marker: UInt64) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(sections.reduce(8) { $0 + $1.key.utf8.count + 12 + $1.value.bytes.count })
+        out.appendBigEndian(marker, bytes: 4)
         out.appendBigEndian(UInt64(sections.count), bytes: 4)
-        let ordered = Array(sections)
-        for (tenant, section) in ordered {
+        for (tenant, section) in sections {
             out.appendString32(tenant)
             out.appendBigEndian(UInt64(section.count), bytes: 4)
             out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
         }
-        for (_, section) in ordered { out.append(contentsOf: section.bytes) }
+        for (_, section) in sections { out.append(contentsOf: section.bytes) }
         return out
     }
 
+    /// A sectioned row (what SQLite ledgers write) kept as its tenants' sections, so that when a
+    /// few tenants' cells change the row is made again by encoding only theirs
+    /// (``LedgerSpeculation``: a batch's row encoded ahead, then some of its events found stored).
+    package struct Sections: Sendable {
+        private let sections: [String: Section]
+
+        package init(_ cells: AggregateCells) { sections = Section.sections(of: cells, fields: .levels) }
+
+        /// The row; with the sections of the `changed` tenants encoded afresh from their cells
+        /// in `cells` (a tenant none of whose cells is left has no section).
+        package func row(changing changed: Set<String> = [], to cells: AggregateCells? = nil) -> [UInt8] {
+            guard !changed.isEmpty, let cells else { return AggregateLogCodec.row(of: Array(sections), marker: markerWithLevels) }
+            var kept = sections.filter { !changed.contains($0.key) }
+            for (key, aggregate) in cells.cells where changed.contains(key.tenant) {
+                kept[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
+            }
+            return AggregateLogCodec.row(of: Array(kept), marker: markerWithLevels)
+        }
+    }
+
     /// One tenant's cells, encoded.
-    private struct Section {
+    fileprivate struct Section: Sendable {
+        static func sections(of cells: AggregateCells, fields: Fields) -> [String: Section] {
+            var sections: [String: Section] = [:]
+            for (key, aggregate) in cells.cells { sections[key.tenant, default: Section()].append(key, aggregate, fields: fields) }
+            return sections
+        }
+
         var count = 0
         var bytes: [UInt8] = []
 

@@ -151,23 +151,34 @@ extension SQLiteLedgerStore {
     /// ``logMirror`` when it holds exactly the log's rows, else read back from the rows. Call it
     /// inside the fold's transaction, which holds the write lock.
     func logToFold() throws(LedgerError) -> (AggregateCells, Int64?, Int64) {
-        let state = try database.prepare(
-            """
-            SELECT (SELECT count(*) FROM aggregate_log), COALESCE((SELECT max(id) FROM aggregate_log), 0),
-                   COALESCE((SELECT CAST(value AS INTEGER) FROM ledger_meta WHERE key = 'fold_generation'), 0)
-            """)
-        let (rows, lastRow, generation): (Int64, Int64, Int64)
-        do {
-            defer { state.reset() }
-            guard try state.step() else { throw LedgerError.corruptRow("the aggregate log's state has no row") }
-            (rows, lastRow, generation) = (state.int64(0), state.int64(1), state.int64(2))
-        }
+        let (rows, lastRow, generation) = try logState()
         if let mirror = logMirror, let cells = mirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
             return (cells, lastRow == 0 ? nil : lastRow, generation)
         }
         foldsReadingRows += 1
         let (cells, lastID) = try readLog()
         return (cells, lastID, generation)
+    }
+
+    /// The log's row count and last row (0: none), and the fold generation, read at once.
+    private func logState() throws(LedgerError) -> (rows: Int64, lastRow: Int64, generation: Int64) {
+        let state = try database.prepare(
+            """
+            SELECT (SELECT count(*) FROM aggregate_log), COALESCE((SELECT max(id) FROM aggregate_log), 0),
+                   COALESCE((SELECT CAST(value AS INTEGER) FROM ledger_meta WHERE key = 'fold_generation'), 0)
+            """)
+        defer { state.reset() }
+        guard try state.step() else { throw .corruptRow("the aggregate log's state has no row") }
+        return (state.int64(0), state.int64(1), state.int64(2))
+    }
+
+    /// Starts ``logMirror`` when the log is empty (at open, after the recovery fold), so that
+    /// the first fold takes the writer's cells too. Rows another connection logs after this
+    /// read are found by the fold's check.
+    func startLogMirrorIfEmpty() throws(LedgerError) {
+        guard logMirror == nil else { return }
+        let state = try logState()
+        if state.rows == 0 { logMirror = LogMirror(generation: state.generation) }
     }
 
     /// After a commit: the cells its transaction logged join ``logMirror``.

@@ -78,6 +78,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try migrate()
         storedSumCeiling = try readSumCeiling()
         try flushAggregates()
+        try startLogMirrorIfEmpty()
     }
 
     /// Folds the aggregate log in and closes the store.
@@ -241,7 +242,7 @@ public final class SQLiteLedgerStore: LedgerStore {
             guard let event = classification.event(duplicate.index) else { continue }
             try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
         }
-        let bound = try log(plan.cells, encoded: speculation?.encodedCells(existing: existing))
+        let bound = try log(plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells))
         let insertUnique = statements.insertUnique
         for unique in plan.uniqueValues {
             insertUnique.bind(1, unique.tenant)
