@@ -45,8 +45,7 @@ public final class LedgerSpeculation: Sendable {
         case .flat(let row): return existing.contains(true) ? nil : row
         case .byTenant(let sections):
             var changed = Set<String>()
-            for (position, stored) in zip(classification.candidates.indices, existing) where stored {
-                let candidate = classification.candidates[position]
+            for (candidate, stored) in zip(classification.candidates, existing) where stored {
                 guard candidate.status == .accepted || candidate.status == .adjusted, let event = classification.event(candidate.index) else {
                     continue
                 }

@@ -54,18 +54,22 @@ public final class AcceptedConnections: Sendable {
     public func wrap<Inbound: Sendable, Outbound: Sendable>(_ channel: any Channel) throws -> NIOAsyncChannel<Inbound, Outbound> {
         let connection = try NIOAsyncChannel<Inbound, Outbound>(wrappingChannelSynchronously: channel)
         let id = ObjectIdentifier(channel)
-        channel.closeFuture.whenComplete { [self] _ in
-            _ = state.withLock { $0.open.removeValue(forKey: id) }
-            // The scoped call finishes the outbound writer (a no-op when the connection was
-            // served); the channel is already closed.
-            Task { try? await connection.executeThenClose { _, _ in } }
-        }
+        Self.keepUntilClosed(connection)
+        channel.closeFuture.whenComplete { [self] _ in _ = state.withLock { $0.open.removeValue(forKey: id) } }
         let listening = state.withLock { state in
             if state.listening { state.open[id] = channel }
             return state.listening
         }
         if !listening { channel.close(promise: nil) }
         return connection
+    }
+
+    /// Keeps `connection` until its channel closes, and finishes its outbound writer then (the
+    /// scoped call; a no-op when the connection was served): dropped unused before that, it
+    /// would stop the process. For a listener whose accept loop is not ``AcceptLoop`` (the
+    /// collector's HTTP server).
+    public static func keepUntilClosed<Inbound: Sendable, Outbound: Sendable>(_ connection: NIOAsyncChannel<Inbound, Outbound>) {
+        connection.channel.closeFuture.whenComplete { _ in Task { try? await connection.executeThenClose { _, _ in } } }
     }
 
     /// Closes every connection still open (the accept loop has ended: none of them will be

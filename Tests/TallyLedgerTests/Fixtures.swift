@@ -99,6 +99,15 @@ final class TestLedger {
     static let configuration = LedgerConfiguration(
         groupBy: ["endpoint"], uniqueCounts: [UniqueCountKey(metric: "active_users", property: "user")])
 
+    /// ``configuration`` for workloads spanning months, whose writer folds only when a test says.
+    static var foldingOnRequest: LedgerConfiguration {
+        var configuration = Self.configuration
+        configuration.aggregateBufferCells = 1 << 30
+        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
+        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        return configuration
+    }
+
     func reopen() throws {
         store.close()
         store = try factory.open(location, configuration: configuration)

@@ -6,20 +6,12 @@ import Testing
 /// (`LogMirror`), instead of reading its rows back: the fold must store exactly what a fold that
 /// reads the rows stores, and go back to the rows whenever the log holds a row it did not log.
 @Suite struct LogMirrorFoldTests {
-    static func configuration() -> LedgerConfiguration {
-        var configuration = TestLedger.configuration
-        configuration.aggregateBufferCells = 1 << 30  // folds only when the test says
-        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
-        configuration.dedupeHorizon = .seconds(90 * 86_400)
-        return configuration
-    }
-
     /// Two ledgers get the same batches and fold at the same moments: one from its own cells,
     /// the reference reopened first, so that it reads the rows back. Every answer agrees, and
     /// the audit finds the aggregates equal to the raw events.
     @Test(arguments: [UInt64(21), 22])
     func foldingFromTheWritersCellsStoresWhatReadingTheRowsStores(seed: UInt64) throws {
-        let configuration = Self.configuration()
+        let configuration = TestLedger.foldingOnRequest
         let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
         let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
         let store = try #require(ledger.store as? SQLiteLedgerStore)
@@ -58,7 +50,7 @@ import Testing
     /// A row another connection logged (a second writer on the file), or a fold it did, sends
     /// the next fold back to the rows, and nothing either logged is lost or counted twice.
     @Test func aRowOrAFoldOfAnotherConnectionSendsTheFoldBackToTheRows() throws {
-        let configuration = Self.configuration()
+        let configuration = TestLedger.foldingOnRequest
         let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
         let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
         let store = try #require(ledger.store as? SQLiteLedgerStore)

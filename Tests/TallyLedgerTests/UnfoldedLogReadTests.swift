@@ -12,10 +12,7 @@ import Testing
     /// connection that merges the log in its snapshot. Every round, every read must agree.
     @Test(arguments: [UInt64(11), 12, 13])
     func aMergingReaderAnswersLikeAStoreThatFoldsFirst(seed: UInt64) throws {
-        var configuration = TestLedger.configuration
-        configuration.aggregateBufferCells = 1 << 30  // the writer folds only when the test says
-        configuration.lateWindow.lateArrivalLimit = .seconds(90 * 86_400)
-        configuration.dedupeHorizon = .seconds(90 * 86_400)
+        let configuration = TestLedger.foldingOnRequest
         let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
         let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
         let reader = try SQLiteLedgerStore(path: ledger.location, configuration: configuration)

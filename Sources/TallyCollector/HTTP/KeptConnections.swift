@@ -1,6 +1,7 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import TallyService
 
 /// Hummingbird's HTTP/1 child channel, with each connection's `NIOAsyncChannel` kept until its
 /// channel closes and finished then.
@@ -21,11 +22,7 @@ struct KeptHTTP1Channel: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         base.setup(channel: channel, logger: logger).map { connection in
-            channel.closeFuture.whenComplete { _ in
-                // The scoped call finishes the outbound writer (a no-op once served); the
-                // channel is already closed.
-                Task { try? await connection.executeThenClose { _, _ in } }
-            }
+            AcceptedConnections.keepUntilClosed(connection)
             return connection
         }
     }

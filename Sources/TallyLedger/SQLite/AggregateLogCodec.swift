@@ -112,10 +112,10 @@ package enum AggregateLogCodec {
 
         package init(_ cells: AggregateCells) { sections = Section.sections(of: cells, fields: .levels) }
 
-        /// The row; with the sections of the `changed` tenants encoded afresh from their cells
+        /// The row, with the sections of the `changed` tenants encoded afresh from their cells
         /// in `cells` (a tenant none of whose cells is left has no section).
-        package func row(changing changed: Set<String> = [], to cells: AggregateCells? = nil) -> [UInt8] {
-            guard !changed.isEmpty, let cells else { return AggregateLogCodec.row(of: Array(sections), marker: markerWithLevels) }
+        package func row(changing changed: Set<String>, to cells: AggregateCells) -> [UInt8] {
+            guard !changed.isEmpty else { return AggregateLogCodec.row(of: Array(sections), marker: markerWithLevels) }
             var kept = sections.filter { !changed.contains($0.key) }
             for (key, aggregate) in cells.cells where changed.contains(key.tenant) {
                 kept[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
