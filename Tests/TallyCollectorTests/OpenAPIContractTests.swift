@@ -154,6 +154,12 @@ final class RunningAgent: Sendable {
         config.agentId = "openapi-contract"
         config.reconnect.initial = .seconds(60)
         config.reconnect.maximum = .seconds(60)
+        // This test is about routes, not deadlines: on a loaded CI machine (chaos tests beside
+        // it) a request's head once took longer than the default 10 s to follow its connect,
+        // and the agent rightly closed the connection.
+        config.http.headerTimeout = .seconds(600)
+        config.http.bodyTimeout = .seconds(600)
+        config.http.idleTimeout = .seconds(600)
         let agent = try await Agent.open(config: config, logger: logger)
         let (bound, sink) = AsyncStream.makeStream(of: Int.self)
         let group = ServiceGroup(
