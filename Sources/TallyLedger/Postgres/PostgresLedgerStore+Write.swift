@@ -114,22 +114,35 @@ extension PostgresLedgerStore {
             billed.append(row.candidate.billedIn?.description ?? "")
             indexes.append(Int32(row.candidate.index))
         }
+        // One answer row, not one per new event: how many were new and, only when some were
+        // not (a retried batch), which ones. Most batches are all new, and a row per event cost
+        // the server and the collector more than the answer is worth.
         let result = try session.query(
             """
-            INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
-                agent, batch_seq, batch_index, received_at)
-            SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
-                NULLIF(r.billed, ''), \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, \(batch.receivedAt.microseconds)
-            FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
-                \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(statuses)::text[], \(billed)::text[], \(indexes)::integer[])
-                WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
-            ORDER BY r.position
-            ON CONFLICT (ts, fingerprint) DO NOTHING
-            RETURNING batch_index
+            WITH inserted AS (
+                INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+                    agent, batch_seq, batch_index, received_at)
+                SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
+                    NULLIF(r.billed, ''), \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, \(batch.receivedAt.microseconds)
+                FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
+                    \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(statuses)::text[], \(billed)::text[],
+                    \(indexes)::integer[])
+                    WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
+                ORDER BY r.position
+                ON CONFLICT (ts, fingerprint) DO NOTHING
+                RETURNING batch_index
+            )
+            SELECT count(*)::integer, CASE WHEN count(*) < \(Int32(indexes.count)) THEN COALESCE(array_agg(batch_index), ARRAY[]::integer[]) END FROM inserted
             """, "inserting raw events")
-        var inserted = Set<Int>(minimumCapacity: result.count)
-        for row in result { inserted.insert(Int(try PostgresSchema.decode(row, Int32.self, "inserted index"))) }
-        return inserted
+        guard let row = result.first else { throw .corruptRow("the raw-event insert answered no row") }
+        let (count, some): (Int32, [Int32]?)
+        do { (count, some) = try row.decode((Int32, [Int32]?).self) } catch { throw .corruptRow("the raw-event insert's answer: \(error)") }
+        guard let some else {
+            guard Int(count) == indexes.count else { throw .corruptRow("\(count) of \(indexes.count) raw events new, but none named") }
+            return Set(indexes.lazy.map { Int($0) })
+        }
+        guard some.count == Int(count) else { throw .corruptRow("\(count) raw events new, \(some.count) named") }
+        return Set(some.lazy.map { Int($0) })
     }
 
     func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
