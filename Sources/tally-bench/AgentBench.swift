@@ -24,6 +24,8 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "The collector's pricing file during the drain (for the charges reads).") var pricing = "deploy/pricing.example.yaml"
     @Option(help: "The tenant whose month-to-date charges are polled during and after the drain.") var tenant = "t0001"
     @Option(help: "Microseconds between two charges calls (one connection) during and after the drain (0: no reads).") var readIntervalUs = 5_000
+    @Option(help: "The agent's spool fsync setting (always, never or an interval such as 5ms; default: the agent's own).")
+    var agentFsync: String?
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {
@@ -43,7 +45,7 @@ struct AgentBench: AsyncParsableCommand {
             children.killAll()
             if !keep { try? FileManager.default.removeItem(atPath: root) }
         }
-        let bench = try AgentBenchRun(bin: bin, root: root, children: children)
+        let bench = try AgentBenchRun(bin: bin, root: root, children: children, fsync: agentFsync)
         var table = BenchTable.figures()
         do {
             try await bench.measure(self, into: &table)

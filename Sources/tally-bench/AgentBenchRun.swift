@@ -19,7 +19,8 @@ struct AgentBenchRun {
     let socket: String
     let config: String
 
-    init(bin: String, root: String, children: ChildList) throws {
+    /// `fsync`: the agent's `spool.fsync` setting (nil: the agent's default).
+    init(bin: String, root: String, children: ChildList, fsync: String? = nil) throws {
         self.bin = bin
         self.root = root
         self.children = children
@@ -33,7 +34,8 @@ struct AgentBenchRun {
         socket = root + "/agent.sock"
         config = root + "/agent.yaml"
         // Quick reconnects, so the drain starts within 250 ms of the collector's start.
-        try "reconnect:\n  initial: 50ms\n  max: 250ms\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let spoolSettings = fsync.map { "spool:\n  fsync: \($0)\n" } ?? ""
+        try ("reconnect:\n  initial: 50ms\n  max: 250ms\n" + spoolSettings).write(toFile: config, atomically: true, encoding: .utf8)
     }
 
     func measure(_ options: AgentBench, into table: inout BenchTable) async throws {
