@@ -28,14 +28,13 @@ check-deploy: deps-tools
 build: deps
 	$(SWIFT) build
 
-# Release binaries as deployed (the Dockerfile builds them the same way): the Swift runtime and
+# Release binaries as deployed (scripts/release-link-flags, read by the Dockerfile too): the Swift runtime and
 # Foundation linked statically (nothing of the toolchain needed where they run), linked by the
 # toolchain's lld with packed relative relocations (RELR: ~13 KB instead of 1.5 MB of .rela.dyn
 # that the loader reads at every start) and without exporting every symbol dynamically (no
 # dynamic symbol table of 1.3 MB to map). An idle agent's resident memory: 22.8 MiB with the
 # default dynamic build, 20.8 static, 17.6 with these flags (`tally-bench agent` prints it).
-RELEASE_LINK_FLAGS = --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs \
-	-Xlinker --no-export-dynamic
+RELEASE_LINK_FLAGS := $(shell grep -v '^\#' scripts/release-link-flags)
 
 build-release: deps
 	$(SWIFT) build -c release $(RELEASE_LINK_FLAGS)
