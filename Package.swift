@@ -57,16 +57,12 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
-        // libcrypto from Debian's libssl-dev: SHA-256 and HMAC without Foundation (SHA256Digest).
-        .systemLibrary(
-            name: "CLibCrypto",
-            pkgConfig: "libcrypto",
-            providers: [.apt(["libssl-dev"])]
-        ),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
             name: "TallyCore",
-            dependencies: ["CLibCrypto"],
+            // SHA-256 and HMAC from the BoringSSL that swift-nio-ssl links into every binary for
+            // TLS (SHA256Digest): no second crypto library, no Foundation.
+            dependencies: [.product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: strict
         ),
         // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.
@@ -249,7 +245,7 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        // swift-crypto only as an independent SHA-256 to check libcrypto's against.
+        // swift-crypto only as a second SHA-256 (its own BoringSSL copy, behind its Swift API) to check SHA256Digest against.
         .testTarget(
             name: "TallyCoreTests",
             dependencies: ["TallyCore", "TallyWorkload", .product(name: "Crypto", package: "swift-crypto")]
@@ -276,7 +272,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload"]),
+        .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload", "TallyTestSupport"]),
         // One throwaway PostgreSQL server per test run (Foundation only).
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport"),
         .testTarget(

@@ -291,7 +291,9 @@ def command_dashboard(arguments):
 
 # --- Dockerfile -----------------------------------------------------------------------------
 
-RUNTIME_LIBRARIES = ["libzstd1", "libsqlite3-0", "libyaml-0-2", "libssl3"]
+# The shared libraries the release binaries link beyond glibc and libgcc (`ldd` of what
+# `make build-release` makes: the Swift runtime, libstdc++ and BoringSSL are linked in).
+RUNTIME_LIBRARIES = ["libzstd1", "libsqlite3-0", "libyaml-0-2"]
 PORTS = {"7400", "7480", "7380"}
 BINARIES = ["tally-agent", "tally-collector", "tallyctl"]
 

@@ -6,9 +6,8 @@ set -euo pipefail
 need=()
 pkg-config --exists libzstd 2>/dev/null || need+=(libzstd-dev)
 pkg-config --exists sqlite3 2>/dev/null || need+=(libsqlite3-dev)
-# libyaml reads the config files; libcrypto hashes fingerprints (neither pulls in Foundation).
+# libyaml reads the config files (without pulling in Foundation).
 pkg-config --exists yaml-0.1 2>/dev/null || need+=(libyaml-dev)
-pkg-config --exists libcrypto 2>/dev/null || need+=(libssl-dev)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)

@@ -2,7 +2,7 @@ import Crypto
 import Testing
 import TallyCore
 
-@Suite("SHA-256 and HMAC through libcrypto")
+@Suite("SHA-256 and HMAC through BoringSSL")
 struct SHA256DigestTests {
     @Test func theDigestEqualsSwiftCryptosForEveryLengthAroundTheBlockSize() {
         var generator = SplitMix64(seed: 12)

@@ -1,10 +1,14 @@
-internal import CLibCrypto
+internal import CNIOBoringSSL
 
-/// SHA-256 and HMAC-SHA256 through libcrypto's C API (OpenSSL, Debian's `libssl-dev`).
+/// SHA-256 and HMAC-SHA256 through BoringSSL's C API, the copy swift-nio-ssl builds into every
+/// Tally binary for TLS.
 ///
 /// Not swift-crypto: on Linux its `Crypto` module imports Foundation, and Foundation with its ICU
-/// data is about 6 MiB of every agent's resident memory, a third of the agent's budget. The agent
-/// needs only these two functions; libcrypto is already on every machine that runs Tally.
+/// data is about 6 MiB of every agent's resident memory, a third of the agent's budget. Not the
+/// system's libcrypto either (what this used before): the agent carries BoringSSL for TLS anyway,
+/// and mapping OpenSSL's shared library beside it cost 1.4 MiB of the idle agent's RSS for two
+/// functions. `CNIOBoringSSL` is swift-nio-ssl's own module, not one of its products: its API is
+/// BoringSSL's, which keeps `SHA256_*` and `HMAC` stable, and the version moves with swift-nio-ssl's.
 public enum SHA256Digest {
     /// The digest length in bytes.
     public static let byteCount = 32
@@ -12,8 +16,7 @@ public enum SHA256Digest {
     /// The SHA-256 of `bytes`, written into `out` (at least 32 bytes).
     public static func hash(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
         precondition(out.count >= byteCount, "a SHA-256 digest needs 32 bytes")
-        // The low-level calls, not the EVP one-shot: OpenSSL 3's SHA256() fetches the algorithm
-        // on every call, and the agent hashes every event. They cannot fail for a valid context.
+        // The low-level calls: they cannot fail for a valid context, and the agent hashes every event.
         var context = SHA256_CTX()
         _ = SHA256_Init(&context)
         _ = SHA256_Update(&context, bytes.baseAddress, bytes.count)
@@ -56,15 +59,13 @@ public enum SHA256Digest {
         let made = key.withUnsafeBytes { keyBytes in
             message.withUnsafeBufferPointer { messageBytes in
                 out.withUnsafeMutableBufferPointer { target in
-                    // HMAC takes the key length as an int: a longer key is first hashed by the
-                    // caller's rules anyway, and no Tally secret comes near 2 GiB.
                     HMAC(
-                        EVP_sha256(), keyBytes.baseAddress, Int32(clamping: keyBytes.count), messageBytes.baseAddress,
+                        EVP_sha256(), keyBytes.baseAddress, keyBytes.count, messageBytes.baseAddress,
                         messageBytes.count, target.baseAddress, &length)
                 }
             }
         }
-        // HMAC returns NULL only when libcrypto cannot allocate; a proof that is all zeros would
+        // HMAC returns NULL only when BoringSSL cannot allocate; a proof that is all zeros would
         // then fail verification, never pass it.
         if made == nil || length != UInt32(byteCount) { return [UInt8](repeating: 0, count: byteCount) }
         return out
