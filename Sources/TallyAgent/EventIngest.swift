@@ -30,21 +30,27 @@ public struct EventIngest: Sendable {
     }
 
     /// Decodes a request body (object, array or NDJSON) and keeps its valid events durably.
-    public func ingest(body: ByteBuffer) async throws(SpoolError) -> [Outcome] {
+    /// `arrival`: the spool was told of this request when its head was read (it ends here).
+    public func ingest(body: ByteBuffer, arrival: SpoolArrival? = nil) async throws(SpoolError) -> [Outcome] {
         let now = EventTime.now()
         let results = body.withUnsafeReadableBytes { raw in
             decoder.decodeBody(raw.bindMemory(to: UInt8.self), now: now)
         }
-        return try await keep(results)
+        return try await keep(results, arrival: arrival)
     }
 
     /// Keeps the valid events of already-decoded results, in order.
-    public func keep(_ results: [Result<UsageEvent, EventRejection>]) async throws(SpoolError) -> [Outcome] {
+    public func keep(_ results: [Result<UsageEvent, EventRejection>], arrival: SpoolArrival? = nil) async throws(SpoolError) -> [Outcome] {
         let (events, outcomes) = prepare(results)
+        if events.isEmpty { arrival?.end() }
         if !events.isEmpty {
             let start = ContinuousClock.now
             do {
-                try await spool.append(events)
+                if let arrival {
+                    try await spool.append(events, arrival: arrival)
+                } else {
+                    try await spool.append(events)
+                }
             } catch {
                 metrics.refused(status: error == .rejectedFull ? 429 : 503)
                 throw error

@@ -129,6 +129,11 @@ public struct HTTPIngestServer: Service {
                     // Bodies with a Content-Length reserve their memory at the head, so that a
                     // refusal comes before the body is sent; chunked ones reserve as they come.
                     var reservedAhead = false
+                    // The spool is told of an events request as soon as its head is read, so that
+                    // its group commit waits for this request's append rather than syncing the
+                    // others' without it (FsyncPolicy.interval). Ends with the append, or when
+                    // the request is refused or the connection goes (the arrival's deinit).
+                    var arrival: SpoolArrival?
                     for try await part in inbound {
                         switch part {
                         case .head(let requestHead):
@@ -137,11 +142,14 @@ public struct HTTPIngestServer: Service {
                             head = requestHead
                             body.clear()
                             tooLarge = false
+                            arrival?.end()
+                            arrival = nil
                             if let refusal = refusal(of: requestHead) {
                                 ingest.metrics.refused(status: refusal.status)
                                 try await respond(outbound, status: refusal.status, body: refusal.body(channel.allocator), keepAlive: false)
                                 return
                             }
+                            if Self.isEventsRequest(requestHead) { arrival = ingest.spool.arrival() }
                             reservedAhead = false
                             if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init) {
                                 if length > maxBodyBytes {
@@ -187,7 +195,9 @@ public struct HTTPIngestServer: Service {
                                 return
                             }
                             let keepAlive = request.isKeepAlive && !state.isShuttingDown
-                            let (status, extra, answer) = await route(request, body: body, allocator: channel.allocator)
+                            let (status, extra, answer) = await route(request, body: body, arrival: arrival, allocator: channel.allocator)
+                            arrival?.end()
+                            arrival = nil
                             // The body's memory goes back before the answer is written.
                             body = channel.allocator.buffer(capacity: 0)
                             release(&reserved)
@@ -221,8 +231,7 @@ public struct HTTPIngestServer: Service {
 
     /// A request refused on its head alone: `415` for events in another media type.
     private func refusal(of request: HTTPRequestHead) -> (status: Int, body: (ByteBufferAllocator) -> ByteBuffer)? {
-        let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
-        guard request.method == .POST, path == "/v1/events" else { return nil }
+        guard Self.isEventsRequest(request) else { return nil }
         let declared = request.headers.first(name: "content-type") ?? ""
         let mediaType = declared.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
         if Self.eventMediaTypes.contains(mediaType) { return nil }
@@ -253,15 +262,19 @@ public struct HTTPIngestServer: Service {
         try await respond(outbound, status: 503, headers: [("Retry-After", "1")], body: answer, keepAlive: false)
     }
 
+    static func isEventsRequest(_ request: HTTPRequestHead) -> Bool {
+        request.method == .POST && (request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri) == "/v1/events"
+    }
+
     private func route(
-        _ request: HTTPRequestHead, body: ByteBuffer, allocator: ByteBufferAllocator
+        _ request: HTTPRequestHead, body: ByteBuffer, arrival: SpoolArrival?, allocator: ByteBufferAllocator
     ) async -> (Int, [(String, String)], ByteBuffer) {
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
         let json = [("Content-Type", "application/json")]
         switch (request.method, path) {
         case (.POST, "/v1/events"):
             do {
-                let outcomes = try await ingest.ingest(body: body)
+                let outcomes = try await ingest.ingest(body: body, arrival: arrival)
                 if outcomes.isEmpty {
                     ingest.metrics.refused(status: 400)
                     return (400, json, IngestAnswerWriter.error("no_events", "the body holds no event", allocator: allocator))

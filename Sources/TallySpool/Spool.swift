@@ -57,6 +57,39 @@ public final class Spool: Sendable {
         return try result.get()
     }
 
+    /// ``append(_:)`` for a caller that answers someone waiting (an HTTP request), told as early as
+    /// it knows (when the request's head is read) by ``arrival()``: with an `interval` fsync
+    /// policy, the spool syncs at once when every waiting caller's append is written and no
+    /// other arrival is on its way, instead of waiting out the window (see ``FsyncPolicy``).
+    /// The arrival ends here.
+    @discardableResult
+    public func append(_ events: [UsageEvent], arrival: SpoolArrival) async throws(SpoolError) -> SpoolPosition {
+        let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
+            let batch: EncodedBatch
+            do throws(SpoolError) {
+                batch = try EncodedBatch(events)
+            } catch {
+                arrival.end()
+                continuation.resume(returning: .failure(error))
+                return
+            }
+            let completion: SpoolIOThread.Completion = { continuation.resume(returning: $0) }
+            if !thread.submit(.append(batch, completion, awaited: true), ending: arrival) {
+                continuation.resume(returning: .failure(.closed))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Announces an awaited append on its way (see ``append(_:arrival:)``). End it with
+    /// ``SpoolArrival/end()`` when the request turns out to append nothing; an arrival dropped
+    /// without either ends itself.
+    public func arrival() -> SpoolArrival {
+        let arrival = SpoolArrival(thread: thread)
+        thread.arrive(arrival)
+        return arrival
+    }
+
     /// ``append(_:)`` for a caller that must not wait: the events are queued for the I/O thread
     /// before this returns (so appends made one after another keep their order in the spool),
     /// and `completion` runs once they are durable per the fsync policy, or with the error (then
@@ -69,7 +102,7 @@ public final class Spool: Sendable {
             completion(.failure(error))
             return
         }
-        if !thread.submit(.append(batch, completion)) { completion(.failure(.closed)) }
+        if !thread.submit(.append(batch, completion, awaited: false)) { completion(.failure(.closed)) }
     }
 
     /// Reads events from `position` on (from the acknowledged position when `position` is
@@ -156,4 +189,19 @@ public final class Spool: Sendable {
         }
         return try result.get()
     }
+}
+
+/// An awaited append on its way to the spool: a request read whose events are not yet appended
+/// (``Spool/arrival()``). While any is on its way, the group commit keeps waiting for it.
+public final class SpoolArrival: @unchecked Sendable {
+    private let thread: SpoolIOThread
+    /// Whether the spool counts this arrival; guarded by the I/O thread's mutex.
+    var counted = false
+
+    init(thread: SpoolIOThread) { self.thread = thread }
+
+    /// Nothing will be appended for this arrival (or it was, elsewhere). Idempotent.
+    public func end() { thread.end(self) }
+
+    deinit { thread.end(self) }
 }

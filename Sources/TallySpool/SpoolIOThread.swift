@@ -16,12 +16,15 @@ final class SpoolIOThread: @unchecked Sendable {
     typealias Completion = @Sendable (Result<SpoolPosition, SpoolError>) -> Void
 
     enum Job {
-        case append(EncodedBatch, Completion)
+        /// `awaited`: the caller waits for the completion before sending more (see GroupCommit).
+        case append(EncodedBatch, Completion, awaited: Bool)
         case task(@Sendable (SpoolStore) -> Void)
     }
 
     // Guarded by `mutex`.
     private var queue: [Job] = []
+    /// Awaited appends on their way: ``SpoolArrival``s begun and neither submitted nor ended.
+    private var arriving = 0
     private var stopping = false
     private var finished = false
     private var mutex = pthread_mutex_t()
@@ -79,14 +82,39 @@ final class SpoolIOThread: @unchecked Sendable {
         }
     }
 
-    /// Enqueues a job; false when the thread has stopped (the spool is closed).
-    func submit(_ job: Job) -> Bool {
+    /// Enqueues a job; false when the thread has stopped (the spool is closed). An `arrival`
+    /// ends in the same instant, so the thread never sees it gone without its append queued.
+    func submit(_ job: Job, ending arrival: SpoolArrival? = nil) -> Bool {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
+        if let arrival { endLocked(arrival) }
         guard !stopping, !finished else { return false }
         queue.append(job)
         pthread_cond_signal(&condition)
         return true
+    }
+
+    /// An awaited append is on its way (``Spool/arrival()``).
+    func arrive(_ arrival: SpoolArrival) {
+        pthread_mutex_lock(&mutex)
+        arriving += 1
+        arrival.counted = true
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// An arrival ended without an append (or its append was queued): wakes the thread, which may
+    /// now sync what waits.
+    func end(_ arrival: SpoolArrival) {
+        pthread_mutex_lock(&mutex)
+        endLocked(arrival)
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    private func endLocked(_ arrival: SpoolArrival) {
+        guard arrival.counted else { return }
+        arrival.counted = false
+        arriving -= 1
     }
 
     /// Asks the thread to finish the queued jobs, sync, close the store and exit; `done` runs last.
@@ -124,7 +152,7 @@ final class SpoolIOThread: @unchecked Sendable {
     private func serve(_ store: SpoolStore) {
         while true {
             pthread_mutex_lock(&mutex)
-            while queue.isEmpty && !stopping && !groupCommit.isDue(at: Self.now()) {
+            while queue.isEmpty && !stopping && !groupCommit.isDue(at: Self.now(), arriving: arriving) {
                 if let deadline = groupCommit.deadline {
                     var until = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
                     pthread_cond_timedwait(&condition, &mutex, &until)
@@ -140,13 +168,13 @@ final class SpoolIOThread: @unchecked Sendable {
             var finalTasks: [@Sendable (SpoolStore) -> Void] = []
             for (index, job) in jobs.enumerated() {
                 switch job {
-                case .append(let batch, let completion):
+                case .append(let batch, let completion, let awaited):
                     do {
                         let end = try store.append(batch)
                         if groupCommit.completesWithoutSync {
                             completion(.success(end))
                         } else {
-                            groupCommit.appended(at: Self.now())
+                            groupCommit.appended(at: Self.now(), awaited: awaited)
                             pending.append((end, completion))
                         }
                     } catch {
@@ -159,7 +187,7 @@ final class SpoolIOThread: @unchecked Sendable {
                     if stop && index == jobs.count - 1 { finalTasks.append(body) } else { body(store) }
                 }
             }
-            if !pending.isEmpty && (stop || groupCommit.isDue(at: Self.now())) {
+            if !pending.isEmpty && (stop || groupCommit.isDue(at: Self.now(), arriving: arrivingNow())) {
                 syncPending()
             }
             if stop {
@@ -169,13 +197,21 @@ final class SpoolIOThread: @unchecked Sendable {
                 finished = true
                 pthread_mutex_unlock(&mutex)
                 for job in rest {
-                    if case .append(_, let completion) = job { completion(.failure(.closed)) } else if case .task(let body) = job { body(store) }
+                    if case .append(_, let completion, _) = job { completion(.failure(.closed)) } else if case .task(let body) = job { body(store) }
                 }
                 store.close()
                 for body in finalTasks { body(store) }
                 return
             }
         }
+    }
+
+    /// Arrivals on their way, read under the mutex; more appends may be queued already (then the
+    /// loop serves them first and asks again).
+    private func arrivingNow() -> Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return queue.isEmpty ? arriving : Int.max
     }
 
     private func syncPending() {

@@ -4,7 +4,9 @@ public enum FsyncPolicy: Sendable, Hashable {
     /// appends that arrive during an fsync share the next one.
     case always
     /// Appends wait for a shared fsync that runs at most `interval` after the first of them was
-    /// written: every concurrent writer in that window shares one fsync.
+    /// written: every concurrent writer in that window shares one fsync. Sooner when every
+    /// caller that waits on an append (an HTTP request, announced by ``Spool/arrival()``) is
+    /// already written and none is on its way: waiting longer would gather nothing.
     case interval(Duration)
     /// Appends return once write(2) has handed the bytes to the kernel; segments are fsynced only
     /// when they are sealed and on close. Survives a killed process, not a power loss.
@@ -39,14 +41,16 @@ public struct SpoolOptions: Sendable, Hashable {
     public var fullPolicy: SpoolFullPolicy = .block
     /// The delay suggested to callers refused with ``SpoolError/full(retryAfter:)``.
     public var retryAfter: Duration = .seconds(1)
-    /// The window trades a request's wait for fsyncs: each HTTP request waits up to the window
-    /// for the fsync that covers it. Measured with `tally-bench agent --agent-fsync` on this
-    /// project's 2-core machine (fsync ≈ 0.2–0.5 ms), 2026-12-03: HTTP bodies of 100 on 8
-    /// connections 140k events/s at 5 ms, 216k–412k at 1 ms; but on 64 connections 430k–574k
-    /// at 5 ms against 250k–554k at 1 ms, and NDJSON streams on the Unix socket 470k–594k
-    /// against 376k–672k (the extra fsyncs cost CPU the producers share). 5 ms stays the
-    /// default: fewer fsyncs on the API server's host and disk; latency-bound HTTP clients with
-    /// few connections gain from 1 ms.
+    /// The window bounds how long an append waits for the fsync that covers it; appends in one
+    /// window share one fsync. An HTTP request's append is synced at once when no other request
+    /// is on its way (see ``FsyncPolicy/interval(_:)``), so few latency-bound connections do not
+    /// wait the window out, while busy servers and Unix-socket streams keep one fsync per window.
+    /// Measured with `tally-bench agent` on this project's 2-core machine, 2026-12-03, alternating
+    /// builds: HTTP bodies of 100 on 8 connections 146k–149k events/s without that rule (each
+    /// request waited the 5 ms), 443k–487k with it; 64 connections 591k–719k / 609k–666k and the
+    /// socket stream 742k–867k / 752k–823k (unchanged within this machine's noise). A shorter
+    /// window (`tally-bench agent --agent-fsync 1ms`) costs the socket stream and 64 connections
+    /// CPU for the extra fsyncs (measured before the rule: 376k–672k against 470k–594k).
     public var fsync: FsyncPolicy = .interval(.milliseconds(5))
     public var access: SpoolAccess = .exclusive
     /// The buffer the scanner and reader use; bounds the memory of recovery and reads.

@@ -5,6 +5,7 @@ import TallyCore
 import TallyLedger
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import TallyTestSupport
 #endif
 
 /// A real agent killed with SIGKILL in the middle of a stream of requests, then restarted on the

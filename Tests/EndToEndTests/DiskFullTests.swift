@@ -7,6 +7,7 @@ import FoundationNetworking
 #endif
 #if canImport(Glibc)
 import Glibc
+import TallyTestSupport
 #endif
 
 /// The agent on a real, small, full file system (a tmpfs the test mounts; it needs root, as CI

@@ -6,6 +6,7 @@ import FoundationNetworking
 #endif
 #if canImport(Glibc)
 import Glibc
+import TallyTestSupport
 #endif
 
 /// 60 slow clients each sending most of an 8 MiB body once took the agent to 608 MB RSS and

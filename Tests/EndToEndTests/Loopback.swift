@@ -36,16 +36,6 @@ enum RawConnection {
 /// A loopback port nothing listens on now (TallyTestSupport's, shared with the PostgreSQL harness).
 func freePort() throws -> Int { try freeLoopbackPort() }
 
-/// Waits (polling, with a deadline) until `condition` holds; returns whether it did.
-func eventually(_ timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
-}
-
 /// The unacknowledged events in a spool, as `tallyctl spool status --json` reports them.
 func spoolBacklog(_ spool: String, unprivileged: Bool = false) throws -> Int? {
     let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"], unprivileged: unprivileged)

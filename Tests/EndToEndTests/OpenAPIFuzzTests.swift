@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import TallyTestSupport
 #endif
 
 /// schemathesis against a real agent and a real collector, each with its document in

@@ -4,6 +4,7 @@ import TallyCore
 import TallyWorkload
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import TallyTestSupport
 #endif
 
 /// The reference workload through a real agent and a real collector: every tenant's invoice must

@@ -4,6 +4,7 @@ import TallyLedger
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import TallyTestSupport
 #endif
 
 /// A deleted `shipper.seq` once made the restarted agent reuse sequence 1, which the collector

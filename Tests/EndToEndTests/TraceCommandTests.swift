@@ -3,6 +3,7 @@ import Testing
 import TallyCore
 #if canImport(FoundationNetworking)
 import FoundationNetworking
+import TallyTestSupport
 #endif
 
 /// A finance lead's question, end to end: events sent to a real agent (run as an ordinary

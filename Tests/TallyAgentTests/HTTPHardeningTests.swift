@@ -2,6 +2,7 @@ import Foundation
 @testable import TallyAgent
 import TallyCore
 import Testing
+import TallyTestSupport
 
 /// The agent's HTTP server against hostile or careless local clients (issue 9, items 7, 8, 10):
 /// only JSON media types, deadlines for every phase of a request, a connection cap, a memory

@@ -97,6 +97,42 @@ struct IngestTests {
         await agent.stop()
     }
 
+    /// With an hour's fsync window, a request is answered as soon as no other is on its way (see
+    /// GroupCommit): one after another on a keep-alive connection, after a request that kept
+    /// nothing, and once a request held open on another connection is finished or dropped. An
+    /// arrival left counted would hold the next answer for the hour (the request times out).
+    @Test func requestsAreNotHeldForTheFsyncWindowWhenNoOtherIsOnItsWay() async throws {
+        let agent = try await TestAgent.start { $0.spool.fsync = .interval(.seconds(3600)) }
+        let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)
+        @Sendable func post(_ body: String) async throws -> Int {
+            try await exchange.request(method: "POST", path: "/v1/events", headers: ndjson, body: ByteBuffer(string: body), timeout: .seconds(20))
+                .status
+        }
+        for index in 0..<3 { #expect(try await post(event(index).jsonLine) == 200) }
+        #expect(try await post("{\"quantity\":1}") == 400)
+        #expect(try await post(event(3).jsonLine) == 200)
+
+        // A request whose body is still coming is on its way; once complete, both are answered.
+        let line = event(4).jsonLine
+        let held = try BlockingHTTPSocket(port: agent.port, timeoutSeconds: 20)
+        try held.send(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: \(line.utf8.count)\r\n\r\n")
+        let other = Task { try await post(event(5).jsonLine) }
+        try held.send(line)
+        #expect(try held.readHead().hasPrefix("HTTP/1.1 200"))
+        #expect(try await other.value == 200)
+
+        // ... or until its connection goes.
+        let dropped = try BlockingHTTPSocket(port: agent.port, timeoutSeconds: 20)
+        try dropped.send(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100\r\n\r\n{")
+        let another = Task { try await post(event(6).jsonLine) }
+        dropped.close()
+        #expect(try await another.value == 200)
+        #expect(try await agent.agent.spool.stats().events == 7)
+        await agent.stop()
+    }
+
     @Test func everyFsyncIsInTheHistogram() async throws {
         let agent = try await TestAgent.start()  // fsync: always
         let exchange = HTTPExchange(host: "127.0.0.1", port: agent.port)

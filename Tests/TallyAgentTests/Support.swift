@@ -26,16 +26,6 @@ func temporaryDirectory() -> String {
     return path.map { String(cString: $0) } ?? "/tmp/tally-agent-test-fallback"
 }
 
-/// Waits (polling, with a deadline) until `condition` holds; returns whether it did.
-func eventually(_ timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return try await condition()
-}
-
 /// One fixed, recent time for every test event, so that an event built twice is equal.
 let baseTime = EventTime(seconds: EventTime.now().seconds - 60)
 

@@ -37,6 +37,29 @@ import Testing
         #expect(!never.isDue(at: .max))
     }
 
+    @Test func anAwaitedAppendIsDueAtOnceWhenNoOtherIsOnItsWay() {
+        var commit = GroupCommit(policy: .interval(.milliseconds(10)))
+        commit.appended(at: 0)
+        commit.synced(at: 1 * Self.ms)
+        // A stream's append waits for the window, even with nothing on its way.
+        commit.appended(at: 2 * Self.ms)
+        #expect(!commit.isDue(at: 2 * Self.ms, arriving: 0))
+        // An awaited one (an HTTP request) is due at once, unless another is on its way.
+        commit.appended(at: 3 * Self.ms, awaited: true)
+        #expect(commit.awaitedPending == 1)
+        #expect(!commit.isDue(at: 3 * Self.ms, arriving: 1))
+        #expect(commit.isDue(at: 3 * Self.ms, arriving: 0))
+        #expect(commit.isDue(at: 11 * Self.ms, arriving: 5), "the window still bounds the wait for one on its way")
+        // A sync covers the awaited appends: the next stream append waits for the window again.
+        commit.synced(at: 4 * Self.ms)
+        #expect(commit.awaitedPending == 0)
+        commit.appended(at: 5 * Self.ms)
+        #expect(!commit.isDue(at: 5 * Self.ms, arriving: 0))
+        commit.appended(at: 6 * Self.ms, awaited: true)
+        commit.dropped()
+        #expect(commit.awaitedPending == 0 && !commit.isDue(at: 6 * Self.ms, arriving: 0), "a failed sync forgets them too")
+    }
+
     @Test func aFailedSyncLeavesNothingPending() {
         var commit = GroupCommit(policy: .interval(.milliseconds(10)))
         commit.appended(at: 1)

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import Testing
 import TallyCore
 @testable import TallySpool
@@ -92,6 +93,37 @@ import TallyCore
         #expect(syncs < appenders, "\(syncs) fsyncs for \(appenders) appends")
         #expect(try await readAll(spool).events.count == appenders)
         await spool.close()
+    }
+
+    /// With an hour's window, an awaited append (an HTTP request's) completes at once when no other
+    /// is on its way; one announced and not yet appended holds the sync until it ends. Without
+    /// the rule the appends wait for the hour: the expectations fail at their deadline, and
+    /// closing the spool (which syncs) lets the test end.
+    @Test func anAwaitedAppendIsSyncedAtOnceUnlessAnotherIsOnItsWay() async throws {
+        let dir = TemporaryDirectory()
+        let ops = TestFileOperations()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.fsync = .interval(.seconds(3600)) }, fileOperations: ops)
+        // The first append after a quiet spell is synced when written; the window starts there.
+        try await spool.append([sampleEvent(0)])
+        let syncedFirst = ops.segmentSyncs
+        let alone = Task { try await spool.append([sampleEvent(1)], arrival: spool.arrival()) }
+        #expect(await eventually(.seconds(20)) { ops.segmentSyncs == syncedFirst + 1 }, "an append alone waited for the window")
+
+        let syncsBefore = ops.segmentSyncs
+        let onItsWay = spool.arrival()
+        let waiting = spool.arrival()
+        let appended = Task { try await spool.append([sampleEvent(2)], arrival: waiting) }
+        // Jobs run in order: once stats sees the event written, one more job ends a round after it.
+        while try await spool.stats().events < 3 {}
+        _ = try await spool.stats()
+        #expect(ops.segmentSyncs == syncsBefore, "synced while another request was on its way")
+        onItsWay.end()
+        #expect(await eventually(.seconds(20)) { ops.segmentSyncs == syncsBefore + 1 }, "the end of the other did not release it")
+        await spool.close()
+        let first = try await alone.value
+        let second = try await appended.value
+        #expect(ops.durableEnd(first.segment, in: dir.spool) >= Int64(first.offset))
+        #expect(ops.durableEnd(second.segment, in: dir.spool) >= Int64(second.offset))
     }
 
     @Test func neverPolicyDoesNotFsyncPerAppend() async throws {
