@@ -23,7 +23,7 @@ struct IngestBench: AsyncParsableCommand {
     @Option(
         help: "A pricing file whose group-by properties and unique counts the ledger aggregates, as a collector with it does ('' for none).")
     var pricing = ""
-    @Option(help: "Logged aggregate cells that make the writer fold (the collector's default: 100,000).")
+    @Option(help: "Logged aggregate cells that make the writer fold (the collector's default: 1,000,000).")
     var aggregateBuffer = LedgerConfiguration().aggregateBufferCells
 
     func run() async throws {

@@ -15,8 +15,13 @@ final class CollectorUnderTest {
     let registry = PrometheusCollectorRegistry()
     let metrics: CollectorMetrics
     let limits: SessionLimits
+    /// Where the connections' pipelines report committed batches (the listener's loop in a
+    /// collector; ``feed(_:_:)`` here).
+    let completions: AsyncStream<ProtocolServer.ConnectionEvent>
+    private let completionSink: AsyncStream<ProtocolServer.ConnectionEvent>.Continuation
 
     init(limits: SessionLimits = .standard) throws {
+        (completions, completionSink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
         directory = makeTemporaryDirectory("collector")
         ledger = Ledger(store: try SQLiteLedgerStore(path: directory + "/ledger.db"))
         metrics = CollectorMetrics(factory: PrometheusMetricsFactory(registry: registry))
@@ -31,16 +36,17 @@ final class CollectorUnderTest {
     /// A new connection from a loopback agent to this open-mode collector (no agent keys).
     func connect() throws -> AgentConnection {
         let settings = ProtocolServer.Settings(keyring: AgentKeyring(), limits: limits, eventLimits: .standard)
-        return try AgentConnection(settings: settings, ledger: ledger, metrics: metrics, logger: quietLogger, peerIsLoopback: true)
+        return try AgentConnection(
+            settings: settings, ledger: ledger, metrics: metrics, logger: quietLogger, peerIsLoopback: true, completions: completionSink)
     }
 
     /// A connection through its handshake (hello, challenge, auth, welcome).
     func open(agent: String = "edge-1") async throws -> AgentConnection {
         var connection = try connect()
         let hello = Frame.hello(Hello(minVersion: 1, maxVersion: 1, agentId: agent, agentNonce: .random(), software: "bad-input-tests"))
-        let challenge = try await Self.feed(&connection, try FrameEncoder().encode(hello))
+        let challenge = try await feed(&connection, try FrameEncoder().encode(hello))
         guard case .challenge? = challenge.frames.first, !challenge.closed else { throw HarnessError("no challenge: \(challenge)") }
-        let welcome = try await Self.feed(&connection, try FrameEncoder().encode(.auth(Auth(proof: .none))))
+        let welcome = try await feed(&connection, try FrameEncoder().encode(.auth(Auth(proof: .none))))
         guard case .welcome? = welcome.frames.first, !welcome.closed else { throw HarnessError("no welcome: \(welcome)") }
         return connection
     }
@@ -58,9 +64,17 @@ final class CollectorUnderTest {
         }
     }
 
-    static func feed(_ connection: inout AgentConnection, _ bytes: ByteBuffer) async throws -> Answer {
+    /// Feeds `bytes` as the listener's loop would, and then every completion of the batches
+    /// they handed to the connection's pipeline, so the answer holds their acks as well.
+    func feed(_ connection: inout AgentConnection, _ bytes: ByteBuffer) async throws -> Answer {
         var sent: [ByteBuffer] = []
-        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        var closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        var pending = completions.makeAsyncIterator()
+        while !closed, connection.batchesInFlight > 0 {
+            guard case .completed(let sequence, let result)? = await pending.next() else { throw HarnessError("no completion") }
+            closed = try await connection.completed(sequence: sequence, result) { sent.append($0) }
+        }
+        await connection.drain()
         var frames: [Frame] = []
         var decoder = FrameDecoder()
         for var buffer in sent {
@@ -69,7 +83,7 @@ final class CollectorUnderTest {
         return Answer(frames: frames, closed: closed)
     }
 
-    static func feed(_ connection: inout AgentConnection, _ bytes: [UInt8]) async throws -> Answer {
+    func feed(_ connection: inout AgentConnection, _ bytes: [UInt8]) async throws -> Answer {
         try await feed(&connection, ByteBuffer(bytes: bytes))
     }
 

@@ -196,10 +196,10 @@ struct FrameTableTests {
         } else {
             connection = try await collector.open()
             committed = recentEvents(3)
-            let ack = try await CollectorUnderTest.feed(&connection, try CollectorUnderTest.batchFrame(1, committed))
+            let ack = try await collector.feed(&connection, try CollectorUnderTest.batchFrame(1, committed))
             #expect(ack.frames == [.ack(BatchAck(sequence: 1, accepted: 3))], "\(row.name)")
         }
-        let answer = try await CollectorUnderTest.feed(&connection, row.bytes)
+        let answer = try await collector.feed(&connection, row.bytes)
         let received = try await collector.eventsReceived()
         let frameErrors = collector.counter("tally_collector_frame_errors_total")
         await collector.stop()
@@ -221,7 +221,7 @@ struct FrameTableTests {
         let (name, bytes, beforeHandshake, expected) = FrameRows.sessionRows[index]
         let collector = try CollectorUnderTest()
         var connection = beforeHandshake ? try collector.connect() : try await collector.open()
-        let answer = try await CollectorUnderTest.feed(&connection, bytes)
+        let answer = try await collector.feed(&connection, bytes)
         let received = try await collector.eventsReceived()
         await collector.stop()
         #expect(answer.error == expected, "\(name): \(answer)")
@@ -247,9 +247,9 @@ struct FrameTableTests {
 
         let collector = try CollectorUnderTest()
         var connection = try await collector.open()
-        let first = try await CollectorUnderTest.feed(&connection, Array(bytes[0..<cut]))
+        let first = try await collector.feed(&connection, Array(bytes[0..<cut]))
         let receivedAfterPrefix = try await collector.eventsReceived()
-        let rest = try await CollectorUnderTest.feed(&connection, Array(bytes[cut...]))
+        let rest = try await collector.feed(&connection, Array(bytes[cut...]))
         let received = try await collector.eventsReceived()
         await collector.stop()
         #expect(first.frames.isEmpty && !first.closed, "cut at \(cut): \(first)")

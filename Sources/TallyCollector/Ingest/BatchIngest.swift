@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 public import TallyCore
 public import TallyLedger
 public import TallyWire
@@ -10,9 +11,15 @@ public import TallyWire
 /// (field limits, future skew, the agent key's tenant allow-list) — the collector never trusts
 /// the agent's validation — and commits all of them, valid or not, so that
 /// `received = accepted + duplicate + late + rejected` holds in the ledger. Fingerprints are
-/// recomputed here, never taken from the agent. One per connection: it owns a zstd context.
-public struct BatchIngest {
-    private let decoder: BatchPayloadDecoder
+/// recomputed here, never taken from the agent.
+///
+/// The two halves are separate so that a connection can prepare its next batches while the
+/// writer commits the current one (``BatchPipeline``): ``prepare(_:agent:admits:)`` may run for
+/// several batches of one connection at once, each with a zstd context of its own from a small
+/// per-connection pool, and ``commit(_:sequence:)`` is called in the order the batches arrived.
+public final class BatchIngest: Sendable {
+    private let decoders: Mutex<[BatchPayloadDecoder]>
+    private let limits: SessionLimits
     private let ledger: Ledger
     private let eventLimits: EventLimits
     private let metrics: CollectorMetrics
@@ -22,27 +29,35 @@ public struct BatchIngest {
         limits: SessionLimits, eventLimits: EventLimits, ledger: Ledger, metrics: CollectorMetrics,
         clock: @escaping @Sendable () -> EventTime = { EventTime.now() }
     ) throws(WireError) {
-        self.decoder = try BatchPayloadDecoder(limits: limits)
+        // One context made now, so that a collector that cannot make one fails at connect time.
+        self.decoders = Mutex([try BatchPayloadDecoder(limits: limits)])
+        self.limits = limits
         self.ledger = ledger
         self.eventLimits = eventLimits
         self.metrics = metrics
         self.clock = clock
     }
 
-    /// Processes a batch from `agent`; `admits` is the agent key's tenant allow-list.
+    /// Processes a batch from `agent` start to end; `admits` is the agent key's tenant allow-list.
     public func process(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) async throws -> BatchAck {
+        try await commit(try await prepare(batch, agent: agent, admits: admits), sequence: batch.sequence)
+    }
+
+    /// The CPU work before the commit: decompress, decode, validate, fingerprint, and the
+    /// commit's pure steps. It runs on the ledger's preparation threads, never on Swift's
+    /// cooperative pool, where a few batches at once would hold up every HTTP read behind them
+    /// (issue 12: reads under ingest).
+    public func prepare(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) async throws -> PreparedBatch {
         let now = clock()
-        // The CPU work before the commit (decompress, decode, validate, fingerprint) runs on the
-        // ledger's preparation threads, never on Swift's cooperative pool, where a few batches
-        // at once would hold up every HTTP read behind them (issue 12: reads under ingest).
-        let decoding = DecoderInUse(decoder: decoder)
         let limits = eventLimits
         let metrics = self.metrics
         let ledger = self.ledger
-        let prepared = try await ledger.prepare { () throws -> PreparedBatch in
+        let decoder = try takeDecoder()
+        defer { decoders.withLock { $0.append(decoder.decoder) } }
+        return try await ledger.prepare { () throws -> PreparedBatch in
             let events: [UsageEvent]
             do throws(WireError) {
-                events = try decoding.decoder.decode(batch.payload)
+                events = try decoder.decoder.decode(batch.payload)
             } catch {
                 // A payload that does not decode is a protocol error (SPEC §5.4): nothing is
                 // written, and the agent keeps the batch in its spool.
@@ -66,13 +81,17 @@ public struct BatchIngest {
             // ... and so are the commit's pure steps (classification, plan, log row).
             return ledger.speculate(PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
         }
+    }
+
+    /// Commits a prepared batch and returns its ack.
+    public func commit(_ prepared: PreparedBatch, sequence: UInt64) async throws -> BatchAck {
         let started = ContinuousClock.now
         let outcome: BatchOutcome
         do {
             outcome = try await ledger.commit(prepared)
         } catch LedgerError.sequenceReused {
             throw CollectorIngestError(
-                wireError: WireError(.sequenceReused, "batch \(batch.sequence) was already committed with different events"))
+                wireError: WireError(.sequenceReused, "batch \(sequence) was already committed with different events"))
         } catch let error as LedgerError where error.isStoreFailure {
             metrics.commitFailures.increment()
             metrics.ledgerWritable.record(0)
@@ -81,13 +100,20 @@ public struct BatchIngest {
         metrics.ledgerWritable.record(1)
         metrics.commitLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
         metrics.record(outcome)
-        return BatchAck(outcome: outcome, sequence: batch.sequence)
+        return BatchAck(outcome: outcome, sequence: sequence)
+    }
+
+    /// A free decoder of this connection, or a new one: at most as many exist as batches were
+    /// ever prepared at once (the session's window bounds that).
+    private func takeDecoder() throws -> DecoderInUse {
+        if let free = decoders.withLock({ $0.popLast() }) { return DecoderInUse(decoder: free) }
+        return DecoderInUse(decoder: try BatchPayloadDecoder(limits: limits))
     }
 }
 
-/// A connection's payload decoder (it owns a zstd context), handed to a preparation thread.
-// @unchecked: a connection processes one batch at a time (`AgentConnection` awaits each), so
-// the decoder is used by one thread at a time, each use after the previous one completed.
+/// A payload decoder (it owns a zstd context), handed to a preparation thread.
+// @unchecked: a decoder is taken out of the pool for one preparation and put back after it, so
+// one thread at a time uses it, each use after the previous one completed.
 private struct DecoderInUse: @unchecked Sendable {
     let decoder: BatchPayloadDecoder
 }

@@ -12,6 +12,7 @@ struct AgentConnection {
     private var decoder: FrameDecoder
     private var buffered = ByteBuffer()
     private let ingest: BatchIngest
+    private let pipeline: BatchPipeline
     private let encoder = FrameEncoder()
     private let metrics: CollectorMetrics
     private let logger: Logger
@@ -22,7 +23,7 @@ struct AgentConnection {
 
     init(
         settings: ProtocolServer.Settings, ledger: Ledger, metrics: CollectorMetrics, logger: Logger,
-        peerIsLoopback: Bool
+        peerIsLoopback: Bool, completions: AsyncStream<ProtocolServer.ConnectionEvent>.Continuation
     ) throws {
         session = CollectorSession(
             configuration: .init(
@@ -33,6 +34,7 @@ struct AgentConnection {
         goawayRetryAfter = UInt32(clamping: settings.goawayRetryAfter.microseconds / 1000)
         decoder = FrameDecoder(maxBodyLength: session.maxInboundFrameBody)
         ingest = try BatchIngest(limits: settings.limits, eventLimits: settings.eventLimits, ledger: ledger, metrics: metrics)
+        pipeline = BatchPipeline(ingest: ingest, completions: completions)
         self.metrics = metrics
         self.logger = logger
         self.peerIsLoopback = peerIsLoopback
@@ -57,6 +59,9 @@ struct AgentConnection {
         let error = WireError(.authenticationFailed, "this collector has no agent keys and accepts agents from loopback only")
         return try? encoder.encode(.error(error.frame))
     }
+
+    /// Batches handed to the pipeline and not yet acknowledged or failed.
+    var batchesInFlight: Int { session.batchesInFlight }
 
     /// Whether the session needs the agent's certificate names before the next bytes.
     var awaitsCertificate: Bool { session.awaitsCertificate }
@@ -120,21 +125,38 @@ struct AgentConnection {
         case .process(let batch):
             guard let agent = session.agentId else { return true }
             if FaultInjection.ackBeforeCommit { return try await ackBeforeCommitting(batch, agent: agent, send: send) }
-            let ack: BatchAck
-            do {
-                let session = self.session
-                ack = try await ingest.process(batch, agent: agent) { session.admits(tenant: $0) }
-            } catch {
-                logger.error("batch not committed", metadata: ["sequence": "\(batch.sequence)", "error": "\(error)"])
-                let wireError =
-                    (error as? CollectorIngestError)?.wireError
-                    ?? WireError(.internalError, "the batch was not committed; send it again")
-                return try await carryOut(session.batchFailed(sequence: batch.sequence, error: wireError), send: send)
-            }
-            FaultInjection.afterCommit()
-            return try await carryOut(session.batchCompleted(ack), send: send)
+            // Not awaited: the loop goes on reading the agent's next batches, which prepare while
+            // this one commits; the ack comes back as ``completed(sequence:_:send:)``.
+            let session = self.session
+            pipeline.submit(batch, agent: agent) { session.admits(tenant: $0) }
+            return false
         }
     }
+
+    /// A batch handed to the pipeline is committed (or failed); returns true when the connection
+    /// must close. The pipeline commits a connection's batches in the order they arrived, so
+    /// the acks go out in that order too.
+    mutating func completed(
+        sequence: UInt64, _ result: Result<BatchAck, any Error>, send: (ByteBuffer) async throws -> Void
+    )
+        async throws -> Bool
+    {
+        switch result {
+        case .success(let ack):
+            FaultInjection.afterCommit()
+            return try await carryOut(session.batchCompleted(ack), send: send)
+        case .failure(let error):
+            logger.error("batch not committed", metadata: ["sequence": "\(sequence)", "error": "\(error)"])
+            let wireError =
+                (error as? CollectorIngestError)?.wireError
+                ?? WireError(.internalError, "the batch was not committed; send it again")
+            return try await carryOut(session.batchFailed(sequence: sequence, error: wireError), send: send)
+        }
+    }
+
+    /// Waits until every batch handed to the pipeline is committed or failed: a connection does
+    /// not end with a commit of its own still running (the ledger may close right after).
+    func drain() async { await pipeline.drain() }
 
     /// The broken variant (`TALLY_FAULT=ack-before-commit`, for the chaos test only): the batch
     /// is acked as if all its events were accepted, and committed a quarter of a second later (a

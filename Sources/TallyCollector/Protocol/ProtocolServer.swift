@@ -130,53 +130,64 @@ public final class ProtocolServer: Service, Sendable {
         let channel = connection.channel
         do {
             try await connection.executeThenClose { inbound, outbound in
+                let (events, sink) = AsyncStream.makeStream(of: ConnectionEvent.self)
                 var handler = try AgentConnection(
                     settings: settings, ledger: ledger, metrics: metrics, logger: logger,
-                    peerIsLoopback: peer.map(PeerAddress.isLoopback) ?? false)
+                    peerIsLoopback: peer.map(PeerAddress.isLoopback) ?? false, completions: sink)
                 if let refusal = handler.refusalForPeer() {
                     try await outbound.write(refusal)
                     return
                 }
-                let (events, sink) = AsyncStream.makeStream(of: ConnectionEvent.self)
-                // One chunk at a time: the reader waits until the loop has taken each chunk, so
-                // the socket's backpressure still holds while a batch commits.
+                // One chunk at a time: the reader waits until the loop has taken each chunk.
+                // Batches do not hold the loop (they go through the connection's pipeline);
+                // the session's window bounds how many of them are unacknowledged.
                 let (taken, taking) = AsyncStream.makeStream(of: Void.self)
                 let send: (ByteBuffer) async throws -> Void = { reply in
                     self.metrics.bytesOut.increment(by: reply.readableBytes)
                     try await outbound.write(reply)
                 }
-                try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { await Self.read(inbound, into: sink, pacedBy: taken) }
-                    group.addTask { await Self.tick(every: self.tickInterval, into: sink) }
-                    try await withGracefulShutdownHandler {
-                        loop: for await event in events {
-                            let now = ContinuousClock.now
-                            switch event {
-                            case .bytes(let chunk):
-                                metrics.bytesIn.increment(by: chunk.readableBytes)
-                                if handler.awaitsCertificate {
-                                    // Bytes arrived, so the TLS handshake (which verified the
-                                    // certificate against the client CA) is done.
-                                    handler.peerCertified(names: try await CertificateIdentity.peerNames(on: channel))
+                // Whatever ends the loop, the batches already in the pipeline finish their
+                // commits before the connection is gone (the ledger may close right after).
+                do {
+                    try await withThrowingDiscardingTaskGroup { group in
+                        group.addTask { await Self.read(inbound, into: sink, pacedBy: taken) }
+                        group.addTask { await Self.tick(every: self.tickInterval, into: sink) }
+                        try await withGracefulShutdownHandler {
+                            loop: for await event in events {
+                                let now = ContinuousClock.now
+                                switch event {
+                                case .bytes(let chunk):
+                                    metrics.bytesIn.increment(by: chunk.readableBytes)
+                                    if handler.awaitsCertificate {
+                                        // Bytes arrived, so the TLS handshake (which verified the
+                                        // certificate against the client CA) is done.
+                                        handler.peerCertified(names: try await CertificateIdentity.peerNames(on: channel))
+                                    }
+                                    let finished = try await handler.received(chunk, now: now, send: send)
+                                    taking.yield()
+                                    if finished { break loop }
+                                case .tick:
+                                    if try await handler.tick(now: now, send: send) { break loop }
+                                case .shutdown:
+                                    if try await handler.shutdown(send: send) { break loop }
+                                case .completed(let sequence, let result):
+                                    if try await handler.completed(sequence: sequence, result, send: send) { break loop }
+                                case .ended:
+                                    break loop
+                                case .failed(let error):
+                                    throw error
                                 }
-                                let finished = try await handler.received(chunk, now: now, send: send)
-                                taking.yield()
-                                if finished { break loop }
-                            case .tick:
-                                if try await handler.tick(now: now, send: send) { break loop }
-                            case .shutdown:
-                                if try await handler.shutdown(send: send) { break loop }
-                            case .ended:
-                                break loop
-                            case .failed(let error):
-                                throw error
                             }
+                        } onGracefulShutdown: {
+                            sink.yield(.shutdown)
                         }
-                    } onGracefulShutdown: {
-                        sink.yield(.shutdown)
+                        group.cancelAll()
                     }
-                    group.cancelAll()
+                } catch {
+                    await handler.drain()
+                    throw error
                 }
+                await handler.drain()
             }
         } catch let error where settings.tls != nil && Self.isTLSFailure(error) {
             metrics.tlsFailures.increment()
@@ -191,6 +202,8 @@ public final class ProtocolServer: Service, Sendable {
         case bytes(ByteBuffer)
         case tick
         case shutdown
+        /// A batch the connection handed to its ``BatchPipeline`` was committed (its ack) or failed.
+        case completed(sequence: UInt64, Result<BatchAck, any Error>)
         /// The agent closed its side.
         case ended
         case failed(any Error)

@@ -190,7 +190,8 @@ struct AgentProtocolTLSTests {
         func refusal(remote: Bool, allow: Bool) throws -> UInt16? {
             let settings = ProtocolServer.Settings(keyring: keyring, limits: .standard, eventLimits: .standard, allowPlaintextRemote: allow)
             let handler = try AgentConnection(
-                settings: settings, ledger: ledger, metrics: CollectorMetrics(), logger: tlsTestLogger, peerIsLoopback: !remote)
+                settings: settings, ledger: ledger, metrics: CollectorMetrics(), logger: tlsTestLogger, peerIsLoopback: !remote,
+                completions: AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self).continuation)
             guard var bytes = handler.refusalForPeer() else { return nil }
             var decoder = FrameDecoder()
             guard case .error(let frame)? = try decoder.decode(buffer: &bytes) else { return nil }

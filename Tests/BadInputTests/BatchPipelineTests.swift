@@ -1,0 +1,111 @@
+import Dispatch
+import NIOCore
+import Testing
+import TallyCore
+import TallyLedger
+import TallyWire
+
+@testable import TallyCollector
+
+/// A connection's batches go through its ``BatchPipeline``: the loop does not wait for a
+/// commit before it reads the agent's next batch, the commits keep the batches' order, and a
+/// connection that ends waits for the commits it started. (Here beside the bad-input tables
+/// because it uses the same in-process collector, ``CollectorUnderTest``.)
+@Suite struct BatchPipelineTests {
+    /// Holds the ledger's only writer until released, so that no batch can commit meanwhile.
+    final class WriterHold: Sendable {
+        let entered = DispatchSemaphore(value: 0)
+        let gate = DispatchSemaphore(value: 0)
+        let task: Task<Void, any Error>
+
+        init(_ ledger: Ledger) async {
+            let (entered, gate) = (self.entered, self.gate)
+            task = Task {
+                try await ledger.perform { _ throws(LedgerError) in
+                    entered.signal()
+                    gate.wait()
+                }
+            }
+            // On the ledger's own thread, not the cooperative pool: wait for it off the pool.
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().async {
+                    entered.wait()
+                    done.resume()
+                }
+            }
+        }
+
+        func release() async throws {
+            gate.signal()
+            try await task.value
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))  // without the pipeline the loop waits for the held writer for ever
+    func theLoopTakesTheNextBatchesWhileTheWriterIsBusyAndAcksThemInOrder() async throws {
+        let collector = try CollectorUnderTest()
+        var connection = try await collector.open()
+        let hold = await WriterHold(collector.ledger)
+        // Three batches in one read: with the writer held, none can commit. The loop returns
+        // anyway (before the pipeline it waited for the first commit, and so for ever here).
+        var bytes = try CollectorUnderTest.batchFrame(1, recentEvents(4, from: 0))
+        var second = try CollectorUnderTest.batchFrame(2, recentEvents(5, from: 100))
+        var third = try CollectorUnderTest.batchFrame(3, recentEvents(6, from: 200))
+        bytes.writeBuffer(&second)
+        bytes.writeBuffer(&third)
+        var sent: [ByteBuffer] = []
+        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        #expect(!closed)
+        #expect(sent.isEmpty, "an ack was sent while the writer was held")
+        #expect(connection.batchesInFlight == 3)
+
+        try await hold.release()
+        var acks: [BatchAck] = []
+        var completions = collector.completions.makeAsyncIterator()
+        while connection.batchesInFlight > 0 {
+            guard case .completed(let sequence, let result)? = await completions.next() else { break }
+            _ = try await connection.completed(sequence: sequence, result) { sent.append($0) }
+        }
+        var decoder = FrameDecoder()
+        for var buffer in sent {
+            while let frame = try decoder.decode(buffer: &buffer) {
+                if case .ack(let ack) = frame { acks.append(ack) }
+            }
+        }
+        let received = try await collector.eventsReceived()
+        await collector.stop()
+        #expect(acks.map(\.sequence) == [1, 2, 3])
+        #expect(acks.map(\.accepted) == [4, 5, 6])
+        #expect(received == 15)
+    }
+
+    @Test func aDrainWaitsForTheCommitsItsConnectionStarted() async throws {
+        let collector = try CollectorUnderTest()
+        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
+        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
+        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
+        let hold = await WriterHold(collector.ledger)
+        let payload = try BatchPayloadEncoder().encode(recentEvents(7))
+        pipeline.submit(Batch(sequence: 1, payload: payload), agent: "edge-1") { _ in true }
+        // What a connection's end does (the listener drains before it returns): the count read
+        // right after the drain must include the batch, which cannot commit before the release.
+        let ledger = collector.ledger
+        let afterDrain = Task {
+            await pipeline.drain()
+            return try await ledger.read { store throws(LedgerError) in
+                try store.reconciliation(ReconciliationFilter()).reduce(0) { $0 + Int($1.counts.received) }
+            }
+        }
+        try await hold.release()
+        let received = try await afterDrain.value
+        var completions = events.makeAsyncIterator()
+        let completion = await completions.next()
+        await collector.stop()
+        #expect(received == 7, "the drain returned before the batch it waited for was committed")
+        guard case .completed(1, .success(let ack))? = completion else {
+            Issue.record("no ack for batch 1: \(String(describing: completion))")
+            return
+        }
+        #expect(ack.accepted == 7)
+    }
+}
