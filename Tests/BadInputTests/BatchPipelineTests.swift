@@ -79,6 +79,38 @@ import TallyWire
         #expect(received == 15)
     }
 
+    /// A frame repeated while its first copy is committing (the chaos proxy does this): both
+    /// copies are acked, the second with the first's outcome, and the events count once.
+    @Test(.timeLimit(.minutes(1)))
+    func aBatchRepeatedWhileInFlightIsAckedTwiceAndCountedOnce() async throws {
+        let collector = try CollectorUnderTest()
+        var connection = try await collector.open()
+        let hold = await WriterHold(collector.ledger)
+        let frame = try CollectorUnderTest.batchFrame(1, recentEvents(4))
+        var bytes = frame
+        var copy = frame
+        bytes.writeBuffer(&copy)
+        var sent: [ByteBuffer] = []
+        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        #expect(!closed && sent.isEmpty)
+        #expect(connection.batchesInFlight == 2)
+        try await hold.release()
+        var completions = collector.completions.makeAsyncIterator()
+        while connection.batchesInFlight > 0 {
+            guard case .completed(let sequence, let result)? = await completions.next() else { break }
+            _ = try await connection.completed(sequence: sequence, result) { sent.append($0) }
+        }
+        var frames: [Frame] = []
+        var decoder = FrameDecoder()
+        for var buffer in sent {
+            while let frame = try decoder.decode(buffer: &buffer) { frames.append(frame) }
+        }
+        let received = try await collector.eventsReceived()
+        await collector.stop()
+        #expect(frames == [.ack(BatchAck(sequence: 1, accepted: 4)), .ack(BatchAck(sequence: 1, accepted: 4))])
+        #expect(received == 4)
+    }
+
     @Test func aDrainWaitsForTheCommitsItsConnectionStarted() async throws {
         let collector = try CollectorUnderTest()
         let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)

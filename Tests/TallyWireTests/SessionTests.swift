@@ -230,6 +230,38 @@ import TallyCore
         #expect(error.wireError?.code == .windowExceeded)
     }
 
+    /// A resend of a batch still being processed (a proxy that repeats a frame) is handed out
+    /// again without taking a slot of the window, and each copy gets its own ack; a goaway waits
+    /// for both.
+    @Test func aCopyOfABatchInFlightIsProcessedAgainAndTakesNoSlot() throws {
+        var agent = agent(window: 2)
+        var collector = collector(window: 2)
+        _ = try handshake(&agent, &collector)
+        let one = Batch(sequence: 1, payload: batch(1).payload)
+        #expect(collector.received(batch(1).frameForTest) == .process(one))
+        #expect(collector.received(batch(1).frameForTest) == .process(one))
+        #expect(collector.received(batch(2).frameForTest) == .process(Batch(sequence: 2, payload: batch(2).payload)))
+        #expect(collector.batchesInFlight == 3)
+        guard case .sendAndClose(.error(let error)) = collector.received(batch(3).frameForTest) else {
+            Issue.record("a third sequence went past a window of 2")
+            return
+        }
+        #expect(error.wireError?.code == .windowExceeded)
+
+        var draining = self.collector(window: 2)
+        _ = try handshake(&agent, &draining)
+        _ = draining.received(batch(1).frameForTest)
+        _ = draining.received(batch(1).frameForTest)
+        guard case .send(.goaway) = draining.shutdown(retryAfterMilliseconds: 10) else {
+            Issue.record("no goaway")
+            return
+        }
+        let ack = BatchAck(sequence: 1, accepted: 3)
+        #expect(draining.batchCompleted(ack) == .send(.ack(ack)))
+        #expect(draining.batchCompleted(ack) == .sendAndClose(.ack(ack)))
+        #expect(draining.batchCompleted(ack) == .none)
+    }
+
     @Test func ackWithWrongCountsIsAProtocolViolation() throws {
         var agent = agent()
         var collector = collector()

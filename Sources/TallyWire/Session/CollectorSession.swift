@@ -30,7 +30,10 @@ public struct AgentKeyring: Sendable, Hashable {
 /// ``batchCompleted(_:)``.
 ///
 /// Guarantees: no batch is handed out before the agent proved its key; at most `window`
-/// batches are being processed at once, each sequence once per connection; after
+/// distinct sequences are being processed at once; a copy of a batch that is still being
+/// processed (a resend on the same connection) is handed out again, after it, and acked on its
+/// own (it finds the first copy's record: the same outcome, or `sequence_reused` if its content
+/// differs), as when batches were processed one at a time; after
 /// ``shutdown(retryAfterMilliseconds:)`` no new batch is handed out, yet every batch already
 /// handed out still gets its ack before the connection closes.
 ///
@@ -102,7 +105,8 @@ public struct CollectorSession: Sendable {
     public let configuration: Configuration
     public let collectorNonce: Nonce
     private var state: State = .awaitingHello
-    private var inFlight: Set<UInt64> = []
+    /// The sequences handed out and not completed, with how many copies of each.
+    private var inFlight: [UInt64: Int] = [:]
     private var certificateNames: Set<String>?
     private let openedAt: ContinuousClock.Instant
     private var lastHeard: ContinuousClock.Instant
@@ -156,7 +160,7 @@ public struct CollectorSession: Sendable {
     }
 
     /// Batches handed out and not yet completed.
-    public var batchesInFlight: Int { inFlight.count }
+    public var batchesInFlight: Int { inFlight.values.reduce(0, +) }
 
     public mutating func received(_ frame: Frame) -> Action {
         switch (state, frame) {
@@ -184,13 +188,11 @@ public struct CollectorSession: Sendable {
             state = .ready(agentId: hello.agentId, key: key)
             return .send(.welcome(Welcome(authenticated: true, version: version, proof: proof, limits: configuration.limits)))
         case (.ready, .batch(let batch)):
-            guard !inFlight.contains(batch.sequence) else {
-                return fail(.windowExceeded, "batch \(batch.sequence) was sent twice on one connection")
-            }
-            guard inFlight.count < Int(configuration.limits.window) else {
+            // A copy of a sequence in flight takes no slot of the window: the agent sent it once.
+            guard inFlight[batch.sequence] != nil || inFlight.count < Int(configuration.limits.window) else {
                 return fail(.windowExceeded, "more than \(configuration.limits.window) batches unacknowledged")
             }
-            inFlight.insert(batch.sequence)
+            inFlight[batch.sequence, default: 0] += 1
             return .process(batch)
         case (.goingAway, .batch(let batch)):
             // Not processed and never acked here: the agent sends it again after reconnecting.
@@ -236,7 +238,7 @@ public struct CollectorSession: Sendable {
 
     /// The batch handed out by ``Action/process(_:)`` is committed (or was already): send its ack.
     public mutating func batchCompleted(_ ack: BatchAck) -> Action {
-        guard inFlight.remove(ack.sequence) != nil else { return .none }
+        guard removeCopy(of: ack.sequence) else { return .none }
         switch state {
         case .ready: return .send(.ack(ack))
         case .goingAway:
@@ -250,7 +252,7 @@ public struct CollectorSession: Sendable {
     /// Processing a batch failed (the store is down, ...): nothing was committed. The agent is
     /// told and will resend after reconnecting.
     public mutating func batchFailed(sequence: UInt64, error: WireError) -> Action {
-        inFlight.remove(sequence)
+        removeCopy(of: sequence)
         state = .closed
         return .sendAndClose(.error(error.frame))
     }
@@ -306,6 +308,14 @@ public struct CollectorSession: Sendable {
     public mutating func connectionClosed() {
         state = .closed
         inFlight.removeAll()
+    }
+
+    /// One copy of `sequence` is done; false if none was in flight.
+    @discardableResult
+    private mutating func removeCopy(of sequence: UInt64) -> Bool {
+        guard let copies = inFlight[sequence] else { return false }
+        inFlight[sequence] = copies > 1 ? copies - 1 : nil
+        return true
     }
 
     private mutating func fail(_ code: WireErrorCode, _ message: String) -> Action {
