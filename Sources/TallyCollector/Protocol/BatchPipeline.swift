@@ -21,8 +21,16 @@ import TallyWire
 final class BatchPipeline: Sendable {
     private let ingest: BatchIngest
     private let completions: AsyncStream<ProtocolServer.ConnectionEvent>.Continuation
-    /// The last batch handed in: the next one commits after it.
-    private let last = Mutex<Task<Void, Never>?>(nil)
+    /// The last batches handed in, newest last (at most ``preparedAhead``): the next one commits
+    /// after the newest, and starts preparing once the oldest has committed.
+    private let recent = Mutex<[Task<Void, Never>]>([])
+    /// How many batches of a connection may be prepared (or preparing) while its batches before
+    /// them are not committed yet. Two keep the writer fed: one commits while the next one
+    /// prepares. The rest of the window waits as received frames (compressed, about 24 bytes an
+    /// event) rather than as decoded events (hundreds of bytes each), so a fleet of agents that
+    /// all fill their windows against a busy writer holds no more decoded batches than before
+    /// per connection, give or take one.
+    static let preparedAhead = 2
     /// A batch failed: the session closes the connection, and no later batch of it commits
     /// (as when they were handled one at a time: the agent resends them all after reconnecting).
     private let stopped = Mutex(false)
@@ -36,9 +44,11 @@ final class BatchPipeline: Sendable {
     func submit(_ batch: Batch, agent: String, admits: @escaping @Sendable (String) -> Bool) {
         let ingest = self.ingest
         let completions = self.completions
-        last.withLock { last in
-            let previous = last
-            last = Task {
+        recent.withLock { recent in
+            let previous = recent.last
+            let turnToPrepare = recent.count >= Self.preparedAhead ? recent.first : nil
+            let task = Task {
+                await turnToPrepare?.value
                 let prepared: Result<PreparedBatch, any Error>
                 do {
                     prepared = .success(try await ingest.prepare(batch, agent: agent, admits: admits))
@@ -58,12 +68,14 @@ final class BatchPipeline: Sendable {
                 if case .failure = result { self.stopped.withLock { $0 = true } }
                 completions.yield(.completed(sequence: batch.sequence, result))
             }
+            recent.append(task)
+            if recent.count > Self.preparedAhead { recent.removeFirst() }
         }
     }
 
     /// Waits until every batch handed in has been committed or has failed.
     func drain() async {
-        let task = last.withLock { $0 }
+        let task = recent.withLock { $0.last }
         await task?.value
     }
 }
