@@ -53,24 +53,15 @@ import TallyWire
         var third = try CollectorUnderTest.batchFrame(3, recentEvents(6, from: 200))
         bytes.writeBuffer(&second)
         bytes.writeBuffer(&third)
-        var sent: [ByteBuffer] = []
-        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
-        #expect(!closed)
-        #expect(sent.isEmpty, "an ack was sent while the writer was held")
+        let held = try await collector.deliver(&connection, bytes)
+        #expect(!held.closed)
+        #expect(held.frames.isEmpty, "an ack was sent while the writer was held")
         #expect(connection.batchesInFlight == 3)
 
         try await hold.release()
-        var acks: [BatchAck] = []
-        var completions = collector.completions.makeAsyncIterator()
-        while connection.batchesInFlight > 0 {
-            guard case .completed(let sequence, let result)? = await completions.next() else { break }
-            _ = try await connection.completed(sequence: sequence, result) { sent.append($0) }
-        }
-        var decoder = FrameDecoder()
-        for var buffer in sent {
-            while let frame = try decoder.decode(buffer: &buffer) {
-                if case .ack(let ack) = frame { acks.append(ack) }
-            }
+        let acks = try await collector.complete(&connection).frames.compactMap { frame -> BatchAck? in
+            guard case .ack(let ack) = frame else { return nil }
+            return ack
         }
         let received = try await collector.eventsReceived()
         await collector.stop()
@@ -90,21 +81,11 @@ import TallyWire
         var bytes = frame
         var copy = frame
         bytes.writeBuffer(&copy)
-        var sent: [ByteBuffer] = []
-        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
-        #expect(!closed && sent.isEmpty)
+        let held = try await collector.deliver(&connection, bytes)
+        #expect(!held.closed && held.frames.isEmpty)
         #expect(connection.batchesInFlight == 2)
         try await hold.release()
-        var completions = collector.completions.makeAsyncIterator()
-        while connection.batchesInFlight > 0 {
-            guard case .completed(let sequence, let result)? = await completions.next() else { break }
-            _ = try await connection.completed(sequence: sequence, result) { sent.append($0) }
-        }
-        var frames: [Frame] = []
-        var decoder = FrameDecoder()
-        for var buffer in sent {
-            while let frame = try decoder.decode(buffer: &buffer) { frames.append(frame) }
-        }
+        let frames = try await collector.complete(&connection).frames
         let received = try await collector.eventsReceived()
         await collector.stop()
         #expect(frames == [.ack(BatchAck(sequence: 1, accepted: 4)), .ack(BatchAck(sequence: 1, accepted: 4))])

@@ -67,20 +67,43 @@ final class CollectorUnderTest {
     /// Feeds `bytes` as the listener's loop would, and then every completion of the batches
     /// they handed to the connection's pipeline, so the answer holds their acks as well.
     func feed(_ connection: inout AgentConnection, _ bytes: ByteBuffer) async throws -> Answer {
+        let answer = try await deliver(&connection, bytes)
+        guard !answer.closed else {
+            await connection.drain()
+            return answer
+        }
+        let completed = try await complete(&connection)
+        return Answer(frames: answer.frames + completed.frames, closed: completed.closed)
+    }
+
+    /// Feeds `bytes` only: what the loop answers before any batch they carried is committed.
+    func deliver(_ connection: inout AgentConnection, _ bytes: ByteBuffer) async throws -> Answer {
         var sent: [ByteBuffer] = []
-        var closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        let closed = try await connection.received(bytes, now: .now) { sent.append($0) }
+        return Answer(frames: try Self.frames(in: sent), closed: closed)
+    }
+
+    /// Hands the connection the completion of each batch in flight, as the listener's loop
+    /// does, until none is left or the connection closes; then waits for its pipeline.
+    func complete(_ connection: inout AgentConnection) async throws -> Answer {
+        var sent: [ByteBuffer] = []
+        var closed = false
         var pending = completions.makeAsyncIterator()
         while !closed, connection.batchesInFlight > 0 {
             guard case .completed(let sequence, let result)? = await pending.next() else { throw HarnessError("no completion") }
             closed = try await connection.completed(sequence: sequence, result) { sent.append($0) }
         }
         await connection.drain()
+        return Answer(frames: try Self.frames(in: sent), closed: closed)
+    }
+
+    private static func frames(in sent: [ByteBuffer]) throws -> [Frame] {
         var frames: [Frame] = []
         var decoder = FrameDecoder()
         for var buffer in sent {
             while let frame = try decoder.decode(buffer: &buffer) { frames.append(frame) }
         }
-        return Answer(frames: frames, closed: closed)
+        return frames
     }
 
     func feed(_ connection: inout AgentConnection, _ bytes: [UInt8]) async throws -> Answer {

@@ -104,7 +104,7 @@ public final class BatchIngest: Sendable {
     }
 
     /// A free decoder of this connection, or a new one: at most as many exist as batches were
-    /// ever prepared at once (the session's window bounds that).
+    /// ever prepared at once (``BatchPipeline/preparedAhead`` bounds that).
     private func takeDecoder() throws -> DecoderInUse {
         if let free = decoders.withLock({ $0.popLast() }) { return DecoderInUse(decoder: free) }
         return DecoderInUse(decoder: try BatchPayloadDecoder(limits: limits))

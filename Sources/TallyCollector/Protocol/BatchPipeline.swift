@@ -57,13 +57,10 @@ final class BatchPipeline: Sendable {
                 }
                 await previous?.value
                 let result: Result<BatchAck, any Error>
-                switch prepared {
-                case _ where self.stopped.withLock({ $0 }):
+                if self.stopped.withLock({ $0 }) {
                     result = .failure(CollectorIngestError(wireError: WireError(.internalError, "a batch before it failed; send it again")))
-                case .success(let ready):
-                    do { result = .success(try await ingest.commit(ready, sequence: batch.sequence)) } catch { result = .failure(error) }
-                case .failure(let error):
-                    result = .failure(error)
+                } else {
+                    do { result = .success(try await ingest.commit(try prepared.get(), sequence: batch.sequence)) } catch { result = .failure(error) }
                 }
                 if case .failure = result { self.stopped.withLock { $0 = true } }
                 completions.yield(.completed(sequence: batch.sequence, result))
