@@ -64,6 +64,10 @@ public final class BatchIngest: Sendable {
                 metrics.malformedPayloads.increment()
                 throw CollectorIngestError(wireError: error)
             }
+            // Decoding, validating, fingerprinting and the commit's pure steps each take a
+            // fraction of a millisecond for a batch: a read waiting for this core runs between
+            // them (YieldPoint).
+            YieldPoint.between()
             let incoming = events.map { event -> IncomingEvent in
                 do throws(EventRejection) {
                     try event.validate(limits: limits, now: now)
@@ -79,7 +83,10 @@ public final class BatchIngest: Sendable {
             // Fingerprints and the digest are made here, in parallel across connections; the
             // writer thread only writes.
             // ... and so are the commit's pure steps (classification, plan, log row).
-            return ledger.speculate(PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming)))
+            YieldPoint.between()
+            let prepared = PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
+            YieldPoint.between()
+            return ledger.speculate(prepared)
         }
     }
 

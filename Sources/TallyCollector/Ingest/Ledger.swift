@@ -200,7 +200,9 @@ private struct ConfinedStore: @unchecked Sendable {
 /// threads that answer reads: on a busy machine the kernel then gives a read the core it needs
 /// at once, instead of sharing it evenly with every batch in progress (issue 12: a read during
 /// full-speed ingest answers within 2× of its idle time). Ingest loses nothing when no read
-/// runs: priority only decides who waits when threads compete for a core.
+/// runs: priority only decides who waits when threads compete for a core. A bulk thread that is
+/// already running is not stopped for a read that wakes on its core until the next tick, so the
+/// bulk work also yields between its steps (`YieldPoint`).
 enum BulkWork {
     /// The nice value of bulk threads (the readers' threads keep the process's own).
     static let niceness: Int32 = 10

@@ -227,7 +227,8 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
         var existing: [Bool] = []
         existing.reserveCapacity(classification.candidates.count)
-        for candidate in classification.candidates {
+        for (step, candidate) in classification.candidates.enumerated() {
+            YieldPoint.after(step: step, every: 128)
             guard let event = classification.event(candidate.index) else { continue }
             existing.append(
                 try !insertRaw(
@@ -346,7 +347,9 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// One upsert per cell; sums are exact (`tally_sum`), and an overflow fails the statement and
     /// so the whole transaction.
     func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
-        for (key, aggregate) in cells.cells {
+        for (step, (key, aggregate)) in cells.cells.enumerated() {
+            // A fold upserts tens of thousands of cells: tens of milliseconds of the writer.
+            YieldPoint.after(step: step, every: 256)
             upsert.bind(cell: key)
             upsert.bind(7, aggregate.sum.description)
             upsert.bind(8, aggregate.count)
