@@ -80,12 +80,12 @@ public final class BatchIngest: Sendable {
                         InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
                 }
             }
+            YieldPoint.between()
             // Fingerprints and the digest are made here, in parallel across connections; the
             // writer thread only writes.
-            // ... and so are the commit's pure steps (classification, plan, log row).
-            YieldPoint.between()
             let prepared = PreparedBatch(IncomingBatch(agent: agent, sequence: batch.sequence, receivedAt: now, events: incoming))
             YieldPoint.between()
+            // ... and so are the commit's pure steps (classification, plan, log row).
             return ledger.speculate(prepared)
         }
     }
