@@ -384,9 +384,15 @@ final class WebhookReceiver: Sendable {
                       webhook_url: http://127.0.0.1:\(port)/hooks/tally
                       secret_file: \(secretPath)
                       every: 200ms
+                      request_timeout: 120s
                       initial_backoff: 50ms
                       max_backoff: 200ms
                     """)
+            // Delivery is at least once: an attempt whose 2xx arrives after the request's
+            // timeout, or whose lease runs out, is sent again (same id). In one loaded CI run
+            // (this test took 82 s) the receiver saw one crossing twice with the 10 s default.
+            // With 120 s (a lease of 150 s, longer than the whole test) a second copy can only
+            // come from two collectors holding one lease, which is what this test is about.
             config.adminKey = "admin-0123456789abcdef"
             var collectors = [try await startCollector(config)]
             if backend == "postgres" { collectors.append(try await startCollector(config)) }

@@ -262,6 +262,29 @@ import TallyCore
         #expect(draining.batchCompleted(ack) == .none)
     }
 
+    /// Copies take no slot, yet they are bounded: an authenticated agent (or a proxy) repeating
+    /// one frame gets `window_exceeded` once twice the window is unacknowledged, copies included,
+    /// instead of queueing work without end. A completed copy frees its place again.
+    @Test func copiesOfABatchInFlightAreBoundedByTwiceTheWindow() throws {
+        var agent = agent(window: 2)
+        var collector = collector(window: 2)
+        _ = try handshake(&agent, &collector)
+        let one = Batch(sequence: 1, payload: batch(1).payload)
+        for _ in 1...4 { #expect(collector.received(batch(1).frameForTest) == .process(one)) }
+        #expect(collector.batchesInFlight == 4)
+        // One copy done: its place is free again, and the count follows.
+        let ack = BatchAck(sequence: 1, accepted: 3)
+        #expect(collector.batchCompleted(ack) == .send(.ack(ack)))
+        #expect(collector.batchesInFlight == 3)
+        #expect(collector.received(batch(1).frameForTest) == .process(one))
+        guard case .sendAndClose(.error(let error)) = collector.received(batch(1).frameForTest) else {
+            Issue.record("a fifth copy went past twice a window of 2")
+            return
+        }
+        #expect(error.wireError?.code == .windowExceeded)
+        #expect(error.wireError?.message.contains("copies") == true)
+    }
+
     @Test func ackWithWrongCountsIsAProtocolViolation() throws {
         var agent = agent()
         var collector = collector()

@@ -107,6 +107,8 @@ public struct CollectorSession: Sendable {
     private var state: State = .awaitingHello
     /// The sequences handed out and not completed, with how many copies of each.
     private var inFlight: [UInt64: Int] = [:]
+    /// Every batch handed out and not completed, copies included (the sum of `inFlight`).
+    private var copiesInFlight = 0
     private var certificateNames: Set<String>?
     private let openedAt: ContinuousClock.Instant
     private var lastHeard: ContinuousClock.Instant
@@ -160,7 +162,7 @@ public struct CollectorSession: Sendable {
     }
 
     /// Batches handed out and not yet completed.
-    public var batchesInFlight: Int { inFlight.values.reduce(0, +) }
+    public var batchesInFlight: Int { copiesInFlight }
 
     public mutating func received(_ frame: Frame) -> Action {
         switch (state, frame) {
@@ -189,10 +191,17 @@ public struct CollectorSession: Sendable {
             return .send(.welcome(Welcome(authenticated: true, version: version, proof: proof, limits: configuration.limits)))
         case (.ready, .batch(let batch)):
             // A copy of a sequence in flight takes no slot of the window: the agent sent it once.
-            guard inFlight[batch.sequence] != nil || inFlight.count < Int(configuration.limits.window) else {
-                return fail(.windowExceeded, "more than \(configuration.limits.window) batches unacknowledged")
+            // Copies are bounded all the same (twice the window, copies and sequences together):
+            // an agent that repeats a frame without end would otherwise queue work without end.
+            let window = Int(configuration.limits.window)
+            guard inFlight[batch.sequence] != nil || inFlight.count < window else {
+                return fail(.windowExceeded, "more than \(window) batches unacknowledged")
+            }
+            guard copiesInFlight < 2 * window else {
+                return fail(.windowExceeded, "more than \(2 * window) batches unacknowledged, resent copies included")
             }
             inFlight[batch.sequence, default: 0] += 1
+            copiesInFlight += 1
             return .process(batch)
         case (.goingAway, .batch(let batch)):
             // Not processed and never acked here: the agent sends it again after reconnecting.
@@ -308,6 +317,7 @@ public struct CollectorSession: Sendable {
     public mutating func connectionClosed() {
         state = .closed
         inFlight.removeAll()
+        copiesInFlight = 0
     }
 
     /// One copy of `sequence` is done; false if none was in flight.
@@ -315,6 +325,7 @@ public struct CollectorSession: Sendable {
     private mutating func removeCopy(of sequence: UInt64) -> Bool {
         guard let copies = inFlight[sequence] else { return false }
         inFlight[sequence] = copies > 1 ? copies - 1 : nil
+        copiesInFlight -= 1
         return true
     }
 
