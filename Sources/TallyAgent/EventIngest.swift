@@ -83,6 +83,58 @@ public struct EventIngest: Sendable {
         return promise.futureResult
     }
 
+    /// ``submit(_:on:)`` for NDJSON lines, straight from their bytes: a line of the common
+    /// shape is validated, fingerprinted and encoded for the spool without building a
+    /// ``UsageEvent`` (``EventDecoder/scanPlain(_:now:into:)``); any other line is decoded as
+    /// before. Returns every line's outcome at once — to be sent only when `kept` succeeds; when
+    /// it fails (with the ``SpoolError``), nothing of these lines was kept.
+    public func submit(
+        lines: UnsafeBufferPointer<UInt8>, now: EventTime, on eventLoop: any EventLoop
+    ) -> (
+        outcomes: [Outcome], kept: EventLoopFuture<Void>
+    ) {
+        var outcomes: [Outcome] = []
+        var batch = EncodedBatch(capacity: lines.count / 128)
+        var plain = PlainEvent()
+        var scratch: [UInt8] = []
+        var failure: SpoolError?
+        forEachLine(lines) { line in
+            if decoder.scanPlain(line, now: now, into: &plain) {
+                outcomes.append(.accepted(Fingerprint(of: plain, in: line, scratch: &scratch)))
+                do throws(SpoolError) { try batch.append(plain, in: line) } catch { failure = failure ?? error }
+                return
+            }
+            switch decoder.decodeLine(line, now: now) {
+            case .success(let event):
+                outcomes.append(.accepted(Fingerprint(of: event, scratch: &scratch)))
+                do throws(SpoolError) { try batch.append(event) } catch { failure = failure ?? error }
+            case .failure(let rejection):
+                metrics.rejected(rejection.reason.rawValue)
+                outcomes.append(.rejected(rejection))
+            }
+        }
+        metrics.received.increment(by: Int64(outcomes.count))
+        if let failure {
+            metrics.refused(status: failure == .rejectedFull ? 429 : 503)
+            return (outcomes, eventLoop.makeFailedFuture(failure))
+        }
+        if batch.count == 0 { return (outcomes, eventLoop.makeSucceededVoidFuture()) }
+        let promise = eventLoop.makePromise(of: Void.self)
+        let start = ContinuousClock.now
+        let count = batch.count
+        spool.append(batch) { [self] result in
+            switch result {
+            case .success:
+                kept(count, since: start)
+                promise.succeed()
+            case .failure(let error):
+                metrics.refused(status: error == .rejectedFull ? 429 : 503)
+                promise.fail(error)
+            }
+        }
+        return (outcomes, promise.futureResult)
+    }
+
     /// The valid events to append and every result's outcome, fingerprinted; counts them.
     private func prepare(_ results: [Result<UsageEvent, EventRejection>]) -> (events: [UsageEvent], outcomes: [Outcome]) {
         metrics.received.increment(by: Int64(results.count))

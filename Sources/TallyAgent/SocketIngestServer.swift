@@ -123,14 +123,11 @@ public struct SocketIngestServer: Service {
     /// gives one answer line per line, once the events are durable.
     private func answer(_ lines: ByteBuffer, channel: any Channel) -> EventLoopFuture<ByteBuffer> {
         let now = EventTime.now()
-        let decoder = ingest.decoder
-        let results: [Result<UsageEvent, EventRejection>] = lines.withUnsafeReadableBytes { raw in
-            var results: [Result<UsageEvent, EventRejection>] = []
-            forEachLine(raw.bindMemory(to: UInt8.self)) { line in results.append(decoder.decodeLine(line, now: now)) }
-            return results
+        let (outcomes, kept) = lines.withUnsafeReadableBytes { raw in
+            ingest.submit(lines: raw.bindMemory(to: UInt8.self), now: now, on: channel.eventLoop)
         }
         let allocator = channel.allocator
-        return ingest.submit(results, on: channel.eventLoop).map { outcomes in
+        return kept.map {
             var out = allocator.buffer(capacity: outcomes.count * 36)
             for outcome in outcomes {
                 switch outcome {
@@ -148,12 +145,12 @@ public struct SocketIngestServer: Service {
             let seconds = spoolError?.fullAnswer?.retryAfterSeconds ?? 1
             let message = Self.oneLine("\(error); not kept")
             let word = spoolError?.fullAnswer == nil ? "full \(seconds) spool error: " : "full \(seconds) "
-            var out = allocator.buffer(capacity: results.count * 40)
-            for result in results {
+            var out = allocator.buffer(capacity: outcomes.count * 40)
+            for outcome in outcomes {
                 // Rejections stay rejections; only valid events are "not kept, resend".
-                switch result {
-                case .failure(let rejection): out.writeString(Self.errLine(rejection))
-                case .success: out.writeString(word + message + "\n")
+                switch outcome {
+                case .rejected(let rejection): out.writeString(Self.errLine(rejection))
+                case .accepted: out.writeString(word + message + "\n")
                 }
             }
             return out

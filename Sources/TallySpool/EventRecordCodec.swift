@@ -34,6 +34,27 @@ public enum EventRecordCodec {
         }
     }
 
+    /// Appends the payload of an event read as `event` from `line`: the same bytes as the
+    /// payload of the ``UsageEvent`` the line decodes to.
+    public static func encode(_ event: PlainEvent, in line: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+        func string(_ range: Range<Int>) {
+            out.appendVarint(UInt64(range.count))
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: line[range]))
+        }
+        out.append(version)
+        out.append(event.id == nil ? 0 : 1)
+        out.appendVarint(ZigZag.encode(event.timestamp.microseconds))
+        out.appendVarint(ZigZag.encode(event.quantity.nanos))
+        string(event.tenant)
+        string(event.metric)
+        if let id = event.id { string(id) }
+        out.appendVarint(UInt64(event.properties.count))
+        for property in event.properties {
+            string(property.key)
+            string(property.value)
+        }
+    }
+
     public static func encode(_ event: UsageEvent) -> [UInt8] {
         var out: [UInt8] = []
         encode(event, into: &out)

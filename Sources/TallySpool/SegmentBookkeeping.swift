@@ -1,26 +1,51 @@
-import TallyCore
+public import TallyCore
 
-/// Events encoded into framed records, ready to be written in one go.
-struct EncodedBatch: Sendable {
+/// Framed spool records ready to append, in order: what ``Spool/append(_:completion:)-(EncodedBatch,_)``
+/// writes. Built from ``UsageEvent``s, or from events read straight from their bytes
+/// (``TallyCore/PlainEvent``), which give the same records.
+public struct EncodedBatch: Sendable {
     var bytes: [UInt8] = []
     /// The end of each record inside `bytes`.
     var recordEnds: [Int] = []
     var timestamps: [Int64] = []
 
+    /// An empty batch with room for about `capacity` events.
+    public init(capacity: Int = 0) {
+        bytes.reserveCapacity(capacity * 96)
+        recordEnds.reserveCapacity(capacity)
+        timestamps.reserveCapacity(capacity)
+    }
+
     init(_ events: [UsageEvent]) throws(SpoolError) {
-        bytes.reserveCapacity(events.count * 96)
-        recordEnds.reserveCapacity(events.count)
-        timestamps.reserveCapacity(events.count)
-        for event in events {
-            let start = bytes.count
-            RecordFraming.appendRecord(encoding: { EventRecordCodec.encode(event, into: &$0) }, to: &bytes)
-            let payload = bytes.count - start - RecordFraming.headerBytes
-            if payload > RecordFraming.maxPayloadBytes {
-                throw .recordTooLarge(bytes: payload, limit: RecordFraming.maxPayloadBytes)
-            }
-            recordEnds.append(bytes.count)
-            timestamps.append(event.timestamp.microseconds)
+        self.init(capacity: events.count)
+        for event in events { try append(event) }
+    }
+
+    /// The number of records.
+    public var count: Int { recordEnds.count }
+
+    /// Appends the record of `event`. Throws ``SpoolError/recordTooLarge(bytes:limit:)`` (and
+    /// keeps nothing of it) when its payload is over the record limit.
+    public mutating func append(_ event: UsageEvent) throws(SpoolError) {
+        try appendRecord(timestamp: event.timestamp.microseconds) { EventRecordCodec.encode(event, into: &$0) }
+    }
+
+    /// Appends the record of an event read as `event` from `line`: the same record as that of
+    /// the ``UsageEvent`` the line decodes to.
+    public mutating func append(_ event: PlainEvent, in line: UnsafeBufferPointer<UInt8>) throws(SpoolError) {
+        try appendRecord(timestamp: event.timestamp.microseconds) { EventRecordCodec.encode(event, in: line, into: &$0) }
+    }
+
+    private mutating func appendRecord(timestamp: Int64, encoding: (inout [UInt8]) -> Void) throws(SpoolError) {
+        let start = bytes.count
+        RecordFraming.appendRecord(encoding: encoding, to: &bytes)
+        let payload = bytes.count - start - RecordFraming.headerBytes
+        if payload > RecordFraming.maxPayloadBytes {
+            bytes.removeSubrange(start...)
+            throw .recordTooLarge(bytes: payload, limit: RecordFraming.maxPayloadBytes)
         }
+        recordEnds.append(bytes.count)
+        timestamps.append(timestamp)
     }
 }
 

@@ -102,6 +102,11 @@ public final class Spool: Sendable {
             completion(.failure(error))
             return
         }
+        append(batch, completion: completion)
+    }
+
+    /// ``append(_:completion:)-([UsageEvent],_)`` for records already encoded.
+    public func append(_ batch: EncodedBatch, completion: @escaping @Sendable (Result<SpoolPosition, SpoolError>) -> Void) {
         if !thread.submit(.append(batch, completion, awaited: false)) { completion(.failure(.closed)) }
     }
 

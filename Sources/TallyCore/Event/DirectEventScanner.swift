@@ -44,78 +44,200 @@ struct DirectEventScanner {
     private static let endpointBit: UInt16 = 1 << 7
     private static let unitsBit: UInt16 = 1 << 8
 
-    private mutating func event(defaultMetric: String?, maxProperties: Int) -> UsageEvent? {
-        skipWhitespace()
-        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
-        index += 1
+    /// The members of an event object as byte ranges of the line, each field at most once;
+    /// `properties` gets the `properties` members in their order.
+    private struct Fields {
         var seen: UInt16 = 0
-        var tenant: String?
-        var userId: String?
-        var metric: String?
-        var quantityText: Range<Int>?
-        var unitsText: Range<Int>?
+        var tenant: Range<Int>?
+        var userId: Range<Int>?
+        var metric: Range<Int>?
+        var quantity: Range<Int>?
+        var units: Range<Int>?
         var timestamp: EventTime?
-        var id: String?
-        var endpoint: String?
-        var properties = Properties()
+        var id: Range<Int>?
+        var endpoint: Range<Int>?
+
+        /// The shape: the seed's when there is a `user_id` and no `tenant`.
+        var seedShape: Bool { seen & DirectEventScanner.tenantBit == 0 && seen & DirectEventScanner.userIdBit != 0 }
+    }
+
+    /// One member of `properties`: its key's bytes (between the quotes) and its value.
+    struct PropertyMember {
+        var key: Range<Int>
+        var value: Value
+
+        enum Value {
+            /// A plain string's bytes, between the quotes.
+            case string(Range<Int>)
+            /// A JSON number's lexeme.
+            case number(Range<Int>)
+            /// `true` or `false`: the literal's bytes, which are also the value's text.
+            case literal(Range<Int>)
+        }
+    }
+
+    /// Reads the object's members into `fields` and `properties` (emptied first); false when
+    /// the full path must decide. Strings are plain (no escape, no control byte), their UTF-8
+    /// not yet checked; the timestamp is parsed; quantities are only delimited.
+    private mutating func members(_ fields: inout Fields, _ properties: inout [PropertyMember], maxProperties: Int) -> Bool {
+        properties.removeAll(keepingCapacity: true)
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return false }
+        index += 1
         while true {
             skipWhitespace()
-            guard let key = plainString() else { return nil }
+            guard let key = plainString() else { return false }
             skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return false }
             index += 1
             skipWhitespace()
-            guard let bit = Self.fieldBit(key, in: bytes), seen & bit == 0 else { return nil }
-            seen |= bit
+            guard let bit = Self.fieldBit(key, in: bytes), fields.seen & bit == 0 else { return false }
+            fields.seen |= bit
             switch bit {
-            case Self.tenantBit:
-                guard let text = stringValue() else { return nil }
-                tenant = text
-            case Self.userIdBit:
-                guard let text = stringValue() else { return nil }
-                userId = text
-            case Self.metricBit:
-                guard let text = stringValue() else { return nil }
-                metric = text
-            case Self.idBit:
-                guard let text = stringValue() else { return nil }
-                id = text
-            case Self.endpointBit:
-                guard let text = stringValue() else { return nil }
-                endpoint = text
-            case Self.quantityBit:
-                guard let range = quantityValue() else { return nil }
-                quantityText = range
-            case Self.unitsBit:
-                guard let range = quantityValue() else { return nil }
-                unitsText = range
+            case Self.tenantBit: fields.tenant = plainString()
+            case Self.userIdBit: fields.userId = plainString()
+            case Self.metricBit: fields.metric = plainString()
+            case Self.idBit: fields.id = plainString()
+            case Self.endpointBit: fields.endpoint = plainString()
+            case Self.quantityBit: fields.quantity = quantityValue()
+            case Self.unitsBit: fields.units = quantityValue()
             case Self.timestampBit:
                 // RFC 3339 is ASCII; the full path refuses other bytes (as JSON or as a time).
                 guard let range = plainString(), !bytes[range].contains(where: { $0 >= 0x80 }),
                     let time = try? EventTime(parsingUTF8: UnsafeBufferPointer(rebasing: bytes[range]))
-                else { return nil }
-                timestamp = time
+                else { return false }
+                fields.timestamp = time
             default:
-                guard let pairs = propertiesValue(maxProperties: maxProperties) else { return nil }
-                properties = pairs
+                guard propertiesValue(&properties, maxProperties: maxProperties) else { return false }
             }
-            guard let another = afterMember() else { return nil }
-            if another { continue }
-            break
+            // Every case but the properties stores nil for a value it cannot read.
+            switch bit {
+            case Self.tenantBit: guard fields.tenant != nil else { return false }
+            case Self.userIdBit: guard fields.userId != nil else { return false }
+            case Self.metricBit: guard fields.metric != nil else { return false }
+            case Self.idBit: guard fields.id != nil else { return false }
+            case Self.endpointBit: guard fields.endpoint != nil else { return false }
+            case Self.quantityBit: guard fields.quantity != nil else { return false }
+            case Self.unitsBit: guard fields.units != nil else { return false }
+            default: break
+            }
+            guard let another = afterMember() else { return false }
+            if !another { break }
         }
-        // The shape: the seed's when there is a `user_id` and no `tenant`.
-        let seedShape = seen & Self.tenantBit == 0 && seen & Self.userIdBit != 0
-        let foreign = seedShape ? Self.quantityBit : (Self.userIdBit | Self.endpointBit | Self.unitsBit)
-        guard seen & foreign == 0 else { return nil }
-        guard let owner = seedShape ? userId : tenant, let name = metric ?? defaultMetric,
-            let amountRange = seedShape ? unitsText : quantityText, let timestamp,
+        let foreign = fields.seedShape ? Self.quantityBit : (Self.userIdBit | Self.endpointBit | Self.unitsBit)
+        return fields.seen & foreign == 0
+    }
+
+    private mutating func event(defaultMetric: String?, maxProperties: Int) -> UsageEvent? {
+        var fields = Fields()
+        var members: [PropertyMember] = []
+        guard self.members(&fields, &members, maxProperties: maxProperties) else { return nil }
+        func text(_ range: Range<Int>?) -> String? { range.flatMap { Self.text(UnsafeBufferPointer(rebasing: bytes[$0])) } }
+        var properties = Properties()
+        for member in members {
+            guard let key = text(member.key) else { return nil }
+            let value: String
+            switch member.value {
+            case .string(let range), .literal(let range):
+                guard let string = text(range) else { return nil }
+                value = string
+            case .number(let range):
+                guard let quantity = try? Quantity(parsingUTF8: UnsafeBufferPointer(rebasing: bytes[range])) else { return nil }
+                value = quantity.description
+            }
+            guard properties[key] == nil else { return nil }
+            properties[key] = value
+        }
+        let seedShape = fields.seedShape
+        var id: String?
+        if fields.id != nil {
+            guard let text = text(fields.id) else { return nil }
+            id = text
+        }
+        guard let owner = text(seedShape ? fields.userId : fields.tenant),
+            let name = fields.metric == nil ? defaultMetric : text(fields.metric),
+            let amountRange = seedShape ? fields.units : fields.quantity, let timestamp = fields.timestamp,
             let quantity = try? Quantity(parsingUTF8: UnsafeBufferPointer(rebasing: bytes[amountRange]))
         else { return nil }
-        if seedShape, let endpoint {
-            guard properties["endpoint"] == nil else { return nil }
+        if seedShape, fields.endpoint != nil {
+            guard let endpoint = text(fields.endpoint), properties["endpoint"] == nil else { return nil }
             properties["endpoint"] = endpoint
         }
         return UsageEvent(tenant: owner, metric: name, quantity: quantity, timestamp: timestamp, id: id, properties: properties)
+    }
+
+    /// The event at the start of `line` (after optional whitespace, with only whitespace after
+    /// it) as a ``PlainEvent``, valid under `limits` at `now`; false for everything else, which
+    /// the caller decodes through ``EventDecoder/decodeLine(_:now:)``. Only the common shape
+    /// takes this path: Tally's fields, a metric given, every string ASCII, property values
+    /// strings or booleans. It answers exactly as that path would for the same line (tested).
+    static func scanPlain(
+        _ line: UnsafeBufferPointer<UInt8>, limits: EventLimits, now: EventTime, into event: inout PlainEvent
+    ) -> Bool {
+        var scanner = DirectEventScanner(line, from: 0)
+        var fields = Fields()
+        var members: [PropertyMember] = []
+        swap(&members, &event.scratch)
+        defer { swap(&members, &event.scratch) }
+        guard scanner.members(&fields, &members, maxProperties: limits.maxProperties),
+            onlyWhitespace(line, from: scanner.index), !fields.seedShape,
+            let tenant = fields.tenant, let metric = fields.metric, let amount = fields.quantity, let timestamp = fields.timestamp,
+            let quantity = try? Quantity(parsingUTF8: UnsafeBufferPointer(rebasing: line[amount]))
+        else { return false }
+        // Text: non-empty, within its limit, ASCII and no DEL (control bytes below 0x20 are not
+        // plain); names as `UsageEvent.checkName` wants them.
+        func isText(_ range: Range<Int>, max: Int) -> Bool {
+            !range.isEmpty && range.count <= max && !line[range].contains(where: { $0 >= 0x7F })
+        }
+        func isName(_ range: Range<Int>, max: Int) -> Bool {
+            guard !range.isEmpty, range.count <= max else { return false }
+            var first = true
+            for byte in line[range] {
+                let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                guard letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
+                else { return false }
+                first = false
+            }
+            return true
+        }
+        guard isText(tenant, max: limits.maxTenantBytes), isName(metric, max: limits.maxMetricBytes),
+            fields.id.map({ isText($0, max: limits.maxIdBytes) }) ?? true,
+            quantity.nanos >= 0, quantity <= limits.maxQuantity, members.count <= limits.maxProperties,
+            EventTime.acceptedRange.contains(timestamp), EventRejection.future(timestamp, now: now, skew: limits.maxFutureSkew) == nil
+        else { return false }
+        event.properties.removeAll(keepingCapacity: true)
+        for member in members {
+            guard isName(member.key, max: limits.maxPropertyKeyBytes) else { return false }
+            switch member.value {
+            case .string(let value):
+                // An empty value is allowed (only keys are names).
+                guard value.count <= limits.maxPropertyValueBytes, !line[value].contains(where: { $0 >= 0x7F }) else { return false }
+                event.properties.append((member.key, value))
+            case .literal(let value): event.properties.append((member.key, value))
+            case .number: return false
+            }
+        }
+        // Sorted by the key's bytes, each key once (an insertion sort: a handful of keys).
+        var sorted = 1
+        while sorted < event.properties.count {
+            let item = event.properties[sorted]
+            var position = sorted
+            while position > 0 {
+                let before = event.properties[position - 1].key
+                if line[item.key].elementsEqual(line[before]) { return false }
+                guard line[item.key].lexicographicallyPrecedes(line[before]) else { break }
+                event.properties[position] = event.properties[position - 1]
+                position -= 1
+            }
+            event.properties[position] = item
+            sorted += 1
+        }
+        event.tenant = tenant
+        event.metric = metric
+        event.id = fields.id
+        event.timestamp = timestamp
+        event.quantity = quantity
+        return true
     }
 
     /// The field bit of an event key (its bytes at `key`), or nil for any other key.
@@ -171,12 +293,6 @@ struct DirectEventScanner {
         return nil
     }
 
-    /// A plain string value as text (valid UTF-8).
-    private mutating func stringValue() -> String? {
-        guard let range = plainString() else { return nil }
-        return Self.text(UnsafeBufferPointer(rebasing: bytes[range]))
-    }
-
     /// The text of UTF-8 bytes, or nil when they are not valid UTF-8. ASCII, the common case,
     /// skips the generic validation (whose metadata lookups showed up in profiles).
     static func text(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
@@ -226,49 +342,44 @@ struct DirectEventScanner {
         return start..<cursor
     }
 
-    /// The `properties` object: plain string keys, each once; values plain strings, numbers kept
-    /// exactly (as their canonical decimal text) or booleans; at most `maxProperties` of them.
-    private mutating func propertiesValue(maxProperties: Int) -> Properties? {
-        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+    /// The `properties` object: plain string keys; values plain strings, numbers or booleans;
+    /// at most `maxProperties` members (repeated keys are found by the caller).
+    private mutating func propertiesValue(_ properties: inout [PropertyMember], maxProperties: Int) -> Bool {
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return false }
         index += 1
-        var properties = Properties()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return properties
+            return true
         }
-        var count = 0
         while true {
             skipWhitespace()
-            guard let key = stringValue() else { return nil }
+            guard let key = plainString() else { return false }
             skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return false }
             index += 1
             skipWhitespace()
-            guard index < bytes.count else { return nil }
-            let value: String
+            guard index < bytes.count else { return false }
+            let value: PropertyMember.Value
+            let start = index
             switch bytes[index] {
             case UInt8(ascii: "\""):
-                guard let text = stringValue() else { return nil }
-                value = text
+                guard let range = plainString() else { return false }
+                value = .string(range)
             case UInt8(ascii: "t"):
-                guard literal("true") else { return nil }
-                value = "true"
+                guard literal("true") else { return false }
+                value = .literal(start..<index)
             case UInt8(ascii: "f"):
-                guard literal("false") else { return nil }
-                value = "false"
+                guard literal("false") else { return false }
+                value = .literal(start..<index)
             default:
-                guard let range = number(),
-                    let quantity = try? Quantity(parsingUTF8: UnsafeBufferPointer(rebasing: bytes[range]))
-                else { return nil }
-                value = quantity.description
+                guard let range = number() else { return false }
+                value = .number(range)
             }
-            count += 1
-            guard count <= maxProperties, properties[key] == nil else { return nil }
-            properties[key] = value
-            guard let another = afterMember() else { return nil }
-            if another { continue }
-            return properties
+            guard properties.count < maxProperties else { return false }
+            properties.append(PropertyMember(key: key, value: value))
+            guard let another = afterMember() else { return false }
+            if !another { return true }
         }
     }
 
@@ -296,4 +407,23 @@ struct DirectEventScanner {
         index += count
         return true
     }
+}
+
+/// A valid event as byte ranges of the NDJSON line it was read from, with no `String` per field:
+/// what the agent fingerprints and spools on its hot path (``EventDecoder/scanPlain(_:now:into:)``).
+/// Its fingerprint and spool record are those of the ``UsageEvent`` the same line decodes to.
+/// One value is reused line after line (its arrays keep their capacity); the ranges mean
+/// something only with the line they were read from.
+public struct PlainEvent: Sendable {
+    public internal(set) var tenant: Range<Int> = 0..<0
+    public internal(set) var metric: Range<Int> = 0..<0
+    public internal(set) var id: Range<Int>?
+    public internal(set) var timestamp = EventTime(microseconds: 0)
+    public internal(set) var quantity = Quantity.zero
+    /// Key and value bytes, sorted by the key's bytes, each key once.
+    public internal(set) var properties: [(key: Range<Int>, value: Range<Int>)] = []
+    /// The scanner's members, kept for their capacity.
+    var scratch: [DirectEventScanner.PropertyMember] = []
+
+    public init() {}
 }

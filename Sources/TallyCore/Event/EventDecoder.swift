@@ -74,6 +74,14 @@ public struct EventDecoder: Sendable {
         return decodeLineFullPath(line, now: now)
     }
 
+    /// Reads one NDJSON line into `event` when it is a valid event of the common shape (see
+    /// ``PlainEvent``), with no allocation once `event`'s arrays have grown; false otherwise, and
+    /// then ``decodeLine(_:now:)`` gives the outcome. Whichever way a line goes, its outcome,
+    /// fingerprint and spool record are the same.
+    public func scanPlain(_ line: UnsafeBufferPointer<UInt8>, now: EventTime, into event: inout PlainEvent) -> Bool {
+        DirectEventScanner.scanPlain(line, limits: limits, now: now, into: &event)
+    }
+
     /// Decodes one NDJSON line through the JSON tree: every case the direct path leaves to it.
     package func decodeLineFullPath(_ line: UnsafeBufferPointer<UInt8>, now: EventTime) -> Result<UsageEvent, EventRejection> {
         switch Result(catching: { () throws(JSONSyntaxError) in try JSONParser.parse(line) }) {

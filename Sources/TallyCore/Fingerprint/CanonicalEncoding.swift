@@ -40,4 +40,27 @@ public enum CanonicalEncoding {
             out.appendString32(property.value)
         }
     }
+
+    /// ``append(_:to:)`` for an event read as a ``PlainEvent`` from `line`: the same bytes.
+    public static func append(_ event: PlainEvent, in line: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        func string32(_ range: Range<Int>) {
+            out.appendBigEndian(UInt64(range.count), bytes: 4)
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: line[range]))
+        }
+        out.append(contentsOf: magic)
+        out.append(event.id == nil ? formKeyedByFields : formKeyedById)
+        string32(event.tenant)
+        string32(event.metric)
+        out.appendBigEndian(UInt64(bitPattern: event.timestamp.microseconds), bytes: 8)
+        if let id = event.id {
+            string32(id)
+            return
+        }
+        out.appendString32(event.quantity.description)
+        out.appendBigEndian(UInt64(event.properties.count), bytes: 4)
+        for property in event.properties {
+            string32(property.key)
+            string32(property.value)
+        }
+    }
 }

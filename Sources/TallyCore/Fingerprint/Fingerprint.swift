@@ -25,6 +25,14 @@ public struct Fingerprint: Sendable, Hashable, Comparable, CustomStringConvertib
         self.init(canonicalBytes: scratch)
     }
 
+    /// The fingerprint of an event read as a ``PlainEvent`` from `line`: the same as that of the
+    /// ``UsageEvent`` the line decodes to.
+    public init(of event: PlainEvent, in line: UnsafeBufferPointer<UInt8>, scratch: inout [UInt8]) {
+        scratch.removeAll(keepingCapacity: true)
+        CanonicalEncoding.append(event, in: line, to: &scratch)
+        self.init(canonicalBytes: scratch)
+    }
+
     /// The fingerprint of canonical bytes already made.
     public init(canonicalBytes: [UInt8]) {
         var digest: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
