@@ -57,12 +57,14 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
+        // CRC-32C with the CPU's instruction (SSE 4.2 / ARMv8 CRC32), for TallyCore's CRC32C.
+        .target(name: "CTallyCRC32C"),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
             name: "TallyCore",
             // SHA-256 and HMAC from the BoringSSL that swift-nio-ssl links into every binary for
             // TLS (SHA256Digest): no second crypto library, no Foundation.
-            dependencies: [.product(name: "NIOSSL", package: "swift-nio-ssl")],
+            dependencies: ["CTallyCRC32C", .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: strict
         ),
         // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.

@@ -182,8 +182,9 @@ extension EventTime {
             }
             return value
         }
-        func at(_ i: Int, _ c: Character) -> Bool {
-            i < b.count && c.asciiValue.map { b[i] == $0 } == true
+        // A scalar, not a Character: `Character.asciiValue` showed up in the agent's profile.
+        func at(_ i: Int, _ c: Unicode.Scalar) -> Bool {
+            i < b.count && b[i] == UInt8(ascii: c)
         }
         // 19 characters are a date and a time without a zone: named as such below.
         guard b.count >= 19 else { throw fail("too short; expected e.g. 2026-04-13T12:00:00Z") }
