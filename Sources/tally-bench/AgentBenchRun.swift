@@ -271,6 +271,9 @@ struct AgentBenchRun {
         children.add(collector)
         try await waitUntilServing(collector, port: collectorHTTPPort, path: "/v1/reconciliation")
         let start = ContinuousClock.now
+        let cpuAtStart = (
+            agent: ProcessCPU.seconds(pid: agent.pid), collector: ProcessCPU.seconds(pid: collector.pid), bench: ProcessCPU.seconds(pid: getpid())
+        )
         let serverAtStart = ServerChargesTimes.read(port: collectorHTTPPort)
         // A dashboard polling one tenant's charges for the whole drain.
         let loaded =
@@ -292,6 +295,10 @@ struct AgentBenchRun {
             }
         }
         let elapsed = ContinuousClock.now - start
+        let cpu = (
+            agent: ProcessCPU.seconds(pid: agent.pid) - cpuAtStart.agent, collector: ProcessCPU.seconds(pid: collector.pid) - cpuAtStart.collector,
+            bench: ProcessCPU.seconds(pid: getpid()) - cpuAtStart.bench
+        )
         let underIngest = await loaded?.stop()
         let serverAfterDrain = ServerChargesTimes.read(port: collectorHTTPPort)
         let serverUnderIngest = serverAfterDrain?.since(serverAtStart)
@@ -303,6 +310,21 @@ struct AgentBenchRun {
         table.add("drain: agent VmHWM (restart + recovery + drain)", "MiB", megabytes(agentPeak), "< 64 MB")
         table.add("drain: agent highest RSS sample during the drain", "MiB", megabytes(highestRSS), "< 64 MB")
         table.add("drain: collector VmHWM", "MiB", megabytes(collectorPeak), "-")
+        // Where the end-to-end rate's limit is: CPU per event of each process. The cores divided
+        // by their sum is the rate this machine could reach if nothing ever waited.
+        func micros(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1e6 / Double(max(1, backlog))) }
+        let perEvent = (cpu.agent + cpu.collector) / Double(max(1, backlog))
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        table.add(
+            "drain: CPU per event, agent / collector (bench reads: \(micros(cpu.bench)))", "µs", "\(micros(cpu.agent)) / \(micros(cpu.collector))",
+            "-")
+        table.add(
+            "drain: ceiling from that CPU on \(cores) cores (cores / CPU per event)", "events/s",
+            perEvent > 0 ? grouped(Int(Double(cores) / perEvent)) : "-", "250,000")
+        table.add(
+            "drain: cores busy (agent + collector CPU / wall time)", "cores",
+            String(format: "%.2f", (cpu.agent + cpu.collector) / max(elapsed.seconds, 1e-9)),
+            "\(cores)")
         try reconcile(agent: "bench-agent", expected: backlog, into: &table)
         if let underIngest { try await readsUnderIngest(underIngest, serverUnderIngest, since: serverAfterDrain, options, into: &table) }
     }
