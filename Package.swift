@@ -291,7 +291,7 @@ let package = Package(
             name: "TallyAgentTests",
             dependencies: [
                 "TallyAgent", "TallyClient", "TallyHummingbird", "TallyWire", "TallySpool", "TallyCore", "TallyCLI",
-                "TallyTestSupport",
+                "TallyTestSupport", "TallyWorkload",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

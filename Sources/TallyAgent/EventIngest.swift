@@ -33,10 +33,53 @@ public struct EventIngest: Sendable {
     /// `arrival`: the spool was told of this request when its head was read (it ends here).
     public func ingest(body: ByteBuffer, arrival: SpoolArrival? = nil) async throws(SpoolError) -> [Outcome] {
         let now = EventTime.now()
+        if let lines = body.withUnsafeReadableBytes({ raw in encodeNDJSON(raw.bindMemory(to: UInt8.self), now: now) }) {
+            // NDJSON whose first line has the common shape: straight from the bytes.
+            if let failure = lines.failure {
+                arrival?.end()
+                metrics.refused(status: failure == .rejectedFull ? 429 : 503)
+                throw failure
+            }
+            guard lines.batch.count > 0 else {
+                arrival?.end()
+                return lines.outcomes
+            }
+            let start = ContinuousClock.now
+            do throws(SpoolError) {
+                if let arrival {
+                    try await spool.append(lines.batch, arrival: arrival)
+                } else {
+                    let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
+                        spool.append(lines.batch) { continuation.resume(returning: $0) }
+                    }
+                    _ = try result.get()
+                }
+            } catch {
+                metrics.refused(status: error == .rejectedFull ? 429 : 503)
+                throw error
+            }
+            kept(lines.batch.count, since: start)
+            return lines.outcomes
+        }
         let results = body.withUnsafeReadableBytes { raw in
             decoder.decodeBody(raw.bindMemory(to: UInt8.self), now: now)
         }
         return try await keep(results, arrival: arrival)
+    }
+
+    /// A body's lines as ``encode(lines:now:)`` reads them, when the body is NDJSON whose first
+    /// line has the common shape (``EventDecoder/scanPlain(_:now:into:)``); nil otherwise, and
+    /// then ``EventDecoder/decodeBody(_:now:)`` decides what the body is. When the first line is
+    /// plain, that decoder reads the body line by line as well (a whole value followed by more is
+    /// NDJSON; one followed by nothing is that line alone), so both ways give the same outcomes.
+    private func encodeNDJSON(_ body: UnsafeBufferPointer<UInt8>, now: EventTime) -> EncodedLines? {
+        var plain = PlainEvent()
+        var firstIsPlain: Bool?
+        forEachLine(body) { line in
+            if firstIsPlain == nil { firstIsPlain = decoder.scanPlain(line, now: now, into: &plain) }
+        }
+        guard firstIsPlain == true else { return nil }
+        return encode(lines: body, now: now)
     }
 
     /// Keeps the valid events of already-decoded results, in order.
@@ -93,28 +136,9 @@ public struct EventIngest: Sendable {
     ) -> (
         outcomes: [Outcome], kept: EventLoopFuture<Void>
     ) {
-        var outcomes: [Outcome] = []
-        var batch = EncodedBatch(capacity: lines.count / 128)
-        var plain = PlainEvent()
-        var scratch: [UInt8] = []
-        var failure: SpoolError?
-        forEachLine(lines) { line in
-            if decoder.scanPlain(line, now: now, into: &plain) {
-                outcomes.append(.accepted(Fingerprint(of: plain, in: line, scratch: &scratch)))
-                do throws(SpoolError) { try batch.append(plain, in: line) } catch { failure = failure ?? error }
-                return
-            }
-            switch decoder.decodeLine(line, now: now) {
-            case .success(let event):
-                outcomes.append(.accepted(Fingerprint(of: event, scratch: &scratch)))
-                do throws(SpoolError) { try batch.append(event) } catch { failure = failure ?? error }
-            case .failure(let rejection):
-                metrics.rejected(rejection.reason.rawValue)
-                outcomes.append(.rejected(rejection))
-            }
-        }
-        metrics.received.increment(by: Int64(outcomes.count))
-        if let failure {
+        let encoded = encode(lines: lines, now: now)
+        let (outcomes, batch) = (encoded.outcomes, encoded.batch)
+        if let failure = encoded.failure {
             metrics.refused(status: failure == .rejectedFull ? 429 : 503)
             return (outcomes, eventLoop.makeFailedFuture(failure))
         }
@@ -133,6 +157,39 @@ public struct EventIngest: Sendable {
             }
         }
         return (outcomes, promise.futureResult)
+    }
+
+    /// Every line's outcome and the spool records of the valid ones, in order. `failure`: a
+    /// record could not be encoded (then nothing of these lines may be kept).
+    struct EncodedLines {
+        var outcomes: [Outcome] = []
+        var batch: EncodedBatch
+        var failure: SpoolError?
+    }
+
+    /// Lines of the common shape go straight from bytes to fingerprint and record; every other
+    /// line through ``EventDecoder/decodeLine(_:now:)``. Counts them.
+    func encode(lines: UnsafeBufferPointer<UInt8>, now: EventTime) -> EncodedLines {
+        var encoded = EncodedLines(batch: EncodedBatch(capacity: lines.count / 128))
+        var plain = PlainEvent()
+        var scratch: [UInt8] = []
+        forEachLine(lines) { line in
+            if decoder.scanPlain(line, now: now, into: &plain) {
+                encoded.outcomes.append(.accepted(Fingerprint(of: plain, in: line, scratch: &scratch)))
+                do throws(SpoolError) { try encoded.batch.append(plain, in: line) } catch { encoded.failure = encoded.failure ?? error }
+                return
+            }
+            switch decoder.decodeLine(line, now: now) {
+            case .success(let event):
+                encoded.outcomes.append(.accepted(Fingerprint(of: event, scratch: &scratch)))
+                do throws(SpoolError) { try encoded.batch.append(event) } catch { encoded.failure = encoded.failure ?? error }
+            case .failure(let rejection):
+                metrics.rejected(rejection.reason.rawValue)
+                encoded.outcomes.append(.rejected(rejection))
+            }
+        }
+        metrics.received.increment(by: Int64(encoded.outcomes.count))
+        return encoded
     }
 
     /// The valid events to append and every result's outcome, fingerprinted; counts them.

@@ -64,15 +64,20 @@ public final class Spool: Sendable {
     /// The arrival ends here.
     @discardableResult
     public func append(_ events: [UsageEvent], arrival: SpoolArrival) async throws(SpoolError) -> SpoolPosition {
+        let batch: EncodedBatch
+        do throws(SpoolError) {
+            batch = try EncodedBatch(events)
+        } catch {
+            arrival.end()
+            throw error
+        }
+        return try await append(batch, arrival: arrival)
+    }
+
+    /// ``append(_:arrival:)-([UsageEvent],_)`` for records already encoded.
+    @discardableResult
+    public func append(_ batch: EncodedBatch, arrival: SpoolArrival) async throws(SpoolError) -> SpoolPosition {
         let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
-            let batch: EncodedBatch
-            do throws(SpoolError) {
-                batch = try EncodedBatch(events)
-            } catch {
-                arrival.end()
-                continuation.resume(returning: .failure(error))
-                return
-            }
             let completion: SpoolIOThread.Completion = { continuation.resume(returning: $0) }
             if !thread.submit(.append(batch, completion, awaited: true), ending: arrival) {
                 continuation.resume(returning: .failure(.closed))
