@@ -158,7 +158,7 @@ public struct ByteReader {
         guard count >= 0, count <= remaining else { return nil }
         let slice = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)])
         index += count
-        return String(validating: slice.bindMemory(to: UInt8.self), as: UTF8.self)
+        return slice.withMemoryRebound(to: UInt8.self) { UTF8Text.decode($0) }
     }
 
     /// `count` raw bytes; nil when they run past the end.
@@ -166,5 +166,16 @@ public struct ByteReader {
         guard count >= 0, count <= remaining else { return nil }
         defer { index += count }
         return UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)])
+    }
+}
+
+/// Text from UTF-8 bytes.
+public enum UTF8Text {
+    /// The text of `bytes`, or nil when they are not valid UTF-8. ASCII, the common case, skips
+    /// the standard library's generic validation, whose metadata lookups showed in profiles (the
+    /// agent's spool reads, the direct event scanner).
+    @inlinable public static func decode(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        for byte in bytes where byte >= 0x80 { return String(validating: bytes, as: UTF8.self) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

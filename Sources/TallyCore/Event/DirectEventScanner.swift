@@ -293,16 +293,8 @@ struct DirectEventScanner {
         return nil
     }
 
-    /// The text of UTF-8 bytes, or nil when they are not valid UTF-8. ASCII, the common case,
-    /// skips the generic validation (whose metadata lookups showed up in profiles).
-    static func text(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
-        var ascii = true
-        for byte in bytes where byte >= 0x80 {
-            ascii = false
-            break
-        }
-        return ascii ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self)
-    }
+    /// The text of UTF-8 bytes, or nil when they are not valid UTF-8.
+    static func text(_ bytes: UnsafeBufferPointer<UInt8>) -> String? { UTF8Text.decode(bytes) }
 
     /// A quantity: a JSON number's lexeme or a plain string's bytes (both parsed by ``Quantity``).
     private mutating func quantityValue() -> Range<Int>? {

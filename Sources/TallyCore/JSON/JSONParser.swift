@@ -173,7 +173,7 @@ public struct JSONParser {
             let c = bytes[index]
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                guard let text = String(validating: slice, as: UTF8.self) else {
+                guard let text = UTF8Text.decode(slice) else {
                     throw JSONSyntaxError(offset: start, problem: "invalid UTF-8 in a string")
                 }
                 index += 1

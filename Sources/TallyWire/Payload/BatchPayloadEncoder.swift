@@ -204,7 +204,10 @@ extension ByteBuffer {
     mutating func readVarintString() -> String? {
         let start = readerIndex
         guard let length = readVarint(), length <= UInt64(readableBytes),
-            let bytes = readBytes(length: Int(length)), let text = String(validating: bytes, as: UTF8.self)
+            let text = readWithUnsafeReadableBytes({ raw -> (Int, String?) in
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[..<Int(length)])
+                return (Int(length), bytes.withMemoryRebound(to: UInt8.self) { UTF8Text.decode($0) })
+            })
         else {
             moveReaderIndex(to: start)
             return nil
