@@ -57,6 +57,15 @@ public final class Spool: Sendable {
         return try result.get()
     }
 
+    /// ``append(_:)-([UsageEvent])`` for records already encoded.
+    @discardableResult
+    public func append(_ batch: EncodedBatch) async throws(SpoolError) -> SpoolPosition {
+        let result: Result<SpoolPosition, SpoolError> = await withCheckedContinuation { continuation in
+            append(batch) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
     /// ``append(_:)`` for a caller that answers someone waiting (an HTTP request), told as early as
     /// it knows (when the request's head is read) by ``arrival()``: with an `interval` fsync
     /// policy, the spool syncs at once when every waiting caller's append is written and no

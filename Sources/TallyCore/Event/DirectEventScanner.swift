@@ -57,6 +57,19 @@ struct DirectEventScanner {
         var id: Range<Int>?
         var endpoint: Range<Int>?
 
+        /// Stores the value of the field `bit` (any but the timestamp and the properties).
+        mutating func set(_ bit: UInt16, _ range: Range<Int>) {
+            switch bit {
+            case DirectEventScanner.tenantBit: tenant = range
+            case DirectEventScanner.userIdBit: userId = range
+            case DirectEventScanner.metricBit: metric = range
+            case DirectEventScanner.idBit: id = range
+            case DirectEventScanner.endpointBit: endpoint = range
+            case DirectEventScanner.quantityBit: quantity = range
+            default: units = range
+            }
+        }
+
         /// The shape: the seed's when there is a `user_id` and no `tenant`.
         var seedShape: Bool { seen & DirectEventScanner.tenantBit == 0 && seen & DirectEventScanner.userIdBit != 0 }
     }
@@ -94,32 +107,20 @@ struct DirectEventScanner {
             guard let bit = Self.fieldBit(key, in: bytes), fields.seen & bit == 0 else { return false }
             fields.seen |= bit
             switch bit {
-            case Self.tenantBit: fields.tenant = plainString()
-            case Self.userIdBit: fields.userId = plainString()
-            case Self.metricBit: fields.metric = plainString()
-            case Self.idBit: fields.id = plainString()
-            case Self.endpointBit: fields.endpoint = plainString()
-            case Self.quantityBit: fields.quantity = quantityValue()
-            case Self.unitsBit: fields.units = quantityValue()
             case Self.timestampBit:
                 // RFC 3339 is ASCII; the full path refuses other bytes (as JSON or as a time).
                 guard let range = plainString(), !bytes[range].contains(where: { $0 >= 0x80 }),
                     let time = try? EventTime(parsingUTF8: UnsafeBufferPointer(rebasing: bytes[range]))
                 else { return false }
                 fields.timestamp = time
-            default:
+            case Self.propertiesBit:
                 guard propertiesValue(&properties, maxProperties: maxProperties) else { return false }
-            }
-            // Every case but the properties stores nil for a value it cannot read.
-            switch bit {
-            case Self.tenantBit: guard fields.tenant != nil else { return false }
-            case Self.userIdBit: guard fields.userId != nil else { return false }
-            case Self.metricBit: guard fields.metric != nil else { return false }
-            case Self.idBit: guard fields.id != nil else { return false }
-            case Self.endpointBit: guard fields.endpoint != nil else { return false }
-            case Self.quantityBit: guard fields.quantity != nil else { return false }
-            case Self.unitsBit: guard fields.units != nil else { return false }
-            default: break
+            case Self.quantityBit, Self.unitsBit:
+                guard let range = quantityValue() else { return false }
+                fields.set(bit, range)
+            default:
+                guard let range = plainString() else { return false }
+                fields.set(bit, range)
             }
             guard let another = afterMember() else { return false }
             if !another { break }
@@ -193,9 +194,7 @@ struct DirectEventScanner {
             guard !range.isEmpty, range.count <= max else { return false }
             var first = true
             for byte in line[range] {
-                let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                guard letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
-                else { return false }
+                guard UsageEvent.isNameByte(byte, first: first) else { return false }
                 first = false
             }
             return true

@@ -201,20 +201,39 @@ public struct EventDecoder: Sendable {
 
 /// Calls `body` with each non-blank line of `buffer` (split on `\n`, a trailing `\r` removed).
 public func forEachLine(_ buffer: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+    eachLine(buffer) { line in
+        body(line)
+        return true
+    }
+}
+
+/// The first line ``forEachLine(_:_:)`` would give, without reading further; nil when none.
+public func firstLine(_ buffer: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8>? {
+    var first: UnsafeBufferPointer<UInt8>?
+    eachLine(buffer) { line in
+        first = line
+        return false
+    }
+    return first
+}
+
+/// The non-blank lines of `buffer` in order, until `body` returns false.
+private func eachLine(_ buffer: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Bool) {
     var start = 0
     var index = 0
-    func emit(_ end: Int) {
+    // Whether to go on after the line that ends at `end`.
+    func emit(_ end: Int) -> Bool {
         var last = end
         if last > start, buffer[last - 1] == 0x0D { last -= 1 }
         let line = UnsafeBufferPointer(rebasing: buffer[start..<last])
-        if line.contains(where: { $0 != 0x20 && $0 != 0x09 }) { body(line) }
+        return line.contains(where: { $0 != 0x20 && $0 != 0x09 }) ? body(line) : true
     }
     while index < buffer.count {
         if buffer[index] == 0x0A {
-            emit(index)
+            guard emit(index) else { return }
             start = index + 1
         }
         index += 1
     }
-    if start < buffer.count { emit(buffer.count) }
+    if start < buffer.count { _ = emit(buffer.count) }
 }

@@ -73,16 +73,20 @@ extension UsageEvent {
         }
         var first = true
         for byte in value.utf8 {
-            let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-            let allowed =
-                letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
-            if !allowed {
+            if !isNameByte(byte, first: first) {
                 throw EventRejection(
                     .invalidField, field: field(),
                     "'\(value)' is not a valid name (a letter, then letters, digits, '_', '.', ':' or '-')")
             }
             first = false
         }
+    }
+
+    /// Whether `byte` may stand in a name (``checkName(_:field:max:)``): an ASCII letter, and
+    /// after the first byte also a digit, `_`, `.`, `:` or `-`.
+    static func isNameByte(_ byte: UInt8, first: Bool) -> Bool {
+        let letter = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+        return letter || (!first && ((byte >= 0x30 && byte <= 0x39) || byte == 0x5F || byte == 0x2E || byte == 0x3A || byte == 0x2D))
     }
 
     /// True when `value` holds a C0 control character or DEL. In UTF-8 those scalars are exactly
