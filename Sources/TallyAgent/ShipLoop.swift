@@ -13,7 +13,7 @@ import TallyWire
 /// written in order without a lock.
 struct ShipLoop {
     let shipper: Shipper
-    let encoder: BatchPayloadEncoder
+    let encoding: BatchEncoding
     var iterator: AsyncStream<Shipper.Input>.Iterator
     var machine: ShipperMachine
     /// Frames and closes of an older connection are ignored.
@@ -34,9 +34,9 @@ struct ShipLoop {
         case stop
     }
 
-    init(shipper: Shipper, encoder: BatchPayloadEncoder, iterator: AsyncStream<Shipper.Input>.Iterator) {
+    init(shipper: Shipper, encoding: BatchEncoding, iterator: AsyncStream<Shipper.Input>.Iterator) {
         self.shipper = shipper
-        self.encoder = encoder
+        self.encoding = encoding
         self.iterator = iterator
         let settings = shipper.settings
         machine = ShipperMachine(
@@ -180,12 +180,7 @@ struct ShipLoop {
                     actions += machine.localFailure("batch sequence store: \(error)", now: .now)
                     continue
                 }
-                let batch: AgentSession.OutgoingBatch
-                do {
-                    batch = try AgentSession.OutgoingBatch(sequence: sequence, events: events, encoder: encoder)
-                } catch {
-                    throw ShipperError.encoding(error)
-                }
+                let batch = try await encoding.encode(sequence: sequence, events: events)
                 actions += machine.batchCut(batch, now: .now)
             case .freeSpool(let position):
                 do {

@@ -123,12 +123,19 @@ public final class Shipper: Service {
         } catch {
             throw ShipperError.encoding(error)
         }
-        var loop = ShipLoop(shipper: self, encoder: encoder, iterator: inputs.makeAsyncIterator())
-        try await withGracefulShutdownHandler {
-            try await loop.run()
-        } onGracefulShutdown: { [input] in
-            input.yield(.shutdown)
+        let encoding = BatchEncoding(encoder: encoder)
+        var loop = ShipLoop(shipper: self, encoding: encoding, iterator: inputs.makeAsyncIterator())
+        do {
+            try await withGracefulShutdownHandler {
+                try await loop.run()
+            } onGracefulShutdown: { [input] in
+                input.yield(.shutdown)
+            }
+        } catch {
+            await encoding.shutdown()
+            throw error
         }
+        await encoding.shutdown()
     }
 
     /// Opens a framed connection to `endpoint` (TLS when configured); inbound frames are fed to

@@ -2,6 +2,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import Synchronization
+import TallyCore
 public import TallyLedger
 
 /// The collector's ledger: its writers and its reader. Runs every ledger operation on dedicated
@@ -197,21 +198,12 @@ private struct ConfinedStore: @unchecked Sendable {
 }
 
 /// Bulk work (preparing and committing batches) runs at a lower scheduling priority than the
-/// threads that answer reads: on a busy machine the kernel then gives a read the core it needs
-/// at once, instead of sharing it evenly with every batch in progress (issue 12: a read during
-/// full-speed ingest answers within 2× of its idle time). Ingest loses nothing when no read
-/// runs: priority only decides who waits when threads compete for a core. A bulk thread that is
-/// already running is not stopped for a read that wakes on its core until the next tick, so the
-/// bulk work also yields between its steps (`YieldPoint`).
+/// threads that answer reads (``BackgroundPriority``): on a busy machine the kernel then gives a
+/// read the core it needs at once, instead of sharing it evenly with every batch in progress
+/// (issue 12: a read during full-speed ingest answers within 2× of its idle time). A bulk thread
+/// that is already running is not stopped for a read that wakes on its core until the next
+/// tick, so the bulk work also yields between its steps (`YieldPoint`).
 enum BulkWork {
-    /// The nice value of bulk threads (the readers' threads keep the process's own).
-    static let niceness: Int32 = 10
-
-    /// Lowers the calling thread's priority. Linux keeps a nice value per thread, and
-    /// `PRIO_PROCESS` with id 0 sets the calling thread's; raising one's own needs no privilege.
-    /// One system call per batch, cheaper than remembering per thread; a failure (a seccomp
-    /// filter) leaves it as it was.
-    static func yieldToReads() {
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceness)
-    }
+    /// Lowers the calling thread's priority; called once per batch on the pool threads.
+    static func yieldToReads() { BackgroundPriority.lowerCurrentThread() }
 }
