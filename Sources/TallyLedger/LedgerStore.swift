@@ -127,6 +127,11 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// them itself). Asked once, before the store is handed to its writer thread.
     func batchSpeculator() -> BatchSpeculator?
 
+    /// What merges the writer's committed aggregate-log cells into its in-memory copy of the
+    /// log, on whichever thread calls it (nil: the store has no such copy, or merges itself).
+    /// Asked once, before the store is handed to its writer thread.
+    func logMerger() -> LogMerger?
+
     // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
     // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
     // exported to billing platforms.
@@ -215,6 +220,8 @@ extension LedgerStore {
     public var readsWaitOnNetwork: Bool { false }
 
     public func batchSpeculator() -> BatchSpeculator? { nil }
+
+    public func logMerger() -> LogMerger? { nil }
 
     public func mergeUnfoldedLogOnRead() -> Bool { false }
 

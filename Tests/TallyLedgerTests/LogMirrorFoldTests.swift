@@ -1,3 +1,4 @@
+import Synchronization
 import TallyCore
 import Testing
 @testable import TallyLedger
@@ -98,5 +99,70 @@ import Testing
         #expect(difference == nil, "\(difference ?? "")")
         let drift = try store.recomputeAggregates(tenant: "tenant-0", period: period("2026-04"))
         #expect(drift.differences.count == 0, "\(drift.differences.prefix(3))")
+    }
+}
+
+/// The writer only queues its committed cells; another thread merges them into the mirror
+/// (`LogMerger`, the collector's preparation threads), and the fold merges what is left. The
+/// folds store what folds that read the rows store, whichever thread merged what, and when.
+@Suite struct LogMergerTests {
+    @Test func cellsMergedByAnotherThreadFoldAsTheRowsDo() async throws {
+        let configuration = TestLedger.foldingOnRequest
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        let merger = try #require(store.logMerger())
+        let events = workload(count: 3000, seed: 31, start: at("2026-03-25T00:00:00Z"), spanHours: 24 * 20, tenants: 4)
+        let slices = stride(from: 0, to: events.count, by: 75).map { Array(events[$0..<min($0 + 75, events.count)]) }
+        for (index, slice) in slices.enumerated() {
+            let incoming = batch(UInt64(index + 1), now: "2026-04-11T00:00:00Z", slice)
+            #expect(try store.commit(incoming) == (try reference.store.commit(incoming)))
+            // Every third batch, another thread merges what is queued; every seventh, a fold.
+            if index % 3 == 2 { await Task.detached { merger.mergeQueued() }.value }
+            if index % 7 == 6 {
+                try store.foldAggregates()
+                try reference.reopen()
+                let difference = try UnfoldedLogReadTests.Answers(store).firstDifference(from: UnfoldedLogReadTests.Answers(reference.store))
+                #expect(difference == nil, "after batch \(index): \(difference ?? "")")
+            }
+        }
+        #expect(store.logMirror.batchesMergedAhead > 0)
+        #expect(store.foldsReadingRows == 0)
+    }
+
+    /// A thread merging without pause while the writer commits and folds: every fold still
+    /// stores what the rows say, and the aggregates equal the raw events.
+    @Test func mergingWhileTheWriterCommitsAndFoldsLosesNothing() async throws {
+        let configuration = TestLedger.foldingOnRequest
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        let merger = try #require(store.logMerger())
+        let stop = Mutex(false)
+        let background = Task.detached {
+            while !stop.withLock({ $0 }) {
+                merger.mergeQueued()
+                await Task.yield()
+            }
+        }
+        let events = workload(count: 4000, seed: 32, start: at("2026-04-01T00:00:00Z"), spanHours: 24 * 9, tenants: 3)
+        let slices = stride(from: 0, to: events.count, by: 50).map { Array(events[$0..<min($0 + 50, events.count)]) }
+        for (index, slice) in slices.enumerated() {
+            let incoming = batch(UInt64(index + 1), now: "2026-04-11T00:00:00Z", slice)
+            _ = try reference.store.commit(incoming)
+            _ = try store.commit(incoming)
+            if index % 10 == 9 { try store.foldAggregates() }
+        }
+        stop.withLock { $0 = true }
+        await background.value
+        try store.foldAggregates()
+        try reference.reopen()
+        let difference = try UnfoldedLogReadTests.Answers(store).firstDifference(from: UnfoldedLogReadTests.Answers(reference.store))
+        #expect(difference == nil, "\(difference ?? "")")
+        #expect(store.foldsReadingRows == 0)
+        for tenant in 0..<3 {
+            let drift = try store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04"))
+            #expect(drift.differences.isEmpty, "tenant-\(tenant): \(drift.differences.prefix(3))")
+        }
     }
 }

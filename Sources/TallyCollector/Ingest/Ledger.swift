@@ -40,6 +40,8 @@ public final class Ledger: @unchecked Sendable {
     private let failingCommit = Mutex<LedgerError?>(nil)
     /// The writers' pure commit steps, done by ``prepare(_:)``'s callers (``speculate(_:)``).
     private let speculator: BatchSpeculator?
+    /// The writer's committed log cells, merged on the preparation threads between batches.
+    private let merger: LogMerger?
 
     public convenience init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
         self.init(stores: [store], readers: reader.map { [$0] } ?? [])
@@ -55,6 +57,7 @@ public final class Ledger: @unchecked Sendable {
     public init(stores: [any LedgerStore], readers: [any LedgerStore]) {
         precondition(!stores.isEmpty, "a ledger writer needs a store")
         speculator = stores[0].batchSpeculator()
+        merger = stores[0].logMerger()
         all = stores.map { ConfinedStore(store: $0) }
         free = Mutex(all)
         readerStores = readers.map { ConfinedStore(store: $0, mergesUnfoldedLog: $0.mergeUnfoldedLogOnRead()) }
@@ -116,8 +119,13 @@ public final class Ledger: @unchecked Sendable {
     /// keep every HTTP read waiting until one finishes. The kernel shares the cores between these
     /// threads and the readers instead, and a reader that wakes is scheduled at once.
     public func prepare<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await preparation.runIfActive {
+        try await preparation.runIfActive { [merger] in
             BulkWork.yieldToReads()
+            defer {
+                // Between the batch and the merge, as between the batch's own steps.
+                YieldPoint.between()
+                merger?.mergeQueued()
+            }
             return try body()
         }
     }

@@ -1,4 +1,5 @@
 import CSQLite
+import Synchronization
 import TallyCore
 
 /// The aggregate buffer's durable half (see ``SQLiteLedgerStore``): logging a batch's cells with
@@ -29,6 +30,8 @@ extension SQLiteLedgerStore {
     /// reads add the snapshot's unfolded log cells to the tables' rows (see ``UnfoldedLog``).
     /// Outside a snapshot it still folds first (a plain read has no snapshot to merge in).
     public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .byTenant) }
+
+    public func logMerger() -> LogMerger? { LogMerger(mirror: logMirror) }
 
     public func mergeUnfoldedLogOnRead() -> Bool {
         if unfolded == nil {
@@ -134,12 +137,12 @@ extension SQLiteLedgerStore {
             try commitTransaction()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
-            logMirror = nil
+            logMirror.forget()
             throw error
         }
         // The fold held the write lock from its first read: the log it emptied stays empty
         // until this store's next batch, or another connection's.
-        if logMirror == nil { logMirror = LogMirror(generation: foldedGeneration) } else { logMirror?.restart(at: foldedGeneration) }
+        logMirror.restart(at: foldedGeneration)
         loggedBound = 0
         loggedRows = 0
         loggedCells = 0
@@ -152,7 +155,7 @@ extension SQLiteLedgerStore {
     /// inside the fold's transaction, which holds the write lock.
     func logToFold() throws(LedgerError) -> (AggregateCells, Int64?, Int64) {
         let (rows, lastRow, generation) = try logState()
-        if let mirror = logMirror, let cells = mirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
+        if let cells = logMirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
             return (cells, lastRow == 0 ? nil : lastRow, generation)
         }
         foldsReadingRows += 1
@@ -176,19 +179,16 @@ extension SQLiteLedgerStore {
     /// the first fold takes the writer's cells too. Rows another connection logs after this
     /// read are found by the fold's check.
     func startLogMirrorIfEmpty() throws(LedgerError) {
-        guard logMirror == nil else { return }
+        guard !logMirror.isKnown else { return }
         let state = try logState()
-        if state.rows == 0 { logMirror = LogMirror(generation: state.generation) }
+        if state.rows == 0 { logMirror.restart(at: state.generation) }
     }
 
     /// After a commit: the cells its transaction logged join ``logMirror``.
     func mirrorCommittedLog() {
         guard let logged = pendingLogged else { return }
         pendingLogged = nil
-        do { try logMirror?.add(logged.cells, row: logged.row) } catch {
-            // A sum past the range: the fold reads the rows and reports it.
-            logMirror = nil
-        }
+        logMirror.add(logged.cells, row: logged.row)
     }
 
     /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
@@ -281,35 +281,109 @@ extension SQLiteLedgerStore {
 /// as many rows as it does, with the same last row, the log is exactly its rows — no other
 /// connection (a `tallyctl` beside the collector) logged or folded meanwhile. The fold checks
 /// this inside its own transaction and otherwise reads the rows, as after opening.
-struct LogMirror {
-    /// The fold generation the log was empty at.
-    private(set) var generation: Int64
-    /// The rows' cells, merged as they commit: the dictionary grows to the distinct cells, and
-    /// keeps its storage from one fold to the next.
-    private var cells = AggregateCells()
-    private var rows: Int64 = 0
-    private var lastRow: Int64 = 0
+///
+/// **Who merges.** Merging each committed batch's cells into the mirror was about a tenth of the
+/// writer thread's time under ingest, and the writer is what limits ingest. So the writer only
+/// queues a committed batch's cells (``add(_:row:)``, an append under a lock held for nothing
+/// else), and the merging is done by a thread with time to spare: the collector's preparation
+/// threads, between two batches (``mergeQueued()`` through ``LogMerger``); whatever is still
+/// queued when the fold asks, the fold merges itself. A merge in progress holds the state lock,
+/// so a fold waits at most for the batches that merge took out of the queue, never for the next.
+final class LogMirror: Sendable {
+    private struct State {
+        /// The fold generation the log was empty at; nil while the mirror does not know the log
+        /// (after opening with rows in it, or after a failed fold), until the next fold.
+        var generation: Int64?
+        /// The rows' cells, merged: the dictionary grows to the distinct cells, and keeps its
+        /// storage from one fold to the next.
+        var cells = AggregateCells()
+        var rows: Int64 = 0
+        var lastRow: Int64 = 0
+        /// Batches merged by ``LogMirror/mergeQueued()`` rather than by a fold (tests).
+        var mergedAhead = 0
 
-    init(generation: Int64) { self.generation = generation }
+        mutating func merge(_ batches: [(cells: AggregateCells, row: Int64)]) {
+            guard generation != nil else { return }
+            for batch in batches {
+                do { try cells.merge(batch.cells) } catch {
+                    // A sum past the range: the fold reads the rows and reports it.
+                    generation = nil
+                    return
+                }
+                rows += 1
+                lastRow = batch.row
+            }
+        }
+    }
 
-    mutating func add(_ batch: AggregateCells, row: Int64) throws(LedgerError) {
-        try cells.merge(batch)
-        rows += 1
-        lastRow = row
+    private let state = Mutex(State())
+    /// Committed batches' cells not merged yet, oldest first.
+    private let queued = Mutex<[(cells: AggregateCells, row: Int64)]>([])
+
+    /// Whether the mirror knows the log (it does from the first fold or empty open on).
+    var isKnown: Bool { state.withLock { $0.generation != nil } }
+
+    /// Batches merged ahead of the fold, by ``mergeQueued()`` (tests).
+    var batchesMergedAhead: Int { state.withLock { $0.mergedAhead } }
+
+    /// A committed batch's logged cells (`row` its log row). The writer's only cost: an append.
+    func add(_ batch: AggregateCells, row: Int64) {
+        queued.withLock { $0.append((batch, row)) }
+    }
+
+    /// Merges the queued batches, on the calling thread; returns at once when another thread is
+    /// merging (it takes what is queued too).
+    func mergeQueued() {
+        _ = state.withLockIfAvailable { state in
+            let batches = takeQueued()
+            state.merge(batches)
+            state.mergedAhead += batches.count
+        }
     }
 
     /// The merged cells when the log holds exactly these rows (`rows` rows, the last `lastRow`,
-    /// at `generation`); nil otherwise.
+    /// at `generation`); nil otherwise. Merges what is still queued first.
     func cells(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> AggregateCells? {
-        guard generation == self.generation, rows == self.rows, lastRow == self.lastRow else { return nil }
-        return cells
+        state.withLock { state -> AggregateCells? in
+            state.merge(takeQueued())
+            guard state.generation == generation, rows == state.rows, lastRow == state.lastRow else { return nil }
+            return state.cells
+        }
     }
 
     /// Empty again, at `generation` (a fold emptied the log).
-    mutating func restart(at generation: Int64) {
-        self.generation = generation
-        cells.removeAll()
-        rows = 0
-        lastRow = 0
+    func restart(at generation: Int64) {
+        state.withLock { state in
+            _ = takeQueued()
+            state.generation = generation
+            state.cells.removeAll()
+            state.rows = 0
+            state.lastRow = 0
+        }
     }
+
+    /// Not the log any more (a fold failed): the next fold reads the rows.
+    func forget() {
+        state.withLock { state in
+            _ = takeQueued()
+            state.generation = nil
+            state.cells.removeAll()
+        }
+    }
+
+    private func takeQueued() -> [(cells: AggregateCells, row: Int64)] {
+        queued.withLock { queue in
+            var taken: [(cells: AggregateCells, row: Int64)] = []
+            swap(&taken, &queue)
+            return taken
+        }
+    }
+}
+
+/// Merges the SQLite writer's committed log cells into its ``LogMirror`` on the calling thread
+/// (see there): the collector calls ``mergeQueued()`` on its preparation threads.
+public struct LogMerger: Sendable {
+    let mirror: LogMirror
+
+    public func mergeQueued() { mirror.mergeQueued() }
 }

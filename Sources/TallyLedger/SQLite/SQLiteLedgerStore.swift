@@ -40,7 +40,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// An upper bound of every stored monthly sum, in nano-units.
     var storedSumCeiling: Int128 = 0
     /// The aggregate log's cells as this store wrote them, for the fold (nil: not known).
-    var logMirror: LogMirror?
+    let logMirror = LogMirror()
     /// The cells ``log(_:growth:encoded:)`` wrote in the open transaction and their row: added
     /// to ``logMirror`` once the transaction commits.
     var pendingLogged: (cells: AggregateCells, row: Int64)?
