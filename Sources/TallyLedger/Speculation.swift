@@ -36,8 +36,8 @@ public final class LedgerSpeculation: Sendable {
     func applies(to configuration: LedgerConfiguration) -> Bool { configuration == self.configuration }
 
     /// The log row of `cells`, the plan's cells for `existing` (which candidates' keys were
-    /// stored). By tenant, the sections of the tenants with a stored billable event are encoded
-    /// again from `cells` and the others are kept: the plan rebuilt only those tenants' cells.
+    /// stored). By tenant, the row encoded ahead when no billable event's key was stored, else
+    /// the row of `cells` encoded afresh (the plan rebuilt the cells of those events' tenants).
     /// Flat, the row only when no key was stored.
     func encodedCells(existing: [Bool], cells: AggregateCells) -> [UInt8]? {
         switch encoded {

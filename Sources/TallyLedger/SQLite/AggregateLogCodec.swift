@@ -104,23 +104,19 @@ package enum AggregateLogCodec {
         return out
     }
 
-    /// A sectioned row (what SQLite ledgers write) kept as its tenants' sections, so that when a
-    /// few tenants' cells change the row is made again by encoding only theirs
-    /// (``LedgerSpeculation``: a batch's row encoded ahead, then some of its events found stored).
+    /// A batch's sectioned row (what SQLite ledgers write), encoded ahead on a preparation
+    /// thread (``LedgerSpeculation``) as the bytes the writer inserts, so that the writer neither
+    /// encodes it nor assembles it from sections, and a batch in flight holds one array.
     package struct Sections: Sendable {
-        private let sections: [String: Section]
+        private let whole: [UInt8]
 
-        package init(_ cells: AggregateCells) { sections = Section.sections(of: cells, fields: .levels) }
+        package init(_ cells: AggregateCells) { whole = AggregateLogCodec.encode(cells, layout: .byTenant) }
 
-        /// The row, with the sections of the `changed` tenants encoded afresh from their cells
-        /// in `cells` (a tenant none of whose cells is left has no section).
+        /// The row when the cells are the ones it was encoded from (`changed` empty: no event's
+        /// key was stored); otherwise the row of `cells`, encoded afresh — a retried batch, about
+        /// one in a hundred, where the events found stored change some tenants' cells.
         package func row(changing changed: Set<String>, to cells: AggregateCells) -> [UInt8] {
-            guard !changed.isEmpty else { return AggregateLogCodec.row(of: Array(sections), marker: markerWithLevels) }
-            var kept = sections.filter { !changed.contains($0.key) }
-            for (key, aggregate) in cells.cells where changed.contains(key.tenant) {
-                kept[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
-            }
-            return AggregateLogCodec.row(of: Array(kept), marker: markerWithLevels)
+            changed.isEmpty ? whole : AggregateLogCodec.encode(cells, layout: .byTenant)
         }
     }
 
