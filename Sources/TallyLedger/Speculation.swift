@@ -19,17 +19,42 @@ public final class LedgerSpeculation: Sendable {
     /// the row — or nil when a billable event is of a level metric (the writer adds level
     /// changes to the cells, after reading the neighbours).
     let encoded: EncodedCells?
+    /// The plan when no candidate's key turns out stored — almost every batch — made ahead as
+    /// well, so that the writer only persists it; nil when it could not be made (the writer
+    /// plans, and reports the error, itself).
+    let plannedIfNoneStored: LedgerPlan?
 
     enum EncodedCells {
         case byTenant(AggregateLogCodec.Sections)
         case flat([UInt8])
     }
 
-    init(configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: EncodedCells?) {
+    init(
+        configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: EncodedCells?,
+        plannedIfNoneStored: LedgerPlan?
+    ) {
         self.configuration = configuration
         self.classification = classification
         self.cells = cells
         self.encoded = encoded
+        self.plannedIfNoneStored = plannedIfNoneStored
+    }
+
+    /// The plan for `existing` (which candidates' keys were stored): the one made ahead when
+    /// none was, otherwise made now from the speculated cells. The same plan either way:
+    /// ``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``
+    /// with this speculation's configuration, which the store checked (``applies(to:)``).
+    func plan(existing: [Bool]) throws(LedgerError) -> LedgerPlan {
+        if !existing.contains(true), let plannedIfNoneStored { return plannedIfNoneStored }
+        return try Self.plan(classification, existing: existing, configuration: configuration, cells: cells)
+    }
+
+    static func plan(
+        _ classification: BatchClassification, existing: [Bool], configuration: LedgerConfiguration, cells: SpeculatedCells
+    ) throws(LedgerError) -> LedgerPlan {
+        try classification.plan(
+            existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
+            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics, speculated: cells)
     }
 
     /// Whether it was made for a store of `configuration`; otherwise the store ignores it.
@@ -104,10 +129,12 @@ public struct BatchSpeculator: Sendable {
             case (false, .byTenant): .byTenant(AggregateLogCodec.Sections(cells))
             case (false, .flat): .flat(AggregateLogCodec.encode(cells, layout: .flat))
             }
+        let speculatedCells = SpeculatedCells(cells: cells, contributors: contributors)
+        let none = [Bool](repeating: false, count: classification.candidates.count)
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(
-            configuration: configuration, classification: classification,
-            cells: SpeculatedCells(cells: cells, contributors: contributors), encoded: encoded)
+            configuration: configuration, classification: classification, cells: speculatedCells, encoded: encoded,
+            plannedIfNoneStored: try? LedgerSpeculation.plan(classification, existing: none, configuration: configuration, cells: speculatedCells))
         return speculated
     }
 }

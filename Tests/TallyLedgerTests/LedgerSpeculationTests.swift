@@ -60,10 +60,11 @@ import Testing
         #expect(reconciliation.contains { $0.counts.late > 0 } && reconciliation.contains { $0.counts.rejected > 0 })
     }
 
-    /// The log row made ahead (kept as its tenants' sections) decodes to exactly the plan's
-    /// cells whichever keys turn out stored: none, one tenant's, a scattered tenth, all of a
-    /// tenant (its section goes), all of them. The fold takes the writer's cells from memory,
-    /// so the rows are read back only after a restart or by merging readers: this is their test.
+    /// The log row made ahead decodes to exactly the plan's cells whichever keys turn out
+    /// stored: none, one tenant's, a scattered tenth, all of a tenant (its section goes), all of
+    /// them. The fold takes the writer's cells from memory, so the rows are read back only after
+    /// a restart or by merging readers: this is their test. And the speculation's plan (made
+    /// ahead when no key was stored) is the plan the store makes without any speculation.
     @Test func theRowMadeAheadDecodesToThePlansCellsWhicheverKeysWereStored() throws {
         let ledger = try TestLedger(SQLiteFactory())
         let configuration = ledger.configuration
@@ -93,7 +94,18 @@ import Testing
             #expect(same, "\(name): \(decoded.count) cells decoded, \(plan.cells.count) planned")
             if name == "all of one tenant" { #expect(!decoded.cells.keys.contains { $0.tenant == "tenant-2" }) }
             if name != "all" { #expect(!plan.cells.isEmpty, "\(name)") }
+            let speculated = try speculation.plan(existing: existing)
+            let plain = try classification.plan(
+                existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
+                keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+            #expect(speculated.outcome == plain.outcome, "\(name)")
+            #expect(speculated.inserted == plain.inserted, "\(name)")
+            #expect(speculated.duplicates == plain.duplicates, "\(name)")
+            #expect(speculated.reconciliation == plain.reconciliation, "\(name)")
+            #expect(speculated.uniqueValues == plain.uniqueValues, "\(name)")
+            #expect(speculated.cells.cells == plain.cells.cells, "\(name)")
         }
+        #expect(speculation.plannedIfNoneStored != nil)
     }
 
     /// A speculation made for another configuration is not used: the store plans itself.

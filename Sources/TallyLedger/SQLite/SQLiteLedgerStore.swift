@@ -235,9 +235,14 @@ public final class SQLiteLedgerStore: LedgerStore {
                     prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
                     billedIn: candidate.billedIn))
         }
-        var plan = try classification.plan(
-            existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics, speculated: speculation?.cells)
+        var plan: LedgerPlan
+        if let speculation {
+            plan = try speculation.plan(existing: existing)
+        } else {
+            plan = try classification.plan(
+                existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
+                keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+        }
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
