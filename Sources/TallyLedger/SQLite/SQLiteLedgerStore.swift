@@ -44,6 +44,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// The cells ``log(_:growth:encoded:)`` wrote in the open transaction and their row: added
     /// to ``logMirror`` once the transaction commits.
     var pendingLogged: (cells: AggregateCells, row: Int64)?
+    /// The raw-event insert's text and blob arguments, bound in place (reused per event).
+    var rawArguments = StaticArguments()
     /// Folds that read the log's rows back (``logMirror`` unknown or not the log's whole
     /// content): for the tests.
     var foldsReadingRows = 0
@@ -298,18 +300,18 @@ public final class SQLiteLedgerStore: LedgerStore {
         let insert = statements.insertRaw
         insert.bind(1, event.timestamp.microseconds)
         insert.bind(2, fingerprint: fingerprint)
-        insert.bind(3, event.tenant)
-        insert.bind(4, event.metric)
-        insert.bind(5, prepared.quantities[index])
-        insert.bind(6, event.id)
-        insert.bind(7, blob: prepared.properties[index])
-        insert.bind(8, status.rawValue)
-        insert.bind(9, billedIn?.description)
-        insert.bind(10, batch.agent)
+        rawArguments.text(3, event.tenant)
+        rawArguments.text(4, event.metric)
+        rawArguments.text(5, prepared.quantities[index])
+        if let id = event.id { rawArguments.text(6, id) } else { insert.bindNull(6) }
+        rawArguments.blob(7, prepared.properties[index])
+        rawArguments.text(8, status.rawValue)
+        if let billedIn { rawArguments.text(9, billedIn.description) } else { insert.bindNull(9) }
+        rawArguments.text(10, batch.agent)
         insert.bind(11, Int64(bitPattern: batch.sequence))
         insert.bind(12, index)
         insert.bind(13, batch.receivedAt.microseconds)
-        try insert.run()
+        try insert.run(binding: &rawArguments)
         return database.changes == 1
     }
 
