@@ -275,6 +275,7 @@ struct AgentBenchRun {
             agent: ProcessCPU.seconds(pid: agent.pid), collector: ProcessCPU.seconds(pid: collector.pid), bench: ProcessCPU.seconds(pid: getpid())
         )
         let serverAtStart = ServerChargesTimes.read(port: collectorHTTPPort)
+        let threadsAtStart = ThreadSchedule.threads(pid: collector.pid)
         // A dashboard polling one tenant's charges for the whole drain.
         let loaded =
             options.readIntervalUs > 0
@@ -295,6 +296,8 @@ struct AgentBenchRun {
             }
         }
         let elapsed = ContinuousClock.now - start
+        // The collector's busiest pool thread ("TP-#…", NIO's thread pools) is the ledger writer.
+        let writer = ThreadSchedule.busiest(prefix: "TP-", from: threadsAtStart, to: ThreadSchedule.threads(pid: collector.pid))
         let cpu = (
             agent: ProcessCPU.seconds(pid: agent.pid) - cpuAtStart.agent, collector: ProcessCPU.seconds(pid: collector.pid) - cpuAtStart.collector,
             bench: ProcessCPU.seconds(pid: getpid()) - cpuAtStart.bench
@@ -325,6 +328,11 @@ struct AgentBenchRun {
             "drain: cores busy (agent + collector CPU / wall time)", "cores",
             String(format: "%.2f", (cpu.agent + cpu.collector) / max(elapsed.seconds, 1e-9)),
             "\(cores)")
+        if let writer {
+            table.add(
+                "drain: ledger writer thread running / waiting for a core / blocked (fsync, no batch)", "% of wall",
+                writer.split(over: elapsed), "running 100% = writer-bound")
+        }
         try reconcile(agent: "bench-agent", expected: backlog, into: &table)
         if let underIngest { try await readsUnderIngest(underIngest, serverUnderIngest, since: serverAfterDrain, options, into: &table) }
     }

@@ -39,3 +39,52 @@ enum ProcessCPU {
         return total / ticksPerSecond
     }
 }
+
+/// Where one thread's wall time went, from `/proc/PID/task/TID/schedstat` (nanoseconds on a
+/// core, waiting on a run queue, timeslices): for the drain, the ledger writer's — the thread
+/// the end-to-end rate waits on — as running, waiting for a core (runnable) and blocked (its
+/// fsyncs, or no batch to commit).
+struct ThreadSchedule {
+    var running: UInt64 = 0
+    var waiting: UInt64 = 0
+
+    /// Every thread of `pid` by thread id, with its name.
+    static func threads(pid: Int32) -> [Int32: (name: String, schedule: ThreadSchedule)] {
+        let tasks = "/proc/\(pid)/task"
+        var result: [Int32: (name: String, schedule: ThreadSchedule)] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? [] {
+            guard let tid = Int32(entry),
+                let stat = try? String(contentsOfFile: "\(tasks)/\(entry)/schedstat", encoding: .utf8),
+                let name = try? String(contentsOfFile: "\(tasks)/\(entry)/comm", encoding: .utf8)
+            else { continue }
+            let fields = stat.split(separator: " ").compactMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            guard fields.count >= 2 else { continue }
+            result[tid] = (name.trimmingCharacters(in: .whitespacesAndNewlines), ThreadSchedule(running: fields[0], waiting: fields[1]))
+        }
+        return result
+    }
+
+    /// The thread named `prefix…` that ran longest between two snapshots, and its schedule
+    /// over that span.
+    static func busiest(
+        prefix: String, from before: [Int32: (name: String, schedule: ThreadSchedule)],
+        to after: [Int32: (name: String, schedule: ThreadSchedule)]
+    ) -> ThreadSchedule? {
+        var best: ThreadSchedule?
+        for (tid, thread) in after where thread.name.hasPrefix(prefix) {
+            let start = before[tid]?.schedule ?? ThreadSchedule()
+            let span = ThreadSchedule(
+                running: thread.schedule.running &- start.running, waiting: thread.schedule.waiting &- start.waiting)
+            if span.running > best?.running ?? 0 { best = span }
+        }
+        return best
+    }
+
+    /// "running / runnable / blocked" as percentages of `wall`.
+    func split(over wall: Duration) -> String {
+        let total = max(1, Double(wall.components.seconds) * 1e9 + Double(wall.components.attoseconds) / 1e9)
+        let run = Double(running) / total * 100
+        let wait = Double(waiting) / total * 100
+        return String(format: "%.0f%% / %.0f%% / %.0f%%", run, wait, max(0, 100 - run - wait))
+    }
+}
