@@ -1,0 +1,33 @@
+import Foundation
+import TallyCore
+import TallyLedger
+import Testing
+
+@testable import TallyCollector
+
+/// The preparation threads run at background priority, so that reads get a core first; the
+/// ledger writer, which the end-to-end rate waits on, keeps the process's own (see `BulkWork`).
+@Suite struct LedgerPriorityTests {
+    @Test func preparationYieldsTheCoreAndTheWriterDoesNot() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-priority-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let own = BackgroundPriority.currentThreadNiceness()
+        let ledger = Ledger(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
+        let receivedAt = try EventTime(parsing: "2026-03-10T10:05:00Z")
+        for sequence in 1...3 {
+            let event = UsageEvent(
+                tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: try EventTime(parsing: "2026-03-10T10:00:00Z"),
+                id: "e-\(sequence)", properties: Properties([]))
+            let prepared = try await ledger.prepare {
+                PreparedBatch(IncomingBatch(agent: "a", sequence: UInt64(sequence), receivedAt: receivedAt, events: [.valid(event)]))
+            }
+            _ = try await ledger.commit(prepared)
+        }
+        let preparation = try await ledger.prepare { BackgroundPriority.currentThreadNiceness() }
+        let writer = try await ledger.perform { _ throws(LedgerError) in BackgroundPriority.currentThreadNiceness() }
+        #expect(preparation >= BackgroundPriority.niceness)
+        #expect(writer == own, "the writer thread keeps the process's priority after commits")
+        await ledger.shutdown()
+    }
+}
