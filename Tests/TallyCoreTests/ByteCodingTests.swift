@@ -87,4 +87,25 @@ import Testing
         }
         #expect(read([0xC3]) { $0.utf8(count: 1) } == nil, "invalid UTF-8")
     }
+
+    /// `UTF8Text.decode` (ASCII skips the generic validation) accepts and refuses exactly what
+    /// `String(validating:as:)` does: every 1- and 2-byte sequence, and random longer ones mixing
+    /// ASCII with lead, continuation and invalid bytes.
+    @Test func utf8TextAgreesWithTheStandardLibrary() {
+        func check(_ bytes: [UInt8]) {
+            bytes.withUnsafeBufferPointer { buffer in
+                #expect(UTF8Text.decode(buffer) == String(validating: buffer, as: UTF8.self), "\(bytes)")
+            }
+        }
+        for first in 0...255 {
+            check([UInt8(first)])
+            for second in 0...255 { check([UInt8(first), UInt8(second)]) }
+        }
+        var random = SplitMix64(seed: 11)
+        let palette: [UInt8] = [0x41, 0x7F, 0x80, 0xBF, 0xC0, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xED, 0xA0, 0xF0, 0x9F, 0x98, 0x80, 0xF4, 0x90, 0xFF]
+        for _ in 0..<20_000 {
+            let count = Int(random.next() % 12)
+            check((0..<count).map { _ in palette[Int(random.next() % UInt64(palette.count))] })
+        }
+    }
 }

@@ -136,6 +136,22 @@ import TallyCore
         #expect(code(decoder, ByteBuffer(bytes: bytes + [0])) == .malformedPayload)
     }
 
+    /// A `vstr` that is not UTF-8 (SPEC §1 conventions) makes the payload malformed: the
+    /// decoder's ASCII fast path (`UTF8Text`) must not let it through.
+    @Test func aStringThatIsNotUTF8IsMalformed() throws {
+        let event = Fixtures.event(tenant: "t-é", metric: "api_calls", id: "plain")
+        let good = try BatchPayloadEncoder(compression: .none).encode([event])
+        var bytes = try #require(good.getBytes(at: 0, length: good.readableBytes))
+        let decoder = try BatchPayloadDecoder()
+        #expect(try decoder.decode(ByteBuffer(bytes: bytes)) == [event])
+        let at = try #require((0..<(bytes.count - 1)).first { bytes[$0] == 0xC3 && bytes[$0 + 1] == 0xA9 })
+        for invalid: [UInt8] in [[0xC3, 0x28], [0xFF, 0x41], [0xC0, 0xA9], [0x80, 0x41]] {
+            bytes[at] = invalid[0]
+            bytes[at + 1] = invalid[1]
+            #expect(code(decoder, ByteBuffer(bytes: bytes)) == .malformedPayload, "\(invalid)")
+        }
+    }
+
     private func code(_ decoder: BatchPayloadDecoder, _ payload: ByteBuffer) -> WireErrorCode? {
         do throws(WireError) {
             _ = try decoder.decode(payload)
