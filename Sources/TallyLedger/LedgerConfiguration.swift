@@ -74,11 +74,22 @@ public struct LedgerConfiguration: Sendable, Hashable {
     }
 
     /// Decides what `prepared` becomes, given which of its candidate keys the store holds
-    /// already: ``LedgerRules`` with this configuration.
-    public func plan(_ classification: BatchClassification, existing: [Bool]) throws(LedgerError) -> LedgerPlan {
+    /// already: ``LedgerRules`` with this configuration, from the `speculated` cells when given.
+    public func plan(
+        _ classification: BatchClassification, existing: [Bool], speculated: SpeculatedCells? = nil
+    ) throws(LedgerError) -> LedgerPlan {
         try classification.plan(
             existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric, keepsMinimum: keepsMinimum(_:),
-            levelMetrics: levelMetrics)
+            levelMetrics: levelMetrics, speculated: speculated)
+    }
+
+    /// The same plan, taken from `speculation` (made for this configuration) when there is one:
+    /// made ahead if no key was stored, else from its cells.
+    func plan(
+        _ classification: BatchClassification, existing: [Bool], speculation: LedgerSpeculation?
+    ) throws(LedgerError) -> LedgerPlan {
+        guard let speculation else { return try plan(classification, existing: existing) }
+        return try speculation.plan(existing: existing)
     }
 
     /// Throws ``LedgerError/invalidConfiguration(_:)`` with the first problem found.

@@ -46,15 +46,7 @@ public final class LedgerSpeculation: Sendable {
     /// with this speculation's configuration, which the store checked (``applies(to:)``).
     func plan(existing: [Bool]) throws(LedgerError) -> LedgerPlan {
         if !existing.contains(true), let plannedIfNoneStored { return plannedIfNoneStored }
-        return try Self.plan(classification, existing: existing, configuration: configuration, cells: cells)
-    }
-
-    static func plan(
-        _ classification: BatchClassification, existing: [Bool], configuration: LedgerConfiguration, cells: SpeculatedCells
-    ) throws(LedgerError) -> LedgerPlan {
-        try classification.plan(
-            existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
-            keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics, speculated: cells)
+        return try configuration.plan(classification, existing: existing, speculated: cells)
     }
 
     /// Whether it was made for a store of `configuration`; otherwise the store ignores it.
@@ -134,7 +126,7 @@ public struct BatchSpeculator: Sendable {
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(
             configuration: configuration, classification: classification, cells: speculatedCells, encoded: encoded,
-            plannedIfNoneStored: try? LedgerSpeculation.plan(classification, existing: none, configuration: configuration, cells: speculatedCells))
+            plannedIfNoneStored: try? configuration.plan(classification, existing: none, speculated: speculatedCells))
         return speculated
     }
 }

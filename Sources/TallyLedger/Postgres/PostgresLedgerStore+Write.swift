@@ -18,14 +18,7 @@ extension PostgresLedgerStore {
         if !classification.refusals.isEmpty { try insertRefusals(classification) }
         let inserted = try insertCandidates(classification)
         let existing = classification.candidates.map { !inserted.contains($0.index) }
-        var plan: LedgerPlan
-        if let speculation {
-            plan = try speculation.plan(existing: existing)
-        } else {
-            plan = try classification.plan(
-                existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-                keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
-        }
+        var plan = try configuration.plan(classification, existing: existing, speculation: speculation)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         if !plan.duplicates.isEmpty {
             var indexes: [Int32] = []

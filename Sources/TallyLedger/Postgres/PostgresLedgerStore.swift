@@ -35,7 +35,6 @@ public final class PostgresLedgerStore: LedgerStore {
     public let configuration: LedgerConfiguration
     public let address: PostgresAddress
     let session: PostgresSession
-    let uniqueProperties: [String: [String]]
     /// Months whose raw partition this process knows to exist.
     private var partitions: Set<BillingPeriod> = []
     /// Batches and cells this store logged since its last fold: when to fold.
@@ -66,7 +65,6 @@ public final class PostgresLedgerStore: LedgerStore {
         try configuration.validate()
         self.configuration = configuration
         self.address = address
-        uniqueProperties = configuration.uniquePropertiesByMetric
         session = try PostgresSession(address: address, logger: logger)
         try PostgresSchema.migrate(session)
         let now = EventTime.now()

@@ -27,7 +27,6 @@ public final class SQLiteLedgerStore: LedgerStore {
     public let path: String
     let database: SQLiteDatabase
     let statements: Statements
-    let uniqueProperties: [String: [String]]
     /// An upper bound of every logged cell's sum at any grain (the sum of the logged batches'
     /// quantities), in nano-units.
     var loggedBound: Int128 = 0
@@ -76,7 +75,6 @@ public final class SQLiteLedgerStore: LedgerStore {
         try database.execute("BEGIN IMMEDIATE; \(SQLiteSchema.tables) COMMIT;")
         try SQLiteLedgerStore.addMinimumColumns(database, path: path)
         statements = try Statements(database)
-        uniqueProperties = configuration.uniquePropertiesByMetric
         try migrate()
         storedSumCeiling = try readSumCeiling()
         try flushAggregates()
@@ -237,14 +235,7 @@ public final class SQLiteLedgerStore: LedgerStore {
                     prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
                     billedIn: candidate.billedIn))
         }
-        var plan: LedgerPlan
-        if let speculation {
-            plan = try speculation.plan(existing: existing)
-        } else {
-            plan = try classification.plan(
-                existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: uniqueProperties,
-                keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
-        }
+        var plan = try configuration.plan(classification, existing: existing, speculation: speculation)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
