@@ -106,12 +106,17 @@ import Testing
 /// (`LogMerger`, the collector's preparation threads), and the fold merges what is left. The
 /// folds store what folds that read the rows store, whichever thread merged what, and when.
 @Suite struct LogMergerTests {
-    @Test func cellsMergedByAnotherThreadFoldAsTheRowsDo() async throws {
+    /// A writer's ledger (its store and merger) and a reference ledger for the same batches.
+    func ledgers() throws -> (ledger: TestLedger, reference: TestLedger, store: SQLiteLedgerStore, merger: LogMerger) {
         let configuration = TestLedger.foldingOnRequest
         let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
         let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
         let store = try #require(ledger.store as? SQLiteLedgerStore)
-        let merger = try #require(store.logMerger())
+        return (ledger, reference, store, try #require(store.logMerger()))
+    }
+
+    @Test func cellsMergedByAnotherThreadFoldAsTheRowsDo() async throws {
+        let (ledger, reference, store, merger) = try ledgers()
         let events = workload(count: 3000, seed: 31, start: at("2026-03-25T00:00:00Z"), spanHours: 24 * 20, tenants: 4)
         let slices = stride(from: 0, to: events.count, by: 75).map { Array(events[$0..<min($0 + 75, events.count)]) }
         for (index, slice) in slices.enumerated() {
@@ -128,16 +133,13 @@ import Testing
         }
         #expect(store.logMirror.batchesMergedAhead > 0)
         #expect(store.foldsReadingRows == 0)
+        withExtendedLifetime(ledger) {}  // it owns (and closes) the store
     }
 
     /// A thread merging without pause while the writer commits and folds: every fold still
     /// stores what the rows say, and the aggregates equal the raw events.
     @Test func mergingWhileTheWriterCommitsAndFoldsLosesNothing() async throws {
-        let configuration = TestLedger.foldingOnRequest
-        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
-        let reference = try TestLedger(SQLiteFactory(), configuration: configuration)
-        let store = try #require(ledger.store as? SQLiteLedgerStore)
-        let merger = try #require(store.logMerger())
+        let (ledger, reference, store, merger) = try ledgers()
         let stop = Mutex(false)
         let background = Task.detached {
             while !stop.withLock({ $0 }) {
@@ -164,5 +166,6 @@ import Testing
             let drift = try store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04"))
             #expect(drift.differences.isEmpty, "tenant-\(tenant): \(drift.differences.prefix(3))")
         }
+        withExtendedLifetime(ledger) {}  // it owns (and closes) the store
     }
 }
