@@ -1,5 +1,6 @@
 import Dispatch
 import NIOCore
+import Synchronization
 import Testing
 import TallyCore
 import TallyLedger
@@ -90,6 +91,47 @@ import TallyWire
         await collector.stop()
         #expect(frames == [.ack(BatchAck(sequence: 1, accepted: 4)), .ack(BatchAck(sequence: 1, accepted: 4))])
         #expect(received == 4)
+    }
+
+    /// One agent draining a backlog keeps the writer fed only if several of its batches are
+    /// prepared while one commits: with the writer held, ``BatchPipeline/preparedAhead`` batches
+    /// of the connection get prepared (each asks `admits` for its tenant), and the later ones
+    /// wait; once the writer is free all commit, in order.
+    @Test(.timeLimit(.minutes(1)))
+    func batchesArePreparedAheadWhileTheWriterIsBusy() async throws {
+        let collector = try CollectorUnderTest()
+        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
+        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
+        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
+        let hold = await WriterHold(collector.ledger)
+        let prepared = Mutex<Set<String>>([])
+        let total = BatchPipeline.preparedAhead + 2
+        for sequence in 1...total {
+            let payload = try BatchPayloadEncoder().encode(recentEvents(3, tenant: "tenant-\(sequence)", from: 10 * sequence))
+            pipeline.submit(Batch(sequence: UInt64(sequence), payload: payload), agent: "edge-1") { tenant in
+                prepared.withLock { _ = $0.insert(tenant) }
+                return true
+            }
+        }
+        // The writer is held, so nothing commits: wait (yielding) for the preparations.
+        while prepared.withLock({ $0.count }) < BatchPipeline.preparedAhead { await Task.yield() }
+        let preparedWhileHeld = prepared.withLock { $0 }
+        try await hold.release()
+        await pipeline.drain()
+        sink.finish()
+        var sequences: [UInt64] = []
+        for await event in events {
+            guard case .completed(let sequence, .success(let ack)) = event else {
+                Issue.record("a batch failed: \(event)")
+                continue
+            }
+            #expect(ack.accepted == 3)
+            sequences.append(sequence)
+        }
+        await collector.stop()
+        #expect(preparedWhileHeld == Set((1...BatchPipeline.preparedAhead).map { "tenant-\($0)" }))
+        #expect(BatchPipeline.preparedAhead >= 4, "two left the writer waiting for a drain's next batch")
+        #expect(sequences == (1...total).map(UInt64.init))
     }
 
     @Test func aDrainWaitsForTheCommitsItsConnectionStarted() async throws {

@@ -25,12 +25,16 @@ final class BatchPipeline: Sendable {
     /// after the newest, and starts preparing once the oldest has committed.
     private let recent = Mutex<[Task<Void, Never>]>([])
     /// How many batches of a connection may be prepared (or preparing) while its batches before
-    /// them are not committed yet. Two keep the writer fed: one commits while the next one
-    /// prepares. The rest of the window waits as received frames (compressed, about 24 bytes an
-    /// event) rather than as decoded events (hundreds of bytes each), so a fleet of agents that
-    /// all fill their windows against a busy writer holds no more decoded batches than before
-    /// per connection, give or take one.
-    static let preparedAhead = 2
+    /// them are not committed yet. One agent draining a backlog is the case that needs depth: the
+    /// writer commits its batches one after another, and a batch whose preparation (at background
+    /// priority, `BulkWork`) lost its core for a moment leaves the writer idle. With two, the
+    /// writer sat blocked 25–26% of its wall time in `tally-bench agent`'s 2M drain; with four,
+    /// 16–17%, which is its fsyncs (six gives the same), and the drain ran 84–98k against
+    /// 74–95k events/s in three alternating pairs. The rest of the window waits as received frames
+    /// (compressed, about 24 bytes an event) rather than as decoded events (hundreds of bytes
+    /// each): a connection holds at most four decoded batches (about 1.2 MB at 1,000 events),
+    /// whatever its window.
+    static let preparedAhead = 4
     /// A batch failed: the session closes the connection, and no later batch of it commits
     /// (as when they were handled one at a time: the agent resends them all after reconnecting).
     private let stopped = Mutex(false)
