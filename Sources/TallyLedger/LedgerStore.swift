@@ -132,6 +132,11 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// Asked once, before the store is handed to its writer thread.
     func logMerger() -> LogMerger?
 
+    /// What checkpoints the store's write-ahead log on a thread of its own, so that its commits
+    /// never do (nil: the store has no such log, or checkpoints it itself). Asked once, before the
+    /// store is handed to its writer thread; the store stops it when it closes.
+    func walCheckpointer() -> WALCheckpointer?
+
     // MARK: Billing: the aggregate reads invoices are priced from, and the tables the collector
     // owns for billing — final invoices (frozen JSON and its SHA-256) and the record of usage
     // exported to billing platforms.
@@ -222,6 +227,8 @@ extension LedgerStore {
     public func batchSpeculator() -> BatchSpeculator? { nil }
 
     public func logMerger() -> LogMerger? { nil }
+
+    public func walCheckpointer() -> WALCheckpointer? { nil }
 
     public func mergeUnfoldedLogOnRead() -> Bool { false }
 

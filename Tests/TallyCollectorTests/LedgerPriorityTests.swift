@@ -1,9 +1,9 @@
 import Foundation
 import TallyCore
-import TallyLedger
 import Testing
 
 @testable import TallyCollector
+@testable import TallyLedger
 
 /// The preparation threads run at background priority, so that reads get a core first; the
 /// ledger writer, which the end-to-end rate waits on, keeps the process's own (see `BulkWork`).
@@ -29,5 +29,20 @@ import Testing
         #expect(preparation >= BackgroundPriority.niceness)
         #expect(writer == own, "the writer thread keeps the process's priority after commits")
         await ledger.shutdown()
+    }
+
+    /// The collector's SQLite writer leaves the log's checkpoints to a thread of its own
+    /// (``WALCheckpointer``), stopped when the ledger shuts down.
+    @Test func theWriterLeavesCheckpointsToTheirOwnThread() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-checkpoint-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path)
+        #expect(store.checkpointer == nil)
+        let ledger = Ledger(store: store)
+        let checkpointer = try #require(store.checkpointer)
+        #expect(checkpointer.threshold == SQLiteSchema.checkpointPages)
+        await ledger.shutdown()
+        #expect(checkpointer.isStopped)
     }
 }

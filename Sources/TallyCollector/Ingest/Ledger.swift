@@ -58,6 +58,8 @@ public final class Ledger: @unchecked Sendable {
         precondition(!stores.isEmpty, "a ledger writer needs a store")
         speculator = stores[0].batchSpeculator()
         merger = stores[0].logMerger()
+        // Started here, stopped by the store's close.
+        _ = stores[0].walCheckpointer()
         all = stores.map { ConfinedStore(store: $0) }
         free = Mutex(all)
         readerStores = readers.map { ConfinedStore(store: $0, mergesUnfoldedLog: $0.mergeUnfoldedLogOnRead()) }

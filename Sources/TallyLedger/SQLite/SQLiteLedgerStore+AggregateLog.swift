@@ -33,6 +33,17 @@ extension SQLiteLedgerStore {
 
     public func logMerger() -> LogMerger? { LogMerger(mirror: logMirror) }
 
+    public func walCheckpointer() -> WALCheckpointer? { walCheckpointer(threshold: SQLiteSchema.checkpointPages) }
+
+    /// ``walCheckpointer()`` starting at `threshold` pages of log (tests use a small one).
+    func walCheckpointer(threshold: Int32) -> WALCheckpointer {
+        if let checkpointer { return checkpointer }
+        let made = WALCheckpointer(path: path, threshold: threshold)
+        made.install(on: database)
+        checkpointer = made
+        return made
+    }
+
     public func mergeUnfoldedLogOnRead() -> Bool {
         if unfolded == nil {
             unfolded = UnfoldedLog()

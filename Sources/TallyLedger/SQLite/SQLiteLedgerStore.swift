@@ -48,6 +48,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// Folds that read the log's rows back (``logMirror`` unknown or not the log's whole
     /// content): for the tests.
     var foldsReadingRows = 0
+    /// Checkpoints the log off the writer once asked for (``walCheckpointer()``).
+    var checkpointer: WALCheckpointer?
 
     /// A failure to inject, for crash-safety tests.
     enum Fault {
@@ -84,6 +86,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// Folds the aggregate log in and closes the store.
     public func close() {
         if database.handle != nil { try? flushAggregates() }
+        checkpointer?.stop()
         database.close()
     }
 

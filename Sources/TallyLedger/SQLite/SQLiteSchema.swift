@@ -38,13 +38,18 @@ import TallyCore
 enum SQLiteSchema {
     static let version = "5"
 
+    /// Log pages (4 KiB each) after which the log is copied back into the database file: by the
+    /// writer's commit (SQLite's auto-checkpoint) or, in the collector, by a thread of its own
+    /// (``WALCheckpointer``).
+    static let checkpointPages: Int32 = 16_384
+
     /// WAL with a commit-time fsync (`synchronous = FULL`): an acked batch survives power loss.
     /// A large auto-checkpoint (64 MiB of WAL) lets hot aggregate pages, rewritten by many
     /// commits, reach the database file once per checkpoint rather than once per commit.
     static let pragmas = """
         PRAGMA journal_mode = WAL;
         PRAGMA synchronous = FULL;
-        PRAGMA wal_autocheckpoint = 16384;
+        PRAGMA wal_autocheckpoint = \(checkpointPages);
         PRAGMA cache_size = -65536;
         PRAGMA temp_store = MEMORY;
         PRAGMA busy_timeout = 5000;
