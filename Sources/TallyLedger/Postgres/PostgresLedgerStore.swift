@@ -220,8 +220,10 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             try upsert(reconciliation)
             var largest: Int128 = 0
+            // Each grain from the one below it (days from hours, months from days): fewer cells.
+            var rolled = cells
             for grain in AggregateGrain.allCases {
-                let rolled = try cells.rolledUp(to: grain)
+                rolled = try rolled.rolledUp(to: grain)
                 try upsert(rolled, into: PostgresSchema.table(grain))
                 if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
             }

@@ -135,9 +135,12 @@ extension SQLiteLedgerStore {
             let (cells, lastID, generation) = try logToFold()
             foldedGeneration = lastID == nil ? generation : generation + 1
             if let lastID {
+                // Each grain rolled up from the one below it (days from hours, months from days):
+                // the same cells, since merging is exact in any grouping, from fewer cells.
+                var rolled = cells
                 for grain in AggregateGrain.allCases {
                     guard let upsert = statements.upsertAggregate[grain] else { continue }
-                    let rolled = try cells.rolledUp(to: grain)
+                    rolled = try rolled.rolledUp(to: grain)
                     try upsertCells(rolled, with: upsert)
                     if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
                 }
