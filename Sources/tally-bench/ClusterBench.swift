@@ -18,7 +18,9 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "Agents, each draining its own spool backlog.") var agents = 4
     @Option(help: "Reference-workload lines each agent spools before any collector runs.") var events = 250_000
     @Option(help: "Reference-workload lines for the naive baseline.") var naiveEvents = 100_000
-    @Option(help: "Concurrent connections of the naive baseline.") var naiveClients = 8
+    @Option(help: "Concurrent connections of the naive baseline (and of the PostgreSQL floor).") var naiveClients = 8
+    @Option(help: "Reference-workload lines for the PostgreSQL floor (raw rows only, 1,000 per statement; 0 skips it).")
+    var floorEvents = 400_000
     @Option(help: "Ledger writers per collector (the store address's pool_size).") var poolSize = 4
     @Option(help: "The pricing file of the collectors and the charges query.") var pricing = "deploy/pricing.example.yaml"
     @Option(help: "Events stored for the second charges figure (loaded in-process; 0 skips it).") var queryEvents = 3_000_000
@@ -33,8 +35,10 @@ struct ClusterBench: AsyncParsableCommand {
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {
-        guard agents > 0, events > 0, naiveEvents > 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0, statements >= 0 else {
-            throw ValidationError("counts must be positive (--query-events may be 0)")
+        guard agents > 0, events > 0, naiveEvents > 0, floorEvents >= 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0,
+            statements >= 0
+        else {
+            throw ValidationError("counts must be positive (--query-events and --floor-events may be 0)")
         }
     }
 

@@ -46,6 +46,19 @@ struct ClusterBenchRun {
         table.add("Tally: \(agents) → 2 collectors, durable+deduped", "\(grouped(Int(twoRate))) events/s", naiveText, times(twoRate / naiveRate))
         let met = twoRate >= 10 * naiveRate ? "met" : "NOT met"
         table.add("ratio: 2 collectors / naive", times(twoRate / naiveRate), naiveText, "target ≥ 10× (\(met))")
+        if options.floorEvents > 0 {
+            let floor = try await postgresFloor()
+            let floorRate = Double(floor.events) / floor.elapsed.seconds
+            let perEvent = floor.postgresCPU / Double(floor.events) * 1_000_000
+            table.add(
+                "PostgreSQL floor: raw rows only, 1,000 per statement, \(options.naiveClients) clients", "\(grouped(Int(floorRate))) events/s",
+                naiveText, times(floorRate / naiveRate))
+            let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+            table.add(
+                "PostgreSQL floor: server CPU per stored event", "\(fixed(perEvent)) µs", "-",
+                "\(Int(cores)) cores / that: \(grouped(Int(cores * 1_000_000 / perEvent))) events/s (\(times(cores * 1_000_000 / perEvent / naiveRate)) naive)"
+            )
+        }
         for outcome in [one, two] { outcome.report(into: &table) }
 
         // Only the ledger and one collector (for the HTTP figure) stay up for the charges figures.
@@ -69,6 +82,25 @@ struct ClusterBenchRun {
         let stored = try server.psql("SELECT count(*) FROM naive", database: database)
         clusterProgress("naive: \(stored) rows stored in \(fixed(elapsed.seconds)) s")
         return (rows.count, elapsed)
+    }
+
+    // MARK: PostgreSQL floor
+
+    /// ``PostgresFloor`` on a fresh database: the events, the time, and the server's CPU seconds.
+    func postgresFloor() async throws -> (events: Int, elapsed: Duration, postgresCPU: Double) {
+        let url = try server.createDatabase("floor")
+        let database = try self.database(of: url)
+        _ = try server.psql(PostgresFloor.createTable, database: database)
+        let batches = try PostgresFloor.batches(lines: options.floorEvents, seed: 13)
+        let events = batches.reduce(0) { $0 + $1.count }
+        clusterProgress("floor: \(events) events, 1,000 per INSERT … ON CONFLICT DO NOTHING, on \(options.naiveClients) connections")
+        let pid = server.pid
+        let (elapsed, cpu) = try await PostgresFloor.run(
+            server: server, database: database, batches: batches, clients: options.naiveClients,
+            serverCPU: { ProcessCPU.secondsWithChildren(pid: pid) })
+        let stored = try server.psql("SELECT count(*) FROM floor_events", database: database)
+        clusterProgress("floor: \(stored) rows stored in \(fixed(elapsed.seconds)) s, \(fixed(cpu)) s of server CPU")
+        return (events, elapsed, cpu)
     }
 
     // MARK: Tally end to end
