@@ -231,6 +231,88 @@ public struct BatchClassification: Sendable {
         return plan
     }
 
+    /// The plan for `existing` made from `base`, this batch's plan when no key is stored (made
+    /// ahead by ``LedgerSpeculation``), by moving only the events found stored: out of the
+    /// inserted rows, their counts and their cells, into the duplicates. The same plan
+    /// ``plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)`` makes, at the
+    /// cost of the stored events rather than of the whole batch: the reference workload's client
+    /// retries repeat one of the last 1,024 events, so almost every batch holds a few events
+    /// whose key a batch before it stored, and planning those batches afresh was 7% of the
+    /// ledger writer's time in a drain. nil when the plan cannot be made this way (level
+    /// metrics, or a stored event of a metric with unique counts): the caller plans in full.
+    func plan(
+        adjusting base: LedgerPlan, existing: [Bool], groupBy: (String) -> [String], uniqueCounts: [String: [String]],
+        keepsMinimum: (String) -> Bool, speculated: SpeculatedCells
+    ) throws(LedgerError) -> LedgerPlan? {
+        precondition(existing.count == candidates.count, "one answer per candidate")
+        guard base.levels.isEmpty else { return nil }
+        let now = prepared.batch.receivedAt
+        var plan = base
+        var stored = Set<Int>()
+        var lateStored = Set<Int>()
+        var overcounted = Set<AggregateCellKey>()
+        for (position, candidate) in candidates.enumerated() where existing[position] {
+            guard let event = event(candidate.index) else { continue }
+            let billed = candidate.status == .accepted || candidate.status == .adjusted
+            if billed, !(uniqueCounts[event.metric] ?? []).isEmpty { return nil }
+            let period = BillingPeriod(explaining: event.timestamp, arrivedAt: now)
+            guard let row = Self.row(of: period, tenant: event.tenant, in: plan.reconciliation) else { return nil }
+            switch candidate.status {
+            case .accepted:
+                plan.outcome.accepted -= 1
+                plan.reconciliation[row].counts.accepted -= 1
+            case .adjusted:
+                plan.outcome.late -= 1
+                plan.outcome.adjusted -= 1
+                plan.reconciliation[row].counts.late -= 1
+                plan.reconciliation[row].counts.adjusted -= 1
+            case .late:
+                plan.outcome.late -= 1
+                plan.reconciliation[row].counts.late -= 1
+                lateStored.insert(candidate.index)
+            case .duplicate, .rejected: return nil
+            }
+            // Received once either way: now as a duplicate.
+            plan.outcome.duplicate += 1
+            plan.reconciliation[row].counts.duplicate += 1
+            plan.duplicates.append(.init(index: candidate.index, fingerprint: candidate.fingerprint))
+            stored.insert(candidate.index)
+            if billed {
+                try AggregateCells.forEachKey(of: event, billedIn: candidate.billedIn, groupBy: groupBy(event.metric)) {
+                    overcounted.insert($0)
+                }
+            }
+        }
+        guard !stored.isEmpty else { return plan }
+        plan.inserted.removeAll { stored.contains($0.index) }
+        if !lateStored.isEmpty { plan.outcome.rejections.removeAll { $0.reason == .late && lateStored.contains($0.index) } }
+        plan.duplicates.sort { $0.index < $1.index }
+        // Each cell a stored event was counted in, again from the events billed in it, as the
+        // full plan does.
+        for key in overcounted {
+            var merged: UsageAggregate?
+            for position in speculated.contributors[key] ?? [] where !existing[position] {
+                let candidate = candidates[position]
+                guard let event = event(candidate.index) else { continue }
+                let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))
+                if merged == nil { merged = one } else { try merged?.merge(one) }
+            }
+            plan.cells.set(merged, at: key)
+        }
+        return plan
+    }
+
+    /// The position of (period, tenant) in `rows`, sorted by (period, tenant) as plans are.
+    private static func row(of period: BillingPeriod, tenant: String, in rows: [LedgerPlan.ReconciliationDelta]) -> Int? {
+        var low = 0
+        var high = rows.count
+        while low < high {
+            let middle = (low + high) / 2
+            if (rows[middle].period, rows[middle].tenant) < (period, tenant) { low = middle + 1 } else { high = middle }
+        }
+        return low < rows.count && rows[low].period == period && rows[low].tenant == tenant ? low : nil
+    }
+
     private struct ReconciliationKey: Hashable {
         var period: BillingPeriod
         var tenant: String

@@ -41,11 +41,18 @@ public final class LedgerSpeculation: Sendable {
     }
 
     /// The plan for `existing` (which candidates' keys were stored): the one made ahead when
-    /// none was, otherwise made now from the speculated cells. The same plan either way:
+    /// none was; otherwise that one with the stored events moved to the duplicates
+    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``),
+    /// or, when that cannot be done, made now from the speculated cells. The same plan either way:
     /// ``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``
     /// with this speculation's configuration, which the store checked (``applies(to:)``).
     func plan(existing: [Bool]) throws(LedgerError) -> LedgerPlan {
-        if !existing.contains(true), let plannedIfNoneStored { return plannedIfNoneStored }
+        guard let plannedIfNoneStored else { return try configuration.plan(classification, existing: existing, speculated: cells) }
+        if !existing.contains(true) { return plannedIfNoneStored }
+        let adjusted = try classification.plan(
+            adjusting: plannedIfNoneStored, existing: existing, groupBy: configuration.groupBy(of:),
+            uniqueCounts: configuration.uniquePropertiesByMetric, keepsMinimum: configuration.keepsMinimum(_:), speculated: cells)
+        if let adjusted { return adjusted }
         return try configuration.plan(classification, existing: existing, speculated: cells)
     }
 

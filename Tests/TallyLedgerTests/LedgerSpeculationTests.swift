@@ -108,6 +108,62 @@ import Testing
         #expect(speculation.plannedIfNoneStored != nil)
     }
 
+    /// The plan for a batch with some keys stored is the plan made ahead (none stored) with
+    /// only those events moved to the duplicates — and it equals the plan made in full, for
+    /// accepted, adjusted and late events, whichever of them were stored. A batch with a stored
+    /// event of a unique-count metric is planned in full (nil here).
+    @Test(arguments: [("2026-04-13T00:00:00Z", false), ("2026-05-05T00:00:00Z", false), ("2026-05-05T00:00:00Z", true)])
+    func thePlanAdjustedForStoredKeysIsTheFullPlan(_ now: String, rejectLate: Bool) throws {
+        var configuration = TestLedger.configuration
+        if rejectLate { configuration.lateWindow.policy = .reject }
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let speculator = try #require(ledger.store.batchSpeculator())
+        var events = workload(count: 800, seed: 57, start: at("2026-04-10T00:00:00Z"), spanHours: 60, tenants: 6)
+        events += workload(count: 200, seed: 58, start: at(now).advanced(by: .seconds(-7_200)), spanHours: 1, tenants: 6)
+        let speculation = try #require(speculator.speculate(PreparedBatch(batch(1, now: now, events))).speculation)
+        let base = try #require(speculation.plannedIfNoneStored)
+        let classification = speculation.classification
+        let candidates = classification.candidates
+        let statuses = Set(candidates.map(\.status))
+        var random = SplitMix64(seed: 5)
+        let patterns: [(String, [Bool])] = [
+            ("one", candidates.indices.map { $0 == candidates.count / 2 }),
+            ("a scattered twentieth", candidates.map { _ in random.next() % 20 == 0 }),
+            ("the first half", candidates.indices.map { $0 < candidates.count / 2 }),
+            ("all", candidates.map { _ in true }),
+        ]
+        for (name, existing) in patterns {
+            let adjusted = try #require(
+                try classification.plan(
+                    adjusting: base, existing: existing, groupBy: configuration.groupBy(of:),
+                    uniqueCounts: configuration.uniquePropertiesByMetric, keepsMinimum: configuration.keepsMinimum(_:), speculated: speculation.cells),
+                "\(name)")
+            let full = try classification.plan(
+                existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
+                keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
+            #expect(adjusted.outcome == full.outcome, "\(name)")
+            #expect(adjusted.inserted == full.inserted, "\(name)")
+            #expect(adjusted.duplicates == full.duplicates, "\(name)")
+            #expect(adjusted.reconciliation == full.reconciliation, "\(name)")
+            #expect(adjusted.uniqueValues == full.uniqueValues, "\(name)")
+            #expect(adjusted.cells.cells == full.cells.cells, "\(name)")
+            #expect(try speculation.plan(existing: existing).outcome == full.outcome, "\(name)")
+        }
+        // Arriving in May, April's events are adjustments, or refused as late under `reject`.
+        if now.hasPrefix("2026-05") {
+            #expect(statuses.contains(rejectLate ? .late : .adjusted) && statuses.contains(.accepted), "\(statuses)")
+        }
+
+        // A stored event of a unique-count metric: planned in full.
+        let users = [event("acme", "active_users", at: "2026-04-12T10:00:00Z", id: "u1", [("user", "ann")])]
+        let unique = try #require(speculator.speculate(PreparedBatch(batch(2, now: now, users))).speculation)
+        let adjustedUnique = try unique.classification.plan(
+            adjusting: try #require(unique.plannedIfNoneStored), existing: unique.classification.candidates.map { _ in true },
+            groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
+            keepsMinimum: configuration.keepsMinimum(_:), speculated: unique.cells)
+        #expect(adjustedUnique == nil || unique.classification.candidates.allSatisfy { $0.status == .late })
+    }
+
     /// A speculation made for another configuration is not used: the store plans itself.
     @Test func aSpeculationForAnotherConfigurationIsIgnored() throws {
         let store = try TestLedger(SQLiteFactory())

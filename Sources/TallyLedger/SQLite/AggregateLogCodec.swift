@@ -109,14 +109,61 @@ package enum AggregateLogCodec {
     /// encodes it nor assembles it from sections, and a batch in flight holds one array.
     package struct Sections: Sendable {
         private let whole: [UInt8]
+        /// Each tenant's section in ``whole``: its cell count and its bytes.
+        private let directory: [Entry]
 
-        package init(_ cells: AggregateCells) { whole = AggregateLogCodec.encode(cells, layout: .byTenant) }
+        struct Entry: Sendable {
+            var tenant: String
+            var cells: Int
+            var bytes: Range<Int>
+        }
+
+        package init(_ cells: AggregateCells) {
+            let sections = Array(Section.sections(of: cells, fields: .levels))
+            whole = AggregateLogCodec.row(of: sections, marker: markerWithLevels)
+            var offset = sections.reduce(8) { $0 + 12 + $1.key.utf8.count }
+            var directory: [Entry] = []
+            directory.reserveCapacity(sections.count)
+            for (tenant, section) in sections {
+                directory.append(Entry(tenant: tenant, cells: section.count, bytes: offset..<(offset + section.bytes.count)))
+                offset += section.bytes.count
+            }
+            self.directory = directory
+        }
 
         /// The row when the cells are the ones it was encoded from (`changed` empty: no event's
-        /// key was stored); otherwise the row of `cells`, encoded afresh — a retried batch, about
-        /// one in a hundred, where the events found stored change some tenants' cells.
+        /// key was stored); otherwise the row of `cells`, whose tenants outside `changed` have
+        /// the cells the row was encoded from: their sections are copied, and only the changed
+        /// tenants' are encoded afresh (a tenant left with no cell goes). A batch with a few
+        /// events found stored — almost every batch of a workload with client retries — costs
+        /// the writer a copy of the row, not its encoding.
         package func row(changing changed: Set<String>, to cells: AggregateCells) -> [UInt8] {
-            changed.isEmpty ? whole : AggregateLogCodec.encode(cells, layout: .byTenant)
+            guard !changed.isEmpty else { return whole }
+            // A few tenants change: comparing a cell's tenant with each (small strings compare
+            // in place) is cheaper than hashing it.
+            let few = changed.count <= 8 ? Array(changed) : nil
+            var fresh: [String: Section] = [:]
+            for (key, aggregate) in cells.cells {
+                guard few.map({ $0.contains(key.tenant) }) ?? changed.contains(key.tenant) else { continue }
+                fresh[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
+            }
+            var kept: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)] = []
+            kept.reserveCapacity(directory.count + fresh.count)
+            for entry in directory where !(few.map({ $0.contains(entry.tenant) }) ?? changed.contains(entry.tenant)) {
+                kept.append((entry.tenant, entry.cells, whole[entry.bytes]))
+            }
+            for (tenant, section) in fresh { kept.append((tenant, section.count, section.bytes[...])) }
+            var out: [UInt8] = []
+            out.reserveCapacity(kept.reduce(8) { $0 + $1.tenant.utf8.count + 12 + $1.bytes.count })
+            out.appendBigEndian(markerWithLevels, bytes: 4)
+            out.appendBigEndian(UInt64(kept.count), bytes: 4)
+            for section in kept {
+                out.appendString32(section.tenant)
+                out.appendBigEndian(UInt64(section.cells), bytes: 4)
+                out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
+            }
+            for section in kept { out.append(contentsOf: section.bytes) }
+            return out
         }
     }
 
