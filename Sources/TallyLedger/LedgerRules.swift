@@ -210,7 +210,7 @@ public struct BatchClassification: Sendable {
         // order, so this is the cell the plan would have built event by event.
         for key in overcounted {
             var merged: UsageAggregate?
-            for position in speculated?.contributors[key] ?? [] where !existing[position] {
+            for position in speculated?.contributors(of: key) ?? [] where !existing[position] {
                 let candidate = candidates[position]
                 guard let event = event(candidate.index) else { continue }
                 let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))
@@ -291,7 +291,7 @@ public struct BatchClassification: Sendable {
         // full plan does.
         for key in overcounted {
             var merged: UsageAggregate?
-            for position in speculated.contributors[key] ?? [] where !existing[position] {
+            for position in speculated.contributors(of: key) where !existing[position] {
                 let candidate = candidates[position]
                 guard let event = event(candidate.index) else { continue }
                 let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))

@@ -84,7 +84,37 @@ public final class LedgerSpeculation: Sendable {
 /// candidates (positions in ``BatchClassification/candidates``) counted in it.
 public struct SpeculatedCells: Sendable {
     var cells: AggregateCells
-    var contributors: [AggregateCellKey: [Int]]
+    /// Each cell's latest contribution in ``links``.
+    private var latest: [AggregateCellKey: Int32] = [:]
+    /// Every contribution: the candidate's position and the cell's contribution before it (-1:
+    /// none). One flat array rather than an array per cell: a batch has thousands of cells, and
+    /// as many small arrays cost an allocation each on the preparation thread and a release
+    /// wherever the batch is freed.
+    private var links: [(position: Int32, previous: Int32)] = []
+
+    init(minimumCapacity: Int) {
+        cells = AggregateCells(minimumCapacity: minimumCapacity)
+        latest.reserveCapacity(minimumCapacity)
+        links.reserveCapacity(minimumCapacity)
+    }
+
+    /// Counts `aggregate`, of the candidate at `position`, in the cell `key`.
+    mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey, position: Int) throws(LedgerError) {
+        try cells.add(aggregate, at: key)
+        links.append((Int32(position), latest[key] ?? -1))
+        latest[key] = Int32(links.count - 1)
+    }
+
+    /// The positions of the candidates counted in the cell `key`, in the order they were added.
+    func contributors(of key: AggregateCellKey) -> [Int] {
+        var positions: [Int] = []
+        var link = latest[key] ?? -1
+        while link >= 0 {
+            positions.append(Int(links[Int(link)].position))
+            link = links[Int(link)].previous
+        }
+        return positions.reversed()
+    }
 }
 
 /// Makes a ``LedgerSpeculation`` for a store's configuration and log layout; a Sendable value
@@ -102,9 +132,7 @@ public struct BatchSpeculator: Sendable {
     /// out of range: the writer then plans, and reports the error, itself).
     public func speculate(_ prepared: PreparedBatch) -> PreparedBatch {
         let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
-        var cells = AggregateCells(minimumCapacity: classification.candidates.count * 2)
-        var contributors: [AggregateCellKey: [Int]] = [:]
-        contributors.reserveCapacity(classification.candidates.count * 2)
+        var speculatedCells = SpeculatedCells(minimumCapacity: classification.candidates.count * 2)
         var levels = false
         for (position, candidate) in classification.candidates.enumerated()
         where candidate.status == .accepted || candidate.status == .adjusted {
@@ -114,8 +142,7 @@ public struct BatchSpeculator: Sendable {
             do {
                 try AggregateCells.forEachKey(of: event, billedIn: candidate.billedIn, groupBy: configuration.groupBy(of: event.metric)) {
                     (key) throws(LedgerError) in
-                    try cells.add(one, at: key)
-                    contributors[key, default: []].append(position)
+                    try speculatedCells.add(one, at: key, position: position)
                 }
             } catch {
                 return prepared
@@ -123,12 +150,11 @@ public struct BatchSpeculator: Sendable {
             if configuration.levelMetrics.contains(event.metric) { levels = true }
         }
         let encoded: LedgerSpeculation.EncodedCells? =
-            switch (levels || cells.isEmpty, layout) {
+            switch (levels || speculatedCells.cells.isEmpty, layout) {
             case (true, _): nil
-            case (false, .byTenant): .byTenant(AggregateLogCodec.Sections(cells))
-            case (false, .flat): .flat(AggregateLogCodec.encode(cells, layout: .flat))
+            case (false, .byTenant): .byTenant(AggregateLogCodec.Sections(speculatedCells.cells))
+            case (false, .flat): .flat(AggregateLogCodec.encode(speculatedCells.cells, layout: .flat))
             }
-        let speculatedCells = SpeculatedCells(cells: cells, contributors: contributors)
         let none = [Bool](repeating: false, count: classification.candidates.count)
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(
