@@ -9,8 +9,9 @@ import TallyCore
 /// store still decides everything with the real answer to "which keys are stored"
 /// (``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``):
 /// the cells an event that turned out to be stored was counted in are rebuilt from the events
-/// billed in them, so the plan is the one it would have made event by event. The log row is used
-/// only when no key was stored.
+/// billed in them, so the plan is the one it would have made event by event. The sectioned log
+/// row (SQLite) is used whatever was stored, with the sections of the tenants whose events were
+/// found stored encoded afresh; the flat row (PostgreSQL) only when no key was stored.
 public final class LedgerSpeculation: Sendable {
     let configuration: LedgerConfiguration
     let classification: BatchClassification
@@ -19,9 +20,11 @@ public final class LedgerSpeculation: Sendable {
     /// the row — or nil when a billable event is of a level metric (the writer adds level
     /// changes to the cells, after reading the neighbours).
     let encoded: EncodedCells?
-    /// The plan when no candidate's key turns out stored — almost every batch — made ahead as
-    /// well, so that the writer only persists it; nil when it could not be made (the writer
-    /// plans, and reports the error, itself).
+    /// The plan when no candidate's key turns out stored, made ahead as well: the writer
+    /// persists it as it is, or, when some keys were stored (with client retries, almost every
+    /// batch holds a few), moves those events to the duplicates
+    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``);
+    /// nil when it could not be made (the writer plans, and reports the error, itself).
     let plannedIfNoneStored: LedgerPlan?
 
     enum EncodedCells {
