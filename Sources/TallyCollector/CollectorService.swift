@@ -99,7 +99,7 @@ public struct Collector {
         let router = CollectorHTTP.router(
             registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
             refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote,
-            beforeScrape: { [ledgerDisk] in ledgerDisk?.refresh() })
+            beforeScrape: { [ledgerDisk, ledger] in ledgerDisk?.refresh(checkpoints: ledger.walCheckpoints) })
         let server: HTTPServerBuilder =
             try httpTLS.map { try HTTPServerBuilder.tls(KeptHTTP1Channel.builder(), tlsConfiguration: $0.configuration) }
             ?? KeptHTTP1Channel.builder()

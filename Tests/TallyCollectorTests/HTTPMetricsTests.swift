@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdTesting
 import Prometheus
 import Testing
+import TallyLedger
 
 @testable import TallyCollector
 
@@ -74,6 +75,32 @@ import Testing
         let expectedSize = try #require((attributes[.systemSize] as? NSNumber)?.doubleValue)
         #expect(size == expectedSize)
         #expect(available > 0 && available <= size)
+    }
+
+    /// The write-ahead log's size and the checkpoints (``WALCheckpointer``) at each scrape: the
+    /// counters add what the checkpointer counted since the last scrape.
+    @Test func theLogAndItsCheckpointsAreReadAtEachScrape() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-wal-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ledgerPath = directory.appendingPathComponent("ledger.db").path
+        let registry = PrometheusCollectorRegistry()
+        let gauges = LedgerFilesystemGauges(ledgerPath: ledgerPath, factory: PrometheusMetricsFactory(registry: registry))
+        func scrape(_ counts: WALCheckpointer.Checkpoints) -> String {
+            gauges.refresh(checkpoints: counts)
+            var bytes: [UInt8] = []
+            registry.emit(into: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let before = scrape(WALCheckpointer.Checkpoints(background: 3, writer: 1))
+        #expect(Self.value("tally_collector_ledger_wal_bytes", in: before) == 0, "no log file yet: \(before)")
+        #expect(Self.value(#"tally_collector_ledger_checkpoints_total{where="background"}"#, in: before) == 3, "\(before)")
+        try Data(repeating: 7, count: 12_345).write(to: URL(fileURLWithPath: ledgerPath + "-wal"))
+        let after = scrape(WALCheckpointer.Checkpoints(background: 5, writer: 1, failed: 2))
+        #expect(Self.value("tally_collector_ledger_wal_bytes", in: after) == 12_345)
+        #expect(Self.value(#"tally_collector_ledger_checkpoints_total{where="background"}"#, in: after) == 5)
+        #expect(Self.value(#"tally_collector_ledger_checkpoints_total{where="writer"}"#, in: after) == 1)
+        #expect(Self.value(#"tally_collector_ledger_checkpoints_total{where="failed"}"#, in: after) == 2)
     }
 
     @Test func aMissingLedgerDirectoryKeepsTheGaugesUnset() async throws {

@@ -42,6 +42,8 @@ public final class Ledger: @unchecked Sendable {
     private let speculator: BatchSpeculator?
     /// The writer's committed log cells, merged on the preparation threads between batches.
     private let merger: LogMerger?
+    /// Checkpoints the writer's write-ahead log off its thread (SQLite).
+    private let checkpointer: WALCheckpointer?
 
     public convenience init(store: any LedgerStore, reader: (any LedgerStore)? = nil) {
         self.init(stores: [store], readers: reader.map { [$0] } ?? [])
@@ -59,7 +61,7 @@ public final class Ledger: @unchecked Sendable {
         speculator = stores[0].batchSpeculator()
         merger = stores[0].logMerger()
         // Started here, stopped by the store's close.
-        _ = stores[0].walCheckpointer()
+        checkpointer = stores[0].walCheckpointer()
         all = stores.map { ConfinedStore(store: $0) }
         free = Mutex(all)
         readerStores = readers.map { ConfinedStore(store: $0, mergesUnfoldedLog: $0.mergeUnfoldedLogOnRead()) }
@@ -149,6 +151,9 @@ public final class Ledger: @unchecked Sendable {
             return try body(confined.store)
         }
     }
+
+    /// The checkpoints of the writer's write-ahead log so far (nil: its store has none).
+    public var walCheckpoints: WALCheckpointer.Checkpoints? { checkpointer?.checkpoints }
 
     /// How many writers commit at once.
     public var writerCount: Int { all.count }

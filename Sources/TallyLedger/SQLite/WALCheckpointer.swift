@@ -48,6 +48,12 @@ public final class WALCheckpointer: Sendable {
         public var writer = 0
         /// Background checkpoints that failed (retried at the next commit past the threshold).
         public var failed = 0
+
+        public init(background: Int = 0, writer: Int = 0, failed: Int = 0) {
+            self.background = background
+            self.writer = writer
+            self.failed = failed
+        }
     }
 
     init(path: String, threshold: Int32) {
