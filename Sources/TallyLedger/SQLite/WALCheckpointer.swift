@@ -97,7 +97,15 @@ public final class WALCheckpointer: Sendable {
             return true
         }
         guard schedule else { return }
-        thread.submit { [self] _ in checkpoint() }
+        thread.submit { [self] work in
+            // A pool that stopped meanwhile hands the work back cancelled, on the caller's
+            // thread: never checkpoint there (the writer checkpoints itself past four times).
+            guard case .active = work else {
+                state.withLock { $0.scheduled = false }
+                return
+            }
+            checkpoint()
+        }
     }
 
     /// One passive checkpoint on this object's connection (opened on first use).
