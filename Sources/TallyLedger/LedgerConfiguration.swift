@@ -83,8 +83,19 @@ public struct LedgerConfiguration: Sendable, Hashable {
             levelMetrics: levelMetrics, speculated: speculated)
     }
 
-    /// The same plan, taken from `speculation` (made for this configuration) when there is one:
-    /// made ahead if no key was stored, else from its cells.
+    /// ``plan(_:existing:speculated:)`` made from `base`, the plan for no key stored, by moving
+    /// the stored events to the duplicates; nil when it cannot be made that way
+    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``).
+    func plan(
+        _ classification: BatchClassification, adjusting base: LedgerPlan, existing: [Bool], speculated: SpeculatedCells
+    ) throws(LedgerError) -> LedgerPlan? {
+        try classification.plan(
+            adjusting: base, existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric,
+            keepsMinimum: keepsMinimum(_:), speculated: speculated)
+    }
+
+    /// The same plan, taken from `speculation` (made for this configuration) when there is one
+    /// (``LedgerSpeculation/plan(existing:)``).
     func plan(
         _ classification: BatchClassification, existing: [Bool], speculation: LedgerSpeculation?
     ) throws(LedgerError) -> LedgerPlan {

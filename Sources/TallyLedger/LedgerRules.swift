@@ -206,17 +206,8 @@ public struct BatchClassification: Sendable {
                         billedIn: candidate.billedIn ?? period))
             }
         }
-        // Each overcounted cell again from the events billed in it: merging is exact in any
-        // order, so this is the cell the plan would have built event by event.
-        for key in overcounted {
-            var merged: UsageAggregate?
-            for position in speculated?.contributors(of: key) ?? [] where !existing[position] {
-                let candidate = candidates[position]
-                guard let event = event(candidate.index) else { continue }
-                let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))
-                if merged == nil { merged = one } else { try merged?.merge(one) }
-            }
-            plan.cells.set(merged, at: key)
+        if let speculated {
+            try rebuild(overcounted, in: &plan.cells, existing: existing, keepsMinimum: keepsMinimum, speculated: speculated)
         }
         for duplicate in duplicates {
             guard let event = event(duplicate.index) else { continue }
@@ -287,8 +278,17 @@ public struct BatchClassification: Sendable {
         plan.inserted.removeAll { stored.contains($0.index) }
         if !lateStored.isEmpty { plan.outcome.rejections.removeAll { $0.reason == .late && lateStored.contains($0.index) } }
         plan.duplicates.sort { $0.index < $1.index }
-        // Each cell a stored event was counted in, again from the events billed in it, as the
-        // full plan does.
+        try rebuild(overcounted, in: &plan.cells, existing: existing, keepsMinimum: keepsMinimum, speculated: speculated)
+        return plan
+    }
+
+    /// Each of the `overcounted` cells (speculated cells a stored event was counted in) again
+    /// from the events billed in it: merging is exact in any order, so this is the cell a plan
+    /// would have built event by event (a cell left with no event goes).
+    private func rebuild(
+        _ overcounted: Set<AggregateCellKey>, in cells: inout AggregateCells, existing: [Bool], keepsMinimum: (String) -> Bool,
+        speculated: SpeculatedCells
+    ) throws(LedgerError) {
         for key in overcounted {
             var merged: UsageAggregate?
             for position in speculated.contributors(of: key) where !existing[position] {
@@ -297,9 +297,8 @@ public struct BatchClassification: Sendable {
                 let one = AggregateCells.aggregate(of: event, fingerprint: candidate.fingerprint, keepsMinimum: keepsMinimum(event.metric))
                 if merged == nil { merged = one } else { try merged?.merge(one) }
             }
-            plan.cells.set(merged, at: key)
+            cells.set(merged, at: key)
         }
-        return plan
     }
 
     /// The position of (period, tenant) in `rows`, sorted by (period, tenant) as plans are.

@@ -52,10 +52,9 @@ public final class LedgerSpeculation: Sendable {
     func plan(existing: [Bool]) throws(LedgerError) -> LedgerPlan {
         guard let plannedIfNoneStored else { return try configuration.plan(classification, existing: existing, speculated: cells) }
         if !existing.contains(true) { return plannedIfNoneStored }
-        let adjusted = try classification.plan(
-            adjusting: plannedIfNoneStored, existing: existing, groupBy: configuration.groupBy(of:),
-            uniqueCounts: configuration.uniquePropertiesByMetric, keepsMinimum: configuration.keepsMinimum(_:), speculated: cells)
-        if let adjusted { return adjusted }
+        if let adjusted = try configuration.plan(classification, adjusting: plannedIfNoneStored, existing: existing, speculated: cells) {
+            return adjusted
+        }
         return try configuration.plan(classification, existing: existing, speculated: cells)
     }
 
@@ -63,8 +62,8 @@ public final class LedgerSpeculation: Sendable {
     func applies(to configuration: LedgerConfiguration) -> Bool { configuration == self.configuration }
 
     /// The log row of `cells`, the plan's cells for `existing` (which candidates' keys were
-    /// stored). By tenant, the row encoded ahead when no billable event's key was stored, else
-    /// the row of `cells` encoded afresh (the plan rebuilt the cells of those events' tenants).
+    /// stored). By tenant, the row encoded ahead with the sections of the tenants of stored
+    /// billable events encoded afresh from `cells` (the plan rebuilt only those tenants' cells).
     /// Flat, the row only when no key was stored.
     func encodedCells(existing: [Bool], cells: AggregateCells) -> [UInt8]? {
         switch encoded {

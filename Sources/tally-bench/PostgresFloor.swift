@@ -4,7 +4,6 @@ import NIOCore
 import PostgresNIO
 import TallyCore
 import TallyTestSupport
-import TallyWorkload
 
 /// The PostgreSQL floor beside the cluster figure in `tally-bench cluster`: only the raw rows
 /// Tally stores, and nothing else a batch does. The same columns as the ledger's `raw_events`
@@ -15,15 +14,7 @@ import TallyWorkload
 /// event on this machine: the cluster's figure cannot pass the floor's rate, and the floor's
 /// PostgreSQL CPU per event says how many events per second the cores could store at all.
 enum PostgresFloor {
-    struct Row: Sendable {
-        var timestamp: Int64
-        var fingerprint: [UInt8]
-        var tenant: String
-        var metric: String
-        var quantity: String
-        var id: String?
-        var properties: [UInt8]
-    }
+    typealias Row = NaiveInserts.Row
 
     static let createTable = """
         CREATE TABLE floor_events (ts bigint NOT NULL, fingerprint bytea NOT NULL, tenant text NOT NULL, metric text NOT NULL,
@@ -31,29 +22,10 @@ enum PostgresFloor {
             batch_seq bigint NOT NULL, batch_index integer NOT NULL, received_at bigint NOT NULL, PRIMARY KEY (ts, fingerprint))
         """
 
-    /// The valid events of `lines` reference-workload lines (retries included: they conflict
-    /// and insert nothing), fingerprinted, in batches of 1,000 sorted by key, before any timing.
-    /// Properties are stored as `key=value` pairs, each ended by a zero byte: about the size of
-    /// the ledger's own encoding.
+    /// The valid events of `lines` reference-workload lines (``NaiveInserts/rows(lines:seed:)``)
+    /// in batches of 1,000 sorted by key, before any timing.
     static func batches(lines: Int, seed: UInt64) throws -> [[Row]] {
-        var workload = try AgentWorkload.workload(seed: seed, lines: lines)
-        var rows: [Row] = []
-        rows.reserveCapacity(lines)
-        var scratch: [UInt8] = []
-        while let line = workload.next() {
-            guard let event = line.event else { continue }
-            var properties: [UInt8] = []
-            for property in event.properties {
-                properties.append(contentsOf: property.key.utf8)
-                properties.append(UInt8(ascii: "="))
-                properties.append(contentsOf: property.value.utf8)
-                properties.append(0)
-            }
-            rows.append(
-                Row(
-                    timestamp: event.timestamp.microseconds, fingerprint: Fingerprint(of: event, scratch: &scratch).bytes, tenant: event.tenant,
-                    metric: event.metric, quantity: event.quantity.description, id: event.id, properties: properties))
-        }
+        let rows = try NaiveInserts.rows(lines: lines, seed: seed)
         return stride(from: 0, to: rows.count, by: 1_000).map { first in
             rows[first..<min(first + 1_000, rows.count)].sorted {
                 $0.timestamp != $1.timestamp ? $0.timestamp < $1.timestamp : $0.fingerprint.lexicographicallyPrecedes($1.fingerprint)
@@ -68,34 +40,13 @@ enum PostgresFloor {
     static func run(
         server: PostgresTestServer, database: String, batches: [[Row]], clients: Int, serverCPU: () -> Double
     ) async throws -> (elapsed: Duration, cpu: Double) {
-        let logger = Logger(label: "tally.bench.floor")
-        let configuration = PostgresConnection.Configuration(
-            host: server.host, port: server.port, username: "tally", password: server.password, database: database, tls: .disable)
-        var connections: [PostgresConnection] = []
-        for index in 0..<clients {
-            connections.append(try await PostgresConnection.connect(configuration: configuration, id: index, logger: logger))
-        }
-        let cpuBefore = serverCPU()
-        let start = ContinuousClock.now
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for (index, connection) in connections.enumerated() {
-                    group.addTask {
-                        for (number, batch) in batches.enumerated() where number % clients == index {
-                            try await insert(batch, sequence: Int64(number), on: connection, logger: logger)
-                        }
-                    }
-                }
-                try await group.waitForAll()
+        try await BenchConnections.run(
+            server: server, database: database, clients: clients, label: "tally.bench.floor", serverCPU: serverCPU
+        ) { index, connection, logger in
+            for (number, batch) in batches.enumerated() where number % clients == index {
+                try await insert(batch, sequence: Int64(number), on: connection, logger: logger)
             }
-        } catch {
-            for connection in connections { try? await connection.close() }
-            throw error
         }
-        let elapsed = ContinuousClock.now - start
-        let cpu = serverCPU() - cpuBefore
-        for connection in connections { try? await connection.close() }
-        return (elapsed, cpu)
     }
 
     private static func insert(_ batch: [Row], sequence: Int64, on connection: PostgresConnection, logger: Logger) async throws {

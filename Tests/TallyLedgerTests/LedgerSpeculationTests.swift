@@ -98,12 +98,7 @@ import Testing
             let plain = try classification.plan(
                 existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
                 keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
-            #expect(speculated.outcome == plain.outcome, "\(name)")
-            #expect(speculated.inserted == plain.inserted, "\(name)")
-            #expect(speculated.duplicates == plain.duplicates, "\(name)")
-            #expect(speculated.reconciliation == plain.reconciliation, "\(name)")
-            #expect(speculated.uniqueValues == plain.uniqueValues, "\(name)")
-            #expect(speculated.cells.cells == plain.cells.cells, "\(name)")
+            expectSamePlan(speculated, plain, name)
         }
         #expect(speculation.plannedIfNoneStored != nil)
     }
@@ -141,12 +136,7 @@ import Testing
             let full = try classification.plan(
                 existing: existing, groupBy: configuration.groupBy(of:), uniqueCounts: configuration.uniquePropertiesByMetric,
                 keepsMinimum: configuration.keepsMinimum(_:), levelMetrics: configuration.levelMetrics)
-            #expect(adjusted.outcome == full.outcome, "\(name)")
-            #expect(adjusted.inserted == full.inserted, "\(name)")
-            #expect(adjusted.duplicates == full.duplicates, "\(name)")
-            #expect(adjusted.reconciliation == full.reconciliation, "\(name)")
-            #expect(adjusted.uniqueValues == full.uniqueValues, "\(name)")
-            #expect(adjusted.cells.cells == full.cells.cells, "\(name)")
+            expectSamePlan(adjusted, full, name)
             #expect(try speculation.plan(existing: existing).outcome == full.outcome, "\(name)")
         }
         // Arriving in May, April's events are adjustments, or refused as late under `reject`.
@@ -174,6 +164,17 @@ import Testing
         let cells = try store.store.storedAggregates(tenant: "acme", period: period("2026-04"), grain: .hour)
         #expect(cells.keys.map(\.dimension).sorted() == ["", "endpoint"])
     }
+}
+
+/// Every part of two plans is the same: outcome, inserted rows, duplicates, reconciliation,
+/// unique values and cells.
+func expectSamePlan(_ plan: LedgerPlan, _ expected: LedgerPlan, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(plan.outcome == expected.outcome, "\(name)", sourceLocation: sourceLocation)
+    #expect(plan.inserted == expected.inserted, "\(name)", sourceLocation: sourceLocation)
+    #expect(plan.duplicates == expected.duplicates, "\(name)", sourceLocation: sourceLocation)
+    #expect(plan.reconciliation == expected.reconciliation, "\(name)", sourceLocation: sourceLocation)
+    #expect(plan.uniqueValues == expected.uniqueValues, "\(name)", sourceLocation: sourceLocation)
+    #expect(plan.cells.cells == expected.cells.cells, "\(name)", sourceLocation: sourceLocation)
 }
 
 extension IncomingEvent {

@@ -91,16 +91,21 @@ package enum AggregateLogCodec {
 
     /// The sectioned row of `sections`: the marker, the directory, then the sections.
     private static func row(of sections: [(key: String, value: Section)], marker: UInt64) -> [UInt8] {
+        row(of: sections.map { ($0.key, $0.value.count, $0.value.bytes[...]) }, marker: marker)
+    }
+
+    /// The sectioned row of each tenant's cell count and encoded cells.
+    private static func row(of sections: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)], marker: UInt64) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(sections.reduce(8) { $0 + $1.key.utf8.count + 12 + $1.value.bytes.count })
+        out.reserveCapacity(sections.reduce(8) { $0 + $1.tenant.utf8.count + 12 + $1.bytes.count })
         out.appendBigEndian(marker, bytes: 4)
         out.appendBigEndian(UInt64(sections.count), bytes: 4)
-        for (tenant, section) in sections {
-            out.appendString32(tenant)
-            out.appendBigEndian(UInt64(section.count), bytes: 4)
+        for section in sections {
+            out.appendString32(section.tenant)
+            out.appendBigEndian(UInt64(section.cells), bytes: 4)
             out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
         }
-        for (_, section) in sections { out.append(contentsOf: section.bytes) }
+        for section in sections { out.append(contentsOf: section.bytes) }
         return out
     }
 
@@ -142,28 +147,16 @@ package enum AggregateLogCodec {
             // A few tenants change: comparing a cell's tenant with each (small strings compare
             // in place) is cheaper than hashing it.
             let few = changed.count <= 8 ? Array(changed) : nil
+            func isChanged(_ tenant: String) -> Bool { few.map { $0.contains(tenant) } ?? changed.contains(tenant) }
             var fresh: [String: Section] = [:]
-            for (key, aggregate) in cells.cells {
-                guard few.map({ $0.contains(key.tenant) }) ?? changed.contains(key.tenant) else { continue }
+            for (key, aggregate) in cells.cells where isChanged(key.tenant) {
                 fresh[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
             }
             var kept: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)] = []
             kept.reserveCapacity(directory.count + fresh.count)
-            for entry in directory where !(few.map({ $0.contains(entry.tenant) }) ?? changed.contains(entry.tenant)) {
-                kept.append((entry.tenant, entry.cells, whole[entry.bytes]))
-            }
+            for entry in directory where !isChanged(entry.tenant) { kept.append((entry.tenant, entry.cells, whole[entry.bytes])) }
             for (tenant, section) in fresh { kept.append((tenant, section.count, section.bytes[...])) }
-            var out: [UInt8] = []
-            out.reserveCapacity(kept.reduce(8) { $0 + $1.tenant.utf8.count + 12 + $1.bytes.count })
-            out.appendBigEndian(markerWithLevels, bytes: 4)
-            out.appendBigEndian(UInt64(kept.count), bytes: 4)
-            for section in kept {
-                out.appendString32(section.tenant)
-                out.appendBigEndian(UInt64(section.cells), bytes: 4)
-                out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
-            }
-            for section in kept { out.append(contentsOf: section.bytes) }
-            return out
+            return AggregateLogCodec.row(of: kept, marker: markerWithLevels)
         }
     }
 
