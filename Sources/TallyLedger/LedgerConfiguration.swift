@@ -155,13 +155,17 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A correction that cannot be applied (its event is not billed, already voided, its key
     /// was used for another correction): nothing was written.
     case correctionRefused(String)
+    /// A merging reader (``LedgerStore/mergeUnfoldedLogOnRead()``) was asked a read it cannot
+    /// merge while the aggregate log has rows: the read needs a fold first, which only a writer
+    /// does. Nothing was read; ask a writer (the collector's `Ledger` does so by itself).
+    case readNeedsFold(String)
 
     /// Whether the store itself failed (the database refused a write, a row would not read),
     /// as opposed to a batch that cannot be committed whatever the store's state.
     public var isStoreFailure: Bool {
         switch self {
         case .database, .corruptRow: true
-        case .quantityOverflow, .invalidConfiguration, .batchExpired, .sequenceReused, .correctionRefused: false
+        case .quantityOverflow, .invalidConfiguration, .batchExpired, .sequenceReused, .correctionRefused, .readNeedsFold: false
         }
     }
 
@@ -178,6 +182,7 @@ public enum LedgerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .sequenceReused(let agent, let sequence):
             "agent '\(agent)' sent batch \(sequence) again with different events: a sequence number must never be reused"
         case .correctionRefused(let why): "correction refused: \(why)"
+        case .readNeedsFold(let read): "\(read) needs the aggregate log folded first; only a ledger writer folds"
         }
     }
 }

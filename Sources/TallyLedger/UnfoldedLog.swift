@@ -66,8 +66,13 @@ struct UnfoldedCells {
     var isEmpty: Bool { byMetric.isEmpty }
 
     mutating func add(row id: Int64, _ cells: LogRowCells) throws(LedgerError) {
-        try cells { (key, aggregate) throws(LedgerError) in try byMetric[key.metric, default: AggregateCells()].add(aggregate, at: key) }
+        try cells { (key, aggregate) throws(LedgerError) in try add(aggregate, at: key) }
         lastRow = id
+    }
+
+    /// Merges one cell (``lastRow`` is left as it is).
+    mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey) throws(LedgerError) {
+        try byMetric[key.metric, default: AggregateCells()].add(aggregate, at: key)
     }
 
     /// Every cell of `metric` (every metric if nil) that `include` accepts.
@@ -92,5 +97,62 @@ extension BillingSelection {
         case .billedBefore(let period): billedIn.map { $0 < period } ?? true
         case .billedThrough(let period): billedIn.map { $0 <= period } ?? true
         }
+    }
+}
+
+/// The merges both backends' aggregate reads make, one per read, so that they agree.
+extension UnfoldedCells {
+    /// `forEachCell`'s unfolded part: hourly cells of `metric` and `dimension` in `hours` whose
+    /// billing `selection` includes them, whatever grain the tables were read at (every caller
+    /// merges by its own bucket, and a cell's hour lies in the same bucket as its day's or
+    /// month's row).
+    func forEachCell(
+        metric: String, dimension: String, hours: Range<Int64>, billing selection: BillingSelection?,
+        _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        try forEach(metric: metric) { key in
+            key.dimension == dimension && hours.contains(key.hour) && (selection?.includes(key.billedIn) ?? true)
+        } _: { (key, aggregate) throws(LedgerError) in
+            try body(key.hour, key.value, aggregate)
+        }
+    }
+
+    /// `periodTotals`' unfolded part: the adjustments of `metric` billed in `period`, merged
+    /// into `adjustments` by the period the events happened in.
+    func mergeAdjustments(
+        of metric: String, billedIn period: BillingPeriod, into adjustments: inout [BillingPeriod: UsageAggregate]
+    ) throws(LedgerError) {
+        try forEach(metric: metric) { key in
+            key.billedIn == period && key.dimension.isEmpty
+        } _: { (key, aggregate) throws(LedgerError) in
+            try adjustments.merge(aggregate, at: BillingPeriod(containingHour: key.hour))
+        }
+    }
+
+    /// `adjustedPeriods`' answer: the `stored` periods and those of the unfolded adjustments
+    /// billed in `period`, in order.
+    func adjustedPeriods(adding stored: some Sequence<BillingPeriod>, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
+        var periods = Set(stored)
+        try forEach { key in
+            key.billedIn == period && key.dimension.isEmpty
+        } _: { key, _ in
+            periods.insert(BillingPeriod(containingHour: key.hour))
+        }
+        return periods.sorted()
+    }
+
+    /// `hourlyTotals`' answer: the `stored` totals (in hour order) with the unfolded cells of
+    /// `metric` in `hours` (no dimension) merged in, in hour order.
+    func hourlyTotals(
+        adding stored: [(hour: Int64, aggregate: UsageAggregate)], metric: String, hours: Range<Int64>
+    ) throws(LedgerError) -> [(hour: Int64, aggregate: UsageAggregate)] {
+        var byHour: [Int64: UsageAggregate] = [:]
+        for (hour, aggregate) in stored { byHour[hour] = aggregate }
+        try forEach(metric: metric) { key in
+            key.dimension.isEmpty && hours.contains(key.hour)
+        } _: { (key, aggregate) throws(LedgerError) in
+            try byHour.merge(aggregate, at: key.hour)
+        }
+        return byHour.sorted { $0.key < $1.key }.map { (hour: $0.key, aggregate: $0.value) }
     }
 }

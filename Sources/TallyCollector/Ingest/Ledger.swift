@@ -18,11 +18,12 @@ public import TallyLedger
 /// Reads go to read-only uses of the same ledger (`readers`), answered on the caller's thread
 /// without the two thread switches of the writer — what keeps a usage or charges call under a
 /// millisecond. A reader that merges the unfolded aggregate log into its answers
-/// (``LedgerStore/mergeUnfoldedLogOnRead()``: SQLite) answers whatever the writer is doing, in
-/// its own snapshot: WAL readers never wait for the writer, and the read never has to fold. A
-/// reader that cannot answers only when the aggregate log is empty (otherwise the read must
-/// fold it first, which writes, and goes to the writer). A read finding every reader busy goes
-/// to the writer.
+/// (``LedgerStore/mergeUnfoldedLogOnRead()``: SQLite and PostgreSQL) answers whatever the
+/// writer is doing, in its own snapshot, and its aggregate reads never fold. On PostgreSQL a read
+/// it cannot merge (the reconciliation, folded from the log there) answers
+/// ``TallyLedger/LedgerError/readNeedsFold(_:)`` while the log has rows, and goes to a writer,
+/// which folds first. A reader that cannot merge answers only when the aggregate log is empty.
+/// A read finding every reader busy goes to the writer.
 public final class Ledger: @unchecked Sendable {
     /// The writers not in use; a closure on the pool takes one and gives it back.
     private let free: Mutex<[ConfinedStore]>
@@ -112,6 +113,10 @@ public final class Ledger: @unchecked Sendable {
                 }
                 return .success(try body(store))
             }
+        } catch .readNeedsFold {
+            // A read the reader cannot merge (PostgreSQL's reconciliation is folded from the
+            // log): a writer folds first and answers.
+            return nil
         } catch {
             return .failure(error)
         }

@@ -20,8 +20,9 @@ extension PostgresLedgerStore {
     }
 
     public func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
-        try flushAggregates()
-        return try cachedRead("adjustedPeriods", [tenant, period.description], rows: { $0.count }) { () throws(LedgerError) -> [BillingPeriod] in
+        let unfolded = try unfoldedForRead(tenant: tenant)
+        let stored = try cachedRead("adjustedPeriods", [tenant, period.description], rows: { $0.count }) {
+            () throws(LedgerError) -> [BillingPeriod] in
             let rows = try session.query(
                 """
                 SELECT DISTINCT hour FROM usage_hourly
@@ -34,6 +35,7 @@ extension PostgresLedgerStore {
             }
             return periods.sorted()
         }
+        return try unfolded?.adjustedPeriods(adding: stored, billedIn: period) ?? stored
     }
 
     public func hourlyTotals(
@@ -41,7 +43,7 @@ extension PostgresLedgerStore {
     ) throws(LedgerError)
         -> [(hour: Int64, aggregate: UsageAggregate)]
     {
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
         let rows = try session.query(
             """
             SELECT hour, value, sum::text, count, max::text, latest_ts, latest_fp, latest_quantity, min::text, level_delta::text, level_time::text FROM usage_hourly
@@ -54,7 +56,7 @@ extension PostgresLedgerStore {
             let aggregate = try Self.aggregate(sum, count, maximum, latestTime, latestPrint, latestQuantity, minimum, delta, time)
             try result.appendMergingHour(hour, aggregate)
         }
-        return result
+        return try unfolded?.hourlyTotals(adding: result, metric: metric, hours: hours) ?? result
     }
 
     public func tenants(in period: BillingPeriod) throws(LedgerError) -> [String] {

@@ -3,7 +3,8 @@ import PostgresNIO
 public import TallyCore
 
 /// Reads: the same answers as `SQLiteLedgerStore+Queries`, from the same table layout. Every
-/// aggregate read folds the log first, so it sees every acknowledged batch.
+/// aggregate read sees every acknowledged batch: it folds the log first, or on a merging reader
+/// (``PostgresLedgerStore/mergeUnfoldedLogOnRead()``) adds the snapshot's unfolded cells.
 extension PostgresLedgerStore {
     /// A condition on `billed_in`: `=`, `<` or `<=` a value.
     enum BilledCondition {
@@ -24,7 +25,17 @@ extension PostgresLedgerStore {
             case .billedThrough(let period): .through(period.description)
             case nil: nil
             }
-        try flushAggregates()
+        let unfolded = try unfoldedForRead(tenant: tenant)
+        try storedCells(
+            tenant: tenant, metric: metric, dimension: dimension, hours: hours, coarsest: coarsest, billing: billing, body)
+        try unfolded?.forEachCell(metric: metric, dimension: dimension, hours: hours, billing: selection, body)
+    }
+
+    /// The tables' cells of ``forEachCell(tenant:metric:dimension:hours:coarsest:billing:_:)``.
+    private func storedCells(
+        tenant: String, metric: String, dimension: String, hours: Range<Int64>, coarsest: AggregateGrain,
+        billing: BilledCondition?, _ body: (Int64, String, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
         let pieces = AggregateGrain.plan(hours, coarsest: coarsest)
         guard !pieces.isEmpty else { return }
         var binds = PostgresBindings(capacity: 4 + 2 * pieces.count)
@@ -108,6 +119,7 @@ extension PostgresLedgerStore {
     }
 
     public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
+        let unfolded = try unfoldedForRead(tenant: tenant)
         var usage: UsageAggregate?
         try forEachCell(
             tenant: tenant, metric: metric, dimension: "",
@@ -130,6 +142,7 @@ extension PostgresLedgerStore {
             let original = BillingPeriod(containingHour: cell.hour)
             try adjustments.merge(cell.aggregate, at: original)
         }
+        try unfolded?.mergeAdjustments(of: metric, billedIn: period, into: &adjustments)
         return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 

@@ -21,7 +21,10 @@ public import TallyCore
 /// **The aggregate log** works across processes: whoever folds takes a transaction-level
 /// advisory lock, deletes every log row (`DELETE … RETURNING`) and writes the merged cells in
 /// the same transaction, so a logged cell is folded exactly once whichever collector folds;
-/// reads fold first, as on SQLite, so they see every acknowledged batch.
+/// reads see every acknowledged batch: a collector's reader merges the unfolded rows of its
+/// snapshot into its aggregate answers (``PostgresUnfoldedLog``), so a usage or charges read
+/// never waits for a fold or a writer; other stores, and the reads a reader cannot merge (the
+/// reconciliation is folded from the log too), fold first.
 ///
 /// **Overflow.** As on SQLite a batch that would take a monthly sum out of the 128-bit range is
 /// refused. The cheap bound is the sum of the logged batches' totals plus the largest stored
@@ -48,6 +51,12 @@ public final class PostgresLedgerStore: LedgerStore {
     private var snapshotMoved = false
     /// Answers of aggregate reads, valid for one fold generation.
     var readCache = PostgresReadCache()
+    /// A merging reader's unfolded log (``mergeUnfoldedLogOnRead()``); nil: aggregate reads
+    /// fold first.
+    var unfolded: PostgresUnfoldedLog?
+    /// Inside a snapshot whose log rows a merging reader has merged: later reads of the same
+    /// snapshot take its cells as they are.
+    private var snapshotLogMerged = false
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
     var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
@@ -89,6 +98,11 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .flat) }
 
+    public func mergeUnfoldedLogOnRead() -> Bool {
+        if unfolded == nil { unfolded = PostgresUnfoldedLog() }
+        return true
+    }
+
     // MARK: - Partitions
 
     /// Creates the monthly raw partitions of `months` that do not exist yet, in their own
@@ -128,6 +142,7 @@ public final class PostgresLedgerStore: LedgerStore {
         snapshotMoved = false
         defer {
             snapshotGeneration = nil
+            snapshotLogMerged = false
             inSnapshot = false
         }
         let isolation = "ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -144,6 +159,7 @@ public final class PostgresLedgerStore: LedgerStore {
                 }, body)
         } catch  where snapshotMoved {
             snapshotGeneration = nil
+            snapshotLogMerged = false
             return try session.transaction("reading a snapshot", isolation: isolation, body)
         }
     }
@@ -181,6 +197,51 @@ public final class PostgresLedgerStore: LedgerStore {
         return answer
     }
 
+    /// What an aggregate read of `tenant` adds to the tables' rows: for a merging reader inside
+    /// ``withSnapshot(_:)``, the snapshot's unfolded log cells of the tenant (nil when the log is
+    /// empty); otherwise nil, after folding the log so the tables hold everything.
+    func unfoldedForRead(tenant: String) throws(LedgerError) -> UnfoldedCells? {
+        guard inSnapshot, var log = unfolded else {
+            try flushAggregates()
+            return nil
+        }
+        if snapshotLogMerged { return log.cells(of: tenant) }
+        // An empty log: the tables hold everything, and answers may come from the read cache.
+        guard try hasUnfoldedAggregates() else { return nil }
+        unfolded = nil
+        do throws(LedgerError) {
+            // Not autocommit: this begins the snapshot's transaction if no read did yet, so the
+            // rows merged and the tables read are those of one snapshot.
+            let listing = try session.query(
+                "SELECT (SELECT fold_generation FROM ledger_bounds WHERE id = 1), ARRAY(SELECT id FROM aggregate_log)",
+                "listing the aggregate log")
+            guard let first = listing.first else { throw .corruptRow("no ledger_bounds row") }
+            let (generation, ids): (Int64, [Int64])
+            do { (generation, ids) = try first.decode((Int64, [Int64]).self) } catch { throw .corruptRow("aggregate log listing: \(error)") }
+            let missing = log.rowsToMerge(generation: generation, ids: ids)
+            if !missing.isEmpty {
+                let rows = try session.query("SELECT id, cells FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log")
+                for row in rows {
+                    let (id, blob): (Int64, ByteBuffer)
+                    do { (id, blob) = try row.decode((Int64, ByteBuffer).self) } catch { throw .corruptRow("aggregate log row: \(error)") }
+                    try log.add(row: id) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
+                        try blob.withUnsafeReadableBytes { bytes in
+                            Result { () throws(LedgerError) in try AggregateLogCodec.decode(bytes, tenant: nil, cell) }
+                        }.get()
+                    }
+                }
+            }
+        } catch {
+            // A row that would not decode (or a failed query) leaves a partial merge: start over
+            // at the next read.
+            unfolded = PostgresUnfoldedLog()
+            throw error
+        }
+        unfolded = log
+        snapshotLogMerged = true
+        return log.cells(of: tenant)
+    }
+
     /// Folds now, waiting for a fold in progress elsewhere (then there is little left).
     public func foldAggregates() throws(LedgerError) { try flushAggregates() }
 
@@ -190,6 +251,8 @@ public final class PostgresLedgerStore: LedgerStore {
     /// leaves the work to whoever holds the lock, so commits never queue behind a fold.
     func flushAggregates(waiting: Bool = true) throws(LedgerError) {
         guard try hasUnfoldedAggregates() else { return }
+        // A merging reader never writes: a read it cannot merge goes to a writer.
+        if inSnapshot && unfolded != nil { throw .readNeedsFold("a read of the reconciliation, the overview or the stored cells") }
         try session.transaction("folding the aggregate log") { () throws(LedgerError) in
             if waiting {
                 try session.query(

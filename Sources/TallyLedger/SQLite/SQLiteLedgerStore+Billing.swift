@@ -92,12 +92,7 @@ extension SQLiteLedgerStore {
         while try select.step() {
             periods.insert(BillingPeriod(containingHour: select.int64(0)))
         }
-        try unfolded?.forEach { key in
-            key.billedIn == period && key.dimension.isEmpty
-        } _: { key, _ in
-            periods.insert(BillingPeriod(containingHour: key.hour))
-        }
-        return periods.sorted()
+        return try unfolded?.adjustedPeriods(adding: periods, billedIn: period) ?? periods.sorted()
     }
 
     public func hourlyTotals(
@@ -122,15 +117,7 @@ extension SQLiteLedgerStore {
             let aggregate = try readAggregate(select, from: 1)
             try result.appendMergingHour(hour, aggregate)
         }
-        guard let unfolded else { return result }
-        var byHour: [Int64: UsageAggregate] = [:]
-        for (hour, aggregate) in result { byHour[hour] = aggregate }
-        try unfolded.forEach(metric: metric) { key in
-            key.dimension.isEmpty && hours.contains(key.hour)
-        } _: { (key, aggregate) throws(LedgerError) in
-            try byHour.merge(aggregate, at: key.hour)
-        }
-        return byHour.sorted { $0.key < $1.key }.map { (hour: $0.key, aggregate: $0.value) }
+        return try unfolded?.hourlyTotals(adding: result, metric: metric, hours: hours) ?? result
     }
 
     public func tenants(in period: BillingPeriod) throws(LedgerError) -> [String] {

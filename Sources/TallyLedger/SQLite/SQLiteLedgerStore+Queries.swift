@@ -30,13 +30,7 @@ extension SQLiteLedgerStore {
             select.bind(6, billing?.value)
             while try select.step() { try body(select.int64(0), select.text(1), try readAggregate(select, from: 2)) }
         }
-        // Hourly cells, whatever grain the plan read the tables at: every caller merges by its
-        // own bucket, and a cell's hour lies in the same bucket as its day's or month's row.
-        try unfolded?.forEach(metric: metric) { key in
-            key.dimension == dimension && hours.contains(key.hour) && (selection?.includes(key.billedIn) ?? true)
-        } _: { (key, aggregate) throws(LedgerError) in
-            try body(key.hour, key.value, aggregate)
-        }
+        try unfolded?.forEachCell(metric: metric, dimension: dimension, hours: hours, billing: selection, body)
     }
 
     public func periodTotals(tenant: String, metric: String, period: BillingPeriod) throws(LedgerError) -> PeriodTotals {
@@ -67,11 +61,7 @@ extension SQLiteLedgerStore {
             let aggregate = try readAggregate(adjusted, from: 1)
             try adjustments.merge(aggregate, at: original)
         }
-        try unfolded?.forEach(metric: metric) { key in
-            key.billedIn == period && key.dimension.isEmpty
-        } _: { (key, aggregate) throws(LedgerError) in
-            try adjustments.merge(aggregate, at: BillingPeriod(containingHour: key.hour))
-        }
+        try unfolded?.mergeAdjustments(of: metric, billedIn: period, into: &adjustments)
         return PeriodTotals(period: period, usage: usage, adjustments: adjustments)
     }
 
