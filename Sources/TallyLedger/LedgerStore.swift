@@ -106,6 +106,12 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// first anyway; the collector also does it on a schedule, so reads seldom have to).
     func foldAggregates() throws(LedgerError)
 
+    /// ``foldAggregates()`` on the collector's schedule. Where several processes fold one log
+    /// (PostgreSQL), it returns at once when another is folding — that fold takes everything
+    /// logged before it, the rest waits for the next interval — instead of holding a writer
+    /// (and its commits) until the other fold ends.
+    func foldAggregatesUnlessFolding() throws(LedgerError)
+
     /// Runs `body` (reads only) against one consistent snapshot of the ledger: a commit by
     /// another connection in the middle is either wholly visible or not at all.
     func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T
@@ -231,6 +237,9 @@ extension LedgerStore {
     public func walCheckpointer() -> WALCheckpointer? { nil }
 
     public func mergeUnfoldedLogOnRead() -> Bool { false }
+
+    /// One process folds the log: nobody else can be folding.
+    public func foldAggregatesUnlessFolding() throws(LedgerError) { try foldAggregates() }
 
     /// Usage of one tenant and metric over a time range, from the aggregates.
     public func usage(_ query: UsageQuery) throws(LedgerError) -> [UsageBucket] {

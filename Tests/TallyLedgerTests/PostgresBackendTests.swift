@@ -191,6 +191,37 @@ extension PostgresBackendTests {
         }
     }
 
+    /// The collector's scheduled fold does not wait while another collector folds (it would hold
+    /// a writer, and so its commits, until then); a read's fold does wait, and then folds.
+    @Test func theScheduledFoldSkipsWhileAnotherCollectorFolds() throws {
+        try withTwoCollectors("foldskip") { server, name, a, b in
+            _ = try a.commit(batch(1, [event(id: "1")]))
+            let lock = "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))"
+            // b holds the fold lock, as a fold in progress does; a's scheduled fold runs on another
+            // thread and must return while b still holds it.
+            nonisolated(unsafe) let scheduled = a
+            let done = DispatchSemaphore(value: 0)
+            let failure = Mutex<String?>(nil)
+            var returned = false
+            try b.session.transaction("holding the fold lock") { () throws(LedgerError) in
+                try b.session.execute(lock, "taking the fold lock")
+                Thread {
+                    do { try scheduled.foldAggregatesUnlessFolding() } catch { failure.withLock { $0 = "\(error)" } }
+                    done.signal()
+                }.start()
+                // A deadline, so that a fold that waits fails the test instead of hanging it.
+                returned = done.wait(timeout: .now() + 20) == .success
+            }
+            if !returned { done.wait() }
+            #expect(returned, "the scheduled fold waited for the other collector's fold")
+            #expect(failure.withLock { $0 } == nil)
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "1", "skipped: another fold held the lock")
+            try a.foldAggregatesUnlessFolding()
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0", "folded once the lock was free")
+            #expect(try server.psql("SELECT sum(count) FROM usage_hourly WHERE dimension = ''", database: name) == "1")
+        }
+    }
+
     /// A log row whose counts do not parse stops the fold with a clear error and loses nothing:
     /// the row and every other stay in the log, and the tables are untouched.
     @Test func aCorruptReconciliationLogRowIsReportedAndKept() throws {

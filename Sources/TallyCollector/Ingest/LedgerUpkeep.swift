@@ -33,9 +33,10 @@ public struct LedgerUpkeep: Service {
         self.logger = logger
     }
 
-    /// One fold, now.
+    /// One fold, now, unless another collector of the cluster is folding (its fold takes what
+    /// was logged before it; a writer held waiting for it would hold its commits too).
     public func foldOnce() async throws {
-        try await ledger.perform { store throws(LedgerError) in try store.foldAggregates() }
+        try await ledger.perform { store throws(LedgerError) in try store.foldAggregatesUnlessFolding() }
     }
 
     /// One prune, now; returns how many batch records it deleted.

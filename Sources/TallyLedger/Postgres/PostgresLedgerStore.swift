@@ -245,6 +245,8 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Folds now, waiting for a fold in progress elsewhere (then there is little left).
     public func foldAggregates() throws(LedgerError) { try flushAggregates() }
 
+    public func foldAggregatesUnlessFolding() throws(LedgerError) { try flushAggregates(waiting: false) }
+
     /// Folds every committed log row into the hourly, daily and monthly tables in one
     /// transaction, under the fold lock, deleting the rows it folds. A read waits for a fold in
     /// progress elsewhere (then sees its result); a fold started by a commit (`waiting: false`)
