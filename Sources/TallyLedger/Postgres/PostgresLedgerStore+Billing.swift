@@ -60,7 +60,8 @@ extension PostgresLedgerStore {
     }
 
     public func tenants(in period: BillingPeriod) throws(LedgerError) -> [String] {
-        try flushAggregates()  // reconciliation counts are folded from the aggregate log
+        // Reconciliation counts are folded from the aggregate log: merged, or folded first.
+        let unfolded = try unfoldedReconciliation()
         let rows = try session.query(
             """
             SELECT DISTINCT tenant COLLATE "C" FROM reconciliation WHERE period = \(period.description) AND tenant <> ''
@@ -68,7 +69,10 @@ extension PostgresLedgerStore {
             """, "listing tenants")
         var tenants: [String] = []
         for row in rows { tenants.append(try PostgresSchema.decode(row, String.self, "tenant")) }
-        return tenants
+        guard let unfolded else { return tenants }
+        var all = Set(tenants)
+        for key in unfolded.keys where key.period == period.description && !key.tenant.isEmpty { all.insert(key.tenant) }
+        return all.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     }
 
     public func hasSeen(tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
@@ -80,7 +84,8 @@ extension PostgresLedgerStore {
     }
 
     private func lookForTenant(_ tenant: String, lookingFirstIn period: BillingPeriod) throws(LedgerError) -> Bool {
-        try flushAggregates()  // reconciliation counts are folded from the aggregate log
+        // Reconciliation counts are folded from the aggregate log: merged, or folded first.
+        if let unfolded = try unfoldedReconciliation(), unfolded.keys.contains(where: { $0.tenant == tenant }) { return true }
         if try !session.query(
             "SELECT 1 FROM reconciliation WHERE period = \(period.description) AND tenant = \(tenant) LIMIT 1", "looking for a tenant"
         ).isEmpty {

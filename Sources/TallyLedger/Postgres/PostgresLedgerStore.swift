@@ -201,11 +201,25 @@ public final class PostgresLedgerStore: LedgerStore {
     /// ``withSnapshot(_:)``, the snapshot's unfolded log cells of the tenant (nil when the log is
     /// empty); otherwise nil, after folding the log so the tables hold everything.
     func unfoldedForRead(tenant: String) throws(LedgerError) -> UnfoldedCells? {
+        try mergedSnapshotLog()?.cells(of: tenant)
+    }
+
+    /// What a reconciliation read adds to the table's rows, as ``unfoldedForRead(tenant:)``:
+    /// the snapshot's unfolded counts per (period, tenant, agent), or nil.
+    func unfoldedReconciliation() throws(LedgerError) -> [ReconciliationLogCodec.Key: ReconciliationCounts]? {
+        guard let counts = try mergedSnapshotLog()?.reconciliation, !counts.isEmpty else { return nil }
+        return counts
+    }
+
+    /// For a merging reader inside ``withSnapshot(_:)``: the unfolded log brought up to the
+    /// snapshot (read once per snapshot), nil when the snapshot's log is empty. For any other
+    /// use: nil, after folding the log so the tables hold everything.
+    private func mergedSnapshotLog() throws(LedgerError) -> PostgresUnfoldedLog? {
         guard inSnapshot, var log = unfolded else {
             try flushAggregates()
             return nil
         }
-        if snapshotLogMerged { return log.cells(of: tenant) }
+        if snapshotLogMerged { return log }
         // An empty log: the tables hold everything, and answers may come from the read cache.
         guard try hasUnfoldedAggregates() else { return nil }
         unfolded = nil
@@ -220,13 +234,21 @@ public final class PostgresLedgerStore: LedgerStore {
             do { (generation, ids) = try first.decode((Int64, [Int64]).self) } catch { throw .corruptRow("aggregate log listing: \(error)") }
             let missing = log.rowsToMerge(generation: generation, ids: ids)
             if !missing.isEmpty {
-                let rows = try session.query("SELECT id, cells FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log")
+                let rows = try session.query(
+                    "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log")
                 for row in rows {
-                    let (id, blob): (Int64, ByteBuffer)
-                    do { (id, blob) = try row.decode((Int64, ByteBuffer).self) } catch { throw .corruptRow("aggregate log row: \(error)") }
+                    let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
+                    do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
+                        throw .corruptRow("aggregate log row: \(error)")
+                    }
                     try log.add(row: id) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
                         try blob.withUnsafeReadableBytes { bytes in
                             Result { () throws(LedgerError) in try AggregateLogCodec.decode(bytes, tenant: nil, cell) }
+                        }.get()
+                    } counts: { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
+                        guard let counts else { return }
+                        try counts.withUnsafeReadableBytes { bytes in
+                            Result { () throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &sums) }
                         }.get()
                     }
                 }
@@ -239,7 +261,7 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         unfolded = log
         snapshotLogMerged = true
-        return log.cells(of: tenant)
+        return log
     }
 
     /// Folds now, waiting for a fold in progress elsewhere (then there is little left).
@@ -254,7 +276,7 @@ public final class PostgresLedgerStore: LedgerStore {
     func flushAggregates(waiting: Bool = true) throws(LedgerError) {
         guard try hasUnfoldedAggregates() else { return }
         // A merging reader never writes: a read it cannot merge goes to a writer.
-        if inSnapshot && unfolded != nil { throw .readNeedsFold("a read of the reconciliation, the overview or the stored cells") }
+        if inSnapshot && unfolded != nil { throw .readNeedsFold("a read of the overview, the stored cells or an audit") }
         try session.transaction("folding the aggregate log") { () throws(LedgerError) in
             if waiting {
                 try session.query(

@@ -11,7 +11,8 @@
 /// only grow; a new generation (or a merged row gone) starts the reader over.
 ///
 /// Each row is decoded once per generation, every tenant's cells at once (the rows are in the
-/// flat layout, which the fold also decodes whole). Bounded by the log: writers fold every
+/// flat layout, which the fold also decodes whole), and its reconciliation counts with them: on
+/// PostgreSQL those travel through the log too (``ReconciliationLogCodec``). Bounded by the log: writers fold every
 /// thousand batches and the collector every few seconds.
 struct PostgresUnfoldedLog {
     /// The fold generation the merged cells belong to (nil before the first read).
@@ -20,6 +21,8 @@ struct PostgresUnfoldedLog {
     private var merged: Set<Int64> = []
     /// Every tenant's merged cells.
     private var tenants: [String: UnfoldedCells] = [:]
+    /// The merged rows' reconciliation counts, summed per (period, tenant, agent).
+    private(set) var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
 
     /// The rows of `ids` (a snapshot's whole log, at fold generation `generation`) not merged
     /// yet; starts over first when the fold generation moved or a merged row is gone.
@@ -31,10 +34,15 @@ struct PostgresUnfoldedLog {
         return ids.filter { !merged.contains($0) }
     }
 
-    /// Merges log row `id`; `cells` calls its body once per cell, of every tenant.
-    mutating func add(row id: Int64, _ cells: LogRowCells) throws(LedgerError) {
+    /// Merges log row `id`; `cells` calls its body once per cell, of every tenant, and
+    /// `counts` adds the row's reconciliation counts to the sums it is given.
+    mutating func add(
+        row id: Int64, _ cells: LogRowCells,
+        counts: (inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) -> Void = { _ throws(LedgerError) in }
+    ) throws(LedgerError) {
         guard merged.insert(id).inserted else { throw .corruptRow("aggregate log row \(id) merged twice") }
         try cells { (key, aggregate) throws(LedgerError) in try tenants[key.tenant, default: UnfoldedCells()].add(aggregate, at: key) }
+        try counts(&reconciliation)
     }
 
     /// The merged cells of `tenant`, nil if none.

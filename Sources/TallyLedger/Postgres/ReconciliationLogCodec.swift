@@ -18,6 +18,15 @@ enum ReconciliationLogCodec {
         var agent: String
 
         static func < (a: Key, b: Key) -> Bool { (a.period, a.tenant, a.agent) < (b.period, b.tenant, b.agent) }
+
+        /// Whether `self` comes before `other` by (period, tenant, agent) compared as UTF-8
+        /// bytes: the order of the `reconciliation` table's reads (`COLLATE "C"`).
+        func inByteOrder(before other: Key) -> Bool {
+            for (mine, theirs) in [(period, other.period), (tenant, other.tenant), (agent, other.agent)] where mine != theirs {
+                return mine.utf8.lexicographicallyPrecedes(theirs.utf8)
+            }
+            return false
+        }
     }
 
     static func encode(agent: String, _ deltas: [LedgerPlan.ReconciliationDelta]) -> [UInt8] {
