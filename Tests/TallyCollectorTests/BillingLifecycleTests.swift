@@ -11,6 +11,30 @@ import TallyLedger
 @testable import TallyCollector
 
 @Suite struct TallyBillingLifecycleTests {
+    /// The freezer prices on the ledger's reader: it never folds the aggregate log (a writer
+    /// pricing a year of closed periods would fold before every read, holding its commits), and
+    /// what it freezes counts the batches still in the log.
+    @Test func theFreezerPricesOnTheReaderWithoutFolding() async throws {
+        let fixture = try BillingFixture(now: "2026-03-20T12:00:00Z")
+        try await fixture.commit([try BillingFixture.event("acme", 80_000, at: "2026-03-05T10:00:00Z", id: "m1")])
+        try fixture.setNow("2026-03-31T12:00:00Z")
+        // Still March's, in the log when the freezer runs.
+        try await fixture.commit([try BillingFixture.event("acme", 20_000, at: "2026-03-31T10:00:00Z", id: "m2")])
+        try fixture.setNow("2026-04-05T00:00:00Z")
+        try await fixture.commit([try BillingFixture.event("acme", 1, at: "2026-04-04T10:00:00Z", id: "a1")])
+        let unfolded = { () async throws -> Bool in
+            try await fixture.writer.perform { store throws(LedgerError) in try store.hasUnfoldedAggregates() }
+        }
+        #expect(try await unfolded())
+        #expect(try await fixture.service.freezeClosedPeriods() == 4)  // acme's March; globex (assigned) January to March
+        #expect(try await unfolded(), "the freezer folded the aggregate log")
+        let march = try await fixture.service.invoice(tenant: "acme", period: try #require(BillingPeriod("2026-03")))
+        #expect(march.status == .final && march.finalizedAt != nil)
+        // 100,000 calls, not the 80,000 of the folded batch alone ("30.00").
+        #expect(march.invoice.total != "30.00")
+        await fixture.shutdown()
+    }
+
     /// A closed period's invoice is frozen: late events change neither its content nor its hash,
     /// and appear as adjustment lines on the next period's invoice.
     @Test func finalInvoiceIsFrozenAndLateUsageIsAdjustedNextPeriod() async throws {

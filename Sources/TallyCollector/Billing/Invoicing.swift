@@ -94,6 +94,11 @@ public struct Invoicing: Sendable {
     /// assignment during it) of every period that closed within the last `lookback` periods and
     /// has none yet. Returns how many were frozen. Idempotent: a frozen invoice is never
     /// replaced, so two collectors (or two runs) may race harmlessly.
+    ///
+    /// The invoices are priced on a reader (``Ledger/read(_:)``), like any other read: a closed
+    /// period's usage no longer changes, and a reader never folds or holds a writer, so a
+    /// collector starting during heavy ingest does not stall its commits while it prices a year
+    /// of closed periods. Only the freezing itself goes to a writer.
     @discardableResult
     public func freezeClosedPeriods(lookback: Int = 12) async throws(BillingError) -> Int {
         guard let pricing else { return 0 }
@@ -104,24 +109,32 @@ public struct Invoicing: Sendable {
             if !lateWindow.isOpen(period, now: now) {
                 let closed = period
                 let assigned = pricing.assignedTenants(during: closed)
-                frozen += try await onLedger { store throws(BillingError) -> Int in
+                let priced = try await onLedger(readOnly: true) { store throws(BillingError) -> [FinalInvoiceRecord] in
                     let invoices = store
                     do {
-                        var count = 0
+                        var records: [FinalInvoiceRecord] = []
                         for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
                             guard try invoices.finalInvoice(tenant: tenant, period: closed) == nil else { continue }
                             let encoded = try EncodedInvoice(
                                 InvoiceDocument.priced(try pricing.invoice(store: invoices, tenant: tenant, period: closed), store: invoices))
-                            _ = try invoices.freezeInvoice(
-                                FinalInvoiceRecord(
-                                    tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now))
-                            count += 1
+                            records.append(
+                                FinalInvoiceRecord(tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now))
                         }
-                        return count
+                        return records
                     } catch let error as BillingError {
                         throw error
                     } catch {
                         throw .reading(error)
+                    }
+                }
+                if !priced.isEmpty {
+                    frozen += try await onLedger { store throws(BillingError) -> Int in
+                        do {
+                            for record in priced { _ = try store.freezeInvoice(record) }
+                            return priced.count
+                        } catch {
+                            throw .reading(error)
+                        }
                     }
                 }
             }
