@@ -26,6 +26,11 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "Events stored for the second charges figure (loaded in-process; 0 skips it).") var queryEvents = 3_000_000
     @Option(help: "Charges calls per latency figure.") var iterations = 1_000
     @Option(help: "The tenant whose month-to-date charges are read.") var tenant = "t0001"
+    @Option(
+        help:
+            "A dashboard polling the tenant's charges on the first collector during each drain, one call every N ms (0: none); timed beside the same calls once the drain is over."
+    )
+    var drainReadIntervalMs = 10
     @Option(help: "Print the N statements that took most of PostgreSQL's time in each drain (pg_stat_statements; 0: off).")
     var statements = 0
     @Option(
@@ -36,7 +41,7 @@ struct ClusterBench: AsyncParsableCommand {
 
     func validate() throws {
         guard agents > 0, events > 0, naiveEvents > 0, floorEvents >= 0, naiveClients > 0, poolSize > 0, queryEvents >= 0, iterations > 0,
-            statements >= 0
+            statements >= 0, drainReadIntervalMs >= 0
         else {
             throw ValidationError("counts must be positive (--query-events and --floor-events may be 0)")
         }

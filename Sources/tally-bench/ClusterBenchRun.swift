@@ -120,6 +120,9 @@ struct ClusterBenchRun {
         var httpPorts: [Int]
         /// The drain's database.
         var url: String
+        /// The charges calls on the first collector during the drain, and the same calls on it
+        /// right after (nil: `--drain-read-interval-ms 0`).
+        var reads: (loaded: ChargesPoller.Answers, idle: ChargesPoller.Answers)?
 
         func stopAll() { for child in agents + collectors { child.killNow() } }
 
@@ -137,6 +140,13 @@ struct ClusterBenchRun {
                 "  \(name): CPU s postgres/collectors/agents/bench",
                 String(format: "%.1f/%.1f/%.1f/%.1f", cpu.postgres, cpu.collectors, cpu.agents, cpu.bench), "-",
                 String(format: "of %.1f core-s (2 cores)", 2 * elapsed.seconds))
+            guard let reads, !reads.loaded.times.isEmpty, !reads.idle.times.isEmpty else { return }
+            let (loaded, idle) = (reads.loaded.times, reads.idle.times)
+            table.add("  \(name): charges over HTTP, idle after the drain, p50 / p99", "\(ms(percentile(idle, 50))) / \(ms(percentile(idle, 99))) ms")
+            table.add(
+                "  \(name): same during the drain (\(grouped(loaded.count)) calls), p50 / p99",
+                "\(ms(percentile(loaded, 50))) / \(ms(percentile(loaded, 99))) ms", "-",
+                String(format: "p99 %.1f× idle", percentile(loaded, 99).seconds / max(percentile(idle, 99).seconds, 1e-9)))
         }
     }
 
@@ -206,20 +216,50 @@ struct ClusterBenchRun {
             children.add(collector)
             collectors.append(collector)
         }
-        let counts = try await waitForDrain(
-            agents: agents.map { (child: $0.child, port: $0.port) }, collectors: collectors, ledger: ledger, spooled: spooled, start: start)
+        // A dashboard on the first collector, from the moment it serves HTTP.
+        let interval = options.drainReadIntervalMs
+        let (readPort, tenant) = (httpPorts[0], options.tenant)
+        let dashboard: Task<ChargesPoller?, Never>? =
+            interval > 0
+            ? Task {
+                while BenchHTTPConnection.get(port: readPort, "/healthz") == nil {
+                    guard !Task.isCancelled else { return nil }
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                return ChargesPoller(port: readPort, tenant: tenant, interval: .milliseconds(interval))
+            } : nil
+        let counts: ReconciliationCounts
+        do {
+            counts = try await waitForDrain(
+                agents: agents.map { (child: $0.child, port: $0.port) }, collectors: collectors, ledger: ledger, spooled: spooled, start: start)
+        } catch {
+            dashboard?.cancel()
+            _ = await dashboard?.value?.stop()
+            throw error
+        }
         let elapsed = ContinuousClock.now - start
+        let loaded = await dashboard?.value?.stop()
         let cpu = (
             postgres: ProcessCPU.secondsWithChildren(pid: server.pid) - postgresCPU,
             collectors: collectors.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.pid) },
             agents: agents.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.child.pid) } - agentCPU,
             bench: ProcessCPU.seconds(pid: getpid()) - benchCPU
         )
+        // The same calls on the same collector once it is idle (after the CPU figures).
+        var reads: (loaded: ChargesPoller.Answers, idle: ChargesPoller.Answers)?
+        if let loaded {
+            if let failure = loaded.failure { throw BenchFailure("charges during the drain: \(failure)") }
+            let idle = await ChargesPoller(
+                port: readPort, tenant: tenant, interval: .milliseconds(interval), limit: max(loaded.times.count, 200)
+            ).finish()
+            if let failure = idle.failure { throw BenchFailure("charges after the drain: \(failure)") }
+            reads = (loaded, idle)
+        }
         clusterProgress("\(count) collector(s): drained \(spooled) events in \(fixed(elapsed.seconds)) s")
         if options.statements > 0 { try printStatements(url: url, per: spooled, unit: "event") }
         return DrainOutcome(
             collectorCount: count, events: spooled, elapsed: elapsed, counts: counts, cpu: cpu, ledger: ledger,
-            agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts, url: url)
+            agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts, url: url, reads: reads)
     }
 
     /// Polls the agents' spool gauges every 50 ms; once all are empty, the ledger's
