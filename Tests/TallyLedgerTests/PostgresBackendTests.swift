@@ -115,6 +115,40 @@ import Testing
 }
 
 extension PostgresBackendTests {
+    /// A merging reader keeps the aggregate tables' answers for a fold generation even while the
+    /// log has rows (only a fold changes the tables), merges the log on top, and reads unique
+    /// values (written by commits) afresh: every answer counts every batch.
+    @Test func aMergingReaderCachesTheTablesButNotTheLog() throws {
+        try withTwoCollectors("mergecache") { _, _, a, b in
+            let april = period("2026-04")
+            #expect(b.mergeUnfoldedLogOnRead())
+            func user(_ id: String) -> UsageEvent { event("acme", "active_users", at: "2026-04-13T12:00:00Z", id: id, [("user", id)]) }
+            func reading() throws -> (calls: Int64?, users: Int) {
+                try b.withSnapshot { () throws(LedgerError) in
+                    let totals = try b.periodTotals(tenant: "acme", metric: "api_calls", period: april)
+                    let users = try b.uniqueCount(tenant: "acme", metric: "active_users", property: "user", period: april)
+                    return (totals.usage?.count, users.usage)
+                }
+            }
+            _ = try a.commit(batch(1, [event(id: "1"), event(id: "2"), user("u1")]))
+            try a.foldAggregates()
+            _ = try a.commit(batch(2, [event(id: "3"), user("u2")]))
+            #expect(try reading() == (3, 2))
+            let hits = b.readCache.hits
+            // A new batch in the log, no fold: the tables' two answers (usage, adjustments) come
+            // from the cache, the batch from the log, the unique count from the database.
+            _ = try a.commit(batch(3, [event(id: "4"), user("u3")]))
+            #expect(try reading() == (4, 3))
+            #expect(b.readCache.hits == hits + 2)
+            // A fold moves the generation: nothing cached before it is used.
+            try a.foldAggregates()
+            let beforeFold = b.readCache.hits
+            _ = try a.commit(batch(4, [event(id: "5")]))
+            #expect(try reading() == (5, 3))
+            #expect(b.readCache.hits == beforeFold)
+        }
+    }
+
     /// A read whose snapshot begins only on a cache miss: when another collector commits and
     /// folds between the read's log check and that miss, the read starts over in a fresh
     /// snapshot instead of mixing answers from two states of the ledger.

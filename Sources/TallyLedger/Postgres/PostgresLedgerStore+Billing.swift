@@ -21,7 +21,7 @@ extension PostgresLedgerStore {
 
     public func adjustedPeriods(tenant: String, billedIn period: BillingPeriod) throws(LedgerError) -> [BillingPeriod] {
         let unfolded = try unfoldedForRead(tenant: tenant)
-        let stored = try cachedRead("adjustedPeriods", [tenant, period.description], rows: { $0.count }) {
+        let stored = try cachedRead("adjustedPeriods", [tenant, period.description], rows: { $0.count }, tablesOnly: true) {
             () throws(LedgerError) -> [BillingPeriod] in
             let rows = try session.query(
                 """

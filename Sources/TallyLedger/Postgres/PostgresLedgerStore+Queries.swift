@@ -68,7 +68,7 @@ extension PostgresLedgerStore {
         let billingKey = billing.map { "\($0)" } ?? "all"
         let parameters = [tenant, metric, dimension, "\(hours.lowerBound)", "\(hours.upperBound)", "\(coarsest)", billingKey]
         // Every piece (whole months, whole days, loose hours) in one round trip.
-        let cells = try cachedRead("cells", parameters, rows: { $0.count }) { () throws(LedgerError) -> [CachedCell] in
+        let cells = try cachedRead("cells", parameters, rows: { $0.count }, tablesOnly: true) { () throws(LedgerError) -> [CachedCell] in
             let rows = try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "reading aggregates")
             return try Self.cells(rows)
         }
@@ -127,7 +127,7 @@ extension PostgresLedgerStore {
         ) { (_: Int64, _: String, aggregate: UsageAggregate) throws(LedgerError) in
             if usage == nil { usage = aggregate } else { try usage?.merge(aggregate) }
         }
-        let adjusted = try cachedRead("adjustments", [tenant, metric, period.description], rows: { $0.count }) {
+        let adjusted = try cachedRead("adjustments", [tenant, metric, period.description], rows: { $0.count }, tablesOnly: true) {
             () throws(LedgerError) -> [CachedCell] in
             let rows = try session.query(
                 """

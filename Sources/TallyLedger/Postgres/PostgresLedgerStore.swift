@@ -57,6 +57,10 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Inside a snapshot whose log rows a merging reader has merged: later reads of the same
     /// snapshot take its cells as they are.
     private var snapshotLogMerged = false
+    /// Inside a snapshot whose log rows a merging reader listed: the fold generation of the
+    /// aggregate tables it reads. The tables change only in a fold, which bumps the generation,
+    /// so their answers may come from the read cache even while the log has rows.
+    private var snapshotTablesGeneration: Int64?
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
     var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
@@ -143,6 +147,7 @@ public final class PostgresLedgerStore: LedgerStore {
         defer {
             snapshotGeneration = nil
             snapshotLogMerged = false
+            snapshotTablesGeneration = nil
             inSnapshot = false
         }
         let isolation = "ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -160,6 +165,7 @@ public final class PostgresLedgerStore: LedgerStore {
         } catch  where snapshotMoved {
             snapshotGeneration = nil
             snapshotLogMerged = false
+            snapshotTablesGeneration = nil
             return try session.transaction("reading a snapshot", isolation: isolation, body)
         }
     }
@@ -185,11 +191,14 @@ public final class PostgresLedgerStore: LedgerStore {
         return unfolded
     }
 
-    /// `read()`'s answer, from the read cache when this snapshot's generation has it.
+    /// `read()`'s answer, from the read cache when this snapshot's generation has it. A read of
+    /// the aggregate tables alone (`tablesOnly`: `usage_*`, which only a fold changes) may use
+    /// the cache in a snapshot whose log a merging reader listed; any other (unique values,
+    /// corrections, written by commits) only in a snapshot that found the log empty.
     func cachedRead<T>(
-        _ name: String, _ parameters: [String], rows: (T) -> Int, _ read: () throws(LedgerError) -> T
+        _ name: String, _ parameters: [String], rows: (T) -> Int, tablesOnly: Bool = false, _ read: () throws(LedgerError) -> T
     ) throws(LedgerError) -> T {
-        guard let generation = snapshotGeneration else { return try read() }
+        guard let generation = snapshotGeneration ?? (tablesOnly ? snapshotTablesGeneration : nil) else { return try read() }
         let key = PostgresReadCache.Key(read: name, parameters: parameters)
         if let answer: T = readCache.answer(key, at: generation) { return answer }
         let answer = try read()
@@ -261,6 +270,7 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         unfolded = log
         snapshotLogMerged = true
+        snapshotTablesGeneration = log.generation
         return log
     }
 

@@ -16,7 +16,11 @@ import TallyCore
 /// changes `usage_*` or `unique_values` must bump the generation in the same transaction.
 ///
 /// Answers are cached only inside a read snapshot that found the log empty (see
-/// ``PostgresLedgerStore/withSnapshot(_:)``). Bounded: at most ``maximumEntries`` answers, each
+/// ``PostgresLedgerStore/withSnapshot(_:)``), with one exception: a merging reader
+/// (``PostgresLedgerStore/mergeUnfoldedLogOnRead()``) that listed its snapshot's log rows knows
+/// the snapshot's generation, and the aggregate tables (`usage_*`) change only in a fold, which
+/// bumps it; so their answers are cached at that generation too, and the log rows are merged
+/// on top. Unique values and corrections are written by commits, so they are not. Bounded: at most ``maximumEntries`` answers, each
 /// of at most ``maximumRowsPerAnswer`` rows; a new generation drops them all.
 struct PostgresReadCache {
     static let maximumEntries = 4_096
