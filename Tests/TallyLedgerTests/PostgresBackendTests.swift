@@ -146,6 +146,13 @@ extension PostgresBackendTests {
             _ = try a.commit(batch(4, [event(id: "5")]))
             #expect(try reading() == (5, 3))
             #expect(b.readCache.hits == beforeFold)
+            // Folded with nothing after it: the listing finds the log empty, and the next read
+            // (back to the one-statement check) answers everything from the cache.
+            try a.foldAggregates()
+            #expect(try reading() == (5, 3))
+            let emptied = b.readCache.hits
+            #expect(try reading() == (5, 3))
+            #expect(b.readCache.hits == emptied + 3)
         }
     }
 

@@ -61,6 +61,9 @@ public final class PostgresLedgerStore: LedgerStore {
     /// aggregate tables it reads. The tables change only in a fold, which bumps the generation,
     /// so their answers may come from the read cache even while the log has rows.
     private var snapshotTablesGeneration: Int64?
+    /// Whether the last snapshot a merging reader listed had log rows (then the next one skips
+    /// the separate emptiness check).
+    private var lastSnapshotHadLog = false
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
     var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
@@ -230,8 +233,14 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         if snapshotLogMerged { return log }
         // An empty log: the tables hold everything, and answers may come from the read cache.
-        guard try hasUnfoldedAggregates() else { return nil }
+        // Under ingest the log is seldom empty: after a snapshot that found rows, the check (a
+        // round trip of its own, outside the transaction) is skipped and the listing tells.
+        if snapshotGeneration != nil { return nil }
+        if !lastSnapshotHadLog {
+            guard try hasUnfoldedAggregates() else { return nil }
+        }
         unfolded = nil
+        var listed = 0
         do throws(LedgerError) {
             // Not autocommit: this begins the snapshot's transaction if no read did yet, so the
             // rows merged and the tables read are those of one snapshot.
@@ -241,6 +250,12 @@ public final class PostgresLedgerStore: LedgerStore {
             guard let first = listing.first else { throw .corruptRow("no ledger_bounds row") }
             let (generation, ids): (Int64, [Int64])
             do { (generation, ids) = try first.decode((Int64, [Int64]).self) } catch { throw .corruptRow("aggregate log listing: \(error)") }
+            listed = ids.count
+            if ids.isEmpty {
+                // Empty in this snapshot (its transaction has begun): every answer may come from
+                // the cache at its generation, as after the check.
+                snapshotGeneration = generation
+            }
             let missing = log.rowsToMerge(generation: generation, ids: ids)
             if !missing.isEmpty {
                 let rows = try session.query(
@@ -271,6 +286,7 @@ public final class PostgresLedgerStore: LedgerStore {
         unfolded = log
         snapshotLogMerged = true
         snapshotTablesGeneration = log.generation
+        lastSnapshotHadLog = listed > 0
         return log
     }
 
