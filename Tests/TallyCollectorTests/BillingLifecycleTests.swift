@@ -35,6 +35,30 @@ import TallyLedger
         await fixture.shutdown()
     }
 
+    /// More closed invoices than one freezing chunk: every one is frozen once, across chunks.
+    @Test func theFreezerFreezesEveryTenantAcrossChunks() async throws {
+        let fixture = try BillingFixture(now: "2026-03-20T12:00:00Z")
+        let tenants = (0..<(2 * Invoicing.freezeChunk + 30)).map { "tenant-\($0)" }
+        for chunk in stride(from: 0, to: tenants.count, by: 50) {
+            let events = try tenants[chunk..<min(chunk + 50, tenants.count)].map {
+                try BillingFixture.event($0, 10, at: "2026-03-05T10:00:00Z", id: "e-\($0)")
+            }
+            try await fixture.commit(events)
+        }
+        try fixture.setNow("2026-04-05T00:00:00Z")
+        // Every tenant's March, and globex (assigned) January to March.
+        #expect(try await fixture.service.freezeClosedPeriods() == tenants.count + 3)
+        #expect(try await fixture.service.freezeClosedPeriods() == 0)
+        let march = try #require(BillingPeriod("2026-03"))
+        let stored = try await fixture.writer.perform { store throws(LedgerError) -> Int in
+            var count = 0
+            for tenant in tenants + ["globex"] where try store.finalInvoice(tenant: tenant, period: march) != nil { count += 1 }
+            return count
+        }
+        #expect(stored == tenants.count + 1)
+        await fixture.shutdown()
+    }
+
     /// A closed period's invoice is frozen: late events change neither its content nor its hash,
     /// and appear as adjustment lines on the next period's invoice.
     @Test func finalInvoiceIsFrozenAndLateUsageIsAdjustedNextPeriod() async throws {

@@ -95,10 +95,11 @@ public struct Invoicing: Sendable {
     /// has none yet. Returns how many were frozen. Idempotent: a frozen invoice is never
     /// replaced, so two collectors (or two runs) may race harmlessly.
     ///
-    /// The invoices are priced on a reader (``Ledger/read(_:)``), like any other read: a closed
-    /// period's usage no longer changes, and a reader never folds or holds a writer, so a
-    /// collector starting during heavy ingest does not stall its commits while it prices a year
-    /// of closed periods. Only the freezing itself goes to a writer.
+    /// The invoices are priced on a reader (``Ledger/read(_:)``), like any other read, one tenant
+    /// per read: a closed period's usage no longer changes, and a reader never folds or holds a
+    /// writer, so a collector starting during heavy ingest does not stall its commits while it
+    /// prices a year of closed periods, and dashboards' reads take turns with it. Only the
+    /// freezing itself goes to a writer, a hundred invoices at a time.
     @discardableResult
     public func freezeClosedPeriods(lookback: Int = 12) async throws(BillingError) -> Int {
         guard let pricing else { return 0 }
@@ -109,38 +110,53 @@ public struct Invoicing: Sendable {
             if !lateWindow.isOpen(period, now: now) {
                 let closed = period
                 let assigned = pricing.assignedTenants(during: closed)
-                let priced = try await onLedger(readOnly: true) { store throws(BillingError) -> [FinalInvoiceRecord] in
-                    let invoices = store
-                    do {
-                        var records: [FinalInvoiceRecord] = []
-                        for tenant in Set(try invoices.tenants(in: closed)).union(assigned).sorted() {
-                            guard try invoices.finalInvoice(tenant: tenant, period: closed) == nil else { continue }
-                            let encoded = try EncodedInvoice(
-                                InvoiceDocument.priced(try pricing.invoice(store: invoices, tenant: tenant, period: closed), store: invoices))
-                            records.append(
-                                FinalInvoiceRecord(tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now))
-                        }
-                        return records
-                    } catch let error as BillingError {
-                        throw error
-                    } catch {
-                        throw .reading(error)
-                    }
+                let listed = try await onLedger(readOnly: true) { store throws(BillingError) -> [String] in
+                    do { return try store.tenants(in: closed) } catch { throw .reading(error) }
                 }
-                if !priced.isEmpty {
-                    frozen += try await onLedger { store throws(BillingError) -> Int in
+                var priced: [FinalInvoiceRecord] = []
+                for tenant in Set(listed).union(assigned).sorted() {
+                    // One read per tenant: a dashboard's read waits for one invoice, never for
+                    // the whole period's.
+                    let record = try await onLedger(readOnly: true) { store throws(BillingError) -> FinalInvoiceRecord? in
                         do {
-                            for record in priced { _ = try store.freezeInvoice(record) }
-                            return priced.count
+                            guard try store.finalInvoice(tenant: tenant, period: closed) == nil else { return nil }
+                            let encoded = try EncodedInvoice(
+                                InvoiceDocument.priced(try pricing.invoice(store: store, tenant: tenant, period: closed), store: store))
+                            return FinalInvoiceRecord(
+                                tenant: tenant, period: closed, json: encoded.json.text, sha256: encoded.sha256, finalizedAt: now)
+                        } catch let error as BillingError {
+                            throw error
                         } catch {
                             throw .reading(error)
                         }
                     }
+                    if let record { priced.append(record) }
+                    if priced.count >= Self.freezeChunk {
+                        frozen += try await freeze(priced)
+                        priced.removeAll()
+                    }
                 }
+                frozen += try await freeze(priced)
             }
             period = period.previous
         }
         return frozen
+    }
+
+    /// Final invoices priced and held before a writer freezes them, at most.
+    static let freezeChunk = 100
+
+    /// Freezes `records` on a writer (none: nothing to do); returns how many.
+    private func freeze(_ records: [FinalInvoiceRecord]) async throws(BillingError) -> Int {
+        guard !records.isEmpty else { return 0 }
+        return try await onLedger { store throws(BillingError) -> Int in
+            do {
+                for record in records { _ = try store.freezeInvoice(record) }
+                return records.count
+            } catch {
+                throw .reading(error)
+            }
+        }
     }
 
     /// Throws ``BillingError/unknownTenant(_:)`` unless `tenant` is one the collector bills: a
