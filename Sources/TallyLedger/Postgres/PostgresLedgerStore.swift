@@ -18,6 +18,9 @@ public import TallyCore
 /// original outcome and writes nothing (two collectors committing the same batch at the same
 /// instant: one waits on the key, fails, and the retry finds the record).
 ///
+/// The snapshot and its merging reader are in `PostgresLedgerStore+Snapshot`, the fold in
+/// `PostgresLedgerStore+Fold`; here: opening, partitions, commits and pruning.
+///
 /// **The aggregate log** works across processes: whoever folds takes a transaction-level
 /// advisory lock, deletes every log row (`DELETE … RETURNING`) and writes the merged cells in
 /// the same transaction, so a logged cell is folded exactly once whichever collector folds;
@@ -44,26 +47,24 @@ public final class PostgresLedgerStore: LedgerStore {
     var loggedRows = 0
     var loggedCells = 0
     /// Inside a read snapshot whose aggregate log was found empty: its fold generation.
-    private var snapshotGeneration: Int64?
+    var snapshotGeneration: Int64?
     /// Inside ``withSnapshot(_:)``.
-    private var inSnapshot = false
+    var inSnapshot = false
     /// Set when a deferred snapshot began at another generation than its answers so far.
-    private var snapshotMoved = false
+    var snapshotMoved = false
     /// Answers of aggregate reads, valid for one fold generation.
     var readCache = PostgresReadCache()
     /// A merging reader's unfolded log (``mergeUnfoldedLogOnRead()``); nil: aggregate reads
     /// fold first.
     var unfolded: PostgresUnfoldedLog?
-    /// Inside a snapshot whose log rows a merging reader has merged: later reads of the same
-    /// snapshot take its cells as they are.
-    private var snapshotLogMerged = false
-    /// Inside a snapshot whose log rows a merging reader listed: the fold generation of the
-    /// aggregate tables it reads. The tables change only in a fold, which bumps the generation,
-    /// so their answers may come from the read cache even while the log has rows.
-    private var snapshotTablesGeneration: Int64?
+    /// Inside a snapshot whose log rows a merging reader merged (later reads of the snapshot
+    /// take them as they are): the fold generation of the aggregate tables it reads. The tables
+    /// change only in a fold, which bumps the generation, so their answers may come from the
+    /// read cache even while the log has rows.
+    var snapshotTablesGeneration: Int64?
     /// Whether the last snapshot a merging reader listed had log rows (then the next one skips
     /// the separate emptiness check).
-    private var lastSnapshotHadLog = false
+    var lastSnapshotHadLog = false
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
     var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
@@ -105,11 +106,6 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .flat) }
 
-    public func mergeUnfoldedLogOnRead() -> Bool {
-        if unfolded == nil { unfolded = PostgresUnfoldedLog() }
-        return true
-    }
-
     // MARK: - Partitions
 
     /// Creates the monthly raw partitions of `months` that do not exist yet, in their own
@@ -136,321 +132,6 @@ public final class PostgresLedgerStore: LedgerStore {
     /// `raw_events_YYYY_MM`.
     public static func partitionName(_ month: BillingPeriod) -> String {
         "raw_events_" + month.description.replacingOccurrences(of: "-", with: "_")
-    }
-
-    // MARK: - Snapshot and the aggregate log
-
-    /// A read snapshot, begun only when a read needs the database: a read answered from the
-    /// cache costs one round trip (the log check), not three. When the snapshot does begin, it
-    /// checks that the log is still empty at the generation the cached answers came from; if a
-    /// batch or a fold came in between, the body runs again in a snapshot begun at once.
-    public func withSnapshot<T>(_ body: () throws(LedgerError) -> T) throws(LedgerError) -> T {
-        inSnapshot = true
-        snapshotMoved = false
-        defer {
-            snapshotGeneration = nil
-            snapshotLogMerged = false
-            snapshotTablesGeneration = nil
-            inSnapshot = false
-        }
-        let isolation = "ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        do {
-            return try session.deferredTransaction(
-                "reading a snapshot", isolation: isolation,
-                onBegin: { [unowned self] () throws(LedgerError) in
-                    guard let assumed = snapshotGeneration else { return }
-                    let (unfolded, generation) = try readLogState(autocommit: false)
-                    if unfolded || generation != assumed {
-                        snapshotMoved = true
-                        throw .database(code: -1, message: "the ledger changed during the read", context: "reading a snapshot")
-                    }
-                }, body)
-        } catch  where snapshotMoved {
-            snapshotGeneration = nil
-            snapshotLogMerged = false
-            snapshotTablesGeneration = nil
-            return try session.transaction("reading a snapshot", isolation: isolation, body)
-        }
-    }
-
-    /// Whether the aggregate log has rows, and the fold generation, in one statement.
-    private func readLogState(autocommit: Bool) throws(LedgerError) -> (unfolded: Bool, generation: Int64) {
-        let rows = try session.query(
-            "SELECT EXISTS (SELECT 1 FROM aggregate_log), (SELECT fold_generation FROM ledger_bounds WHERE id = 1)",
-            "checking the aggregate log", autocommit: autocommit)
-        guard let row = rows.first else { throw .corruptRow("no ledger_bounds row") }
-        do { return try row.decode((Bool, Int64).self) } catch { throw .corruptRow("log check: \(error)") }
-    }
-
-    public func hasUnfoldedAggregates() throws(LedgerError) -> Bool {
-        if snapshotGeneration != nil { return false }
-        if loggedRows > 0 { return true }
-        // In a snapshot not begun yet, the check runs on its own: if every answer is cached,
-        // the snapshot never needs to begin.
-        let (unfolded, generation) = try readLogState(autocommit: inSnapshot && !session.inTransaction)
-        // Inside a snapshot the answer cannot change: the body's reads need not ask again, and
-        // answers cached at this generation are still current (see ``PostgresReadCache``).
-        if !unfolded && inSnapshot { snapshotGeneration = generation }
-        return unfolded
-    }
-
-    /// `read()`'s answer, from the read cache when this snapshot's generation has it. A read of
-    /// the aggregate tables alone (`tablesOnly`: `usage_*`, which only a fold changes) may use
-    /// the cache in a snapshot whose log a merging reader listed; any other (unique values,
-    /// corrections, written by commits) only in a snapshot that found the log empty.
-    func cachedRead<T>(
-        _ name: String, _ parameters: [String], rows: (T) -> Int, tablesOnly: Bool = false, _ read: () throws(LedgerError) -> T
-    ) throws(LedgerError) -> T {
-        guard let generation = snapshotGeneration ?? (tablesOnly ? snapshotTablesGeneration : nil) else { return try read() }
-        let key = PostgresReadCache.Key(read: name, parameters: parameters)
-        if let answer: T = readCache.answer(key, at: generation) { return answer }
-        let answer = try read()
-        readCache.keep(answer, rows: rows(answer), for: key, at: generation)
-        return answer
-    }
-
-    /// What an aggregate read of `tenant` adds to the tables' rows: for a merging reader inside
-    /// ``withSnapshot(_:)``, the snapshot's unfolded log cells of the tenant (nil when the log is
-    /// empty); otherwise nil, after folding the log so the tables hold everything.
-    func unfoldedForRead(tenant: String) throws(LedgerError) -> UnfoldedCells? {
-        try mergedSnapshotLog()?.cells(of: tenant)
-    }
-
-    /// What a reconciliation read adds to the table's rows, as ``unfoldedForRead(tenant:)``:
-    /// the snapshot's unfolded counts per (period, tenant, agent), or nil.
-    func unfoldedReconciliation() throws(LedgerError) -> [ReconciliationLogCodec.Key: ReconciliationCounts]? {
-        guard let counts = try mergedSnapshotLog()?.reconciliation, !counts.isEmpty else { return nil }
-        return counts
-    }
-
-    /// For a merging reader inside ``withSnapshot(_:)``: the unfolded log brought up to the
-    /// snapshot (read once per snapshot), nil when the snapshot's log is empty. For any other
-    /// use: nil, after folding the log so the tables hold everything.
-    private func mergedSnapshotLog() throws(LedgerError) -> PostgresUnfoldedLog? {
-        guard inSnapshot, var log = unfolded else {
-            try flushAggregates()
-            return nil
-        }
-        if snapshotLogMerged { return log }
-        // An empty log: the tables hold everything, and answers may come from the read cache.
-        // Under ingest the log is seldom empty: after a snapshot that found rows, the check (a
-        // round trip of its own, outside the transaction) is skipped and the listing tells.
-        if snapshotGeneration != nil { return nil }
-        if !lastSnapshotHadLog {
-            guard try hasUnfoldedAggregates() else { return nil }
-        }
-        unfolded = nil
-        var listed = 0
-        do throws(LedgerError) {
-            // Not autocommit: this begins the snapshot's transaction if no read did yet, so the
-            // rows merged and the tables read are those of one snapshot.
-            let listing = try session.query(
-                "SELECT (SELECT fold_generation FROM ledger_bounds WHERE id = 1), ARRAY(SELECT id FROM aggregate_log)",
-                "listing the aggregate log")
-            guard let first = listing.first else { throw .corruptRow("no ledger_bounds row") }
-            let (generation, ids): (Int64, [Int64])
-            do { (generation, ids) = try first.decode((Int64, [Int64]).self) } catch { throw .corruptRow("aggregate log listing: \(error)") }
-            listed = ids.count
-            if ids.isEmpty {
-                // Empty in this snapshot (its transaction has begun): every answer may come from
-                // the cache at its generation, as after the check.
-                snapshotGeneration = generation
-            }
-            let missing = log.rowsToMerge(generation: generation, ids: ids)
-            if !missing.isEmpty {
-                let rows = try session.query(
-                    "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log")
-                for row in rows {
-                    let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
-                    do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
-                        throw .corruptRow("aggregate log row: \(error)")
-                    }
-                    try log.add(row: id) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
-                        try blob.withUnsafeReadableBytes { bytes in
-                            Result { () throws(LedgerError) in try AggregateLogCodec.decode(bytes, tenant: nil, cell) }
-                        }.get()
-                    } counts: { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
-                        guard let counts else { return }
-                        try counts.withUnsafeReadableBytes { bytes in
-                            Result { () throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &sums) }
-                        }.get()
-                    }
-                }
-            }
-        } catch {
-            // A row that would not decode (or a failed query) leaves a partial merge: start over
-            // at the next read.
-            unfolded = PostgresUnfoldedLog()
-            throw error
-        }
-        unfolded = log
-        snapshotLogMerged = true
-        snapshotTablesGeneration = log.generation
-        lastSnapshotHadLog = listed > 0
-        return log
-    }
-
-    /// Folds now, waiting for a fold in progress elsewhere (then there is little left).
-    public func foldAggregates() throws(LedgerError) { try flushAggregates() }
-
-    public func foldAggregatesUnlessFolding() throws(LedgerError) { try flushAggregates(waiting: false) }
-
-    /// Folds every committed log row into the hourly, daily and monthly tables in one
-    /// transaction, under the fold lock, deleting the rows it folds. A read waits for a fold in
-    /// progress elsewhere (then sees its result); a fold started by a commit (`waiting: false`)
-    /// leaves the work to whoever holds the lock, so commits never queue behind a fold.
-    func flushAggregates(waiting: Bool = true) throws(LedgerError) {
-        guard try hasUnfoldedAggregates() else { return }
-        // A merging reader never writes: a read it cannot merge goes to a writer.
-        if inSnapshot && unfolded != nil { throw .readNeedsFold("a read of the overview, the stored cells or an audit") }
-        try session.transaction("folding the aggregate log") { () throws(LedgerError) in
-            if waiting {
-                try session.query(
-                    "SELECT pg_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))", "taking the fold lock")
-            } else {
-                let taken = try session.query(
-                    "SELECT pg_try_advisory_xact_lock(\(PostgresSchema.lockNamespace), \(PostgresSchema.Lock.fold.rawValue))",
-                    "trying the fold lock")
-                guard
-                    try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
-                else { return }
-            }
-            let rows = try session.query("DELETE FROM aggregate_log RETURNING cells, reconciliation", "claiming the aggregate log")
-            guard !rows.isEmpty else { return }
-            var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
-            var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
-            for row in rows {
-                let (blob, counts): (ByteBuffer, ByteBuffer?)
-                do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
-                    throw .corruptRow("aggregate log row: \(error)")
-                }
-                try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &cells)
-                if let counts {
-                    try counts.withUnsafeReadableBytes { bytes in
-                        Result { () throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &reconciliation) }
-                    }.get()
-                }
-            }
-            try upsert(reconciliation)
-            var largest: Int128 = 0
-            // Each grain from the one below it (days from hours, months from days): fewer cells.
-            var rolled = cells
-            for grain in AggregateGrain.allCases {
-                rolled = try rolled.rolledUp(to: grain)
-                try upsert(rolled, into: PostgresSchema.table(grain))
-                if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
-            }
-            // Stored sums only grow (quantities are not negative), so the ceiling is an upper
-            // bound of every monthly sum once it is raised by each fold's new monthly sums.
-            try session.query(
-                """
-                UPDATE ledger_bounds SET monthly_ceiling = monthly_ceiling + \(Quantity(nanos: largest).description)::numeric,
-                    fold_generation = fold_generation + 1
-                WHERE id = 1
-                """, "raising the overflow bound")
-        }
-        loggedRows = 0
-        loggedCells = 0
-    }
-
-    /// One statement: the summed reconciliation counts of every folded batch, added onto the
-    /// stored rows in key order.
-    private func upsert(_ sums: [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) {
-        guard !sums.isEmpty else { return }
-        let rows = sums.sorted { $0.key < $1.key }
-        try session.query(
-            """
-            INSERT INTO reconciliation AS r (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
-            SELECT * FROM unnest(\(rows.map(\.key.period))::text[], \(rows.map(\.key.tenant))::text[], \(rows.map(\.key.agent))::text[],
-                \(rows.map(\.value.received))::bigint[], \(rows.map(\.value.accepted))::bigint[],
-                \(rows.map(\.value.duplicate))::bigint[], \(rows.map(\.value.late))::bigint[],
-                \(rows.map(\.value.adjusted))::bigint[], \(rows.map(\.value.rejected))::bigint[])
-            ON CONFLICT (period, tenant, agent) DO UPDATE SET
-                received = r.received + excluded.received, accepted = r.accepted + excluded.accepted,
-                duplicate = r.duplicate + excluded.duplicate, late = r.late + excluded.late,
-                adjusted = r.adjusted + excluded.adjusted, rejected = r.rejected + excluded.rejected
-            """, "folding reconciliation counts")
-    }
-
-    /// One statement per grain: every merged cell through `unnest`, summed onto the stored one.
-    private func upsert(_ cells: AggregateCells, into table: String) throws(LedgerError) {
-        guard !cells.isEmpty else { return }
-        var tenants: [String] = []
-        var metrics: [String] = []
-        var hours: [Int64] = []
-        var dimensions: [String] = []
-        var values: [String] = []
-        var billed: [String] = []
-        var sums: [String] = []
-        var counts: [Int64] = []
-        var maxima: [String] = []
-        var latestTimes: [Int64] = []
-        var latestPrints: [ByteBuffer] = []
-        var latestQuantities: [String] = []
-        var minima: [String] = []  // "" for a minimum not recorded
-        var levelDeltas: [String] = []
-        var levelTimes: [String] = []
-        // In the dictionary's order: the fold is the only writer of these tables and two folds
-        // never run at once (the lock), so no order of row locks can deadlock; sorting the
-        // cells cost the collector more CPU than the rest of the fold.
-        for (key, aggregate) in cells.cells {
-            tenants.append(key.tenant)
-            metrics.append(key.metric)
-            hours.append(key.hour)
-            dimensions.append(key.dimension)
-            values.append(key.value)
-            billed.append(key.billedIn?.description ?? "")
-            sums.append(aggregate.sum.description)
-            counts.append(aggregate.count)
-            maxima.append(aggregate.max.description)
-            latestTimes.append(aggregate.latest.timestamp.microseconds)
-            latestPrints.append(ByteBuffer(bytes: aggregate.latest.fingerprint.bytes))
-            latestQuantities.append(aggregate.latest.quantity.description)
-            minima.append(aggregate.min?.description ?? "")
-            levelDeltas.append(aggregate.levelDelta.description)
-            levelTimes.append(aggregate.levelTime.description)
-        }
-        var binds = PostgresBindings(capacity: 15)
-        binds.append(tenants)
-        binds.append(metrics)
-        binds.append(hours)
-        binds.append(dimensions)
-        binds.append(values)
-        binds.append(billed)
-        binds.append(sums)
-        binds.append(counts)
-        binds.append(maxima)
-        binds.append(latestTimes)
-        binds.append(latestPrints)
-        binds.append(latestQuantities)
-        binds.append(minima)
-        binds.append(levelDeltas)
-        binds.append(levelTimes)
-        // LEAST ignores NULLs; a minimum not recorded on either side must stay NULL, hence the CASE.
-        let sql = """
-            INSERT INTO \(table) AS t (tenant, metric, hour, dimension, value, billed_in, sum, count, max,
-                latest_ts, latest_fp, latest_quantity, min, level_delta, level_time)
-            SELECT c.tenant, c.metric, c.hour, c.dimension, c.value, c.billed_in, c.sum::numeric, c.count, c.max::numeric,
-                c.latest_ts, c.latest_fp, c.latest_quantity, NULLIF(c.min, '')::numeric, c.level_delta::numeric, c.level_time::numeric
-            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
-                $9::text[], $10::bigint[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::text[])
-                AS c(tenant, metric, hour, dimension, value, billed_in, sum, count, max, latest_ts, latest_fp, latest_quantity, min,
-                    level_delta, level_time)
-            ON CONFLICT (tenant, metric, hour, dimension, value, billed_in) DO UPDATE SET
-                sum = t.sum + excluded.sum,
-                count = t.count + excluded.count,
-                max = GREATEST(t.max, excluded.max),
-                min = CASE WHEN t.min IS NULL OR excluded.min IS NULL THEN NULL ELSE LEAST(t.min, excluded.min) END,
-                level_delta = t.level_delta + excluded.level_delta,
-                level_time = t.level_time + excluded.level_time,
-                latest_ts = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
-                    THEN excluded.latest_ts ELSE t.latest_ts END,
-                latest_fp = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
-                    THEN excluded.latest_fp ELSE t.latest_fp END,
-                latest_quantity = CASE WHEN (excluded.latest_ts, excluded.latest_fp) > (t.latest_ts, t.latest_fp)
-                    THEN excluded.latest_quantity ELSE t.latest_quantity END
-            """
-        try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "folding into \(table)")
     }
 
     // MARK: - Commit

@@ -1,3 +1,4 @@
+import NIOCore
 import TallyCore
 
 /// A batch's reconciliation counts as they travel through PostgreSQL's aggregate log
@@ -46,6 +47,11 @@ enum ReconciliationLogCodec {
             }
         }
         return bytes
+    }
+
+    /// ``decode(_:into:)`` of a blob as PostgreSQL returns it.
+    static func decode(_ blob: ByteBuffer, into sums: inout [Key: ReconciliationCounts]) throws(LedgerError) {
+        try blob.withUnsafeReadableBytes { bytes in Result { () throws(LedgerError) in try decode(bytes, into: &sums) } }.get()
     }
 
     /// Adds the blob's rows to `sums`; a blob that does not parse is a corrupt log row.
