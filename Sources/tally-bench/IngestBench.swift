@@ -80,6 +80,11 @@ struct IngestBench: AsyncParsableCommand {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let lines = Double(usage.count)
         var table = BenchTable.figures(echo: false)
+        let log = try Self.logBytes(usage, batch: batch, configuration: configuration)
+        let logRow = (
+            "aggregate log per event (each batch's row, SQLite's layout)", "bytes/ev", fixed(Double(log.compact) / lines),
+            "\(fixed(Double(log.fixed) / lines)) fixed-width (schema 5)"
+        )
         if !pricing.isEmpty {
             // The same run with a collector's aggregation: only the figures that change.
             let suffix = " (group-by of \((pricing as NSString).lastPathComponent), fold at \(grouped(aggregateBuffer)) cells)"
@@ -88,6 +93,7 @@ struct IngestBench: AsyncParsableCommand {
                 "250,000 (target, end to end)")
             table.add("  CPU of the ledger writer thread per event" + suffix, "µs", fixed(Double(writerCPU) / lines / 1000), "≤ 3 (target)")
             table.add("acked accepted + duplicate" + suffix, "events", String(counted), "= \(usage.count) sent")
+            table.add(logRow.0 + suffix, logRow.1, logRow.2, logRow.3)
             table.print()
             return
         }
@@ -105,9 +111,28 @@ struct IngestBench: AsyncParsableCommand {
             ("wire, batches of \(batch), frames included", "bytes/ev", fixed(Double(wireBytes) / lines), "24 (target)"),
             ("same events as NDJSON", "bytes/ev", fixed(Double(ndjson.count) / lines), "~240 (brief)"),
             ("zstd -1 of the whole NDJSON", "bytes/ev", fixed(Double(zstdNDJSON) / lines), "~37 (brief)"),
+            logRow,
         ]
         for row in rows { table.add(row.0, row.1, row.2, row.3) }
         table.print()
+    }
+}
+
+extension IngestBench {
+    /// The aggregate log's bytes for `usage` sent in batches of `batch`: each batch's cells as
+    /// the writer logs them (compact), and in the fixed-width layout of schema version 5.
+    static func logBytes(_ usage: [UsageEvent], batch: Int, configuration: LedgerConfiguration) throws -> (compact: Int, fixed: Int) {
+        var compact = 0
+        var fixedWidth = 0
+        for offset in stride(from: 0, to: usage.count, by: batch) {
+            var cells = AggregateCells()
+            for event in usage[offset..<min(usage.count, offset + batch)] {
+                try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: nil, groupBy: configuration.groupBy(of: event.metric))
+            }
+            compact += AggregateLogCodec.encode(cells).count
+            fixedWidth += AggregateLogCodec.encode(cells, layout: .byTenant, fields: .levels).count
+        }
+        return (compact, fixedWidth)
     }
 }
 

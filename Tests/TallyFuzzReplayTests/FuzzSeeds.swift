@@ -148,6 +148,9 @@ struct FuzzSeeds {
         return [
             ("sectioned.log", AggregateLogCodec.encode(cells, layout: .byTenant)),
             ("flat.log", AggregateLogCodec.encode(cells, layout: .flat)),
+            // The fixed-width layouts of schema version 5 (rows logged before an upgrade).
+            ("sectioned-fixed.log", AggregateLogCodec.encode(cells, layout: .byTenant, fields: .levels)),
+            ("flat-fixed.log", AggregateLogCodec.encode(cells, layout: .flat, fields: .levels)),
             ("empty.log", AggregateLogCodec.encode(AggregateCells(), layout: .byTenant)),
         ]
     }

@@ -67,6 +67,104 @@ struct AggregateRollupTests {
         #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(bytes + [0], into: &partial) }
     }
 
+    /// The compact layouts (schema version 6) carry every field of the fixed-width ones in at
+    /// most 60% of their bytes, on cells shaped like a collector's (a group-by, a late event's
+    /// billing period), and decode to the same cells, whole or one tenant alone.
+    @Test func compactRowsAreSmallerAndDecodeTheSame() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 400, seed: 21, start: at("2026-04-01T00:00:00Z"), spanHours: 6, tenants: 8) {
+            try cells.add(
+                event, fingerprint: Fingerprint(of: event), billedIn: event.tenant == "tenant-3" ? period("2026-05") : nil,
+                groupBy: ["endpoint", "region"])
+        }
+        for layout in [AggregateLogCodec.Layout.flat, .byTenant] {
+            let fixed = AggregateLogCodec.encode(cells, layout: layout, fields: .levels)
+            let compact = AggregateLogCodec.encode(cells, layout: layout)
+            #expect(compact.count * 10 <= fixed.count * 6, "\(layout): \(compact.count) bytes against \(fixed.count)")
+            for row in [fixed, compact] {
+                var decoded = AggregateCells()
+                try AggregateLogCodec.decode(row, into: &decoded)
+                #expect(decoded.cells == cells.cells, "\(layout)")
+                #expect(try Self.cells(of: "tenant-3", in: row) == cells.cells.filter { $0.key.tenant == "tenant-3" })
+            }
+        }
+    }
+
+    /// Every value a cell can hold comes back exactly from the compact layouts: the extremes of
+    /// the 128-bit quantities, negative sums and counts (corrections), a minimum, level changes,
+    /// a latest timestamp outside its cell's hour (or at the ends of time), non-ASCII text.
+    @Test func compactRowsKeepExtremeValues() throws {
+        let hour = at("2026-04-01T07:00:00Z").hourSinceEpoch
+        let values: [(AggregateCellKey, UsageAggregate)] = [
+            (
+                AggregateCellKey(tenant: "tenänt-ü", metric: "bytes_out", hour: hour, dimension: "région", value: "eu-🌍"),
+                UsageAggregate(
+                    sum: Quantity(nanos: .max), count: .max, max: Quantity(nanos: .max), min: Quantity(nanos: .min),
+                    latest: LatestValue(
+                        timestamp: EventTime(microseconds: .max), fingerprint: Fingerprint(high: .max, low: 0), quantity: Quantity(nanos: .min)))
+            ),
+            (
+                AggregateCellKey(tenant: "acme", metric: "api_calls", hour: -hour, billedIn: period("2026-05")),
+                UsageAggregate(
+                    sum: Quantity(nanos: -5_000_000_000), count: -3, max: Quantity(nanos: 0), min: nil,
+                    latest: LatestValue(timestamp: EventTime(microseconds: .min), fingerprint: Fingerprint(high: 0, low: .max), quantity: .zero))
+            ),
+            (
+                AggregateCellKey(tenant: "acme", metric: "seats", hour: .max),
+                {
+                    var level = UsageAggregate(
+                        sum: Quantity(7), count: 1, max: Quantity(7), min: Quantity(7),
+                        latest: LatestValue(timestamp: at("2026-04-02T00:00:00Z"), fingerprint: Fingerprint(high: 1, low: 2), quantity: Quantity(7)))
+                    level.levelDelta = Quantity(nanos: -.max)
+                    level.levelTime = Quantity(nanos: 123_456_789)
+                    return level
+                }()
+            ),
+        ]
+        var cells = AggregateCells()
+        for (key, aggregate) in values { try cells.add(aggregate, at: key) }
+        #expect(cells.count == 3)
+        for layout in [AggregateLogCodec.Layout.flat, .byTenant] {
+            var decoded = AggregateCells()
+            try AggregateLogCodec.decode(AggregateLogCodec.encode(cells, layout: layout), into: &decoded)
+            #expect(decoded.cells == cells.cells, "\(layout)")
+        }
+    }
+
+    /// A damaged compact row is refused with an error, never read as other cells: every
+    /// truncation, trailing bytes, a varint that does not end, unknown cell flags.
+    @Test func damagedCompactRowsAreRefused() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 40, seed: 23, start: at("2026-04-01T00:00:00Z"), spanHours: 3, tenants: 3) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: nil, groupBy: ["endpoint"])
+        }
+        for layout in [AggregateLogCodec.Layout.flat, .byTenant] {
+            let row = AggregateLogCodec.encode(cells, layout: layout)
+            for cut in 0..<row.count {
+                var partial = AggregateCells()
+                #expect(throws: LedgerError.self, "\(layout) cut at \(cut)") { try AggregateLogCodec.decode(Array(row[0..<cut]), into: &partial) }
+            }
+            var partial = AggregateCells()
+            #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(row + [0], into: &partial) }
+            // The count after the marker as a varint that never ends.
+            #expect(throws: LedgerError.self) {
+                try AggregateLogCodec.decode(Array(row[0..<4]) + [UInt8](repeating: 0xFF, count: 24), into: &partial)
+            }
+        }
+        // One cell whose flags byte (the last byte here: no minimum, no level change) is unknown.
+        var one = AggregateCells()
+        try one.add(
+            UsageAggregate(
+                sum: Quantity(1), count: 1, max: Quantity(1), min: nil,
+                latest: LatestValue(timestamp: at("2026-04-01T00:10:00Z"), fingerprint: Fingerprint(high: 3, low: 4), quantity: Quantity(1))),
+            at: AggregateCellKey(tenant: "acme", metric: "api_calls", hour: at("2026-04-01T00:00:00Z").hourSinceEpoch))
+        var row = AggregateLogCodec.encode(one, layout: .flat)
+        #expect(row.last == 0)
+        row[row.count - 1] = 4
+        var decoded = AggregateCells()
+        #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(row, into: &decoded) }
+    }
+
     /// Rows are sectioned by tenant: a reader asking for one tenant decodes that tenant's cells,
     /// exactly the row's cells of that tenant, and a damaged row is refused either way.
     @Test func oneTenantsCellsDecodeAlone() throws {
@@ -187,6 +285,59 @@ struct AggregateRollupTests {
         defer { version.reset() }
         #expect(try version.step() && version.text(0) == SQLiteSchema.version)
         #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(4))
+    }
+
+    /// A version-5 file (log rows in the fixed-width layout) opens as version 6: a merging
+    /// reader adds an unfolded fixed-width row, the fold at open takes it, and the rows logged
+    /// after are compact.
+    @Test func aVersion5FileIsRelabelledAndItsFixedRowsRead() throws {
+        let ledger = try TestLedger(SQLiteFactory())
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        let old = event(quantity: "4", at: "2026-04-13T11:00:00Z", id: "old-row")
+        _ = try store.commit(batch(1, [old]))
+        func rows(_ database: SQLiteDatabase) throws -> [[UInt8]] {
+            let select = try database.prepare("SELECT cells FROM aggregate_log ORDER BY id")
+            defer { select.reset() }
+            var markers: [[UInt8]] = []
+            while try select.step() { markers.append(Array(select.blob(0).prefix(4))) }
+            return markers
+        }
+        #expect(try rows(store.database) == [[0xFF, 0xFF, 0xFF, 0xFA]])
+        // The batch's row as schema version 5 wrote it: the same cells, fixed-width.
+        var cells = AggregateCells()
+        let select = try store.database.prepare("SELECT cells FROM aggregate_log")
+        #expect(try select.step())
+        try AggregateLogCodec.decode(select.blob(0), into: &cells)
+        select.reset()
+        #expect(cells.count == 2)
+        let update = try store.database.prepare("UPDATE aggregate_log SET cells = ?1")
+        update.bind(1, blob: AggregateLogCodec.encode(cells, layout: .byTenant, fields: .levels))
+        try update.run()
+        #expect(try rows(store.database) == [[0xFF, 0xFF, 0xFF, 0xFC]])
+        func merged() throws -> Quantity? {
+            let reader = try SQLiteLedgerStore(path: ledger.location)
+            #expect(reader.mergeUnfoldedLogOnRead())
+            return try reader.withSnapshot { () throws(LedgerError) in
+                try reader.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum
+            }
+        }
+        #expect(try merged() == Quantity(4))
+        try store.database.execute("UPDATE ledger_meta SET value = '5' WHERE key = 'schema_version'")
+        try ledger.reopen()
+        let reopened = try #require(ledger.store as? SQLiteLedgerStore)
+        let version = try reopened.database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
+        #expect(try version.step() && version.text(0) == "6")
+        version.reset()
+        #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(4))
+        _ = try ledger.store.commit(batch(2, [event(quantity: "2.5", at: "2026-04-13T11:30:00Z", id: "new-row")]))
+        #expect(try rows(reopened.database) == [[0xFF, 0xFF, 0xFF, 0xFA]])
+        #expect(try merged() == (try Quantity(parsing: "6.5")))
+        try reopened.foldAggregates()
+        #expect(
+            try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == (try Quantity(parsing: "6.5"))
+        )
+        let drift = try ledger.store.recomputeAggregates(tenant: "acme", period: period("2026-04"))
+        #expect(drift.differences.isEmpty, "\(drift.differences)")
     }
 
     @Test func aLedgerFromANewerVersionIsRefused() throws {

@@ -129,7 +129,7 @@ import Testing
         #expect(drift.differences.first?.stored?.min == .zero && drift.differences.first?.recomputed?.min != .zero)
     }
 
-    /// A schema-3 file (no `min` column, no levels) opens as the current schema (5): its cells have no minimum, which is
+    /// A schema-3 file (no `min` column, no levels) opens as the current schema (6): its cells have no minimum, which is
     /// not drift; a cell written after the upgrade alone has one; a cell of both keeps none.
     @Test func aSchemaThreeLedgerKeepsWorking() throws {
         let ledger = try TestLedger(SQLiteFactory())
@@ -149,7 +149,7 @@ import Testing
         try ledger.reopen()
         let reopened = try #require(ledger.store as? SQLiteLedgerStore)
         let version = try reopened.database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
-        #expect(try version.step() && version.text(0) == SQLiteSchema.version && SQLiteSchema.version == "5")
+        #expect(try version.step() && version.text(0) == SQLiteSchema.version && SQLiteSchema.version == "6")
         version.reset()
         let april = period("2026-04")
         #expect(try ledger.store.recomputeAggregates(tenant: "acme", period: april).differences.isEmpty)

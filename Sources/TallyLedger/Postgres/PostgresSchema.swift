@@ -279,6 +279,12 @@ enum PostgresSchema {
         ALTER TABLE usage_daily SET (fillfactor = 70);
         ALTER TABLE usage_monthly SET (fillfactor = 70)
         """,
+        // 11: aggregate log rows in the compact layout (AggregateLogCodec). No table changes:
+        // the number makes a collector of before, which cannot decode those rows, refuse the
+        // database; rows it logged and no fold took yet still decode.
+        """
+        COMMENT ON TABLE aggregate_log IS 'cells: AggregateLogCodec rows, in the compact layout since schema version 11'
+        """,
     ]
 
     static func aggregateTable(_ name: String) -> String {

@@ -25,8 +25,30 @@ import TallyCore
 /// minimum. Since level changes are kept (`weighted_sum`, issue 15), each cell then ends with
 /// u8 0, or u8 1 and the i128 level change and i128 level time nanos (``UsageAggregate``), and
 /// the layouts are marked 0xFFFF_FFFC (by tenant) and 0xFFFF_FFFB (flat); rows of the layouts
-/// before decode with no level change. Cell counts never come near the markers: a batch's cells
-/// are bounded by its events.
+/// before decode with no level change.
+///
+/// The compact layouts (marked 0xFFFF_FFFA by tenant, what SQLite ledgers write, and 0xFFFF_FFF9
+/// flat, what PostgreSQL ledgers write; schema version 6 of both) carry the same fields in about
+/// half the bytes: every length, count and number is an unsigned LEB128 varint (signed ones
+/// zigzag-encoded, `TallyCore`'s `LEB128` and `ZigZag`) instead of a fixed 4, 8 or 16 bytes.
+/// Measured on the example pricing's group-by (about 1.4 cells per event), the fixed layout
+/// took about 210 bytes of log per event, more than the raw event's row; the writer copies those
+/// bytes into the database's pages, the log's fsync writes them, the fold frees them and every
+/// merging reader reads them back. So:
+///
+///     u32 marker, varint tenant count (by tenant) or varint cell count (flat),
+///     by tenant, the directory: per tenant, varint length and UTF-8 name, varint cell count,
+///       varint byte length of its section; then the sections
+///     per cell (flat: after its tenant as varint length and UTF-8):
+///       metric, dimension, value, billed_in, each varint length and UTF-8;
+///       zigzag hour, zigzag sum nanos, zigzag count, zigzag max nanos,
+///       zigzag (latest timestamp µs − the hour's first µs: it falls within the hour),
+///       u64 + u64 big-endian latest fingerprint (random bits: a varint would grow them),
+///       zigzag latest quantity nanos,
+///       u8 flags (1: a minimum follows, 2: a level change and level time follow), then those
+///       as zigzag nanos.
+///
+/// Cell counts never come near the markers: a batch's cells are bounded by its events.
 /// A row that does not decode is reported as ``LedgerError/corruptRow(_:)``, never guessed at.
 /// Package-visible so that the fuzz targets (`TallyFuzzTargets`) can feed it bytes.
 package enum AggregateLogCodec {
@@ -36,10 +58,14 @@ package enum AggregateLogCodec {
     package static let markerWithMinimum: UInt64 = 0xFFFF_FFFE
     /// The flat layout with minimums.
     package static let flatMarkerWithMinimum: UInt64 = 0xFFFF_FFFD
-    /// The sectioned layout with minimums and level changes: what SQLite ledgers write.
+    /// The sectioned layout with minimums and level changes (fixed-width numbers; read only).
     package static let markerWithLevels: UInt64 = 0xFFFF_FFFC
-    /// The flat layout with minimums and level changes: what PostgreSQL ledgers write.
+    /// The flat layout with minimums and level changes (fixed-width numbers; read only).
     package static let flatMarkerWithLevels: UInt64 = 0xFFFF_FFFB
+    /// The compact sectioned layout: what SQLite ledgers write.
+    package static let markerCompact: UInt64 = 0xFFFF_FFFA
+    /// The compact flat layout: what PostgreSQL ledgers write.
+    package static let flatMarkerCompact: UInt64 = 0xFFFF_FFF9
 
     /// The two layouts above.
     package enum Layout {
@@ -56,19 +82,21 @@ package enum AggregateLogCodec {
         case base
         /// Minimums.
         case minimum
-        /// Minimums and level changes: what every store writes.
+        /// Minimums and level changes, fixed-width.
         case levels
+        /// The same fields in the compact layouts: what every store writes.
+        case compact
 
         package static func < (a: Fields, b: Fields) -> Bool { a.rawValue < b.rawValue }
     }
 
     /// `withMinimum: false` writes the layouts of before issue 15, as an older Tally did (for
-    /// tests of rows logged before an upgrade); every store writes minimums and level changes.
+    /// tests of rows logged before an upgrade); every store writes the compact layouts.
     package static func encode(_ cells: AggregateCells, layout: Layout = .byTenant, withMinimum: Bool = true) -> [UInt8] {
-        encode(cells, layout: layout, fields: withMinimum ? .levels : .base)
+        encode(cells, layout: layout, fields: withMinimum ? .compact : .base)
     }
 
-    /// `fields` below ``Fields/levels`` writes a layout of an older Tally (for tests).
+    /// `fields` below ``Fields/compact`` writes a layout of an older Tally (for tests).
     package static func encode(_ cells: AggregateCells, layout: Layout, fields: Fields) -> [UInt8] {
         guard layout == .byTenant else {
             var out: [UInt8] = []
@@ -77,36 +105,60 @@ package enum AggregateLogCodec {
             case .base: break
             case .minimum: out.appendBigEndian(flatMarkerWithMinimum, bytes: 4)
             case .levels: out.appendBigEndian(flatMarkerWithLevels, bytes: 4)
+            case .compact: out.appendBigEndian(flatMarkerCompact, bytes: 4)
             }
-            out.appendBigEndian(UInt64(cells.count), bytes: 4)
+            if fields == .compact {
+                out.appendVarint(UInt64(cells.count))
+            } else {
+                out.appendBigEndian(UInt64(cells.count), bytes: 4)
+            }
             for (key, aggregate) in cells.cells {
-                out.appendString32(key.tenant)
+                appendString(key.tenant, fields: fields, to: &out)
                 appendCell(key, aggregate, fields: fields, to: &out)
             }
             return out
         }
-        let markers: [Fields: UInt64] = [.base: marker, .minimum: markerWithMinimum, .levels: markerWithLevels]
-        return row(of: Array(Section.sections(of: cells, fields: fields)), marker: markers[fields] ?? markerWithLevels)
+        return row(of: Array(Section.sections(of: cells, fields: fields)), fields: fields)
+    }
+
+    /// The sectioned layout's marker for `fields`.
+    private static func sectionedMarker(_ fields: Fields) -> UInt64 {
+        switch fields {
+        case .base: marker
+        case .minimum: markerWithMinimum
+        case .levels: markerWithLevels
+        case .compact: markerCompact
+        }
     }
 
     /// The sectioned row of `sections`: the marker, the directory, then the sections.
-    private static func row(of sections: [(key: String, value: Section)], marker: UInt64) -> [UInt8] {
-        row(of: sections.map { ($0.key, $0.value.count, $0.value.bytes[...]) }, marker: marker)
+    private static func row(of sections: [(key: String, value: Section)], fields: Fields) -> [UInt8] {
+        row(of: sections.map { ($0.key, $0.value.count, $0.value.bytes[...]) }, fields: fields)
     }
 
     /// The sectioned row of each tenant's cell count and encoded cells.
-    private static func row(of sections: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)], marker: UInt64) -> [UInt8] {
+    private static func row(of sections: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)], fields: Fields) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(sections.reduce(8) { $0 + $1.tenant.utf8.count + 12 + $1.bytes.count })
-        out.appendBigEndian(marker, bytes: 4)
-        out.appendBigEndian(UInt64(sections.count), bytes: 4)
+        out.appendBigEndian(sectionedMarker(fields), bytes: 4)
+        appendCount(sections.count, fields: fields, to: &out)
         for section in sections {
-            out.appendString32(section.tenant)
-            out.appendBigEndian(UInt64(section.cells), bytes: 4)
-            out.appendBigEndian(UInt64(section.bytes.count), bytes: 4)
+            appendString(section.tenant, fields: fields, to: &out)
+            appendCount(section.cells, fields: fields, to: &out)
+            appendCount(section.bytes.count, fields: fields, to: &out)
         }
         for section in sections { out.append(contentsOf: section.bytes) }
         return out
+    }
+
+    /// A count or length: a varint in the compact layouts, else a big-endian u32.
+    private static func appendCount(_ count: Int, fields: Fields, to bytes: inout [UInt8]) {
+        if fields == .compact { bytes.appendVarint(UInt64(count)) } else { bytes.appendBigEndian(UInt64(count), bytes: 4) }
+    }
+
+    /// A string: its length (``appendCount(_:fields:to:)``), then its UTF-8 bytes.
+    private static func appendString(_ text: String, fields: Fields, to bytes: inout [UInt8]) {
+        if fields == .compact { bytes.appendVarintString(text) } else { bytes.appendString32(text) }
     }
 
     /// A batch's sectioned row (what SQLite ledgers write), encoded ahead on a preparation
@@ -124,9 +176,10 @@ package enum AggregateLogCodec {
         }
 
         package init(_ cells: AggregateCells) {
-            let sections = Array(Section.sections(of: cells, fields: .levels))
-            whole = AggregateLogCodec.row(of: sections, marker: markerWithLevels)
-            var offset = sections.reduce(8) { $0 + 12 + $1.key.utf8.count }
+            let sections = Array(Section.sections(of: cells, fields: .compact))
+            whole = AggregateLogCodec.row(of: sections, fields: .compact)
+            // The sections end the row, after the marker and the directory.
+            var offset = whole.count - sections.reduce(0) { $0 + $1.value.bytes.count }
             var directory: [Entry] = []
             directory.reserveCapacity(sections.count)
             for (tenant, section) in sections {
@@ -150,13 +203,13 @@ package enum AggregateLogCodec {
             func isChanged(_ tenant: String) -> Bool { few.map { $0.contains(tenant) } ?? changed.contains(tenant) }
             var fresh: [String: Section] = [:]
             for (key, aggregate) in cells.cells where isChanged(key.tenant) {
-                fresh[key.tenant, default: Section()].append(key, aggregate, fields: .levels)
+                fresh[key.tenant, default: Section()].append(key, aggregate, fields: .compact)
             }
             var kept: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)] = []
             kept.reserveCapacity(directory.count + fresh.count)
             for entry in directory where !isChanged(entry.tenant) { kept.append((entry.tenant, entry.cells, whole[entry.bytes])) }
             for (tenant, section) in fresh { kept.append((tenant, section.count, section.bytes[...])) }
-            return AggregateLogCodec.row(of: kept, marker: markerWithLevels)
+            return AggregateLogCodec.row(of: kept, fields: .compact)
         }
     }
 
@@ -179,6 +232,7 @@ package enum AggregateLogCodec {
 
     /// One cell after its tenant, in both layouts.
     private static func appendCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, fields: Fields, to bytes: inout [UInt8]) {
+        guard fields < .compact else { return appendCompactCell(key, aggregate, to: &bytes) }
         bytes.appendString32(key.metric)
         bytes.appendString32(key.dimension)
         bytes.appendString32(key.value)
@@ -208,6 +262,32 @@ package enum AggregateLogCodec {
         }
     }
 
+    /// One cell after its tenant, in the compact layouts.
+    private static func appendCompactCell(_ key: AggregateCellKey, _ aggregate: UsageAggregate, to bytes: inout [UInt8]) {
+        bytes.appendVarintString(key.metric)
+        bytes.appendVarintString(key.dimension)
+        bytes.appendVarintString(key.value)
+        if let billedIn = key.billedIn { bytes.appendVarintString(billedIn.description) } else { bytes.append(0) }
+        bytes.appendVarint(UInt64(ZigZag.encode(key.hour)))
+        bytes.appendVarint(ZigZag.encode(aggregate.sum.nanos))
+        bytes.appendVarint(ZigZag.encode(aggregate.count))
+        bytes.appendVarint(ZigZag.encode(aggregate.max.nanos))
+        // Wrapping: any timestamp comes back exactly, and one within the hour takes 5 bytes or fewer.
+        bytes.appendVarint(ZigZag.encode(aggregate.latest.timestamp.microseconds &- key.hour &* microsecondsPerHour))
+        bytes.appendBigEndian(aggregate.latest.fingerprint.high, bytes: 8)
+        bytes.appendBigEndian(aggregate.latest.fingerprint.low, bytes: 8)
+        bytes.appendVarint(ZigZag.encode(aggregate.latest.quantity.nanos))
+        let levels = aggregate.levelDelta != .zero || aggregate.levelTime != .zero
+        bytes.append((aggregate.min == nil ? 0 : 1) | (levels ? 2 : 0))
+        if let minimum = aggregate.min { bytes.appendVarint(ZigZag.encode(minimum.nanos)) }
+        if levels {
+            bytes.appendVarint(ZigZag.encode(aggregate.levelDelta.nanos))
+            bytes.appendVarint(ZigZag.encode(aggregate.levelTime.nanos))
+        }
+    }
+
+    static let microsecondsPerHour: Int64 = 3_600_000_000
+
     package static func decode(_ bytes: [UInt8], into cells: inout AggregateCells) throws(LedgerError) {
         try bytes.withUnsafeBytes { raw in Result { () throws(LedgerError) in try decode(raw, into: &cells) } }.get()
     }
@@ -223,14 +303,15 @@ package enum AggregateLogCodec {
     ) throws(LedgerError) {
         var reader = Reader(reader: ByteReader(bytes))
         let first = try reader.integer(4)
-        guard first == marker || first == markerWithMinimum || first == markerWithLevels else {
+        guard first == marker || first == markerWithMinimum || first == markerWithLevels || first == markerCompact else {
             // A flat layout: every cell names its tenant.
             switch first {
             case flatMarkerWithMinimum: reader.fields = .minimum
             case flatMarkerWithLevels: reader.fields = .levels
+            case flatMarkerCompact: reader.fields = .compact
             default: reader.fields = .base
             }
-            let cells = reader.fields > .base ? try reader.integer(4) : first
+            let cells = reader.fields > .base ? try reader.count() : first
             for _ in 0..<cells {
                 let cellTenant = try reader.string()
                 let (key, aggregate) = try reader.cell(tenant: cellTenant)
@@ -239,23 +320,30 @@ package enum AggregateLogCodec {
             guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
             return
         }
-        reader.fields = first == markerWithLevels ? .levels : first == markerWithMinimum ? .minimum : .base
+        reader.fields =
+            switch first {
+            case markerCompact: .compact
+            case markerWithLevels: .levels
+            case markerWithMinimum: .minimum
+            default: .base
+            }
         // The directory: the sections to decode (for one tenant, only its own, found by comparing
         // bytes, no strings made), each with its offset after the directory.
-        let tenants = try reader.integer(4)
+        let tenants = try reader.count()
         let wanted = tenant.map { Array($0.utf8) }
         var sections: [(tenant: String, cells: UInt64, offset: Int, length: Int)] = []
         var offset = 0
         for _ in 0..<tenants {
             let name = try reader.bytes()
-            let cells = try reader.integer(4)
-            let length = Int(try reader.integer(4))
+            let cells = try reader.count()
+            let length = Int(try reader.count())
             if let wanted, let tenant {
                 if name.elementsEqual(wanted) { sections.append((tenant, cells, offset, length)) }
             } else {
                 sections.append((String(decoding: name, as: UTF8.self), cells, offset, length))
             }
             offset += length
+            guard offset <= reader.reader.remaining else { throw .corruptRow("aggregate log row: its sections run past its end") }
         }
         guard offset == reader.reader.remaining else {
             throw .corruptRow("aggregate log row: its sections take \(offset) bytes, \(reader.reader.remaining) follow the directory")
@@ -281,6 +369,7 @@ package enum AggregateLogCodec {
 
         /// One cell after its tenant: metric, dimension, value, billed_in, then the numbers.
         mutating func cell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
+            guard fields < .compact else { return try compactCell(tenant: tenant) }
             let metric = try string()
             let dimension = try string()
             let value = try string()
@@ -323,6 +412,64 @@ package enum AggregateLogCodec {
             )
         }
 
+        /// One cell after its tenant, in the compact layouts.
+        mutating func compactCell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
+            let metric = try string()
+            let dimension = try string()
+            let value = try string()
+            let billedText = try bytes()
+            var billedIn: BillingPeriod?
+            if billedText.count > 0 {
+                let text = String(decoding: billedText, as: UTF8.self)
+                guard let period = BillingPeriod(text) else { throw .corruptRow("aggregate log billed_in '\(text)'") }
+                billedIn = period
+            }
+            let hour = try signed64()
+            let sum = Quantity(nanos: try signed128())
+            let eventCount = try signed64()
+            let max = Quantity(nanos: try signed128())
+            let latestTime = EventTime(microseconds: try signed64() &+ hour &* AggregateLogCodec.microsecondsPerHour)
+            let fingerprint = Fingerprint(high: try integer(8), low: try integer(8))
+            let latest = Quantity(nanos: try signed128())
+            let flags = try integer(1)
+            guard flags & ~3 == 0 else { throw .corruptRow("aggregate log cell flags \(flags)") }
+            var aggregate = UsageAggregate(
+                sum: sum, count: eventCount, max: max, min: flags & 1 == 0 ? nil : Quantity(nanos: try signed128()),
+                latest: LatestValue(timestamp: latestTime, fingerprint: fingerprint, quantity: latest))
+            if flags & 2 != 0 {
+                aggregate.levelDelta = Quantity(nanos: try signed128())
+                aggregate.levelTime = Quantity(nanos: try signed128())
+            }
+            return (
+                AggregateCellKey(tenant: tenant, metric: metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn),
+                aggregate
+            )
+        }
+
+        /// A count or length: a varint in the compact layouts (at most 32 bits, as the fixed
+        /// layouts' u32), else a big-endian u32.
+        mutating func count() throws(LedgerError) -> UInt64 {
+            guard fields == .compact else { return try integer(4) }
+            guard let value = reader.varint(maxBytes: 5), value <= UInt128(UInt32.max) else {
+                throw .corruptRow("aggregate log row has a bad length or count")
+            }
+            return UInt64(value)
+        }
+
+        /// A zigzag varint of at most 64 bits.
+        mutating func signed64() throws(LedgerError) -> Int64 {
+            guard let value = reader.varint(maxBytes: 10), value <= UInt128(UInt64.max) else {
+                throw .corruptRow("aggregate log row has a bad 64-bit number")
+            }
+            return ZigZag.decode(UInt64(value))
+        }
+
+        /// A zigzag varint of at most 128 bits.
+        mutating func signed128() throws(LedgerError) -> Int128 {
+            guard let value = reader.varint() else { throw .corruptRow("aggregate log row has a bad 128-bit number") }
+            return ZigZag.decode(value)
+        }
+
         mutating func integer(_ width: Int) throws(LedgerError) -> UInt64 {
             guard let value = reader.bigEndian(bytes: width) else { throw .corruptRow("aggregate log row is truncated") }
             return value
@@ -337,7 +484,7 @@ package enum AggregateLogCodec {
 
         /// A string's bytes, in place.
         mutating func bytes() throws(LedgerError) -> UnsafeRawBufferPointer {
-            let count = Int(try integer(4))
+            let count = Int(try self.count())
             guard let bytes = reader.slice(count: count) else { throw .corruptRow("aggregate log row is truncated") }
             return bytes
         }

@@ -92,13 +92,13 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     /// Brings an older file to the current version in one transaction. Version 1 (hourly
     /// aggregates only): the daily and monthly rollups are built from the hourly rows. Version 2:
-    /// the same tables, relabelled (see `SQLiteSchema`).
+    /// the same tables, relabelled (see `SQLiteSchema`); so are versions 3 to 5.
     func migrate() throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
         guard version != SQLiteSchema.version else { return }
-        guard ["1", "2", "3", "4"].contains(version) else {
+        guard ["1", "2", "3", "4", "5"].contains(version) else {
             throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
         }
         try statements.begin.run()

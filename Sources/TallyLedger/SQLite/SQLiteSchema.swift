@@ -35,8 +35,12 @@ import TallyCore
 /// Version 5 adds `level_delta` and `level_time` to the three aggregate tables, '0' in every
 /// existing row, and the `levels` table (both for `weighted_sum` metrics: see `Levels`); the new
 /// number makes an older Tally, whose upserts would drop level changes, refuse the file.
+/// Version 6 writes log rows in the compact layout (`AggregateLogCodec`: varints instead of
+/// fixed-width numbers, about half the bytes). Its tables are version 5's, so a version-5 file is
+/// only relabelled (its unfolded rows still decode); the new number makes an older Tally, which
+/// cannot decode the new rows, refuse the file.
 enum SQLiteSchema {
-    static let version = "5"
+    static let version = "6"
 
     /// Log pages (4 KiB each) after which the log is copied back into the database file: by the
     /// writer's commit (SQLite's auto-checkpoint) or, in the collector, by a thread of its own
