@@ -103,8 +103,9 @@ public struct SpeculatedCells: Sendable {
     /// Counts `aggregate`, of the candidate at `position`, in the cell `key`.
     mutating func add(_ aggregate: UsageAggregate, at key: AggregateCellKey, position: Int) throws(LedgerError) {
         try cells.add(aggregate, at: key)
-        links.append((Int32(position), latest[key] ?? -1))
-        latest[key] = Int32(links.count - 1)
+        // One lookup: the cell's previous contribution comes back as this one replaces it.
+        let previous = latest.updateValue(Int32(links.count), forKey: key) ?? -1
+        links.append((Int32(position), previous))
     }
 
     /// The positions of the candidates counted in the cell `key`, in the order they were added.
