@@ -83,6 +83,24 @@ import TallyCore
         #expect(text.readableBytes - uuid.readableBytes == 37 - 16)
     }
 
+    /// A canonical UUID's 16 bytes travel in the order its hex digits are written, and come
+    /// back as the same text in its own case; mixed case, or a hyphen out of place, stays text.
+    @Test func uuidBytesAreTheDigitsInOrder() throws {
+        let encoder = try BatchPayloadEncoder(compression: .none)
+        let digits: [UInt8] = [0x0F, 0x8F, 0xAD, 0x5B, 0xD9, 0xCB, 0x46, 0x9F, 0xA1, 0x65, 0x70, 0x86, 0x77, 0x28, 0x95, 0x0E]
+        for id in ["0f8fad5b-d9cb-469f-a165-70867728950e", "0F8FAD5B-D9CB-469F-A165-70867728950E"] {
+            let payload = try encoder.encode([Fixtures.event(id: id)])
+            let bytes = Array(payload.readableBytesView)
+            #expect(bytes.indices.contains { bytes[$0...].starts(with: digits) }, "\(id)")
+            #expect(try BatchPayloadDecoder().decode(payload).first?.id == id)
+        }
+        for id in ["0f8fad5b-d9cb-469f-a165-70867728950E", "0f8fad5bd-9cb-469f-a165-70867728950e", "0f8fad5b-d9cb-469f-a165-70867728950"] {
+            let payload = try encoder.encode([Fixtures.event(id: id)])
+            #expect(!Array(payload.readableBytesView).indices.contains { Array(payload.readableBytesView)[$0...].starts(with: digits) })
+            #expect(try BatchPayloadDecoder().decode(payload).first?.id == id)
+        }
+    }
+
     @Test func encodingIsDeterministic() throws {
         let encoder = try BatchPayloadEncoder(compression: .zstd(level: 3))
         #expect(try encoder.encode(Self.edgeEvents) == encoder.encode(Self.edgeEvents))
