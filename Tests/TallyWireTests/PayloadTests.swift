@@ -101,6 +101,33 @@ import TallyCore
         }
     }
 
+    /// String tables past the size searched by comparison (``BatchPayloadEncoder/Table``) keep
+    /// their order — most used first, ties by first use — and every event comes back.
+    @Test func largeTablesKeepTheirOrder() throws {
+        var events: [UsageEvent] = []
+        var uses: [String: (count: Int, first: Int)] = [:]
+        for round in 0..<5 {
+            for tenant in 0..<40 where tenant % 5 >= round {
+                let name = "tenant-\(tenant)"
+                events.append(Fixtures.event(tenant: name))
+                uses[name, default: (0, events.count - 1)].count += 1
+            }
+        }
+        let payload = try BatchPayloadEncoder(compression: .none).encode(events)
+        #expect(try BatchPayloadDecoder().decode(payload) == events)
+        var columns = payload
+        columns.moveReaderIndex(forwardBy: BatchPayloadLayout.headerSize)
+        let count = columns.readVarint()
+        var table: [String] = []
+        for _ in 0..<(count ?? 0) {
+            guard let entry = columns.readVarintString() else { break }
+            table.append(entry)
+        }
+        let expected = uses.sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.value.first < $1.value.first }
+        #expect(table == expected.map(\.key))
+        #expect(table.count == 40)
+    }
+
     @Test func encodingIsDeterministic() throws {
         let encoder = try BatchPayloadEncoder(compression: .zstd(level: 3))
         #expect(try encoder.encode(Self.edgeEvents) == encoder.encode(Self.edgeEvents))

@@ -103,17 +103,33 @@ public struct BatchPayloadEncoder {
         private var counts: [Int] = []
         private var positions: [String: Int] = [:]
 
+        /// Tables up to this size are searched by comparing strings, not hashing them: most
+        /// columns (metrics, most property values) have a handful of values, and comparing a
+        /// short string is a few nanoseconds where hashing one is tens.
+        static let scanLimit = 16
+
         /// Counts one use of `value`; returns its place in first-use order.
         @discardableResult
         mutating func count(_ value: String) -> Int {
-            if let position = positions[value] {
+            if entries.count <= Self.scanLimit {
+                if let position = entries.firstIndex(of: value) {
+                    counts[position] += 1
+                    return position
+                }
+            } else if let position = positions[value] {
                 counts[position] += 1
                 return position
             }
             let position = entries.count
-            positions[value] = position
             entries.append(value)
             counts.append(1)
+            if entries.count > Self.scanLimit {
+                if positions.isEmpty {
+                    for (place, entry) in entries.enumerated() { positions[entry] = place }
+                } else {
+                    positions[value] = position
+                }
+            }
             return position
         }
 
@@ -141,26 +157,19 @@ public struct BatchPayloadEncoder {
         metricPlaces.reserveCapacity(events.count)
         // Property keys in first-use order; each key's values in a table of their own; and each
         // property as (event, key place, value place), in event order.
-        var keyPlaces: [String: Int] = [:]
-        var firstUseKeys: [String] = []
+        var keys = Table()
         var valueTables: [Table] = []
         var uses: [(event: Int32, key: Int32, value: Int32)] = []
         for (position, event) in events.enumerated() {
             tenantPlaces.append(tenants.count(event.tenant))
             metricPlaces.append(metrics.count(event.metric))
             for property in event.properties {
-                let key: Int
-                if let known = keyPlaces[property.key] {
-                    key = known
-                } else {
-                    key = firstUseKeys.count
-                    keyPlaces[property.key] = key
-                    firstUseKeys.append(property.key)
-                    valueTables.append(Table())
-                }
+                let key = keys.count(property.key)
+                if key == valueTables.count { valueTables.append(Table()) }
                 uses.append((Int32(position), Int32(key), Int32(valueTables[key].count(property.value))))
             }
         }
+        let firstUseKeys = keys.entries
         // Keys go out sorted by their UTF-8 bytes.
         let keyOrder = firstUseKeys.indices.sorted { firstUseKeys[$0].utf8.lexicographicallyPrecedes(firstUseKeys[$1].utf8) }
         var sortedKey = [Int](repeating: 0, count: keyOrder.count)
