@@ -146,7 +146,7 @@ struct ClusterBenchRun {
             table.add(
                 "  \(name): same during the drain (\(grouped(loaded.count)) calls), p50 / p99",
                 "\(ms(percentile(loaded, 50))) / \(ms(percentile(loaded, 99))) ms", "-",
-                String(format: "p99 %.1f× idle", percentile(loaded, 99).seconds / max(percentile(idle, 99).seconds, 1e-9)))
+                "p99 " + times(percentile(loaded, 99).seconds / max(percentile(idle, 99).seconds, 1e-9)) + " idle")
         }
     }
 

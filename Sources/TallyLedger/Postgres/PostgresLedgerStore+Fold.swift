@@ -39,7 +39,7 @@ extension PostgresLedgerStore {
                 do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
                     throw .corruptRow("aggregate log row: \(error)")
                 }
-                try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &cells)
+                try AggregateLogCodec.decode(blob, into: &cells)
                 if let counts { try ReconciliationLogCodec.decode(counts, into: &reconciliation) }
             }
             try upsert(reconciliation)
@@ -162,5 +162,13 @@ extension PostgresLedgerStore {
                     THEN excluded.latest_quantity ELSE t.latest_quantity END
             """
         try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "folding into \(table)")
+    }
+}
+
+extension AggregateLogCodec {
+    /// ``decode(_:into:)`` of a log row as PostgreSQL returns it, read in place (a row is a
+    /// batch's cells: tens of kilobytes the fold would otherwise copy first).
+    static func decode(_ blob: ByteBuffer, into cells: inout AggregateCells) throws(LedgerError) {
+        try blob.withUnsafeReadableBytes { bytes in Result { () throws(LedgerError) in try decode(bytes, into: &cells) } }.get()
     }
 }

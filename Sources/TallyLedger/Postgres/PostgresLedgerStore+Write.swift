@@ -250,7 +250,7 @@ extension PostgresLedgerStore {
         var logged = AggregateCells()
         for row in try session.query("SELECT cells FROM aggregate_log", "reading the aggregate log") {
             let blob = try PostgresSchema.decode(row, ByteBuffer.self, "aggregate log cells")
-            try AggregateLogCodec.decode(Array(blob.readableBytesView), into: &logged)
+            try AggregateLogCodec.decode(blob, into: &logged)
         }
         let loggedMonthly = try logged.rolledUp(to: .month)
         for (key, aggregate) in monthly.cells {

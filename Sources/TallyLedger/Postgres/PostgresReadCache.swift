@@ -20,8 +20,10 @@ import TallyCore
 /// (``PostgresLedgerStore/mergeUnfoldedLogOnRead()``) that listed its snapshot's log rows knows
 /// the snapshot's generation, and the aggregate tables (`usage_*`) change only in a fold, which
 /// bumps it; so their answers are cached at that generation too, and the log rows are merged
-/// on top. Unique values and corrections are written by commits, so they are not. Bounded: at most ``maximumEntries`` answers, each
-/// of at most ``maximumRowsPerAnswer`` rows; a new generation drops them all.
+/// on top. Unique values and corrections are written by commits, so they are not.
+///
+/// Bounded: at most ``maximumEntries`` answers, each of at most ``maximumRowsPerAnswer`` rows; a
+/// new generation drops them all.
 struct PostgresReadCache {
     static let maximumEntries = 4_096
     static let maximumRowsPerAnswer = 10_000

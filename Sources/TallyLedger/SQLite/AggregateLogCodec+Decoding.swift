@@ -85,15 +85,7 @@ extension AggregateLogCodec {
         /// One cell after its tenant: metric, dimension, value, billed_in, then the numbers.
         mutating func cell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
             guard fields < .compact else { return try compactCell(tenant: tenant) }
-            let metric = try string()
-            let dimension = try string()
-            let value = try string()
-            let billedText = try string()
-            var billedIn: BillingPeriod?
-            if !billedText.isEmpty {
-                guard let period = BillingPeriod(billedText) else { throw .corruptRow("aggregate log billed_in '\(billedText)'") }
-                billedIn = period
-            }
+            let (metric, dimension, value, billedIn) = try keyText()
             let hour = Int64(bitPattern: try integer(8))
             let sum = Quantity(nanos: try int128())
             let eventCount = Int64(bitPattern: try integer(8))
@@ -127,18 +119,22 @@ extension AggregateLogCodec {
             )
         }
 
-        /// One cell after its tenant, in the compact layouts.
-        mutating func compactCell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
+        /// A cell's text after its tenant, the same in every layout (lengths as ``count()``
+        /// reads them): metric, dimension, value, billed_in ('' for none).
+        mutating func keyText() throws(LedgerError) -> (metric: String, dimension: String, value: String, billedIn: BillingPeriod?) {
             let metric = try string()
             let dimension = try string()
             let value = try string()
             let billedText = try bytes()
-            var billedIn: BillingPeriod?
-            if billedText.count > 0 {
-                let text = String(decoding: billedText, as: UTF8.self)
-                guard let period = BillingPeriod(text) else { throw .corruptRow("aggregate log billed_in '\(text)'") }
-                billedIn = period
-            }
+            guard billedText.count > 0 else { return (metric, dimension, value, nil) }
+            let text = String(decoding: billedText, as: UTF8.self)
+            guard let period = BillingPeriod(text) else { throw .corruptRow("aggregate log billed_in '\(text)'") }
+            return (metric, dimension, value, period)
+        }
+
+        /// One cell after its tenant, in the compact layouts.
+        mutating func compactCell(tenant: String) throws(LedgerError) -> (AggregateCellKey, UsageAggregate) {
+            let (metric, dimension, value, billedIn) = try keyText()
             let hour = try signed64()
             let sum = Quantity(nanos: try signed128())
             let eventCount = try signed64()

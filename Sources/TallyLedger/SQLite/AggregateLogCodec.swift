@@ -107,11 +107,7 @@ package enum AggregateLogCodec {
             case .levels: out.appendBigEndian(flatMarkerWithLevels, bytes: 4)
             case .compact: out.appendBigEndian(flatMarkerCompact, bytes: 4)
             }
-            if fields == .compact {
-                out.appendVarint(UInt64(cells.count))
-            } else {
-                out.appendBigEndian(UInt64(cells.count), bytes: 4)
-            }
+            appendCount(cells.count, fields: fields, to: &out)
             for (key, aggregate) in cells.cells {
                 appendString(key.tenant, fields: fields, to: &out)
                 appendCell(key, aggregate, fields: fields, to: &out)

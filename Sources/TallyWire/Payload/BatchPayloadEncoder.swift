@@ -262,7 +262,6 @@ enum UUIDText {
     /// agent ships (it was a seventh of the agent's CPU during a drain when each character was
     /// looked up in a set of hyphen positions).
     static func parse(_ text: String) -> (high: UInt64, low: UInt64, kind: BatchPayloadLayout.IdKind)? {
-        guard text.utf8.count == 36 else { return nil }
         if let parsed = text.utf8.withContiguousStorageIfAvailable({ parse(bytes: $0) }) { return parsed }
         return Array(text.utf8).withUnsafeBufferPointer { parse(bytes: $0) }
     }
