@@ -29,6 +29,7 @@ struct BatchEncoding: Sendable {
         let confined = encoder
         let result = try await thread.runIfActive { () -> Result<AgentSession.OutgoingBatch, WireError> in
             BackgroundPriority.lowerCurrentThread()
+            ThreadName.set("tally-encode")
             do throws(WireError) {
                 return .success(try AgentSession.OutgoingBatch(sequence: sequence, events: events, encoder: confined.encoder))
             } catch {
@@ -44,6 +45,11 @@ struct BatchEncoding: Sendable {
     /// The nice value of the encoding thread, as the encodings so far left it (tests).
     func threadNiceness() async throws -> Int32 {
         try await thread.runIfActive { BackgroundPriority.currentThreadNiceness() }
+    }
+
+    /// The encoding thread's name, as the encodings so far left it (tests).
+    func threadName() async throws -> String {
+        try await thread.runIfActive { ThreadName.current() }
     }
 
     /// Stops the thread once the batch in progress (if any) is encoded.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import TallyCore
 
 /// The one thread that touches the spool's files, and its group-commit loop (the rule of when to
 /// fsync is ``GroupCommit``'s).
@@ -131,6 +132,7 @@ final class SpoolIOThread: @unchecked Sendable {
     }
 
     private func run() {
+        ThreadName.set("tally-spool-io")
         guard let opening, let opened else { return }
         self.opening = nil
         self.opened = nil

@@ -276,6 +276,7 @@ struct AgentBenchRun {
         )
         let serverAtStart = ServerChargesTimes.read(port: collectorHTTPPort)
         let threadsAtStart = ThreadSchedule.threads(pid: collector.pid)
+        let agentThreadsAtStart = ThreadSchedule.threads(pid: agent.pid)
         // A dashboard polling one tenant's charges for the whole drain.
         let loaded =
             options.readIntervalUs > 0
@@ -296,8 +297,10 @@ struct AgentBenchRun {
             }
         }
         let elapsed = ContinuousClock.now - start
-        // The collector's busiest pool thread ("TP-#…", NIO's thread pools) is the ledger writer.
-        let writer = ThreadSchedule.busiest(prefix: "TP-", from: threadsAtStart, to: ThreadSchedule.threads(pid: collector.pid))
+        let threadsAtEnd = ThreadSchedule.threads(pid: collector.pid)
+        let writer = ThreadSchedule.busiest(prefix: "tally-writer", from: threadsAtStart, to: threadsAtEnd)
+        let collectorThreads = ThreadSchedule.runningByName(from: threadsAtStart, to: threadsAtEnd)
+        let agentThreads = ThreadSchedule.runningByName(from: agentThreadsAtStart, to: ThreadSchedule.threads(pid: agent.pid))
         let cpu = (
             agent: ProcessCPU.seconds(pid: agent.pid) - cpuAtStart.agent, collector: ProcessCPU.seconds(pid: collector.pid) - cpuAtStart.collector,
             bench: ProcessCPU.seconds(pid: getpid()) - cpuAtStart.bench
@@ -328,6 +331,18 @@ struct AgentBenchRun {
             "drain: cores busy (agent + collector CPU / wall time)", "cores",
             String(format: "%.2f", (cpu.agent + cpu.collector) / max(elapsed.seconds, 1e-9)),
             "\(cores)")
+        // Which threads the CPU went to (by the names Tally gives its threads): what a change
+        // to one of them can gain.
+        func split(_ threads: [String: UInt64], _ names: [String]) -> String {
+            let named = names.map { name in threads[name] ?? 0 }
+            let other = threads.values.reduce(0, +) - named.reduce(0, +)
+            return (named + [other]).map { String(format: "%.2f", Double($0) / 1e3 / Double(max(1, backlog))) }.joined(separator: " / ")
+        }
+        table.add(
+            "drain: collector CPU per event, writer / preparation / checkpoint / other threads", "µs",
+            split(collectorThreads, ["tally-writer", "tally-prepare", "tally-checkpt"]), "-")
+        table.add(
+            "drain: agent CPU per event, encoding / spool I/O / other threads", "µs", split(agentThreads, ["tally-encode", "tally-spool-io"]), "-")
         if let writer {
             table.add(
                 "drain: ledger writer thread running / waiting for a core / blocked (fsync, no batch)", "% of wall",

@@ -64,6 +64,17 @@ struct ThreadSchedule {
         return result
     }
 
+    /// Nanoseconds on a core between two snapshots, summed per thread name (the later name).
+    static func runningByName(
+        from before: [Int32: (name: String, schedule: ThreadSchedule)], to after: [Int32: (name: String, schedule: ThreadSchedule)]
+    ) -> [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        for (tid, thread) in after {
+            result[thread.name, default: 0] += thread.schedule.running &- (before[tid]?.schedule.running ?? 0)
+        }
+        return result
+    }
+
     /// The thread named `prefix…` that ran longest between two snapshots, and its schedule
     /// over that span.
     static func busiest(

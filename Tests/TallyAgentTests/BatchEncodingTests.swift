@@ -28,6 +28,7 @@ import Testing
         // The encoding thread runs at the background nice value (or lower already); the
         // caller's thread keeps its own.
         #expect(try await encoding.threadNiceness() >= BackgroundPriority.niceness)
+        #expect(try await encoding.threadName() == "tally-encode")
         #expect(BackgroundPriority.currentThreadNiceness() == callerBefore)
         await encoding.shutdown()
     }

@@ -8,6 +8,22 @@ import Testing
 /// The preparation threads run at background priority, so that reads get a core first; the
 /// ledger writer, which the end-to-end rate waits on, keeps the process's own (see `BulkWork`).
 @Suite struct LedgerPriorityTests {
+    /// A thread's name is what the kernel shows for it, cut to 15 bytes; the caller's other
+    /// threads keep theirs.
+    @Test func threadNamesAreSetOnTheCallingThreadOnly() async throws {
+        let callerName = ThreadName.current()
+        let seen = await withCheckedContinuation { (done: CheckedContinuation<(String, String), Never>) in
+            Thread {
+                ThreadName.set("tally-a-very-long-thread-name")
+                let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+                done.resume(returning: (ThreadName.current(), comm.trimmingCharacters(in: .whitespacesAndNewlines)))
+            }.start()
+        }
+        #expect(seen.0 == "tally-a-very-lo")
+        #expect(seen.1 == seen.0)
+        #expect(ThreadName.current() == callerName)
+    }
+
     @Test func preparationYieldsTheCoreAndTheWriterDoesNot() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-priority-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -28,6 +44,13 @@ import Testing
         let writer = try await ledger.perform { _ throws(LedgerError) in BackgroundPriority.currentThreadNiceness() }
         #expect(preparation >= BackgroundPriority.niceness)
         #expect(writer == own, "the writer thread keeps the process's priority after commits")
+        // Named for `top -H` and perf: NIO calls every pool's threads "TP-#n".
+        #expect(try await ledger.prepare { ThreadName.current() } == "tally-prepare")
+        #expect(try await ledger.perform { _ throws(LedgerError) in ThreadName.current() } == "tally-writer")
+        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").compactMap { task in
+            try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(names.contains("tally-writer") && names.contains("tally-prepare"), "\(names)")
         await ledger.shutdown()
     }
 

@@ -88,7 +88,10 @@ public final class Ledger: @unchecked Sendable {
         if let readerThread {
             // A reader that waits on the network (PostgreSQL) answers on its own thread, never on
             // the caller's (an HTTP handler's) cooperative thread.
-            let direct = try await readerThread.runIfActive { [self] in directRead(body) }
+            let direct = try await readerThread.runIfActive { [self] in
+                ThreadName.set("tally-reader")
+                return directRead(body)
+            }
             if let direct { return try direct.get() }
             return try await perform(body)
         }
@@ -130,6 +133,7 @@ public final class Ledger: @unchecked Sendable {
     public func prepare<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await preparation.runIfActive { [merger] in
             BulkWork.yieldToReads()
+            ThreadName.set("tally-prepare")
             defer {
                 // Between the batch and the merge, as between the batch's own steps.
                 YieldPoint.between()
@@ -153,6 +157,7 @@ public final class Ledger: @unchecked Sendable {
                 throw LedgerError.database(code: -1, message: "no free ledger writer", context: "scheduling")
             }
             defer { free.withLock { $0.append(confined) } }
+            ThreadName.set("tally-writer")
             return try body(confined.store)
         }
     }

@@ -111,6 +111,7 @@ public final class WALCheckpointer: Sendable {
     /// One passive checkpoint on this object's connection (opened on first use).
     private func checkpoint() {
         BackgroundPriority.lowerCurrentThread()
+        ThreadName.set("tally-checkpt")
         let succeeded = connection.checkpoint(path: path)
         state.withLock { state in
             state.scheduled = false
