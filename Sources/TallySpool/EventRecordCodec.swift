@@ -79,20 +79,17 @@ public enum EventRecordCodec {
         let id = flags & 1 == 1 ? try reader.string() : nil
         let count = try reader.varint()
         guard count <= UInt128(reader.remaining / 2) else { throw SpoolDecodingError("property count \(count) is too large") }
-        var pairs: [(String, String)] = []
-        pairs.reserveCapacity(Int(count))
+        var elements: [Property] = []
+        elements.reserveCapacity(Int(count))
         for _ in 0..<Int(count) {
             let key = try reader.string()
-            let value = try reader.string()
-            if let previous = pairs.last?.0, !previous.utf8.lexicographicallyPrecedes(key.utf8) {
-                throw SpoolDecodingError("property keys are not unique and sorted")
-            }
-            pairs.append((key, value))
+            elements.append(Property(key: key, value: try reader.string()))
         }
+        guard let properties = Properties(inOrder: elements) else { throw SpoolDecodingError("property keys are not unique and sorted") }
         guard reader.remaining == 0 else { throw SpoolDecodingError("\(reader.remaining) trailing bytes") }
         return UsageEvent(
             tenant: tenant, metric: metric, quantity: Quantity(nanos: nanos),
-            timestamp: EventTime(microseconds: timestamp), id: id, properties: Properties(pairs))
+            timestamp: EventTime(microseconds: timestamp), id: id, properties: properties)
     }
 
     /// The timestamp of an encoded event, read without decoding the rest.

@@ -27,6 +27,25 @@ import Testing
         }
     }
 
+    /// Elements already in order make the same properties as setting them one by one; any pair
+    /// out of byte order, or a repeated key, is refused.
+    @Test func elementsInOrderAreTakenAsTheyAreAndOthersRefused() throws {
+        let ordered = Self.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        let elements = ordered.map { Property(key: $0, value: "v-\($0)") }
+        let properties = try #require(Properties(inOrder: elements))
+        #expect(properties == Properties(ordered.map { ($0, "v-\($0)") }))
+        #expect(Properties(inOrder: [])?.isEmpty == true)
+        #expect(Properties(inOrder: [elements[0]])?.count == 1)
+        for position in 1..<elements.count {
+            var swapped = elements
+            swapped.swapAt(position - 1, position)
+            #expect(Properties(inOrder: swapped) == nil, "\(ordered[position - 1]) after \(ordered[position])")
+            var repeated = elements
+            repeated[position] = Property(key: ordered[position - 1], value: "again")
+            #expect(Properties(inOrder: repeated) == nil, "\(ordered[position - 1]) twice")
+        }
+    }
+
     @Test func settingNilRemovesAKey() {
         var properties = Properties(Self.keys.map { ($0, $0) })
         properties["日本"] = nil

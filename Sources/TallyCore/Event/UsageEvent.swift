@@ -48,6 +48,16 @@ public struct Properties: Sendable, Hashable, RandomAccessCollection {
         for (key, value) in pairs { self[key] = value }
     }
 
+    /// Properties from elements whose keys are distinct and in byte order already (what a
+    /// decoder of the canonical layouts reads), in one array, where setting them one by one
+    /// searches and regrows the array for each: decoding is per event on the agent's spool reads
+    /// and the collector's batches. Nil when the keys are not distinct and in order (checked: one
+    /// comparison per pair).
+    public init?(inOrder elements: [Property]) {
+        for (before, after) in zip(elements, elements.dropFirst()) where !Self.precedes(before.key, after.key) { return nil }
+        self.elements = elements
+    }
+
     public var startIndex: Int { elements.startIndex }
     public var endIndex: Int { elements.endIndex }
     public subscript(position: Int) -> Property { elements[position] }

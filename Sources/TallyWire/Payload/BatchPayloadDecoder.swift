@@ -174,10 +174,13 @@ struct ColumnReader {
                 guard UUIDText.parse(text) == nil else { throw malformed("a canonical UUID sent as text") }
                 id = text
             }
-            var properties = Properties()
+            var elements: [Property] = []
+            elements.reserveCapacity(keys.count)
             for key in keys.indices where propertyColumns[key][position] > 0 {
-                properties[keys[key]] = values[key][propertyColumns[key][position] - 1]
+                elements.append(Property(key: keys[key], value: values[key][propertyColumns[key][position] - 1]))
             }
+            // The keys table was checked distinct and in byte order above.
+            guard let properties = Properties(inOrder: elements) else { throw malformed("property keys are not distinct and in byte order") }
             events.append(
                 UsageEvent(
                     tenant: tenants[tenantColumn[position]], metric: metrics[metricColumn[position]],
