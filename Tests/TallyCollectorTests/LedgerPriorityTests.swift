@@ -1,5 +1,6 @@
 import Foundation
 import TallyCore
+import TallyTestSupport
 import Testing
 
 @testable import TallyCollector
@@ -22,6 +23,22 @@ import Testing
         #expect(seen.0 == "tally-a-very-lo")
         #expect(seen.1 == seen.0)
         #expect(ThreadName.current() == callerName)
+    }
+
+    /// A thread remembers the name it was given, so naming it again each batch costs nothing,
+    /// and a thread given another name takes it.
+    @Test func aThreadNamedAgainTakesTheNewName() async {
+        let seen = await withCheckedContinuation { (done: CheckedContinuation<[String], Never>) in
+            Thread {
+                var names: [String] = []
+                for name in ["tally-one", "tally-one", "tally-two", "tally-one"] {
+                    ThreadName.set(name)
+                    names.append(ThreadName.current())
+                }
+                done.resume(returning: names)
+            }.start()
+        }
+        #expect(seen == ["tally-one", "tally-one", "tally-two", "tally-one"])
     }
 
     @Test func preparationYieldsTheCoreAndTheWriterDoesNot() async throws {
@@ -47,9 +64,7 @@ import Testing
         // Named for `top -H` and perf: NIO calls every pool's threads "TP-#n".
         #expect(try await ledger.prepare { ThreadName.current() } == "tally-prepare")
         #expect(try await ledger.perform { _ throws(LedgerError) in ThreadName.current() } == "tally-writer")
-        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").compactMap { task in
-            try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+        let names = threadNamesOfThisProcess()
         #expect(names.contains("tally-writer") && names.contains("tally-prepare"), "\(names)")
         await ledger.shutdown()
     }

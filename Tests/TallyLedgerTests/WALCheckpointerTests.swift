@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import Testing
 
 @testable import TallyLedger
@@ -43,10 +44,8 @@ import Testing
         #expect(checkpoints.background > 0)
         #expect(checkpoints.writer == 0 && checkpoints.failed == 0, "\(checkpoints)")
         // On a thread named for `top -H` (not NIO's "TP-#0", which the writer's pool uses too).
-        let names = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").compactMap { task in
-            try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)
-        }
-        #expect(names.contains("tally-checkpt\n"), "\(names)")
+        let names = threadNamesOfThisProcess()
+        #expect(names.contains("tally-checkpt"), "\(names)")
         // Pages reached the database file, and the log restarted from its beginning instead of
         // growing: never four times the threshold (where the writer would take over).
         #expect(fileSize(store.path) > fileBefore)
