@@ -9,17 +9,16 @@ import TallyCore
 /// store still decides everything with the real answer to "which keys are stored"
 /// (``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``):
 /// the cells an event that turned out to be stored was counted in are rebuilt from the events
-/// billed in them, so the plan is the one it would have made event by event. The sectioned log
-/// row (SQLite) is used whatever was stored, with the sections of the tenants whose events were
-/// found stored encoded afresh; the flat row (PostgreSQL) only when no key was stored.
+/// billed in them, so the plan is the one it would have made event by event. The log row,
+/// sectioned by tenant (what both stores write), is used whatever was stored, with the sections
+/// of the tenants whose events were found stored encoded afresh.
 public final class LedgerSpeculation: Sendable {
     let configuration: LedgerConfiguration
     let classification: BatchClassification
     let cells: SpeculatedCells
-    /// The log row of `cells.cells` in the store's layout — by tenant as its sections, flat as
-    /// the row — or nil when a billable event is of a level metric (the writer adds level
-    /// changes to the cells, after reading the neighbours).
-    let encoded: EncodedCells?
+    /// The log row of `cells.cells`, as its sections, or nil when a billable event is of a
+    /// level metric (the writer adds level changes to the cells, after reading the neighbours).
+    let encoded: AggregateLogCodec.Sections?
     /// The plan when no candidate's key turns out stored, made ahead as well: the writer
     /// persists it as it is, or, when some keys were stored (with client retries, almost every
     /// batch holds a few), moves those events to the duplicates
@@ -27,13 +26,8 @@ public final class LedgerSpeculation: Sendable {
     /// nil when it could not be made (the writer plans, and reports the error, itself).
     let plannedIfNoneStored: LedgerPlan?
 
-    enum EncodedCells {
-        case byTenant(AggregateLogCodec.Sections)
-        case flat([UInt8])
-    }
-
     init(
-        configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: EncodedCells?,
+        configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: AggregateLogCodec.Sections?,
         plannedIfNoneStored: LedgerPlan?
     ) {
         self.configuration = configuration
@@ -62,23 +56,18 @@ public final class LedgerSpeculation: Sendable {
     func applies(to configuration: LedgerConfiguration) -> Bool { configuration == self.configuration }
 
     /// The log row of `cells`, the plan's cells for `existing` (which candidates' keys were
-    /// stored). By tenant, the row encoded ahead with the sections of the tenants of stored
-    /// billable events encoded afresh from `cells` (the plan rebuilt only those tenants' cells).
-    /// Flat, the row only when no key was stored.
+    /// stored): the row encoded ahead with the sections of the tenants of stored billable
+    /// events encoded afresh from `cells` (the plan rebuilt only those tenants' cells).
     func encodedCells(existing: [Bool], cells: AggregateCells) -> [UInt8]? {
-        switch encoded {
-        case nil: return nil
-        case .flat(let row): return existing.contains(true) ? nil : row
-        case .byTenant(let sections):
-            var changed = Set<String>()
-            for (candidate, stored) in zip(classification.candidates, existing) where stored {
-                guard candidate.status == .accepted || candidate.status == .adjusted, let event = classification.event(candidate.index) else {
-                    continue
-                }
-                changed.insert(event.tenant)
+        guard let sections = encoded else { return nil }
+        var changed = Set<String>()
+        for (candidate, stored) in zip(classification.candidates, existing) where stored {
+            guard candidate.status == .accepted || candidate.status == .adjusted, let event = classification.event(candidate.index) else {
+                continue
             }
-            return sections.row(changing: changed, to: cells)
+            changed.insert(event.tenant)
         }
+        return sections.row(changing: changed, to: cells)
     }
 }
 
@@ -120,15 +109,13 @@ public struct SpeculatedCells: Sendable {
     }
 }
 
-/// Makes a ``LedgerSpeculation`` for a store's configuration and log layout; a Sendable value
-/// the collector calls on its preparation threads (``LedgerStore/batchSpeculator()``).
+/// Makes a ``LedgerSpeculation`` for a store's configuration; a Sendable value the collector
+/// calls on its preparation threads (``LedgerStore/batchSpeculator()``).
 public struct BatchSpeculator: Sendable {
     let configuration: LedgerConfiguration
-    let layout: AggregateLogCodec.Layout
 
-    init(configuration: LedgerConfiguration, layout: AggregateLogCodec.Layout) {
+    init(configuration: LedgerConfiguration) {
         self.configuration = configuration
-        self.layout = layout
     }
 
     /// `prepared` with its speculation (unchanged when the cells cannot be made, e.g. a sum
@@ -152,12 +139,7 @@ public struct BatchSpeculator: Sendable {
             }
             if configuration.levelMetrics.contains(event.metric) { levels = true }
         }
-        let encoded: LedgerSpeculation.EncodedCells? =
-            switch (levels || speculatedCells.cells.isEmpty, layout) {
-            case (true, _): nil
-            case (false, .byTenant): .byTenant(AggregateLogCodec.Sections(speculatedCells.cells))
-            case (false, .flat): .flat(AggregateLogCodec.encode(speculatedCells.cells, layout: .flat))
-            }
+        let encoded = levels || speculatedCells.cells.isEmpty ? nil : AggregateLogCodec.Sections(speculatedCells.cells)
         let none = [Bool](repeating: false, count: classification.candidates.count)
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(

@@ -224,14 +224,33 @@ import Testing
     }
 }
 
-/// A PostgreSQL reader's log bookkeeping: row ids come from several writers, not in commit order.
+/// A PostgreSQL reader's log bookkeeping: row ids come from several writers, not in commit order;
+/// each read decodes only its tenant's sections of the rows taken since its last read.
 @Suite struct PostgresUnfoldedLogTests {
-    func merge(_ log: inout PostgresUnfoldedLog, _ id: Int64, count: Int64) throws {
-        var one = UsageAggregate(quantity: Quantity(1), timestamp: EventTime(microseconds: id), fingerprint: Fingerprint(high: 0, low: UInt64(id)))
-        one.count = count
-        try log.add(row: id) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
-            try cell(AggregateCellKey(tenant: "acme", metric: "api_calls", hour: 1), one)
+    func row(
+        _ cells: [(tenant: String, hour: Int64, count: Int64)], seed: Int64, layout: AggregateLogCodec.Layout = .byTenant
+    ) throws
+        -> [UInt8]
+    {
+        var all = AggregateCells()
+        for (tenant, hour, count) in cells {
+            var one = UsageAggregate(
+                quantity: Quantity(1), timestamp: EventTime(microseconds: seed), fingerprint: Fingerprint(high: 0, low: UInt64(seed)))
+            one.count = count
+            try all.add(one, at: AggregateCellKey(tenant: tenant, metric: "api_calls", hour: hour))
         }
+        return AggregateLogCodec.encode(all, layout: layout)
+    }
+
+    func merge(_ log: inout PostgresUnfoldedLog, _ id: Int64, count: Int64) throws {
+        try log.add(row: id, cells: try row([("acme", 1, count)], seed: id))
+    }
+
+    func total(_ log: inout PostgresUnfoldedLog, _ tenant: String) throws -> Int64? {
+        guard let cells = try log.cells(of: tenant) else { return nil }
+        var total: Int64 = 0
+        try cells.forEach(where: { _ in true }) { _, aggregate in total += aggregate.count }
+        return total
     }
 
     @Test func aRowCommittedLateWithASmallerIdIsMergedAndNoRowTwice() throws {
@@ -239,21 +258,65 @@ import Testing
         #expect(log.rowsToMerge(generation: 4, ids: [5, 7]) == [5, 7])
         try merge(&log, 5, count: 1)
         try merge(&log, 7, count: 1)
+        #expect(try total(&log, "acme") == 2)
         // Row 6 commits after 7 was merged: only it is new.
         #expect(log.rowsToMerge(generation: 4, ids: [5, 6, 7, 8]) == [6, 8])
         try merge(&log, 6, count: 1)
         try merge(&log, 8, count: 1)
-        var total: Int64 = 0
-        try log.cells(of: "acme")?.forEach(where: { _ in true }) { _, aggregate in total += aggregate.count }
-        #expect(total == 4)
+        #expect(try total(&log, "acme") == 4)
         #expect(throws: LedgerError.self) { try merge(&log, 8, count: 1) }
+        #expect(try total(&log, "acme") == 4)
         // A fold (a new generation) starts over, even with the same ids.
         #expect(log.rowsToMerge(generation: 5, ids: [7, 9]) == [7, 9])
         #expect(log.rowCount == 0)
-        #expect(log.cells(of: "acme") == nil)
+        #expect(try log.cells(of: "acme") == nil)
         // So does a merged row gone at the same generation (which a fold never leaves).
         try merge(&log, 7, count: 1)
         #expect(log.rowsToMerge(generation: 5, ids: [9]) == [9])
         #expect(log.rowCount == 0)
+    }
+
+    /// A tenant read for the first time gets every row taken in the generation, one read since
+    /// gets the rows taken after; a flat row (logged by a collector of before) counts as well.
+    @Test func eachTenantGetsEveryRowTakenWhateverWhenItIsFirstRead() throws {
+        var log = PostgresUnfoldedLog()
+        _ = log.rowsToMerge(generation: 1, ids: [1, 2, 3])
+        try log.add(row: 1, cells: try row([("acme", 1, 2), ("globex", 1, 5)], seed: 1))
+        try log.add(row: 2, cells: try row([("acme", 2, 3), ("initech", 1, 7)], seed: 2, layout: .flat))
+        #expect(try total(&log, "acme") == 5)
+        try log.add(row: 3, cells: try row([("globex", 1, 11), ("acme", 1, 1)], seed: 3))
+        // globex first read now: rows 1 and 3; acme: its earlier cells and row 3's.
+        #expect(try total(&log, "globex") == 16)
+        #expect(try total(&log, "acme") == 6)
+        #expect(try total(&log, "initech") == 7)
+        #expect(try log.cells(of: "hooli") == nil)
+        // Cells of the same key merge: acme's hour 1 is rows 1 and 3.
+        var hourOne: Int64 = 0
+        try log.cells(of: "acme")?.forEach(where: { $0.hour == 1 }) { _, aggregate in hourOne += aggregate.count }
+        #expect(hourOne == 3)
+    }
+
+    /// A row that does not decode is refused when taken, and a section that lies outside its
+    /// row when read, each as a corrupt row, never a crash.
+    @Test func aCorruptRowIsRefused() throws {
+        var log = PostgresUnfoldedLog()
+        _ = log.rowsToMerge(generation: 1, ids: [1])
+        var bytes = try row([("acme", 1, 2), ("globex", 1, 5)], seed: 1)
+        bytes.removeLast(3)
+        #expect(throws: LedgerError.self) { try log.add(row: 1, cells: bytes) }
+        #expect(log.rowCount == 0)
+        #expect(throws: LedgerError.self) { try log.add(row: 1, cells: [0xFF, 0xFF]) }
+        let whole = try row([("acme", 1, 2)], seed: 1)
+        var location: AggregateLogCodec.SectionLocation?
+        _ = try whole.withUnsafeBytes { bytes in
+            try AggregateLogCodec.sections(of: bytes) { _, found in location = found }
+        }
+        var outside = try #require(location)
+        outside.bytes = outside.bytes.lowerBound..<(whole.count + 1)
+        #expect(throws: LedgerError.self) {
+            try whole.withUnsafeBytes { bytes in
+                try AggregateLogCodec.decode(bytes, section: outside, tenant: "acme") { _, _ in }
+            }
+        }
     }
 }

@@ -81,31 +81,42 @@ extension PostgresLedgerStore {
     /// ``withSnapshot(_:)``, the snapshot's unfolded log cells of the tenant (nil when the log is
     /// empty); otherwise nil, after folding the log so the tables hold everything.
     func unfoldedForRead(tenant: String) throws(LedgerError) -> UnfoldedCells? {
-        try mergedSnapshotLog()?.cells(of: tenant)
+        guard try takeSnapshotLog(), var log = unfolded else { return nil }
+        // Out of the store while it decodes, so that its arrays are not copied.
+        unfolded = nil
+        do {
+            let cells = try log.cells(of: tenant)
+            unfolded = log
+            return cells
+        } catch {
+            // A section that would not decode: start over at the next read.
+            unfolded = PostgresUnfoldedLog()
+            throw error
+        }
     }
 
     /// What a reconciliation read adds to the table's rows, as ``unfoldedForRead(tenant:)``:
     /// the snapshot's unfolded counts per (period, tenant, agent), or nil.
     func unfoldedReconciliation() throws(LedgerError) -> [ReconciliationLogCodec.Key: ReconciliationCounts]? {
-        guard let counts = try mergedSnapshotLog()?.reconciliation, !counts.isEmpty else { return nil }
+        guard try takeSnapshotLog(), let counts = unfolded?.reconciliation, !counts.isEmpty else { return nil }
         return counts
     }
 
-    /// For a merging reader inside ``withSnapshot(_:)``: the unfolded log brought up to the
-    /// snapshot (read once per snapshot), nil when the snapshot's log is empty. For any other
-    /// use: nil, after folding the log so the tables hold everything.
-    private func mergedSnapshotLog() throws(LedgerError) -> PostgresUnfoldedLog? {
+    /// For a merging reader inside ``withSnapshot(_:)``: takes the snapshot's log rows not
+    /// taken yet into ``unfolded`` (listed once per snapshot); false when the snapshot's log is
+    /// empty. For any other use: false, after folding the log so the tables hold everything.
+    private func takeSnapshotLog() throws(LedgerError) -> Bool {
         guard inSnapshot, var log = unfolded else {
             try flushAggregates()
-            return nil
+            return false
         }
-        if snapshotTablesGeneration != nil { return log }
+        if snapshotTablesGeneration != nil { return true }
         // An empty log: the tables hold everything, and answers may come from the read cache.
         // Under ingest the log is seldom empty: after a snapshot that found rows, the check (a
         // round trip of its own, outside the transaction) is skipped and the listing tells.
-        if snapshotGeneration != nil { return nil }
+        if snapshotGeneration != nil { return false }
         if !lastSnapshotHadLog {
-            guard try hasUnfoldedAggregates() else { return nil }
+            guard try hasUnfoldedAggregates() else { return false }
         }
         unfolded = nil
         var listed = 0
@@ -134,11 +145,9 @@ extension PostgresLedgerStore {
                     do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
                         throw .corruptRow("aggregate log row: \(error)")
                     }
-                    try log.add(row: id) { (cell: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) in
-                        try blob.withUnsafeReadableBytes { bytes in
-                            Result { () throws(LedgerError) in try AggregateLogCodec.decode(bytes, tenant: nil, cell) }
-                        }.get()
-                    } counts: { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
+                    // A copy: the row's bytes may be a slice of a larger buffer of the answer.
+                    try log.add(row: id, cells: Array(blob.readableBytesView)) {
+                        (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
                         if let counts { try ReconciliationLogCodec.decode(counts, into: &sums) }
                     }
                 }
@@ -152,6 +161,6 @@ extension PostgresLedgerStore {
         unfolded = log
         snapshotTablesGeneration = generation
         lastSnapshotHadLog = listed > 0
-        return log
+        return true
     }
 }

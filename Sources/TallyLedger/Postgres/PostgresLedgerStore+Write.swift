@@ -216,7 +216,7 @@ extension PostgresLedgerStore {
     /// a batch's events; a correction's negative cells give the quantities it adds).
     /// Appends a row to the aggregate log: `cells` (whose monthly sums are checked against the
     /// overflow bound first) and, for a batch, its reconciliation counts.
-    /// `encoded`: `cells` already encoded in the flat layout (``LedgerSpeculation``).
+    /// `encoded`: `cells` already encoded, sectioned by tenant (``LedgerSpeculation``).
     func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil, reconciliation: [UInt8]? = nil) throws(LedgerError) {
         let total: Quantity
         if let growth { total = growth } else { total = try cells.totalSum() }
@@ -239,7 +239,7 @@ extension PostgresLedgerStore {
         try session.query(
             """
             INSERT INTO aggregate_log (cells, total, reconciliation)
-            VALUES (\(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .flat))), \(total.description)::numeric,
+            VALUES (\(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .byTenant))), \(total.description)::numeric,
                 \(reconciliation.map { ByteBuffer(bytes: $0) }))
             """, "logging aggregate cells")
     }

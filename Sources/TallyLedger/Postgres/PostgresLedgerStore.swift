@@ -104,7 +104,7 @@ public final class PostgresLedgerStore: LedgerStore {
 
     public var readsWaitOnNetwork: Bool { true }
 
-    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .flat) }
+    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration) }
 
     // MARK: - Partitions
 

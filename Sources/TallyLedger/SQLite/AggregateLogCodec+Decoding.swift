@@ -35,28 +35,53 @@ extension AggregateLogCodec {
             guard reader.reader.remaining == 0 else { throw .corruptRow("aggregate log row has \(reader.reader.remaining) trailing bytes") }
             return
         }
-        reader.fields =
-            switch first {
-            case markerCompact: .compact
-            case markerWithLevels: .levels
-            case markerWithMinimum: .minimum
-            default: .base
-            }
         // The directory: the sections to decode (for one tenant, only its own, found by comparing
-        // bytes, no strings made), each with its offset after the directory.
-        let tenants = try reader.count()
+        // bytes, no strings made).
         let wanted = tenant.map { Array($0.utf8) }
-        var sections: [(tenant: String, cells: UInt64, offset: Int, length: Int)] = []
+        var sections: [(tenant: String, location: SectionLocation)] = []
+        _ = try self.sections(of: bytes) { (name, location) throws(LedgerError) in
+            if let wanted, let tenant {
+                if name.elementsEqual(wanted) { sections.append((tenant, location)) }
+            } else {
+                sections.append((String(decoding: name, as: UTF8.self), location))
+            }
+        }
+        for section in sections { try decode(bytes, section: section.location, tenant: section.tenant, body) }
+    }
+
+    /// Where one tenant's cells lie in a sectioned row (``sections(of:_:)``).
+    package struct SectionLocation: Sendable, Equatable {
+        /// What each cell carries (by the layout's marker).
+        package var fields: Fields
+        /// How many cells.
+        package var cells: Int
+        /// Their bytes in the row.
+        package var bytes: Range<Int>
+    }
+
+    /// Hands each section of a sectioned row to `body`: its tenant's name (the bytes, in place)
+    /// and where its cells lie, in directory order, after checking that the sections fill the
+    /// row. False, with nothing handed, for a flat row (its cells name their tenants).
+    package static func sections(
+        of bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer, SectionLocation) throws(LedgerError) -> Void
+    ) throws(LedgerError) -> Bool {
+        var reader = Reader(reader: ByteReader(bytes))
+        switch try reader.integer(4) {
+        case markerCompact: reader.fields = .compact
+        case markerWithLevels: reader.fields = .levels
+        case markerWithMinimum: reader.fields = .minimum
+        case marker: reader.fields = .base
+        default: return false
+        }
+        let tenants = try reader.count()
+        var directory: [(name: UnsafeRawBufferPointer, cells: Int, offset: Int, length: Int)] = []
+        directory.reserveCapacity(Int(min(tenants, 4096)))
         var offset = 0
         for _ in 0..<tenants {
             let name = try reader.bytes()
-            let cells = try reader.count()
+            let cells = Int(try reader.count())
             let length = Int(try reader.count())
-            if let wanted, let tenant {
-                if name.elementsEqual(wanted) { sections.append((tenant, cells, offset, length)) }
-            } else {
-                sections.append((String(decoding: name, as: UTF8.self), cells, offset, length))
-            }
+            directory.append((name, cells, offset, length))
             offset += length
             guard offset <= reader.reader.remaining else { throw .corruptRow("aggregate log row: its sections run past its end") }
         }
@@ -64,15 +89,30 @@ extension AggregateLogCodec {
             throw .corruptRow("aggregate log row: its sections take \(offset) bytes, \(reader.reader.remaining) follow the directory")
         }
         let sectionsStart = reader.reader.index
-        for section in sections {
-            reader.reader.index = sectionsStart + section.offset
-            for _ in 0..<section.cells {
-                let (key, aggregate) = try reader.cell(tenant: section.tenant)
-                try body(key, aggregate)
-            }
-            guard reader.reader.index - sectionsStart - section.offset == section.length else {
-                throw .corruptRow("aggregate log row: the section of \(section.tenant) is not \(section.length) bytes")
-            }
+        for entry in directory {
+            let start = sectionsStart + entry.offset
+            try body(entry.name, SectionLocation(fields: reader.fields, cells: entry.cells, bytes: start..<(start + entry.length)))
+        }
+        return true
+    }
+
+    /// Hands each cell of one section of a sectioned row (as ``sections(of:_:)`` located it) to
+    /// `body`, its key naming `tenant`.
+    package static func decode(
+        _ bytes: UnsafeRawBufferPointer, section: SectionLocation, tenant: String,
+        _ body: (AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void
+    ) throws(LedgerError) {
+        guard section.bytes.lowerBound >= 0, section.bytes.upperBound <= bytes.count else {
+            throw .corruptRow("aggregate log row: the section of \(tenant) lies outside the row")
+        }
+        var reader = Reader(reader: ByteReader(UnsafeRawBufferPointer(rebasing: bytes[section.bytes])))
+        reader.fields = section.fields
+        for _ in 0..<section.cells {
+            let (key, aggregate) = try reader.cell(tenant: tenant)
+            try body(key, aggregate)
+        }
+        guard reader.reader.remaining == 0 else {
+            throw .corruptRow("aggregate log row: the section of \(tenant) is not \(section.bytes.count) bytes")
         }
     }
 

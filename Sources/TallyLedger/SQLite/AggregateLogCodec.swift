@@ -21,16 +21,17 @@ import TallyCore
 /// Since minimums are kept (issue 15), each cell ends with the minimum — u8 1 and i128 min
 /// nanos, or u8 0 for a cell whose minimum was not recorded — and the layouts are marked
 /// 0xFFFF_FFFE (by tenant, what SQLite ledgers write) and 0xFFFF_FFFD followed by the u32 cell
-/// count (flat, what PostgreSQL ledgers write). Rows of the two older layouts decode with no
+/// count (flat, what PostgreSQL ledgers wrote). Rows of the two older layouts decode with no
 /// minimum. Since level changes are kept (`weighted_sum`, issue 15), each cell then ends with
 /// u8 0, or u8 1 and the i128 level change and i128 level time nanos (``UsageAggregate``), and
 /// the layouts are marked 0xFFFF_FFFC (by tenant) and 0xFFFF_FFFB (flat); rows of the layouts
 /// before decode with no level change.
 ///
-/// The compact layouts (marked 0xFFFF_FFFA by tenant, what SQLite ledgers write, and 0xFFFF_FFF9
-/// flat, what PostgreSQL ledgers write; schema version 6 of both) carry the same fields in about
-/// half the bytes: every length, count and number is an unsigned LEB128 varint (signed ones
-/// zigzag-encoded, `TallyCore`'s `LEB128` and `ZigZag`) instead of a fixed 4, 8 or 16 bytes.
+/// The compact layouts (marked 0xFFFF_FFFA by tenant, what both stores write, and 0xFFFF_FFF9
+/// flat, what PostgreSQL ledgers wrote before they sectioned their rows too, still read; schema
+/// version 6 of both) carry the same fields in about half the bytes: every length, count and
+/// number is an unsigned LEB128 varint (signed ones zigzag-encoded, `TallyCore`'s `LEB128` and
+/// `ZigZag`) instead of a fixed 4, 8 or 16 bytes.
 /// Measured on the example pricing's group-by (about 1.4 cells per event), the fixed layout
 /// took about 210 bytes of log per event, more than the raw event's row; the writer copies those
 /// bytes into the database's pages, the log's fsync writes them, the fold frees them and every
@@ -64,15 +65,15 @@ package enum AggregateLogCodec {
     package static let flatMarkerWithLevels: UInt64 = 0xFFFF_FFFB
     /// The compact sectioned layout: what SQLite ledgers write.
     package static let markerCompact: UInt64 = 0xFFFF_FFFA
-    /// The compact flat layout: what PostgreSQL ledgers write.
+    /// The compact flat layout: what PostgreSQL ledgers wrote before they sectioned their rows (still read).
     package static let flatMarkerCompact: UInt64 = 0xFFFF_FFF9
 
     /// The two layouts above.
     package enum Layout {
-        /// Grouped by tenant, behind a directory: what SQLite ledgers write (schema version 3),
-        /// for readers that merge the log one tenant at a time.
+        /// Grouped by tenant, behind a directory: what both stores write (SQLite since schema
+        /// version 3), for readers that merge the log one tenant at a time.
         case byTenant
-        /// Every cell with its tenant: what PostgreSQL ledgers write.
+        /// Every cell with its tenant: what PostgreSQL ledgers wrote before (still read; tests).
         case flat
     }
 

@@ -29,7 +29,7 @@ extension SQLiteLedgerStore {
     /// Makes this store a reader that never folds: inside ``withSnapshot(_:)`` its aggregate
     /// reads add the snapshot's unfolded log cells to the tables' rows (see ``UnfoldedLog``).
     /// Outside a snapshot it still folds first (a plain read has no snapshot to merge in).
-    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration, layout: .byTenant) }
+    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration) }
 
     public func logMerger() -> LogMerger? { LogMerger(mirror: logMirror) }
 
