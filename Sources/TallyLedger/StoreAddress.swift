@@ -9,7 +9,9 @@ import TallyCore
 ///   `sslmode=disable|require|verify-full` (default `disable` on loopback hosts, `verify-full`
 ///   elsewhere), `sslrootcert=PATH` (the CA for `verify-full`; default: the system's),
 ///   `pool_size=N` (connections per collector, 1–64, default 4), `password_file=PATH`,
-///   `connect_timeout=SECONDS` (default 10).
+///   `connect_timeout=SECONDS` (default 10), `prepared_statements=on|off` (default `on`: the
+///   statements every batch sends are named and prepared once per connection; `off` for a
+///   pooler that cannot carry named statements, such as PgBouncer before 1.21).
 ///   The password comes from the URL, else `TALLY_STORE_PASSWORD`, else `password_file`; it is
 ///   never part of ``description`` (logs show `***`).
 public enum StoreAddress: Sendable, Hashable, CustomStringConvertible {
@@ -63,6 +65,8 @@ public struct PostgresAddress: Sendable, Hashable, CustomStringConvertible {
     public var poolSize: Int
     public var passwordFile: String?
     public var connectTimeout: Duration
+    /// Whether the statements every batch sends are prepared once per connection.
+    public var preparedStatements: Bool
 
     public init(parsing text: String) throws(LedgerError) {
         func fail(_ problem: String) -> LedgerError {
@@ -108,6 +112,7 @@ public struct PostgresAddress: Sendable, Hashable, CustomStringConvertible {
         poolSize = 4
         passwordFile = nil
         connectTimeout = .seconds(10)
+        preparedStatements = true
         for item in query.split(separator: "&") where !item.isEmpty {
             let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(pair[0])
@@ -124,7 +129,15 @@ public struct PostgresAddress: Sendable, Hashable, CustomStringConvertible {
             case "connect_timeout":
                 guard let seconds = Int(value), seconds > 0 else { throw fail("connect_timeout must be a positive number of seconds") }
                 connectTimeout = .seconds(seconds)
-            default: throw fail("unknown parameter '\(key)' (known: sslmode, sslrootcert, pool_size, password_file, connect_timeout)")
+            case "prepared_statements":
+                switch value {
+                case "on": preparedStatements = true
+                case "off": preparedStatements = false
+                default: throw fail("prepared_statements must be on or off, not '\(value)'")
+                }
+            default:
+                throw fail(
+                    "unknown parameter '\(key)' (known: sslmode, sslrootcert, pool_size, password_file, connect_timeout, prepared_statements)")
             }
         }
         let loopback = host == "localhost" || host == "::1" || host.hasPrefix("127.")
@@ -151,6 +164,7 @@ public struct PostgresAddress: Sendable, Hashable, CustomStringConvertible {
         var text = "postgres://\(user)\(password == nil ? "" : ":***")@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)"
         var parameters = ["sslmode=\(tls.rawValue)"]
         if poolSize != 4 { parameters.append("pool_size=\(poolSize)") }
+        if !preparedStatements { parameters.append("prepared_statements=off") }
         if let rootCertificate { parameters.append("sslrootcert=\(rootCertificate)") }
         if let passwordFile { parameters.append("password_file=\(passwordFile)") }
         text += "?" + parameters.joined(separator: "&")

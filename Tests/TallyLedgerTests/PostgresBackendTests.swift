@@ -44,6 +44,46 @@ import Testing
         #expect(error.map { "\($0)".contains("schema version 99, newer than this Tally knows") } == true, "\(String(describing: error))")
     }
 
+    /// The statements every batch sends are prepared once per connection (the default) or sent
+    /// unnamed (`prepared_statements=off`, for poolers that cannot carry named statements): two
+    /// collectors, one of each, store and dedupe alike; a collector whose connection the server
+    /// ended prepares them again on the next one.
+    @Test func preparedAndUnnamedStatementsStoreAlikeAndSurviveAReconnect() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("prepared")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let prepared = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+        defer { prepared.close() }
+        #expect(prepared.address.preparedStatements)
+        let unnamed = try PostgresLedgerStore(
+            address: PostgresAddress(parsing: url + (url.contains("?") ? "&" : "?") + "prepared_statements=off"),
+            configuration: TestLedger.configuration)
+        defer { unnamed.close() }
+        #expect(!unnamed.address.preparedStatements)
+        let first = (0..<5).map { event(id: "a\($0)") }
+        #expect(try prepared.commit(batch(1, agent: "one", first)).accepted == 5)
+        // The same events again, three new ones among them, from the other collector and then
+        // this one: the answer names exactly the stored ones.
+        let again = first + (0..<3).map { event(id: "b\($0)") }
+        let other = try unnamed.commit(batch(1, agent: "two", again))
+        #expect(other.accepted == 3 && other.duplicate == 5)
+        let more = again + [event(id: "c0")]
+        let mine = try prepared.commit(batch(2, agent: "one", more))
+        #expect(mine.accepted == 1 && mine.duplicate == 8)
+        // The server ends every connection of the database: the statement prepared on the old
+        // one is gone with it.
+        _ = try server.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '\(name)' AND pid <> pg_backend_pid()",
+            database: name)
+        // The first commit may find the connection gone (the lost connection is reported as a
+        // database error); the next connects again.
+        let last = batch(3, agent: "one", [event(id: "d0"), event(id: "c0")])
+        let outcome = try (try? prepared.commit(last)) ?? prepared.commit(last)
+        #expect(outcome.accepted == 1 && outcome.duplicate == 1)
+        #expect(try server.psql("SELECT count(*) FROM raw_events", database: name) == "10")
+    }
+
     /// Raw events live in monthly partitions; an old month can be detached (to archive it) while
     /// the ledger keeps taking and billing events of the live months.
     @Test func anOldMonthIsDetachedWithoutTouchingLiveOnes() throws {

@@ -22,6 +22,13 @@ import Testing
             return
         }
         #expect(local.port == 5432 && local.tls == .disable && local.password == nil && local.poolSize == 4)
+        #expect(local.preparedStatements && !local.description.contains("prepared_statements"))
+        guard case .postgres(let unnamed) = try StoreAddress(parsing: "postgres://tally@127.0.0.1/tally?prepared_statements=off") else {
+            Issue.record("not parsed as postgres")
+            return
+        }
+        #expect(!unnamed.preparedStatements && unnamed.description.contains("prepared_statements=off"))
+        #expect(try StoreAddress(parsing: unnamed.description) == .postgres(unnamed))
         guard case .postgres(let v6) = try StoreAddress(parsing: "postgres://t@[::1]:5433/x?sslmode=require") else { return }
         #expect(v6.host == "::1" && v6.port == 5433 && v6.tls == .require)
     }
@@ -41,6 +48,7 @@ import Testing
             ("postgres://db:5432/tally", "name the user"), ("postgres://u@db:5432", "name the database"),
             ("postgres://u@db:99999/t", "not 1 to 65535"), ("postgres://u@db/t?pool_size=0", "pool_size must be 1 to 64"),
             ("postgres://u@db/t?sslmode=prefer", "sslmode must be"),
+            ("postgres://u@db/t?prepared_statements=yes", "prepared_statements must be on or off"),
         ] {
             let error = #expect(throws: LedgerError.self) { try StoreAddress(parsing: text) }
             #expect(error.map { "\($0)".contains(fragment) } == true, "\(text): \(String(describing: error))")

@@ -37,12 +37,12 @@ extension PostgresLedgerStore {
                 quantities.append(prepared.quantities[duplicate.index])
             }
             try session.query(
-                """
-                INSERT INTO duplicate_events (agent, batch_seq, batch_index, ts, fingerprint, tenant, metric, quantity, received_at)
-                SELECT \(agent), \(sequence), d.i, d.ts, d.fp, d.tenant, d.metric, d.quantity, \(received)
-                FROM unnest(\(indexes)::integer[], \(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[],
-                    \(quantities)::text[]) AS d(i, ts, fp, tenant, metric, quantity)
-                """, "recording duplicates")
+                prepared: Self.insertDuplicates,
+                [
+                    PostgresSession.bind(indexes), PostgresSession.bind(times), PostgresSession.bind(prints), PostgresSession.bind(tenants),
+                    PostgresSession.bind(metrics), PostgresSession.bind(quantities), PostgresSession.bind(agent),
+                    PostgresSession.bind(sequence), PostgresSession.bind(received),
+                ], "recording duplicates")
         }
         if !plan.uniqueValues.isEmpty {
             let values = plan.uniqueValues.sorted {
@@ -66,12 +66,14 @@ extension PostgresLedgerStore {
         }
         let outcome = plan.outcome
         try session.query(
-            """
-            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections, digest)
-            VALUES (\(agent), \(sequence), \(received), \(Int32(outcome.accepted)), \(Int32(outcome.duplicate)),
-                \(Int32(outcome.late)), \(Int32(outcome.adjusted)), \(Int32(outcome.rejected)),
-                \(SQLiteLedgerStore.encodeRejections(outcome.rejections)), \(ByteBuffer(bytes: prepared.contentDigest)))
-            """, "recording the batch")
+            prepared: Self.insertBatchRecord,
+            [
+                PostgresSession.bind(agent), PostgresSession.bind(sequence), PostgresSession.bind(received),
+                PostgresSession.bind(Int32(outcome.accepted)), PostgresSession.bind(Int32(outcome.duplicate)),
+                PostgresSession.bind(Int32(outcome.late)), PostgresSession.bind(Int32(outcome.adjusted)),
+                PostgresSession.bind(Int32(outcome.rejected)), PostgresSession.bind(SQLiteLedgerStore.encodeRejections(outcome.rejections)),
+                PostgresSession.bind(ByteBuffer(bytes: prepared.contentDigest)),
+            ], "recording the batch")
         return (outcome, plan.cells.count, logged)
     }
 
@@ -116,25 +118,18 @@ extension PostgresLedgerStore {
         // not (a retried batch), which ones. Most batches are all new, and a row per event cost
         // the server and the collector more than the answer is worth.
         let result = try session.query(
-            """
-            WITH inserted AS (
-                INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
-                    agent, batch_seq, batch_index, received_at)
-                SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
-                    NULLIF(r.billed, ''), \(batch.agent), \(Int64(bitPattern: batch.sequence)), r.i, \(batch.receivedAt.microseconds)
-                FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
-                    \(ids)::text[], \(hasID)::boolean[], \(properties)::bytea[], \(statuses)::text[], \(billed)::text[],
-                    \(indexes)::integer[])
-                    WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
-                ORDER BY r.position
-                ON CONFLICT (ts, fingerprint) DO NOTHING
-                RETURNING batch_index
-            )
-            SELECT count(*)::integer, CASE WHEN count(*) < \(Int32(indexes.count)) THEN COALESCE(array_agg(batch_index), ARRAY[]::integer[]) END FROM inserted
-            """, "inserting raw events")
-        guard let row = result.first else { throw .corruptRow("the raw-event insert answered no row") }
+            prepared: Self.insertRawEvents,
+            [
+                PostgresSession.bind(times), PostgresSession.bind(prints), PostgresSession.bind(tenants), PostgresSession.bind(metrics),
+                PostgresSession.bind(quantities), PostgresSession.bind(ids), PostgresSession.bind(hasID), PostgresSession.bind(properties),
+                PostgresSession.bind(statuses), PostgresSession.bind(billed), PostgresSession.bind(indexes), PostgresSession.bind(batch.agent),
+                PostgresSession.bind(Int64(bitPattern: batch.sequence)), PostgresSession.bind(batch.receivedAt.microseconds),
+            ], "inserting raw events")
+        guard let row = result.first, row.count == 2 else { throw .corruptRow("the raw-event insert answered no row") }
         let (count, some): (Int32, [Int32]?)
-        do { (count, some) = try row.decode((Int32, [Int32]?).self) } catch { throw .corruptRow("the raw-event insert's answer: \(error)") }
+        do { (count, some) = (try row[0].decode(Int32.self), try row[1].decode([Int32]?.self)) } catch {
+            throw .corruptRow("the raw-event insert's answer: \(error)")
+        }
         guard let some else {
             guard Int(count) == indexes.count else { throw .corruptRow("\(count) of \(indexes.count) raw events new, but none named") }
             return Set(indexes.lazy.map { Int($0) })
@@ -142,6 +137,58 @@ extension PostgresLedgerStore {
         guard some.count == Int(count) else { throw .corruptRow("\(count) raw events new, \(some.count) named") }
         return Set(some.lazy.map { Int($0) })
     }
+
+    /// A batch's duplicates: $1–$6 their arrays, $7–$9 the batch's agent, sequence and receipt time.
+    static let insertDuplicates = PostgresSession.PreparedStatement(
+        name: "tally_insert_duplicates",
+        sql: """
+            INSERT INTO duplicate_events (agent, batch_seq, batch_index, ts, fingerprint, tenant, metric, quantity, received_at)
+            SELECT $7::text, $8::bigint, d.i, d.ts, d.fp, d.tenant, d.metric, d.quantity, $9::bigint
+            FROM unnest($1::integer[], $2::bigint[], $3::bytea[], $4::text[], $5::text[], $6::text[])
+                AS d(i, ts, fp, tenant, metric, quantity)
+            """)
+
+    /// A batch's record, its key and outcome.
+    static let insertBatchRecord = PostgresSession.PreparedStatement(
+        name: "tally_insert_batch_record",
+        sql: """
+            INSERT INTO batches (agent, seq, received_at, accepted, duplicate, late, adjusted, rejected, rejections, digest)
+            VALUES ($1::text, $2::bigint, $3::bigint, $4::integer, $5::integer, $6::integer, $7::integer, $8::integer, $9::text, $10::bytea)
+            """)
+
+    /// A row of the aggregate log: its cells, their total and (for a batch) its reconciliation counts.
+    static let insertLogRow = PostgresSession.PreparedStatement(
+        name: "tally_insert_log_row",
+        sql: "INSERT INTO aggregate_log (cells, total, reconciliation) VALUES ($1::bytea, $2::text::numeric, $3::bytea)")
+
+    /// The cheap overflow bound (``log(_:growth:encoded:reconciliation:)``), as text: $1 a batch's total.
+    static let readOverflowBound = PostgresSession.PreparedStatement(
+        name: "tally_read_overflow_bound",
+        sql: """
+            SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
+                + $1::text::numeric)::text
+            """)
+
+    /// The candidate raw rows of a batch (``insertCandidates(_:)``): $1–$11 the rows' arrays,
+    /// $12–$14 the batch's agent, sequence and receipt time.
+    static let insertRawEvents = PostgresSession.PreparedStatement(
+        name: "tally_insert_raw_events",
+        sql: """
+            WITH inserted AS (
+                INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+                    agent, batch_seq, batch_index, received_at)
+                SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
+                    NULLIF(r.billed, ''), $12::text, $13::bigint, r.i, $14::bigint
+                FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bytea[],
+                    $9::text[], $10::text[], $11::integer[])
+                    WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
+                ORDER BY r.position
+                ON CONFLICT (ts, fingerprint) DO NOTHING
+                RETURNING batch_index
+            )
+            SELECT count(*)::integer, CASE WHEN count(*) < cardinality($11::integer[])
+                THEN COALESCE(array_agg(batch_index), ARRAY[]::integer[]) END FROM inserted
+            """)
 
     func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
         let batch = classification.prepared.batch
@@ -221,13 +268,9 @@ extension PostgresLedgerStore {
         let total: Quantity
         if let growth { total = growth } else { total = try cells.totalSum() }
         if !cells.isEmpty {
-            let bounds = try session.query(
-                """
-                SELECT ((SELECT COALESCE(SUM(total), 0) FROM aggregate_log) + (SELECT monthly_ceiling FROM ledger_bounds WHERE id = 1)
-                    + \(total.description)::numeric)::text
-                """, "reading the overflow bound")
-            let boundText =
-                try bounds.first.map { (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, String.self, "bound") } ?? "0"
+            let bounds = try session.query(prepared: Self.readOverflowBound, [PostgresSession.bind(total.description)], "reading the overflow bound")
+            let boundText: String
+            do { boundText = try bounds.first?.first?.decode(String.self) ?? "0" } catch { throw .corruptRow("bound: \(error)") }
             let half = Quantity(nanos: Int128.max / 2)
             if (try? Quantity(parsing: boundText)).map({ $0 > half }) ?? true {
                 try session.query(
@@ -237,11 +280,11 @@ extension PostgresLedgerStore {
             }
         }
         try session.query(
-            """
-            INSERT INTO aggregate_log (cells, total, reconciliation)
-            VALUES (\(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .byTenant))), \(total.description)::numeric,
-                \(reconciliation.map { ByteBuffer(bytes: $0) }))
-            """, "logging aggregate cells")
+            prepared: Self.insertLogRow,
+            [
+                PostgresSession.bind(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .byTenant))),
+                PostgresSession.bind(total.description), PostgresSession.bind(reconciliation.map { ByteBuffer(bytes: $0) }),
+            ], "logging aggregate cells")
     }
 
     /// The exact check: batch + logged + stored, per monthly cell.

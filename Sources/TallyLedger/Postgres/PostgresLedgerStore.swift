@@ -180,37 +180,52 @@ public final class PostgresLedgerStore: LedgerStore {
     }
 
     /// The outcome recorded for (agent, sequence), or nil for a new batch; a recorded batch
-    /// with other content is a reused sequence, and a pruned one has expired.
+    /// with other content is a reused sequence, and a pruned one has expired. One statement
+    /// (prepared) answers both: the record, if any, and how far the agent's records were pruned.
     private func storedOutcome(agent: String, sequence: UInt64, digest: [UInt8]) throws(LedgerError) -> BatchOutcome? {
         let rows = try session.query(
-            """
-            SELECT accepted, duplicate, late, adjusted, rejected, rejections, digest FROM batches
-            WHERE agent = \(agent) AND seq = \(Int64(bitPattern: sequence))
-            """, "reading the batch record")
-        if let row = rows.first {
-            let (accepted, duplicate, late, adjusted, rejected, rejections, stored): (Int32, Int32, Int32, Int32, Int32, String, ByteBuffer)
-            do {
-                (accepted, duplicate, late, adjusted, rejected, rejections, stored) = try row.decode(
-                    (Int32, Int32, Int32, Int32, Int32, String, ByteBuffer).self)
-            } catch {
-                throw .corruptRow("batch record of \(agent) \(sequence): \(error)")
-            }
+            prepared: Self.readBatchRecord, [PostgresSession.bind(agent), PostgresSession.bind(Int64(bitPattern: sequence))],
+            "reading the batch record")
+        guard let row = rows.first, row.count == 8 else { throw .corruptRow("the batch record lookup answered no row") }
+        let counts: [Int32?]
+        let rejections: String?
+        let stored: ByteBuffer?
+        let prunedThrough: Int64?
+        do {
+            counts = try row[0..<5].map { try $0.decode(Int32?.self) }
+            rejections = try row[5].decode(String?.self)
+            stored = try row[6].decode(ByteBuffer?.self)
+            prunedThrough = try row[7].decode(Int64?.self)
+        } catch {
+            throw .corruptRow("batch record of \(agent) \(sequence): \(error)")
+        }
+        if let stored {
             guard Array(stored.readableBytesView) == digest else { throw .sequenceReused(agent: agent, sequence: sequence) }
+            guard case let numbers = counts.compactMap({ $0 }), numbers.count == 5, let rejections else {
+                throw .corruptRow("batch record of \(agent) \(sequence): a count is missing")
+            }
             var outcome = BatchOutcome()
-            outcome.accepted = Int(accepted)
-            outcome.duplicate = Int(duplicate)
-            outcome.late = Int(late)
-            outcome.adjusted = Int(adjusted)
-            outcome.rejected = Int(rejected)
+            outcome.accepted = Int(numbers[0])
+            outcome.duplicate = Int(numbers[1])
+            outcome.late = Int(numbers[2])
+            outcome.adjusted = Int(numbers[3])
+            outcome.rejected = Int(numbers[4])
             outcome.rejections = try SQLiteLedgerStore.decodeRejections(rejections)
             return outcome
         }
-        let pruned = try session.query("SELECT through_seq FROM pruned_batches WHERE agent = \(agent)", "reading pruned batches")
-        if let row = pruned.first, UInt64(bitPattern: try PostgresSchema.decode(row, Int64.self, "pruned sequence")) >= sequence {
-            throw .batchExpired(agent: agent, sequence: sequence)
-        }
+        if let prunedThrough, UInt64(bitPattern: prunedThrough) >= sequence { throw .batchExpired(agent: agent, sequence: sequence) }
         return nil
     }
+
+    /// ``storedOutcome(agent:sequence:digest:)``'s statement: $1 the agent, $2 the sequence.
+    static let readBatchRecord = PostgresSession.PreparedStatement(
+        name: "tally_read_batch_record",
+        sql: """
+            SELECT b.accepted, b.duplicate, b.late, b.adjusted, b.rejected, b.rejections, b.digest, p.through_seq
+            FROM (SELECT 1) AS one
+            LEFT JOIN batches b ON b.agent = $1::text AND b.seq = $2::bigint
+            LEFT JOIN pruned_batches p ON p.agent = $1::text
+            """)
 
     // MARK: - Prune
 

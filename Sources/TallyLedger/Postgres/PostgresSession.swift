@@ -11,8 +11,11 @@ import TallyCore
 /// `LedgerStore` calls block, and the collector runs each store on a dedicated thread (its
 /// `Ledger`), never on an event loop or the cooperative pool, so blocking on postgres-nio's
 /// futures here is safe and keeps the store protocol the same for both backends — the SQLite
-/// path stays as fast as it was. Queries use the extended protocol with unnamed statements,
-/// so a transaction-pooling PgBouncer in front works.
+/// path stays as fast as it was. Queries use the extended protocol, unnamed, except the few a
+/// batch always sends, which are named and prepared once per connection
+/// (``query(prepared:_:_:)``); `prepared_statements=off` in the address sends those unnamed too,
+/// for a transaction-pooling PgBouncer before 1.21 (since 1.21, `max_prepared_statements` lets
+/// it carry named statements).
 ///
 /// A lost connection (the server restarted, a failover, a network cut) fails the call in hand
 /// with ``LedgerError/database(code:message:context:)`` — the collector stops acking and says
@@ -26,6 +29,8 @@ final class PostgresSession {
     private var nextAttempt = ContinuousClock.now
     private var backoff: Duration = .zero
     private var lostReported = false
+    /// The named statements prepared on this connection (``query(prepared:_:_:)``).
+    private var prepared: [String: PreparedQuery] = [:]
     /// Between BEGIN and COMMIT/ROLLBACK of ``transaction(_:isolation:_:)``.
     private(set) var inTransaction = false
     /// A transaction of ``deferredTransaction(_:isolation:onBegin:_:)`` not begun yet: the next
@@ -51,6 +56,7 @@ final class PostgresSession {
     }
 
     private func connect() throws(LedgerError) {
+        prepared.removeAll()
         var configuration = PostgresConnection.Configuration(
             host: address.host, port: address.port, username: address.user, password: password, database: address.database,
             tls: try tls())
@@ -130,6 +136,75 @@ final class PostgresSession {
             }
             throw Self.ledgerError(error, context: context)
         }
+    }
+
+    /// Runs a statement that the session prepares on its connection the first time (a named
+    /// statement: parsed, analysed and, after PostgreSQL's first few custom plans, planned once
+    /// per connection instead of at every call), with `binds` ($1, $2, … in `statement.sql`);
+    /// returns each row's cells. For the statements every batch sends; the address's
+    /// `prepared_statements=off` sends them unnamed, as every other statement is, for a pooler
+    /// that cannot carry named statements.
+    ///
+    /// Through postgres-nio's future-based prepared queries (its other prepared statements are
+    /// async only, and a store call blocks on its own thread). Those ask for binary rows, as
+    /// every extended query does, but label the cells with the format the statement's
+    /// description gave, text (postgres-nio 1.33): the cells are relabelled binary here.
+    func query(prepared statement: PreparedStatement, _ binds: [PostgresData], _ context: String) throws(LedgerError) -> [[PostgresCell]] {
+        let rows: [PostgresRow]
+        if address.preparedStatements {
+            if let pending = deferredBegin {
+                deferredBegin = nil
+                try begin(pending.isolation, context)
+                try pending.onBegin()
+            }
+            let connection = try live(context)
+            do {
+                let ready: PreparedQuery
+                if let known = prepared[statement.name] {
+                    ready = known
+                } else {
+                    ready = try connection.prepare(query: statement.sql).wait()
+                    prepared[statement.name] = ready
+                }
+                rows = try ready.execute(binds).wait()
+            } catch {
+                if connection.isClosed && !lostReported {
+                    lostReported = true
+                    logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
+                }
+                throw Self.ledgerError(error, context: context)
+            }
+        } else {
+            var unnamed = PostgresQuery(unsafeSQL: statement.sql)
+            for bind in binds { unnamed.binds.append(bind) }
+            rows = try query(unnamed, context)
+        }
+        return rows.map { row in
+            row.map { cell in
+                PostgresCell(
+                    bytes: cell.bytes, dataType: cell.dataType, format: .binary, columnName: cell.columnName, columnIndex: cell.columnIndex)
+            }
+        }
+    }
+
+    /// A statement for ``query(prepared:_:_:)``: its SQL with numbered parameters, and a name
+    /// unique in the process.
+    struct PreparedStatement: Sendable {
+        let name: String
+        let sql: String
+    }
+
+    /// One bind of ``query(prepared:_:_:)``, in PostgreSQL's binary format.
+    static func bind<T: PostgresEncodable>(_ value: T) throws(LedgerError) -> PostgresData {
+        var buffer = ByteBuffer()
+        do { try value.encode(into: &buffer, context: .default) } catch { throw .invalidConfiguration("a statement's parameter: \(error)") }
+        return PostgresData(type: T.psqlType, formatCode: T.psqlFormat, value: buffer)
+    }
+
+    /// A bind that may be NULL.
+    static func bind<T: PostgresEncodable>(_ value: T?) throws(LedgerError) -> PostgresData {
+        guard let value else { return PostgresData(type: T.psqlType, formatCode: T.psqlFormat, value: nil) }
+        return try bind(value)
     }
 
     /// Runs SQL without parameters (one statement).
