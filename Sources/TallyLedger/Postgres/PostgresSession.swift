@@ -149,6 +149,7 @@ final class PostgresSession {
     /// async only, and a store call blocks on its own thread). Those ask for binary rows, as
     /// every extended query does, but label the cells with the format the statement's
     /// description gave, text (postgres-nio 1.33): the cells are relabelled binary here.
+    @discardableResult
     func query(prepared statement: PreparedStatement, _ binds: [PostgresData], _ context: String) throws(LedgerError) -> [[PostgresCell]] {
         let rows: [PostgresRow]
         if address.preparedStatements {
