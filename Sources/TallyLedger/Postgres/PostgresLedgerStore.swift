@@ -201,7 +201,8 @@ public final class PostgresLedgerStore: LedgerStore {
         }
         if let stored {
             guard Array(stored.readableBytesView) == digest else { throw .sequenceReused(agent: agent, sequence: sequence) }
-            guard case let numbers = counts.compactMap({ $0 }), numbers.count == 5, let rejections else {
+            let numbers = counts.compactMap { $0 }
+            guard numbers.count == 5, let rejections else {
                 throw .corruptRow("batch record of \(agent) \(sequence): a count is missing")
             }
             var outcome = BatchOutcome()

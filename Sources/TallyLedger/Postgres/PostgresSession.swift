@@ -121,21 +121,7 @@ final class PostgresSession {
     /// deferred transaction (it runs on its own, in its own snapshot).
     @discardableResult
     func query(_ query: PostgresQuery, _ context: String, autocommit: Bool = false) throws(LedgerError) -> [PostgresRow] {
-        if !autocommit, let pending = deferredBegin {
-            deferredBegin = nil
-            try begin(pending.isolation, context)
-            try pending.onBegin()
-        }
-        let connection = try live(context)
-        do {
-            return Array(try connection.query(query, logger: logger).wait().rows)
-        } catch {
-            if connection.isClosed && !lostReported {
-                lostReported = true
-                logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
-            }
-            throw Self.ledgerError(error, context: context)
-        }
+        try run(context, autocommit: autocommit) { connection in Array(try connection.query(query, logger: logger).wait().rows) }
     }
 
     /// Runs a statement that the session prepares on its connection the first time (a named
@@ -153,13 +139,7 @@ final class PostgresSession {
     func query(prepared statement: PreparedStatement, _ binds: [PostgresData], _ context: String) throws(LedgerError) -> [[PostgresCell]] {
         let rows: [PostgresRow]
         if address.preparedStatements {
-            if let pending = deferredBegin {
-                deferredBegin = nil
-                try begin(pending.isolation, context)
-                try pending.onBegin()
-            }
-            let connection = try live(context)
-            do {
+            rows = try run(context) { connection in
                 let ready: PreparedQuery
                 if let known = prepared[statement.name] {
                     ready = known
@@ -167,13 +147,7 @@ final class PostgresSession {
                     ready = try connection.prepare(query: statement.sql).wait()
                     prepared[statement.name] = ready
                 }
-                rows = try ready.execute(binds).wait()
-            } catch {
-                if connection.isClosed && !lostReported {
-                    lostReported = true
-                    logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
-                }
-                throw Self.ledgerError(error, context: context)
+                return try ready.execute(binds).wait()
             }
         } else {
             var unnamed = PostgresQuery(unsafeSQL: statement.sql)
@@ -185,6 +159,27 @@ final class PostgresSession {
                 PostgresCell(
                     bytes: cell.bytes, dataType: cell.dataType, format: .binary, columnName: cell.columnName, columnIndex: cell.columnIndex)
             }
+        }
+    }
+
+    /// Sends a deferred transaction's BEGIN first (unless `autocommit`), then runs `body` on the
+    /// live connection; a failure is logged once when it lost the connection and comes back as
+    /// a ``LedgerError``.
+    private func run<T>(_ context: String, autocommit: Bool = false, _ body: (PostgresConnection) throws -> T) throws(LedgerError) -> T {
+        if !autocommit, let pending = deferredBegin {
+            deferredBegin = nil
+            try begin(pending.isolation, context)
+            try pending.onBegin()
+        }
+        let connection = try live(context)
+        do {
+            return try body(connection)
+        } catch {
+            if connection.isClosed && !lostReported {
+                lostReported = true
+                logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
+            }
+            throw Self.ledgerError(error, context: context)
         }
     }
 

@@ -57,15 +57,11 @@ struct PostgresUnfoldedLog {
         guard !taken.contains(id) else { throw .corruptRow("aggregate log row \(id) merged twice") }
         var row = cells
         var located: [(tenant: String, location: AggregateLogCodec.SectionLocation)] = []
-        var sectioned = try Self.locate(row, into: &located)
-        if !sectioned {
+        if try !Self.locate(row, into: &located) {
             var all = AggregateCells()
-            try row.withUnsafeBytes { bytes in
-                Result { () throws(LedgerError) in try AggregateLogCodec.decode(bytes, into: &all) }
-            }.get()
+            try AggregateLogCodec.decode(row, into: &all)
             row = AggregateLogCodec.encode(all, layout: .byTenant)
-            sectioned = try Self.locate(row, into: &located)
-            guard sectioned else { throw .corruptRow("aggregate log row \(id): sectioning it failed") }
+            guard try Self.locate(row, into: &located) else { throw .corruptRow("aggregate log row \(id): sectioning it failed") }
         }
         try counts(&reconciliation)
         taken.insert(id)
