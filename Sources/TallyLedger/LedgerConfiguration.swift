@@ -83,15 +83,15 @@ public struct LedgerConfiguration: Sendable, Hashable {
             levelMetrics: levelMetrics, speculated: speculated)
     }
 
-    /// ``plan(_:existing:speculated:)`` made from `base`, the plan for no key stored, by moving
-    /// the stored events to the duplicates; nil when it cannot be made that way
-    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``).
-    func plan(
-        _ classification: BatchClassification, adjusting base: LedgerPlan, existing: [Bool], speculated: SpeculatedCells
-    ) throws(LedgerError) -> LedgerPlan? {
-        try classification.plan(
-            adjusting: base, existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric,
-            keepsMinimum: keepsMinimum(_:), speculated: speculated)
+    /// Makes `plan`, the plan for no key stored, the plan for `existing` by moving the stored
+    /// events to the duplicates; false, `plan` untouched, when it cannot be made that way
+    /// (``BatchClassification/adjust(_:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``).
+    func adjust(
+        _ plan: inout LedgerPlan, _ classification: BatchClassification, existing: [Bool], speculated: SpeculatedCells
+    ) throws(LedgerError) -> Bool {
+        try classification.adjust(
+            &plan, existing: existing, groupBy: groupBy(of:), uniqueCounts: uniquePropertiesByMetric, keepsMinimum: keepsMinimum(_:),
+            speculated: speculated)
     }
 
     /// The same plan, taken from `speculation` (made for this configuration) when there is one

@@ -1,3 +1,4 @@
+import Synchronization
 import TallyCore
 
 /// The writer-thread work of a commit done ahead, on a preparation thread: the batch's
@@ -15,16 +16,27 @@ import TallyCore
 public final class LedgerSpeculation: Sendable {
     let configuration: LedgerConfiguration
     let classification: BatchClassification
-    let cells: SpeculatedCells
     /// The log row of `cells.cells`, as its sections, or nil when a billable event is of a
     /// level metric (the writer adds level changes to the cells, after reading the neighbours).
     let encoded: AggregateLogCodec.Sections?
-    /// The plan when no candidate's key turns out stored, made ahead as well: the writer
-    /// persists it as it is, or, when some keys were stored (with client retries, almost every
-    /// batch holds a few), moves those events to the duplicates
-    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``);
-    /// nil when it could not be made (the writer plans, and reports the error, itself).
-    let plannedIfNoneStored: LedgerPlan?
+    /// The speculated cells and the plan made ahead, until the writer takes them
+    /// (``plan(existing:)``): taken rather than copied, so that the writer owns the cells alone
+    /// and changes only the few a stored event was counted in.
+    private let made: Mutex<Made?>
+    /// What the writer took and no longer needs, kept so that it is freed with the speculation,
+    /// by the committer, not on the single writer thread (see `Ledger.commit`).
+    private let spent = Mutex<SpeculatedCells?>(nil)
+
+    struct Made {
+        var cells: SpeculatedCells
+        /// The plan when no candidate's key turns out stored: the writer persists it as it is,
+        /// or, when some keys were stored (with client retries, almost every batch holds a
+        /// few), moves those events to the duplicates
+        /// (``BatchClassification/adjust(_:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``);
+        /// nil when it could not be made (the writer plans, and reports the error, itself).
+        /// Its cells are `cells.cells`, the same storage.
+        var plannedIfNoneStored: LedgerPlan?
+    }
 
     init(
         configuration: LedgerConfiguration, classification: BatchClassification, cells: SpeculatedCells, encoded: AggregateLogCodec.Sections?,
@@ -32,24 +44,38 @@ public final class LedgerSpeculation: Sendable {
     ) {
         self.configuration = configuration
         self.classification = classification
-        self.cells = cells
         self.encoded = encoded
-        self.plannedIfNoneStored = plannedIfNoneStored
+        made = Mutex(Made(cells: cells, plannedIfNoneStored: plannedIfNoneStored))
     }
+
+    /// The speculated cells, while the writer has not taken them (tests).
+    var cells: SpeculatedCells? { made.withLock { $0?.cells } }
+    /// The plan made ahead, while the writer has not taken it (tests).
+    var plannedIfNoneStored: LedgerPlan? { made.withLock { $0?.plannedIfNoneStored } }
 
     /// The plan for `existing` (which candidates' keys were stored): the one made ahead when
     /// none was; otherwise that one with the stored events moved to the duplicates
-    /// (``BatchClassification/plan(adjusting:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``),
+    /// (``BatchClassification/adjust(_:existing:groupBy:uniqueCounts:keepsMinimum:speculated:)``),
     /// or, when that cannot be done, made now from the speculated cells. The same plan either way:
     /// ``BatchClassification/plan(existing:groupBy:uniqueCounts:keepsMinimum:levelMetrics:speculated:)``
     /// with this speculation's configuration, which the store checked (``applies(to:)``).
+    ///
+    /// Takes what was made ahead: a second call (a commit of the same prepared batch attempted
+    /// again) plans in full, the same plan at the cost of the whole batch.
     func plan(existing: [Bool]) throws(LedgerError) -> LedgerPlan {
-        guard let plannedIfNoneStored else { return try configuration.plan(classification, existing: existing, speculated: cells) }
-        if !existing.contains(true) { return plannedIfNoneStored }
-        if let adjusted = try configuration.plan(classification, adjusting: plannedIfNoneStored, existing: existing, speculated: cells) {
-            return adjusted
+        guard var made = made.withLock({ $0.take() }) else { return try configuration.plan(classification, existing: existing) }
+        guard var plan = made.plannedIfNoneStored else {
+            return try configuration.plan(classification, existing: existing, speculated: made.cells)
         }
-        return try configuration.plan(classification, existing: existing, speculated: cells)
+        // The plan's cells are the speculated ones: let go of the second reference, so that
+        // adjusting them does not copy them all.
+        made.plannedIfNoneStored = nil
+        made.cells.cells = AggregateCells()
+        defer { spent.withLock { [made] in $0 = made.cells } }
+        if !existing.contains(true) { return plan }
+        if try configuration.adjust(&plan, classification, existing: existing, speculated: made.cells) { return plan }
+        made.cells.cells = plan.cells
+        return try configuration.plan(classification, existing: existing, speculated: made.cells)
     }
 
     /// Whether it was made for a store of `configuration`; otherwise the store ignores it.
