@@ -26,6 +26,12 @@ public protocol LedgerStore: AnyObject, BillableUsageSource {
     /// Commits one batch in one transaction, or returns the stored outcome of a batch seen before.
     func commit(_ batch: PreparedBatch) throws(LedgerError) -> BatchOutcome
 
+    /// Commits `batches`, in order, each as ``commit(_:)`` would, and returns each one's
+    /// outcome or error (one per batch, in order). A store may commit them in one transaction
+    /// (one fsync for all); one batch's error never fails the others. The default commits them
+    /// one by one.
+    func commit(_ batches: [PreparedBatch]) -> [Result<BatchOutcome, LedgerError>]
+
     /// Bounds the dedupe and batch-record structures to the dedupe horizon before `now`.
     /// Raw events are kept forever.
     @discardableResult
@@ -306,7 +312,11 @@ extension LedgerStore {
         return rows
     }
 
-    /// Prepares `batch` (fingerprints, digest) and commits it.
+    /// One by one, each in its own transaction.
+    public func commit(_ batches: [PreparedBatch]) -> [Result<BatchOutcome, LedgerError>] {
+        batches.map { batch in Result { () throws(LedgerError) in try commit(batch) } }
+    }
+
     /// Prepares `batch` (with the speculation the collector's preparation threads make) and
     /// commits it.
     public func commit(_ batch: IncomingBatch) throws(LedgerError) -> BatchOutcome {

@@ -134,6 +134,50 @@ import TallyWire
         #expect(sequences == (1...total).map(UInt64.init))
     }
 
+    /// With one writer, a connection's batches prepared while the writer commits are queued at
+    /// once, and the writer commits them together next, up to ``Ledger/commitGroupLimit`` in one
+    /// transaction with one fsync. Each still gets its own ack, in order, and a batch repeating
+    /// the events of one before it in the same transaction finds them stored.
+    @Test(.timeLimit(.minutes(1)))  // with commits started one after another's end, none queues while the writer is held
+    func batchesQueuedWhileTheWriterIsBusyCommitInOneTransaction() async throws {
+        let collector = try CollectorUnderTest()
+        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
+        #expect(ingest.commitsInQueueOrder)
+        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
+        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
+        let hold = await WriterHold(collector.ledger)
+        let before = collector.ledger.queuedCommitGroups
+        let total = BatchPipeline.preparedAhead
+        let first = recentEvents(3, tenant: "tenant-1", from: 10)
+        for sequence in 1...total {
+            // Batch 2 repeats batch 1's events: duplicates of a batch in the same transaction.
+            let events = sequence <= 2 ? first : recentEvents(3, tenant: "tenant-\(sequence)", from: 10 * sequence)
+            pipeline.submit(Batch(sequence: UInt64(sequence), payload: try BatchPayloadEncoder().encode(events)), agent: "edge-1") { _ in true }
+        }
+        while collector.ledger.commitsWaiting < total { await Task.yield() }
+        try await hold.release()
+        await pipeline.drain()
+        sink.finish()
+        var acks: [BatchAck] = []
+        for await event in events {
+            guard case .completed(_, .success(let ack)) = event else {
+                Issue.record("a batch failed: \(event)")
+                continue
+            }
+            acks.append(ack)
+        }
+        let after = collector.ledger.queuedCommitGroups
+        let received = try await collector.eventsReceived()
+        await collector.stop()
+        #expect(acks.map(\.sequence) == (1...total).map(UInt64.init))
+        #expect(acks.map(\.accepted) == [3, 0] + Array(repeating: 3, count: total - 2))
+        #expect(acks.dropFirst().first?.duplicate == 3)
+        let groups = (total + Ledger.commitGroupLimit - 1) / Ledger.commitGroupLimit
+        #expect(total > Ledger.commitGroupLimit && Ledger.commitGroupLimit > 1)
+        #expect(after.groups - before.groups == groups && after.batches - before.batches == total, "\(before) -> \(after)")
+        #expect(received == 3 * total)
+    }
+
     @Test func aDrainWaitsForTheCommitsItsConnectionStarted() async throws {
         let collector = try CollectorUnderTest()
         let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)

@@ -92,10 +92,27 @@ public final class BatchIngest: Sendable {
 
     /// Commits a prepared batch and returns its ack.
     public func commit(_ prepared: PreparedBatch, sequence: UInt64) async throws -> BatchAck {
-        let started = ContinuousClock.now
+        try await ack(queue(prepared), sequence: sequence)
+    }
+
+    /// Whether commits queued one after another commit in that order (``Ledger/commitsInQueueOrder``).
+    public var commitsInQueueOrder: Bool { ledger.commitsInQueueOrder }
+
+    /// Queues the commit of a prepared batch now (``Ledger/queueCommit(_:)``); ``ack(_:sequence:)``
+    /// awaits it.
+    public func queue(_ prepared: PreparedBatch) -> Queued { Queued(commit: ledger.queueCommit(prepared), started: .now) }
+
+    /// A queued commit and when it was queued.
+    public struct Queued: Sendable {
+        let commit: QueuedCommit
+        let started: ContinuousClock.Instant
+    }
+
+    /// The ack of a queued commit, once it committed.
+    public func ack(_ queued: Queued, sequence: UInt64) async throws -> BatchAck {
         let outcome: BatchOutcome
         do {
-            outcome = try await ledger.commit(prepared)
+            outcome = try await queued.commit.outcome()
         } catch LedgerError.sequenceReused {
             throw CollectorIngestError(
                 wireError: WireError(.sequenceReused, "batch \(sequence) was already committed with different events"))
@@ -105,7 +122,7 @@ public final class BatchIngest: Sendable {
             throw error
         }
         metrics.ledgerWritable.record(1)
-        metrics.commitLatency.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        metrics.commitLatency.recordNanoseconds((ContinuousClock.now - queued.started).nanoseconds)
         metrics.record(outcome)
         return BatchAck(outcome: outcome, sequence: sequence)
     }

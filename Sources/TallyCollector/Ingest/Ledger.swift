@@ -41,6 +41,9 @@ public final class Ledger: @unchecked Sendable {
     private let failingCommit = Mutex<LedgerError?>(nil)
     /// The writers' pure commit steps, done by ``prepare(_:)``'s callers (``speculate(_:)``).
     private let speculator: BatchSpeculator?
+    /// Commits waiting for the single writer, in the order they were queued.
+    private let commitQueue = Mutex(CommitQueue())
+    private let groups = Mutex((groups: 0, batches: 0))
     /// The writer's committed log cells, merged on the preparation threads between batches.
     private let merger: LogMerger?
     /// Checkpoints the writer's write-ahead log off its thread (SQLite).
@@ -176,29 +179,125 @@ public final class Ledger: @unchecked Sendable {
     /// Commits a batch prepared by the caller (fingerprints and digest made off the writer thread).
     /// Records whether the store could commit: see ``commitFailure``.
     public func commit(_ batch: PreparedBatch) async throws -> BatchOutcome {
-        do {
-            // The writer takes the batch from a hand-off and lets go of it before the caller
-            // resumes, so that the caller, who holds it until then, frees it: its events and what
-            // was made ahead for it are thousands of allocations, and the single writer is what
-            // limits ingest. A closure capturing the batch would keep it until the pool drops the
-            // closure, after resuming the caller, and free it on the writer whenever the caller
-            // was quicker.
-            let handOff = HandOff(batch)
-            // At the process's own priority, unlike the preparation threads: see `BulkWork`.
-            let outcome = try await perform { store throws(LedgerError) in
-                guard let batch = handOff.take() else {
-                    throw LedgerError.database(code: -1, message: "a batch committed twice", context: "scheduling")
-                }
-                return try store.commit(batch)
+        try await queueCommit(batch).outcome()
+    }
+
+    /// Whether commits queued one after another (``queueCommit(_:)``) commit in that order: true
+    /// with one writer (SQLite), whose queue is the order; with a pool of writers (PostgreSQL)
+    /// two queued commits may run at once, and a caller who needs an order awaits each outcome
+    /// before queueing the next.
+    public var commitsInQueueOrder: Bool { all.count == 1 }
+
+    /// Queues the commit of `batch` now, behind the commits queued before it, and returns at
+    /// once; await ``QueuedCommit/outcome()``. With one writer, the batches that queue up while
+    /// it commits are committed together next, in one transaction where the store can
+    /// (``LedgerStore/commit(_:)-([PreparedBatch])``): one fsync for them all.
+    public func queueCommit(_ batch: PreparedBatch) -> QueuedCommit {
+        let queued = QueuedCommit()
+        guard commitsInQueueOrder else {
+            Task { [self] in
+                do { queued.resolve(.success(try await commitAlone(batch))) } catch { queued.resolve(.failure(error)) }
             }
+            return queued
+        }
+        // The batch waits in a take-once hand-off: see `commitAlone(_:)`.
+        let start = commitQueue.withLock { queue in
+            queue.waiting.append((HandOff(batch), queued))
+            defer { queue.draining = true }
+            return !queue.draining
+        }
+        if start { Task { await drainCommitQueue() } }
+        return queued
+    }
+
+    /// Commits what is queued, a group at a time, until the queue is empty.
+    private func drainCommitQueue() async {
+        do {
+            try await perform { [self] store in
+                while let group = takeCommitGroup() {
+                    var batches: [PreparedBatch] = []
+                    var waiting: [QueuedCommit] = []
+                    for (handOff, queued) in group {
+                        guard let batch = handOff.take() else { continue }
+                        batches.append(batch)
+                        waiting.append(queued)
+                    }
+                    let results = store.commit(batches)
+                    groups.withLock { $0 = ($0.groups + 1, $0.batches + batches.count) }
+                    // Each batch goes back to its committer, who frees it (see `commitAlone(_:)`):
+                    // handed over, and the writer's references dropped, before anyone resumes.
+                    for (queued, batch) in zip(waiting, batches) { queued.keep(batch) }
+                    batches = []
+                    for (queued, result) in zip(waiting, results) { queued.resolve(recorded(result)) }
+                }
+            }
+        } catch {
+            // No writer ran the queue (the ledger is shutting down): every waiting commit fails.
+            let group = commitQueue.withLock { queue in
+                defer { queue = CommitQueue() }
+                return queue.waiting
+            }
+            for (_, queued) in group { queued.resolve(.failure(error)) }
+        }
+    }
+
+    /// The next group of queued commits, or nil (and the queue marked idle) when none waits.
+    private func takeCommitGroup() -> [(HandOff<PreparedBatch>, QueuedCommit)]? {
+        commitQueue.withLock { queue in
+            guard !queue.waiting.isEmpty else {
+                queue.draining = false
+                return nil
+            }
+            let group = Array(queue.waiting.prefix(Self.commitGroupLimit))
+            queue.waiting.removeFirst(group.count)
+            return group
+        }
+    }
+
+    /// How many groups of queued batches the single writer committed, and how many batches
+    /// they held (each group one call of ``LedgerStore/commit(_:)-([PreparedBatch])``).
+    public var queuedCommitGroups: (groups: Int, batches: Int) { groups.withLock { $0 } }
+
+    /// Commits queued for the single writer and not yet taken by it.
+    public var commitsWaiting: Int { commitQueue.withLock { $0.waiting.count } }
+
+    /// At most this many batches in one transaction: half of what a connection may have
+    /// prepared (``BatchPipeline/preparedAhead``), so that one agent's next batches are being
+    /// prepared while its group commits; and a transaction of many connections' batches would
+    /// keep each of them waiting for all the others.
+    static let commitGroupLimit = 4
+
+    /// A store's result, with whether the store could commit recorded (``commitFailure``).
+    private func recorded(_ result: Result<BatchOutcome, LedgerError>) -> Result<BatchOutcome, any Error> {
+        switch result {
+        case .success(let outcome):
             failingCommit.withLock { $0 = nil }
-            return outcome
-        } catch let error as LedgerError {
+            return .success(outcome)
+        case .failure(let error):
             // A batch the agent got wrong (a reused or expired sequence, an overflowing sum)
             // says nothing about the store; a refused write does.
             if error.isStoreFailure { failingCommit.withLock { $0 = error } }
-            throw error
+            return .failure(error)
         }
+    }
+
+    /// One batch on whichever writer is free (a pool of writers).
+    private func commitAlone(_ batch: PreparedBatch) async throws -> BatchOutcome {
+        // The writer takes the batch from a hand-off and lets go of it before the caller
+        // resumes, so that the caller, who holds it until then, frees it: its events and what
+        // was made ahead for it are thousands of allocations, and the single writer is what
+        // limits ingest. A closure capturing the batch would keep it until the pool drops the
+        // closure, after resuming the caller, and free it on the writer whenever the caller
+        // was quicker.
+        let handOff = HandOff(batch)
+        // At the process's own priority, unlike the preparation threads: see `BulkWork`.
+        let result = try await perform { store in
+            guard let batch = handOff.take() else {
+                return Result<BatchOutcome, LedgerError>.failure(.database(code: -1, message: "a batch committed twice", context: "scheduling"))
+            }
+            return Result { () throws(LedgerError) in try store.commit(batch) }
+        }
+        return try recorded(result).get()
     }
 
     /// The store's error when the latest commit failed in the store (nil once a commit succeeds
@@ -251,11 +350,56 @@ enum BulkWork {
     static func yieldToReads() { BackgroundPriority.lowerCurrentThread() }
 }
 
-/// A value handed to another thread, taken once.
-private final class HandOff<Value: Sendable>: Sendable {
+/// A value handed to another thread or task, taken once.
+final class HandOff<Value: Sendable>: Sendable {
     private let value: Mutex<Value?>
 
     init(_ value: Value) { self.value = Mutex(value) }
 
     func take() -> Value? { value.withLock { $0.take() } }
+}
+
+/// Batches waiting for the single writer (``Ledger/queueCommit(_:)``).
+private struct CommitQueue {
+    var waiting: [(HandOff<PreparedBatch>, QueuedCommit)] = []
+    /// A task is committing the queue (it goes on until the queue is empty).
+    var draining = false
+}
+
+/// A commit queued on the ledger's writer (``Ledger/queueCommit(_:)``): its outcome, once.
+public final class QueuedCommit: Sendable {
+    private struct State {
+        var result: Result<BatchOutcome, any Error>?
+        var waiter: CheckedContinuation<BatchOutcome, any Error>?
+        /// The committed batch, freed by whoever awaits the outcome rather than by the writer.
+        var kept: PreparedBatch?
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// The batch's outcome, or the error that kept it from committing. Await it once.
+    public func outcome() async throws -> BatchOutcome {
+        defer { _ = state.withLock { $0.kept.take() } }
+        return try await withCheckedThrowingContinuation { continuation in
+            let result = state.withLock { state -> Result<BatchOutcome, any Error>? in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let result { continuation.resume(with: result) }
+        }
+    }
+
+    func keep(_ batch: PreparedBatch) { state.withLock { $0.kept = batch } }
+
+    func resolve(_ result: Result<BatchOutcome, any Error>) {
+        let waiter = state.withLock { state in
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(with: result)
+    }
 }
