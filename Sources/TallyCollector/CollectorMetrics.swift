@@ -21,6 +21,11 @@ public struct CollectorMetrics: Sendable {
     /// Agent connections whose TLS handshake failed (a plain client, an untrusted certificate).
     public let tlsFailures: Counter
     public let commitLatency: Timer
+    /// Groups of queued batches the ledger writer committed together, each in one transaction
+    /// (unless one of them failed, and each was then committed alone): with
+    /// `tally_collector_batches_total`, the batches per transaction (SQLite groups them; on
+    /// PostgreSQL each batch is a group of one).
+    public let commitGroups: Counter
     /// Commits the store refused (a full disk, an I/O error); the agents resend those batches.
     public let commitFailures: Counter
     /// 1 while the latest commit succeeded, 0 while commits fail in the store (`/readyz` is 503).
@@ -50,6 +55,7 @@ public struct CollectorMetrics: Sendable {
         refusedPeers = Counter(label: "tally_collector_refused_peers_total", factory: factory)
         tlsFailures = Counter(label: "tally_collector_tls_failures_total", factory: factory)
         commitLatency = Timer(label: "tally_collector_commit_seconds", factory: factory)
+        commitGroups = Counter(label: "tally_collector_commit_groups_total", factory: factory)
         commitFailures = Counter(label: "tally_collector_commit_failures_total", factory: factory)
         ledgerWritable = Gauge(label: "tally_collector_ledger_writable", factory: factory)
         pingsSent = Counter(label: "tally_collector_pings_total", factory: factory)

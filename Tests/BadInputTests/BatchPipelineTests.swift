@@ -167,6 +167,8 @@ import TallyWire
             acks.append(ack)
         }
         let after = collector.ledger.queuedCommitGroups
+        let groupsCounted = collector.counter("tally_collector_commit_groups_total")
+        let batchesCounted = collector.counter("tally_collector_batches_total")
         let received = try await collector.eventsReceived()
         await collector.stop()
         #expect(acks.map(\.sequence) == (1...total).map(UInt64.init))
@@ -175,6 +177,8 @@ import TallyWire
         let groups = (total + Ledger.commitGroupLimit - 1) / Ledger.commitGroupLimit
         #expect(total > Ledger.commitGroupLimit && Ledger.commitGroupLimit > 1)
         #expect(after.groups - before.groups == groups && after.batches - before.batches == total, "\(before) -> \(after)")
+        // What an operator sees: batches per transaction.
+        #expect(groupsCounted == groups && batchesCounted == total)
         #expect(received == 3 * total)
     }
 

@@ -122,6 +122,7 @@ public final class BatchIngest: Sendable {
             throw error
         }
         metrics.ledgerWritable.record(1)
+        if queued.commit.startsGroup { metrics.commitGroups.increment() }
         metrics.commitLatency.recordNanoseconds((ContinuousClock.now - queued.started).nanoseconds)
         metrics.record(outcome)
         return BatchAck(outcome: outcome, sequence: sequence)

@@ -228,7 +228,9 @@ public final class Ledger: @unchecked Sendable {
                     // handed over, and the writer's references dropped, before anyone resumes.
                     for (queued, batch) in zip(waiting, batches) { queued.keep(batch) }
                     batches = []
-                    for (queued, result) in zip(waiting, results) { queued.resolve(recorded(result)) }
+                    for (position, (queued, result)) in zip(waiting, results).enumerated() {
+                        queued.resolve(recorded(result), startsGroup: position == 0)
+                    }
                 }
             }
         } catch {
@@ -373,6 +375,7 @@ public final class QueuedCommit: Sendable {
         var waiter: CheckedContinuation<BatchOutcome, any Error>?
         /// The committed batch, freed by whoever awaits the outcome rather than by the writer.
         var kept: PreparedBatch?
+        var startsGroup = true
     }
 
     private let state = Mutex(State())
@@ -394,9 +397,14 @@ public final class QueuedCommit: Sendable {
 
     func keep(_ batch: PreparedBatch) { state.withLock { $0.kept = batch } }
 
-    func resolve(_ result: Result<BatchOutcome, any Error>) {
+    /// Whether this batch was the first of the group it was committed with (each group one
+    /// transaction, ``Ledger/queueCommit(_:)``).
+    public var startsGroup: Bool { state.withLock { $0.startsGroup } }
+
+    func resolve(_ result: Result<BatchOutcome, any Error>, startsGroup: Bool = true) {
         let waiter = state.withLock { state in
             state.result = result
+            state.startsGroup = startsGroup
             defer { state.waiter = nil }
             return state.waiter
         }
