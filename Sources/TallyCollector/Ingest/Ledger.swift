@@ -218,7 +218,12 @@ public final class Ledger: @unchecked Sendable {
                     var batches: [PreparedBatch] = []
                     var waiting: [QueuedCommit] = []
                     for (handOff, queued) in group {
-                        guard let batch = handOff.take() else { continue }
+                        guard let batch = handOff.take() else {
+                            // Never: each queued batch is taken once. Answered all the same, so
+                            // that no caller waits for ever.
+                            queued.resolve(.failure(LedgerError.database(code: -1, message: "a batch committed twice", context: "scheduling")))
+                            continue
+                        }
                         batches.append(batch)
                         waiting.append(queued)
                     }
