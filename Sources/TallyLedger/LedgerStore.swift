@@ -313,7 +313,10 @@ extension LedgerStore {
     }
 
     /// One by one, each in its own transaction.
-    public func commit(_ batches: [PreparedBatch]) -> [Result<BatchOutcome, LedgerError>] {
+    public func commit(_ batches: [PreparedBatch]) -> [Result<BatchOutcome, LedgerError>] { commitOneByOne(batches) }
+
+    /// Each of `batches` committed alone (``commit(_:)-(PreparedBatch)``), in order.
+    public func commitOneByOne(_ batches: [PreparedBatch]) -> [Result<BatchOutcome, LedgerError>] {
         batches.map { batch in Result { () throws(LedgerError) in try commit(batch) } }
     }
 

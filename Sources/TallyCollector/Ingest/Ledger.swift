@@ -221,7 +221,7 @@ public final class Ledger: @unchecked Sendable {
                         guard let batch = handOff.take() else {
                             // Never: each queued batch is taken once. Answered all the same, so
                             // that no caller waits for ever.
-                            queued.resolve(.failure(LedgerError.database(code: -1, message: "a batch committed twice", context: "scheduling")))
+                            queued.resolve(.failure(Self.batchTakenTwice))
                             continue
                         }
                         batches.append(batch)
@@ -274,6 +274,9 @@ public final class Ledger: @unchecked Sendable {
     /// keep each of them waiting for all the others.
     static let commitGroupLimit = 4
 
+    /// A queued batch found taken already: never expected, answered so that no caller waits.
+    private static let batchTakenTwice = LedgerError.database(code: -1, message: "a batch committed twice", context: "scheduling")
+
     /// A store's result, with whether the store could commit recorded (``commitFailure``).
     private func recorded(_ result: Result<BatchOutcome, LedgerError>) -> Result<BatchOutcome, any Error> {
         switch result {
@@ -300,7 +303,7 @@ public final class Ledger: @unchecked Sendable {
         // At the process's own priority, unlike the preparation threads: see `BulkWork`.
         let result = try await perform { store in
             guard let batch = handOff.take() else {
-                return Result<BatchOutcome, LedgerError>.failure(.database(code: -1, message: "a batch committed twice", context: "scheduling"))
+                return Result<BatchOutcome, LedgerError>.failure(Self.batchTakenTwice)
             }
             return Result { () throws(LedgerError) in try store.commit(batch) }
         }

@@ -89,9 +89,7 @@ final class BatchPipeline: Sendable {
                 case .queued(let commit):
                     do { result = .success(try await ingest.ack(commit, sequence: batch.sequence)) } catch { result = .failure(error) }
                 case .prepared(let handOff):
-                    if self.stopped.withLock({ $0 }) {
-                        result = .failure(Self.earlierFailure)
-                    } else if let prepared = handOff.take() {
+                    if !self.stopped.withLock({ $0 }), let prepared = handOff.take() {
                         do { result = .success(try await ingest.commit(try prepared.get(), sequence: batch.sequence)) } catch {
                             result = .failure(error)
                         }
