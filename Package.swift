@@ -278,7 +278,10 @@ let package = Package(
         // One throwaway PostgreSQL server per test run (Foundation only).
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport"),
         .testTarget(
-            name: "TallyLedgerTests", dependencies: ["TallyLedger", "TallyCore", "TallyWorkload", "TallyTestSupport"]
+            name: "TallyLedgerTests",
+            dependencies: [
+                "TallyLedger", "TallyCore", "TallyWorkload", "TallyTestSupport", .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
         ),
         .testTarget(
             name: "EndToEndTests",

@@ -16,8 +16,7 @@ extension PostgresLedgerStore {
         let sequence = Int64(bitPattern: batch.sequence)
         let received = batch.receivedAt.microseconds
         if !classification.refusals.isEmpty { try insertRefusals(classification) }
-        let inserted = try insertCandidates(classification)
-        let existing = classification.candidates.map { !inserted.contains($0.index) }
+        let existing = try insertCandidates(classification)
         var plan = try configuration.plan(classification, existing: existing, speculation: speculation)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         if !plan.duplicates.isEmpty {
@@ -77,42 +76,48 @@ extension PostgresLedgerStore {
         return (outcome, plan.cells.count, logged)
     }
 
-    /// Inserts the candidate raw rows in key order; returns the batch indexes of those that
-    /// were new.
-    func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> Set<Int> {
+    /// Inserts the candidate raw rows in key order; returns, per candidate, whether its key was
+    /// stored already (its row was not new).
+    func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> [Bool] {
         guard !classification.candidates.isEmpty else { return [] }
         let prepared = classification.prepared
         let batch = prepared.batch
-        var rows: [(key: RawKey, candidate: BatchClassification.Candidate, event: UsageEvent)] = []
-        rows.reserveCapacity(classification.candidates.count)
-        for candidate in classification.candidates {
-            guard let event = classification.event(candidate.index) else { continue }
-            rows.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), candidate, event))
+        let events = batch.events
+        // In key order (the unique index's), sorted as keys and positions: the rows are read
+        // from the batch in place below.
+        var order: [(key: RawKey, position: Int)] = []
+        order.reserveCapacity(classification.candidates.count)
+        for (position, candidate) in classification.candidates.enumerated() {
+            guard case .valid(let event) = events[candidate.index] else { continue }
+            order.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), position))
         }
-        rows.sort { $0.key < $1.key }
-        var times: [Int64] = []
-        var prints: [ByteBuffer] = []
-        var tenants: [String] = []
-        var metrics: [String] = []
-        var quantities: [String] = []
-        var ids: [String] = []
-        var hasID: [Bool] = []
-        var properties: [ByteBuffer] = []
-        var statuses: [String] = []
-        var billed: [String] = []
-        var indexes: [Int32] = []
-        for row in rows {
-            times.append(row.key.timestamp.microseconds)
-            prints.append(ByteBuffer(bytes: row.candidate.fingerprint.bytes))
-            tenants.append(row.event.tenant)
-            metrics.append(row.event.metric)
-            quantities.append(prepared.quantities[row.candidate.index])
-            ids.append(row.event.id ?? "")
-            hasID.append(row.event.id != nil)
-            properties.append(ByteBuffer(bytes: prepared.properties[row.candidate.index]))
-            statuses.append(row.candidate.status.rawValue)
-            billed.append(row.candidate.billedIn?.description ?? "")
-            indexes.append(Int32(row.candidate.index))
+        order.sort { $0.key < $1.key }
+        let rows = order.count
+        var times = PostgresArrayColumn(of: .int8, reservingBytes: rows * 12)
+        var prints = PostgresArrayColumn(of: .bytea, reservingBytes: rows * 20)
+        var tenants = PostgresArrayColumn(of: .text, reservingBytes: rows * 16)
+        var metrics = PostgresArrayColumn(of: .text, reservingBytes: rows * 16)
+        var quantities = PostgresArrayColumn(of: .text, reservingBytes: rows * 12)
+        var ids = PostgresArrayColumn(of: .text, reservingBytes: rows * 4)
+        var hasID = PostgresArrayColumn(of: .bool, reservingBytes: rows * 5)
+        var properties = PostgresArrayColumn(of: .bytea, reservingBytes: rows * 48)
+        var statuses = PostgresArrayColumn(of: .text, reservingBytes: rows * 12)
+        var billed = PostgresArrayColumn(of: .text, reservingBytes: rows * 4)
+        var indexes = PostgresArrayColumn(of: .int4, reservingBytes: rows * 8)
+        for (key, position) in order {
+            let candidate = classification.candidates[position]
+            guard case .valid(let event) = events[candidate.index] else { continue }
+            times.append(key.timestamp.microseconds)
+            prints.append(candidate.fingerprint)
+            tenants.append(event.tenant)
+            metrics.append(event.metric)
+            quantities.append(prepared.quantities[candidate.index])
+            ids.append(event.id ?? "")
+            hasID.append(event.id != nil)
+            properties.append(bytes: prepared.properties[candidate.index])
+            statuses.append(candidate.status.rawValue)
+            billed.append(candidate.billedIn?.description ?? "")
+            indexes.append(Int32(candidate.index))
         }
         // One answer row, not one per new event: how many were new and, only when some were
         // not (a retried batch), which ones. Most batches are all new, and a row per event cost
@@ -120,9 +125,8 @@ extension PostgresLedgerStore {
         let result = try session.query(
             prepared: Self.insertRawEvents,
             [
-                PostgresSession.bind(times), PostgresSession.bind(prints), PostgresSession.bind(tenants), PostgresSession.bind(metrics),
-                PostgresSession.bind(quantities), PostgresSession.bind(ids), PostgresSession.bind(hasID), PostgresSession.bind(properties),
-                PostgresSession.bind(statuses), PostgresSession.bind(billed), PostgresSession.bind(indexes), PostgresSession.bind(batch.agent),
+                times.bind(), prints.bind(), tenants.bind(), metrics.bind(), quantities.bind(), ids.bind(), hasID.bind(),
+                properties.bind(), statuses.bind(), billed.bind(), indexes.bind(), PostgresSession.bind(batch.agent),
                 PostgresSession.bind(Int64(bitPattern: batch.sequence)), PostgresSession.bind(batch.receivedAt.microseconds),
             ], "inserting raw events")
         guard let row = result.first, row.count == 2 else { throw .corruptRow("the raw-event insert answered no row") }
@@ -130,12 +134,16 @@ extension PostgresLedgerStore {
         do { (count, some) = (try row[0].decode(Int32.self), try row[1].decode([Int32]?.self)) } catch {
             throw .corruptRow("the raw-event insert's answer: \(error)")
         }
+        var existing = [Bool](repeating: true, count: classification.candidates.count)
         guard let some else {
-            guard Int(count) == indexes.count else { throw .corruptRow("\(count) of \(indexes.count) raw events new, but none named") }
-            return Set(indexes.lazy.map { Int($0) })
+            guard Int(count) == rows else { throw .corruptRow("\(count) of \(rows) raw events new, but none named") }
+            for (_, position) in order { existing[position] = false }
+            return existing
         }
         guard some.count == Int(count) else { throw .corruptRow("\(count) raw events new, \(some.count) named") }
-        return Set(some.lazy.map { Int($0) })
+        let new = Set(some)
+        for (_, position) in order where new.contains(Int32(classification.candidates[position].index)) { existing[position] = false }
+        return existing
     }
 
     /// A batch's duplicates: $1–$6 their arrays, $7–$9 the batch's agent, sequence and receipt time.
