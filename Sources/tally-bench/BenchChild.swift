@@ -35,18 +35,16 @@ final class BenchChild: Sendable {
         process.standardError = errors
         self.process = process
         let log = self.log
-        errors.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil }
-            log.withLock { text in
-                text += String(decoding: data, as: UTF8.self)
-                if text.utf8.count > 65_536 { text = String(text.suffix(32_768)) }
-            }
-        }
         do {
             try ChildSpawner.run(process)
         } catch {
             throw BenchFailure("cannot start \(process.arguments ?? []): \(error)")
+        }
+        PipeReader.forward(errors.fileHandleForReading) { data in
+            log.withLock { text in
+                text += String(decoding: data, as: UTF8.self)
+                if text.utf8.count > 65_536 { text = String(text.suffix(32_768)) }
+            }
         }
     }
 

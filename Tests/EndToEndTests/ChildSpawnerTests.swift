@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TallyTestSupport
 import Testing
 
@@ -123,4 +124,34 @@ private func runOnShortLivedThread(_ body: @escaping () -> Void) {
         }, context)
     precondition(created == 0, "pthread_create failed")
     pthread_join(thread, nil)
+}
+
+extension ChildSpawnerTests {
+    /// A child's stderr read by ``PipeReader`` (blocking reads on a thread of its own, no
+    /// libdispatch read source): every byte arrives, more than a pipe's buffer holds, then the
+    /// empty chunk that says the child and its write end are gone.
+    @Test func thePipeReaderForwardsEveryByteThenTheEnd() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "head -c 200000 /dev/zero | tr '\\000' x >&2; printf end >&2"]
+        process.standardOutput = FileHandle.nullDevice
+        let errors = Pipe()
+        process.standardError = errors
+        let received = Mutex<(bytes: [UInt8], ended: Bool)>(([], false))
+        let ended = DispatchSemaphore(value: 0)
+        try ChildSpawner.run(process)
+        PipeReader.forward(errors.fileHandleForReading) { data in
+            received.withLock { state in
+                if data.isEmpty { state.ended = true } else { state.bytes += data }
+            }
+            if data.isEmpty { ended.signal() }
+        }
+        #expect(ended.wait(timeout: .now() + 60) == .success)
+        process.waitUntilExit()
+        let (bytes, end) = received.withLock { ($0.bytes, $0.ended) }
+        #expect(end)
+        #expect(bytes.count == 200_003)
+        #expect(bytes.prefix(200_000).allSatisfy { $0 == UInt8(ascii: "x") })
+        #expect(String(decoding: bytes.suffix(3), as: UTF8.self) == "end")
+    }
 }

@@ -38,12 +38,8 @@ final class ServiceProcess: Sendable {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         let log = LogCapture(pattern: readyPattern)
-        errors.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil }
-            log.append(data)
-        }
         try ChildSpawner.run(process)
+        PipeReader.forward(errors.fileHandleForReading) { data in log.append(data) }
         self.process = process
         self.log = log
         guard let port = log.waitForPort(deadline: .now() + 60) else {
