@@ -281,6 +281,7 @@ let package = Package(
             name: "TallyLedgerTests",
             dependencies: [
                 "TallyLedger", "TallyCore", "TallyWorkload", "TallyTestSupport", .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

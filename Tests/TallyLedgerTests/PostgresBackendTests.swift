@@ -1,4 +1,7 @@
 import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
 import Synchronization
 import TallyCore
 @testable import TallyLedger
@@ -347,5 +350,46 @@ private func read<T>(_ store: PostgresLedgerStore, _ body: () throws(LedgerError
         }
         if let answer { return answer }
         try store.flushAggregates()
+    }
+}
+
+extension PostgresBackendTests {
+    /// Large answers are taken row by row as they arrive, each row's bytes copied out of
+    /// postgres-nio's receive buffer (`PostgresSession.rows`, what the fold and the merging reader
+    /// use for the aggregate log): every row comes back whole and in order, rows of a megabyte
+    /// included; an error thrown for a row is the error the caller sees; the session answers the
+    /// next statement as before.
+    @Test func rowsTakenAsTheyArriveAreWholeAndInOrder() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("rows")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let session = try PostgresSession(address: PostgresAddress(parsing: url), logger: Logger(label: "test"))
+        defer { session.close() }
+        let sizes = [0, 1, 100, 70_000, 1_000_000, 3, 250_000]
+        let query = PostgresQuery(
+            unsafeSQL: """
+                SELECT i, decode(repeat(lpad(to_hex(i), 2, '0'), s), 'hex')
+                FROM unnest(ARRAY[\(sizes.map(String.init).joined(separator: ","))]) WITH ORDINALITY AS t(s, i) ORDER BY i
+                """)
+        let rows = try session.rows(query, "reading rows") { (row) throws(LedgerError) in
+            do {
+                let (index, blob) = try row.decode((Int64, ByteBuffer).self)
+                return (index, Array(blob.readableBytesView))
+            } catch {
+                throw .corruptRow("test row: \(error)")
+            }
+        }
+        #expect(rows.map(\.0) == Array(1...Int64(sizes.count)))
+        for ((index, bytes), size) in zip(rows, sizes) {
+            #expect(bytes.count == size)
+            #expect(bytes.allSatisfy { $0 == UInt8(index) })
+        }
+        let error = #expect(throws: LedgerError.self) {
+            try session.rows(query, "reading rows") { (row) throws(LedgerError) -> Int in throw .corruptRow("refused on purpose") }
+        }
+        #expect(error.map { "\($0)".contains("refused on purpose") } == true, "\(String(describing: error))")
+        let after = try session.query(PostgresQuery(unsafeSQL: "SELECT 41 + 1"), "after")
+        #expect(try after.first?.decode(Int.self) == 42)
     }
 }

@@ -30,17 +30,15 @@ extension PostgresLedgerStore {
                     try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
                 else { return }
             }
-            let rows = try session.query("DELETE FROM aggregate_log RETURNING cells, reconciliation", "claiming the aggregate log")
+            let rows = try session.rows("DELETE FROM aggregate_log RETURNING cells, reconciliation", "claiming the aggregate log") {
+                (row) throws(LedgerError) in try Self.ownedLogRow(row)
+            }
             guard !rows.isEmpty else { return }
             var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
             var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
             for row in rows {
-                let (blob, counts): (ByteBuffer, ByteBuffer?)
-                do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
-                    throw .corruptRow("aggregate log row: \(error)")
-                }
-                try AggregateLogCodec.decode(blob, into: &cells)
-                if let counts { try ReconciliationLogCodec.decode(counts, into: &reconciliation) }
+                try AggregateLogCodec.decode(row.cells, into: &cells)
+                if let counts = row.counts { try ReconciliationLogCodec.decode(counts, into: &reconciliation) }
             }
             try upsert(reconciliation)
             var largest: Int128 = 0
@@ -162,6 +160,19 @@ extension PostgresLedgerStore {
                     THEN excluded.latest_quantity ELSE t.latest_quantity END
             """
         try session.query(PostgresQuery(unsafeSQL: sql, binds: binds), "folding into \(table)")
+    }
+}
+
+extension PostgresLedgerStore {
+    /// A log row's cells and reconciliation counts (the answer's first two columns, the counts
+    /// NULL for a correction's row), copied out of postgres-nio's receive buffer
+    /// (``PostgresSession/rows(_:_:copying:)``).
+    static func ownedLogRow(_ row: PostgresRow) throws(LedgerError) -> (cells: [UInt8], counts: ByteBuffer?) {
+        let (blob, counts): (ByteBuffer, ByteBuffer?)
+        do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
+            throw .corruptRow("aggregate log row: \(error)")
+        }
+        return (Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
     }
 }
 

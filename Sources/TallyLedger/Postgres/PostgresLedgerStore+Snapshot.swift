@@ -138,16 +138,19 @@ extension PostgresLedgerStore {
             }
             let missing = log.rowsToMerge(generation: generation, ids: ids)
             if !missing.isEmpty {
-                let rows = try session.query(
-                    "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log")
-                for row in rows {
+                // Each row copied out as it arrives (``PostgresSession/rows(_:_:copying:)``): its
+                // bytes are a slice of postgres-nio's receive buffer.
+                let rows = try session.rows(
+                    "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log"
+                ) { (row) throws(LedgerError) in
                     let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
                     do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
                         throw .corruptRow("aggregate log row: \(error)")
                     }
-                    // A copy: the row's bytes may be a slice of a larger buffer of the answer.
-                    try log.add(row: id, cells: Array(blob.readableBytesView)) {
-                        (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
+                    return (id, Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
+                }
+                for (id, cells, counts) in rows {
+                    try log.add(row: id, cells: cells) { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
                         if let counts { try ReconciliationLogCodec.decode(counts, into: &sums) }
                     }
                 }
