@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import NIOPosix
 import TallyCore
 import Testing
@@ -130,7 +131,37 @@ final class BlockingHTTPSocket: @unchecked Sendable {
         }
     }
 
+    /// Starts ``waitForClose()`` on a thread of its own now, and notes on that thread when the
+    /// close came: a test bounding how long a close took must not count the wait for its own
+    /// task to resume on a busy cooperative pool (a loaded CI run once took 9 s that way for
+    /// closes that came within a second).
+    func watchForClose() -> CloseWatch { CloseWatch(self) }
+
     func close() { Glibc.close(fd) }
+}
+
+/// A close awaited on a thread of its own (``BlockingHTTPSocket/watchForClose()``).
+final class CloseWatch: Sendable {
+    private let seen = Mutex<(closed: Bool, at: ContinuousClock.Instant)?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    fileprivate init(_ socket: BlockingHTTPSocket) {
+        Thread { [self] in
+            let closed = (try? socket.waitForClose()) ?? false
+            seen.withLock { $0 = (closed, ContinuousClock.now) }
+            done.signal()
+        }.start()
+    }
+
+    /// Whether the peer closed, and when the waiting thread saw it.
+    func outcome() async -> (closed: Bool, at: ContinuousClock.Instant) {
+        await withCheckedContinuation { (continuation: CheckedContinuation<(closed: Bool, at: ContinuousClock.Instant), Never>) in
+            Thread { [self] in
+                done.wait()
+                continuation.resume(returning: seen.withLock { $0 } ?? (false, ContinuousClock.now))
+            }.start()
+        }
+    }
 }
 
 extension Array where Element == UInt8 {
