@@ -123,14 +123,6 @@ final class BlockingHTTPSocket: @unchecked Sendable {
         }
     }
 
-    /// `waitForClose` on a thread of its own: not on the shared thread pool, where other tests'
-    /// blocking work once queued these waits past ten seconds on a loaded CI machine.
-    func waitForCloseOffThePool() async throws -> Bool {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-            Thread { continuation.resume(with: Result { try self.waitForClose() }) }.start()
-        }
-    }
-
     /// Starts ``waitForClose()`` on a thread of its own now, and notes on that thread when the
     /// close came: a test bounding how long a close took must not count the wait for its own
     /// task to resume on a busy cooperative pool (a loaded CI run once took 9 s that way for

@@ -30,7 +30,7 @@ extension PostgresLedgerStore {
                     try taken.first.map({ (row: PostgresRow) throws(LedgerError) in try PostgresSchema.decode(row, Bool.self, "fold lock") }) == true
                 else { return }
             }
-            let rows = try session.rows("DELETE FROM aggregate_log RETURNING cells, reconciliation", "claiming the aggregate log") {
+            let rows = try session.rows("DELETE FROM aggregate_log RETURNING id, cells, reconciliation", "claiming the aggregate log") {
                 (row) throws(LedgerError) in try Self.ownedLogRow(row)
             }
             guard !rows.isEmpty else { return }
@@ -164,15 +164,15 @@ extension PostgresLedgerStore {
 }
 
 extension PostgresLedgerStore {
-    /// A log row's cells and reconciliation counts (the answer's first two columns, the counts
-    /// NULL for a correction's row), copied out of postgres-nio's receive buffer
-    /// (``PostgresSession/rows(_:_:copying:)``).
-    static func ownedLogRow(_ row: PostgresRow) throws(LedgerError) -> (cells: [UInt8], counts: ByteBuffer?) {
-        let (blob, counts): (ByteBuffer, ByteBuffer?)
-        do { (blob, counts) = try row.decode((ByteBuffer, ByteBuffer?).self) } catch {
+    /// An aggregate log row as the fold and the merging reader select it (`id, cells,
+    /// reconciliation`; the counts NULL for a correction's row), its bytes copied out of
+    /// postgres-nio's receive buffer (``PostgresSession/rows(_:_:copying:)``).
+    static func ownedLogRow(_ row: PostgresRow) throws(LedgerError) -> (id: Int64, cells: [UInt8], counts: ByteBuffer?) {
+        let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
+        do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
             throw .corruptRow("aggregate log row: \(error)")
         }
-        return (Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
+        return (id, Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
     }
 }
 

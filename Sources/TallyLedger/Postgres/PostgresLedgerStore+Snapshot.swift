@@ -142,13 +142,7 @@ extension PostgresLedgerStore {
                 // bytes are a slice of postgres-nio's receive buffer.
                 let rows = try session.rows(
                     "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log"
-                ) { (row) throws(LedgerError) in
-                    let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
-                    do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
-                        throw .corruptRow("aggregate log row: \(error)")
-                    }
-                    return (id, Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
-                }
+                ) { (row) throws(LedgerError) in try Self.ownedLogRow(row) }
                 for (id, cells, counts) in rows {
                     try log.add(row: id, cells: cells) { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
                         if let counts { try ReconciliationLogCodec.decode(counts, into: &sums) }

@@ -171,7 +171,7 @@ final class PostgresSession {
     /// slice of postgres-nio's receive buffer: while any is alive, the buffer's storage is
     /// shared, so every later read into it (and every compaction after a message) copies the rest
     /// of the buffer into freshly mapped memory. With log rows of a hundred kilobytes, the
-    /// kernel's zeroing of those pages was about a tenth of a collector's CPU in a cluster drain
+    /// kernel's zeroing of those pages was a fifth of a collector's CPU in a cluster drain
     /// (perf). Rows handed over as they arrive are let go before the next read.
     func rows<Row: Sendable>(
         _ query: PostgresQuery, _ context: String, copying copy: @escaping @Sendable (PostgresRow) throws(LedgerError) -> Row
