@@ -10,7 +10,8 @@ public import TallyCore
 ///
 /// Guarantees every backend gives:
 /// - ``commit(_:)`` is all-or-nothing: raw events, duplicate and refusal records, aggregate
-///   updates, reconciliation counters and the batch record are written in one transaction.
+///   updates, reconciliation counters and the batch record are written in one transaction (the
+///   aggregate cells and the counters may go to a log in it, folded later: every read sees them).
 /// - A batch already committed (same agent and sequence) writes nothing and returns an outcome
 ///   equal to the first one.
 /// - Each logical event (same ``Fingerprint``) is billed at most once; every event received is

@@ -287,7 +287,7 @@ struct AggregateRollupTests {
         #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(4))
     }
 
-    /// A version-5 file (log rows in the fixed-width layout) opens as version 6: a merging
+    /// A version-5 file (log rows in the fixed-width layout) opens as version 7: a merging
     /// reader adds an unfolded fixed-width row, the fold at open takes it, and the rows logged
     /// after are compact.
     @Test func aVersion5FileIsRelabelledAndItsFixedRowsRead() throws {
@@ -326,7 +326,7 @@ struct AggregateRollupTests {
         try ledger.reopen()
         let reopened = try #require(ledger.store as? SQLiteLedgerStore)
         let version = try reopened.database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
-        #expect(try version.step() && version.text(0) == "6")
+        #expect(try version.step() && version.text(0) == "7")
         version.reset()
         #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(4))
         _ = try ledger.store.commit(batch(2, [event(quantity: "2.5", at: "2026-04-13T11:30:00Z", id: "new-row")]))

@@ -149,7 +149,7 @@ import Testing
         try ledger.reopen()
         let reopened = try #require(ledger.store as? SQLiteLedgerStore)
         let version = try reopened.database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
-        #expect(try version.step() && version.text(0) == SQLiteSchema.version && SQLiteSchema.version == "6")
+        #expect(try version.step() && version.text(0) == SQLiteSchema.version && SQLiteSchema.version == "7")
         version.reset()
         let april = period("2026-04")
         #expect(try ledger.store.recomputeAggregates(tenant: "acme", period: april).differences.isEmpty)

@@ -183,3 +183,10 @@ extension AggregateLogCodec {
         try blob.withUnsafeReadableBytes { bytes in Result { () throws(LedgerError) in try decode(bytes, into: &cells) } }.get()
     }
 }
+
+extension ReconciliationLogCodec {
+    /// ``decode(_:into:)`` of a blob as PostgreSQL returns it.
+    static func decode(_ blob: ByteBuffer, into sums: inout [Key: ReconciliationCounts]) throws(LedgerError) {
+        try blob.withUnsafeReadableBytes { bytes in Result { () throws(LedgerError) in try decode(bytes, into: &sums) } }.get()
+    }
+}

@@ -186,7 +186,7 @@ extension PostgresLedgerStore {
             AND (\(filter.agent)::text IS NULL OR agent = \(filter.agent))
             ORDER BY period COLLATE "C", tenant COLLATE "C", agent COLLATE "C"
             """, "reading reconciliation")
-        var stored: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
+        var stored: [ReconciliationLogCodec.Row] = []
         for row in rows {
             let decoded: (String, String, String, Int64, Int64, Int64, Int64, Int64, Int64)
             do {
@@ -201,22 +201,10 @@ extension PostgresLedgerStore {
             counts.late = decoded.6
             counts.adjusted = decoded.7
             counts.rejected = decoded.8
-            guard unfolded == nil else {
-                stored[ReconciliationLogCodec.Key(period: decoded.0, tenant: decoded.1, agent: decoded.2)] = counts
-                continue
-            }
-            body(decoded.0, decoded.1, decoded.2, counts)
+            stored.append((decoded.0, decoded.1, decoded.2, counts))
         }
-        guard let unfolded else { return }
-        for (key, counts) in unfolded
-        where (filter.period.map { $0.description == key.period } ?? true) && (filter.tenant.map { $0 == key.tenant } ?? true)
-            && (filter.agent.map { $0 == key.agent } ?? true)
-        {
-            stored[key, default: ReconciliationCounts()].add(counts)
-        }
-        // The table's order: (period, tenant, agent) in byte order.
-        for (key, counts) in stored.sorted(by: { $0.key.inByteOrder(before: $1.key) }) {
-            body(key.period, key.tenant, key.agent, counts)
+        for row in ReconciliationLogCodec.merged(filter, stored: stored, unfolded: unfolded) {
+            body(row.period, row.tenant, row.agent, row.counts)
         }
     }
 

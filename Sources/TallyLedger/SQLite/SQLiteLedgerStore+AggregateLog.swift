@@ -132,7 +132,7 @@ extension SQLiteLedgerStore {
         var largest: Int128 = 0
         let foldedGeneration: Int64
         do throws(LedgerError) {
-            let (cells, lastID, generation) = try logToFold()
+            let (cells, counts, lastID, generation) = try logToFold()
             foldedGeneration = lastID == nil ? generation : generation + 1
             if let lastID {
                 // Each grain rolled up from the one below it (days from hours, months from days):
@@ -144,6 +144,7 @@ extension SQLiteLedgerStore {
                     try upsertCells(rolled, with: upsert)
                     if grain == .month { largest = rolled.cells.values.reduce(0) { max($0, $1.sum.nanos) } }
                 }
+                try upsertReconciliation(counts)
                 statements.deleteLog.bind(1, lastID)
                 try statements.deleteLog.run()
                 try statements.bumpFoldGeneration.run()
@@ -164,17 +165,52 @@ extension SQLiteLedgerStore {
         storedSumCeiling = overflow ? .max : raised
     }
 
-    /// The log's cells, merged, its last row (nil: empty) and the fold generation: from
-    /// ``logMirror`` when it holds exactly the log's rows, else read back from the rows. Call it
-    /// inside the fold's transaction, which holds the write lock.
-    func logToFold() throws(LedgerError) -> (AggregateCells, Int64?, Int64) {
+    /// The log's cells and reconciliation counts, merged, its last row (nil: empty) and the fold
+    /// generation: from ``logMirror`` when it holds exactly the log's rows, else read back from
+    /// the rows. Call it inside the fold's transaction, which holds the write lock.
+    func logToFold() throws(LedgerError) -> (AggregateCells, ReconciliationSums, Int64?, Int64) {
         let (rows, lastRow, generation) = try logState()
-        if let cells = logMirror.cells(ifLogHas: rows, lastRow: lastRow, generation: generation) {
-            return (cells, lastRow == 0 ? nil : lastRow, generation)
+        if let (cells, counts) = logMirror.contents(ifLogHas: rows, lastRow: lastRow, generation: generation) {
+            return (cells, counts, lastRow == 0 ? nil : lastRow, generation)
         }
         foldsReadingRows += 1
-        let (cells, lastID) = try readLog()
-        return (cells, lastID, generation)
+        let (cells, counts, lastID) = try readLog(counts: true)
+        return (cells, counts, lastID, generation)
+    }
+
+    /// Adds the folded rows' summed counts onto the `reconciliation` table, in key order.
+    private func upsertReconciliation(_ sums: ReconciliationSums) throws(LedgerError) {
+        let upsert = statements.upsertReconciliation
+        for (key, counts) in sums.sorted(by: { $0.key.inByteOrder(before: $1.key) }) {
+            upsert.bind(1, key.period)
+            upsert.bind(2, key.tenant)
+            upsert.bind(3, key.agent)
+            upsert.bind(4, counts.received)
+            upsert.bind(5, counts.accepted)
+            upsert.bind(6, counts.duplicate)
+            upsert.bind(7, counts.late)
+            upsert.bind(8, counts.adjusted)
+            upsert.bind(9, counts.rejected)
+            try upsert.run()
+        }
+    }
+
+    /// What a reconciliation read adds to the table's rows: for a merging reader inside
+    /// ``withSnapshot(_:)``, the counts of the snapshot's log rows (decoded afresh: these reads
+    /// are audits, not dashboards); otherwise nil, after folding the log so the table holds
+    /// everything.
+    func unfoldedReconciliation() throws(LedgerError) -> ReconciliationSums? {
+        guard inReadSnapshot, unfolded != nil else {
+            try flushAggregates()
+            return nil
+        }
+        let select = try database.prepare("SELECT reconciliation FROM aggregate_log WHERE reconciliation IS NOT NULL")
+        defer { select.reset() }
+        var sums = ReconciliationSums()
+        while try select.step() {
+            try select.withBlob(0) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &sums) }
+        }
+        return sums.isEmpty ? nil : sums
     }
 
     /// The log's row count and last row (0: none), and the fold generation, read at once.
@@ -198,24 +234,30 @@ extension SQLiteLedgerStore {
         if state.rows == 0 { logMirror.restart(at: state.generation) }
     }
 
-    /// After a commit: the cells its transaction logged join ``logMirror``.
+    /// After a commit: the row its transaction logged joins ``logMirror``.
     func mirrorCommittedLog() {
         guard let logged = pendingLogged else { return }
         pendingLogged = nil
-        logMirror.add(logged.cells, row: logged.row)
+        logMirror.add(logged)
     }
 
-    /// Every logged cell, merged, and the id of the last row read (nil for an empty log).
-    func readLog() throws(LedgerError) -> (AggregateCells, Int64?) {
-        let select = try database.prepare("SELECT id, cells FROM aggregate_log ORDER BY id")
+    /// Every logged cell, merged, the rows' reconciliation counts summed (with `counts`; else
+    /// none) and the id of the last row read (nil for an empty log).
+    func readLog(counts: Bool) throws(LedgerError) -> (AggregateCells, ReconciliationSums, Int64?) {
+        let select = try database.prepare("SELECT id, cells, reconciliation FROM aggregate_log ORDER BY id")
         defer { select.reset() }
         var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
+        var sums = ReconciliationSums()
         var lastID: Int64?
         while try select.step() {
             lastID = select.int64(0)
             try select.withBlob(1) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try AggregateLogCodec.decode(bytes, into: &cells) }
+            if counts, !select.isNull(2) {
+                try select.withBlob(2) { (bytes: UnsafeRawBufferPointer) throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &sums)
+                }
+            }
         }
-        return (cells, lastID)
+        return (cells, sums, lastID)
     }
 
     /// An upper bound of the stored monthly sums from the longest sum text: a decimal of n
@@ -240,23 +282,31 @@ extension SQLiteLedgerStore {
     /// `growth` bounds how much any one cell can grow (default: the cells' total sum, right for
     /// a batch's events; a correction's negative cells give the quantities it adds).
     /// `encoded`: `cells` already encoded in this store's layout (``LedgerSpeculation``).
-    func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil) throws(LedgerError) -> Int128 {
-        guard !cells.isEmpty else { return loggedBound }
-        let batchBound: Int128
-        if let growth { batchBound = growth.nanos } else { batchBound = try cells.totalSum().nanos }
-        let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
-        let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
-        if overflow || noHeadroom { try checkMonthlySums(cells) }
-        statements.insertLog.bind(1, blob: encoded ?? AggregateLogCodec.encode(cells))
-        try statements.insertLog.run()
-        pendingLogged = (cells, database.lastInsertRowID)
-        return overflow ? .max : bound
+    /// `counts`: a batch's reconciliation counts (``ReconciliationLogCodec``), logged in the same
+    /// row (a row is written for them even when the batch has no cells).
+    func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil, counts: [UInt8]? = nil) throws(LedgerError) -> Int128 {
+        guard !cells.isEmpty || counts != nil else { return loggedBound }
+        var result = loggedBound
+        if !cells.isEmpty {
+            let batchBound: Int128
+            if let growth { batchBound = growth.nanos } else { batchBound = try cells.totalSum().nanos }
+            let (bound, overflow) = loggedBound.addingReportingOverflow(batchBound)
+            let (_, noHeadroom) = bound.addingReportingOverflow(storedSumCeiling)
+            if overflow || noHeadroom { try checkMonthlySums(cells) }
+            result = overflow ? .max : bound
+        }
+        let insert = statements.insertLog
+        insert.bind(1, blob: encoded ?? AggregateLogCodec.encode(cells))
+        if let counts { insert.bind(2, blob: counts) } else { insert.bindNull(2) }
+        try insert.run()
+        pendingLogged = LoggedRow(cells: cells, counts: counts, row: database.lastInsertRowID)
+        return result
     }
 
     /// The exact check: batch + log + stored, per monthly cell.
     func checkMonthlySums(_ cells: AggregateCells) throws(LedgerError) {
         let monthly = try cells.rolledUp(to: .month)
-        let logged = try readLog().0.rolledUp(to: .month)
+        let logged = try readLog(counts: false).0.rolledUp(to: .month)
         for (key, aggregate) in monthly.cells {
             var total = aggregate.sum
             if let already = logged.cells[key] {
@@ -284,9 +334,33 @@ extension SQLiteLedgerStore {
     }
 }
 
-/// The aggregate log as the store that writes it knows it: the cells of each row it logged since
-/// the log was last empty, kept in memory, so that the fold takes them from here instead of
-/// reading every row back and decoding it (a quarter of the writer's time before).
+/// A row a store's open transaction logged: its cells, its reconciliation counts as logged
+/// (``ReconciliationLogCodec``; nil for a correction's row) and its id.
+struct LoggedRow: Sendable {
+    var cells: AggregateCells
+    var counts: [UInt8]?
+    var row: Int64
+}
+
+/// Reconciliation counts summed per (period, tenant, agent).
+typealias ReconciliationSums = [ReconciliationLogCodec.Key: ReconciliationCounts]
+
+/// A (period, tenant, agent) row of the `reconciliation` table, as the writer remembers it.
+struct ReconciliationRowKey: Hashable {
+    var period: BillingPeriod
+    var tenant: String
+    var agent: String
+}
+
+extension SQLiteLedgerStore {
+    /// The most (period, tenant, agent) rows the writer remembers having (a few MB).
+    static let knownReconciliationLimit = 100_000
+}
+
+/// The aggregate log as the store that writes it knows it: the cells and reconciliation counts
+/// of each row it logged since the log was last empty, kept in memory, so that the fold takes
+/// them from here instead of reading every row back and decoding it (a quarter of the writer's
+/// time before).
 ///
 /// **Why it is exact.** It starts empty when a fold of this store empties the log, at the
 /// generation that fold leaves; a row joins it once the transaction that inserted it commits.
@@ -311,15 +385,24 @@ final class LogMirror: Sendable {
         /// The rows' cells, merged: the dictionary grows to the distinct cells, and keeps its
         /// storage from one fold to the next.
         var cells = AggregateCells()
+        /// The rows' reconciliation counts, summed.
+        var counts = ReconciliationSums()
         var rows: Int64 = 0
         var lastRow: Int64 = 0
         /// Batches merged by ``LogMirror/mergeQueued()`` rather than by a fold (tests).
         var mergedAhead = 0
 
-        mutating func merge(_ batches: [(cells: AggregateCells, row: Int64)]) {
+        mutating func merge(_ batches: [LoggedRow]) {
             guard generation != nil else { return }
             for batch in batches {
-                do { try cells.merge(batch.cells) } catch {
+                do throws(LedgerError) {
+                    try cells.merge(batch.cells)
+                    if let logged = batch.counts {
+                        try logged.withUnsafeBytes { bytes in
+                            Result { () throws(LedgerError) in try ReconciliationLogCodec.decode(bytes, into: &counts) }
+                        }.get()
+                    }
+                } catch {
                     // A sum past the range: the fold reads the rows and reports it.
                     generation = nil
                     return
@@ -332,7 +415,7 @@ final class LogMirror: Sendable {
 
     private let state = Mutex(State())
     /// Committed batches' cells not merged yet, oldest first.
-    private let queued = Mutex<[(cells: AggregateCells, row: Int64)]>([])
+    private let queued = Mutex<[LoggedRow]>([])
 
     /// Whether the mirror knows the log (it does from the first fold or empty open on).
     var isKnown: Bool { state.withLock { $0.generation != nil } }
@@ -340,9 +423,9 @@ final class LogMirror: Sendable {
     /// Batches merged ahead of the fold, by ``mergeQueued()`` (tests).
     var batchesMergedAhead: Int { state.withLock { $0.mergedAhead } }
 
-    /// A committed batch's logged cells (`row` its log row). The writer's only cost: an append.
-    func add(_ batch: AggregateCells, row: Int64) {
-        queued.withLock { $0.append((batch, row)) }
+    /// A committed batch's logged row. The writer's only cost: an append.
+    func add(_ batch: LoggedRow) {
+        queued.withLock { $0.append(batch) }
     }
 
     /// Merges the queued batches, on the calling thread; returns at once when another thread is
@@ -355,13 +438,13 @@ final class LogMirror: Sendable {
         }
     }
 
-    /// The merged cells when the log holds exactly these rows (`rows` rows, the last `lastRow`,
-    /// at `generation`); nil otherwise. Merges what is still queued first.
-    func cells(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> AggregateCells? {
-        state.withLock { state -> AggregateCells? in
+    /// The merged cells and summed counts when the log holds exactly these rows (`rows` rows,
+    /// the last `lastRow`, at `generation`); nil otherwise. Merges what is still queued first.
+    func contents(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> (AggregateCells, ReconciliationSums)? {
+        state.withLock { state -> (AggregateCells, ReconciliationSums)? in
             state.merge(takeQueued())
             guard state.generation == generation, rows == state.rows, lastRow == state.lastRow else { return nil }
-            return state.cells
+            return (state.cells, state.counts)
         }
     }
 
@@ -371,6 +454,7 @@ final class LogMirror: Sendable {
             _ = takeQueued()
             state.generation = generation
             state.cells.removeAll()
+            state.counts.removeAll(keepingCapacity: true)
             state.rows = 0
             state.lastRow = 0
         }
@@ -382,12 +466,13 @@ final class LogMirror: Sendable {
             _ = takeQueued()
             state.generation = nil
             state.cells.removeAll()
+            state.counts.removeAll()
         }
     }
 
-    private func takeQueued() -> [(cells: AggregateCells, row: Int64)] {
+    private func takeQueued() -> [LoggedRow] {
         queued.withLock { queue in
-            var taken: [(cells: AggregateCells, row: Int64)] = []
+            var taken: [LoggedRow] = []
             swap(&taken, &queue)
             return taken
         }

@@ -42,7 +42,8 @@ extension SQLiteLedgerStore {
     private func commitTogether(_ batches: [PreparedBatch]) throws(LedgerError) -> [BatchOutcome] {
         let boundBefore = loggedBound
         pendingLogged = nil
-        var written: [(outcome: BatchOutcome, cells: Int, logged: (cells: AggregateCells, row: Int64)?)] = []
+        pendingReconciliationRows.removeAll(keepingCapacity: true)
+        var written: [(outcome: BatchOutcome, cells: Int, logged: LoggedRow?)] = []
         try statements.begin.run()
         do throws(LedgerError) {
             for prepared in batches {
@@ -66,9 +67,11 @@ extension SQLiteLedgerStore {
             if database.handle != nil { try? statements.rollback.run() }
             loggedBound = boundBefore
             pendingLogged = nil
+            pendingReconciliationRows.removeAll(keepingCapacity: true)
             throw error
         }
-        for one in written where one.cells > 0 {
+        rememberReconciliationRows()
+        for one in written where one.logged != nil {
             loggedRows += 1
             loggedCells += one.cells
             pendingLogged = one.logged
@@ -142,7 +145,12 @@ extension SQLiteLedgerStore {
             guard let event = classification.event(duplicate.index) else { continue }
             try insertDuplicate(batch, index: duplicate.index, event: event, fingerprint: duplicate.fingerprint)
         }
-        let bound = try log(plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells))
+        // The counts go to the log with the cells, summed into `reconciliation` by the fold; the
+        // table gets only the zero row of a (period, tenant, agent) it lacks.
+        try insertReconciliationRows(agent: batch.agent, plan.reconciliation)
+        let bound = try log(
+            plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells),
+            counts: plan.reconciliation.isEmpty ? nil : ReconciliationLogCodec.encode(agent: batch.agent, plan.reconciliation))
         let insertUnique = statements.insertUnique
         for unique in plan.uniqueValues {
             insertUnique.bind(1, unique.tenant)
@@ -152,20 +160,6 @@ extension SQLiteLedgerStore {
             insertUnique.bind(5, unique.value)
             insertUnique.bind(6, unique.billedIn.description)
             try insertUnique.run()
-        }
-        let upsertCounts = statements.upsertReconciliation
-        for delta in plan.reconciliation {
-            let count = delta.counts
-            upsertCounts.bind(1, delta.period.description)
-            upsertCounts.bind(2, delta.tenant)
-            upsertCounts.bind(3, batch.agent)
-            upsertCounts.bind(4, count.received)
-            upsertCounts.bind(5, count.accepted)
-            upsertCounts.bind(6, count.duplicate)
-            upsertCounts.bind(7, count.late)
-            upsertCounts.bind(8, count.adjusted)
-            upsertCounts.bind(9, count.rejected)
-            try upsertCounts.run()
         }
         let outcome = plan.outcome
         let insertBatch = statements.insertBatch
@@ -181,6 +175,31 @@ extension SQLiteLedgerStore {
         insertBatch.bind(10, blob: prepared.contentDigest)
         try insertBatch.run()
         return (outcome, bound, plan.cells.count)
+    }
+
+    /// The zero `reconciliation` row of each (period, tenant, agent) of `deltas` that the table
+    /// is not known to have: one index probe per new row, none for the rest.
+    func insertReconciliationRows(agent: String, _ deltas: [LedgerPlan.ReconciliationDelta]) throws(LedgerError) {
+        let insert = statements.insertReconciliationRow
+        for delta in deltas {
+            let key = ReconciliationRowKey(period: delta.period, tenant: delta.tenant, agent: agent)
+            guard !knownReconciliationRows.contains(key) else { continue }
+            insert.bind(1, delta.period.description)
+            insert.bind(2, delta.tenant)
+            insert.bind(3, agent)
+            try insert.run()
+            pendingReconciliationRows.append(key)
+        }
+    }
+
+    /// After a commit: the rows its transaction inserted are known. The set is bounded: past
+    /// ``knownReconciliationLimit`` rows it starts over, which costs only probes again.
+    func rememberReconciliationRows() {
+        if knownReconciliationRows.count + pendingReconciliationRows.count > Self.knownReconciliationLimit {
+            knownReconciliationRows.removeAll()
+        }
+        knownReconciliationRows.formUnion(pendingReconciliationRows)
+        pendingReconciliationRows.removeAll(keepingCapacity: true)
     }
 
     /// Inserts a raw event; false when an event with the same (timestamp, fingerprint) exists.

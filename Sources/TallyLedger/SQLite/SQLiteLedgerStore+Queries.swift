@@ -96,10 +96,12 @@ extension SQLiteLedgerStore {
         return UniqueCount(usage: usage, adjustments: adjustments)
     }
 
-    /// Every stored reconciliation row matching the filter, its period as stored.
+    /// Every stored reconciliation row matching the filter, its period as stored, with the
+    /// counts still in the aggregate log (merged, or folded first).
     public func readReconciliation(
         _ filter: ReconciliationFilter, _ body: (String, String, String, ReconciliationCounts) -> Void
     ) throws(LedgerError) {
+        let unfolded = try unfoldedReconciliation()
         let select = try database.prepare(
             """
             SELECT period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected FROM reconciliation
@@ -110,6 +112,7 @@ extension SQLiteLedgerStore {
         select.bind(1, filter.period?.description)
         select.bind(2, filter.tenant)
         select.bind(3, filter.agent)
+        var stored: [ReconciliationLogCodec.Row] = []
         while try select.step() {
             var counts = ReconciliationCounts()
             counts.received = select.int64(3)
@@ -118,7 +121,10 @@ extension SQLiteLedgerStore {
             counts.late = select.int64(6)
             counts.adjusted = select.int64(7)
             counts.rejected = select.int64(8)
-            body(select.text(0), select.text(1), select.text(2), counts)
+            stored.append((select.text(0), select.text(1), select.text(2), counts))
+        }
+        for row in ReconciliationLogCodec.merged(filter, stored: stored, unfolded: unfolded) {
+            body(row.period, row.tenant, row.agent, row.counts)
         }
     }
 

@@ -8,13 +8,13 @@ public import TallyCore
 /// **The aggregate buffer.** Updating the hourly, daily and monthly cells of every batch in its
 /// own transaction costs one scattered b-tree page per cell per commit: thousands of pages for a
 /// batch that spans many tenants, and the WAL bytes and fsync time that go with them. Instead,
-/// a batch's transaction appends its cells to `aggregate_log` as one blob (so a commit is still
-/// all-or-nothing and durable). When the log holds about ``LedgerConfiguration/aggregateBufferCells``
+/// a batch's transaction appends its cells to `aggregate_log` as one blob, with its
+/// reconciliation counts beside them (so a commit is still all-or-nothing and durable). When the log holds about ``LedgerConfiguration/aggregateBufferCells``
 /// cells or ``maximumLogRows`` batches, when the collector's upkeep asks, and before a read that
 /// does not merge the log itself (a merging reader, ``mergeUnfoldedLogOnRead()``, adds the log's
 /// cells to its answers instead), one transaction reads the log, merges it, writes each merged
-/// cell once into the hourly, daily and monthly tables, deletes the rows it folded and bumps the
-/// fold generation. The fold works from the rows in the database,
+/// cell once into the hourly, daily and monthly tables and each summed count once into
+/// `reconciliation`, deletes the rows it folded and bumps the fold generation. The fold works from the rows in the database,
 /// not from memory, so a crash leaves nothing to lose (the next open folds the log) and another
 /// process that opens the same file — `tallyctl audit` beside a running collector — folds the
 /// same rows at most once: the transactions are serialised and each deletes what it folded.
@@ -40,9 +40,14 @@ public final class SQLiteLedgerStore: LedgerStore {
     var storedSumCeiling: Int128 = 0
     /// The aggregate log's cells as this store wrote them, for the fold (nil: not known).
     let logMirror = LogMirror()
-    /// The cells ``log(_:growth:encoded:)`` wrote in the open transaction and their row: added
-    /// to ``logMirror`` once the transaction commits.
-    var pendingLogged: (cells: AggregateCells, row: Int64)?
+    /// The cells and reconciliation counts ``log(_:growth:encoded:counts:)`` wrote in the open
+    /// transaction and their row: added to ``logMirror`` once the transaction commits.
+    var pendingLogged: LoggedRow?
+    /// (period, tenant, agent) rows the `reconciliation` table is known to have, so that a
+    /// batch inserts the zero row of a new one and skips the rest (see `SQLiteSchema`, version 7).
+    var knownReconciliationRows: Set<ReconciliationRowKey> = []
+    /// The rows the open transaction inserted: known once it commits.
+    var pendingReconciliationRows: [ReconciliationRowKey] = []
     /// The raw-event insert's text and blob arguments, bound in place (reused per event).
     var rawArguments = StaticArguments()
     /// Folds that read the log's rows back (``logMirror`` unknown or not the log's whole
@@ -75,7 +80,7 @@ public final class SQLiteLedgerStore: LedgerStore {
         try database.execute(SQLiteSchema.pragmas)
         try SQLiteSchema.registerFunctions(database)
         try database.execute("BEGIN IMMEDIATE; \(SQLiteSchema.tables) COMMIT;")
-        try SQLiteLedgerStore.addMinimumColumns(database, path: path)
+        try SQLiteLedgerStore.addColumns(database, path: path)
         statements = try Statements(database)
         try migrate()
         storedSumCeiling = try readSumCeiling()
@@ -92,13 +97,13 @@ public final class SQLiteLedgerStore: LedgerStore {
 
     /// Brings an older file to the current version in one transaction. Version 1 (hourly
     /// aggregates only): the daily and monthly rollups are built from the hourly rows. Version 2:
-    /// the same tables, relabelled (see `SQLiteSchema`); so are versions 3 to 5.
+    /// the same tables, relabelled (see `SQLiteSchema`); so are versions 3 to 6.
     func migrate() throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
         guard version != SQLiteSchema.version else { return }
-        guard ["1", "2", "3", "4", "5"].contains(version) else {
+        guard ["1", "2", "3", "4", "5", "6"].contains(version) else {
             throw .invalidConfiguration("the ledger \(path) has schema version \(version); this Tally reads version \(SQLiteSchema.version)")
         }
         try statements.begin.run()
@@ -112,17 +117,18 @@ public final class SQLiteLedgerStore: LedgerStore {
         }
     }
 
-    /// Version 4 (or older) to 5, before any statement is prepared: the `min` columns (version 4)
-    /// and the level columns (version 5). A file of a newer version is left alone (``migrate()``
-    /// refuses it).
-    static func addMinimumColumns(_ database: SQLiteDatabase, path: String) throws(LedgerError) {
+    /// Version 6 (or older) to 7, before any statement is prepared: the `min` columns (version
+    /// 4), the level columns (version 5) and the log's reconciliation counts (version 7). A file
+    /// of a newer version is left alone (``migrate()`` refuses it).
+    static func addColumns(_ database: SQLiteDatabase, path: String) throws(LedgerError) {
         let select = try database.prepare("SELECT value FROM ledger_meta WHERE key = 'schema_version'")
         let version = try select.step() ? select.text(0) : SQLiteSchema.version
         select.reset()
-        guard ["1", "2", "3", "4"].contains(version) else { return }
+        guard ["1", "2", "3", "4", "5", "6"].contains(version) else { return }
         try database.execute("BEGIN IMMEDIATE")
         do throws(LedgerError) {
-            try SQLiteSchema.addMinimumColumns(database)
+            if ["1", "2", "3", "4"].contains(version) { try SQLiteSchema.addMinimumColumns(database) }
+            try SQLiteSchema.addLogCountsColumn(database)
             try database.execute("COMMIT")
         } catch {
             try? database.execute("ROLLBACK")

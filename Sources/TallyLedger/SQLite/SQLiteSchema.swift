@@ -39,8 +39,15 @@ import TallyCore
 /// fixed-width numbers, about half the bytes). Its tables are version 5's, so a version-5 file is
 /// only relabelled (its unfolded rows still decode); the new number makes an older Tally, which
 /// cannot decode the new rows, refuse the file.
+/// Version 7 adds `aggregate_log.reconciliation`: a batch's reconciliation counts travel through
+/// the log (`ReconciliationLogCodec`, as on PostgreSQL) and the fold sums them into
+/// `reconciliation`, instead of one upsert per (period, tenant) of every batch. The batch's
+/// transaction still inserts a zero row for a (period, tenant, agent) the table lacks, so which
+/// tenants a period has is read from the table alone. The column is added when an older file is
+/// opened (NULL in its rows, whose counts are in the table already); the new number makes an
+/// older Tally, whose fold would drop the logged counts, refuse the file.
 enum SQLiteSchema {
-    static let version = "6"
+    static let version = "7"
 
     /// Log pages (4 KiB each) after which the log is copied back into the database file: by the
     /// writer's commit (SQLite's auto-checkpoint) or, in the collector, by a thread of its own
@@ -168,9 +175,13 @@ enum SQLiteSchema {
         -- once per (period, tenant, agent) and then only updated, so this costs ingest nearly nothing.
         CREATE INDEX IF NOT EXISTS reconciliation_tenant ON reconciliation (tenant);
 
+        -- `reconciliation`: a batch's counts (ReconciliationLogCodec); NULL for a correction's row,
+        -- and in rows written before version 7. (A comment inside the column list would make
+        -- SQLite's ALTER TABLE … DROP COLUMN fail on this table.)
         CREATE TABLE IF NOT EXISTS aggregate_log (
             id INTEGER PRIMARY KEY,
-            cells BLOB NOT NULL
+            cells BLOB NOT NULL,
+            reconciliation BLOB
         );
 
         -- Corrections (CorrectionRecord): an admin's void or amendment of one stored event, in
@@ -265,6 +276,15 @@ enum SQLiteSchema {
                 try database.execute("ALTER TABLE \(table) ADD COLUMN \(level) TEXT NOT NULL DEFAULT '0'")
             }
         }
+    }
+
+    /// Version 6 (or older) to 7: `aggregate_log.reconciliation`, NULL in every existing row.
+    /// Idempotent.
+    static func addLogCountsColumn(_ database: SQLiteDatabase) throws(LedgerError) {
+        let select = try database.prepare("SELECT 1 FROM pragma_table_info('aggregate_log') WHERE name = 'reconciliation'")
+        let present = try select.step()
+        select.reset()
+        if !present { try database.execute("ALTER TABLE aggregate_log ADD COLUMN reconciliation BLOB") }
     }
 
     /// The table of each grain.

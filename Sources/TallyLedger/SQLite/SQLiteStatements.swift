@@ -16,7 +16,10 @@ final class Statements {
     /// start over when it moves.
     let bumpFoldGeneration: SQLiteStatement
     let insertUnique: SQLiteStatement
+    /// The fold's: the summed counts of the folded log rows added onto the table's.
     let upsertReconciliation: SQLiteStatement
+    /// A batch's: the zero row of a (period, tenant, agent) the table lacks (schema version 7).
+    let insertReconciliationRow: SQLiteStatement
     let insertBatch: SQLiteStatement
     let markPruned: SQLiteStatement
     let deleteBatches: SQLiteStatement
@@ -55,7 +58,7 @@ final class Statements {
         var upserts: [AggregateGrain: SQLiteStatement] = [:]
         for grain in AggregateGrain.allCases { upserts[grain] = try db.prepare(Self.upsert(into: SQLiteSchema.table(grain))) }
         upsertAggregate = upserts
-        insertLog = try db.prepare("INSERT INTO aggregate_log (cells) VALUES (?1)")
+        insertLog = try db.prepare("INSERT INTO aggregate_log (cells, reconciliation) VALUES (?1, ?2)")
         deleteLog = try db.prepare("DELETE FROM aggregate_log WHERE id <= ?1")
         bumpFoldGeneration = try db.prepare(
             """
@@ -75,6 +78,11 @@ final class Statements {
                 received = received + excluded.received, accepted = accepted + excluded.accepted,
                 duplicate = duplicate + excluded.duplicate, late = late + excluded.late,
                 adjusted = adjusted + excluded.adjusted, rejected = rejected + excluded.rejected
+            """)
+        insertReconciliationRow = try db.prepare(
+            """
+            INSERT OR IGNORE INTO reconciliation (period, tenant, agent, received, accepted, duplicate, late, adjusted, rejected)
+            VALUES (?1, ?2, ?3, 0, 0, 0, 0, 0, 0)
             """)
         insertBatch = try db.prepare(
             """
