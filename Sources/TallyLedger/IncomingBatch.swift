@@ -111,8 +111,11 @@ public struct PreparedBatch: Sendable {
     let fingerprints: [Fingerprint?]
     /// Per event index: `Quantity.description` of a valid event ("" for an invalid one).
     let quantities: [String]
-    /// Per event index: the stored properties blob of a valid event (empty for an invalid one).
-    let properties: [[UInt8]]
+    /// Every event's stored properties blob (empty for an invalid one), one after another, and
+    /// where each ends (``properties(_:)``): one buffer for the batch rather than an array per
+    /// event, whose allocation and growth were a tenth of a preparation thread's time.
+    private let propertyBytes: [UInt8]
+    private let propertyEnds: [Int]
     /// The commit's pure steps done ahead on a preparation thread (``BatchSpeculator``), or nil.
     public internal(set) var speculation: LedgerSpeculation?
 
@@ -122,10 +125,14 @@ public struct PreparedBatch: Sendable {
         var canonical: [UInt8] = []
         var fingerprints: [Fingerprint?] = []
         var quantities: [String] = []
-        var properties: [[UInt8]] = []
+        var propertyBytes: [UInt8] = []
+        var propertyEnds: [Int] = []
         fingerprints.reserveCapacity(batch.events.count)
         quantities.reserveCapacity(batch.events.count)
-        properties.reserveCapacity(batch.events.count)
+        propertyEnds.reserveCapacity(batch.events.count)
+        // About what the reference workload's events take (three short properties); a buffer
+        // that outgrows it doubles.
+        propertyBytes.reserveCapacity(batch.events.count * 64)
         for event in batch.events {
             switch event {
             case .valid(let usage):
@@ -135,11 +142,12 @@ public struct PreparedBatch: Sendable {
                 digest.append(1)
                 digest.append(contentsOf: canonical)
                 quantities.append(usage.quantity.description)
-                properties.append(PropertiesCodec.encode(usage.properties))
+                PropertiesCodec.append(usage.properties, to: &propertyBytes)
+                propertyEnds.append(propertyBytes.count)
             case .invalid(let invalid):
                 fingerprints.append(nil)
                 quantities.append("")
-                properties.append([])
+                propertyEnds.append(propertyBytes.count)
                 digest.append(2)
                 for text in [invalid.rejection.reason.rawValue, invalid.tenant ?? "", invalid.metric ?? "", invalid.id ?? ""] {
                     digest.appendString32(text)
@@ -150,6 +158,12 @@ public struct PreparedBatch: Sendable {
         self.contentDigest = Fingerprint(canonicalBytes: digest).bytes
         self.fingerprints = fingerprints
         self.quantities = quantities
-        self.properties = properties
+        self.propertyBytes = propertyBytes
+        self.propertyEnds = propertyEnds
+    }
+
+    /// The stored properties blob of the event at `index` (empty for an invalid one).
+    func properties(_ index: Int) -> ArraySlice<UInt8> {
+        propertyBytes[(index == 0 ? 0 : propertyEnds[index - 1])..<propertyEnds[index]]
     }
 }

@@ -114,7 +114,7 @@ extension PostgresLedgerStore {
             quantities.append(prepared.quantities[candidate.index])
             ids.append(event.id ?? "")
             hasID.append(event.id != nil)
-            properties.append(bytes: prepared.properties[candidate.index])
+            properties.append(bytes: prepared.properties(candidate.index))
             statuses.append(candidate.status.rawValue)
             billed.append(candidate.billedIn?.description ?? "")
             indexes.append(Int32(candidate.index))

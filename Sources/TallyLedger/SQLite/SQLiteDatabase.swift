@@ -232,7 +232,7 @@ struct StaticArguments {
         values.append(Value(index: index, start: start, count: bytes.count - start, isBlob: false))
     }
 
-    mutating func blob(_ index: Int32, _ blob: [UInt8]) {
+    mutating func blob(_ index: Int32, _ blob: some Collection<UInt8>) {
         let start = bytes.count
         bytes.append(contentsOf: blob)
         values.append(Value(index: index, start: start, count: blob.count, isBlob: true))

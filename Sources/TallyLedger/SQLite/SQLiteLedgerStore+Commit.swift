@@ -215,7 +215,7 @@ extension SQLiteLedgerStore {
         rawArguments.text(4, event.metric)
         rawArguments.text(5, prepared.quantities[index])
         if let id = event.id { rawArguments.text(6, id) } else { insert.bindNull(6) }
-        rawArguments.blob(7, prepared.properties[index])
+        rawArguments.blob(7, prepared.properties(index))
         rawArguments.text(8, status.rawValue)
         if let billedIn { rawArguments.text(9, billedIn.description) } else { insert.bindNull(9) }
         rawArguments.text(10, batch.agent)

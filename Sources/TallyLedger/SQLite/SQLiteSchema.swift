@@ -396,11 +396,17 @@ private func tallyMin(_ context: OpaquePointer?, _ arguments: UnsafeMutablePoint
 enum PropertiesCodec {
     static func encode(_ properties: Properties) -> [UInt8] {
         var out: [UInt8] = []
+        append(properties, to: &out)
+        return out
+    }
+
+    /// Appends the blob of `properties` to `out` (a batch's blobs share one buffer: see
+    /// `PreparedBatch`).
+    static func append(_ properties: Properties, to out: inout [UInt8]) {
         for property in properties {
             out.appendString32(property.key)
             out.appendString32(property.value)
         }
-        return out
     }
 
     static func decode(_ bytes: [UInt8]) throws(LedgerError) -> Properties {
