@@ -67,6 +67,43 @@ struct AggregateRollupTests {
         #expect(throws: LedgerError.self) { try AggregateLogCodec.decode(bytes + [0], into: &partial) }
     }
 
+    /// A sectioned row of many tenants (the encoder groups each tenant's cells into one section
+    /// of one buffer): each tenant's section holds exactly that tenant's cells, whether the row
+    /// is encoded whole, ahead (`Sections`) or with some tenants' sections encoded afresh.
+    @Test func eachTenantsSectionHoldsItsCells() throws {
+        var cells = AggregateCells()
+        for event in workload(count: 2_000, seed: 41, start: at("2026-04-01T00:00:00Z"), spanHours: 6, tenants: 60, skewed: true) {
+            try cells.add(event, fingerprint: Fingerprint(of: event), billedIn: nil, groupBy: ["endpoint"])
+        }
+        var byTenant: [String: [AggregateCellKey: UsageAggregate]] = [:]
+        for (key, aggregate) in cells.cells { byTenant[key.tenant, default: [:]][key] = aggregate }
+        #expect(byTenant.count > 30)
+        // Two tenants' cells changed, as when some of their events turn out stored.
+        var changed = cells
+        let names = byTenant.keys.sorted()
+        for name in names.prefix(2) {
+            for key in byTenant[name, default: [:]].keys.sorted(by: <).prefix(3) { changed.set(nil, at: key) }
+        }
+        let sections = AggregateLogCodec.Sections(cells)
+        for (row, expected) in [
+            (AggregateLogCodec.encode(cells), cells), (sections.row(changing: [], to: cells), cells),
+            (sections.row(changing: Set(names.prefix(2)), to: changed), changed),
+        ] {
+            var whole = AggregateCells()
+            try AggregateLogCodec.decode(row, into: &whole)
+            #expect(whole.cells == expected.cells)
+            for name in names {
+                var found: [AggregateCellKey: UsageAggregate] = [:]
+                try row.withUnsafeBytes { bytes in
+                    try Result { () throws(LedgerError) in
+                        try AggregateLogCodec.decode(bytes, tenant: name) { (key, aggregate) throws(LedgerError) in found[key] = aggregate }
+                    }.get()
+                }
+                #expect(found == expected.cells.filter { $0.key.tenant == name }, "\(name)")
+            }
+        }
+    }
+
     /// The compact layouts (schema version 6) carry every field of the fixed-width ones in at
     /// most 60% of their bytes, on cells shaped like a collector's (a group-by, a late event's
     /// billing period), and decode to the same cells, whole or one tenant alone.
