@@ -63,6 +63,65 @@ import Testing
         #expect(!text.contains("note"))
     }
 
+    /// A ``JSONValue`` encoded through `Encodable` containers, member by member in the order
+    /// given (repeated keys included), numbers as their text.
+    struct Tree: Encodable {
+        var value: JSONValue
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            switch value {
+            case .object(let members):
+                var container = encoder.container(keyedBy: Key.self)
+                for member in members { try container.encode(Tree(value: member.value), forKey: Key(stringValue: member.key)) }
+            case .array(let elements):
+                var container = encoder.unkeyedContainer()
+                for element in elements { try container.encode(Tree(value: element)) }
+            case .string(let text):
+                var container = encoder.singleValueContainer()
+                try container.encode(text)
+            case .number(let text):
+                var container = encoder.singleValueContainer()
+                try container.encode(try JSONText(text))
+            case .bool(let flag):
+                var container = encoder.singleValueContainer()
+                try container.encode(flag)
+            case .null:
+                var container = encoder.singleValueContainer()
+                try container.encodeNil()
+            }
+        }
+    }
+
+    /// The encoder writes a tree into one string; its text is, byte for byte, what the writer
+    /// makes of the same value member by member (``JSONWriter/write(_:)``): keys sorted by
+    /// their bytes, a repeated key's last member kept, escapes, nesting, empty containers.
+    @Test func theEncodersTextIsTheWritersByteForByte() throws {
+        var random = SplitMix64(seed: 17)
+        let keys = ["a", "b", "B", "aa", "", "é", "e\u{301}", "q\"uote", "tab\t", "k10", "k2"]
+        func tree(_ depth: Int) -> JSONValue {
+            switch depth == 0 ? random.next() % 4 + 2 : random.next() % 6 {
+            case 0: return .object((0..<Int(random.next() % 6)).map { _ in (keys[Int(random.next() % UInt64(keys.count))], tree(depth - 1)) })
+            case 1: return .array((0..<Int(random.next() % 5)).map { _ in tree(depth - 1) })
+            case 2: return .string(["", "x\ny", "é😀", "\u{01}", "plain"][Int(random.next() % 5)])
+            case 3: return .number(["0", "-7", "2.50", "1e3"][Int(random.next() % 4)])
+            case 4: return .bool(random.next() % 2 == 0)
+            default: return .null
+            }
+        }
+        for _ in 0..<300 {
+            let value = JSONValue.object([("root", tree(5)), ("root", tree(4)), ("other", tree(5))])
+            let encoded = try JSONWriter.encode(Tree(value: value))
+            #expect(Array(encoded.utf8) == Array(JSONWriter.write(value).utf8))
+        }
+    }
+
     struct Priced: Encodable {
         var amount: Double
     }

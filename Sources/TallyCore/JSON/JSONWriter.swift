@@ -19,12 +19,22 @@
 public enum JSONWriter {
     /// `value` as a quoted JSON string.
     public static func quoted(_ value: String) -> String {
+        var out = ""
+        appendQuoted(value, to: &out)
+        return out
+    }
+
+    /// Appends `value` as a quoted JSON string to `out`.
+    static func appendQuoted(_ value: String, to out: inout String) {
         // Most strings (names, decimals, periods) need no escape: copied whole, not scalar by scalar.
         if !value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
-            return "\"" + value + "\""
+            out += "\""
+            out += value
+            out += "\""
+            return
         }
-        var out = "\""
-        out.reserveCapacity(value.utf8.count + 2)
+        out.reserveCapacity(out.utf8.count + value.utf8.count + 2)
+        out += "\""
         for scalar in value.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
@@ -41,7 +51,6 @@ public enum JSONWriter {
             }
         }
         out += "\""
-        return out
     }
 
     /// An array of values already written.
@@ -53,18 +62,26 @@ public enum JSONWriter {
     /// of a repeated key kept. Keys are compared as bytes, so `"é"` and `"e\u{301}"` (equal as
     /// Swift strings) are two keys, as they are in JSON.
     public static func object(_ members: some Sequence<(key: String, value: String)>) -> String {
-        // A stable sort keeps a repeated key's members in the order given; the last one wins.
-        let sorted = members.enumerated().sorted { left, right in
-            if left.element.key.utf8.elementsEqual(right.element.key.utf8) { return left.offset < right.offset }
-            return left.element.key.utf8.lexicographicallyPrecedes(right.element.key.utf8)
+        let members = Array(members)
+        return "{" + canonicalOrder(of: members.lazy.map(\.key)).map { quoted(members[$0].key) + ":" + members[$0].value }.joined(separator: ",")
+            + "}"
+    }
+
+    /// The positions of an object's members in canonical order: sorted by key bytes, a
+    /// repeated key's last member only. A stable sort keeps a repeated key's members in the
+    /// order given; the last one wins.
+    static func canonicalOrder(of keys: some Collection<String>) -> [Int] {
+        let sorted = keys.enumerated().sorted { left, right in
+            if left.element.utf8.elementsEqual(right.element.utf8) { return left.offset < right.offset }
+            return left.element.utf8.lexicographicallyPrecedes(right.element.utf8)
         }
-        var written: [String] = []
-        written.reserveCapacity(sorted.count)
+        var order: [Int] = []
+        order.reserveCapacity(sorted.count)
         for (index, member) in sorted.enumerated() {
-            if index + 1 < sorted.count, sorted[index + 1].element.key.utf8.elementsEqual(member.element.key.utf8) { continue }
-            written.append(quoted(member.element.key) + ":" + member.element.value)
+            if index + 1 < sorted.count, sorted[index + 1].element.utf8.elementsEqual(member.element.utf8) { continue }
+            order.append(member.offset)
         }
-        return "{" + written.joined(separator: ",") + "}"
+        return order
     }
 
     /// The canonical text of `value`.
