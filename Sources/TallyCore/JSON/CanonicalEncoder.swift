@@ -8,8 +8,21 @@ struct CanonicalEncoder: Encoder {
         var kind = Kind.empty
         var scalar = ""
         /// In the order given; ``JSONWriter/object(_:)`` sorts them and keeps a repeated key's last.
-        var members: [(key: String, node: Node)] = []
-        var elements: [Node] = []
+        var members: [(key: String, child: Child)] = []
+        var elements: [Child] = []
+
+        /// A member or element: a scalar's text kept in place (no node of its own), or a node.
+        enum Child {
+            case scalar(String)
+            case node(Node)
+
+            func write(into out: inout String) {
+                switch self {
+                case .scalar(let text): out += text
+                case .node(let node): node.write(into: &out)
+                }
+            }
+        }
 
         func set(scalar text: String) {
             kind = .scalar
@@ -47,11 +60,11 @@ struct CanonicalEncoder: Encoder {
             case .scalar: out += scalar
             case .object:
                 out += "{"
-                for (position, index) in JSONWriter.canonicalOrder(of: members.lazy.map(\.key)).enumerated() {
+                for (position, index) in JSONWriter.canonicalOrder(of: members.map(\.key)).enumerated() {
                     if position > 0 { out += "," }
                     JSONWriter.appendQuoted(members[index].key, to: &out)
                     out += ":"
-                    members[index].node.write(into: &out)
+                    members[index].child.write(into: &out)
                 }
                 out += "}"
             case .array:
@@ -66,16 +79,17 @@ struct CanonicalEncoder: Encoder {
     }
 
     let node: Node
-    let codingPath: [any CodingKey]
+    let path: CodingPathLink?
+    var codingPath: [any CodingKey] { CodingPathLink.keys(path) }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     /// Encodes `value` into `node`: ``JSONText`` as it is, everything else through its conformance.
-    static func encode(_ value: some Encodable, into node: Node, at path: [any CodingKey]) throws {
+    static func encode(_ value: some Encodable, into node: Node, at path: CodingPathLink?) throws {
         if let text = value as? JSONText {
             node.set(scalar: text.text)
             return
         }
-        try value.encode(to: CanonicalEncoder(node: node, codingPath: path))
+        try value.encode(to: CanonicalEncoder(node: node, path: path))
     }
 
     static func refuseFloat(_ value: some BinaryFloatingPoint, at path: [any CodingKey]) -> JSONEncodingError {
@@ -89,26 +103,54 @@ struct CanonicalEncoder: Encoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
         node.becomeObject()
-        return KeyedEncodingContainer(KeyedContainer<Key>(node: node, codingPath: codingPath))
+        return KeyedEncodingContainer(KeyedContainer<Key>(node: node, path: path))
     }
 
     func unkeyedContainer() -> any UnkeyedEncodingContainer {
         node.becomeArray()
-        return UnkeyedContainer(node: node, codingPath: codingPath)
+        return UnkeyedContainer(node: node, path: path)
     }
 
     func singleValueContainer() -> any SingleValueEncodingContainer {
-        SingleValueContainer(node: node, codingPath: codingPath)
+        SingleValueContainer(node: node, path: path)
+    }
+}
+
+/// A coding path as a chain from the value to the root: one link per nested value, where an
+/// array of every key from the root (`codingPath + [key]`) was copied at each level; the array
+/// is made only when asked for (an error's message, a conformance that reads it).
+final class CodingPathLink {
+    let parent: CodingPathLink?
+    let key: any CodingKey
+
+    init(_ parent: CodingPathLink?, _ key: any CodingKey) {
+        self.parent = parent
+        self.key = key
+    }
+
+    /// The keys from the root to `link`.
+    static func keys(_ link: CodingPathLink?) -> [any CodingKey] {
+        var keys: [any CodingKey] = []
+        var next = link
+        while let current = next {
+            keys.append(current.key)
+            next = current.parent
+        }
+        return keys.reversed()
     }
 }
 
 /// A key for array positions and `super`.
 private struct IndexKey: CodingKey {
-    var stringValue: String
-    var intValue: Int?
-    init(stringValue: String) { self.stringValue = stringValue }
+    private let name: String?
+    let intValue: Int?
+    var stringValue: String { name ?? intValue.map { String($0) } ?? "" }
+    init(stringValue: String) {
+        name = stringValue
+        intValue = nil
+    }
     init(intValue: Int) {
-        stringValue = String(intValue)
+        name = nil
         self.intValue = intValue
     }
 }
@@ -116,21 +158,16 @@ private struct IndexKey: CodingKey {
 extension CanonicalEncoder {
     struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
         let node: Node
-        let codingPath: [any CodingKey]
+        let path: CodingPathLink?
+        var codingPath: [any CodingKey] { CodingPathLink.keys(path) }
 
-        private func put(_ text: String, _ key: Key) { node.members.append((key.stringValue, scalar(text))) }
-
-        private func scalar(_ text: String) -> Node {
-            let child = Node()
-            child.set(scalar: text)
-            return child
-        }
+        private func put(_ text: String, _ key: Key) { node.members.append((key.stringValue, .scalar(text))) }
 
         mutating func encodeNil(forKey key: Key) throws { put("null", key) }
         mutating func encode(_ value: Bool, forKey key: Key) throws { put(value ? "true" : "false", key) }
         mutating func encode(_ value: String, forKey key: Key) throws { put(JSONWriter.quoted(value), key) }
-        mutating func encode(_ value: Double, forKey key: Key) throws { throw refuseFloat(value, at: codingPath + [key]) }
-        mutating func encode(_ value: Float, forKey key: Key) throws { throw refuseFloat(value, at: codingPath + [key]) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { throw refuseFloat(value, at: CodingPathLink.keys(CodingPathLink(path, key))) }
+        mutating func encode(_ value: Float, forKey key: Key) throws { throw refuseFloat(value, at: CodingPathLink.keys(CodingPathLink(path, key))) }
         mutating func encode(_ value: Int, forKey key: Key) throws { put(String(value), key) }
         mutating func encode(_ value: Int8, forKey key: Key) throws { put(String(value), key) }
         mutating func encode(_ value: Int16, forKey key: Key) throws { put(String(value), key) }
@@ -146,8 +183,8 @@ extension CanonicalEncoder {
 
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
             let child = Node()
-            try CanonicalEncoder.encode(value, into: child, at: codingPath + [key])
-            node.members.append((key.stringValue, child))
+            try CanonicalEncoder.encode(value, into: child, at: CodingPathLink(path, key))
+            node.members.append((key.stringValue, .node(child)))
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(
@@ -156,14 +193,14 @@ extension CanonicalEncoder {
             -> KeyedEncodingContainer<NestedKey>
         {
             let child = Node()
-            node.members.append((key.stringValue, child))
-            return CanonicalEncoder(node: child, codingPath: codingPath + [key]).container(keyedBy: keyType)
+            node.members.append((key.stringValue, .node(child)))
+            return CanonicalEncoder(node: child, path: CodingPathLink(path, key)).container(keyedBy: keyType)
         }
 
         mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
             let child = Node()
-            node.members.append((key.stringValue, child))
-            return CanonicalEncoder(node: child, codingPath: codingPath + [key]).unkeyedContainer()
+            node.members.append((key.stringValue, .node(child)))
+            return CanonicalEncoder(node: child, path: CodingPathLink(path, key)).unkeyedContainer()
         }
 
         mutating func superEncoder() -> any Encoder { superEncoder(named: IndexKey(stringValue: "super")) }
@@ -172,29 +209,26 @@ extension CanonicalEncoder {
 
         private func superEncoder(named key: any CodingKey) -> any Encoder {
             let child = Node()
-            node.members.append((key.stringValue, child))
-            return CanonicalEncoder(node: child, codingPath: codingPath + [key])
+            node.members.append((key.stringValue, .node(child)))
+            return CanonicalEncoder(node: child, path: CodingPathLink(path, key))
         }
     }
 
     struct UnkeyedContainer: UnkeyedEncodingContainer {
         let node: Node
-        let codingPath: [any CodingKey]
+        let path: CodingPathLink?
+        var codingPath: [any CodingKey] { CodingPathLink.keys(path) }
         var count: Int { node.elements.count }
 
-        private var nextPath: [any CodingKey] { codingPath + [IndexKey(intValue: count)] }
+        private var nextPath: CodingPathLink { CodingPathLink(path, IndexKey(intValue: count)) }
 
-        private func append(_ text: String) {
-            let child = Node()
-            child.set(scalar: text)
-            node.elements.append(child)
-        }
+        private func append(_ text: String) { node.elements.append(.scalar(text)) }
 
         mutating func encodeNil() throws { append("null") }
         mutating func encode(_ value: Bool) throws { append(value ? "true" : "false") }
         mutating func encode(_ value: String) throws { append(JSONWriter.quoted(value)) }
-        mutating func encode(_ value: Double) throws { throw refuseFloat(value, at: nextPath) }
-        mutating func encode(_ value: Float) throws { throw refuseFloat(value, at: nextPath) }
+        mutating func encode(_ value: Double) throws { throw refuseFloat(value, at: CodingPathLink.keys(nextPath)) }
+        mutating func encode(_ value: Float) throws { throw refuseFloat(value, at: CodingPathLink.keys(nextPath)) }
         mutating func encode(_ value: Int) throws { append(String(value)) }
         mutating func encode(_ value: Int8) throws { append(String(value)) }
         mutating func encode(_ value: Int16) throws { append(String(value)) }
@@ -211,34 +245,35 @@ extension CanonicalEncoder {
         mutating func encode<T: Encodable>(_ value: T) throws {
             let child = Node()
             try CanonicalEncoder.encode(value, into: child, at: nextPath)
-            node.elements.append(child)
+            node.elements.append(.node(child))
         }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
             let path = nextPath
             let child = Node()
-            node.elements.append(child)
-            return CanonicalEncoder(node: child, codingPath: path).container(keyedBy: keyType)
+            node.elements.append(.node(child))
+            return CanonicalEncoder(node: child, path: path).container(keyedBy: keyType)
         }
 
         mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
             let path = nextPath
             let child = Node()
-            node.elements.append(child)
-            return CanonicalEncoder(node: child, codingPath: path).unkeyedContainer()
+            node.elements.append(.node(child))
+            return CanonicalEncoder(node: child, path: path).unkeyedContainer()
         }
 
         mutating func superEncoder() -> any Encoder {
             let path = nextPath
             let child = Node()
-            node.elements.append(child)
-            return CanonicalEncoder(node: child, codingPath: path)
+            node.elements.append(.node(child))
+            return CanonicalEncoder(node: child, path: path)
         }
     }
 
     struct SingleValueContainer: SingleValueEncodingContainer {
         let node: Node
-        let codingPath: [any CodingKey]
+        let path: CodingPathLink?
+        var codingPath: [any CodingKey] { CodingPathLink.keys(path) }
 
         mutating func encodeNil() throws { node.set(scalar: "null") }
         mutating func encode(_ value: Bool) throws { node.set(scalar: value ? "true" : "false") }
@@ -259,7 +294,7 @@ extension CanonicalEncoder {
         mutating func encode(_ value: UInt128) throws { node.set(scalar: String(value)) }
 
         mutating func encode<T: Encodable>(_ value: T) throws {
-            try CanonicalEncoder.encode(value, into: node, at: codingPath)
+            try CanonicalEncoder.encode(value, into: node, at: path)
         }
     }
 }

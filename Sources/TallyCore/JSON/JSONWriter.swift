@@ -63,23 +63,25 @@ public enum JSONWriter {
     /// Swift strings) are two keys, as they are in JSON.
     public static func object(_ members: some Sequence<(key: String, value: String)>) -> String {
         let members = Array(members)
-        return "{" + canonicalOrder(of: members.lazy.map(\.key)).map { quoted(members[$0].key) + ":" + members[$0].value }.joined(separator: ",")
+        return "{" + canonicalOrder(of: members.map(\.key)).map { quoted(members[$0].key) + ":" + members[$0].value }.joined(separator: ",")
             + "}"
     }
 
     /// The positions of an object's members in canonical order: sorted by key bytes, a
-    /// repeated key's last member only. A stable sort keeps a repeated key's members in the
-    /// order given; the last one wins.
-    static func canonicalOrder(of keys: some Collection<String>) -> [Int] {
-        let sorted = keys.enumerated().sorted { left, right in
-            if left.element.utf8.elementsEqual(right.element.utf8) { return left.offset < right.offset }
-            return left.element.utf8.lexicographicallyPrecedes(right.element.utf8)
+    /// repeated key's last member only. Concrete types and each key's bytes taken once: the
+    /// generic form (`some Collection<String>`, keys compared through `String.UTF8View`) was
+    /// half of encoding an invoice, most of it in the runtime's generic metadata lookups.
+    static func canonicalOrder(of keys: [String]) -> [Int] {
+        let bytes = keys.map { Array($0.utf8) }
+        // Ties keep the order given, so that a repeated key's last member is the last of its run.
+        let sorted = keys.indices.sorted { left, right in
+            bytes[left] == bytes[right] ? left < right : bytes[left].lexicographicallyPrecedes(bytes[right])
         }
         var order: [Int] = []
         order.reserveCapacity(sorted.count)
-        for (index, member) in sorted.enumerated() {
-            if index + 1 < sorted.count, sorted[index + 1].element.utf8.elementsEqual(member.element.utf8) { continue }
-            order.append(member.offset)
+        for (position, index) in sorted.enumerated() {
+            if position + 1 < sorted.count, bytes[sorted[position + 1]] == bytes[index] { continue }
+            order.append(index)
         }
         return order
     }
@@ -101,7 +103,7 @@ public enum JSONWriter {
     public static func encode(_ value: some Encodable) throws(JSONEncodingError) -> String {
         let root = CanonicalEncoder.Node()
         do {
-            try CanonicalEncoder.encode(value, into: root, at: [])
+            try CanonicalEncoder.encode(value, into: root, at: nil)
         } catch let error as JSONEncodingError {
             throw error
         } catch {
