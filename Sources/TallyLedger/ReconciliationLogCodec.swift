@@ -52,7 +52,7 @@ enum ReconciliationLogCodec {
     }
 
     /// Adds the blob's rows to `sums`; a blob that does not parse is a corrupt log row.
-    static func decode(_ blob: UnsafeRawBufferPointer, into sums: inout [Key: ReconciliationCounts]) throws(LedgerError) {
+    static func decode(_ blob: UnsafeRawBufferPointer, into sums: inout ReconciliationSums) throws(LedgerError) {
         var reader = ByteReader(blob)
         func number() throws(LedgerError) -> Int64 {
             guard let value = reader.varint(), value <= UInt128(Int64.max) else { throw corrupt() }
@@ -89,9 +89,9 @@ enum ReconciliationLogCodec {
     /// A reconciliation read's rows: the table's (`stored`, in the table's order), with the
     /// `unfolded` counts of the filter's rows added when there are any, then in the table's
     /// order again, (period, tenant, agent) in byte order.
-    static func merged(_ filter: ReconciliationFilter, stored: [Row], unfolded: [Key: ReconciliationCounts]?) -> [Row] {
+    static func merged(_ filter: ReconciliationFilter, stored: [Row], unfolded: ReconciliationSums?) -> [Row] {
         guard let unfolded else { return stored }
-        var rows: [Key: ReconciliationCounts] = [:]
+        var rows: ReconciliationSums = [:]
         for row in stored { rows[Key(period: row.period, tenant: row.tenant, agent: row.agent)] = row.counts }
         for (key, counts) in unfolded
         where (filter.period.map { $0.description == key.period } ?? true) && (filter.tenant.map { $0 == key.tenant } ?? true)
@@ -102,3 +102,7 @@ enum ReconciliationLogCodec {
         return rows.sorted(by: { $0.key.inByteOrder(before: $1.key) }).map { ($0.key.period, $0.key.tenant, $0.key.agent, $0.value) }
     }
 }
+
+/// Reconciliation counts summed per (period, tenant, agent): what a fold adds to the table,
+/// and what a merging reader adds to its rows.
+typealias ReconciliationSums = [ReconciliationLogCodec.Key: ReconciliationCounts]

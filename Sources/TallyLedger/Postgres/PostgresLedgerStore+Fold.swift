@@ -35,7 +35,7 @@ extension PostgresLedgerStore {
             }
             guard !rows.isEmpty else { return }
             var cells = AggregateCells(minimumCapacity: min(loggedCells, 1 << 20))
-            var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
+            var reconciliation = ReconciliationSums()
             for row in rows {
                 try AggregateLogCodec.decode(row.cells, into: &cells)
                 if let counts = row.counts { try ReconciliationLogCodec.decode(counts, into: &reconciliation) }
@@ -64,7 +64,7 @@ extension PostgresLedgerStore {
 
     /// One statement: the summed reconciliation counts of every folded batch, added onto the
     /// stored rows in key order.
-    private func upsert(_ sums: [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) {
+    private func upsert(_ sums: ReconciliationSums) throws(LedgerError) {
         guard !sums.isEmpty else { return }
         let rows = sums.sorted { $0.key < $1.key }
         try session.query(
@@ -186,7 +186,7 @@ extension AggregateLogCodec {
 
 extension ReconciliationLogCodec {
     /// ``decode(_:into:)`` of a blob as PostgreSQL returns it.
-    static func decode(_ blob: ByteBuffer, into sums: inout [Key: ReconciliationCounts]) throws(LedgerError) {
+    static func decode(_ blob: ByteBuffer, into sums: inout ReconciliationSums) throws(LedgerError) {
         try blob.withUnsafeReadableBytes { bytes in Result { () throws(LedgerError) in try decode(bytes, into: &sums) } }.get()
     }
 }

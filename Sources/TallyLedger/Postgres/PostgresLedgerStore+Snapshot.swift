@@ -97,7 +97,7 @@ extension PostgresLedgerStore {
 
     /// What a reconciliation read adds to the table's rows, as ``unfoldedForRead(tenant:)``:
     /// the snapshot's unfolded counts per (period, tenant, agent), or nil.
-    func unfoldedReconciliation() throws(LedgerError) -> [ReconciliationLogCodec.Key: ReconciliationCounts]? {
+    func unfoldedReconciliation() throws(LedgerError) -> ReconciliationSums? {
         guard try takeSnapshotLog(), let counts = unfolded?.reconciliation, !counts.isEmpty else { return nil }
         return counts
     }
@@ -144,7 +144,7 @@ extension PostgresLedgerStore {
                     "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log"
                 ) { (row) throws(LedgerError) in try Self.ownedLogRow(row) }
                 for (id, cells, counts) in rows {
-                    try log.add(row: id, cells: cells) { (sums: inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) in
+                    try log.add(row: id, cells: cells) { (sums: inout ReconciliationSums) throws(LedgerError) in
                         if let counts { try ReconciliationLogCodec.decode(counts, into: &sums) }
                     }
                 }

@@ -30,7 +30,7 @@ struct PostgresUnfoldedLog {
     /// Per tenant read so far: its cells merged from its first `merged` sections.
     private var tenants: [String: (cells: UnfoldedCells, merged: Int)] = [:]
     /// The taken rows' reconciliation counts, summed per (period, tenant, agent).
-    private(set) var reconciliation: [ReconciliationLogCodec.Key: ReconciliationCounts] = [:]
+    private(set) var reconciliation = ReconciliationSums()
 
     /// One tenant's cells in a taken row.
     private struct Section {
@@ -52,7 +52,7 @@ struct PostgresUnfoldedLog {
     /// one wrote, is sectioned here) and, through `counts`, its reconciliation counts.
     mutating func add(
         row id: Int64, cells: [UInt8],
-        counts: (inout [ReconciliationLogCodec.Key: ReconciliationCounts]) throws(LedgerError) -> Void = { _ throws(LedgerError) in }
+        counts: (inout ReconciliationSums) throws(LedgerError) -> Void = { _ throws(LedgerError) in }
     ) throws(LedgerError) {
         guard !taken.contains(id) else { throw .corruptRow("aggregate log row \(id) merged twice") }
         var row = cells

@@ -279,3 +279,12 @@ extension SQLiteLedgerStore {
         return result
     }
 }
+
+/// A (period, tenant, agent) row of the `reconciliation` table, as the writer remembers it: its
+/// period kept as a ``BillingPeriod`` (``ReconciliationLogCodec/Key`` holds the text), so that
+/// checking a batch's rows makes no string.
+struct ReconciliationRowKey: Hashable {
+    var period: BillingPeriod
+    var tenant: String
+    var agent: String
+}

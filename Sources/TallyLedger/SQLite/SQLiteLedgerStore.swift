@@ -6,18 +6,21 @@ public import TallyCore
 /// nothing behind. See ``LedgerStore`` for the guarantees and `SQLiteSchema` for the layout.
 ///
 /// **The aggregate buffer.** Updating the hourly, daily and monthly cells of every batch in its
-/// own transaction costs one scattered b-tree page per cell per commit: thousands of pages for a
-/// batch that spans many tenants, and the WAL bytes and fsync time that go with them. Instead,
-/// a batch's transaction appends its cells to `aggregate_log` as one blob, with its
-/// reconciliation counts beside them (so a commit is still all-or-nothing and durable). When the log holds about ``LedgerConfiguration/aggregateBufferCells``
-/// cells or ``maximumLogRows`` batches, when the collector's upkeep asks, and before a read that
-/// does not merge the log itself (a merging reader, ``mergeUnfoldedLogOnRead()``, adds the log's
-/// cells to its answers instead), one transaction reads the log, merges it, writes each merged
-/// cell once into the hourly, daily and monthly tables and each summed count once into
-/// `reconciliation`, deletes the rows it folded and bumps the fold generation. The fold works from the rows in the database,
-/// not from memory, so a crash leaves nothing to lose (the next open folds the log) and another
-/// process that opens the same file — `tallyctl audit` beside a running collector — folds the
-/// same rows at most once: the transactions are serialised and each deletes what it folded.
+/// own transaction costs one scattered b-tree page per cell per commit: thousands of pages for
+/// a batch that spans many tenants, and the WAL bytes and fsync time that go with them.
+/// Instead, a batch's transaction appends its cells to `aggregate_log` as one blob, with its
+/// reconciliation counts beside them (so a commit is still all-or-nothing and durable). When
+/// the log holds about ``LedgerConfiguration/aggregateBufferCells`` cells or ``maximumLogRows``
+/// batches, when the collector's upkeep asks, and before a read that does not merge the log
+/// itself (a merging reader, ``mergeUnfoldedLogOnRead()``, adds the log's cells to its answers
+/// instead), one transaction reads the log, merges it, writes each merged cell once into the
+/// hourly, daily and monthly tables and each summed count once into `reconciliation`, deletes
+/// the rows it folded and bumps the fold generation. What it folds is the rows in the database
+/// (taken from the writer's memory only when that holds exactly those rows: ``LogMirror``), so
+/// a crash leaves nothing to lose (the next open folds the log)
+/// and another process that opens the same file — `tallyctl audit` beside a running collector —
+/// folds the same rows at most once: the transactions are serialised and each deletes what it
+/// folded.
 ///
 /// Overflow stays a per-batch error: a batch whose cells would take a monthly sum (the largest
 /// cell) past the 128-bit range is refused. The check uses upper bounds of the logged and the
@@ -46,6 +49,8 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// (period, tenant, agent) rows the `reconciliation` table is known to have, so that a
     /// batch inserts the zero row of a new one and skips the rest (see `SQLiteSchema`, version 7).
     var knownReconciliationRows: Set<ReconciliationRowKey> = []
+    /// The most rows ``knownReconciliationRows`` holds (a few MB).
+    static let knownReconciliationLimit = 100_000
     /// The rows the open transaction inserted: known once it commits.
     var pendingReconciliationRows: [ReconciliationRowKey] = []
     /// The raw-event insert's text and blob arguments, bound in place (reused per event).
@@ -217,5 +222,24 @@ extension SQLiteStatement {
         bind(4, key.dimension)
         bind(5, key.value)
         bind(6, key.billedIn?.description ?? "")
+    }
+}
+
+/// What the collector runs beside this store: the commit's pure steps on its preparation
+/// threads, the merge of committed log rows into ``LogMirror`` and the WAL checkpoints.
+extension SQLiteLedgerStore {
+    public func batchSpeculator() -> BatchSpeculator? { BatchSpeculator(configuration: configuration) }
+
+    public func logMerger() -> LogMerger? { LogMerger(mirror: logMirror) }
+
+    public func walCheckpointer() -> WALCheckpointer? { walCheckpointer(threshold: SQLiteSchema.checkpointPages) }
+
+    /// ``walCheckpointer()`` starting at `threshold` pages of log (tests use a small one).
+    func walCheckpointer(threshold: Int32) -> WALCheckpointer {
+        if let checkpointer { return checkpointer }
+        let made = WALCheckpointer(path: path, threshold: threshold)
+        made.install(on: database)
+        checkpointer = made
+        return made
     }
 }
