@@ -114,6 +114,8 @@ struct ClusterBenchRun {
         /// CPU seconds during the drain: PostgreSQL (postmaster and backends), collectors, agents,
         /// this process.
         var cpu: (postgres: Double, collectors: Double, agents: Double, bench: Double)
+        /// Bytes of WAL the server wrote during the drain (nil: not measured).
+        var walBytes: Int?
         var ledger: Ledger
         var agents: [BenchChild]
         var collectors: [BenchChild]
@@ -140,6 +142,11 @@ struct ClusterBenchRun {
                 "  \(name): CPU s postgres/collectors/agents/bench",
                 String(format: "%.1f/%.1f/%.1f/%.1f", cpu.postgres, cpu.collectors, cpu.agents, cpu.bench), "-",
                 String(format: "of %.1f core-s (2 cores)", 2 * elapsed.seconds))
+            if let walBytes {
+                table.add(
+                    "  \(name): WAL written per event", "\(grouped(walBytes / max(events, 1))) bytes", "-",
+                    "\(grouped(walBytes / 1_048_576)) MiB in the drain")
+            }
             guard let reads, !reads.loaded.times.isEmpty, !reads.idle.times.isEmpty else { return }
             let (loaded, idle) = (reads.loaded.times, reads.idle.times)
             table.add("  \(name): charges over HTTP, idle after the drain, p50 / p99", "\(ms(percentile(idle, 50))) / \(ms(percentile(idle, 99))) ms")
@@ -197,11 +204,17 @@ struct ClusterBenchRun {
             guard let events = AgentBenchRun.spoolEvents(port: agent.port) else { throw BenchFailure("no spool gauge on \(agent.port)") }
             spooled += events
         }
+        // A server that has run for a while recycles its WAL segments at each checkpoint; a fresh
+        // one creates and zero-fills every segment it writes (16 MiB each; a sixth of the server's
+        // samples in a drain). The checkpoint leaves the previous phases' segments for recycling, so
+        // each drain meets a server in its steady state, as a long-running primary is.
+        _ = try server.psql("CHECKPOINT", database: database(of: url))
         clusterProgress("\(count) collector(s): \(spooled) events spooled; starting the collector(s)")
 
         let agentCPU = agents.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.child.pid) }
         let postgresCPU = ProcessCPU.secondsWithChildren(pid: server.pid)
         let benchCPU = ProcessCPU.seconds(pid: getpid())
+        let walStart = try? server.psql("SELECT pg_current_wal_lsn()", database: database(of: url))
         let store = url + "&pool_size=\(options.poolSize)"
         if options.statements > 0 { _ = try server.psql("SELECT pg_stat_statements_reset()", database: database(of: url)) }
         let start = ContinuousClock.now
@@ -245,6 +258,10 @@ struct ClusterBenchRun {
             agents: agents.reduce(0.0) { $0 + ProcessCPU.seconds(pid: $1.child.pid) } - agentCPU,
             bench: ProcessCPU.seconds(pid: getpid()) - benchCPU
         )
+        let walBytes = walStart.flatMap { lsn in
+            (try? server.psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '\(lsn)')::bigint", database: database(of: url)))
+                .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
         // The same calls on the same collector once it is idle (after the CPU figures).
         var reads: (loaded: ChargesPoller.Answers, idle: ChargesPoller.Answers)?
         if let loaded {
@@ -258,7 +275,7 @@ struct ClusterBenchRun {
         clusterProgress("\(count) collector(s): drained \(spooled) events in \(fixed(elapsed.seconds)) s")
         if options.statements > 0 { try printStatements(url: url, per: spooled, unit: "event") }
         return DrainOutcome(
-            collectorCount: count, events: spooled, elapsed: elapsed, counts: counts, cpu: cpu, ledger: ledger,
+            collectorCount: count, events: spooled, elapsed: elapsed, counts: counts, cpu: cpu, walBytes: walBytes, ledger: ledger,
             agents: agents.map(\.child), collectors: collectors, httpPorts: httpPorts, url: url, reads: reads)
     }
 
