@@ -311,6 +311,8 @@ extension PostgresBackendTests {
     @Test func aCorruptReconciliationLogRowIsReportedAndKept() throws {
         try withTwoCollectors("reconcorrupt") { server, name, a, _ in
             _ = try a.commit(batch(1, [event(id: "1")]))
+            // A row no process holds in memory (its collector restarted), so the fold reads it.
+            a.logMemory = PostgresLogMemory()
             _ = try server.psql("UPDATE aggregate_log SET reconciliation = '\\x01ff'::bytea", database: name)
             #expect {
                 _ = try a.reconciliation(ReconciliationFilter())
@@ -391,5 +393,123 @@ extension PostgresBackendTests {
         #expect(error.map { "\($0)".contains("refused on purpose") } == true, "\(String(describing: error))")
         let after = try session.query(PostgresQuery(unsafeSQL: "SELECT 41 + 1"), "after")
         #expect(try after.first?.decode(Int.self) == 42)
+    }
+}
+
+/// The fold takes the cells of the rows this process logged from memory (``PostgresLogMemory``),
+/// claims only those and the rows nobody folded since its previous fold, and falls back to
+/// reading rows whenever the memory is not exactly the rows it claims.
+@Suite struct PostgresLogMemoryTests {
+    /// Three collectors on one database, each with its own memory (three processes); not closed
+    /// (closing folds everything), the database dropped after `body`.
+    private func withCollectors(
+        _ prefix: String, _ body: (PostgresTestServer, String, [PostgresLedgerStore]) throws -> Void
+    ) throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase(prefix)
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let stores = try (0..<3).map { _ in
+            let store = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration)
+            store.logMemory = PostgresLogMemory()
+            return store
+        }
+        defer { for store in stores { store.session.close() } }
+        try body(server, name, stores)
+    }
+
+    private func events(_ seed: UInt64) -> [UsageEvent] {
+        workload(count: 800, seed: seed, start: at("2026-04-10T00:00:00Z"), spanHours: 48, tenants: 5)
+    }
+
+    private func expectExact(_ store: PostgresLedgerStore, _ server: PostgresTestServer, _ name: String, events: Int) throws {
+        #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "0")
+        for tenant in 0..<5 {
+            let drift = try store.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04"))
+            #expect(drift.differences.isEmpty, "tenant-\(tenant): \(drift.differences.prefix(3))")
+        }
+        // Every distinct event counted once: the audit above compares against the raw rows,
+        // this against what was sent.
+        let raw = try server.psql("SELECT count(*) FROM raw_events", database: name)
+        #expect(try server.psql("SELECT sum(count) FROM usage_monthly WHERE dimension = ''", database: name) == raw)
+        #expect(Int(raw) ?? 0 > events / 2)
+    }
+
+    @Test func eachCollectorFoldsItsOwnRowsFromMemoryAndADeadOnesOneFoldLater() throws {
+        try withCollectors("logmemory") { server, name, stores in
+            let (a, b, dead) = (stores[0], stores[1], stores[2])
+            let all = events(31)
+            var sequence: UInt64 = 0
+            var offset = 0
+            func send(_ store: PostgresLedgerStore, batches: Int) throws {
+                for _ in 0..<batches {
+                    sequence += 1
+                    _ = try store.commit(batch(sequence, now: "2026-04-12T00:00:00Z", Array(all[offset..<offset + 50])))
+                    offset += 50
+                }
+            }
+            try send(a, batches: 3)
+            try send(b, batches: 2)
+            try send(dead, batches: 2)
+            #expect(a.logMemory.heldIDs.count == 3)
+            dead.logMemory = PostgresLogMemory()  // the process died: its memory is gone, its rows are not
+
+            try a.foldAggregatesUnlessFolding()
+            #expect(a.lastFold == (3, 0), "a's own rows, from memory")
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "4")
+            try b.foldAggregatesUnlessFolding()
+            #expect(b.lastFold == (2, 0))
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "2", "the dead collector's rows wait")
+
+            try send(a, batches: 2)
+            try a.foldAggregatesUnlessFolding()
+            #expect(a.lastFold == (2, 2), "a's new rows from memory, the dead collector's read back")
+            try send(a, batches: 4)
+            try a.foldAggregates()
+            #expect(a.lastFold == (4, 0), "a read's fold takes every row, a's from memory")
+            try expectExact(a, server, name, events: offset)
+        }
+    }
+
+    @Test func heldRowsFoldedByAnotherCollectorAreReadBackNotCountedTwice() throws {
+        try withCollectors("logmemoryelse") { server, name, stores in
+            let (a, b) = (stores[0], stores[1])
+            let all = events(32)
+            for index in 0..<3 {
+                _ = try a.commit(batch(UInt64(index + 1), now: "2026-04-12T00:00:00Z", Array(all[index * 100..<(index + 1) * 100])))
+            }
+            // A read's fold elsewhere claims every row, a's included, reading them.
+            try b.foldAggregates()
+            #expect(b.lastFold == (0, 3))
+            _ = try a.commit(batch(4, now: "2026-04-12T00:00:00Z", Array(all[300..<400])))
+            #expect(a.logMemory.heldIDs.count == 4)
+            // Three of a's four held rows are gone: the merged cells are dropped, and the fourth
+            // row waits for a fold that reads it.
+            try a.foldAggregatesUnlessFolding()
+            #expect(a.logMemory.heldIDs.isEmpty)
+            #expect(try server.psql("SELECT count(*) FROM aggregate_log", database: name) == "1")
+            try a.foldAggregatesUnlessFolding()
+            #expect(a.lastFold == (0, 1))
+            try expectExact(a, server, name, events: 400)
+        }
+    }
+
+    @Test func aMemoryPastItsLimitHoldsNothingUntilTheNextFold() throws {
+        let memory = PostgresLogMemory(limit: 3)
+        var cells = AggregateCells()
+        for hour in ["2026-04-13T12:00:00Z", "2026-04-13T13:00:00Z"] {
+            let one = event(at: hour)
+            try cells.add(one, fingerprint: Fingerprint(of: one), billedIn: nil, groupBy: [])
+        }
+        memory.add(id: 1, cells: cells, counts: nil)
+        #expect(memory.heldIDs == [1])
+        memory.add(id: 2, cells: cells, counts: nil)  // 4 cells: past the limit
+        #expect(memory.heldIDs.isEmpty)
+        memory.add(id: 3, cells: cells, counts: nil)
+        #expect(memory.heldIDs.isEmpty, "nothing more until a fold takes the memory")
+        let taken = memory.take()
+        #expect(taken.overflowed && taken.ids.isEmpty && taken.cells.isEmpty)
+        memory.add(id: 4, cells: cells, counts: nil)
+        #expect(memory.heldIDs == [4])
     }
 }

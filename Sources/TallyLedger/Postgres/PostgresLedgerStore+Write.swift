@@ -9,7 +9,7 @@ extension PostgresLedgerStore {
     /// `speculation`: the commit's pure steps done ahead, for this store's configuration.
     func write(
         _ classification: BatchClassification, speculation: LedgerSpeculation?
-    ) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool) {
+    ) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: LoggedRow?) {
         let prepared = classification.prepared
         let batch = prepared.batch
         let agent = batch.agent
@@ -57,11 +57,11 @@ extension PostgresLedgerStore {
         }
         // The cells and the reconciliation counts go to the aggregate log, folded later (once
         // per fold, not per batch) by whichever collector folds.
-        let logged = !plan.cells.isEmpty || !plan.reconciliation.isEmpty
-        if logged {
-            try log(
-                plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells),
-                reconciliation: ReconciliationLogCodec.encode(agent: agent, plan.reconciliation))
+        var logged: LoggedRow?
+        if !plan.cells.isEmpty || !plan.reconciliation.isEmpty {
+            let counts = ReconciliationLogCodec.encode(agent: agent, plan.reconciliation)
+            let id = try log(plan.cells, encoded: speculation?.encodedCells(existing: existing, cells: plan.cells), reconciliation: counts)
+            logged = LoggedRow(id: id, cells: plan.cells, counts: counts)
         }
         let outcome = plan.outcome
         try session.query(
@@ -74,6 +74,13 @@ extension PostgresLedgerStore {
                 PostgresSession.bind(ByteBuffer(bytes: prepared.contentDigest)),
             ], "recording the batch")
         return (outcome, plan.cells.count, logged)
+    }
+
+    /// A log row a commit wrote, for ``PostgresLogMemory`` once the commit is durable.
+    struct LoggedRow {
+        var id: Int64
+        var cells: AggregateCells
+        var counts: [UInt8]?
     }
 
     /// Inserts the candidate raw rows in key order; returns, per candidate, whether its key was
@@ -167,7 +174,7 @@ extension PostgresLedgerStore {
     /// A row of the aggregate log: its cells, their total and (for a batch) its reconciliation counts.
     static let insertLogRow = PostgresSession.PreparedStatement(
         name: "tally_insert_log_row",
-        sql: "INSERT INTO aggregate_log (cells, total, reconciliation) VALUES ($1::bytea, $2::text::numeric, $3::bytea)")
+        sql: "INSERT INTO aggregate_log (cells, total, reconciliation) VALUES ($1::bytea, $2::text::numeric, $3::bytea) RETURNING id")
 
     /// The cheap overflow bound (``log(_:growth:encoded:reconciliation:)``), as text: $1 a batch's total.
     static let readOverflowBound = PostgresSession.PreparedStatement(
@@ -272,7 +279,13 @@ extension PostgresLedgerStore {
     /// Appends a row to the aggregate log: `cells` (whose monthly sums are checked against the
     /// overflow bound first) and, for a batch, its reconciliation counts.
     /// `encoded`: `cells` already encoded, sectioned by tenant (``LedgerSpeculation``).
-    func log(_ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil, reconciliation: [UInt8]? = nil) throws(LedgerError) {
+    /// Returns the row's id.
+    @discardableResult
+    func log(
+        _ cells: AggregateCells, growth: Quantity? = nil, encoded: [UInt8]? = nil, reconciliation: [UInt8]? = nil
+    ) throws(LedgerError)
+        -> Int64
+    {
         let total: Quantity
         if let growth { total = growth } else { total = try cells.totalSum() }
         if !cells.isEmpty {
@@ -287,12 +300,14 @@ extension PostgresLedgerStore {
                 try checkMonthlySums(cells)
             }
         }
-        try session.query(
+        let inserted = try session.query(
             prepared: Self.insertLogRow,
             [
                 PostgresSession.bind(ByteBuffer(bytes: encoded ?? AggregateLogCodec.encode(cells, layout: .byTenant))),
                 PostgresSession.bind(total.description), PostgresSession.bind(reconciliation.map { ByteBuffer(bytes: $0) }),
             ], "logging aggregate cells")
+        guard let cell = inserted.first?.first else { throw .corruptRow("the aggregate log insert answered no id") }
+        do { return try cell.decode(Int64.self) } catch { throw .corruptRow("aggregate log id: \(error)") }
     }
 
     /// The exact check: batch + logged + stored, per monthly cell.

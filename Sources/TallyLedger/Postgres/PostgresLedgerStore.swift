@@ -22,8 +22,11 @@ public import TallyCore
 /// `PostgresLedgerStore+Fold`; here: opening, partitions, commits and pruning.
 ///
 /// **The aggregate log** works across processes: whoever folds takes a transaction-level
-/// advisory lock, deletes every log row (`DELETE … RETURNING`) and writes the merged cells in
-/// the same transaction, so a logged cell is folded exactly once whichever collector folds;
+/// advisory lock, deletes the log rows it claims (`DELETE … RETURNING`) and writes the merged
+/// cells in the same transaction, so a logged cell is folded exactly once whichever collector
+/// folds. A collector's scheduled fold claims the rows it logged itself, whose cells it holds in
+/// memory (``PostgresLogMemory``), and the rows a collector that died left behind; a read's fold
+/// claims every row;
 /// reads see every acknowledged batch: a collector's reader merges the unfolded rows of its
 /// snapshot into its aggregate answers (``PostgresUnfoldedLog``), so a usage or charges read
 /// never waits for a fold or a writer; other stores, and the reads a reader cannot merge (the
@@ -65,6 +68,12 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Whether the last snapshot a merging reader listed had log rows (then the next one skips
     /// the separate emptiness check).
     var lastSnapshotHadLog = false
+    /// The log rows this process committed and no fold has claimed yet, merged
+    /// (``PostgresLogMemory``: shared by the stores of the process on this database).
+    var logMemory: PostgresLogMemory
+    /// What the last fold of this store claimed: rows whose cells came from ``logMemory``, and
+    /// rows read back (tests, diagnostics).
+    var lastFold = (fromMemory: 0, readBack: 0)
     /// Tenants the reconciliation has rows for (rows are never deleted, so this only grows).
     var seenTenants: Set<String> = []
     static let maximumLogRows = 1_000
@@ -83,6 +92,7 @@ public final class PostgresLedgerStore: LedgerStore {
         self.configuration = configuration
         self.address = address
         session = try PostgresSession(address: address, logger: logger)
+        logMemory = PostgresLogMemory.shared(for: address)
         try PostgresSchema.migrate(session)
         let now = EventTime.now()
         let window = configuration.lateWindow
@@ -147,9 +157,9 @@ public final class PostgresLedgerStore: LedgerStore {
         try ensurePartitions(Array(months))
         let crash = crashBeforeNextCommit
         crashBeforeNextCommit = false
-        let written: (outcome: BatchOutcome, cells: Int, logged: Bool)? = try session.transaction(
+        let written: (outcome: BatchOutcome, cells: Int, logged: LoggedRow?)? = try session.transaction(
             "committing batch \(batch.sequence) of \(batch.agent)"
-        ) { () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: Bool)? in
+        ) { () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: LoggedRow?)? in
             if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
             let written = try write(classification, speculation: speculation)
             if crash {
@@ -165,7 +175,9 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             return stored
         }
-        if written.logged {
+        if let row = written.logged {
+            // Committed: the fold may take the row's cells from memory from now on.
+            logMemory.add(id: row.id, cells: row.cells, counts: row.counts)
             loggedRows += 1
             loggedCells += written.cells
         }

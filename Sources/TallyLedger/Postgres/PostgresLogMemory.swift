@@ -1,0 +1,88 @@
+import Synchronization
+
+/// What this process's commits logged since its last fold, merged: the cells and reconciliation
+/// counts of aggregate log rows it committed, and their ids. The fold takes these rows' cells
+/// from here instead of reading the rows back and decoding them (a collector's fold spent most
+/// of its time decoding; profile in `PostgresLedgerStore+Fold`).
+///
+/// Shared by the stores of one process on one database (a collector's pool of writers), since
+/// whichever of them folds claims the rows all of them logged. Only ever an optimisation: the
+/// fold uses the merged cells only when every row they came from is still in the log under the
+/// fold lock (``PostgresLedgerStore/flushAggregates(waiting:)`` checks), and deletes exactly
+/// those rows with them in the same transaction; otherwise it drops them and reads the rows.
+/// A crash loses nothing: the rows are in the table.
+final class PostgresLogMemory: Sendable {
+    /// The merged rows, taken whole by a fold.
+    struct Rows {
+        var ids: [Int64] = []
+        var cells = AggregateCells()
+        /// The rows' encoded reconciliation counts (small; decoded by the fold).
+        var counts: [[UInt8]] = []
+        /// Set when the rows grew past ``limit``: what is held is dropped and nothing more is
+        /// added until the next fold takes the memory (those rows are read back, as without it).
+        var overflowed = false
+    }
+
+    /// Cells held at most (a fold that does not come, e.g. while the database is down, must not
+    /// grow the collector without bound); about 200 bytes each.
+    let limit: Int
+    private let rows = Mutex(Rows())
+    /// The highest log row id the last claiming fold of this process saw in the log: a fold
+    /// that claims only this process's rows also claims every row up to it, so the rows of a
+    /// collector that died (nobody holds them in memory) are folded one fold interval later.
+    private let horizon = Mutex<Int64>(0)
+
+    init(limit: Int = 1_000_000) { self.limit = limit }
+
+    /// Adds a committed log row: its id, cells and encoded reconciliation counts. Called after
+    /// the row's transaction committed, never before (a rolled-back row must not be here).
+    func add(id: Int64, cells: AggregateCells, counts: [UInt8]?) {
+        rows.withLock { rows in
+            guard !rows.overflowed else { return }
+            guard rows.cells.count + cells.count <= limit else {
+                rows = Rows()
+                rows.overflowed = true
+                return
+            }
+            do {
+                try rows.cells.merge(cells)
+                if let counts { rows.counts.append(counts) }
+                rows.ids.append(id)
+            } catch {
+                // A sum out of range here is one the fold would also meet: let the fold read the
+                // rows and report it.
+                rows = Rows()
+                rows.overflowed = true
+            }
+        }
+    }
+
+    /// Takes every merged row, leaving the memory empty (and accepting rows again).
+    func take() -> Rows {
+        rows.withLock { rows in
+            defer { rows = Rows() }
+            return rows
+        }
+    }
+
+    /// Rows held now (tests).
+    var heldIDs: [Int64] { rows.withLock { $0.ids } }
+
+    var lastHorizon: Int64 {
+        get { horizon.withLock { $0 } }
+        set { horizon.withLock { $0 = max($0, newValue) } }
+    }
+
+    private static let shared = Mutex<[String: PostgresLogMemory]>([:])
+
+    /// The memory of the stores of this process on `address`'s database.
+    static func shared(for address: PostgresAddress) -> PostgresLogMemory {
+        let key = "\(address.user)@\(address.host):\(address.port)/\(address.database)"
+        return shared.withLock { memories in
+            if let memory = memories[key] { return memory }
+            let memory = PostgresLogMemory()
+            memories[key] = memory
+            return memory
+        }
+    }
+}
