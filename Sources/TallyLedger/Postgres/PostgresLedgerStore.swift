@@ -92,7 +92,7 @@ public final class PostgresLedgerStore: LedgerStore {
         self.configuration = configuration
         self.address = address
         session = try PostgresSession(address: address, logger: logger)
-        logMemory = PostgresLogMemory.shared(for: address)
+        logMemory = PostgresLogMemory.shared(for: address, limit: configuration.aggregateBufferCells)
         try PostgresSchema.migrate(session)
         let now = EventTime.now()
         let window = configuration.lateWindow

@@ -23,8 +23,9 @@ final class PostgresLogMemory: Sendable {
         var overflowed = false
     }
 
-    /// Cells held at most (a fold that does not come, e.g. while the database is down, must not
-    /// grow the collector without bound); about 200 bytes each.
+    /// Cells held at most: the store configuration's `aggregateBufferCells`, the cells a fold
+    /// may hold anyway (about 200 bytes each). Folds come every few seconds, so this is only
+    /// reached when they keep failing or skipping while commits succeed.
     let limit: Int
     private let rows = Mutex(Rows())
     /// The highest log row id the last claiming fold of this process saw in the log: a fold
@@ -75,12 +76,13 @@ final class PostgresLogMemory: Sendable {
 
     private static let shared = Mutex<[String: PostgresLogMemory]>([:])
 
-    /// The memory of the stores of this process on `address`'s database.
-    static func shared(for address: PostgresAddress) -> PostgresLogMemory {
+    /// The memory of the stores of this process on `address`'s database (the first store to
+    /// ask sets its `limit`).
+    static func shared(for address: PostgresAddress, limit: Int) -> PostgresLogMemory {
         let key = "\(address.user)@\(address.host):\(address.port)/\(address.database)"
         return shared.withLock { memories in
             if let memory = memories[key] { return memory }
-            let memory = PostgresLogMemory()
+            let memory = PostgresLogMemory(limit: limit)
             memories[key] = memory
             return memory
         }
