@@ -75,26 +75,24 @@ extension PostgresLedgerStore {
             if count != Int64(held.ids.count) { held = PostgresLogMemory.Rows() }
         }
         let ids = held.ids
-        let claim: PostgresQuery
-        if all {
-            claim = """
-                DELETE FROM aggregate_log RETURNING id, CASE WHEN id = ANY(\(ids)) THEN NULL ELSE cells END,
-                    CASE WHEN id = ANY(\(ids)) THEN NULL ELSE reconciliation END
-                """
-        } else {
-            let horizon = logMemory.lastHorizon
+        // A read's fold claims every row; the scheduled fold its own rows and those up to the horizon.
+        var horizon = Int64.max
+        if !all {
+            horizon = logMemory.lastHorizon
             let highest = try session.query("SELECT COALESCE(max(id), 0)::bigint FROM aggregate_log", "reading the log's last row")
             logMemory.lastHorizon =
                 try highest.first.map { (row) throws(LedgerError) in try PostgresSchema.decode(row, Int64.self, "last log row") } ?? 0
-            claim = """
-                DELETE FROM aggregate_log WHERE id = ANY(\(ids)) OR id <= \(horizon)
-                RETURNING id, CASE WHEN id = ANY(\(ids)) THEN NULL ELSE cells END,
-                    CASE WHEN id = ANY(\(ids)) THEN NULL ELSE reconciliation END
-                """
         }
-        let rows = try session.rows(claim, "claiming the aggregate log") { (row) throws(LedgerError) in try Self.claimedLogRow(row) }
+        let rows = try session.rows(
+            """
+            DELETE FROM aggregate_log WHERE id = ANY(\(ids)) OR id <= \(horizon)
+            RETURNING id, CASE WHEN id = ANY(\(ids)) THEN NULL ELSE cells END,
+                CASE WHEN id = ANY(\(ids)) THEN NULL ELSE reconciliation END
+            """, "claiming the aggregate log"
+        ) { (row) throws(LedgerError) in try Self.logRow(row) }
         guard !rows.isEmpty else { return nil }
-        var cells = held.cells
+        // Read back only: room for every cell the store logged, as growing costs rehashing.
+        var cells = ids.isEmpty ? AggregateCells(minimumCapacity: min(loggedCells, 1 << 20)) : held.cells
         var reconciliation = ReconciliationSums()
         for counts in held.counts { try ReconciliationLogCodec.decode(ByteBuffer(bytes: counts), into: &reconciliation) }
         var fromMemory = 0
@@ -217,26 +215,16 @@ extension PostgresLedgerStore {
 }
 
 extension PostgresLedgerStore {
-    /// A log row as the fold claims it: `id`, then its cells and counts, both NULL for a row
-    /// whose cells the process holds (``PostgresLogMemory``); the counts are also NULL for a
-    /// correction's row.
-    static func claimedLogRow(_ row: PostgresRow) throws(LedgerError) -> (id: Int64, cells: [UInt8]?, counts: ByteBuffer?) {
+    /// An aggregate log row as the fold and the merging reader select it (`id, cells,
+    /// reconciliation`), its bytes copied out of postgres-nio's receive buffer
+    /// (``PostgresSession/rows(_:_:copying:)``). The counts are NULL for a correction's row; the
+    /// fold selects both NULL for a row whose cells the process holds (``PostgresLogMemory``).
+    static func logRow(_ row: PostgresRow) throws(LedgerError) -> (id: Int64, cells: [UInt8]?, counts: ByteBuffer?) {
         let (id, blob, counts): (Int64, ByteBuffer?, ByteBuffer?)
         do { (id, blob, counts) = try row.decode((Int64, ByteBuffer?, ByteBuffer?).self) } catch {
             throw .corruptRow("aggregate log row: \(error)")
         }
         return (id, blob.map { Array($0.readableBytesView) }, counts.map { ByteBuffer(bytes: $0.readableBytesView) })
-    }
-
-    /// An aggregate log row as the fold and the merging reader select it (`id, cells,
-    /// reconciliation`; the counts NULL for a correction's row), its bytes copied out of
-    /// postgres-nio's receive buffer (``PostgresSession/rows(_:_:copying:)``).
-    static func ownedLogRow(_ row: PostgresRow) throws(LedgerError) -> (id: Int64, cells: [UInt8], counts: ByteBuffer?) {
-        let (id, blob, counts): (Int64, ByteBuffer, ByteBuffer?)
-        do { (id, blob, counts) = try row.decode((Int64, ByteBuffer, ByteBuffer?).self) } catch {
-            throw .corruptRow("aggregate log row: \(error)")
-        }
-        return (id, Array(blob.readableBytesView), counts.map { ByteBuffer(bytes: $0.readableBytesView) })
     }
 }
 

@@ -142,8 +142,9 @@ extension PostgresLedgerStore {
                 // bytes are a slice of postgres-nio's receive buffer.
                 let rows = try session.rows(
                     "SELECT id, cells, reconciliation FROM aggregate_log WHERE id = ANY(\(missing))", "reading the aggregate log"
-                ) { (row) throws(LedgerError) in try Self.ownedLogRow(row) }
+                ) { (row) throws(LedgerError) in try Self.logRow(row) }
                 for (id, cells, counts) in rows {
+                    guard let cells else { throw .corruptRow("aggregate log row \(id) has no cells") }
                     try log.add(row: id, cells: cells) { (sums: inout ReconciliationSums) throws(LedgerError) in
                         if let counts { try ReconciliationLogCodec.decode(counts, into: &sums) }
                     }

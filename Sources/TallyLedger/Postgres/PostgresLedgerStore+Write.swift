@@ -9,7 +9,7 @@ extension PostgresLedgerStore {
     /// `speculation`: the commit's pure steps done ahead, for this store's configuration.
     func write(
         _ classification: BatchClassification, speculation: LedgerSpeculation?
-    ) throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: LoggedRow?) {
+    ) throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?) {
         let prepared = classification.prepared
         let batch = prepared.batch
         let agent = batch.agent
@@ -73,7 +73,7 @@ extension PostgresLedgerStore {
                 PostgresSession.bind(Int32(outcome.rejected)), PostgresSession.bind(SQLiteLedgerStore.encodeRejections(outcome.rejections)),
                 PostgresSession.bind(ByteBuffer(bytes: prepared.contentDigest)),
             ], "recording the batch")
-        return (outcome, plan.cells.count, logged)
+        return (outcome, logged)
     }
 
     /// A log row a commit wrote, for ``PostgresLogMemory`` once the commit is durable.

@@ -157,9 +157,9 @@ public final class PostgresLedgerStore: LedgerStore {
         try ensurePartitions(Array(months))
         let crash = crashBeforeNextCommit
         crashBeforeNextCommit = false
-        let written: (outcome: BatchOutcome, cells: Int, logged: LoggedRow?)? = try session.transaction(
+        let written: (outcome: BatchOutcome, logged: LoggedRow?)? = try session.transaction(
             "committing batch \(batch.sequence) of \(batch.agent)"
-        ) { () throws(LedgerError) -> (outcome: BatchOutcome, cells: Int, logged: LoggedRow?)? in
+        ) { () throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?)? in
             if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
             let written = try write(classification, speculation: speculation)
             if crash {
@@ -179,7 +179,7 @@ public final class PostgresLedgerStore: LedgerStore {
             // Committed: the fold may take the row's cells from memory from now on.
             logMemory.add(id: row.id, cells: row.cells, counts: row.counts)
             loggedRows += 1
-            loggedCells += written.cells
+            loggedCells += row.cells.count
         }
         if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
             // The batch is committed either way; a failed fold is retried by the next commit or
