@@ -513,3 +513,90 @@ extension PostgresBackendTests {
         #expect(memory.heldIDs == [4])
     }
 }
+
+/// Raw rows go in with a plain `INSERT` when their keys are believed new: keys this process
+/// stored recently (``PostgresRecentKeys``) are duplicates without asking; a duplicate it has not
+/// seen fails the plain insert, which falls back to `ON CONFLICT` in the same transaction.
+@Suite struct PostgresRecentKeysTests {
+    /// 600 events with distinct keys (the workload's own retries left out, so that every repeat
+    /// below is one the test made).
+    private func events(_ seed: UInt64) -> [UsageEvent] {
+        var seen = Set<RawKey>()
+        let all = workload(count: 700, seed: seed, start: at("2026-04-10T00:00:00Z"), spanHours: 48, tenants: 3)
+        return Array(all.filter { seen.insert(key($0)).inserted }.prefix(600))
+    }
+
+    private func key(_ event: UsageEvent) -> RawKey { RawKey(timestamp: event.timestamp, fingerprint: Fingerprint(of: event)) }
+
+    @Test func duplicatesThisProcessStoredAreKnownAndOthersFallBackToOnConflict() throws {
+        try withTwoCollectors("recentkeys") { server, name, a, b in
+            a.recentKeys = PostgresRecentKeys()
+            b.recentKeys = PostgresRecentKeys()  // another process: it saw none of a's keys
+            let all = events(41)
+            let first = Array(all[0..<200])
+            let outcome1 = try a.commit(batch(1, agent: "agent-a", now: "2026-04-12T00:00:00Z", first))
+            #expect(all.count == 600)
+            #expect(outcome1.accepted + outcome1.late + outcome1.adjusted == 200 && outcome1.duplicate == 0)
+            #expect(a.rawInserts.plain == 1 && a.rawInserts.fallbacks == 0)
+            #expect(a.recentKeys.count == 200)
+
+            // a's next batch repeats 20 of its own events: known, no fallback.
+            let second = Array(all[200..<400]) + Array(first[0..<20])
+            let outcome2 = try a.commit(batch(2, agent: "agent-a", now: "2026-04-12T00:00:00Z", second))
+            #expect(outcome2.duplicate == 20 && outcome2.accepted + outcome2.late + outcome2.adjusted == 200)
+            #expect(a.rawInserts.known == 20)
+            #expect(a.rawInserts.plain == 2 && a.rawInserts.fallbacks == 0 && a.rawInserts.onConflict == 0)
+
+            // b has never seen those: its plain insert fails on the first repeat and the batch
+            // goes in again with ON CONFLICT, in the same transaction.
+            let third = Array(all[400..<500]) + Array(second[100..<130])
+            let outcome3 = try b.commit(batch(1, agent: "agent-b", now: "2026-04-12T00:00:00Z", third))
+            #expect(outcome3.duplicate == 30 && outcome3.accepted + outcome3.late + outcome3.adjusted == 100)
+            #expect(b.rawInserts.fallbacks == 1 && b.rawInserts.onConflict == 1 && b.rawInserts.plain == 0)
+            // Learnt: the fallback's keys, stored and found stored, are known to b now.
+            #expect(b.recentKeys.contains(third.map(key)).allSatisfy { $0 })
+            // After a fallback the next batch goes straight to ON CONFLICT, the one after tries
+            // a plain insert again.
+            _ = try b.commit(batch(2, agent: "agent-b", now: "2026-04-12T00:00:00Z", Array(all[500..<550])))
+            #expect(b.rawInserts.onConflict == 2 && b.rawInserts.plain == 0)
+            _ = try b.commit(batch(3, agent: "agent-b", now: "2026-04-12T00:00:00Z", Array(all[550..<600])))
+            #expect(b.rawInserts.plain == 1 && b.rawInserts.fallbacks == 1)
+
+            // Every distinct event stored once, and counted once.
+            let raw = try server.psql("SELECT count(*) FROM raw_events", database: name)
+            #expect(raw == "600")
+            try a.flushAggregates()
+            #expect(try server.psql("SELECT sum(count) FROM usage_monthly WHERE dimension = ''", database: name) == raw)
+            let recorded = try server.psql("SELECT count(*) FROM duplicate_events", database: name)
+            #expect(recorded == "50", "each duplicate recorded")
+            for tenant in 0..<3 {
+                let drift = try a.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04"))
+                #expect(drift.differences.isEmpty, "tenant-\(tenant): \(drift.differences.prefix(3))")
+            }
+        }
+    }
+
+    @Test func aRolledBackBatchLeavesNoKeysBehind() throws {
+        try withTwoCollectors("recentkeysrollback") { server, name, a, _ in
+            a.recentKeys = PostgresRecentKeys()
+            let some = Array(events(42)[0..<100])
+            a.crashBeforeNextCommit = true
+            #expect(throws: LedgerError.self) { try a.commit(batch(1, now: "2026-04-12T00:00:00Z", some)) }
+            #expect(a.recentKeys.count == 0, "nothing committed, nothing known")
+            let raw = try server.psql("SELECT count(*) FROM raw_events", database: name)
+            #expect(raw == "0")
+        }
+    }
+
+    @Test func theOldestKeysAreEvictedFirst() {
+        let keys = (0..<5).map { RawKey(timestamp: EventTime(microseconds: Int64($0)), fingerprint: Fingerprint(high: 1, low: UInt64($0))) }
+        let recent = PostgresRecentKeys(capacity: 3)
+        recent.add(Array(keys[0..<2]))
+        recent.add([keys[1], keys[2]])  // keys[1] again: held once
+        #expect(recent.count == 3)
+        #expect(recent.contains(keys) == [true, true, true, false, false])
+        recent.add([keys[3], keys[4]])
+        #expect(recent.contains(keys) == [false, false, true, true, true])
+        #expect(recent.count == 3)
+    }
+}

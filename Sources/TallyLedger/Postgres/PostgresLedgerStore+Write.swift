@@ -9,14 +9,14 @@ extension PostgresLedgerStore {
     /// `speculation`: the commit's pure steps done ahead, for this store's configuration.
     func write(
         _ classification: BatchClassification, speculation: LedgerSpeculation?
-    ) throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?) {
+    ) throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?, keys: [RawKey]) {
         let prepared = classification.prepared
         let batch = prepared.batch
         let agent = batch.agent
         let sequence = Int64(bitPattern: batch.sequence)
         let received = batch.receivedAt.microseconds
         if !classification.refusals.isEmpty { try insertRefusals(classification) }
-        let existing = try insertCandidates(classification)
+        let (existing, keys) = try insertCandidates(classification)
         var plan = try configuration.plan(classification, existing: existing, speculation: speculation)
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         if !plan.duplicates.isEmpty {
@@ -73,7 +73,7 @@ extension PostgresLedgerStore {
                 PostgresSession.bind(Int32(outcome.rejected)), PostgresSession.bind(SQLiteLedgerStore.encodeRejections(outcome.rejections)),
                 PostgresSession.bind(ByteBuffer(bytes: prepared.contentDigest)),
             ], "recording the batch")
-        return (outcome, logged)
+        return (outcome, logged, keys)
     }
 
     /// A log row a commit wrote, for ``PostgresLogMemory`` once the commit is durable.
@@ -84,9 +84,18 @@ extension PostgresLedgerStore {
     }
 
     /// Inserts the candidate raw rows in key order; returns, per candidate, whether its key was
-    /// stored already (its row was not new).
-    func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> [Bool] {
-        guard !classification.candidates.isEmpty else { return [] }
+    /// stored already (its row was not new), and every candidate's key (all stored once the
+    /// transaction commits, for ``PostgresRecentKeys``).
+    ///
+    /// Keys this process stored recently are duplicates without asking the server. The rest go in
+    /// with a plain `INSERT` in a savepoint, which is much cheaper for the server than
+    /// `ON CONFLICT DO NOTHING` (``PostgresRecentKeys`` has the figures); if one of them was stored
+    /// after all, that insert fails whole, is rolled back to the savepoint, and the rows go in
+    /// again with `ON CONFLICT`, which says which were new. After such a fallback the next batches
+    /// go straight to `ON CONFLICT` for a while (1, 2, 4, … 64 batches while fallbacks repeat), so
+    /// a stream of duplicates this process has not seen costs little more than before.
+    func insertCandidates(_ classification: BatchClassification) throws(LedgerError) -> (existing: [Bool], keys: [RawKey]) {
+        guard !classification.candidates.isEmpty else { return ([], []) }
         let prepared = classification.prepared
         let batch = prepared.batch
         let events = batch.events
@@ -99,19 +108,26 @@ extension PostgresLedgerStore {
             order.append((RawKey(timestamp: event.timestamp, fingerprint: candidate.fingerprint), position))
         }
         order.sort { $0.key < $1.key }
-        let rows = order.count
-        var times = PostgresArrayColumn(of: .int8, reservingBytes: rows * 12)
-        var prints = PostgresArrayColumn(of: .bytea, reservingBytes: rows * 20)
-        var tenants = PostgresArrayColumn(of: .text, reservingBytes: rows * 16)
-        var metrics = PostgresArrayColumn(of: .text, reservingBytes: rows * 16)
-        var quantities = PostgresArrayColumn(of: .text, reservingBytes: rows * 12)
-        var ids = PostgresArrayColumn(of: .text, reservingBytes: rows * 4)
-        var hasID = PostgresArrayColumn(of: .bool, reservingBytes: rows * 5)
-        var properties = PostgresArrayColumn(of: .bytea, reservingBytes: rows * 48)
-        var statuses = PostgresArrayColumn(of: .text, reservingBytes: rows * 12)
-        var billed = PostgresArrayColumn(of: .text, reservingBytes: rows * 4)
-        var indexes = PostgresArrayColumn(of: .int4, reservingBytes: rows * 8)
-        for (key, position) in order {
+        let keys = order.map(\.key)
+        var existing = [Bool](repeating: false, count: classification.candidates.count)
+        let known = recentKeys.contains(keys)
+        var times = PostgresArrayColumn(of: .int8, reservingBytes: order.count * 12)
+        var prints = PostgresArrayColumn(of: .bytea, reservingBytes: order.count * 20)
+        var tenants = PostgresArrayColumn(of: .text, reservingBytes: order.count * 16)
+        var metrics = PostgresArrayColumn(of: .text, reservingBytes: order.count * 16)
+        var quantities = PostgresArrayColumn(of: .text, reservingBytes: order.count * 12)
+        var ids = PostgresArrayColumn(of: .text, reservingBytes: order.count * 4)
+        var hasID = PostgresArrayColumn(of: .bool, reservingBytes: order.count * 5)
+        var properties = PostgresArrayColumn(of: .bytea, reservingBytes: order.count * 48)
+        var statuses = PostgresArrayColumn(of: .text, reservingBytes: order.count * 12)
+        var billed = PostgresArrayColumn(of: .text, reservingBytes: order.count * 4)
+        var indexes = PostgresArrayColumn(of: .int4, reservingBytes: order.count * 8)
+        var rows = 0
+        for ((key, position), isKnown) in zip(order, known) {
+            if isKnown {
+                existing[position] = true
+                continue
+            }
             let candidate = classification.candidates[position]
             guard case .valid(let event) = events[candidate.index] else { continue }
             times.append(key.timestamp.microseconds)
@@ -125,32 +141,60 @@ extension PostgresLedgerStore {
             statuses.append(candidate.status.rawValue)
             billed.append(candidate.billedIn?.description ?? "")
             indexes.append(Int32(candidate.index))
+            rows += 1
         }
+        rawInserts.known += order.count - rows
+        guard rows > 0 else { return (existing, keys) }
+        let binds = [
+            times.bind(), prints.bind(), tenants.bind(), metrics.bind(), quantities.bind(), ids.bind(), hasID.bind(),
+            properties.bind(), statuses.bind(), billed.bind(), indexes.bind(), try PostgresSession.bind(batch.agent),
+            try PostgresSession.bind(Int64(bitPattern: batch.sequence)), try PostgresSession.bind(batch.receivedAt.microseconds),
+        ]
+        if rawInserts.straightToOnConflict > 0 {
+            rawInserts.straightToOnConflict -= 1
+        } else if try session.succeedsUnlessUniqueViolation(prepared: Self.insertNewRawEvents, binds, "inserting raw events") {
+            rawInserts.plain += 1
+            rawInserts.penalty = max(1, rawInserts.penalty / 2)
+            return (existing, keys)
+        } else {
+            rawInserts.fallbacks += 1
+            rawInserts.straightToOnConflict = rawInserts.penalty
+            rawInserts.penalty = min(64, rawInserts.penalty * 2)
+        }
+        rawInserts.onConflict += 1
         // One answer row, not one per new event: how many were new and, only when some were
-        // not (a retried batch), which ones. Most batches are all new, and a row per event cost
-        // the server and the collector more than the answer is worth.
-        let result = try session.query(
-            prepared: Self.insertRawEvents,
-            [
-                times.bind(), prints.bind(), tenants.bind(), metrics.bind(), quantities.bind(), ids.bind(), hasID.bind(),
-                properties.bind(), statuses.bind(), billed.bind(), indexes.bind(), PostgresSession.bind(batch.agent),
-                PostgresSession.bind(Int64(bitPattern: batch.sequence)), PostgresSession.bind(batch.receivedAt.microseconds),
-            ], "inserting raw events")
+        // not, which ones. A row per event cost the server and the collector more than the
+        // answer is worth.
+        let result = try session.query(prepared: Self.insertRawEvents, binds, "inserting raw events")
         guard let row = result.first, row.count == 2 else { throw .corruptRow("the raw-event insert answered no row") }
         let (count, some): (Int32, [Int32]?)
         do { (count, some) = (try row[0].decode(Int32.self), try row[1].decode([Int32]?.self)) } catch {
             throw .corruptRow("the raw-event insert's answer: \(error)")
         }
-        var existing = [Bool](repeating: true, count: classification.candidates.count)
         guard let some else {
             guard Int(count) == rows else { throw .corruptRow("\(count) of \(rows) raw events new, but none named") }
-            for (_, position) in order { existing[position] = false }
-            return existing
+            return (existing, keys)
         }
         guard some.count == Int(count) else { throw .corruptRow("\(count) raw events new, \(some.count) named") }
         let new = Set(some)
-        for (_, position) in order where new.contains(Int32(classification.candidates[position].index)) { existing[position] = false }
-        return existing
+        for ((_, position), isKnown) in zip(order, known) where !isKnown {
+            existing[position] = !new.contains(Int32(classification.candidates[position].index))
+        }
+        return (existing, keys)
+    }
+
+    /// How this store's batches inserted their raw rows (``insertCandidates(_:)``): rows whose
+    /// key ``PostgresRecentKeys`` held, batches inserted plainly, plain inserts that fell back,
+    /// batches through `ON CONFLICT`; and the fallback's backoff.
+    struct RawInserts {
+        var known = 0
+        var plain = 0
+        var fallbacks = 0
+        var onConflict = 0
+        /// Batches that go to `ON CONFLICT` without trying a plain insert first.
+        var straightToOnConflict = 0
+        /// What the next fallback sets `straightToOnConflict` to.
+        var penalty = 1
     }
 
     /// A batch's duplicates: $1–$6 their arrays, $7–$9 the batch's agent, sequence and receipt time.
@@ -184,26 +228,37 @@ extension PostgresLedgerStore {
                 + $1::text::numeric)::text
             """)
 
-    /// The candidate raw rows of a batch (``insertCandidates(_:)``): $1–$11 the rows' arrays,
-    /// $12–$14 the batch's agent, sequence and receipt time.
+    /// The candidate raw rows of a batch in key order, as the unique index has them (collectors
+    /// inserting the same keys at once wait for each other in one order): $1–$11 the rows'
+    /// arrays, $12–$14 the batch's agent, sequence and receipt time.
+    private static let rawRowsInKeyOrder = """
+        INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
+            agent, batch_seq, batch_index, received_at)
+        SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
+            NULLIF(r.billed, ''), $12::text, $13::bigint, r.i, $14::bigint
+        FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bytea[],
+            $9::text[], $10::text[], $11::integer[])
+            WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
+        ORDER BY r.position
+        """
+
+    /// ``rawRowsInKeyOrder`` with `ON CONFLICT DO NOTHING`, answering how many rows were new and,
+    /// only when some were not, which (their batch indexes).
     static let insertRawEvents = PostgresSession.PreparedStatement(
         name: "tally_insert_raw_events",
         sql: """
             WITH inserted AS (
-                INSERT INTO raw_events (ts, fingerprint, tenant, metric, quantity, event_id, properties, status, billed_in,
-                    agent, batch_seq, batch_index, received_at)
-                SELECT r.ts, r.fp, r.tenant, r.metric, r.quantity, CASE WHEN r.has_id THEN r.id END, r.properties, r.status,
-                    NULLIF(r.billed, ''), $12::text, $13::bigint, r.i, $14::bigint
-                FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bytea[],
-                    $9::text[], $10::text[], $11::integer[])
-                    WITH ORDINALITY AS r(ts, fp, tenant, metric, quantity, id, has_id, properties, status, billed, i, position)
-                ORDER BY r.position
-                ON CONFLICT (ts, fingerprint) DO NOTHING
-                RETURNING batch_index
+            \(rawRowsInKeyOrder)
+            ON CONFLICT (ts, fingerprint) DO NOTHING
+            RETURNING batch_index
             )
             SELECT count(*)::integer, CASE WHEN count(*) < cardinality($11::integer[])
                 THEN COALESCE(array_agg(batch_index), ARRAY[]::integer[]) END FROM inserted
             """)
+
+    /// ``rawRowsInKeyOrder`` as it is, for rows whose keys are believed new: a stored one fails the
+    /// statement with a unique violation.
+    static let insertNewRawEvents = PostgresSession.PreparedStatement(name: "tally_insert_new_raw_events", sql: rawRowsInKeyOrder)
 
     func insertRefusals(_ classification: BatchClassification) throws(LedgerError) {
         let batch = classification.prepared.batch

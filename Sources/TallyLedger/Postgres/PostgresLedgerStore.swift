@@ -71,6 +71,11 @@ public final class PostgresLedgerStore: LedgerStore {
     /// The log rows this process committed and no fold has claimed yet, merged
     /// (``PostgresLogMemory``: shared by the stores of the process on this database).
     var logMemory: PostgresLogMemory
+    /// Raw-event keys this process's commits stored recently (``PostgresRecentKeys``: shared
+    /// by the stores of the process on this database).
+    var recentKeys: PostgresRecentKeys
+    /// How this store's batches inserted their raw rows (tests, diagnostics).
+    var rawInserts = RawInserts()
     /// What the last fold of this store claimed: rows whose cells came from ``logMemory``, and
     /// rows read back (tests, diagnostics).
     var lastFold = (fromMemory: 0, readBack: 0)
@@ -93,6 +98,7 @@ public final class PostgresLedgerStore: LedgerStore {
         self.address = address
         session = try PostgresSession(address: address, logger: logger)
         logMemory = PostgresLogMemory.shared(for: address, limit: configuration.aggregateBufferCells)
+        recentKeys = PostgresRecentKeys.shared(for: address)
         try PostgresSchema.migrate(session)
         let now = EventTime.now()
         let window = configuration.lateWindow
@@ -157,9 +163,9 @@ public final class PostgresLedgerStore: LedgerStore {
         try ensurePartitions(Array(months))
         let crash = crashBeforeNextCommit
         crashBeforeNextCommit = false
-        let written: (outcome: BatchOutcome, logged: LoggedRow?)? = try session.transaction(
+        let written: (outcome: BatchOutcome, logged: LoggedRow?, keys: [RawKey])? = try session.transaction(
             "committing batch \(batch.sequence) of \(batch.agent)"
-        ) { () throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?)? in
+        ) { () throws(LedgerError) -> (outcome: BatchOutcome, logged: LoggedRow?, keys: [RawKey])? in
             if try storedOutcome(agent: batch.agent, sequence: batch.sequence, digest: prepared.contentDigest) != nil { return nil }
             let written = try write(classification, speculation: speculation)
             if crash {
@@ -175,8 +181,10 @@ public final class PostgresLedgerStore: LedgerStore {
             }
             return stored
         }
+        // Committed: the candidates' keys are stored, and the fold may take the log row's cells
+        // from memory from now on.
+        recentKeys.add(written.keys)
         if let row = written.logged {
-            // Committed: the fold may take the row's cells from memory from now on.
             logMemory.add(id: row.id, cells: row.cells, counts: row.counts)
             loggedRows += 1
             loggedCells += row.cells.count

@@ -79,12 +79,17 @@ final class PostgresLogMemory: Sendable {
     /// The memory of the stores of this process on `address`'s database (the first store to
     /// ask sets its `limit`).
     static func shared(for address: PostgresAddress, limit: Int) -> PostgresLogMemory {
-        let key = "\(address.user)@\(address.host):\(address.port)/\(address.database)"
-        return shared.withLock { memories in
-            if let memory = memories[key] { return memory }
+        shared.withLock { memories in
+            if let memory = memories[address.processKey] { return memory }
             let memory = PostgresLogMemory(limit: limit)
-            memories[key] = memory
+            memories[address.processKey] = memory
             return memory
         }
     }
+}
+
+extension PostgresAddress {
+    /// The database an address names, as the key of what a process keeps per database
+    /// (``PostgresLogMemory``, ``PostgresRecentKeys``): `user@host:port/database`.
+    var processKey: String { "\(user)@\(host):\(port)/\(database)" }
 }

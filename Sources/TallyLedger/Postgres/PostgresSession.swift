@@ -242,6 +242,31 @@ final class PostgresSession {
         return try bind(value)
     }
 
+    /// Runs `statement` (``query(prepared:_:_:)``) inside a savepoint, inside the open
+    /// transaction: true when it succeeded; false when it violated a unique constraint
+    /// (SQLSTATE 23505), with the transaction rolled back to the savepoint and usable again.
+    /// Any other failure is thrown, as from `query`.
+    func succeedsUnlessUniqueViolation(
+        prepared statement: PreparedStatement, _ binds: [PostgresData], _ context: String
+    )
+        throws(LedgerError) -> Bool
+    {
+        try execute("SAVEPOINT tally_unique", context)
+        do {
+            try query(prepared: statement, binds, context)
+        } catch {
+            guard case .database(_, let message, _) = error, message.hasPrefix(Self.uniqueViolation + " ") else { throw error }
+            try execute("ROLLBACK TO SAVEPOINT tally_unique", context)
+            return false
+        }
+        try execute("RELEASE SAVEPOINT tally_unique", context)
+        return true
+    }
+
+    /// The SQLSTATE of a unique violation, at the start of a ``LedgerError/database(code:message:context:)``
+    /// message (``ledgerError(_:context:)``).
+    static let uniqueViolation = "23505"
+
     /// Runs SQL without parameters (one statement).
     func execute(_ sql: String, _ context: String) throws(LedgerError) {
         try query(PostgresQuery(unsafeSQL: sql), context)
@@ -290,17 +315,27 @@ final class PostgresSession {
         try? connection.close().wait()
     }
 
+    /// The server's SQLSTATE leads the message, for ``succeedsUnlessUniqueViolation(prepared:_:_:)``
+    /// and for people. postgres-nio reports a server's error as `PSQLError`, except from the
+    /// future-based prepared statements (``query(prepared:_:_:)``), which report the older
+    /// `PostgresError.server`.
     static func ledgerError(_ error: any Error, context: String) -> LedgerError {
         if let error = error as? LedgerError { return error }
+        let state: String
+        let message: String
         if let psql = error as? PSQLError {
-            let state = psql.serverInfo?[.sqlState] ?? ""
-            let message = psql.serverInfo?[.message] ?? "\(psql.code)"
-            if state == "23514", message.contains("tally_sum_range") {
-                return .quantityOverflow("an aggregate sum: \(message)")
-            }
-            return .database(code: -1, message: state.isEmpty ? message : "\(state) \(message)", context: context)
+            state = psql.serverInfo?[.sqlState] ?? ""
+            message = psql.serverInfo?[.message] ?? "\(psql.code)"
+        } else if let legacy = error as? PostgresError, case .server(let server) = legacy {
+            state = server.fields[.sqlState] ?? ""
+            message = server.fields[.message] ?? "\(legacy)"
+        } else {
+            return .database(code: -1, message: "\(error)", context: context)
         }
-        return .database(code: -1, message: "\(error)", context: context)
+        if state == "23514", message.contains("tally_sum_range") {
+            return .quantityOverflow("an aggregate sum: \(message)")
+        }
+        return .database(code: -1, message: state.isEmpty ? message : "\(state) \(message)", context: context)
     }
 }
 
