@@ -93,7 +93,7 @@ struct ClusterBenchRun {
         _ = try server.psql(PostgresFloor.createTable, database: database)
         let batches = try PostgresFloor.batches(lines: options.floorEvents, seed: 13)
         let events = batches.reduce(0) { $0 + $1.count }
-        clusterProgress("floor: \(events) events, 1,000 per INSERT … ON CONFLICT DO NOTHING, on \(options.naiveClients) connections")
+        clusterProgress("floor: \(events) events, 1,000 per plain INSERT, on \(options.naiveClients) connections")
         let pid = server.pid
         let (elapsed, cpu) = try await PostgresFloor.run(
             server: server, database: database, batches: batches, clients: options.naiveClients,

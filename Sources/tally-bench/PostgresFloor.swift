@@ -7,9 +7,10 @@ import TallyTestSupport
 
 /// The PostgreSQL floor beside the cluster figure in `tally-bench cluster`: only the raw rows
 /// Tally stores, and nothing else a batch does. The same columns as the ledger's `raw_events`
-/// and its `(ts, fingerprint)` key, 1,000 rows per statement through `unnest` with
-/// `ON CONFLICT DO NOTHING` (one transaction, so one fsync'd WAL flush, per 1,000), rows sorted by
-/// key, from several connections. No batch record, duplicates, aggregate log, fold or
+/// and its `(ts, fingerprint)` key, 1,000 rows per plain `INSERT` through `unnest`, as Tally
+/// inserts a batch whose keys it believes new (one transaction, so one fsync'd WAL flush, per
+/// 1,000), rows sorted by key, each key once (the workload's retries left out before the
+/// timing), from several connections. No batch record, duplicates, aggregate log, fold or
 /// reconciliation, no collector, no agent. What it shows is the server's own cost per stored
 /// event on this machine: the cluster's figure cannot pass the floor's rate, and the floor's
 /// PostgreSQL CPU per event says how many events per second the cores could store at all.
@@ -25,7 +26,13 @@ enum PostgresFloor {
     /// The valid events of `lines` reference-workload lines (``NaiveInserts/rows(lines:seed:)``)
     /// in batches of 1,000 sorted by key, before any timing.
     static func batches(lines: Int, seed: UInt64) throws -> [[Row]] {
-        let rows = try NaiveInserts.rows(lines: lines, seed: seed)
+        struct Key: Hashable {
+            var timestamp: Int64
+            var fingerprint: [UInt8]
+        }
+        var seen = Set<Key>()
+        var rows = try NaiveInserts.rows(lines: lines, seed: seed)
+        rows.removeAll { !seen.insert(Key(timestamp: $0.timestamp, fingerprint: $0.fingerprint)).inserted }
         return stride(from: 0, to: rows.count, by: 1_000).map { first in
             rows[first..<min(first + 1_000, rows.count)].sorted {
                 $0.timestamp != $1.timestamp ? $0.timestamp < $1.timestamp : $0.fingerprint.lexicographicallyPrecedes($1.fingerprint)
@@ -67,7 +74,6 @@ enum PostgresFloor {
                 'floor', \(sequence), r.i, \(received)
             FROM unnest(\(times)::bigint[], \(prints)::bytea[], \(tenants)::text[], \(metrics)::text[], \(quantities)::text[],
                 \(ids)::text[], \(properties)::bytea[], \(indexes)::integer[]) AS r(ts, fp, tenant, metric, quantity, id, properties, i)
-            ON CONFLICT (ts, fingerprint) DO NOTHING
             """, logger: logger)
     }
 }
