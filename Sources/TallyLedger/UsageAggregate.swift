@@ -107,14 +107,25 @@ public struct LatestValue: Sendable, Hashable, Comparable {
 /// and the period an adjustment is billed in (nil for usage billed in its own period).
 /// The total row of an hour has `dimension == ""` and `value == ""`; an event without the
 /// dimension's property counts under `value == ""`, so each dimension's groups add up to the total.
+///
+/// The key hashes its fields once, when it is made or changed, and a dictionary hashes that
+/// number: a cell's key goes through several dictionaries on its way (the batch's speculated
+/// cells and their contributors on a preparation thread, the log mirror or memory and the fold
+/// on the writer), and each hashed its five strings again (in two alternating 2M-event drains,
+/// the collector's writer thread used 4.58 / 5.33 µs per event with the hash made once against
+/// 5.12 / 6.01). The number is the process's seeded `Hasher` over the fields, so an
+/// attacker who does not know the seed cannot make keys collide any more than before; equal
+/// keys have equal numbers, and `==` compares the numbers first.
 public struct AggregateCellKey: Sendable, Hashable, Comparable, CustomStringConvertible {
-    public var tenant: String
-    public var metric: String
+    public var tenant: String { didSet { rehash() } }
+    public var metric: String { didSet { rehash() } }
     /// Hours since the Unix epoch (UTC).
-    public var hour: Int64
-    public var dimension: String
-    public var value: String
-    public var billedIn: BillingPeriod?
+    public var hour: Int64 { didSet { rehash() } }
+    public var dimension: String { didSet { rehash() } }
+    public var value: String { didSet { rehash() } }
+    public var billedIn: BillingPeriod? { didSet { rehash() } }
+    /// The fields' hash, with this process's seed.
+    private var hashed = 0
 
     public init(tenant: String, metric: String, hour: Int64, dimension: String = "", value: String = "", billedIn: BillingPeriod? = nil) {
         self.tenant = tenant
@@ -123,6 +134,25 @@ public struct AggregateCellKey: Sendable, Hashable, Comparable, CustomStringConv
         self.dimension = dimension
         self.value = value
         self.billedIn = billedIn
+        rehash()
+    }
+
+    private mutating func rehash() {
+        var hasher = Hasher()
+        hasher.combine(tenant)
+        hasher.combine(metric)
+        hasher.combine(hour)
+        hasher.combine(dimension)
+        hasher.combine(value)
+        hasher.combine(billedIn)
+        hashed = hasher.finalize()
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(hashed) }
+
+    public static func == (lhs: AggregateCellKey, rhs: AggregateCellKey) -> Bool {
+        lhs.hashed == rhs.hashed && lhs.hour == rhs.hour && lhs.tenant == rhs.tenant && lhs.metric == rhs.metric
+            && lhs.dimension == rhs.dimension && lhs.value == rhs.value && lhs.billedIn == rhs.billedIn
     }
 
     public var hourStart: EventTime { EventTime(startOfHour: hour) }

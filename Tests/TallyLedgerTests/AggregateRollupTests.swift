@@ -445,4 +445,41 @@ struct AggregateRollupTests {
         #expect(!drifted.differences.isEmpty)
         #expect(drifted.differences.allSatisfy { $0.key.tenant == "tenant-3" && $0.grain == .day })
     }
+
+    /// A key's hash is made once and remade whenever a field changes: a key changed in place (as
+    /// rolling up does) is equal to, hashes as and finds the same cell as a key made with those
+    /// fields; keys differing in any one field are different cells.
+    @Test func aChangedCellKeyIsTheKeyOfItsNewFields() throws {
+        let base = AggregateCellKey(tenant: "acme", metric: "api_calls", hour: 492_000, dimension: "region", value: "eu")
+        let day = base.rolledUp(to: .day)
+        let made = AggregateCellKey(
+            tenant: "acme", metric: "api_calls", hour: AggregateGrain.day.bucket(of: 492_000), dimension: "region", value: "eu")
+        #expect(day == made && day.hashValue == made.hashValue)
+        var changed = base
+        changed.tenant = "other"
+        changed.metric = "bytes"
+        changed.hour = 7
+        changed.dimension = ""
+        changed.value = ""
+        changed.billedIn = BillingPeriod(year: 2026, month: 3)
+        let fresh = AggregateCellKey(tenant: "other", metric: "bytes", hour: 7, billedIn: BillingPeriod(year: 2026, month: 3))
+        #expect(changed == fresh && changed.hashValue == fresh.hashValue)
+        let cells: [AggregateCellKey: Int] = [made: 1, fresh: 2]
+        #expect(cells[day] == 1 && cells[changed] == 2)
+        var variants: [AggregateCellKey] = []
+        for field in 0..<6 {
+            var key = base
+            switch field {
+            case 0: key.tenant = "acmf"
+            case 1: key.metric = "api_callz"
+            case 2: key.hour += 1
+            case 3: key.dimension = "regioN"
+            case 4: key.value = "us"
+            default: key.billedIn = BillingPeriod(year: 2026, month: 4)
+            }
+            #expect(key != base, "field \(field)")
+            variants.append(key)
+        }
+        #expect(Set(variants + [base]).count == 7)
+    }
 }
