@@ -213,6 +213,7 @@ let package = Package(
             dependencies: [
                 "TallyCore", "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -281,7 +282,7 @@ let package = Package(
             name: "TallyLedgerTests",
             dependencies: [
                 "TallyLedger", "TallyCore", "TallyWorkload", "TallyTestSupport", .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import NIOCore
 import PostgresNIO
 import Synchronization
@@ -529,7 +530,19 @@ extension PostgresBackendTests {
     private func key(_ event: UsageEvent) -> RawKey { RawKey(timestamp: event.timestamp, fingerprint: Fingerprint(of: event)) }
 
     @Test func duplicatesThisProcessStoredAreKnownAndOthersFallBackToOnConflict() throws {
-        try withTwoCollectors("recentkeys") { server, name, a, b in
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("recentkeys")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let (metricsA, metricsB) = (TestMetrics(), TestMetrics())
+        let a = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration, metrics: metricsA)
+        defer { a.close() }
+        let b = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: TestLedger.configuration, metrics: metricsB)
+        defer { b.close() }
+        func batches(_ metrics: TestMetrics, _ path: String) throws -> Int64 {
+            try metrics.expectCounter("tally_ledger_raw_insert_batches_total", [("path", path)]).totalValue
+        }
+        do {
             a.recentKeys = PostgresRecentKeys()
             b.recentKeys = PostgresRecentKeys()  // another process: it saw none of a's keys
             let all = events(41)
@@ -573,6 +586,10 @@ extension PostgresBackendTests {
                 let drift = try a.recomputeAggregates(tenant: "tenant-\(tenant)", period: period("2026-04"))
                 #expect(drift.differences.isEmpty, "tenant-\(tenant): \(drift.differences.prefix(3))")
             }
+            // The same, as an operator sees it.
+            #expect(try batches(metricsA, "plain") == 2 && batches(metricsA, "fallback") == 0)
+            #expect(try metricsA.expectCounter("tally_ledger_known_duplicate_events_total").totalValue == 20)
+            #expect(try batches(metricsB, "plain") == 1 && batches(metricsB, "fallback") == 1 && batches(metricsB, "on_conflict") == 1)
         }
     }
 

@@ -1,3 +1,4 @@
+import Metrics
 import NIOCore
 import PostgresNIO
 import TallyCore
@@ -144,6 +145,7 @@ extension PostgresLedgerStore {
             rows += 1
         }
         rawInserts.known += order.count - rows
+        rawInsertMetrics.known.increment(by: Int64(order.count - rows))
         guard rows > 0 else { return (existing, keys) }
         let binds = [
             times.bind(), prints.bind(), tenants.bind(), metrics.bind(), quantities.bind(), ids.bind(), hasID.bind(),
@@ -152,12 +154,15 @@ extension PostgresLedgerStore {
         ]
         if rawInserts.straightToOnConflict > 0 {
             rawInserts.straightToOnConflict -= 1
+            rawInsertMetrics.onConflict.increment()
         } else if try session.succeedsUnlessUniqueViolation(prepared: Self.insertNewRawEvents, binds, "inserting raw events") {
             rawInserts.plain += 1
+            rawInsertMetrics.plain.increment()
             rawInserts.penalty = max(1, rawInserts.penalty / 2)
             return (existing, keys)
         } else {
             rawInserts.fallbacks += 1
+            rawInsertMetrics.fallback.increment()
             rawInserts.straightToOnConflict = rawInserts.penalty
             rawInserts.penalty = min(64, rawInserts.penalty * 2)
         }
@@ -181,6 +186,28 @@ extension PostgresLedgerStore {
             existing[position] = !new.contains(Int32(classification.candidates[position].index))
         }
         return (existing, keys)
+    }
+
+    /// The Prometheus counters of ``insertCandidates(_:)``, for an operator who wants to know
+    /// whether duplicates arrive through other collectors (each fallback re-inserts a batch):
+    /// `tally_ledger_raw_insert_batches_total{path}` counts each batch with rows to insert once,
+    /// by how they went in — `plain`, `fallback` (a plain insert met a stored key and the batch
+    /// went again with `ON CONFLICT`) or `on_conflict` (straight, after a recent fallback);
+    /// `tally_ledger_known_duplicate_events_total` counts events found stored in
+    /// ``PostgresRecentKeys`` without asking the server.
+    struct RawInsertMetrics {
+        let plain: Counter
+        let fallback: Counter
+        let onConflict: Counter
+        let known: Counter
+
+        init(factory: any MetricsFactory) {
+            let batches = "tally_ledger_raw_insert_batches_total"
+            plain = Counter(label: batches, dimensions: [("path", "plain")], factory: factory)
+            fallback = Counter(label: batches, dimensions: [("path", "fallback")], factory: factory)
+            onConflict = Counter(label: batches, dimensions: [("path", "on_conflict")], factory: factory)
+            known = Counter(label: "tally_ledger_known_duplicate_events_total", factory: factory)
+        }
     }
 
     /// How this store's batches inserted their raw rows (``insertCandidates(_:)``): rows whose

@@ -1,4 +1,5 @@
 public import Logging
+public import Metrics
 import NIOCore
 import PostgresNIO
 public import TallyCore
@@ -74,8 +75,10 @@ public final class PostgresLedgerStore: LedgerStore {
     /// Raw-event keys this process's commits stored recently (``PostgresRecentKeys``: shared
     /// by the stores of the process on this database).
     var recentKeys: PostgresRecentKeys
-    /// How this store's batches inserted their raw rows (tests, diagnostics).
+    /// How this store's batches inserted their raw rows (tests, diagnostics), and the same as
+    /// Prometheus counters.
     var rawInserts = RawInserts()
+    let rawInsertMetrics: RawInsertMetrics
     /// What the last fold of this store claimed: rows whose cells came from ``logMemory``, and
     /// rows read back (tests, diagnostics).
     var lastFold = (fromMemory: 0, readBack: 0)
@@ -89,9 +92,11 @@ public final class PostgresLedgerStore: LedgerStore {
 
     /// Connects, migrates (under an advisory lock), creates the raw partitions around now and
     /// folds any aggregate log left behind.
+    /// `metrics`: where its counters go (``RawInsertMetrics``); the process's metrics system by
+    /// default.
     public init(
         address: PostgresAddress, configuration: LedgerConfiguration = LedgerConfiguration(),
-        logger: Logger = Logger(label: "tally.ledger.postgres")
+        logger: Logger = Logger(label: "tally.ledger.postgres"), metrics: any MetricsFactory = MetricsSystem.factory
     ) throws(LedgerError) {
         try configuration.validate()
         self.configuration = configuration
@@ -99,6 +104,7 @@ public final class PostgresLedgerStore: LedgerStore {
         session = try PostgresSession(address: address, logger: logger)
         logMemory = PostgresLogMemory.shared(for: address, limit: configuration.aggregateBufferCells)
         recentKeys = PostgresRecentKeys.shared(for: address)
+        rawInsertMetrics = RawInsertMetrics(factory: metrics)
         try PostgresSchema.migrate(session)
         let now = EventTime.now()
         let window = configuration.lateWindow
