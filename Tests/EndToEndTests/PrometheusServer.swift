@@ -41,7 +41,8 @@ struct MonitoredExpressions: Decodable {
     }
 
     let expressions: [Expression]
-    let metrics: [String]
+    /// Every metric name the expressions use (a test may leave out those it cannot produce).
+    var metrics: [String]
 
     static func load(python: String, scratch: URL) throws -> MonitoredExpressions {
         let script = BinaryRunner.packageRoot.appendingPathComponent("scripts/deploy_checks.py").path
