@@ -79,22 +79,28 @@ final class PostgresLogMemory: Sendable {
         set { horizon.withLock { $0 = max($0, newValue) } }
     }
 
-    private static let shared = Mutex<[String: PostgresLogMemory]>([:])
+    private static let shared = PerDatabase<PostgresLogMemory>()
 
     /// The memory of the stores of this process on `address`'s database (the first store to
     /// ask sets its `limit`).
     static func shared(for address: PostgresAddress, limit: Int) -> PostgresLogMemory {
-        shared.withLock { memories in
-            if let memory = memories[address.processKey] { return memory }
-            let memory = PostgresLogMemory(limit: limit)
-            memories[address.processKey] = memory
-            return memory
-        }
+        shared.object(for: address) { PostgresLogMemory(limit: limit) }
     }
 }
 
-extension PostgresAddress {
-    /// The database an address names, as the key of what a process keeps per database
-    /// (``PostgresLogMemory``, ``PostgresRecentKeys``): `user@host:port/database`.
-    var processKey: String { "\(user)@\(host):\(port)/\(database)" }
+/// What a process keeps once per database (``PostgresLogMemory``, ``PostgresRecentKeys``),
+/// shared by its stores on that database: keyed by `user@host:port/database`.
+final class PerDatabase<Object: Sendable>: Sendable {
+    private let objects = Mutex<[String: Object]>([:])
+
+    /// The object for `address`'s database, made by `make` the first time.
+    func object(for address: PostgresAddress, _ make: () -> Object) -> Object {
+        let key = "\(address.user)@\(address.host):\(address.port)/\(address.database)"
+        return objects.withLock { objects in
+            if let object = objects[key] { return object }
+            let object = make()
+            objects[key] = object
+            return object
+        }
+    }
 }

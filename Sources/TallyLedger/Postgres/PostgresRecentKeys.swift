@@ -65,15 +65,10 @@ final class PostgresRecentKeys: Sendable {
     /// Keys held now (tests).
     var count: Int { ring.withLock { $0.held.count } }
 
-    private static let shared = Mutex<[String: PostgresRecentKeys]>([:])
+    private static let shared = PerDatabase<PostgresRecentKeys>()
 
     /// The keys of the stores of this process on `address`'s database.
     static func shared(for address: PostgresAddress) -> PostgresRecentKeys {
-        shared.withLock { all in
-            if let keys = all[address.processKey] { return keys }
-            let keys = PostgresRecentKeys()
-            all[address.processKey] = keys
-            return keys
-        }
+        shared.object(for: address) { PostgresRecentKeys() }
     }
 }
