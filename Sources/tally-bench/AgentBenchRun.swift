@@ -118,6 +118,12 @@ struct AgentBenchRun {
         guard let last = samples.last, let most = samples.max() else { throw BenchFailure("cannot read the agent's /proc status") }
         table.add("agent RSS idle (3 s after it serves; last sample)", "MiB", megabytes(last), "< 16 MB")
         table.add("agent RSS idle, highest sample", "MiB", megabytes(most), "< 16 MB")
+        if let parts = ProcessMemory.breakdown(pid: agent.pid) {
+            table.add(
+                "agent RSS idle: its code / rest of its binary / shared libraries / anonymous", "MiB",
+                [parts.code, parts.data, parts.libraries, parts.anonymous].map(megabytes).joined(separator: " / "),
+                "code: functions laid out by scripts/agent.order")
+        }
     }
 
     /// HTTP bodies of 100 events at `pacedRate` for `pacedSeconds`, RSS sampled every 100 ms.

@@ -100,6 +100,55 @@ struct ProcessMemory: Sendable {
     private static func kilobytes(_ line: Substring) -> Int {
         line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
     }
+
+    /// Where a process's resident memory is (`/proc/PID/smaps`), in kB: the code of its own binary
+    /// (the executable mapping; what scripts/agent.order packs), the rest of its binary (read-only
+    /// metadata, relocated and written data), shared libraries, and anonymous memory (heap,
+    /// stacks).
+    struct Breakdown: Sendable {
+        var code = 0
+        var data = 0
+        var libraries = 0
+        var anonymous = 0
+    }
+
+    static func breakdown(pid: Int32) -> Breakdown? {
+        // Read to the end with stdio: a procfs file says its size is 0, and Foundation's whole-file
+        // read stops short of a long one.
+        guard let binary = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
+            let file = fopen("/proc/\(pid)/smaps", "r")
+        else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        var result = Breakdown()
+        var path = ""
+        var executable = false
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let first = fields.first else { continue }
+            if first.contains("-"), fields.count >= 5, first.first?.isHexDigit == true {
+                // A mapping's header: range, permissions, offset, device, inode, [path].
+                executable = fields[1].contains("x")
+                path = fields.count >= 6 ? fields[5...].joined(separator: " ") : ""
+            } else if first == "Rss:", fields.count >= 2, let kB = Int(fields[1]) {
+                if path == binary {
+                    if executable { result.code += kB } else { result.data += kB }
+                } else if path.hasPrefix("/") {
+                    result.libraries += kB
+                } else {
+                    result.anonymous += kB
+                }
+            }
+        }
+        return result
+    }
 }
 
 /// Megabytes (MiB) of a kB figure, one decimal.
