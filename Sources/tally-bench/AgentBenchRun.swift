@@ -19,8 +19,9 @@ struct AgentBenchRun {
     let socket: String
     let config: String
 
-    /// `fsync`: the agent's `spool.fsync` setting (nil: the agent's default).
-    init(bin: String, root: String, children: ChildList, fsync: String? = nil) throws {
+    /// `fsync`: the agent's `spool.fsync` setting; `batchEvents`: its `batch.max_events` (nil:
+    /// the agent's defaults).
+    init(bin: String, root: String, children: ChildList, fsync: String? = nil, batchEvents: Int? = nil) throws {
         self.bin = bin
         self.root = root
         self.children = children
@@ -35,7 +36,9 @@ struct AgentBenchRun {
         config = root + "/agent.yaml"
         // Quick reconnects, so the drain starts within 250 ms of the collector's start.
         let spoolSettings = fsync.map { "spool:\n  fsync: \($0)\n" } ?? ""
-        try ("reconnect:\n  initial: 50ms\n  max: 250ms\n" + spoolSettings).write(toFile: config, atomically: true, encoding: .utf8)
+        let batchSettings = batchEvents.map { "batch:\n  max_events: \($0)\n" } ?? ""
+        try ("reconnect:\n  initial: 50ms\n  max: 250ms\n" + spoolSettings + batchSettings).write(
+            toFile: config, atomically: true, encoding: .utf8)
     }
 
     func measure(_ options: AgentBench, into table: inout BenchTable) async throws {

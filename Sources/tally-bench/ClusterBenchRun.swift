@@ -41,7 +41,7 @@ struct ClusterBenchRun {
         let two = try await drain(collectors: 2)
         let oneRate = Double(one.events) / one.elapsed.seconds
         let twoRate = Double(two.events) / two.elapsed.seconds
-        let agents = "\(options.agents) agents × \(grouped(options.events))"
+        let agents = "\(options.agents) agents × \(grouped(options.events)) (batches of \(grouped(options.agentBatchEvents)))"
         table.add("Tally: \(agents) → 1 collector, durable+deduped", "\(grouped(Int(oneRate))) events/s", naiveText, times(oneRate / naiveRate))
         table.add("Tally: \(agents) → 2 collectors, durable+deduped", "\(grouped(Int(twoRate))) events/s", naiveText, times(twoRate / naiveRate))
         let met = twoRate >= 10 * naiveRate ? "met" : "NOT met"
@@ -169,7 +169,7 @@ struct ClusterBenchRun {
         if options.statements > 0 {
             _ = try server.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database: database(of: url))
         }
-        let helper = try AgentBenchRun(bin: options.bin, root: directory, children: children)
+        let helper = try AgentBenchRun(bin: options.bin, root: directory, children: children, batchEvents: options.agentBatchEvents)
         let listenPorts = try (0..<count).map { _ in try freeLoopbackPort() }
         let httpPorts = try (0..<count).map { _ in try freeLoopbackPort() }
         var agents: [(child: BenchChild, port: Int, socket: String)] = []

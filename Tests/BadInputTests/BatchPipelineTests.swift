@@ -134,6 +134,63 @@ import TallyWire
         #expect(sequences == (1...total).map(UInt64.init))
     }
 
+    /// Large batches are prepared fewer ahead: at most ``BatchPipeline/preparedAheadBytes`` of
+    /// compressed batches (the new one included), so that what a connection holds decoded does
+    /// not grow with the batch size. Batches of about 40% of that: two prepared while the writer
+    /// is held, the third waits for the first to commit; all commit, in order.
+    @Test(.timeLimit(.minutes(1)))
+    func largeBatchesArePreparedFewerAhead() async throws {
+        let collector = try CollectorUnderTest()
+        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
+        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
+        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
+        let hold = await WriterHold(collector.ledger)
+        let prepared = Mutex<Set<String>>([])
+        var payloads: [ByteBuffer] = []
+        var generator = SystemRandomNumberGenerator()
+        for sequence in 1...4 {
+            // Ids of random hex do not compress: grow the batch to 40% of the budget.
+            var batch: [UsageEvent] = []
+            var payload = ByteBuffer()
+            while payload.readableBytes < BatchPipeline.preparedAheadBytes * 2 / 5 {
+                let time = EventTime.now().advanced(by: .seconds(-60))
+                for _ in 0..<500 {
+                    let id = (0..<4).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
+                    batch.append(UsageEvent(tenant: "tenant-\(sequence)", metric: "api_calls", quantity: Quantity(1), timestamp: time, id: id))
+                }
+                payload = try BatchPayloadEncoder().encode(batch)
+            }
+            #expect(payload.readableBytes < BatchPipeline.preparedAheadBytes / 2)
+            payloads.append(payload)
+        }
+        for (index, payload) in payloads.enumerated() {
+            pipeline.submit(Batch(sequence: UInt64(index + 1), payload: payload), agent: "edge-1") { tenant in
+                prepared.withLock { _ = $0.insert(tenant) }
+                return true
+            }
+        }
+        while prepared.withLock({ $0.count }) < 2 { await Task.yield() }
+        // The third must not start while the first is uncommitted: give it a second to (it takes
+        // milliseconds when it may).
+        let until = ContinuousClock.now + .seconds(1)
+        while ContinuousClock.now < until && prepared.withLock({ $0.count }) == 2 { await Task.yield() }
+        let preparedWhileHeld = prepared.withLock { $0 }
+        try await hold.release()
+        await pipeline.drain()
+        sink.finish()
+        var sequences: [UInt64] = []
+        for await event in events {
+            guard case .completed(let sequence, .success) = event else {
+                Issue.record("a batch failed: \(event)")
+                continue
+            }
+            sequences.append(sequence)
+        }
+        await collector.stop()
+        #expect(preparedWhileHeld == ["tenant-1", "tenant-2"])
+        #expect(sequences == [1, 2, 3, 4])
+    }
+
     /// With one writer, a connection's batches prepared while the writer commits are queued at
     /// once, and the writer commits them together next, up to ``Ledger/commitGroupLimit`` in one
     /// transaction with one fsync. Each still gets its own ack, in order, and a batch repeating

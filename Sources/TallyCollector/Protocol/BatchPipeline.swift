@@ -42,8 +42,15 @@ final class BatchPipeline: Sendable {
     /// 101,336–112,018 events/s one at a time (alternating runs), the writer blocked 13% of its
     /// time. The rest of the window waits as received frames (compressed, about 24 bytes an
     /// event) rather than as decoded events (hundreds of bytes each): a connection holds at most
-    /// eight decoded batches (about 2.4 MB at 1,000 events), whatever its window.
+    /// eight decoded batches, whatever its window.
     static let preparedAhead = 8
+    /// The compressed bytes of the batches a connection may have prepared (or preparing) while
+    /// the ones before them are not committed, the new one included: a second bound beside
+    /// ``preparedAhead``, so that what a connection holds decoded (about 2.4 MB for eight batches
+    /// of 1,000 reference events, ~24 bytes each on the wire) does not grow with the batch size.
+    /// Agents cut batches of up to 4,000 events by default, so about three are prepared ahead;
+    /// a batch larger than this alone waits for the one before it to commit.
+    static let preparedAheadBytes = 384 << 10
     /// A batch failed: the session closes the connection, and no later batch of it commits
     /// (as when they were handled one at a time: the agent resends them all after reconnecting).
     private let stopped = Mutex(false)
@@ -60,7 +67,21 @@ final class BatchPipeline: Sendable {
         let inQueueOrder = ingest.commitsInQueueOrder
         recent.withLock { recent in
             let previous = recent.last
-            let turnToPrepare = recent.count >= Self.preparedAhead ? recent.first : nil
+            // The newest batch before this one whose commit this one's preparation waits for:
+            // the eighth before it, or the first at which the bytes pass the budget.
+            let bytes = batch.payload.readableBytes
+            var waitsFor: Int? = nil
+            var ahead = bytes
+            for index in recent.indices.reversed() {
+                ahead += recent[index].bytes
+                if recent.count - index >= Self.preparedAhead || ahead > Self.preparedAheadBytes {
+                    waitsFor = index
+                    break
+                }
+            }
+            let turnToPrepare = waitsFor.map { recent[$0] }
+            // Batches older than that one are past every later batch's wait too.
+            if let waitsFor { recent.removeFirst(waitsFor) }
             // Prepared, then (in queue order) queued once the batch before it is.
             let queued = Task { () -> Pending in
                 await turnToPrepare?.completed.value
@@ -103,7 +124,7 @@ final class BatchPipeline: Sendable {
                 if case .failure = result { self.stopped.withLock { $0 = true } }
                 completions.yield(.completed(sequence: batch.sequence, result))
             }
-            recent.append(Stage(queued: queued, completed: completed))
+            recent.append(Stage(queued: queued, completed: completed, bytes: bytes))
             if recent.count > Self.preparedAhead { recent.removeFirst() }
         }
     }
@@ -126,6 +147,8 @@ final class BatchPipeline: Sendable {
     private struct Stage: Sendable {
         let queued: Task<Pending, Never>
         let completed: Task<Void, Never>
+        /// The batch's compressed payload bytes (``preparedAheadBytes``).
+        let bytes: Int
     }
 
     /// Waits until every batch handed in has been committed or has failed.
