@@ -28,7 +28,10 @@ public struct Agent: Sendable {
                 "spool segments are missing or emptied: their unacknowledged events were lost outside the agent (recorded in the quarantine; see tallyctl spool verify)",
                 metadata: ["segments": "\(recovery.missingSegments)"])
         }
-        if !recovery.problems.isEmpty || !recovery.checkpointFound {
+        if recovery.problems.isEmpty && !recovery.checkpointFound && recovery.recordsFound == 0 {
+            // No checkpoint and no event: a new spool (or one with nothing to send), not a repair.
+            logger.info("spool created", metadata: ["directory": "\(config.spoolDirectory)"])
+        } else if !recovery.problems.isEmpty || !recovery.checkpointFound {
             logger.warning(
                 "spool recovered with repairs",
                 metadata: ["problems": "\(recovery.problems.count)", "checkpointFound": "\(recovery.checkpointFound)"])
