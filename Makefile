@@ -40,12 +40,15 @@ build-release: deps
 	$(SWIFT) build -c release $(RELEASE_LINK_FLAGS)
 
 # scripts/agent.order, the layout of the agent's code (read by scripts/release-link-flags), from
-# a traced run of the release agent (scripts/agent-order/record.py); `make build-release` again
-# to link with it. Worth redoing when the agent's start or idle path changed much: `tally-bench
-# agent` shows it as the idle RSS.
+# a traced run of the release agent (scripts/agent-order/record.py), then the agent linked with it
+# (SwiftPM does not see the file as an input: the binary is removed so that it is linked again).
+# Worth redoing when the agent's start or idle path changed much: `tally-bench agent` shows it as
+# the idle RSS.
 .PHONY: agent-order
 agent-order: build-release
 	python3 scripts/agent-order/record.py
+	rm -f .build/release/tally-agent
+	$(SWIFT) build -c release $(RELEASE_LINK_FLAGS) --product tally-agent
 
 test: deps-tools lint check-deploy
 	$(SWIFT) build --build-tests

@@ -16,8 +16,8 @@ ones. The functions' names, in first-call order, are the file. A function missin
 (new code) is only laid out with the rest, never wrong: lld places what the file names first
 and ignores names it does not find (--no-warn-symbol-ordering).
 
-    make agent-order           # release build, trace, write scripts/agent.order
-    make build-release         # links with it; `tally-bench agent` prints the idle RSS
+    make agent-order           # release build, trace, write scripts/agent.order, relink the agent
+    tally-bench agent          # prints the idle RSS and how much of it is the agent's code
 
 Development tool: needs a C compiler, the release binaries, and a Linux on x86-64.
 """
