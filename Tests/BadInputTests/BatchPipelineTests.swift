@@ -42,6 +42,42 @@ import TallyWire
         }
     }
 
+    /// An in-process collector, one connection's pipeline into it and the pipeline's completions,
+    /// with the ledger's only writer held (``WriterHold``).
+    struct HeldPipeline {
+        let collector: CollectorUnderTest
+        let ingest: BatchIngest
+        let pipeline: BatchPipeline
+        let events: AsyncStream<ProtocolServer.ConnectionEvent>
+        let sink: AsyncStream<ProtocolServer.ConnectionEvent>.Continuation
+        let hold: WriterHold
+
+        init() async throws {
+            collector = try CollectorUnderTest()
+            ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
+            (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
+            pipeline = BatchPipeline(ingest: ingest, completions: sink)
+            hold = await WriterHold(collector.ledger)
+        }
+
+        /// Releases the writer, waits for every commit handed in, and returns the acks in the
+        /// order they were handed to the connection (a failed batch is recorded as an issue).
+        func acksAfterRelease() async throws -> [BatchAck] {
+            try await hold.release()
+            await pipeline.drain()
+            sink.finish()
+            var acks: [BatchAck] = []
+            for await event in events {
+                guard case .completed(_, .success(let ack)) = event else {
+                    Issue.record("a batch failed: \(event)")
+                    continue
+                }
+                acks.append(ack)
+            }
+            return acks
+        }
+    }
+
     @Test(.timeLimit(.minutes(1)))  // without the pipeline the loop waits for the held writer for ever
     func theLoopTakesTheNextBatchesWhileTheWriterIsBusyAndAcksThemInOrder() async throws {
         let collector = try CollectorUnderTest()
@@ -99,11 +135,8 @@ import TallyWire
     /// wait; once the writer is free all commit, in order.
     @Test(.timeLimit(.minutes(1)))
     func batchesArePreparedAheadWhileTheWriterIsBusy() async throws {
-        let collector = try CollectorUnderTest()
-        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
-        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
-        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
-        let hold = await WriterHold(collector.ledger)
+        let held = try await HeldPipeline()
+        let (collector, pipeline) = (held.collector, held.pipeline)
         let prepared = Mutex<Set<String>>([])
         let total = BatchPipeline.preparedAhead + 2
         for sequence in 1...total {
@@ -116,18 +149,9 @@ import TallyWire
         // The writer is held, so nothing commits: wait (yielding) for the preparations.
         while prepared.withLock({ $0.count }) < BatchPipeline.preparedAhead { await Task.yield() }
         let preparedWhileHeld = prepared.withLock { $0 }
-        try await hold.release()
-        await pipeline.drain()
-        sink.finish()
-        var sequences: [UInt64] = []
-        for await event in events {
-            guard case .completed(let sequence, .success(let ack)) = event else {
-                Issue.record("a batch failed: \(event)")
-                continue
-            }
-            #expect(ack.accepted == 3)
-            sequences.append(sequence)
-        }
+        let acks = try await held.acksAfterRelease()
+        for ack in acks { #expect(ack.accepted == 3) }
+        let sequences = acks.map(\.sequence)
         await collector.stop()
         #expect(preparedWhileHeld == Set((1...BatchPipeline.preparedAhead).map { "tenant-\($0)" }))
         #expect(BatchPipeline.preparedAhead >= 4, "two left the writer waiting for a drain's next batch")
@@ -140,11 +164,8 @@ import TallyWire
     /// is held, the third waits for the first to commit; all commit, in order.
     @Test(.timeLimit(.minutes(1)))
     func largeBatchesArePreparedFewerAhead() async throws {
-        let collector = try CollectorUnderTest()
-        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
-        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
-        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
-        let hold = await WriterHold(collector.ledger)
+        let held = try await HeldPipeline()
+        let (collector, pipeline) = (held.collector, held.pipeline)
         let prepared = Mutex<Set<String>>([])
         var payloads: [ByteBuffer] = []
         var generator = SystemRandomNumberGenerator()
@@ -175,17 +196,7 @@ import TallyWire
         let until = ContinuousClock.now + .seconds(1)
         while ContinuousClock.now < until && prepared.withLock({ $0.count }) == 2 { await Task.yield() }
         let preparedWhileHeld = prepared.withLock { $0 }
-        try await hold.release()
-        await pipeline.drain()
-        sink.finish()
-        var sequences: [UInt64] = []
-        for await event in events {
-            guard case .completed(let sequence, .success) = event else {
-                Issue.record("a batch failed: \(event)")
-                continue
-            }
-            sequences.append(sequence)
-        }
+        let sequences = try await held.acksAfterRelease().map(\.sequence)
         await collector.stop()
         #expect(preparedWhileHeld == ["tenant-1", "tenant-2"])
         #expect(sequences == [1, 2, 3, 4])
@@ -197,12 +208,9 @@ import TallyWire
     /// the events of one before it in the same transaction finds them stored.
     @Test(.timeLimit(.minutes(1)))  // with commits started one after another's end, none queues while the writer is held
     func batchesQueuedWhileTheWriterIsBusyCommitInOneTransaction() async throws {
-        let collector = try CollectorUnderTest()
-        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
-        #expect(ingest.commitsInQueueOrder)
-        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
-        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
-        let hold = await WriterHold(collector.ledger)
+        let held = try await HeldPipeline()
+        let (collector, pipeline) = (held.collector, held.pipeline)
+        #expect(held.ingest.commitsInQueueOrder)
         let before = collector.ledger.queuedCommitGroups
         let total = BatchPipeline.preparedAhead
         let first = recentEvents(3, tenant: "tenant-1", from: 10)
@@ -212,17 +220,7 @@ import TallyWire
             pipeline.submit(Batch(sequence: UInt64(sequence), payload: try BatchPayloadEncoder().encode(events)), agent: "edge-1") { _ in true }
         }
         while collector.ledger.commitsWaiting < total { await Task.yield() }
-        try await hold.release()
-        await pipeline.drain()
-        sink.finish()
-        var acks: [BatchAck] = []
-        for await event in events {
-            guard case .completed(_, .success(let ack)) = event else {
-                Issue.record("a batch failed: \(event)")
-                continue
-            }
-            acks.append(ack)
-        }
+        let acks = try await held.acksAfterRelease()
         let after = collector.ledger.queuedCommitGroups
         let groupsCounted = collector.counter("tally_collector_commit_groups_total")
         let batchesCounted = collector.counter("tally_collector_batches_total")
@@ -240,11 +238,8 @@ import TallyWire
     }
 
     @Test func aDrainWaitsForTheCommitsItsConnectionStarted() async throws {
-        let collector = try CollectorUnderTest()
-        let ingest = try BatchIngest(limits: .standard, eventLimits: .standard, ledger: collector.ledger, metrics: collector.metrics)
-        let (events, sink) = AsyncStream.makeStream(of: ProtocolServer.ConnectionEvent.self)
-        let pipeline = BatchPipeline(ingest: ingest, completions: sink)
-        let hold = await WriterHold(collector.ledger)
+        let held = try await HeldPipeline()
+        let (collector, pipeline, events) = (held.collector, held.pipeline, held.events)
         let payload = try BatchPayloadEncoder().encode(recentEvents(7))
         pipeline.submit(Batch(sequence: 1, payload: payload), agent: "edge-1") { _ in true }
         // What a connection's end does (the listener drains before it returns): the count read
@@ -256,7 +251,7 @@ import TallyWire
                 try store.reconciliation(ReconciliationFilter()).reduce(0) { $0 + Int($1.counts.received) }
             }
         }
-        try await hold.release()
+        try await held.hold.release()
         let received = try await afterDrain.value
         var completions = events.makeAsyncIterator()
         let completion = await completions.next()

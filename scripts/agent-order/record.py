@@ -179,12 +179,11 @@ def main():
                 if name not in seen:
                     seen.add(name)
                     order.append(name)
-        size = sum(1 for _ in called)
         with open(options.out, "w") as handle:
             handle.write("# The agent's functions in the order of their first call (scripts/agent-order/record.py):\n")
             handle.write("# laid out first by the release link (scripts/release-link-flags). Regenerate: make agent-order\n")
             handle.write("".join(name + "\n" for name in order))
-        print(f"record.py: {size} functions ran, {len(order)} names written to {os.path.relpath(options.out, ROOT)}")
+        print(f"record.py: {len(called)} functions ran, {len(order)} names written to {os.path.relpath(options.out, ROOT)}")
     finally:
         for child in children:
             if child.poll() is None:
