@@ -96,13 +96,18 @@ public struct Collector {
         // An embedded ledger's filesystem is read at each scrape; PostgreSQL's disk is the server's.
         var ledgerDisk: LedgerFilesystemGauges?
         if case .sqlite(let path) = try? StoreAddress(parsing: config.store) { ledgerDisk = LedgerFilesystemGauges(ledgerPath: path) }
+        let api = CollectorAPI(service: service, access: access)
+        let refusePlaintextRemote = httpTLS == nil && !config.allowPlaintextRemote
+        let requestMetrics = HTTPRequestMetrics<TallyRequestContext>()
         let router = CollectorHTTP.router(
-            registry: registry, readiness: { [ledger] in ledger.readiness() }, api: CollectorAPI(service: service, access: access),
-            refusePlaintextRemote: httpTLS == nil && !config.allowPlaintextRemote,
-            beforeScrape: { [ledgerDisk, ledger] in ledgerDisk?.refresh(checkpoints: ledger.walCheckpoints) })
+            registry: registry, readiness: { [ledger] in ledger.readiness() }, api: api, refusePlaintextRemote: refusePlaintextRemote,
+            requestMetrics: requestMetrics, beforeScrape: { [ledgerDisk, ledger] in ledgerDisk?.refresh(checkpoints: ledger.walCheckpoints) })
+        let serverName = "tally-collector"
+        let directReads = DirectReads.Reader(api: api, metrics: requestMetrics, loopbackOnly: refusePlaintextRemote, serverName: serverName)
         let server: HTTPServerBuilder =
-            try httpTLS.map { try HTTPServerBuilder.tls(KeptHTTP1Channel.builder(), tlsConfiguration: $0.configuration) }
-            ?? KeptHTTP1Channel.builder()
+            try httpTLS.map {
+                try HTTPServerBuilder.tls(KeptHTTP1Channel.builder(directReads: directReads), tlsConfiguration: $0.configuration)
+            } ?? KeptHTTP1Channel.builder(directReads: directReads)
         if httpTLS == nil {
             logger.info(
                 config.allowPlaintextRemote
@@ -113,7 +118,7 @@ public struct Collector {
         let http = Application(
             router: router,
             server: server,
-            configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "tally-collector"),
+            configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: serverName),
             onServerRunning: { channel in
                 logger.info(
                     secure ? "serving HTTPS" : "serving HTTP",

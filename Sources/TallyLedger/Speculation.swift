@@ -152,6 +152,7 @@ public struct BatchSpeculator: Sendable {
         var levels = false
         for (position, candidate) in classification.candidates.enumerated()
         where candidate.status == .accepted || candidate.status == .adjusted {
+            YieldPoint.after(step: position, every: 64)
             guard let event = classification.event(candidate.index) else { continue }
             let one = AggregateCells.aggregate(
                 of: event, fingerprint: candidate.fingerprint, keepsMinimum: configuration.keepsMinimum(event.metric))

@@ -57,6 +57,16 @@ import Testing
                 try store.periodTotals(tenant: "acme", metric: "api_calls", period: march).usage?.count ?? -1
             }
             #expect(answer == .some(.some(expected)), "round \(round): the read waited for the busy writer or missed a batch")
+            // On the caller's thread (`readNow`, for the HTTP API's event loop): SQLite's reader
+            // answers there, the same; PostgreSQL's waits on the network, so it never does.
+            let now = ledger.readNow { store throws(LedgerError) in
+                try store.periodTotals(tenant: "acme", metric: "api_calls", period: march).usage?.count ?? -1
+            }
+            if backend == "postgres" {
+                #expect(now == nil, "a PostgreSQL read answered on the caller's thread")
+            } else {
+                #expect(try now?.get() == expected, "round \(round)")
+            }
             #expect(try unfolded(), "a read never folds")
             // The reconciliation too (folded from the log on PostgreSQL, and merged there).
             let received = try await readHoldingTheWriter(ledger) { store throws(LedgerError) in

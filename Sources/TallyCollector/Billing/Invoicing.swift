@@ -35,7 +35,17 @@ public struct Invoicing: Sendable {
 
     /// Usage buckets from the aggregates.
     public func usage(_ query: UsageQuery) async throws(BillingError) -> [UsageBucket] {
-        try await onLedger(readOnly: true) { store throws(BillingError) in
+        try await onLedger(readOnly: true, Self.usageRead(query))
+    }
+
+    /// ``usage(_:)`` answered on the calling thread, or nil when it cannot be without waiting
+    /// (see ``Ledger/readNow(_:)``).
+    public func usageNow(_ query: UsageQuery) -> Result<[UsageBucket], BillingError>? {
+        onLedgerNow(Self.usageRead(query))
+    }
+
+    private static func usageRead(_ query: UsageQuery) -> @Sendable (any LedgerStore) throws(BillingError) -> [UsageBucket] {
+        { store throws(BillingError) in
             do throws(LedgerError) { return try store.usage(query) } catch {
                 if case .invalidConfiguration(let problem) = error { throw .badParameter("group_by", problem) }
                 throw .ledger(error)
@@ -50,6 +60,21 @@ public struct Invoicing: Sendable {
 
     /// The invoice of `tenant` for `period`: final (frozen) if the period has closed, else a draft.
     public func invoice(tenant: String, period: BillingPeriod) async throws(BillingError) -> InvoiceView {
+        try await onLedger(readOnly: true, try invoiceRead(tenant: tenant, period: period))
+    }
+
+    /// ``invoice(tenant:period:)`` answered on the calling thread, or nil when it cannot be
+    /// without waiting (see ``Ledger/readNow(_:)``).
+    public func invoiceNow(tenant: String, period: BillingPeriod) -> Result<InvoiceView, BillingError>? {
+        let read: @Sendable (any LedgerStore) throws(BillingError) -> InvoiceView
+        do { read = try invoiceRead(tenant: tenant, period: period) } catch { return .failure(error) }
+        return onLedgerNow(read)
+    }
+
+    /// The read that answers ``invoice(tenant:period:)``.
+    private func invoiceRead(
+        tenant: String, period: BillingPeriod
+    ) throws(BillingError) -> @Sendable (any LedgerStore) throws(BillingError) -> InvoiceView {
         guard let pricing else { throw .noPricing }
         let now = clock()
         guard period.start <= now else { throw .unknownPeriod(period.description) }
@@ -58,7 +83,7 @@ public struct Invoicing: Sendable {
         let assigned = pricing.assigns(tenant: tenant)
         if window.isOpen(period, now: now) {
             // A draft only reads.
-            return try await onLedger(readOnly: true) { store throws(BillingError) in
+            return { store throws(BillingError) in
                 let invoices = store
                 try Self.requireBilled(tenant, period: period, assigned: assigned, invoices)
                 let invoice = try pricing.invoice(store: invoices, tenant: tenant, period: period)
@@ -67,7 +92,7 @@ public struct Invoicing: Sendable {
                     invoice: try EncodedInvoice(InvoiceDocument.priced(invoice, store: store)))
             }
         }
-        return try await onLedger(readOnly: true) { store throws(BillingError) in
+        return { store throws(BillingError) in
             let invoices = store
             do {
                 if let frozen = try invoices.finalInvoice(tenant: tenant, period: period) {
@@ -189,6 +214,21 @@ public struct Invoicing: Sendable {
         try await onLedger(readOnly: true) { store throws(BillingError) in
             let invoices = store
             do { return try invoices.tenants(in: period) } catch { throw .reading(error) }
+        }
+    }
+
+    /// Runs the read-only `body` on the calling thread if a reader can answer there at once
+    /// (``Ledger/readNow(_:)``); nil when it cannot, and the caller should use ``onLedger(readOnly:_:)``.
+    public func onLedgerNow<T: Sendable>(
+        _ body: @escaping @Sendable (any LedgerStore) throws(BillingError) -> T
+    ) -> Result<T, BillingError>? {
+        let answer = ledger.readNow { store throws(LedgerError) -> Result<T, BillingError> in
+            do throws(BillingError) { return .success(try body(store)) } catch { return .failure(error) }
+        }
+        switch answer {
+        case nil: return nil
+        case .success(let result)?: return result
+        case .failure(let error)?: return .failure(.reading(error))
         }
     }
 

@@ -85,7 +85,14 @@ public struct CollectorAPI: Sendable {
     }
 
     func addRoutes(to router: Router<TallyRequestContext>) {
-        router.get("v1/usage") { request, context in await respond { try await usage(request, context) } }
+        // These three are also answered by `DirectReads` (`answerNow(_:)`) when the ledger can
+        // answer them on the event loop: the same parsing, checks and answers.
+        router.get("v1/usage") { request, context in
+            await respond {
+                let query = try usageQuery(try formQuery(request), authorization: request.headers[.authorization], context.remoteAddress)
+                return try usageAnswer(query, try await service.usage(query)).response
+            }
+        }
         router.get("v1/tenants/:tenant/charges") { request, context in
             await respond {
                 let tenant = try pathTenant(context)
@@ -144,30 +151,33 @@ public struct CollectorAPI: Sendable {
 
     // MARK: Routes
 
-    private func usage(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
-        let query = try formQuery(request)
+    /// The usage query a request asks, once its key may read the tenant.
+    func usageQuery(_ query: FormQuery, authorization: String?, _ remote: SocketAddress?) throws(APIError) -> UsageQuery {
         guard let tenant = query.get("tenant"), !tenant.isEmpty else { throw APIError(.badRequest, "tenant is required", parameter: "tenant") }
-        try grant(request, context).check(tenant: tenant)
+        try access.grant(authorization: authorization, remote: remote).check(tenant: tenant)
         guard let metric = query.get("metric"), !metric.isEmpty else { throw APIError(.badRequest, "metric is required", parameter: "metric") }
         let now = service.clock()
-        let from = try query.get("from").map { try parseTime($0, "from") } ?? BillingPeriod(containing: now).start
-        let to = try query.get("to").map { try parseTime($0, "to") } ?? BillingPeriod(containing: now).end
+        let from = try query.get("from").map { text throws(APIError) in try parseTime(text, "from") } ?? BillingPeriod(containing: now).start
+        let to = try query.get("to").map { text throws(APIError) in try parseTime(text, "to") } ?? BillingPeriod(containing: now).end
         guard from < to else { throw APIError(.badRequest, "from must be before to", parameter: "from") }
         let granularityText = query.get("granularity") ?? "day"
         guard let granularity = UsageQuery.Granularity(rawValue: granularityText) else {
             throw APIError(.badRequest, "granularity must be hour, day or month, not '\(granularityText)'", parameter: "granularity")
         }
         let groupBy = query.get("group_by").flatMap { $0.isEmpty ? nil : $0 }
-        let buckets = try await service.usage(
-            UsageQuery(tenant: tenant, metric: metric, from: from, to: to, granularity: granularity, groupBy: groupBy))
+        return UsageQuery(tenant: tenant, metric: metric, from: from, to: to, granularity: granularity, groupBy: groupBy)
+    }
+
+    func usageAnswer(_ query: UsageQuery, _ buckets: [UsageBucket]) throws -> APIAnswer {
         let body = UsageAnswer(
-            tenant: tenant, metric: metric, from: from.description, to: to.description, granularity: granularity.rawValue, groupBy: groupBy,
+            tenant: query.tenant, metric: query.metric, from: query.from.description, to: query.to.description,
+            granularity: query.granularity.rawValue, groupBy: query.groupBy,
             buckets: buckets.map {
                 .init(
                     start: $0.start.description, group: $0.group, sum: $0.aggregate.sum.description, count: $0.aggregate.count,
                     max: $0.aggregate.max.description, latest: $0.aggregate.latest.quantity.description)
             })
-        return try json(body)
+        return APIAnswer(json: try JSONWriter.encode(body))
     }
 
     private func reconciliation(_ request: Request, _ context: TallyRequestContext) async throws -> Response {
@@ -205,8 +215,12 @@ public struct CollectorAPI: Sendable {
     }
 
     func pathTenant(_ context: TallyRequestContext) throws(APIError) -> String {
+        try pathTenant(raw: context.parameters.get("tenant"))
+    }
+
+    func pathTenant(raw: String?) throws(APIError) -> String {
         // Path parameters arrive percent-encoded: `/v1/tenants/a%20b` is the tenant "a b".
-        guard let raw = context.parameters.get("tenant"), let tenant = raw.removingPercentEncoding, !tenant.isEmpty else {
+        guard let raw, let tenant = raw.removingPercentEncoding, !tenant.isEmpty else {
             throw APIError(.badRequest, "tenant is required and must be valid percent-encoded UTF-8", parameter: "tenant")
         }
         return tenant
@@ -228,19 +242,45 @@ public struct CollectorAPI: Sendable {
     /// taken over), `csv` or `html`. A final invoice's SHA-256 is also in the
     /// `Tally-Invoice-SHA256` header of each.
     func invoiceResponse(_ view: InvoiceView, _ request: Request) throws -> Response {
-        let accept = request.headers[.accept] ?? ""
-        let format =
-            try formQuery(request).get("format")
-            ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
-        var response: Response
+        try invoiceAnswer(view, try formQuery(request), accept: request.headers[.accept]).response
+    }
+
+    func invoiceAnswer(_ view: InvoiceView, _ query: FormQuery, accept: String?) throws -> APIAnswer {
+        let accept = accept ?? ""
+        let format = query.get("format") ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
+        var answer: APIAnswer
         switch format {
-        case "json": response = try json(view)
-        case "document": response = text(view.invoiceJSON.text, "application/json")
-        case "csv": response = text(InvoiceRendering.csv(view), "text/csv; charset=utf-8")
-        case "html": response = text(InvoiceRendering.htmlPage(view), "text/html; charset=utf-8")
+        case "json": answer = APIAnswer(json: try JSONWriter.encode(view))
+        case "document": answer = APIAnswer(body: view.invoiceJSON.text, contentType: "application/json")
+        case "csv": answer = APIAnswer(body: InvoiceRendering.csv(view), contentType: "text/csv; charset=utf-8")
+        case "html": answer = APIAnswer(body: InvoiceRendering.htmlPage(view), contentType: "text/html; charset=utf-8")
         default: throw APIError(.badRequest, "format must be json, document, csv or html, not '\(format)'", parameter: "format")
         }
-        if let sha256 = view.sha256, let name = HTTPFields.Element.Name(CollectorHTTP.invoiceSHA256Header) { response.headers[name] = sha256 }
+        answer.invoiceSHA256 = view.sha256
+        return answer
+    }
+}
+
+/// A 200 answer of a read, before it is sent: as Hummingbird's `Response`, or written on the
+/// event loop by ``DirectReads``.
+struct APIAnswer: Sendable {
+    var body: String
+    var contentType: String
+    /// A final invoice's SHA-256 (the `Tally-Invoice-SHA256` header).
+    var invoiceSHA256: String?
+
+    init(body: String, contentType: String) {
+        self.body = body
+        self.contentType = contentType
+    }
+
+    init(json: String) { self.init(body: json, contentType: "application/json") }
+
+    var response: Response {
+        var response = text(body, contentType)
+        if let invoiceSHA256, let name = HTTPFields.Element.Name(CollectorHTTP.invoiceSHA256Header) {
+            response.headers[name] = invoiceSHA256
+        }
         return response
     }
 }
@@ -344,7 +384,12 @@ struct ReconciliationAnswer: Codable {
 /// The request's query parameters, decoded as browsers send them (``FormQuery``); a 400 for one
 /// that is not valid percent-encoded UTF-8.
 func formQuery(_ request: Request) throws(APIError) -> FormQuery {
-    let query = FormQuery(request.uri.query)
+    try formQuery(request.uri.query)
+}
+
+/// The query parameters of a raw query string (the part of the target after `?`).
+func formQuery(_ raw: String?) throws(APIError) -> FormQuery {
+    let query = FormQuery(raw)
     if let invalid = query.invalid {
         throw APIError(.badRequest, "query parameter \(invalid) is not valid percent-encoded UTF-8", parameter: invalid)
     }

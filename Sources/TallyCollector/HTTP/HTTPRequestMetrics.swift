@@ -31,7 +31,12 @@ public struct HTTPRequestMetrics<Context: RequestContext>: RouterMiddleware {
 
     private func record(_ context: Context, status: Int, since start: ContinuousClock.Instant) {
         // The router names the matched route once it has found it ("NotFound" when none matched).
-        let route = ("route", context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched")
+        record(route: context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched", status: status, since: start)
+    }
+
+    /// Records a request answered outside the router (``DirectReads``), under its route's pattern.
+    public func record(route: String, status: Int, since start: ContinuousClock.Instant) {
+        let route = ("route", route)
         CoreMetrics.Timer(label: "tally_collector_http_request_seconds", dimensions: [route], factory: factory)
             .recordNanoseconds((ContinuousClock.now - start).nanoseconds)
         CoreMetrics.Counter(label: "tally_collector_http_requests_total", dimensions: [route, ("status", String(status))], factory: factory)

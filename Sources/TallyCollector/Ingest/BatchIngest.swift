@@ -68,7 +68,8 @@ public final class BatchIngest: Sendable {
             // fraction of a millisecond for a batch: a read waiting for this core runs between
             // them (YieldPoint).
             YieldPoint.between()
-            let incoming = events.map { event -> IncomingEvent in
+            let incoming = events.enumerated().map { step, event -> IncomingEvent in
+                YieldPoint.after(step: step, every: 64)
                 do throws(EventRejection) {
                     try event.validate(limits: limits, now: now)
                     guard admits(event.tenant) else {

@@ -102,6 +102,17 @@ public final class Ledger: @unchecked Sendable {
         return try await perform(body)
     }
 
+    /// Runs a read-only `body` on this thread if a reader is free, can answer without writing or
+    /// waiting, and answers without the network (SQLite's readers); nil otherwise, when the
+    /// caller should use ``read(_:)``. For a caller that must not suspend: the HTTP API answers
+    /// reads on the event loop that read the request (``DirectReads``).
+    public func readNow<Result: Sendable>(
+        _ body: @escaping @Sendable (any LedgerStore) throws(LedgerError) -> Result
+    ) -> Swift.Result<Result, LedgerError>? {
+        guard readerThread == nil else { return nil }
+        return directRead(body)
+    }
+
     /// The read on a free reader that can answer without writing; nil when none is free or the
     /// free one would have to fold first.
     private func directRead<Result: Sendable>(

@@ -130,7 +130,7 @@ extension SQLiteLedgerStore {
         existing.reserveCapacity(classification.candidates.count)
         let events = batch.events
         for (step, candidate) in classification.candidates.enumerated() {
-            YieldPoint.after(step: step, every: 128)
+            YieldPoint.after(step: step, every: 64)
             // The event read in place: `classification.event(_:)` returns a copy, whose retains
             // and releases of the event's strings and properties were 5% of the writer's time.
             guard case .valid(let event) = events[candidate.index] else { continue }
