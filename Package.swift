@@ -59,12 +59,14 @@ let package = Package(
         ),
         // CRC-32C with the CPU's instruction (SSE 4.2 / ARMv8 CRC32), for TallyCore's CRC32C.
         .target(name: "CTallyCRC32C"),
+        // sched_setattr for ResponsiveThread (no glibc wrapper; Swift cannot call syscall(2)).
+        .target(name: "CTallyThreads"),
         // Events, validation, fingerprint, periods, money: pure, no I/O.
         .target(
             name: "TallyCore",
             // SHA-256 and HMAC from the BoringSSL that swift-nio-ssl links into every binary for
             // TLS (SHA256Digest): no second crypto library, no Foundation.
-            dependencies: ["CTallyCRC32C", .product(name: "NIOSSL", package: "swift-nio-ssl")],
+            dependencies: ["CTallyCRC32C", "CTallyThreads", .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: strict
         ),
         // Pricing: the YAML pricing config (read once, validated) and the pure pricing engine.

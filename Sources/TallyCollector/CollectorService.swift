@@ -88,6 +88,16 @@ public struct Collector {
     /// Serves until SIGTERM/SIGINT (or cancellation); `httpBound` gets the HTTP API's port.
     public func run(httpBound: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let logger = self.logger
+        // The event loops read the agents' frames and the API's requests, and answer the API's
+        // reads themselves (DirectReads): each gets a short time slice, so that a request waits
+        // for a core as little as the kernel allows while the bulk threads drain (ResponsiveThread).
+        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
+            loop.execute {
+                if !ResponsiveThread.shortenSlice() {
+                    logger.debug("this kernel keeps its default time slice for the event loops (sched_setattr refused)")
+                }
+            }
+        }
         let access = APIAccess(adminKey: config.adminKey, tenantKeys: config.tenantKeys)
         if access.allowsLoopbackWithoutKey {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")

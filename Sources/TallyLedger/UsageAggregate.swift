@@ -321,7 +321,11 @@ public struct AggregateCells: Sendable {
         // Room for every cell: batches and folds mostly span a few hours of one day, so a
         // rollup has nearly as many cells as the hours it comes from; growing costs rehashing.
         var result = AggregateCells(minimumCapacity: cells.count)
-        for (key, aggregate) in cells { try result.add(aggregate, at: key.rolledUp(to: grain)) }
+        for (step, (key, aggregate)) in cells.enumerated() {
+            // A fold rolls up tens of thousands of cells on the writer thread.
+            YieldPoint.after(step: step, every: 256)
+            try result.add(aggregate, at: key.rolledUp(to: grain))
+        }
         return result
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TallyCore
 
 /// Customers' dashboards: one keep-alive connection asking a collector for a tenant's
 /// month-to-date charges (`GET /v1/tenants/T/charges`) every `interval` (a call that takes
@@ -21,6 +22,8 @@ final class ChargesPoller: Sendable {
     init(port: Int, tenant: String, interval: Duration, limit: Int? = nil) {
         let request = BenchHTTPConnection.request("GET", "/v1/tenants/\(tenant)/charges")
         let thread = Thread { [self] in
+            // Named, so that `perf sched` tells its wakeups from the bench's other threads.
+            ThreadName.set("bench-charges")
             defer { finished.signal() }
             do {
                 var client = try BenchHTTPConnection(port: port)

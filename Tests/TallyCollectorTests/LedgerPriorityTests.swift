@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import TallyCore
 import TallyTestSupport
 import Testing
@@ -82,5 +84,44 @@ import Testing
         #expect(checkpointer.threshold == SQLiteSchema.checkpointPages)
         await ledger.shutdown()
         #expect(checkpointer.isStopped)
+    }
+
+    /// A thread given a short slice (``ResponsiveThread``) has it, keeps its nice value, and the
+    /// process's other threads keep the kernel's default.
+    @Test func aShortSliceIsTheCallingThreadsOnly() async throws {
+        let callerSlice = ResponsiveThread.currentSlice()
+        let seen = await withCheckedContinuation { (done: CheckedContinuation<(Bool, UInt64?, Int32), Never>) in
+            Thread {
+                BackgroundPriority.lowerCurrentThread()
+                let taken = ResponsiveThread.shortenSlice()
+                done.resume(returning: (taken, ResponsiveThread.currentSlice(), BackgroundPriority.currentThreadNiceness()))
+            }.start()
+        }
+        #expect(seen.0, "sched_setattr refused the slice")
+        #expect(seen.1 == ResponsiveThread.sliceNanoseconds)
+        #expect(seen.2 == BackgroundPriority.niceness)
+        #expect(ResponsiveThread.currentSlice() == callerSlice)
+    }
+
+    /// A running collector's event loops (which answer the API's reads) have the short slice.
+    @Test func theCollectorsEventLoopsHaveAShortSlice() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-slice-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = try CollectorConfig.load(
+            yaml: "store: sqlite:\(directory.path)/ledger.db\nlisten: 127.0.0.1:0\nhttp: 127.0.0.1:0\n")
+        let (running, _) = try await startCollector(config)
+        func slices() async throws -> [UInt64?] {
+            var slices: [UInt64?] = []
+            for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
+                slices.append(try await loop.submit { ResponsiveThread.currentSlice() }.get())
+            }
+            return slices
+        }
+        let set = try await eventually(.seconds(30)) { try await slices().allSatisfy { $0 == ResponsiveThread.sliceNanoseconds } }
+        let final = try await slices()
+        #expect(set, "\(final)")
+        running.cancel()
+        _ = await running.result
     }
 }

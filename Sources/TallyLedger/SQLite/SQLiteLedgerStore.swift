@@ -158,7 +158,7 @@ public final class SQLiteLedgerStore: LedgerStore {
     func upsertCells(_ cells: AggregateCells, with upsert: SQLiteStatement) throws(LedgerError) {
         for (step, (key, aggregate)) in cells.cells.enumerated() {
             // A fold upserts tens of thousands of cells: tens of milliseconds of the writer.
-            YieldPoint.after(step: step, every: 256)
+            YieldPoint.after(step: step, every: 64)
             upsert.bind(cell: key)
             upsert.bind(7, aggregate.sum.description)
             upsert.bind(8, aggregate.count)
