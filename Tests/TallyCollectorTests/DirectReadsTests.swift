@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import Prometheus
@@ -268,6 +269,49 @@ import Testing
         let asked = try #require(DirectRequest(head("/v1/tenants/acme/charges/extra"), remote: local, loopbackOnly))
         #expect(api.answerNow(asked) == nil)
         #expect(api.answerNow(try #require(DirectRequest(head("/v1/usage/"), remote: local, loopbackOnly))) == nil)
+    }
+
+    /// A connection that takes no more writes (a client sending reads without reading the
+    /// answers) gets no answer from the loop: the request goes on to the router, whose writes
+    /// wait for the socket. Once it is writable again and nothing is owed, reads are answered
+    /// on the loop again.
+    @Test func aConnectionThatTakesNoWritesIsLeftToTheRouter() throws {
+        let fixture = try BillingFixture()
+        let api = CollectorAPI(service: fixture.service, access: APIAccess(adminKey: BillingFixture.adminKey, tenantKeys: [:]))
+        let metrics = HTTPRequestMetrics<TallyRequestContext>(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        let channel = EmbeddedChannel(handler: DirectReads(reader: DirectReads.Reader(api: api, metrics: metrics, loopbackOnly: true)))
+        channel.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        let head = HTTPRequestHead(
+            version: .http1_1, method: .GET, uri: "/v1/tenants/globex/charges",
+            headers: HTTPHeaders([("Authorization", "Bearer \(BillingFixture.adminKey)")]))
+        func send() throws {
+            try channel.writeInbound(HTTPServerRequestPart.head(head))
+            try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        }
+        func passedOn() throws -> Bool {
+            guard case .head(let seen)? = try channel.readInbound(as: HTTPServerRequestPart.self) else { return false }
+            guard case .end? = try channel.readInbound(as: HTTPServerRequestPart.self) else { return false }
+            return seen.uri == head.uri
+        }
+        func answeredHere() throws -> Bool {
+            guard case .head(let answer)? = try channel.readOutbound(as: HTTPServerResponsePart.self) else { return false }
+            guard case .body? = try channel.readOutbound(as: HTTPServerResponsePart.self) else { return false }
+            guard case .end? = try channel.readOutbound(as: HTTPServerResponsePart.self) else { return false }
+            return answer.status == .ok
+        }
+        channel.isWritable = false
+        try send()
+        #expect(try passedOn())
+        #expect(try channel.readOutbound(as: HTTPServerResponsePart.self) == nil)
+        // The router's answer goes out; writable again, the next read is answered here.
+        channel.isWritable = true
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        while try channel.readOutbound(as: HTTPServerResponsePart.self) != nil {}
+        try send()
+        #expect(try answeredHere())
+        #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil)
+        _ = try channel.finish()
     }
 
     @Test func theDateHeaderIsAnIMFFixdate() {

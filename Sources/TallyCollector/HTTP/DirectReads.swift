@@ -23,7 +23,8 @@ import TallyTLS
 ///
 /// Sits between NIO's HTTP/1 decoder and Hummingbird's codec (so it sees HTTP/1 keep-alive), on
 /// plain HTTP and HTTPS alike. A request answered here never overtakes an answer still owed: it
-/// is only answered here while every request passed on has been answered.
+/// is only answered here while every request passed on has been answered, and while the
+/// connection is writable.
 final class DirectReads: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -72,7 +73,11 @@ final class DirectReads: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             let since = ContinuousClock.now
-            if owed == 0, head.method == .GET, let request = DirectRequest(head, remote: context.channel.remoteAddress, reader),
+            // Only while the connection takes writes: a client that sends reads without reading
+            // the answers is left to the router, whose writes wait for the socket (backpressure),
+            // and which then stops reading its requests.
+            if owed == 0, head.method == .GET, context.channel.isWritable,
+                let request = DirectRequest(head, remote: context.channel.remoteAddress, reader),
                 let (route, answer) = reader.answer(request)
             {
                 current = .answering(head: head, route: route, answer: answer, since: since)
