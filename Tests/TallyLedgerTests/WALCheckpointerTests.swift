@@ -46,6 +46,9 @@ import Testing
         // On a thread named for `top -H` (not NIO's "TP-#0", which the writer's pool uses too).
         let names = threadNamesOfThisProcess()
         #expect(names.contains("tally-checkpt"), "\(names)")
+        // In the idle scheduling class: a thread that wakes takes the core from it at once.
+        let policies = schedulingPoliciesOfThreads(named: "tally-checkpt")
+        #expect(!policies.isEmpty && policies.allSatisfy { $0 == 5 }, "SCHED_IDLE is 5: \(policies)")
         // Pages reached the database file, and the log restarted from its beginning instead of
         // growing: never four times the threshold (where the writer would take over).
         #expect(fileSize(store.path) > fileBefore)

@@ -110,7 +110,11 @@ public final class WALCheckpointer: Sendable {
 
     /// One passive checkpoint on this object's connection (opened on first use).
     private func checkpoint() {
-        BackgroundPriority.lowerCurrentThread()
+        // The idle class, not only a lower nice value: a checkpoint runs for milliseconds inside
+        // SQLite without a system call, and a thread that wakes meanwhile (a read's event loop,
+        // a client) must not wait for it. Starved, the log grows to four times the threshold and
+        // the writer checkpoints itself.
+        BackgroundPriority.idleCurrentThread()
         ThreadName.set("tally-checkpt")
         let succeeded = connection.checkpoint(path: path)
         state.withLock { state in
