@@ -314,6 +314,33 @@ import Testing
         _ = try channel.finish()
     }
 
+    /// After an answer that says `Connection: close`, requests the client pipelined behind it
+    /// are neither answered nor passed on: the connection closes after the one answer.
+    @Test func nothingIsReadAfterAnAnswerThatCloses() throws {
+        let fixture = try BillingFixture()
+        let api = CollectorAPI(service: fixture.service, access: APIAccess(adminKey: BillingFixture.adminKey, tenantKeys: [:]))
+        let metrics = HTTPRequestMetrics<TallyRequestContext>(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        let channel = EmbeddedChannel(handler: DirectReads(reader: DirectReads.Reader(api: api, metrics: metrics, loopbackOnly: true)))
+        channel.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        let key = ("Authorization", "Bearer \(BillingFixture.adminKey)")
+        let closing = HTTPRequestHead(
+            version: .http1_1, method: .GET, uri: "/v1/tenants/globex/charges", headers: HTTPHeaders([key, ("Connection", "close")]))
+        let next = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/tenants/globex/charges", headers: HTTPHeaders([key]))
+        for part in [HTTPServerRequestPart.head(closing), .end(nil), .head(next), .end(nil), .head(next), .end(nil)] {
+            try channel.writeInbound(part)
+        }
+        var answers = 0
+        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) {
+            if case .head(let head) = part {
+                answers += 1
+                #expect(head.headers["Connection"] == ["close"])
+            }
+        }
+        #expect(answers == 1)
+        #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil, "a request after the close went on to the router")
+        _ = try? channel.finish()
+    }
+
     @Test func theDateHeaderIsAnIMFFixdate() {
         #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HTTPDate.format(1_796_558_405) == "Sun, 06 Dec 2026 12:00:05 GMT")

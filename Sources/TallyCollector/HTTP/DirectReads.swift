@@ -58,6 +58,9 @@ final class DirectReads: ChannelDuplexHandler, RemovableChannelHandler {
     /// The request being read: passed on, or answered here once its end has been read.
     private var current: Current = .none
     private var date = HTTPDate()
+    /// Set once an answer said `Connection: close`: requests the client pipelined after that
+    /// one are not read (HTTP/1.1 §9.6).
+    private var closing = false
 
     private enum Current {
         case none
@@ -70,6 +73,7 @@ final class DirectReads: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if closing { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             let since = ContinuousClock.now
@@ -131,6 +135,7 @@ final class DirectReads: ChannelDuplexHandler, RemovableChannelHandler {
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
+            closing = true
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
