@@ -4,7 +4,6 @@
 #include "tally_threads.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -41,18 +40,6 @@ int tally_thread_set_slice(uint64_t nanoseconds) {
     (void)nanoseconds;
     return ENOSYS;
 #endif
-}
-
-// SCHED_IDLE is only declared with _GNU_SOURCE, which Swift's Glibc module does not set.
-int tally_thread_enter_idle_class(void) {
-    struct sched_param parameters = {.sched_priority = 0};
-    return sched_setscheduler(0, SCHED_IDLE, &parameters) == 0 ? 0 : errno;
-}
-
-int tally_thread_is_idle_class(void) {
-    int policy = sched_getscheduler(0);
-    if (policy < 0) return -1;
-    return policy == SCHED_IDLE ? 1 : 0;
 }
 
 int64_t tally_thread_slice(void) {

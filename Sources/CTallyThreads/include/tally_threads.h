@@ -11,10 +11,4 @@ int tally_thread_set_slice(uint64_t nanoseconds);
 /// The calling thread's time slice in nanoseconds (0: the kernel's default), or -1.
 int64_t tally_thread_slice(void);
 
-/// Moves the calling thread to SCHED_IDLE. 0 on success, else the errno.
-int tally_thread_enter_idle_class(void);
-
-/// 1 if the calling thread is in SCHED_IDLE, 0 if not, -1 on error.
-int tally_thread_is_idle_class(void);
-
 #endif

@@ -1,4 +1,3 @@
-import CTallyThreads
 import Glibc
 
 /// Lowers the scheduling priority of the calling thread, for work that can wait: the
@@ -17,23 +16,6 @@ public enum BackgroundPriority {
     /// filter) leaves the thread as it was.
     public static func lowerCurrentThread() {
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceness)
-    }
-
-    /// Puts the calling thread in the idle scheduling class (`SCHED_IDLE`): it runs on what
-    /// every other thread leaves, and a thread that wakes takes its core at once, wherever it is
-    /// (inside SQLite, say) — where a nice value only shares the core unevenly, and the running
-    /// thread keeps it for the rest of its slice. Only for work that nothing waits on and that
-    /// has a bound if it starves (the WAL checkpoint: the writer checkpoints itself past four
-    /// times the threshold). No privilege needed to enter it; none to leave it is asked for.
-    /// Returns whether the kernel took it.
-    @discardableResult
-    public static func idleCurrentThread() -> Bool {
-        tally_thread_enter_idle_class() == 0
-    }
-
-    /// Whether the calling thread is in the idle scheduling class (tests and diagnostics).
-    public static func currentThreadIsIdleClass() -> Bool {
-        tally_thread_is_idle_class() == 1
     }
 
     /// The calling thread's nice value (for tests and diagnostics).

@@ -110,11 +110,11 @@ public final class WALCheckpointer: Sendable {
 
     /// One passive checkpoint on this object's connection (opened on first use).
     private func checkpoint() {
-        // The idle class, not only a lower nice value: a checkpoint runs for milliseconds inside
-        // SQLite without a system call, and a thread that wakes meanwhile (a read's event loop,
-        // a client) must not wait for it. Starved, the log grows to four times the threshold and
-        // the writer checkpoints itself.
-        BackgroundPriority.idleCurrentThread()
+        // A lower nice value, not the idle class (SCHED_IDLE): tried, and a clean-clone test run
+        // stalled for minutes — an idle-class thread starved by busy processes while holding a
+        // lock others need (SQLite's, malloc's) stops them all, and a shutdown waits for its
+        // checkpoint. Nice 10 still gets a tenth of a contended core.
+        BackgroundPriority.lowerCurrentThread()
         ThreadName.set("tally-checkpt")
         let succeeded = connection.checkpoint(path: path)
         state.withLock { state in
