@@ -271,16 +271,23 @@ import Testing
         #expect(api.answerNow(try #require(DirectRequest(head("/v1/usage/"), remote: local, loopbackOnly))) == nil)
     }
 
+    /// A ``DirectReads`` handler alone on an embedded channel from a loopback peer, reading
+    /// `fixture`'s ledger with the admin key.
+    static func embeddedDirectReads(_ fixture: BillingFixture) throws -> EmbeddedChannel {
+        let api = CollectorAPI(service: fixture.service, access: APIAccess(adminKey: BillingFixture.adminKey, tenantKeys: [:]))
+        let metrics = HTTPRequestMetrics<TallyRequestContext>(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        let channel = EmbeddedChannel(handler: DirectReads(reader: DirectReads.Reader(api: api, metrics: metrics, loopbackOnly: true)))
+        channel.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        return channel
+    }
+
     /// A connection that takes no more writes (a client sending reads without reading the
     /// answers) gets no answer from the loop: the request goes on to the router, whose writes
     /// wait for the socket. Once it is writable again and nothing is owed, reads are answered
     /// on the loop again.
     @Test func aConnectionThatTakesNoWritesIsLeftToTheRouter() throws {
         let fixture = try BillingFixture()
-        let api = CollectorAPI(service: fixture.service, access: APIAccess(adminKey: BillingFixture.adminKey, tenantKeys: [:]))
-        let metrics = HTTPRequestMetrics<TallyRequestContext>(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
-        let channel = EmbeddedChannel(handler: DirectReads(reader: DirectReads.Reader(api: api, metrics: metrics, loopbackOnly: true)))
-        channel.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        let channel = try Self.embeddedDirectReads(fixture)
         let head = HTTPRequestHead(
             version: .http1_1, method: .GET, uri: "/v1/tenants/globex/charges",
             headers: HTTPHeaders([("Authorization", "Bearer \(BillingFixture.adminKey)")]))
@@ -318,10 +325,7 @@ import Testing
     /// are neither answered nor passed on: the connection closes after the one answer.
     @Test func nothingIsReadAfterAnAnswerThatCloses() throws {
         let fixture = try BillingFixture()
-        let api = CollectorAPI(service: fixture.service, access: APIAccess(adminKey: BillingFixture.adminKey, tenantKeys: [:]))
-        let metrics = HTTPRequestMetrics<TallyRequestContext>(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
-        let channel = EmbeddedChannel(handler: DirectReads(reader: DirectReads.Reader(api: api, metrics: metrics, loopbackOnly: true)))
-        channel.remoteAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+        let channel = try Self.embeddedDirectReads(fixture)
         let key = ("Authorization", "Bearer \(BillingFixture.adminKey)")
         let closing = HTTPRequestHead(
             version: .http1_1, method: .GET, uri: "/v1/tenants/globex/charges", headers: HTTPHeaders([key, ("Connection", "close")]))
