@@ -27,8 +27,10 @@ public struct LedgerConfiguration: Sendable, Hashable {
     /// fold's cost is nearly fixed, so its share per event falls with the buffer. At 100,000
     /// the fold was half of the writer's time with the example pricing's group-by (`tally-bench
     /// ingest --pricing deploy/pricing.example.yaml`: 10.4 µs of writer CPU per event, 6.4 µs at
-    /// 1,000,000). The log stays bounded by this and by a thousand batches, and a collector also
-    /// folds every five seconds (`LedgerUpkeep`), which at a drain's rate comes first.
+    /// 1,000,000). Counted as the distinct cells a fold would write (SQLite: the log's mirror
+    /// counts them; logged cells while it does not know the log); the log stays bounded by eight
+    /// times this many logged cells and by a thousand batches, and a collector also folds on a
+    /// schedule (`LedgerUpkeep`).
     public var aggregateBufferCells: Int
 
     public init(

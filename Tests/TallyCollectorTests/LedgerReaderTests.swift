@@ -36,6 +36,10 @@ import Testing
         }
         defer { cleanup() }
         let ledger = Ledger(store: try open(), reader: try open())
+        // The upkeep's schedule follows: SQLite's readers merge the log and never wait for a
+        // fold, so only an idle collector's log is folded by the clock (each minute); where a
+        // read may have to ask a writer to fold first (PostgreSQL), every five seconds.
+        #expect(ledger.upkeepFoldInterval == (backend == "sqlite" ? .seconds(60) : .seconds(5)))
         // Asks the database itself, not the writer's count of what it logged.
         let probe = try open()
         defer { probe.close() }

@@ -48,6 +48,68 @@ import Testing
         }
     }
 
+    /// The writer folds when a fold would write `aggregateBufferCells` distinct cells, as the
+    /// mirror counts them once the preparation threads merged the batches (`LogMerger`), not when
+    /// the batches logged that many: batches that keep hitting the same cells fold at eight
+    /// times as many logged cells, batches of new cells at the buffer.
+    @Test func theWriterFoldsWhenTheDistinctCellsFillTheBufferNotTheLoggedOnes() throws {
+        var configuration = TestLedger.configuration
+        configuration.aggregateBufferCells = 40
+        let ledger = try TestLedger(SQLiteFactory(), configuration: configuration)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        let merger = try #require(store.logMerger())
+        try store.foldAggregates()  // the mirror knows the (empty) log
+        var sequence: UInt64 = 0
+        /// Commits `events`, merges them into the mirror as the collector's preparation threads
+        /// do, and tells whether the log is still unfolded.
+        func commit(_ events: [UsageEvent]) throws -> Bool {
+            sequence += 1
+            _ = try store.commit(batch(sequence, events))
+            merger.mergeQueued()
+            return try store.hasUnfoldedAggregates()
+        }
+
+        // The same four events (two endpoints: 2 cells of endpoint, 1 total) in every batch.
+        var logged = 0
+        var sameBatches = 0
+        while try commit((0..<4).map { event(id: "same-\(sequence)-\($0)", [("endpoint", "/e\($0 % 2)")]) }) {
+            sameBatches += 1
+            logged += 3
+            #expect(store.logMirror.distinctCellsBound == 3)
+            #expect(sameBatches < 1_000)
+            if sameBatches >= 1_000 { return }
+        }
+        // Folded at eight times the buffer in logged cells (3 per batch), not at 40.
+        #expect(logged + 3 >= 8 * 40, "folded after \(sameBatches + 1) batches, \(logged + 3) logged cells")
+        #expect(logged < 8 * 40)
+
+        // New cells each batch (a new hour per event): folded as soon as the distinct cells
+        // reach 40, long before eight times as many are logged.
+        var distinctBatches = 0
+        var distinct = 0
+        var hour = 0
+        while try commit(
+            (0..<4).map { index in
+                hour += 1
+                var new = event(id: "new-\(hour)-\(index)")
+                new.timestamp = at("2026-04-01T00:00:00Z").advanced(by: .seconds(3_600 * hour))
+                return new
+            })
+        {
+            distinctBatches += 1
+            let bound = try #require(store.logMirror.distinctCellsBound)
+            #expect(bound > distinct && bound < 40, "\(bound) distinct cells after \(distinctBatches) batches")
+            distinct = bound
+            #expect(distinctBatches < 100)
+            if distinctBatches >= 100 { return }
+        }
+        #expect(distinctBatches > 0)
+        // The commit that folded took the distinct cells from below 40 to 40 or more.
+        #expect(distinct + distinct / max(distinctBatches, 1) >= 40, "\(distinct) cells in \(distinctBatches) batches")
+        let raw = try store.reconciliation(ReconciliationFilter(period: period("2026-04"))).total.accepted
+        #expect(raw == (sameBatches + 1 + distinctBatches + 1) * 4)
+    }
+
     /// A row another connection logged (a second writer on the file), or a fold it did, sends
     /// the next fold back to the rows, and nothing either logged is lost or counted twice.
     @Test func aRowOrAFoldOfAnotherConnectionSendsTheFoldBackToTheRows() throws {

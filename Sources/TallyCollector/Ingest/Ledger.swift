@@ -83,6 +83,15 @@ public final class Ledger: @unchecked Sendable {
         }
     }
 
+    /// How often the collector's upkeep folds the aggregate log (``LedgerUpkeep``). Every five
+    /// seconds where reads wait on the network (PostgreSQL): there a read that finds the log
+    /// holding what it cannot merge asks a writer to fold first. Every minute where the readers
+    /// merge the unfolded log in their own snapshot and never wait for a fold (SQLite): there the
+    /// schedule only folds what an idle collector left, and under ingest the writer folds when a
+    /// fold is worth its cost (`aggregateBufferCells`). Folding every five seconds there held the
+    /// writer, and every commit behind it, for most of a second each time during a drain.
+    public var upkeepFoldInterval: Duration { readerThread == nil ? .seconds(60) : .seconds(5) }
+
     /// Runs a read-only `body`: on the reader, on this thread, when it can answer without
     /// writing or waiting; otherwise on the writer thread. `body` must not write.
     public func read<Result: Sendable>(

@@ -7,10 +7,11 @@ import TallyLedger
 /// - **Pruning.** Bounds the batch records to the dedupe horizon (``LedgerStore/prune(now:)``) at
 ///   start and then every `interval`: without it the per-batch records grow forever. A batch
 ///   replayed after its record was pruned is refused as expired, never counted again.
-/// - **Folding.** Folds the aggregate log every `foldInterval`, so the cells a reader merges
-///   into its answers (SQLite: ``TallyLedger/LedgerStore/mergeUnfoldedLogOnRead()``) stay few,
+/// - **Folding.** Folds the aggregate log every `foldInterval` (by default the ledger's,
+///   ``Ledger/upkeepFoldInterval``), so that an idle collector does not keep an unfolded log,
 ///   and a read on a backend that folds first (PostgreSQL) seldom has to. The schedule is not
-///   what makes reads exact: a read sees every committed batch either way.
+///   what makes reads exact: a read sees every committed batch either way. Under ingest the
+///   writer folds by itself when the log is large enough (`aggregateBufferCells`).
 ///
 /// Safe on every collector of a cluster at once (each prune or fold is one transaction; a second
 /// finds nothing left). A failed run (a full ledger disk, the database away) is logged and
@@ -23,12 +24,12 @@ public struct LedgerUpkeep: Service {
     let logger: Logger
 
     public init(
-        ledger: Ledger, interval: Duration = .seconds(3_600), foldInterval: Duration = .seconds(5),
+        ledger: Ledger, interval: Duration = .seconds(3_600), foldInterval: Duration? = nil,
         clock: @escaping @Sendable () -> EventTime = { EventTime.now() }, logger: Logger
     ) {
         self.ledger = ledger
         self.interval = interval
-        self.foldInterval = foldInterval
+        self.foldInterval = foldInterval ?? ledger.upkeepFoldInterval
         self.clock = clock
         self.logger = logger
     }

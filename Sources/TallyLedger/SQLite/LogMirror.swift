@@ -68,6 +68,21 @@ final class LogMirror: Sendable {
     private let state = Mutex(State())
     /// Committed batches' cells not merged yet, oldest first.
     private let queued = Mutex<[LoggedRow]>([])
+    /// ``distinctCellsBound``'s parts, kept apart from the locks so that the writer reads them
+    /// without waiting for a merge in progress: the merged cells' count (-1 while the mirror does
+    /// not know the log), and the cells of the batches queued or being merged.
+    private let mergedCells = Atomic<Int>(-1)
+    private let unmergedCells = Atomic<Int>(0)
+
+    /// At least as many as the distinct cells the log holds (the merged cells plus every cell of
+    /// the batches not merged yet): what a fold of it would write, and what the mirror's memory
+    /// grows with. Nil while the mirror does not know the log. The preparation threads merge the
+    /// queued batches ahead of the fold, so under ingest it stays close to the exact count.
+    var distinctCellsBound: Int? {
+        let merged = mergedCells.load(ordering: .acquiring)
+        guard merged >= 0 else { return nil }
+        return merged + unmergedCells.load(ordering: .acquiring)
+    }
 
     /// Whether the mirror knows the log (it does from the first fold or empty open on).
     var isKnown: Bool { state.withLock { $0.generation != nil } }
@@ -77,6 +92,7 @@ final class LogMirror: Sendable {
 
     /// A committed batch's logged row. The writer's only cost: an append.
     func add(_ batch: LoggedRow) {
+        unmergedCells.add(batch.cells.cells.count, ordering: .releasing)
         queued.withLock { $0.append(batch) }
     }
 
@@ -87,6 +103,7 @@ final class LogMirror: Sendable {
             let batches = takeQueued()
             state.merge(batches)
             state.mergedAhead += batches.count
+            publishCounts(state.generation == nil ? nil : state.cells.cells.count, merged: batches)
         }
     }
 
@@ -94,7 +111,9 @@ final class LogMirror: Sendable {
     /// the last `lastRow`, at `generation`); nil otherwise. Merges what is still queued first.
     func contents(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> (AggregateCells, ReconciliationSums)? {
         state.withLock { state -> (AggregateCells, ReconciliationSums)? in
-            state.merge(takeQueued())
+            let batches = takeQueued()
+            state.merge(batches)
+            publishCounts(state.generation == nil ? nil : state.cells.cells.count, merged: batches)
             guard state.generation == generation, rows == state.rows, lastRow == state.lastRow else { return nil }
             return (state.cells, state.counts)
         }
@@ -109,6 +128,8 @@ final class LogMirror: Sendable {
             state.counts.removeAll(keepingCapacity: true)
             state.rows = 0
             state.lastRow = 0
+            unmergedCells.store(0, ordering: .releasing)
+            mergedCells.store(0, ordering: .releasing)
         }
     }
 
@@ -119,7 +140,16 @@ final class LogMirror: Sendable {
             state.generation = nil
             state.cells.removeAll()
             state.counts.removeAll()
+            unmergedCells.store(0, ordering: .releasing)
+            mergedCells.store(-1, ordering: .releasing)
         }
+    }
+
+    /// After a merge of `batches` (taken off the queue): their cells are now in the merged count
+    /// (which drops to unknown if the merge lost the log).
+    private func publishCounts(_ cells: Int?, merged batches: [LoggedRow]) {
+        mergedCells.store(cells ?? -1, ordering: .releasing)
+        unmergedCells.subtract(batches.reduce(0) { $0 + $1.cells.cells.count }, ordering: .releasing)
     }
 
     private func takeQueued() -> [LoggedRow] {

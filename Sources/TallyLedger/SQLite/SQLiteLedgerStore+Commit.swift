@@ -77,7 +77,7 @@ extension SQLiteLedgerStore {
             pendingLogged = one.logged
             mirrorCommittedLog()
         }
-        if loggedCells >= configuration.aggregateBufferCells || loggedRows >= Self.maximumLogRows {
+        if foldIsDue {
             // The batches are committed either way; a fold that fails is retried by the next
             // commit or read, and a read reports its error.
             try? flushAggregates()

@@ -39,6 +39,25 @@ public final class SQLiteLedgerStore: LedgerStore {
     /// The log is folded at this many batches even when they keep hitting the same few cells,
     /// so that it, and the work of opening after a crash, stay bounded.
     static let maximumLogRows = 1_000
+    /// ... and at this many times ``LedgerConfiguration/aggregateBufferCells`` logged cells
+    /// (each batch's cells counted, repeats included): the log's rows on disk stay bounded too.
+    static let loggedCellsPerBufferCell = 8
+
+    /// Whether the log is due a fold after a commit: when a fold would write
+    /// ``LedgerConfiguration/aggregateBufferCells`` distinct cells (counted by the mirror; the
+    /// logged cells while it does not know the log), or at the bounds on the log's own size.
+    ///
+    /// Distinct, not logged: a fold's work is one upsert per distinct cell and grain, and
+    /// traffic that keeps hitting the same tenants' current hour logs the same cells batch after
+    /// batch. Counted as logged cells, a drain of a time-ordered backlog (`tally-bench agent`)
+    /// folded every five seconds, each fold holding the writer — and with it every commit —
+    /// for most of a second; counted as distinct, it folds a fraction as often, while the
+    /// memory the mirror and the fold hold stays bounded by the same setting.
+    var foldIsDue: Bool {
+        let buffer = configuration.aggregateBufferCells
+        if loggedRows >= Self.maximumLogRows || loggedCells / Self.loggedCellsPerBufferCell >= buffer { return true }
+        return (logMirror.distinctCellsBound ?? loggedCells) >= buffer
+    }
     /// An upper bound of every stored monthly sum, in nano-units.
     var storedSumCeiling: Int128 = 0
     /// The aggregate log's cells as this store wrote them, for the fold (nil: not known).
