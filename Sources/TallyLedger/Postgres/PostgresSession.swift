@@ -214,11 +214,31 @@ final class PostgresSession {
         do {
             return try body(connection)
         } catch {
-            if connection.isClosed && !lostReported {
+            let lost = connection.isClosed || Self.endsTheConnection(error)
+            if lost && !lostReported {
                 lostReported = true
                 logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
             }
+            if lost, self.connection === connection {
+                // The next call connects again at once, instead of finding this connection still
+                // open until its channel's close is processed (the server's error arrives first).
+                try? connection.close().wait()
+                self.connection = nil
+            }
             throw Self.ledgerError(error, context: context)
+        }
+    }
+
+    /// Whether `error` says the connection is over: closed by the server or the network, or the
+    /// server's "terminating connection" (SQLSTATE class 57P: an administrator or a shutdown
+    /// ended the backend) or a connection exception (class 08).
+    static func endsTheConnection(_ error: any Error) -> Bool {
+        guard let psql = error as? PSQLError else { return false }
+        switch psql.code {
+        case .serverClosedConnection, .connectionError, .uncleanShutdown, .clientClosedConnection: return true
+        default:
+            let state = psql.serverInfo?[.sqlState] ?? ""
+            return state.hasPrefix("57P") || state.hasPrefix("08")
         }
     }
 
