@@ -100,10 +100,7 @@ final class LogMirror: Sendable {
     /// merging (it takes what is queued too).
     func mergeQueued() {
         _ = state.withLockIfAvailable { state in
-            let batches = takeQueued()
-            state.merge(batches)
-            state.mergedAhead += batches.count
-            publishCounts(state.generation == nil ? nil : state.cells.cells.count, merged: batches)
+            state.mergedAhead += mergeQueued(into: &state)
         }
     }
 
@@ -111,9 +108,7 @@ final class LogMirror: Sendable {
     /// the last `lastRow`, at `generation`); nil otherwise. Merges what is still queued first.
     func contents(ifLogHas rows: Int64, lastRow: Int64, generation: Int64) -> (AggregateCells, ReconciliationSums)? {
         state.withLock { state -> (AggregateCells, ReconciliationSums)? in
-            let batches = takeQueued()
-            state.merge(batches)
-            publishCounts(state.generation == nil ? nil : state.cells.cells.count, merged: batches)
+            mergeQueued(into: &state)
             guard state.generation == generation, rows == state.rows, lastRow == state.lastRow else { return nil }
             return (state.cells, state.counts)
         }
@@ -145,11 +140,16 @@ final class LogMirror: Sendable {
         }
     }
 
-    /// After a merge of `batches` (taken off the queue): their cells are now in the merged count
-    /// (which drops to unknown if the merge lost the log).
-    private func publishCounts(_ cells: Int?, merged batches: [LoggedRow]) {
-        mergedCells.store(cells ?? -1, ordering: .releasing)
+    /// Takes the queued batches and merges them into `state` (held under its lock); their cells
+    /// move from the unmerged count to the merged one (unknown if the merge lost the log).
+    /// Returns how many batches it merged.
+    @discardableResult
+    private func mergeQueued(into state: inout State) -> Int {
+        let batches = takeQueued()
+        state.merge(batches)
+        mergedCells.store(state.generation == nil ? -1 : state.cells.cells.count, ordering: .releasing)
         unmergedCells.subtract(batches.reduce(0) { $0 + $1.cells.cells.count }, ordering: .releasing)
+        return batches.count
     }
 
     private func takeQueued() -> [LoggedRow] {
