@@ -168,6 +168,46 @@ struct AggregateRollupTests {
         }
     }
 
+    /// The pointer writer that encodes rows (`compactSections`) writes each tenant's section
+    /// byte for byte as the cell-by-cell encoder (`Section`, the flat layout's), cells in the same
+    /// order, on extreme values and on a collector's cells; with a filter, only the tenants it
+    /// takes, each whole.
+    @Test func thePointerWriterWritesTheBytesOfTheCellByCellEncoder() throws {
+        var cells = AggregateCells()
+        let hour = at("2026-04-01T07:00:00Z").hourSinceEpoch
+        try cells.add(
+            UsageAggregate(
+                sum: Quantity(nanos: .max), count: .max, max: Quantity(nanos: .max), min: Quantity(nanos: .min),
+                latest: LatestValue(
+                    timestamp: EventTime(microseconds: .max), fingerprint: Fingerprint(high: .max, low: 0), quantity: Quantity(nanos: .min))),
+            at: AggregateCellKey(tenant: "tenänt-ü", metric: "bytes_out", hour: hour, dimension: "région", value: "eu-🌍"))
+        var level = UsageAggregate(
+            sum: Quantity(nanos: -5), count: -3, max: .zero, min: nil,
+            latest: LatestValue(timestamp: EventTime(microseconds: .min), fingerprint: Fingerprint(high: 0, low: .max), quantity: .zero))
+        level.levelDelta = Quantity(nanos: .min + 1)
+        level.levelTime = Quantity(nanos: 123_456_789)
+        try cells.add(level, at: AggregateCellKey(tenant: "acme", metric: "seats", hour: .min, billedIn: period("2026-05")))
+        // A string longer than the 15 bytes Swift keeps inline.
+        try cells.add(level, at: AggregateCellKey(tenant: "acme", metric: String(repeating: "m", count: 300), hour: .max, value: ""))
+        for event in workload(count: 3_000, seed: 43, start: at("2026-04-01T00:00:00Z"), spanHours: 5, tenants: 40, skewed: true) {
+            try cells.add(
+                event, fingerprint: Fingerprint(of: event), billedIn: event.tenant.hasSuffix("7") ? period("2026-05") : nil,
+                groupBy: ["endpoint", "region"])
+        }
+        let reference = AggregateLogCodec.Section.sections(of: cells, fields: .compact)
+        #expect(reference.count > 30)
+        for keep in [{ (_: String) in true }, { (tenant: String) in tenant.hasSuffix("1") || tenant == "acme" }] {
+            let written = AggregateLogCodec.compactSections(of: cells, including: keep)
+            #expect(written.sections.count == reference.keys.filter(keep).count)
+            #expect(written.bytes.count == written.sections.reduce(0) { $0 + $1.bytes.count })
+            for section in written.sections {
+                let expected = try #require(reference[section.tenant], "\(section.tenant)")
+                #expect(section.cells == expected.count, "\(section.tenant)")
+                #expect(Array(written.bytes[section.bytes]) == expected.bytes, "\(section.tenant)")
+            }
+        }
+    }
+
     /// A damaged compact row is refused with an error, never read as other cells: every
     /// truncation, trailing bytes, a varint that does not end, unknown cell flags.
     @Test func damagedCompactRowsAreRefused() throws {

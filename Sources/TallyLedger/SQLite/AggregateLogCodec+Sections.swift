@@ -18,17 +18,14 @@ extension AggregateLogCodec {
         }
 
         package init(_ cells: AggregateCells) {
-            let sections = Array(Section.sections(of: cells, fields: .compact))
-            whole = AggregateLogCodec.row(of: sections, fields: .compact)
-            // The sections end the row, after the marker and the directory.
-            var offset = whole.count - sections.reduce(0) { $0 + $1.value.bytes.count }
-            var directory: [Entry] = []
-            directory.reserveCapacity(sections.count)
-            for (tenant, section) in sections {
-                directory.append(Entry(tenant: tenant, cells: section.count, bytes: offset..<(offset + section.bytes.count)))
-                offset += section.bytes.count
+            let encoded = compactSections(of: cells)
+            whole = AggregateLogCodec.row(of: encoded.slices, fields: .compact)
+            // The sections end the row, after the marker and the directory, as they are in
+            // `encoded.bytes`.
+            let offset = whole.count - encoded.bytes.count
+            directory = encoded.sections.map {
+                Entry(tenant: $0.tenant, cells: $0.cells, bytes: ($0.bytes.lowerBound + offset)..<($0.bytes.upperBound + offset))
             }
-            self.directory = directory
         }
 
         /// The row when the cells are the ones it was encoded from (`changed` empty: no event's
@@ -43,14 +40,11 @@ extension AggregateLogCodec {
             // in place) is cheaper than hashing it.
             let few = changed.count <= 8 ? Array(changed) : nil
             func isChanged(_ tenant: String) -> Bool { few.map { $0.contains(tenant) } ?? changed.contains(tenant) }
-            var fresh: [String: Section] = [:]
-            for (key, aggregate) in cells.cells where isChanged(key.tenant) {
-                fresh[key.tenant, default: Section()].append(key, aggregate, fields: .compact)
-            }
+            let fresh = compactSections(of: cells, including: isChanged)
             var kept: [(tenant: String, cells: Int, bytes: ArraySlice<UInt8>)] = []
-            kept.reserveCapacity(directory.count + fresh.count)
+            kept.reserveCapacity(directory.count + fresh.sections.count)
             for entry in directory where !isChanged(entry.tenant) { kept.append((entry.tenant, entry.cells, whole[entry.bytes])) }
-            for (tenant, section) in fresh { kept.append((tenant, section.count, section.bytes[...])) }
+            kept.append(contentsOf: fresh.slices)
             return AggregateLogCodec.row(of: kept, fields: .compact)
         }
     }

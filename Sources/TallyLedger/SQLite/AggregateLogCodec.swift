@@ -115,6 +115,7 @@ package enum AggregateLogCodec {
             }
             return out
         }
+        guard fields < .compact else { return row(of: compactSections(of: cells).slices, fields: fields) }
         return row(of: Array(Section.sections(of: cells, fields: fields)), fields: fields)
     }
 
