@@ -16,6 +16,37 @@ import Testing
         #expect(event.properties.map(\.key) == ["endpoint", "region"])
     }
 
+    /// `forEachLine` gives every non-blank line once, in order, without its "\r\n" or "\n": on
+    /// the edge cases and on random buffers (lines of every length, so that newlines fall at
+    /// every offset of the wide reads memchr makes), against a plain split of the same bytes.
+    @Test func linesAreSplitAsAPlainSplitWould() {
+        func lines(_ bytes: [UInt8]) -> [[UInt8]] {
+            var found: [[UInt8]] = []
+            bytes.withUnsafeBufferPointer { buffer in forEachLine(buffer) { found.append(Array($0)) } }
+            return found
+        }
+        func reference(_ bytes: [UInt8]) -> [[UInt8]] {
+            bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
+                line.last == 0x0D ? Array(line.dropLast()) : Array(line)
+            }.filter { line in line.contains { $0 != 0x20 && $0 != 0x09 } }
+        }
+        #expect(lines([]).isEmpty)
+        #expect(lines(Array("\n\n \t\r\n".utf8)).isEmpty)
+        #expect(lines(Array("a\r\n\n  \nb\nc".utf8)) == [Array("a".utf8), Array("b".utf8), Array("c".utf8)])
+        #expect(lines(Array("x".utf8)) == [Array("x".utf8)])
+        var random = SplitMix64(seed: 71)
+        for _ in 0..<300 {
+            var bytes: [UInt8] = []
+            for _ in 0..<Int(random.next() % 12) {
+                let length = Int(random.next() % 150)
+                let choices: [UInt8] = [0x61, 0x20, 0x09, 0x0D, 0x7B]
+                bytes += (0..<length).map { _ in choices[Int(random.next() % UInt64(choices.count))] }
+                if random.next() % 5 != 0 { bytes.append(0x0A) }
+            }
+            #expect(lines(bytes) == reference(bytes), "\(bytes)")
+        }
+    }
+
     @Test func decodesTheSeedsEventWithTheDefaultMetric() throws {
         let event = try decodeOne(
             #"{ "user_id": "123", "endpoint": "/api/v1/search", "units": 1, "timestamp": "2026-04-13T12:00:00Z"}"#,

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Turns JSON into validated ``UsageEvent``s: Tally's shape, and the seed's shape
 /// (`user_id` is the tenant, `units` the quantity, `endpoint` a property, the metric the
 /// configured default), as one object, an array of objects, or NDJSON.
@@ -228,12 +234,14 @@ private func eachLine(_ buffer: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBuffe
         let line = UnsafeBufferPointer(rebasing: buffer[start..<last])
         return line.contains(where: { $0 != 0x20 && $0 != 0x09 }) ? body(line) : true
     }
-    while index < buffer.count {
-        if buffer[index] == 0x0A {
-            guard emit(index) else { return }
-            start = index + 1
-        }
-        index += 1
+    // The next newline by memchr(3), which looks at many bytes an instruction: a byte loop was
+    // a twentieth of the agent's time on a stream of events (`perf` of `tally-bench agent`).
+    guard let base = buffer.baseAddress else { return }
+    while index < buffer.count, let found = memchr(base + index, 0x0A, buffer.count - index) {
+        let newline = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+        guard emit(newline) else { return }
+        start = newline + 1
+        index = start
     }
     if start < buffer.count { _ = emit(buffer.count) }
 }
