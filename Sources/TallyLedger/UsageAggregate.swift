@@ -315,12 +315,19 @@ public struct AggregateCells: Sendable {
         for (key, aggregate) in other.cells { try add(aggregate, at: key) }
     }
 
+    /// The most cells a rollup makes room for before it has them (``rolledUp(to:)``).
+    static let rollupPresize = 1 << 16
+
     /// These (hourly) cells rolled up to `grain`.
     public func rolledUp(to grain: AggregateGrain) throws(LedgerError) -> AggregateCells {
         guard grain != .hour else { return self }
-        // Room for every cell: batches and folds mostly span a few hours of one day, so a
-        // rollup has nearly as many cells as the hours it comes from; growing costs rehashing.
-        var result = AggregateCells(minimumCapacity: cells.count)
+        // Room for every cell of a batch: a batch mostly spans a few hours of one day, so its
+        // rollup has nearly as many cells as the hours it comes from, and growing costs
+        // rehashing. Not for a fold's hundreds of thousands of cells: they span many hours, so
+        // their rollup has far fewer, and room for them all was room the writer thread paid
+        // for, page by page, as the kernel zeroed the pages the scattered cells touched (half
+        // of a fold's rollups in `perf`); past the cap the result grows as it needs.
+        var result = AggregateCells(minimumCapacity: Swift.min(cells.count, Self.rollupPresize))
         for (step, (key, aggregate)) in cells.enumerated() {
             // A fold rolls up tens of thousands of cells on the writer thread.
             YieldPoint.after(step: step, every: 256)
