@@ -17,9 +17,10 @@ import TallyCore
 /// Merging is exact because ``UsageAggregate/merge(_:)`` is (sums and counts add, max and latest
 /// pick), and the order of merges does not change the result.
 ///
-/// Bounded by the log: the writer folds at ``LedgerConfiguration/aggregateBufferCells`` cells or
-/// a thousand batches, and the collector folds every few seconds; only tenants that were read
-/// are kept.
+/// Bounded by the log: the writer folds when the log holds ``LedgerConfiguration/aggregateBufferCells``
+/// distinct cells (or eight times as many logged ones, or a thousand batches), and the
+/// collector's upkeep folds what an idle collector left (every minute on SQLite, every 5 s on
+/// PostgreSQL); only tenants that were read are kept.
 /// One log row's cells, handed to a body one at a time (the row's decoder, run by the merge).
 typealias LogRowCells = ((AggregateCellKey, UsageAggregate) throws(LedgerError) -> Void) throws(LedgerError) -> Void
 

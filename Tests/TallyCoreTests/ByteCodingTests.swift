@@ -42,6 +42,52 @@ import Testing
         #expect(read([0x80, 0x80, 0x01]) { $0.varint(maxBytes: 2) } == nil)
     }
 
+    /// `ByteReader.varint`'s in-place path answers as the general decoder and reads as many
+    /// bytes, on random byte runs (ends of every length, needless zero bytes, byte budgets) and
+    /// on every value's encoding around the 63-bit edge.
+    @Test func varintsReadInPlaceAgreeWithTheGeneralDecoder() {
+        func general(_ bytes: [UInt8], maxBytes: Int, shortestOnly: Bool) -> (UInt128?, Int) {
+            var index = 0
+            let value = LEB128.decode(maxBytes: maxBytes, shortestOnly: shortestOnly) {
+                guard index < bytes.count else { return nil }
+                defer { index += 1 }
+                return bytes[index]
+            }
+            return (value, index)
+        }
+        var random = SplitMix64(seed: 29)
+        var cases: [[UInt8]] = []
+        for _ in 0..<4_000 {
+            let length = Int(random.next() % 22)
+            cases.append(
+                (0..<length).map { _ in
+                    switch random.next() % 4 {
+                    case 0: 0x80
+                    case 1: 0x00
+                    case 2: 0xFF
+                    default: UInt8(truncatingIfNeeded: random.next())
+                    }
+                })
+        }
+        for shift in 55..<70 {
+            for delta in [-1, 0, 1] {
+                var out: [UInt8] = []
+                out.appendVarint((UInt128(1) << UInt128(shift)) &+ UInt128(bitPattern: Int128(delta)))
+                cases.append(out)
+            }
+        }
+        for bytes in cases {
+            for maxBytes in [0, 1, 2, 9, 10, 19] {
+                for shortestOnly in [false, true] {
+                    let expected = general(bytes, maxBytes: maxBytes, shortestOnly: shortestOnly)
+                    let found = read(bytes) { reader in (reader.varint(maxBytes: maxBytes, shortestOnly: shortestOnly), reader.index) }
+                    #expect(found.0 == expected.0, "\(bytes) \(maxBytes) \(shortestOnly)")
+                    if expected.0 != nil { #expect(found.1 == expected.1, "\(bytes) \(maxBytes) \(shortestOnly)") }
+                }
+            }
+        }
+    }
+
     @Test(arguments: [Int64.min, -1, 0, 1, 63, -64, Int64.max])
     func zigzag(value: Int64) {
         #expect(ZigZag.decode(ZigZag.encode(value)) == value)

@@ -131,9 +131,27 @@ public struct ByteReader {
         return bytes[index]
     }
 
-    /// See ``LEB128/decode(maxBytes:shortestOnly:_:)``.
+    /// See ``LEB128/decode(maxBytes:shortestOnly:_:)``: the same answer and the same bytes read.
     @inlinable public mutating func varint(maxBytes: Int = 19, shortestOnly: Bool = false) -> UInt128? {
-        LEB128.decode(maxBytes: maxBytes, shortestOnly: shortestOnly) { byte() }
+        // Up to 9 bytes (63 bits) in 64-bit arithmetic, read in place: the lengths, counts and
+        // timestamps that are most of a spool record's and an aggregate log cell's varints. A
+        // byte at a time through a closure, in 128 bits, was about 3% of the agent's samples
+        // while it shipped a backlog. Longer ones, and the refusals, take the general path from
+        // the same start.
+        let limit = Swift.min(maxBytes, 9, bytes.count - index)
+        var value: UInt64 = 0
+        var step = 0
+        while step < limit {
+            let next = bytes[index + step]
+            value |= UInt64(next & 0x7F) << UInt64(7 * step)
+            if next & 0x80 == 0 {
+                guard !shortestOnly || next != 0 || step == 0 else { break }
+                index += step + 1
+                return UInt128(value)
+            }
+            step += 1
+        }
+        return LEB128.decode(maxBytes: maxBytes, shortestOnly: shortestOnly) { byte() }
     }
 
     @inlinable public mutating func littleEndian(bytes count: Int) -> UInt64? {
