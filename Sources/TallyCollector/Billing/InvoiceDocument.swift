@@ -144,13 +144,7 @@ public struct InvoiceDocument: Codable, Sendable, Hashable {
 
     /// Tally's canonical JSON of the document (`JSONWriter`): the bytes a final invoice's hash is
     /// taken over, and the bytes served for it.
-    public func canonicalJSON() throws(BillingError) -> String {
-        do {
-            return try JSONWriter.encode(self)
-        } catch {
-            throw .encoding("invoice of \(tenant) \(period): \(error)")
-        }
-    }
+    public func canonicalJSON() throws(BillingError) -> String { canonicalText().text }
 
     /// Reads a document back from its JSON (a stored final invoice), for the CSV and HTML pages;
     /// its JSON is served as stored (``EncodedInvoice``), never written again.
@@ -179,7 +173,7 @@ public struct EncodedInvoice: Sendable, Hashable {
     /// Encodes `document` canonically, once.
     public init(_ document: InvoiceDocument) throws(BillingError) {
         self.document = document
-        do { json = try JSONWriter.encodeText(document) } catch { throw .encoding("invoice of \(document.tenant) \(document.period): \(error)") }
+        json = document.canonicalText()
     }
 
     /// A frozen final invoice: its stored JSON kept as it is, and read for the pages.

@@ -250,7 +250,7 @@ public struct CollectorAPI: Sendable {
         let format = query.get("format") ?? (accept.contains("text/csv") ? "csv" : accept.contains("text/html") ? "html" : "json")
         var answer: APIAnswer
         switch format {
-        case "json": answer = APIAnswer(json: try JSONWriter.encode(view))
+        case "json": answer = APIAnswer(json: view.canonicalText())
         case "document": answer = APIAnswer(body: view.invoiceJSON.text, contentType: "application/json")
         case "csv": answer = APIAnswer(body: InvoiceRendering.csv(view), contentType: "text/csv; charset=utf-8")
         case "html": answer = APIAnswer(body: InvoiceRendering.htmlPage(view), contentType: "text/html; charset=utf-8")

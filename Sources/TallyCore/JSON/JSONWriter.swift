@@ -24,8 +24,9 @@ public enum JSONWriter {
         return out
     }
 
-    /// Appends `value` as a quoted JSON string to `out`.
-    static func appendQuoted(_ value: String, to out: inout String) {
+    /// Appends `value` as a quoted JSON string to `out` (``quoted(_:)`` without a string of its
+    /// own: for writers that assemble a document member by member in canonical order).
+    public static func appendQuoted(_ value: String, to out: inout String) {
         // Most strings (names, decimals, periods) need no escape: copied whole, not scalar by scalar.
         if !value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
             out += "\""
@@ -133,6 +134,11 @@ public struct JSONText: Sendable, Hashable, Encodable {
 
     /// Text ``JSONWriter`` wrote.
     init(written text: String) { self.text = text }
+
+    /// Text assembled from ``JSONWriter``'s pieces (``JSONWriter/appendQuoted(_:to:)``, integers,
+    /// texts of this type) in the canonical form, kept without being read back: for a document
+    /// written member by member on a hot path, whose tests compare it with ``JSONWriter/encode(_:)``.
+    public init(assembled text: String) { self.text = text }
 
     /// Only ``JSONWriter`` embeds JSON text; any other encoder is refused.
     public func encode(to encoder: any Encoder) throws {
