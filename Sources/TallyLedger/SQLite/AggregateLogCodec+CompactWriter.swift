@@ -34,15 +34,15 @@ extension AggregateLogCodec {
         var counts: [Int] = []
         var picked: [(index: Dictionary<AggregateCellKey, UsageAggregate>.Index, tenant: Int32)] = []
         picked.reserveCapacity(all.count)
-        var lastTenant = ""
-        var lastOrdinal = Int.min
+        // The previous cell's tenant and ordinal: neighbours often share a tenant.
+        var last: (tenant: String, ordinal: Int)?
         var index = all.startIndex
         while index != all.endIndex {
             defer { all.formIndex(after: &index) }
             let tenant = all[index].key.tenant
             let ordinal: Int
-            if lastOrdinal != Int.min && tenant == lastTenant {
-                ordinal = lastOrdinal
+            if let last, last.tenant == tenant {
+                ordinal = last.ordinal
             } else if let known = ordinals[tenant] {
                 ordinal = known
             } else if includes(tenant) {
@@ -54,8 +54,7 @@ extension AggregateLogCodec {
                 ordinal = -1
                 ordinals[tenant] = ordinal
             }
-            lastTenant = tenant
-            lastOrdinal = ordinal
+            last = (tenant, ordinal)
             guard ordinal >= 0 else { continue }
             counts[ordinal] += 1
             picked.append((index, Int32(ordinal)))
@@ -159,24 +158,12 @@ private struct PointerOut {
         pointer += 1
     }
 
-    /// Unsigned LEB128, as `LEB128.encode`.
-    mutating func varint(_ value: UInt64) {
-        var rest = value
-        while rest >= 0x80 {
-            byte(UInt8(truncatingIfNeeded: rest) | 0x80)
-            rest >>= 7
-        }
-        byte(UInt8(truncatingIfNeeded: rest))
-    }
+    /// Unsigned LEB128 (`LEB128.encode`, inlined here).
+    mutating func varint(_ value: UInt64) { LEB128.encode(value) { byte($0) } }
 
+    /// A value that fits 64 bits (most sums and quantities) in 64-bit arithmetic.
     mutating func varint(_ value: UInt128) {
-        guard value >> 64 != 0 else { return varint(UInt64(truncatingIfNeeded: value)) }
-        var rest = value
-        while rest >= 0x80 {
-            byte(UInt8(truncatingIfNeeded: rest) | 0x80)
-            rest >>= 7
-        }
-        byte(UInt8(truncatingIfNeeded: rest))
+        if value >> 64 == 0 { varint(UInt64(truncatingIfNeeded: value)) } else { LEB128.encode(value) { byte($0) } }
     }
 
     mutating func bigEndian(_ value: UInt64) {

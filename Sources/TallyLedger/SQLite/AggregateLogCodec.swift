@@ -115,7 +115,7 @@ package enum AggregateLogCodec {
             }
             return out
         }
-        guard fields < .compact else { return row(of: compactSections(of: cells).slices, fields: fields) }
+        if fields == .compact { return row(of: compactSections(of: cells).slices, fields: fields) }
         return row(of: Array(Section.sections(of: cells, fields: fields)), fields: fields)
     }
 
