@@ -262,6 +262,39 @@ import TallyCore
         #expect(draining.batchCompleted(ack) == .none)
     }
 
+    /// The window is the agent's: a sequence leaves it with its first ack. A proxy that repeated
+    /// batch 1 leaves a copy in processing after batch 1 is acked; the agent fills the freed slot
+    /// with batch 3, and the collector must take it (it once counted the copy as a third sequence
+    /// and refused the agent with `window_exceeded`, which stopped a chaos run's drain). The next
+    /// new sequence is still refused, and the late copy is acked on its own.
+    @Test func aSequenceLeavesTheWindowWithItsFirstAckWhileACopyIsStillInProcessing() throws {
+        var agent = agent(window: 2)
+        var collector = collector(window: 2)
+        _ = try handshake(&agent, &collector)
+        #expect(agent.enqueue(batch(1)) == .send([batch(1).frameForTest]))
+        #expect(agent.enqueue(batch(2)) == .send([batch(2).frameForTest]))
+        #expect(agent.enqueue(batch(3)) == .none)
+        let one = Batch(sequence: 1, payload: batch(1).payload)
+        #expect(collector.received(batch(1).frameForTest) == .process(one))
+        #expect(collector.received(batch(1).frameForTest) == .process(one))  // the proxy's copy
+        #expect(collector.received(batch(2).frameForTest) == .process(Batch(sequence: 2, payload: batch(2).payload)))
+        let ack = BatchAck(sequence: 1, accepted: 3)
+        #expect(collector.batchCompleted(ack) == .send(.ack(ack)))
+        // The agent takes the ack and sends batch 3 into the freed slot.
+        #expect(agent.received(.ack(ack)) == .acknowledged(ack, send: [batch(3).frameForTest]))
+        #expect(collector.received(batch(3).frameForTest) == .process(Batch(sequence: 3, payload: batch(3).payload)))
+        #expect(collector.batchesInFlight == 3)
+        // The copy of 1 completes on its own; the agent ignores its ack.
+        #expect(collector.batchCompleted(ack) == .send(.ack(ack)))
+        #expect(agent.received(.ack(ack)) == .none)
+        // Batches 2 and 3 fill the window: a fourth sequence is refused.
+        guard case .sendAndClose(.error(let error)) = collector.received(batch(4).frameForTest) else {
+            Issue.record("a third unacked sequence went past a window of 2")
+            return
+        }
+        #expect(error.wireError?.code == .windowExceeded)
+    }
+
     /// Copies take no slot, yet they are bounded: an authenticated agent (or a proxy) repeating
     /// one frame gets `window_exceeded` once twice the window is unacknowledged, copies included,
     /// instead of queueing work without end. A completed copy frees its place again.

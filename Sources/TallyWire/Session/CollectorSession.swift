@@ -109,6 +109,10 @@ public struct CollectorSession: Sendable {
     private var inFlight: [UInt64: Int] = [:]
     /// Every batch handed out and not completed, copies included (the sum of `inFlight`).
     private var copiesInFlight = 0
+    /// The sequences in flight none of whose copies has been acked yet: the agent's window. A
+    /// sequence leaves it with its first ack, and the agent then fills that slot with a new batch
+    /// while a copy of the old one may still be in processing here.
+    private var unacked: Set<UInt64> = []
     private var certificateNames: Set<String>?
     private let openedAt: ContinuousClock.Instant
     private var lastHeard: ContinuousClock.Instant
@@ -191,15 +195,19 @@ public struct CollectorSession: Sendable {
             return .send(.welcome(Welcome(authenticated: true, version: version, proof: proof, limits: configuration.limits)))
         case (.ready, .batch(let batch)):
             // A copy of a sequence in flight takes no slot of the window: the agent sent it once.
+            // The window counts the sequences not yet acked, as the agent does: once one copy is
+            // acked, the agent may send a new batch while another copy is still in processing.
             // Copies are bounded all the same (twice the window, copies and sequences together):
             // an agent that repeats a frame without end would otherwise queue work without end.
             let window = Int(configuration.limits.window)
-            guard inFlight[batch.sequence] != nil || inFlight.count < window else {
+            let isCopy = inFlight[batch.sequence] != nil
+            guard isCopy || unacked.count < window else {
                 return fail(.windowExceeded, "more than \(window) batches unacknowledged")
             }
             guard copiesInFlight < 2 * window else {
                 return fail(.windowExceeded, "more than \(2 * window) batches unacknowledged, resent copies included")
             }
+            if !isCopy { unacked.insert(batch.sequence) }
             inFlight[batch.sequence, default: 0] += 1
             copiesInFlight += 1
             return .process(batch)
@@ -248,6 +256,7 @@ public struct CollectorSession: Sendable {
     /// The batch handed out by ``Action/process(_:)`` is committed (or was already): send its ack.
     public mutating func batchCompleted(_ ack: BatchAck) -> Action {
         guard removeCopy(of: ack.sequence) else { return .none }
+        unacked.remove(ack.sequence)
         switch state {
         case .ready: return .send(.ack(ack))
         case .goingAway:
@@ -318,6 +327,7 @@ public struct CollectorSession: Sendable {
         state = .closed
         inFlight.removeAll()
         copiesInFlight = 0
+        unacked.removeAll()
     }
 
     /// One copy of `sequence` is done; false if none was in flight.
