@@ -1,9 +1,11 @@
 // sched_setattr / sched_getattr have no glibc wrapper, and Swift cannot call the variadic
-// syscall(2): these two functions make the calls for ResponsiveThread (TallyCore).
+// syscall(2): these functions make the calls for ResponsiveThread (TallyCore). The real-time
+// ones are here too, for SCHED_RESET_ON_FORK, which Swift does not import.
 #define _GNU_SOURCE
 #include "tally_threads.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -51,4 +53,21 @@ int64_t tally_thread_slice(void) {
 #else
     return -1;
 #endif
+}
+
+int tally_thread_set_realtime(int priority) {
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    param.sched_priority = priority;
+    // Pid 0 is the calling thread. Threads and processes it starts begin on the normal policy.
+    return sched_setscheduler(0, SCHED_RR | SCHED_RESET_ON_FORK, &param) == 0 ? 0 : errno;
+}
+
+int tally_thread_policy(int *priority) {
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    int policy = sched_getscheduler(0);
+    if (policy < 0 || sched_getparam(0, &param) != 0) return -1;
+    *priority = param.sched_priority;
+    return policy & ~SCHED_RESET_ON_FORK;
 }

@@ -63,6 +63,12 @@ public struct CollectorConfig: Sendable {
     /// Plain TCP (agents) and plain HTTP (API reads) from peers not on loopback. Off by default:
     /// such peers are refused, with a log line saying why.
     public var allowPlaintextRemote = false
+    /// The real-time priority (`SCHED_RR`) of the event loops, which read the agents' frames
+    /// and the API's requests and answer the API's reads (`realtime_priority`, 1–99); 0: the
+    /// normal policy. Taken where the system allows it (CAP_SYS_NICE, or systemd's
+    /// `LimitRTPRIO=1`); otherwise logged, and the loops keep a short time slice
+    /// (``ResponsiveThread``).
+    public var realtimePriority: Int32 = 1
     /// Scheduled exports to a billing platform (`exports:`); nil: none.
     public var exports: ExportsConfig?
     /// Usage alert webhooks (`alerts:`); nil: thresholds in the pricing file are not checked.
@@ -145,7 +151,7 @@ public struct CollectorConfig: Sendable {
 extension CollectorConfig {
     static let topLevelKeys = [
         "store", "listen", "http", "tls", "allow_plaintext_remote", "pricing", "admin_key", "agents", "api_keys", "late",
-        "dedupe_horizon", "limits", "events", "exports", "alerts",
+        "dedupe_horizon", "limits", "events", "exports", "alerts", "realtime_priority",
     ]
 
     /// Reads a YAML config file over the defaults.
@@ -172,6 +178,9 @@ extension CollectorConfig {
         }
         if let node = fields["allow_plaintext_remote"], let value = reader.flag(node, "allow_plaintext_remote") {
             config.allowPlaintextRemote = value
+        }
+        if let node = fields["realtime_priority"], let value = reader.integer(node, "realtime_priority", range: 0...99) {
+            config.realtimePriority = Int32(value)
         }
         if let node = fields["pricing"] { config.pricingFile = reader.text(node, "pricing") }
         if let node = fields["admin_key"], let key = reader.text(node, "admin_key") {

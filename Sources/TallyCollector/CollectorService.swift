@@ -85,19 +85,42 @@ public struct Collector {
         }
     }
 
+    /// Puts every event loop of the process on `SCHED_RR` at `realtime` (0: not asked), else on
+    /// a short slice, and says once which it got.
+    static func prioritiseEventLoops(realtime: Int32, logger: Logger) async {
+        var refusals: [Int32] = []
+        var slices = 0
+        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
+            let outcome = try? await loop.submit { () -> (refused: Int32?, slice: Bool) in
+                var refused: Int32?
+                if realtime > 0 {
+                    refused = ResponsiveThread.makeRealtime(priority: realtime)
+                    if refused == nil { return (nil, false) }
+                }
+                return (refused, ResponsiveThread.shortenSlice())
+            }.get()
+            if let refused = outcome?.refused { refusals.append(refused) }
+            if outcome?.slice == true { slices += 1 }
+        }
+        if realtime > 0, refusals.isEmpty {
+            logger.info("the event loops run on the real-time policy (SCHED_RR \(realtime)): ingest's threads do not preempt the API's reads")
+        } else if let refused = refusals.first {
+            logger.notice(
+                "the event loops run on the normal policy: real-time priority \(realtime) was refused (\(String(cString: strerror(refused)))); allow it with LimitRTPRIO=\(realtime) (systemd) or CAP_SYS_NICE, or set realtime_priority: 0",
+                metadata: ["short_slice": "\(slices > 0)"])
+        } else if slices == 0 {
+            logger.debug("this kernel keeps its default time slice for the event loops (sched_setattr refused)")
+        }
+    }
+
     /// Serves until SIGTERM/SIGINT (or cancellation); `httpBound` gets the HTTP API's port.
     public func run(httpBound: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let logger = self.logger
         // The event loops read the agents' frames and the API's requests, and answer the API's
-        // reads themselves (DirectReads): each gets a short time slice, so that a request waits
-        // for a core as little as the kernel allows while the bulk threads drain (ResponsiveThread).
-        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
-            loop.execute {
-                if !ResponsiveThread.shortenSlice() {
-                    logger.debug("this kernel keeps its default time slice for the event loops (sched_setattr refused)")
-                }
-            }
-        }
+        // reads themselves (DirectReads): on the real-time policy where the system allows it, so
+        // that no thread of the drain preempts a read; else with a short time slice, so that a
+        // request waits for a core as little as the fair scheduler allows (ResponsiveThread).
+        await Self.prioritiseEventLoops(realtime: config.realtimePriority, logger: logger)
         let access = APIAccess(adminKey: config.adminKey, tenantKeys: config.tenantKeys)
         if access.allowsLoopbackWithoutKey {
             logger.warning("no admin key configured: the HTTP API answers keyless reads from loopback only")

@@ -12,10 +12,12 @@ final class ServiceProcess: Sendable {
 
     /// Starts the collector with `arguments` (plus `--listen 127.0.0.1:0 --http 127.0.0.1:0`
     /// unless given) and waits, up to 60 s, for its "listening for agents" line.
-    /// With `unprivileged`, the process runs as an ordinary user (see ``Unprivileged``).
+    /// With `unprivileged`, the process runs as an ordinary user (see ``Unprivileged``), with
+    /// `capabilities` granted when the tests run as root.
     init(
         directory: URL, arguments: [String], environment: [String: String] = [:], binary: String = "tally-collector",
-        readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#, unprivileged: Bool = false
+        readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#, unprivileged: Bool = false,
+        capabilities: [String] = []
     ) throws {
         self.directory = directory
         let process = Process()
@@ -23,7 +25,7 @@ final class ServiceProcess: Sendable {
         if !args.contains("--listen") { args += ["--listen", "127.0.0.1:0"] }
         if binary == "tally-collector", !args.contains("--http") { args += ["--http", "127.0.0.1:0"] }
         if unprivileged {
-            let (executable, prefix) = try Unprivileged.command(binary)
+            let (executable, prefix) = try Unprivileged.command(binary, capabilities: capabilities)
             process.executableURL = executable
             args = prefix + args
         } else {

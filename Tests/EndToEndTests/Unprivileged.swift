@@ -11,13 +11,17 @@ enum Unprivileged {
     static let uid: UInt32 = 65534
     static var isRoot: Bool { getuid() == 0 }
 
-    /// The executable and argument prefix that run `binary` unprivileged.
-    static func command(_ binary: String) throws -> (executable: URL, prefix: [String]) {
+    /// The executable and argument prefix that run `binary` unprivileged; as root, with
+    /// `capabilities` (e.g. `sys_nice`) granted as ambient capabilities, as a unit's
+    /// `AmbientCapabilities=` or a container's added capabilities would.
+    static func command(_ binary: String, capabilities: [String] = []) throws -> (executable: URL, prefix: [String]) {
         let path = try binaryDirectory().appendingPathComponent(binary).path
         guard isRoot else { return (URL(fileURLWithPath: path), []) }
+        let granted = capabilities.map { "+" + $0 }.joined(separator: ",")
+        let grants = granted.isEmpty ? [] : ["--inh-caps=\(granted)", "--ambient-caps=\(granted)"]
         return (
             URL(fileURLWithPath: "/usr/bin/setpriv"),
-            ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--pdeathsig", "KILL", "--", path]
+            ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups"] + grants + ["--pdeathsig", "KILL", "--", path]
         )
     }
 

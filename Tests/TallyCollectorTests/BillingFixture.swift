@@ -175,7 +175,11 @@ final class TestClock: Sendable {
 }
 
 /// Starts a real collector with `config` (in this process); its running task and its ledger.
+/// The test process's event loops are every test's: they stay on the normal policy (the
+/// real-time policy is tested on collector processes, `RealtimeEventLoopTests`).
 func startCollector(_ config: CollectorConfig) async throws -> (running: Task<Void, any Error>, ledger: Ledger) {
+    var config = config
+    config.realtimePriority = 0
     let (opened, ledgerOpened) = AsyncStream.makeStream(of: Ledger.self)
     let running = Task {
         defer { ledgerOpened.finish() }

@@ -109,6 +109,7 @@ import TallyConfig
         #expect(config.agents.first?.tenants == ["acme", "globex"] && config.tenantKeys["change-me-acme-api-key"] == "acme")
         #expect(config.listenTLS?.clientCA != nil && config.httpTLS?.certificate == config.listenTLS?.certificate)
         #expect(config.allowPlaintextRemote == defaults.allowPlaintextRemote)
+        #expect(config.realtimePriority == defaults.realtimePriority)
         #expect(config.exports?.apiKey == .environment("STRIPE_API_KEY") && config.exports?.every == .seconds(3_600))
         #expect(config.exports?.maxAttempts == ExportsConfig(baseURL: "x").maxAttempts)
         let alerts = try #require(config.alerts)
@@ -116,6 +117,18 @@ import TallyConfig
         #expect(alerts.secret == .environment("TALLY_ALERT_SECRET") && alerts.every == defaultAlerts.every)
         #expect(alerts.initialBackoff == defaultAlerts.initialBackoff && alerts.maxBackoff == defaultAlerts.maxBackoff)
         #expect(alerts.requestTimeout == defaultAlerts.requestTimeout)
+    }
+
+    /// `realtime_priority` is 1 unless set; 0 turns it off; beyond SCHED_RR's range it is an
+    /// error that names the key.
+    @Test func theRealtimePriorityIsReadAndBounded() throws {
+        #expect(try CollectorConfig.load(yaml: "store: sqlite:./l.db\n").realtimePriority == 1)
+        #expect(try CollectorConfig.load(yaml: "realtime_priority: 0\n").realtimePriority == 0)
+        #expect(try CollectorConfig.load(yaml: "realtime_priority: 20\n").realtimePriority == 20)
+        for bad in ["100", "-1", "high"] {
+            let error = #expect(throws: ConfigError.self) { try CollectorConfig.load(yaml: "realtime_priority: \(bad)\n") }
+            #expect(error?.description.contains("realtime_priority") == true, "\(bad): \(String(describing: error))")
+        }
     }
 
     @Test func theAlertsSectionIsReadAndItsSecretResolved() throws {
