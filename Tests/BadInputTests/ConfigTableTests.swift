@@ -78,7 +78,7 @@ enum ConfigRows {
     static let collector: [ConfigRow] = [
         ConfigRow(
             "unknown key", "colour: red\n", "colour", 1, 1,
-            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events, exports, alerts"
+            "unknown key 'colour'; expected one of: store, listen, http, tls, allow_plaintext_remote, pricing, admin_key, agents, api_keys, late, dedupe_horizon, limits, events, exports, alerts, realtime_priority"
         ),
         ConfigRow("a value where a list goes", "agents: edge-1\n", "agents", 1, 9, "expected a list"),
         ConfigRow("a required key missing", "agents:\n  - id: edge-1\n", "agents[0].secret", 2, 5, "is required"),
@@ -100,6 +100,9 @@ enum ConfigRows {
         ConfigRow(
             "out of range (events per batch)", "limits:\n  max_events_per_batch: 0\n", "limits.max_events_per_batch", 2, 25,
             "'0' must be a whole number from 1 to 100000"),
+        ConfigRow(
+            "out of range (real-time priority)", "realtime_priority: 100\n", "realtime_priority", 1, 20,
+            "'100' must be a whole number from 0 to 99"),
         ConfigRow("a TLS key missing", "tls:\n  listen:\n    certificate: a.pem\n", "tls.listen.private_key", 3, 5, "is required"),
         ConfigRow("not HOST:PORT", "http: 7480\n", "http", 1, 7, "http '7480' must be HOST:PORT with a port from 0 to 65535"),
         ConfigRow("exports without a base URL", "exports:\n  every: 1h\n", "exports.base_url", 2, 3, "is required"),
