@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 import TallyCore
 import TallyTestSupport
 import Testing
@@ -101,6 +102,39 @@ import Testing
         #expect(seen.1 == ResponsiveThread.sliceNanoseconds)
         #expect(seen.2 == BackgroundPriority.niceness)
         #expect(ResponsiveThread.currentSlice() == callerSlice)
+    }
+
+    /// A thread put on the real-time policy (``ResponsiveThread/makeRealtime(priority:)``) has
+    /// it at that priority, and a thread it starts begins on the normal policy
+    /// (`SCHED_RESET_ON_FORK`). Without the right (not root, RLIMIT_RTPRIO 0) the call fails
+    /// with EPERM and the thread keeps the normal policy.
+    @Test func theRealtimePolicyIsTheCallingThreadsAndNotItsChildrens() async throws {
+        let seen = await withCheckedContinuation {
+            (done: CheckedContinuation<(refused: Int32?, own: (Int32, Int32)?, child: (Int32, Int32)?), Never>) in
+            Thread {
+                let refused = ResponsiveThread.makeRealtime(priority: 3)
+                let own = ResponsiveThread.currentPolicy()
+                let child = Mutex<(Int32, Int32)?>(nil)
+                let childDone = DispatchSemaphore(value: 0)
+                Thread {
+                    child.withLock { $0 = ResponsiveThread.currentPolicy().map { ($0.policy, $0.priority) } }
+                    childDone.signal()
+                }.start()
+                childDone.wait()
+                done.resume(returning: (refused, own.map { ($0.policy, $0.priority) }, child.withLock { $0 }))
+            }.start()
+        }
+        var limit = rlimit()
+        let allowed = getuid() == 0 || (getrlimit(__rlimit_resource_t(14), &limit) == 0 && limit.rlim_cur >= 3)  // RLIMIT_RTPRIO
+        if allowed {
+            #expect(seen.refused == nil)
+            #expect(seen.own?.0 == 2 && seen.own?.1 == 3, "SCHED_RR 3, got \(String(describing: seen.own))")
+        } else {
+            #expect(seen.refused == EPERM)
+            #expect(seen.own?.0 == 0, "\(String(describing: seen.own))")
+        }
+        #expect(seen.child?.0 == 0 && seen.child?.1 == 0, "a child on the normal policy, got \(String(describing: seen.child))")
+        #expect(ResponsiveThread.currentPolicy()?.policy == 0, "the test's own thread is untouched")
     }
 
     /// A running collector's event loops (which answer the API's reads) have the short slice.
