@@ -80,11 +80,19 @@ import Testing
         #expect(drained, "the agent's spool did not drain: \(agent.logText)\n\(collector.logText)")
 
         // The usage API answers a read (query latency) and refuses an unknown key (auth failures).
+        // A failed exchange says what the collector logged (one CI run saw this port close a
+        // connection before answering; the log is what would tell why).
         let api = HTTPExchange(host: "127.0.0.1", port: httpPort)
-        let read = try await api.request(method: "GET", path: "/v1/usage?tenant=acme&metric=api_calls")
+        func exchange(_ headers: [(String, String)] = []) async throws -> HTTPExchange.Response {
+            do {
+                return try await api.request(method: "GET", path: "/v1/usage?tenant=acme&metric=api_calls", headers: headers)
+            } catch {
+                throw HarnessError("\(error)\n--- collector (HTTP \(httpPort)):\n\(collector.logText)\n--- agent:\n\(agent.logText)")
+            }
+        }
+        let read = try await exchange()
         #expect(read.status == 200, "\(read.text)")
-        let denied = try await api.request(
-            method: "GET", path: "/v1/usage?tenant=acme&metric=api_calls", headers: [("Authorization", "Bearer not-a-key-0123456789")])
+        let denied = try await exchange([("Authorization", "Bearer not-a-key-0123456789")])
         #expect(denied.status == 401, "\(denied.text)")
 
         // A second collector on PostgreSQL, for the metrics only a PostgreSQL ledger has (its
