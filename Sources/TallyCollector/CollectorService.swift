@@ -88,7 +88,7 @@ public struct Collector {
     /// Puts every event loop of the process on `SCHED_RR` at `realtime` (0: not asked), else on
     /// a short slice, and says once which it got.
     static func prioritiseEventLoops(realtime: Int32, logger: Logger) async {
-        var refusals: [Int32] = []
+        var refusal: Int32?
         var slices = 0
         for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
             let outcome = try? await loop.submit { () -> (refused: Int32?, slice: Bool) in
@@ -99,12 +99,12 @@ public struct Collector {
                 }
                 return (refused, ResponsiveThread.shortenSlice())
             }.get()
-            if let refused = outcome?.refused { refusals.append(refused) }
+            refusal = refusal ?? outcome?.refused
             if outcome?.slice == true { slices += 1 }
         }
-        if realtime > 0, refusals.isEmpty {
+        if realtime > 0, refusal == nil {
             logger.info("the event loops run on the real-time policy (SCHED_RR \(realtime)): ingest's threads do not preempt the API's reads")
-        } else if let refused = refusals.first {
+        } else if let refused = refusal {
             logger.notice(
                 "the event loops run on the normal policy: real-time priority \(realtime) was refused (\(String(cString: strerror(refused)))); allow it with LimitRTPRIO=\(realtime) (systemd) or CAP_SYS_NICE, or set realtime_priority: 0",
                 metadata: ["short_slice": "\(slices > 0)"])

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -11,9 +12,6 @@ import Glibc
 /// at start and keeps the normal policy. Read from the kernel (`/proc/PID/task/*/stat`) of real
 /// collector processes, one per case, so that the test process's own event loops are untouched.
 @Suite struct RealtimeEventLoopTests {
-    private static let sched_other = 0
-    private static let sched_rr = 2
-
     /// A collector with `yaml` as its config file, run as the service user with `capabilities`
     /// (root only) or as this process's user; its event loops' policies and its log.
     private func collector(
@@ -54,19 +52,12 @@ import Glibc
         return loops
     }
 
-    /// Whether this process's user may take real-time priority `priority` without a capability.
-    private static func rlimitAllows(_ priority: Int) -> Bool {
-        var limit = rlimit()
-        // RLIMIT_RTPRIO (14 on Linux), which Swift does not import.
-        return getrlimit(__rlimit_resource_t(14), &limit) == 0 && limit.rlim_cur >= rlim_t(priority)
-    }
-
     /// The service user, given nothing: the loops keep the normal policy, and the log says why
     /// and what allows it.
     @Test func withoutTheRightTheLoopsKeepTheNormalPolicyAndTheLogSaysSo() throws {
-        guard Unprivileged.isRoot || !Self.rlimitAllows(1) else { return }  // a user allowed real time
+        guard Unprivileged.isRoot || !realtimePriorityAllowed(1) else { return }  // a user allowed real time
         let (loops, log) = try collector(unprivileged: true)
-        #expect(loops.allSatisfy { $0.policy == Self.sched_other && $0.priority == 0 }, "\(loops)")
+        #expect(loops.allSatisfy { $0.policy == Int(SCHED_OTHER) && $0.priority == 0 }, "\(loops)")
         #expect(log.contains("real-time priority 1 was refused"), "\(log)")
         #expect(log.contains("LimitRTPRIO=1"), "\(log)")
     }
@@ -77,7 +68,7 @@ import Glibc
     @Test func withTheRightEveryLoopRunsOnTheRealtimePolicy() throws {
         guard Unprivileged.isRoot else { return }  // only root can grant the capability
         let (loops, log) = try collector(unprivileged: true, capabilities: ["sys_nice"])
-        #expect(loops.allSatisfy { $0.policy == Self.sched_rr && $0.priority == 1 }, "\(loops)")
+        #expect(loops.allSatisfy { $0.policy == Int(SCHED_RR) && $0.priority == 1 }, "\(loops)")
         #expect(log.contains("the event loops run on the real-time policy (SCHED_RR 1)"), "\(log)")
     }
 
@@ -85,9 +76,9 @@ import Glibc
     @Test func thePriorityIsTheConfiguredOneAndZeroAsksForNone() throws {
         guard Unprivileged.isRoot else { return }
         let (raised, _) = try collector(config: "realtime_priority: 7\n", unprivileged: false)
-        #expect(raised.allSatisfy { $0.policy == Self.sched_rr && $0.priority == 7 }, "\(raised)")
+        #expect(raised.allSatisfy { $0.policy == Int(SCHED_RR) && $0.priority == 7 }, "\(raised)")
         let (normal, log) = try collector(config: "realtime_priority: 0\n", unprivileged: false)
-        #expect(normal.allSatisfy { $0.policy == Self.sched_other }, "\(normal)")
+        #expect(normal.allSatisfy { $0.policy == Int(SCHED_OTHER) }, "\(normal)")
         #expect(!log.contains("real-time"), "\(log)")
     }
 }

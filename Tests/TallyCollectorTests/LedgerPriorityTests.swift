@@ -124,17 +124,15 @@ import Testing
                 done.resume(returning: (refused, own.map { ($0.policy, $0.priority) }, child.withLock { $0 }))
             }.start()
         }
-        var limit = rlimit()
-        let allowed = getuid() == 0 || (getrlimit(__rlimit_resource_t(14), &limit) == 0 && limit.rlim_cur >= 3)  // RLIMIT_RTPRIO
-        if allowed {
+        if realtimePriorityAllowed(3) {
             #expect(seen.refused == nil)
-            #expect(seen.own?.0 == 2 && seen.own?.1 == 3, "SCHED_RR 3, got \(String(describing: seen.own))")
+            #expect(seen.own?.0 == SCHED_RR && seen.own?.1 == 3, "SCHED_RR 3, got \(String(describing: seen.own))")
         } else {
             #expect(seen.refused == EPERM)
-            #expect(seen.own?.0 == 0, "\(String(describing: seen.own))")
+            #expect(seen.own?.0 == SCHED_OTHER, "\(String(describing: seen.own))")
         }
-        #expect(seen.child?.0 == 0 && seen.child?.1 == 0, "a child on the normal policy, got \(String(describing: seen.child))")
-        #expect(ResponsiveThread.currentPolicy()?.policy == 0, "the test's own thread is untouched")
+        #expect(seen.child?.0 == SCHED_OTHER && seen.child?.1 == 0, "a child on the normal policy, got \(String(describing: seen.child))")
+        #expect(ResponsiveThread.currentPolicy()?.policy == SCHED_OTHER, "the test's own thread is untouched")
     }
 
     /// A running collector's event loops (which answer the API's reads) have the short slice.
