@@ -33,6 +33,9 @@ export TALLY_BENCH_MARKDOWN="$PWD/$partial"
 # The same with a collector's aggregation (the example pricing file's group-by properties): what
 # a collector with a pricing file does per event.
 "$bin/tally-bench" ingest --events "${TALLY_BENCH_EVENTS:-1000000}" --pricing deploy/pricing.example.yaml
+# The preparation steps alone, one thread, best of 5: what the drain's preparation figure is made
+# of, without the other threads' noise.
+"$bin/tally-bench" prepare
 "$bin/tally-bench" query --events "${TALLY_BENCH_QUERY_EVENTS:-10000000}"
 "$bin/tally-bench" spool --events "${TALLY_BENCH_EVENTS:-1000000}"
 # shellcheck disable=SC2086

@@ -286,20 +286,21 @@ public struct AggregateCells: Sendable {
     static func forEachKey(
         of event: UsageEvent, billedIn: BillingPeriod?, groupBy: [String], _ body: (AggregateCellKey) throws(LedgerError) -> Void
     ) throws(LedgerError) {
-        var key = AggregateCellKey(
-            tenant: event.tenant, metric: event.metric, hour: event.timestamp.hourSinceEpoch, billedIn: billedIn)
-        try body(key)
+        let hour = event.timestamp.hourSinceEpoch
+        try body(AggregateCellKey(tenant: event.tenant, metric: event.metric, hour: hour, billedIn: billedIn))
         for dimension in groupBy {
-            key.dimension = dimension
+            let value: String
             if QuantityBand.isBand(dimension) {
                 guard let band = QuantityBand(dimension: dimension) else {
                     throw .invalidConfiguration("'\(dimension)' is not a quantity band dimension")
                 }
-                key.value = band.value(of: event.quantity)
+                value = band.value(of: event.quantity)
             } else {
-                key.value = event.properties[dimension] ?? ""
+                value = event.properties[dimension] ?? ""
             }
-            try body(key)
+            // Made whole rather than changed field by field: each change of a key hashes all its
+            // fields again, and this runs for every cell of every event.
+            try body(AggregateCellKey(tenant: event.tenant, metric: event.metric, hour: hour, dimension: dimension, value: value, billedIn: billedIn))
         }
     }
 

@@ -10,7 +10,7 @@ import TallyPricing
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench", abstract: "Tally benchmarks (build with -c release).",
-        subcommands: [QueryBench.self, IngestBench.self, AgentBench.self, ClusterBench.self, SpoolBench.self])
+        subcommands: [QueryBench.self, IngestBench.self, AgentBench.self, ClusterBench.self, SpoolBench.self, PrepareBench.self])
 }
 
 /// `tally-bench query`: one tenant's month-to-date usage and charges from the aggregates, beside

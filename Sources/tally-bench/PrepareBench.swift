@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import TallyCollector
+import TallyCore
+import TallyLedger
+import TallyPricing
+import TallyWire
+import TallyWorkload
+
+/// `tally-bench prepare`: the CPU per event of the collector's preparation steps, each on one
+/// thread and timed by that thread's own clock (`CLOCK_THREAD_CPUTIME_ID`): decoding a batch
+/// payload, validating its events, ``PreparedBatch`` (fingerprints, digest) and the speculation
+/// (classification, cells, their log row). The drain's figures move with the host by 10–30%
+/// from one run to the next; these are the same work without the other threads, the sockets or
+/// the disk, so a change to one step shows in its row (best of `rounds`).
+struct PrepareBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prepare", abstract: "CPU per event of the collector's preparation steps, one thread, best of several rounds.")
+    @Option(help: "Reference-workload lines to generate.") var events = 300_000
+    @Option(help: "Events per batch.") var batch = 1000
+    @Option(help: "Rounds over all the batches; each step's best round is shown.") var rounds = 5
+    @Option(help: "A pricing file whose group-by properties and unique counts are aggregated ('' for none).")
+    var pricing = "deploy/pricing.example.yaml"
+    @Option(help: "A scratch ledger file (recreated), for the store's configuration.") var path = "./tally-bench-data/prepare.db"
+
+    func run() async throws {
+        let start = EventTime.now().advanced(by: .seconds(-Int64(events / 1000) - 600))
+        let workload = try ReferenceWorkload(WorkloadConfiguration(seed: 1, events: events, start: start, rate: 1000))
+        let usage = workload.compactMap(\.event)
+        let encoder = try BatchPayloadEncoder()
+        var payloads: [ByteBuffer] = []
+        for offset in stride(from: 0, to: usage.count, by: batch) {
+            payloads.append(try encoder.encode(Array(usage[offset..<min(usage.count, offset + batch)])))
+        }
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        var configuration = LedgerConfiguration()
+        if !pricing.isEmpty {
+            configuration = AggregatePricing.ledgerConfiguration(for: try PricingConfigLoader.load(file: pricing), base: configuration)
+        }
+        let store = try LedgerStores.open("sqlite:\(path)", configuration: configuration)
+        guard let speculator = store.batchSpeculator() else { throw ValidationError("the store makes no speculation") }
+        let limits = EventLimits.standard
+        let now = EventTime.now()
+
+        var best = [Int64](repeating: .max, count: 4)
+        for _ in 0..<rounds {
+            var spent = [Int64](repeating: 0, count: 4)
+            var decoder = try BatchPayloadDecoder()
+            for (sequence, payload) in payloads.enumerated() {
+                var mark = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+                func lap(_ step: Int) {
+                    let time = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+                    spent[step] += time - mark
+                    mark = time
+                }
+                let decoded = try decoder.decode(payload)
+                lap(0)
+                let incoming = decoded.map { event -> IncomingEvent in
+                    do throws(EventRejection) {
+                        try event.validate(limits: limits, now: now)
+                        return .valid(event)
+                    } catch {
+                        return .invalid(InvalidEvent(error, tenant: event.tenant, metric: event.metric, timestamp: event.timestamp, id: event.id))
+                    }
+                }
+                lap(1)
+                let prepared = PreparedBatch(IncomingBatch(agent: "bench", sequence: UInt64(sequence + 1), receivedAt: now, events: incoming))
+                lap(2)
+                withExtendedLifetime(speculator.speculate(prepared)) {}
+                lap(3)
+            }
+            for step in 0..<4 { best[step] = min(best[step], spent[step]) }
+        }
+        let count = Double(usage.count)
+        var table = BenchTable.figures(echo: false)
+        let names = ["decode the payload", "validate the events", "PreparedBatch (fingerprints, digest)", "speculate (classify, cells, log row)"]
+        for (step, name) in names.enumerated() {
+            table.add("prepare: \(name), best of \(rounds)", "µs/ev", fixed(Double(best[step]) / count / 1000), "-")
+        }
+        table.add("prepare: all four steps", "µs/ev", fixed(Double(best.reduce(0, +)) / count / 1000), "-")
+        table.print()
+    }
+}
