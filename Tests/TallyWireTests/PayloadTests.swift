@@ -101,6 +101,43 @@ import TallyCore
         }
     }
 
+    /// Every one-character change of a canonical UUID, at every position: sent as 16 bytes
+    /// exactly when the text is still canonical (hyphens at 8, 13, 18 and 23, hex digits
+    /// elsewhere, not both lowercase and uppercase letters), and always back as the same text.
+    @Test func anIdIsSentAsBytesExactlyWhenItIsACanonicalUUID() throws {
+        let encoder = try BatchPayloadEncoder(compression: .none)
+        let base = Array("0f8fad5b-d9cb-469f-a165-70867728950e")
+        let bytesSize = try encoder.encode([Fixtures.event(id: String(base))]).readableBytes
+        func canonical(_ text: [Character]) -> Bool {
+            guard text.count == 36 else { return false }
+            var lower = false
+            var upper = false
+            for (position, character) in text.enumerated() {
+                if [8, 13, 18, 23].contains(position) {
+                    guard character == "-" else { return false }
+                    continue
+                }
+                guard character.isASCII, character.isHexDigit else { return false }
+                if character.isLowercase { lower = true }
+                if character.isUppercase { upper = true }
+            }
+            return !(lower && upper)
+        }
+        var checked = 0
+        for position in base.indices {
+            for replacement: Character in ["0", "9", "a", "f", "A", "F", "g", "G", "-", " ", "é", "\u{7F}", "/", ":", "@", "`"] {
+                var text = base
+                text[position] = replacement
+                let id = String(text)
+                let payload = try encoder.encode([Fixtures.event(id: id)])
+                #expect(try BatchPayloadDecoder().decode(payload).first?.id == id)
+                #expect((payload.readableBytes == bytesSize) == canonical(text), "\(id)")
+                checked += 1
+            }
+        }
+        #expect(checked == 36 * 16)
+    }
+
     /// String tables past the size searched by comparison (``BatchPayloadEncoder/Table``) keep
     /// their order — most used first, ties by first use — and every event comes back.
     @Test func largeTablesKeepTheirOrder() throws {
