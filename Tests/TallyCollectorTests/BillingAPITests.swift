@@ -33,6 +33,30 @@ import TallyLedger
         #expect(query.get("a") == "1 2" && query.get("b") == "x+y" && query.get("c") == "")
     }
 
+    /// A tenant in the path is percent-decoded when it has a `%` and taken as it is otherwise;
+    /// an invalid escape is refused with the parameter named, not looked up.
+    @Test func pathTenantsArePercentDecoded() async throws {
+        let fixture = try BillingFixture()
+        _ = try await fixture.commit([try BillingFixture.event("edge café", 5, at: "2026-03-02T10:00:00Z", id: "e1")])
+        _ = try await fixture.commit([try BillingFixture.event("plain-tenant", 7, at: "2026-03-02T10:00:00Z", id: "e2")])
+        try await fixture.application().test(.router) { client in
+            for (path, tenant) in [("edge%20caf%C3%A9", "edge café"), ("plain-tenant", "plain-tenant")] {
+                try await client.execute(uri: "/v1/tenants/\(path)/charges", method: .get, headers: bearer(BillingFixture.adminKey)) {
+                    response in
+                    #expect(response.status == .ok, "\(path)")
+                    let body = try response.json()
+                    let invoice = body["invoice"] as? [String: Any]
+                    #expect(invoice?["tenant"] as? String == tenant, "\(String(buffer: response.body))")
+                }
+            }
+            try await client.execute(uri: "/v1/tenants/%FF/charges", method: .get, headers: bearer(BillingFixture.adminKey)) { response in
+                #expect(response.status == .badRequest)
+                #expect(String(buffer: response.body).contains("tenant"))
+            }
+        }
+        await fixture.shutdown()
+    }
+
     /// Usage answers equal the committed events, per day and per endpoint group.
     @Test func usageIsExactAgainstCommittedBatches() async throws {
         let fixture = try BillingFixture()
