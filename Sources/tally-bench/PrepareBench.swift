@@ -48,7 +48,7 @@ struct PrepareBench: AsyncParsableCommand {
         var best = [Int64](repeating: .max, count: 4)
         for _ in 0..<rounds {
             var spent = [Int64](repeating: 0, count: 4)
-            var decoder = try BatchPayloadDecoder()
+            let decoder = try BatchPayloadDecoder()
             for (sequence, payload) in payloads.enumerated() {
                 var mark = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
                 func lap(_ step: Int) {
