@@ -13,10 +13,13 @@ import TallyWorkload
 /// payload, validating its events, ``PreparedBatch`` (fingerprints, digest) and the speculation
 /// (classification, cells, their log row). The drain's figures move with the host by 10–30%
 /// from one run to the next; these are the same work without the other threads, the sockets or
-/// the disk, so a change to one step shows in its row (best of `rounds`).
+/// the disk, so a change to one step shows in its row (best of `rounds`). Beside them, the
+/// agent's side of the same batches: encoding each payload (columns, then zstd at the shipper's
+/// level), the work of its encoding thread while it ships a backlog.
 struct PrepareBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "prepare", abstract: "CPU per event of the collector's preparation steps, one thread, best of several rounds.")
+        commandName: "prepare",
+        abstract: "CPU per event of the collector's preparation steps and the agent's batch encoding, one thread, best of several rounds.")
     @Option(help: "Reference-workload lines to generate.") var events = 300_000
     @Option(help: "Events per batch.") var batch = 1000
     @Option(help: "Rounds over all the batches; each step's best round is shown.") var rounds = 5
@@ -74,6 +77,16 @@ struct PrepareBench: AsyncParsableCommand {
             }
             for step in 0..<4 { best[step] = min(best[step], spent[step]) }
         }
+        // The agent's encoding of the same batches, as its ship loop does it: one encoder, at the
+        // shipper's default level (`Shipper.Settings.compression`, zstd 3).
+        let shipping = try BatchPayloadEncoder(compression: .zstd(level: 3))
+        let slices = stride(from: 0, to: usage.count, by: batch).map { Array(usage[$0..<min(usage.count, $0 + batch)]) }
+        var bestEncoding = Int64.max
+        for _ in 0..<rounds {
+            let began = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+            for slice in slices { _ = try shipping.encode(slice) }
+            bestEncoding = min(bestEncoding, cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) - began)
+        }
         let count = Double(usage.count)
         var table = BenchTable.figures(echo: false)
         let names = ["decode the payload", "validate the events", "PreparedBatch (fingerprints, digest)", "speculate (classify, cells, log row)"]
@@ -81,6 +94,9 @@ struct PrepareBench: AsyncParsableCommand {
             table.add("prepare: \(name), best of \(rounds)", "µs/ev", fixed(Double(best[step]) / count / 1000), "-")
         }
         table.add("prepare: all four steps", "µs/ev", fixed(Double(best.reduce(0, +)) / count / 1000), "-")
+        table.add(
+            "agent: encode the payload (columns, zstd 3), best of \(rounds)", "µs/ev",
+            fixed(Double(bestEncoding) / count / 1000), "-")
         table.print()
     }
 }
