@@ -31,11 +31,11 @@ struct PrepareBench: AsyncParsableCommand {
         let start = EventTime.now().advanced(by: .seconds(-Int64(events / 1000) - 600))
         let workload = try ReferenceWorkload(WorkloadConfiguration(seed: 1, events: events, start: start, rate: 1000))
         let usage = workload.compactMap(\.event)
-        let encoder = try BatchPayloadEncoder()
-        var payloads: [ByteBuffer] = []
-        for offset in stride(from: 0, to: usage.count, by: batch) {
-            payloads.append(try encoder.encode(Array(usage[offset..<min(usage.count, offset + batch)])))
-        }
+        let slices = stride(from: 0, to: usage.count, by: batch).map { Array(usage[$0..<min(usage.count, $0 + batch)]) }
+        // The shipper's encoding: one encoder at its default level (`Shipper.Settings.compression`,
+        // zstd 3), which is also the encoder's.
+        let encoder = try BatchPayloadEncoder(compression: .zstd(level: 3))
+        let payloads = try slices.map { slice in try encoder.encode(slice) }
         try? FileManager.default.removeItem(atPath: path)
         try FileManager.default.createDirectory(
             atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -77,14 +77,11 @@ struct PrepareBench: AsyncParsableCommand {
             }
             for step in 0..<4 { best[step] = min(best[step], spent[step]) }
         }
-        // The agent's encoding of the same batches, as its ship loop does it: one encoder, at the
-        // shipper's default level (`Shipper.Settings.compression`, zstd 3).
-        let shipping = try BatchPayloadEncoder(compression: .zstd(level: 3))
-        let slices = stride(from: 0, to: usage.count, by: batch).map { Array(usage[$0..<min(usage.count, $0 + batch)]) }
+        // The agent's encoding of the same batches, as its ship loop does it.
         var bestEncoding = Int64.max
         for _ in 0..<rounds {
             let began = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
-            for slice in slices { _ = try shipping.encode(slice) }
+            for slice in slices { _ = try encoder.encode(slice) }
             bestEncoding = min(bestEncoding, cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) - began)
         }
         let count = Double(usage.count)
