@@ -42,7 +42,7 @@ import Testing
         let pricingPath = directory.appendingPathComponent("pricing.yaml").path
         try Self.pricing.write(toFile: pricingPath, atomically: true, encoding: .utf8)
         let httpPort = try freePort()
-        let collector = try ServiceProcess(
+        let collector = try await ServiceProcess(
             directory: directory,
             arguments: [
                 "--store", "sqlite:\(directory.path)/ledger.db", "--pricing", pricingPath, "--admin-key", Self.adminKey,

@@ -28,12 +28,12 @@ import TallyTestSupport
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let ledger = "\(directory.path)/ledger.db"
-        let collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
         let agentArguments = ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "crash-test"]
         let pattern = #"address=127\.0\.0\.1:([0-9]+)"#
-        let agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
+        let agent = try await ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
         let base = EventTime.now().advanced(by: .seconds(-120))
         let progress = Progress()
         let url = try #require(URL(string: "http://127.0.0.1:\(agent.port)/v1/events"))
@@ -67,12 +67,12 @@ import TallyTestSupport
         #expect(acked.count >= killAfter * 100 - 300)
 
         // Restarted on the same spool, it recovers and ships the backlog.
-        let restarted = try ServiceProcess(
+        let restarted = try await ServiceProcess(
             directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: pattern)
         defer { restarted.kill() }
-        #expect(try await eventually(.seconds(120)) { try spoolBacklog(spool) == 0 })
+        #expect(try await eventually(.seconds(120)) { try await spoolBacklog(spool) == 0 })
         restarted.kill()
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         let store = try SQLiteLedgerStore(path: ledger)
         defer { store.close() }

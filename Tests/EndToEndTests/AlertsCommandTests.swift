@@ -5,7 +5,7 @@ import Testing
 
 /// `tallyctl alerts`, the real binary, on a ledger holding alert records.
 @Suite struct AlertsCommandTests {
-    @Test func theAlertsAreListedFromTheLedger() throws {
+    @Test func theAlertsAreListedFromTheLedger() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("ledger.db").path
@@ -33,7 +33,7 @@ import Testing
             nextAttemptAt: try EventTime(parsing: "2026-04-03T08:00:12Z"))
         store.close()
 
-        let all = try BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)"])
+        let all = try await BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)"])
         #expect(all.status == 0, "\(all.stderr)")
         let lines = all.stdoutText.split(separator: "\n").map(String.init)
         #expect(lines.count == 3)
@@ -48,13 +48,13 @@ import Testing
                 == "2026-04\tglobex\tspend-500\t\tamount\t500.00 USD\t512.30 USD\t2026-04-03T08:00:00Z\tpending\t1\t\tHTTP 503: down\t\(waiting.identifier)"
         )
 
-        let pending = try BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--pending"])
+        let pending = try await BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--pending"])
         #expect(pending.status == 0 && pending.stdoutText.split(separator: "\n").count == 2 && pending.stdoutText.contains("globex"))
-        let march2 = try BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--period", "2026-03", "--tenant", "acme"])
+        let march2 = try await BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--period", "2026-03", "--tenant", "acme"])
         #expect(march2.status == 0 && march2.stdoutText.split(separator: "\n").count == 2 && march2.stdoutText.contains("calls-1m"))
-        let badPeriod = try BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--period", "March"])
+        let badPeriod = try await BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(path)", "--period", "March"])
         #expect(badPeriod.status == 2 && badPeriod.stderr.contains("is not a month"))
-        let missing = try BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(directory.path)/none.db"])
+        let missing = try await BinaryRunner.run("tallyctl", ["alerts", "--store", "sqlite:\(directory.path)/none.db"])
         #expect(missing.status == 1 && missing.stderr.contains("no ledger"))
     }
 }

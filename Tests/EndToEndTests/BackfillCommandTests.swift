@@ -8,7 +8,7 @@ import TallyLedger
 /// billed as an adjustment — with a summary that reconciles; a rerun writes nothing twice; a
 /// revert voids what the backfill stored, and the audit stays clean throughout.
 @Suite(.serialized) struct BackfillCommandTests {
-    @Test func aBackfillIsImportedOnceReconciledAndRevertedAsAUnit() throws {
+    @Test func aBackfillIsImportedOnceReconciledAndRevertedAsAUnit() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("ledger.db").path
@@ -35,14 +35,14 @@ import TallyLedger
 
         let backfill = ["backfill", file, "--reason", "gateway logs from the outage", "--store", store, "--id", "outage-7"]
         // Read 7 bytes at a time: every line is split across reads.
-        let first = try BinaryRunner.run("tallyctl", backfill, environment: ["TALLY_BACKFILL_READ_BYTES": "7"])
+        let first = try await BinaryRunner.run("tallyctl", backfill, environment: ["TALLY_BACKFILL_READ_BYTES": "7"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdoutText.contains("backfill outage-7: 5 lines from"), "\(first.stdoutText)")
         #expect(first.stdoutText.contains("accepted 1, duplicate 1, late 1 (1 billed as adjustments"), "\(first.stdoutText)")
         #expect(first.stdoutText.contains("rejected 2"))
         #expect(first.stdoutText.contains("lines = accepted + duplicate + late + rejected: yes"))
         // A rerun resumes: every batch is already committed, nothing is written twice.
-        let again = try BinaryRunner.run("tallyctl", backfill)
+        let again = try await BinaryRunner.run("tallyctl", backfill)
         #expect(again.status == 0 && again.stdoutText.contains("accepted 1, duplicate 1, late 1"), "\(again.stdoutText)\(again.stderr)")
 
         do {
@@ -64,15 +64,15 @@ import TallyLedger
         let other = directory.appendingPathComponent("other.ndjson").path
         let otherText = #"{"tenant":"globex","metric":"api_calls","quantity":2,"timestamp":"\#(current.timestamp)","id":"g-1"}"# + "\n"
         try otherText.write(toFile: other, atomically: true, encoding: .utf8)
-        let hashed = try BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "second file", "--store", store, "--grace", "96h"])
+        let hashed = try await BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "second file", "--store", store, "--grace", "96h"])
         let expectedID = String(SHA256Digest.hex(otherText).prefix(12))
         #expect(hashed.status == 0 && hashed.stdoutText.hasPrefix("backfill \(expectedID): 1 lines"), "\(hashed.stdoutText)\(hashed.stderr)")
-        #expect(try BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "r", "--store", store, "--grace", "soon"]).status == 2)
+        #expect(try await BinaryRunner.run("tallyctl", ["backfill", other, "--reason", "r", "--store", store, "--grace", "soon"]).status == 2)
 
-        let list = try BinaryRunner.run("tallyctl", ["backfill", "list", "--store", store])
+        let list = try await BinaryRunner.run("tallyctl", ["backfill", "list", "--store", store])
         #expect(list.status == 0 && list.stdoutText.contains("outage-7\t") && list.stdoutText.contains("\tdone\t"), "\(list.stdoutText)")
 
-        let revert = try BinaryRunner.run("tallyctl", ["backfill", "revert", "outage-7", "--reason", "wrong file", "--store", store])
+        let revert = try await BinaryRunner.run("tallyctl", ["backfill", "revert", "outage-7", "--reason", "wrong file", "--store", store])
         #expect(revert.status == 0, "\(revert.stderr)")
         #expect(revert.stdoutText.hasPrefix("backfill outage-7 reverted: 2 events voided"), "\(revert.stdoutText)")
         do {
@@ -91,9 +91,9 @@ import TallyLedger
             }
             #expect(try ledger.backfills().first?.revertReason == "wrong file")
         }
-        let reimport = try BinaryRunner.run("tallyctl", backfill)
+        let reimport = try await BinaryRunner.run("tallyctl", backfill)
         #expect(reimport.status == 1 && reimport.stderr.contains("was reverted"), "\(reimport.stderr)")
-        let unknown = try BinaryRunner.run("tallyctl", ["backfill", "revert", "nope", "--reason", "r", "--store", store])
+        let unknown = try await BinaryRunner.run("tallyctl", ["backfill", "revert", "nope", "--reason", "r", "--store", store])
         #expect(unknown.status == 1 && unknown.stderr.contains("no backfill has the id 'nope'"))
     }
 }

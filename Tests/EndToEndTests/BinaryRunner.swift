@@ -24,9 +24,16 @@ enum BinaryRunner {
         var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
     }
 
-    /// Runs `binary` to its end; with `unprivileged`, as an ordinary user (see ``Unprivileged``).
+    /// Runs `binary` to its end, waiting off the cooperative pool (``offThePool(_:)``); with
+    /// `unprivileged`, as an ordinary user (see ``Unprivileged``).
     static func run(
         _ binary: String, _ arguments: [String], stdin: Data? = nil, unprivileged: Bool = false, environment: [String: String] = [:]
+    ) async throws -> Outcome {
+        try await offThePool { try runBlocking(binary, arguments, stdin: stdin, unprivileged: unprivileged, environment: environment) }
+    }
+
+    private static func runBlocking(
+        _ binary: String, _ arguments: [String], stdin: Data?, unprivileged: Bool, environment: [String: String]
     ) throws -> Outcome {
         let process = Process()
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
@@ -62,7 +69,8 @@ enum BinaryRunner {
             stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
     }
 
-    /// Runs a system tool (not one of Tally's binaries) to its end.
+    /// Runs a system tool (not one of Tally's binaries) to its end. It blocks: for tools that
+    /// take long, call it through ``offThePool(_:)``.
     static func runSystem(_ path: String, _ arguments: [String]) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)

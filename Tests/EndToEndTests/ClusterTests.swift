@@ -14,7 +14,7 @@ import FoundationNetworking
 /// `tallyctl audit --store postgres://…` finds no drift, and both collectors answer the same usage.
 @Suite(.serialized) struct ClusterTests {
     @Test func twoCollectorsOneTruthThroughKills() async throws {
-        guard let server = try PostgresTestServer.shared() else { return }
+        guard let server = try await PostgresTestServer.shared() else { return }
         let url = try server.createDatabase("cluster")
         defer { PostgresTestServer.databaseName(in: url).map { server.dropDatabase($0) } }
         let directory = try ServiceProcess.temporaryDirectory()
@@ -24,14 +24,14 @@ import FoundationNetworking
         let agentPorts = [try freePort(), try freePort()]
         let httpPorts = [try freePort(), try freePort()]
         // The second collector runs as an ordinary user, as a service would.
-        func startCollector(_ index: Int) throws -> ServiceProcess {
-            try ServiceProcess(
+        func startCollector(_ index: Int) async throws -> ServiceProcess {
+            try await ServiceProcess(
                 directory: directory,
                 arguments: [
                     "--store", url, "--listen", "127.0.0.1:\(agentPorts[index])", "--http", "127.0.0.1:\(httpPorts[index])",
                 ], unprivileged: index == 1)
         }
-        let fleet = Fleet([try startCollector(0), try startCollector(1)])
+        let fleet = Fleet([try await startCollector(0), try await startCollector(1)])
         defer { for collector in fleet.all { collector.kill() } }
 
         let pattern = #"address=127\.0\.0\.1:([0-9]+)"#
@@ -41,7 +41,7 @@ import FoundationNetworking
             let spool = directory.appendingPathComponent("spool-\(index)").path
             spools.append(spool)
             agents.append(
-                try ServiceProcess(
+                try await ServiceProcess(
                     directory: directory,
                     arguments: [
                         "--spool", spool, "--agent-id", "edge-\(index)", "--listen", "127.0.0.1:0",
@@ -87,16 +87,16 @@ import FoundationNetworking
                 fleet[0].kill()
                 #expect(fleet[0].process.terminationReason == .uncaughtSignal)
                 await killed.wait(for: 60)
-                fleet[0] = try startCollector(0)
+                fleet[0] = try await startCollector(0)
                 await killed.wait(for: 90)
                 fleet[1].kill()
                 #expect(fleet[1].process.terminationReason == .uncaughtSignal)
             }
             try await group.waitForAll()
         }
-        fleet[1] = try startCollector(1)
+        fleet[1] = try await startCollector(1)
         for (index, spool) in spools.enumerated() {
-            #expect(try await eventually(.seconds(180)) { try spoolBacklog(spool) == 0 }, "agent \(index) did not drain")
+            #expect(try await eventually(.seconds(180)) { try await spoolBacklog(spool) == 0 }, "agent \(index) did not drain")
         }
         let acked = Set(progress.acknowledged.withLock { $0 })
         #expect(acked.count >= 150 * 100 / 2, "most requests are answered 200: \(acked.count) events")
@@ -111,7 +111,7 @@ import FoundationNetworking
             answers.append(String(decoding: data, as: UTF8.self))
         }
         #expect(answers[0] == answers[1])
-        for collector in fleet.current { #expect(collector.stop() == 0) }
+        for collector in fleet.current { #expect(await collector.stop() == 0) }
 
         let store = try PostgresLedgerStore(address: PostgresAddress(parsing: url), configuration: LedgerConfiguration())
         defer { store.close() }
@@ -136,7 +136,7 @@ import FoundationNetworking
         let counted = (answer["buckets"] as? [[String: Any]])?.reduce(0) { $0 + (($1["count"] as? Int) ?? 0) }
         #expect(counted == stored.keys.filter { $0.hasPrefix("cluster-0-") }.count, "usage of cluster-0: \(answers[0])")
 
-        let audit = try BinaryRunner.run("tallyctl", ["audit", "--store", url], unprivileged: true)
+        let audit = try await BinaryRunner.run("tallyctl", ["audit", "--store", url], unprivileged: true)
         #expect(audit.status == 0, "\(audit.stdoutText)\(audit.stderr)")
         #expect(audit.stdoutText.contains(": 0 drifted"))
     }
@@ -147,17 +147,17 @@ import FoundationNetworking
 /// database is back everything arrives exactly once — with one log line per change of state.
 @Suite(.serialized) struct DatabaseOutageTests {
     @Test func theCollectorStopsAckingWhileTheDatabaseIsAwayAndLosesNothing() async throws {
-        guard let server = try PostgresTestServer.shared() else { return }
+        guard let server = try await PostgresTestServer.shared() else { return }
         let url = try server.createDatabase("outage")
         let name = try #require(PostgresTestServer.databaseName(in: url))
         defer { server.dropDatabase(name) }
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let httpPort = try freePort()
-        let collector = try ServiceProcess(directory: directory, arguments: ["--store", url, "--http", "127.0.0.1:\(httpPort)"])
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--store", url, "--http", "127.0.0.1:\(httpPort)"])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: ["--spool", spool, "--agent-id", "outage", "--listen", "127.0.0.1:0", "--collector", "127.0.0.1:\(collector.port)"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
@@ -179,7 +179,7 @@ import FoundationNetworking
             return (response as? HTTPURLResponse)?.statusCode
         }
         var acked = try await post(1)
-        #expect(try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 })
+        #expect(try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 })
         #expect(await readiness() == 200)
 
         // The database goes away: no new connections, and the collector's are cut.
@@ -189,12 +189,12 @@ import FoundationNetworking
         acked += try await post(2)
         acked += try await post(3)
         #expect(await eventually(.seconds(60)) { await readiness() == 503 })
-        #expect(try spoolBacklog(spool) ?? 0 > 0, "the agent keeps what the collector could not store")
+        #expect(try await spoolBacklog(spool) ?? 0 > 0, "the agent keeps what the collector could not store")
 
         _ = try server.psql("ALTER DATABASE \(name) ALLOW_CONNECTIONS true", database: "postgres")
-        #expect(try await eventually(.seconds(120)) { try spoolBacklog(spool) == 0 })
+        #expect(try await eventually(.seconds(120)) { try await spoolBacklog(spool) == 0 })
         #expect(await eventually(.seconds(30)) { await readiness() == 200 })
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
         let log = collector.logText
         #expect(log.components(separatedBy: "the ledger database is unreachable").count - 1 == 1, "one line when it goes: \(log)")
         #expect(log.components(separatedBy: "the ledger database is reachable again").count - 1 == 1, "one line when it is back")

@@ -7,7 +7,7 @@ import TallyWire
 /// and then disconnected; a shutdown sends every agent a goaway, still acks the batch being
 /// processed and drops what comes after.
 @Suite(.serialized) struct CollectorLivenessTests {
-    static func startCollector(in directory: URL, limits: String = "") throws -> ServiceProcess {
+    static func startCollector(in directory: URL, limits: String = "") async throws -> ServiceProcess {
         let configURL = directory.appendingPathComponent("collector.yaml")
         try """
         agents:
@@ -15,14 +15,14 @@ import TallyWire
             secret: s3cret-0123456789ab
         \(limits)
         """.write(to: configURL, atomically: true, encoding: .utf8)
-        return try ServiceProcess(
+        return try await ServiceProcess(
             directory: directory, arguments: ["--config", configURL.path, "--store", "sqlite:\(directory.path)/ledger.db"])
     }
 
-    @Test func aSilentAgentIsPingedThenDisconnected() throws {
+    @Test func aSilentAgentIsPingedThenDisconnected() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let collector = try Self.startCollector(in: directory, limits: "limits:\n  ping_after: 300ms\n  idle_timeout: 1500ms")
+        let collector = try await Self.startCollector(in: directory, limits: "limits:\n  ping_after: 300ms\n  idle_timeout: 1500ms")
         defer { collector.kill() }
 
         // An agent that answers its pings stays connected past the idle timeout.
@@ -73,10 +73,10 @@ import TallyWire
         #expect(ack.accepted == 1)
     }
 
-    @Test func shutdownSendsGoawayToEveryAgent() throws {
+    @Test func shutdownSendsGoawayToEveryAgent() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let collector = try Self.startCollector(in: directory)
+        let collector = try await Self.startCollector(in: directory)
         defer { collector.kill() }
         let agents = try (0..<2).map { _ in try ScriptedAgent(port: collector.port) }
         for agent in agents { _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") }
@@ -97,6 +97,6 @@ import TallyWire
             #expect(goaway.retryAfterMilliseconds > 0)
             #expect(try agent.receive(timeout: .seconds(10)) == nil)
         }
-        #expect(collector.waitForExit().status == 0)
+        #expect(await collector.waitForExit().status == 0)
     }
 }

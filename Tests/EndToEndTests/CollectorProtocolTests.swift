@@ -21,10 +21,10 @@ import TallyWire
         dedupe_horizon: 100d
         """
 
-    static func startCollector(in directory: URL, environment: [String: String] = [:]) throws -> ServiceProcess {
+    static func startCollector(in directory: URL, environment: [String: String] = [:]) async throws -> ServiceProcess {
         let configURL = directory.appendingPathComponent("collector.yaml")
         try config.write(to: configURL, atomically: true, encoding: .utf8)
-        return try ServiceProcess(
+        return try await ServiceProcess(
             directory: directory,
             arguments: ["--config", configURL.path, "--store", "sqlite:\(directory.path)/ledger.db"],
             environment: environment)
@@ -48,10 +48,10 @@ import TallyWire
         return WireErrorCode(rawValue: error.code)
     }
 
-    @Test func scriptedAgentAgainstTheRealCollector() throws {
+    @Test func scriptedAgentAgainstTheRealCollector() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let collector = try Self.startCollector(in: directory)
+        let collector = try await Self.startCollector(in: directory)
         defer { collector.kill() }
 
         let now = EventTime.now()
@@ -156,7 +156,7 @@ import TallyWire
         #expect(errorCode(try garbage.receive()) == .malformedFrame)
 
         step("stop")
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         // The ledger, read back: exactly the accepted events, each once.
         let store = try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path)
@@ -186,10 +186,10 @@ import TallyWire
     /// middle that is not a valid payload is answered with an error after the acks of the batches
     /// before it, and the connection closes: the batches after it are not committed (the agent
     /// sends them again).
-    @Test func batchesWrittenTogetherAreCommittedInTheirOrder() throws {
+    @Test func batchesWrittenTogetherAreCommittedInTheirOrder() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let collector = try Self.startCollector(in: directory)
+        let collector = try await Self.startCollector(in: directory)
         defer { collector.kill() }
         let agent = try ScriptedAgent(port: collector.port)
         guard case .welcome? = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab") else {
@@ -230,23 +230,23 @@ import TallyWire
         #expect(try ack(again.sendBatch(sequence: 6, events: Array(series[100..<110]))) == BatchAck(sequence: 6, accepted: 0, duplicate: 10))
     }
 
-    @Test func killedBetweenCommitAndAckThenResentIsStoredOnce() throws {
+    @Test func killedBetweenCommitAndAckThenResentIsStoredOnce() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let base = EventTime.now().advanced(by: .seconds(-300))
         let events = (1...50).map { Self.event("acme", Int128($0), at: base.advanced(by: .seconds(Int64($0))), id: "k\($0)") }
 
         // This collector commits the batch and dies by SIGKILL before the ack leaves.
-        let doomed = try Self.startCollector(in: directory, environment: ["TALLY_FAULT": "kill-after-commit"])
+        let doomed = try await Self.startCollector(in: directory, environment: ["TALLY_FAULT": "kill-after-commit"])
         let agent = try ScriptedAgent(port: doomed.port)
         _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         try agent.send(agent.batchFrame(sequence: 1, events: events))
         #expect(try agent.receive() == nil)  // no ack: the connection died
-        let exit = doomed.waitForExit()
+        let exit = await doomed.waitForExit()
         #expect(exit.reason == .uncaughtSignal && exit.status == SIGKILL)
 
         // Restarted, the same batch is answered with the original outcome and stored once.
-        let collector = try Self.startCollector(in: directory)
+        let collector = try await Self.startCollector(in: directory)
         defer { collector.kill() }
         let retry = try ScriptedAgent(port: collector.port)
         _ = try retry.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
@@ -254,7 +254,7 @@ import TallyWire
         // The same events under a new sequence (an agent that lost its spool checkpoint) are
         // duplicates, not new usage.
         #expect(try ack(retry.sendBatch(sequence: 2, events: events)) == BatchAck(sequence: 2, accepted: 0, duplicate: 50))
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         let store = try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path)
         defer { store.close() }
@@ -263,25 +263,25 @@ import TallyWire
         #expect(totals.usage?.sum == Quantity(1275))
     }
 
-    @Test func killedAtAnyMomentAfterSendingThenResentIsStoredOnce() throws {
+    @Test func killedAtAnyMomentAfterSendingThenResentIsStoredOnce() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let base = EventTime.now().advanced(by: .seconds(-300))
         let events = (1...200).map { Self.event("acme", 1, at: base.advanced(by: .seconds(Int64($0))), id: "m\($0)") }
-        let first = try Self.startCollector(in: directory)
+        let first = try await Self.startCollector(in: directory)
         let agent = try ScriptedAgent(port: first.port)
         _ = try agent.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         // SIGKILL as soon as the batch is written: the commit may or may not have happened.
         try agent.send(agent.batchFrame(sequence: 7, events: events))
         first.kill()
 
-        let collector = try Self.startCollector(in: directory)
+        let collector = try await Self.startCollector(in: directory)
         defer { collector.kill() }
         let retry = try ScriptedAgent(port: collector.port)
         _ = try retry.handshake(agentId: "edge-1", secret: "s3cret-0123456789ab")
         let answer = try ack(retry.sendBatch(sequence: 7, events: events))
         #expect(answer.accepted == 200 && answer.duplicate == 0)
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
         let store = try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path)
         defer { store.close() }
         #expect(try store.periodTotals(tenant: "acme", metric: "api_calls", period: BillingPeriod(containing: base)).usage?.count == 200)

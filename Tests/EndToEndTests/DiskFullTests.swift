@@ -43,9 +43,9 @@ struct DiskFullTests {
             "--config", config.path, "--collector", "127.0.0.1:\(collectorPort)", "--agent-id", "disk-full", "--default-metric", "api_calls",
         ]
         let agentReady = #"address=127\.0\.0\.1:([0-9]+)"#
-        var collector = try ServiceProcess(
+        var collector = try await ServiceProcess(
             directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
-        var agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
+        var agent = try await ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
         defer {
             agent.kill()
             collector.kill()
@@ -84,7 +84,7 @@ struct DiskFullTests {
                 #expect(answer.status == 200)
             }
         }
-        let spoolNow = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool])
+        let spoolNow = try await BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool])
         #expect(
             accepted.count * 230 >= 3 << 20,
             "only \(accepted.count) events were taken, \(refusals) refusals: \(spoolNow.stdoutText) \(agent.logText.suffix(3000))")
@@ -92,7 +92,7 @@ struct DiskFullTests {
         // 2. No collector, events waiting in the spool, and the disk full to the last byte:
         //    503, and health and metrics say so. (Everything shipped first: the acknowledged
         //    active segment is what makes room for the events that wait.)
-        #expect(try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 })
+        #expect(try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 })
         collector.kill()
         let waiting = try await eventually(.seconds(20)) { try await post(agent.port).status == 200 }
         #expect(waiting)
@@ -107,10 +107,11 @@ struct DiskFullTests {
         #expect(agent.process.isRunning)
 
         // 3. A restart on the full disk starts, and ships the backlog once a collector is back.
-        #expect(agent.stop() == 0)
-        agent = try ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
-        collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
-        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
+        #expect(await agent.stop() == 0)
+        agent = try await ServiceProcess(directory: directory, arguments: agentArguments, binary: "tally-agent", readyPattern: agentReady)
+        collector = try await ServiceProcess(
+            directory: directory, arguments: ["--store", "sqlite:\(ledger)", "--listen", "127.0.0.1:\(collectorPort)"])
+        let drained = try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 }
         #expect(drained, "\(agent.logText.suffix(2000))")
         #expect(agent.process.isRunning)
 
@@ -118,10 +119,10 @@ struct DiskFullTests {
         try FileManager.default.removeItem(atPath: filler)
         let resumed = try await eventually(.seconds(20)) { try await post(agent.port).status == 200 }
         #expect(resumed)
-        let shipped = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
+        let shipped = try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 }
         #expect(shipped)
-        #expect(agent.stop() == 0)
-        #expect(collector.stop() == 0)
+        #expect(await agent.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         // Every event answered 200 is in the ledger, once.
         let store = try SQLiteLedgerStore(path: ledger)

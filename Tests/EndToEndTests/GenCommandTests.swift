@@ -13,7 +13,12 @@ private struct Outcome {
     var stderr: String
 }
 
-private func run(_ arguments: [String]) throws -> Outcome {
+/// Runs tallyctl to its end, waiting off the cooperative pool (``offThePool(_:)``).
+private func run(_ arguments: [String]) async throws -> Outcome {
+    try await offThePool { try runBlocking(arguments) }
+}
+
+private func runBlocking(_ arguments: [String]) throws -> Outcome {
     guard FileManager.default.isExecutableFile(atPath: tallyctl.path) else {
         throw RunError("\(tallyctl.path) is missing; run `swift build` first")
     }
@@ -40,24 +45,24 @@ private struct RunError: Error, CustomStringConvertible {
 @Suite("tallyctl gen")
 struct GenCommandTests {
     @Test("two runs with the same seed write the same bytes")
-    func deterministic() throws {
-        let first = try run(["gen", "--seed", "1", "--events", "100000"])
-        let second = try run(["gen", "--seed", "1", "--events", "100000"])
+    func deterministic() async throws {
+        let first = try await run(["gen", "--seed", "1", "--events", "100000"])
+        let second = try await run(["gen", "--seed", "1", "--events", "100000"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(second.status == 0)
         #expect(first.stdout.count > 100_000 * 150)
         #expect(first.stdout.filter { $0 == 0x0A }.count == 100_000)
         #expect(first.stdout == second.stdout)
-        let other = try run(["gen", "--seed", "2", "--events", "1000"])
+        let other = try await run(["gen", "--seed", "2", "--events", "1000"])
         #expect(other.status == 0)
         #expect(other.stdout != first.stdout.prefix(other.stdout.count))
     }
 
     @Test("the bytes equal the library's, and --expect writes the library's totals")
-    func matchesLibrary() throws {
+    func matchesLibrary() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("gen-expect-\(getpid()).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let outcome = try run(["gen", "--seed", "4", "--events", "5000", "--start", "2026-06-30T23:59:00Z", "--rate", "10", "--expect", path])
+        let outcome = try await run(["gen", "--seed", "4", "--events", "5000", "--start", "2026-06-30T23:59:00Z", "--rate", "10", "--expect", path])
         #expect(outcome.status == 0, "\(outcome.stderr)")
         var workload = try ReferenceWorkload(
             WorkloadConfiguration(seed: 4, events: 5_000, start: try .init(parsing: "2026-06-30T23:59:00Z"), rate: 10))
@@ -74,8 +79,8 @@ struct GenCommandTests {
         arguments: [
             ["gen", "--events", "-1"], ["gen", "--rate", "0"], ["gen", "--start", "yesterday"], ["gen", "--seed", "x"],
         ])
-    func badUsage(arguments: [String]) throws {
-        let outcome = try run(arguments)
+    func badUsage(arguments: [String]) async throws {
+        let outcome = try await run(arguments)
         #expect(outcome.status == 2)
         #expect(outcome.stdout.isEmpty)
         #expect(outcome.stderr.hasPrefix("tallyctl: "))

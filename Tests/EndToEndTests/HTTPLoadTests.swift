@@ -23,7 +23,7 @@ import TallyTestSupport
           header_timeout: 2s
           max_body_bytes_in_flight: 67108864
         """.write(to: config, atomically: true, encoding: .utf8)
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: ["--config", config.path, "--spool", directory.appendingPathComponent("spool").path, "--collector", "127.0.0.1:1"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
@@ -56,7 +56,8 @@ import TallyTestSupport
             }
         }
         var peak = baseline
-        while finished.wait(timeout: .now() + .milliseconds(50)) == .timedOut {
+        // The wait blocks its thread: off the pool, a sample of the RSS after each 50 ms of it.
+        while await offThePool({ finished.wait(timeout: .now() + .milliseconds(50)) == .timedOut }) {
             peak = max(peak, (try? rssBytes(pid)) ?? 0)
         }
         let held = try await eventually(.seconds(20)) { try await metrics(agent.port).contains("tally_agent_http_body_bytes_in_flight 0") }

@@ -5,7 +5,7 @@ import Testing
 /// that names the path and the problem (it used to say only "unable to open database file", or
 /// start and fail at the first commit).
 @Suite struct LedgerDirectoryTests {
-    @Test func aReadOnlyLedgerDirectoryIsNamedAndRefused() throws {
+    @Test func aReadOnlyLedgerDirectoryIsNamedAndRefused() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer {
             try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
@@ -18,7 +18,7 @@ import Testing
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
 
         // As an ordinary user (root writes through any mode bits).
-        let outcome = try BinaryRunner.run(
+        let outcome = try await BinaryRunner.run(
             "tally-collector", ["--store", "sqlite:\(ledgerDirectory.path)/ledger.db", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
             unprivileged: true)
         #expect(outcome.status == 1, "stderr: \(outcome.stderr)")

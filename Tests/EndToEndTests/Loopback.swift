@@ -37,8 +37,8 @@ enum RawConnection {
 func freePort() throws -> Int { try freeLoopbackPort() }
 
 /// The unacknowledged events in a spool, as `tallyctl spool status --json` reports them.
-func spoolBacklog(_ spool: String, unprivileged: Bool = false) throws -> Int? {
-    let status = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"], unprivileged: unprivileged)
+func spoolBacklog(_ spool: String, unprivileged: Bool = false) async throws -> Int? {
+    let status = try await BinaryRunner.run("tallyctl", ["spool", "status", "--spool", spool, "--json"], unprivileged: unprivileged)
     guard status.status == 0 else {
         Issue.record("tallyctl spool status failed beside the running agent: \(status.stderr)")
         return nil

@@ -54,7 +54,7 @@ import Testing
           initial_backoff: 100ms
         """.write(to: directory.appendingPathComponent("collector.yaml"), atomically: true, encoding: .utf8)
         let httpPort = try freePort()
-        let collector = try ServiceProcess(
+        let collector = try await ServiceProcess(
             directory: directory,
             arguments: [
                 "--config", "\(directory.path)/collector.yaml", "--pricing", "\(directory.path)/pricing.yaml", "--store",
@@ -62,7 +62,7 @@ import Testing
             ])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "monitoring", "--default-metric", "api_calls"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
@@ -76,7 +76,7 @@ import Testing
             method: "POST", path: "/v1/events", headers: [("Content-Type", "application/x-ndjson")],
             body: ByteBuffer(string: body.joined(separator: "\n")))
         #expect(posted.status == 207, "one line of the body is invalid: \(posted.text)")
-        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }
+        let drained = try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 }
         #expect(drained, "the agent's spool did not drain: \(agent.logText)\n\(collector.logText)")
 
         // The usage API answers a read (query latency) and refuses an unknown key (auth failures).
@@ -105,11 +105,11 @@ import Testing
             postgresCollector?.kill()
             if let postgresDatabase { postgresDatabase.server.dropDatabase(postgresDatabase.name) }
         }
-        if let server = try PostgresTestServer.shared() {
+        if let server = try await PostgresTestServer.shared() {
             let url = try server.createDatabase("monitoring")
             postgresDatabase = (server, try #require(PostgresTestServer.databaseName(in: url)))
             let postgresHTTP = try freePort()
-            postgresCollector = try ServiceProcess(
+            postgresCollector = try await ServiceProcess(
                 directory: directory, arguments: ["--store", url, "--http", "127.0.0.1:\(postgresHTTP)"])
             targets.append(("tally-collector-postgres", "127.0.0.1:\(postgresHTTP)"))
         } else {

@@ -44,10 +44,10 @@ import TallyTestSupport
             tenant: acme
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let httpPort = try freePort()
-        let collector = try ServiceProcess(directory: directory, arguments: ["--config", config, "--http", "127.0.0.1:\(httpPort)"])
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--config", config, "--http", "127.0.0.1:\(httpPort)"])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: [
                 "--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "openapi", "--default-metric", "api_calls",
@@ -97,15 +97,15 @@ import TallyTestSupport
 
         // Whatever the agent accepted, the collector committed (the spool drains) and explained
         // (received = accepted + duplicate + late + rejected).
-        #expect(try await eventually(.seconds(60)) { try spoolBacklog(spool) == 0 }, "\(agent.logText)\n\(collector.logText)")
+        #expect(try await eventually(.seconds(60)) { try await spoolBacklog(spool) == 0 }, "\(agent.logText)\n\(collector.logText)")
         let reconciliation = try await json(collectorURL + "/v1/reconciliation", key: Self.adminKey)
         let total = try #require(reconciliation?["total"] as? [String: Any], "\(String(describing: reconciliation))")
         #expect(total["balances"] as? Bool == true, "\(total)")
         #expect((total["received"] as? Int ?? 0) > 3, "schemathesis got no event through the agent: \(total)")
         #expect(try await status(collectorURL + "/readyz") == 200)
         #expect(try await status(agentURL + "/healthz") == 200)
-        #expect(agent.stop() == 0, "\(agent.logText)")
-        #expect(collector.stop() == 0, "\(collector.logText)")
+        #expect(await agent.stop() == 0, "\(agent.logText)")
+        #expect(await collector.stop() == 0, "\(collector.logText)")
     }
 
     /// Without schemathesis the test skips with a loud line, except in CI, where it fails.

@@ -19,10 +19,10 @@ import TallyTestSupport
             atPath: BinaryRunner.packageRoot.appendingPathComponent("deploy/demo-pricing.yaml").path, toPath: pricing)
         try Unprivileged.handOver(directory)
         let ledger = "sqlite:\(directory.path)/ledger.db"
-        let collector = try ServiceProcess(directory: directory, arguments: ["--store", ledger, "--pricing", pricing], unprivileged: true)
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--store", ledger, "--pricing", pricing], unprivileged: true)
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: [
                 "--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "e2e", "--default-metric", "api_calls",
@@ -73,11 +73,11 @@ import TallyTestSupport
         // Wait, at most 120 s, for the agent's spool to be drained into the collector.
         let drained = try await eventually(.seconds(120)) {
             #expect(collector.process.isRunning && agent.process.isRunning, "\(collector.logText)\n\(agent.logText)")
-            return try spoolBacklog(spool, unprivileged: true) == 0
+            return try await spoolBacklog(spool, unprivileged: true) == 0
         }
         #expect(drained, "the spool did not drain: \(agent.logText)")
 
-        let compare = try BinaryRunner.run(
+        let compare = try await BinaryRunner.run(
             "tallyctl", ["compare", "--expect", expectFile, "--store", ledger, "--pricing", pricing, "--top", "3"], unprivileged: true)
         #expect(compare.status == 0, "\(compare.stdoutText)\(compare.stderr)")
         let summary = compare.stdoutText.split(separator: "\n").last.map(String.init) ?? ""

@@ -16,13 +16,13 @@ import Glibc
     /// (root only) or as this process's user; its event loops' policies and its log.
     private func collector(
         config yaml: String = "", unprivileged: Bool, capabilities: [String] = []
-    ) throws -> (loops: [(policy: Int, priority: Int)], log: String) {
+    ) async throws -> (loops: [(policy: Int, priority: Int)], log: String) {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("collector.yaml")
         try yaml.write(to: file, atomically: true, encoding: .utf8)
         try Unprivileged.handOver(directory)
-        let process = try ServiceProcess(
+        let process = try await ServiceProcess(
             directory: directory, arguments: ["--config", file.path, "--store", "sqlite:\(directory.path)/ledger.db"],
             unprivileged: unprivileged, capabilities: capabilities)
         defer { process.kill() }
@@ -54,9 +54,9 @@ import Glibc
 
     /// The service user, given nothing: the loops keep the normal policy, and the log says why
     /// and what allows it.
-    @Test func withoutTheRightTheLoopsKeepTheNormalPolicyAndTheLogSaysSo() throws {
+    @Test func withoutTheRightTheLoopsKeepTheNormalPolicyAndTheLogSaysSo() async throws {
         guard Unprivileged.isRoot || !realtimePriorityAllowed(1) else { return }  // a user allowed real time
-        let (loops, log) = try collector(unprivileged: true)
+        let (loops, log) = try await collector(unprivileged: true)
         #expect(loops.allSatisfy { $0.policy == Int(SCHED_OTHER) && $0.priority == 0 }, "\(loops)")
         #expect(log.contains("real-time priority 1 was refused"), "\(log)")
         #expect(log.contains("LimitRTPRIO=1"), "\(log)")
@@ -65,19 +65,19 @@ import Glibc
     /// The service user given CAP_SYS_NICE (what a unit's `AmbientCapabilities=` grants; the
     /// shipped unit grants `LimitRTPRIO=1` instead, which root here may not raise): every loop
     /// runs on SCHED_RR 1, and the log says so.
-    @Test func withTheRightEveryLoopRunsOnTheRealtimePolicy() throws {
+    @Test func withTheRightEveryLoopRunsOnTheRealtimePolicy() async throws {
         guard Unprivileged.isRoot else { return }  // only root can grant the capability
-        let (loops, log) = try collector(unprivileged: true, capabilities: ["sys_nice"])
+        let (loops, log) = try await collector(unprivileged: true, capabilities: ["sys_nice"])
         #expect(loops.allSatisfy { $0.policy == Int(SCHED_RR) && $0.priority == 1 }, "\(loops)")
         #expect(log.contains("the event loops run on the real-time policy (SCHED_RR 1)"), "\(log)")
     }
 
     /// The priority is the configured one; 0 keeps the normal policy without a word.
-    @Test func thePriorityIsTheConfiguredOneAndZeroAsksForNone() throws {
+    @Test func thePriorityIsTheConfiguredOneAndZeroAsksForNone() async throws {
         guard Unprivileged.isRoot else { return }
-        let (raised, _) = try collector(config: "realtime_priority: 7\n", unprivileged: false)
+        let (raised, _) = try await collector(config: "realtime_priority: 7\n", unprivileged: false)
         #expect(raised.allSatisfy { $0.policy == Int(SCHED_RR) && $0.priority == 7 }, "\(raised)")
-        let (normal, log) = try collector(config: "realtime_priority: 0\n", unprivileged: false)
+        let (normal, log) = try await collector(config: "realtime_priority: 0\n", unprivileged: false)
         #expect(normal.allSatisfy { $0.policy == Int(SCHED_OTHER) }, "\(normal)")
         #expect(!log.contains("real-time"), "\(log)")
     }

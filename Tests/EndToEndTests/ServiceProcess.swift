@@ -18,7 +18,7 @@ final class ServiceProcess: Sendable {
         directory: URL, arguments: [String], environment: [String: String] = [:], binary: String = "tally-collector",
         readyPattern: String = #"listening for agents on [0-9.]+:([0-9]+)"#, unprivileged: Bool = false,
         capabilities: [String] = []
-    ) throws {
+    ) async throws {
         self.directory = directory
         let process = Process()
         var args = arguments
@@ -44,7 +44,8 @@ final class ServiceProcess: Sendable {
         PipeReader.forward(errors.fileHandleForReading) { data in log.append(data) }
         self.process = process
         self.log = log
-        guard let port = log.waitForPort(deadline: .now() + 60) else {
+        // A debug binary on a loaded machine can take seconds to listen: wait off the pool.
+        guard let port = await offThePool({ log.waitForPort(deadline: .now() + 60) }) else {
             process.terminate()
             throw HarnessError("\(binary) did not start: \(log.text)")
         }
@@ -53,11 +54,13 @@ final class ServiceProcess: Sendable {
 
     var logText: String { log.text }
 
-    /// SIGTERM and wait: a graceful shutdown.
-    func stop() -> Int32 {
+    /// SIGTERM and wait (off the pool: a graceful shutdown can take seconds).
+    func stop() async -> Int32 {
         if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return await offThePool { [process] in
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
     }
 
     /// SIGKILL and wait.
@@ -67,9 +70,11 @@ final class ServiceProcess: Sendable {
     }
 
     /// Waits for the process to end by itself.
-    func waitForExit() -> (status: Int32, reason: Process.TerminationReason) {
-        process.waitUntilExit()
-        return (process.terminationStatus, process.terminationReason)
+    func waitForExit() async -> (status: Int32, reason: Process.TerminationReason) {
+        await offThePool { [process] in
+            process.waitUntilExit()
+            return (process.terminationStatus, process.terminationReason)
+        }
     }
 
     static func temporaryDirectory() throws -> URL {

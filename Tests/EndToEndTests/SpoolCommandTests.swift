@@ -67,8 +67,8 @@ final class SpoolFixture {
         return files
     }
 
-    func ctl(_ arguments: [String]) throws -> BinaryRunner.Outcome {
-        try BinaryRunner.run("tallyctl", ["spool"] + arguments + ["--spool", spool])
+    func ctl(_ arguments: [String]) async throws -> BinaryRunner.Outcome {
+        try await BinaryRunner.run("tallyctl", ["spool"] + arguments + ["--spool", spool])
     }
 }
 
@@ -82,7 +82,7 @@ extension BinaryRunner.Outcome {
         let (_, stats) = try await fixture.write(acknowledging: 5)
         let before = try fixture.snapshot()
 
-        let json = try fixture.ctl(["status", "--json"])
+        let json = try await fixture.ctl(["status", "--json"])
         #expect(json.status == 0, "\(json.stderr)")
         #expect(json.stderr.isEmpty)
         let object = try #require(try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any])
@@ -94,7 +94,7 @@ extension BinaryRunner.Outcome {
         #expect(object["oldest_event_age_seconds"] is Int)
         #expect(object["quarantined_regions"] as? Int == 0)
 
-        let text = try fixture.ctl(["status"])
+        let text = try await fixture.ctl(["status"])
         #expect(text.status == 0)
         #expect(text.lines.contains("events:       25 unacknowledged"))
         #expect(text.lines.contains("backlog:      \(stats.backlogBytes) bytes (\(stats.bytesOnDisk) bytes on disk)"))
@@ -109,11 +109,11 @@ extension BinaryRunner.Outcome {
         let (positions, _) = try await fixture.write()
         let before = try fixture.snapshot()
 
-        let all = try fixture.ctl(["inspect"])
+        let all = try await fixture.ctl(["inspect"])
         #expect(all.status == 0, "\(all.stderr)")
         #expect(all.lines == fixture.events.map(\.jsonLine))
 
-        let filtered = try fixture.ctl([
+        let filtered = try await fixture.ctl([
             "inspect", "--tenant", "acme", "--metric", "api_calls", "--from", "2026-04-13T12:06:00Z", "--to", "2026-04-13T12:24:00Z",
         ])
         let expected = fixture.events.filter {
@@ -123,11 +123,11 @@ extension BinaryRunner.Outcome {
         #expect(expected.count == 3)
         #expect(filtered.lines == expected.map(\.jsonLine))
 
-        let limited = try fixture.ctl(["inspect", "--metric", "bytes_out", "--limit", "4", "--positions"])
+        let limited = try await fixture.ctl(["inspect", "--metric", "bytes_out", "--limit", "4", "--positions"])
         let odd = Array(zip(fixture.events, positions).filter { $0.0.metric == "bytes_out" }.prefix(4))
         #expect(limited.lines == odd.map { "{\"segment\":\($0.1.segment),\"offset\":\($0.1.offset),\"event\":\($0.0.jsonLine)}" })
 
-        let bad = try fixture.ctl(["inspect", "--from", "yesterday"])
+        let bad = try await fixture.ctl(["inspect", "--from", "yesterday"])
         #expect(bad.status == 2)
         #expect(bad.stderr.split(separator: "\n").count == 1)
         #expect(try fixture.snapshot() == before, "inspect changed the spool")
@@ -141,7 +141,7 @@ extension BinaryRunner.Outcome {
         let (positions, _) = try await fixture.write(acknowledging: 10)
         let before = try fixture.snapshot()
         for (index, acknowledged, batch) in [(2, true, "41"), (5, true, "42"), (13, false, "null")] {
-            let found = try fixture.ctl(["inspect", "--id", "req-\(index)"])
+            let found = try await fixture.ctl(["inspect", "--id", "req-\(index)"])
             #expect(found.status == 0, "\(found.stderr)")
             let event = fixture.events[index]
             #expect(
@@ -150,7 +150,7 @@ extension BinaryRunner.Outcome {
                         + "\"batch\":\(batch),\"fingerprint\":\"\(Fingerprint(of: event))\",\"event\":\(event.jsonLine)}"
                 ])
         }
-        let otherTenant = try fixture.ctl(["inspect", "--id", "req-13", "--tenant", "nobody"])
+        let otherTenant = try await fixture.ctl(["inspect", "--id", "req-13", "--tenant", "nobody"])
         #expect(otherTenant.status == 1 && otherTenant.lines.isEmpty)
         #expect(otherTenant.stderr.contains("no event with id 'req-13'") && otherTenant.stderr.contains("tallyctl trace"))
         #expect(try fixture.snapshot() == before, "inspect --id changed the spool")
@@ -161,20 +161,20 @@ extension BinaryRunner.Outcome {
         _ = try await fixture.write(acknowledging: 10)
         let before = try fixture.snapshot()
 
-        let unacked = try fixture.ctl(["export"])
+        let unacked = try await fixture.ctl(["export"])
         #expect(unacked.status == 0, "\(unacked.stderr)")
         #expect(unacked.lines == fixture.events[10...].map(\.jsonLine))
 
-        let everything = try fixture.ctl(["export", "--all"])
+        let everything = try await fixture.ctl(["export", "--all"])
         #expect(everything.lines == fixture.events.map(\.jsonLine))
 
         let file = fixture.root + "/export.jsonl"
-        let toFile = try fixture.ctl(["export", "--output", file])
+        let toFile = try await fixture.ctl(["export", "--output", file])
         #expect(toFile.status == 0)
         #expect(toFile.stdout.isEmpty)
         #expect(try String(contentsOfFile: file, encoding: .utf8) == fixture.events[10...].map { $0.jsonLine + "\n" }.joined())
 
-        let inside = try fixture.ctl(["export", "--output", fixture.spool + "/out.jsonl"])
+        let inside = try await fixture.ctl(["export", "--output", fixture.spool + "/out.jsonl"])
         #expect(inside.status == 2, "an export never writes into the spool")
         #expect(try fixture.snapshot() == before, "export changed the spool")
     }
@@ -184,7 +184,7 @@ extension BinaryRunner.Outcome {
         let (positions, _) = try await fixture.write()
         let segmentBytes = try Data(contentsOf: URL(fileURLWithPath: fixture.segmentPath))
 
-        let clean = try fixture.ctl(["verify"])
+        let clean = try await fixture.ctl(["verify"])
         #expect(clean.status == 0, "\(clean.stdoutText) \(clean.stderr)")
         #expect(clean.lines == ["verified 1 segments, 30 records, \(segmentBytes.count) bytes: clean"])
 
@@ -193,7 +193,7 @@ extension BinaryRunner.Outcome {
         damaged[victim + 14] ^= 0x20
         try damaged.write(to: URL(fileURLWithPath: fixture.segmentPath))
         let before = try fixture.snapshot()
-        let corrupt = try fixture.ctl(["verify"])
+        let corrupt = try await fixture.ctl(["verify"])
         #expect(corrupt.status == 1)
         let length = positions[8].offset - positions[7].offset
         #expect(
@@ -204,7 +204,7 @@ extension BinaryRunner.Outcome {
         #expect(try fixture.snapshot() == before, "verify changed the spool")
 
         // inspect skips the corrupt record, says so, and still changes nothing.
-        let inspect = try fixture.ctl(["inspect"])
+        let inspect = try await fixture.ctl(["inspect"])
         #expect(inspect.status == 0)
         #expect(inspect.lines == fixture.events.enumerated().filter { $0.offset != 7 }.map(\.element.jsonLine))
         #expect(inspect.stderr.contains("skipped 1 corrupt"))
@@ -232,25 +232,25 @@ extension BinaryRunner.Outcome {
             [0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0] + crcBytes([0x54, 0x53, 0x45, 0x51, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0])
         )
         .write(to: URL(fileURLWithPath: sequenceFile))
-        let clean = try fixture.ctl(["verify"])
+        let clean = try await fixture.ctl(["verify"])
         #expect(clean.status == 0, "\(clean.stdoutText)")
 
         try FileManager.default.removeItem(atPath: fixture.spool + "/" + segments[1])
-        let gap = try fixture.ctl(["verify"])
+        let gap = try await fixture.ctl(["verify"])
         #expect(gap.status == 1)
         #expect(gap.lines.contains("segment 2: segment missing or emptied (its unacknowledged events are lost)"), "\(gap.stdoutText)")
-        let status = try fixture.ctl(["status"])
+        let status = try await fixture.ctl(["status"])
         #expect(status.lines.contains { $0.hasPrefix("missing:      1 segments") }, "\(status.stdoutText)")
 
         try Data("damaged".utf8).write(to: URL(fileURLWithPath: sequenceFile))
-        let damaged = try fixture.ctl(["verify"])
+        let damaged = try await fixture.ctl(["verify"])
         #expect(damaged.lines.contains { $0.hasPrefix("shipper.seq: damaged") }, "\(damaged.stdoutText)")
         try FileManager.default.removeItem(atPath: sequenceFile)
-        let deleted = try fixture.ctl(["verify"])
+        let deleted = try await fixture.ctl(["verify"])
         #expect(deleted.lines.contains { $0.hasPrefix("shipper.seq: missing") }, "\(deleted.stdoutText)")
 
         try Data(repeating: 0x41, count: 64).write(to: URL(fileURLWithPath: fixture.spool + "/checkpoint"))
-        let checkpoint = try fixture.ctl(["verify"])
+        let checkpoint = try await fixture.ctl(["verify"])
         #expect(checkpoint.status == 1)
         #expect(checkpoint.lines.contains { $0.contains("checkpoint damaged") }, "\(checkpoint.stdoutText)")
     }
@@ -260,28 +260,28 @@ extension BinaryRunner.Outcome {
         _ = try await fixture.write()
         let agent = try await fixture.open()
         try await agent.append([fixture.events[0]])
-        let status = try fixture.ctl(["status", "--json"])
+        let status = try await fixture.ctl(["status", "--json"])
         #expect(status.status == 0, "\(status.stderr)")
         #expect(status.stderr.contains("locked by a running agent"))
         let object = try #require(try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])
         #expect(object["events"] as? Int == 31)
-        let export = try fixture.ctl(["export"])
+        let export = try await fixture.ctl(["export"])
         #expect(export.status == 0)
         #expect(export.lines == (fixture.events + [fixture.events[0]]).map(\.jsonLine))
-        let verify = try fixture.ctl(["verify"])
+        let verify = try await fixture.ctl(["verify"])
         #expect(verify.status == 0)
         #expect(verify.stderr.contains("locked by a running agent"))
         try await agent.append([fixture.events[1]])
         #expect(try await agent.stats().events == 32, "the agent kept its lock and spool")
         await agent.close()
 
-        let unlocked = try fixture.ctl(["status"])
+        let unlocked = try await fixture.ctl(["status"])
         #expect(unlocked.status == 0)
         #expect(unlocked.stderr.isEmpty)
     }
 
-    @Test func missingSpoolIsARuntimeFailure() throws {
-        let outcome = try BinaryRunner.run("tallyctl", ["spool", "status", "--spool", "/nonexistent/tally-spool"])
+    @Test func missingSpoolIsARuntimeFailure() async throws {
+        let outcome = try await BinaryRunner.run("tallyctl", ["spool", "status", "--spool", "/nonexistent/tally-spool"])
         #expect(outcome.status == 1)
         #expect(outcome.stderr == "tallyctl: no spool at /nonexistent/tally-spool (no such directory)\n")
     }

@@ -14,7 +14,7 @@ import FoundationNetworking
         defer { try? FileManager.default.removeItem(at: directory) }
         let spool = directory.appendingPathComponent("spool").path
         // No collector listens on port 1: everything stays in the spool.
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: ["--spool", spool, "--collector", "127.0.0.1:1", "--agent-id", "drained"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#)
@@ -29,18 +29,18 @@ import FoundationNetworking
         request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
         let (_, response) = try await URLSession.shared.upload(for: request, from: Data(body.utf8))
         #expect((response as? HTTPURLResponse)?.statusCode == 200)
-        #expect(agent.stop() == 0)  // SIGTERM: flushes and releases the spool
+        #expect(await agent.stop() == 0)  // SIGTERM: flushes and releases the spool
 
         let ledger = "\(directory.path)/ledger.db"
-        let collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
         defer { collector.kill() }
         let drain = ["spool", "drain", "--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "drained"]
-        let first = try BinaryRunner.run("tallyctl", drain)
+        let first = try await BinaryRunner.run("tallyctl", drain)
         #expect(first.status == 0, "\(first.stdoutText)\(first.stderr)")
-        #expect(try spoolBacklog(spool) == 0)
-        let second = try BinaryRunner.run("tallyctl", drain)
+        #expect(try await spoolBacklog(spool) == 0)
+        let second = try await BinaryRunner.run("tallyctl", drain)
         #expect(second.status == 0, "\(second.stdoutText)\(second.stderr)")
-        #expect(collector.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         let store = try SQLiteLedgerStore(path: ledger)
         defer { store.close() }

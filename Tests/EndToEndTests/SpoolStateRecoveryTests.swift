@@ -15,7 +15,7 @@ import TallyTestSupport
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let ledger = "\(directory.path)/ledger.db"
-        let collector = try ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
+        let collector = try await ServiceProcess(directory: directory, arguments: ["--store", "sqlite:\(ledger)"])
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
         let arguments = ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "seq-test"]
@@ -34,23 +34,23 @@ import TallyTestSupport
             #expect((response as? HTTPURLResponse)?.statusCode == 200)
         }
         func drained() async throws -> Bool {
-            try await eventually(.seconds(30)) { try spoolBacklog(spool) == 0 }
+            try await eventually(.seconds(30)) { try await spoolBacklog(spool) == 0 }
         }
 
-        let first = try ServiceProcess(directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: ready)
+        let first = try await ServiceProcess(directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: ready)
         try await send(first.port, 0..<100)
         #expect(try await drained())
-        #expect(first.stop() == 0)
+        #expect(await first.stop() == 0)
         try FileManager.default.removeItem(atPath: spool + "/shipper.seq")
 
-        let second = try ServiceProcess(directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: ready)
+        let second = try await ServiceProcess(directory: directory, arguments: arguments, binary: "tally-agent", readyPattern: ready)
         defer { second.kill() }
         try await send(second.port, 100..<200)
         #expect(try await drained(), "shipping stalled: \(second.logText.suffix(2000))")
         #expect(second.logText.contains("time-based sequence"))
         #expect(!second.logText.contains("sequence_reused"))
-        #expect(second.stop() == 0)
-        #expect(collector.stop() == 0)
+        #expect(await second.stop() == 0)
+        #expect(await collector.stop() == 0)
 
         let store = try SQLiteLedgerStore(path: ledger)
         defer { store.close() }

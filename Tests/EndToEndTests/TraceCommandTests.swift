@@ -18,13 +18,13 @@ import TallyTestSupport
             atPath: BinaryRunner.packageRoot.appendingPathComponent("deploy/demo-pricing.yaml").path, toPath: pricing)
         try Unprivileged.handOver(directory)
         let httpPort = try freePort()
-        let collector = try ServiceProcess(
+        let collector = try await ServiceProcess(
             directory: directory,
             arguments: ["--store", "sqlite:\(directory.path)/ledger.db", "--pricing", pricing, "--http", "127.0.0.1:\(httpPort)"],
             unprivileged: true)
         defer { collector.kill() }
         let spool = directory.appendingPathComponent("spool").path
-        let agent = try ServiceProcess(
+        let agent = try await ServiceProcess(
             directory: directory,
             arguments: ["--spool", spool, "--collector", "127.0.0.1:\(collector.port)", "--agent-id", "edge-trace"],
             binary: "tally-agent", readyPattern: #"address=127\.0\.0\.1:([0-9]+)"#, unprivileged: true)
@@ -42,11 +42,11 @@ import TallyTestSupport
             let (_, response) = try await URLSession.shared.upload(for: request, from: Data(body.utf8))
             #expect((response as? HTTPURLResponse)?.statusCode == 200)
         }
-        let drained = try await eventually(.seconds(60)) { try spoolBacklog(spool, unprivileged: true) == 0 }
+        let drained = try await eventually(.seconds(60)) { try await spoolBacklog(spool, unprivileged: true) == 0 }
         #expect(drained, "the spool did not drain: \(agent.logText)")
 
         let collectorHTTP = "127.0.0.1:\(httpPort)"
-        let json = try BinaryRunner.run(
+        let json = try await BinaryRunner.run(
             "tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a", "--json"], unprivileged: true)
         #expect(json.status == 0, "\(json.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(json.stdoutText.utf8)) as? [String: Any]
@@ -60,15 +60,15 @@ import TallyTestSupport
         // The line bills both events' 12 calls.
         #expect(lines.first?["quantity"] as? String == "12", "\(lines)")
 
-        let text = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a"])
+        let text = try await BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a"])
         #expect(text.status == 0)
         #expect(text.stdoutText.contains("outcome: accepted: billed once"), "\(text.stdoutText)")
         #expect(text.stdoutText.contains("received 2×: first from edge-trace"))
         #expect(text.stdoutText.contains("duplicate from edge-trace"))
 
-        let never = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-none"])
+        let never = try await BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-none"])
         #expect(never.status == 1 && never.stdoutText.contains("never received"), "\(never.stdoutText)\(never.stderr)")
-        let usage = try BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001"])
+        let usage = try await BinaryRunner.run("tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001"])
         #expect(usage.status == 2 && usage.stderr.contains("--id or --fingerprint"))
 
         // A correction with a reason: a dry run first, then for real, then the same order again.
@@ -77,25 +77,25 @@ import TallyTestSupport
             "req-other",
             "--void",
         ]
-        let dry = try BinaryRunner.run("tallyctl", correct + ["--dry-run"])
+        let dry = try await BinaryRunner.run("tallyctl", correct + ["--dry-run"])
         #expect(dry.status == 0 && dry.stdoutText.hasPrefix("would correct 1 of 1 events"), "\(dry.stdoutText)\(dry.stderr)")
         #expect(dry.stdoutText.contains("api_calls: -5"))
-        let applied = try BinaryRunner.run("tallyctl", correct, unprivileged: true)
+        let applied = try await BinaryRunner.run("tallyctl", correct, unprivileged: true)
         #expect(applied.status == 0 && applied.stdoutText.hasPrefix("corrected 1 of 1 events"), "\(applied.stdoutText)\(applied.stderr)")
-        let again = try BinaryRunner.run("tallyctl", correct)
+        let again = try await BinaryRunner.run("tallyctl", correct)
         #expect(again.status == 0 && again.stdoutText.hasPrefix("corrected 0 of 1 events") && again.stdoutText.contains("(already applied)"))
-        let afterLines = try BinaryRunner.run(
+        let afterLines = try await BinaryRunner.run(
             "tallyctl", ["trace", "--collector-http", collectorHTTP, "--tenant", "t0001", "--id", "req-7f3a", "--json"])
         let afterReport = try JSONSerialization.jsonObject(with: Data(afterLines.stdoutText.utf8)) as? [String: Any]
         let afterEvent = (afterReport?["events"] as? [[String: Any]])?.first
         #expect(((afterEvent?["invoiceLines"] as? [[String: Any]])?.first?["quantity"] as? String) == "7", "the voided 5 left the line")
-        let bad = try BinaryRunner.run(
+        let bad = try await BinaryRunner.run(
             "tallyctl", ["correct", "--collector-http", collectorHTTP, "--correction-key", "k", "--reason", "r", "--tenant", "t0001"])
         #expect(bad.status == 2)
 
         // The agent's side: both copies are in its spool, acknowledged, with the fingerprint the
         // collector reported.
-        let inspect = try BinaryRunner.run("tallyctl", ["spool", "inspect", "--spool", spool, "--id", "req-7f3a"], unprivileged: true)
+        let inspect = try await BinaryRunner.run("tallyctl", ["spool", "inspect", "--spool", spool, "--id", "req-7f3a"], unprivileged: true)
         #expect(inspect.status == 0, "\(inspect.stderr)")
         let copies = inspect.stdoutText.split(separator: "\n")
         #expect(copies.count == 2, "\(inspect.stdoutText)")

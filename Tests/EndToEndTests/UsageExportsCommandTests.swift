@@ -5,7 +5,7 @@ import Testing
 
 /// `tallyctl usage exports`, the real binary, on a ledger holding export records.
 @Suite struct UsageExportsCommandTests {
-    @Test func theExportRecordsAreListedFromTheLedger() throws {
+    @Test func theExportRecordsAreListedFromTheLedger() async throws {
         let directory = try ServiceProcess.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("ledger.db").path
@@ -23,7 +23,7 @@ import Testing
                 attemptedAt: try EventTime(parsing: "2026-03-02T10:00:02Z")))
         store.close()
 
-        let all = try BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(path)"])
+        let all = try await BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(path)"])
         #expect(all.status == 0, "\(all.stderr)")
         let lines = all.stdoutText.split(separator: "\n").map(String.init)
         #expect(lines.count == 3)
@@ -34,12 +34,12 @@ import Testing
         )
         #expect(lines.last?.hasSuffix("\t3\tpending\t5\t2026-03-02T10:00:02Z\t\tHTTP 503: down") == true)
 
-        let one = try BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(path)", "--tenant", "globex"])
+        let one = try await BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(path)", "--tenant", "globex"])
         #expect(one.status == 0 && one.stdoutText.split(separator: "\n").count == 2 && one.stdoutText.contains("globex"))
 
-        let missing = try BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(directory.path)/none.db"])
+        let missing = try await BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "sqlite:\(directory.path)/none.db"])
         #expect(missing.status == 1 && missing.stderr.contains("no ledger"))
-        let bad = try BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "mysql://x"])
+        let bad = try await BinaryRunner.run("tallyctl", ["usage", "exports", "--store", "mysql://x"])
         #expect(bad.status == 2)
     }
 }

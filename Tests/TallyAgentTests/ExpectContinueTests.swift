@@ -43,11 +43,3 @@ struct ExpectContinueTests {
         await agent.stop()
     }
 }
-
-extension BlockingHTTPSocket {
-    /// `readHead` on a thread-pool thread: a blocking read must not hold one of the few
-    /// cooperative threads the agent under test needs to answer.
-    func readHeadOffThePool() async throws -> String {
-        try await NIOThreadPool.singleton.runIfActive { try self.readHead() }
-    }
-}

@@ -94,10 +94,6 @@ import Testing
         }
     }
 
-    static func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive(body)
-    }
-
     /// A fixture with usage for acme (starter plan, this month and last) and globex (pro).
     static func billedFixture() async throws -> BillingFixture {
         let fixture = try BillingFixture()
@@ -196,7 +192,7 @@ import Testing
         let charges = Self.request("/v1/tenants/acme/charges")
         let reconciliation = Self.request("/v1/reconciliation?period=2026-03")
         try socket.send(reconciliation + charges + Self.request("/v1/tenants/globex/charges?format=csv") + Self.request("/metrics"))
-        let answers = try await Self.offThePool { try (0..<4).map { _ in Answer(try socket.readResponse()) } }
+        let answers = try await offThePool { try (0..<4).map { _ in Answer(try socket.readResponse()) } }
         #expect(answers[0].body.contains("\"rows\""), "\(answers[0])")
         #expect(answers[1].body.contains("\"tenant\":\"acme\""), "\(answers[1])")
         #expect(answers[2].headers.contains("content-type: text/csv; charset=utf-8"), "\(answers[2])")
@@ -205,7 +201,7 @@ import Testing
         // Nothing owed now: the next read on this connection is answered on the loop.
         let before = direct.answered(direct.direct, route: "/v1/tenants/{tenant}/charges")
         try socket.send(charges)
-        #expect(try await Self.offThePool { Answer(try socket.readResponse()) } == answers[1])
+        #expect(try await offThePool { Answer(try socket.readResponse()) } == answers[1])
         #expect(direct.answered(direct.direct, route: "/v1/tenants/{tenant}/charges") == before + 1)
         await direct.stop()
         await fixture.shutdown()
@@ -227,16 +223,16 @@ import Testing
             defer { socket.close() }
             let before = direct.answered(direct.direct, route: "/v1/tenants/{tenant}/charges")
             try socket.send(request)
-            let answer = try await Self.offThePool { Answer(try socket.readResponse()) }
+            let answer = try await offThePool { Answer(try socket.readResponse()) }
             #expect(answer.status.hasSuffix(" 200 OK"), "\(answer)")
             #expect(direct.answered(direct.direct, route: "/v1/tenants/{tenant}/charges") == before + 1)
             if closes {
                 #expect(answer.headers.contains("connection: close"), "\(request): \(answer)")
-                #expect(try await Self.offThePool { try socket.waitForClose() }, "\(request)")
+                #expect(try await offThePool { try socket.waitForClose() }, "\(request)")
             } else {
                 if request.contains("HTTP/1.0") { #expect(answer.headers.contains("connection: keep-alive"), "\(answer)") }
                 try socket.send(request)
-                #expect(try await Self.offThePool { Answer(try socket.readResponse()) }.body == answer.body, "\(request)")
+                #expect(try await offThePool { Answer(try socket.readResponse()) }.body == answer.body, "\(request)")
             }
         }
         await direct.stop()

@@ -26,7 +26,7 @@ import Testing
         let open: () throws -> any LedgerStore
         var cleanup: () -> Void = {}
         if backend == "postgres" {
-            guard let server = try PostgresTestServer.shared() else { return }
+            guard let server = try await PostgresTestServer.shared() else { return }
             let url = try server.createDatabase("reader")
             open = { try PostgresLedgerStore(address: PostgresAddress(parsing: url)) }
             cleanup = { if let name = PostgresTestServer.databaseName(in: url) { server.dropDatabase(name) } }

@@ -287,7 +287,7 @@ final class StrictPlatform: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         if backend == "postgres" {
-            guard let server = try PostgresTestServer.shared() else { return }
+            guard let server = try await PostgresTestServer.shared() else { return }
             store = try server.createDatabase("exports")
         } else {
             store = "sqlite:\(directory.path)/ledger.db"
@@ -345,7 +345,7 @@ final class StrictPlatform: Sendable {
             #expect(Set(records.map(\.identifier)) == Set(state.recorded.keys))
             for record in records { #expect(record.value == Quantity(Int64(state.recorded[record.identifier]?.value ?? -1))) }
         }
-        if backend == "postgres", let server = try PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: store) {
+        if backend == "postgres", let server = try await PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: store) {
             server.dropDatabase(name)
         }
     }

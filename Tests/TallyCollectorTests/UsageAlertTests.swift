@@ -361,7 +361,7 @@ final class WebhookReceiver: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         if backend == "postgres" {
-            guard let server = try PostgresTestServer.shared() else { return }
+            guard let server = try await PostgresTestServer.shared() else { return }
             store = try server.createDatabase("alerts")
         } else {
             store = "sqlite:\(directory.path)/ledger.db"
@@ -426,7 +426,7 @@ final class WebhookReceiver: Sendable {
             #expect(state.badSignatures == 0 && state.staleTimestamps == 0 && state.faults.isEmpty)
             #expect(Set(records.map(\.identifier)) == Set(expected) && records.allSatisfy { $0.status == .delivered })
         }
-        if backend == "postgres", let server = try PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: store) {
+        if backend == "postgres", let server = try await PostgresTestServer.shared(), let name = PostgresTestServer.databaseName(in: store) {
             server.dropDatabase(name)
         }
     }

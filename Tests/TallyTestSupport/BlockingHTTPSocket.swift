@@ -71,6 +71,17 @@ public final class BlockingHTTPSocket: @unchecked Sendable {
         return (text, body)
     }
 
+    /// ``readHead()`` on a thread of its own (``offThePool(_:)``): the answer awaited may need
+    /// the cooperative pool to be made.
+    public func readHeadOffThePool() async throws -> String {
+        try await offThePool { try self.readHead() }
+    }
+
+    /// ``readResponse()`` on a thread of its own (``offThePool(_:)``).
+    public func readResponseOffThePool() async throws -> (head: String, body: [UInt8]) {
+        try await offThePool { try self.readResponse() }
+    }
+
     /// Half-closes the connection: the client will send nothing more.
     public func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
 

@@ -47,6 +47,13 @@ public final class PostgresTestServer: Sendable {
         try sharedServer.get()
     }
 
+    /// ``shared()`` from async code. The first call starts the server (`initdb`, `pg_ctl`:
+    /// seconds on a loaded machine) and every call meanwhile waits for it, so they wait off the
+    /// cooperative pool (``offThePool(_:)``).
+    public static func shared() async throws -> PostgresTestServer? {
+        try await offThePool { try sharedServer.get() }
+    }
+
     // A static let is initialised exactly once, under a lock, on first access.
     private static let sharedServer: Result<PostgresTestServer?, any Error> = Result {
         do {

@@ -84,9 +84,9 @@ final class ChaosFleet: Sendable {
 
     private func agentConfig(_ index: Int) -> URL { directory.appendingPathComponent("agent-\(index).yaml") }
 
-    func startCollector(_ index: Int) throws {
+    func startCollector(_ index: Int) async throws {
         let slot = collectors[index]
-        let process = try ServiceProcess(
+        let process = try await ServiceProcess(
             directory: directory,
             arguments: [
                 "--store", store, "--listen", "127.0.0.1:\(slot.port)", "--http", "127.0.0.1:\(slot.httpPort)", "--pricing", pricing,
@@ -96,12 +96,12 @@ final class ChaosFleet: Sendable {
         running.withLock { $0.collectors[index] = process }
     }
 
-    func startAgent(_ index: Int) throws {
+    func startAgent(_ index: Int) async throws {
         var arguments = [
             "--config", agentConfig(index).path, "--listen", "127.0.0.1:\(agentPorts[index])", "--agent-id", "chaos-edge-\(index)",
         ]
         for slot in collectors { arguments += ["--collector", "127.0.0.1:\(slot.proxy.port)"] }
-        let process = try ServiceProcess(
+        let process = try await ServiceProcess(
             directory: directory, arguments: arguments, environment: agentClocks.environment(of: index), binary: "tally-agent",
             readyPattern: Self.agentReady, unprivileged: Self.isUnprivileged(agent: index))
         record(process, isCollector: false)
@@ -139,17 +139,21 @@ final class ChaosFleet: Sendable {
     }
 
     /// SIGTERM to every running agent, then collector; the exit statuses that were not 0.
-    func stopAll() -> [String] {
+    func stopAll() async -> [String] {
         let (collectors, agents) = running.withLock { running in
             defer { running = (running.collectors.map { _ in nil }, running.agents.map { _ in nil }) }
             return (running.collectors, running.agents)
         }
         var failures: [String] = []
         for (index, agent) in agents.enumerated() {
-            if let status = agent?.stop(), status != 0 { failures.append("agent \(index) exited \(status) on SIGTERM") }
+            guard let agent else { continue }
+            let status = await agent.stop()
+            if status != 0 { failures.append("agent \(index) exited \(status) on SIGTERM") }
         }
         for (index, collector) in collectors.enumerated() {
-            if let status = collector?.stop(), status != 0 { failures.append("collector \(index) exited \(status) on SIGTERM") }
+            guard let collector else { continue }
+            let status = await collector.stop()
+            if status != 0 { failures.append("collector \(index) exited \(status) on SIGTERM") }
         }
         return failures
     }
@@ -162,8 +166,8 @@ final class ChaosFleet: Sendable {
     }
 
     /// The unacknowledged events in agent `index`'s spool.
-    func backlog(_ index: Int) throws -> Int? {
-        try spoolBacklog(spools[index], unprivileged: Self.isUnprivileged(agent: index))
+    func backlog(_ index: Int) async throws -> Int? {
+        try await spoolBacklog(spools[index], unprivileged: Self.isUnprivileged(agent: index))
     }
 
     /// The last lines each running process logged (for a failure's message).
@@ -182,12 +186,4 @@ final class ChaosFleet: Sendable {
     }
 
     private func record(_ process: ServiceProcess, isCollector: Bool) { everyProcess.withLock { $0.append((isCollector, process)) } }
-}
-
-/// Runs blocking work (process starts, waits, `tallyctl`) on a thread of its own, so that it
-/// never holds one of the two cooperative threads the writers' tasks need on this machine.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
 }

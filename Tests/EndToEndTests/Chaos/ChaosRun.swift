@@ -67,8 +67,8 @@ struct ChaosRun {
             directory: directory, store: store, collectors: configuration.collectors, agents: configuration.agents, seed: configuration.seed,
             collectorEnvironment: configuration.collectorEnvironment)
         defer { fleet.killAll() }
-        for index in fleet.collectors.indices { try await offThePool { try fleet.startCollector(index) } }
-        for index in fleet.agentPorts.indices { try await offThePool { try fleet.startAgent(index) } }
+        for index in fleet.collectors.indices { try await fleet.startCollector(index) }
+        for index in fleet.agentPorts.indices { try await fleet.startAgent(index) }
 
         let oracle = ChaosOracle()
         let traffic = ChaosTraffic(seed: configuration.seed, agentPorts: fleet.agentPorts, oracle: oracle)
@@ -110,7 +110,7 @@ struct ChaosRun {
         }
         var undrained: [String] = []
         for index in fleet.agentPorts.indices {
-            let drained = try await eventually(.seconds(240)) { try await offThePool { try fleet.backlog(index) } == 0 }
+            let drained = try await eventually(.seconds(240)) { try await fleet.backlog(index) == 0 }
             if !drained { undrained.append("agent \(index)'s spool did not drain within 240 s:\n\(fleet.logTails)") }
         }
         let drained = ContinuousClock.now
@@ -168,13 +168,13 @@ struct ChaosRun {
             let downtime = Duration.milliseconds(Int.random(in: 0...800, using: &random))
             try await offThePool { fleet.killAgent(agent) }
             try await Task.sleep(for: downtime)
-            try await offThePool { try fleet.startAgent(agent) }
+            try await fleet.startAgent(agent)
         case .collectorKill:
             let collector = Int.random(in: 0..<fleet.collectors.count, using: &random)
             let downtime = Duration.milliseconds(Int.random(in: 0...1500, using: &random))
             try await offThePool { fleet.killCollector(collector) }
             try await Task.sleep(for: downtime)
-            try await offThePool { try fleet.startCollector(collector) }
+            try await fleet.startCollector(collector)
         case .databaseKill:
             guard let database else { return }
             let downtime = Duration.milliseconds(Int.random(in: 0...2000, using: &random))

@@ -73,11 +73,11 @@ struct ChaosVerdict {
             verdict.found("usage cells unequal to the truth (collector \(index))", wrong.count, wrong.first ?? "")
         }
 
-        let unclean = fleet.stopAll()
+        let unclean = await fleet.stopAll()
         verdict.found("processes that did not stop cleanly", unclean.count, unclean.first ?? "")
 
         // The audit and the invoices, by tallyctl, as an operator would.
-        let audit = try await offThePool { try BinaryRunner.run("tallyctl", ["audit", "--store", fleet.store], unprivileged: true) }
+        let audit = try await BinaryRunner.run("tallyctl", ["audit", "--store", fleet.store], unprivileged: true)
         let drifted = audit.stdoutText.firstMatch(of: #/: ([0-9]+) drifted/#).flatMap { Int($0.1) }
         verdict.found(
             "tallyctl audit drift", audit.status == 0 && drifted == 0 ? 0 : max(drifted ?? 1, 1), String(audit.stdoutText.suffix(600)) + audit.stderr)
@@ -160,10 +160,8 @@ struct ChaosVerdict {
         let file = fleet.directory.appendingPathComponent("truth.json").path
         try expected.write(to: file)
         let pricing = fleet.directory.appendingPathComponent("pricing.yaml").path
-        let compare = try await offThePool {
-            try BinaryRunner.run(
-                "tallyctl", ["compare", "--expect", file, "--store", fleet.store, "--pricing", pricing, "--top", "0"], unprivileged: true)
-        }
+        let compare = try await BinaryRunner.run(
+            "tallyctl", ["compare", "--expect", file, "--store", fleet.store, "--pricing", pricing, "--top", "0"], unprivileged: true)
         guard let match = compare.stdoutText.firstMatch(of: #/([0-9]+) of ([0-9]+) tenant invoices equal/#), let equal = Int(match.1),
             let all = Int(match.2)
         else { throw HarnessError("tallyctl compare: \(compare.stdoutText)\(compare.stderr)") }
