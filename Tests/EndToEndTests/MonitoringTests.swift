@@ -80,8 +80,9 @@ import Testing
         #expect(drained, "the agent's spool did not drain: \(agent.logText)\n\(collector.logText)")
 
         // The usage API answers a read (query latency) and refuses an unknown key (auth failures).
-        // A failed exchange says what the collector logged (one CI run saw this port close a
-        // connection before answering; the log is what would tell why).
+        // A failed exchange says what the collector logged. (CI runs saw this port "close a
+        // connection before answering": the client's, fixed in HTTPExchange, which wrote the end
+        // of its request after the collector had answered and closed; FreshConnectionTests.)
         let api = HTTPExchange(host: "127.0.0.1", port: httpPort)
         func exchange(_ headers: [(String, String)] = []) async throws -> HTTPExchange.Response {
             do {
