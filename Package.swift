@@ -253,7 +253,7 @@ let package = Package(
         // swift-crypto only as a second SHA-256 (its own BoringSSL copy, behind its Swift API) to check SHA256Digest against.
         .testTarget(
             name: "TallyCoreTests",
-            dependencies: ["TallyCore", "TallyWorkload", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["TallyCore", "TallyWorkload", "TallyTestSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .testTarget(name: "TallyPricingTests", dependencies: ["TallyPricing", "TallyCore", "TallyConfig"]),
         .testTarget(name: "TallyWireTests", dependencies: ["TallyWire", "TallyWorkload", "TallyTestSupport"]),
@@ -270,11 +270,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload"]),
+        .testTarget(name: "TallyWorkloadTests", dependencies: ["TallyWorkload", "TallyTestSupport"]),
         .testTarget(
             name: "TallyFuzzReplayTests",
             dependencies: [
-                "TallyFuzzTargets", "TallyCore", "TallyWire", "TallySpool", "TallyLedger",
+                "TallyFuzzTargets", "TallyCore", "TallyWire", "TallySpool", "TallyLedger", "TallyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -299,7 +299,7 @@ let package = Package(
             name: "TallyAgentTests",
             dependencies: [
                 "TallyAgent", "TallyClient", "TallyHummingbird", "TallyWire", "TallySpool", "TallyCore", "TallyCLI",
-                "TallyTestSupport", "TallyWorkload",
+                "TallyService", "TallyTestSupport", "TallyWorkload",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -2,6 +2,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import TallyCore
+import TallyService
 import TallyWire
 
 /// A small collector for loopback tests, built from ``CollectorSession`` and NIO: it accepts
@@ -46,7 +47,13 @@ final class TestCollector: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                    return try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+                    let connection = try NIOAsyncChannel<Frame, Frame>(wrappingChannelSynchronously: channel)
+                    // Kept until it closes: a connection accepted while `stop()` closes the
+                    // listener is dropped unused by the listener's stream, and swift-nio stops
+                    // the process then (apple/swift-nio#3481; it stopped a whole test run once,
+                    // an agent reconnecting as its test stopped this collector).
+                    AcceptedConnections.keepUntilClosed(connection)
+                    return connection
                 }
             }
         server.withLock { $0 = channel.channel }

@@ -10,7 +10,7 @@ import TallyTestSupport
 /// file, invoices priced from its aggregates (a plan change at noon of April 15th makes one
 /// tenant's segments read hours, days and whole days; the other tenant's month is one monthly
 /// cell), against invoices computed by the test from the raw events alone.
-@Suite struct MinAvgPercentageInvoiceTests {
+@Suite(.offThePool) struct MinAvgPercentageInvoiceTests {
     static let yaml = """
         metrics:
           - name: payments

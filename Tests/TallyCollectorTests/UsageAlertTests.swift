@@ -56,7 +56,8 @@ final class WebhookReceiver: Sendable {
                 if self.accepted.count >= count { return }
                 for await _ in self.arrivals where self.accepted.count >= count { return }
             }
-            group.addTask { try? await Task.sleep(for: .seconds(30)) }
+            // A bound for a failing run only: the wait ends when the count arrives.
+            group.addTask { try? await Task.sleep(for: .seconds(120)) }
             await group.next()
             group.cancelAll()
         }

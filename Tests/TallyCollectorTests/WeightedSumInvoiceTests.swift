@@ -12,7 +12,7 @@ import TallyTestSupport
 /// test computes from the raw events, rounded once. A late April event, sent after April closed,
 /// becomes an adjustment line in May: the difference of April priced with and without it, with
 /// April's tiers.
-@Suite struct WeightedSumInvoiceTests {
+@Suite(.offThePool) struct WeightedSumInvoiceTests {
     static let yaml = """
         metrics:
           - name: storage

@@ -1,11 +1,12 @@
 import TallyCore
 import TallyWorkload
+import TallyTestSupport
 import Testing
 
 /// Whatever bytes arrive, the JSON parser and the event decoder answer with an event or a
 /// rejection that has a reason — never a crash, a hang or a stack overflow. Deterministic
 /// (seeded), so a failure reproduces.
-@Suite struct DecoderRobustnessTests {
+@Suite(.offThePool) struct DecoderRobustnessTests {
     static let valid = [
         #"{"tenant":"t0001","metric":"api_calls","quantity":1,"timestamp":"2026-11-21T10:00:00.123456Z","id":"req-1","properties":{"endpoint":"/v1/search","region":"eu","status":"200"}}"#,
         #"{"tenant":"acme","metric":"bytes_out","quantity":"12345.000000001","timestamp":"2026-11-21T10:00:00Z","properties":{"endpoint":"/v1/items"}}"#,

@@ -1,9 +1,10 @@
+import TallyTestSupport
 import Testing
 @testable import TallyCore
 
 /// The direct (byte-level) event path must give exactly the full path's result — event, or
 /// rejection with the same reason, field and message — for every input, valid or not.
-@Suite struct DirectEventScannerTests {
+@Suite(.offThePool) struct DirectEventScannerTests {
     let now = EventTime(microseconds: 1_776_081_600_000_000)  // 2026-04-13T12:00:00Z
 
     static let seeds: [String] = [

@@ -1,5 +1,6 @@
 import Foundation
 import TallyFuzzTargets
+import TallyTestSupport
 import Testing
 
 /// `FuzzTesting/Corpus/`, found from this file's place in the repository.
@@ -9,7 +10,7 @@ let corpusDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent(
 /// Every kept fuzz input (seeds, and every input that ever crashed or hung a target) replayed
 /// through its target's entry point in the normal build. A regression traps, so this suite
 /// fails loudly; a missing or emptied corpus fails it too.
-@Suite("The kept fuzz corpus")
+@Suite("The kept fuzz corpus", .offThePool)
 struct CorpusReplayTests {
     /// The regular files of a target's corpus folder, by name.
     static func inputs(of target: FuzzTarget) throws -> [URL] {

@@ -1,10 +1,11 @@
 import Foundation
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 import TallyWorkload
 
-@Suite("Aggregate rollups and buffer")
+@Suite("Aggregate rollups and buffer", .offThePool)
 struct AggregateRollupTests {
     func hour(_ text: String) -> Int64 { at(text).hourSinceEpoch }
 

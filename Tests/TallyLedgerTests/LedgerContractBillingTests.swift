@@ -1,10 +1,11 @@
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// The rest of the contract every backend meets: billing reads, final invoices, export records,
 /// and two stores on one ledger (two collectors of a cluster, or `tallyctl audit` beside one).
-@Suite struct LedgerContractBillingTests {
+@Suite(.offThePool) struct LedgerContractBillingTests {
     /// March usage, a late March event billed in April, April usage, unique values in both.
     func billingLedger(_ factory: any LedgerStoreFactory) throws -> TestLedger {
         let ledger = try TestLedger(factory)

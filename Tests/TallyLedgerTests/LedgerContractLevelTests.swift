@@ -1,13 +1,14 @@
 import Foundation
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// Levels (`weighted_sum`, issue 15) on every backend: events arrive out of order, late into a
 /// closed period and twice, in shuffled batches; the level integral read from the cells of any
 /// range of hours equals a plain reference over the distinct events, exactly, for what was billed
 /// before the late events and for everything; the audit finds no drift.
-@Suite struct LedgerContractLevelTests {
+@Suite(.offThePool) struct LedgerContractLevelTests {
     static let configuration: LedgerConfiguration = {
         var configuration = LedgerConfiguration()
         configuration.levelMetrics = ["seats"]

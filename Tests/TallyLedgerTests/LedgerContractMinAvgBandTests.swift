@@ -1,12 +1,13 @@
 import Foundation
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// Minimums, means and quantity bands (issue 15) on every backend: the hourly, daily and monthly
 /// cells answer exactly what a plain reference over the distinct raw events says, and the audit
 /// recomputes them with no drift.
-@Suite struct LedgerContractMinAvgBandTests {
+@Suite(.offThePool) struct LedgerContractMinAvgBandTests {
     /// 2.9 % + 0.30 per event, at least 0.50 and at most 100.00 (Money scale 10⁻²¹): an event is
     /// below when q × 0.029 < 0.20 and above when q × 0.029 > 99.70.
     static let band = QuantityBand(

@@ -1,10 +1,11 @@
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// The admin overview's reads, on every backend: every tenant of a period at once
 /// (`periodUsage`) and the agents from their batch records (`agentActivity`).
-@Suite struct LedgerContractOverviewTests {
+@Suite(.offThePool) struct LedgerContractOverviewTests {
     static let kinds = [
         MetricDimension(metric: "api_calls"), MetricDimension(metric: "api_calls", dimension: "endpoint"),
         MetricDimension(metric: "active_users"),

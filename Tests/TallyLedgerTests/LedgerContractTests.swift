@@ -1,9 +1,10 @@
 import TallyCore
 import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// The contract every `LedgerStore` backend must meet, run against each factory.
-@Suite struct LedgerContractTests {
+@Suite(.offThePool) struct LedgerContractTests {
     @Test(arguments: ledgerFactories)
     func dedupesWithinABatchFirstWins(_ factory: any LedgerStoreFactory) throws {
         let ledger = try TestLedger(factory)

@@ -1,5 +1,6 @@
 import TallyCore
 @testable import TallyLedger
+import TallyTestSupport
 import Testing
 
 /// ``LedgerSpeculation``: the commit's pure steps done ahead (as the collector's preparation
@@ -7,7 +8,7 @@ import Testing
 /// (all duplicates), batches mixing new and stored keys, late and too-old events, group-by and
 /// unique-count cells — committed with and without the speculation leave the same outcomes,
 /// aggregates, unique counts and reconciliation, on each backend.
-@Suite struct LedgerSpeculationTests {
+@Suite(.offThePool) struct LedgerSpeculationTests {
     @Test(arguments: ledgerFactories)
     func speculatedCommitsLeaveTheSameLedger(_ factory: any LedgerStoreFactory) throws {
         let plain = try TestLedger(factory)

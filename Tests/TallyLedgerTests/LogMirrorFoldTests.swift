@@ -1,12 +1,13 @@
 import Synchronization
 import TallyCore
+import TallyTestSupport
 import Testing
 @testable import TallyLedger
 
 /// The SQLite writer folds the aggregate log from the cells it logged, kept in memory
 /// (`LogMirror`), instead of reading its rows back: the fold must store exactly what a fold that
 /// reads the rows stores, and go back to the rows whenever the log holds a row it did not log.
-@Suite struct LogMirrorFoldTests {
+@Suite(.offThePool) struct LogMirrorFoldTests {
     /// Two ledgers get the same batches and fold at the same moments: one from its own cells,
     /// the reference reopened first, so that it reads the rows back. Every answer agrees, and
     /// the audit finds the aggregates equal to the raw events.
@@ -167,7 +168,7 @@ import Testing
 /// The writer only queues its committed cells; another thread merges them into the mirror
 /// (`LogMerger`, the collector's preparation threads), and the fold merges what is left. The
 /// folds store what folds that read the rows store, whichever thread merged what, and when.
-@Suite struct LogMergerTests {
+@Suite(.offThePool) struct LogMergerTests {
     /// A writer's ledger (its store and merger) and a reference ledger for the same batches.
     func ledgers() throws -> (ledger: TestLedger, reference: TestLedger, store: SQLiteLedgerStore, merger: LogMerger) {
         let configuration = TestLedger.foldingOnRequest

@@ -1,12 +1,13 @@
 import Foundation
 import TallyCore
+import TallyTestSupport
 import Testing
 @testable import TallyLedger
 
 /// A reader that merges the unfolded aggregate log (`mergeUnfoldedLogOnRead`) answers every
 /// aggregate read exactly as a store that folds first, whatever the writer has folded or not,
 /// and never folds itself.
-@Suite struct UnfoldedLogReadTests {
+@Suite(.offThePool) struct UnfoldedLogReadTests {
     /// Two ledgers get the same batches. The reference folds before every read, as stores always
     /// did. The other's writer folds at random moments, and its answers come from a second
     /// connection that merges the log in its snapshot. Every round, every read must agree.

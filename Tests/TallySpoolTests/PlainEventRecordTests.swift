@@ -1,3 +1,4 @@
+import TallyTestSupport
 import Testing
 import TallyCore
 import TallyWorkload
@@ -7,7 +8,7 @@ import TallyWorkload
 /// The agent's byte path (`EventDecoder.scanPlain`, then the fingerprint and the spool record
 /// from the line's bytes) against the decoder: a line it takes is one the decoder accepts, with
 /// the same fingerprint and the same record bytes; a line it leaves goes the decoder's way.
-@Suite struct PlainEventRecordTests {
+@Suite(.offThePool) struct PlainEventRecordTests {
     static let now = EventTime(microseconds: 1_776_081_600_000_000)  // 2026-04-13T12:00:00Z
     static let decoders = [EventDecoder(), EventDecoder(defaultMetric: "api_calls")]
 

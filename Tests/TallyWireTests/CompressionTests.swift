@@ -1,4 +1,5 @@
 import NIOCore
+import TallyTestSupport
 import Testing
 import TallyWorkload
 import TallyCore
@@ -7,7 +8,7 @@ import TallyCore
 /// Bytes per event on a reference-like workload (BRIEF.md): 1,000 Zipf tenants, mostly
 /// `api_calls` of 1, endpoint/region/method/status properties, a random UUID v4 id per event,
 /// timestamps rising with jitter at about 100 events/s. Batches of 1,000, as the agent sends.
-@Suite struct CompressionTests {
+@Suite(.offThePool) struct CompressionTests {
     static func workload(count: Int, seed: UInt64) -> [UsageEvent] {
         var rng = SplitMix64(seed: seed)
         func zipfTable(_ n: Int) -> [Double] {

@@ -27,7 +27,7 @@ func runTool(_ path: String, _ arguments: [String], input: [UInt8]) throws -> (o
 
 let zstdTool = ["/usr/bin/zstd", "/usr/local/bin/zstd"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
-@Suite struct ZstdTests {
+@Suite(.offThePool) struct ZstdTests {
     static let sample: [UInt8] = {
         var bytes: [UInt8] = []
         var state: UInt32 = 7

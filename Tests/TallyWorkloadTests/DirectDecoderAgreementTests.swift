@@ -1,10 +1,11 @@
 @testable import TallyCore
+import TallyTestSupport
 import Testing
 import TallyWorkload
 
 /// The agent's direct event path against the full JSON path, over the reference workload (valid
 /// lines, retries, late events and every kind of invalid line it makes): same result for each.
-@Suite("The direct event decoder on the reference workload")
+@Suite("The direct event decoder on the reference workload", .offThePool)
 struct DirectDecoderAgreementTests {
     @Test("every line decodes the same way on both paths, one by one and as bodies")
     func agreesOnTheReferenceWorkload() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import TallyCore
+import TallyTestSupport
 import Testing
 
 @testable import TallyWorkload
@@ -18,7 +19,7 @@ private struct Tally {
     var lateCount = 0
 }
 
-@Suite("Expected totals")
+@Suite("Expected totals", .offThePool)
 struct ExpectedTotalsTests {
     @Test(
         "an independent count (decode, dedupe by fingerprint, sum) equals the expected totals exactly",

@@ -1,4 +1,5 @@
 import TallyCore
+import TallyTestSupport
 import Testing
 
 @testable import TallyWorkload
@@ -17,7 +18,7 @@ func decode(_ line: [UInt8], decoder: EventDecoder = EventDecoder()) -> Result<U
     line.withUnsafeBufferPointer { decoder.decodeLine($0, now: farFuture) }
 }
 
-@Suite("The reference workload")
+@Suite("The reference workload", .offThePool)
 struct ReferenceWorkloadTests {
     @Test("the same seed gives the same bytes; another seed other bytes")
     func determinism() throws {

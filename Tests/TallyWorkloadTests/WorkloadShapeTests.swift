@@ -1,9 +1,10 @@
 import TallyCore
+import TallyTestSupport
 import Testing
 
 @testable import TallyWorkload
 
-@Suite("The workload's shape")
+@Suite("The workload's shape", .offThePool)
 struct WorkloadShapeTests {
     @Test("every invalid line, of every kind, is rejected by EventDecoder")
     func invalidLinesAreRejected() throws {

@@ -166,19 +166,19 @@ struct ChaosRun {
         case .agentKill:
             let agent = Int.random(in: 0..<fleet.agentPorts.count, using: &random)
             let downtime = Duration.milliseconds(Int.random(in: 0...800, using: &random))
-            try await offThePool { fleet.killAgent(agent) }
+            await offThePool { fleet.killAgent(agent) }
             try await Task.sleep(for: downtime)
             try await fleet.startAgent(agent)
         case .collectorKill:
             let collector = Int.random(in: 0..<fleet.collectors.count, using: &random)
             let downtime = Duration.milliseconds(Int.random(in: 0...1500, using: &random))
-            try await offThePool { fleet.killCollector(collector) }
+            await offThePool { fleet.killCollector(collector) }
             try await Task.sleep(for: downtime)
             try await fleet.startCollector(collector)
         case .databaseKill:
             guard let database else { return }
             let downtime = Duration.milliseconds(Int.random(in: 0...2000, using: &random))
-            try await offThePool { database.crash() }
+            await offThePool { database.crash() }
             try await Task.sleep(for: downtime)
             try await offThePool { try database.restart() }
         case .spoolDiskFull:
