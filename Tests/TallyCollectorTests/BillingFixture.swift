@@ -194,3 +194,23 @@ func startCollector(_ config: CollectorConfig) async throws -> (running: Task<Vo
     }
     return (running, ledger)
 }
+
+/// Starts a real collector with `config` (in this process, on the normal policy, as
+/// ``startCollector(_:)``) and waits until its HTTP API listens: its running task and the API's
+/// port.
+func startCollectorServingHTTP(_ config: CollectorConfig) async throws -> (running: Task<Void, any Error>, port: Int) {
+    var config = config
+    config.realtimePriority = 0
+    let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+    let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+    let running = Task {
+        defer { sink.finish() }
+        try await collector.run(httpBound: { sink.yield($0) })
+    }
+    var iterator = ports.makeAsyncIterator()
+    guard let port = await iterator.next() else {
+        try await running.value
+        throw FixtureError("the collector's HTTP API did not start")
+    }
+    return (running, port)
+}

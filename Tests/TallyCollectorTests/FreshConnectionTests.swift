@@ -1,5 +1,4 @@
 import Foundation
-import Prometheus
 import Synchronization
 import TallyClient
 import TallyConfig
@@ -22,12 +21,7 @@ import Testing
         config.listen = HostPort(host: "127.0.0.1", port: 0)
         config.http = HostPort(host: "127.0.0.1", port: 0)
         config.adminKey = "admin-key-for-fresh-connections"
-        config.realtimePriority = 0  // the test process's event loops stay on the normal policy
-        let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: tlsTestLogger)
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let running = Task { try await collector.run(httpBound: { sink.yield($0) }) }
-        var iterator = ports.makeAsyncIterator()
-        let port = try #require(await iterator.next())
+        let (running, port) = try await startCollectorServingHTTP(config)
 
         let busy = Atomic(true)
         for _ in 0..<3 {

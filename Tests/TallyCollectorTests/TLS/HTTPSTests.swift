@@ -25,12 +25,7 @@ struct HTTPSTests {
         config.http = HostPort(host: "127.0.0.1", port: 0)
         config.httpTLS = pki.serverFiles(TestPKI.good)
         config.adminKey = "admin-key-for-tls-tests"
-        config.realtimePriority = 0  // the test process's event loops stay on the normal policy
-        let collector = try await Collector.start(config: config, registry: PrometheusCollectorRegistry(), logger: tlsTestLogger)
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let running = Task { try await collector.run(httpBound: { sink.yield($0) }) }
-        var iterator = ports.makeAsyncIterator()
-        let port = try #require(await iterator.next())
+        let (running, port) = try await startCollectorServingHTTP(config)
         let trust = try ClientTLS(ClientTLSFiles(ca: pki.ca), place: "test")
 
         let health = try await get("https://127.0.0.1:\(port)/healthz", tls: trust)
