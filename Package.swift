@@ -314,7 +314,7 @@ let package = Package(
             name: "BadInputTests",
             dependencies: [
                 "TallyCore", "TallyWire", "TallySpool", "TallyAgent", "TallyCollector", "TallyLedger", "TallyConfig",
-                "TallyPricing", "TallyClient",
+                "TallyPricing", "TallyClient", "TallyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

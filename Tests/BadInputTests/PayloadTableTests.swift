@@ -2,6 +2,7 @@ import NIOCore
 import TallyCore
 import TallyLedger
 import TallyWire
+import TallyTestSupport
 import Testing
 
 @testable import TallyCollector
@@ -25,7 +26,8 @@ struct PayloadTableTests {
         }
     }
 
-    @Test func theHandWrittenPayloadIsValid() throws {
+    /// (Off the pool: the first use of the bombs compresses 64 MiB, seconds of a debug build.)
+    @Test(.offThePool) func theHandWrittenPayloadIsValid() throws {
         let events = try Self.decode(PayloadBytes.envelope(columns: PayloadBytes.single)).get()
         #expect(
             events == [
