@@ -1,6 +1,7 @@
 import Dispatch
 import NIOCore
 import Synchronization
+import TallyTestSupport
 import Testing
 import TallyCore
 import TallyLedger
@@ -14,8 +15,10 @@ import TallyWire
 /// because it uses the same in-process collector, ``CollectorUnderTest``.)
 ///
 /// The time limits guard against a hang (a missing pipeline waits for the held writer for ever),
-/// not against slowness: in a full `make test` these tests take 35–65 s on two busy cores (one
-/// alone takes 2 s), so a limit of one minute failed a CI run.
+/// not against slowness: in a full `make test` these tests took 35–65 s on two busy cores (one
+/// alone takes 2 s), and a limit of one minute failed a CI run. They wait by polling with
+/// ``eventually(_:every:_:)``, which sleeps between looks: three of them spinning on
+/// `Task.yield()` at once kept the cooperative pool's queue full.
 @Suite struct BatchPipelineTests {
     /// Holds the ledger's only writer until released, so that no batch can commit meanwhile.
     final class WriterHold: Sendable {
@@ -150,8 +153,8 @@ import TallyWire
                 return true
             }
         }
-        // The writer is held, so nothing commits: wait (yielding) for the preparations.
-        while prepared.withLock({ $0.count }) < BatchPipeline.preparedAhead { await Task.yield() }
+        // The writer is held, so nothing commits: wait for the preparations.
+        try #require(await eventually { prepared.withLock { $0.count } >= BatchPipeline.preparedAhead })
         let preparedWhileHeld = prepared.withLock { $0 }
         let acks = try await held.acksAfterRelease()
         for ack in acks { #expect(ack.accepted == 3) }
@@ -199,11 +202,10 @@ import TallyWire
                 return true
             }
         }
-        while prepared.withLock({ $0.count }) < 2 { await Task.yield() }
+        try #require(await eventually { prepared.withLock { $0.count } >= 2 })
         // The third must not start while the first is uncommitted: give it a second to (it takes
         // milliseconds when it may).
-        let until = ContinuousClock.now + .seconds(1)
-        while ContinuousClock.now < until && prepared.withLock({ $0.count }) == 2 { await Task.yield() }
+        _ = await eventually(.seconds(1)) { prepared.withLock { $0.count } != 2 }
         let preparedWhileHeld = prepared.withLock { $0 }
         let sequences = try await held.acksAfterRelease().map(\.sequence)
         await collector.stop()
@@ -228,7 +230,7 @@ import TallyWire
             let events = sequence <= 2 ? first : recentEvents(3, tenant: "tenant-\(sequence)", from: 10 * sequence)
             pipeline.submit(Batch(sequence: UInt64(sequence), payload: try BatchPayloadEncoder().encode(events)), agent: "edge-1") { _ in true }
         }
-        while collector.ledger.commitsWaiting < total { await Task.yield() }
+        try #require(await eventually { collector.ledger.commitsWaiting >= total })
         let acks = try await held.acksAfterRelease()
         let after = collector.ledger.queuedCommitGroups
         let groupsCounted = collector.counter("tally_collector_commit_groups_total")
