@@ -279,8 +279,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload", "TallyTestSupport"]),
-        // One throwaway PostgreSQL server per test run (Foundation only).
-        .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport"),
+        // What the tests share: one throwaway PostgreSQL server per run, waits off the pool.
+        .target(name: "TallyTestSupport", dependencies: ["TallyCore"], path: "Tests/TallyTestSupport"),
         .testTarget(
             name: "TallyLedgerTests",
             dependencies: [

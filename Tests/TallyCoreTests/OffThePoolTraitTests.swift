@@ -9,7 +9,7 @@ import Testing
     @Test(.offThePool, arguments: [1, 2, 3])
     func aMarkedTestRunsOnADedicatedThread(_ round: Int) {
         #expect(ThreadName.current().hasPrefix("test-off-pool-"), "round \(round): \(ThreadName.current())")
-        #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == 10)
+        #expect(BackgroundPriority.currentThreadNiceness() == 10)
     }
 
     @Test func anUnmarkedTestDoesNot() {

@@ -77,11 +77,6 @@ public final class BlockingHTTPSocket: @unchecked Sendable {
         try await offThePool { try self.readHead() }
     }
 
-    /// ``readResponse()`` on a thread of its own (``offThePool(_:)``).
-    public func readResponseOffThePool() async throws -> (head: String, body: [UInt8]) {
-        try await offThePool { try self.readResponse() }
-    }
-
     /// Half-closes the connection: the client will send nothing more.
     public func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
 

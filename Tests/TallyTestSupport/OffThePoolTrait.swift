@@ -1,9 +1,6 @@
 import Foundation
+import TallyCore
 import Testing
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `.offThePool` on a suite (or a test): its tests' bodies run on threads of their own
 /// (``DedicatedThreads``), not on Swift's cooperative pool.
@@ -34,7 +31,8 @@ extension Trait where Self == OffThePoolTrait {
     public static var offThePool: Self { Self() }
 }
 
-/// A task executor with two threads of its own at nice 10, for ``OffThePoolTrait``.
+/// A task executor with two threads of its own at the background nice value
+/// (`BackgroundPriority`, 10), for ``OffThePoolTrait``.
 ///
 /// The tests marked `.offThePool` compute for a minute of CPU between them at the start of a
 /// run, while the tests bounded by time start their agents and collectors. At nice 10 a thread
@@ -43,21 +41,17 @@ extension Trait where Self == OffThePoolTrait {
 /// computing tests then took three quarters of the CPU for a minute, and in-process agents
 /// missed their deadlines.)
 public final class DedicatedThreads: TaskExecutor, @unchecked Sendable {
-    public static let shared = DedicatedThreads(count: 2, nice: 10)
+    public static let shared = DedicatedThreads(count: 2)
 
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var jobs: [UnownedJob] = []
-    private var next = 0
 
-    init(count: Int, nice: Int32) {
+    init(count: Int) {
         for index in 0..<count {
             Thread { [self] in
-                // The calling thread only: on Linux the nice value is a thread's.
-                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
-                // As `top -H` and `/proc/thread-self/comm` show it (Foundation's `Thread.name`
-                // does not reach the kernel on Linux).
-                try? "test-off-pool-\(index)".write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+                BackgroundPriority.lowerCurrentThread()
+                ThreadName.set("test-off-pool-\(index)")
                 run()
             }.start()
         }
@@ -74,13 +68,8 @@ public final class DedicatedThreads: TaskExecutor, @unchecked Sendable {
     private func run() {
         while true {
             condition.lock()
-            while next == jobs.count { condition.wait() }
-            let job = jobs[next]
-            next += 1
-            if next > 1024 {
-                jobs.removeFirst(next)
-                next = 0
-            }
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
             condition.unlock()
             job.runSynchronously(on: asUnownedTaskExecutor())
         }
