@@ -53,6 +53,11 @@ public struct SpoolOptions: Sendable, Hashable {
     /// CPU for the extra fsyncs (measured before the rule: 376k–672k against 470k–594k).
     public var fsync: FsyncPolicy = .interval(.milliseconds(5))
     public var access: SpoolAccess = .exclusive
+    /// How long an exclusive open waits for the spool's lock before it fails with
+    /// ``SpoolError/locked(directory:)``. A lock can outlive its holder's close for a moment (a
+    /// child process being started in that instant holds a copy until its exec), and a
+    /// previous agent may still be exiting; a running agent holds it far longer than this.
+    public var lockWait: Duration = .seconds(2)
     /// The buffer the scanner and reader use; bounds the memory of recovery and reads.
     public var readBufferBytes: Int = 1 << 20
 

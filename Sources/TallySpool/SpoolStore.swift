@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TallyCore
 
 /// The spool's files and their bookkeeping, used from one thread at a time (the I/O thread, or
@@ -44,6 +49,31 @@ final class SpoolStore {
 
     func path(_ id: UInt64) -> String { directory + "/" + Self.segmentName(id) }
 
+    /// Takes the exclusive lock, trying again until `wait` has passed while someone else holds
+    /// it. A holder that is about to let go is common: the previous agent still exiting, or a
+    /// child process that another thread of this process is starting. Such a child holds a copy
+    /// of every descriptor from its fork until its exec closes them (`O_CLOEXEC` acts only at
+    /// the exec), this lock's among them, so a close and a reopen in quick succession can find
+    /// the lock still held for a moment. An agent that really runs holds it for the whole wait.
+    private static func lock(_ fd: Int32, path: String, waitingUpTo wait: Duration, ops: any SpoolFileOperations) throws(SpoolError) -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + wait
+        var pause = Duration.milliseconds(1)
+        while true {
+            if try ops.lock(fd, path: path) { return true }
+            let now = clock.now
+            if now >= deadline { return false }
+            // This runs on the spool's own I/O thread (or the opener's), never on a Swift
+            // concurrency thread, so it may block.
+            let nap = min(pause, deadline - now)
+            let (seconds, attoseconds) = nap.components
+            var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+            pause = min(pause * 2, .milliseconds(50))
+        }
+    }
+
     /// Opens the spool: locks it, reads the checkpoint and recovers every segment (see FORMAT.md).
     init(directory: String, options: SpoolOptions, ops: any SpoolFileOperations) throws(SpoolError) {
         self.directory = directory
@@ -54,9 +84,13 @@ final class SpoolStore {
             try ops.makeDirectory(directory)
             let lockPath = directory + "/" + Self.lockName
             let fd = try ops.open(lockPath, create: true, readOnly: false)
-            guard try ops.lock(fd, path: lockPath) else {
+            do throws(SpoolError) {
+                guard try Self.lock(fd, path: lockPath, waitingUpTo: options.lockWait, ops: ops) else {
+                    throw .locked(directory: directory)
+                }
+            } catch {
                 ops.close(fd)
-                throw .locked(directory: directory)
+                throw error
             }
             lockFd = fd
         }

@@ -48,29 +48,11 @@ struct DamagedSpool {
 
     func path(_ name: String) -> String { directory + "/" + name }
 
-    /// Opens the spool in `directory` again after this test closed it. The lock (an flock) can
-    /// outlive the close for a moment: a child process another test spawns in this process at
-    /// that instant holds a copy of every descriptor from its fork until its exec closes them
-    /// (`O_CLOEXEC`), the lock's among them. Seen once in a clean-clone run: "locked by another
-    /// process" right after this test's own close. So a `locked` here is retried for up to 5 s;
-    /// any other error, or a lock held longer, fails the test.
-    static func reopen(_ directory: String, options: SpoolOptions = SpoolOptions()) async throws -> Spool {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while true {
-            do {
-                return try await Spool.open(directory: directory, options: options)
-            } catch {
-                guard case .locked = error, ContinuousClock.now < deadline else { throw error }
-            }
-            try await Task.sleep(for: .milliseconds(10))  // polling for the fork's exec, with a deadline
-        }
-    }
-
     /// Opens the damaged spool and reads every unacknowledged event, then closes it.
     func recover() async throws -> (report: RecoveryReport, events: [UsageEvent], skipped: Int, stats: SpoolStats, quarantined: [QuarantinedRegion]) {
         var options = SpoolOptions()
         options.fsync = .never
-        let spool = try await Self.reopen(directory, options: options)
+        let spool = try await Spool.open(directory: directory, options: options)
         var events: [UsageEvent] = []
         var skipped = 0
         var batch = try await spool.readFromAcknowledged()
@@ -211,7 +193,7 @@ struct SpoolTableTests {
         #expect(recovered.events == [DamagedSpool.event(2), DamagedSpool.event(4)])
         #expect(recovered.skipped == 1)
         #expect(recovered.quarantined.map(\.position) == [spool.positions[3]])
-        let again = try await DamagedSpool.reopen(spool.directory)
+        let again = try await Spool.open(directory: spool.directory)
         let verification = try await again.verify()
         await again.close()
         #expect(verification.problems == [SpoolCorruption(kind: .undecodableRecord, position: spool.positions[3], length: UInt64(end - start))])
@@ -288,7 +270,7 @@ struct SpoolTableTests {
         let file = spool.path("shipper.seq")
         DamagedSpool.write(file, DamagedSpool.read(file).map { $0 ^ 0x55 })
         let before = EventTime.now().microseconds
-        let opened = try await DamagedSpool.reopen(spool.directory)
+        let opened = try await Spool.open(directory: spool.directory)
         let sequence = try await opened.takeSequence()
         await opened.close()
         let recovered = try #require(opened.recovery.sequenceRecovered)

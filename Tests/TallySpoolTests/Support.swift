@@ -76,6 +76,9 @@ final class TestFileOperations: SpoolFileOperations {
         /// Files whose name ends so are gone when opened (ENOENT), as a segment a running agent
         /// deleted after an ack between a reader's listing and its open.
         var vanished: [String] = []
+        /// Lock attempts that found the lock held, and who to tell of each.
+        var lockRefusals = 0
+        var onLockRefused: (@Sendable () -> Void)? = nil
     }
     let state = Mutex(State())
     let real = PosixFileOperations()
@@ -137,5 +140,15 @@ final class TestFileOperations: SpoolFileOperations {
     func remove(_ path: String) throws(SpoolError) { try real.remove(path) }
     func list(_ directory: String) throws(SpoolError) -> [String] { try real.list(directory) }
     func makeDirectory(_ path: String) throws(SpoolError) { try real.makeDirectory(path) }
-    func lock(_ fd: Int32, path: String) throws(SpoolError) -> Bool { try real.lock(fd, path: path) }
+    func lock(_ fd: Int32, path: String) throws(SpoolError) -> Bool {
+        let taken = try real.lock(fd, path: path)
+        if !taken {
+            let tell = state.withLock { state in
+                state.lockRefusals += 1
+                return state.onLockRefused
+            }
+            tell?()
+        }
+        return taken
+    }
 }
