@@ -1,5 +1,10 @@
 import Foundation
 import TallyCore
+
+// TallyTestSupport is also a dependency of tally-bench, which `make build-release` builds without
+// the test products: there the Testing module is not on the search path, and the trait (of use
+// to tests only) is left out.
+#if canImport(Testing)
 import Testing
 
 /// `.offThePool` on a suite (or a test): its tests' bodies run on threads of their own
@@ -30,6 +35,7 @@ extension Trait where Self == OffThePoolTrait {
     /// Runs the tests' bodies on threads of their own: for tests that compute for seconds.
     public static var offThePool: Self { Self() }
 }
+#endif
 
 /// A task executor with two threads of its own at the background nice value
 /// (`BackgroundPriority`, 10), for ``OffThePoolTrait``.
