@@ -50,9 +50,12 @@ agent-order: build-release
 	rm -f .build/release/tally-agent
 	$(SWIFT) build -c release $(RELEASE_LINK_FLAGS) --product tally-agent
 
+# Last, the release build that make demo and make bench use: it compiles without the test
+# products (no Testing module), and once a test-only import broke it while every test passed.
 test: deps-tools lint check-deploy
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) build-release
 
 # Chaos (Tests/EndToEndTests/ChaosTests.swift): the real binaries under random faults (kills,
 # cut, delayed, duplicated and reordered frames, lost acks, full disks, agents' clocks stepped,
