@@ -28,7 +28,8 @@ public final class Spool: Sendable {
     }
 
     /// Opens (creating if needed, unless read-only) the spool in `directory` and recovers it.
-    /// Throws ``SpoolError/locked(directory:)`` when another exclusive opener holds it.
+    /// Throws ``SpoolError/locked(directory:)`` when another exclusive opener still holds it
+    /// after ``SpoolOptions/lockWait``.
     public static func open(
         directory: String, options: SpoolOptions = SpoolOptions(),
         fileOperations: any SpoolFileOperations = PosixFileOperations()
