@@ -28,6 +28,11 @@ func withShipper(
     settings.reconnect.initial = .milliseconds(5)
     settings.reconnect.maximum = .milliseconds(50)
     settings.reconnect.afterFatalError = .milliseconds(50)
+    // These tests are about where batches go, not about giving up on a slow collector: a loaded
+    // run took an in-test collector past the default 10 s handshake, and the agent moved to the
+    // other one before the picked one had seen a batch. A test of the timeouts sets its own.
+    settings.handshakeTimeout = .seconds(300)
+    settings.ackTimeout = .seconds(300)
     configure(&settings)
     let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
     let task = Task { try await shipper.run() }

@@ -36,6 +36,8 @@ final class WebhookReceiver: Sendable {
     }
 
     let state = Mutex(State())
+    /// Where a `.hang` fault's request waits: until the test releases it.
+    let hangs = HeldAnswers()
     let secret: [UInt8]
     let now: @Sendable () -> Int64
     let arrivals: AsyncStream<Void>
@@ -108,7 +110,7 @@ final class WebhookReceiver: Sendable {
             switch reply {
             case .status(let status): return Response(status: status)
             case .hang:
-                try? await Task.sleep(for: .seconds(15))
+                await self.hangs.hold()
                 return Response(status: .ok)
             }
         }
@@ -168,9 +170,10 @@ final class WebhookReceiver: Sendable {
         var settings = AlertsConfig(webhookURL: "http://127.0.0.1:\(port)/hooks/tally", secret: .environment("UNUSED"))
         settings.initialBackoff = .seconds(1)
         settings.maxBackoff = .seconds(8)
-        // Well above a loaded machine's answer (2 s was not, once: a clean-clone CI run timed out a
-        // plain answer and counted a failure the test had not asked for), well below the hang.
-        settings.requestTimeout = .seconds(6)
+        // Well above a loaded machine's answer: 2 s, then 6 s were not, once each (a clean-clone
+        // CI run and a local full run timed out a plain answer, counted a failure the test had
+        // not asked for, and delivered that alert twice). A hang lasts until the test ends.
+        settings.requestTimeout = .seconds(20)
         return settings
     }
 
@@ -207,6 +210,7 @@ final class WebhookReceiver: Sendable {
         let receiver = WebhookReceiver(secret: Self.secret, now: { clock.now.seconds })
         let logger = Logger(label: "test")
         try await receiver.application().test(.live) { client in
+            defer { receiver.hangs.releaseAll() }  // before the server waits for its handlers
             let port = try #require(client.port)
             let registry = PrometheusCollectorRegistry()
             let service = UsageAlerts(
