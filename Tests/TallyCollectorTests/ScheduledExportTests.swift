@@ -52,6 +52,8 @@ final class StrictPlatform: Sendable {
     }
 
     let state = Mutex(State())
+    /// Where a `.recordThenHang` answer waits: until the test releases it.
+    let hangs = HeldAnswers()
     static let key = "sk_test_0123456789abcdef"
     /// One element each time an event is recorded (one reader: ``waitForTotals(_:)``).
     let recordings: AsyncStream<Void>
@@ -146,8 +148,8 @@ final class StrictPlatform: Sendable {
             case .status(let status, let text):
                 return Response(status: status, body: .init(byteBuffer: ByteBuffer(string: text)))
             case .hang:
-                // The event is recorded, but the answer comes long after the exporter gave up.
-                try? await Task.sleep(for: .seconds(15))
+                // The event is recorded, but the answer comes after the exporter gave up.
+                await self.hangs.hold()
                 return Response(status: .ok)
             }
         }
@@ -166,8 +168,8 @@ final class StrictPlatform: Sendable {
         // Well above a loaded machine's answer (2 s was not, once: a clean-clone CI run, with
         // PostgreSQL and the chaos suite beside it, timed out a plain answer and retried it once
         // more than the faults; 6 s was not, once, while the tests' cooperative pool was held by
-        // tests computing for seconds), well below the hang.
-        exports.requestTimeout = .seconds(10)
+        // tests computing for seconds). A hang lasts until the test ends (`HeldAnswers`).
+        exports.requestTimeout = .seconds(20)
         return exports.settings(apiKey: StrictPlatform.key)
     }
 
@@ -188,6 +190,7 @@ final class StrictPlatform: Sendable {
         platform.state.withLock { $0.faults = [.fail, .tooManyRequests, .recordThenHang] }
         let logger = Logger(label: "test")
         try await platform.application().test(.live) { client in
+            defer { platform.hangs.releaseAll() }  // before the server waits for its handlers
             let port = try #require(client.port)
             let registry = PrometheusCollectorRegistry()
             let first = ScheduledExports(
