@@ -3,7 +3,7 @@
  * Not part of `make bench`: a one-off measurement, kept so that its figures can be reproduced.
  *
  *   gcc -O2 -o /tmp/raw-row-layout bench/experiments/raw-row-layout.c -lsqlite3
- *   for m in 0 1 2; do /tmp/raw-row-layout $m 1000000 /tmp/raw-row-layout.db; done
+ *   for m in 0 1 2 3; do /tmp/raw-row-layout $m 1000000 /tmp/raw-row-layout.db; done
  *
  * 1,000,000 synthetic events, 1,000 per fsync'd commit (WAL, synchronous=FULL, 64 MiB cache,
  * a passive checkpoint every 50 commits, on this thread), time-ordered keys with 1% late:
@@ -11,12 +11,17 @@
  *   mode 1  the row of tally-bench's "SQLite floor": 6 columns
  *   mode 2  only the dedup key per event (ts, fingerprint, batch, index) and one 24 KB blob per
  *           batch (the batch's compressed payload: ~24 bytes per event on the wire)
+ *   mode 3  a leaner row of the same events: the event id as 16 bytes, status and billing period
+ *           as integers, the agent and received time left to the batch's own record
  * Measured 2026-12-07 11:20 UTC on the project's 2-core machine, three runs each:
  *   mode 0  314,886-345,700 events/s, 2.54-2.76 us of CPU per event
  *   mode 1  453,545-471,115 events/s, 1.85-1.94 us
  *   mode 2  479,201-600,936 events/s, 1.47-1.84 us
+ * and, alternating 0 / 3 / 1 three times at 11:20: mode 0 267,925-325,714 (2.67-3.28 us), mode 3
+ * 371,712-395,373 (2.22-2.36 us), mode 1 320,672-460,629 (1.90-2.07 us).
  * The collector's writer spends 2.61 us per event in all (tally-bench ingest, same hour): the
- * row itself is most of it, and even a 24-byte key costs ~1.5 us per event as a B-tree insert.
+ * row itself is most of it; a leaner row saves ~0.4-0.5 us of it, and even a 24-byte key costs
+ * ~1.5 us per event as a B-tree insert.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -28,16 +33,17 @@ static double now(clockid_t c){struct timespec t;clock_gettime(c,&t);return t.tv
 static unsigned long long s=88172645463325252ULL; static unsigned long long rnd(){s^=s<<13;s^=s>>7;s^=s<<17;return s;}
 static void ex(sqlite3*db,const char*q){char*e=0;if(sqlite3_exec(db,q,0,0,&e)!=SQLITE_OK){fprintf(stderr,"%s: %s\n",q,e);exit(1);}}
 int main(int argc,char**argv){
-  if(argc<4){fprintf(stderr,"usage: %s MODE(0|1|2) EVENTS DBPATH\n",argv[0]);return 2;}
+  if(argc<4){fprintf(stderr,"usage: %s MODE(0|1|2|3) EVENTS DBPATH\n",argv[0]);return 2;}
   int mode=atoi(argv[1]); int N=atoi(argv[2]); const char*path=argv[3];
   char p2[512]; unlink(path); snprintf(p2,512,"%s-wal",path); unlink(p2); snprintf(p2,512,"%s-shm",path); unlink(p2);
   sqlite3*db; sqlite3_open(path,&db);
   ex(db,"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0;");
   if(mode==0) ex(db,"CREATE TABLE raw(ts INTEGER NOT NULL, fingerprint BLOB NOT NULL, tenant TEXT NOT NULL, metric TEXT NOT NULL, quantity TEXT NOT NULL, event_id TEXT, properties BLOB NOT NULL, status TEXT NOT NULL, billed_in TEXT, agent TEXT NOT NULL, batch_seq INTEGER NOT NULL, batch_index INTEGER NOT NULL, received_at INTEGER NOT NULL, PRIMARY KEY(ts,fingerprint)) WITHOUT ROWID");
   if(mode==1) ex(db,"CREATE TABLE raw(ts INTEGER NOT NULL, fingerprint BLOB NOT NULL, tenant TEXT NOT NULL, metric TEXT NOT NULL, quantity TEXT NOT NULL, properties BLOB NOT NULL, PRIMARY KEY(ts,fingerprint)) WITHOUT ROWID");
+  if(mode==3) ex(db,"CREATE TABLE raw(ts INTEGER NOT NULL, fingerprint BLOB NOT NULL, tenant TEXT NOT NULL, metric TEXT NOT NULL, quantity TEXT NOT NULL, event_id BLOB, properties BLOB NOT NULL, status INTEGER NOT NULL, billed_in INTEGER, batch INTEGER NOT NULL, batch_index INTEGER NOT NULL, PRIMARY KEY(ts,fingerprint)) WITHOUT ROWID");
   if(mode==2){ ex(db,"CREATE TABLE raw(ts INTEGER NOT NULL, fingerprint BLOB NOT NULL, batch INTEGER NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(ts,fingerprint)) WITHOUT ROWID"); ex(db,"CREATE TABLE payloads(batch INTEGER PRIMARY KEY, payload BLOB NOT NULL)"); }
   sqlite3_stmt*ins,*pay=0;
-  const char*q= mode==0?"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)": mode==1?"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4,?5,?6)":"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4)";
+  const char*q= mode==0?"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)": mode==1?"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4,?5,?6)": mode==3?"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)":"INSERT OR IGNORE INTO raw VALUES(?1,?2,?3,?4)";
   sqlite3_prepare_v2(db,q,-1,&ins,0);
   if(mode==2) sqlite3_prepare_v2(db,"INSERT INTO payloads VALUES(?1,?2)",-1,&pay,0);
   unsigned char blob[24000]; for(int i=0;i<24000;i++) blob[i]=rnd();
@@ -55,6 +61,7 @@ int main(int argc,char**argv){
       if(mode==2){ sqlite3_bind_int64(ins,3,b); sqlite3_bind_int(ins,4,i); }
       else { sqlite3_bind_text(ins,3,tenant,-1,SQLITE_STATIC); sqlite3_bind_text(ins,4,metrics[rnd()%4],-1,SQLITE_STATIC); sqlite3_bind_text(ins,5,"1",1,SQLITE_STATIC);
         if(mode==0){ sqlite3_bind_text(ins,6,uuid,36,SQLITE_STATIC); sqlite3_bind_blob(ins,7,props,40,SQLITE_STATIC); sqlite3_bind_text(ins,8,"accepted",8,SQLITE_STATIC); sqlite3_bind_text(ins,9,"2026-03",7,SQLITE_STATIC); sqlite3_bind_text(ins,10,"bench-agent",11,SQLITE_STATIC); sqlite3_bind_int64(ins,11,b); sqlite3_bind_int(ins,12,i); sqlite3_bind_int64(ins,13,ts);}
+        else if(mode==3){ sqlite3_bind_blob(ins,6,fp,16,SQLITE_STATIC); sqlite3_bind_blob(ins,7,props,40,SQLITE_STATIC); sqlite3_bind_int(ins,8,0); sqlite3_bind_int(ins,9,202603); sqlite3_bind_int64(ins,10,b); sqlite3_bind_int(ins,11,i);}
         else sqlite3_bind_blob(ins,6,props,40,SQLITE_STATIC);
       }
       if(sqlite3_step(ins)!=SQLITE_DONE){fprintf(stderr,"step %s\n",sqlite3_errmsg(db));exit(1);} sqlite3_reset(ins);
