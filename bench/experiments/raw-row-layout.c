@@ -6,7 +6,9 @@
  *   for m in 0 1 2 3; do /tmp/raw-row-layout $m 1000000 /tmp/raw-row-layout.db; done
  *
  * 1,000,000 synthetic events, 1,000 per fsync'd commit (WAL, synchronous=FULL, 64 MiB cache,
- * a passive checkpoint every 50 commits, on this thread), time-ordered keys with 1% late:
+ * a passive checkpoint every 50 commits, on this thread), time-ordered keys with 1% late. The CPU
+ * figure includes making the synthetic values in the loop (random numbers, snprintf): an upper
+ * bound, alike for every mode but mode 2, which makes fewer of them.
  *   mode 0  the collector's raw_events row today: 13 columns (schema 7), PRIMARY KEY (ts, fingerprint)
  *   mode 1  the row of tally-bench's "SQLite floor": 6 columns
  *   mode 2  only the dedup key per event (ts, fingerprint, batch, index) and one 24 KB blob per
