@@ -280,7 +280,8 @@ let package = Package(
         ),
         .testTarget(name: "TallySpoolTests", dependencies: ["TallySpool", "TallyCore", "TallyWorkload", "TallyTestSupport"]),
         // What the tests share: one throwaway PostgreSQL server per run, waits off the pool.
-        .target(name: "TallyTestSupport", dependencies: ["TallyCore"], path: "Tests/TallyTestSupport"),
+        .target(
+            name: "TallyTestSupport", dependencies: ["TallyCore", .product(name: "Logging", package: "swift-log")], path: "Tests/TallyTestSupport"),
         .testTarget(
             name: "TallyLedgerTests",
             dependencies: [

@@ -11,7 +11,7 @@ import Testing
 struct ClientTests {
     @Test func clientGetsFingerprintsAndRejections() async throws {
         let agent = try await TestAgent.start()
-        let client = TallyClient(port: agent.port)
+        let client = TallyClient(port: agent.port, timeout: TestAgent.clientTimeout)
         var bad = event(2)
         bad.tenant = ""
         let outcomes = try await client.send([event(1), bad])
@@ -46,7 +46,7 @@ struct ClientTests {
         let router = Router()
         router.add(
             middleware: TallyMeteringMiddleware(
-                client: TallyClient(port: agent.port), tenantHeader: "X-Tenant-Id", bytesOutMetric: "bytes_out"))
+                client: TallyClient(port: agent.port, timeout: TestAgent.clientTimeout), tenantHeader: "X-Tenant-Id", bytesOutMetric: "bytes_out"))
         router.get("/search/:term") { _, _ in "found" }
         let app = Application(router: router)
         try await app.test(.router) { client in

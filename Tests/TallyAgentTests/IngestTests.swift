@@ -41,7 +41,7 @@ struct IngestTests {
         let agent = try await TestAgent.start(fileOperations: operations)
         operations.close(gate: true)
         let answered = Mutex(false)
-        let client = TallyClient(port: agent.port)
+        let client = TallyClient(port: agent.port, timeout: TestAgent.clientTimeout)
         let request = Task {
             let outcomes = try await client.send([event(7)])
             answered.withLock { $0 = true }
@@ -84,7 +84,7 @@ struct IngestTests {
         #expect(again.status == status)
         #expect(try await agent.agent.spool.stats().events == before)
         do {
-            _ = try await TallyClient(port: agent.port).send((0..<10).map { event(100_000 + $0) })
+            _ = try await TallyClient(port: agent.port, timeout: TestAgent.clientTimeout).send((0..<10).map { event(100_000 + $0) })
             Issue.record("the client did not report the full spool")
         } catch {
             guard case .spoolFull(let seconds, let code) = error else {

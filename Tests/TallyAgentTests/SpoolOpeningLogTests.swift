@@ -1,41 +1,22 @@
 import Foundation
 import Logging
-import Synchronization
 import TallyAgent
 import TallyConfig
 import TallyCore
+import TallyTestSupport
 import Testing
 
 /// What an agent says about its spool when it opens it: a new spool is "created" (information),
 /// not "recovered with repairs" (a warning an on-call engineer would chase); a spool that lost its
 /// checkpoint with events in it still warns; a clean reopen says neither.
 @Suite struct SpoolOpeningLogTests {
-    /// Log lines at their levels.
-    final class Lines: Sendable {
-        let lines = Mutex<[(Logger.Level, String)]>([])
-        var all: [(Logger.Level, String)] { lines.withLock { $0 } }
-        func contains(_ message: String, at level: Logger.Level) -> Bool { all.contains { $0.0 == level && $0.1 == message } }
-        func contains(_ message: String) -> Bool { all.contains { $0.1 == message } }
-    }
-
-    struct Capture: LogHandler {
-        let lines: Lines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) { lines.lines.withLock { $0.append((event.level, event.message.description)) } }
-    }
-
-    func open(_ directory: String) async throws -> (Agent, Lines) {
+    func open(_ directory: String) async throws -> (Agent, LogLines) {
         var config = AgentConfig()
         config.spoolDirectory = directory
         config.listen = HostPort(host: "127.0.0.1", port: 0)
         config.agentId = "log-agent"
-        let lines = Lines()
-        let agent = try await Agent.open(config: config, logger: Logger(label: "test") { _ in Capture(lines: lines) })
+        let lines = LogLines()
+        let agent = try await Agent.open(config: config, logger: lines.logger())
         return (agent, lines)
     }
 

@@ -42,6 +42,10 @@ final class TestAgent: Sendable {
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
+    /// The timeout of the tests' `TallyClient`s: not the client's 10 s. They are not about
+    /// timeouts, and a loaded full run left an in-process agent's answer past 10 s twice.
+    static let clientTimeout: Duration = .seconds(120)
+
     static func start(
         configure: (inout AgentConfig) -> Void = { _ in }, collectors: [HostPort] = [HostPort(host: "127.0.0.1", port: 1)],
         fileOperations: any SpoolFileOperations = PosixFileOperations()

@@ -88,6 +88,41 @@ import Testing
         #expect(try server.psql("SELECT count(*) FROM raw_events", database: name) == "10")
     }
 
+    /// An outage is said once per process, not once per connection: three sessions on a database
+    /// that ends their connections and refuses new ones log one line when it goes (whichever of
+    /// "lost" and "unreachable" comes first) and one when it is back.
+    @Test func anOutageIsLoggedOncePerProcessNotOncePerConnection() throws {
+        guard let server = try PostgresTestServer.shared() else { return }
+        let url = try server.createDatabase("outage")
+        let name = try #require(PostgresTestServer.databaseName(in: url))
+        defer { server.dropDatabase(name) }
+        let lines = LogLines()
+        let address = try PostgresAddress(parsing: url)
+        let sessions = try (0..<3).map { _ in try PostgresSession(address: address, logger: lines.logger()) }
+        defer { for session in sessions { session.close() } }
+        let probe = PostgresQuery(unsafeSQL: "SELECT 1")
+        for session in sessions { try session.query(probe, "before") }
+
+        _ = try server.psql(
+            "ALTER DATABASE \(name) ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '\(name)'",
+            database: "postgres")
+        for session in sessions {
+            #expect(throws: LedgerError.self, "a session finds the database gone") { try session.query(probe, "during") }
+        }
+        _ = try server.psql("ALTER DATABASE \(name) ALLOW_CONNECTIONS true", database: "postgres")
+        // Each session connects again once its backoff (1 s) allows: polled, with a deadline.
+        let deadline = ContinuousClock.now + .seconds(60)
+        for session in sessions {
+            while (try? session.query(probe, "after")) == nil {
+                try #require(ContinuousClock.now < deadline, "a session did not reconnect")
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        let gone = lines.count("lost the ledger database connection") + lines.count("the ledger database is unreachable; not acking until it is back")
+        #expect(gone == 1, "\(lines.all)")
+        #expect(lines.count("the ledger database is reachable again") == 1, "\(lines.all)")
+    }
+
     /// Raw events live in monthly partitions; an old month can be detached (to archive it) while
     /// the ledger keeps taking and billing events of the live months.
     @Test func anOldMonthIsDetachedWithoutTouchingLiveOnes() throws {

@@ -21,7 +21,8 @@ import TallyCore
 /// A lost connection (the server restarted, a failover, a network cut) fails the call in hand
 /// with ``LedgerError/database(code:message:context:)`` — the collector stops acking and says
 /// it is not ready — and the next call reconnects, no more often than a backoff allows (1 s
-/// doubling to 30 s). Each change of state (lost, back) is logged once.
+/// doubling to 30 s). Each change of state (lost, back) is logged once per process, however many
+/// of its connections meet it (``PostgresReachability``).
 final class PostgresSession {
     let address: PostgresAddress
     private let password: String?
@@ -29,7 +30,8 @@ final class PostgresSession {
     private var connection: PostgresConnection?
     private var nextAttempt = ContinuousClock.now
     private var backoff: Duration = .zero
-    private var lostReported = false
+    /// Shared by every session of this process on the same database.
+    private let reachability: PostgresReachability
     /// The named statements prepared on this connection (``query(prepared:_:_:)``).
     private var prepared: [String: PreparedQuery] = [:]
     /// Between BEGIN and COMMIT/ROLLBACK of ``transaction(_:isolation:_:)``.
@@ -42,6 +44,7 @@ final class PostgresSession {
     init(address: PostgresAddress, logger: Logger) throws(LedgerError) {
         self.address = address
         self.logger = logger
+        reachability = PostgresReachability.shared(for: address)
         password = try address.resolvedPassword(
             environment: ProcessInfo.processInfo.environment,
             readFile: { path in try String(contentsOfFile: path, encoding: .utf8) })
@@ -102,15 +105,13 @@ final class PostgresSession {
         } catch {
             backoff = min(max(backoff * 2, .seconds(1)), .seconds(30))
             nextAttempt = now + backoff
-            if !lostReported {
-                lostReported = true
+            if reachability.lost() {
                 logger.error(
                     "the ledger database is unreachable; not acking until it is back", metadata: ["store": "\(address)", "error": "\(error)"])
             }
             throw error
         }
-        if lostReported {
-            lostReported = false
+        if reachability.back() {
             logger.notice("the ledger database is reachable again", metadata: ["store": "\(address)"])
         }
         backoff = .zero
@@ -215,8 +216,7 @@ final class PostgresSession {
             return try body(connection)
         } catch {
             let lost = connection.isClosed || Self.endsTheConnection(error)
-            if lost && !lostReported {
-                lostReported = true
+            if lost && reachability.lost() {
                 logger.error("lost the ledger database connection", metadata: ["store": "\(address)", "error": "\(String(reflecting: error))"])
             }
             if lost, self.connection === connection {
@@ -368,5 +368,35 @@ final class ManagedAtomicCounter: @unchecked Sendable {
         defer { lock.unlock() }
         value += 1
         return value
+    }
+}
+
+/// Whether this process has said that a ledger database is unreachable. Shared by every session
+/// of the process on that database (the collector's writers and readers each have their own
+/// connection), so that an outage is one line in the log when it begins and one when it ends,
+/// not one per connection that meets it.
+final class PostgresReachability: Sendable {
+    private let reportedLost = Mutex(false)
+    private static let shared = PerDatabase<PostgresReachability>()
+
+    static func shared(for address: PostgresAddress) -> PostgresReachability {
+        shared.object(for: address) { PostgresReachability() }
+    }
+
+    /// A session found the database gone: true for the first since it was last reachable, which
+    /// says so.
+    func lost() -> Bool {
+        reportedLost.withLock { reported in
+            defer { reported = true }
+            return !reported
+        }
+    }
+
+    /// A session reached the database: true for the first since a loss was said, which says so.
+    func back() -> Bool {
+        reportedLost.withLock { reported in
+            defer { reported = false }
+            return reported
+        }
     }
 }
