@@ -63,13 +63,10 @@ final class SpoolStore {
             if try ops.lock(fd, path: path) { return true }
             let now = clock.now
             if now >= deadline { return false }
-            // This runs on the spool's own I/O thread (or the opener's), never on a Swift
-            // concurrency thread, so it may block.
-            let nap = min(pause, deadline - now)
-            let (seconds, attoseconds) = nap.components
-            var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-            var remaining = timespec()
-            while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+            // On the spool's own I/O thread, never a Swift concurrency thread: it may block. A
+            // signal that ends the nap early only brings the next try sooner.
+            let (seconds, attoseconds) = min(pause, deadline - now).components
+            usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
             pause = min(pause * 2, .milliseconds(50))
         }
     }
