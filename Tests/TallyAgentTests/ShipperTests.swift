@@ -8,6 +8,17 @@ import TallyTestSupport
 import TallyWire
 import Testing
 
+extension Shipper.Settings {
+    /// Handshake and ack timeouts of 300 s. These tests are about where batches go, not about
+    /// giving up on a slow collector: loaded runs took an in-test collector past the default 10 s
+    /// handshake, and the agent moved to the other one (a CI run of the id-picks test; the picked
+    /// collector of the resend test never saw a batch). A test of the timeouts sets its own.
+    mutating func waitForSlowCollectors() {
+        handshakeTimeout = .seconds(300)
+        ackTimeout = .seconds(300)
+    }
+}
+
 /// A spool with `count` events and a shipper for it, run until `body` returns.
 func withShipper(
     events count: Int, collectors: [HostPort], agentId: String = "test-agent", key: String? = nil,
@@ -28,11 +39,7 @@ func withShipper(
     settings.reconnect.initial = .milliseconds(5)
     settings.reconnect.maximum = .milliseconds(50)
     settings.reconnect.afterFatalError = .milliseconds(50)
-    // These tests are about where batches go, not about giving up on a slow collector: a loaded
-    // run took an in-test collector past the default 10 s handshake, and the agent moved to the
-    // other one before the picked one had seen a batch. A test of the timeouts sets its own.
-    settings.handshakeTimeout = .seconds(300)
-    settings.ackTimeout = .seconds(300)
+    settings.waitForSlowCollectors()
     configure(&settings)
     let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
     let task = Task { try await shipper.run() }
@@ -161,11 +168,7 @@ struct ShipperTests {
             try await spool.append((0..<20).map { event(round * 100 + $0) })
             var settings = Shipper.Settings(collectors: list, agentId: agentId, key: nil)
             settings.stopWhenDrained = true
-            // This test is about where an agent starts, not about giving up on a slow collector:
-            // a loaded CI run took the in-test collector past the 10 s handshake once, and the
-            // agent moved on to the other one (counted there).
-            settings.handshakeTimeout = .seconds(300)
-            settings.ackTimeout = .seconds(300)
+            settings.waitForSlowCollectors()
             let shipper = Shipper(spool: spool, settings: settings, metrics: AgentMetrics(), logger: testLogger)
             try await shipper.run()
             await spool.close()
