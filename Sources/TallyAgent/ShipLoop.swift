@@ -166,7 +166,7 @@ struct ShipLoop {
                         logger.error("spool regions quarantined while reading", metadata: ["regions": "\(batch.skippedCorruptRegions)"])
                     }
                     lastRead = batch.events
-                    actions += machine.spoolRead(events: batch.events.count, end: batch.end, now: .now)
+                    actions += machine.spoolRead(events: batch.events.count, end: batch.end, full: batch.reachedLimit, now: .now)
                 } catch {
                     actions += machine.localFailure("spool read failed: \(error)", now: .now)
                 }

@@ -42,7 +42,7 @@ extension ShipperMachine {
         case send([Frame])
         /// Close the current connection.
         case close
-        /// Read up to `maxEvents` events from `from`; answer ``spoolRead(events:end:now:)``, or
+        /// Read up to `maxEvents` events from `from`; answer ``spoolRead(events:end:full:now:)``, or
         /// ``localFailure(_:now:)``.
         case readSpool(from: SpoolPosition, maxEvents: Int)
         /// Lease the next sequence and encode the events just read as one batch; answer

@@ -41,6 +41,7 @@ extension SpoolStore {
                     switch item {
                     case .record(let offset, let payloadBytes):
                         if batch.events.count >= maxEvents || (!batch.events.isEmpty && bytes + payloadBytes + RecordFraming.headerBytes > maxBytes) {
+                            batch.reachedLimit = true
                             break reading
                         }
                         spanRecords += 1

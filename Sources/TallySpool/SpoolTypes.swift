@@ -12,6 +12,11 @@ public struct SpoolBatch: Sendable {
     public var positions: [SpoolPosition]
     /// Corrupt regions skipped (and quarantined, unless read-only) while reading this batch.
     public var skippedCorruptRegions: Int
+    /// The read stopped at one of its limits (`maxEvents`, or `maxBytes` of records) with a
+    /// record after `end`: the batch is as large as it may be, although it may hold fewer than
+    /// `maxEvents` events (large records reach `maxBytes` first). False when the read reached the
+    /// end of the durable records.
+    public var reachedLimit = false
 }
 
 /// A corrupt stretch of a segment found by recovery, a read or ``Spool/verify()``.

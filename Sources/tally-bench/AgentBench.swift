@@ -26,6 +26,7 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "Microseconds between two charges calls (one connection) during and after the drain (0: no reads).") var readIntervalUs = 5_000
     @Option(help: "The agent's spool fsync setting (always, never or an interval such as 5ms; default: the agent's own).")
     var agentFsync: String?
+    @Option(help: "The agent's batch.max_events (default: the agent's own).") var agentBatchEvents: Int?
     @Flag(help: "Keep the working directory.") var keep = false
 
     func validate() throws {
@@ -45,7 +46,7 @@ struct AgentBench: AsyncParsableCommand {
             children.killAll()
             if !keep { try? FileManager.default.removeItem(atPath: root) }
         }
-        let bench = try AgentBenchRun(bin: bin, root: root, children: children, fsync: agentFsync)
+        let bench = try AgentBenchRun(bin: bin, root: root, children: children, fsync: agentFsync, batchEvents: agentBatchEvents)
         var table = BenchTable.figures()
         do {
             try await bench.measure(self, into: &table)

@@ -46,6 +46,9 @@ struct ShipperWorld {
     var failFrees = false
     var failLeases = false
     var readRequests: [Int] = []
+    /// The most events a spool read returns whatever `maxEvents` asked for, as `batch.max_bytes`
+    /// does with large records (the read then says so: ``SpoolBatch/reachedLimit``); nil for no cap.
+    var byteCapEvents: Int?
     /// The batches the machine asked to record as acknowledged, in order.
     var recordedBatches: [AcknowledgedBatch] = []
 
@@ -97,9 +100,12 @@ struct ShipperWorld {
             case .readSpool(let from, let maxEvents):
                 readRequests.append(maxEvents)
                 let start = from.segment == 0 ? 0 : from.offset
-                let count = Int(min(UInt64(maxEvents), appended - start))
+                let available = Int(appended - start)
+                let limit = min(maxEvents, byteCapEvents ?? .max)
+                let count = min(limit, available)
                 lastRead = (start, count)
-                queue += machine.spoolRead(events: count, end: Self.position(start + UInt64(count)), now: now)
+                queue += machine.spoolRead(
+                    events: count, end: Self.position(start + UInt64(count)), full: available > limit, now: now)
             case .cutBatch:
                 guard !failLeases, let read = lastRead else {
                     queue += machine.localFailure("the sequence store is full", now: now)
@@ -383,6 +389,23 @@ struct ShipperWorld {
         // A full batch does not wait.
         world.append(10)
         #expect(world.cuts[2] == ShipperWorld.Cut(start: 5, count: 10))
+    }
+
+    /// Large records: `batch.max_bytes` stops each read at 4 events of the 10 `max_events`
+    /// allows. Those batches are full and go at once, with no tick in between; only the last
+    /// one, which reached the spool's end, lingers.
+    @Test func aBatchCutShortByItsByteCapGoesAtOnce() {
+        var world = ShipperWorld(window: 8, linger: .milliseconds(50))
+        world.byteCapEvents = 4
+        world.run(world.machine.start(now: world.now))
+        world.welcome()
+        world.append(14)
+        #expect(world.cuts[1] == ShipperWorld.Cut(start: 0, count: 4))
+        #expect(world.cuts[2] == ShipperWorld.Cut(start: 4, count: 4))
+        #expect(world.cuts[3] == ShipperWorld.Cut(start: 8, count: 4))
+        #expect(world.cuts.count == 3, "the last 2 events reached the spool's end: they linger")
+        world.advance(.milliseconds(51))
+        #expect(world.cuts[4] == ShipperWorld.Cut(start: 12, count: 2))
     }
 
     @Test func theRateBudgetLimitsEventsCut() {

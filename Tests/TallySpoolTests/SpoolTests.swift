@@ -32,12 +32,22 @@ import TallyCore
         try await spool.append((0..<100).map(sampleEvent))
         let byCount = try await spool.readFromAcknowledged(maxEvents: 10)
         #expect(byCount.events.count == 10)
+        #expect(byCount.reachedLimit)
         let byBytes = try await spool.readFromAcknowledged(maxEvents: 1_000, maxBytes: 500)
         #expect(byBytes.events.count >= 1 && byBytes.events.count < 10)
+        #expect(byBytes.reachedLimit, "the shipper cuts a batch stopped by its byte cap at once")
         let tiny = try await spool.readFromAcknowledged(maxEvents: 1_000, maxBytes: 1)
         #expect(tiny.events.count == 1)
+        #expect(tiny.reachedLimit)
         let next = try await spool.read(from: byCount.end, maxEvents: 5)
         #expect(next.events == (10..<15).map(sampleEvent))
+        // Up to the last record: the end of what is there, not a limit.
+        let rest = try await spool.read(from: byCount.end, maxEvents: 1_000)
+        #expect(rest.events.count == 90)
+        #expect(!rest.reachedLimit)
+        let exactly = try await spool.read(from: byCount.end, maxEvents: 90)
+        #expect(exactly.events.count == 90)
+        #expect(!exactly.reachedLimit, "no record after the last one read")
         await spool.close()
     }
 
