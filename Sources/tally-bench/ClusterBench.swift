@@ -22,7 +22,7 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "Reference-workload lines for the PostgreSQL floor (raw rows only, 1,000 per statement; 0 skips it).")
     var floorEvents = 400_000
     @Option(help: "Ledger writers per collector (the store address's pool_size).") var poolSize = 4
-    @Option(help: "The agents' batch.max_events (deploy/CLUSTER.md recommends 4,000 for a cluster; the agent's default is 1,000).")
+    @Option(help: "The agents' batch.max_events (the agent's default: 4,000).")
     var agentBatchEvents = 4_000
     @Option(help: "The pricing file of the collectors and the charges query.") var pricing = "deploy/pricing.example.yaml"
     @Option(help: "Events stored for the second charges figure (loaded in-process; 0 skips it).") var queryEvents = 3_000_000
