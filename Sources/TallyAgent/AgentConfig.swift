@@ -24,10 +24,12 @@ public struct AgentConfig: Sendable {
         /// events: on the agent its encoding tables, on the collector the batch's statements, its
         /// aggregate log row and the per-tenant sections in it (with 1,000 tenants, a batch of
         /// 1,000 events touches ~630 tenants, one of 4,000 ~980), and on PostgreSQL its commit.
-        /// `tally-bench agent --agent-batch-events`, a 3M-event drain into SQLite with the example
-        /// group-by, alternating: 194,321 / 189,680 events/s against 147,712 / 148,742 with
-        /// 1,000; collector CPU 7.6-7.8 against 9.8 µs per event, agent 1.4-1.5 against 2.0-2.2;
-        /// the charges reads during the drain alike (p99 1.39 / 1.37 against 1.33 / 1.24 ms).
+        /// `tally-bench agent --agent-batch-events`, drains into SQLite with the example group-by,
+        /// alternating with 1,000: 3M events 194,321 / 189,680 events/s against 147,712 /
+        /// 148,742 (collector CPU 7.6-7.8 against 9.8 µs per event, agent 1.4-1.5 against
+        /// 2.0-2.2); 10M events 161,988 / 185,390 against 137,714 / 143,056. The price: the
+        /// charges reads during a 10M drain had a p99 0.2-0.3 ms higher (1.70 / 1.61 against
+        /// 1.37 / 1.44 ms), the faster drain taking more of the shared cores while it lasts.
         /// Larger batches were no faster (6,000: 171,376; 8,000: 143,595 with the byte cap
         /// reached), and a collector prepares about 384 KiB of compressed batches ahead.
         public var maxEvents = 4_000

@@ -171,8 +171,8 @@ struct ShipperMachine {
     }
 
     /// The answer to ``Action/readSpool(from:maxEvents:)``: `events` events read, ending at `end`;
-    /// `full` when the read stopped at the batch's byte cap (`batch.max_bytes`) with more records
-    /// after `end` (``SpoolBatch/reachedLimit``).
+    /// `full` when the read stopped at one of its limits (`maxEvents`, or the byte cap
+    /// `batch.max_bytes`) with more records after `end` (``SpoolBatch/reachedLimit``).
     ///
     /// A batch shorter than `maxEvents` lingers for more events only when the read reached the
     /// spool's end. One cut short by the byte cap is full: waiting would add nothing to it. It
