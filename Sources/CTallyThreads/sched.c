@@ -71,3 +71,12 @@ int tally_thread_policy(int *priority) {
     *priority = param.sched_priority;
     return policy & ~SCHED_RESET_ON_FORK;
 }
+
+int tally_thread_set_idle(void) {
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    // Pid 0 is the calling thread. Lowering a thread's policy needs no privilege.
+    return sched_setscheduler(0, SCHED_IDLE, &param) == 0 ? 0 : errno;
+}
+
+int tally_thread_is_idle(void) { return (sched_getscheduler(0) & ~SCHED_RESET_ON_FORK) == SCHED_IDLE; }

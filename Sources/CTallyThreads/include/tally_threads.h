@@ -21,4 +21,12 @@ int tally_thread_set_realtime(int priority);
 /// and its real-time priority in `priority`, or -1.
 int tally_thread_policy(int *priority);
 
+/// Puts the calling thread on the idle policy (SCHED_IDLE): it runs only on a core that nothing
+/// else wants, and any thread that wakes on its core preempts it at once. 0 on success, else the
+/// errno.
+int tally_thread_set_idle(void);
+
+/// 1 if the calling thread is on the idle policy, else 0.
+int tally_thread_is_idle(void);
+
 #endif

@@ -31,6 +31,8 @@ public final class Ledger: @unchecked Sendable {
     private let pool: NIOThreadPool
     /// Threads for the CPU work of turning a received batch into a ``PreparedBatch``.
     private let preparation: NIOThreadPool
+    /// Where committed batches are freed (see ``IdleDisposal``).
+    let disposal = IdleDisposal()
     /// The readers not in use.
     private let readers: Mutex<[ConfinedStore]>
     private let readerStores: [ConfinedStore]
@@ -213,7 +215,7 @@ public final class Ledger: @unchecked Sendable {
     /// it commits are committed together next, in one transaction where the store can
     /// (``LedgerStore/commit(_:)-([PreparedBatch])``): one fsync for them all.
     public func queueCommit(_ batch: PreparedBatch) -> QueuedCommit {
-        let queued = QueuedCommit()
+        let queued = QueuedCommit(disposal: disposal)
         guard commitsInQueueOrder else {
             Task { [self] in
                 do { queued.resolve(.success(try await commitAlone(batch))) } catch { queued.resolve(.failure(error)) }
@@ -249,8 +251,9 @@ public final class Ledger: @unchecked Sendable {
                     }
                     let results = store.commit(batches)
                     groups.withLock { $0 = ($0.groups + 1, $0.batches + batches.count) }
-                    // Each batch goes back to its committer, who frees it (see `commitAlone(_:)`):
-                    // handed over, and the writer's references dropped, before anyone resumes.
+                    // Each batch goes back to its committer, who hands it to the disposal thread
+                    // (``IdleDisposal``; see also `commitAlone(_:)`): handed over, and the writer's
+                    // references dropped, before anyone resumes.
                     for (queued, batch) in zip(waiting, batches) { queued.keep(batch) }
                     batches = []
                     for (position, (queued, result)) in zip(waiting, results).enumerated() {
@@ -347,6 +350,7 @@ public final class Ledger: @unchecked Sendable {
         for confined in readerStores { confined.store.close() }
         try? await pool.shutdownGracefully()
         try? await preparation.shutdownGracefully()
+        await disposal.shutdown()
         for confined in all { confined.store.close() }
     }
 }
@@ -401,18 +405,23 @@ public final class QueuedCommit: Sendable {
     private struct State {
         var result: Result<BatchOutcome, any Error>?
         var waiter: CheckedContinuation<BatchOutcome, any Error>?
-        /// The committed batch, freed by whoever awaits the outcome rather than by the writer.
+        /// The committed batch: whoever awaits the outcome hands it to the disposal thread, so
+        /// that neither the writer nor the awaiting task frees it.
         var kept: PreparedBatch?
         var startsGroup = true
     }
 
     private let state = Mutex(State())
+    private let disposal: IdleDisposal?
 
-    init() {}
+    init(disposal: IdleDisposal? = nil) { self.disposal = disposal }
 
     /// The batch's outcome, or the error that kept it from committing. Await it once.
     public func outcome() async throws -> BatchOutcome {
-        defer { _ = state.withLock { $0.kept.take() } }
+        defer {
+            // Moved, so that the last reference is the disposal's.
+            if let kept = state.withLock({ $0.kept.take() }), let disposal { disposal.dispose(consume kept) }
+        }
         return try await withCheckedThrowingContinuation { continuation in
             let result = state.withLock { state -> Result<BatchOutcome, any Error>? in
                 if let result = state.result { return result }

@@ -1,3 +1,4 @@
+import CTallyThreads
 import Glibc
 
 /// Lowers the scheduling priority of the calling thread, for work that can wait: the
@@ -23,4 +24,15 @@ public enum BackgroundPriority {
         errno = 0
         return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
     }
+
+    /// Puts the calling thread on the idle scheduling policy (`SCHED_IDLE`), for work that has
+    /// no one waiting on it at all, such as freeing what was committed (`IdleDisposal` in the
+    /// collector): it runs on a core nothing else wants, and every thread that wakes on its core,
+    /// whatever its nice value, takes the core from it at once. Returns whether the kernel took
+    /// it (a seccomp filter may refuse).
+    @discardableResult
+    public static func idleCurrentThread() -> Bool { tally_thread_set_idle() == 0 }
+
+    /// Whether the calling thread is on the idle policy (for tests).
+    public static var currentThreadIsIdle: Bool { tally_thread_is_idle() == 1 }
 }
