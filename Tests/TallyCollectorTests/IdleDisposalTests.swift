@@ -75,8 +75,9 @@ import Testing
         #expect(inTime, "the value was not freed within a minute")
         #expect(seen["one"] == Freed(thread: "tally-free", idle: true))
         #expect(!callerIdle, "the caller's own thread keeps its policy")
-        #expect(disposal.counts == (freed: 1, received: 1))
+        // Counted after the free: read once the thread has finished its work.
         await disposal.shutdown()
+        #expect(disposal.counts == (freed: 1, received: 1))
     }
 
     /// With `limit` values waiting on the disposal thread (one being freed, held here, and the
@@ -101,24 +102,38 @@ import Testing
         #expect(steps == [true, true, true], "held started / over freed by the caller / all freed: \(steps)")
         #expect(seen["held"] == Freed(thread: "tally-free", idle: true))
         #expect(seen["queued"] == Freed(thread: "tally-free", idle: true))
-        #expect(disposal.counts == (freed: 2, received: 3))
         await disposal.shutdown()
+        #expect(disposal.counts == (freed: 2, received: 3))
     }
 
-    /// Every batch the single writer commits goes to the ledger's disposal when its committer
-    /// has its outcome.
-    @Test func theLedgerHandsEveryCommittedBatchToItsDisposal() async throws {
+    /// Every committed batch goes to the ledger's disposal when its committer has its outcome:
+    /// from the single writer's queue (SQLite) and from a pool of writers (PostgreSQL).
+    @Test(arguments: ["sqlite", "postgres"])
+    func theLedgerHandsEveryCommittedBatchToItsDisposal(backend: String) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tally-disposal-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let ledger = Ledger(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
+        let ledger: Ledger
+        var cleanup: () -> Void = {}
+        if backend == "postgres" {
+            guard let server = try await PostgresTestServer.shared() else { return }
+            let url = try server.createDatabase("disposal")
+            let open = { try PostgresLedgerStore(address: PostgresAddress(parsing: url)) }
+            ledger = Ledger(stores: [try open(), try open()])
+            cleanup = { if let name = PostgresTestServer.databaseName(in: url) { server.dropDatabase(name) } }
+        } else {
+            ledger = Ledger(store: try SQLiteLedgerStore(path: directory.appendingPathComponent("ledger.db").path))
+        }
+        defer { cleanup() }
+        #expect(ledger.commitsInQueueOrder == (backend == "sqlite"))
         let receivedAt = try EventTime(parsing: "2026-03-10T10:05:00Z")
         for sequence in 1...5 {
             let event = UsageEvent(
                 tenant: "acme", metric: "api_calls", quantity: Quantity(1), timestamp: try EventTime(parsing: "2026-03-10T10:00:00Z"),
                 id: "e-\(sequence)", properties: Properties([]))
             let prepared = PreparedBatch(IncomingBatch(agent: "a", sequence: UInt64(sequence), receivedAt: receivedAt, events: [.valid(event)]))
-            _ = try await ledger.commit(prepared)
+            let outcome = try await ledger.commit(prepared)
+            #expect(outcome.accepted == 1)
             #expect(ledger.disposal.counts.received == sequence)
         }
         await ledger.shutdown()

@@ -217,12 +217,14 @@ public final class Ledger: @unchecked Sendable {
     public func queueCommit(_ batch: PreparedBatch) -> QueuedCommit {
         let queued = QueuedCommit(disposal: disposal)
         guard commitsInQueueOrder else {
+            // The batch waits in a take-once hand-off: see `commitAlone(_:returningTo:)`.
+            let handOff = HandOff(batch)
             Task { [self] in
-                do { queued.resolve(.success(try await commitAlone(batch))) } catch { queued.resolve(.failure(error)) }
+                do { queued.resolve(.success(try await commitAlone(handOff, returningTo: queued))) } catch { queued.resolve(.failure(error)) }
             }
             return queued
         }
-        // The batch waits in a take-once hand-off: see `commitAlone(_:)`.
+        // The batch waits in a take-once hand-off: see `commitAlone(_:returningTo:)`.
         let start = commitQueue.withLock { queue in
             queue.waiting.append((HandOff(batch), queued))
             defer { queue.draining = true }
@@ -252,7 +254,7 @@ public final class Ledger: @unchecked Sendable {
                     let results = store.commit(batches)
                     groups.withLock { $0 = ($0.groups + 1, $0.batches + batches.count) }
                     // Each batch goes back to its committer, who hands it to the disposal thread
-                    // (``IdleDisposal``; see also `commitAlone(_:)`): handed over, and the writer's
+                    // (``IdleDisposal``; see also `commitAlone(_:returningTo:)`): handed over, and the writer's
                     // references dropped, before anyone resumes.
                     for (queued, batch) in zip(waiting, batches) { queued.keep(batch) }
                     batches = []
@@ -315,19 +317,19 @@ public final class Ledger: @unchecked Sendable {
     }
 
     /// One batch on whichever writer is free (a pool of writers).
-    private func commitAlone(_ batch: PreparedBatch) async throws -> BatchOutcome {
-        // The writer takes the batch from a hand-off and lets go of it before the caller
-        // resumes, so that the caller, who holds it until then, frees it: its events and what
-        // was made ahead for it are thousands of allocations, and the single writer is what
-        // limits ingest. A closure capturing the batch would keep it until the pool drops the
-        // closure, after resuming the caller, and free it on the writer whenever the caller
-        // was quicker.
-        let handOff = HandOff(batch)
+    private func commitAlone(_ handOff: HandOff<PreparedBatch>, returningTo queued: QueuedCommit) async throws -> BatchOutcome {
+        // The writer takes the batch from the hand-off and gives it back to the queued commit
+        // before the caller resumes; whoever awaits the outcome hands it to the disposal thread
+        // (``IdleDisposal``): its events and what was made ahead for it are thousands of
+        // allocations, and neither a writer nor the cooperative pool should spend a core on
+        // freeing them. A closure capturing the batch would keep it until the pool drops the
+        // closure, after resuming the caller, and free it wherever that happened.
         // At the process's own priority, unlike the preparation threads: see `BulkWork`.
         let result = try await perform { store in
             guard let batch = handOff.take() else {
                 return Result<BatchOutcome, LedgerError>.failure(Self.batchTakenTwice)
             }
+            defer { queued.keep(batch) }
             return Result { () throws(LedgerError) in try store.commit(batch) }
         }
         return try recorded(result).get()
