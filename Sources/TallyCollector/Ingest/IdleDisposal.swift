@@ -28,7 +28,7 @@ final class IdleDisposal: Sendable {
     private let freed = Atomic<Int>(0)
     private let received = Atomic<Int>(0)
 
-    init(limit: Int = 8) {
+    init(limit: Int = 4) {
         self.limit = limit
         thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
