@@ -314,6 +314,37 @@ struct AggregateRollupTests {
         }
     }
 
+    /// A fold deletes the folded log rows without zeroing their pages (`secure_delete = FAST`,
+    /// `SQLiteSchema.pragmas`): Debian's SQLite zeroes deleted content by default, and then the
+    /// fold's transaction wrote every page of the log's blobs to the WAL once more. Here the log
+    /// is ~100 batches of the same 400 cells, so the fold's own writes (the 401 cells at three
+    /// grains) are a few dozen pages against hundreds in the log.
+    @Test func aFoldDoesNotRewriteTheFoldedLogsPages() throws {
+        let ledger = try TestLedger(SQLiteFactory(), configuration: TestLedger.foldingOnRequest)
+        let store = try #require(ledger.store as? SQLiteLedgerStore)
+        for sequence in 1...100 {
+            let events = (0..<400).map { n in event(id: "e-\(sequence)-\(n)", [("endpoint", "/api/v1/resource-number-\(n)")]) }
+            _ = try store.commit(batch(UInt64(sequence), events))
+        }
+        func pragmaRow(_ sql: String) throws -> [Int64] {
+            let statement = try store.database.prepare(sql)
+            defer { statement.reset() }
+            guard try statement.step() else { return [] }
+            return (0..<3).map { statement.int64(Int32($0)) }
+        }
+        let logPages = try pragmaRow("SELECT sum(length(cells)), 0, 0 FROM aggregate_log")[0] / 4096
+        #expect(logPages >= 200, "the log should span hundreds of pages: \(logPages)")
+        // An empty WAL, so that what it holds after the fold is the fold's transaction.
+        #expect(try pragmaRow("PRAGMA wal_checkpoint(TRUNCATE)").first == 0)
+        try store.flushAggregates()
+        #expect(try !store.hasUnfoldedAggregates())
+        let framesAfterFold = try pragmaRow("PRAGMA wal_checkpoint(PASSIVE)")[1]
+        #expect(framesAfterFold > 0)
+        #expect(framesAfterFold < logPages / 4, "the fold wrote \(framesAfterFold) pages for a log of \(logPages)")
+        #expect(try pragmaRow("PRAGMA secure_delete").first == 2, "FAST")
+        #expect(try ledger.store.periodTotals(tenant: "acme", metric: "api_calls", period: period("2026-04")).usage?.sum == Quantity(40_000))
+    }
+
     @Test func auditFindsDriftInTheMonthlyRollup() throws {
         let ledger = try TestLedger(SQLiteFactory())
         _ = try ledger.store.commit(batch(1, [event(id: "a"), event(quantity: "2.5", id: "b", [("endpoint", "/x")])]))
