@@ -25,7 +25,7 @@ struct BatchEncoding: Sendable {
     }
 
     /// `events` as batch `sequence`, encoded on the background thread.
-    func encode(sequence: UInt64, events: [UsageEvent]) async throws -> AgentSession.OutgoingBatch {
+    func encode(sequence: UInt64, events: EventSpans) async throws -> AgentSession.OutgoingBatch {
         let confined = encoder
         let result = try await thread.runIfActive { () -> Result<AgentSession.OutgoingBatch, WireError> in
             BackgroundPriority.lowerCurrentThread()

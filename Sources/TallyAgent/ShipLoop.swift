@@ -19,7 +19,7 @@ struct ShipLoop {
     /// Frames and closes of an older connection are ignored.
     var connectionId = 0
     /// The events of the last spool read, held until the machine cuts them or reads again.
-    var lastRead: [UsageEvent] = []
+    var lastRead = EventSpans()
     /// The last checkpoint failure, for the log line of the machine's report.
     var checkpointError = ""
 
@@ -161,7 +161,7 @@ struct ShipLoop {
                 }
             case .readSpool(let position, let maxEvents):
                 do {
-                    let batch = try await shipper.spool.read(from: position, maxEvents: maxEvents, maxBytes: settings.batching.maxBytes)
+                    let batch = try await shipper.spool.readSpans(from: position, maxEvents: maxEvents, maxBytes: settings.batching.maxBytes)
                     if batch.skippedCorruptRegions > 0 {
                         logger.error("spool regions quarantined while reading", metadata: ["regions": "\(batch.skippedCorruptRegions)"])
                     }
@@ -172,7 +172,7 @@ struct ShipLoop {
                 }
             case .cutBatch:
                 let events = lastRead
-                lastRead = []
+                lastRead = EventSpans()
                 let sequence: UInt64
                 do {
                     sequence = try await shipper.spool.takeSequence()

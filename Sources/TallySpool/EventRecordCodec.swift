@@ -68,15 +68,10 @@ public enum EventRecordCodec {
     /// Decodes one payload; the whole buffer must be exactly one event.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(SpoolDecodingError) -> UsageEvent {
         var reader = PayloadReader(bytes: bytes)
-        let codecVersion = try reader.byte()
-        guard codecVersion == version else { throw SpoolDecodingError("unknown codec version \(codecVersion)") }
-        let flags = try reader.byte()
-        guard flags & ~1 == 0 else { throw SpoolDecodingError("unknown flags \(flags)") }
-        let timestamp = try reader.timestamp()
-        let nanos = ZigZag.decode(try reader.varint())
+        let (hasId, timestamp, nanos) = try head(&reader)
         let tenant = try reader.string()
         let metric = try reader.string()
-        let id = flags & 1 == 1 ? try reader.string() : nil
+        let id = hasId ? try reader.string() : nil
         let count = try reader.varint()
         guard count <= UInt128(reader.remaining / 2) else { throw SpoolDecodingError("property count \(count) is too large") }
         var elements: [Property] = []
@@ -90,6 +85,65 @@ public enum EventRecordCodec {
         return UsageEvent(
             tenant: tenant, metric: metric, quantity: Quantity(nanos: nanos),
             timestamp: EventTime(microseconds: timestamp), id: id, properties: properties)
+    }
+
+    /// What precedes the strings: the version and flags, checked, then the timestamp and the
+    /// quantity's nano-units.
+    private static func head(_ reader: inout PayloadReader) throws(SpoolDecodingError) -> (hasId: Bool, timestamp: Int64, nanos: Int128) {
+        let codecVersion = try reader.byte()
+        guard codecVersion == version else { throw SpoolDecodingError("unknown codec version \(codecVersion)") }
+        let flags = try reader.byte()
+        guard flags & ~1 == 0 else { throw SpoolDecodingError("unknown flags \(flags)") }
+        let timestamp = try reader.timestamp()
+        return (flags & 1 == 1, timestamp, ZigZag.decode(try reader.varint()))
+    }
+
+    /// Decodes one payload into `spans` (its bytes appended, its strings' spans pointing into
+    /// them), refusing exactly what ``decode(_:)-(UnsafeRawBufferPointer)`` refuses; adds nothing
+    /// when it throws.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, into spans: inout EventSpans) throws(SpoolDecodingError) {
+        let base = spans.bytes.count
+        var reader = PayloadReader(bytes: bytes)
+        let (hasId, timestamp, nanos) = try head(&reader)
+        let tenant = try reader.span(from: base)
+        let metric = try reader.span(from: base)
+        let id = hasId ? try reader.span(from: base) : nil
+        let count = try reader.varint()
+        guard count <= UInt128(reader.remaining / 2) else { throw SpoolDecodingError("property count \(count) is too large") }
+        let first = spans.properties.count
+        do throws(SpoolDecodingError) {
+            var previous: EventSpans.Span?
+            for _ in 0..<Int(count) {
+                let key = try reader.span(from: base)
+                // Unique and sorted by their UTF-8 bytes, as `Properties(inOrder:)` checks.
+                if let previous {
+                    let before = UnsafeRawBufferPointer(rebasing: bytes[(previous.start - base)..<(previous.start - base + previous.count)])
+                    let after = UnsafeRawBufferPointer(rebasing: bytes[(key.start - base)..<(key.start - base + key.count)])
+                    guard before.lexicographicallyPrecedes(after) else { throw SpoolDecodingError("property keys are not unique and sorted") }
+                }
+                previous = key
+                spans.properties.append(EventSpans.Property(key: key, value: try reader.span(from: base)))
+            }
+            guard reader.remaining == 0 else { throw SpoolDecodingError("\(reader.remaining) trailing bytes") }
+        } catch {
+            spans.properties.removeSubrange(first...)
+            throw error
+        }
+        spans.bytes.append(contentsOf: bytes)
+        spans.events.append(
+            EventSpans.Event(
+                timestamp: EventTime(microseconds: timestamp), quantity: Quantity(nanos: nanos), tenant: tenant, metric: metric, id: id,
+                properties: first..<spans.properties.count))
+    }
+
+    /// `events` as spans, as a read of their records gives them (tests and benchmarks).
+    public static func spans(of events: [UsageEvent]) -> EventSpans {
+        var spans = EventSpans()
+        for event in events {
+            // A record of an encoded event always decodes.
+            try? encode(event).withBytes { bytes throws(SpoolDecodingError) in try decode(bytes, into: &spans) }
+        }
+        return spans
     }
 
     /// The timestamp of an encoded event, read without decoding the rest.
@@ -122,6 +176,18 @@ struct PayloadReader {
         let raw = try varint()
         guard raw <= UInt128(UInt64.max) else { throw SpoolDecodingError("timestamp out of range") }
         return ZigZag.decode(UInt64(raw))
+    }
+
+    /// A string's place, as it will be once the payload is appended to bytes that hold `base`
+    /// bytes now; checked as ``string()`` checks it.
+    mutating func span(from base: Int) throws(SpoolDecodingError) -> EventSpans.Span {
+        let length = try varint()
+        guard length <= UInt128(remaining) else { throw SpoolDecodingError("string length \(length) runs past the payload") }
+        let start = reader.index
+        guard let slice = reader.slice(count: Int(length)), UTF8Text.isValid(slice.assumingMemoryBound(to: UInt8.self)) else {
+            throw SpoolDecodingError("invalid UTF-8")
+        }
+        return EventSpans.Span(start: base + start, count: Int(length))
     }
 
     mutating func string() throws(SpoolDecodingError) -> String {

@@ -138,6 +138,14 @@ public final class Spool: Sendable {
         }
     }
 
+    /// ``read(from:maxEvents:maxBytes:includingAcknowledged:)`` with the events as
+    /// ``EventSpans``, checked as that read checks them: what a shipper encodes.
+    public func readSpans(from position: SpoolPosition, maxEvents: Int = 1_000, maxBytes: Int = 1 << 20) async throws(SpoolError) -> SpoolSpansBatch {
+        try await perform { store throws(SpoolError) in
+            try store.read(SpoolSpansBatch.self, from: position, maxEvents: max(1, maxEvents), maxBytes: max(1, maxBytes))
+        }
+    }
+
     /// Reads from the acknowledged position (where a shipper starts after a restart).
     public func readFromAcknowledged(maxEvents: Int = 1_000, maxBytes: Int = 1 << 20) async throws(SpoolError) -> SpoolBatch {
         try await read(from: SpoolPosition(segment: 0, offset: 0), maxEvents: maxEvents, maxBytes: maxBytes)

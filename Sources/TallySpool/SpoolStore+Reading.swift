@@ -16,8 +16,15 @@ extension SpoolStore {
     /// Reads up to `maxEvents` events (and about `maxBytes` of records, at least one) from
     /// `position` on, skipping and quarantining corrupt records. Reads never free space.
     func read(from position: SpoolPosition, maxEvents: Int, maxBytes: Int, includingAcknowledged: Bool = false) throws(SpoolError) -> SpoolBatch {
+        try read(SpoolBatch.self, from: position, maxEvents: maxEvents, maxBytes: maxBytes, includingAcknowledged: includingAcknowledged)
+    }
+
+    /// ``read(from:maxEvents:maxBytes:includingAcknowledged:)`` into a batch of `Batch`.
+    func read<Batch: SpoolReadBatch>(
+        _: Batch.Type, from position: SpoolPosition, maxEvents: Int, maxBytes: Int, includingAcknowledged: Bool = false
+    ) throws(SpoolError) -> Batch {
         var at = includingAcknowledged ? position : max(position, checkpoint)
-        var batch = SpoolBatch(start: at, end: at, events: [], positions: [], skippedCorruptRegions: 0)
+        var batch = Batch(at: at)
         guard var index = segments.firstIndex(where: { $0.id >= at.segment }) else { return batch }
         if segments[index].id != at.segment { at = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd)) }
         at.offset = max(at.offset, UInt64(Self.headerEnd))
@@ -40,19 +47,17 @@ extension SpoolStore {
                     let item = try scanner.next()
                     switch item {
                     case .record(let offset, let payloadBytes):
-                        if batch.events.count >= maxEvents || (!batch.events.isEmpty && bytes + payloadBytes + RecordFraming.headerBytes > maxBytes) {
+                        if batch.count >= maxEvents || (batch.count > 0 && bytes + payloadBytes + RecordFraming.headerBytes > maxBytes) {
                             batch.reachedLimit = true
                             break reading
                         }
                         spanRecords += 1
                         let recordPosition = SpoolPosition(segment: segments[index].id, offset: UInt64(offset))
                         do {
-                            let event = try scanner.withPayload { payload throws(SpoolDecodingError) in try EventRecordCodec.decode(payload) }
-                            batch.events.append(event)
-                            batch.positions.append(recordPosition)
+                            try scanner.withPayload { payload throws(SpoolDecodingError) in try batch.add(payload: payload, at: recordPosition) }
                             // A batch of 1,000 records is ~0.5 ms of this thread: whatever waits
                             // for the core (the API server beside the agent) runs in between.
-                            YieldPoint.after(step: batch.events.count, every: 128)
+                            YieldPoint.after(step: batch.count, every: 128)
                             bytes += payloadBytes + RecordFraming.headerBytes
                         } catch {
                             batch.skippedCorruptRegions += 1
@@ -76,7 +81,7 @@ extension SpoolStore {
             guard index + 1 < segments.count else { break }
             index += 1
             at = SpoolPosition(segment: segments[index].id, offset: UInt64(Self.headerEnd))
-            if batch.events.count >= maxEvents { break }
+            if batch.count >= maxEvents { break }
         }
         batch.end = at
         return batch

@@ -19,6 +19,49 @@ public struct SpoolBatch: Sendable {
     public var reachedLimit = false
 }
 
+/// ``SpoolBatch`` with the events as ``EventSpans``: what the shipper reads, to encode the
+/// records into a batch payload without a ``UsageEvent`` for each (``Spool/readSpans(from:maxEvents:maxBytes:)``).
+public struct SpoolSpansBatch: Sendable {
+    public var start: SpoolPosition
+    public var end: SpoolPosition
+    public var events: EventSpans
+    public var skippedCorruptRegions: Int
+    /// As ``SpoolBatch/reachedLimit``.
+    public var reachedLimit = false
+}
+
+/// A batch a spool read fills record by record (``SpoolStore/read(_:from:maxEvents:maxBytes:includingAcknowledged:)``).
+protocol SpoolReadBatch {
+    init(at position: SpoolPosition)
+    var start: SpoolPosition { get set }
+    var end: SpoolPosition { get set }
+    var skippedCorruptRegions: Int { get set }
+    var reachedLimit: Bool { get set }
+    /// The events added so far.
+    var count: Int { get }
+    /// Adds the event of a record's payload, or throws (and adds nothing) when it does not decode.
+    mutating func add(payload: UnsafeRawBufferPointer, at position: SpoolPosition) throws(SpoolDecodingError)
+}
+
+extension SpoolBatch: SpoolReadBatch {
+    init(at position: SpoolPosition) { self.init(start: position, end: position, events: [], positions: [], skippedCorruptRegions: 0) }
+    var count: Int { events.count }
+
+    mutating func add(payload: UnsafeRawBufferPointer, at position: SpoolPosition) throws(SpoolDecodingError) {
+        events.append(try EventRecordCodec.decode(payload))
+        positions.append(position)
+    }
+}
+
+extension SpoolSpansBatch: SpoolReadBatch {
+    init(at position: SpoolPosition) { self.init(start: position, end: position, events: EventSpans(), skippedCorruptRegions: 0) }
+    var count: Int { events.count }
+
+    mutating func add(payload: UnsafeRawBufferPointer, at position: SpoolPosition) throws(SpoolDecodingError) {
+        try EventRecordCodec.decode(payload, into: &events)
+    }
+}
+
 /// A corrupt stretch of a segment found by recovery, a read or ``Spool/verify()``.
 public struct SpoolCorruption: Sendable, Hashable, CustomStringConvertible {
     public enum Kind: Sendable, Hashable {

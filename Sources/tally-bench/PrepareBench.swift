@@ -5,6 +5,7 @@ import TallyCollector
 import TallyCore
 import TallyLedger
 import TallyPricing
+import TallySpool
 import TallyWire
 import TallyWorkload
 
@@ -14,12 +15,15 @@ import TallyWorkload
 /// (classification, cells, their log row). The drain's figures move with the host by 10–30%
 /// from one run to the next; these are the same work without the other threads, the sockets or
 /// the disk, so a change to one step shows in its row (best of `rounds`). Beside them, the
-/// agent's side of the same batches: encoding each payload (columns, then zstd at the shipper's
-/// level), the work of its encoding thread while it ships a backlog.
+/// agent's side of the same batches while it ships a backlog: decoding the spool records (its
+/// spool reading thread) and encoding each payload (columns, then zstd at the shipper's level;
+/// its encoding thread), each beside the same through a ``UsageEvent`` per record.
 struct PrepareBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prepare",
-        abstract: "CPU per event of the collector's preparation steps and the agent's batch encoding, one thread, best of several rounds.")
+        abstract:
+            "CPU per event of the collector's preparation steps and the agent's record decoding and batch encoding, one thread, best of several rounds."
+    )
     @Option(help: "Reference-workload lines to generate.") var events = 300_000
     @Option(help: "Events per batch.") var batch = 1000
     @Option(help: "Rounds over all the batches; each step's best round is shown.") var rounds = 5
@@ -77,13 +81,34 @@ struct PrepareBench: AsyncParsableCommand {
             }
             for step in 0..<4 { best[step] = min(best[step], spent[step]) }
         }
-        // The agent's encoding of the same batches, as its ship loop does it.
-        var bestEncoding = Int64.max
-        for _ in 0..<rounds {
-            let began = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
-            for slice in slices { _ = try encoder.encode(slice) }
-            bestEncoding = min(bestEncoding, cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) - began)
+        // The agent's side of the same batches, as its ship loop does it: the spool records read
+        // as spans (``EventSpans``), which it encodes; beside each, the same through a
+        // ``UsageEvent`` per record, the way it shipped before.
+        let records = slices.map { slice in slice.map { EventRecordCodec.encode($0) } }
+        let spans = slices.map { EventRecordCodec.spans(of: $0) }
+        func bestRound(_ work: () throws -> Void) rethrows -> Int64 {
+            var best = Int64.max
+            for _ in 0..<rounds {
+                let began = cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID)
+                try work()
+                best = min(best, cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) - began)
+            }
+            return best
         }
+        let readingSpans = try bestRound {
+            for batch in records {
+                var read = EventSpans()
+                for record in batch {
+                    try record.withUnsafeBytes { bytes in try EventRecordCodec.decode(bytes, into: &read) }
+                }
+                withExtendedLifetime(read) {}
+            }
+        }
+        let readingEvents = try bestRound {
+            for batch in records { withExtendedLifetime(try batch.map { try EventRecordCodec.decode($0) }) {} }
+        }
+        let encodingSpans = try bestRound { for batch in spans { _ = try encoder.encode(batch) } }
+        let encodingEvents = try bestRound { for slice in slices { _ = try encoder.encode(slice) } }
         let count = Double(usage.count)
         var table = BenchTable.figures(echo: false)
         let names = ["decode the payload", "validate the events", "PreparedBatch (fingerprints, digest)", "speculate (classify, cells, log row)"]
@@ -91,9 +116,13 @@ struct PrepareBench: AsyncParsableCommand {
             table.add("prepare: \(name), best of \(rounds)", "µs/ev", fixed(Double(best[step]) / count / 1000), "-")
         }
         table.add("prepare: all four steps", "µs/ev", fixed(Double(best.reduce(0, +)) / count / 1000), "-")
+        func perEvent(_ nanoseconds: Int64) -> String { fixed(Double(nanoseconds) / count / 1000) }
         table.add(
-            "agent: encode the payload (columns, zstd 3), best of \(rounds)", "µs/ev",
-            fixed(Double(bestEncoding) / count / 1000), "-")
+            "agent: decode the spool records (spans), best of \(rounds)", "µs/ev", perEvent(readingSpans),
+            "\(perEvent(readingEvents)) as UsageEvents")
+        table.add(
+            "agent: encode the payload (columns, zstd 3), best of \(rounds)", "µs/ev", perEvent(encodingSpans),
+            "\(perEvent(encodingEvents)) from UsageEvents")
         table.print()
     }
 }

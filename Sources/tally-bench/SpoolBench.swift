@@ -58,14 +58,23 @@ struct SpoolBench: AsyncParsableCommand {
         }
         let appendTime = ContinuousClock.now - began
         let stats = try await spool.stats()
+        // Read back twice: as the shipper reads (spans), then as events (one `UsageEvent` each).
         let readBegan = ContinuousClock.now
         var read = 0
-        var batch = try await spool.readFromAcknowledged(maxEvents: 1_000)
-        while !batch.events.isEmpty {
-            read += batch.events.count
-            batch = try await spool.read(from: batch.end, maxEvents: 1_000)
+        var spans = try await spool.readSpans(from: SpoolPosition(segment: 0, offset: 0), maxEvents: 1_000)
+        while !spans.events.isEmpty {
+            read += spans.events.count
+            spans = try await spool.readSpans(from: spans.end, maxEvents: 1_000)
         }
         let readTime = ContinuousClock.now - readBegan
+        let eventsBegan = ContinuousClock.now
+        var readAsEvents = 0
+        var batch = try await spool.readFromAcknowledged(maxEvents: 1_000)
+        while !batch.events.isEmpty {
+            readAsEvents += batch.events.count
+            batch = try await spool.read(from: batch.end, maxEvents: 1_000)
+        }
+        let eventsTime = ContinuousClock.now - eventsBegan
         await spool.close()
 
         let count = Double(usage.count)
@@ -74,14 +83,17 @@ struct SpoolBench: AsyncParsableCommand {
             String(Int(count / appendTime.seconds)),
             "\(Int(count / floorWrite.seconds)) (plain write + fsync per chunk)")
         table.add(
-            "spool read-back, batches of 1,000 (the shipper's reads)", "events/s", String(Int(Double(read) / readTime.seconds)),
+            "spool read-back, batches of 1,000 (the shipper's reads: spans)", "events/s", String(Int(Double(read) / readTime.seconds)),
             "\(Int(count / floorRead.seconds)) (plain read, no decoding)")
+        table.add(
+            "spool read-back as UsageEvents (tallyctl's reads)", "events/s", String(Int(Double(readAsEvents) / eventsTime.seconds)),
+            "\(Int(Double(read) / readTime.seconds)) as spans")
         table.add(
             "spool bytes on disk per event", "bytes", fixed(Double(stats.bytesOnDisk) / count),
             "\(fixed(Double(encoded.reduce(0) { $0 + $1.count }) / count)) (records without framing)")
         table.add("events read back = events appended", "events", String(read), String(usage.count))
         table.print()
-        guard read == usage.count, stats.events == usage.count else {
+        guard read == usage.count, readAsEvents == usage.count, stats.events == usage.count else {
             throw BenchFailure("the spool holds \(stats.events) events and read back \(read); \(usage.count) were appended")
         }
     }

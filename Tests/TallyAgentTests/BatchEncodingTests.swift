@@ -1,4 +1,5 @@
 import TallyCore
+import TallySpool
 import TallyWire
 import Testing
 
@@ -22,7 +23,7 @@ import Testing
         let reference = try BatchPayloadEncoder(compression: .zstd(level: 3))
         for (sequence, count) in [(1, 1), (2, 1_000), (3, 37)] {
             let events = try Self.events(count)
-            let batch = try await encoding.encode(sequence: UInt64(sequence), events: events)
+            let batch = try await encoding.encode(sequence: UInt64(sequence), events: EventRecordCodec.spans(of: events))
             #expect(batch == (try AgentSession.OutgoingBatch(sequence: UInt64(sequence), events: events, encoder: reference)))
         }
         // The encoding thread runs at the background nice value (or lower already); the
@@ -36,6 +37,6 @@ import Testing
     @Test func anEncodingAfterShutdownFailsInsteadOfHanging() async throws {
         let encoding = BatchEncoding(encoder: try BatchPayloadEncoder(compression: .none))
         await encoding.shutdown()
-        await #expect(throws: (any Error).self) { _ = try await encoding.encode(sequence: 1, events: try Self.events(3)) }
+        await #expect(throws: (any Error).self) { _ = try await encoding.encode(sequence: 1, events: EventRecordCodec.spans(of: try Self.events(3))) }
     }
 }

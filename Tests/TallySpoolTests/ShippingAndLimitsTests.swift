@@ -5,6 +5,32 @@ import TallyCore
 @testable import TallySpool
 
 @Suite struct ReaderAndAcknowledgeTests {
+    /// The shipper reads spans (``Spool/readSpans(from:maxEvents:maxBytes:)``): the same events,
+    /// batch boundaries and end positions as ``Spool/read(from:maxEvents:maxBytes:includingAcknowledged:)``,
+    /// across segments and at both limits (events, bytes).
+    @Test func spansReadsAreTheEventReads() async throws {
+        let dir = TemporaryDirectory()
+        let spool = try await Spool.open(directory: dir.spool, options: options { $0.segmentBytes = 2_000 })
+        let events = (0..<300).map(sampleEvent)
+        try await spool.append(events)
+        #expect(dir.segmentFiles().count >= 2)
+        for (maxEvents, maxBytes) in [(7, 1 << 20), (1_000, 300), (50, 1_000)] {
+            var position = SpoolPosition(segment: 0, offset: 0)
+            var read: [UsageEvent] = []
+            while true {
+                let batch = try await spool.read(from: position, maxEvents: maxEvents, maxBytes: maxBytes)
+                let spans = try await spool.readSpans(from: position, maxEvents: maxEvents, maxBytes: maxBytes)
+                #expect(spans.start == batch.start && spans.end == batch.end && spans.reachedLimit == batch.reachedLimit)
+                #expect(spans.events.usageEvents == batch.events)
+                if batch.events.isEmpty { break }
+                read += batch.events
+                position = batch.end
+            }
+            #expect(read == events, "\(maxEvents) events, \(maxBytes) bytes")
+        }
+        await spool.close()
+    }
+
     @Test func readAndAcknowledgeAcrossRolloverWhileAppending() async throws {
         let dir = TemporaryDirectory()
         let spool = try await Spool.open(directory: dir.spool, options: options { $0.segmentBytes = 1_000 })

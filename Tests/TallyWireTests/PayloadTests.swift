@@ -165,6 +165,71 @@ import TallyCore
         #expect(table.count == 40)
     }
 
+    /// `events` as spans of one buffer, as the agent's spool reader hands them to the encoder.
+    static func spans(_ events: [UsageEvent]) -> EventSpans {
+        var spans = EventSpans()
+        func add(_ text: String) -> EventSpans.Span {
+            let start = spans.bytes.count
+            spans.bytes += Array(text.utf8)
+            return EventSpans.Span(start: start, count: spans.bytes.count - start)
+        }
+        for event in events {
+            let tenant = add(event.tenant)
+            let metric = add(event.metric)
+            let id = event.id.map(add)
+            let first = spans.properties.count
+            for property in event.properties { spans.properties.append(EventSpans.Property(key: add(property.key), value: add(property.value))) }
+            spans.events.append(
+                EventSpans.Event(
+                    timestamp: event.timestamp, quantity: event.quantity, tenant: tenant, metric: metric, id: id,
+                    properties: first..<spans.properties.count))
+        }
+        return spans
+    }
+
+    /// The shipper encodes stored records as spans, without a ``UsageEvent`` each: the payload
+    /// is the same, byte for byte, as for the events — edge values, tables past the size
+    /// searched by comparison (a thousand tenants), text and UUID ids, with and without zstd.
+    @Test(arguments: [BatchPayloadEncoder.Compression.none, .zstd(level: 3)])
+    func spansEncodeToTheEventsBytes(compression: BatchPayloadEncoder.Compression) throws {
+        let encoder = try BatchPayloadEncoder(compression: compression)
+        let workload = try ReferenceWorkload(
+            WorkloadConfiguration(seed: 7, events: 6_000, start: EventTime(seconds: 1_776_000_000), rate: 1000))
+        let generated = workload.compactMap(\.event)
+        #expect(Set(generated.map(\.tenant)).count > BatchPayloadEncoder.Table<RawText>.scanLimit)
+        for events in [Self.edgeEvents, generated, Array(generated.prefix(1)), []] {
+            let payload = try encoder.encode(Self.spans(events))
+            #expect(payload == (try encoder.encode(events)))
+            #expect(try BatchPayloadDecoder().decode(payload) == events)
+        }
+    }
+
+    /// Table entries are told apart by their bytes. Swift's `String` equality is canonical
+    /// equivalence ("é" as one scalar equals "e" with a combining accent); a table keyed by it
+    /// sent a batch's second spelling as the first one's bytes, so an event's fingerprint at the
+    /// collector depended on the other events of its batch.
+    @Test func canonicallyEquivalentSpellingsKeepTheirOwnBytes() throws {
+        let composed = "caf\u{E9}"
+        let decomposed = "cafe\u{301}"
+        #expect(composed == decomposed && Array(composed.utf8) != Array(decomposed.utf8))
+        let events = [composed, decomposed, composed].enumerated().map { index, text in
+            Fixtures.event(tenant: text, metric: text, at: Int64(index), id: text, properties: [(text, text)])
+        }
+        let encoder = try BatchPayloadEncoder(compression: .none)
+        for payload in [try encoder.encode(events), try encoder.encode(Self.spans(events))] {
+            let decoded = try BatchPayloadDecoder().decode(payload)
+            #expect(decoded.count == events.count)
+            for (sent, received) in zip(events, decoded) {
+                #expect(Array(received.tenant.utf8) == Array(sent.tenant.utf8))
+                #expect(Array(received.metric.utf8) == Array(sent.metric.utf8))
+                #expect(received.id.map { Array($0.utf8) } == sent.id.map { Array($0.utf8) })
+                #expect(
+                    received.properties.elements.map { Array($0.key.utf8) + [0] + Array($0.value.utf8) }
+                        == sent.properties.elements.map { Array($0.key.utf8) + [0] + Array($0.value.utf8) })
+            }
+        }
+    }
+
     @Test func encodingIsDeterministic() throws {
         let encoder = try BatchPayloadEncoder(compression: .zstd(level: 3))
         #expect(try encoder.encode(Self.edgeEvents) == encoder.encode(Self.edgeEvents))

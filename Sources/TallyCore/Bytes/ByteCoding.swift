@@ -196,4 +196,11 @@ public enum UTF8Text {
         for byte in bytes where byte >= 0x80 { return String(validating: bytes, as: UTF8.self) }
         return String(decoding: bytes, as: UTF8.self)
     }
+
+    /// Whether `bytes` are valid UTF-8: exactly when ``decode(_:)`` gives a string, without
+    /// making one for ASCII.
+    @inlinable public static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        for byte in bytes where byte >= 0x80 { return String(validating: bytes, as: UTF8.self) != nil }
+        return true
+    }
 }

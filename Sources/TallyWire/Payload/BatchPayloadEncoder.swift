@@ -60,6 +60,16 @@ public struct BatchPayloadEncoder {
 
     /// The payload of `events`, in order.
     public func encode(_ events: [UsageEvent]) throws(WireError) -> ByteBuffer {
+        try encode(StringEvents(events: events))
+    }
+
+    /// The payload of `events`, in order: the same bytes as for the same events as
+    /// ``UsageEvent``s, with no ``UsageEvent`` made (the shipper's path, from the spool).
+    public func encode(_ events: EventSpans) throws(WireError) -> ByteBuffer {
+        try events.bytes.withUnsafeBufferPointer { bytes throws(WireError) in try encode(SpanEvents(spans: events, bytes: bytes)) }
+    }
+
+    private func encode(_ events: some PayloadEvents) throws(WireError) -> ByteBuffer {
         guard events.count <= Int(UInt32.max) else {
             throw WireError(.tooManyEvents, "\(events.count) events do not fit one batch")
         }
@@ -102,19 +112,19 @@ public struct BatchPayloadEncoder {
     /// value's place in first-use order, and ``finish()`` maps those places to the final indexes
     /// (string hashing was a fifth of the agent's CPU while it shipped a backlog, when every
     /// value was hashed again to find its final index).
-    struct Table {
-        private(set) var entries: [String] = []
+    struct Table<Text: PayloadText> {
+        private(set) var entries: [Text] = []
         private var counts: [Int] = []
-        private var positions: [String: Int] = [:]
+        private var positions: [Text: Int] = [:]
 
         /// Tables up to this size are searched by comparing strings, not hashing them: most
         /// columns (metrics, most property values) have a handful of values, and comparing a
         /// short string is a few nanoseconds where hashing one is tens.
-        static let scanLimit = 16
+        static var scanLimit: Int { 16 }
 
         /// Counts one use of `value`; returns its place in first-use order.
         @discardableResult
-        mutating func count(_ value: String) -> Int {
+        mutating func count(_ value: Text) -> Int {
             if entries.count <= Self.scanLimit {
                 if let position = entries.firstIndex(of: value) {
                     counts[position] += 1
@@ -148,35 +158,35 @@ public struct BatchPayloadEncoder {
 
         func write(to out: inout ByteBuffer) {
             out.writeVarint(UInt64(entries.count))
-            for entry in entries { out.writeVarintString(entry) }
+            for entry in entries { entry.write(to: &out) }
         }
     }
 
-    static func columns(of events: [UsageEvent], uuids: inout ByteBuffer) -> ByteBuffer {
-        var tenants = Table()
-        var metrics = Table()
+    static func columns<Events: PayloadEvents>(of events: Events, uuids: inout ByteBuffer) -> ByteBuffer {
+        var tenants = Table<Events.Text>()
+        var metrics = Table<Events.Text>()
         var tenantPlaces: [Int] = []
         var metricPlaces: [Int] = []
         tenantPlaces.reserveCapacity(events.count)
         metricPlaces.reserveCapacity(events.count)
         // Property keys in first-use order; each key's values in a table of their own; and each
         // property as (event, key place, value place), in event order.
-        var keys = Table()
-        var valueTables: [Table] = []
+        var keys = Table<Events.Text>()
+        var valueTables: [Table<Events.Text>] = []
         var uses: [(event: Int32, key: Int32, value: Int32)] = []
-        for (position, event) in events.enumerated() {
+        for position in 0..<events.count {
             YieldPoint.after(step: position, every: 128)
-            tenantPlaces.append(tenants.count(event.tenant))
-            metricPlaces.append(metrics.count(event.metric))
-            for property in event.properties {
-                let key = keys.count(property.key)
+            tenantPlaces.append(tenants.count(events.tenant(position)))
+            metricPlaces.append(metrics.count(events.metric(position)))
+            events.forEachProperty(position) { name, value in
+                let key = keys.count(name)
                 if key == valueTables.count { valueTables.append(Table()) }
-                uses.append((Int32(position), Int32(key), Int32(valueTables[key].count(property.value))))
+                uses.append((Int32(position), Int32(key), Int32(valueTables[key].count(value))))
             }
         }
         let firstUseKeys = keys.entries
         // Keys go out sorted by their UTF-8 bytes.
-        let keyOrder = firstUseKeys.indices.sorted { firstUseKeys[$0].utf8.lexicographicallyPrecedes(firstUseKeys[$1].utf8) }
+        let keyOrder = firstUseKeys.indices.sorted { firstUseKeys[$0].precedes(firstUseKeys[$1]) }
         var sortedKey = [Int](repeating: 0, count: keyOrder.count)
         for (sorted, place) in keyOrder.enumerated() { sortedKey[place] = sorted }
         let tenantIndex = tenants.finish()
@@ -195,20 +205,21 @@ public struct BatchPayloadEncoder {
         tenants.write(to: &out)
         metrics.write(to: &out)
         out.writeVarint(UInt64(keyOrder.count))
-        for place in keyOrder { out.writeVarintString(firstUseKeys[place]) }
+        for place in keyOrder { firstUseKeys[place].write(to: &out) }
         for place in keyOrder { valueTables[place].write(to: &out) }
         for place in tenantPlaces { out.writeVarint(UInt64(tenantIndex[place])) }
         for place in metricPlaces { out.writeVarint(UInt64(metricIndex[place])) }
         var previous: Int64 = 0
-        for event in events {
-            out.writeVarint(ZigZag.encode(event.timestamp.microseconds &- previous))
-            previous = event.timestamp.microseconds
+        for position in 0..<events.count {
+            let microseconds = events.timestamp(position).microseconds
+            out.writeVarint(ZigZag.encode(microseconds &- previous))
+            previous = microseconds
         }
-        var textIds: [String] = []
-        for event in events {
-            var flags = event.quantity.isWhole ? 0 : BatchPayloadLayout.fractionalQuantity
-            if let id = event.id {
-                if let (high, low, kind) = UUIDText.parse(id) {
+        var textIds: [Events.Text] = []
+        for position in 0..<events.count {
+            var flags = events.quantity(position).isWhole ? 0 : BatchPayloadLayout.fractionalQuantity
+            if let id = events.id(position) {
+                if let (high, low, kind) = id.uuid {
                     flags |= kind.rawValue
                     uuids.writeInteger(high, endianness: .big)
                     uuids.writeInteger(low, endianness: .big)
@@ -219,12 +230,12 @@ public struct BatchPayloadEncoder {
             }
             out.writeInteger(flags)
         }
-        for event in events {
-            let quantity = event.quantity
+        for position in 0..<events.count {
+            let quantity = events.quantity(position)
             out.writeVarint128(ZigZag.encode(quantity.isWhole ? quantity.nanos / Quantity.nanosPerUnit : quantity.nanos))
         }
         for value in valueColumns { out.writeVarint(UInt64(value)) }
-        for id in textIds { out.writeVarintString(id) }
+        for id in textIds { id.write(to: &out) }
         return out
     }
 }
@@ -271,7 +282,7 @@ enum UUIDText {
         return Array(text.utf8).withUnsafeBufferPointer { parse(bytes: $0) }
     }
 
-    private static func parse(bytes: UnsafeBufferPointer<UInt8>) -> (high: UInt64, low: UInt64, kind: BatchPayloadLayout.IdKind)? {
+    static func parse(bytes: UnsafeBufferPointer<UInt8>) -> (high: UInt64, low: UInt64, kind: BatchPayloadLayout.IdKind)? {
         guard bytes.count == 36, bytes[8] == dash, bytes[13] == dash, bytes[18] == dash, bytes[23] == dash else { return nil }
         // One table lookup per character instead of a branch per character class: every
         // event's id goes through here as the agent ships (a twentieth of its encoding thread).

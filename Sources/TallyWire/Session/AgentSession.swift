@@ -48,6 +48,11 @@ public struct AgentSession: Sendable {
             self.init(sequence: sequence, eventCount: UInt32(truncatingIfNeeded: events.count), payload: try encoder.encode(events))
         }
 
+        /// The batch of `events` (stored records, as the shipper reads them), encoded with `encoder`.
+        public init(sequence: UInt64, events: EventSpans, encoder: BatchPayloadEncoder) throws(WireError) {
+            self.init(sequence: sequence, eventCount: UInt32(truncatingIfNeeded: events.count), payload: try encoder.encode(events))
+        }
+
         var frame: Frame { .batch(Batch(sequence: sequence, payload: payload)) }
     }
 
