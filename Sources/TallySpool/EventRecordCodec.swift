@@ -102,27 +102,27 @@ public enum EventRecordCodec {
     /// them), refusing exactly what ``decode(_:)-(UnsafeRawBufferPointer)`` refuses; adds nothing
     /// when it throws.
     public static func decode(_ bytes: UnsafeRawBufferPointer, into spans: inout EventSpans) throws(SpoolDecodingError) {
+        // Spans are read in the payload, then placed where it will be in `spans.bytes`.
         let base = spans.bytes.count
+        func placed(_ span: EventSpans.Span) -> EventSpans.Span { EventSpans.Span(start: base + span.start, count: span.count) }
         var reader = PayloadReader(bytes: bytes)
         let (hasId, timestamp, nanos) = try head(&reader)
-        let tenant = try reader.span(from: base)
-        let metric = try reader.span(from: base)
-        let id = hasId ? try reader.span(from: base) : nil
+        let tenant = placed(try reader.span())
+        let metric = placed(try reader.span())
+        let id = hasId ? placed(try reader.span()) : nil
         let count = try reader.varint()
         guard count <= UInt128(reader.remaining / 2) else { throw SpoolDecodingError("property count \(count) is too large") }
         let first = spans.properties.count
         do throws(SpoolDecodingError) {
             var previous: EventSpans.Span?
             for _ in 0..<Int(count) {
-                let key = try reader.span(from: base)
+                let key = try reader.span()
                 // Unique and sorted by their UTF-8 bytes, as `Properties(inOrder:)` checks.
-                if let previous {
-                    let before = UnsafeRawBufferPointer(rebasing: bytes[(previous.start - base)..<(previous.start - base + previous.count)])
-                    let after = UnsafeRawBufferPointer(rebasing: bytes[(key.start - base)..<(key.start - base + key.count)])
-                    guard before.lexicographicallyPrecedes(after) else { throw SpoolDecodingError("property keys are not unique and sorted") }
+                if let previous, !bytes[previous.range].lexicographicallyPrecedes(bytes[key.range]) {
+                    throw SpoolDecodingError("property keys are not unique and sorted")
                 }
                 previous = key
-                spans.properties.append(EventSpans.Property(key: key, value: try reader.span(from: base)))
+                spans.properties.append(EventSpans.Property(key: placed(key), value: placed(try reader.span())))
             }
             guard reader.remaining == 0 else { throw SpoolDecodingError("\(reader.remaining) trailing bytes") }
         } catch {
@@ -178,22 +178,24 @@ struct PayloadReader {
         return ZigZag.decode(UInt64(raw))
     }
 
-    /// A string's place, as it will be once the payload is appended to bytes that hold `base`
-    /// bytes now; checked as ``string()`` checks it.
-    mutating func span(from base: Int) throws(SpoolDecodingError) -> EventSpans.Span {
-        let length = try varint()
-        guard length <= UInt128(remaining) else { throw SpoolDecodingError("string length \(length) runs past the payload") }
-        let start = reader.index
-        guard let slice = reader.slice(count: Int(length)), UTF8Text.isValid(slice.assumingMemoryBound(to: UInt8.self)) else {
+    /// A string's place in the payload, checked as ``string()`` checks it.
+    mutating func span() throws(SpoolDecodingError) -> EventSpans.Span {
+        let start = try stringLength()
+        guard let slice = reader.slice(count: start.count), UTF8Text.isValid(slice.assumingMemoryBound(to: UInt8.self)) else {
             throw SpoolDecodingError("invalid UTF-8")
         }
-        return EventSpans.Span(start: base + start, count: Int(length))
+        return EventSpans.Span(start: start.offset, count: start.count)
+    }
+
+    /// A string's byte length, checked against what is left, and where its bytes start.
+    private mutating func stringLength() throws(SpoolDecodingError) -> (offset: Int, count: Int) {
+        let length = try varint()
+        guard length <= UInt128(remaining) else { throw SpoolDecodingError("string length \(length) runs past the payload") }
+        return (reader.index, Int(length))
     }
 
     mutating func string() throws(SpoolDecodingError) -> String {
-        let length = try varint()
-        guard length <= UInt128(remaining) else { throw SpoolDecodingError("string length \(length) runs past the payload") }
-        guard let text = reader.utf8(count: Int(length)) else { throw SpoolDecodingError("invalid UTF-8") }
+        guard let text = reader.utf8(count: try stringLength().count) else { throw SpoolDecodingError("invalid UTF-8") }
         return text
     }
 }

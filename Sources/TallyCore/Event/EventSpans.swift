@@ -21,7 +21,8 @@ public struct EventSpans: Sendable, Hashable {
             self.count = count
         }
 
-        var range: Range<Int> { start..<(start + count) }
+        /// Its bytes' positions in ``EventSpans/bytes``.
+        public var range: Range<Int> { start..<(start + count) }
     }
 
     /// One event: its numbers, and where its strings are.

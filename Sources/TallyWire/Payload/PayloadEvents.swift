@@ -95,7 +95,7 @@ struct SpanEvents: PayloadEvents {
     let bytes: UnsafeBufferPointer<UInt8>
 
     private func text(_ span: EventSpans.Span) -> RawText {
-        RawText(bytes: UnsafeBufferPointer(rebasing: bytes[span.start..<(span.start + span.count)]))
+        RawText(bytes: UnsafeBufferPointer(rebasing: bytes[span.range]))
     }
 
     var count: Int { spans.events.count }
