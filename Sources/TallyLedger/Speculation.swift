@@ -147,7 +147,10 @@ public struct BatchSpeculator: Sendable {
     /// `prepared` with its speculation (unchanged when the cells cannot be made, e.g. a sum
     /// out of range: the writer then plans, and reports the error, itself).
     public func speculate(_ prepared: PreparedBatch) -> PreparedBatch {
+        // Each step takes up to a millisecond for a batch of thousands of events: a read waiting
+        // for this core runs between them (YieldPoint).
         let classification = LedgerRules.classify(prepared, window: configuration.lateWindow)
+        YieldPoint.between()
         var speculatedCells = SpeculatedCells(minimumCapacity: classification.candidates.count * 2)
         var levels = false
         for (position, candidate) in classification.candidates.enumerated()
@@ -166,7 +169,9 @@ public struct BatchSpeculator: Sendable {
             }
             if configuration.levelMetrics.contains(event.metric) { levels = true }
         }
+        YieldPoint.between()
         let encoded = levels || speculatedCells.cells.isEmpty ? nil : AggregateLogCodec.Sections(speculatedCells.cells)
+        YieldPoint.between()
         let none = [Bool](repeating: false, count: classification.candidates.count)
         var speculated = prepared
         speculated.speculation = LedgerSpeculation(

@@ -313,7 +313,13 @@ public struct AggregateCells: Sendable {
 
     /// Folds every cell of `other` in.
     public mutating func merge(_ other: AggregateCells) throws(LedgerError) {
-        for (key, aggregate) in other.cells { try add(aggregate, at: key) }
+        for (step, (key, aggregate)) in other.cells.enumerated() {
+            // The collector's preparation threads merge committed batches (thousands of cells
+            // each) into the log's mirror between two batches: a read waiting for the core runs
+            // in between.
+            YieldPoint.after(step: step, every: 256)
+            try add(aggregate, at: key)
+        }
     }
 
     /// The most cells a rollup makes room for before it has them (``rolledUp(to:)``).

@@ -21,6 +21,15 @@ import Glibc
 /// waiting behind them; so the loops of each stage and the writer's insert loop yield every 64
 /// events (~0.1 ms): p99 under a drain 2.3–2.5 ms against 3.1–3.2 (2M events, alternating runs),
 /// and the drain no slower (119,274 / 119,391 events/s against 96,285 / 111,031).
+///
+/// Batches of 4,000 events later made some steps without a yield long again. Traced during a
+/// 3M drain (`perf record -e syscalls:sys_enter_sched_yield -e sched:sched_switch`, the time a
+/// thread ran from one yield to its next yield or switch): merging committed batches into the
+/// log's mirror ran up to 4.5 ms, the speculation's classification, log encoding and plan up to
+/// 3 ms, and the writer's plan and commit up to 6 ms. They yield now (the mirror's merge every
+/// 256 cells, the others between their steps): in five 3M drains against seven, alternating,
+/// charges p99 under the drain 0.96–1.19 ms against 0.98–2.07 (mean 1.07 against 1.39), the
+/// drain within noise (178–194k events/s against 170–202k).
 public enum YieldPoint {
     /// Yields after every `every`th step of a loop (`step` counts from 0): 64 events are about
     /// 0.1 ms of a preparation stage or of the writer's inserts.

@@ -62,6 +62,10 @@ extension SQLiteLedgerStore {
                 database.close()
                 throw LedgerError.database(code: SQLITE_ABORT, message: "injected crash", context: "committing")
             }
+            // The commit writes the transaction's pages to the WAL in the kernel, a few
+            // milliseconds for a batch of thousands of events: a read waiting for this core
+            // runs first.
+            YieldPoint.between()
             try commitTransaction()
         } catch {
             if database.handle != nil { try? statements.rollback.run() }
@@ -139,7 +143,9 @@ extension SQLiteLedgerStore {
                     prepared, index: candidate.index, event: event, fingerprint: candidate.fingerprint, status: candidate.status,
                     billedIn: candidate.billedIn))
         }
+        YieldPoint.between()
         var plan = try configuration.plan(classification, existing: existing, speculation: speculation)
+        YieldPoint.between()
         if !plan.levels.isEmpty { try writeLevels(&plan) }
         for duplicate in plan.duplicates {
             guard let event = classification.event(duplicate.index) else { continue }
