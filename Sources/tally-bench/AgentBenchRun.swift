@@ -46,8 +46,8 @@ struct AgentBenchRun {
         table.add("agent start until /healthz answers (empty spool)", "s", fixed(agent.ready.seconds), "-")
         try await idleMemory(agent.child, into: &table)
         try await pacedMemory(agent.child, options, into: &table)
-        try await streamIngest(options, into: &table)
-        try await httpIngest(options, into: &table)
+        try await streamIngest(options, agent: agent.child.pid, into: &table)
+        try await httpIngest(options, agent: agent.child.pid, into: &table)
         if let memory = agent.child.memory() {
             table.add("agent VmHWM after the ingest runs", "MiB", megabytes(memory.peakKB), "-")
         }
@@ -160,13 +160,22 @@ struct AgentBenchRun {
 
     // MARK: Ingest rates
 
-    func streamIngest(_ options: AgentBench, into table: inout BenchTable) async throws {
+    /// CPU per line of the agent and of this process (the clients) over a run: steadier than
+    /// the rate on a host whose speed drifts, and what a change to the ingest path moves.
+    func cpuPerLine(agent: Int32, lines: Int, since before: (agent: Double, bench: Double)) -> String {
+        let agentCPU = ProcessCPU.seconds(pid: agent) - before.agent
+        let benchCPU = ProcessCPU.seconds(pid: getpid()) - before.bench
+        return String(format: "%.2f / %.2f", agentCPU * 1e6 / Double(max(1, lines)), benchCPU * 1e6 / Double(max(1, lines)))
+    }
+
+    func streamIngest(_ options: AgentBench, agent: Int32, into table: inout BenchTable) async throws {
         let connections = options.streamConnections
         let perConnection = options.streamEvents / connections
         progress("socket stream: \(perConnection * connections) events on \(connections) connections")
         let chunksByConnection = try (0..<connections).map {
             try AgentWorkload.chunks(seed: 201 + UInt64($0), lines: perConnection, linesPerChunk: 1000)
         }
+        let cpu = (agent: ProcessCPU.seconds(pid: agent), bench: ProcessCPU.seconds(pid: getpid()))
         let start = ContinuousClock.now
         let run = try await AgentDrivers.stream(path: socket, lines: Array(repeating: perConnection, count: connections)) { connection in
             ChunkList(chunksByConnection[connection])
@@ -176,18 +185,21 @@ struct AgentBenchRun {
         table.add(
             "socket NDJSON stream, \(connections) conns, 1000-line writes, answer lines", "events/s", rate(run.lines, elapsed), "1,000,000")
         table.add("  answers ok / err / full", "lines", "\(run.ok)/\(run.err)/\(run.full)", "err = invalid lines (0.01%)")
+        table.add("  CPU per line, agent / bench clients", "µs", cpuPerLine(agent: agent, lines: run.lines, since: cpu), "2 cores / 1M lines/s = 2")
     }
 
-    func httpIngest(_ options: AgentBench, into table: inout BenchTable) async throws {
+    func httpIngest(_ options: AgentBench, agent: Int32, into table: inout BenchTable) async throws {
         for (round, connections) in options.connectionCounts.enumerated() {
             progress("HTTP: \(options.httpEvents) events in bodies of 100 on \(connections) connections")
             let requests = AgentDrivers.requests(
                 try AgentWorkload.chunks(seed: 301 + UInt64(round), lines: options.httpEvents, linesPerChunk: 100))
+            let cpu = (agent: ProcessCPU.seconds(pid: agent), bench: ProcessCPU.seconds(pid: getpid()))
             let start = ContinuousClock.now
             let run = await AgentDrivers.post(port: agentPort, requests: requests, connections: connections)
             let elapsed = ContinuousClock.now - start
             try check(run)
             table.add("HTTP POST /v1/events, NDJSON bodies of 100, \(connections) conns", "events/s", rate(run.accepted, elapsed), "300,000")
+            table.add("  CPU per event, agent / bench clients", "µs", cpuPerLine(agent: agent, lines: run.accepted, since: cpu), "-")
         }
     }
 
